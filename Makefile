@@ -1,0 +1,30 @@
+# `make demo` and `make test` each set up .venv/ when it is missing or stale, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
+PYPROJECTS := core/pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
+
+.PHONY: demo test bench clean
+
+$(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch, pinned: a looser spec pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/executor.py
+	$(BIN)/python bench/calibration.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,27 @@
+"""qtool: post-training quantization for ONNX models.
+
+Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
+schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import QtoolError, UnknownNameError
+from .ir import Graph, GraphError, Operation, Variable, load, save
+from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform
+from .plugins import PluginError, hookimpl
+from .quant import (
+    OpQuantConfig,
+    QuantizationPolicy,
+    QuantizationState,
+    QuantScheme,
+    RoundingPolicy,
+    TensorQuantizationConfig,
+)
+
+__all__ = [
+    "Capabilities", "Diagnostic", "ExportOptions", "Graph", "GraphError", "OpQuantConfig", "Operation", "Platform",
+    "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
+    "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
+    "hookimpl", "load", "save",
+]

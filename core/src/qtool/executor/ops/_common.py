@@ -1,0 +1,104 @@
+"""Helpers shared by the op modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from onnx import TensorProto
+
+from .registry import OpContext, register_op
+
+_TORCH_DTYPES = {
+    TensorProto.FLOAT: torch.float32,
+    TensorProto.UINT8: torch.uint8,
+    TensorProto.INT8: torch.int8,
+    TensorProto.UINT16: torch.uint16,
+    TensorProto.INT16: torch.int16,
+    TensorProto.INT32: torch.int32,
+    TensorProto.INT64: torch.int64,
+    TensorProto.BOOL: torch.bool,
+    TensorProto.FLOAT16: torch.float16,
+    TensorProto.DOUBLE: torch.float64,
+    TensorProto.UINT32: torch.uint32,
+    TensorProto.UINT64: torch.uint64,
+    TensorProto.BFLOAT16: torch.bfloat16,
+    TensorProto.FLOAT8E4M3FN: torch.float8_e4m3fn,
+    TensorProto.FLOAT8E4M3FNUZ: torch.float8_e4m3fnuz,
+    TensorProto.FLOAT8E5M2: torch.float8_e5m2,
+    TensorProto.FLOAT8E5M2FNUZ: torch.float8_e5m2fnuz,
+}
+
+
+def torch_dtype(onnx_type: int) -> torch.dtype:
+    """Torch dtype for an ONNX TensorProto data type code."""
+    try:
+        return _TORCH_DTYPES[onnx_type]
+    except KeyError:
+        name = TensorProto.DataType.Name(onnx_type)
+        raise NotImplementedError(f"ONNX data type {name} has no torch equivalent") from None
+
+
+def to_list(t: torch.Tensor) -> list:
+    """Small tensor (shape, axes, scales ...) as a flat python list."""
+    return t.reshape(-1).tolist()
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    """Map a possibly negative axis into [0, rank)."""
+    if not -rank <= axis < rank:
+        raise ValueError(f"axis {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def normalize_axes(axes: list[int], rank: int) -> list[int]:
+    return [normalize_axis(a, rank) for a in axes]
+
+
+def optional_input(inputs: list[torch.Tensor | None], index: int) -> torch.Tensor | None:
+    """Input ``index``, or None when it is absent or omitted."""
+    return inputs[index] if index < len(inputs) else None
+
+
+def attr_or_input(
+    ctx: OpContext,
+    attrs: dict[str, Any],
+    inputs: list[torch.Tensor | None],
+    name: str,
+    index: int,
+    since: int,
+) -> list | None:
+    """Value that ONNX moved from attribute ``name`` to input ``index`` at opset ``since``."""
+    if ctx.opset >= since:
+        t = optional_input(inputs, index)
+        return None if t is None else to_list(t)
+    return attrs.get(name)
+
+
+def is_float(t: torch.Tensor) -> bool:
+    return t.dtype.is_floating_point
+
+
+def tensor_op(fn):
+    """Op function applying ``fn`` to all inputs and returning its one result."""
+
+    def op(ctx, attrs, inputs):
+        return [fn(*inputs)]
+
+    op.__name__, op.__doc__ = fn.__name__, fn.__doc__
+    return op
+
+
+def unary(*op_types: str):
+    """Register ``fn(x, attrs) -> tensor`` as a one-input, one-output op."""
+
+    def decorate(fn):
+        def op(ctx, attrs, inputs):
+            return [fn(inputs[0], attrs)]
+
+        op.__name__, op.__doc__ = fn.__name__, fn.__doc__
+        for op_type in op_types:
+            register_op(op_type, op)
+        return fn
+
+    return decorate

@@ -1,0 +1,8 @@
+"""Graph IR and ONNX import/export."""
+
+from .graph import Graph, GraphError, ModelInfo, Operation, Variable
+from .onnx_export import save, to_model_proto
+from .onnx_import import from_model_proto, load
+
+__all__ = ["Graph", "GraphError", "ModelInfo", "Operation", "Variable", "from_model_proto", "load", "save",
+           "to_model_proto"]

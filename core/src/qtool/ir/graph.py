@@ -1,0 +1,262 @@
+"""Graph IR: operations and variables linked both ways (producer, consumers).
+
+Mutate a graph only through the Graph methods here so that links stay right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import QtoolError
+
+
+class GraphError(QtoolError, ValueError):
+    """A graph that the IR cannot represent or a mutation that would break it."""
+
+
+@dataclass(eq=False)
+class Variable:
+    """A tensor: a graph input, an op output, or a parameter (``value`` is set)."""
+
+    name: str
+    value: np.ndarray | None = None
+    shape: list[int | str | None] | None = None
+    dtype: np.dtype | None = None
+    producer: Operation | None = None
+    consumers: list[Operation] = field(default_factory=list)
+
+    @property
+    def is_parameter(self) -> bool:
+        return self.value is not None
+
+    def __repr__(self) -> str:
+        kind = "param" if self.is_parameter else "var"
+        return f"<{kind} {self.name}>"
+
+
+@dataclass(eq=False)
+class Operation:
+    """One node. ``inputs`` may hold None where an optional input is absent.
+
+    ``quant`` holds the op's quantization configs once the pipeline has
+    dispatched it (see :mod:`qtool.quant.opconfig`).
+    """
+
+    name: str
+    op_type: str
+    domain: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    inputs: list[Variable | None] = field(default_factory=list)
+    outputs: list[Variable] = field(default_factory=list)
+    doc_string: str = ""
+    attribute_types: dict[str, int] = field(default_factory=dict)
+    quant: Any = None
+
+    def parameters(self) -> list[Variable]:
+        return [v for v in self.inputs if v is not None and v.is_parameter]
+
+    def __repr__(self) -> str:
+        return f"<{self.op_type} {self.name}>"
+
+
+@dataclass
+class ModelInfo:
+    """What the model carries besides the graph, kept for a faithful export."""
+
+    ir_version: int = 8
+    opset_imports: dict[str, int] = field(default_factory=lambda: {"": 17})
+    producer_name: str = ""
+    producer_version: str = ""
+    domain: str = ""
+    model_version: int = 0
+    doc_string: str = ""
+    graph_name: str = "graph"
+    graph_doc_string: str = ""
+    metadata_props: dict[str, str] = field(default_factory=dict)
+    functions: list[Any] = field(default_factory=list)  # FunctionProto, kept as-is
+
+
+class Graph:
+    """A computation graph with named operations and variables."""
+
+    def __init__(self, info: ModelInfo | None = None) -> None:
+        self.info = info or ModelInfo()
+        self.operations: dict[str, Operation] = {}
+        self.variables: dict[str, Variable] = {}
+        self.inputs: list[Variable] = []
+        self.outputs: list[Variable] = []
+        self.value_info: dict[str, Any] = {}  # ValueInfoProto of intermediates, by name
+        self._name_counter = 0
+
+    # -- queries ------------------------------------------------------------
+    @property
+    def opset(self) -> int:
+        return self.info.opset_imports.get("", self.info.opset_imports.get("ai.onnx", 1))
+
+    def parameters(self) -> list[Variable]:
+        return [v for v in self.variables.values() if v.is_parameter]
+
+    def unique_name(self, base: str) -> str:
+        """A name not used by any operation or variable, derived from ``base``."""
+        if base not in self.variables and base not in self.operations:
+            return base
+        while True:
+            self._name_counter += 1
+            candidate = f"{base}_{self._name_counter}"
+            if candidate not in self.variables and candidate not in self.operations:
+                return candidate
+
+    def topological_order(self) -> list[Operation]:
+        """Operations so that every producer comes before its consumers (stable)."""
+        pending = {op.name: sum(1 for v in _distinct(op.inputs) if v.producer is not None) for op in self.operations.values()}
+        ready = [op for op in self.operations.values() if pending[op.name] == 0]
+        order: list[Operation] = []
+        while ready:
+            op = ready.pop(0)
+            order.append(op)
+            for out in op.outputs:
+                for consumer in _distinct_ops(out.consumers):
+                    pending[consumer.name] -= sum(1 for v in _distinct(consumer.inputs) if v is out)
+                    if pending[consumer.name] == 0:
+                        ready.append(consumer)
+        if len(order) != len(self.operations):
+            stuck = sorted(set(self.operations) - {op.name for op in order})
+            raise GraphError(f"graph has a cycle through node(s): {', '.join(stuck[:5])}")
+        return order
+
+    def upstream(self, op: Operation) -> list[Operation]:
+        return [v.producer for v in op.inputs if v is not None and v.producer is not None]
+
+    def downstream(self, op: Operation) -> list[Operation]:
+        return [c for v in op.outputs for c in v.consumers]
+
+    # -- mutation -------------------------------------------------------------
+    def add_variable(self, name: str, value: np.ndarray | None = None, **kwargs) -> Variable:
+        if name in self.variables:
+            raise GraphError(f"variable {name!r} already exists")
+        var = Variable(name, value=value, **kwargs)
+        if value is not None:
+            var.shape, var.dtype = list(value.shape), value.dtype
+        self.variables[name] = var
+        return var
+
+    def add_operation(
+        self,
+        op_type: str,
+        inputs: Iterable[Variable | None],
+        outputs: Iterable[Variable],
+        name: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        domain: str = "",
+    ) -> Operation:
+        """Create an op, linking it as producer of ``outputs`` and consumer of ``inputs``."""
+        name = self.unique_name(name or op_type)
+        op = Operation(name, op_type, domain, dict(attributes or {}))
+        self.operations[name] = op
+        for var in inputs:
+            self._link_input(op, var)
+        for var in outputs:
+            if var.producer is not None:
+                raise GraphError(f"variable {var.name!r} is already produced by {var.producer.name!r}")
+            var.producer = op
+            op.outputs.append(var)
+        return op
+
+    def _link_input(self, op: Operation, var: Variable | None) -> None:
+        op.inputs.append(var)
+        if var is not None:
+            var.consumers.append(op)
+
+    def set_input(self, op: Operation, index: int, var: Variable | None) -> None:
+        """Make input ``index`` of ``op`` read ``var``."""
+        old = op.inputs[index]
+        if old is not None:
+            old.consumers.remove(op)
+        op.inputs[index] = var
+        if var is not None:
+            var.consumers.append(op)
+
+    def replace_all_uses(self, old: Variable, new: Variable) -> None:
+        """Every consumer of ``old`` (and the graph outputs) read ``new`` instead."""
+        for consumer in list(old.consumers):
+            for i, var in enumerate(consumer.inputs):
+                if var is old:
+                    self.set_input(consumer, i, new)
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def remove_operation(self, op: Operation) -> None:
+        """Unlink and delete ``op``; its outputs stay as variables without producer."""
+        for i in range(len(op.inputs)):
+            self.set_input(op, i, None)
+        for out in op.outputs:
+            out.producer = None
+        del self.operations[op.name]
+
+    def bypass_operation(self, op: Operation, input_index: int = 0, output_index: int = 0) -> None:
+        """Remove a single-path op (Identity, Dropout, a removable Relu), wiring its input through.
+
+        When the op's output is a graph output, the output name is kept by
+        renaming: the input variable takes the output's name if it is not itself
+        a graph input or parameter.
+        """
+        source, result = op.inputs[input_index], op.outputs[output_index]
+        if source is None:
+            raise GraphError(f"cannot bypass {op.name!r}: input {input_index} is absent")
+        is_graph_output = result in self.outputs
+        self.remove_operation(op)
+        self.replace_all_uses(result, source)
+        self.remove_variable(result)
+        if is_graph_output and not source.is_parameter and source not in self.inputs:
+            self.rename_variable(source, result.name)
+
+    def insert_after(self, var: Variable, op_type: str, name: str | None = None,
+                     attributes: dict[str, Any] | None = None, extra_inputs: Iterable[Variable] = ()) -> Operation:
+        """Insert ``var -> op -> new var`` and move every reader of ``var`` to the new var."""
+        new_var = self.add_variable(self.unique_name(f"{var.name}_{op_type.lower()}"), shape=var.shape, dtype=var.dtype)
+        readers = list(var.consumers)
+        op = self.add_operation(op_type, [var, *extra_inputs], [new_var], name=name, attributes=attributes)
+        for reader in readers:
+            for i, v in enumerate(reader.inputs):
+                if v is var:
+                    self.set_input(reader, i, new_var)
+        self.outputs = [new_var if v is var else v for v in self.outputs]
+        return op
+
+    def remove_variable(self, var: Variable) -> None:
+        if var.consumers or var.producer is not None:
+            raise GraphError(f"variable {var.name!r} is still linked")
+        self.variables.pop(var.name, None)
+
+    def rename_variable(self, var: Variable, new_name: str) -> None:
+        if new_name in self.variables and self.variables[new_name] is not var:
+            raise GraphError(f"cannot rename {var.name!r}: {new_name!r} exists")
+        del self.variables[var.name]
+        var.name = new_name
+        self.variables[new_name] = var
+
+    def remove_unused(self) -> int:
+        """Delete parameters and dangling variables nothing reads; return how many."""
+        graph_io = {id(v) for v in (*self.inputs, *self.outputs)}
+        dead = [v for v in self.variables.values() if not v.consumers and v.producer is None and id(v) not in graph_io]
+        for var in dead:
+            del self.variables[var.name]
+        return len(dead)
+
+
+def _distinct(variables: Iterable[Variable | None]) -> list[Variable]:
+    seen: dict[int, Variable] = {}
+    for v in variables:
+        if v is not None:
+            seen.setdefault(id(v), v)
+    return list(seen.values())
+
+
+def _distinct_ops(ops: Iterable[Operation]) -> list[Operation]:
+    seen: dict[int, Operation] = {}
+    for op in ops:
+        seen.setdefault(id(op), op)
+    return list(seen.values())

@@ -1,0 +1,133 @@
+"""Graph -> ONNX ModelProto, and an atomic save."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .graph import Graph, Variable
+
+_PROTO_LIMIT = 2**31 - 2**24  # leave headroom below protobuf's 2 GiB
+
+
+def to_model_proto(graph: Graph) -> onnx.ModelProto:
+    """Build a ModelProto; parameters become initializers, names are kept."""
+    nodes = [_node_proto(op) for op in graph.topological_order()]
+    used = {v.name for op in graph.operations.values() for v in op.inputs if v is not None}
+    used |= {v.name for v in graph.outputs}
+    initializers = [_tensor(v) for v in graph.variables.values() if v.is_parameter and v.name in used]
+    produced = {v.name for op in graph.operations.values() for v in op.outputs} | {v.name for v in graph.inputs}
+    intermediates = [
+        vi for name, vi in graph.value_info.items()
+        if name in produced and name not in {v.name for v in (*graph.inputs, *graph.outputs)}
+    ]
+    inputs = [_value_info(graph, v) for v in graph.inputs]
+    if graph.info.ir_version < 4:  # IR-3 requires every initializer to be a graph input too
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in initializers]
+    proto = helper.make_graph(
+        nodes,
+        graph.info.graph_name,
+        inputs,
+        [_value_info(graph, v) for v in graph.outputs],
+        initializer=initializers,
+        doc_string=graph.info.graph_doc_string or None,
+        value_info=intermediates,
+    )
+    info = graph.info
+    model = helper.make_model(
+        proto,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in info.opset_imports.items()],
+        ir_version=info.ir_version,
+        producer_name=info.producer_name,
+        producer_version=info.producer_version,
+        domain=info.domain,
+        model_version=info.model_version,
+        doc_string=info.doc_string,
+        functions=info.functions,
+    )
+    helper.set_model_props(model, info.metadata_props)
+    return model
+
+
+def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Write ``graph`` to ``path`` atomically (temporary file, then rename).
+
+    Models whose tensors exceed the protobuf limit are saved with external data
+    in ``<name>.data`` beside the model (also when ``external_data`` is True).
+    """
+    return save_model_proto(to_model_proto(graph), path, external_data=external_data)
+
+
+def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) > _PROTO_LIMIT
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if external_data:
+            data_name = f"{path.name}.data"
+            tmp_data = path.parent / f".{data_name}.tmp"
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            _point_external_data(tmp, data_name)
+            os.replace(tmp_data, path.parent / data_name)
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _point_external_data(model_path: str, location: str) -> None:
+    """Rewrite external-data locations from the temporary data file to its final name."""
+    model = onnx.load(model_path, load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, model_path)
+
+
+def _node_proto(op) -> onnx.NodeProto:
+    node = helper.make_node(
+        op.op_type,
+        [v.name if v is not None else "" for v in op.inputs],
+        [v.name for v in op.outputs],
+        name=op.name,
+        domain=op.domain or None,
+        doc_string=op.doc_string or None,
+    )
+    for key, value in op.attributes.items():
+        node.attribute.append(_attribute(key, value, op.attribute_types.get(key)))
+    return node
+
+
+def _attribute(key: str, value, attr_type: int | None) -> onnx.AttributeProto:
+    if isinstance(value, np.ndarray):
+        value = numpy_helper.from_array(value)
+    elif isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+        value = [numpy_helper.from_array(v) for v in value]
+    return helper.make_attribute(key, value, attr_type=attr_type)
+
+
+def _tensor(var: Variable) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(var.value), var.name)
+
+
+def _value_info(graph: Graph, var: Variable) -> onnx.ValueInfoProto:
+    known = graph.value_info.get(var.name)
+    if known is not None:
+        return known
+    if var.dtype is None:
+        return helper.make_empty_tensor_value_info(var.name)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(var.dtype))
+    return helper.make_tensor_value_info(var.name, elem, var.shape)

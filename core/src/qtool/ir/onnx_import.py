@@ -1,0 +1,157 @@
+"""ONNX ModelProto -> Graph."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+
+from .graph import Graph, GraphError, ModelInfo
+
+_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def load(path: str | os.PathLike) -> Graph:
+    """Read an ONNX file (external data included) into a Graph."""
+    path = Path(path)
+    if not path.is_file():
+        raise GraphError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, OSError) as exc:
+        raise GraphError(f"{path}: not a readable ONNX model ({exc})") from exc
+    if not model.graph.node and not model.graph.output:
+        raise GraphError(f"{path}: not a readable ONNX model (no graph in the file)")
+    try:
+        return from_model_proto(model)
+    except GraphError as exc:
+        raise GraphError(f"{path}: {exc}") from exc
+
+
+def from_model_proto(model: onnx.ModelProto) -> Graph:
+    """Build a Graph from a ModelProto; Constant and constant ConstantOfShape become parameters."""
+    info = ModelInfo(
+        ir_version=model.ir_version,
+        opset_imports={o.domain: o.version for o in model.opset_import},
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+        doc_string=model.doc_string,
+        graph_name=model.graph.name or "graph",
+        graph_doc_string=model.graph.doc_string,
+        metadata_props={p.key: p.value for p in model.metadata_props},
+        functions=list(model.functions),
+    )
+    graph = Graph(info)
+    proto = model.graph
+    for init in proto.initializer:
+        graph.add_variable(init.name, value=numpy_helper.to_array(init))
+    for sparse in proto.sparse_initializer:
+        raise GraphError(f"sparse initializer {sparse.values.name!r} is not supported")
+    for vi in (*proto.input, *proto.value_info, *proto.output):
+        graph.value_info[vi.name] = vi
+    for vi in proto.input:
+        if vi.name in graph.variables:  # IR-3 style: initializer also listed as input
+            continue
+        graph.inputs.append(_declare(graph, vi.name))
+    for node in proto.node:
+        _add_node(graph, node)
+    for vi in proto.output:
+        if vi.name not in graph.variables:
+            raise GraphError(f"graph output {vi.name!r} is produced by no node")
+        graph.outputs.append(graph.variables[vi.name])
+    for var in graph.variables.values():
+        if not var.is_parameter and var.name in graph.value_info:
+            var.shape, var.dtype = _shape_and_dtype(graph.value_info[var.name])
+    _fold_constants(graph)
+    return graph
+
+
+def _declare(graph: Graph, name: str):
+    return graph.variables.get(name) or graph.add_variable(name)
+
+
+def _add_node(graph: Graph, node: onnx.NodeProto) -> None:
+    name = node.name or graph.unique_name(f"{node.op_type}_{len(graph.operations)}")
+    if name in graph.operations:
+        name = graph.unique_name(name)
+    attributes, types = {}, {}
+    for attr in node.attribute:
+        if attr.type in _SUBGRAPH_TYPES:
+            raise GraphError(f"node {name!r} ({node.op_type}) holds a subgraph; control flow is not supported yet")
+        if attr.ref_attr_name:
+            raise GraphError(f"node {name!r} ({node.op_type}) refers to a function attribute")
+        attributes[attr.name] = _attribute_value(attr)
+        types[attr.name] = attr.type
+    inputs = [_declare(graph, n) if n else None for n in node.input]
+    outputs = []
+    for out in node.output:
+        var = _declare(graph, out) if out else graph.add_variable(graph.unique_name(f"{name}_unused"))
+        if var.producer is not None:
+            raise GraphError(f"tensor {out!r} is produced by both {var.producer.name!r} and {name!r}")
+        outputs.append(var)
+    op = graph.add_operation(node.op_type, inputs, outputs, name=name, attributes=attributes, domain=node.domain)
+    op.doc_string, op.attribute_types = node.doc_string, types
+
+
+def _attribute_value(attr: onnx.AttributeProto):
+    value = helper.get_attribute_value(attr)
+    if attr.type == onnx.AttributeProto.STRING:
+        return value.decode("utf-8")
+    if attr.type == onnx.AttributeProto.STRINGS:
+        return [v.decode("utf-8") for v in value]
+    if attr.type == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(value)
+    if attr.type == onnx.AttributeProto.TENSORS:
+        return [numpy_helper.to_array(t) for t in value]
+    return value
+
+
+def _shape_and_dtype(vi: onnx.ValueInfoProto):
+    tensor_type = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        return None, None
+    dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) if tensor_type.elem_type else None
+    if not tensor_type.HasField("shape"):
+        return None, dtype
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+    return dims, dtype
+
+
+def constant_node_value(attributes: dict) -> np.ndarray:
+    """The tensor a Constant node produces, from whichever attribute carries it."""
+    if "value" in attributes:
+        return np.asarray(attributes["value"])
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in attributes:
+            return np.asarray(attributes[key], dtype=dtype)
+    if "value_string" in attributes or "value_strings" in attributes:
+        return np.asarray(attributes.get("value_string", attributes.get("value_strings")), dtype=object)
+    raise GraphError("Constant node without a value attribute")
+
+
+def _fold_constants(graph: Graph) -> None:
+    """Turn Constant nodes and ConstantOfShape of a constant shape into parameters."""
+    for op in graph.topological_order():
+        out = op.outputs[0] if op.outputs else None
+        if out is None or out in graph.outputs or op.domain not in ("", "ai.onnx"):
+            continue
+        if op.op_type == "Constant":
+            try:
+                value = constant_node_value(op.attributes)
+            except GraphError as exc:
+                raise GraphError(f"node {op.name!r}: {exc}") from exc
+        elif op.op_type == "ConstantOfShape" and op.inputs[0] is not None and op.inputs[0].is_parameter:
+            fill = np.asarray(op.attributes.get("value", np.zeros(1, dtype=np.float32))).reshape(-1)
+            value = np.full(tuple(int(d) for d in op.inputs[0].value.reshape(-1)), fill[0], dtype=fill.dtype)
+        else:
+            continue
+        graph.remove_operation(op)
+        out.value, out.shape, out.dtype = value, list(value.shape), value.dtype
+    graph.remove_unused()

@@ -1,0 +1,84 @@
+"""Pass infrastructure: a pass transforms a graph and says whether it changed it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import QtoolError
+from ..ir import Graph
+
+
+class PassError(QtoolError, RuntimeError):
+    """A pass failed, or its pre/postcondition does not hold."""
+
+
+@dataclass
+class PassResult:
+    graph: Graph
+    modified: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass:
+    """One graph transformation. Subclasses implement :meth:`call`.
+
+    :meth:`requires` and :meth:`ensures` check pre- and postconditions and raise
+    :class:`PassError` when they do not hold.
+    """
+
+    name: ClassVar[str] = ""
+
+    def requires(self, graph: Graph) -> None:
+        """Precondition; raise PassError when it does not hold."""
+
+    def ensures(self, graph: Graph) -> None:
+        """Postcondition; raise PassError when it does not hold."""
+
+    def call(self, graph: Graph) -> PassResult:
+        raise NotImplementedError
+
+    def __call__(self, graph: Graph) -> PassResult:
+        self.requires(graph)
+        result = self.call(graph)
+        self.ensures(result.graph)
+        return result
+
+    @property
+    def label(self) -> str:
+        return self.name or type(self).__name__
+
+
+@dataclass
+class PassRun:
+    """What one pass did inside a PassManager run."""
+
+    name: str
+    modified: bool
+    seconds: float
+    details: dict[str, Any]
+
+
+class PassManager:
+    """Runs passes in order, records timings, names the failing pass and what ran before."""
+
+    def __init__(self, passes: Sequence[Pass], progress: Callable[[str], None] | None = None) -> None:
+        self.passes = list(passes)
+        self.progress = progress
+
+    def run(self, graph: Graph) -> list[PassRun]:
+        runs: list[PassRun] = []
+        for p in self.passes:
+            if self.progress:
+                self.progress(p.label)
+            start = time.perf_counter()
+            try:
+                result = p(graph)
+            except Exception as exc:
+                before = ", ".join(r.name for r in runs) or "nothing"
+                raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc
+            graph = result.graph
+            runs.append(PassRun(p.label, result.modified, time.perf_counter() - start, result.details))
+        return runs

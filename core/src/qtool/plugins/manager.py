@@ -1,0 +1,138 @@
+"""Loading plugins from entry points, one at a time, so a broken one cannot sink the rest.
+
+Environment:
+* ``QTOOL_STRICT_PLUGINS=1`` turns any plugin failure into a fatal error.
+* ``QTOOL_BLOCK_PLUGINS=a,b`` skips plugins by entry-point or distribution name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from ..errors import QtoolError
+from . import hookspecs
+
+ENTRY_POINT_GROUP = "qtool"
+
+
+class PluginError(QtoolError, RuntimeError):
+    """A plugin failed to load or register, or two plugins claim the same name."""
+
+
+@dataclass
+class PluginRecord:
+    """One entry point of the ``qtool`` group and what became of it."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    blocked: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"plugin {self.name!r} (distribution {self.distribution} {self.version})"
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "hooks": self.hooks,
+            "blocked": self.blocked,
+            "error": "; ".join(self.errors) or None,
+        }
+
+
+class PluginSet:
+    """The loaded plugin manager plus a record for every entry point found."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager("qtool")
+        self.manager.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+
+    def load_entry_points(self) -> None:
+        blocked = {n.strip() for n in os.environ.get("QTOOL_BLOCK_PLUGINS", "").split(",") if n.strip()}
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist
+            record = PluginRecord(ep.name, dist.name if dist else "?", dist.version if dist else "?", ep.value)
+            self.records[ep.name] = record
+            if ep.name in blocked or record.distribution in blocked:
+                record.blocked = True
+                continue
+            try:
+                module = ep.load()
+                self.manager.register(module, name=ep.name)
+            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, reported by name
+                self.fail(record, f"failed to import: {type(exc).__name__}: {exc}", exc)
+                continue
+            record.hooks = sorted(
+                hook.name for hook in self.manager.get_hookcallers(module) or [] if hook.name.startswith("qtool_")
+            )
+
+    def call_each(self, hook_name: str, **kwargs) -> None:
+        """Call ``hook_name`` plugin by plugin; a failing plugin is reported and skipped."""
+        caller = getattr(self.manager.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            record = self.records.get(impl.plugin_name)
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except PluginError as exc:
+                self.fail(record, str(exc), exc)
+            except Exception as exc:  # noqa: BLE001
+                self.fail(record, f"{hook_name} failed: {type(exc).__name__}: {exc}", exc)
+
+    def fail(self, record: PluginRecord | None, message: str, exc: BaseException | None = None) -> None:
+        label = record.label if record else "a plugin"
+        if record is not None:
+            record.errors.append(message)
+        if os.environ.get("QTOOL_STRICT_PLUGINS") == "1":
+            raise PluginError(f"{label}: {message}") from exc
+        print(f"qtool: warning: {label}: {message}", file=sys.stderr)
+        if exc is not None and os.environ.get("QTOOL_DEBUG") == "1":
+            traceback.print_exception(exc, file=sys.stderr)
+
+    def record_for(self, plugin_name: str) -> PluginRecord | None:
+        return self.records.get(plugin_name)
+
+
+_CURRENT: PluginSet | None = None
+
+
+def plugin_manager(reload: bool = False) -> PluginSet:
+    """The process-wide plugin set, loaded on first use."""
+    global _CURRENT
+    if _CURRENT is None or reload:
+        plugin_set = PluginSet()
+        plugin_set.load_entry_points()
+        _CURRENT = plugin_set
+        _on_reload_callbacks_run()
+    return _CURRENT
+
+
+def plugins() -> list[PluginRecord]:
+    return list(plugin_manager().records.values())
+
+
+_RELOAD_CALLBACKS: list[Callable[[], None]] = []
+
+
+def on_reload(callback: Callable[[], None]) -> None:
+    """Let a registry drop what it cached when plugins are loaded again."""
+    _RELOAD_CALLBACKS.append(callback)
+
+
+def _on_reload_callbacks_run() -> None:
+    for callback in _RELOAD_CALLBACKS:
+        callback()

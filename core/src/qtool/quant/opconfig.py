@@ -1,0 +1,27 @@
+"""The quantization decision for one operation: which inputs/outputs, with which configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .tqc import TensorQuantizationConfig
+
+
+@dataclass
+class OpQuantConfig:
+    """Configs aligned with ``op.inputs`` / ``op.outputs`` (None: that tensor is not quantized).
+
+    ``quantized`` False means the op runs in float; ``reason`` says why either way.
+    """
+
+    inputs: list[TensorQuantizationConfig | None] = field(default_factory=list)
+    outputs: list[TensorQuantizationConfig | None] = field(default_factory=list)
+    quantized: bool = True
+    reason: str = ""
+
+    @classmethod
+    def float_op(cls, n_inputs: int, n_outputs: int, reason: str) -> OpQuantConfig:
+        return cls([None] * n_inputs, [None] * n_outputs, quantized=False, reason=reason)
+
+    def all_configs(self) -> list[TensorQuantizationConfig]:
+        return [c for c in (*self.inputs, *self.outputs) if c is not None]
