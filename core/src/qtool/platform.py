@@ -96,6 +96,14 @@ class Platform:
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
         raise NotImplementedError(f"platform {self.name!r} does not export")
 
+    def agreement(self, graph, paths: list[Path], samples: list[dict], simulated: list[list]) -> dict | None:
+        """Run the exported files on the target (when it can run here) and compare with qtool's simulation.
+
+        ``samples`` are input dicts, ``simulated`` the executor's outputs for them.
+        Returns a JSON-able report, or None when the target cannot run here.
+        """
+        return None
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, "description": cls.description, "output_format": cls.output_format,

@@ -68,7 +68,8 @@ class QuantizationState(enum.Enum):
     INITIAL -> ACTIVATED (calibrated) -> BAKED (values stored quantized).
     OVERLAPPED: shares another config's parameters (fusion, alignment).
     PASSIVE_INIT -> PASSIVE: parameters derived from other configs (bias).
-    FP32: this tensor stays float.
+    FP32: this tensor is not quantized at this place (kept float, or fused:
+    e.g. a Conv output that a following Relu quantizes).
     """
 
     INITIAL = "initial"

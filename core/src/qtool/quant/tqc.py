@@ -21,8 +21,9 @@ class TensorQuantizationConfig:
     * a *passive* rule computing them from other configs (int32 bias = s_in * s_w).
     """
 
-    def __init__(self, scheme: QuantScheme, state: S = S.INITIAL) -> None:
+    def __init__(self, scheme: QuantScheme, state: S = S.INITIAL, role: str = "activation") -> None:
         self.scheme = scheme
+        self.role = role  # "activation", "weight" or "bias"
         self.state = state
         self._scale: np.ndarray | None = None
         self._offset: np.ndarray | None = None
@@ -91,4 +92,4 @@ class TensorQuantizationConfig:
         return self._rule is not None
 
     def __repr__(self) -> str:
-        return f"TQC({self.scheme.short()}, {self.state.value})"
+        return f"TQC({self.role}: {self.scheme.short()}, {self.state.value})"
