@@ -1,6 +1,24 @@
 """Torch implementations of ONNX operators; importing registers them all."""
 
-from . import activation  # noqa: F401
+from . import (  # noqa: F401  (imported to register their ops)
+    activation,
+    cast,
+    conv,
+    creation,
+    elementwise,
+    identity,
+    indexing,
+    linear,
+    logical,
+    norm,
+    pad,
+    pool,
+    reduce,
+    resize,
+    shape,
+    slice,
+    softmax,
+)
 from .registry import (
     OpContext,
     OpFunction,
