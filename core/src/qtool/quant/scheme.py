@@ -158,8 +158,8 @@ class QuantScheme:
 
     def _integer_problems(self) -> list[str]:
         bits, lo, hi = self.num_of_bits, self.quant_min, self.quant_max
-        if not 1 <= bits <= 16:
-            return [f"num_of_bits={bits}: integer schemes take 1 to 16 bits"]
+        if not (1 <= bits <= 16 or bits == 32):
+            return [f"num_of_bits={bits}: integer schemes take 1 to 16 bits (32 for int32 bias)"]
         if self.exponent_bits:
             return ["exponent_bits applies to FLOATING schemes only"]
         if lo != int(lo) or hi != int(hi):
