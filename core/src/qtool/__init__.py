@@ -14,14 +14,17 @@ from .quant import (
     OpQuantConfig,
     QuantizationPolicy,
     QuantizationState,
+    QuantizedTensor,
     QuantScheme,
     RoundingPolicy,
     TensorQuantizationConfig,
+    quantized_tensors,
+    representable_range,
 )
 
 __all__ = [
     "Capabilities", "Diagnostic", "ExportOptions", "Graph", "GraphError", "OpQuantConfig", "Operation", "Platform",
     "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
     "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
-    "hookimpl", "load", "save",
+    "hookimpl", "load", "save", "QuantizedTensor", "quantized_tensors", "representable_range",
 ]
