@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .errors import QtoolError, UnknownNameError
 from .ir import Graph, GraphError, Operation, Variable, load, save
-from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform
+from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform, write_atomic
 from .plugins import PluginError, hookimpl
 from .quant import (
     OpQuantConfig,
@@ -27,4 +27,5 @@ __all__ = [
     "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
     "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
     "hookimpl", "load", "save", "QuantizedTensor", "quantized_tensors", "representable_range",
+    "write_atomic",
 ]
