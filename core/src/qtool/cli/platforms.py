@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..platform import PLATFORMS
 from ..plugins import plugins
+from ..plugins.registry import Registry
 
 PLATFORMS_SCHEMA_VERSION = 1
 
@@ -37,7 +38,7 @@ def list_platforms(args) -> int:
         return 0
     table = Table(title="qtool platforms")
     for column in ("platform", "distribution", "version", "output format", "bits", "policies", "opsets"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in document["platforms"]:
         opsets = "-".join(map(str, row["opsets"])) if row["opsets"] else "-"
         table.add_row(row["name"], row["distribution"], row["version"], row["output_format"],
@@ -47,6 +48,8 @@ def list_platforms(args) -> int:
 
 
 def list_plugins(args) -> int:
+    for registry in Registry.instances:  # run every registration hook so that its failures are recorded
+        registry.entries()
     records = [r.as_dict() for r in plugins()]
     if args.json:
         print(json.dumps({"schema_version": 1, "plugins": records}, indent=2))
