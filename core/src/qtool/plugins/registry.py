@@ -52,10 +52,10 @@ class Registry(Generic[T]):
 
     def entries(self) -> dict[str, Entry[T]]:
         if self._entries is None:
+            plugins = plugin_manager()  # first: loading plugins clears every registry
             self._entries = {}
             for name, value in (self._builtins() if self._builtins else {}).items():
                 self._entries[name] = Entry(name, value, None)
-            plugins = plugin_manager()
             for impl in getattr(plugins.manager.hook, self.hook_name).get_hookimpls():
                 self._collect(plugins, impl)
         return self._entries

@@ -1,0 +1,66 @@
+"""Tiny ONNX models and inputs made on the fly, for plugin tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SMALL_MODEL_INPUT = "input"
+SMALL_MODEL_SHAPE = (1, 3, 8, 8)
+
+
+def small_model_proto(seed: int = 0) -> onnx.ModelProto:
+    """Conv -> Relu -> Conv, a residual Add, pooling, Gemm: 5 outputs from a 3x8x8 image.
+
+    The Relu output is read by two ops (a second Conv and the Add), so exporters
+    meet a tensor with several readers. Weights come from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+
+    def param(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    params = [param("conv1.weight", 4, 3, 3, 3), param("conv1.bias", 4), param("conv2.weight", 4, 4, 1, 1),
+              param("conv2.bias", 4), param("fc.weight", 5, 4), param("fc.bias", 5)]
+    nodes = [
+        helper.make_node("Conv", [SMALL_MODEL_INPUT, "conv1.weight", "conv1.bias"], ["conv1_out"], name="conv1",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv1_out"], ["relu_out"], name="relu"),
+        helper.make_node("Conv", ["relu_out", "conv2.weight", "conv2.bias"], ["conv2_out"], name="conv2"),
+        helper.make_node("Add", ["relu_out", "conv2_out"], ["add_out"], name="add"),
+        helper.make_node("GlobalAveragePool", ["add_out"], ["pool_out"], name="pool"),
+        helper.make_node("Flatten", ["pool_out"], ["flat_out"], name="flatten"),
+        helper.make_node("Gemm", ["flat_out", "fc.weight", "fc.bias"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "qtool_small_model",
+        [helper.make_tensor_value_info(SMALL_MODEL_INPUT, TensorProto.FLOAT, list(SMALL_MODEL_SHAPE))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 5])], params)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="qtool.testing")
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def small_model(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write :func:`small_model_proto` to ``path`` and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(small_model_proto(seed), path)
+    return path
+
+
+def random_inputs(graph, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``count`` input dicts for ``graph`` (a qtool Graph) drawn from N(0, 1); symbolic dims become 1."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(count):
+        sample = {}
+        for var in graph.inputs:
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in (var.shape or [])]
+            sample[var.name] = rng.standard_normal(shape).astype(var.dtype or np.float32)
+        samples.append(sample)
+    return samples

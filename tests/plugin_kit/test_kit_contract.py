@@ -1,0 +1,142 @@
+"""The platform contract finds what a careless plugin gets wrong, and passes a careful one."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import qtool
+from qtool import Capabilities, Diagnostic, Platform, Severity
+from qtool.testing import (
+    awkward_graph,
+    check_capabilities,
+    check_default_config,
+    check_export,
+    check_platform,
+    check_registration,
+    check_validate,
+    quantize_by_hand,
+    random_inputs,
+    retarget,
+    small_model,
+)
+
+
+class Careful(Platform):
+    """Writes one JSON file of activation scales through qtool.write_atomic; rejects non-int8 tensors."""
+
+    name = "kit-careful"
+    description = "test platform"
+    output_format = "json"
+    capabilities = Capabilities(bits=(8,), policies=("SYMMETRICAL", "PER_TENSOR", "PER_CHANNEL", "LINEAR"))
+
+    def default_config(self):
+        return {"activation": {"bits": 8, "symmetric": True}}
+
+    def validate(self, graph, options=None):
+        return [Diagnostic(Severity.ERROR, "scheme", f"{t.scheme.short()} is not int8", op=t.op.name, tensor=t.tensor)
+                for t in qtool.quantized_tensors(graph) if t.scheme.num_of_bits != 8 or t.scheme.is_floating]
+
+    def export(self, graph, output, options):
+        scales = {t.tensor: float(t.scale.max()) for t in qtool.quantized_tensors(graph)}
+        return [qtool.write_atomic(output.with_suffix(".json"), json.dumps(scales, sort_keys=True))]
+
+
+class InPlace(Careful):
+    name = "kit-in-place"
+
+    def export(self, graph, output, options):
+        path = output.with_suffix(".json")
+        path.write_text("{}")
+        return [path]
+
+
+class Messy(Careful):
+    name = "kit-messy"
+
+    def export(self, graph, output, options):
+        (output.parent / "scratch.tmp").write_text("left behind")
+        return super().export(graph, output, options)
+
+
+class Sloppy(Careful):
+    name = "kit-sloppy"
+    capabilities = Capabilities(bits=(0,), policies=("SYMMETRIC",), opsets=(18, 13), formats=())
+    description = ""
+
+    def default_config(self):
+        return {"activation": {"bits": 4}}
+
+    def validate(self, graph, options=None):
+        graph.operations["conv1"].quant.outputs[0].keep_float()
+        return [Diagnostic(Severity.ERROR, "no where", "bad"), Diagnostic(Severity.WARNING, "x", "", tensor="ghost")]
+
+
+@pytest.fixture
+def graph(qtool_calibrated_graph):
+    return qtool_calibrated_graph
+
+
+def test_small_model_fixture_runs_in_onnxruntime(qtool_small_model):
+    session = ort.InferenceSession(str(qtool_small_model))
+    (out,) = session.run(None, random_inputs(qtool.load(qtool_small_model), 1)[0])
+    assert out.shape == (1, 5) and np.isfinite(out).all()
+
+
+def test_careful_platform_passes_export_and_validate(register_platform, graph, tmp_path):
+    name = register_platform(Careful)
+    assert check_export(name, graph, tmp_path / "out") == []
+    assert check_validate(name, graph) == []
+    assert check_capabilities(name) == [] and check_default_config(name) == []
+    assert check_registration(name) == [f"{name}: registered by qtool's core, not through an entry point"]
+
+
+def test_unknown_platform_is_reported_by_name():
+    (problem,) = check_platform("kit-nowhere")
+    assert problem.startswith("kit-nowhere: not registered (known platforms:")
+
+
+def test_in_place_writes_and_stray_files_are_found(register_platform, graph, tmp_path):
+    name = register_platform(Messy)
+    assert check_export(name, graph, tmp_path / "messy") == [f"{name}: export() left files it did not return: scratch.tmp"]
+    name = register_platform(InPlace)
+    assert check_export(name, graph, tmp_path / "in-place") == [
+        f"{name}: model.json was rewritten in place; write a temporary file and os.replace it (qtool.write_atomic)"]
+
+
+def test_sloppy_declarations_and_diagnostics_are_each_named(register_platform, graph):
+    name = register_platform(Sloppy)
+    caps = "\n".join(check_capabilities(name))
+    for fragment in ("'description' is empty", "capabilities.bits (0,)", "unknown ['SYMMETRIC']",
+                     "capabilities.opsets (18, 13)", "capabilities.formats is empty"):
+        assert fragment in caps
+    assert check_default_config(name) == [
+        f"{name}: default_config()['activation']['bits'] = 4 is not in capabilities.bits (0,)"]
+    problems = check_validate(name, graph)
+    assert problems == [
+        f"{name}: validate() changed the graph's quantization configs",
+        f"{name}: diagnostic code 'no where' should be a short identifier",
+        f"{name}: error diagnostic 'no where' names neither an op nor a tensor",
+        f"{name}: diagnostic 'x' has no message",
+        f"{name}: diagnostic 'x' names tensor 'ghost', which is not in the graph",
+    ]
+
+
+def test_awkward_graph_makes_validate_speak(register_platform, graph):
+    name = register_platform(Careful)
+    found = qtool.get_platform(name).validate(awkward_graph(graph))
+    assert {d.tensor for d in found} >= {"input", "conv1.weight", "output"}
+    assert all(d.severity is Severity.ERROR and d.op in graph.operations for d in found)
+
+
+def test_quantize_by_hand_int32_bias_follows_its_inputs(tmp_path):
+    graph = quantize_by_hand(qtool.load(small_model(tmp_path / "m.onnx")), bias="int32")
+    fc = graph.operations["fc"].quant
+    assert fc.inputs[1].scheme.channel_axis == 0  # Gemm with transB=1: output channels on axis 0
+    np.testing.assert_allclose(fc.inputs[2].scale, fc.inputs[0].scale * fc.inputs[1].scale, rtol=1e-6)
+    retarget(graph, "flat_out", qtool.QuantScheme.integer(8, signed=False, symmetric=False))
+    np.testing.assert_allclose(fc.inputs[2].scale, fc.inputs[0].scale * fc.inputs[1].scale, rtol=1e-6)
+    assert fc.inputs[0].offset > 0
+    with pytest.raises(qtool.UnknownNameError, match="'nothing' has no quantization config"):
+        retarget(graph, "nothing", qtool.QuantScheme.integer(8))
