@@ -1,0 +1,45 @@
+"""Reading configuration files: TOML, YAML or JSON, chosen by extension."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+_READERS = {
+    ".toml": lambda text: tomllib.loads(text),
+    ".yaml": lambda text: yaml.safe_load(text),
+    ".yml": lambda text: yaml.safe_load(text),
+    ".json": lambda text: json.loads(text),
+}
+_PARSE_ERRORS = (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The configuration in ``path`` as a dict; ConfigError names the file on any problem."""
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ConfigError(f"{path}: unknown config file type {path.suffix!r} (use .toml, .yaml, .yml or .json)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
+    try:
+        data = reader(text)
+    except _PARSE_ERRORS as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: invalid {path.suffix.lstrip('.').upper()}: {detail}") from exc
+    if data is None:  # an empty YAML file
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table, got {type(data).__name__}")
+    return data

@@ -1,0 +1,225 @@
+"""QuantConfig: the resolved configuration the passes read (frozen)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from types import MappingProxyType
+from typing import Any
+
+from ..quant import QuantScheme
+from .axes import natural_weight_axis
+from .errors import ConfigError
+from .merge import merge_scheme
+from .overrides import Override
+from .schema import ALIGNMENT_GROUPS
+from .schemes import ACTIVATION_AXIS, SchemeConflict, build_scheme, describe_scheme
+
+ROLES = ("activation", "weight")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything the passes need to know, merged from platform defaults, preset and user file.
+
+    ``activation`` / ``weight`` are merged scheme tables (None: keep float);
+    read schemes through :meth:`scheme_for`, which applies the overrides.
+    """
+
+    activation: Mapping[str, Any] | None
+    weight: Mapping[str, Any] | None
+    bias_mode: str
+    quantize_op_types: frozenset[str]
+    passive_op_types: frozenset[str]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    fuse_activations: bool
+    fusion_activations: frozenset[str]
+    remove_activations: bool
+    alignment: Mapping[str, str]
+    calibration: Mapping[str, Any]
+    overrides: tuple[Override, ...] = ()
+    preset: str | None = None
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_tree(cls, tree: Mapping[str, Any], origins: Mapping[str, str], preset: str | None) -> QuantConfig:
+        """Build from a merged config tree and check every scheme it can form."""
+        dispatch, fusion = tree["dispatch"], tree["fusion"]
+        config = cls(
+            activation=_frozen(tree["activation"]), weight=_frozen(tree["weight"]),
+            bias_mode=tree["bias"]["mode"],
+            quantize_op_types=frozenset(dispatch["quantize_op_types"]),
+            passive_op_types=frozenset(dispatch["passive_op_types"]),
+            include=tuple(dispatch["include"]), exclude=tuple(dispatch["exclude"]),
+            fuse_activations=fusion["fuse_activations"], fusion_activations=frozenset(fusion["activations"]),
+            remove_activations=fusion["remove_activations"],
+            alignment=MappingProxyType(dict(tree["alignment"])),
+            calibration=MappingProxyType(dict(tree["calibration"])),
+            overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
+                            for i, item in enumerate(tree["override"])),
+            preset=preset, origins=MappingProxyType(dict(origins)),
+        )
+        config._check_schemes()
+        return config
+
+    # -- schemes -------------------------------------------------------------
+    def scheme_for(self, op, role: str, tensor: str | None = None,
+                   channel_axis: int | None = None) -> QuantScheme | None:
+        """The scheme of ``tensor`` in ``role`` at ``op`` after overrides; None keeps it float.
+
+        ``channel_axis`` is used by per-channel schemes whose table gives no
+        ``axis``; when omitted, weights use the op's natural axis and activations
+        axis 1. A weight without any axis (e.g. a constant input of Add) falls
+        back to per-tensor.
+        """
+        if role not in ROLES:
+            raise ValueError(f"scheme_for role must be 'activation' or 'weight', got {role!r} "
+                             "(bias: see bias_mode_for)")
+        if self.is_excluded(op):
+            return None
+        table, origins = self._table_for(op, role, tensor)
+        if table is None:
+            return None
+        if channel_axis is None:
+            channel_axis = natural_weight_axis(op, tensor) if role == "weight" else ACTIVATION_AXIS
+        if channel_axis is None and "axis" not in table:
+            table = {k: v for k, v in table.items() if k != "block_size"} | {"granularity": "per_tensor"}
+        where = f"op {op.name!r}" + (f" tensor {tensor!r}" if tensor else "")
+        return self._build(table, origins, role, channel_axis, where)
+
+    def _table_for(self, op, role: str, tensor: str | None) -> tuple[dict | None, dict[str, str]]:
+        table = getattr(self, role)
+        table = dict(table) if table is not None else None
+        origins = self._role_origins(role)
+        for override in self.overrides:
+            if not override.matches(op, tensor):
+                continue
+            if override.keep_float:
+                return None, {}
+            part = override.scheme_part(role)
+            if part is not None:
+                table, origins = merge_scheme(table, part, lower_origins=origins, source=override.label)
+        return table, origins
+
+    def _role_origins(self, role: str) -> dict[str, str]:
+        prefix = role + "."
+        return {k[len(prefix):]: v for k, v in self.origins.items() if k.startswith(prefix)}
+
+    def _build(self, table: Mapping[str, Any], origins: Mapping[str, str], role: str, axis: int | None,
+               where: str) -> QuantScheme:
+        try:
+            return build_scheme(table, role, axis=axis, default_observer=self._default_observer(role))
+        except SchemeConflict as exc:
+            keys = [k for k in exc.keys if k in table] or list(table)
+            first = keys[0] if keys else ""
+            source = origins.get(first, "built-in defaults")
+            others = {origins.get(k, "built-in defaults") for k in keys} - {source}
+            extra = f" (also from {', '.join(sorted(others))})" if others else ""
+            path = f"{role}.{first}" if first else role
+            raise ConfigError(f"{source}: {path}: {exc}{extra}" + (f" [{where}]" if where else "")) from None
+
+    def _default_observer(self, role: str) -> str:
+        return self.calibration["observer"] if role == "activation" else "minmax"
+
+    def _check_schemes(self) -> None:
+        """Build every role scheme and every override over it once, so that conflicts show up now."""
+        for role in ROLES:
+            table = getattr(self, role)
+            origins = self._role_origins(role)
+            if table is not None:
+                self._build(table, origins, role, 0, "")
+            for override in self.overrides:
+                part = override.scheme_part(role)
+                if part is not None and part != "float":
+                    merged, merged_origins = merge_scheme(dict(table) if table is not None else None, part,
+                                                          lower_origins=origins, source=override.label)
+                    self._build(merged, merged_origins, role, 0, "")
+
+    # -- dispatch ----------------------------------------------------------------
+    def is_excluded(self, op) -> bool:
+        """True when ``op`` must stay float (keep_float override, or exclude glob not re-included)."""
+        return self._float_reason(op) is not None
+
+    def quantize_decision(self, op) -> tuple[bool, str]:
+        """Whether the config asks for ``op`` to be quantized, and why (for the dispatch report)."""
+        reason = self._float_reason(op)
+        if reason is not None:
+            return False, reason
+        include = _first_match(self.include, op.name)
+        if include is not None:
+            return True, f"included by dispatch.include {include!r}"
+        if op.op_type in self.quantize_op_types:
+            return True, f"{op.op_type} is in dispatch.quantize_op_types"
+        return False, f"{op.op_type} is not in dispatch.quantize_op_types"
+
+    def _float_reason(self, op) -> str | None:
+        for override in self.overrides:
+            if override.keep_float and override.matches_op(op):
+                return f"kept float by {override.label}"
+        if _first_match(self.include, op.name) is not None:
+            return None
+        exclude = _first_match(self.exclude, op.name)
+        return f"excluded by dispatch.exclude {exclude!r}" if exclude is not None else None
+
+    def bias_mode_for(self, op) -> str:
+        """'int32' or 'float' for the bias of ``op`` (float when the op is excluded)."""
+        if self.is_excluded(op):
+            return "float"
+        mode = self.bias_mode
+        for override in self.overrides:
+            if override.bias_mode is not None and override.matches_op(op):
+                mode = override.bias_mode
+        return mode
+
+    def alignment_for(self, op_type: str) -> str | None:
+        """The alignment mode of ``op_type`` ('output', 'max', 'none'), None when no group covers it."""
+        for group, types in ALIGNMENT_GROUPS.items():
+            if op_type in types:
+                return self.alignment[group]
+        return None
+
+    # -- output ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a file-structured dict; resolve_config({}, it) gives an equal config."""
+        data: dict[str, Any] = {"preset": self.preset} if self.preset else {}
+        for role in ROLES:
+            table = getattr(self, role)
+            data[role] = dict(table) if table is not None else "float"
+        data["bias"] = {"mode": self.bias_mode}
+        data["dispatch"] = {"quantize_op_types": sorted(self.quantize_op_types),
+                            "passive_op_types": sorted(self.passive_op_types),
+                            "exclude": list(self.exclude), "include": list(self.include)}
+        data["fusion"] = {"fuse_activations": self.fuse_activations,
+                          "activations": sorted(self.fusion_activations),
+                          "remove_activations": self.remove_activations}
+        data["alignment"] = dict(self.alignment)
+        data["calibration"] = dict(self.calibration)
+        data["override"] = [o.to_dict() for o in self.overrides]
+        return data
+
+    def describe(self) -> str:
+        """A readable summary for ``qtool explain``."""
+        lines = [f"preset: {self.preset or 'none'}"]
+        lines += [f"{role}: {describe_scheme(getattr(self, role), role, self._default_observer(role))}"
+                  for role in ROLES]
+        lines.append(f"bias: {self.bias_mode}")
+        lines.append(f"quantized op types: {', '.join(sorted(self.quantize_op_types)) or 'none'}")
+        lines.append(f"passive op types: {', '.join(sorted(self.passive_op_types)) or 'none'}")
+        if self.include or self.exclude:
+            lines.append(f"include: {list(self.include)}  exclude: {list(self.exclude)}")
+        fused = ", ".join(sorted(self.fusion_activations)) if self.fuse_activations else "off"
+        lines.append(f"fused activations: {fused}; removed at export: {str(self.remove_activations).lower()}")
+        lines.append("alignment: " + ", ".join(f"{g} = {m}" for g, m in self.alignment.items()))
+        lines.append("calibration: " + ", ".join(f"{k} = {v}" for k, v in self.calibration.items()))
+        lines += [f"override[{i}] {o.describe()}" for i, o in enumerate(self.overrides)]
+        return "\n".join(lines)
+
+
+def _frozen(table: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if table is None else MappingProxyType(dict(table))
+
+
+def _first_match(globs: tuple[str, ...], name: str) -> str | None:
+    return next((g for g in globs if fnmatchcase(name, g)), None)

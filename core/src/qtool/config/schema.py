@@ -1,0 +1,232 @@
+"""The configuration schema: every key once, with its type, default and meaning.
+
+Validation, the did-you-mean hints, the built-in defaults and the reference
+tables of docs/configuration.md are all driven by the tables here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..quant import RoundingPolicy
+
+GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+
+# Named float formats: name -> (exponent_bits, mantissa_bits); bits = 1 + e + m.
+FLOAT_FORMATS: dict[str, tuple[int, int]] = {
+    "fp8_e4m3": (4, 3),
+    "fp8_e5m2": (5, 2),
+    "fp6_e3m2": (3, 2),
+    "fp6_e2m3": (2, 3),
+    "fp4_e2m1": (2, 1),
+    "fp16": (5, 10),
+    "bf16": (8, 7),
+}
+FORMATS = ("int", "float", *FLOAT_FORMATS)
+
+# Alignment groups: which op types each one governs.
+ALIGNMENT_GROUPS: dict[str, tuple[str, ...]] = {
+    "concat": ("Concat",),
+    "add": ("Add", "Sub", "Sum"),
+    "minmax": ("Max", "Min"),
+}
+ALIGNMENT_MODES = ("output", "max", "none")
+
+MATCHERS = ("op_type", "op_name", "tensor")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.
+
+    ``kind`` is one of bool, int, number, str, list, scheme (a scheme table or
+    the string "float"), table (a fixed sub-table) or overrides (a list of tables).
+    ``resets``: keys a layer drops from lower layers when it sets this one
+    without setting them itself (e.g. a new ``bits`` drops an inherited range).
+    """
+
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+    resets: tuple[str, ...] = ()
+    shown_default: str | None = None  # how the docs show a derived default
+
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None:
+            return "—"
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, str):
+            return f'"{self.default}"'
+        if isinstance(self.default, tuple):
+            return "[" + ", ".join(f'"{v}"' for v in self.default) + "]"
+        return str(self.default)
+
+    def type_text(self) -> str:
+        if self.choices:
+            return " \\| ".join(f'"{c}"' for c in self.choices)
+        return {"list": "list of str", "number": "float", "scheme": "table or \"float\"",
+                "overrides": "list of tables"}.get(self.kind, self.kind)
+
+
+def _between(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = (lo < value if lo_open else lo <= value) and value <= hi
+        if ok:
+            return None
+        return f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {value!r}"
+
+    return check
+
+
+def _at_least(lo: int) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= lo else f"must be >= {lo}, got {value!r}"
+
+
+SCHEME_KEYS: dict[str, Key] = {
+    "format": Key("str", "int", "Number format: integer codes, an eXmY float (`float` with `exponent_bits`), "
+                  "or a named float format.", choices=FORMATS,
+                  resets=("bits", "exponent_bits", "mantissa_bits", "quant_min", "quant_max")),
+    "bits": Key("int", 8, "Width in bits (1-16). For floats, 1 + exponent_bits + mantissa_bits.",
+                check=_between(1, 16), resets=("quant_min", "quant_max"),
+                shown_default="8 (named float formats: their width)"),
+    "signed": Key("bool", True, "Integer range: signed [-2^(b-1), 2^(b-1)-1] or unsigned [0, 2^b-1].",
+                  resets=("quant_min", "quant_max"), shown_default="true (or the sign of `quant_min`)"),
+    "quant_min": Key("int", None, "Lowest integer code; any range that fits `bits` as signed or unsigned "
+                     "and contains 0.", resets=("signed",), shown_default="from `bits` and `signed`"),
+    "quant_max": Key("int", None, "Highest integer code.", resets=("signed",),
+                     shown_default="from `bits` and `signed`"),
+    "symmetric": Key("bool", True, "Symmetric (zero point at the centre of the range) or asymmetric "
+                     "(zero point from the observed minimum). Float formats are symmetric."),
+    "granularity": Key("str", "per_tensor", "One scale per tensor, per channel along `axis`, "
+                       "or per block of `block_size` elements along `axis`.", choices=GRANULARITIES,
+                       resets=("axis", "block_size"), shown_default='"per_tensor" (weight: "per_channel")'),
+    "axis": Key("int", None, "Channel axis for per_channel / per_block.",
+                shown_default="activation: 1; weight: the op's natural axis"),
+    "block_size": Key("int", None, "Elements per block along `axis` (per_block only).", check=_at_least(1)),
+    "exponent_bits": Key("int", None, "Exponent width of a `format = \"float\"` scheme.", check=_between(1, 8)),
+    "mantissa_bits": Key("int", None, "Mantissa width of a `format = \"float\"` scheme (else bits - 1 - e).",
+                         check=_between(0, 14)),
+    "power_of_2": Key("bool", False, "Round scales up to powers of two (int formats only)."),
+    "dynamic": Key("bool", False, "Scales computed at run time by the target instead of calibrated."),
+    "rounding": Key("str", "half_even", "Rounding of values to codes.",
+                    choices=tuple(r.value for r in RoundingPolicy)),
+    "observer": Key("str", None, "Calibration observer that computes scale and offset.",
+                    shown_default="activation: `calibration.observer`; weight: \"minmax\""),
+}
+
+SECTION_KEYS: dict[str, dict[str, Key]] = {
+    "bias": {
+        "mode": Key("str", "int32", "int32: codes at scale s_in * s_w with zero point 0; float: bias kept float.",
+                    choices=("int32", "float")),
+    },
+    "dispatch": {
+        "quantize_op_types": Key("list", ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul",
+                                          "AveragePool", "GlobalAveragePool"),
+                                 "Op types that are quantized (inputs, weights and outputs)."),
+        "passive_op_types": Key("list", ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool",
+                                         "GlobalMaxPool", "Slice", "Concat", "Split", "Gather", "Tile", "Expand",
+                                         "DepthToSpace", "SpaceToDepth"),
+                                "Data-movement op types whose activations share their input's config."),
+        "exclude": Key("list", (), "Op-name globs kept float (fnmatch syntax: `*`, `?`, `[...]`)."),
+        "include": Key("list", (), "Op-name globs quantized even when their type is not in "
+                       "`quantize_op_types`; they win over `exclude`."),
+    },
+    "fusion": {
+        "fuse_activations": Key("bool", True, "Fuse activations into the preceding compute op "
+                                "(its output is quantized only after the activation)."),
+        "activations": Key("list", ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSwish", "HardSigmoid",
+                                    "Tanh", "Gelu"), "Op types that fusion treats as activations."),
+        "remove_activations": Key("bool", False, "Drop Relu/Clip at export where the quantized range "
+                                  "already clips exactly."),
+    },
+    "alignment": {
+        group: Key("str", "output" if group == "concat" else "max",
+                   f"Scale alignment of {', '.join(types)} inputs: output (take the output's scale), "
+                   "max (one scale covering all inputs), none.", choices=ALIGNMENT_MODES)
+        for group, types in ALIGNMENT_GROUPS.items()
+    },
+    "calibration": {
+        "observer": Key("str", "minmax", "Default activation observer."),
+        "percentile": Key("number", 99.99, "Percentile kept by the percentile observer.",
+                          check=_between(0, 100, lo_open=True)),
+        "bins": Key("int", 2048, "Histogram bins of histogram-based observers.", check=_at_least(2)),
+        "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
+    },
+}
+
+TOP_KEYS: dict[str, Key] = {
+    "preset": Key("str", None, "A named starting point applied over the platform defaults (see Presets)."),
+    "activation": Key("scheme", None, "Scheme of activations (inputs and outputs of quantized ops).",
+                      shown_default="int8 symmetric per-tensor"),
+    "weight": Key("scheme", None, "Scheme of weights (parameter inputs of quantized ops).",
+                  shown_default="int8 symmetric per-channel"),
+    **{name: Key("table", None, f"The `[{name}]` table.") for name in SECTION_KEYS},
+    "override": Key("overrides", (), "Per-op or per-tensor exceptions, applied in order (later ones win).",
+                    shown_default="[]"),
+}
+
+OVERRIDE_KEYS: dict[str, Key] = {
+    "op_type": Key("str", None, "Matcher: ops of this exact type."),
+    "op_name": Key("str", None, "Matcher: ops whose name matches this glob."),
+    "tensor": Key("str", None, "Matcher: the tensor of this exact name, at every op that reads or writes it."),
+    "activation": Key("scheme", None, "Scheme keys merged over the activation scheme, or \"float\"."),
+    "weight": Key("scheme", None, "Scheme keys merged over the weight scheme, or \"float\"."),
+    "bias": Key("table", None, "`{ mode = ... }` for the matched ops (op matchers only)."),
+    "keep_float": Key("bool", False, "true: the matched ops (or tensor) stay float."),
+}
+
+
+def keys_of(section: str) -> dict[str, Key]:
+    """The keys a table accepts: 'scheme', 'override', a section name, or '' for the top level."""
+    if section == "":
+        return TOP_KEYS
+    if section == "scheme":
+        return SCHEME_KEYS
+    if section == "override":
+        return OVERRIDE_KEYS
+    return SECTION_KEYS[section]
+
+
+def base_config() -> dict[str, Any]:
+    """The built-in defaults in the config structure (below every platform default)."""
+    base: dict[str, Any] = {"activation": {}, "weight": {}, "override": []}
+    for section, keys in SECTION_KEYS.items():
+        base[section] = {name: list(k.default) if isinstance(k.default, tuple) else k.default
+                         for name, k in keys.items()}
+    return base
+
+
+@dataclass(frozen=True)
+class RefTable:
+    """One reference table of docs/configuration.md: a heading and rows rendered from keys."""
+
+    title: str
+    prefix: str
+    keys: dict[str, Key] = field(default_factory=dict)
+
+    def rows(self) -> list[str]:
+        return [f"| `{self.prefix}{name}` | {k.type_text()} | {k.default_text()} | {k.doc} |"
+                for name, k in self.keys.items()]
+
+
+def reference_tables() -> list[RefTable]:
+    """Every key, grouped as the docs show them."""
+    return [RefTable("Top level", "", TOP_KEYS), RefTable("Scheme keys", "", SCHEME_KEYS),
+            *(RefTable(f"[{name}]", f"{name}.", keys) for name, keys in SECTION_KEYS.items()),
+            RefTable("[[override]]", "override.", OVERRIDE_KEYS)]
+
+
+def reference_markdown() -> str:
+    """The key reference as markdown tables (pasted into docs/configuration.md)."""
+    parts = []
+    for table in reference_tables():
+        parts.append(f"### {table.title}\n\n| key | type | default | meaning |\n|---|---|---|---|\n"
+                     + "\n".join(table.rows()))
+    return "\n\n".join(parts) + "\n"

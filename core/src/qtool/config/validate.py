@@ -1,0 +1,96 @@
+"""Structural validation of one configuration layer (a file, a preset, platform defaults).
+
+Checks keys, types and value ranges against :mod:`.schema`; combinations are
+checked later, on the merged result, by :mod:`.schemes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import config_error, did_you_mean
+from .schema import MATCHERS, Key, keys_of
+
+_TYPE_NAMES = {"bool": "a boolean", "int": "an integer", "number": "a number", "str": "a string",
+               "list": "a list of strings", "table": "a table", "overrides": "a list of tables",
+               "scheme": 'a table or "float"'}
+
+
+def validate_layer(data: Any, source: str) -> None:
+    """Raise ConfigError (naming ``source`` and the dotted key path) at the first problem in ``data``."""
+    _table(data, "", "", source)
+    for i, item in enumerate(data.get("override", [])):
+        _override(item, f"override[{i}]", source)
+
+
+def _table(data: Any, section: str, path: str, source: str) -> None:
+    if not isinstance(data, Mapping):
+        raise config_error(source, path, f"expected {_TYPE_NAMES['table']}, got {_type_of(data)}")
+    keys = keys_of(section)
+    for name, value in data.items():
+        key_path = f"{path}.{name}" if path else str(name)
+        if name not in keys:
+            raise config_error(source, key_path, "unknown key" + did_you_mean(name, keys))
+        _value(keys[name], value, name, key_path, source)
+
+
+def _value(key: Key, value: Any, name: str, path: str, source: str) -> None:
+    if key.kind == "scheme":
+        if value != "float":
+            if isinstance(value, str):
+                raise config_error(source, path, f'a scheme is a table or "float", got {value!r}')
+            _table(value, "scheme", path, source)
+        return
+    if key.kind == "table":
+        _table(value, name, path, source)
+        return
+    if key.kind == "overrides":
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise config_error(source, path, f"expected {_TYPE_NAMES['overrides']}, got {_type_of(value)}")
+        return
+    if not _has_kind(value, key.kind):
+        raise config_error(source, path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}")
+    if key.choices and value not in key.choices:
+        choices = ", ".join(map(repr, key.choices))
+        raise config_error(source, path, f"{value!r} is not one of {choices}" + did_you_mean(value, key.choices))
+    problem = key.check(value) if key.check else None
+    if problem:
+        raise config_error(source, path, problem)
+
+
+def _override(item: Mapping, path: str, source: str) -> None:
+    _table(item, "override", path, source)
+    matchers = [m for m in MATCHERS if m in item]
+    if len(matchers) != 1:
+        got = ", ".join(matchers) if matchers else "none"
+        raise config_error(source, path, f"needs exactly one matcher ({', '.join(MATCHERS)}), got {got}")
+    effects = [k for k in ("activation", "weight", "bias") if k in item]
+    if item.get("keep_float"):
+        if effects:
+            raise config_error(source, f"{path}.keep_float",
+                               f"keep_float = true conflicts with {', '.join(effects)} in the same override")
+    elif not effects:
+        raise config_error(source, path, "sets nothing: give activation, weight, bias or keep_float = true")
+    if "bias" in item and matchers[0] == "tensor":
+        raise config_error(source, f"{path}.bias", "bias applies per op: match with op_type or op_name")
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return f"a list {value!r}"
+    return f"{type(value).__name__} {value!r}"
