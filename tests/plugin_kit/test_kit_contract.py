@@ -112,7 +112,13 @@ def test_sloppy_declarations_and_diagnostics_are_each_named(register_platform, g
                      "capabilities.opsets (18, 13)", "capabilities.formats is empty"):
         assert fragment in caps
     assert check_default_config(name) == [
-        f"{name}: default_config()['activation']['bits'] = 4 is not in capabilities.bits (0,)"]
+        f"{name}: the default activation scheme int4 sym per-tensor [-8, 7] (op 'conv1') is outside the capabilities "
+        "(bits (0,), policies ('SYMMETRIC',))",
+        f"{name}: the default weight scheme int8 sym per-channel(axis=0) [-128, 127] (op 'conv1') is outside the "
+        "capabilities (bits (0,), policies ('SYMMETRIC',))"]
+    Sloppy.default_config = lambda self: {"activation": {"bitz": 8}}
+    (problem,) = check_default_config(name)
+    assert problem.startswith(f"{name}: default_config() does not resolve: ") and "bitz" in problem
     problems = check_validate(name, graph)
     assert problems == [
         f"{name}: validate() changed the graph's quantization configs",

@@ -16,12 +16,11 @@ from .contract import (
     check_registration,
     check_validate,
 )
-from .handmade import INT8, INT8_PER_CHANNEL, made_up_range, quantize_by_hand, retarget, weight_axis
+from .handmade import INT8, INT8_PER_CHANNEL, made_up_range, quantize_by_hand, retarget
 from .models import SMALL_MODEL_INPUT, random_inputs, small_model, small_model_proto
 
 __all__ = [
     "INT8", "INT8_PER_CHANNEL", "PlatformContract", "SMALL_MODEL_INPUT", "awkward_graph", "check_capabilities",
     "check_default_config", "check_export", "check_platform", "check_registration", "check_validate",
-    "made_up_range", "quantize_by_hand", "random_inputs", "retarget", "small_model", "small_model_proto",
-    "weight_axis",
+    "made_up_range", "quantize_by_hand", "random_inputs", "retarget", "small_model", "small_model_proto"
 ]

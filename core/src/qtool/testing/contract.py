@@ -13,12 +13,14 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..ir import load
+from ..config import resolve_config
+from ..errors import QtoolError
+from ..ir import from_model_proto, load
 from ..platform import PLATFORMS, Capabilities, Diagnostic, ExportOptions, Severity
 from ..plugins import plugins
 from ..quant import QuantizationPolicy, QuantScheme, quantized_tensors
 from .handmade import quantize_by_hand, retarget
-from .models import small_model
+from .models import small_model, small_model_proto
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*$")
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -71,22 +73,28 @@ def check_capabilities(name: str) -> list[str]:
 
 
 def check_default_config(name: str) -> list[str]:
-    """``default_config()`` is a JSON-able dict whose bit widths the capabilities declare."""
+    """``default_config()`` is a JSON-able dict that resolves, giving schemes the capabilities declare."""
     platform = PLATFORMS.get(name)()
-    config = platform.default_config()
-    if not isinstance(config, dict):
-        return [f"{name}: default_config() returned {type(config).__name__}, not a dict"]
+    defaults = platform.default_config()
+    if not isinstance(defaults, dict):
+        return [f"{name}: default_config() returned {type(defaults).__name__}, not a dict"]
     try:
-        json.dumps(config)
-    except (TypeError, ValueError) as exc:
-        return [f"{name}: default_config() is not JSON-serializable: {exc}"]
-    problems = []
-    for role in ("activation", "weight"):
-        section = config.get(role)
-        if isinstance(section, dict) and "bits" in section and section["bits"] not in platform.capabilities.bits:
-            problems.append(f"{name}: default_config()[{role!r}]['bits'] = {section['bits']} is not in "
-                            f"capabilities.bits {platform.capabilities.bits}")
-    return problems
+        json.dumps(defaults)
+        config = resolve_config(defaults)
+    except (TypeError, ValueError, QtoolError) as exc:
+        return [f"{name}: default_config() does not resolve: {exc}"]
+    caps, outside = platform.capabilities, {}
+    graph = from_model_proto(small_model_proto())
+    for op in graph.topological_order():
+        if op.op_type not in config.quantize_op_types:
+            continue
+        for role in ("activation", "weight") if op.parameters() else ("activation",):
+            scheme = config.scheme_for(op, role)
+            undeclared = set(scheme.policy.describe().split("|")) - set(caps.policies) if scheme else set()
+            if scheme is not None and (scheme.num_of_bits not in caps.bits or undeclared):
+                outside.setdefault((role, scheme.short()), op.name)
+    return [f"{name}: the default {role} scheme {short} (op {op!r}) is outside the capabilities "
+            f"(bits {caps.bits}, policies {caps.policies})" for (role, short), op in outside.items()]
 
 
 def check_export(name: str, graph, workdir: str | os.PathLike) -> list[str]:

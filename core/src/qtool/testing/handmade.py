@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 
+from ..config import natural_weight_axis
 from ..errors import UnknownNameError
 from ..quant import OpQuantConfig, QuantScheme, TensorQuantizationConfig, compute_scale_offset
 from ..quant import QuantizationState as S
@@ -18,17 +19,6 @@ from ..quant import QuantizationState as S
 DEFAULT_OP_TYPES = frozenset({"Add", "Conv", "ConvTranspose", "Gemm", "MatMul", "Relu"})
 INT8 = QuantScheme.integer(8)
 INT8_PER_CHANNEL = QuantScheme.integer(8, per_channel=True, channel_axis=0)
-
-
-def weight_axis(op) -> int:
-    """The output-channel axis of ``op``'s weight: 0 for Conv, 1 for ConvTranspose, Gemm by transB, MatMul last."""
-    if op.op_type == "ConvTranspose":
-        return 1
-    if op.op_type == "Gemm":
-        return 0 if op.attributes.get("transB", 0) else 1
-    if op.op_type == "MatMul":
-        return op.inputs[1].value.ndim - 1
-    return 0
 
 
 def made_up_range(name: str) -> tuple[float, float]:
@@ -56,7 +46,7 @@ def quantize_by_hand(graph, activation: QuantScheme | None = INT8, weight: Quant
                   for var in op.inputs]
         w = op.inputs[1] if len(op.inputs) > 1 else None
         if w is not None and w.is_parameter and weight is not None:
-            inputs[1] = _weight(w, weight, weight_axis(op))
+            inputs[1] = _weight(w, weight, natural_weight_axis(op, w.name))
         if len(op.inputs) > 2 and op.inputs[2] is not None and bias == "int32" and inputs[0] and inputs[1]:
             inputs[2] = _bias(inputs[0], inputs[1])
         outputs = [_activation(var, activation, produced) for var in op.outputs]
