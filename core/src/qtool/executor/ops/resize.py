@@ -114,12 +114,19 @@ def _along(t: torch.Tensor, axis: int, rank: int) -> torch.Tensor:
     return t.reshape(shape)
 
 
-def _resize_axis(x: torch.Tensor, axis: _Axis, coords: torch.Tensor, attrs) -> torch.Tensor:
+def _nearest_mode(axis: _Axis, attrs, legacy: bool) -> str:
+    """Before opset 11, as onnxruntime does, nearest rounds up when shrinking and down otherwise."""
+    if legacy:
+        return "ceil" if axis.scale < 1 else "floor"
+    return attrs.get("nearest_mode", "round_prefer_floor")
+
+
+def _resize_axis(x: torch.Tensor, axis: _Axis, coords: torch.Tensor, attrs, legacy: bool) -> torch.Tensor:
     length = x.shape[axis.axis]
     mode = attrs.get("mode", "nearest")
     if mode == "nearest":
-        nearest_mode = attrs.get("nearest_mode", "round_prefer_floor")
-        return x.index_select(axis.axis, _nearest_index(coords, nearest_mode, length))
+        index = _nearest_index(coords, _nearest_mode(axis, attrs, legacy), length)
+        return x.index_select(axis.axis, index)
     index, weight = _taps(coords, mode, axis, length, attrs)
     weight = weight.to(x.dtype)
     out = 0
@@ -128,10 +135,13 @@ def _resize_axis(x: torch.Tensor, axis: _Axis, coords: torch.Tensor, attrs) -> t
     return out
 
 
-def _interpolate(x: torch.Tensor, axes: list[_Axis], attrs, default_mode: str) -> torch.Tensor:
+def _interpolate(x: torch.Tensor, axes: list[_Axis], attrs, legacy: bool) -> torch.Tensor:
     """Resize every requested axis; positions mapped outside the input in
-    tf_crop_and_resize mode take ``extrapolation_value``."""
-    transform = attrs.get("coordinate_transformation_mode", default_mode)
+    tf_crop_and_resize mode take ``extrapolation_value``.
+
+    ``legacy`` (Upsample, Resize-10) maps coordinates asymmetrically.
+    """
+    transform = "asymmetric" if legacy else attrs.get("coordinate_transformation_mode", "half_pixel")
     dtype = x.dtype
     if attrs.get("mode", "nearest") != "nearest" and not dtype.is_floating_point:
         x = x.float()
@@ -141,13 +151,19 @@ def _interpolate(x: torch.Tensor, axes: list[_Axis], attrs, default_mode: str) -
         if axis.size == length and axis.scale == 1.0 and transform != "tf_crop_and_resize":
             continue
         coords = _source_coords(transform, axis, length, x.device)
-        x = _resize_axis(x, axis, coords, attrs)
+        x = _resize_axis(x, axis, coords, attrs, legacy)
         if transform == "tf_crop_and_resize":
             mask = _along((coords < 0) | (coords > length - 1), axis.axis, x.dim())
             outside = mask if outside is None else outside | mask
     if outside is not None:
         x = torch.where(outside, attrs.get("extrapolation_value", 0.0), x)
-    return x.round().to(dtype) if x.dtype != dtype else x
+    return x if x.dtype == dtype else _to_integer(x, dtype)
+
+
+def _to_integer(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Clamp to the type's range, then truncate like onnxruntime's C cast."""
+    info = torch.iinfo(dtype)
+    return x.clamp(info.min, info.max).to(dtype)
 
 
 def _axes_from_sizes(x, axes: list[int], sizes: list[int], attrs) -> list[_Axis]:
@@ -178,17 +194,12 @@ def resize(ctx, attrs, inputs):
     if sizes is not None:
         requested = _axes_from_sizes(x, axes, sizes, attrs)
     else:
-        starts, ends = (roi[: len(axes)], roi[len(axes) :]) if roi else ([0.0] * len(axes), [1.0] * len(axes))
-        crop = attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize"
-        requested = [
-            _Axis(a, math.floor(x.shape[a] * ((e - b) if crop else 1.0) * s), s)
-            for a, s, b, e in zip(axes, scales, starts, ends)
-        ]
+        # onnxruntime and the reference leave roi out of the output size, unlike the spec text.
+        requested = [_Axis(a, math.floor(x.shape[a] * s), s) for a, s in zip(axes, scales)]
     if roi:
         for i, axis in enumerate(requested):
             axis.roi = (roi[i], roi[i + len(axes)])
-    default_mode = "half_pixel" if ctx.opset >= 11 else "asymmetric"
-    return [_interpolate(x, requested, attrs, default_mode)]
+    return [_interpolate(x, requested, attrs, legacy=ctx.opset < 11)]
 
 
 @op_impl("Upsample")
@@ -197,4 +208,4 @@ def upsample(ctx, attrs, inputs):
     x = inputs[0]
     scales = attr_or_input(ctx, attrs, inputs, "scales", 1, 9)
     requested = [_Axis(a, math.floor(n * s), s) for a, (n, s) in enumerate(zip(x.shape, scales))]
-    return [_interpolate(x, requested, attrs, "asymmetric")]
+    return [_interpolate(x, requested, attrs, legacy=True)]
