@@ -15,6 +15,14 @@ class PassError(QtoolError, RuntimeError):
     """A pass failed, or its pre/postcondition does not hold."""
 
 
+class PassWarning(UserWarning):
+    """Something a pass found that the user should see; names the op (and tensor), with a short code."""
+
+    def __init__(self, message: str, *, code: str, op: str | None = None, tensor: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.op, self.tensor = code, op, tensor
+
+
 @dataclass
 class PassResult:
     graph: Graph

@@ -1,0 +1,128 @@
+"""GraphSimplify: drop inference no-ops (Identity, Dropout) and fold BatchNormalization into the layer before it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Operation, Variable
+from .base import Pass, PassResult
+
+FOLD_TARGETS = ("Conv", "ConvTranspose", "Gemm")
+
+
+class GraphSimplify(Pass):
+    """Remove Identity and inference Dropout; fold a BatchNormalization into its Conv/ConvTranspose/Gemm.
+
+    A BN is folded only when it is the sole reader of the layer's output, the
+    layer's weight and bias and the BN statistics are parameters, and BN is in
+    inference mode. The folded layer takes the BN's name-bearing output.
+    """
+
+    name = "GraphSimplify"
+
+    def call(self, graph: Graph) -> PassResult:
+        removed, folded = [], []
+        for op in graph.topological_order():
+            if op.op_type in ("Identity", "Dropout") and _removable(graph, op):
+                graph.bypass_operation(op)
+                removed.append(op.name)
+            elif op.op_type == "BatchNormalization" and _foldable(graph, op):
+                folded.append(f"{op.name} -> {_fold(graph, op)}")
+        graph.remove_unused()
+        return PassResult(graph, bool(removed or folded), {"removed": removed, "folded": folded})
+
+
+def _removable(graph: Graph, op: Operation) -> bool:
+    if op.domain not in ("", "ai.onnx") or not op.inputs or op.inputs[0] is None:
+        return False
+    if op.op_type == "Dropout" and not _inference_dropout(op):
+        return False
+    source, result = op.inputs[0], op.outputs[0]
+    keeps_names = result not in graph.outputs or not (source.is_parameter or source in graph.inputs)
+    return keeps_names and source not in graph.outputs
+
+
+def _inference_dropout(op: Operation) -> bool:
+    """True when the Dropout is an identity: no training mode and no mask read by anyone."""
+    if any(out.consumers for out in op.outputs[1:]):
+        return False
+    training = op.inputs[2] if len(op.inputs) > 2 else None
+    if training is not None and not (training.is_parameter and not bool(np.asarray(training.value).any())):
+        return False
+    return op.attributes.get("is_test", 1) != 0  # opset < 7 spelled inference mode as is_test=1
+
+
+def _foldable(graph: Graph, bn: Operation) -> bool:
+    source = bn.inputs[0]
+    layer = source.producer if source is not None else None
+    if layer is None or layer.op_type not in FOLD_TARGETS or layer.domain not in ("", "ai.onnx"):
+        return False
+    if len(source.consumers) != 1 or source in graph.outputs or bn.attributes.get("training_mode", 0):
+        return False
+    if any(out.consumers or out in graph.outputs for out in bn.outputs[1:]):
+        return False
+    stats = bn.inputs[1:5]
+    if len(stats) != 4 or not all(v is not None and v.is_parameter for v in stats):
+        return False
+    weight = layer.inputs[1] if len(layer.inputs) > 1 else None
+    bias = layer.inputs[2] if len(layer.inputs) > 2 else None
+    if weight is None or not weight.is_parameter or (bias is not None and not bias.is_parameter):
+        return False
+    if layer.op_type == "Gemm":
+        return _gemm_foldable(layer, weight, bias, len(stats[0].value.reshape(-1)))
+    return True
+
+
+def _gemm_foldable(gemm: Operation, weight: Variable, bias: Variable | None, channels: int) -> bool:
+    out_features = weight.value.shape[0 if gemm.attributes.get("transB", 0) else 1]
+    if weight.value.ndim != 2 or out_features != channels:
+        return False
+    return bias is None or bias.value.size in (1, channels)
+
+
+def _fold(graph: Graph, bn: Operation) -> str:
+    """Replace layer + BN by one layer with scaled weights and shifted bias; return the layer's name."""
+    layer = bn.inputs[0].producer
+    gamma, beta, mean, var = (np.asarray(v.value, dtype=np.float64).reshape(-1) for v in bn.inputs[1:5])
+    factor = gamma / np.sqrt(var + bn.attributes.get("epsilon", 1e-5))
+    weight, bias = layer.inputs[1], layer.inputs[2] if len(layer.inputs) > 2 else None
+    w = np.asarray(weight.value, dtype=np.float64)
+    b = np.zeros_like(factor) if bias is None else np.asarray(bias.value, dtype=np.float64).reshape(-1)
+    attributes = dict(layer.attributes)
+    if layer.op_type == "Gemm":
+        b = b * attributes.get("beta", 1.0)
+        attributes["beta"] = 1.0
+    new_w = _scale_weight(layer, w, factor)
+    new_b = (b - mean) * factor + beta
+    dtype = weight.value.dtype
+    weight_var = _parameter(graph, weight, new_w.astype(dtype), layer)
+    bias_var = _parameter(graph, bias, new_b.astype(dtype), layer) if bias is not None else \
+        graph.add_variable(graph.unique_name(f"{layer.name}_bias"), new_b.astype(dtype))
+    name, op_type, doc, types = layer.name, layer.op_type, layer.doc_string, layer.attribute_types
+    x, result = layer.inputs[0], bn.outputs[0]
+    graph.remove_operation(bn)
+    graph.remove_operation(layer)
+    folded = graph.add_operation(op_type, [x, weight_var, bias_var], [result], name=name,
+                                 attributes=attributes, domain=layer.domain)
+    folded.doc_string, folded.attribute_types = doc, types
+    return folded.name
+
+
+def _scale_weight(layer: Operation, w: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Multiply every output channel of the layer's weight by its factor."""
+    if layer.op_type == "Conv":
+        return w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
+    if layer.op_type == "ConvTranspose":  # weight (C_in, C_out/group, k...), output channel = g * C_out/g + j
+        groups = layer.attributes.get("group", 1)
+        grouped = w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
+        f = factor.reshape((groups, 1, w.shape[1]) + (1,) * (w.ndim - 2))
+        return (grouped * f).reshape(w.shape)
+    return w * (factor[:, None] if layer.attributes.get("transB", 0) else factor[None, :])
+
+
+def _parameter(graph: Graph, var: Variable, value: np.ndarray, owner: Operation) -> Variable:
+    """``var`` updated to ``value`` when only ``owner`` reads it, else a new parameter."""
+    if all(c is owner for c in var.consumers) and var not in graph.outputs:
+        var.value = value
+        return var
+    return graph.add_variable(graph.unique_name(f"{var.name}_folded"), value)

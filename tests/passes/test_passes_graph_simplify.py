@@ -1,0 +1,120 @@
+"""GraphSimplify: Identity/Dropout removal and BatchNormalization folding, checked against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper
+from passes_helpers import graph_of, init, tensor
+from qtool.ir import to_model_proto
+from qtool.passes.graph_simplify import GraphSimplify
+
+RNG = np.random.default_rng(0)
+
+
+def _ort(graph, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(to_model_proto(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _bn_inits(prefix: str, channels: int) -> list:
+    return [init(f"{prefix}.gamma", RNG.uniform(0.5, 2.0, channels)), init(f"{prefix}.beta", RNG.normal(size=channels)),
+            init(f"{prefix}.mean", RNG.normal(size=channels)), init(f"{prefix}.var", RNG.uniform(0.1, 3.0, channels))]
+
+
+def _bn(inp: str, out: str, prefix: str = "bn") -> object:
+    return helper.make_node("BatchNormalization", [inp, f"{prefix}.gamma", f"{prefix}.beta", f"{prefix}.mean",
+                                                   f"{prefix}.var"], [out], name=prefix, epsilon=1e-3)
+
+
+LAYERS = {
+    "conv": ([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="layer", pads=[1, 1, 1, 1], group=2)],
+             [init("w", RNG.normal(size=(6, 2, 3, 3))), init("b", RNG.normal(size=6))], (2, 4, 5, 5), 6, [2, 6, 5, 5]),
+    "conv_no_bias": ([helper.make_node("Conv", ["x", "w"], ["c"], name="layer")],
+                     [init("w", RNG.normal(size=(5, 3, 3, 3)))], (1, 3, 6, 6), 5, [1, 5, 4, 4]),
+    "conv_transpose": ([helper.make_node("ConvTranspose", ["x", "w", "b"], ["c"], name="layer", group=2,
+                                         strides=[2, 2])],
+                       [init("w", RNG.normal(size=(4, 3, 2, 2))), init("b", RNG.normal(size=6))],
+                       (1, 4, 3, 3), 6, [1, 6, 6, 6]),
+    "gemm": ([helper.make_node("Gemm", ["x", "w", "b"], ["c"], name="layer", transB=1, beta=0.5, alpha=1.5)],
+             [init("w", RNG.normal(size=(7, 4))), init("b", RNG.normal(size=7))], (3, 4), 7, [3, 7]),
+    "gemm_no_trans": ([helper.make_node("Gemm", ["x", "w", "b"], ["c"], name="layer")],
+                      [init("w", RNG.normal(size=(4, 7))), init("b", RNG.normal(size=(1, 7)))], (3, 4), 7, [3, 7]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_batchnorm_folds_into_the_layer_and_matches_onnxruntime(kind):
+    nodes, inits, x_shape, channels, y_shape = LAYERS[kind]
+    graph = graph_of([*nodes, _bn("c", "y")], [tensor("x", list(x_shape))], [tensor("y", y_shape)],
+                     [*inits, *_bn_inits("bn", channels)])
+    x = RNG.normal(size=x_shape).astype(np.float32)
+    expected = _ort(graph, x)
+
+    result = GraphSimplify()(graph)
+
+    assert result.modified and result.details["folded"] == ["bn -> layer"]
+    assert [op.op_type for op in graph.operations.values()] == [nodes[0].op_type]
+    assert graph.operations["layer"].outputs[0] is graph.outputs[0]
+    assert not any(name.startswith("bn.") for name in graph.variables)
+    np.testing.assert_allclose(_ort(graph, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_stays_when_the_conv_output_has_another_reader():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), _bn("c", "y"),
+             helper.make_node("Relu", ["c"], ["z"], name="relu")]
+    graph = graph_of(nodes, [tensor("x", [1, 2, 3, 3])], [tensor("y", [1, 4, 3, 3]), tensor("z", [1, 4, 3, 3])],
+                     [init("w", RNG.normal(size=(4, 2, 1, 1))), *_bn_inits("bn", 4)])
+
+    result = GraphSimplify()(graph)
+
+    assert not result.modified
+    assert "bn" in graph.operations
+
+
+def test_shared_weight_is_copied_not_scaled_in_place():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), _bn("c", "y"),
+             helper.make_node("Conv", ["x", "w"], ["z"], name="other")]
+    weight = RNG.normal(size=(4, 2, 1, 1))
+    graph = graph_of(nodes, [tensor("x", [1, 2, 3, 3])], [tensor("y", [1, 4, 3, 3]), tensor("z", [1, 4, 3, 3])],
+                     [init("w", weight), *_bn_inits("bn", 4)])
+    x = RNG.normal(size=(1, 2, 3, 3)).astype(np.float32)
+    session = ort.InferenceSession(to_model_proto(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})
+
+    GraphSimplify()(graph)
+
+    assert graph.operations["other"].inputs[1].name == "w"
+    np.testing.assert_array_equal(graph.variables["w"].value, weight.astype(np.float32))
+    session = ort.InferenceSession(to_model_proto(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    for got, want in zip(session.run(None, {"x": x}), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_identity_and_inference_dropout_are_removed_keeping_output_names():
+    nodes = [helper.make_node("Identity", ["x"], ["a"], name="id"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Dropout", ["r"], ["d", "mask"], name="drop"),
+             helper.make_node("Identity", ["d"], ["y"], name="id_out")]
+    graph = graph_of(nodes, [tensor("x", [2, 3])], [tensor("y", [2, 3])], [])
+    x = RNG.normal(size=(2, 3)).astype(np.float32)
+
+    result = GraphSimplify()(graph)
+
+    assert sorted(result.details["removed"]) == ["drop", "id", "id_out"]
+    assert list(graph.operations) == ["relu"]
+    assert [v.name for v in graph.outputs] == ["y"]
+    np.testing.assert_array_equal(_ort(graph, x), np.maximum(x, 0))
+
+
+def test_training_dropout_and_input_to_output_identity_stay():
+    nodes = [helper.make_node("Dropout", ["x", "ratio", "train"], ["d"], name="drop"),
+             helper.make_node("Identity", ["x"], ["y"], name="copy")]
+    graph = graph_of(nodes, [tensor("x", [2, 3])], [tensor("d", [2, 3]), tensor("y", [2, 3])],
+                     [init("ratio", 0.5), helper.make_tensor("train", 9, [], [True])])
+
+    result = GraphSimplify()(graph)
+
+    assert not result.modified
+    assert sorted(graph.operations) == ["copy", "drop"]
