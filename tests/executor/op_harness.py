@@ -10,7 +10,6 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
-
 from qtool.executor.ops import OpContext, get_op
 
 FLOAT_TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-7, np.dtype(np.float16): 1e-3}
@@ -29,7 +28,7 @@ def make_model(
     outputs = [f"y{i}" for i in range(num_outputs)]
     node = helper.make_node(op_type, names, outputs, **attrs)
     graph_inputs, inits = [], []
-    for i, (name, value) in enumerate(zip(names, inputs)):
+    for i, (name, value) in enumerate(zip(names, inputs, strict=True)):
         if value is None:
             continue
         if i in initializers:
@@ -103,7 +102,7 @@ def check_op(
     expected = run_ort(model, inputs, initializers)
     actual = run_torch(model, inputs, opset)
     assert len(actual) == num_outputs, f"{len(actual)} outputs returned, {num_outputs} declared"
-    for i, (exp, act) in enumerate(zip(expected, actual)):
+    for i, (exp, act) in enumerate(zip(expected, actual, strict=True)):
         try:
             assert_same(np.asarray(exp), act, rtol, atol)
         except AssertionError as err:

@@ -28,7 +28,9 @@ def test_conv_grouped_without_bias(group):
     check_op("Conv", [randn(1, 4, 6, 6), randn(8, 4 // group, 3, 3, seed=1)], {"group": group}, opset=11)
 
 
-@pytest.mark.parametrize("attrs", [{}, {"pads": [1, 2], "strides": [2]}, {"auto_pad": "SAME_LOWER", "strides": [2]}, {"dilations": [2]}])
+@pytest.mark.parametrize(
+    "attrs", [{}, {"pads": [1, 2], "strides": [2]}, {"auto_pad": "SAME_LOWER", "strides": [2]}, {"dilations": [2]}]
+)
 def test_conv_1d(attrs):
     check_op("Conv", [randn(2, 3, 9), randn(4, 3, 3, seed=1), randn(4, seed=2)], attrs, opset=11)
 

@@ -32,7 +32,9 @@ def test_batch_norm_training_mode():
 
 
 def test_instance_norm():
-    check_op("InstanceNormalization", [randn(2, 3, 4, 5), randn(3, seed=1), randn(3, seed=2)], {"epsilon": 1e-3}, opset=6)
+    check_op(
+        "InstanceNormalization", [randn(2, 3, 4, 5), randn(3, seed=1), randn(3, seed=2)], {"epsilon": 1e-3}, opset=6
+    )
 
 
 @pytest.mark.parametrize("axis", [-1, 1, 0, -2])

@@ -5,7 +5,6 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-
 from qtool.executor import ops
 from qtool.executor.ops import (
     OpContext,

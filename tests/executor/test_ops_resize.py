@@ -84,8 +84,12 @@ def test_axes_and_aspect_ratio(policy, mode):
 def test_negative_axes_with_aspect_ratio(policy):
     """onnxruntime ignores the policy for negative axes, so compare with the same axes positive."""
     sizes = i64(7, 6)
-    (negative,) = torch_only("Resize", [X, None, None, sizes], {"axes": [-1, -2], "keep_aspect_ratio_policy": policy}, opset=18)
-    expected = check_op("Resize", [X, None, None, sizes], {"axes": [3, 2], "keep_aspect_ratio_policy": policy}, opset=18)
+    (negative,) = torch_only(
+        "Resize", [X, None, None, sizes], {"axes": [-1, -2], "keep_aspect_ratio_policy": policy}, opset=18
+    )
+    expected = check_op(
+        "Resize", [X, None, None, sizes], {"axes": [3, 2], "keep_aspect_ratio_policy": policy}, opset=18
+    )
     np.testing.assert_array_equal(negative, expected[0])
 
 

@@ -75,10 +75,6 @@ def attr_or_input(
     return attrs.get(name)
 
 
-def is_float(t: torch.Tensor) -> bool:
-    return t.dtype.is_floating_point
-
-
 def tensor_op(fn):
     """Op function applying ``fn`` to all inputs and returning its one result."""
 

@@ -35,7 +35,7 @@ def resolve_pads(
     auto_pad = attrs.get("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
-        for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        for size, k, s, d in zip(sizes, kernel, strides, dilations, strict=True):
             total = max((math.ceil(size / s) - 1) * s + span(k, d) - size, 0)
             small, large = total // 2, total - total // 2
             begins.append(small if auto_pad == "SAME_UPPER" else large)
@@ -46,7 +46,7 @@ def resolve_pads(
 
 def pad_spatial(x: torch.Tensor, begins: list[int], ends: list[int], value: float = 0.0) -> torch.Tensor:
     """Pad (or crop, for negative amounts) the trailing spatial axes of ``x``."""
-    pairs = [p for b, e in reversed(list(zip(begins, ends))) for p in (b, e)]
+    pairs = [p for b, e in reversed(list(zip(begins, ends, strict=True))) for p in (b, e)]
     if not any(pairs):
         return x
     return F.pad(x, pairs, value=value)

@@ -32,9 +32,9 @@ def _transpose_pads(attrs, sizes, full, output_padding, strides) -> tuple[list[i
     if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         return explicit_pads(attrs, len(sizes))
     if output_shape is None:
-        output_shape = [size * s for size, s in zip(sizes, strides)]
+        output_shape = [size * s for size, s in zip(sizes, strides, strict=True)]
     begins, ends = [], []
-    for n, op, target in zip(full, output_padding, output_shape[-len(sizes):]):
+    for n, op, target in zip(full, output_padding, output_shape[-len(sizes) :], strict=True):
         total = n + op - target
         half = total // 2
         begins.append(half if auto_pad == "SAME_UPPER" else total - half)
@@ -50,10 +50,10 @@ def conv_transpose(ctx, attrs, inputs):
     strides, dilations = strides_and_dilations(attrs, rank)
     output_padding = list(attrs.get("output_padding", [0] * rank))
     sizes, kernel = list(x.shape[2:]), list(w.shape[2:])
-    full = [(n - 1) * s + span(k, d) for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+    full = [(n - 1) * s + span(k, d) for n, k, s, d in zip(sizes, kernel, strides, dilations, strict=True)]
     begins, ends = _transpose_pads(attrs, sizes, full, output_padding, strides)
     y = _CONV_TRANSPOSE[rank](x, w, None, strides, 0, 0, attrs.get("group", 1), dilations)
-    y = pad_spatial(y, [-p for p in begins], [op - p for op, p in zip(output_padding, ends)])
+    y = pad_spatial(y, [-p for p in begins], [op - p for op, p in zip(output_padding, ends, strict=True)])
     if b is not None:
         y = y + b.reshape(1, -1, *[1] * rank)
     return [y]

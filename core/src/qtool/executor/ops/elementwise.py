@@ -28,10 +28,6 @@ for _name, _fn in {
     "Mul": torch.mul,
     "Div": _div,
     "Pow": _pow,
-}.items():
-    register_op(_name, tensor_op(_fn))
-
-for _name, _fn in {
     "Abs": torch.abs,
     "Neg": torch.neg,
     "Sign": torch.sign,

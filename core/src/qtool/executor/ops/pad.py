@@ -49,9 +49,9 @@ def pad(ctx, attrs, inputs):
     begins, ends = _pads_per_axis(ctx, attrs, inputs, x.dim())
     mode = attrs.get("mode", "constant")
     if mode == "constant":
-        pairs = [p for b, e in reversed(list(zip(begins, ends))) for p in (b, e)]
+        pairs = [p for b, e in reversed(list(zip(begins, ends, strict=True))) for p in (b, e)]
         return [F.pad(x, pairs, value=_constant_value(ctx, attrs, inputs))]
-    for axis, (begin, end) in enumerate(zip(begins, ends)):
+    for axis, (begin, end) in enumerate(zip(begins, ends, strict=True)):
         if begin < 0 or end < 0:
             x = x.narrow(axis, max(-begin, 0), x.shape[axis] - max(-begin, 0) - max(-end, 0))
         if begin > 0 or end > 0:

@@ -39,7 +39,7 @@ def _window(attrs, x: torch.Tensor) -> _Window:
     begins, ends = resolve_pads(attrs, sizes, kernel, strides, dilations)
     extra = [0] * len(kernel)
     if attrs.get("ceil_mode", 0):
-        for i, (n, k, s, d) in enumerate(zip(sizes, kernel, strides, dilations)):
+        for i, (n, k, s, d) in enumerate(zip(sizes, kernel, strides, dilations, strict=True)):
             padded = n + begins[i] + ends[i]
             out = -(-(padded - span(k, d)) // s) + 1
             if (out - 1) * s >= n + begins[i]:  # windows may not start in the end padding
@@ -49,7 +49,7 @@ def _window(attrs, x: torch.Tensor) -> _Window:
 
 
 def _padded(x: torch.Tensor, w: _Window, value: float) -> torch.Tensor:
-    return pad_spatial(x, w.begins, [end + extra for end, extra in zip(w.ends, w.extra)], value)
+    return pad_spatial(x, w.begins, [end + extra for end, extra in zip(w.ends, w.extra, strict=True)], value)
 
 
 def _window_mean(x: torch.Tensor, w: _Window) -> torch.Tensor:
@@ -79,11 +79,10 @@ def _window_counts(x: torch.Tensor, w: _Window, include_pad: bool) -> torch.Tens
 def average_pool(ctx, attrs, inputs):
     x = inputs[0]
     w = _window(attrs, x)
+    include_pad = bool(attrs.get("count_include_pad", 0))
     y = _window_mean(_padded(x, w, 0.0), w)
-    counts = _window_counts(x, w, bool(attrs.get("count_include_pad", 0)))
-    full = math.prod(w.kernel)
-    if bool((counts != full).any()):
-        y = y * (full / counts).to(y.dtype)
+    if any(w.extra) or not include_pad and any(w.begins + w.ends):  # some windows are partial
+        y = y * (math.prod(w.kernel) / _window_counts(x, w, include_pad)).to(y.dtype)
     return [y]
 
 
@@ -121,11 +120,11 @@ def _flat_indices(indices, x, padded, w: _Window, storage_order: int) -> torch.T
     for n in reversed(padded.shape[2:]):
         coords.append(indices % n)
         indices = indices // n
-    coords = [c - b for c, b in zip(reversed(coords), w.begins)]
+    coords = [c - b for c, b in zip(reversed(coords), w.begins, strict=True)]
     if storage_order:
         coords, sizes = coords[::-1], sizes[::-1]
     flat = torch.zeros_like(coords[0])
-    for c, n in zip(coords, sizes):
+    for c, n in zip(coords, sizes, strict=True):
         flat = flat * n + c
     planes = torch.arange(x.shape[0] * x.shape[1], device=x.device).reshape(x.shape[0], x.shape[1], *[1] * w.rank)
     return flat + planes * math.prod(sizes)

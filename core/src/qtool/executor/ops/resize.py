@@ -171,10 +171,10 @@ def _axes_from_sizes(x, axes: list[int], sizes: list[int], attrs) -> list[_Axis]
     lengths = [x.shape[a] for a in axes]
     policy = attrs.get("keep_aspect_ratio_policy", "stretch")
     if policy == "stretch":
-        return [_Axis(a, s, s / n) for a, s, n in zip(axes, sizes, lengths)]
-    ratios = [s / n for s, n in zip(sizes, lengths)]
+        return [_Axis(a, s, s / n) for a, s, n in zip(axes, sizes, lengths, strict=True)]
+    ratios = [s / n for s, n in zip(sizes, lengths, strict=True)]
     scale = min(ratios) if policy == "not_larger" else max(ratios)
-    return [_Axis(a, math.floor(scale * n + 0.5), scale) for a, n in zip(axes, lengths)]
+    return [_Axis(a, math.floor(scale * n + 0.5), scale) for a, n in zip(axes, lengths, strict=True)]
 
 
 def _present(t: torch.Tensor | None) -> list | None:
@@ -195,7 +195,7 @@ def resize(ctx, attrs, inputs):
         requested = _axes_from_sizes(x, axes, sizes, attrs)
     else:
         # onnxruntime and the reference leave roi out of the output size, unlike the spec text.
-        requested = [_Axis(a, math.floor(x.shape[a] * s), s) for a, s in zip(axes, scales)]
+        requested = [_Axis(a, math.floor(x.shape[a] * s), s) for a, s in zip(axes, scales, strict=True)]
     if roi:
         for i, axis in enumerate(requested):
             axis.roi = (roi[i], roi[i + len(axes)])
@@ -207,5 +207,5 @@ def upsample(ctx, attrs, inputs):
     """Scales are an attribute before opset 9 and an input since; asymmetric mapping."""
     x = inputs[0]
     scales = attr_or_input(ctx, attrs, inputs, "scales", 1, 9)
-    requested = [_Axis(a, math.floor(n * s), s) for a, (n, s) in enumerate(zip(x.shape, scales))]
+    requested = [_Axis(a, math.floor(n * s), s) for a, (n, s) in enumerate(zip(x.shape, scales, strict=True))]
     return [_interpolate(x, requested, attrs, legacy=True)]

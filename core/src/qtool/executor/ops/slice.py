@@ -61,6 +61,6 @@ def slice_(ctx, attrs, inputs):
         steps = None if steps is None else to_list(steps)
     axes = normalize_axes(axes if axes is not None else list(range(len(starts))), x.dim())
     steps = steps if steps is not None else [1] * len(starts)
-    for axis, start, end, step in zip(axes, starts, ends, steps):
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         x = _slice_axis(x, axis, start, end, step)
     return [x]
