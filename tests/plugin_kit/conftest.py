@@ -1,7 +1,6 @@
 """Platforms registered for one test straight into the registry (as qtool's core would), then dropped."""
 
 import pytest
-
 from qtool.platform import PLATFORMS
 
 

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 import qtool
 from qtool import Capabilities, Diagnostic, Platform, Severity
 from qtool.testing import (
@@ -99,7 +98,8 @@ def test_unknown_platform_is_reported_by_name():
 
 def test_in_place_writes_and_stray_files_are_found(register_platform, graph, tmp_path):
     name = register_platform(Messy)
-    assert check_export(name, graph, tmp_path / "messy") == [f"{name}: export() left files it did not return: scratch.tmp"]
+    assert check_export(name, graph, tmp_path / "messy") == [
+        f"{name}: export() left files it did not return: scratch.tmp"]
     name = register_platform(InPlace)
     assert check_export(name, graph, tmp_path / "in-place") == [
         f"{name}: model.json was rewritten in place; write a temporary file and os.replace it (qtool.write_atomic)"]

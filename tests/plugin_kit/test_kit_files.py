@@ -1,7 +1,6 @@
 """qtool.write_atomic: whole file or nothing."""
 
 import pytest
-
 import qtool
 
 

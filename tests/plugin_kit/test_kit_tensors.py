@@ -1,9 +1,8 @@
 """qtool.quantized_tensors: one entry per (tensor, dominator), in topological order."""
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
-
 import qtool
+from onnx import TensorProto, helper, numpy_helper
 from qtool import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 
 

@@ -73,7 +73,8 @@ def quantized_tensors(graph, *, roles: Iterable[str] | None = None, settled: boo
     for op in graph.topological_order():
         if op.quant is None:
             continue
-        for side, variables, configs in (("input", op.inputs, op.quant.inputs), ("output", op.outputs, op.quant.outputs)):
+        places = (("input", op.inputs, op.quant.inputs), ("output", op.outputs, op.quant.outputs))
+        for side, variables, configs in places:
             for index, (var, tqc) in enumerate(zip(variables, configs, strict=False)):
                 if var is None or tqc is None or not _selected(tqc, settled):
                     continue

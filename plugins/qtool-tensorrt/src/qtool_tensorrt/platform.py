@@ -1,0 +1,101 @@
+"""The ``tensorrt`` platform: the float ONNX model with TensorRT INT8 activation ranges beside it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import qtool
+from qtool import Capabilities, Diagnostic, ExportOptions, Severity
+
+from .cache import DEFAULT_CALIBRATOR, DEFAULT_VERSION, write_cache
+from .ranges import write_ranges
+from .scales import QMAX, is_trt_activation
+
+# ExportOptions.extra keys this platform reads.
+VERSION_OPTION = "tensorrt_version"
+CALIBRATOR_OPTION = "tensorrt_calibrator"
+
+
+class TensorRTPlatform(qtool.Platform):
+    """TensorRT builds INT8 engines from per-tensor activation ranges and quantizes weights itself.
+
+    Export writes ``<stem>.onnx`` (the float model), ``<stem>.ranges.json``
+    (``{"act_quant_info": {tensor: amax}}``) and ``<stem>.calibration.cache``.
+    """
+
+    name = "tensorrt"
+    description = "TensorRT INT8: float ONNX model plus activation ranges (JSON) and a calibration cache"
+    output_format = "onnx+trt-ranges"
+    capabilities = Capabilities(bits=(8,), policies=("SYMMETRICAL", "PER_TENSOR", "PER_CHANNEL", "LINEAR"),
+                                formats=("int8",))
+
+    def default_config(self) -> dict:
+        return {
+            "activation": {"bits": 8, "signed": True, "symmetric": True, "granularity": "per_tensor"},
+            "weight": {"bits": 8, "signed": True, "symmetric": True, "granularity": "per_channel"},
+            "bias": {"mode": "float"},
+        }
+
+    def validate(self, graph, options: ExportOptions | None = None) -> list[Diagnostic]:
+        return _activation_problems(graph) + _range_conflicts(graph) + _ignored_weights(graph)
+
+    def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
+        output = Path(output)
+        model = output if output.suffix == ".onnx" else output.with_name(output.name + ".onnx")
+        stem = model.with_suffix("")
+        version = options.extra.get(VERSION_OPTION, DEFAULT_VERSION)
+        calibrator = options.extra.get(CALIBRATOR_OPTION, DEFAULT_CALIBRATOR)
+        cache = write_cache(graph, stem.with_name(stem.name + ".calibration.cache"), version=version,
+                            calibrator=calibrator)
+        ranges = write_ranges(graph, stem.with_name(stem.name + ".ranges.json"))
+        return [qtool.save(graph, model), ranges, cache]
+
+
+def _activation_problems(graph) -> list[Diagnostic]:
+    return [
+        Diagnostic(Severity.ERROR, "trt.activation-scheme",
+                   f"TensorRT takes 8-bit symmetric per-tensor activation ranges; this tensor is {t.scheme.short()}",
+                   op=t.op.name, tensor=t.tensor, scheme=t.scheme.short())
+        for t in qtool.quantized_tensors(graph, roles=["activation"], settled=False) if not is_trt_activation(t.scheme)
+    ]
+
+
+def _range_conflicts(graph) -> list[Diagnostic]:
+    """A tensor has one dynamic range in TensorRT: readers that disagree with its producer cannot all be honoured."""
+    amax_by_tensor: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for t in qtool.quantized_tensors(graph, roles=["activation"]):
+        if is_trt_activation(t.scheme):
+            amax_by_tensor[t.tensor].append((t.op.name, float(np.float64(t.scale.reshape(-1)[0]) * QMAX)))
+    found = []
+    for tensor, places in amax_by_tensor.items():
+        if len({amax for _, amax in places}) > 1:
+            listed = ", ".join(f"{op} {amax:.6g}" for op, amax in places)
+            found.append(Diagnostic(Severity.ERROR, "trt.range-conflict",
+                                    f"TensorRT keeps one range per tensor, qtool has several: {listed}; "
+                                    f"the export writes the first", op=places[1][0], tensor=tensor))
+    return found
+
+
+def _is_default_weight(scheme: qtool.QuantScheme) -> bool:
+    flags = qtool.QuantizationPolicy
+    return (not scheme.is_floating and scheme.num_of_bits == 8 and scheme.is_symmetric
+            and bool(scheme.policy & flags.PER_CHANNEL) and not scheme.policy & (flags.POWER_OF_2 | flags.DYNAMIC)
+            and scheme.quant_max == QMAX)
+
+
+def _ignored_weights(graph) -> list[Diagnostic]:
+    """One warning per configured weight scheme that differs from what TensorRT does to weights anyway."""
+    first: dict[str, tuple[str, str, int]] = {}
+    for t in qtool.quantized_tensors(graph, roles=["weight"], settled=False):
+        if not _is_default_weight(t.scheme):
+            op, tensor, count = first.get(t.scheme.short(), (t.op.name, t.tensor, 0))
+            first[t.scheme.short()] = (op, tensor, count + 1)
+    return [
+        Diagnostic(Severity.WARNING, "trt.weights-not-exported",
+                   f"weights are not exported: TensorRT quantizes them itself (int8 symmetric per-channel), so the "
+                   f"configured {short} of {count} weight tensor(s) does not reach the engine and the engine's "
+                   f"numbers will differ from qtool's simulation", op=op, tensor=tensor, scheme=short)
+        for short, (op, tensor, count) in first.items()
+    ]

@@ -1,0 +1,50 @@
+"""Activation scales between a qtool graph and TensorRT's per-tensor dynamic ranges (scale = amax / 127)."""
+
+from __future__ import annotations
+
+import numpy as np
+import qtool
+
+from .errors import TensorRTError
+
+QMAX = 127
+
+
+def is_trt_activation(scheme: qtool.QuantScheme) -> bool:
+    """8-bit signed symmetric per-tensor integer codes: what a dynamic range can express."""
+    policy, flags = scheme.policy, qtool.QuantizationPolicy
+    return (not scheme.is_floating and scheme.num_of_bits == 8 and scheme.is_symmetric
+            and bool(policy & flags.PER_TENSOR) and not policy & flags.DYNAMIC
+            and scheme.quant_max == QMAX and scheme.quant_min in (-QMAX, -QMAX - 1))
+
+
+def activation_scales(graph) -> dict[str, np.float32]:
+    """The scale of every quantized activation tensor, the producer's where readers disagree."""
+    scales: dict[str, np.float32] = {}
+    for entry in qtool.quantized_tensors(graph, roles=["activation"]):
+        scales.setdefault(entry.tensor, np.float32(entry.scale.reshape(-1)[0]))
+    return scales
+
+
+def apply_scales(graph, scales: dict[str, np.float32], source: str) -> dict[str, list[str]]:
+    """Set every root activation config of a tensor in ``scales`` (zero point 0) and report.
+
+    Returns ``set`` (tensors calibrated), ``unused`` (names in ``scales`` with no
+    activation config in the graph) and ``missing`` (activation tensors the file
+    does not cover, left as they were).
+    """
+    done: set[str] = set()
+    missing: set[str] = set()
+    for entry in qtool.quantized_tensors(graph, roles=["activation"], settled=False):
+        tqc = entry.config
+        if tqc.dominator is not tqc or tqc.is_passive:
+            continue
+        if entry.tensor not in scales:
+            missing.add(entry.tensor)
+            continue
+        if not is_trt_activation(tqc.scheme):
+            raise TensorRTError(f"{source}: tensor {entry.tensor!r} is {tqc.scheme.short()} at op "
+                                f"{entry.op.name!r}; TensorRT ranges only describe int8 symmetric per-tensor")
+        tqc.set_params(np.float32(scales[entry.tensor]), np.int32(0))
+        done.add(entry.tensor)
+    return {"set": sorted(done), "unused": sorted(set(scales) - done - missing), "missing": sorted(missing)}
