@@ -1,0 +1,177 @@
+"""Dispatch: decide for every op whether it runs quantized or float, and why; create its configs in INITIAL.
+
+* ops the config quantizes (``quantize_op_types``, ``include`` globs) are quantized;
+* activations of ``config.fusion_activations`` are quantized after a quantized op;
+* passive data-movement ops (``config.passive_op_types``) are quantized only
+  between quantized tensors, sharing their input's scheme;
+* shape/index computations, excluded ops and every other op stay float.
+"""
+
+from __future__ import annotations
+
+from ..ir import Graph, Operation, Variable
+from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
+from .base import Pass, PassError, PassResult
+from .op_roles import bias_position, is_steering_input, weight_index
+from .tensor_kinds import TensorKinds, classify
+
+SHAPE_REASON = "shape/index computation"
+
+
+class Dispatch(Pass):
+    """Set ``op.quant`` on every op: ``quantized`` with a reason, and INITIAL configs per tensor."""
+
+    name = "Dispatch"
+
+    def __init__(self, config, platform: str | None = None) -> None:
+        self.config = config
+        self.platform = platform
+
+    def call(self, graph: Graph) -> PassResult:
+        kinds = classify(graph)
+        order = graph.topological_order()
+        decisions = _Decisions(self.config, kinds, self.platform)
+        decisions.decide(order)
+        for op in order:
+            op.quant = decisions.build(op)
+        quantized = sum(1 for op in order if op.quant.quantized)
+        return PassResult(graph, True, {"quantized": quantized, "float": len(order) - quantized})
+
+    def ensures(self, graph: Graph) -> None:
+        for op in graph.operations.values():
+            q = op.quant
+            if q is None or not q.reason or len(q.inputs) != len(op.inputs) or len(q.outputs) != len(op.outputs):
+                raise PassError(f"op {op.name!r} was not dispatched with aligned configs and a reason")
+
+
+class _Decisions:
+    """The quantized/float decision per op, then its configs."""
+
+    def __init__(self, config, kinds: TensorKinds, platform: str | None) -> None:
+        self.config, self.kinds, self.platform = config, kinds, platform
+        self.reasons: dict[str, str] = {}
+        self.computing: set[str] = set()
+        self.candidates: dict[str, str] = {}  # op name -> "passive" | "activation"
+
+    # -- decisions ------------------------------------------------------------------
+    def decide(self, order: list[Operation]) -> None:
+        cfg = self.config
+        for op in order:
+            quantize, reason = cfg.quantize_decision(op)
+            if self.kinds.is_shape_op(op):
+                self.reasons[op.name] = SHAPE_REASON
+            elif quantize:
+                self.computing.add(op.name)
+                self.reasons[op.name] = reason
+            elif cfg.is_excluded(op):
+                self.reasons[op.name] = reason
+            elif op.op_type in cfg.fusion_activations:
+                self.candidates[op.name] = "activation"
+            elif op.op_type in cfg.passive_op_types:
+                self.candidates[op.name] = "passive"
+            else:
+                self.reasons[op.name] = self._not_quantized(op)
+        self._prune(order)
+
+    def _prune(self, order: list[Operation]) -> None:
+        """Drop candidates until each reads quantized producers and each passive op feeds a quantized op."""
+        changed = True
+        while changed:
+            changed = False
+            for op in order:
+                if op.name in self.candidates and not self._reads_quantized(op):
+                    self._reject(op, "its input is not produced by a quantized op")
+                    changed = True
+            for op in reversed(order):
+                if self.candidates.get(op.name) == "passive" and not self._feeds_quantized(op):
+                    self._reject(op, "its output is read by no quantized op")
+                    changed = True
+
+    def _reject(self, op: Operation, why: str) -> None:
+        kind = self.candidates.pop(op.name)
+        if kind == "passive":
+            self.reasons[op.name] = f"passive op not between quantized tensors ({why})"
+        else:
+            self.reasons[op.name] = f"{self._not_quantized(op)} ({why})"
+
+    def _is_quantized(self, op: Operation | None) -> bool:
+        return op is not None and (op.name in self.computing or op.name in self.candidates)
+
+    def _reads_quantized(self, op: Operation) -> bool:
+        data = [v for i, v in enumerate(op.inputs) if self._is_data(op, i) and not self.kinds.is_constant(v)]
+        return bool(data) and all(self._is_quantized(v.producer) for v in data)
+
+    def _feeds_quantized(self, op: Operation) -> bool:
+        return any(self._is_quantized(c) for out in op.outputs for c in out.consumers)
+
+    def _not_quantized(self, op: Operation) -> str:
+        where = f" on {self.platform}" if self.platform else ""
+        return f"not quantized{where} ({self.config.quantize_decision(op)[1]})"
+
+    def _is_data(self, op: Operation, index: int) -> bool:
+        """A data operand: present, not shape-like, not an index (float constants count)."""
+        var = op.inputs[index]
+        return var is not None and not is_steering_input(op, index) and not self.kinds.is_index(var)
+
+    # -- configs ------------------------------------------------------------------------
+    def build(self, op: Operation) -> OpQuantConfig:
+        n_in, n_out = len(op.inputs), len(op.outputs)
+        if op.name in self.reasons and op.name not in self.computing:
+            return OpQuantConfig.float_op(n_in, n_out, self.reasons[op.name])
+        if self.candidates.get(op.name) == "passive":
+            return self._build_passive(op)
+        if op.name in self.candidates:
+            producer = op.inputs[0].producer
+            self.reasons[op.name] = f"activation after quantized {producer.name}"
+        inputs = self._own_inputs(op)
+        outputs = [None if self.kinds.is_static(out) else self._tqc(op, "activation", out) for out in op.outputs]
+        configs = OpQuantConfig(inputs, outputs, True, self.reasons[op.name])
+        if not configs.all_configs():
+            return OpQuantConfig.float_op(n_in, n_out, f"{op.op_type}: the configuration keeps all its tensors float")
+        return configs
+
+    def _own_inputs(self, op: Operation) -> list[TensorQuantizationConfig | None]:
+        """Parameters in role weight (the config picks their axis), other data in role activation."""
+        configs: list[TensorQuantizationConfig | None] = [None] * len(op.inputs)
+        bias = bias_position(op)
+        for i, var in enumerate(op.inputs):
+            if var is None or is_steering_input(op, i) or self.kinds.is_index(var) or i == bias:
+                continue
+            configs[i] = self._tqc(op, "weight" if var.is_parameter else "activation", var)
+        weight = weight_index(op)
+        if bias is not None and weight is not None:
+            configs[bias] = self._bias(op, configs[0], configs[weight])
+        return configs
+
+    def _bias(self, op: Operation, activation, weight) -> TensorQuantizationConfig | None:
+        if self.config.bias_mode_for(op) != "int32" or activation is None or weight is None:
+            return None
+        scheme = QuantScheme.integer(32, symmetric=True, per_channel=weight.scheme.is_per_channel,
+                                     channel_axis=0 if weight.scheme.is_per_channel else None)
+        return TensorQuantizationConfig(scheme, QuantizationState.PASSIVE_INIT, role="bias")
+
+    def _build_passive(self, op: Operation) -> OpQuantConfig:
+        data = [i for i in range(len(op.inputs)) if self._is_data(op, i)]
+        sources = {i: producer_config(op.inputs[i]) for i in data if not self.kinds.is_constant(op.inputs[i])}
+        unquantized = [op.inputs[i].name for i, source in sources.items() if source is None]
+        if unquantized:
+            return OpQuantConfig.float_op(len(op.inputs), len(op.outputs),
+                                          f"passive op reading unquantized tensor {unquantized[0]!r}")
+        scheme = next(iter(sources.values())).scheme
+        inputs: list[TensorQuantizationConfig | None] = [None] * len(op.inputs)
+        for i in data:
+            inputs[i] = TensorQuantizationConfig(sources[i].scheme if i in sources else scheme)
+        outputs = [None if self.kinds.is_static(out) else TensorQuantizationConfig(scheme) for out in op.outputs]
+        return OpQuantConfig(inputs, outputs, True, "passive: shares its input's quantization")
+
+    def _tqc(self, op: Operation, role: str, var: Variable) -> TensorQuantizationConfig | None:
+        scheme = self.config.scheme_for(op, role, var.name)
+        return None if scheme is None else TensorQuantizationConfig(scheme, role=role)
+
+
+def producer_config(var: Variable | None) -> TensorQuantizationConfig | None:
+    """The config at which ``var``'s producer writes it (None: no producer, or written float)."""
+    producer = var.producer if var is not None else None
+    if producer is None or producer.quant is None:
+        return None
+    return producer.quant.outputs[producer.outputs.index(var)]
