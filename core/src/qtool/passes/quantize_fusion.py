@@ -1,0 +1,71 @@
+"""QuantizeFusion: one quantization point per fused pattern, passive ops sharing their input's config.
+
+* A computing op whose output is read only by a fusion activation (Relu,
+  Clip...) does not quantize that output: both the op's output config and the
+  activation's input config become FP32 ("fused with <act>"); the activation's
+  output carries the quantization.
+* A quantized passive op (MaxPool, Reshape...) overlaps its data inputs with
+  their producers' outputs and, with a single data input, its outputs with it.
+"""
+
+from __future__ import annotations
+
+from ..ir import Graph, Operation
+from ..quant import QuantizationState
+from .base import Pass, PassResult
+from .dispatch import producer_config
+
+
+class QuantizeFusion(Pass):
+    name = "QuantizeFusion"
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def call(self, graph: Graph) -> PassResult:
+        fused, shared = [], []
+        for op in graph.topological_order():
+            if op.quant is None or not op.quant.quantized:
+                continue
+            if self.config.fuse_activations and op.op_type in self.config.fusion_activations and _fuse(graph, op):
+                fused.append(f"{op.inputs[0].producer.name} + {op.name}")
+            elif is_passive(self.config, op):
+                shared += _share_passive(op)
+        return PassResult(graph, bool(fused or shared), {"fused": fused, "shared": shared})
+
+
+def is_passive(config, op: Operation) -> bool:
+    """A quantized data-movement op that shares its input's quantization."""
+    return op.op_type in config.passive_op_types and op.op_type not in config.quantize_op_types
+
+
+def _fuse(graph: Graph, act: Operation) -> bool:
+    source = act.inputs[0]
+    reader, written = act.quant.inputs[0], producer_config(source)
+    producer = source.producer if source is not None else None
+    if reader is None or written is None or act.quant.outputs[0] is None:
+        return False
+    if len(source.consumers) != 1 or source in graph.outputs or written.state is not QuantizationState.INITIAL:
+        return False
+    if producer.quant is None or not producer.quant.quantized:
+        return False
+    for tqc in (written, reader):
+        tqc.keep_float()
+        tqc.notes["reason"] = f"fused with {act.name}"
+    return True
+
+
+def _share_passive(op: Operation) -> list[str]:
+    shared = []
+    data = [i for i, tqc in enumerate(op.quant.inputs) if tqc is not None]
+    for i in data:
+        written, reader = producer_config(op.inputs[i]), op.quant.inputs[i]
+        if written is not None and written.state is not QuantizationState.FP32 and written.scheme == reader.scheme:
+            reader.overlap(written)
+            shared.append(f"{op.name}:{op.inputs[i].name}")
+    if len(data) == 1:
+        for j, out in enumerate(op.quant.outputs):
+            if out is not None and out.scheme == op.quant.inputs[data[0]].scheme:
+                out.overlap(op.quant.inputs[data[0]])
+                shared.append(f"{op.name}:{op.outputs[j].name}")
+    return shared

@@ -1,0 +1,107 @@
+"""QuantizeFusion and QuantizeSimplify: which configs share one quantization point."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+from passes_helpers import graph_of, init, run, tensor
+from qtool.passes.dispatch import Dispatch
+from qtool.passes.quantize_fusion import QuantizeFusion
+from qtool.passes.quantize_simplify import QuantizeSimplify
+from qtool.quant import QuantizationState
+
+RNG = np.random.default_rng(2)
+S = QuantizationState
+
+
+def _conv(name: str, x: str, y: str, channels: int = 4) -> tuple:
+    node = helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [y], name=name, pads=[1, 1, 1, 1])
+    return node, [init(f"{name}.w", RNG.normal(size=(channels, 4, 3, 3))), init(f"{name}.b", RNG.normal(size=channels))]
+
+
+def _graph(*parts, outputs=("y",)):
+    nodes, inits = [], []
+    for part in parts:
+        if isinstance(part, tuple):
+            nodes.append(part[0])
+            inits += part[1]
+        else:
+            nodes.append(part)
+    return graph_of(nodes, [tensor("x", [1, 4, 6, 6])], [tensor(o, None) for o in outputs], inits)
+
+
+def _plan(graph, config):
+    return run([Dispatch(config), QuantizeFusion(config), QuantizeSimplify()], graph)
+
+
+def test_conv_relu_share_one_quantization_point(make_config):
+    graph = _graph(_conv("c1", "x", "a"), helper.make_node("Relu", ["a"], ["r"], name="relu"), _conv("c2", "r", "y"))
+
+    runs = _plan(graph, make_config())
+
+    c1, relu, c2 = (graph.operations[n] for n in ("c1", "relu", "c2"))
+    assert runs["QuantizeFusion"].details["fused"] == ["c1 + relu"]
+    for tqc in (c1.quant.outputs[0], relu.quant.inputs[0]):
+        assert tqc.state is S.FP32 and tqc.notes["reason"] == "fused with relu" and not tqc.is_quantizing
+    assert relu.quant.outputs[0].state is S.INITIAL
+    assert c2.quant.inputs[0].dominator is relu.quant.outputs[0]
+
+
+def test_no_fusion_when_the_output_has_another_reader_or_fusion_is_off(make_config):
+    graph = _graph(_conv("c1", "x", "a"), helper.make_node("Relu", ["a"], ["y"], name="relu"),
+                   helper.make_node("Sigmoid", ["a"], ["z"], name="other"), outputs=("y", "z"))
+    _plan(graph, make_config())
+    assert graph.operations["c1"].quant.outputs[0].state is S.INITIAL
+
+    graph = _graph(_conv("c1", "x", "a"), helper.make_node("Relu", ["a"], ["y"], name="relu"))
+    runs = _plan(graph, make_config(fusion={"fuse_activations": False}))
+    assert runs["QuantizeFusion"].details["fused"] == []
+    assert graph.operations["relu"].quant.inputs[0].dominator is graph.operations["c1"].quant.outputs[0]
+
+
+def test_passive_op_shares_its_input_config(make_config):
+    graph = _graph(_conv("c1", "x", "a"), helper.make_node("Relu", ["a"], ["r"], name="relu"),
+                   helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2]), _conv("c2", "p", "y"))
+
+    _plan(graph, make_config())
+
+    source = graph.operations["relu"].quant.outputs[0]
+    pool = graph.operations["pool"]
+    assert pool.quant.inputs[0].dominator is source and pool.quant.outputs[0].dominator is source
+    assert pool.quant.outputs[0].state is S.OVERLAPPED
+    assert graph.operations["c2"].quant.inputs[0].dominator is source
+
+
+def test_concat_inputs_follow_their_producers_and_its_output_stays_its_own(make_config):
+    graph = _graph(_conv("c1", "x", "a"), _conv("c2", "x", "b"),
+                   helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1), _conv("c3", "cat", "y", 4))
+    graph.variables["c3.w"].value = RNG.normal(size=(4, 8, 3, 3)).astype(np.float32)
+
+    _plan(graph, make_config())
+
+    cat = graph.operations["concat"]
+    assert cat.quant.inputs[0].dominator is graph.operations["c1"].quant.outputs[0]
+    assert cat.quant.inputs[1].dominator is graph.operations["c2"].quant.outputs[0]
+    assert cat.quant.outputs[0].state is S.INITIAL and not cat.quant.outputs[0].is_overlapped
+
+
+def test_readers_with_the_producers_scheme_share_it_others_stay_separate(make_config):
+    graph = _graph(_conv("c1", "x", "a"), _conv("c2", "a", "y"), _conv("c3", "a", "z"), outputs=("y", "z"))
+    config = make_config(override=[{"op_name": "c3", "activation": {"bits": 4}}])
+
+    runs = _plan(graph, config)
+
+    written = graph.operations["c1"].quant.outputs[0]
+    same, other = graph.operations["c2"].quant.inputs[0], graph.operations["c3"].quant.inputs[0]
+    assert same.dominator is written and same.state is S.OVERLAPPED
+    assert other.state is S.INITIAL and not other.is_overlapped and other.scheme.num_of_bits == 4
+    assert "a" in runs["QuantizeSimplify"].details["shared"]
+
+
+def test_readers_of_a_graph_input_share_the_first_readers_config(make_config):
+    graph = _graph(_conv("c1", "x", "y"), _conv("c2", "x", "z"), outputs=("y", "z"))
+
+    _plan(graph, make_config())
+
+    first, second = (graph.operations[n].quant.inputs[0] for n in ("c1", "c2"))
+    assert first.state is S.INITIAL and second.dominator is first
