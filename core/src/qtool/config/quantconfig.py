@@ -115,8 +115,9 @@ class QuantConfig:
             keys = [k for k in exc.keys if k in table] or list(table)
             first = keys[0] if keys else ""
             source = origins.get(first, "built-in defaults")
-            others = {origins.get(k, "built-in defaults") for k in keys} - {source}
-            extra = f" (also from {', '.join(sorted(others))})" if others else ""
+            others = [f"{k} set by {origins.get(k, 'built-in defaults')}" for k in keys
+                      if origins.get(k, "built-in defaults") != source]
+            extra = f" ({'; '.join(others)})" if others else ""
             path = f"{role}.{first}" if first else role
             raise ConfigError(f"{source}: {path}: {exc}{extra}" + (f" [{where}]" if where else "")) from None
 

@@ -58,17 +58,21 @@ def _preset_name(argument: str | None, user: Mapping[str, Any], user_source: str
 
 
 def _check_observers(config: QuantConfig) -> None:
-    """Observer names must be registered (once the calibration package provides the registry)."""
-    try:
-        from ..calibration import OBSERVERS
-    except ImportError:  # the calibration package is not there yet
-        return
+    """Observer names (before any ``:option``) must be registered observers."""
+    from ..calibration import OBSERVERS
+
     known = OBSERVERS.names()
-    named = [("calibration.observer", config.calibration["observer"])]
-    named += [(f"{role}.observer", table["observer"]) for role in ("activation", "weight")
-              if (table := getattr(config, role)) is not None and "observer" in table]
-    for path, name in named:
-        if name not in known:
-            source = config.origins.get(path, "config")
-            raise ConfigError(f"{source}: {path}: unknown observer {name!r}{did_you_mean(name, known)} "
-                              f"(known: {', '.join(known)})")
+    named = [("calibration.observer", config.origins.get("calibration.observer"), config.calibration["observer"])]
+    for role in ("activation", "weight"):
+        table = getattr(config, role)
+        if table is not None and "observer" in table:
+            named.append((f"{role}.observer", config.origins.get(f"{role}.observer"), table["observer"]))
+        for override in config.overrides:
+            part = override.scheme_part(role)
+            if isinstance(part, Mapping) and "observer" in part:
+                named.append((f"{role}.observer", override.label, part["observer"]))
+    for path, source, name in named:
+        base = name.partition(":")[0]
+        if base not in known:
+            raise ConfigError(f"{source or 'built-in defaults'}: {path}: unknown observer {base!r}"
+                              f"{did_you_mean(base, known)} (known: {', '.join(known)})")

@@ -153,9 +153,10 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         for group, types in ALIGNMENT_GROUPS.items()
     },
     "calibration": {
-        "observer": Key("str", "minmax", "Default activation observer."),
+        "observer": Key("str", "minmax", "Default activation observer; a name may carry its main option, "
+                        "e.g. \"percentile:99.9\"."),
         "percentile": Key("number", 99.99, "Percentile kept by the percentile observer.",
-                          check=_between(0, 100, lo_open=True)),
+                          check=_between(50, 100, lo_open=True)),
         "bins": Key("int", 2048, "Histogram bins of histogram-based observers.", check=_at_least(2)),
         "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
     },

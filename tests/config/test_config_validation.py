@@ -1,0 +1,119 @@
+"""Bad configurations: one ConfigError naming the file, the dotted key and the problem."""
+
+from __future__ import annotations
+
+import pytest
+from qtool.config import ConfigError, load_config_file, resolve_config
+from qtool.errors import QtoolError
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[weight]\nbitz = 4\n", r"weight\.bitz: unknown key; did you mean 'bits'\?"),
+    ("[activaton]\nbits = 4\n", r"activaton: unknown key; did you mean 'activation'\?"),
+    ("[dispatch]\nexclud = ['a']\n", r"dispatch\.exclud: unknown key; did you mean 'exclude'\?"),
+    ("[[override]]\nop_type = 'Conv'\nweight = {bitz = 4}\n", r"override\[0\]\.weight\.bitz: unknown key; "
+     r"did you mean 'bits'\?"),
+    ("[[override]]\nop_type = 'Conv'\nkeep_float = true\n[[override]]\nop_type = 'Gemm'\nweight = {bits = 4}\n"
+     "[[override]]\nop_name = 'x'\nweight = {bitz = 4}\n", r"override\[2\]\.weight\.bitz: unknown key"),
+    ("[weight]\nbits = '8'\n", r"weight\.bits: expected an integer, got str '8'"),
+    ("[weight]\nbits = 17\n", r"weight\.bits: must be >= 1 and <= 16, got 17"),
+    ("[weight]\nbits = true\n", r"weight\.bits: expected an integer, got bool True"),
+    ("[weight]\nsymmetric = 1\n", r"weight\.symmetric: expected a boolean, got int 1"),
+    ("[weight]\ngranularity = 'per_chanel'\n", r"weight\.granularity: 'per_chanel' is not one of .*"
+     r"did you mean 'per_channel'\?"),
+    ("[activation]\nrounding = 'half_evn'\n", r"activation\.rounding: .*did you mean 'half_even'\?"),
+    ("[activation]\nformat = 'fp8e4m3'\n", r"activation\.format: .*did you mean 'fp8_e4m3'\?"),
+    ("activation = 'fp8'\n", r"activation: a scheme is a table or \"float\", got 'fp8'"),
+    ("weight = 3\n", r"weight: expected a table, got int 3"),
+    ("[bias]\nmode = 'int16'\n", r"bias\.mode: 'int16' is not one of 'int32', 'float'"),
+    ("[dispatch]\nexclude = 'head.*'\n", r"dispatch\.exclude: expected a list of strings, got str 'head\.\*'"),
+    ("[calibration]\npercentile = 0\n", r"calibration\.percentile: must be > 50 and <= 100, got 0"),
+    ("[alignment]\nconcat = 'min'\n", r"alignment\.concat: 'min' is not one of 'output', 'max', 'none'"),
+    ("preset = 'w8a9'\n", r"preset: unknown preset 'w8a9'; did you mean 'w8a8'\?"),
+    ("override = {op_type = 'Conv'}\n", r"override: expected a list of tables"),
+    ("[[override]]\nweight = {bits = 4}\n", r"override\[0\]: needs exactly one matcher .*got none"),
+    ("[[override]]\nop_type = 'Conv'\nop_name = 'c*'\nweight = {bits = 4}\n",
+     r"override\[0\]: needs exactly one matcher .*got op_type, op_name"),
+    ("[[override]]\nop_type = 'Conv'\n", r"override\[0\]: sets nothing"),
+    ("[[override]]\nop_type = 'Conv'\nkeep_float = true\nweight = {bits = 4}\n",
+     r"override\[0\]\.keep_float: keep_float = true conflicts with weight"),
+    ("[[override]]\ntensor = 'b'\nbias = {mode = 'float'}\n", r"override\[0\]\.bias: bias applies per op"),
+])
+def test_structural_errors_name_file_and_key(text, message, write_config):
+    path = write_config(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config({}, path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert isinstance(info.value, QtoolError)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[activation]\nformat = 'fp8_e4m3'\npower_of_2 = true\n",
+     r"activation\.power_of_2: power_of_2 = true conflicts with format = 'fp8_e4m3'"),
+    ("[activation]\nformat = 'fp8_e4m3'\nsymmetric = false\n", r"activation\.symmetric: .*float formats are"),
+    ("[activation]\nformat = 'float'\n", r"activation\.format: format = 'float' needs exponent_bits"),
+    ("[activation]\nformat = 'float'\nexponent_bits = 4\nmantissa_bits = 3\nbits = 9\n",
+     r"activation\.bits: bits = 9 but 1 \+ exponent_bits \+ mantissa_bits = 8"),
+    ("[activation]\nformat = 'fp8_e5m2'\nbits = 16\n", r"activation\.bits: bits = 16 conflicts with format = "
+     r"'fp8_e5m2' \(bits = 8\)"),
+    ("[activation]\nformat = 'fp8_e4m3'\nquant_max = 100\n", r"activation\.quant_max: quant_max conflicts"),
+    ("[weight]\nexponent_bits = 4\n", r"weight\.exponent_bits: exponent_bits applies to float formats only"),
+    ("[weight]\nbits = 4\nquant_min = -128\nquant_max = 127\n",
+     r"weight\.bits: .*range \[-128, 127\] does not fit 4 bits"),
+    ("[activation]\nsigned = false\nquant_min = -128\nquant_max = 127\n",
+     r"activation\.signed: signed = false conflicts with quant_min = -128"),
+    ("[activation]\nquant_min = 1\nquant_max = 255\n", r"activation\.quant_min: .*must contain 0"),
+    ("[weight]\ngranularity = 'per_tensor'\naxis = 1\n", r"weight\.axis: axis applies to per_channel"),
+    ("[weight]\ngranularity = 'per_block'\n", r"weight\.granularity: granularity = 'per_block' needs 'block_size'"),
+    ("[weight]\nblock_size = 32\n", r"weight\.block_size: block_size applies to granularity = 'per_block' only"),
+    ("[[override]]\nop_name = 'head.*'\nweight = {format = 'fp8_e4m3', power_of_2 = true}\n",
+     r"override\[0\]: weight\.power_of_2: power_of_2 = true conflicts"),
+])
+def test_invalid_combinations_name_the_key_and_conflict(text, message, write_config):
+    path = write_config(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config({}, path)
+    assert str(path) in str(info.value)
+
+
+def test_conflict_across_layers_names_both_sources(write_config):
+    platform = {"activation": {"power_of_2": True}}
+    path = write_config("[activation]\nformat = 'fp8_e4m3'\n")
+    with pytest.raises(ConfigError, match=r"^platform defaults: activation\.power_of_2: .*conflicts with format "
+                       rf"= 'fp8_e4m3'.*\(format set by {path}\)"):
+        resolve_config(platform, path)
+
+
+def test_platform_defaults_are_validated_too():
+    with pytest.raises(ConfigError, match=r"^platform defaults: fusion\.fuse_activation: unknown key; did you mean"):
+        resolve_config({"fusion": {"fuse_activation": True}})
+
+
+def test_unknown_preset_argument_hints():
+    with pytest.raises(ConfigError, match=r"preset argument: preset: unknown preset 'fp8-e4m4'; did you mean "
+                       r"'fp8-e4m3'\?"):
+        resolve_config({}, None, preset="fp8-e4m4")
+
+
+@pytest.mark.parametrize("suffix, text, message", [
+    (".toml", "[weight\nbits = 4\n", r"invalid TOML"),
+    (".yaml", "weight: [bits: 4\n", r"invalid YAML"),
+    (".json", '{"weight": }', r"invalid JSON"),
+    (".yaml", "- 1\n- 2\n", r"the top level must be a table, got list"),
+    (".ini", "[weight]\n", r"unknown config file type '\.ini'"),
+])
+def test_unreadable_files_name_the_file(suffix, text, message, tmp_path):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config_file(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such config file"):
+        resolve_config({}, tmp_path / "nope.toml")
+
+
+def test_empty_yaml_is_an_empty_config(write_config):
+    assert resolve_config({}, write_config("", ".yaml")) == resolve_config({}, None)
