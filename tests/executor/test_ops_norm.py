@@ -25,6 +25,12 @@ def test_batch_norm_opset_7():
     check_op("BatchNormalization", _batch_norm_inputs(3, 4, 4), opset=7)
 
 
+@pytest.mark.parametrize("opset", [7, 9])
+def test_batch_norm_legacy_training_outputs(opset):
+    """Before opset 14, declaring the optional outputs asks for training statistics."""
+    check_op("BatchNormalization", _batch_norm_inputs(3, 4, 5), {"momentum": 0.7}, opset=opset, num_outputs=5)
+
+
 def test_batch_norm_training_mode():
     """Batch statistics normalize; running statistics blend in with ``momentum``."""
     attrs = {"training_mode": 1, "momentum": 0.8}
@@ -61,6 +67,14 @@ def test_group_norm(opset, groups):
     params = groups if opset < 21 else 6
     inputs = [randn(2, 6, 3, 4), randn(params, seed=1), randn(params, seed=2)]
     check_op("GroupNormalization", inputs, {"num_groups": groups, "epsilon": 1e-4}, opset=opset)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_normalization(axis, p):
+    x = randn(3, 4)
+    x[1] = 0  # a zero vector along the last axis stays zero
+    check_op("LpNormalization", [x], {"axis": axis, "p": p}, opset=1)
 
 
 @pytest.mark.parametrize("size", [1, 3, 5])

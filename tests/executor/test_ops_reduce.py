@@ -40,9 +40,10 @@ def test_reduce_empty_axes(op, noop):
     check_op(op, [X, i64()], {"noop_with_empty_axes": noop}, opset=_axes_input_since(op))
 
 
-@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"])
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_reduce_integers(op, dtype):
+    """Integer means truncate toward zero."""
     check_op(op, [randint(-5, 5, 3, 4, dtype=dtype)], {"axes": [1]}, opset=11)
 
 

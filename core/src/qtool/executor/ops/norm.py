@@ -1,4 +1,4 @@
-"""Normalizations: BatchNormalization, InstanceNormalization, LayerNormalization, GroupNormalization, LRN."""
+"""Normalizations: Batch-, Instance-, Layer-, Group- and LpNormalization, LRN."""
 
 from __future__ import annotations
 
@@ -14,22 +14,33 @@ def _channel_view(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(1, -1, *[1] * (x.dim() - 2))
 
 
+def _training(ctx, attrs) -> bool:
+    """training_mode from opset 14; before, declaring the optional outputs meant training."""
+    return bool(attrs.get("training_mode", 0)) if ctx.opset >= 14 else ctx.num_outputs > 1
+
+
 @op_impl("BatchNormalization")
 def batch_normalization(ctx, attrs, inputs):
-    """Inference uses the given statistics; training_mode (opset 14+) the batch's."""
+    """Inference uses the given statistics; training the batch's (population variance).
+
+    Training outputs: Y, running mean and variance (blended by ``momentum``) and,
+    before opset 14, the batch mean and inverse standard deviation (as onnxruntime).
+    """
     x, scale, bias, mean, var = inputs
     eps = attrs.get("epsilon", 1e-5)
-    if not (ctx.opset >= 14 and attrs.get("training_mode", 0)):
+    if not _training(ctx, attrs):
         return [F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)]
     dims = [0, *range(2, x.dim())]
     batch_mean = x.float().mean(dims)
     batch_var = x.float().var(dims, correction=0)
-    y = (x - _channel_view(batch_mean, x)) * torch.rsqrt(_channel_view(batch_var, x) + eps)
+    inv_std = torch.rsqrt(batch_var + eps)
+    y = (x - _channel_view(batch_mean, x)) * _channel_view(inv_std, x)
     y = (y * _channel_view(scale, x) + _channel_view(bias, x)).to(x.dtype)
     momentum = attrs.get("momentum", 0.9)
     running_mean = mean * momentum + batch_mean.to(mean.dtype) * (1 - momentum)
     running_var = var * momentum + batch_var.to(var.dtype) * (1 - momentum)
-    return [y, running_mean, running_var][: ctx.num_outputs]
+    saved = [batch_mean.to(mean.dtype), inv_std.to(var.dtype)]
+    return [y, running_mean, running_var, *saved][: ctx.num_outputs]
 
 
 @op_impl("InstanceNormalization")
@@ -49,10 +60,14 @@ def layer_normalization(ctx, attrs, inputs):
     x, scale, bias = inputs[0], inputs[1], optional_input(inputs, 2)
     axis = normalize_axis(attrs.get("axis", -1), x.dim())
     dims = list(range(axis, x.dim()))
+    eps = attrs.get("epsilon", 1e-5)
     stashed = _stash(x, attrs)
+    if ctx.num_outputs == 1:  # the fused kernel, when the statistics are not wanted
+        y = F.layer_norm(stashed, x.shape[axis:], eps=eps).to(x.dtype) * scale
+        return [y if bias is None else y + bias]
     mean = stashed.mean(dims, keepdim=True)
     centered = stashed - mean
-    inv_std = torch.rsqrt((centered * centered).mean(dims, keepdim=True) + attrs.get("epsilon", 1e-5))
+    inv_std = torch.rsqrt((centered * centered).mean(dims, keepdim=True) + eps)
     y = (centered * inv_std).to(x.dtype) * scale
     if bias is not None:
         y = y + bias
@@ -69,6 +84,15 @@ def group_normalization(ctx, attrs, inputs):
         scale, bias = scale.repeat_interleave(per_group), bias.repeat_interleave(per_group)
     normalized = F.group_norm(_stash(x, attrs), groups, eps=attrs.get("epsilon", 1e-5)).to(x.dtype)
     return [normalized * _channel_view(scale, x) + _channel_view(bias, x)]
+
+
+@op_impl("LpNormalization")
+def lp_normalization(ctx, attrs, inputs):
+    """x / ||x||_p along ``axis``; all-zero vectors stay zero."""
+    x = inputs[0]
+    dim = normalize_axis(attrs.get("axis", -1), x.dim())
+    norm = torch.linalg.vector_norm(x, attrs.get("p", 2), dim, keepdim=True)
+    return [torch.where(norm > 0, x / norm, torch.zeros_like(x))]
 
 
 @op_impl("LRN")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._common import attr_or_input, normalize_axes, normalize_axis
@@ -18,10 +20,18 @@ def _sum(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
     return torch.sum(x, dims, keepdim=keepdim, dtype=x.dtype)
 
 
+def _mean(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    """Integer means truncate toward zero, as onnxruntime's do."""
+    if x.dtype.is_floating_point:
+        return torch.mean(x, dims, keepdim=keepdim)
+    count = math.prod(x.shape[d] for d in dims)
+    return torch.div(_sum(x, dims, keepdim), count, rounding_mode="trunc")
+
+
 # reducer(x, dims, keepdim), and the opset from which "axes" is an input.
 _REDUCERS = {
     "ReduceSum": (_sum, 13),
-    "ReduceMean": (lambda x, d, k: torch.mean(x, d, keepdim=k), 18),
+    "ReduceMean": (_mean, 18),
     "ReduceMax": (lambda x, d, k: torch.amax(x, d, keepdim=k), 18),
     "ReduceMin": (lambda x, d, k: torch.amin(x, d, keepdim=k), 18),
     "ReduceProd": (_prod, 18),
