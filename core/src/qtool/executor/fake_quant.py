@@ -1,0 +1,63 @@
+"""Applying tensor quantization configs to tensors: the simulation half of the executor.
+
+Static parameters are turned into device tensors once; DYNAMIC schemes take their
+range from each tensor as it comes (per tensor, per channel or per block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..quant import QuantizationPolicy, QuantizationState, TensorQuantizationConfig, compute_scale_offset, fake_quantize
+from ..quant.scheme import QuantScheme
+from .errors import ExecutorError
+
+Quantizer = Callable[[torch.Tensor], torch.Tensor]
+
+BAKED_STATES = frozenset({QuantizationState.BAKED, QuantizationState.PASSIVE_BAKED})
+
+
+def is_dynamic(tqc: TensorQuantizationConfig) -> bool:
+    return bool(tqc.scheme.policy & QuantizationPolicy.DYNAMIC)
+
+
+def make_quantizer(tqc: TensorQuantizationConfig, device: torch.device, name: str) -> Quantizer:
+    """A function fake-quantizing a tensor with ``tqc`` (its parameters read now, or per call if DYNAMIC)."""
+    scheme = tqc.scheme
+    if is_dynamic(tqc):
+        return lambda x: fake_quantize(x, scheme, *dynamic_params(x, scheme))
+    scale, offset = tqc.scale, tqc.offset
+    if scale is None or offset is None:
+        raise ExecutorError(f"tensor {name!r}: config {tqc!r} is quantizing but has no scale/offset")
+    scale_t = torch.as_tensor(np.asarray(scale, dtype=np.float32), device=device)
+    offset_t = torch.as_tensor(np.asarray(offset, dtype=np.float32), device=device)
+    return lambda x: fake_quantize(x, scheme, scale_t, offset_t)
+
+
+def dynamic_params(x: torch.Tensor, scheme: QuantScheme) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and offset covering ``x``'s own range, at the scheme's granularity."""
+    lo, hi = _range(x.detach().float(), scheme)
+    scale, offset = compute_scale_offset(scheme, lo.cpu().numpy(), hi.cpu().numpy())
+    return (torch.as_tensor(scale, device=x.device),
+            torch.as_tensor(offset.astype(np.float32), device=x.device))
+
+
+def _range(x: torch.Tensor, scheme: QuantScheme) -> tuple[torch.Tensor, torch.Tensor]:
+    if not scheme.is_per_channel:
+        return torch.aminmax(x)
+    axis = scheme.channel_axis % x.ndim
+    if not scheme.policy & QuantizationPolicy.PER_BLOCK:
+        rows = x.movedim(axis, 0).reshape(x.shape[axis], -1)
+        return torch.aminmax(rows, dim=1)
+    # one range per block of ``block_size`` along the axis, per position of the other axes
+    size, blocks = scheme.block_size, -(-x.shape[axis] // scheme.block_size)
+    moved = x.movedim(axis, -1)
+    pad = blocks * size - moved.shape[-1]
+    lo_in = torch.nn.functional.pad(moved, (0, pad), value=float("inf"))
+    hi_in = torch.nn.functional.pad(moved, (0, pad), value=float("-inf"))
+    lo = lo_in.reshape(*moved.shape[:-1], blocks, size).amin(-1).movedim(-1, axis)
+    hi = hi_in.reshape(*moved.shape[:-1], blocks, size).amax(-1).movedim(-1, axis)
+    return lo, hi

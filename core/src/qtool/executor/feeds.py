@@ -1,0 +1,96 @@
+"""Checking model inputs and turning them into torch tensors on the executor's device.
+
+Ranks, dtypes and static sizes must match the graph's declaration, except the
+first axis: a model exported for batch 1 may be fed batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..ir import Variable
+from .errors import InputError
+
+
+def numpy_feeds(inputs: Sequence | Mapping, graph_inputs: list[Variable]) -> dict[str, np.ndarray]:
+    """Name the inputs (a list follows the graph's input order) and check them."""
+    named = _named(inputs, graph_inputs)
+    arrays = {}
+    for var in graph_inputs:
+        if var.name in named:
+            value = named[var.name]
+            if isinstance(value, torch.Tensor):
+                raise InputError(f"input {var.name!r}: forward() takes numpy arrays; use forward_torch() for tensors")
+            array = np.asarray(value)
+            _check(var, array.shape, array.dtype)
+            arrays[var.name] = array
+    return arrays
+
+
+def torch_feeds(feeds: Mapping, graph_inputs: list[Variable]) -> dict[str, torch.Tensor]:
+    """Check a name -> tensor mapping against the graph's inputs."""
+    named = _named(feeds, graph_inputs)
+    for name, tensor in named.items():
+        var = next(v for v in graph_inputs if v.name == name)
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"input {name!r}: forward_torch() takes torch tensors, got {type(tensor).__name__}")
+        _check(var, tuple(tensor.shape), _numpy_dtype(tensor.dtype))
+    return named
+
+
+def require(feeds: Mapping, needed: Sequence[Variable]) -> None:
+    """Every input the requested outputs depend on is fed."""
+    for var in needed:
+        if var.name not in feeds:
+            raise InputError(f"missing input {var.name!r} (expected {expectation(var)})")
+
+
+def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A torch tensor for ``array`` on ``device`` (no copy on CPU when the array allows it)."""
+    if not (array.flags.c_contiguous and array.flags.writeable):  # torch wants writable, dense memory
+        array = np.array(array, order="C")
+    return torch.from_numpy(array).to(device)
+
+
+def expectation(var: Variable) -> str:
+    """'float32 [batch, 3, 224, 224]' from the graph's declaration."""
+    dtype = str(np.dtype(var.dtype)) if var.dtype is not None else "any dtype"
+    if var.shape is None:
+        return f"{dtype}, any shape"
+    return f"{dtype} [{', '.join('?' if d is None else str(d) for d in var.shape)}]"
+
+
+def _named(inputs: Sequence | Mapping, graph_inputs: list[Variable]) -> dict:
+    names = [v.name for v in graph_inputs]
+    if isinstance(inputs, Mapping):
+        unknown = [k for k in inputs if k not in names]
+        if unknown:
+            raise InputError(f"unknown input {unknown[0]!r}; the model's inputs are: {', '.join(names) or 'none'}")
+        return dict(inputs)
+    if isinstance(inputs, (np.ndarray, torch.Tensor)) or not isinstance(inputs, Sequence):
+        inputs = [inputs]
+    if len(inputs) != len(names):
+        raise InputError(f"{len(inputs)} input(s) given, the model takes {len(names)}: {', '.join(names)}")
+    return dict(zip(names, inputs, strict=True))
+
+
+def _check(var: Variable, shape: tuple, dtype: np.dtype | None) -> None:
+    if var.dtype is not None and dtype is not None and np.dtype(dtype) != np.dtype(var.dtype):
+        raise InputError(f"input {var.name!r} has dtype {np.dtype(dtype)}, expected {expectation(var)}")
+    if var.shape is None:
+        return
+    if len(shape) != len(var.shape):
+        raise InputError(f"input {var.name!r} has rank {len(shape)} {list(shape)}, expected {expectation(var)}")
+    for axis, (got, want) in enumerate(zip(shape, var.shape, strict=True)):
+        if axis > 0 and isinstance(want, int) and want > 0 and got != want:
+            raise InputError(f"input {var.name!r} has shape {list(shape)}, expected {expectation(var)}")
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype | None:
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError:  # bfloat16 and other types numpy lacks: not checked
+        return None

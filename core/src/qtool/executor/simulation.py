@@ -1,0 +1,103 @@
+"""Where the executor fake-quantizes: one decision per op input and output.
+
+A config is applied when it is quantizing and its op is simulated, except
+* BAKED parameters, whose stored values are already on the grid;
+* a reader's config that shares the producer's parameters (overlapped, same
+  scheme) when the producer already applied them: quantizing twice changes nothing.
+Parameters are fake-quantized once and cached; activations per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..quant import TensorQuantizationConfig
+from .fake_quant import BAKED_STATES, Quantizer, is_dynamic, make_quantizer
+from .plan import Step
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place a config is applied: ``op``'s input or output ``index`` (tensor ``tensor``)."""
+
+    op: str
+    side: str  # "input" or "output"
+    index: int
+    tensor: str
+    kind: str  # "weight" (cached), "activation", "dynamic"
+
+
+@dataclass
+class StepQuant:
+    inputs: dict[int, Quantizer] = field(default_factory=dict)  # activation inputs
+    weights: dict[int, torch.Tensor] = field(default_factory=dict)  # parameters, already fake-quantized
+    outputs: dict[int, Quantizer] = field(default_factory=dict)
+
+
+class Simulation:
+    """Per-step fake-quant actions for a set of float ops; quantizers cached by config until cleared."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._quantizers: dict[TensorQuantizationConfig, Quantizer] = {}
+        self._weights: dict[tuple[TensorQuantizationConfig, str], torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self._quantizers.clear()
+        self._weights.clear()
+
+    def plan(self, steps: tuple[Step, ...], params: list, float_ops: frozenset[str]
+             ) -> tuple[dict[int, StepQuant], list[Site]]:
+        """Actions per step index (steps without any are left out) and the list of sites."""
+        actions: dict[int, StepQuant] = {}
+        sites: list[Site] = []
+        applied: dict[str, TensorQuantizationConfig] = {}  # tensor -> config its producer applied
+        for step in steps:
+            op, config = step.op, step.op.quant
+            if config is None or op.name in float_ops:
+                continue
+            todo = StepQuant()
+            for i, (var, tqc) in enumerate(zip(op.inputs, config.inputs, strict=False)):
+                if var is None or not _applies(tqc) or _already_applied(tqc, applied.get(var.name)):
+                    continue
+                if var.is_parameter:
+                    todo.weights[i] = self._weight(tqc, var.name, params[step.inputs[i]])
+                    sites.append(Site(op.name, "input", i, var.name, "weight"))
+                else:
+                    todo.inputs[i] = self._quantizer(tqc, var.name)
+                    sites.append(Site(op.name, "input", i, var.name, _kind(tqc)))
+            for j, (var, tqc) in enumerate(zip(op.outputs, config.outputs, strict=False)):
+                if _applies(tqc):
+                    todo.outputs[j] = self._quantizer(tqc, var.name)
+                    applied[var.name] = tqc
+                    sites.append(Site(op.name, "output", j, var.name, _kind(tqc)))
+            if todo.inputs or todo.weights or todo.outputs:
+                actions[step.index] = todo
+        return actions, sites
+
+    def _quantizer(self, tqc: TensorQuantizationConfig, name: str) -> Quantizer:
+        if tqc not in self._quantizers:
+            self._quantizers[tqc] = make_quantizer(tqc, self.device, name)
+        return self._quantizers[tqc]
+
+    def _weight(self, tqc: TensorQuantizationConfig, name: str, value: torch.Tensor) -> torch.Tensor:
+        key = (tqc, name)
+        if key not in self._weights:
+            self._weights[key] = self._quantizer(tqc, name)(value)
+        return self._weights[key]
+
+
+def _applies(tqc: TensorQuantizationConfig | None) -> bool:
+    return (tqc is not None and tqc.is_quantizing and tqc.state not in BAKED_STATES
+            and tqc.dominator.state not in BAKED_STATES)
+
+
+def _already_applied(tqc: TensorQuantizationConfig, producer: TensorQuantizationConfig | None) -> bool:
+    return (producer is not None and tqc.is_overlapped and tqc.dominator is producer.dominator
+            and tqc.scheme == producer.scheme)
+
+
+def _kind(tqc: TensorQuantizationConfig) -> str:
+    return "dynamic" if is_dynamic(tqc) else "activation"
