@@ -157,7 +157,7 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                         "e.g. \"percentile:99.9\"."),
         "percentile": Key("number", 99.99, "Percentile kept by the percentile observer.",
                           check=_between(50, 100, lo_open=True)),
-        "bins": Key("int", 2048, "Histogram bins of histogram-based observers.", check=_at_least(2)),
+        "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
         "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
     },
 }
@@ -168,7 +168,8 @@ TOP_KEYS: dict[str, Key] = {
                       shown_default="int8 symmetric per-tensor"),
     "weight": Key("scheme", None, "Scheme of weights (parameter inputs of quantized ops).",
                   shown_default="int8 symmetric per-channel"),
-    **{name: Key("table", None, f"The `[{name}]` table.") for name in SECTION_KEYS},
+    **{name: Key("table", None, f"The `[{name}]` table.", shown_default="see the table")
+       for name in SECTION_KEYS},
     "override": Key("overrides", (), "Per-op or per-tensor exceptions, applied in order (later ones win).",
                     shown_default="[]"),
 }
