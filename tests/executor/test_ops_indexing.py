@@ -14,6 +14,10 @@ def test_gather(axis, indices, opset):
     check_op("Gather", [X, indices], {"axis": axis}, opset=opset)
 
 
+def test_gather_scalar_from_vector():
+    check_op("Gather", [i64(4, 5, 6), np.array(-1, np.int64)], opset=13)
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_gather_elements(axis):
     shape = [2, 3, 4]
@@ -34,6 +38,10 @@ def test_gather_elements(axis):
 )
 def test_gather_nd(indices, batch_dims):
     check_op("GatherND", [X, indices.astype(np.int64)], {"batch_dims": batch_dims}, opset=13)
+
+
+def test_gather_nd_scalar_result():
+    check_op("GatherND", [randn(2, 3), i64(1, 2)], opset=13)
 
 
 @pytest.mark.parametrize("opset", [11, 12])

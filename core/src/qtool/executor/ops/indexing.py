@@ -24,7 +24,7 @@ def gather(ctx, attrs, inputs):
     x, indices = inputs
     axis = normalize_axis(attrs.get("axis", 0), x.dim())
     picked = x.index_select(axis, _wrap(indices, x.shape[axis]).reshape(-1))
-    return [picked.reshape(*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :])]
+    return [picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))]
 
 
 @op_impl("GatherElements")
@@ -55,7 +55,7 @@ def gather_nd(ctx, attrs, inputs):
     query_shape = indices.shape[batch_dims:-1]
     offsets = _linear_index(indices, rest[:depth]).reshape(batch, math.prod(query_shape))
     picked = lookup[torch.arange(batch, device=data.device)[:, None], offsets]
-    return [picked.reshape(*batch_shape, *query_shape, *rest[depth:])]
+    return [picked.reshape((*batch_shape, *query_shape, *rest[depth:]))]
 
 
 def _scatter_rows(target: torch.Tensor, rows: torch.Tensor, updates: torch.Tensor, reduction: str) -> torch.Tensor:
