@@ -1,0 +1,9 @@
+"""The error calibration raises for bad data, observers or configs."""
+
+from __future__ import annotations
+
+from ..errors import QtoolError
+
+
+class CalibrationError(QtoolError, ValueError):
+    """Calibration data that does not fit the model, or an observer that cannot serve a scheme."""

@@ -1,0 +1,68 @@
+"""Spotting ranges that a few huge values (an attention mask, a padding constant) dominate.
+
+A :class:`MagnitudeProfile` keeps, per channel, how many values fall in each
+power-of-two magnitude band ``[2**(e-1), 2**e)``. It is fixed in size and fed a
+strided sample of each batch, so it costs little next to the observer itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ...quant import QuantScheme
+
+_EXP_MIN, _EXP_MAX = -150, 129  # frexp exponents of nonzero finite float32 values
+_BANDS = _EXP_MAX - _EXP_MIN + 1
+_SAMPLE = 1 << 16  # values per channel looked at in one batch, at most
+_BULK_BELOW = 5  # the bulk: bands at least 2**5 below the largest magnitude
+CRUSHED_LIMIT = 0.5  # warn when more than this share of the bulk quantizes to zero
+
+
+def zero_threshold(scheme: QuantScheme, scale: np.ndarray) -> np.ndarray:
+    """Magnitude below which a value quantizes to zero under ``scale``."""
+    if scheme.is_floating:
+        bias = 2 ** (scheme.exponent_bits - 1) - 1
+        return scale * 2.0 ** (1 - bias - scheme.mantissa_bits) / 2
+    return scale / 2
+
+
+class MagnitudeProfile:
+    """Per-channel counts of nonzero finite values by power-of-two magnitude."""
+
+    def __init__(self) -> None:
+        self.counts: torch.Tensor | None = None  # (C, _BANDS) int64
+
+    def observe(self, rows: torch.Tensor) -> None:
+        step = max(1, math.ceil(rows.shape[1] / _SAMPLE))
+        magnitude = rows[:, ::step].abs()
+        _, exponent = torch.frexp(magnitude)
+        keep = (magnitude > 0) & torch.isfinite(magnitude)
+        channels = rows.shape[0]
+        flat = (exponent.long() - _EXP_MIN).clamp_(0, _BANDS - 1)
+        flat += torch.arange(channels, device=rows.device).unsqueeze(1) * _BANDS
+        counts = torch.bincount(flat[keep], minlength=channels * _BANDS).view(channels, _BANDS)
+        self.counts = counts if self.counts is None else self.counts + counts
+
+    def crushed_fraction(self, scheme: QuantScheme, scale: np.ndarray) -> float | None:
+        """Share of the bulk of the values (far below the largest) that quantize to zero."""
+        if self.counts is None:
+            return None
+        counts = self.counts.cpu().numpy().astype(np.float64)
+        exponents = np.arange(_EXP_MIN, _EXP_MAX + 1)
+        top = np.where(counts.any(axis=1), _EXP_MIN + _BANDS - 1 - np.argmax(counts[:, ::-1] > 0, axis=1), _EXP_MIN)
+        bulk = exponents[None, :] <= (top - _BULK_BELOW)[:, None]
+        threshold = np.broadcast_to(zero_threshold(scheme, np.asarray(scale, dtype=np.float64)), top.shape)
+        with np.errstate(divide="ignore"):
+            crushed = exponents[None, :] <= np.floor(np.log2(threshold))[:, None]  # whole band below it
+        total = counts[bulk].sum()
+        return float(counts[bulk & crushed].sum() / total) if total else None
+
+    def diagnose(self, scheme: QuantScheme, scale: np.ndarray) -> str | None:
+        fraction = self.crushed_fraction(scheme, scale)
+        if fraction is None or fraction <= CRUSHED_LIMIT:
+            return None
+        return (f"{fraction:.0%} of its values quantize to zero with scale {float(np.max(scale)):.3g}: "
+                "a few huge values (an attention mask or padding constant?) set its range")

@@ -1,0 +1,78 @@
+"""The entropy (KL divergence) observer, after TensorRT's int8 calibration.
+
+On the histogram of ``|x|``, each candidate threshold keeps the first ``i``
+bins (the clipped tail piles onto the last one: distribution P) and merges
+them into as many buckets as the scheme has levels on one side (Q, spread back
+evenly over the nonzero bins). The threshold with the smallest KL(P || Q) wins.
+All candidates are evaluated at once from prefix sums.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import CalibrationError
+from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
+
+_EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
+
+
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+
+
+def entropy_threshold(counts: np.ndarray, levels: int) -> int:
+    """How many leading bins of the ``|x|`` histogram ``counts`` to keep (``levels`` .. len)."""
+    n = counts.size
+    if n <= levels:
+        return n
+    total = counts.sum()
+    cumulative = np.concatenate([[0.0], np.cumsum(counts)])  # cumulative[i] = sum(counts[:i])
+    nonzero = np.concatenate([[0], np.cumsum(counts > 0)])
+    plogp_prefix = np.concatenate([[0.0], np.cumsum(_xlogx(counts))])
+    keep = np.arange(levels, n + 1)  # candidates (K,)
+    tail = total - cumulative[keep]
+    last = counts[keep - 1] + tail  # P's last bin: the kept one plus the clipped tail
+    plogp = plogp_prefix[keep - 1] + _xlogx(last)
+    edges = (np.arange(levels + 1)[None, :] * keep[:, None] + levels - 1) // levels  # bin j -> bucket j*L//i
+    sums = cumulative[edges[:, 1:]] - cumulative[edges[:, :-1]]  # (K, L) counts kept per bucket
+    filled = nonzero[edges[:, 1:]] - nonzero[edges[:, :-1]]
+    filled[:, -1] += (counts[keep - 1] == 0) & (tail > 0)
+    mass = sums.copy()  # P's mass per bucket
+    mass[:, -1] += tail
+    q = np.maximum(np.where(filled > 0, sums / np.maximum(filled, 1), 0.0), _EMPTY_BUCKET)
+    kept = cumulative[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = np.where(mass > 0, mass * np.log(q / kept[:, None]), 0.0).sum(axis=1)
+        divergence = (plogp - cross) / total - math.log(total)
+    divergence = np.where(kept > 0, divergence, np.inf)
+    return int(keep[np.argmin(divergence)])
+
+
+class EntropyObserver(HistogramObserver):
+    """Threshold minimizing the KL divergence between the data and its quantized form."""
+
+    name = "kl"
+
+    def __init__(self, scheme, bins: int = DEFAULT_BINS) -> None:
+        super().__init__(scheme, bins)
+        if scheme.is_floating:
+            raise CalibrationError(f"observer 'kl' models evenly spaced integer levels; {scheme.short()} is a "
+                                   "floating format: use 'mse', 'percentile' or 'minmax'")
+
+    def levels(self, hist: ChannelHistogram) -> int:
+        """Quantization levels on one side of zero, where the threshold applies."""
+        qmin, qmax = self.scheme.quant_min, self.scheme.quant_max
+        if self.scheme.is_symmetric:
+            return int(qmax - math.ceil((qmin + qmax) / 2)) + 1
+        codes = int(qmax - qmin) + 1
+        return codes if hist.lo == 0 or hist.hi == 0 else codes // 2
+
+    def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
+        kept = entropy_threshold(hist.magnitudes(), self.levels(hist))
+        amax = min(kept * hist.width, max(-hist.lo, hist.hi))
+        if self.scheme.is_symmetric:
+            return -amax, amax
+        return max(hist.lo, -amax), min(hist.hi, amax)

@@ -1,0 +1,28 @@
+"""The min/max observer: the range is everything seen."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import Observer
+
+
+class MinMaxObserver(Observer):
+    """Running minimum and maximum (per channel for per-channel schemes)."""
+
+    name = "minmax"
+
+    def __init__(self, scheme) -> None:
+        super().__init__(scheme)
+        self.lo: torch.Tensor | None = None
+        self.hi: torch.Tensor | None = None
+
+    def _observe_rows(self, rows, lo, hi, finite) -> None:
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+
+    def range(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.lo.double().cpu().numpy(), self.hi.double().cpu().numpy()
+        empty = lo > hi  # channels without a finite value
+        return self._shaped(np.where(empty, 0.0, lo)), self._shaped(np.where(empty, 0.0, hi))

@@ -1,0 +1,43 @@
+"""The MSE observer: the clipping range with the least quantization error on the histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...quant import compute_scale_offset, fake_quantize
+from ...quant.policy import QuantizationPolicy as P
+from ..errors import CalibrationError
+from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
+
+
+class MSEObserver(HistogramObserver):
+    """Tries ``candidates`` ranges ``(k/K) * [lo, hi]`` and keeps the one with the least squared error.
+
+    The error of each candidate is computed by fake-quantizing the bin centres
+    with the scheme itself (any integer or floating format, rounding included),
+    weighted by the counts. Ties go to the wider range.
+    """
+
+    name = "mse"
+    option = "candidates"
+
+    def __init__(self, scheme, candidates: int = 128, bins: int = DEFAULT_BINS) -> None:
+        super().__init__(scheme, bins)
+        if int(candidates) < 1:
+            raise CalibrationError(f"observer 'mse': candidates must be >= 1, got {candidates}")
+        self.candidates = int(candidates)
+        granularity = P.PER_TENSOR | P.PER_CHANNEL
+        self._rows_scheme = scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0)
+
+    def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
+        used = hist.counts > 0
+        counts = torch.from_numpy(hist.counts[used])
+        centers = torch.from_numpy(hist.centers()[used])
+        fractions = np.arange(1, self.candidates + 1) / self.candidates
+        lo, hi = hist.lo * fractions, hist.hi * fractions
+        scale, offset = compute_scale_offset(self.scheme, lo, hi)
+        values = centers.expand(self.candidates, -1)
+        error = ((values - fake_quantize(values, self._rows_scheme, scale, offset)) ** 2 * counts).sum(dim=1)
+        best = self.candidates - 1 - int(torch.argmin(error.flip(0)))
+        return float(lo[best]), float(hi[best])

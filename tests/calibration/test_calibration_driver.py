@@ -1,0 +1,121 @@
+"""calibrate(): float run with hooks, one observer per root activation config, warnings in the stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import qtool
+from onnx import TensorProto, helper
+from qtool.calibration import CalibrationError, calibrate, load_calibration_data
+from qtool.quant import QuantizationState, QuantScheme, TensorQuantizationConfig, compute_scale_offset
+
+UINT8 = QuantScheme.integer(8, signed=False, symmetric=False)
+
+
+def test_minmax_scales_match_onnxruntime(cnn, cnn_path, cnn_samples, attach, ort_activations):
+    configs = attach(cnn, UINT8)
+    stats = calibrate(cnn, load_calibration_data(cnn_samples, cnn, batch_size=6), progress=False)
+    reference = ort_activations(cnn_path, cnn_samples, list(configs))
+    assert stats["samples"] == 20 and stats["batches"] == 4
+    assert stats["tensors"] == len(configs) and stats["observers"] == {"minmax": len(configs)}
+    for name, tqc in configs.items():
+        values = reference.get(name, cnn_samples if name == "x" else None)
+        scale, offset = compute_scale_offset(UINT8, values.min(), values.max())
+        assert tqc.state is QuantizationState.ACTIVATED, name
+        np.testing.assert_allclose(tqc.scale, scale, rtol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(tqc.offset, offset, err_msg=name)
+
+
+def test_every_reader_config_is_set_and_only_roots_are_touched(cnn, cnn_samples, attach):
+    attach(cnn, UINT8)
+    conv2 = next(op for op in cnn.operations.values() if op.op_type == "Conv" and op.inputs[0].producer)
+    relu1 = conv2.inputs[0].producer
+    overlapped = conv2.quant.inputs[0]
+    overlapped.overlap(relu1.quant.outputs[0])
+    passive = TensorQuantizationConfig(UINT8)
+    passive.make_passive(lambda: (np.float32(1.0), np.int32(0)))
+    dynamic = TensorQuantizationConfig(QuantScheme.integer(8, dynamic=True))
+    weight = TensorQuantizationConfig(QuantScheme.integer(8), role="weight")
+    conv2.quant.inputs[1:] = [weight, passive]
+    head = next(op for op in cnn.operations.values() if op.op_type == "Gemm")
+    head.quant.outputs[0] = dynamic
+
+    calibrate(cnn, cnn_samples, progress=False)
+
+    assert overlapped.state is QuantizationState.OVERLAPPED and overlapped.scale == relu1.quant.outputs[0].scale
+    assert passive.state is QuantizationState.PASSIVE
+    assert dynamic.state is weight.state is QuantizationState.INITIAL
+    roots = [t for op in cnn.operations.values() for t in op.quant.all_configs() if t.role == "activation"
+             and t.dominator is t and t not in (passive, dynamic)]
+    assert roots and all(t.state is QuantizationState.ACTIVATED for t in roots)
+
+
+def test_options_reach_the_histogram_observers(cnn, cnn_samples, attach):
+    configs = attach(cnn, UINT8.with_changes(observer="percentile"))
+    stats = calibrate(cnn, cnn_samples, progress=False, options={"bins": 256, "percentile": 90.0})
+    assert stats["observers"] == {"percentile": len(configs)}
+    assert all(t.state is QuantizationState.ACTIVATED for t in configs.values())
+    clipped = {name: float(t.scale) for name, t in configs.items()}
+    minmax = attach(cnn, UINT8)
+    calibrate(cnn, cnn_samples, progress=False)
+    assert all(clipped[name] <= float(minmax[name].scale) * (1 + 1e-6) for name in clipped)
+    assert all(clipped[name] < 0.9 * float(minmax[name].scale) for name in ("x", "logits"))
+
+
+def _masked_scores_model(path) -> str:
+    """scores + mask, then Softmax: the mask input holds -1e9 where attention is not allowed."""
+    nodes = [helper.make_node("Add", ["scores", "mask"], ["masked"], name="add_mask"),
+             helper.make_node("Softmax", ["masked"], ["probs"], name="softmax", axis=-1)]
+    graph = helper.make_graph(nodes, "attention", [
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 8, 8]),
+        helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", 8, 8])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def test_a_mask_dominated_range_is_reported_by_tensor(tmp_path, attach):
+    graph = qtool.load(_masked_scores_model(tmp_path / "attention.onnx"))
+    attach(graph, QuantScheme.integer(8))
+    rng = np.random.default_rng(0)
+    mask = np.where(np.tril(np.ones((8, 8))) > 0, 0.0, -1e9).astype(np.float32)
+    data = {"scores": rng.normal(size=(16, 8, 8)).astype(np.float32), "mask": np.broadcast_to(mask, (16, 8, 8))}
+    stats = calibrate(graph, data, progress=False)
+    flagged = {w["tensor"] for w in stats["warnings"]}
+    assert flagged == {"masked"}, stats["warnings"]
+    assert "quantize to zero" in stats["warnings"][0]["message"]
+
+
+def test_a_tensor_never_finite_is_an_error_naming_it(tmp_path, attach):
+    nodes = [helper.make_node("Log", ["x"], ["y"], name="log")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "log.onnx")
+    g = qtool.load(tmp_path / "log.onnx")
+    attach(g, UINT8)
+    with pytest.raises(CalibrationError, match="tensor 'y'"):
+        calibrate(g, np.full((3, 4), -1.0, dtype=np.float32), progress=False)
+
+
+def test_a_graph_without_configs_runs_nothing(cnn, cnn_samples):
+    stats = calibrate(cnn, cnn_samples, progress=False)
+    assert stats["tensors"] == 0 and stats["samples"] == 0
+
+
+def test_an_unsupported_scheme_observer_pair_names_the_tensor(cnn, cnn_samples, attach):
+    attach(cnn, QuantScheme.floating(4, 3, observer="kl"))
+    with pytest.raises(CalibrationError, match="tensor 'x' at op"):
+        calibrate(cnn, cnn_samples, progress=False)
+
+
+def test_a_dead_branch_is_still_run_and_calibrated(tmp_path, attach):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="used"),
+             helper.make_node("Neg", ["x"], ["dead"], name="dangling")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dead.onnx")
+    g = qtool.load(tmp_path / "dead.onnx")
+    configs = attach(g, QuantScheme.integer(8))
+    calibrate(g, np.arange(8, dtype=np.float32).reshape(2, 4), progress=False)
+    np.testing.assert_allclose(configs["dead"].scale, 7 / 127, rtol=1e-6)
