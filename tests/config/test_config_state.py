@@ -212,3 +212,28 @@ def test_failed_save_leaves_the_old_file_and_no_temporary(saved, config):
         save_state(graph, path, config=config, data_fingerprint=None)
     assert path.read_text() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_dispatched_graph_that_disagrees_on_what_is_quantized(saved, small_model_path, config):
+    _, path = saved
+    fresh = qtool.load(small_model_path)
+    quantize_by_hand(fresh, config)
+    fresh.operations["fc"].quant.inputs[2] = None
+    with pytest.raises(StateError, match=r"op 'fc' inputs\[2\]: the state file quantizes this tensor, the graph"):
+        load_state(fresh, path)
+    fresh.operations["fc"].quant.quantized = False
+    with pytest.raises(StateError, match=r"op 'fc' is float in the graph but quantized in the state file"):
+        load_state(fresh, path)
+    fresh.operations["flatten"].quant = OpQuantConfig.float_op(1, 1, "float")
+    with pytest.raises(StateError, match=r"op 'flatten' has configs in the graph but none in the state file"):
+        load_state(fresh, path)
+
+
+def test_overlap_cycle_in_a_file_is_reported(saved, small_model_path):
+    _, path = saved
+    data = json.loads(path.read_text())
+    relu_out = data["ops"]["relu"]["outputs"][0]
+    relu_out["dominator"] = {"op": "relu", "side": "inputs", "index": 0}
+    path.write_text(json.dumps(data))
+    with pytest.raises(StateError, match=r"op 'relu' outputs\[0\]: overlapping these configs would make a cycle"):
+        load_state(qtool.load(small_model_path), path)

@@ -110,7 +110,10 @@ def load_state(graph, path: str | os.PathLike) -> dict[str, Any]:
         if target is None:
             raise StateError(f"{path}: {where}: dominator {ref['op']!r} {ref['side']}[{ref['index']}] has no config")
         state = tqc.state
-        tqc.overlap(target)
+        try:
+            tqc.overlap(target)
+        except ValueError as exc:
+            raise StateError(f"{path}: {where}: {exc}") from None
         tqc.state = state
     return data
 
@@ -148,11 +151,16 @@ def _names(names: list[str]) -> str:
 
 
 def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: list) -> None:
+    dispatched = op.quant is not None  # then the graph's configs must agree with the file
     if "inputs" not in record:
-        op.quant = None
+        if dispatched:
+            raise StateError(f"{path}: op {op.name!r} has configs in the graph but none in the state file")
         return
-    if op.quant is None:
+    if not dispatched:
         op.quant = OpQuantConfig([None] * len(op.inputs), [None] * len(op.outputs))
+    elif op.quant.quantized != record["quantized"]:
+        raise StateError(f"{path}: op {op.name!r} is {_quantized(op.quant.quantized)} in the graph but "
+                         f"{_quantized(record['quantized'])} in the state file")
     op.quant.quantized, op.quant.reason = record["quantized"], record["reason"]
     for side in SIDES:
         variables, configs, saved = getattr(op, side), getattr(op.quant, side), record[side]
@@ -161,6 +169,9 @@ def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: l
                              f"{len(saved)} in the state file")
         for i, item in enumerate(saved):
             where = f"op {op.name!r} {side}[{i}]"
+            if dispatched and (configs[i] is None) != (item is None):
+                who = ("the graph", "the state file") if item is None else ("the state file", "the graph")
+                raise StateError(f"{path}: {where}: {who[0]} quantizes this tensor, {who[1]} does not")
             if item is None:
                 configs[i] = None
                 continue
@@ -172,6 +183,10 @@ def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: l
             restored[(op.name, side, i)] = configs[i]
             if "dominator" in item:
                 links.append((configs[i], item["dominator"], where))
+
+
+def _quantized(flag: bool) -> str:
+    return "quantized" if flag else "float"
 
 
 def _restore_tqc(tqc: TQC | None, item: dict[str, Any], var, where: str, path: Path) -> TQC:
