@@ -1,7 +1,8 @@
 """Pooling ops against onnxruntime."""
 
+import numpy as np
 import pytest
-from op_harness import check_op, randn
+from op_harness import check_op, randint, randn
 
 X = randn(2, 3, 7, 8)
 
@@ -39,6 +40,12 @@ def test_max_pool_opset_8(attrs):
 @pytest.mark.parametrize("storage_order", [0, 1])
 def test_max_pool_indices(attrs, storage_order):
     check_op("MaxPool", [X], attrs | {"storage_order": storage_order}, opset=12, num_outputs=2)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_max_pool_8bit(dtype):
+    data = randint(-128 if dtype == np.int8 else 0, 128, 1, 2, 5, 5, dtype=dtype)
+    check_op("MaxPool", [data], WINDOWS[3], opset=12)
 
 
 def test_max_pool_1d_and_3d():
