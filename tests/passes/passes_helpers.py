@@ -9,7 +9,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from qtool.executor import TorchExecutor
 from qtool.ir import from_model_proto
-from qtool.passes import PassManager
+from qtool.passes import Pass, PassManager, PassResult
+from qtool.passes.order import default_passes
 from qtool.quant import QuantizationState, compute_scale_offset
 
 ASYM_INT8 = {"symmetric": False, "quant_min": -128, "quant_max": 127}
@@ -79,3 +80,34 @@ def random_samples(shape, count: int = 8, seed: int = 0) -> list[dict[str, np.nd
 
 def configs_of(op) -> list:
     return [*op.quant.inputs, *op.quant.outputs]
+
+
+class RangeCalibration(Pass):
+    """The calibration step from a float run's min/max (keeps these tests independent of the observers)."""
+
+    name = "RuntimeCalibration"
+
+    def __init__(self, samples) -> None:
+        self.samples = samples
+
+    def call(self, graph):
+        calibrate_from_ranges(graph, self.samples)
+        return PassResult(graph, True)
+
+
+def passes_until(config, samples, last: str = "Baking") -> list[Pass]:
+    """The default order up to and including the pass named ``last``."""
+    passes = default_passes(config, calibration=RangeCalibration(samples))
+    names = [p.label for p in passes]
+    return passes[:names.index(last) + 1]
+
+
+def outputs(graph, samples, quantize: bool = True) -> np.ndarray:
+    """The first graph output over ``samples``, stacked; simulated quantization unless ``quantize`` is False."""
+    executor = TorchExecutor(graph)
+    executor.quantize = quantize
+    return np.stack([executor.forward(s)[0] for s in samples])
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))

@@ -1,0 +1,60 @@
+"""Baking: parameter values replaced by their fake-quantized values, configs set BAKED.
+
+The executor then skips their quantization and the exporter computes exact
+integer codes. A parameter read at several places gets a private copy per
+quantizing reader, so that no reader sees another's grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ir import Graph, Operation
+from ..quant import QuantizationState, TensorQuantizationConfig, fake_quantize
+from .base import Pass, PassError, PassResult
+
+BAKED_STATE = {QuantizationState.ACTIVATED: QuantizationState.BAKED,
+               QuantizationState.PASSIVE: QuantizationState.PASSIVE_BAKED}
+
+
+class Baking(Pass):
+    name = "Baking"
+
+    def call(self, graph: Graph) -> PassResult:
+        baked = []
+        for op, index, tqc in _bakeable(graph):
+            var = op.inputs[index]
+            value = bake_value(var.value, tqc)
+            if len(var.consumers) > 1 or var in graph.outputs:
+                graph.set_input(op, index, graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), value))
+            else:
+                var.value = value
+            tqc.state = BAKED_STATE[tqc.state]
+            baked.append(op.inputs[index].name)
+        graph.remove_unused()
+        return PassResult(graph, bool(baked), {"baked": baked})
+
+    def ensures(self, graph: Graph) -> None:
+        left = [f"{op.inputs[i].name} at {op.name}" for op, i, _ in _bakeable(graph)]
+        if left:
+            raise PassError(f"parameters left unbaked: {', '.join(left[:5])}")
+
+
+def _bakeable(graph: Graph) -> list[tuple[Operation, int, TensorQuantizationConfig]]:
+    found = []
+    for op in graph.topological_order():
+        if op.quant is None:
+            continue
+        for i, (var, tqc) in enumerate(zip(op.inputs, op.quant.inputs, strict=True)):
+            if var is not None and var.is_parameter and tqc is not None and tqc.state in BAKED_STATE \
+                    and tqc.is_quantizing:
+                found.append((op, i, tqc))
+    return found
+
+
+def bake_value(value: np.ndarray, tqc: TensorQuantizationConfig) -> np.ndarray:
+    """``value`` fake-quantized with ``tqc``'s parameters, in its own dtype."""
+    array = np.asarray(value)
+    tensor = torch.from_numpy(array.astype(np.float64))
+    return fake_quantize(tensor, tqc.scheme, tqc.scale, tqc.offset).numpy().astype(array.dtype)

@@ -1,0 +1,45 @@
+"""The default pass order (docs/design.md), built in this one place for the pipeline and ``qtool explain``.
+
+1. GraphSimplify        drop Identity/Dropout, fold BatchNormalization
+2. Dispatch             quantized or float per op, with a reason; configs in INITIAL
+3. QuantizeFusion       activation fusion; passive ops share their input's config
+4. QuantizeSimplify     readers overlapped with producers where schemes agree
+5. ParameterQuantize    weight scales from their values
+6. RuntimeCalibration   activation scales through their observers (or a restored state)
+7. QuantAlignment       Concat / Add / Max ... inputs share compatible scales
+8. PassiveParameterQuantize  int32 bias = s_in * s_w; Clip/Pad constants on the grid
+9. (accuracy passes: none yet)
+10. Baking              weights stored on their grid
+
+Steps 1-4 are the *planning* passes: they need no data and decide what is
+quantized how. The calibration step (6) can be replaced, e.g. by a pass that
+restores a saved state.
+"""
+
+from __future__ import annotations
+
+from .baking import Baking
+from .base import Pass
+from .dispatch import Dispatch
+from .graph_simplify import GraphSimplify
+from .parameter_quantize import ParameterQuantize
+from .passive_parameter_quantize import PassiveParameterQuantize
+from .quant_alignment import QuantAlignment
+from .quantize_fusion import QuantizeFusion
+from .quantize_simplify import QuantizeSimplify
+from .runtime_calibration import RuntimeCalibration
+
+CALIBRATION_STEP = RuntimeCalibration.name
+
+
+def planning_passes(config, platform: str | None = None) -> list[Pass]:
+    """Passes 1-4: simplify the graph and decide every op's quantization (no data needed)."""
+    return [GraphSimplify(), Dispatch(config, platform), QuantizeFusion(config), QuantizeSimplify()]
+
+
+def default_passes(config, data=None, *, platform: str | None = None, device: str = "cpu",
+                   progress: bool = False, calibration: Pass | None = None) -> list[Pass]:
+    """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given."""
+    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress)
+    return [*planning_passes(config, platform), ParameterQuantize(), calibrate, QuantAlignment(config),
+            PassiveParameterQuantize(), Baking()]
