@@ -45,6 +45,10 @@ class QuantizedTensor:
         return np.asarray(self.config.offset)
 
     @property
+    def settled(self) -> bool:
+        return is_settled(self.config)
+
+    @property
     def range(self) -> tuple[np.ndarray, np.ndarray]:
         """The lowest and highest representable float values (per channel when per-channel)."""
         return representable_range(self.config)
@@ -87,7 +91,12 @@ def quantized_tensors(graph, *, roles: Iterable[str] | None = None, settled: boo
                 yield QuantizedTensor(op, side, index, var.name, tqc)
 
 
+def is_settled(tqc: TensorQuantizationConfig) -> bool:
+    """Quantizing with known parameters: its own, a settled dominator's, or a passive rule's."""
+    return tqc.is_quantizing and tqc.dominator.state.is_settled
+
+
 def _selected(tqc: TensorQuantizationConfig, settled: bool) -> bool:
     if settled:
-        return tqc.is_quantizing
+        return is_settled(tqc)
     return tqc.state is not QuantizationState.FP32 and tqc.dominator.state is not QuantizationState.FP32

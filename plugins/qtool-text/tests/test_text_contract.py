@@ -1,0 +1,7 @@
+"""The text platform passes the plugin contract of qtool.testing."""
+
+from qtool.testing import PlatformContract
+
+
+class TestTextContract(PlatformContract):
+    platform_name = "text"
