@@ -1,4 +1,4 @@
-"""Helpers of the pass tests: models from torch or onnx.helper, pass runs, a float-range stand-in calibration."""
+"""Helpers of the pass tests: models from torch or onnx.helper, pass runs, simulated outputs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from qtool.executor import TorchExecutor
 from qtool.ir import from_model_proto
-from qtool.passes import Pass, PassManager, PassResult
+from qtool.passes import Pass, PassManager
 from qtool.passes.order import default_passes
-from qtool.quant import QuantizationState, compute_scale_offset
 
 ASYM_INT8 = {"symmetric": False, "quant_min": -128, "quant_max": 127}
 
@@ -43,61 +42,14 @@ def run(passes, graph: qtool.Graph):
     return {r.name: r for r in PassManager(passes).run(graph)}
 
 
-def float_ranges(graph: qtool.Graph, samples: list[dict[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
-    """Min and max of every tensor over a float run of ``samples``."""
-    executor = TorchExecutor(graph)
-    executor.quantize = False
-    seen: dict[str, tuple[float, float]] = {}
-
-    def hook(op, inputs, outputs):
-        for var, t in zip((*op.inputs, *op.outputs), (*inputs, *outputs), strict=False):
-            if var is not None and t is not None and t.is_floating_point():
-                lo, hi = seen.get(var.name, (np.inf, -np.inf))
-                seen[var.name] = (min(lo, float(t.min())), max(hi, float(t.max())))
-
-    handle = executor.add_hook(hook)
-    for sample in samples:
-        executor.forward(sample)
-    handle.remove()
-    return seen
-
-
-def calibrate_from_ranges(graph: qtool.Graph, samples) -> None:
-    """Settle every root activation config from a float run (a stand-in for the calibration pass)."""
-    ranges = float_ranges(graph, samples)
-    for op in graph.operations.values():
-        if op.quant is None:
-            continue
-        for var, tqc in zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=False):
-            if tqc is not None and tqc.state is QuantizationState.INITIAL and not tqc.is_overlapped:
-                tqc.set_params(*compute_scale_offset(tqc.scheme, *ranges[var.name]))
-
-
 def random_samples(shape, count: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
 
 
-def configs_of(op) -> list:
-    return [*op.quant.inputs, *op.quant.outputs]
-
-
-class RangeCalibration(Pass):
-    """The calibration step from a float run's min/max (keeps these tests independent of the observers)."""
-
-    name = "RuntimeCalibration"
-
-    def __init__(self, samples) -> None:
-        self.samples = samples
-
-    def call(self, graph):
-        calibrate_from_ranges(graph, self.samples)
-        return PassResult(graph, True)
-
-
 def passes_until(config, samples, last: str = "Baking") -> list[Pass]:
     """The default order up to and including the pass named ``last``."""
-    passes = default_passes(config, calibration=RangeCalibration(samples))
+    passes = default_passes(config, samples)
     names = [p.label for p in passes]
     return passes[:names.index(last) + 1]
 

@@ -6,7 +6,6 @@ import numpy as np
 from onnx import helper
 from passes_helpers import (
     ASYM_INT8,
-    PassManager,
     graph_of,
     init,
     outputs,
@@ -15,6 +14,7 @@ from passes_helpers import (
     relative_error,
     tensor,
 )
+from qtool.passes import PassManager
 from qtool.quant.tensors import representable_range
 
 SAMPLES = random_samples((1, 3, 5, 5))

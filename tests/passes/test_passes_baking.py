@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper
-from passes_helpers import ASYM_INT8, PassManager, graph_of, init, outputs, passes_until, random_samples, tensor
-from qtool.passes import PassError, PassResult
+from passes_helpers import ASYM_INT8, graph_of, init, outputs, passes_until, random_samples, tensor
+from qtool.passes import PassError, PassManager, PassResult
 from qtool.passes.baking import Baking
 from qtool.quant import QuantizationState
 

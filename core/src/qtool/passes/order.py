@@ -29,8 +29,6 @@ from .quantize_fusion import QuantizeFusion
 from .quantize_simplify import QuantizeSimplify
 from .runtime_calibration import RuntimeCalibration
 
-CALIBRATION_STEP = RuntimeCalibration.name
-
 
 def planning_passes(config, platform: str | None = None) -> list[Pass]:
     """Passes 1-4: simplify the graph and decide every op's quantization (no data needed)."""
@@ -40,6 +38,7 @@ def planning_passes(config, platform: str | None = None) -> list[Pass]:
 def default_passes(config, data=None, *, platform: str | None = None, device: str = "cpu",
                    progress: bool = False, calibration: Pass | None = None) -> list[Pass]:
     """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given."""
-    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress)
+    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
+                                                  options=config.calibration)
     return [*planning_passes(config, platform), ParameterQuantize(), calibrate, QuantAlignment(config),
             PassiveParameterQuantize(), Baking()]

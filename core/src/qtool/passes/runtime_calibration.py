@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from ..calibration import calibrate
 from ..ir import Graph
 from ..quant import QuantizationState
+from ..quant.policy import QuantizationPolicy as P
 from .base import Pass, PassError, PassResult
 
 
 class RuntimeCalibration(Pass):
-    """Run :func:`qtool.calibration.calibrate` over ``data`` (a CalibrationData)."""
+    """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers."""
 
     name = "RuntimeCalibration"
 
-    def __init__(self, data, *, device: str = "cpu", progress: bool = False) -> None:
-        self.data, self.device, self.progress = data, device, progress
+    def __init__(self, data, *, device: str = "cpu", progress: bool = False,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self.data, self.device, self.progress, self.options = data, device, progress, options
 
     def call(self, graph: Graph) -> PassResult:
-        from ..calibration import calibrate
-
-        report = calibrate(graph, self.data, device=self.device, progress=self.progress)
-        return PassResult(graph, True, dict(report or {}))
+        report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options)
+        return PassResult(graph, report["configs"] > 0, report)
 
     def ensures(self, graph: Graph) -> None:
         for op in graph.operations.values():
-            for var, tqc in _activation_configs(op):
-                if tqc.state is QuantizationState.INITIAL and not tqc.is_overlapped:
+            if op.quant is None:
+                continue
+            pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
+            for var, tqc in pairs:
+                if _waiting(tqc):
                     raise PassError(f"tensor {var.name!r} at op {op.name!r} was not calibrated")
 
 
-def _activation_configs(op):
-    if op.quant is None:
-        return []
-    pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
-    return [(var, tqc) for var, tqc in pairs if tqc is not None and tqc.role == "activation"]
+def _waiting(tqc) -> bool:
+    """An activation config still without parameters (dynamic ones get theirs at run time)."""
+    return (tqc is not None and tqc.role == "activation" and tqc.dominator.state is QuantizationState.INITIAL
+            and not tqc.scheme.policy & P.DYNAMIC)
