@@ -8,6 +8,7 @@ scaled down for fast tests. Import from tests with ``sys.path`` pointing at
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -122,7 +123,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, additive_mask):
         b, t, h = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         scores = q @ k.transpose(-1, -2) / (h // self.heads) ** 0.5 + additive_mask
         context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, h)
         x = self.norm1(x + self.proj(context))
@@ -169,7 +171,8 @@ def export(model: nn.Module, example: tuple, input_names: list[str], output_name
            dynamic_axes: dict | None = None, opset: int = 17) -> onnx.ModelProto:
     """TorchScript-based ONNX export to an in-memory ModelProto."""
     buffer = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)  # torch's own logging
         torch.onnx.export(model, example, buffer, input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
     return onnx.load_from_string(buffer.getvalue())
