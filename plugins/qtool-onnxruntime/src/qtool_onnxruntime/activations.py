@@ -1,0 +1,81 @@
+"""Relu / Clip fused after a computing op: whether dropping them is exact.
+
+Quantizing saturates at the ends of the code range, so an activation that
+clips at bounds ``a`` and ``b`` is redundant before its QuantizeLinear exactly
+when ``a`` quantizes to the lowest code and ``b`` to the highest: then
+``Q(clip(x)) == Q(x)`` for every x. For Relu that is "zero point == lowest
+code". Which lowest/highest code: the scheme's range when qtool drops the
+activation, the storage type's range when ONNX Runtime judges it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qtool.quant import QuantizationState, TensorQuantizationConfig
+from qtool.quant.maths import round_array
+
+from .configs import COMPUTE_OPS, active, written_config
+
+ACTIVATIONS = frozenset({"Relu", "Clip"})
+
+
+@dataclass(frozen=True)
+class FusedActivation:
+    """``op`` (Relu/Clip) reads the float output of computing op ``producer`` and quantizes its own output."""
+
+    op: object
+    producer: object
+    config: TensorQuantizationConfig
+    bounds: tuple[float, float]
+
+
+def fused_activations(graph, settled: bool) -> list[FusedActivation]:
+    """Every Relu/Clip with constant bounds whose input is a computing op's unquantized, unshared output."""
+    found = []
+    for op in graph.topological_order():
+        source = op.inputs[0] if op.op_type in ACTIVATIONS and op.quant is not None and op.inputs else None
+        producer = source.producer if source is not None else None
+        if producer is None or producer.op_type not in COMPUTE_OPS or producer.quant is None:
+            continue
+        if not producer.quant.quantized or len(source.consumers) != 1 or source in graph.outputs:
+            continue
+        if written_config(source, settled) is not None or active(op.quant.inputs[0], settled):
+            continue
+        config, bounds = op.quant.outputs[0], activation_bounds(op)
+        if active(config, settled) and bounds is not None:
+            found.append(FusedActivation(op, producer, config, bounds))
+    return found
+
+
+def activation_bounds(op) -> tuple[float, float] | None:
+    """Relu (0, inf); Clip its min/max from constant inputs or (opset < 11) attributes; None when not constant."""
+    if op.op_type == "Relu":
+        return 0.0, float("inf")
+    bounds = []
+    for index, key, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+        var = op.inputs[index] if index < len(op.inputs) else None
+        if var is not None and not var.is_parameter:
+            return None
+        value = var.value if var is not None else op.attributes.get(key, default)
+        bounds.append(float(np.asarray(value).reshape(())))
+    return bounds[0], bounds[1]
+
+
+def clips_exactly(act: FusedActivation, limits: tuple[float, float] | None = None) -> bool:
+    """True when quantizing with ``act.config`` already clips at the activation's bounds.
+
+    ``limits`` are the lowest and highest code to reach (default: the scheme's
+    range). Before calibration the answer is predicted from the scheme: an
+    asymmetric integer grid calibrated on a Relu/Clip(0, b) output starts at 0.
+    """
+    tqc, scheme = act.config, act.config.scheme
+    if scheme.is_floating or scheme.is_per_channel:
+        return False
+    low, high = limits or (scheme.quant_min, scheme.quant_max)
+    if tqc.state is QuantizationState.INITIAL or not tqc.is_quantizing:
+        return not scheme.is_symmetric and act.bounds[0] == 0.0 and (low, high) == (scheme.quant_min, scheme.quant_max)
+    with np.errstate(over="ignore"):
+        codes = round_array(np.asarray(act.bounds) / float(tqc.scale), scheme.rounding) + float(tqc.offset)
+    return codes[0] <= low and codes[1] >= high

@@ -1,0 +1,45 @@
+"""agreement(): the exported model in ONNX Runtime against qtool's simulation, output by output."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from .configs import written_config
+from .qdq import per_element
+from .session import cpu_session
+
+
+def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
+    """Max difference in output quantization steps (relative difference for float outputs) and cosine similarity."""
+    session = cpu_session(paths[0])
+    feeds_names = [i.name for i in session.get_inputs()]
+    names = [v.name for v in graph.outputs]
+    ran = [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+    outputs = {}
+    for k, var in enumerate(graph.outputs):
+        ours = np.stack([np.asarray(r[k], np.float64) for r in ran])
+        theirs = np.stack([np.asarray(s[k], np.float64) for s in simulated])
+        outputs[var.name] = _compare(ours, theirs, written_config(var, True))
+    steps = [o["max_steps"] for o in outputs.values() if "max_steps" in o]
+    return {
+        "runtime": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
+        "samples": len(samples),
+        "outputs": outputs,
+        "max_steps": max(steps) if steps else None,
+        "min_cosine": min(o["cosine"] for o in outputs.values()) if outputs else None,
+    }
+
+
+def _compare(ours: np.ndarray, theirs: np.ndarray, tqc) -> dict:
+    diff = np.abs(ours - theirs)
+    norm = np.linalg.norm(ours) * np.linalg.norm(theirs)
+    cosine = float(np.dot(ours.ravel(), theirs.ravel()) / norm) if norm > 0 else float(np.array_equal(ours, theirs))
+    result = {"max_abs": float(diff.max(initial=0.0)), "cosine": cosine}
+    if tqc is not None and not tqc.scheme.is_floating:
+        step = per_element(tqc.scale, ours.shape[1:], tqc.scheme)
+        result["max_steps"] = float(np.round(diff / step, 3).max(initial=0.0))  # float32 noise below 1e-3 step
+    else:
+        scale = float(np.abs(theirs).max(initial=0.0)) or 1.0
+        result["max_relative"] = float(diff.max(initial=0.0) / scale)
+    return result

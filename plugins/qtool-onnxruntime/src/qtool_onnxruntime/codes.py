@@ -1,0 +1,24 @@
+"""Every diagnostic code this platform emits, with its severity and meaning (docs list them all)."""
+
+from qtool import Severity
+
+E, P, W = Severity.ERROR, Severity.PERFORMANCE, Severity.WARNING
+
+CODES: dict[str, tuple[Severity, str]] = {
+    "ort.no-qdq-type": (E, "no Q/DQ type that ONNX Runtime runs can store the scheme"),
+    "ort.opset": (E, "the type or granularity needs another opset than the one the model is written at"),
+    "ort.dynamic": (E, "dynamic (run-time) scales are not exported by this platform"),
+    "ort.conv-weight-axis": (E, "a Conv weight per-channel on an axis other than 0 where ORT fuses QLinearConv"),
+    "ort.perf.op-type": (P, "the op type has no integer kernel in ORT's CPU provider"),
+    "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),
+    "ort.perf.type": (P, "a tensor of the op is not int8/uint8"),
+    "ort.perf.granularity": (P, "per-channel activations, per-block weights, or per-channel weights off the "
+                                "output axis"),
+    "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),
+    "ort.perf.activation": (P, "a Relu/Clip that ORT cannot drop stays between the op and its QuantizeLinear"),
+    "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv"),
+    "ort.range": (W, "an activation range narrower than its storage type: ORT saturates at the type's limits"),
+    "ort.rounding": (W, "an activation rounding other than half-to-even, ORT's only rounding"),
+    "ort.bias-float": (W, "a bias ORT's integer kernels would misread as int32 codes is written as float values"),
+    "ort.activation-kept": (W, "a Relu/Clip kept although activation removal was asked: dropping it is not exact"),
+}

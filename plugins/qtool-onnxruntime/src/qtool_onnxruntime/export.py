@@ -1,0 +1,62 @@
+"""export(): validate, pick the opset, write the QDQ model atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from qtool import ExportOptions, Severity
+from qtool.ir import to_model_proto
+from qtool.ir.onnx_export import save_model_proto
+
+from .activations import clips_exactly, fused_activations
+from .errors import OnnxRuntimeExportError
+from .opset import convert, target_opset
+from .qdq import QdqWriter
+from .rules import validate
+
+_PROTO_LIMIT = 2**31 - 2**24
+
+
+def model_path(output: Path) -> Path:
+    """The .onnx file written for ``output`` (the suffix is added when there is none)."""
+    output = Path(output)
+    return output if output.suffix else output.with_suffix(".onnx")
+
+
+def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
+    """The QDQ ModelProto for a calibrated ``graph``, unchecked: it follows the configs even where ORT fails."""
+    opset = target_opset(graph, options.opset)
+    removed = {}
+    if options.remove_activations:
+        removed = {a.op.name: a.op.inputs[0].name for a in fused_activations(graph, True) if clips_exactly(a)}
+    return QdqWriter(graph, convert(to_model_proto(graph), opset), opset, removed).write()
+
+
+def build_model(graph, options: ExportOptions) -> onnx.ModelProto:
+    """The QDQ ModelProto for a calibrated ``graph``; OnnxRuntimeExportError when ORT cannot run it."""
+    errors = [d for d in validate(graph, options) if d.severity is Severity.ERROR]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")
+    model = qdq_model(graph, options)
+    if sum(t.ByteSize() for t in model.graph.initializer) < _PROTO_LIMIT:
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as exc:
+            raise OnnxRuntimeExportError(f"the QDQ model fails the ONNX checker: {exc}") from exc
+    return model
+
+
+def export(graph, output: Path, options: ExportOptions) -> list[Path]:
+    """Write the QDQ model (and ``<name>.data`` for large models or ``extra["external_data"]``)."""
+    path = model_path(output)
+    model = build_model(graph, options)
+    external = options.extra.get("external_data")
+    save_model_proto(model, path, external_data=external)
+    data = path.with_name(f"{path.name}.data")
+    return [path, data] if data.exists() and _uses_external_data(model, external) else [path]
+
+
+def _uses_external_data(model: onnx.ModelProto, external: bool | None) -> bool:
+    return bool(external) or sum(t.ByteSize() for t in model.graph.initializer) > _PROTO_LIMIT

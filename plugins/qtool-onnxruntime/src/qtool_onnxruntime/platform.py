@@ -1,0 +1,58 @@
+"""The two ONNX Runtime platforms: one class, parameterized by how Conv/Gemm/MatMul biases are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qtool import Capabilities, ExportOptions, Platform
+
+from . import agreement, export, rules
+from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
+
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # data-movement ops between them: passive_op_types
+
+
+class OnnxRuntimePlatform(Platform):
+    """QDQ ONNX for ONNX Runtime with float biases (ORT quantizes them to s_in * s_w itself)."""
+
+    name = "onnxruntime"
+    description = "QDQ ONNX model for ONNX Runtime; Conv/Gemm biases stay float"
+    output_format = "onnx-qdq"
+    capabilities = Capabilities(
+        bits=(2, 4, 8, 16),
+        policies=("SYMMETRICAL", "ASYMMETRICAL", "PER_TENSOR", "PER_CHANNEL", "PER_BLOCK", "LINEAR", "FLOATING",
+                  "POWER_OF_2"),
+        opsets=(LOWEST_OPSET, HIGHEST_OPSET),
+        formats=tuple(t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES)),
+    )
+    bias_mode: ClassVar[str] = "float"
+
+    def default_config(self) -> dict[str, Any]:
+        return {
+            # uint8: ORT's x86 integer kernels read uint8 activations; int8 pairs are converted only
+            # where a pair has a single reader (see kernels._shared_int8).
+            "activation": {"format": "int", "bits": 8, "signed": False, "symmetric": False,
+                           "granularity": "per_tensor"},
+            "weight": {"format": "int", "bits": 8, "signed": True, "symmetric": True, "granularity": "per_channel"},
+            "bias": {"mode": self.bias_mode},
+            "dispatch": {"quantize_op_types": list(QUANTIZED_OPS)},
+            "fusion": {"fuse_activations": True, "remove_activations": False},
+        }
+
+    def validate(self, graph, options: ExportOptions | None = None):
+        return rules.validate(graph, options)
+
+    def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
+        return export.export(graph, output, options)
+
+    def agreement(self, graph, paths, samples, simulated):
+        return agreement.agreement(graph, paths, samples, simulated)
+
+
+class OnnxRuntimeInt32BiasPlatform(OnnxRuntimePlatform):
+    """The same, with Conv/Gemm biases as int32 codes (scale s_in * s_w, zero point 0) behind a DequantizeLinear."""
+
+    name = "onnxruntime-int32bias"
+    description = "QDQ ONNX model for ONNX Runtime; Conv/Gemm biases as int32 (scale = s_in * s_w)"
+    bias_mode = "int32"

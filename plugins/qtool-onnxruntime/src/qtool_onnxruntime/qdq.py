@@ -1,0 +1,216 @@
+"""Rewrite a float ModelProto into QDQ form from the calibrated graph's configs.
+
+* An activation gets QuantizeLinear -> DequantizeLinear: one pair for its
+  producer's config (every reader then reads it), one more per reader config
+  with another dominator. A graph output keeps its name: the DequantizeLinear
+  writes it and the producer's float output becomes ``<name>_float``.
+* A parameter is stored as codes plus a DequantizeLinear, once per distinct
+  scheme and parameters; float readers keep the float initializer.
+* A bias ORT's integer kernels would misread (see :mod:`.bias`) becomes float
+  values on its grid.
+* Removed Relu/Clip: their node is dropped and their output's pair reads their input.
+
+Names: ``<t>_q`` (codes), ``<t>_scale``, ``<t>_zero_point``, ``<t>_dq``
+(dequantized values), nodes ``<t>_QuantizeLinear`` / ``<t>_DequantizeLinear``;
+``<t>_<reader op>_...`` for the extra pairs of one tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from qtool.quant import QuantizationPolicy as P
+from qtool.quant import dequantize_codes, quantize_to_codes, round_to_float_format
+
+from .bias import is_bias, misread_reason
+from .configs import reader_groups, written_config
+from .errors import OnnxRuntimeExportError
+from .storage import MS_DOMAIN, domain_at, storage_type
+
+SETTLED = True  # export writes calibrated configs only
+
+
+class Names:
+    """Fresh names that clash with no tensor or node of the model."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.used = {n for node in g.node for n in (*node.input, *node.output, node.name)}
+        self.used |= {v.name for v in (*g.input, *g.output, *g.value_info, *g.initializer)}
+
+    def fresh(self, base: str) -> str:
+        name, count = base, 0
+        while name in self.used:
+            count += 1
+            name = f"{base}_{count}"
+        self.used.add(name)
+        return name
+
+
+class QdqWriter:
+    """Collects the new nodes and initializers, then rebuilds the model's node list."""
+
+    def __init__(self, graph, model: onnx.ModelProto, opset: int, removed: dict[str, str]) -> None:
+        self.graph, self.model, self.opset = graph, model, opset
+        self.removed = removed  # dropped activation op name -> its input tensor name
+        self.alias = {graph.operations[op].outputs[0].name: source for op, source in removed.items()}
+        self.names = Names(model)
+        self.first: list[onnx.NodeProto] = []  # parameter DQs and graph-input pairs
+        self.after: dict[str, list[onnx.NodeProto]] = {}  # by the tensor whose producer they follow
+        self.reads: dict[tuple[str, int], str] = {}  # (node name, input index) -> tensor read instead
+        self.renamed: dict[str, str] = {}  # producer output renames (graph outputs)
+        self.initializers: list[onnx.TensorProto] = []
+        self.domains: set[str] = set()
+
+    def write(self) -> onnx.ModelProto:
+        for var in list(self.graph.variables.values()):
+            if var.is_parameter:
+                self._parameter(var)
+            else:
+                self._activation(var)
+        self._rebuild()
+        return self.model
+
+    # -- activations ---------------------------------------------------------
+    def _activation(self, var) -> None:
+        written, groups = written_config(var, SETTLED), reader_groups(var, SETTLED)
+        if written is None and not groups:
+            return
+        anchor = self.alias.get(var.name, var.name)
+        source = self.renamed.get(anchor, anchor)
+        if written is not None:
+            exposed = var in self.graph.outputs
+            if exposed and source == var.name:
+                source = self.renamed[var.name] = self.names.fresh(f"{var.name}_float")
+            out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
+            self._pair(anchor, source, out, written, var.name)
+            groups.pop(id(written.dominator), None)
+            for op in var.consumers:
+                for index, v in enumerate(op.inputs):
+                    if v is var and out != var.name:
+                        self.reads[(op.name, index)] = out
+            source = out
+        for k, members in enumerate(groups.values()):
+            stem = var.name if written is None and k == 0 else f"{var.name}_{members[0][0].name}"
+            out = self.names.fresh(f"{stem}_dq")
+            self._pair(anchor, source, out, members[0][2], stem)
+            self.reads.update({(op.name, index): out for op, index, _ in members})
+
+    def _pair(self, anchor: str, source: str, out: str, tqc, stem: str) -> None:
+        scale, zero, attrs, domain = self._params(tqc, stem, stored=False)
+        codes = self.names.fresh(f"{stem}_q")
+        nodes = [helper.make_node("QuantizeLinear", [source, scale, zero], [codes], domain=domain or None,
+                                  name=self.names.fresh(f"{stem}_QuantizeLinear"), **attrs),
+                 helper.make_node("DequantizeLinear", [codes, scale, zero], [out], domain=domain or None,
+                                  name=self.names.fresh(f"{stem}_DequantizeLinear"), **attrs)]
+        if anchor in {v.name for v in self.graph.inputs}:
+            self.first += nodes
+        else:
+            self.after.setdefault(anchor, []).extend(nodes)
+
+    # -- parameters ------------------------------------------------------------
+    def _parameter(self, var) -> None:
+        stored: dict[tuple, str] = {}  # configs with equal parameters share one copy
+        for op, index, tqc in (m for members in reader_groups(var, SETTLED).values() for m in members):
+            on_grid = is_bias(op, index) and misread_reason(op, tqc) is not None
+            key = (on_grid, tqc.scheme, _bytes(tqc.scale), _bytes(tqc.offset))
+            if key not in stored:
+                stem = var.name if not stored else f"{var.name}_{op.name}"
+                stored[key] = self._on_grid(var, tqc, stem) if on_grid else self._stored(var, tqc, stem)
+            self.reads[(op.name, index)] = stored[key]
+
+    def _stored(self, var, tqc, stem: str) -> str:
+        stype = storage_type(tqc.scheme, stored=True)
+        codes = self.names.fresh(f"{stem}_q")
+        self.initializers.append(numpy_helper.from_array(stored_codes(var.value, tqc, stype.dtype), codes))
+        scale, zero, attrs, domain = self._params(tqc, stem, stored=True)
+        out = self.names.fresh(f"{stem}_dq")
+        self.first.append(helper.make_node("DequantizeLinear", [codes, scale, zero], [out], domain=domain or None,
+                                           name=self.names.fresh(f"{stem}_DequantizeLinear"), **attrs))
+        return out
+
+    def _on_grid(self, var, tqc, stem: str) -> str:
+        scheme = tqc.scheme
+        values = dequantize_codes(quantize_to_codes(var.value, scheme, tqc.scale, tqc.offset), scheme, tqc.scale,
+                                  tqc.offset)
+        out = self.names.fresh(f"{stem}_dq")
+        self.initializers.append(numpy_helper.from_array(values.astype(var.value.dtype), out))
+        return out
+
+    def _params(self, tqc, stem: str, stored: bool) -> tuple[str, str, dict, str]:
+        """Scale and zero-point initializers (same shape), Q/DQ attributes and domain."""
+        scheme = tqc.scheme
+        stype = storage_type(scheme, stored=stored)
+        domain = domain_at(stype, scheme, self.opset) or ""  # None: validate() reports an error
+        self.domains.add(domain)
+        scale = np.asarray(tqc.scale, dtype=np.float32)
+        attrs = {}
+        if scheme.policy & P.PER_BLOCK:
+            attrs = {"axis": scheme.channel_axis, "block_size": scheme.block_size}
+        elif scheme.is_per_channel:
+            attrs, scale = {"axis": scheme.channel_axis}, scale.reshape(-1)
+        elif scale.size == 1:
+            scale = scale.reshape(())
+        else:
+            raise OnnxRuntimeExportError(f"tensor {stem!r}: a per-tensor scheme with {scale.size} scales")
+        zero = np.broadcast_to(np.asarray(tqc.offset, dtype=np.float64), scale.shape)
+        zero = np.zeros(scale.shape, stype.dtype) if stype.float_format else np.rint(zero).astype(stype.dtype)
+        names = self.names.fresh(f"{stem}_scale"), self.names.fresh(f"{stem}_zero_point")
+        self.initializers += [numpy_helper.from_array(scale, names[0]), numpy_helper.from_array(zero, names[1])]
+        return names[0], names[1], attrs, domain
+
+    # -- assembly ----------------------------------------------------------------
+    def _rebuild(self) -> None:
+        g = self.model.graph
+        nodes = list(self.first)
+        for node in g.node:
+            if node.name in self.removed:
+                continue
+            for index, name in enumerate(node.input):
+                node.input[index] = self.reads.get((node.name, index), name)
+            originals = list(node.output)
+            for index, name in enumerate(originals):
+                node.output[index] = self.renamed.get(name, name)
+            nodes.append(node)
+            for name in originals:
+                nodes += self.after.get(name, [])
+        g.ClearField("node")
+        g.node.extend(nodes)
+        g.initializer.extend(self.initializers)
+        read = {n for node in g.node for n in node.input} | {o.name for o in g.output}
+        kept = [t for t in g.initializer if t.name in read]
+        g.ClearField("initializer")
+        g.initializer.extend(kept)
+        if MS_DOMAIN in self.domains and all(o.domain != MS_DOMAIN for o in self.model.opset_import):
+            self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+
+def _bytes(value) -> tuple:
+    array = np.asarray(value)
+    return array.shape, array.dtype.str, array.tobytes()
+
+
+def per_element(param, shape: tuple[int, ...], scheme) -> np.ndarray:
+    """A scale or zero point spread over a tensor of ``shape`` (per tensor, channel or block)."""
+    p = np.asarray(param, dtype=np.float64)
+    if p.size == 1 and not scheme.is_per_channel:
+        return np.broadcast_to(p.reshape(()), shape)
+    axis = scheme.channel_axis % len(shape)
+    if scheme.policy & P.PER_BLOCK:
+        return np.repeat(p, scheme.block_size, axis=axis).take(np.arange(shape[axis]), axis=axis)
+    layout = [1] * len(shape)
+    layout[axis] = -1
+    return np.broadcast_to(p.reshape(layout), shape)
+
+
+def stored_codes(value: np.ndarray, tqc, dtype: np.dtype) -> np.ndarray:
+    """The codes of a parameter in its storage dtype: integers, or float8 values (value / scale, on the format)."""
+    scheme = tqc.scheme
+    if not scheme.is_floating:
+        return quantize_to_codes(value, scheme, tqc.scale, tqc.offset).astype(dtype)
+    ratio = torch.from_numpy(np.asarray(value, np.float64) / per_element(tqc.scale, value.shape, scheme))
+    on_format = round_to_float_format(ratio, scheme.exponent_bits, scheme.mantissa_bits, scheme.quant_max,
+                                      scheme.rounding)
+    return on_format.numpy().astype(dtype)

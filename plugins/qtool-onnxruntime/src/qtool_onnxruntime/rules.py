@@ -1,0 +1,116 @@
+"""validate(): what ONNX Runtime (CPU) does with the QDQ model this platform would write.
+
+ERROR: ORT cannot load or run it. PERFORMANCE: it runs, correctly, through
+float kernels. WARNING: it runs, and something differs from what was asked.
+int8/uint8 activations (asymmetric int8 included), int8/uint8 per-tensor or
+per-channel weights and int32 biases raise nothing.
+"""
+
+from __future__ import annotations
+
+from qtool import Diagnostic, ExportOptions
+from qtool.quant import QuantizationPolicy as P
+from qtool.quant import RoundingPolicy, quantized_tensors
+
+from .activations import clips_exactly, fused_activations
+from .bias import is_bias, misread_reason
+from .codes import CODES
+from .configs import COMPUTE_OPS, active
+from .kernels import kernel_blockers
+from .opset import target_opset
+from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type
+
+SETTLED = False  # validation also runs before calibration
+
+
+def diagnostic(code: str, message: str, *, op=None, tensor=None, scheme=None) -> Diagnostic:
+    return Diagnostic(CODES[code][0], code, message, op=op, tensor=tensor, scheme=scheme.short() if scheme else None)
+
+
+def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
+    options = options or ExportOptions()
+    opset = target_opset(graph, options.opset)
+    found = _tensor_rules(graph, opset)
+    activations = {act.producer.name: act for act in fused_activations(graph, SETTLED)}
+    removable = {name for name, act in activations.items() if options.remove_activations and clips_exactly(act)}
+    for op in graph.topological_order():
+        if op.op_type in COMPUTE_OPS and op.quant is not None and op.quant.quantized:
+            found += _op_rules(graph, op, activations.get(op.name), op.name in removable)
+    if options.remove_activations:
+        found += [_kept(act) for name, act in activations.items() if name not in removable]
+    return found
+
+
+def _tensor_rules(graph, opset: int) -> list[Diagnostic]:
+    points = list(quantized_tensors(graph, settled=SETTLED))
+    if points and not LOWEST_OPSET <= opset <= HIGHEST_OPSET:
+        first = points[0]
+        return [diagnostic("ort.opset", f"opset {opset} was asked, and ONNX Runtime 1.32 runs QuantizeLinear/"
+                           f"DequantizeLinear at opsets {LOWEST_OPSET} to {HIGHEST_OPSET} only",
+                           op=first.op.name, tensor=first.tensor)]
+    found = []
+    for q in points:
+        stored = graph.variables[q.tensor].is_parameter
+        where = {"op": q.op.name, "tensor": q.tensor, "scheme": q.scheme}
+        stype = storage_type(q.scheme, stored=stored)
+        if q.scheme.policy & P.DYNAMIC:
+            found.append(diagnostic("ort.dynamic", "dynamic quantization (scales computed at run time) is not "
+                                    "written by this platform; calibrate the tensor instead", **where))
+        elif stype is None:
+            found.append(diagnostic("ort.no-qdq-type", f"{q.scheme.short()} fits no Q/DQ type ONNX Runtime runs "
+                                    "(int2/int4/int8/int16 and their unsigned forms, float8 e4m3fn/e5m2, and int32 "
+                                    "for stored biases)", **where))
+        elif (problem := placement_problem(stype, q.scheme, opset)) is not None:
+            found.append(diagnostic("ort.opset", problem, **where))
+        elif not stored:
+            found += _activation_warnings(stype, where)
+    return found
+
+
+def _activation_warnings(stype, where) -> list[Diagnostic]:
+    found = []
+    scheme = where["scheme"]
+    limits = stype.limits
+    if not scheme.is_floating and (scheme.quant_min, scheme.quant_max) != limits:
+        found.append(diagnostic("ort.range", f"ORT's QuantizeLinear saturates at the {stype.name} limits "
+                                f"[{limits[0]:g}, {limits[1]:g}], not at the scheme's [{scheme.quant_min:g}, "
+                                f"{scheme.quant_max:g}]: values beyond the scheme's range differ from qtool's "
+                                "simulation", **where))
+    if scheme.rounding is not RoundingPolicy.HALF_EVEN:
+        found.append(diagnostic("ort.rounding", f"ORT's QuantizeLinear rounds half to even, the scheme rounds "
+                                f"{scheme.rounding.value}: values exactly halfway between two codes land one code "
+                                "apart from qtool's simulation", **where))
+    return found
+
+
+def _op_rules(graph, op, activation, removed: bool) -> list[Diagnostic]:
+    found = []
+    blockers = kernel_blockers(graph, op, activation, removed, SETTLED)
+    if blockers:
+        first = blockers[0]
+        found.append(diagnostic(first.code, f"runs correctly through DequantizeLinear -> float {op.op_type} -> "
+                                f"QuantizeLinear, slower than an integer kernel: "
+                                + "; ".join(b.reason for b in blockers), op=op.name, tensor=first.tensor))
+    elif op.op_type == "Conv" and (weight := op.quant.inputs[1]) is not None and weight.scheme.is_per_channel \
+            and weight.scheme.channel_axis != 0:
+        found.append(diagnostic("ort.conv-weight-axis", f"ORT fuses this Conv into QLinearConv, which takes "
+                                "weight scales per output channel (axis 0) only: with per-channel axis "
+                                f"{weight.scheme.channel_axis} it fails at run time; quantize the weight on axis 0",
+                                op=op.name, tensor=op.inputs[1].name, scheme=weight.scheme))
+    for index, tqc in enumerate(op.quant.inputs):
+        if is_bias(op, index) and active(tqc, SETTLED) and tqc.is_quantizing \
+                and (reason := misread_reason(op, tqc)) is not None:
+            found.append(diagnostic("ort.bias-float", f"bias written as float values on its grid (same numbers): "
+                                    f"{reason}, and ORT's QLinearConv/QGemm would read its int32 codes as if "
+                                    "scale = s_in * s_w and zero point = 0", op=op.name,
+                                    tensor=op.inputs[index].name, scheme=tqc.scheme))
+    return found
+
+
+def _kept(act) -> Diagnostic:
+    tqc = act.config
+    lo, hi = act.bounds
+    return diagnostic("ort.activation-kept", f"{act.op.op_type} kept: quantizing its output with "
+                      f"{tqc.scheme.short()} does not clip exactly at [{lo:g}, {hi:g}] (the bounds do not quantize "
+                      "to the lowest and highest code), so dropping it would change results",
+                      op=act.op.name, tensor=act.op.outputs[0].name, scheme=tqc.scheme)

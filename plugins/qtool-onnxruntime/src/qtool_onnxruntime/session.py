@@ -1,0 +1,24 @@
+"""ONNX Runtime sessions as this platform runs its models: CPU, exact numerics, quiet."""
+
+from __future__ import annotations
+
+import os
+
+import onnxruntime as ort
+
+
+def session_options(optimized_model: str | os.PathLike | None = None,
+                    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED):
+    """Options that keep ORT's weight-only MatMulNBits exact and, if asked, save the optimized graph."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = level
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
+    return options
+
+
+def cpu_session(model: str | os.PathLike | bytes, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options or session_options(), providers=["CPUExecutionProvider"])

@@ -1,0 +1,125 @@
+"""Which ONNX type stores a scheme's codes, and where (opset, domain) ONNX Runtime has Q/DQ for it.
+
+Facts checked against ONNX Runtime 1.32 on CPU by this plugin's tests:
+uint8/int8 from opset 10 (per-axis from 13, blocked from 21); float8 e4m3fn/e5m2
+from 19; 16-bit and 4-bit from 21, and below 21 through the com.microsoft
+domain (per-tensor and per-axis, never blocked); 2-bit from 25; int32 for
+DequantizeLinear only (bias). No Q/DQ kernels at opset 28.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+from onnx import TensorProto
+from qtool.quant import QuantizationPolicy as P
+from qtool.quant import QuantScheme
+
+MS_DOMAIN = "com.microsoft"
+LOWEST_OPSET = 10  # QuantizeLinear / DequantizeLinear exist from here
+HIGHEST_OPSET = 27  # ONNX Runtime 1.32 has no Q/DQ kernels at opset 28
+PER_AXIS_OPSET = 13
+BLOCKED_OPSET = 21
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """An ONNX element type that Q/DQ nodes can carry."""
+
+    name: str
+    elem_type: int
+    dtype: np.dtype
+    opset: int  # lowest ai.onnx opset whose Q/DQ take it
+    ms_domain: bool = False  # com.microsoft Q/DQ take it below ``opset``
+    dequantize_only: bool = False
+    float_format: tuple[int, int] | None = None  # (exponent bits, mantissa bits)
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The saturation range of QuantizeLinear into this type."""
+        if self.float_format:
+            info = ml_dtypes.finfo(self.dtype)
+            return float(info.min), float(info.max)
+        info = ml_dtypes.iinfo(self.dtype)
+        return float(info.min), float(info.max)
+
+
+def _int(name: str, elem: int, dtype, opset: int, **kw) -> StorageType:
+    return StorageType(name, elem, np.dtype(dtype), opset, **kw)
+
+
+INTEGER_TYPES = (
+    _int("int2", TensorProto.INT2, ml_dtypes.int2, 25),
+    _int("uint2", TensorProto.UINT2, ml_dtypes.uint2, 25),
+    _int("int4", TensorProto.INT4, ml_dtypes.int4, 21, ms_domain=True),
+    _int("uint4", TensorProto.UINT4, ml_dtypes.uint4, 21, ms_domain=True),
+    _int("int8", TensorProto.INT8, np.int8, 10),
+    _int("uint8", TensorProto.UINT8, np.uint8, 10),
+    _int("int16", TensorProto.INT16, np.int16, 21, ms_domain=True),
+    _int("uint16", TensorProto.UINT16, np.uint16, 21, ms_domain=True),
+    _int("int32", TensorProto.INT32, np.int32, 10, dequantize_only=True),
+)
+FLOAT_TYPES = (
+    StorageType("float8e4m3fn", TensorProto.FLOAT8E4M3FN, np.dtype(ml_dtypes.float8_e4m3fn), 19, float_format=(4, 3)),
+    StorageType("float8e5m2", TensorProto.FLOAT8E5M2, np.dtype(ml_dtypes.float8_e5m2), 19, float_format=(5, 2)),
+)
+EIGHT_BIT = frozenset({"int8", "uint8"})
+
+
+def storage_type(scheme: QuantScheme, *, stored: bool = False) -> StorageType | None:
+    """The narrowest type holding ``scheme``'s codes (None: no Q/DQ type can).
+
+    Integer schemes take the narrowest type of their signedness whose range
+    holds [quant_min, quant_max]; int32 only for parameters ``stored`` as codes
+    (a bias), since QuantizeLinear has no int32 output.
+    """
+    if scheme.is_floating:
+        fmt = (scheme.exponent_bits, scheme.mantissa_bits)
+        return next((t for t in FLOAT_TYPES if t.float_format == fmt and t.limits[1] == scheme.quant_max), None)
+    for candidate in INTEGER_TYPES:
+        lo, hi = candidate.limits
+        if (lo < 0) != scheme.is_signed or candidate.dequantize_only and not stored:
+            continue
+        if lo <= scheme.quant_min and scheme.quant_max <= hi:
+            return candidate
+    return None
+
+
+def granularity(scheme: QuantScheme) -> str:
+    if scheme.policy & P.PER_BLOCK:
+        return "per-block"
+    return "per-axis" if scheme.policy & P.PER_CHANNEL else "per-tensor"
+
+
+def lowest_opset(stype: StorageType, scheme: QuantScheme) -> int:
+    """The lowest opset that carries ``stype`` with ``scheme``'s granularity (com.microsoft counted)."""
+    kind = granularity(scheme)
+    if kind == "per-block":
+        return max(stype.opset, BLOCKED_OPSET)
+    type_opset = LOWEST_OPSET if stype.ms_domain else stype.opset
+    return max(type_opset, PER_AXIS_OPSET if kind == "per-axis" else LOWEST_OPSET)
+
+
+def domain_at(stype: StorageType, scheme: QuantScheme, opset: int) -> str | None:
+    """The Q/DQ domain carrying ``stype`` at ``opset`` ("" or com.microsoft), None when neither can."""
+    kind = granularity(scheme)
+    if kind == "per-axis" and opset < PER_AXIS_OPSET or kind == "per-block" and opset < BLOCKED_OPSET:
+        return None
+    if opset >= stype.opset:
+        return ""
+    return MS_DOMAIN if stype.ms_domain and kind != "per-block" else None
+
+
+def placement_problem(stype: StorageType, scheme: QuantScheme, opset: int) -> str | None:
+    """Why ``stype`` with ``scheme``'s granularity cannot be written at ``opset`` (None: it can)."""
+    if domain_at(stype, scheme, opset) is not None:
+        return None
+    kind = granularity(scheme)
+    if kind == "per-block" and opset < BLOCKED_OPSET:
+        return f"per-block Q/DQ (block_size) needs opset {BLOCKED_OPSET}, the model is written at opset {opset}"
+    if kind == "per-axis" and opset < PER_AXIS_OPSET:
+        return f"per-axis Q/DQ needs opset {PER_AXIS_OPSET}, the model is written at opset {opset}"
+    where = " (the com.microsoft Q/DQ have no per-block form)" if stype.ms_domain else ""
+    return f"{stype.name} Q/DQ need opset {stype.opset}{where}, the model is written at opset {opset}"
