@@ -1,0 +1,81 @@
+"""The encodings document, built from qtool's quantized tensors.
+
+AIMET reads an integer encoding as ``x = (q + offset) * scale`` with ``q`` in
+``[0, 2^bw - 1]``. qtool's codes ``c`` run from ``quant_min`` with zero point
+``zp`` (``x = (c - zp) * scale``), so ``q = c - quant_min`` and
+``offset = quant_min - zp``: int8 symmetric gives offset -128.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import qtool
+
+VERSIONS = ("0.6.1", "1.0.0")
+
+
+def aimet_offset(entry: qtool.QuantizedTensor) -> np.ndarray:
+    """``quant_min - zero_point`` per channel (int64)."""
+    return (int(entry.scheme.quant_min) - np.asarray(entry.offset, dtype=np.int64)).reshape(-1)
+
+
+def _channels(entry: qtool.QuantizedTensor) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.asarray(entry.scale, dtype=np.float32).reshape(-1)
+    offset = aimet_offset(entry)
+    return scale, np.broadcast_to(offset, scale.shape)
+
+
+def encoding_061(entry: qtool.QuantizedTensor) -> list[dict]:
+    """One 0.6.1 encoding per channel (one for per-tensor)."""
+    bw = entry.scheme.num_of_bits
+    symmetric = str(entry.scheme.is_symmetric)
+    return [{"bitwidth": bw, "dtype": "int", "is_symmetric": symmetric,
+             "max": float(np.float32((2**bw - 1 + int(o)) * np.float64(s))),
+             "min": float(np.float32(int(o) * np.float64(s))), "offset": int(o), "scale": float(s)}
+            for s, o in zip(*_channels(entry), strict=True)]
+
+
+def encoding_100(entry: qtool.QuantizedTensor) -> dict:
+    """The 1.0.0 encoding of a tensor: lists of scales and offsets."""
+    scale, offset = _channels(entry)
+    return {"name": entry.tensor, "dtype": "INT",
+            "enc_type": "PER_CHANNEL" if entry.scheme.is_per_channel else "PER_TENSOR",
+            "bw": entry.scheme.num_of_bits, "is_sym": entry.scheme.is_symmetric,
+            "scale": [float(s) for s in scale], "offset": [int(o) for o in offset]}
+
+
+def first_per_tensor(graph) -> tuple[list[qtool.QuantizedTensor], list[qtool.QuantizedTensor]]:
+    """Activation and parameter entries, one per tensor name (the producer's where readers differ)."""
+    seen: set[str] = set()
+    activations, params = [], []
+    for entry in qtool.quantized_tensors(graph):
+        if entry.tensor in seen:
+            continue
+        seen.add(entry.tensor)
+        (activations if entry.role == "activation" else params).append(entry)
+    return activations, params
+
+
+def quantizer_args(activations, params) -> dict:
+    """The global settings AIMET records beside the encodings, as qtool's tensors show them."""
+    def most_common_bits(entries):
+        bits = [e.scheme.num_of_bits for e in entries]
+        return max(set(bits), key=bits.count) if bits else None
+
+    weights = [e for e in params if e.role == "weight"]
+    return {"activation_bitwidth": most_common_bits(activations), "param_bitwidth": most_common_bits(weights),
+            "dtype": "int", "per_channel_quantization": any(e.scheme.is_per_channel for e in weights),
+            "is_symmetric": all(e.scheme.is_symmetric for e in weights)}
+
+
+def encodings_document(graph, version: str = "0.6.1") -> dict:
+    """The whole encodings JSON object for ``graph`` in format ``version`` ("0.6.1" or "1.0.0")."""
+    activations, params = first_per_tensor(graph)
+    if version == "0.6.1":  # tables by tensor name, a list of per-channel encodings each
+        body = {"activation_encodings": {e.tensor: encoding_061(e) for e in activations},
+                "param_encodings": {e.tensor: encoding_061(e) for e in params}}
+    else:  # lists of named encodings, per-channel values in lists
+        body = {"activation_encodings": [encoding_100(e) for e in activations],
+                "param_encodings": [encoding_100(e) for e in params]}
+    return {"version": version, **body, "quantizer_args": quantizer_args(activations, params)}

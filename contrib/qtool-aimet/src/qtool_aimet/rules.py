@@ -1,0 +1,69 @@
+"""What an encodings file can carry, as diagnostics naming the op and tensor."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import qtool
+from qtool import Diagnostic, Severity
+
+BITS = (4, 8, 16, 32)
+
+
+def output_channel_axis(op) -> int | None:
+    """The axis AIMET lists per-channel weight encodings along: the op's output channels."""
+    if op.op_type == "ConvTranspose":
+        return 1
+    if op.op_type == "Gemm":
+        return 0 if op.attributes.get("transB", 0) else 1
+    if op.op_type == "MatMul":
+        weight = op.inputs[1]
+        return len(weight.shape) - 1 if weight is not None and weight.shape else None
+    return 0
+
+
+def scheme_problem(entry: qtool.QuantizedTensor) -> str | None:
+    """Why this tensor's scheme has no AIMET integer encoding (None: it has one)."""
+    scheme, flags = entry.scheme, qtool.QuantizationPolicy
+    if scheme.is_floating:
+        return f"AIMET encodings are integer; {scheme.short()} has no encoding"
+    if scheme.policy & flags.PER_BLOCK:
+        return "per-block encodings are not written by this plugin"
+    if scheme.policy & flags.DYNAMIC:
+        return "encodings are static; dynamic scales cannot be written"
+    if scheme.num_of_bits not in BITS:
+        return f"{scheme.num_of_bits}-bit codes: AIMET/QNN take {', '.join(map(str, BITS))} bits"
+    if scheme.is_per_channel and entry.role == "activation":
+        return "AIMET activation encodings are per tensor"
+    if scheme.is_per_channel and entry.role == "weight" and scheme.channel_axis != output_channel_axis(entry.op):
+        return (f"per-channel on axis {scheme.channel_axis}, but encodings are listed along the output channels "
+                f"(axis {output_channel_axis(entry.op)})")
+    return None
+
+
+def check(graph) -> list[Diagnostic]:
+    """Errors for schemes without an encoding and for tensors with two; warnings for narrow code ranges."""
+    found, encodings = [], defaultdict(list)
+    for entry in qtool.quantized_tensors(graph, settled=False):
+        problem = scheme_problem(entry)
+        if problem:
+            found.append(Diagnostic(Severity.ERROR, "aimet.scheme", problem, op=entry.op.name, tensor=entry.tensor,
+                                    scheme=entry.scheme.short()))
+            continue
+        span = entry.scheme.quant_max - entry.scheme.quant_min + 1
+        if span != 2**entry.scheme.num_of_bits:
+            found.append(Diagnostic(
+                Severity.WARNING, "aimet.narrow-range",
+                f"codes {int(entry.scheme.quant_min)}..{int(entry.scheme.quant_max)} use {int(span)} of "
+                f"{2**entry.scheme.num_of_bits} values; an encoding cannot say so, and the target may use the others",
+                op=entry.op.name, tensor=entry.tensor, scheme=entry.scheme.short()))
+        if entry.settled:
+            encodings[entry.tensor].append(entry)
+    for tensor, entries in encodings.items():
+        values = {(e.scale.tobytes(), e.offset.tobytes(), e.scheme.num_of_bits) for e in entries}
+        if len(values) > 1:
+            ops = ", ".join(e.op.name for e in entries)
+            found.append(Diagnostic(Severity.ERROR, "aimet.conflict",
+                                    f"one encoding per tensor, but qtool quantizes it differently at {ops}; "
+                                    "the export writes the first", op=entries[1].op.name, tensor=tensor))
+    return found

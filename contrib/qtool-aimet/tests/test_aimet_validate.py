@@ -1,0 +1,45 @@
+"""validate(): errors for schemes without an AIMET encoding, warnings for narrow code ranges."""
+
+import pytest
+
+import qtool
+from qtool import QuantScheme, Severity
+from qtool.testing import quantize_by_hand, retarget
+
+
+def _found(graph, platform="aimet"):
+    return [(d.severity, d.code, d.op, d.tensor) for d in qtool.get_platform(platform).validate(graph)]
+
+
+def test_platform_defaults_validate_clean(qtool_small_model):
+    graph = quantize_by_hand(qtool.load(qtool_small_model), QuantScheme.integer(8, signed=False, symmetric=False),
+                             QuantScheme.integer(8, per_channel=True, channel_axis=0), bias="int32")
+    assert _found(graph) == [] and _found(graph, "aimet-1.0") == []
+
+
+@pytest.mark.parametrize(("tensor", "scheme", "message"), [
+    ("input", QuantScheme.floating(4, 3), "fp8 e4m3 has no encoding"),
+    ("relu_out", QuantScheme.integer(8, dynamic=True), "dynamic scales"),
+    ("add_out", QuantScheme.integer(3), "3-bit codes"),
+    ("conv2_out", QuantScheme.integer(8, per_channel=True, channel_axis=1), "activation encodings are per tensor"),
+    ("conv1.weight", QuantScheme.integer(8, per_channel=True, channel_axis=1), "per-channel on axis 1"),
+    ("fc.weight", QuantScheme.integer(4, per_channel=True, channel_axis=1, block_size=2), "per-block"),
+])
+def test_schemes_without_an_encoding_are_errors(qtool_calibrated_graph, tensor, scheme, message):
+    retarget(qtool_calibrated_graph, tensor, scheme)
+    (d,) = qtool.get_platform("aimet").validate(qtool_calibrated_graph)
+    assert (d.severity, d.code, d.tensor) == (Severity.ERROR, "aimet.scheme", tensor)
+    assert message in d.message and d.op in qtool_calibrated_graph.operations
+
+
+def test_narrow_range_is_a_warning(qtool_calibrated_graph):
+    retarget(qtool_calibrated_graph, "flat_out", QuantScheme.integer(8, quant_min=-127))
+    (d,) = qtool.get_platform("aimet").validate(qtool_calibrated_graph)
+    assert (d.severity, d.code, d.op, d.tensor) == (Severity.WARNING, "aimet.narrow-range", "fc", "flat_out")
+    assert "255 of 256" in d.message
+
+
+def test_two_encodings_for_one_tensor_is_an_error(qtool_calibrated_graph):
+    reader = qtool_calibrated_graph.operations["conv2"].quant.inputs[0]
+    reader.set_params(reader.scale * 2, reader.offset)
+    assert _found(qtool_calibrated_graph, "aimet-1.0") == [(Severity.ERROR, "aimet.conflict", "conv2", "relu_out")]
