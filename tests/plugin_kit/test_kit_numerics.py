@@ -1,7 +1,6 @@
 """qtool.testing.dequantize / simulate: qtool's numbers for one config."""
 
 import numpy as np
-
 from qtool import QuantScheme, TensorQuantizationConfig
 from qtool.testing import dequantize, simulate
 

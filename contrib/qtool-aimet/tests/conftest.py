@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 import qtool
 from qtool.testing import quantize_by_hand
 

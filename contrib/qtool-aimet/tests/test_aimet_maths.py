@@ -3,7 +3,6 @@
 import numpy as np
 import onnx
 import pytest
-
 import qtool
 from qtool.testing import dequantize, simulate
 

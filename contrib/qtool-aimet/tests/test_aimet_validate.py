@@ -1,7 +1,6 @@
 """validate(): errors for schemes without an AIMET encoding, warnings for narrow code ranges."""
 
 import pytest
-
 import qtool
 from qtool import QuantScheme, Severity
 from qtool.testing import quantize_by_hand, retarget

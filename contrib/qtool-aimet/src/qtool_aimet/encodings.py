@@ -9,7 +9,6 @@ AIMET reads an integer encoding as ``x = (q + offset) * scale`` with ``q`` in
 from __future__ import annotations
 
 import numpy as np
-
 import qtool
 
 VERSIONS = ("0.6.1", "1.0.0")
