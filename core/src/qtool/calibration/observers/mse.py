@@ -10,13 +10,16 @@ from ...quant.policy import QuantizationPolicy as P
 from ..errors import CalibrationError
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
+_POINTS = 8  # evaluation points per bin: bins may be as wide as a quantization step
+
 
 class MSEObserver(HistogramObserver):
     """Tries ``candidates`` ranges ``(k/K) * [lo, hi]`` and keeps the one with the least squared error.
 
-    The error of each candidate is computed by fake-quantizing the bin centres
-    with the scheme itself (any integer or floating format, rounding included),
-    weighted by the counts. Ties go to the wider range.
+    The error of each candidate is computed by fake-quantizing points spread
+    evenly inside each nonzero bin with the scheme itself (any integer or
+    floating format, rounding included), weighted by the counts. Ties go to the
+    wider range.
     """
 
     name = "mse"
@@ -31,13 +34,14 @@ class MSEObserver(HistogramObserver):
         self._rows_scheme = scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0)
 
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
-        used = hist.counts > 0
-        counts = torch.from_numpy(hist.counts[used])
-        centers = torch.from_numpy(hist.centers()[used])
+        used = np.flatnonzero(hist.counts)
+        inside = (np.arange(_POINTS) + 0.5) / _POINTS
+        points = torch.from_numpy((((hist.start + used)[:, None] + inside) * hist.width).reshape(-1))
+        weights = torch.from_numpy(np.repeat(hist.counts[used], _POINTS))
         fractions = np.arange(1, self.candidates + 1) / self.candidates
         lo, hi = hist.lo * fractions, hist.hi * fractions
         scale, offset = compute_scale_offset(self.scheme, lo, hi)
-        values = centers.expand(self.candidates, -1)
-        error = ((values - fake_quantize(values, self._rows_scheme, scale, offset)) ** 2 * counts).sum(dim=1)
+        values = points.expand(self.candidates, -1)
+        error = ((values - fake_quantize(values, self._rows_scheme, scale, offset)) ** 2 * weights).sum(dim=1)
         best = self.candidates - 1 - int(torch.argmin(error.flip(0)))
         return float(lo[best]), float(hi[best])

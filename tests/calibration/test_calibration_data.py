@@ -1,0 +1,174 @@
+"""Calibration data in: .npz, directories, Python iterables; checks that name the input and the file."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import qtool
+from qtool.calibration import CalibrationError, load_calibration_data
+
+
+def graph_with_inputs(**shapes) -> qtool.Graph:
+    graph = qtool.Graph()
+    for name, shape in shapes.items():
+        graph.inputs.append(graph.add_variable(name, shape=list(shape), dtype=np.dtype(np.float32)))
+    return graph
+
+
+IMAGE = graph_with_inputs(x=["batch", 3, 4, 4])
+PAIR = graph_with_inputs(a=["batch", 2], b=[1, 3])
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 3, 4, 4)).astype(np.float32)
+
+
+def joined(data) -> dict[str, np.ndarray]:
+    batches = list(data)
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+# -- .npz ------------------------------------------------------------------------------------------
+def test_npz_with_any_key_for_a_single_input(tmp_path):
+    np.savez(tmp_path / "calib.npz", anything=images(10))
+    data = load_calibration_data(tmp_path / "calib.npz", IMAGE, batch_size=4)
+    assert len(data) == 10
+    assert [b["x"].shape[0] for b in data] == [4, 4, 2]
+    np.testing.assert_array_equal(joined(data)["x"], images(10))
+
+
+def test_npz_keyed_by_input_names_and_a_missing_one(tmp_path):
+    np.savez(tmp_path / "pair.npz", a=np.zeros((5, 2), np.float32), b=np.ones((5, 3), np.float32), label=np.arange(5))
+    data = load_calibration_data(tmp_path / "pair.npz", PAIR, batch_size=2)
+    assert len(data) == 5 and set(next(iter(data))) == {"a", "b"}
+    np.savez(tmp_path / "half.npz", a=np.zeros((5, 2), np.float32))
+    with pytest.raises(CalibrationError, match=r"half\.npz: no array for input 'b' .*float32 \[N, 3\]"):
+        load_calibration_data(tmp_path / "half.npz", PAIR)
+
+
+def test_shape_mismatch_names_input_file_and_expected_shape(tmp_path):
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((2, 3, 5, 4), np.float32))
+    with pytest.raises(CalibrationError) as info:
+        load_calibration_data(tmp_path / "wrong.npz", IMAGE)
+    message = str(info.value)
+    assert "wrong.npz" in message and "'x'" in message and "[2, 3, 5, 4]" in message and "[N, 3, 4, 4]" in message
+
+
+def test_dtype_mismatch_names_input_and_file(tmp_path):
+    np.savez(tmp_path / "f64.npz", x=images(2).astype(np.float64))
+    with pytest.raises(CalibrationError, match=r"f64\.npz: input 'x' has dtype float64, expected float32"):
+        load_calibration_data(tmp_path / "f64.npz", IMAGE)
+
+
+def test_unequal_sample_counts_are_an_error(tmp_path):
+    np.savez(tmp_path / "uneven.npz", a=np.zeros((4, 2), np.float32), b=np.zeros((3, 3), np.float32))
+    with pytest.raises(CalibrationError, match="different numbers of samples"):
+        load_calibration_data(tmp_path / "uneven.npz", PAIR)
+
+
+# -- directories --------------------------------------------------------------------------------------
+def test_directory_of_samples_and_batches_in_name_order(tmp_path):
+    x = images(9)
+    np.save(tmp_path / "b_single.npy", x[4])  # one sample, without the sample axis
+    np.save(tmp_path / "a_batch.npy", x[:4])
+    np.savez(tmp_path / "c_rest.npz", x=x[5:])
+    (tmp_path / "notes.txt").write_text("not data")
+    data = load_calibration_data(tmp_path, IMAGE, batch_size=3)
+    assert len(data) == 9 and [b["x"].shape[0] for b in data] == [3, 3, 3]
+    np.testing.assert_array_equal(joined(data)["x"], x)
+
+
+def test_directory_reads_one_file_at_a_time(tmp_path):
+    for i in range(16):
+        np.save(tmp_path / f"{i:02d}.npy", images(256, seed=i))  # 48 KiB each, 768 KiB in all
+    data = load_calibration_data(tmp_path, IMAGE, batch_size=8)
+    total = 16 * images(256).nbytes
+    tracemalloc.start()
+    try:
+        count = sum(b["x"].shape[0] for b in data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 16 * 256 and peak < total / 4, (peak, total)
+
+
+def test_a_bad_file_in_a_directory_is_named_before_anything_runs(tmp_path):
+    np.save(tmp_path / "00.npy", images(2))
+    np.save(tmp_path / "01.npy", np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(CalibrationError, match=r"01\.npy: input 'x' has shape \[2, 3, 4\]"):
+        load_calibration_data(tmp_path, IMAGE)
+    (tmp_path / "02.npz").write_bytes(b"not a zip")
+    with pytest.raises(CalibrationError, match=r"02\.npz: not a readable numpy file"):
+        load_calibration_data(tmp_path / "02.npz", IMAGE)
+
+
+def test_npy_files_cannot_feed_several_inputs(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((1, 2), np.float32))
+    with pytest.raises(CalibrationError, match="inputs a, b; use .npz files"):
+        load_calibration_data(tmp_path, PAIR)
+
+
+@pytest.mark.parametrize("make", ["empty_dir", "missing", "onnx_file"])
+def test_unusable_paths(tmp_path, make):
+    target = {"empty_dir": tmp_path, "missing": tmp_path / "nope", "onnx_file": tmp_path / "m.onnx"}[make]
+    if make == "onnx_file":
+        target.write_bytes(b"")
+    with pytest.raises(CalibrationError, match=str(target.name)):
+        load_calibration_data(target, IMAGE)
+
+
+# -- Python iterables ---------------------------------------------------------------------------------------
+def test_iterables_of_dicts_arrays_and_generators():
+    x = images(5)
+    from_dicts = load_calibration_data([{"x": s} for s in x], IMAGE, batch_size=2)
+    from_arrays = load_calibration_data(list(x[:, None]), IMAGE, batch_size=2)
+    from_generator = load_calibration_data(({"x": s} for s in x), IMAGE, batch_size=2)
+    for data in (from_dicts, from_arrays, from_generator, from_generator):  # a generator is kept: twice works
+        assert len(data) == 5
+        np.testing.assert_array_equal(joined(data)["x"], x)
+
+
+def test_an_iterable_item_is_checked_and_named():
+    with pytest.raises(CalibrationError, match=r"calibration item 1: input 'x' has shape \[3, 4\]"):
+        load_calibration_data([images(1)[0], np.zeros((3, 4), np.float32)], IMAGE)
+    with pytest.raises(CalibrationError, match="calibration item 0: the model has inputs a, b; give a dict"):
+        load_calibration_data([np.zeros((1, 2), np.float32)], PAIR)
+    with pytest.raises(CalibrationError, match="not a file, a directory or an iterable"):
+        load_calibration_data(3, IMAGE)
+    with pytest.raises(CalibrationError, match="no samples"):
+        load_calibration_data([], IMAGE)
+
+
+def test_dynamic_sizes_cut_batches_where_the_shape_changes():
+    graph = graph_with_inputs(tokens=["batch", "seq"])
+    items = [np.zeros((2, 5), np.float32), np.zeros((1, 5), np.float32), np.zeros((3, 7), np.float32)]
+    data = load_calibration_data(items, graph, batch_size=4)
+    assert [b["tokens"].shape for b in data] == [(3, 5), (3, 7)]
+
+
+# -- samples and fingerprints ----------------------------------------------------------------------------
+def test_samples_have_a_sample_axis_of_one():
+    samples = load_calibration_data(images(5), IMAGE).samples(3)
+    assert len(samples) == 3 and all(s["x"].shape == (1, 3, 4, 4) for s in samples)
+    np.testing.assert_array_equal(samples[2]["x"][0], images(5)[2])
+
+
+def test_fingerprint_depends_on_the_samples_not_on_batching_or_containers(tmp_path):
+    x = images(6)
+    for i, sample in enumerate(x):
+        np.save(tmp_path / f"{i}.npy", sample)
+    prints = {load_calibration_data(x, IMAGE, batch_size=b).fingerprint() for b in (1, 4)}
+    prints.add(load_calibration_data(tmp_path, IMAGE).fingerprint())
+    assert len(prints) == 1 and len(prints.pop()) == 64
+    changed = x.copy()
+    changed[5, 0, 0, 0] += 1
+    assert load_calibration_data(changed, IMAGE).fingerprint() != load_calibration_data(x, IMAGE).fingerprint()
+
+
+def test_the_fingerprint_is_known_after_one_pass():
+    data = load_calibration_data(images(4), IMAGE)
+    assert data._fingerprint is None
+    list(data)
+    assert data._fingerprint == load_calibration_data(images(4), IMAGE).fingerprint()
