@@ -7,6 +7,7 @@ from collections import Counter
 from ..ir import Graph
 from .errors import UnsupportedOpsError
 from .ops import is_supported
+from .plugin_ops import load_plugin_ops
 
 
 def op_type_counts(graph: Graph) -> Counter:
@@ -15,7 +16,8 @@ def op_type_counts(graph: Graph) -> Counter:
 
 
 def unsupported_ops(graph: Graph) -> dict[tuple[str, str], list[str]]:
-    """(domain, op_type) -> names of the nodes the op library cannot run."""
+    """(domain, op_type) -> names of the nodes the op library (plugins' ops included) cannot run."""
+    load_plugin_ops()
     missing: dict[tuple[str, str], list[str]] = {}
     for op in graph.operations.values():
         if not is_supported(op.op_type, op.domain):
