@@ -1,0 +1,102 @@
+"""Graph-wise error and layer-wise sensitivity of a quantized graph.
+
+* graph-wise: every quantized op's output in the fully quantized run against
+  the float run (error accumulated from everything upstream);
+* layer-wise: quantize one op at a time and measure the error at the graph
+  outputs (how much that op alone costs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..executor import TorchExecutor
+from ..ir import Graph, Operation
+from .metrics import ErrorAccumulator
+
+
+@dataclass(frozen=True)
+class OpError:
+    op: str
+    op_type: str
+    snr_db: float
+    cosine: float
+    mse: float
+
+    def as_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def quantized_ops(graph: Graph) -> list[Operation]:
+    return [op for op in graph.topological_order() if op.quant is not None and op.quant.quantized]
+
+
+def _rows(ops: list[Operation], stats: Mapping[str, ErrorAccumulator]) -> list[OpError]:
+    rows = [OpError(op.name, op.op_type, stats[op.name].snr_db, stats[op.name].cosine, stats[op.name].mse)
+            for op in ops]
+    return sorted(rows, key=lambda r: r.snr_db)  # worst first
+
+
+def _to_device(sample: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.asarray(a)).to(device) for name, a in sample.items()}
+
+
+def graphwise_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]) -> list[OpError]:
+    """Per quantized op: its output in the quantized run vs the float run, worst SNR first."""
+    ops = quantized_ops(executor.graph)
+    wanted = {op.name for op in ops}
+    stats = {name: ErrorAccumulator() for name in wanted}
+    saved_mode, reference = executor.quantize, {}
+
+    def keep_reference(op, inputs, outputs):
+        if op.name in wanted:
+            reference[op.name] = outputs[0].detach().clone()
+
+    def compare(op, inputs, outputs):
+        if op.name in wanted:
+            stats[op.name].update(reference[op.name], outputs[0])
+
+    try:
+        for batch in batches:
+            feeds = _to_device(batch, executor.device)
+            for mode, hook in ((False, keep_reference), (True, compare)):
+                executor.quantize = mode
+                handle = executor.add_hook(hook)
+                try:
+                    with torch.inference_mode():
+                        executor.forward_torch(feeds)
+                finally:
+                    handle.remove()
+            reference.clear()
+    finally:
+        executor.quantize = saved_mode
+    return _rows(ops, stats)
+
+
+def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]) -> list[OpError]:
+    """Per quantized op: graph-output error when only that op is quantized, most sensitive first."""
+    ops = quantized_ops(executor.graph)
+    names = {op.name for op in ops}
+    stats = {name: ErrorAccumulator() for name in names}
+    saved = (executor.quantize, set(executor.float_ops))
+    try:
+        for batch in batches:
+            feeds = _to_device(batch, executor.device)
+            with torch.inference_mode():
+                executor.quantize = False
+                reference = _flat(executor.forward_torch(feeds))
+                executor.quantize = True
+                for op in ops:
+                    executor.float_ops = names - {op.name}
+                    stats[op.name].update(reference, _flat(executor.forward_torch(feeds)))
+    finally:
+        executor.quantize, executor.float_ops = saved[0], saved[1]
+    return _rows(ops, stats)
+
+
+def _flat(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().double().flatten() for t in outputs.values() if t.is_floating_point()])

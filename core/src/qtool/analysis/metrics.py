@@ -1,0 +1,45 @@
+"""Running error statistics between a reference tensor and a quantized one."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ErrorAccumulator:
+    """Accumulates sums over batches so that memory does not grow with the sample count."""
+
+    signal: float = 0.0  # sum(ref^2)
+    noise: float = 0.0  # sum((test - ref)^2)
+    dot: float = 0.0  # sum(ref * test)
+    test_power: float = 0.0  # sum(test^2)
+    count: int = 0
+
+    def update(self, reference: torch.Tensor, test: torch.Tensor) -> None:
+        ref, out = reference.detach().double().flatten(), test.detach().double().flatten()
+        self.signal += float(ref.square().sum())
+        self.noise += float((out - ref).square().sum())
+        self.dot += float((ref * out).sum())
+        self.test_power += float(out.square().sum())
+        self.count += ref.numel()
+
+    @property
+    def snr_db(self) -> float:
+        """Signal-to-noise ratio in dB (inf when exact)."""
+        if self.noise == 0.0:
+            return math.inf
+        if self.signal == 0.0:
+            return -math.inf
+        return 10.0 * math.log10(self.signal / self.noise)
+
+    @property
+    def cosine(self) -> float:
+        denominator = math.sqrt(self.signal * self.test_power)
+        return self.dot / denominator if denominator else (1.0 if self.noise == 0.0 else 0.0)
+
+    @property
+    def mse(self) -> float:
+        return self.noise / self.count if self.count else 0.0
