@@ -8,6 +8,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.no-qdq-type": (E, "no Q/DQ type that ONNX Runtime runs can store the scheme"),
     "ort.opset": (E, "the type or granularity needs another opset than the one the model is written at"),
     "ort.dynamic": (E, "dynamic (run-time) scales are not exported by this platform"),
+    "ort.kernel-type": (E, "ORT fuses a 2-bit (or, for Conv, 4-bit input) node group into an 8-bit kernel that "
+                          "refuses it"),
     "ort.conv-weight-axis": (E, "a Conv weight per-channel on an axis other than 0 where ORT fuses QLinearConv"),
     "ort.perf.op-type": (P, "the op type has no integer kernel in ORT's CPU provider"),
     "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),

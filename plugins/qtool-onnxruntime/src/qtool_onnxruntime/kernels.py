@@ -1,105 +1,161 @@
-"""Whether ONNX Runtime (CPU) fuses a quantized Conv / Gemm / MatMul into an integer kernel.
+"""What ONNX Runtime (CPU) does with a quantized Conv / Gemm / MatMul: integer kernel, float kernel, or failure.
 
 ORT rewrites DequantizeLinear -> op -> QuantizeLinear into QLinearConv, QGemm,
-QLinearMatMul or MatMulIntegerToFloat when (checked by this plugin's truth
-test): the data inputs are int8/uint8 per-tensor, the weight int8/uint8
-per-tensor or per-channel on its output axis, and - for Conv and Gemm - the
-output goes straight into an int8/uint8 per-tensor QuantizeLinear (Gemm and
-MatMul may also write float), with no Relu/Clip left in between. ConvTranspose
-has no integer kernel on CPU. Anything else runs through DequantizeLinear ->
-float op -> QuantizeLinear.
+QLinearMatMul or MatMulIntegerToFloat when the node group has the right shape
+(every input from a DequantizeLinear, the output only into QuantizeLinear -
+Gemm and MatMul may also write float -, no Relu/Clip left in between that the
+QuantizeLinear does not make redundant) and its type checks pass: no 16-bit
+type, no 4-bit weight (4-bit inputs also stop Gemm and MatMul), no float8,
+input and output of one type, int8 inputs only with int8 weights. Its x86
+kernels take uint8 activations; int8 pairs are converted when they have a
+single reader. Those checks let 2-bit types (and 4-bit Conv inputs) through,
+and the integer kernel then refuses them: the session fails to load. This
+plugin's truth test holds every rule here against a real ORT session.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qtool.config.axes import natural_weight_axis
 from qtool.quant import QuantizationPolicy as P
 
 from .activations import FusedActivation, clips_exactly
-from .configs import input_config, output_config, pair_uses
+from .bias import BIAS_INPUT
+from .configs import input_config, output_config, pair_uses, reader_groups
 from .storage import EIGHT_BIT, storage_type
 
-KERNELS = {"Conv": "QLinearConv", "Gemm": "QGemm", "MatMul": "QLinearMatMul / MatMulIntegerToFloat"}
+KERNELS = {"Conv": "QLinearConv", "Gemm": "QGemm", "MatMul": "QLinearMatMul"}
 
 
 @dataclass(frozen=True)
 class Blocker:
-    """One reason the op stays float: a stable code, the tensor concerned and a sentence."""
+    """One reason: a stable code, the tensor concerned and a sentence."""
 
     code: str
     tensor: str | None
     reason: str
 
 
-def kernel_blockers(graph, op, activation: FusedActivation | None, removed: bool, settled: bool) -> list[Blocker]:
-    """Why ORT keeps ``op`` in float (empty: it runs an integer kernel).
+@dataclass
+class Verdict:
+    """``errors``: ORT fuses and then fails; ``blockers``: ORT keeps the op in float. Both empty: integer kernel."""
 
-    ``activation`` is the Relu/Clip fused after ``op`` (or None); ``removed``
-    says whether the export drops it.
-    """
+    errors: list[Blocker] = field(default_factory=list)
+    blockers: list[Blocker] = field(default_factory=list)
+
+
+def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool, settled: bool) -> Verdict:
+    """How ORT runs ``op``; ``activation`` is the Relu/Clip fused after it, ``removed`` whether export drops it."""
     if op.op_type == "ConvTranspose":
-        return [Blocker("ort.perf.op-type", None, "ONNX Runtime has no integer ConvTranspose kernel on CPU")]
-    blockers = [b for index in (0, 1) if (b := _input_blocker(graph, op, index, settled)) is not None]
-    return blockers + _output_blockers(graph, op, activation, removed, settled)
+        return Verdict(blockers=[Blocker("ort.perf.op-type", None, "ONNX Runtime has no integer ConvTranspose "
+                                         "kernel on CPU")])
+    verdict = Verdict()
+    kinds = {}
+    for index in (0, 1):
+        kinds[index] = _input(graph, op, index, settled, verdict)
+    out_var, out_tqc = _output(graph, op, activation, removed, settled, verdict)
+    if out_tqc is not None:
+        kinds["output"] = _kind(graph, out_var, out_tqc, settled, verdict)
+    if verdict.blockers or None in kinds.values():
+        return verdict
+    _types(op, kinds, verdict)
+    if not verdict.blockers and not verdict.errors:
+        _conv_weight_axis(op, settled, verdict)
+    return verdict
 
 
-def _input_blocker(graph, op, index: int, settled: bool) -> Blocker | None:
+def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None:
     var = op.inputs[index]
     tqc = input_config(op, index, settled)
     what = "weight" if var.is_parameter else "input"
     if tqc is None:
-        return Blocker("ort.perf.float-input", var.name, f"{what} {var.name!r} is not quantized")
-    scheme = tqc.scheme
-    stype = storage_type(scheme, stored=var.is_parameter)
-    if stype is None or stype.name not in EIGHT_BIT:
-        return Blocker("ort.perf.type", var.name, f"{what} {var.name!r} is {scheme.short()}, "
-                       "and ORT's integer kernels take int8/uint8 only")
-    if scheme.policy & P.PER_BLOCK or scheme.is_per_channel and not var.is_parameter:
-        return Blocker("ort.perf.granularity", var.name, f"{what} {var.name!r} is quantized "
-                       f"{'per block' if scheme.policy & P.PER_BLOCK else 'per channel'}, "
-                       "and ORT's integer kernels take per-tensor activations and per-tensor or per-channel weights")
-    axis = natural_weight_axis(op, var.name)
-    if scheme.is_per_channel and op.op_type != "Conv" and scheme.channel_axis != axis:
-        return Blocker("ort.perf.granularity", var.name, f"weight {var.name!r} is per-channel on axis "
-                       f"{scheme.channel_axis}, not on its output axis {axis}")
-    return None if var.is_parameter else _shared_int8(graph, var, tqc, stype, settled)
-
-
-def _shared_int8(graph, var, tqc, stype, settled: bool) -> Blocker | None:
-    """ORT's x86 integer kernels take uint8 activations; it turns an int8 Q/DQ pair into uint8 only when
-    the pair's DequantizeLinear has a single reader."""
-    uses = pair_uses(graph, var, tqc, settled)
-    if stype.name != "int8" or uses == 1:
+        verdict.blockers.append(Blocker("ort.perf.float-input", var.name, f"{what} {var.name!r} is not quantized"))
         return None
-    return Blocker("ort.perf.int8-shared", var.name, f"int8 activation {var.name!r} is read {uses} times from one "
-                   "QuantizeLinear/DequantizeLinear pair, and ORT converts int8 pairs to the uint8 its x86 integer "
-                   "kernels need only when the pair has a single reader (uint8 activations avoid this)")
+    scheme = tqc.scheme
+    if scheme.policy & P.PER_BLOCK or scheme.is_per_channel and not var.is_parameter:
+        verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"{what} {var.name!r} is quantized "
+                                        f"{'per block' if scheme.policy & P.PER_BLOCK else 'per channel'}, and ORT's "
+                                        "integer kernels take per-tensor inputs and per-tensor or per-channel weights"))
+    axis = natural_weight_axis(op, var.name)
+    if var.is_parameter and scheme.policy & P.PER_CHANNEL and scheme.channel_axis != axis and \
+            (op.op_type != "Conv" or _has_bias(op)):
+        verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"weight {var.name!r} is per-channel on "
+                                        f"axis {scheme.channel_axis}, not on its output axis {axis}"))
+    return _kind(graph, var, tqc, settled, verdict)
 
 
-def _output_blockers(graph, op, activation: FusedActivation | None, removed: bool, settled: bool) -> list[Blocker]:
+def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdict):
+    """The tensor and config of the QuantizeLinear that ends the node group (None, None: float output)."""
     out = op.outputs[0]
     if activation is not None:
         if not removed and not clips_exactly(activation, _type_limits(activation.config)):
-            return [Blocker("ort.perf.activation", out.name, f"{activation.op.op_type} {activation.op.name!r} stays "
-                            f"between {op.op_type} and its QuantizeLinear (ORT drops it only where the output grid "
-                            "already clips at its bounds, e.g. a Relu output's zero point is the type's minimum)")]
-        tqc = activation.config
+            verdict.blockers.append(Blocker("ort.perf.activation", out.name, f"{activation.op.op_type} "
+                                            f"{activation.op.name!r} stays between {op.op_type} and its "
+                                            "QuantizeLinear, and ORT drops it only where the output grid already "
+                                            "clips at its bounds (e.g. a Relu output whose zero point is the type's "
+                                            "minimum)"))
+        return activation.op.outputs[0], activation.config
+    tqc = output_config(graph, op, 0, settled)
+    if tqc is not None:
+        return out, tqc
+    if reader_groups(out, settled):
+        what = "goes both to a QuantizeLinear and elsewhere"
+    elif op.op_type != "Conv":
+        return None, None  # QGemm / MatMulIntegerToFloat write float
     else:
-        tqc = output_config(graph, op, 0, settled)
-    if op.op_type == "MatMul" or tqc is None and op.op_type == "Gemm":
-        return []  # MatMulIntegerToFloat / QGemm write float
-    if tqc is None:
-        return [Blocker("ort.perf.float-output", out.name, f"output {out.name!r} is not quantized right after the "
-                        "Conv, and QLinearConv needs a QuantizeLinear there")]
-    stype = storage_type(tqc.scheme)
-    if stype is None or stype.name not in EIGHT_BIT or tqc.scheme.is_per_channel:
-        return [Blocker("ort.perf.type", out.name, f"output {out.name!r} is {tqc.scheme.short()}, and ORT's "
-                        "integer kernels write int8/uint8 per-tensor only")]
-    quantized = activation.op.outputs[0] if activation is not None else out
-    shared = _shared_int8(graph, quantized, tqc, stype, settled)
-    return [shared] if shared is not None else []
+        what = "is not quantized right after it"
+    verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and "
+                                    f"{KERNELS[op.op_type]} needs its output to go only into a QuantizeLinear"))
+    return None, None
+
+
+def _kind(graph, var, tqc, settled: bool, verdict: Verdict) -> str | None:
+    """The storage type ORT sees after turning single-reader int8 activation pairs into uint8."""
+    stype = storage_type(tqc.scheme, stored=var.is_parameter)
+    if stype is None:
+        return None  # reported as ort.no-qdq-type
+    if stype.name != "int8" or var.is_parameter:
+        return stype.name
+    uses = pair_uses(graph, var, tqc, settled)
+    if uses == 1:
+        return "uint8"
+    verdict.blockers.append(Blocker("ort.perf.int8-shared", var.name, f"int8 activation {var.name!r} is read {uses} "
+                                    "times from one QuantizeLinear/DequantizeLinear pair, and ORT converts int8 pairs "
+                                    "to the uint8 its x86 integer kernels need only when the pair has a single reader "
+                                    "(uint8 activations avoid this)"))
+    return stype.name
+
+
+def _types(op, kinds: dict, verdict: Verdict) -> None:
+    inp, weight, out = kinds[0], kinds[1], kinds.get("output")
+    found = [k for k in kinds.values() if k.endswith("16") or k.startswith("float8")]
+    if weight.endswith("4") or op.op_type != "Conv" and inp.endswith("4"):
+        found.append(weight if weight.endswith("4") else inp)
+    if out is not None and out != inp:
+        found.append(f"{inp} input with {out} output")
+    if found:
+        verdict.blockers.append(Blocker("ort.perf.type", op.inputs[0].name, f"{', '.join(dict.fromkeys(found))}: "
+                                        "ORT's CPU integer kernels take 8-bit inputs, weights and outputs"))
+    elif any(k not in EIGHT_BIT for k in kinds.values()):
+        odd = ", ".join(sorted({k for k in kinds.values() if k not in EIGHT_BIT}))
+        verdict.errors.append(Blocker("ort.kernel-type", op.inputs[0].name, f"ORT's type checks let {odd} through "
+                                      f"and fuse the {op.op_type} into {KERNELS[op.op_type]}, which takes 8-bit types "
+                                      "only: the session fails to load"))
+
+
+def _conv_weight_axis(op, settled: bool, verdict: Verdict) -> None:
+    tqc = input_config(op, 1, settled)
+    if op.op_type == "Conv" and tqc.scheme.policy & P.PER_CHANNEL and tqc.scheme.channel_axis != 0:
+        verdict.errors.append(Blocker("ort.conv-weight-axis", op.inputs[1].name, "ORT fuses this Conv into "
+                                      "QLinearConv, which takes weight scales per output channel (axis 0) only: with "
+                                      f"per-channel axis {tqc.scheme.channel_axis} it fails at run time; quantize the "
+                                      "weight on axis 0"))
+
+
+def _has_bias(op) -> bool:
+    index = BIAS_INPUT.get(op.op_type)
+    return index is not None and index < len(op.inputs) and op.inputs[index] is not None
 
 
 def _type_limits(tqc) -> tuple[float, float] | None:

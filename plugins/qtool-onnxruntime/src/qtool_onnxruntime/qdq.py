@@ -122,7 +122,7 @@ class QdqWriter:
             self.reads[(op.name, index)] = stored[key]
 
     def _stored(self, var, tqc, stem: str) -> str:
-        stype = storage_type(tqc.scheme, stored=True)
+        stype = _storage(tqc.scheme, stem, stored=True)
         codes = self.names.fresh(f"{stem}_q")
         self.initializers.append(numpy_helper.from_array(stored_codes(var.value, tqc, stype.dtype), codes))
         scale, zero, attrs, domain = self._params(tqc, stem, stored=True)
@@ -142,7 +142,7 @@ class QdqWriter:
     def _params(self, tqc, stem: str, stored: bool) -> tuple[str, str, dict, str]:
         """Scale and zero-point initializers (same shape), Q/DQ attributes and domain."""
         scheme = tqc.scheme
-        stype = storage_type(scheme, stored=stored)
+        stype = _storage(scheme, stem, stored)
         domain = domain_at(stype, scheme, self.opset) or ""  # None: validate() reports an error
         self.domains.add(domain)
         scale = np.asarray(tqc.scale, dtype=np.float32)
@@ -185,6 +185,13 @@ class QdqWriter:
         g.initializer.extend(kept)
         if MS_DOMAIN in self.domains and all(o.domain != MS_DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+
+def _storage(scheme, stem: str, stored: bool):
+    stype = storage_type(scheme, stored=stored)
+    if stype is None:  # validate() reports ort.no-qdq-type
+        raise OnnxRuntimeExportError(f"tensor {stem!r}: no Q/DQ type stores {scheme.short()}")
+    return stype
 
 
 def _bytes(value) -> tuple:

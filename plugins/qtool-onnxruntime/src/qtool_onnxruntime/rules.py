@@ -16,7 +16,7 @@ from .activations import clips_exactly, fused_activations
 from .bias import is_bias, misread_reason
 from .codes import CODES
 from .configs import COMPUTE_OPS, active
-from .kernels import kernel_blockers
+from .kernels import kernel_verdict
 from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type
 
@@ -84,19 +84,13 @@ def _activation_warnings(stype, where) -> list[Diagnostic]:
 
 
 def _op_rules(graph, op, activation, removed: bool) -> list[Diagnostic]:
-    found = []
-    blockers = kernel_blockers(graph, op, activation, removed, SETTLED)
-    if blockers:
-        first = blockers[0]
+    verdict = kernel_verdict(graph, op, activation, removed, SETTLED)
+    found = [diagnostic(e.code, e.reason, op=op.name, tensor=e.tensor) for e in verdict.errors]
+    if verdict.blockers:
+        first = verdict.blockers[0]
         found.append(diagnostic(first.code, f"runs correctly through DequantizeLinear -> float {op.op_type} -> "
                                 f"QuantizeLinear, slower than an integer kernel: "
-                                + "; ".join(b.reason for b in blockers), op=op.name, tensor=first.tensor))
-    elif op.op_type == "Conv" and (weight := op.quant.inputs[1]) is not None and weight.scheme.is_per_channel \
-            and weight.scheme.channel_axis != 0:
-        found.append(diagnostic("ort.conv-weight-axis", f"ORT fuses this Conv into QLinearConv, which takes "
-                                "weight scales per output channel (axis 0) only: with per-channel axis "
-                                f"{weight.scheme.channel_axis} it fails at run time; quantize the weight on axis 0",
-                                op=op.name, tensor=op.inputs[1].name, scheme=weight.scheme))
+                                + "; ".join(b.reason for b in verdict.blockers), op=op.name, tensor=first.tensor))
     for index, tqc in enumerate(op.quant.inputs):
         if is_bias(op, index) and active(tqc, SETTLED) and tqc.is_quantizing \
                 and (reason := misread_reason(op, tqc)) is not None:
