@@ -1,13 +1,15 @@
 """qtool: post-training quantization for ONNX models.
 
 Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
-schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins.
+schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins,
+:func:`quantize` (the whole pipeline).
 """
 
 __version__ = "0.1.0"
 
 from .errors import QtoolError, UnknownNameError
 from .ir import Graph, GraphError, Operation, Variable, load, save
+from .pipeline import QuantizationResult, quantize
 from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform, write_atomic
 from .plugins import PluginError, hookimpl
 from .quant import (
@@ -27,5 +29,5 @@ __all__ = [
     "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
     "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
     "hookimpl", "load", "save", "QuantizedTensor", "quantized_tensors", "representable_range",
-    "write_atomic",
+    "write_atomic", "QuantizationResult", "quantize",
 ]

@@ -70,11 +70,16 @@ class PassRun:
 
 
 class PassManager:
-    """Runs passes in order, records timings, names the failing pass and what ran before."""
+    """Runs passes in order, records timings, names the failing pass and what ran before.
 
-    def __init__(self, passes: Sequence[Pass], progress: Callable[[str], None] | None = None) -> None:
+    ``progress(label)`` is called before each pass, ``finished(run)`` after it.
+    """
+
+    def __init__(self, passes: Sequence[Pass], progress: Callable[[str], None] | None = None,
+                 finished: Callable[[PassRun], None] | None = None) -> None:
         self.passes = list(passes)
         self.progress = progress
+        self.finished = finished
 
     def run(self, graph: Graph) -> list[PassRun]:
         runs: list[PassRun] = []
@@ -89,4 +94,6 @@ class PassManager:
                 raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc
             graph = result.graph
             runs.append(PassRun(p.label, result.modified, time.perf_counter() - start, result.details))
+            if self.finished:
+                self.finished(runs[-1])
         return runs

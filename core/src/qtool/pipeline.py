@@ -1,0 +1,167 @@
+"""qtool.quantize: model + platform + calibration data -> a quantized model for the platform.
+
+The steps, in order: platform, configuration (a bad one fails before any
+work), model, calibration data, the default passes (qtool.passes.order),
+the platform's validation (ERROR diagnostics stop the run before anything is
+written, unless allowed), the state sidecar, export, and the agreement check
+of the exported files against qtool's simulation.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .calibration import load_calibration_data
+from .config import resolve_config
+from .errors import QtoolError
+from .ir import Graph, load
+from .passes import PassManager, PassRun, PassWarning
+from .passes.order import default_passes, planning_passes
+from .passes.restore_state import RestoreState
+from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform
+from .state import save_state as write_state
+
+AGREEMENT_SAMPLES = 4
+
+
+class UnsupportedModelError(QtoolError):
+    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed."""
+
+
+@dataclass
+class QuantizationResult:
+    """What :func:`quantize` did: the quantized graph and everything worth reporting."""
+
+    graph: Graph
+    config: Any  # qtool.config.QuantConfig
+    diagnostics: list[Diagnostic]
+    pass_runs: list[PassRun]
+    files: list[Path] = field(default_factory=list)
+    agreement: dict | None = None
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """A model dispatched for a platform by the planning passes (``qtool explain``)."""
+
+    graph: Graph
+    config: Any
+    platform: Platform
+    pass_runs: list[PassRun]
+
+
+def plan(model, platform, *, config=None, preset: str | None = None,
+         finished: Callable[[PassRun], None] | None = None) -> Plan:
+    """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
+    target, qconfig = _platform_and_config(platform, config, preset)
+    graph = _graph(model)
+    runs = PassManager(planning_passes(qconfig, target.name), finished=finished).run(graph)
+    return Plan(graph, qconfig, target, runs)
+
+
+def quantize(model, platform, calib, *, config=None, preset: str | None = None,
+             output: str | os.PathLike | None = None, device: str = "cpu", allow_unsupported: bool = False,
+             opset: int | None = None, remove_activations: bool | None = None,
+             save_state: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
+             progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
+    """Quantize ``model`` (a path or a Graph, changed in place) for ``platform`` (a name or instance).
+
+    ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
+    it may be None when ``load_state`` names a state saved by an earlier run.
+    ``config`` is a config file path or dict merged over the platform's defaults.
+    ``finished(run)`` is called after each pass. Files are written only when
+    ``output`` is given and validation found no ERROR (or ``allow_unsupported``).
+    """
+    target, qconfig = _platform_and_config(platform, config, preset)
+    graph = _graph(model)
+    if calib is None and load_state is None:
+        raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
+    data = None if calib is None else load_calibration_data(calib, graph, qconfig.calibration["batch_size"])
+    options = ExportOptions(opset=opset, allow_unsupported=allow_unsupported,
+                            remove_activations=qconfig.remove_activations if remove_activations is None
+                            else remove_activations)
+    restore = RestoreState(load_state) if load_state is not None else None
+    passes = default_passes(qconfig, data, platform=target.name, device=device, progress=progress,
+                            calibration=restore)
+    runs, diagnostics = _run_passes(passes, graph, finished)
+    diagnostics += target.validate(graph, options)
+    _check_supported(target, diagnostics, allow_unsupported)
+    result = QuantizationResult(graph, qconfig, diagnostics, runs)
+    if save_state is not None:
+        write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
+    if output is not None:
+        result.files = [Path(p) for p in target.export(graph, Path(output), options)]
+        if data is not None:
+            result.agreement = agreement(target, graph, result.files, data, device)
+    result.summary = summarize(result, target, save_state)
+    return result
+
+
+def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu") -> dict | None:
+    """The platform's comparison of its files with qtool's simulation on a few calibration samples."""
+    from .executor import TorchExecutor
+
+    samples = data.samples(AGREEMENT_SAMPLES)
+    executor = TorchExecutor(graph, device=device)
+    simulated = [executor.forward(sample) for sample in samples]
+    return target.agreement(graph, files, samples, simulated)
+
+
+def summarize(result: QuantizationResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
+    """A JSON-able summary: ops quantized / kept float (with reasons), diagnostics, pass timings, files."""
+    ops = list(result.graph.operations.values())
+    kept_float = Counter(op.quant.reason for op in ops if op.quant is not None and not op.quant.quantized)
+    return {
+        "platform": target.name,
+        "ops": {"total": len(ops), "quantized": sum(1 for op in ops if op.quant is not None and op.quant.quantized),
+                "float": sum(kept_float.values()), "float_reasons": dict(kept_float.most_common())},
+        "diagnostics": {s.value: sum(1 for d in result.diagnostics if d.severity is s) for s in Severity},
+        "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified} for r in result.pass_runs],
+        "agreement": result.agreement,
+        "files": [str(p) for p in result.files],
+        "state": str(state) if state is not None else None,
+    }
+
+
+# -- steps -------------------------------------------------------------------------------
+def _platform_and_config(platform, config, preset: str | None):
+    target = platform if isinstance(platform, Platform) else get_platform(platform)
+    return target, resolve_config(target.default_config(), config, preset=preset)
+
+
+def _graph(model) -> Graph:
+    return model if isinstance(model, Graph) else load(model)
+
+
+def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:
+    """Run the passes; their warnings (PassWarning, calibration warnings) come back as diagnostics."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PassWarning)
+        runs = PassManager(passes, finished=finished).run(graph)
+    diagnostics = []
+    for item in caught:
+        if isinstance(item.message, PassWarning):
+            w = item.message
+            diagnostics.append(Diagnostic(Severity.WARNING, w.code, str(w), op=w.op, tensor=w.tensor))
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    calibration = next((r for r in runs if r.name == "RuntimeCalibration"), None)
+    for found in calibration.details.get("warnings", []) if calibration else []:
+        diagnostics.append(Diagnostic(Severity.WARNING, "calibration", found["message"], op=found.get("op"),
+                                      tensor=found.get("tensor")))
+    return runs, diagnostics
+
+
+def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: bool) -> None:
+    errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+    if errors and not allowed:
+        listed = "; ".join(str(d) for d in errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s)): "
+                                    f"{listed}. Nothing was written (--allow-unsupported exports anyway)")

@@ -1,0 +1,94 @@
+"""qtool.quantize with an in-process platform: passes, validation gate, state round trip, agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import qtool
+from pipeline_kit import TINY, run_model
+from qtool.config import ConfigError
+from qtool.pipeline import UnsupportedModelError, plan
+
+X = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+
+
+def test_quantize_runs_every_pass_and_exports_through_the_platform(tiny_platform, cnn_model, calib_npz, tmp_path):
+    output = tmp_path / "out.onnx"
+
+    result = qtool.quantize(cnn_model, TINY, calib_npz, output=output)
+
+    assert [r.name for r in result.pass_runs] == [
+        "GraphSimplify", "Dispatch", "QuantizeFusion", "QuantizeSimplify", "ParameterQuantize",
+        "RuntimeCalibration", "QuantAlignment", "PassiveParameterQuantize", "Baking"]
+    assert result.pass_runs[0].details["folded"]  # the BatchNormalization went into conv1
+    assert result.files == [output] and output.is_file()
+    assert result.agreement["samples"] == 4 and result.agreement["max_abs"] > 0  # float export vs simulation
+    summary = result.summary
+    assert summary["platform"] == TINY and summary["ops"]["quantized"] == 7 and summary["files"] == [str(output)]
+    assert summary["diagnostics"] == {"error": 0, "warning": 0, "performance": 0}
+    assert result.config.activation["quant_min"] == -128
+    reference = run_model(cnn_model, X)
+    exported = run_model(output, X)  # baked weights, float activations
+    assert np.abs(exported - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_error_diagnostics_stop_the_run_before_anything_is_written(tiny_platform, cnn_model, calib_npz, tmp_path):
+    tiny_platform.refuse = ("Gemm",)
+    output = tmp_path / "out.onnx"
+
+    with pytest.raises(UnsupportedModelError, match=r"tiny-test cannot run .*1 error.*refused.*Nothing was written"):
+        qtool.quantize(cnn_model, TINY, calib_npz, output=output)
+    assert not output.exists()
+
+    result = qtool.quantize(cnn_model, TINY, calib_npz, output=output, allow_unsupported=True)
+    assert output.is_file() and [d.code for d in result.diagnostics] == ["tiny.refused"]
+    assert result.summary["diagnostics"]["error"] == 1
+
+
+def test_bad_config_fails_before_the_model_is_read(tiny_platform, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[weight]\nbits = 99\n")
+
+    with pytest.raises(ConfigError, match="weight.bits"):
+        qtool.quantize(tmp_path / "no-such-model.onnx", TINY, tmp_path / "no-such-data.npz", config=config)
+
+
+def test_pass_warnings_become_diagnostics(tiny_platform, cnn_model, calib_npz, tmp_path):
+    graph = qtool.load(cnn_model)
+    fc_bias = next(op for op in graph.operations.values() if op.op_type == "Gemm").inputs[2]
+    fc_bias.value = np.full_like(fc_bias.value, 1e12)
+
+    result = qtool.quantize(graph, TINY, calib_npz, config={"bias": {"mode": "int32"}})
+
+    warnings = [d for d in result.diagnostics if d.code == "bias-saturation"]
+    assert len(warnings) == 1 and warnings[0].tensor == fc_bias.name and warnings[0].severity is qtool.Severity.WARNING
+
+
+def test_saved_state_reproduces_the_export_without_data(tiny_platform, cnn_model, calib_npz, tmp_path):
+    first, second, state = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "state.json"
+    qtool.quantize(cnn_model, TINY, calib_npz, output=first, save_state=state)
+
+    result = qtool.quantize(cnn_model, TINY, None, output=second, load_state=state)
+
+    assert "RestoreState" in [r.name for r in result.pass_runs] and result.agreement is None
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_a_state_from_another_config_is_refused(tiny_platform, cnn_model, calib_npz, tmp_path):
+    state = tmp_path / "state.json"
+    qtool.quantize(cnn_model, TINY, calib_npz, save_state=state)
+
+    with pytest.raises(qtool.QtoolError, match="scheme"):
+        qtool.quantize(cnn_model, TINY, None, load_state=state, config={"activation": {"bits": 16}})
+
+
+def test_calibration_data_or_a_state_is_required(tiny_platform, cnn_model):
+    with pytest.raises(qtool.QtoolError, match="calibration data is required"):
+        qtool.quantize(cnn_model, TINY, None)
+
+
+def test_plan_needs_no_data(tiny_platform, cnn_model):
+    planned = plan(cnn_model, TINY)
+
+    assert [r.name for r in planned.pass_runs] == ["GraphSimplify", "Dispatch", "QuantizeFusion", "QuantizeSimplify"]
+    assert all(op.quant is not None for op in planned.graph.operations.values())

@@ -1,0 +1,150 @@
+"""``qtool quantize`` and ``qtool explain`` from the command line: the seed scenario, errors, reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from pipeline_kit import TINY, run_model
+from qtool.cli.main import main
+
+SEED_CONFIG = """\
+    [activation]
+    symmetric = false
+    quant_min = -128
+    quant_max = 127
+
+    [weight]
+    symmetric = true
+    granularity = "per_channel"
+
+    [bias]
+    mode = "int32"
+
+    [fusion]
+    remove_activations = false
+    """
+
+
+def qtool_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qtool.cli.main", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_seed_scenario_from_a_config_file_runs_in_onnxruntime(cnn_model, calib_npz, tmp_path):
+    config = tmp_path / "seed.toml"
+    config.write_text(textwrap.dedent(SEED_CONFIG))
+    output = tmp_path / "seed.onnx"
+
+    done = qtool_cli("quantize", cnn_model, "--platform", "onnxruntime", "--calib", calib_npz, "--config", config,
+                     "-o", output)
+
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeCalibration" in done.stderr and f"wrote {output}" in " ".join(done.stdout.split())
+    model = onnx.load(output)
+    types = [n.op_type for n in model.graph.node]
+    assert types.count("Relu") == 2 and "BatchNormalization" not in types
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    stored = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    biases = [n for n in stored if inits[n.input[0]].dtype == np.int32]
+    weights = [n for n in stored if inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim > 1]
+    assert len(biases) == 3 and len(weights) == 3  # conv1 (with the BatchNorm folded in), conv2, fc
+    for node in weights:  # symmetric, per output channel
+        assert inits[node.input[1]].shape == (inits[node.input[0]].shape[0],) and not inits[node.input[2]].any()
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert all(z.dtype == np.int8 for z in zero_points) and any(z != 0 for z in zero_points)  # int8 asymmetric
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    reference, quantized = run_model(cnn_model, x), run_model(output, x)
+    assert np.linalg.norm(quantized - reference) < 0.05 * np.linalg.norm(reference)
+
+
+def test_bad_config_exits_1_naming_the_key_and_writes_nothing(cnn_model, calib_npz, tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("[activation]\nsymetric = false\n")
+    output = tmp_path / "never.onnx"
+
+    code = main(["quantize", str(cnn_model), "--platform", "onnxruntime", "--calib", str(calib_npz),
+                 "--config", str(config), "-o", str(output)])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"qtool: error: {config}: activation.symetric: unknown key" in err
+    assert not output.exists() and list(tmp_path.iterdir()) == [config]
+
+
+def test_unknown_platform_exits_1_listing_the_installed_ones(cnn_model, calib_npz, tmp_path, capsys):
+    code = main(["quantize", str(cnn_model), "--platform", "no-such-target", "--calib", str(calib_npz),
+                 "-o", str(tmp_path / "x.onnx")])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "unknown platform 'no-such-target' (known: " in err and "onnxruntime" in err
+
+
+def test_quantize_explain_prints_the_table_and_the_summary(tiny_platform, cnn_model, calib_npz, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    code = main(["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o",
+                 str(tmp_path / "o.onnx"), "--explain"])
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "qtool explain: tiny-test" in out and "fused with" in out and "shares" in out
+    assert "7 of 12 ops quantized, 5 kept float" in out and "shape/index computation" in out
+    assert "passes: 9 in" in out and "agreement: samples 4" in out
+
+
+def test_allowed_errors_are_shown_as_warnings(tiny_platform, cnn_model, calib_npz, tmp_path, capsys):
+    tiny_platform.refuse = ("MaxPool",)
+    argv = ["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o", str(tmp_path / "o.onnx")]
+
+    assert main(argv) == 1
+    assert "tiny.refused" in capsys.readouterr().err and not (tmp_path / "o.onnx").exists()
+    assert main([*argv, "--allow-unsupported"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 errors, exported anyway as allowed" in out and "[tiny.refused]" in out
+
+
+def test_state_round_trip_through_the_cli(tiny_platform, cnn_model, calib_npz, tmp_path):
+    state, first, second = tmp_path / "s.json", tmp_path / "a.onnx", tmp_path / "b.onnx"
+    common = [str(cnn_model), "--platform", TINY]
+
+    assert main(["quantize", *common, "--calib", str(calib_npz), "-o", str(first), "--save-state", str(state)]) == 0
+    assert main(["quantize", *common, "--load-state", str(state), "-o", str(second)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_explain_json_needs_no_data(tiny_platform, cnn_model, capsys):
+    assert main(["explain", str(cnn_model), "--platform", TINY, "--json"]) == 0
+
+    document = json.loads(capsys.readouterr().out)
+    ops = {op["op_type"]: op for op in document["ops"]}
+    assert document["schema_version"] == 1 and document["platform"] == TINY
+    conv_out = next(op for op in document["ops"] if op["op_type"] == "Conv")["outputs"][0]
+    assert conv_out["state"] == "fp32" and conv_out["note"].startswith("fused with")
+    assert ops["MaxPool"]["inputs"][0]["shares"].endswith(f"({ops['MaxPool']['inputs'][0]['tensor']})")
+    assert ops["Shape"]["reason"] == "shape/index computation" and not ops["Shape"]["quantized"]
+    assert all(t.get("state") in ("initial", "overlapped", "fp32", "passive_init", "float")
+               for op in document["ops"] for t in op["inputs"] + op["outputs"])
+
+
+@pytest.mark.parametrize("flag", ["--remove-activations", "--keep-activations"])
+def test_activation_flags_reach_the_export_options(tiny_platform, cnn_model, calib_npz, tmp_path, flag, monkeypatch):
+    seen = []
+    original = tiny_platform.export
+
+    def export(self, graph, output, options):
+        seen.append(options.remove_activations)
+        return original(self, graph, output, options)
+
+    monkeypatch.setattr(tiny_platform, "export", export)
+    argv = ["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o", str(tmp_path / "o.onnx")]
+
+    assert main([*argv, flag]) == 0
+    assert seen == [flag == "--remove-activations"]
