@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnxruntime as ort
 import qtool
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from qtool.calibration import calibrate
+from qtool.calibration import calibrate, load_calibration_data
 from qtool.executor import TorchExecutor
 from qtool.ir import from_model_proto
 from qtool.quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig, quantized_tensors
@@ -62,8 +63,10 @@ def single_op_proto(op_type: str, *, bias: bool = True, seed: int = 0, activatio
 
 def torch_proto(module: torch.nn.Module, example: torch.Tensor, opset: int = 13) -> onnx.ModelProto:
     buffer = io.BytesIO()
-    torch.onnx.export(module.eval(), example, buffer, dynamo=False, opset_version=opset, input_names=["input"],
-                      output_names=["output"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter announces its retirement
+        torch.onnx.export(module.eval(), example, buffer, dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["output"])
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -137,7 +140,8 @@ def calibrated(proto: onnx.ModelProto, activation: QuantScheme | None = UINT8,
         for q in list(quantized_tensors(graph, roles=("activation",))):
             if not q.config.is_overlapped:
                 q.config.state = QuantizationState.INITIAL  # let calibrate() measure it
-        calibrate(graph, samples or samples_for(graph), progress=False)
+        data = load_calibration_data(samples or samples_for(graph), graph, batch_size=1)
+        calibrate(graph, data, progress=False)
     return graph
 
 
@@ -196,4 +200,22 @@ def fork_proto(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "fork", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("y1", "y2")],
                               inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def agreement(graph, path: Path, count: int = 4) -> dict:
+    """The platform's agreement report: ORT on the exported file against TorchExecutor, on ``count`` samples."""
+    samples = samples_for(graph, count, seed=1)
+    return qtool.get_platform("onnxruntime").agreement(graph, [Path(path)], samples, simulate(graph, samples))
+
+
+def shared_weight_proto() -> onnx.ModelProto:
+    """Conv 'first' and Conv 'second' read the same weight initializer 'w' (8 -> 8 channels)."""
+    rng = np.random.default_rng(3)
+    weight = numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["t"], name="first", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["t", "w"], ["y"], name="second", pads=[1, 1, 1, 1])]
+    shape = [1, 8, 6, 6]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [weight])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -1,0 +1,277 @@
+"""What the exporter writes: Q/DQ placement, names, stored weights and biases, types by opset, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import qtool
+import torch
+from onnx import TensorProto
+from ort_testkit import (
+    INT8_ASYM,
+    INT8_PER_CHANNEL,
+    UINT8,
+    agreement,
+    calibrated,
+    export,
+    fork_proto,
+    initializer,
+    nodes,
+    optimized_ops,
+    resnetish_proto,
+    run,
+    samples_for,
+    shared_weight_proto,
+    single_op_proto,
+    torch_proto,
+    transformer_proto,
+)
+from qtool import ExportOptions, QtoolError
+from qtool.quant import QuantizationPolicy as P
+from qtool.quant import QuantizationState, QuantScheme, TensorQuantizationConfig, fake_quantize
+from qtool.testing import quantize_by_hand
+from qtool_onnxruntime.errors import OnnxRuntimeExportError
+
+CONV_PER_CHANNEL = QuantScheme.integer(8, per_channel=True, channel_axis=0)
+
+
+def _opset(model: onnx.ModelProto, domain: str = "") -> int | None:
+    return next((o.version for o in model.opset_import if o.domain == domain), None)
+
+
+@pytest.mark.parametrize("proto,kernels", [(resnetish_proto, {"QLinearConv": 4, "QGemm": 1}),
+                                           (transformer_proto, {"QLinearMatMul": 9})], ids=["cnn", "transformer"])
+def test_8bit_models_check_run_and_fuse(proto, kernels, tmp_path):
+    graph = calibrated(proto(), UINT8, INT8_PER_CHANNEL, bias="int32")
+    path = export(graph, tmp_path, "onnxruntime-int32bias")
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == [v.name for v in graph.outputs]
+    ops = optimized_ops(path, tmp_path)
+    assert {k: ops.count(k) for k in kernels} == kernels
+    assert not {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul"} & set(ops)
+    assert agreement(graph, path)["min_cosine"] > 0.9999
+
+
+def test_names_are_readable_and_outputs_keep_their_names(tmp_path):
+    graph = calibrated(resnetish_proto(), UINT8, INT8_PER_CHANNEL)
+    model = onnx.load(export(graph, tmp_path))
+    head = next(op for op in graph.operations.values() if op.op_type == "Gemm")
+    weight = head.inputs[1].name
+    assert initializer(model, f"{weight}_q").dtype == np.int8
+    assert initializer(model, f"{weight}_scale").shape == (10,)
+    assert initializer(model, f"{weight}_zero_point").shape == (10,)
+    assert weight not in {t.name for t in model.graph.initializer}  # only the codes are stored
+    gemm = next(n for n in model.graph.node if n.name == head.name)
+    assert gemm.input[1] == f"{weight}_dq" and gemm.output[0] == "output_float"
+    final = next(n for n in model.graph.node if n.output[0] == "output")
+    assert (final.op_type, final.name, final.input[0]) == ("DequantizeLinear", "output_DequantizeLinear", "output_q")
+    quantize = next(n for n in model.graph.node if n.output[0] == "output_q")
+    assert quantize.name == "output_QuantizeLinear" and quantize.input[0] == "output_float"
+
+
+def test_int32_bias_is_stored_at_input_times_weight_scale(tmp_path):
+    graph = calibrated(single_op_proto("Conv"), UINT8, CONV_PER_CHANNEL, bias="int32")
+    model = onnx.load(export(graph, tmp_path, "onnxruntime-int32bias"))
+    conv = graph.operations["op"]
+    expected = conv.quant.inputs[0].scale * conv.quant.inputs[1].scale
+    codes, scale, zero = (initializer(model, f"b_{s}") for s in ("q", "scale", "zero_point"))
+    assert codes.dtype == np.int32 and zero.dtype == np.int32 and not zero.any()
+    np.testing.assert_allclose(scale, expected, rtol=1e-7)
+    np.testing.assert_array_equal(codes, np.round(graph.variables["b"].value / expected).astype(np.int32))
+    (dq,) = [n for n in nodes(model, "DequantizeLinear") if n.input[0] == "b_q"]
+    assert onnx.helper.get_node_attr_value(dq, "axis") == 0
+
+
+def test_float_bias_platform_keeps_the_bias_float(tmp_path):
+    graph = calibrated(single_op_proto("Conv"), UINT8, CONV_PER_CHANNEL)
+    model = onnx.load(export(graph, tmp_path, "onnxruntime"))
+    np.testing.assert_array_equal(initializer(model, "b"), graph.variables["b"].value)
+    assert next(n for n in model.graph.node if n.name == "op").input[2] == "b"
+
+
+def test_baked_weights_become_their_exact_codes(tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), UINT8, QuantScheme.integer(8, per_channel=True, channel_axis=0))
+    tqc = graph.operations["op"].quant.inputs[1]
+    var = graph.variables["w"]
+    var.value = fake_quantize(torch.from_numpy(np.array(var.value)), tqc.scheme, tqc.scale, tqc.offset).numpy()
+    tqc.state = QuantizationState.BAKED
+    model = onnx.load(export(graph, tmp_path))
+    codes, scale = initializer(model, "w_q"), initializer(model, "w_scale")
+    np.testing.assert_array_equal(codes.astype(np.float32) * scale[:, None], var.value)
+
+
+def test_shared_weight_stored_once_per_distinct_quantization(tmp_path):
+    graph = calibrated(shared_weight_proto(), UINT8, CONV_PER_CHANNEL)
+    model = onnx.load(export(graph, tmp_path))
+    assert [t.name for t in model.graph.initializer if t.name.startswith("w_") and t.name.endswith("_q")] == ["w_q"]
+    assert {n.input[1] for n in nodes(model, "Conv")} == {"w_dq"}
+    second = graph.operations["second"].quant
+    per_tensor = TensorQuantizationConfig(QuantScheme.integer(8), role="weight")
+    per_tensor.set_params(np.float32(np.abs(graph.variables["w"].value).max() / 127), np.int32(0))
+    second.inputs[1] = per_tensor
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    assert {n.name: n.input[1] for n in nodes(model, "Conv")} == {"first": "w_dq", "second": "w_second_dq"}
+    assert initializer(model, "w_second_scale").shape == ()
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+def test_reader_with_its_own_config_gets_a_second_pair(tmp_path):
+    graph = calibrated(fork_proto(), UINT8, CONV_PER_CHANNEL)
+    right = graph.operations["right"].quant
+    own = TensorQuantizationConfig(INT8_ASYM)
+    own.set_params(np.float32(0.05), np.int32(-10))
+    right.inputs[0] = own
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    reads = {n.name: n.input[0] for n in nodes(model, "Conv")}
+    assert reads == {"stem": "x_dq", "left": "t_dq", "right": "t_right_dq"}
+    second_q = next(n for n in nodes(model, "QuantizeLinear") if n.output[0] == "t_right_q")
+    assert second_q.input[0] == "t_dq"  # the reader re-quantizes what the producer's pair wrote
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+def test_convtranspose_weight_scales_on_axis_1(tmp_path):
+    graph = calibrated(single_op_proto("ConvTranspose"), UINT8, QuantScheme.integer(8, per_channel=True,
+                                                                                      channel_axis=1),
+                       op_types={"ConvTranspose"})
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    (dq,) = [n for n in nodes(model, "DequantizeLinear") if n.input[0] == "w_q"]
+    assert onnx.helper.get_node_attr_value(dq, "axis") == 1
+    assert initializer(model, "w_scale").shape == (16,)
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+@pytest.mark.parametrize("weight", [QuantScheme.integer(4, per_channel=True, channel_axis=0),
+                                    QuantScheme.integer(4, signed=False, symmetric=False, per_channel=True,
+                                                        channel_axis=0)], ids=["int4", "uint4"])
+def test_4bit_weights_at_opset_21_and_through_com_microsoft_below(weight, tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), UINT8, weight)
+    low = export(graph, tmp_path / "low")
+    high = export(graph, tmp_path / "high", opset=21)
+    low_model, high_model = onnx.load(low), onnx.load(high)
+    elem = TensorProto.INT4 if weight.is_signed else TensorProto.UINT4
+    assert (_opset(low_model), _opset(low_model, "com.microsoft")) == (13, 1)
+    assert {n.domain for n in nodes(low_model, "DequantizeLinear") if n.input[0] == "w_q"} == {"com.microsoft"}
+    assert (_opset(high_model), _opset(high_model, "com.microsoft")) == (21, None)
+    for model in (low_model, high_model):
+        assert next(t for t in model.graph.initializer if t.name == "w_q").data_type == elem
+    feeds = samples_for(graph, 1)[0]
+    np.testing.assert_array_equal(run(low, feeds)[0], run(high, feeds)[0])
+    assert agreement(graph, high)["max_steps"] <= 1
+
+
+@pytest.mark.parametrize("fmt", [(4, 3), (5, 2)], ids=["e4m3fn", "e5m2"])
+def test_float8_goes_to_opset_19(fmt, tmp_path):
+    fp8 = QuantScheme.floating(*fmt)
+    graph = calibrated(single_op_proto("Conv"), fp8, fp8.with_changes(policy=P.FLOATING | P.SYMMETRICAL |
+                                                                          P.PER_CHANNEL, channel_axis=0))
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    elem = TensorProto.FLOAT8E4M3FN if fmt == (4, 3) else TensorProto.FLOAT8E5M2
+    assert _opset(model) == 19
+    assert next(t for t in model.graph.initializer if t.name == "w_q").data_type == elem
+    assert next(t for t in model.graph.initializer if t.name == "x_zero_point").data_type == elem
+    report = agreement(graph, path)
+    assert report["outputs"]["y"]["max_relative"] < 1e-6 and report["min_cosine"] > 0.999999
+
+
+@pytest.mark.parametrize("opset,domain", [(21, ""), (None, "com.microsoft")])
+def test_int16_activations(opset, domain, tmp_path):
+    int16 = QuantScheme.integer(16, symmetric=False)
+    graph = calibrated(single_op_proto("MatMul"), int16, QuantScheme.integer(8, per_channel=True, channel_axis=1))
+    path = export(graph, tmp_path, opset=opset)
+    model = onnx.load(path)
+    assert {n.domain for n in nodes(model, "QuantizeLinear")} == {domain}
+    assert _opset(model) == (opset or 13)
+    assert initializer(model, "x_zero_point").dtype == np.int16
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+@pytest.mark.parametrize("op,bits,axis", [("MatMul", 4, 0), ("Gemm", 8, 1)])
+def test_blocked_weights_at_opset_21(op, bits, axis, tmp_path):
+    weight = QuantScheme.integer(bits, block_size=16, channel_axis=axis)
+    graph = calibrated(single_op_proto(op), UINT8, weight)
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    (dq,) = [n for n in nodes(model, "DequantizeLinear") if n.input[0] == "w_q"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
+    assert _opset(model) == 21 and attrs == {"axis": axis, "block_size": 16}
+    w = graph.variables["w"].value
+    blocks = list(w.shape)
+    blocks[axis] //= 16
+    assert initializer(model, "w_scale").shape == tuple(blocks) == initializer(model, "w_zero_point").shape
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+def test_2bit_weights_go_to_opset_25(tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), QuantScheme.integer(4, symmetric=False),
+                       QuantScheme.integer(2, per_channel=True, channel_axis=0))
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    assert _opset(model) == 25
+    assert next(t for t in model.graph.initializer if t.name == "w_q").data_type == TensorProto.INT2
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+def test_model_opset_raised_when_configs_need_it(tmp_path):
+    proto = single_op_proto("Conv", opset=11)
+    graph = calibrated(proto, UINT8, CONV_PER_CHANNEL)
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    assert _opset(model) == 13 and model.ir_version >= 7
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
+class _Reshaped(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.linear(x.reshape(1, -1))
+
+
+def test_lowering_the_opset_fails_with_a_clear_error(tmp_path):
+    graph = calibrated(torch_proto(_Reshaped(), torch.randn(1, 3, 4), opset=17), UINT8, INT8_PER_CHANNEL)
+    with pytest.raises(OnnxRuntimeExportError, match="from opset 17 to opset 13.*Reshape"):
+        export(graph, tmp_path, opset=13)
+
+
+def test_opset_28_is_refused_before_writing(tmp_path):
+    graph = calibrated(single_op_proto("Conv"), UINT8, CONV_PER_CHANNEL)
+    (error,) = qtool.get_platform("onnxruntime").validate(graph, ExportOptions(opset=28))
+    assert (error.code, error.severity) == ("ort.opset", qtool.Severity.ERROR)
+    with pytest.raises(QtoolError, match="opset 28"):
+        export(graph, tmp_path, opset=28)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_refused_export_leaves_the_previous_file(tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), UINT8, INT8_PER_CHANNEL)
+    path = export(graph, tmp_path)
+    before = path.read_bytes()
+    quantize_by_hand(graph, UINT8, QuantScheme.floating(2, 1), op_types={"Gemm"})
+    with pytest.raises(OnnxRuntimeExportError, match="tensor 'w'.*fp4 e2m1"):
+        export(graph, tmp_path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_output_without_suffix_gets_onnx(tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), UINT8, INT8_PER_CHANNEL)
+    paths = qtool.get_platform("onnxruntime").export(graph, tmp_path / "quantized", ExportOptions())
+    assert paths == [tmp_path / "quantized.onnx"]
+
+
+def test_external_data(tmp_path):
+    graph = calibrated(resnetish_proto(), UINT8, INT8_PER_CHANNEL)
+    paths = qtool.get_platform("onnxruntime").export(graph, tmp_path / "big.onnx",
+                                                     ExportOptions(extra={"external_data": True}))
+    assert paths == [tmp_path / "big.onnx", tmp_path / "big.onnx.data"]
+    model = onnx.load(paths[0], load_external_data=False)
+    assert any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+    onnx.checker.check_model(str(paths[0]))
+    assert agreement(graph, paths[0])["max_steps"] <= 1
