@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     root = new_plugin(args.name, args.dir)
-    print(f"wrote {root}: pip install -e {root}, then pytest {root / 'tests'}")
+    installable = root if root.is_absolute() else f"./{root}"  # pip reads a bare name as a requirement
+    print(f"wrote {root}: pip install -e {installable}, then pytest {root / 'tests'}")
     return 0
 
 
