@@ -4,7 +4,8 @@ For each model in bench/accuracy_models/ it measures the float metric, then quan
 
 * onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations) with the MinMax, Percentile
   and Entropy calibrators, each on ORT's default op set and on the compute ops only (Conv, ConvTranspose, Gemm,
-  MatMul), after ORT's recommended ``quant_pre_process``;
+  MatMul), after ORT's recommended ``quant_pre_process`` (and an opset upgrade to 13 where a model is older:
+  per-channel QDQ needs it), calibrating 8 samples at a time (``CalibStridedMinMax``) to bound memory;
 * qtool: its default (``qtool.quantize(model, "onnxruntime", calib, output=...)``), an optimized run and W4A8;
 
 and reports each one's metric, its ratio to float and to the best ORT configuration, the quantize wall time, the
@@ -92,11 +93,15 @@ class Row:
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader over a list of feed dicts."""
+    """onnxruntime's CalibrationDataReader over a list of feed dicts, with the ``set_range`` that its
+    ``CalibStridedMinMax`` option uses to calibrate a few samples at a time."""
 
     def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
         self._samples = samples
         self._it = iter(samples)
+
+    def __len__(self) -> int:
+        return len(self._samples)
 
     def get_next(self):
         return next(self._it, None)
@@ -104,14 +109,24 @@ class _Reader:
     def rewind(self) -> None:
         self._it = iter(self._samples)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self._samples[start_index:end_index])
+
+
+# ORT's calibrators keep every intermediate output of every sample they are given at once (PP-OCRv4 det: ~370 MiB
+# a sample); its CalibStridedMinMax option feeds them this many at a time (exact for MinMax; histograms are merged).
+ORT_STRIDE = 8
+
 
 def _quantize_ort(source: Path, output: Path, config: Config, calib: list[dict]) -> str:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    stride = max(d for d in range(1, ORT_STRIDE + 1) if len(calib) % d == 0)
     quantize_static(str(source), str(output), _Reader(calib), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(config.op_types) if config.op_types else None, per_channel=True,
                     reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, config.method))
+                    calibrate_method=getattr(CalibrationMethod, config.method),
+                    extra_options={"CalibStridedMinMax": stride})
     return ""
 
 
@@ -198,20 +213,35 @@ def _latency_ms(path: Path, feed: dict[str, np.ndarray], runs: int, threads: int
 
 
 def _pre_process(source: Path, target: Path) -> tuple[Path, str]:
-    """onnxruntime's recommended quant_pre_process (shape inference + basic graph optimisation), cached."""
-    if target.exists():
-        return target, ""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """What onnxruntime's quantizer needs first, cached: opset >= 13 (per-channel DequantizeLinear has an axis from
+    13 on; quantize_static writes invalid models below) and its recommended quant_pre_process (shape inference and
+    basic graph optimisation; without symbolic shapes where symbolic inference fails)."""
+    notes = []
+    upgraded = target.with_suffix(".opset13.onnx")
+    if not target.exists():
+        import onnx
+        from onnx import version_converter
 
-    try:
-        quant_pre_process(str(source), str(target))
-    except Exception as exc:  # fall back to shapes from onnx only
+        model = onnx.load(str(source))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset < 13:
+            onnx.save(version_converter.convert_version(model, 13), str(upgraded))
+            source = upgraded
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
         try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
-            return target, f"pre-process without symbolic shapes ({type(exc).__name__})"
-        except Exception as exc2:
-            return source, f"no pre-process ({type(exc2).__name__}: {exc2})"[:200]
-    return target, ""
+            quant_pre_process(str(source), str(target))
+        except Exception as exc:
+            try:
+                quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+                target.with_suffix(".note").write_text(f"symbolic shape inference failed ({type(exc).__name__})")
+            except Exception as exc2:
+                return source, f"no pre-process ({type(exc2).__name__}: {exc2})"[:200]
+    if upgraded.exists():
+        notes.append("opset upgraded to 13")
+    if target.with_suffix(".note").exists():
+        notes.append("pre-processed without symbolic shapes: " + target.with_suffix(".note").read_text())
+    return target, "; ".join(notes)
 
 
 def bench_model(name: str, configs: list[Config], args, workdir: Path, log) -> list[Row]:
@@ -268,6 +298,7 @@ def print_table(rows: list[Row], console=None) -> None:
 
     console = console or Console(width=max(150, Console().width))
     notes: list[str] = []
+    errors: list[str] = []
     table = Table(title="qtool accuracy benchmark (ORT CPU latency, single sample)", show_lines=False)
     for column, justify in (("model", "left"), ("configuration", "left"), ("metric", "right"),
                             ("vs float", "right"), ("vs best ORT", "right"), ("quantize s", "right"),
@@ -282,8 +313,8 @@ def print_table(rows: list[Row], console=None) -> None:
         metric_name = accuracy_models.load(model).METRIC
         for r in group:
             if r.error and r.metric is None:
-                notes.append(f"[{len(notes) + 1}] {model}, {r.label}: n/a ({r.error})")
-                table.add_row(model if r.config == "float" else "", r.label, f"n/a [{len(notes)}]", "", "", "",
+                errors.append(f"[{len(errors) + 1}] {model}, {r.label}: n/a ({r.error})")
+                table.add_row(model if r.config == "float" else "", r.label, f"n/a [{len(errors)}]", "", "", "",
                               _fmt(r.peak_mib, ".0f"), "", "")
                 continue
             vs_float = r.metric / base.metric if base and base.metric else None
@@ -295,14 +326,16 @@ def print_table(rows: list[Row], console=None) -> None:
                           f"{r.metric:.4f}", _fmt(vs_float, ".4f"),
                           "" if r.config == "float" else _fmt(vs_ort, ".4f"), _fmt(r.quantize_s, ".1f"),
                           _fmt(r.peak_mib, ".0f"), _fmt(r.latency_ms, ".2f"), _fmt(lat, ".2f"))
+        for note in dict.fromkeys(r.note for r in group if r.note):
+            notes.append(f"{model}: ORT input: {note}")
         if index != len(models) - 1:
             table.add_section()
     console.print(table)
     console.print("* best ORT configuration of the model; ratios are quantized / float and quantized / best ORT; "
                   "peak MiB is the quantizing subprocess's maximum resident set (Python, libraries and the "
                   "calibration data included).")
-    for note in notes:
-        console.print(note, markup=False, highlight=False)
+    for line in notes + errors:
+        console.print(line, markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from: {', '.join(CONFIGS)}")
     parser.add_argument("--quick", action="store_true",
                         help="16 calibration samples, 100 evaluation samples, 5 latency runs, MinMax ORT only")
-    parser.add_argument("--calib", type=int, default=None, help="calibration samples (default 64, quick 16)")
+    parser.add_argument("--calib", type=int, default=None, help="calibration samples (default 32, quick 16)")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on at most this many samples")
     parser.add_argument("--runs", type=int, default=None, help="timed latency runs (default 30, quick 5)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads for evaluation")
@@ -343,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         args.calib = args.calib or 16
         args.eval_limit = args.eval_limit or 100
         args.runs = args.runs or 5
-    args.calib = args.calib or 64
+    args.calib = args.calib or 32
     args.runs = args.runs or 30
 
     def log(message: str) -> None:

@@ -15,6 +15,7 @@ from types import ModuleType
 MODELS = {
     "digits": "residual CNN trained here on scikit-learn's handwritten digits",
     "ocr": "PP-OCRv4 text recognition (rapidocr_onnxruntime) on rendered text lines",
+    "textdet": "PP-OCRv4 text detection (DBNet, rapidocr_onnxruntime) on rendered pages",
     "minilm": "all-MiniLM-L6-v2 sentence encoder, retrieval over numpy/scipy docstrings",
     "filetype": "Magika file-type classifier on files of installed packages",
 }

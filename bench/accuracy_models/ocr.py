@@ -61,6 +61,7 @@ def _words() -> list[str]:
     return sorted(w for w in words if w.isalpha())
 
 
+@lru_cache(maxsize=256)
 def _font(name: str, size: int):
     import matplotlib
     from PIL import ImageFont
