@@ -1,0 +1,58 @@
+"""agreement(): the exported model in ORT against qtool's simulation (TorchExecutor)."""
+
+from __future__ import annotations
+
+import pytest
+import qtool
+from ort_testkit import (
+    INT8_ASYM,
+    INT8_PER_CHANNEL,
+    UINT8,
+    calibrated,
+    export,
+    resnetish_proto,
+    samples_for,
+    simulate,
+    transformer_proto,
+)
+
+PLATFORM = {"int32": "onnxruntime-int32bias", "float": "onnxruntime"}
+
+
+def _report(graph, path, platform: str, count: int = 8, shift=None):
+    samples = samples_for(graph, count, seed=7)
+    simulated = simulate(graph, samples)
+    if shift is not None:
+        simulated = [[shift(out) for out in outs] for outs in simulated]
+    return qtool.get_platform(platform).agreement(graph, [path], samples, simulated)
+
+
+@pytest.mark.parametrize("bias", ["int32", "float"])
+@pytest.mark.parametrize("activation", [INT8_ASYM, UINT8], ids=["int8", "uint8"])
+def test_int8_cnn_within_one_step(bias, activation, tmp_path):
+    graph = calibrated(resnetish_proto(), activation, INT8_PER_CHANNEL, bias=bias, fuse=True)
+    path = export(graph, tmp_path, PLATFORM[bias], remove_activations=True)
+    report = _report(graph, path, PLATFORM[bias])
+    assert report["samples"] == 8 and report["runtime"].startswith("onnxruntime ")
+    assert report["max_steps"] <= 1
+    assert report["outputs"]["output"]["cosine"] > 0.9999
+
+
+def test_disagreement_is_measured_in_output_steps(tmp_path):
+    graph = calibrated(resnetish_proto(), UINT8, INT8_PER_CHANNEL, bias="int32")
+    path = export(graph, tmp_path, "onnxruntime-int32bias")
+    step = float(graph.outputs[0].producer.quant.outputs[0].scale)
+    report = _report(graph, path, "onnxruntime-int32bias", shift=lambda out: out + 3 * step)
+    assert 2 <= report["max_steps"] <= 4
+
+
+def test_float_outputs_are_compared_relatively(tmp_path):
+    graph = calibrated(transformer_proto(), UINT8, INT8_PER_CHANNEL)  # the kit puts MatMul scales on axis 1
+    path = export(graph, tmp_path)
+    report = _report(graph, path, "onnxruntime", count=4)
+    assert report["max_steps"] is None
+    output = report["outputs"]["output"]
+    assert output["max_relative"] < 0.05 and output["cosine"] > 0.999
+    worse = _report(graph, path, "onnxruntime", count=4, shift=lambda out: -out)
+    assert worse["min_cosine"] < -0.99
+
