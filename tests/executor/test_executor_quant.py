@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
-from qtool.executor import TorchExecutor
+from qtool.executor import ExecutorError, OpExecutionError, TorchExecutor
 from qtool.executor.fake_quant import dynamic_params
 from qtool.ir import from_model_proto
 from qtool.quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig, compute_scale_offset
@@ -256,3 +256,27 @@ def test_dynamic_ranges_follow_the_granularity(scheme):
             want = compute_scale_offset(scheme, lo, hi)[0]
             np.testing.assert_allclose(scale[:, b].numpy(), want)
     assert offset.shape == scale.shape
+
+
+def test_config_without_parameters_is_named(x):
+    graph = annotate(conv_relu_conv_graph(), first_input=TensorQuantizationConfig(ACT, QuantizationState.ACTIVATED))
+    with pytest.raises(ExecutorError, match="op 'conv1', tensor 'x': cannot apply .* has no scale/offset"):
+        TorchExecutor(graph).forward([x])
+
+
+def test_failing_fake_quant_names_the_node(x):
+    scheme = QuantScheme.integer(8, per_channel=True, channel_axis=1)
+    wrong = TensorQuantizationConfig(scheme)
+    wrong.set_params(np.ones(5, np.float32), np.zeros(5, np.int32))  # y has 2 channels
+    graph = annotate(conv_relu_conv_graph())
+    graph.operations["conv2"].quant.outputs[0] = wrong
+    with pytest.raises(OpExecutionError, match=r"node 'conv2' \(Conv\) failed with quantization simulated"):
+        TorchExecutor(graph).forward([x])
+
+
+def test_config_that_cannot_be_prepared_is_named(x):
+    graph = annotate(conv_relu_conv_graph())
+    w = graph.operations["conv1"].quant.inputs[1]
+    w.set_params(np.ones(7, np.float32), np.zeros(7, np.int32))  # W1 has 4 output channels
+    with pytest.raises(ExecutorError, match="op 'conv1', tensor 'W1': cannot apply its quantization config"):
+        TorchExecutor(graph).forward([x])

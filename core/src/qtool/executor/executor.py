@@ -104,20 +104,14 @@ class TorchExecutor:
         for step, frees in zip(schedule.steps, schedule.frees, strict=True):
             args = [None if slot is None else env[slot] for slot in step.inputs]
             todo = actions.get(step.index)
-            if todo is not None:
-                for i, tensor in todo.weights.items():
-                    args[i] = tensor
-                for i, quantizer in todo.inputs.items():
-                    args[i] = quantizer(args[i])
             try:
-                results = step.fn(step.ctx, step.attrs, args)
+                results = self._run_step(step, args, todo)
             except QtoolError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any op failure is reported with its node
-                raise OpExecutionError(
-                    f"node {step.op.name!r} ({step.op.op_type}) failed: {type(exc).__name__}: {exc}") from exc
-            if todo is not None and todo.outputs:
-                results = [todo.outputs[j](r) if j in todo.outputs else r for j, r in enumerate(results)]
+                simulated = " with quantization simulated" if todo is not None else ""
+                raise OpExecutionError(f"node {step.op.name!r} ({step.op.op_type}) failed{simulated}: "
+                                       f"{type(exc).__name__}: {exc}") from exc
             if len(results) < len(step.outputs):
                 self._check_missing(step, results, schedule)
             for slot, tensor in zip(step.outputs, results, strict=False):
@@ -126,6 +120,18 @@ class TorchExecutor:
                 hooks(step.op, args, list(results))
             for slot in frees:
                 env[slot] = None
+
+    @staticmethod
+    def _run_step(step, args: list, todo: StepQuant | None) -> list:
+        """The op on ``args`` (inputs replaced by their fake-quantized values), outputs fake-quantized."""
+        if todo is None:
+            return step.fn(step.ctx, step.attrs, args)
+        for i, tensor in todo.weights.items():
+            args[i] = tensor
+        for i, quantizer in todo.inputs.items():
+            args[i] = quantizer(args[i])
+        results = step.fn(step.ctx, step.attrs, args)
+        return [todo.outputs[j](r) if j in todo.outputs else r for j, r in enumerate(results)]
 
     def _check_missing(self, step, results: list, schedule: Schedule) -> None:
         """An op returned fewer outputs than it declares: fine unless a later step or the caller reads one."""

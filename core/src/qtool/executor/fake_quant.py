@@ -13,7 +13,6 @@ import torch
 
 from ..quant import QuantizationPolicy, QuantizationState, TensorQuantizationConfig, compute_scale_offset, fake_quantize
 from ..quant.scheme import QuantScheme
-from .errors import ExecutorError
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -24,14 +23,14 @@ def is_dynamic(tqc: TensorQuantizationConfig) -> bool:
     return bool(tqc.scheme.policy & QuantizationPolicy.DYNAMIC)
 
 
-def make_quantizer(tqc: TensorQuantizationConfig, device: torch.device, name: str) -> Quantizer:
+def make_quantizer(tqc: TensorQuantizationConfig, device: torch.device) -> Quantizer:
     """A function fake-quantizing a tensor with ``tqc`` (its parameters read now, or per call if DYNAMIC)."""
     scheme = tqc.scheme
     if is_dynamic(tqc):
         return lambda x: fake_quantize(x, scheme, *dynamic_params(x, scheme))
     scale, offset = tqc.scale, tqc.offset
     if scale is None or offset is None:
-        raise ExecutorError(f"tensor {name!r}: config {tqc!r} is quantizing but has no scale/offset")
+        raise ValueError(f"{tqc!r} is quantizing but has no scale/offset")
     scale_t = torch.as_tensor(np.asarray(scale, dtype=np.float32), device=device)
     offset_t = torch.as_tensor(np.asarray(offset, dtype=np.float32), device=device)
     return lambda x: fake_quantize(x, scheme, scale_t, offset_t)

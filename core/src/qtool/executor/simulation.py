@@ -9,11 +9,14 @@ Parameters are fake-quantized once and cached; activations per run.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import QtoolError
 from ..quant import TensorQuantizationConfig
+from .errors import ExecutorError
 from .fake_quant import BAKED_STATES, Quantizer, is_dynamic, make_quantizer
 from .plan import Step
 
@@ -62,31 +65,44 @@ class Simulation:
             for i, (var, tqc) in enumerate(zip(op.inputs, config.inputs, strict=False)):
                 if var is None or not _applies(tqc) or _already_applied(tqc, applied.get(var.name)):
                     continue
-                if var.is_parameter:
-                    todo.weights[i] = self._weight(tqc, var.name, params[step.inputs[i]])
-                    sites.append(Site(op.name, "input", i, var.name, "weight"))
-                else:
-                    todo.inputs[i] = self._quantizer(tqc, var.name)
-                    sites.append(Site(op.name, "input", i, var.name, _kind(tqc)))
+                with _naming(op.name, var.name):
+                    if var.is_parameter:
+                        todo.weights[i] = self._weight(tqc, var.name, params[step.inputs[i]])
+                    else:
+                        todo.inputs[i] = self._quantizer(tqc)
+                sites.append(Site(op.name, "input", i, var.name, "weight" if var.is_parameter else _kind(tqc)))
             for j, (var, tqc) in enumerate(zip(op.outputs, config.outputs, strict=False)):
                 if _applies(tqc):
-                    todo.outputs[j] = self._quantizer(tqc, var.name)
+                    with _naming(op.name, var.name):
+                        todo.outputs[j] = self._quantizer(tqc)
                     applied[var.name] = tqc
                     sites.append(Site(op.name, "output", j, var.name, _kind(tqc)))
             if todo.inputs or todo.weights or todo.outputs:
                 actions[step.index] = todo
         return actions, sites
 
-    def _quantizer(self, tqc: TensorQuantizationConfig, name: str) -> Quantizer:
+    def _quantizer(self, tqc: TensorQuantizationConfig) -> Quantizer:
         if tqc not in self._quantizers:
-            self._quantizers[tqc] = make_quantizer(tqc, self.device, name)
+            self._quantizers[tqc] = make_quantizer(tqc, self.device)
         return self._quantizers[tqc]
 
     def _weight(self, tqc: TensorQuantizationConfig, name: str, value: torch.Tensor) -> torch.Tensor:
         key = (tqc, name)
         if key not in self._weights:
-            self._weights[key] = self._quantizer(tqc, name)(value)
+            self._weights[key] = self._quantizer(tqc)(value)
         return self._weights[key]
+
+
+@contextmanager
+def _naming(op: str, tensor: str):
+    """Report a config that cannot be applied with the op and tensor it belongs to."""
+    try:
+        yield
+    except QtoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad scale shape, a failing passive rule ...
+        raise ExecutorError(f"op {op!r}, tensor {tensor!r}: cannot apply its quantization config "
+                            f"({type(exc).__name__}: {exc})") from exc
 
 
 def _applies(tqc: TensorQuantizationConfig | None) -> bool:
