@@ -12,6 +12,7 @@ from qtool.testing import (
     check_capabilities,
     check_default_config,
     check_export,
+    check_pipeline,
     check_platform,
     check_registration,
     check_validate,
@@ -28,7 +29,7 @@ class Careful(Platform):
     capabilities = Capabilities(bits=(8,), policies=("SYMMETRICAL", "PER_TENSOR", "PER_CHANNEL", "LINEAR"))
 
     def default_config(self):
-        return {"activation": {"bits": 8, "symmetric": True}}
+        return {"activation": {"bits": 8, "symmetric": True}, "bias": {"mode": "float"}}
 
     def validate(self, graph, options=None):
         return [Diagnostic(Severity.ERROR, "scheme", f"{t.scheme.short()} is not int8", op=t.op.name, tensor=t.tensor)
@@ -54,6 +55,15 @@ class Messy(Careful):
     def export(self, graph, output, options):
         (output.parent / "scratch.tmp").write_text("left behind")
         return super().export(graph, output, options)
+
+
+class Contradictory(Careful):
+    """Its defaults ask for 4-bit activations, which its own validate() rejects."""
+
+    name = "kit-contradictory"
+
+    def default_config(self):
+        return {"activation": {"bits": 4}}
 
 
 class Sloppy(Careful):
@@ -131,3 +141,10 @@ def test_awkward_graph_makes_validate_speak(register_platform, graph):
     found = qtool.get_platform(name).validate(awkward_graph(graph))
     assert {d.tensor for d in found} >= {"input", "conv1.weight", "output"}
     assert all(d.severity is Severity.ERROR and d.op in graph.operations for d in found)
+
+
+def test_defaults_must_survive_the_pipeline(register_platform, tmp_path):
+    assert check_pipeline(register_platform(Careful), tmp_path / "careful") == []
+    (problem,) = check_pipeline(register_platform(Contradictory), tmp_path / "contradictory")
+    assert problem.startswith("kit-contradictory: quantizing the small model with the platform's defaults failed:")
+    assert "int4" in problem

@@ -81,7 +81,7 @@ def test_skeleton_installs_and_passes_its_tests(tmp_path, capsys):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "7 passed" in tests.stdout
+    assert "8 passed" in tests.stdout
 
     with plugins_from(site):
         assert main(["list-platforms", "--json"]) == 0

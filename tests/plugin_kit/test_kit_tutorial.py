@@ -43,5 +43,5 @@ def test_tutorial_ends_in_a_passing_package(tmp_path):
                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True,
                            timeout=300)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "8 passed" in tests.stdout  # the doc says so
-    assert "8 passed" in DOC.read_text()
+    assert "9 passed" in tests.stdout  # the doc says so
+    assert "9 passed" in DOC.read_text()

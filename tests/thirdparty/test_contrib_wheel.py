@@ -92,3 +92,20 @@ def test_list_platforms_shows_aimet_from_its_distribution(venv):
     assert rows["aimet"]["distribution"] == "qtool-aimet" and rows["aimet"]["version"] == "0.1.0"
     assert rows["aimet-1.0"]["distribution"] == "qtool-aimet"
     assert not {"tensorrt", "text"} & set(rows)  # the checkout's other plugins are not in this venv
+
+
+def test_quantize_for_aimet_writes_valid_encodings(venv, tmp_path):
+    from qtool import load
+    from qtool.testing import calibration_file, small_model
+
+    model = small_model(tmp_path / "model.onnx")
+    data = calibration_file(load(model), tmp_path / "calib.npz")
+    out = tmp_path / "out" / "model.onnx"
+    _run([str(venv / "bin" / "qtool"), "quantize", str(model), "--platform", "aimet", "--calib", str(data),
+          "-o", str(out)], env=_env(), cwd=tmp_path)
+    document = json.loads(out.with_suffix(".encodings").read_text())
+    assert document["version"] == "0.6.1"
+    (encoding,) = document["activation_encodings"]["input"]
+    assert encoding["bitwidth"] == 8 and encoding["is_symmetric"] == "False"
+    assert encoding["min"] <= 0 <= encoding["max"] and encoding["scale"] > 0
+    assert len(document["param_encodings"]["conv1.weight"]) == 4  # per output channel

@@ -24,7 +24,8 @@ def test_non_int8_symmetric_per_tensor_activations_are_errors(qtool_calibrated_g
         (Severity.ERROR, "trt.activation-scheme", "relu", "relu_out"),
         (Severity.ERROR, "trt.activation-scheme", "fc", "output"),
     ]
-    assert "int4 sym per-tensor" in _validate(qtool_calibrated_graph)[1].message
+    assert _validate(qtool_calibrated_graph)[1].scheme == "int4 sym per-tensor [-8, 7]"
+    assert "int4 sym per-tensor" in str(_validate(qtool_calibrated_graph)[1])
 
 
 def test_per_channel_activation_is_an_error(qtool_small_model):

@@ -26,7 +26,7 @@ def scheme_problem(entry: qtool.QuantizedTensor) -> str | None:
     """Why this tensor's scheme has no AIMET integer encoding (None: it has one)."""
     scheme, flags = entry.scheme, qtool.QuantizationPolicy
     if scheme.is_floating:
-        return f"AIMET encodings are integer; {scheme.short()} has no encoding"
+        return "AIMET encodings are integer; a float format has none"
     if scheme.policy & flags.PER_BLOCK:
         return "per-block encodings are not written by this plugin"
     if scheme.policy & flags.DYNAMIC:

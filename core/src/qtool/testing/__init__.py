@@ -12,16 +12,18 @@ from .contract import (
     check_capabilities,
     check_default_config,
     check_export,
+    check_pipeline,
     check_platform,
     check_registration,
     check_validate,
 )
 from .handmade import INT8, INT8_PER_CHANNEL, made_up_range, quantize_by_hand, retarget
-from .models import SMALL_MODEL_INPUT, random_inputs, small_model, small_model_proto
+from .models import SMALL_MODEL_INPUT, calibration_file, random_inputs, small_model, small_model_proto
 from .numerics import dequantize, simulate
 
 __all__ = [
-    "INT8", "INT8_PER_CHANNEL", "PlatformContract", "SMALL_MODEL_INPUT", "awkward_graph", "check_capabilities",
-    "check_default_config", "check_export", "check_platform", "check_registration", "check_validate", "dequantize",
-    "made_up_range", "quantize_by_hand", "random_inputs", "retarget", "simulate", "small_model", "small_model_proto",
+    "INT8", "INT8_PER_CHANNEL", "PlatformContract", "SMALL_MODEL_INPUT", "awkward_graph", "calibration_file",
+    "check_capabilities", "check_default_config", "check_export", "check_pipeline", "check_platform",
+    "check_registration", "check_validate", "dequantize", "made_up_range", "quantize_by_hand", "random_inputs",
+    "retarget", "simulate", "small_model", "small_model_proto",
 ]

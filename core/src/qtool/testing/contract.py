@@ -16,11 +16,12 @@ from pathlib import Path
 from ..config import resolve_config
 from ..errors import QtoolError
 from ..ir import from_model_proto, load
+from ..pipeline import quantize
 from ..platform import PLATFORMS, Capabilities, Diagnostic, ExportOptions, Severity
 from ..plugins import plugins
 from ..quant import QuantizationPolicy, QuantScheme, quantized_tensors
 from .handmade import quantize_by_hand, retarget
-from .models import small_model, small_model_proto
+from .models import calibration_file, small_model, small_model_proto
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*$")
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -141,6 +142,20 @@ def check_validate(name: str, graph) -> list[str]:
     return problems
 
 
+def check_pipeline(name: str, workdir: str | os.PathLike) -> list[str]:
+    """``qtool.quantize`` of the small model with the platform's own defaults passes validation and exports."""
+    folder = Path(workdir)
+    model = small_model(folder / "small.onnx")
+    data = calibration_file(load(model), folder / "calib.npz")
+    try:
+        result = quantize(model, name, data, output=folder / "out" / "model")
+    except QtoolError as exc:
+        return [f"{name}: quantizing the small model with the platform's defaults failed: {exc}"]
+    if not result.files or not all(Path(p).is_file() for p in result.files):
+        return [f"{name}: the pipeline's export returned {result.files}, not the files it wrote"]
+    return []
+
+
 def awkward_graph(graph):
     """``graph`` with every quantized activation made 4-bit asymmetric and weights fp8, in place."""
     for entry in list(quantized_tensors(graph)):
@@ -164,6 +179,7 @@ def check_platform(name: str, workdir: str | os.PathLike | None = None, graph=No
         problems += check_validate(name, graph)
         problems += check_export(name, graph, folder / "export")
         problems += check_validate(name, awkward_graph(quantize_by_hand(load(small_model(folder / "awkward.onnx")))))
+        problems += check_pipeline(name, folder / "pipeline")
     return problems
 
 
@@ -250,6 +266,9 @@ class PlatformContract:
     def test_export_writes_atomically(self, tmp_path):
         graph = self.calibrated_graph(small_model(tmp_path / "small.onnx"))
         self._assert_none(check_export(self.platform_name, graph, tmp_path / "export"))
+
+    def test_defaults_quantize_and_export(self, tmp_path):
+        self._assert_none(check_pipeline(self.platform_name, tmp_path))
 
     def test_validate_names_what_it_rejects(self, tmp_path):
         graph = self.calibrated_graph(small_model(tmp_path / "small.onnx"))

@@ -64,3 +64,12 @@ def random_inputs(graph, count: int = 4, seed: int = 0) -> list[dict[str, np.nda
             sample[var.name] = rng.standard_normal(shape).astype(var.dtype or np.float32)
         samples.append(sample)
     return samples
+
+
+def calibration_file(graph, path: str | os.PathLike, count: int = 8, seed: int = 0) -> Path:
+    """An .npz of :func:`random_inputs` for ``graph`` (one array per input, samples on the first axis)."""
+    samples = random_inputs(graph, count, seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{name: np.concatenate([s[name] for s in samples]) for name in samples[0]})
+    return path

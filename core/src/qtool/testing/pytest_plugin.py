@@ -11,7 +11,7 @@ import pytest
 
 from ..ir import load
 from .handmade import quantize_by_hand
-from .models import small_model
+from .models import calibration_file, small_model
 
 
 @pytest.fixture
@@ -24,3 +24,9 @@ def qtool_small_model(tmp_path):
 def qtool_calibrated_graph(qtool_small_model):
     """The small model loaded and quantized by hand: int8 activations, int8 per-channel weights, float bias."""
     return quantize_by_hand(load(qtool_small_model))
+
+
+@pytest.fixture
+def qtool_calibration_data(qtool_small_model):
+    """Path of an .npz with 8 random samples for the small model (key ``input``)."""
+    return calibration_file(load(qtool_small_model), qtool_small_model.with_name("qtool_calibration.npz"))

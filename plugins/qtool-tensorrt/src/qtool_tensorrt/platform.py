@@ -56,7 +56,7 @@ class TensorRTPlatform(qtool.Platform):
 def _activation_problems(graph) -> list[Diagnostic]:
     return [
         Diagnostic(Severity.ERROR, "trt.activation-scheme",
-                   f"TensorRT takes 8-bit symmetric per-tensor activation ranges; this tensor is {t.scheme.short()}",
+                   "TensorRT ranges are 8-bit symmetric per-tensor; this activation has none",
                    op=t.op.name, tensor=t.tensor, scheme=t.scheme.short())
         for t in qtool.quantized_tensors(graph, roles=["activation"], settled=False) if not is_trt_activation(t.scheme)
     ]

@@ -29,22 +29,24 @@ def activation_scales(graph) -> dict[str, np.float32]:
 def apply_scales(graph, scales: dict[str, np.float32], source: str) -> dict[str, list[str]]:
     """Set every root activation config of a tensor in ``scales`` (zero point 0) and report.
 
-    Returns ``set`` (tensors calibrated), ``unused`` (names in ``scales`` with no
-    activation config in the graph) and ``missing`` (activation tensors the file
-    does not cover, left as they were).
+    Returns ``set`` (tensors calibrated), ``followed`` (tensors whose configs
+    share another tensor's parameters, e.g. a Flatten output; their line is
+    not used), ``unused`` (names with no activation config in the graph) and
+    ``missing`` (root activation tensors the file does not cover, left as they were).
     """
-    done: set[str] = set()
-    missing: set[str] = set()
+    report: dict[str, set[str]] = {"set": set(), "followed": set(), "missing": set()}
     for entry in qtool.quantized_tensors(graph, roles=["activation"], settled=False):
         tqc = entry.config
         if tqc.dominator is not tqc or tqc.is_passive:
-            continue
-        if entry.tensor not in scales:
-            missing.add(entry.tensor)
-            continue
-        if not is_trt_activation(tqc.scheme):
+            report["followed"].add(entry.tensor)
+        elif entry.tensor not in scales:
+            report["missing"].add(entry.tensor)
+        elif not is_trt_activation(tqc.scheme):
             raise TensorRTError(f"{source}: tensor {entry.tensor!r} is {tqc.scheme.short()} at op "
                                 f"{entry.op.name!r}; TensorRT ranges only describe int8 symmetric per-tensor")
-        tqc.set_params(np.float32(scales[entry.tensor]), np.int32(0))
-        done.add(entry.tensor)
-    return {"set": sorted(done), "unused": sorted(set(scales) - done - missing), "missing": sorted(missing)}
+        else:
+            tqc.set_params(np.float32(scales[entry.tensor]), np.int32(0))
+            report["set"].add(entry.tensor)
+    report["followed"] -= report["set"]
+    known = set().union(*report.values())
+    return {**{key: sorted(names) for key, names in report.items()}, "unused": sorted(set(scales) - known)}

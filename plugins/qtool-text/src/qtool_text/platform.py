@@ -26,5 +26,4 @@ class TextPlatform(qtool.Platform):
         return []
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
-        output = Path(output)
-        return [write_table(graph, output if output.suffix else output.with_suffix(".txt"))]
+        return [write_table(graph, Path(output).with_suffix(".txt"))]

@@ -1,0 +1,50 @@
+"""End to end: ``qtool quantize --platform tensorrt``, then the ranges read back into a freshly planned graph."""
+
+import onnx
+import onnxruntime as ort
+import qtool
+from qtool.cli.main import main
+from qtool.pipeline import plan
+from qtool_tensorrt import read_cache, read_ranges
+from qtool_tensorrt.cache import cache_text
+from qtool_tensorrt.scales import activation_scales
+
+
+def test_quantize_command_writes_model_ranges_and_cache(qtool_small_model, qtool_calibration_data, tmp_path):
+    out = tmp_path / "out" / "model.onnx"
+    assert main(["quantize", str(qtool_small_model), "--platform", "tensorrt", "--calib", str(qtool_calibration_data),
+                 "-o", str(out)]) == 0
+    cache, ranges = out.with_name("model.calibration.cache"), out.with_name("model.ranges.json")
+    names = [line.split(": ")[0] for line in cache.read_text().splitlines()[1:]]
+    assert "input" in names and "output" in names
+    produced = {o for node in onnx.load(out).graph.node for o in node.output} | {"input"}
+    assert set(names) <= produced  # every range names a tensor of the exported model
+    ort.InferenceSession(str(out))  # the float model still loads
+
+    for reader, path in ((read_cache, cache), (read_ranges, ranges)):
+        fresh = plan(qtool_small_model, "tensorrt").graph
+        report = reader(path, fresh)
+        assert report["unused"] == [] and report["missing"] == []
+        assert sorted(report["set"] + report["followed"]) == sorted(names)
+        assert "flat_out" in report["followed"]  # a Flatten output shares the pooled tensor's scale
+        assert cache_text(activation_scales(fresh)) == cache.read_text()
+
+
+def test_four_bit_activations_are_refused_before_writing(qtool_small_model, qtool_calibration_data, tmp_path, capsys):
+    config = tmp_path / "four.toml"
+    config.write_text("[activation]\nbits = 4\n")
+    out = tmp_path / "out" / "model.onnx"
+    assert main(["quantize", str(qtool_small_model), "--platform", "tensorrt", "--calib", str(qtool_calibration_data),
+                 "--config", str(config), "-o", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "error [trt.activation-scheme] op 'conv1', tensor 'input', int4 sym per-tensor [-8, 7]" in error
+    assert not out.parent.exists()
+
+
+def test_non_default_weights_warn(qtool_small_model, qtool_calibration_data):
+    result = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data,
+                            config={"weight": {"bits": 4}})
+    warnings = [d for d in result.diagnostics if d.code == "trt.weights-not-exported"]
+    assert len(warnings) == 1 and warnings[0].severity is qtool.Severity.WARNING
+    plain = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data)
+    assert [d for d in plain.diagnostics if d.code.startswith("trt.")] == []
