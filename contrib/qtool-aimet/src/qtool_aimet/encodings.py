@@ -70,6 +70,8 @@ def quantizer_args(activations, params) -> dict:
 
 def encodings_document(graph, version: str = "0.6.1") -> dict:
     """The whole encodings JSON object for ``graph`` in format ``version`` ("0.6.1" or "1.0.0")."""
+    if version not in VERSIONS:
+        raise ValueError(f"encodings version {version!r}: this plugin writes {' and '.join(VERSIONS)}")
     activations, params = first_per_tensor(graph)
     if version == "0.6.1":  # tables by tensor name, a list of per-channel encodings each
         body = {"activation_encodings": {e.tensor: encoding_061(e) for e in activations},
