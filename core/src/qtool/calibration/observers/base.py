@@ -59,8 +59,8 @@ class Observer:
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().float()
-        if not self.scheme.is_per_channel:
-            rows = x.reshape(1, -1)
+        if not self.scheme.is_per_channel:  # order does not matter: flatten in memory order, without a copy
+            rows = x.permute(sorted(range(x.ndim), key=lambda d: -x.stride(d))).reshape(1, -1)
         else:
             if x.ndim == 0:
                 raise CalibrationError(f"per-channel scheme {self.scheme.short()} on a scalar tensor")
