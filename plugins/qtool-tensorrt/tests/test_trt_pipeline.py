@@ -46,5 +46,10 @@ def test_non_default_weights_warn(qtool_small_model, qtool_calibration_data):
                             config={"weight": {"bits": 4}})
     warnings = [d for d in result.diagnostics if d.code == "trt.weights-not-exported"]
     assert len(warnings) == 1 and warnings[0].severity is qtool.Severity.WARNING
+    float_weights = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data, config={"weight": "float"})
+    (warning,) = float_weights.diagnostics
+    assert (warning.code, warning.op, warning.tensor, warning.scheme) == ("trt.weights-not-exported", "conv1",
+                                                                          "conv1.weight", "float")
+    assert "3 weight tensor(s)" in warning.message
     plain = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data)
     assert [d for d in plain.diagnostics if d.code.startswith("trt.")] == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import qtool
 from qtool import Capabilities, Diagnostic, ExportOptions, Severity
+from qtool.passes.op_roles import weight_index
 
 from .cache import DEFAULT_CALIBRATOR, DEFAULT_VERSION, write_cache
 from .ranges import write_ranges
@@ -85,13 +86,29 @@ def _is_default_weight(scheme: qtool.QuantScheme) -> bool:
             and scheme.quant_max == QMAX)
 
 
+def _float_weights(graph) -> list[tuple[str, str]]:
+    """(op, weight) of quantized Conv/Gemm/MatMul whose activations are quantized but weights kept float."""
+    found = []
+    for op in graph.topological_order():
+        index = weight_index(op)
+        if index is None or op.quant is None or not op.quant.quantized:
+            continue
+        configs = op.quant.inputs
+        activations = [c for i, c in enumerate(configs) if i != index and c is not None and c.role == "activation"]
+        if any(c.is_quantizing for c in activations) and (configs[index] is None or not configs[index].is_quantizing):
+            found.append((op.name, op.inputs[index].name))
+    return found
+
+
 def _ignored_weights(graph) -> list[Diagnostic]:
-    """One warning per configured weight scheme that differs from what TensorRT does to weights anyway."""
+    """One warning per configured weight scheme (float included) that differs from what TensorRT does anyway."""
     first: dict[str, tuple[str, str, int]] = {}
-    for t in qtool.quantized_tensors(graph, roles=["weight"], settled=False):
-        if not _is_default_weight(t.scheme):
-            op, tensor, count = first.get(t.scheme.short(), (t.op.name, t.tensor, 0))
-            first[t.scheme.short()] = (op, tensor, count + 1)
+    weights = qtool.quantized_tensors(graph, roles=["weight"], settled=False)
+    places = [(t.scheme.short(), t.op.name, t.tensor) for t in weights if not _is_default_weight(t.scheme)]
+    places += [("float", op, tensor) for op, tensor in _float_weights(graph)]
+    for short, op, tensor in places:
+        op, tensor, count = first.get(short, (op, tensor, 0))
+        first[short] = (op, tensor, count + 1)
     return [
         Diagnostic(Severity.WARNING, "trt.weights-not-exported",
                    f"weights are not exported: TensorRT quantizes them itself (int8 symmetric per-channel), so the "
