@@ -39,6 +39,13 @@ def test_npz_with_any_key_for_a_single_input(tmp_path):
     np.testing.assert_array_equal(joined(data)["x"], images(10))
 
 
+def test_a_single_npy_file(tmp_path):
+    np.save(tmp_path / "calib.npy", images(3))
+    data = load_calibration_data(tmp_path / "calib.npy", IMAGE)
+    assert len(data) == 3
+    np.testing.assert_array_equal(joined(data)["x"], images(3))
+
+
 def test_npz_keyed_by_input_names_and_a_missing_one(tmp_path):
     np.savez(tmp_path / "pair.npz", a=np.zeros((5, 2), np.float32), b=np.ones((5, 3), np.float32), label=np.arange(5))
     data = load_calibration_data(tmp_path / "pair.npz", PAIR, batch_size=2)

@@ -119,3 +119,15 @@ def test_a_dead_branch_is_still_run_and_calibrated(tmp_path, attach):
     configs = attach(g, QuantScheme.integer(8))
     calibrate(g, np.arange(8, dtype=np.float32).reshape(2, 4), progress=False)
     np.testing.assert_allclose(configs["dead"].scale, 7 / 127, rtol=1e-6)
+
+
+def test_the_progress_bar_shows_only_on_a_terminal(cnn, cnn_samples, attach, capsys, monkeypatch):
+    def shown(progress: bool) -> str:
+        attach(cnn, UINT8)  # fresh INITIAL configs: calibrated ones are left alone
+        calibrate(cnn, cnn_samples, progress=progress)
+        return capsys.readouterr().err
+
+    assert shown(True) == ""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats stderr as a terminal
+    assert "calibrating" in shown(True) and "20/20" in shown(True)
+    assert shown(False) == ""

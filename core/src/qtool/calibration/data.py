@@ -113,7 +113,7 @@ def _join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def load_calibration_data(source, graph: Graph, batch_size: int = 32) -> CalibrationData:
-    """Calibration data for ``graph`` from an .npz file, a directory of .npy/.npz files,
+    """Calibration data for ``graph`` from an .npz or .npy file, a directory of them,
     a dict of arrays, an array (single-input models) or an iterable of dicts/arrays.
 
     Arrays hold samples along the first axis, or are one sample without it.

@@ -123,7 +123,7 @@ def _load(path: Path, keys: dict[str, str]) -> dict[str, np.ndarray]:
 
 # -- readers ---------------------------------------------------------------------------------
 class FileSource:
-    """One .npz file, or a directory of .npy/.npz files read one at a time in name order."""
+    """One .npz/.npy file, or a directory of them read one at a time in name order."""
 
     def __init__(self, path: Path, inputs: list[Variable]) -> None:
         self.path, self.inputs = path, inputs
@@ -131,10 +131,10 @@ class FileSource:
             files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
             if not files:
                 raise CalibrationError(f"{path}: the directory holds no .npy or .npz files")
-        elif path.suffix == ".npz" and path.is_file():
+        elif path.suffix in (".npy", ".npz") and path.is_file():
             files = [path]
         elif path.exists():
-            raise CalibrationError(f"{path}: calibration data must be an .npz file or a directory of .npy/.npz files")
+            raise CalibrationError(f"{path}: calibration data must be an .npz or .npy file or a directory of them")
         else:
             raise CalibrationError(f"{path}: no such calibration file or directory")
         self.plan = [(file, *self._check(file)) for file in files]
