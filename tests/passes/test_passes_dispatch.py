@@ -174,3 +174,29 @@ def test_every_op_gets_aligned_configs_and_a_reason(cnn, make_config):
     for op in cnn.operations.values():
         assert op.quant.reason
         assert len(op.quant.inputs) == len(op.inputs) and len(op.quant.outputs) == len(op.outputs)
+
+
+class Upsample(torch.nn.Module):
+    """A Resize whose sizes torch computes from the input's shape (Shape, Gather, Mul, Cast, Concat...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.first(x)
+        y = torch.nn.functional.interpolate(y, size=(y.shape[2] * 2, y.shape[3] * 2), mode="nearest")
+        return self.second(y)
+
+
+def test_shape_subgraph_feeding_a_resize_stays_float(tmp_path, make_config):
+    graph = export(Upsample(), torch.randn(1, 3, 4, 4), tmp_path / "up.onnx")
+
+    Dispatch(make_config(dispatch={"passive_op_types": ["Resize"]}))(graph)
+
+    computing = {"Conv", "Resize"}
+    shape_ops = [op for op in graph.operations.values() if op.op_type not in computing]
+    assert {op.op_type for op in shape_ops} >= {"Shape", "Gather", "Mul", "Cast", "Concat"}
+    assert all(op.quant.reason == "shape/index computation" for op in shape_ops)
+    resize = _by_type(graph, "Resize")[0]
+    assert resize.quant.quantized and [t is not None for t in resize.quant.inputs] == [True, False, False, False]

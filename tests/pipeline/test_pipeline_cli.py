@@ -96,6 +96,7 @@ def test_quantize_explain_prints_the_table_and_the_summary(tiny_platform, cnn_mo
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0
     assert "qtool explain: tiny-test" in out and "fused with" in out and "shares" in out
+    assert "bias: int32" in out  # the resolved configuration above the table
     assert "7 of 12 ops quantized, 5 kept float" in out and "shape/index computation" in out
     assert "passes: 9 in" in out and "agreement: samples 4" in out
 
@@ -126,6 +127,7 @@ def test_explain_json_needs_no_data(tiny_platform, cnn_model, capsys):
     document = json.loads(capsys.readouterr().out)
     ops = {op["op_type"]: op for op in document["ops"]}
     assert document["schema_version"] == 1 and document["platform"] == TINY
+    assert document["config"]["activation"]["quant_min"] == -128  # the tiny platform's default
     conv_out = next(op for op in document["ops"] if op["op_type"] == "Conv")["outputs"][0]
     assert conv_out["state"] == "fp32" and conv_out["note"].startswith("fused with")
     assert ops["MaxPool"]["inputs"][0]["shares"].endswith(f"({ops['MaxPool']['inputs'][0]['tensor']})")

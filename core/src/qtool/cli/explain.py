@@ -31,16 +31,21 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     planned = plan(args.model, args.platform, config=args.config, preset=args.preset)
-    document = explain_document(planned.graph, planned.platform.name)
+    document = explain_document(planned.graph, planned.platform.name, planned.config)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print_explanation(document, Console())
+        print_explanation(document, Console(), planned.config)
     return 0
 
 
-def explain_document(graph: Graph, platform: str) -> dict:
-    """Every op with its decision, reason and per-tensor configs (stable schema, version 1)."""
+def explain_document(graph: Graph, platform: str, config=None) -> dict:
+    """Every op with its decision, reason and per-tensor configs, and the resolved configuration.
+
+    Stable schema, version 1: ``{"schema_version", "platform", "config", "ops": [{"name", "op_type",
+    "quantized", "reason", "inputs": [...], "outputs": [...]}]}``; each tensor entry has ``tensor``,
+    ``scheme`` (None: float there), ``state``, and where they apply ``role``, ``shares``, ``note``, ``scale``.
+    """
     owners = _owners(graph)
     ops = []
     for op in graph.topological_order():
@@ -52,7 +57,8 @@ def explain_document(graph: Graph, platform: str) -> dict:
             entry[side] = [_tensor_entry(var, tqc, owners) for var, tqc in zip(variables, configs, strict=True)
                            if var is not None]
         ops.append(entry)
-    return {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform, "ops": ops}
+    return {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
+            "config": config.to_dict() if config is not None else None, "ops": ops}
 
 
 def _owners(graph: Graph) -> dict[int, str]:
@@ -94,7 +100,9 @@ def _describe(entry: dict) -> str:
     return text
 
 
-def print_explanation(document: dict, console: Console) -> None:
+def print_explanation(document: dict, console: Console, config=None) -> None:
+    if config is not None:
+        console.print(escape(config.describe()))
     table = Table(title=f"qtool explain: {document['platform']}", show_lines=True)
     for column in ("op", "type", "decision", "inputs", "outputs"):
         table.add_column(column, overflow="fold")

@@ -49,7 +49,8 @@ def run(args) -> int:
                       opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
                       load_state=args.load_state, progress=True, finished=finished)
     if args.explain:
-        print_explanation(explain_document(result.graph, result.summary["platform"]), out)
+        print_explanation(explain_document(result.graph, result.summary["platform"], result.config), out,
+                          result.config)
     print_summary(result, out, allowed=args.allow_unsupported)
     return 0
 
