@@ -116,7 +116,7 @@ class _Decisions:
     # -- configs ------------------------------------------------------------------------
     def build(self, op: Operation) -> OpQuantConfig:
         n_in, n_out = len(op.inputs), len(op.outputs)
-        if op.name in self.reasons and op.name not in self.computing:
+        if op.name not in self.computing and op.name not in self.candidates:
             return OpQuantConfig.float_op(n_in, n_out, self.reasons[op.name])
         if self.candidates.get(op.name) == "passive":
             return self._build_passive(op)
