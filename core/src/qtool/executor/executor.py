@@ -51,7 +51,7 @@ class TorchExecutor:
         for var in self.graph.parameters():
             if var.value.dtype == object:
                 raise ExecutorError(f"parameter {var.name!r} holds strings, which torch cannot run")
-            tensor = feeding.to_tensor(var.value, self.device)
+            tensor = feeding.to_tensor(var.value if var.float_value is None else var.float_value, self.device)
             if tensor.ndim == 4 and any(op.op_type == "Conv" and op.inputs[1] is var for op in var.consumers):
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
             params[self._plan.slot_of[var.name]] = tensor

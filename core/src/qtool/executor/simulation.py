@@ -1,7 +1,8 @@
 """Where the executor fake-quantizes: one decision per op input and output.
 
 A config is applied when it is quantizing and its op is simulated, except
-* BAKED parameters, whose stored values are already on the grid;
+* BAKED parameters, whose stored values are already on the grid: a simulated op
+  reads the baked value, a float op the float one the executor loaded;
 * a reader's config that shares the producer's parameters (overlapped, same
   scheme) when the producer already applied them: quantizing twice changes nothing.
 Parameters are fake-quantized once and cached; activations per run.
@@ -18,6 +19,7 @@ from ..errors import QtoolError
 from ..quant import TensorQuantizationConfig
 from .errors import ExecutorError
 from .fake_quant import BAKED_STATES, Quantizer, is_dynamic, make_quantizer
+from .feeds import to_tensor
 from .plan import Step
 
 
@@ -45,7 +47,7 @@ class Simulation:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._quantizers: dict[TensorQuantizationConfig, Quantizer] = {}
-        self._weights: dict[tuple[TensorQuantizationConfig, str], torch.Tensor] = {}
+        self._weights: dict[tuple[TensorQuantizationConfig | None, str], torch.Tensor] = {}
 
     def clear(self) -> None:
         self._quantizers.clear()
@@ -63,6 +65,9 @@ class Simulation:
                 continue
             todo = StepQuant()
             for i, (var, tqc) in enumerate(zip(op.inputs, config.inputs, strict=False)):
+                if var is not None and var.float_value is not None and tqc is not None and tqc.is_quantizing:
+                    todo.weights[i] = self._baked(var, params[step.inputs[i]])
+                    continue
                 if var is None or not _applies(tqc) or _already_applied(tqc, applied.get(var.name)):
                     continue
                 with _naming(op.name, var.name):
@@ -85,6 +90,13 @@ class Simulation:
         if tqc not in self._quantizers:
             self._quantizers[tqc] = make_quantizer(tqc, self.device)
         return self._quantizers[tqc]
+
+    def _baked(self, var, float_tensor: torch.Tensor) -> torch.Tensor:
+        """The baked value of ``var``, laid out in memory like its float tensor."""
+        key = (None, var.name)
+        if key not in self._weights:
+            self._weights[key] = torch.empty_like(float_tensor).copy_(to_tensor(var.value, self.device))
+        return self._weights[key]
 
     def _weight(self, tqc: TensorQuantizationConfig, name: str, value: torch.Tensor) -> torch.Tensor:
         key = (tqc, name)

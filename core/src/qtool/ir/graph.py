@@ -20,10 +20,15 @@ class GraphError(QtoolError, ValueError):
 
 @dataclass(eq=False)
 class Variable:
-    """A tensor: a graph input, an op output, or a parameter (``value`` is set)."""
+    """A tensor: a graph input, an op output, or a parameter (``value`` is set).
+
+    ``float_value`` is set when ``value`` holds a parameter on its quantization
+    grid (after baking): float simulation reads it, export writes ``value``.
+    """
 
     name: str
     value: np.ndarray | None = None
+    float_value: np.ndarray | None = None
     shape: list[int | str | None] | None = None
     dtype: np.dtype | None = None
     producer: Operation | None = None

@@ -1,7 +1,8 @@
 """Baking: parameter values replaced by their fake-quantized values, configs set BAKED.
 
 The executor then skips their quantization and the exporter computes exact
-integer codes. A parameter read at several places gets a private copy per
+integer codes. The float value stays on the variable (``float_value``) for
+float simulation (analysis, accuracy passes). A parameter read at several places gets a private copy per
 quantizing reader, so that no reader sees another's grid.
 """
 
@@ -25,11 +26,14 @@ class Baking(Pass):
         baked = []
         for op, index, tqc in _bakeable(graph):
             var = op.inputs[index]
+            original = var.float_value if var.float_value is not None else var.value
             value = bake_value(var.value, tqc)
             if len(var.consumers) > 1 or var in graph.outputs:
-                graph.set_input(op, index, graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), value))
+                var = graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), value)
+                graph.set_input(op, index, var)
             else:
                 var.value = value
+            var.float_value = original
             tqc.state = BAKED_STATE[tqc.state]
             baked.append(op.inputs[index].name)
         graph.remove_unused()
