@@ -8,10 +8,10 @@ import sys
 from .. import __version__
 from ..errors import QtoolError
 from ..plugins import plugin_manager
-from . import explain, inspect, new_plugin, platforms, quantize
+from . import analyse, explain, inspect, new_plugin, platforms, quantize
 
 # Each command module has add_parser(subparsers) which sets ``handler`` on its parser.
-COMMAND_MODULES = [platforms, inspect, quantize, explain, new_plugin]
+COMMAND_MODULES = [platforms, inspect, quantize, explain, analyse, new_plugin]
 
 
 def build_parser() -> argparse.ArgumentParser:
