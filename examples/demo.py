@@ -16,6 +16,7 @@ from rich.table import Table
 
 import qtool
 from qtool.analysis import layerwise_sensitivity
+from qtool.cli.quantize import print_summary
 from qtool.executor import TorchExecutor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,7 +46,7 @@ def main() -> int:
     console.print(f"[bold]2. Quantizing for '{PLATFORM}' (int8 per-channel weights, int8 activations, int32 bias)"
                   "[/bold]")
     result = qtool.quantize(float_model, PLATFORM, calib, output=OUT / "digits_int8.onnx", progress=False)
-    console.print(result.summary)
+    print_summary(result, console)
 
     console.print("[bold]3. Accuracy on the evaluation images (ONNX Runtime)[/bold]")
     float_acc = accuracy(float_model, split.eval_x, split.eval_y)
@@ -63,7 +64,9 @@ def main() -> int:
     console.print(worst)
 
     console.print("[bold]5. ONNX Runtime vs qtool's simulation[/bold]")
-    console.print(f"   {result.agreement}")
+    agreement = result.agreement
+    console.print(f"   {agreement['samples']} samples through {agreement['runtime']}: the outputs differ by at most "
+                  f"{agreement['max_steps']:g} quantization steps, cosine similarity {agreement['min_cosine']:.6f}")
     console.print("[bold]6. Files[/bold]")
     for path in result.files:
         console.print(f"   {path}")

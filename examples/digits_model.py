@@ -48,7 +48,7 @@ class DigitsNet(torch.nn.Module):
         return self.head(self.features(x))
 
 
-def train(split: DigitsSplit, epochs: int = 12, seed: int = 0) -> DigitsNet:
+def train(split: DigitsSplit, epochs: int = 10, seed: int = 0) -> DigitsNet:
     torch.manual_seed(seed)
     model = DigitsNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
