@@ -1,0 +1,111 @@
+"""CrossLayerEqualization: equal per-channel weight ranges across two layers joined by a ReLU-like op.
+
+For a pair ``first -> [act] -> second`` where ``act(s x) = s act(x)`` for
+``s > 0`` (Relu, LeakyRelu, PRelu, Clip with min 0 and no max), output channel
+``i`` of ``first`` (weights and bias) is divided by ``s_i`` and input channel
+``i`` of ``second`` multiplied by it, with ``s_i = sqrt(r1_i / r2_i)`` so that
+both ranges become ``sqrt(r1_i * r2_i)``. The float function is unchanged.
+Chains (Conv -> depthwise Conv -> Conv) are swept until the scales settle.
+Runs on the float graph, after GraphSimplify (BatchNormalization folded).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir import Graph, Operation, Variable
+from ..base import Pass, PassResult
+from ..op_roles import bias_position
+from .channels import CHANNEL_TYPES, in_channels, in_ranges, out_ranges, scale_in, scale_out
+from .layers import bias_of, out_channels, weight_input
+from .options import number, positive_int
+from .originals import replace_parameter
+
+HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")
+
+
+class CrossLayerEqualization(Pass):
+    """Options: ``iterations`` (sweeps over all pairs at most), ``tolerance`` (stop when every
+    ``|log s_i|`` of a sweep is below it)."""
+
+    name = "CrossLayerEqualization"
+
+    def __init__(self, *, iterations: int = 20, tolerance: float = 1e-3) -> None:
+        self.iterations = positive_int("accuracy.equalization", "iterations", iterations)
+        self.tolerance = number("accuracy.equalization", "tolerance", tolerance, 0.0, 1.0)
+
+    def call(self, graph: Graph) -> PassResult:
+        pairs = find_pairs(graph)
+        sweeps, change = 0, np.inf
+        while pairs and sweeps < self.iterations and change >= self.tolerance:
+            change = max(_equalize(graph, first, second) for first, second in pairs)
+            sweeps += 1
+        return PassResult(graph, bool(pairs), {"pairs": [f"{a.name} -> {b.name}" for a, b in pairs],
+                                               "sweeps": sweeps})
+
+
+def find_pairs(graph: Graph) -> list[tuple[Operation, Operation]]:
+    """Every (first, second) layer pair joined by at most a bias Add and one ReLU-like op."""
+    pairs = []
+    for op in graph.topological_order():
+        if _equalizable(op) and (bias_position(op) is None or bias_of(graph, op) is not None):
+            second = _next_layer(graph, op)
+            if second is not None:
+                pairs.append((op, second))
+    return pairs
+
+
+def _equalizable(op: Operation) -> bool:
+    if op.op_type not in CHANNEL_TYPES or weight_input(op) is None:
+        return False
+    return op.op_type != "MatMul" or op.inputs[1].value.ndim == 2
+
+
+def _next_layer(graph: Graph, first: Operation) -> Operation | None:
+    var = first.outputs[0]
+    bias = bias_of(graph, first)
+    if bias is not None and bias.holder is not first:
+        var = bias.holder.outputs[0]
+    reader = _sole_reader(graph, var)
+    if reader is not None and _is_homogeneous(reader):
+        var, reader = reader.outputs[0], _sole_reader(graph, reader.outputs[0])
+    if reader is None or not _equalizable(reader) or reader.inputs[0] is not var:
+        return None
+    if (reader.op_type == "Conv") != (first.op_type == "Conv"):
+        return None
+    weight = reader.inputs[1].value
+    return reader if in_channels(reader, weight) == out_channels(first) else None
+
+
+def _sole_reader(graph: Graph, var: Variable) -> Operation | None:
+    readers = set(map(id, var.consumers))
+    return var.consumers[0] if len(readers) == 1 and var not in graph.outputs else None
+
+
+def _is_homogeneous(op: Operation) -> bool:
+    """act(s x) = s act(x) for every s > 0."""
+    if op.op_type in HOMOGENEOUS:
+        return op.inputs[0] is not None and all(v is None or v.is_parameter for v in op.inputs[1:])
+    if op.op_type != "Clip":
+        return False
+    low = op.inputs[1] if len(op.inputs) > 1 else None
+    high = op.inputs[2] if len(op.inputs) > 2 else None
+    if "min" in op.attributes or "max" in op.attributes:  # opset < 11
+        return op.attributes.get("min") == 0.0 and op.attributes.get("max", np.inf) >= np.finfo(np.float32).max
+    return (low is not None and low.is_parameter and low.value.size == 1 and float(low.value.reshape(-1)[0]) == 0.0
+            and high is None)
+
+
+def _equalize(graph: Graph, first: Operation, second: Operation) -> float:
+    """Equalize one pair; the largest |log s_i| applied."""
+    w1, w2 = first.inputs[1].value, second.inputs[1].value
+    r1, r2 = out_ranges(first, w1).astype(np.float64), in_ranges(second, w2).astype(np.float64)
+    usable = (r1 > 0) & (r2 > 0)
+    scales = np.where(usable, np.sqrt(np.where(usable, r1, 1.0) / np.where(usable, r2, 1.0)), 1.0)
+    replace_parameter(graph, first, 1, scale_out(first, w1, 1.0 / scales))
+    replace_parameter(graph, second, 1, scale_in(second, w2, scales))
+    bias = bias_of(graph, first)
+    if bias is not None:
+        value = bias.var.value
+        replace_parameter(graph, bias.holder, bias.index, (value.astype(np.float64) / scales.reshape(value.shape)))
+    return float(np.abs(np.log(scales)).max(initial=0.0))
