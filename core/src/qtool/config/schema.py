@@ -92,7 +92,7 @@ def _at_least(lo: int) -> Callable[[Any], str | None]:
 SCHEME_KEYS: dict[str, Key] = {
     "format": Key("str", "int", "Number format: integer codes, an eXmY float (`float` with `exponent_bits`), "
                   "or a named float format.", choices=FORMATS,
-                  resets=("bits", "exponent_bits", "mantissa_bits", "quant_min", "quant_max")),
+                  resets=("bits", "exponent_bits", "mantissa_bits", "quant_min", "quant_max", "signed", "symmetric")),
     "bits": Key("int", 8, "Width in bits (1-16). For floats, 1 + exponent_bits + mantissa_bits.",
                 check=_between(1, 16), resets=("quant_min", "quant_max"),
                 shown_default="8 (named float formats: their width)"),
