@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from onnx import TensorProto
 from qtool.quant import QuantizationState, TensorQuantizationConfig
 from qtool.quant.maths import round_array
 
 from .configs import COMPUTE_OPS, active, written_config
+from .storage import INTEGER_TYPES, domain_at, storage_type
 
 ACTIVATIONS = frozenset({"Relu", "Clip"})
 
@@ -79,3 +81,30 @@ def clips_exactly(act: FusedActivation, limits: tuple[float, float] | None = Non
     with np.errstate(over="ignore"):
         codes = round_array(np.asarray(act.bounds) / float(tqc.scale), scheme.rounding) + float(tqc.offset)
     return codes[0] <= low and codes[1] >= high
+
+
+RELU_FUSION_CHECKED = frozenset({"int8", "uint8", "int16", "uint16"})
+
+
+def relu_fusion_breaks(domain: str, zero_point) -> bool:
+    """True when ONNX Runtime would drop a Relu in front of this QuantizeLinear without the right to.
+
+    ORT removes a Relu before an ai.onnx QuantizeLinear with a single zero point
+    when the grid starts at zero; it checks that for 8- and 16-bit types only and
+    drops the Relu unchecked for 4-bit, 2-bit and float8 ones, so results go
+    wrong. The export then quantizes first and applies the Relu after the pair:
+    the same numbers (0 is on every grid, and Relu keeps grid values on it),
+    which ORT leaves alone.
+    """
+    if domain not in ("", "ai.onnx") or zero_point is None or len(zero_point.dims) != 0:
+        return False
+    checked = {t.elem_type for t in INTEGER_TYPES if t.name in RELU_FUSION_CHECKED}
+    return zero_point.data_type not in checked | {TensorProto.INT32}
+
+
+def relu_pair_moves(op, tqc: TensorQuantizationConfig | None, opset: int) -> bool:
+    """The same question asked of a Relu's output config before anything is written."""
+    if op.op_type != "Relu" or tqc is None or tqc.scheme.is_per_channel:
+        return False
+    stype = storage_type(tqc.scheme)
+    return stype is not None and stype.name not in RELU_FUSION_CHECKED and domain_at(stype, tqc.scheme, opset) == ""

@@ -38,7 +38,8 @@ def _compare(ours: np.ndarray, theirs: np.ndarray, tqc) -> dict:
     result = {"max_abs": float(diff.max(initial=0.0)), "cosine": cosine}
     if tqc is not None and not tqc.scheme.is_floating:
         step = per_element(tqc.scale, ours.shape[1:], tqc.scheme)
-        result["max_steps"] = float(np.round(diff / step, 3).max(initial=0.0))  # float32 noise below 1e-3 step
+        codes = np.rint(ours / step) - np.rint(theirs / step)  # both sides are on the output grid
+        result["max_steps"] = float(np.abs(codes).max(initial=0.0))
     else:
         scale = float(np.abs(theirs).max(initial=0.0)) or 1.0
         result["max_relative"] = float(diff.max(initial=0.0) / scale)

@@ -5,16 +5,25 @@ scale = s_in * s_w and zero point 0. ORT checks that for Conv (falling back to
 float) but not for Gemm / MatMul + Add, whose results are then wrong (this
 plugin's tests show it). A bias quantized any other way is therefore written
 as float values on its grid, which every kernel reads right.
+
+ORT's WeightBiasQuantization pass rewrites a Conv/ConvTranspose/Gemm that
+reads a per-tensor DequantizeLinear and leads (through Relu/Clip at most) to a
+QuantizeLinear: a float bias becomes int32 codes at s_in * s_w, saturating
+where the product is tiny (float8 e5m2 scales) - such a bias is written as
+int32 codes at a scale wide enough to hold it instead -, and a float weight
+becomes int8 per tensor, which qtool cannot prevent and reports.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from qtool.quant import QuantizationPolicy as P
 
-from .configs import input_config
+from .configs import input_config, output_config
 from .storage import storage_type
 
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
+INT32_MAX = 2**31 - 1
 _RTOL = 1e-6
 
 
@@ -42,3 +51,29 @@ def misread_reason(op, tqc) -> str | None:
     except ValueError:  # shapes that do not broadcast
         matches = False
     return None if matches else "its scale is not s_in * s_w"
+
+
+def saturating_float_bias_scale(op, index: int) -> np.ndarray | None:
+    """For a float bias whose codes at s_in * s_w overflow int32: per-element scales that hold it (else None)."""
+    var = op.inputs[index] if is_bias(op, index) and index < len(op.inputs) else None
+    x, w = input_config(op, 0, True), input_config(op, 1, True)
+    if var is None or not var.is_parameter or x is None or w is None or x.scheme.is_per_channel:
+        return None
+    bias = np.abs(np.asarray(var.value, np.float64))
+    if np.asarray(w.scale).size not in (1, bias.size) or w.scheme.policy & P.PER_BLOCK:
+        return None  # ORT leaves such biases float
+    product = np.broadcast_to(np.asarray(x.scale, np.float64) * np.asarray(w.scale, np.float64).reshape(-1),
+                              bias.shape)
+    if np.all(bias <= INT32_MAX * product):
+        return None
+    return np.maximum(product, bias / INT32_MAX).astype(np.float32)
+
+
+def weight_requantized(graph, op, activation, settled: bool) -> bool:
+    """True when ORT quantizes ``op``'s float weight to int8 itself (WeightBiasQuantization)."""
+    if BIAS_INPUT.get(op.op_type) is None or len(op.inputs) < 2 or not op.inputs[1].is_parameter:
+        return False
+    x = input_config(op, 0, settled)
+    if x is None or x.scheme.is_per_channel or input_config(op, 1, settled) is not None:
+        return False
+    return activation is not None or output_config(graph, op, 0, settled) is not None

@@ -22,5 +22,6 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.range": (W, "an activation range narrower than its storage type: ORT saturates at the type's limits"),
     "ort.rounding": (W, "an activation rounding other than half-to-even, ORT's only rounding"),
     "ort.bias-float": (W, "a bias ORT's integer kernels would misread as int32 codes is written as float values"),
+    "ort.weight-requantized": (W, "a float weight ORT quantizes to int8 itself, unlike qtool's simulation"),
     "ort.activation-kept": (W, "a Relu/Clip kept although activation removal was asked: dropping it is not exact"),
 }

@@ -34,9 +34,13 @@ def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
 
 
 def build_model(graph, options: ExportOptions) -> onnx.ModelProto:
-    """The QDQ ModelProto for a calibrated ``graph``; OnnxRuntimeExportError when ORT cannot run it."""
+    """The QDQ ModelProto for a calibrated ``graph``.
+
+    OnnxRuntimeExportError when ORT cannot run it, unless ``options.allow_unsupported``
+    (then whatever ONNX can hold is written).
+    """
     errors = [d for d in validate(graph, options) if d.severity is Severity.ERROR]
-    if errors:
+    if errors and not options.allow_unsupported:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")
     model = qdq_model(graph, options)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from qtool.config.axes import natural_weight_axis
 from qtool.quant import QuantizationPolicy as P
 
-from .activations import FusedActivation, clips_exactly
-from .bias import BIAS_INPUT
+from .activations import FusedActivation, clips_exactly, relu_pair_moves
+from .bias import BIAS_INPUT, weight_requantized
 from .configs import input_config, output_config, pair_uses, reader_groups
 from .storage import EIGHT_BIT, storage_type
 
@@ -45,16 +45,21 @@ class Verdict:
     blockers: list[Blocker] = field(default_factory=list)
 
 
-def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool, settled: bool) -> Verdict:
-    """How ORT runs ``op``; ``activation`` is the Relu/Clip fused after it, ``removed`` whether export drops it."""
+def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool, settled: bool,
+                   opset: int) -> Verdict:
+    """How ORT runs ``op`` at ``opset``; ``activation`` is the Relu/Clip fused after it, ``removed`` whether
+    export drops it."""
     if op.op_type == "ConvTranspose":
         return Verdict(blockers=[Blocker("ort.perf.op-type", None, "ONNX Runtime has no integer ConvTranspose "
                                          "kernel on CPU")])
     verdict = Verdict()
-    kinds = {}
-    for index in (0, 1):
-        kinds[index] = _input(graph, op, index, settled, verdict)
-    out_var, out_tqc = _output(graph, op, activation, removed, settled, verdict)
+    kinds = {0: _input(graph, op, 0, settled, verdict)}
+    if weight_requantized(graph, op, activation, settled):
+        kinds[1] = "int8"  # ORT quantizes the float weight itself
+    else:
+        kinds[1] = _input(graph, op, 1, settled, verdict)
+    moved = activation is not None and relu_pair_moves(activation.op, activation.config, opset)
+    out_var, out_tqc = _output(graph, op, activation, removed or moved, settled, verdict)
     if out_tqc is not None:
         kinds["output"] = _kind(graph, out_var, out_tqc, settled, verdict)
     if verdict.blockers or None in kinds.values():
@@ -146,7 +151,7 @@ def _types(op, kinds: dict, verdict: Verdict) -> None:
 
 def _conv_weight_axis(op, settled: bool, verdict: Verdict) -> None:
     tqc = input_config(op, 1, settled)
-    if op.op_type == "Conv" and tqc.scheme.policy & P.PER_CHANNEL and tqc.scheme.channel_axis != 0:
+    if op.op_type == "Conv" and tqc is not None and tqc.scheme.policy & P.PER_CHANNEL and tqc.scheme.channel_axis != 0:
         verdict.errors.append(Blocker("ort.conv-weight-axis", op.inputs[1].name, "ORT fuses this Conv into "
                                       "QLinearConv, which takes weight scales per output channel (axis 0) only: with "
                                       f"per-channel axis {tqc.scheme.channel_axis} it fails at run time; quantize the "

@@ -9,6 +9,8 @@
 * A bias ORT's integer kernels would misread (see :mod:`.bias`) becomes float
   values on its grid.
 * Removed Relu/Clip: their node is dropped and their output's pair reads their input.
+* A Relu right before a QuantizeLinear that ORT's Relu fusion mishandles goes
+  after that pair instead (see :func:`.activations.relu_fusion_breaks`).
 
 Names: ``<t>_q`` (codes), ``<t>_scale``, ``<t>_zero_point``, ``<t>_dq``
 (dequantized values), nodes ``<t>_QuantizeLinear`` / ``<t>_DequantizeLinear``;
@@ -17,15 +19,24 @@ Names: ``<t>_q`` (codes), ``<t>_scale``, ``<t>_zero_point``, ``<t>_dq``
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 from qtool.quant import QuantizationPolicy as P
-from qtool.quant import dequantize_codes, quantize_to_codes, round_to_float_format
+from qtool.quant import (
+    QuantScheme,
+    TensorQuantizationConfig,
+    dequantize_codes,
+    quantize_to_codes,
+    round_to_float_format,
+)
 
-from .bias import is_bias, misread_reason
-from .configs import reader_groups, written_config
+from .activations import relu_fusion_breaks
+from .bias import BIAS_INPUT, is_bias, misread_reason, saturating_float_bias_scale
+from .configs import reader_config, reader_groups, written_config
 from .errors import OnnxRuntimeExportError
 from .storage import MS_DOMAIN, domain_at, storage_type
 
@@ -65,11 +76,11 @@ class QdqWriter:
         self.domains: set[str] = set()
 
     def write(self) -> onnx.ModelProto:
-        for var in list(self.graph.variables.values()):
-            if var.is_parameter:
-                self._parameter(var)
-            else:
-                self._activation(var)
+        for var in self.graph.parameters():
+            self._parameter(var)
+        self._wide_biases()
+        for var in [*self.graph.inputs, *(v for op in self.graph.topological_order() for v in op.outputs)]:
+            self._activation(var)
         self._rebuild()
         return self.model
 
@@ -80,6 +91,7 @@ class QdqWriter:
             return
         anchor = self.alias.get(var.name, var.name)
         source = self.renamed.get(anchor, anchor)
+        named = written is not None  # the first pair takes the plain names
         if written is not None:
             exposed = var in self.graph.outputs
             if exposed and source == var.name:
@@ -87,13 +99,13 @@ class QdqWriter:
             out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
             self._pair(anchor, source, out, written, var.name)
             groups.pop(id(written.dominator), None)
-            for op in var.consumers:
-                for index, v in enumerate(op.inputs):
-                    if v is var and out != var.name:
-                        self.reads[(op.name, index)] = out
+            if out != var.name:
+                self.reads.update({(op.name, i): out for op in var.consumers for i, v in enumerate(op.inputs)
+                                   if v is var})
             source = out
-        for k, members in enumerate(groups.values()):
-            stem = var.name if written is None and k == 0 else f"{var.name}_{members[0][0].name}"
+        for members in groups.values():
+            stem = f"{var.name}_{members[0][0].name}" if named else var.name
+            named = True
             out = self.names.fresh(f"{stem}_dq")
             self._pair(anchor, source, out, members[0][2], stem)
             self.reads.update({(op.name, index): out for op, index, _ in members})
@@ -111,6 +123,17 @@ class QdqWriter:
             self.after.setdefault(anchor, []).extend(nodes)
 
     # -- parameters ------------------------------------------------------------
+    def _wide_biases(self) -> None:
+        """Float biases ORT would saturate as int32 codes at s_in * s_w (see bias.saturating_float_bias_scale)."""
+        for op in self.graph.topological_order():
+            index = BIAS_INPUT.get(op.op_type)
+            scale = saturating_float_bias_scale(op, index) if index is not None else None
+            if scale is None or reader_config(op, index, SETTLED) is not None:
+                continue
+            tqc = TensorQuantizationConfig(QuantScheme.integer(32, per_channel=True, channel_axis=0), role="bias")
+            tqc.set_params(scale, np.zeros(scale.shape, np.int32))
+            self.reads[(op.name, index)] = self._stored(op.inputs[index], tqc, op.inputs[index].name)
+
     def _parameter(self, var) -> None:
         stored: dict[tuple, str] = {}  # configs with equal parameters share one copy
         for op, index, tqc in (m for members in reader_groups(var, SETTLED).values() for m in members):
@@ -177,7 +200,7 @@ class QdqWriter:
             for name in originals:
                 nodes += self.after.get(name, [])
         g.ClearField("node")
-        g.node.extend(nodes)
+        g.node.extend(self._relus_after_pairs(nodes))
         g.initializer.extend(self.initializers)
         read = {n for node in g.node for n in node.input} | {o.name for o in g.output}
         kept = [t for t in g.initializer if t.name in read]
@@ -185,6 +208,30 @@ class QdqWriter:
         g.initializer.extend(kept)
         if MS_DOMAIN in self.domains and all(o.domain != MS_DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+
+    def _relus_after_pairs(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+        """Relu -> QuantizeLinear -> DequantizeLinear becomes QuantizeLinear -> DequantizeLinear -> Relu where
+        ORT would drop the Relu wrongly (see activations.relu_fusion_breaks); the same numbers either way."""
+        zero_points = {t.name: t for t in self.initializers}
+        quantizers = {n.input[0]: n for n in nodes if n.op_type == "QuantizeLinear"}
+        dequantizers = {n.input[0]: n for n in nodes if n.op_type == "DequantizeLinear"}
+        readers = Counter(name for node in nodes for name in node.input)
+        outputs = {o.name for o in self.model.graph.output}
+        result = list(nodes)
+        for relu in [n for n in nodes if n.op_type == "Relu"]:
+            q = quantizers.get(relu.output[0])
+            if q is None or readers[relu.output[0]] != 1 or relu.output[0] in outputs \
+                    or not relu_fusion_breaks(q.domain, zero_points.get(q.input[2])):
+                continue
+            dq = dequantizers[q.output[0]]
+            read_by_all = dq.output[0]  # readers keep this name; the Relu now writes it
+            q.input[0] = relu.input[0]
+            dq.output[0] = self.names.fresh(f"{q.output[0]}_dq")
+            relu.input[0], relu.output[0] = dq.output[0], read_by_all
+            result.remove(relu)
+            result.insert(result.index(dq) + 1, relu)
+        return result
 
 
 def _storage(scheme, stem: str, stored: bool):

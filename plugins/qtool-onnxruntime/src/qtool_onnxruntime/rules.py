@@ -13,7 +13,7 @@ from qtool.quant import QuantizationPolicy as P
 from qtool.quant import RoundingPolicy, quantized_tensors
 
 from .activations import clips_exactly, fused_activations
-from .bias import is_bias, misread_reason
+from .bias import is_bias, misread_reason, weight_requantized
 from .codes import CODES
 from .configs import COMPUTE_OPS, active
 from .kernels import kernel_verdict
@@ -35,7 +35,7 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     removable = {name for name, act in activations.items() if options.remove_activations and clips_exactly(act)}
     for op in graph.topological_order():
         if op.op_type in COMPUTE_OPS and op.quant is not None and op.quant.quantized:
-            found += _op_rules(graph, op, activations.get(op.name), op.name in removable)
+            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset)
     if options.remove_activations:
         found += [_kept(act) for name, act in activations.items() if name not in removable]
     return found
@@ -83,14 +83,19 @@ def _activation_warnings(stype, where) -> list[Diagnostic]:
     return found
 
 
-def _op_rules(graph, op, activation, removed: bool) -> list[Diagnostic]:
-    verdict = kernel_verdict(graph, op, activation, removed, SETTLED)
+def _op_rules(graph, op, activation, removed: bool, opset: int) -> list[Diagnostic]:
+    verdict = kernel_verdict(graph, op, activation, removed, SETTLED, opset)
     found = [diagnostic(e.code, e.reason, op=op.name, tensor=e.tensor) for e in verdict.errors]
     if verdict.blockers:
         first = verdict.blockers[0]
         found.append(diagnostic(first.code, f"runs correctly through DequantizeLinear -> float {op.op_type} -> "
                                 f"QuantizeLinear, slower than an integer kernel: "
                                 + "; ".join(b.reason for b in verdict.blockers), op=op.name, tensor=first.tensor))
+    if weight_requantized(graph, op, activation, SETTLED):
+        found.append(diagnostic("ort.weight-requantized", "ORT quantizes this float weight to int8 per tensor "
+                                "itself (its WeightBiasQuantization pass, for a Conv/Gemm between DequantizeLinear "
+                                "and QuantizeLinear): results differ from qtool's simulation, which keeps it float",
+                                op=op.name, tensor=op.inputs[1].name))
     for index, tqc in enumerate(op.quant.inputs):
         if is_bias(op, index) and active(tqc, SETTLED) and tqc.is_quantizing \
                 and (reason := misread_reason(op, tqc)) is not None:

@@ -1,0 +1,79 @@
+"""ONNX Runtime graph rewrites that change results, and what the export does about them."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+import qtool
+from onnx import TensorProto, helper, numpy_helper
+from ort_testkit import UINT8, agreement, calibrated, export, nodes, run, samples_for, simulate, single_op_proto
+from qtool import ExportOptions
+from qtool.quant import QuantizationPolicy as P
+from qtool.quant import QuantScheme
+
+PLAIN = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+def _relu_then_quantize(zero_point: onnx.TensorProto) -> onnx.ModelProto:
+    nodes_ = [helper.make_node("Relu", ["x"], ["r"]),
+              helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes_, "relu_q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+                              [numpy_helper.from_array(np.float32(0.5), "s"), zero_point])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+
+
+def test_ort_drops_a_relu_before_a_4bit_2bit_or_float8_quantizelinear():
+    x = {"x": np.linspace(-4, 3, 8, dtype=np.float32)}
+    for dtype in (ml_dtypes.int4, ml_dtypes.int2, ml_dtypes.float8_e5m2, ml_dtypes.float8_e4m3fn):
+        model = _relu_then_quantize(numpy_helper.from_array(np.zeros((), dtype), "z"))
+        assert run(model, x, level=PLAIN)[0].min() == 0
+        assert run(model, x)[0].min() < 0, dtype  # the Relu is gone
+    for dtype in (np.int8, np.int16):  # zero points ORT checks
+        model = _relu_then_quantize(numpy_helper.from_array(np.zeros((), dtype), "z"))
+        assert run(model, x)[0].min() == 0
+
+
+def test_export_puts_such_a_relu_after_its_pair(tmp_path):
+    fp8 = QuantScheme.floating(4, 3)
+    graph = calibrated(single_op_proto("Conv", activation="Relu"), fp8, fp8, fuse=True, op_types={"Conv"})
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    (relu,) = nodes(model, "Relu")
+    (dq,) = [n for n in nodes(model, "DequantizeLinear") if n.output[0] == relu.input[0]]
+    assert relu.output[0] == "y" and dq.input[0] == "y_q"
+    feeds = samples_for(graph, 1, seed=3)[0]
+    assert run(path, feeds)[0].min() == 0 and run(path, feeds, level=PLAIN)[0].min() == 0
+    assert agreement(graph, path)["min_cosine"] > 0.9999
+
+
+def test_a_float_bias_ort_would_overflow_is_written_wide(tmp_path):
+    e5m2 = QuantScheme.floating(5, 2)
+    graph = calibrated(single_op_proto("Gemm"), e5m2,
+                       e5m2.with_changes(policy=P.FLOATING | P.SYMMETRICAL | P.PER_CHANNEL, channel_axis=0))
+    graph.variables["b"].value = np.full(16, 50.0, np.float32)
+    op = graph.operations["op"]
+    assert (50.0 / (op.quant.inputs[0].scale * op.quant.inputs[1].scale) > 2**31).all()
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    assert next(n for n in model.graph.node if n.name == "op").input[2] == "b_dq"
+    assert next(t for t in model.graph.initializer if t.name == "b_q").data_type == TensorProto.INT32
+    assert agreement(graph, path)["outputs"]["y"]["max_relative"] < 1e-6
+    # Left float, ORT's own int32 conversion of it overflows.
+    next(n for n in model.graph.node if n.name == "op").input[2] = "b"
+    model.graph.initializer.append(numpy_helper.from_array(graph.variables["b"].value, "b"))
+    feeds = {"x": np.random.default_rng(0).normal(size=(2, 32)).astype(np.float32)}
+    assert np.abs(run(model, feeds)[0] - run(model, feeds, level=PLAIN)[0]).max() > 1.0
+
+
+def test_float_weight_between_quantized_activations_is_requantized_by_ort(tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), UINT8, None)
+    found = qtool.get_platform("onnxruntime").validate(graph, ExportOptions())
+    assert [(d.code, d.op, d.tensor) for d in found] == [("ort.weight-requantized", "op", "w")]
+    path = export(graph, tmp_path)
+    feeds = [{"x": np.random.default_rng(1).normal(size=(2, 32)).astype(np.float32)}]
+    assert np.abs(run(path, feeds[0])[0] - run(path, feeds[0], level=PLAIN)[0]).max() > 0
+    assert np.abs(run(path, feeds[0], level=PLAIN)[0] - simulate(graph, feeds)[0][0]).max() < 1e-5
