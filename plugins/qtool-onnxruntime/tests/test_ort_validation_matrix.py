@@ -34,6 +34,7 @@ from qtool.testing import quantize_by_hand, retarget
 from qtool_onnxruntime.errors import OnnxRuntimeExportError
 from qtool_onnxruntime.export import qdq_model
 from qtool_onnxruntime.rules import validate
+from qtool_onnxruntime.session import ORT_ERRORS
 
 WEIGHT_AXIS = {"Conv": 0, "Gemm": 0, "MatMul": 1}
 BLOCK = {"Conv": (1, 4), "Gemm": (1, 16), "MatMul": (0, 16)}  # (axis, block size): blocks along the input axis
@@ -94,7 +95,7 @@ def ort_verdict(model, feeds: dict, tmp_path) -> Verdict:
     try:
         ops = optimized_ops(model, tmp_path)
         run(model, feeds)
-    except Exception as exc:  # noqa: BLE001 - any ORT failure is a refusal
+    except ORT_ERRORS as exc:
         return Verdict(str(exc).splitlines()[0][:300], [])
     return Verdict(None, [op for op in ops if op in FLOAT_COMPUTE])
 

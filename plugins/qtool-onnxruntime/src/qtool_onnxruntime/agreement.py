@@ -7,15 +7,23 @@ import onnxruntime as ort
 
 from .configs import written_config
 from .qdq import per_element
-from .session import cpu_session
+from .session import ORT_ERRORS, cpu_session
 
 
 def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
-    """Max difference in output quantization steps (relative difference for float outputs) and cosine similarity."""
-    session = cpu_session(paths[0])
-    feeds_names = [i.name for i in session.get_inputs()]
+    """Max difference in output quantization steps (relative difference for float outputs) and cosine similarity.
+
+    A model ORT refuses (written with allow_unsupported) gives a report with its ``error``.
+    """
+    runtime = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
     names = [v.name for v in graph.outputs]
-    ran = [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+    try:
+        session = cpu_session(paths[0])
+        feeds_names = [i.name for i in session.get_inputs()]
+        ran = [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+    except ORT_ERRORS as exc:
+        return {"runtime": runtime, "samples": len(samples), "error": str(exc).strip().splitlines()[0],
+                "outputs": {}, "max_steps": None, "min_cosine": None}
     outputs = {}
     for k, var in enumerate(graph.outputs):
         ours = np.stack([np.asarray(r[k], np.float64) for r in ran])
@@ -23,7 +31,7 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
         outputs[var.name] = _compare(ours, theirs, written_config(var, True))
     steps = [o["max_steps"] for o in outputs.values() if "max_steps" in o]
     return {
-        "runtime": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
+        "runtime": runtime,
         "samples": len(samples),
         "outputs": outputs,
         "max_steps": max(steps) if steps else None,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _state
+
+# What ORT raises when it cannot load or run a model (its classes derive from Exception directly).
+ORT_ERRORS = (_state.Fail, _state.InvalidArgument, _state.InvalidGraph, _state.NotImplemented,
+              _state.RuntimeException, RuntimeError)
 
 
 def session_options(optimized_model: str | os.PathLike | None = None,
