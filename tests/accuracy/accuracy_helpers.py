@@ -50,3 +50,18 @@ def outputs(graph: qtool.Graph, batches, *, quantize: bool = True) -> np.ndarray
 def snr_db(test: np.ndarray, reference: np.ndarray) -> float:
     noise = np.sum((test.astype(np.float64) - reference) ** 2)
     return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / noise))
+
+
+def digits(start: int, count: int, batch: int = 32, flat: bool = False) -> list[dict[str, np.ndarray]]:
+    """scikit-learn's 8x8 handwritten digits in [0, 1] (natural, correlated inputs), as (N, 1, 8, 8) or (N, 64)."""
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images[start:start + count] / 16.0).astype(np.float32)
+    images = images.reshape(count, 64) if flat else images[:, None]
+    return [{"x": images[i:i + batch]} for i in range(0, count, batch)]
+
+
+def channel_mean_error(test: np.ndarray, reference: np.ndarray, axis: int = 1) -> np.ndarray:
+    """|E[test - reference]| per channel along ``axis``."""
+    diff = np.moveaxis(test.astype(np.float64) - reference, axis, 0)
+    return np.abs(diff.reshape(diff.shape[0], -1).mean(axis=1))
