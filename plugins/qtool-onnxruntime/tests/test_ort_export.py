@@ -235,6 +235,13 @@ class _Reshaped(torch.nn.Module):
         return self.linear(x.reshape(1, -1))
 
 
+def test_a_model_at_opset_28_is_written_at_27(tmp_path):
+    graph = calibrated(single_op_proto("Gemm", opset=28), UINT8, INT8_PER_CHANNEL)
+    path = export(graph, tmp_path)
+    assert _opset(onnx.load(path)) == 27
+    assert agreement(graph, path)["max_steps"] <= 1
+
+
 def test_lowering_the_opset_fails_with_a_clear_error(tmp_path):
     graph = calibrated(torch_proto(_Reshaped(), torch.randn(1, 3, 4), opset=17), UINT8, INT8_PER_CHANNEL)
     with pytest.raises(OnnxRuntimeExportError, match="from opset 17 to opset 13.*Reshape"):
