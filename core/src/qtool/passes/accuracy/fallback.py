@@ -1,0 +1,162 @@
+"""SensitivityFallback: return the most sensitive quantized ops to float (or a wider format) until a budget holds.
+
+The budget is one of: ``min_snr_db`` or ``min_cosine`` of the graph outputs
+(simulated against float over calibration samples), or a user ``metric``
+(``metric(executor) -> float``, higher is better) that may drop at most
+``max_drop`` below its float value. Ops are ranked once by layer-wise
+sensitivity (the output error with only that op quantized) and changed one at
+a time, most sensitive first, until the budget holds. Only ops that own
+quantization parameters are candidates (a passive Reshape shares its input's).
+With ``precision = {"activation_bits": 16}`` (and/or ``weight_bits``) an op is
+widened instead of returned to float. Runs after calibration, before AdaRound
+and BiasCorrection (which then work on the ops still quantized).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+
+import torch
+
+from ...analysis import ErrorAccumulator, layerwise_sensitivity
+from ...executor import TorchExecutor
+from ...executor.feeds import to_tensor
+from ...ir import Graph, Operation
+from ..base import Pass, PassResult, PassWarning
+from .op_precision import raise_precision, return_to_float
+from .options import check, number, positive_int
+from .progress import progress_bar
+from .running import take_samples
+
+WHERE = "accuracy.fallback"
+DEFAULT_MIN_SNR_DB = 30.0
+
+
+class SensitivityFallback(Pass):
+    """Options: one budget (``min_snr_db``, ``min_cosine``, or ``metric`` with ``max_drop``), ``precision``
+    ("float" or ``{"activation_bits": n, "weight_bits": n}``), ``max_ops``, ``samples``."""
+
+    name = "SensitivityFallback"
+
+    def __init__(self, data, *, min_snr_db: float | None = None, min_cosine: float | None = None,
+                 metric: Callable[[TorchExecutor], float] | None = None, max_drop: float | None = None,
+                 precision: str | Mapping[str, int] = "float", max_ops: int | None = None, samples: int = 64,
+                 device: str = "cpu", progress: bool = False) -> None:
+        check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
+        chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("metric", metric))
+                  if v is not None]
+        check(len(chosen) <= 1, WHERE, chosen[-1] if chosen else "", f"give one budget, got {', '.join(chosen)}")
+        self.data, self.device, self.progress = data, device, progress
+        self.samples = positive_int(WHERE, "samples", samples)
+        self.max_ops = None if max_ops is None else positive_int(WHERE, "max_ops", max_ops)
+        self.bits = _precision(precision)
+        self.metric, self.max_drop = metric, None
+        if metric is not None:
+            check(callable(metric), WHERE, "metric", "must be callable as metric(executor) -> float")
+            check(max_drop is not None, WHERE, "max_drop", "a metric budget needs max_drop")
+            self.max_drop = number(WHERE, "max_drop", max_drop, 0.0, math.inf)
+            self.budget = ("metric", self.max_drop)
+        elif min_cosine is not None:
+            self.budget = ("cosine", number(WHERE, "min_cosine", min_cosine, -1.0, 1.0))
+        else:
+            snr = DEFAULT_MIN_SNR_DB if min_snr_db is None else min_snr_db
+            self.budget = ("snr_db", number(WHERE, "min_snr_db", snr, -math.inf, math.inf))
+        check(max_drop is None or metric is not None, WHERE, "max_drop", "applies to a metric budget only")
+
+    def call(self, graph: Graph) -> PassResult:
+        executor = TorchExecutor(graph, self.device)
+        batches = take_samples(graph, self.data, self.samples)
+        measure = self._measure(executor, batches)
+        before = score = measure()
+        changed: list[dict] = []
+        if not self._holds(score):
+            ranking = [row for row in layerwise_sensitivity(executor, batches)
+                       if _owns_parameters(graph.operations[row.op])][: self.max_ops]
+            with progress_bar(self.progress) as bar:
+                task = bar.add_task("sensitivity fallback", total=len(ranking))
+                for row in ranking:
+                    changed.append(self._change(graph, graph.operations[row.op], row.snr_db))
+                    executor.refresh()
+                    score = changed[-1]["score_after"] = measure()
+                    bar.advance(task)
+                    if self._holds(score):
+                        break
+        met = self._holds(score)
+        if not met:
+            warnings.warn(PassWarning(f"sensitivity fallback: the budget {self._budget_text()} does not hold "
+                                      f"({self.budget[0]} {score:.4g}) after changing {len(changed)} op(s)",
+                                      code="fallback-budget"), stacklevel=2)
+        details = {"budget": self._budget_text(), "before": before, "after": score, "met": met, "changed": changed}
+        return PassResult(graph, bool(changed), details)
+
+    def _change(self, graph: Graph, op: Operation, snr_db: float) -> dict:
+        if self.bits is None:
+            return_to_float(graph, op, f"returned to float by sensitivity fallback (SNR {snr_db:.1f} dB)")
+            return {"op": op.name, "sensitivity_snr_db": snr_db, "to": "float"}
+        wanted = ", ".join(f"{role} {bits} bits" for role, bits in self.bits.items())
+        widened = raise_precision(graph, op, self.bits, f"widened to {wanted} by sensitivity fallback "
+                                                        f"(SNR {snr_db:.1f} dB)")
+        return {"op": op.name, "sensitivity_snr_db": snr_db, "to": widened}
+
+    def _measure(self, executor: TorchExecutor, batches) -> Callable[[], float]:
+        """A function scoring the simulated graph: output SNR, cosine, or the metric's drop from float."""
+        kind = self.budget[0]
+        if kind == "metric":
+            executor.quantize = False
+            baseline = float(self.metric(executor))
+            executor.quantize = True
+            return lambda: baseline - float(self.metric(executor))
+
+        def score() -> float:
+            stats = _output_error(executor, batches)
+            return stats.snr_db if kind == "snr_db" else stats.cosine
+
+        return score
+
+    def _holds(self, score: float) -> bool:
+        kind, limit = self.budget
+        return score <= limit if kind == "metric" else score >= limit
+
+    def _budget_text(self) -> str:
+        kind, limit = self.budget
+        return {"metric": f"metric drop <= {limit:g}", "cosine": f"cosine >= {limit:g}",
+                "snr_db": f"SNR >= {limit:g} dB"}[kind]
+
+
+def _precision(precision) -> dict[str, int] | None:
+    if precision == "float":
+        return None
+    check(isinstance(precision, Mapping) and precision, WHERE, "precision",
+          f"must be \"float\" or a table of activation_bits / weight_bits, got {precision!r}")
+    bits = {}
+    for key, value in precision.items():
+        check(key in ("activation_bits", "weight_bits"), WHERE, f"precision.{key}",
+              "unknown key (known: activation_bits, weight_bits)")
+        check(isinstance(value, int) and 2 <= value <= 16, WHERE, f"precision.{key}",
+              f"must be an integer in [2, 16], got {value!r}")
+        bits[key.removesuffix("_bits")] = value
+    return bits
+
+
+def _owns_parameters(op: Operation) -> bool:
+    return any(t.dominator is t and t.is_quantizing for t in op.quant.all_configs())
+
+
+def _output_error(executor: TorchExecutor, batches) -> ErrorAccumulator:
+    """Graph outputs simulated vs float, over ``batches``."""
+    stats, saved = ErrorAccumulator(), executor.quantize
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                feeds = {k: to_tensor(v, executor.device) for k, v in batch.items()}
+                executor.quantize = False
+                reference = executor.forward_torch(feeds)
+                executor.quantize = True
+                for name, tensor in executor.forward_torch(feeds).items():
+                    if tensor.is_floating_point():
+                        stats.update(reference[name], tensor)
+    finally:
+        executor.quantize = saved
+    return stats

@@ -1,0 +1,85 @@
+"""Changing one quantized op's precision without changing anyone else's.
+
+Configs of other ops may share parameters with the op's configs (a reader
+overlapped with the op's output, aligned inputs). Before the op's configs
+change, every other config keeps what it had: those whose parameters came from
+the op take a snapshot (one owner per former dominator, the rest overlapped
+with it), those that reached another dominator through the op's configs are
+overlapped with that dominator directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ...ir import Graph, Operation
+from ...quant import QuantScheme, TensorQuantizationConfig, compute_scale_offset, representable_range
+from ..parameter_quantize import value_range
+
+
+def return_to_float(graph: Graph, op: Operation, reason: str) -> None:
+    """The op runs float: FP32 on each of its configs, ``quantized`` False, ``reason`` recorded."""
+
+    def change() -> None:
+        for tqc in op.quant.all_configs():
+            tqc.keep_float()
+            tqc.notes["reason"] = reason
+
+    _isolated(graph, op, change)
+    op.quant.quantized, op.quant.reason = False, reason
+
+
+def raise_precision(graph: Graph, op: Operation, bits: dict[str, int], reason: str) -> list[str]:
+    """Widen the op's integer configs of role ``r`` to ``bits[r]`` bits over the same range; what changed."""
+    widened: list[str] = []
+
+    def change() -> None:
+        pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
+        for var, tqc in pairs:
+            if tqc is None or not tqc.is_quantizing or tqc.is_passive or tqc.scheme.is_floating:
+                continue
+            width = bits.get(tqc.role)
+            if width is None or width <= tqc.scheme.num_of_bits:
+                continue
+            scheme = _wider(tqc.scheme, width)
+            if var.is_parameter:
+                low, high = value_range(np.asarray(var.value, dtype=np.float64), scheme)
+            else:
+                low, high = representable_range(tqc)
+            tqc.scheme = scheme
+            tqc.set_params(*compute_scale_offset(scheme, low, high))
+            tqc.notes["reason"] = reason
+            widened.append(f"{var.name}: {scheme.short()}")
+
+    _isolated(graph, op, change)
+    op.quant.reason = reason
+    return widened
+
+
+def _wider(scheme: QuantScheme, bits: int) -> QuantScheme:
+    signed = scheme.quant_min < 0
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return scheme.with_changes(num_of_bits=bits, quant_min=low, quant_max=high)
+
+
+def _isolated(graph: Graph, op: Operation, change: Callable[[], None]) -> None:
+    """Run ``change`` on the op's configs; other ops' configs keep their parameters."""
+    own = {id(t) for t in op.quant.all_configs()}
+    others = [t for o in graph.operations.values() if o is not op and o.quant is not None
+              for t in o.quant.all_configs()]
+    before: dict[int, TensorQuantizationConfig] = {id(t): t.dominator for t in others}
+    snapshots = {id(r): (r.scale, r.offset) for r in before.values() if id(r) in own and r.state.is_settled}
+    change()
+    owners: dict[int, TensorQuantizationConfig] = {}
+    for tqc in others:
+        old = before[id(tqc)]
+        if id(old) in snapshots:
+            if id(old) in owners:
+                tqc.overlap(owners[id(old)])
+            else:
+                tqc.set_params(*snapshots[id(old)])
+                owners[id(old)] = tqc
+        elif id(old) not in own and tqc.dominator is not old:
+            tqc.overlap(old)

@@ -1,0 +1,141 @@
+"""SensitivityFallback: the one badly quantizable op goes back to float (or wider), and nobody else changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import qtool
+import torch
+from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
+from qtool.passes import PassWarning
+from qtool.passes.accuracy.fallback import SensitivityFallback
+from qtool.passes.accuracy.op_precision import raise_precision, return_to_float
+from qtool.passes.accuracy.options import AccuracyError
+from torch import nn
+
+PER_TENSOR = {"weight": {"granularity": "per_tensor"}}  # int8 activations and weights, per tensor
+S = qtool.QuantizationState
+
+
+class Sensitive(nn.Module):
+    """conv1 -> Relu -> conv2 -> conv3; conv2 has huge weights on an input channel that is always 0,
+    harmless in float but fatal to its per-tensor weight scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.conv1.bias[5] = -100.0
+            self.conv2.weight[:, 5] = 1000.0
+
+    def forward(self, x):
+        return self.conv3(self.conv2(torch.relu(self.conv1(x))))
+
+
+@pytest.fixture
+def data():
+    return samples((3, 6, 6), 32)
+
+
+def _run(tmp_path, data, fallback):
+    graph = export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "s.onnx")
+    reference = ort_outputs(graph, data)
+    runs = quantize(graph, PER_TENSOR, data, after=[fallback] if fallback else [])
+    return graph, runs, snr_db(outputs(graph, data), reference)
+
+
+def test_returns_the_sensitive_op_to_float(tmp_path, data):
+    _, _, before = _run(tmp_path, data, None)
+    graph, runs, after = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=30))
+    details = runs["SensitivityFallback"].details
+    assert before < 15 and after >= 30, (before, after)  # measured 10.7 -> 41.5 dB
+    assert details["met"] and [c["op"] for c in details["changed"]] == ["/conv2/Conv"]
+    conv2 = graph.operations["/conv2/Conv"]
+    assert not conv2.quant.quantized and conv2.quant.reason.startswith("returned to float by sensitivity fallback (SNR")
+    assert all(t.state is S.FP32 for t in conv2.quant.all_configs())
+    assert graph.operations["/conv3/Conv"].quant.quantized and graph.operations["/conv1/Conv"].quant.quantized
+
+
+def test_budget_already_met_changes_nothing(tmp_path, data):
+    _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=-10))
+    details = runs["SensitivityFallback"].details
+    assert details["met"] and details["changed"] == [] and not runs["SensitivityFallback"].modified
+
+
+def test_wider_weights_instead_of_float(tmp_path, data):
+    graph, runs, after = _run(tmp_path, data, SensitivityFallback(data, min_cosine=0.999,
+                                                                  precision={"weight_bits": 16}))
+    [change] = runs["SensitivityFallback"].details["changed"]
+    assert change["op"] == "/conv2/Conv" and change["to"] == ["conv2.weight: int16 sym per-tensor [-32768, 32767]"]
+    conv2 = graph.operations["/conv2/Conv"]
+    assert conv2.quant.quantized and conv2.quant.inputs[1].scheme.num_of_bits == 16 and after > 30
+
+
+def test_user_metric_with_max_drop(tmp_path, data):
+    reference = np.concatenate([ort_outputs(export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "r.onnx"),
+                                            data)])
+
+    def closeness(executor) -> float:
+        got = np.concatenate([executor.forward(batch)[0] for batch in data])
+        return -float(np.abs(got - reference).mean())
+
+    _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, metric=closeness, max_drop=0.05))
+    details = runs["SensitivityFallback"].details
+    assert details["met"] and details["before"] > 0.05 >= details["after"]
+
+
+def test_unreachable_budget_warns(tmp_path, data):
+    with pytest.warns(PassWarning, match="does not hold"):
+        _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=200, max_ops=1))
+    details = runs["SensitivityFallback"].details
+    assert not details["met"] and len(details["changed"]) == 1
+
+
+def test_readers_keep_their_quantization(tmp_path, data):
+    graph = export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "s.onnx")
+    quantize(graph, PER_TENSOR, data)
+    conv2, conv3 = graph.operations["/conv2/Conv"], graph.operations["/conv3/Conv"]
+    reader = conv3.quant.inputs[0]
+    assert reader.dominator is conv2.quant.outputs[0]
+    scale = np.array(reader.scale)
+    raise_precision(graph, conv2, {"activation": 16}, "test")
+    assert conv2.quant.outputs[0].scheme.num_of_bits == 16 and reader.scheme.num_of_bits == 8
+    assert reader.is_quantizing and reader.dominator is not conv2.quant.outputs[0]
+    np.testing.assert_array_equal(reader.scale, scale)
+    return_to_float(graph, conv2, "test")
+    assert reader.is_quantizing and reader.state is S.ACTIVATED
+    np.testing.assert_array_equal(reader.scale, scale)
+
+
+def test_options_checked(data):
+    with pytest.raises(AccuracyError, match="give one budget"):
+        SensitivityFallback(data, min_snr_db=30, min_cosine=0.99)
+    with pytest.raises(AccuracyError, match="accuracy.fallback.max_drop"):
+        SensitivityFallback(data, metric=lambda executor: 0.0)
+    with pytest.raises(AccuracyError, match="accuracy.fallback.precision.act_bits"):
+        SensitivityFallback(data, precision={"act_bits": 16})
+
+
+def test_aligned_inputs_keep_their_shared_scale(tmp_path, data):
+    class Branches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    graph = export(Branches(), torch.zeros(1, 3, 6, 6), tmp_path / "b.onnx")
+    quantize(graph, {}, data)
+    a, b, add = (graph.operations[n] for n in ("/a/Conv", "/b/Conv", "/Add"))
+    shared = add.quant.inputs[1].dominator
+    assert add.quant.inputs[0].dominator is shared and b.quant.outputs[0].dominator is shared
+    scale = np.array(shared.scale)
+    for change in (lambda: raise_precision(graph, b, {"activation": 16}, "test"),
+                   lambda: return_to_float(graph, b, "test")):
+        change()
+        assert add.quant.inputs[0].dominator is add.quant.inputs[1].dominator
+        assert add.quant.inputs[1].scheme.num_of_bits == 8 and add.quant.inputs[1].is_quantizing
+        np.testing.assert_array_equal(add.quant.inputs[1].scale, scale)
