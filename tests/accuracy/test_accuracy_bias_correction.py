@@ -11,7 +11,8 @@ from qtool.passes.accuracy.options import AccuracyError
 from torch import nn
 
 # 4-bit weights, float activations; layers only (a MatMul's bias Add would quantize its bias as a weight)
-WEIGHTS_ONLY = {"activation": "float", "weight": {"bits": 4}, "dispatch": {"quantize_op_types": ["Conv", "Gemm", "MatMul"]}}
+WEIGHTS_ONLY = {"activation": "float", "weight": {"bits": 4},
+                "dispatch": {"quantize_op_types": ["Conv", "Gemm", "MatMul"]}}
 
 
 def _cnn(bias: bool = True) -> nn.Module:
@@ -45,8 +46,9 @@ def test_linear_layers_corrected(tmp_path, rank):
     torch.manual_seed(1)
     mlp = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     calib, test = digits(0, 128, flat=True), digits(500, 256, flat=True)
-    if rank == 3:
-        calib, test = ([{"x": b["x"].reshape(-1, 4, 16).repeat(4, axis=2)} for b in batches] for batches in (calib, test))
+    if rank == 3:  # (N, 4, 64): four rows of 16 pixels, each repeated to 64 features
+        calib, test = ([{"x": b["x"].reshape(-1, 4, 16).repeat(4, axis=2)} for b in batches]
+                       for batches in (calib, test))
     errors = {}
     for correct in (False, True):
         graph = export(mlp, torch.zeros(1, *calib[0]["x"].shape[1:]), tmp_path / "mlp.onnx")

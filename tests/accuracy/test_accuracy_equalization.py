@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
-from qtool.passes.accuracy.equalization import CrossLayerEqualization
 from qtool.passes.accuracy.channels import in_ranges, out_ranges
+from qtool.passes.accuracy.equalization import CrossLayerEqualization
 from qtool.passes.accuracy.options import AccuracyError
 from torch import nn
 
