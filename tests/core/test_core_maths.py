@@ -33,7 +33,8 @@ def test_codes_stay_in_range_and_values_within_half_a_step(bits, signed, symmetr
     grid_hi = (scheme.quant_max - float(offset)) * float(scale)
     inside = (x >= grid_lo) & (x <= grid_hi)
     deq = dequantize_codes(codes, scheme, scale, offset)
-    assert np.all(np.abs(deq[inside] - x[inside]) <= float(scale) / 2 * (1 + 1e-5) + 1e-12)
+    float32_slack = 4e-7 * np.abs(x[inside])  # codes and values are computed in float32, as ONNX does
+    assert np.all(np.abs(deq[inside] - x[inside]) <= float(scale) / 2 * (1 + 1e-5) + float32_slack)
     fq = fake_quantize(torch.from_numpy(x), scheme, scale, offset).numpy()
     np.testing.assert_allclose(fq, deq, rtol=1e-6, atol=float(scale) * 1e-5)
     assert fake_quantize(torch.zeros(3), scheme, scale, offset).abs().max().item() == 0.0

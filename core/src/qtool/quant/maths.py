@@ -109,10 +109,16 @@ def fake_quantize(x: torch.Tensor, scheme: QuantScheme, scale, offset) -> torch.
 
 
 def quantize_to_codes(x: np.ndarray, scheme: QuantScheme, scale, offset) -> np.ndarray:
-    """Integer codes of ``x`` (int64) for a LINEAR scheme, as stored at export."""
-    t = torch.from_numpy(np.asarray(x, dtype=np.float64))
-    s = _broadcast(np.asarray(scale, dtype=np.float64), t, scheme)
-    z = _broadcast(np.asarray(offset, dtype=np.float64), t, scheme)
+    """Integer codes of ``x`` (int64) for a LINEAR scheme, as stored at export.
+
+    Up to 16 bits the division is done in float32, as ONNX QuantizeLinear and
+    :func:`fake_quantize` do, so that ties round the same way; wider codes
+    (int32 bias) need float64 to stay exact.
+    """
+    dtype = np.float32 if scheme.num_of_bits <= 16 else np.float64
+    t = torch.from_numpy(np.asarray(x, dtype=dtype))
+    s = _broadcast(np.asarray(scale, dtype=dtype), t, scheme)
+    z = _broadcast(np.asarray(offset, dtype=dtype), t, scheme)
     q = torch.clamp(round_tensor(t / s, scheme.rounding) + z, scheme.quant_min, scheme.quant_max)
     return q.numpy().astype(np.int64)
 
