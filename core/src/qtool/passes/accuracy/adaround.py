@@ -76,7 +76,7 @@ class AdaRound(Pass):
             for op in layers:
                 bar.update(task, description=f"AdaRound {op.name}")
                 results.append(self._layer(graph, executor, batches, op, lambda: bar.advance(task)))
-        return PassResult(graph, any(r["kept"] == "adaround" for r in results), {"layers": results, "skipped": skipped})
+        return PassResult(graph, bool(results), {"layers": results, "skipped": skipped})
 
     def _layer(self, graph: Graph, executor: TorchExecutor, batches, op: Operation, tick) -> dict:
         with float_values(graph):
