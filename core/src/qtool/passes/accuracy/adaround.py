@@ -88,12 +88,12 @@ class AdaRound(Pass):
         tqc = op.quant.inputs[index]
         problem = _Rounding(graph, op, index, tqc, inputs, targets, self.device)
         learned = problem.learn(self.iterations, self.learning_rate, self.reg_weight, self.warmup, self.seed, tick)
-        nearest_error, learned_error = problem.error(problem.nearest()), problem.error(learned)
-        kept = "adaround" if learned_error < nearest_error else "nearest"
-        store_quantized(graph, op, index, tqc, (learned if kept == "adaround" else problem.nearest()).cpu().numpy())
+        learned_error = problem.error(learned)
+        kept = "adaround" if learned_error < problem.nearest_error else "nearest"
+        store_quantized(graph, op, index, tqc, (learned if kept == "adaround" else problem.nearest).cpu().numpy())
         tqc.state = QuantizationState.BAKED
         tqc.notes["rounding"] = kept
-        return {"op": op.name, "nearest_mse": nearest_error, "adaround_mse": learned_error, "kept": kept}
+        return {"op": op.name, "nearest_mse": problem.nearest_error, "adaround_mse": learned_error, "kept": kept}
 
 
 def _unroundable(tqc: TensorQuantizationConfig) -> str | None:
@@ -121,14 +121,12 @@ class _Rounding:
         scaled = weight / self.scale
         self.floor = torch.floor(scaled)
         self.rest = scaled - self.floor
-        self._nearest = fake_quantize(weight, scheme, tqc.scale, tqc.offset)
+        self.nearest = fake_quantize(weight, scheme, tqc.scale, tqc.offset)
+        self.nearest_error = self.error(self.nearest)
 
     def weight(self, up: torch.Tensor) -> torch.Tensor:
         """Dequantized weight rounding up by ``up`` (0..1) from the floor."""
         return (torch.clamp(self.floor + up + self.offset, self.low, self.high) - self.offset) * self.scale
-
-    def nearest(self) -> torch.Tensor:
-        return self._nearest
 
     def _output(self, batch: int, weight: torch.Tensor) -> torch.Tensor:
         args = list(self.inputs[batch])
@@ -148,7 +146,7 @@ class _Rounding:
         rest = self.rest.clamp(1e-4, 1 - 1e-4)
         v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)).requires_grad_(True)
         optimizer = torch.optim.Adam([v], lr=learning_rate)
-        reference = max(self.error(self._nearest), 1e-30)
+        reference = max(self.nearest_error, 1e-30)
         order = torch.randint(len(self.targets), (iterations,), generator=torch.Generator().manual_seed(seed))
         start = int(warmup * iterations)
         for step, batch in enumerate(order.tolist()):
