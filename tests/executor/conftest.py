@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))  # last: bench/ holds generic names
 
 
 def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], extra_outputs: list[str] = ()) -> dict:
