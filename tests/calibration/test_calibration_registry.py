@@ -62,7 +62,7 @@ def test_builtins_are_registered():
 
 
 def test_an_unknown_name_lists_the_known_ones():
-    with pytest.raises(UnknownNameError, match=r"unknown observer 'nope' \(known: kl, minmax, mse, percentile"):
+    with pytest.raises(UnknownNameError, match=r"unknown observer 'nope' \(known: auto, kl, minmax, mse, percentile"):
         make_observer("nope", INT8)
 
 

@@ -1,6 +1,7 @@
 """Calibration observers and their registry.
 
-Built-ins: ``minmax``, ``percentile``, ``kl`` and ``mse``. A plugin adds more
+Built-ins: ``minmax``, ``percentile``, ``kl``, ``mse`` and ``auto`` (the best of
+those by quantization error, per tensor). A plugin adds more
 through the ``qtool_register_observers(register)`` hook with
 ``register(name, ObserverClass)``.
 """
@@ -15,6 +16,7 @@ from ...plugins.manager import PluginError
 from ...plugins.registry import Registry
 from ...quant import QuantScheme
 from ..errors import CalibrationError
+from .auto import AutoObserver
 from .base import Observer
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver, RunningHistogram
 from .kl import EntropyObserver, entropy_threshold
@@ -24,7 +26,8 @@ from .percentile import PercentileObserver
 
 
 def _builtins() -> dict[str, type[Observer]]:
-    return {cls.name: cls for cls in (MinMaxObserver, PercentileObserver, EntropyObserver, MSEObserver)}
+    return {cls.name: cls for cls in (MinMaxObserver, PercentileObserver, EntropyObserver, MSEObserver,
+                                          AutoObserver)}
 
 
 OBSERVERS: Registry[type[Observer]] = Registry("observer", "qtool_register_observers", builtins=_builtins)
@@ -60,6 +63,6 @@ def make_observer(name: str, scheme: QuantScheme, *, defaults: Mapping[str, Any]
 
 
 __all__ = [
-    "DEFAULT_BINS", "OBSERVERS", "ChannelHistogram", "EntropyObserver", "HistogramObserver", "MSEObserver",
+    "AutoObserver", "DEFAULT_BINS", "OBSERVERS", "ChannelHistogram", "EntropyObserver", "HistogramObserver", "MSEObserver",
     "MinMaxObserver", "Observer", "PercentileObserver", "RunningHistogram", "entropy_threshold", "make_observer",
 ]

@@ -97,7 +97,7 @@ class RunningHistogram:
         index = rows.mul(inverse[:, None]).floor_().sub_(start[:, None]).clamp_(0, self.bins - 1).long()
         if channels > 1:
             index += torch.arange(channels, device=device)[:, None] * self.bins
-        index = index.view(-1) if finite is None else index[finite]
+        index = index.reshape(-1) if finite is None else index[finite]
         self.counts += torch.bincount(index, minlength=channels * self.bins).view(channels, self.bins)
 
     def _fitting_exponent(self) -> torch.Tensor:

@@ -30,18 +30,33 @@ class MSEObserver(HistogramObserver):
         if int(candidates) < 1:
             raise CalibrationError(f"observer 'mse': candidates must be >= 1, got {candidates}")
         self.candidates = int(candidates)
-        granularity = P.PER_TENSOR | P.PER_CHANNEL
-        self._rows_scheme = scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0)
+        self._rows_scheme = rows_scheme(scheme)
 
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
-        used = np.flatnonzero(hist.counts)
-        inside = (np.arange(_POINTS) + 0.5) / _POINTS
-        points = torch.from_numpy((((hist.start + used)[:, None] + inside) * hist.width).reshape(-1))
-        weights = torch.from_numpy(np.repeat(hist.counts[used], _POINTS))
         fractions = np.arange(1, self.candidates + 1) / self.candidates
         lo, hi = hist.lo * fractions, hist.hi * fractions
-        scale, offset = compute_scale_offset(self.scheme, lo, hi)
-        values = points.expand(self.candidates, -1)
-        error = ((values - fake_quantize(values, self._rows_scheme, scale, offset)) ** 2 * weights).sum(dim=1)
+        error = histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)
         best = self.candidates - 1 - int(torch.argmin(error.flip(0)))
         return float(lo[best]), float(hi[best])
+
+
+def rows_scheme(scheme):
+    """``scheme`` made per-channel on axis 0, to evaluate one candidate range per row."""
+    granularity = P.PER_TENSOR | P.PER_CHANNEL
+    return scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0)
+
+
+def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+    """Squared quantization error of the histogram's values for each candidate range ``[lo[k], hi[k]]``.
+
+    Points spread evenly inside each nonzero bin are fake-quantized with the
+    scheme itself (any integer or floating format, rounding included), weighted
+    by the bin counts. ``rows`` is :func:`rows_scheme` of ``scheme``.
+    """
+    used = np.flatnonzero(hist.counts)
+    inside = (np.arange(_POINTS) + 0.5) / _POINTS
+    points = torch.from_numpy((((hist.start + used)[:, None] + inside) * hist.width).reshape(-1))
+    weights = torch.from_numpy(np.repeat(hist.counts[used], _POINTS))
+    scale, offset = compute_scale_offset(scheme, lo, hi)
+    values = points.expand(len(lo), -1)
+    return ((values - fake_quantize(values, rows, scale, offset)) ** 2 * weights).sum(dim=1)

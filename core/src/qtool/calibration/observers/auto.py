@@ -1,0 +1,43 @@
+"""The auto observer: per tensor, the method whose range quantizes the observed values best."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
+from .kl import EntropyObserver
+from .mse import MSEObserver, histogram_error, rows_scheme
+from .percentile import PercentileObserver
+
+
+class AutoObserver(HistogramObserver):
+    """Ranges from minmax, percentile (99.9, 99.99), KL (integer schemes) and MSE, all on one
+    histogram; keeps the one with the least squared quantization error of the observed values.
+
+    ``chosen`` records the winning method per channel (for explain and tests).
+    """
+
+    name = "auto"
+    option = None
+
+    def __init__(self, scheme, bins: int = DEFAULT_BINS) -> None:
+        super().__init__(scheme, bins)
+        self._methods = {
+            "percentile:99.99": PercentileObserver(scheme, 99.99, bins),
+            "percentile:99.9": PercentileObserver(scheme, 99.9, bins),
+            "mse": MSEObserver(scheme, bins=bins),
+        }
+        if not scheme.is_floating:
+            self._methods["kl"] = EntropyObserver(scheme, bins)
+        self._rows_scheme = rows_scheme(scheme)
+        self.chosen: list[str] = []
+
+    def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
+        names = ["minmax", *self._methods]
+        ranges = [(hist.lo, hist.hi)] + [method.clip(hist) for method in self._methods.values()]
+        lo = np.array([r[0] for r in ranges], dtype=np.float64)
+        hi = np.array([r[1] for r in ranges], dtype=np.float64)
+        best = int(torch.argmin(histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)))
+        self.chosen.append(names[best])
+        return float(lo[best]), float(hi[best])
