@@ -31,7 +31,7 @@ from ..base import Pass, PassResult
 from .bias_correction import quantized_layers
 from .layers import run_op, weight_input
 from .options import check, number, positive_int
-from .originals import float_values, store_quantized
+from .originals import store_quantized
 from .progress import progress_bar
 from .running import capture, take_samples
 
@@ -79,10 +79,8 @@ class AdaRound(Pass):
         return PassResult(graph, bool(results), {"layers": results, "skipped": skipped})
 
     def _layer(self, graph: Graph, executor: TorchExecutor, batches, op: Operation, tick) -> dict:
-        with float_values(graph):
-            executor.refresh()
-            targets = [outputs[0] for _, outputs in capture(executor, batches, op, quantize=False)]
         executor.refresh()
+        targets = [outputs[0] for _, outputs in capture(executor, batches, op, quantize=False)]
         inputs = [args for args, _ in capture(executor, batches, op, quantize=True)]
         index = weight_input(op)
         tqc = op.quant.inputs[index]
@@ -90,7 +88,7 @@ class AdaRound(Pass):
         learned = problem.learn(self.iterations, self.learning_rate, self.reg_weight, self.warmup, self.seed, tick)
         learned_error = problem.error(learned)
         kept = "adaround" if learned_error < problem.nearest_error else "nearest"
-        store_quantized(graph, op, index, tqc, (learned if kept == "adaround" else problem.nearest).cpu().numpy())
+        store_quantized(graph, op, index, (learned if kept == "adaround" else problem.nearest).cpu().numpy())
         tqc.state = QuantizationState.BAKED
         tqc.notes["rounding"] = kept
         return {"op": op.name, "nearest_mse": problem.nearest_error, "adaround_mse": learned_error, "kept": kept}

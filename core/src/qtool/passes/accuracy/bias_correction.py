@@ -32,7 +32,7 @@ from ..baking import bake_value
 from ..base import Pass, PassResult
 from .layers import LAYER_TYPES, bias_of, output_axis, run_op, weight_input
 from .options import check, positive_int
-from .originals import float_values, replace_parameter
+from .originals import replace_parameter
 from .running import run_watching, take_samples
 
 WHERE = "accuracy.bias_correction"
@@ -63,11 +63,9 @@ class BiasCorrection(Pass):
         executor = TorchExecutor(graph, self.device)
         batches = take_samples(graph, self.data, self.samples)
         weights = {op.name: torch.as_tensor(quantized_weight(op), device=executor.device) for op in layers}
-        with float_values(graph):
-            executor.refresh()
-            float_means = _channel_means(graph, executor, batches, layers, quantize=False)
-            if self.inputs == "float":
-                weight_means = _channel_means(graph, executor, batches, layers, quantize=False, weights=weights)
+        float_means = _channel_means(graph, executor, batches, layers, quantize=False)
+        if self.inputs == "float":
+            weight_means = _channel_means(graph, executor, batches, layers, quantize=False, weights=weights)
         if self.inputs == "float":
             return [_apply(graph, op, weight_means[op.name] - float_means[op.name]) for op in layers]
         corrected = []

@@ -1,54 +1,33 @@
-"""Parameters that accuracy passes replace, and the float values they replaced.
+"""Replacing parameter values, keeping the float ones for float simulation.
 
-A pass that stores learned quantized values (AdaRound) keeps the float value
-in the weight config's ``notes``; :func:`float_values` puts those back for a
-while, so that float reference runs see the model as it was.
+A pass that stores learned quantized values (AdaRound) leaves the float value
+in ``Variable.float_value``, as Baking does: the executor's float runs read
+it, quantized runs and export read ``value``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 
 from ...ir import Graph, Operation, Variable
-from ...quant import TensorQuantizationConfig
-
-FLOAT_VALUE = "float_value"
 
 
 def replace_parameter(graph: Graph, op: Operation, index: int, value: np.ndarray) -> Variable:
     """Give ``op``'s input ``index`` the value ``value``: in place, or a private copy when others read it."""
     var = op.inputs[index]
     if len(set(map(id, var.consumers))) > 1 or var in graph.outputs:
-        var = graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), np.asarray(value, dtype=var.dtype))
-        graph.set_input(op, index, var)
-    else:
-        var.value = np.asarray(value, dtype=var.dtype)
+        copy = graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), np.asarray(value, dtype=var.dtype))
+        copy.float_value = var.float_value
+        graph.set_input(op, index, copy)
+        return copy
+    var.value = np.asarray(value, dtype=var.dtype)
     return var
 
 
-def store_quantized(graph: Graph, op: Operation, index: int, tqc: TensorQuantizationConfig,
-                    value: np.ndarray) -> None:
-    """Replace a parameter by quantized values, remembering its float value in ``tqc.notes``."""
-    tqc.notes.setdefault(FLOAT_VALUE, np.array(op.inputs[index].value))
-    replace_parameter(graph, op, index, value)
-
-
-@contextmanager
-def float_values(graph: Graph) -> Iterator[None]:
-    """Parameters replaced by :func:`store_quantized` hold their float values inside the block."""
-    swapped: list[tuple[Variable, np.ndarray]] = []
-    for op in graph.operations.values():
-        if op.quant is None:
-            continue
-        for var, tqc in zip(op.inputs, op.quant.inputs, strict=False):
-            if var is not None and tqc is not None and FLOAT_VALUE in tqc.notes:
-                swapped.append((var, var.value))
-                var.value = tqc.notes[FLOAT_VALUE]
-    try:
-        yield
-    finally:
-        for var, value in swapped:
-            var.value = value
+def store_quantized(graph: Graph, op: Operation, index: int, value: np.ndarray) -> Variable:
+    """Replace a parameter by quantized values, keeping its float value in ``float_value``."""
+    original = op.inputs[index]
+    float_value = original.float_value if original.float_value is not None else np.array(original.value)
+    var = replace_parameter(graph, op, index, value)
+    var.float_value = float_value
+    return var
