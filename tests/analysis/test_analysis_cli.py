@@ -3,22 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-import numpy as np
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-import digits_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("digits")
-    model, split = digits_model.build(workdir)
-    calib = workdir / "calib.npz"
-    np.savez(calib, image=split.calib_x)
-    return model, calib
 
 
 def analyse(*args):
@@ -29,7 +13,7 @@ def analyse(*args):
 
 
 def test_a_two_bit_layer_ranks_first(digits, tmp_path):
-    model, calib = digits
+    model, calib, _ = digits
     config = tmp_path / "two_bit.toml"
     config.write_text('[[override]]\nop_name = "/features/features.3/Conv"\nweight = { bits = 2 }\n')
     report = json.loads(analyse(model, "--platform", "onnxruntime", "--calib", calib, "--config", config,
@@ -43,7 +27,7 @@ def test_a_two_bit_layer_ranks_first(digits, tmp_path):
 
 
 def test_table_output(digits):
-    model, calib = digits
+    model, calib, _ = digits
     text = analyse(model, "--platform", "onnxruntime", "--calib", calib, "--samples", "8", "--top", "3")
     assert "Graph-wise error" in text and "Layer-wise sensitivity" in text
     assert text.count("│ 1 ") == 2 and "│ 4 " not in text  # two tables of --top 3 rows

@@ -9,12 +9,14 @@ of the exported files against qtool's simulation.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .calibration import load_calibration_data
@@ -70,16 +72,19 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
              output: str | os.PathLike | None = None, device: str = "cpu", allow_unsupported: bool = False,
              opset: int | None = None, remove_activations: bool | None = None,
              save_state: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
-             progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
+             accuracy: Mapping[str, Any] | None = None, progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
     """Quantize ``model`` (a path or a Graph, changed in place) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
     it may be None when ``load_state`` names a state saved by an earlier run.
     ``config`` is a config file path or dict merged over the platform's defaults.
-    ``finished(run)`` is called after each pass. Files are written only when
+    ``accuracy`` enables accuracy passes over the configuration's ``[accuracy]``
+    table (same structure). ``finished(run)`` is called after each pass. Files are written only when
     ``output`` is given and validation found no ERROR (or ``allow_unsupported``).
     """
     target, qconfig = _platform_and_config(platform, config, preset)
+    if accuracy:
+        qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}))
     graph = _graph(model)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")

@@ -33,7 +33,21 @@ def add_parser(sub) -> None:
     p.add_argument("--save-state", metavar="FILE", help="save the calibrated state (JSON) for a later --load-state")
     p.add_argument("--load-state", metavar="FILE", help="take the calibrated state from FILE instead of --calib")
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
+    p.add_argument("--optimize", action="store_true",
+                   help="turn on the accuracy passes equalization, adaround and bias_correction")
+    p.add_argument("--min-snr", type=float, metavar="DB",
+                   help="return the most sensitive ops to float until the output SNR is at least DB")
     p.set_defaults(handler=run, remove_activations=None)
+
+
+def accuracy_flags(args) -> dict:
+    """The [accuracy] passes that --optimize and --min-snr turn on."""
+    enabled: dict = {}
+    if args.optimize:
+        enabled.update(equalization=True, adaround=True, bias_correction=True)
+    if args.min_snr is not None:
+        enabled["fallback"] = {"min_snr_db": args.min_snr}
+    return enabled
 
 
 def run(args) -> int:
@@ -47,7 +61,8 @@ def run(args) -> int:
     result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
                       output=args.output, device=args.device, allow_unsupported=args.allow_unsupported,
                       opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
-                      load_state=args.load_state, progress=True, finished=finished)
+                      load_state=args.load_state, accuracy=accuracy_flags(args), progress=True,
+                      finished=finished)
     if args.explain:
         print_explanation(explain_document(result.graph, result.summary["platform"], result.config), out,
                           result.config)

@@ -39,6 +39,7 @@ class QuantConfig:
     remove_activations: bool
     alignment: Mapping[str, str]
     calibration: Mapping[str, Any]
+    accuracy: Mapping[str, Any] = field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
     preset: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -57,6 +58,7 @@ class QuantConfig:
             remove_activations=fusion["remove_activations"],
             alignment=MappingProxyType(dict(tree["alignment"])),
             calibration=MappingProxyType(dict(tree["calibration"])),
+            accuracy=MappingProxyType(dict(tree["accuracy"])),
             overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
                             for i, item in enumerate(tree["override"])),
             preset=preset, origins=MappingProxyType(dict(origins)),
@@ -197,6 +199,8 @@ class QuantConfig:
                           "remove_activations": self.remove_activations}
         data["alignment"] = dict(self.alignment)
         data["calibration"] = dict(self.calibration)
+        data["accuracy"] = {name: dict(value) if isinstance(value, Mapping) else value
+                            for name, value in self.accuracy.items()}
         data["override"] = [o.to_dict() for o in self.overrides]
         return data
 
@@ -214,6 +218,8 @@ class QuantConfig:
         lines.append(f"fused activations: {fused}; removed at export: {str(self.remove_activations).lower()}")
         lines.append("alignment: " + ", ".join(f"{g} = {m}" for g, m in self.alignment.items()))
         lines.append("calibration: " + ", ".join(f"{k} = {v}" for k, v in self.calibration.items()))
+        enabled = [name for name, value in self.accuracy.items() if value not in (False, None)]
+        lines.append(f"accuracy passes: {', '.join(enabled) or 'none'}")
         lines += [f"override[{i}] {o.describe()}" for i, o in enumerate(self.overrides)]
         return "\n".join(lines)
 

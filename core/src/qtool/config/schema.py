@@ -42,7 +42,8 @@ class Key:
     """One configuration key.
 
     ``kind`` is one of bool, int, number, str, list, scheme (a scheme table or
-    the string "float"), table (a fixed sub-table) or overrides (a list of tables).
+    the string "float"), table (a fixed sub-table), overrides (a list of tables)
+    or options (true, false, or a table of options checked by their consumer).
     ``resets``: keys a layer drops from lower layers when it sets this one
     without setting them itself (e.g. a new ``bits`` drops an inherited range).
     """
@@ -72,7 +73,7 @@ class Key:
         if self.choices:
             return " \\| ".join(f'"{c}"' for c in self.choices)
         return {"list": "list of str", "number": "float", "scheme": "table or \"float\"",
-                "overrides": "list of tables"}.get(self.kind, self.kind)
+                "overrides": "list of tables", "options": "bool or table"}.get(self.kind, self.kind)
 
 
 def _between(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any], str | None]:
@@ -159,6 +160,15 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                           check=_between(50, 100, lo_open=True)),
         "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
         "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
+    },
+    "accuracy": {
+        "equalization": Key("options", False, "Cross-layer equalization of Conv pairs before dispatch "
+                            "(see docs/accuracy.md for its options)."),
+        "smoothquant": Key("options", False, "SmoothQuant scale migration into MatMul/Gemm weights before dispatch."),
+        "fallback": Key("options", False, "Return the most sensitive ops to float (or wider types) until an "
+                        "accuracy budget holds."),
+        "adaround": Key("options", False, "Learned rounding of weights (AdaRound)."),
+        "bias_correction": Key("options", False, "Correct the mean output shift that weight quantization causes."),
     },
 }
 

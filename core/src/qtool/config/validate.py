@@ -14,7 +14,7 @@ from .schema import MATCHERS, Key, keys_of
 
 _TYPE_NAMES = {"bool": "a boolean", "int": "an integer", "number": "a number", "str": "a string",
                "list": "a list of strings", "table": "a table", "overrides": "a list of tables",
-               "scheme": 'a table or "float"'}
+               "scheme": 'a table or "float"', "options": "true, false or a table"}
 
 
 def validate_layer(data: Any, source: str) -> None:
@@ -44,6 +44,10 @@ def _value(key: Key, value: Any, name: str, path: str, source: str) -> None:
         return
     if key.kind == "table":
         _table(value, name, path, source)
+        return
+    if key.kind == "options":
+        if not isinstance(value, bool | Mapping):
+            raise config_error(source, path, f"expected {_TYPE_NAMES['options']}, got {_type_of(value)}")
         return
     if key.kind == "overrides":
         if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):

@@ -1,6 +1,7 @@
 """The default pass order (docs/design.md), built in this one place for the pipeline and ``qtool explain``.
 
 1. GraphSimplify        drop Identity/Dropout, fold BatchNormalization
+   (accuracy: CrossLayerEqualization, SmoothQuant when enabled)
 2. Dispatch             quantized or float per op, with a reason; configs in INITIAL
 3. QuantizeFusion       activation fusion; passive ops share their input's config
 4. QuantizeSimplify     readers overlapped with producers where schemes agree
@@ -8,7 +9,7 @@
 6. RuntimeCalibration   activation scales through their observers (or a restored state)
 7. QuantAlignment       Concat / Add / Max ... inputs share compatible scales
 8. PassiveParameterQuantize  int32 bias = s_in * s_w; Clip/Pad constants on the grid
-9. (accuracy passes: none yet)
+9. accuracy passes when enabled: SensitivityFallback, AdaRound, BiasCorrection
 10. Baking              weights stored on their grid
 
 Steps 1-4 are the *planning* passes: they need no data and decide what is
@@ -19,6 +20,7 @@ restores a saved state.
 from __future__ import annotations
 
 from .baking import Baking
+from .accuracy import accuracy_passes
 from .base import Pass
 from .dispatch import Dispatch
 from .graph_simplify import GraphSimplify
@@ -37,8 +39,14 @@ def planning_passes(config, platform: str | None = None) -> list[Pass]:
 
 def default_passes(config, data=None, *, platform: str | None = None, device: str = "cpu",
                    progress: bool = False, calibration: Pass | None = None) -> list[Pass]:
-    """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given."""
+    """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given.
+
+    The accuracy passes the config's ``[accuracy]`` table enables run right after
+    GraphSimplify (on the float graph) and right before Baking.
+    """
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
                                                   options=config.calibration)
-    return [*planning_passes(config, platform), ParameterQuantize(), calibrate, QuantAlignment(config),
-            PassiveParameterQuantize(), Baking()]
+    before, after = accuracy_passes(config.accuracy, device, data=data, progress=progress)
+    simplify, *planning = planning_passes(config, platform)
+    return [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
+            PassiveParameterQuantize(), *after, Baking()]
