@@ -48,11 +48,11 @@ def merge_layer(tree: dict[str, Any], origins: dict[str, str], layer: Mapping[st
                 del origins[k]
             origins[key] = source
             origins.update({f"{key}.{k}": v for k, v in table_origins.items()})
-        elif key == "override":
+        elif key in ("override", "pass"):
             tree[key] = [copy.deepcopy(dict(item)) for item in value]
-            for k in [k for k in origins if k.startswith("override[")]:
+            for k in [k for k in origins if k.startswith(f"{key}[")]:
                 del origins[k]
-            origins.update({f"override[{i}]": source for i in range(len(value))})
+            origins.update({f"{key}[{i}]": source for i in range(len(value))})
         else:
             for name, item in value.items():
                 tree[key][name] = list(item) if isinstance(item, list) else item

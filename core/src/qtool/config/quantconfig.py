@@ -40,6 +40,7 @@ class QuantConfig:
     alignment: Mapping[str, str]
     calibration: Mapping[str, Any]
     accuracy: Mapping[str, Any] = field(default_factory=dict)
+    passes: tuple[Mapping[str, Any], ...] = ()
     overrides: tuple[Override, ...] = ()
     preset: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -59,6 +60,7 @@ class QuantConfig:
             alignment=MappingProxyType(dict(tree["alignment"])),
             calibration=MappingProxyType(dict(tree["calibration"])),
             accuracy=MappingProxyType(dict(tree["accuracy"])),
+            passes=tuple(MappingProxyType(dict(item)) for item in tree["pass"]),
             overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
                             for i, item in enumerate(tree["override"])),
             preset=preset, origins=MappingProxyType(dict(origins)),
@@ -202,6 +204,7 @@ class QuantConfig:
         data["accuracy"] = {name: dict(value) if isinstance(value, Mapping) else value
                             for name, value in self.accuracy.items()}
         data["override"] = [o.to_dict() for o in self.overrides]
+        data["pass"] = [dict(item) for item in self.passes]
         return data
 
     def describe(self) -> str:

@@ -182,6 +182,15 @@ TOP_KEYS: dict[str, Key] = {
        for name in SECTION_KEYS},
     "override": Key("overrides", (), "Per-op or per-tensor exceptions, applied in order (later ones win).",
                     shown_default="[]"),
+    "pass": Key("passes", (), "Passes from plugins (hook `qtool_register_passes`) inserted into the "
+                "default order.", shown_default="[]"),
+}
+
+PASS_KEYS: dict[str, Key] = {
+    "name": Key("str", None, "The name a plugin registered the pass under."),
+    "after": Key("str", None, "The pass it runs after, e.g. \"QuantAlignment\" (see `qtool quantize` progress)."),
+    "options": Key("options", None, "Keyword arguments of the pass's constructor (it also receives `data`, "
+                   "`device` and `progress` when it takes them)."),
 }
 
 OVERRIDE_KEYS: dict[str, Key] = {
@@ -203,12 +212,14 @@ def keys_of(section: str) -> dict[str, Key]:
         return SCHEME_KEYS
     if section == "override":
         return OVERRIDE_KEYS
+    if section == "pass":
+        return PASS_KEYS
     return SECTION_KEYS[section]
 
 
 def base_config() -> dict[str, Any]:
     """The built-in defaults in the config structure (below every platform default)."""
-    base: dict[str, Any] = {"activation": {}, "weight": {}, "override": []}
+    base: dict[str, Any] = {"activation": {}, "weight": {}, "override": [], "pass": []}
     for section, keys in SECTION_KEYS.items():
         base[section] = {name: list(k.default) if isinstance(k.default, tuple) else k.default
                          for name, k in keys.items()}
@@ -232,7 +243,7 @@ def reference_tables() -> list[RefTable]:
     """Every key, grouped as the docs show them."""
     return [RefTable("Top level", "", TOP_KEYS), RefTable("Scheme keys", "", SCHEME_KEYS),
             *(RefTable(f"[{name}]", f"{name}.", keys) for name, keys in SECTION_KEYS.items()),
-            RefTable("[[override]]", "override.", OVERRIDE_KEYS)]
+            RefTable("[[override]]", "override.", OVERRIDE_KEYS), RefTable("[[pass]]", "pass.", PASS_KEYS)]
 
 
 def reference_markdown() -> str:

@@ -13,7 +13,7 @@ from .errors import config_error, did_you_mean
 from .schema import MATCHERS, Key, keys_of
 
 _TYPE_NAMES = {"bool": "a boolean", "int": "an integer", "number": "a number", "str": "a string",
-               "list": "a list of strings", "table": "a table", "overrides": "a list of tables",
+               "list": "a list of strings", "table": "a table", "overrides": "a list of tables", "passes": "a list of tables",
                "scheme": 'a table or "float"', "options": "true, false or a table"}
 
 
@@ -22,6 +22,11 @@ def validate_layer(data: Any, source: str) -> None:
     _table(data, "", "", source)
     for i, item in enumerate(data.get("override", [])):
         _override(item, f"override[{i}]", source)
+    for i, item in enumerate(data.get("pass", [])):
+        _table(item, "pass", f"pass[{i}]", source)
+        for required in ("name", "after"):
+            if required not in item:
+                raise config_error(source, f"pass[{i}]", f"needs '{required}'")
 
 
 def _table(data: Any, section: str, path: str, source: str) -> None:
@@ -49,9 +54,9 @@ def _value(key: Key, value: Any, name: str, path: str, source: str) -> None:
         if not isinstance(value, bool | Mapping):
             raise config_error(source, path, f"expected {_TYPE_NAMES['options']}, got {_type_of(value)}")
         return
-    if key.kind == "overrides":
+    if key.kind in ("overrides", "passes"):
         if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-            raise config_error(source, path, f"expected {_TYPE_NAMES['overrides']}, got {_type_of(value)}")
+            raise config_error(source, path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}")
         return
     if not _has_kind(value, key.kind):
         raise config_error(source, path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}")

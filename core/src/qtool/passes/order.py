@@ -29,6 +29,7 @@ from .passive_parameter_quantize import PassiveParameterQuantize
 from .quant_alignment import QuantAlignment
 from .quantize_fusion import QuantizeFusion
 from .quantize_simplify import QuantizeSimplify
+from .registry import insert_plugin_passes
 from .runtime_calibration import RuntimeCalibration
 
 
@@ -42,11 +43,13 @@ def default_passes(config, data=None, *, platform: str | None = None, device: st
     """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given.
 
     The accuracy passes the config's ``[accuracy]`` table enables run right after
-    GraphSimplify (on the float graph) and right before Baking.
+    GraphSimplify (on the float graph) and right before Baking; plugin passes
+    named in its ``[[pass]]`` list go where their ``after`` says.
     """
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
                                                   options=config.calibration)
     before, after = accuracy_passes(config.accuracy, device, data=data, progress=progress)
     simplify, *planning = planning_passes(config, platform)
-    return [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
-            PassiveParameterQuantize(), *after, Baking()]
+    passes = [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
+              PassiveParameterQuantize(), *after, Baking()]
+    return insert_plugin_passes(passes, config.passes, data=data, device=device, progress=progress)

@@ -42,7 +42,8 @@ def qtool_register_ops(register: Callable[..., None]) -> None:
 def qtool_register_passes(register: Callable[[str, type], None]) -> None:
     """Register extra passes by name: call ``register(name, PassClass)``.
 
-    A configuration can then insert them into the pipeline by name.
+    A configuration inserts them into the default order with a ``[[pass]]``
+    entry: ``name``, ``after`` (the pass it follows) and ``options``.
     """
 
 
