@@ -175,3 +175,21 @@ def test_save_is_atomic_and_supports_external_data(tmp_path, torch_model):
     with pytest.raises(Exception):
         qtool.save(graph, tmp_path / "broken.onnx")
     assert not any(p.name.startswith(".broken") or p.name == "broken.onnx" for p in tmp_path.iterdir())
+
+
+def test_set_parameter_value_copies_shared_parameters_and_keeps_float_values():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("y1", "y2")]
+    w = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w")
+    nodes = [helper.make_node("Mul", ["x", "w"], ["y1"], name="m1"), helper.make_node("Add", ["x", "w"], ["y2"],
+                                                                                      name="m2")]
+    graph = from_model_proto(_model(nodes, [x], ys, [w]))
+    m1, m2 = graph.operations["m1"], graph.operations["m2"]
+    private = graph.set_parameter_value(m1, 1, np.array([1.5, 2.5]), quantized=True)
+    assert private.name == "w_m1" and m1.inputs[1] is private and m2.inputs[1] is graph.variables["w"]
+    assert private.value.dtype == np.float32 and private.float_value.tolist() == [1.0, 2.0]
+    again = graph.set_parameter_value(m1, 1, np.array([1.0, 3.0]), quantized=True)
+    assert again is private and private.float_value.tolist() == [1.0, 2.0]  # the float value is the original
+    assert graph.variables["w"].value.tolist() == [1.0, 2.0] and graph.variables["w"].float_value is None
+    with pytest.raises(GraphError, match="not a parameter"):
+        graph.set_parameter_value(m1, 0, np.zeros(2))

@@ -231,6 +231,30 @@ class Graph:
         self.outputs = [new_var if v is var else v for v in self.outputs]
         return op
 
+    def set_parameter_value(self, op: Operation, index: int, value: np.ndarray, *,
+                            quantized: bool = False) -> Variable:
+        """Give ``op``'s parameter input ``index`` the value ``value`` and return its variable.
+
+        In place when ``op`` alone reads the parameter; otherwise ``op`` gets a
+        private copy (named ``<parameter>_<op>``) so that no other reader sees
+        the change. ``quantized``: ``value`` lies on a quantization grid, and the
+        float value it replaces stays in ``float_value`` for float simulation.
+        """
+        var = op.inputs[index]
+        if var is None or not var.is_parameter:
+            raise GraphError(f"input {index} of {op.name!r} is not a parameter")
+        float_value = var.float_value
+        if quantized and float_value is None:
+            float_value = var.value
+        value = np.asarray(value, dtype=var.value.dtype)
+        if len({id(c) for c in var.consumers}) > 1 or var in self.outputs:
+            var = self.add_variable(self.unique_name(f"{var.name}_{op.name}"), value)
+            self.set_input(op, index, var)
+        else:
+            var.value = value
+        var.float_value = float_value
+        return var
+
     def remove_variable(self, var: Variable) -> None:
         if var.consumers or var.producer is not None:
             raise GraphError(f"variable {var.name!r} is still linked")

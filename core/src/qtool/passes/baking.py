@@ -25,15 +25,7 @@ class Baking(Pass):
     def call(self, graph: Graph) -> PassResult:
         baked = []
         for op, index, tqc in _bakeable(graph):
-            var = op.inputs[index]
-            original = var.float_value if var.float_value is not None else var.value
-            value = bake_value(var.value, tqc)
-            if len(var.consumers) > 1 or var in graph.outputs:
-                var = graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), value)
-                graph.set_input(op, index, var)
-            else:
-                var.value = value
-            var.float_value = original
+            graph.set_parameter_value(op, index, bake_value(op.inputs[index].value, tqc), quantized=True)
             tqc.state = BAKED_STATE[tqc.state]
             baked.append(op.inputs[index].name)
         graph.remove_unused()

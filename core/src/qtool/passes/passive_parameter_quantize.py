@@ -112,12 +112,7 @@ def _round_followers(graph: Graph, op: Operation) -> list[str]:
         var = op.inputs[i] if i < len(op.inputs) else None
         if var is None or not var.is_parameter:
             continue
-        value = _on_grid(var.value, grid)
-        if len(var.consumers) > 1 or var in graph.outputs:
-            var = graph.add_variable(graph.unique_name(f"{var.name}_{op.name}"), value)
-            graph.set_input(op, i, var)
-        else:
-            var.value = value
+        var = graph.set_parameter_value(op, i, _on_grid(var.value, grid))
         rounded.append(var.name)
     for key in FOLLOWER_ATTRIBUTES[op.op_type]:
         if key in op.attributes:

@@ -31,7 +31,6 @@ from ..base import Pass, PassResult
 from .bias_correction import quantized_layers
 from .layers import run_op, weight_input
 from .options import check, number, positive_int
-from .originals import store_quantized
 from .progress import progress_bar
 from .running import capture, take_samples
 
@@ -88,7 +87,8 @@ class AdaRound(Pass):
         learned = problem.learn(self.iterations, self.learning_rate, self.reg_weight, self.warmup, self.seed, tick)
         learned_error = problem.error(learned)
         kept = "adaround" if learned_error < problem.nearest_error else "nearest"
-        store_quantized(graph, op, index, (learned if kept == "adaround" else problem.nearest).cpu().numpy())
+        graph.set_parameter_value(op, index, (learned if kept == "adaround" else problem.nearest).cpu().numpy(),
+                                  quantized=True)
         tqc.state = QuantizationState.BAKED
         tqc.notes["rounding"] = kept
         return {"op": op.name, "nearest_mse": problem.nearest_error, "adaround_mse": learned_error, "kept": kept}

@@ -32,7 +32,6 @@ from ..baking import bake_value
 from ..base import Pass, PassResult
 from .layers import LAYER_TYPES, bias_of, output_axis, run_op, weight_input
 from .options import check, positive_int
-from .originals import replace_parameter
 from .running import run_watching, take_samples
 
 WHERE = "accuracy.bias_correction"
@@ -99,7 +98,7 @@ def _channel_means(graph: Graph, executor: TorchExecutor, batches, layers: list[
 def _apply(graph: Graph, op: Operation, shift: np.ndarray) -> dict:
     bias = bias_of(graph, op)
     value = bias.var.value
-    var = replace_parameter(graph, bias.holder, bias.index,
+    var = graph.set_parameter_value(bias.holder, bias.index,
                             value.astype(np.float64) - (shift / bias.factor).reshape(value.shape))
     return {"op": op.name, "bias": var.name, "largest_shift": float(np.abs(shift).max())}
 

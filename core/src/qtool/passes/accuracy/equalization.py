@@ -19,7 +19,6 @@ from ..op_roles import bias_position
 from .channels import CHANNEL_TYPES, in_channels, in_ranges, out_ranges, scale_in, scale_out
 from .layers import bias_of, out_channels, weight_input
 from .options import number, positive_int
-from .originals import replace_parameter
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")
 
@@ -102,10 +101,10 @@ def _equalize(graph: Graph, first: Operation, second: Operation) -> float:
     r1, r2 = out_ranges(first, w1).astype(np.float64), in_ranges(second, w2).astype(np.float64)
     usable = (r1 > 0) & (r2 > 0)
     scales = np.where(usable, np.sqrt(np.where(usable, r1, 1.0) / np.where(usable, r2, 1.0)), 1.0)
-    replace_parameter(graph, first, 1, scale_out(first, w1, 1.0 / scales))
-    replace_parameter(graph, second, 1, scale_in(second, w2, scales))
+    graph.set_parameter_value(first, 1, scale_out(first, w1, 1.0 / scales))
+    graph.set_parameter_value(second, 1, scale_in(second, w2, scales))
     bias = bias_of(graph, first)
     if bias is not None:
         value = bias.var.value
-        replace_parameter(graph, bias.holder, bias.index, (value.astype(np.float64) / scales.reshape(value.shape)))
+        graph.set_parameter_value(bias.holder, bias.index, (value.astype(np.float64) / scales.reshape(value.shape)))
     return float(np.abs(np.log(scales)).max(initial=0.0))

@@ -25,7 +25,6 @@ from ..base import Pass, PassResult
 from .channels import in_ranges, scale_in
 from .layers import weight_input
 from .options import check, number, positive_int
-from .originals import replace_parameter
 from .running import run_watching, take_samples
 
 WHERE = "accuracy.smoothquant"
@@ -96,7 +95,7 @@ class SmoothQuant(Pass):
             where = _insert_mul(graph, target, scales)
         if not where.startswith("skipped"):
             for layer in target.layers:
-                replace_parameter(graph, layer, 1, scale_in(layer, layer.inputs[1].value, scales))
+                graph.set_parameter_value(layer, 1, scale_in(layer, layer.inputs[1].value, scales))
         return where
 
     def _scales(self, target: _Target) -> np.ndarray:
@@ -137,7 +136,7 @@ def _into_layernorm(graph: Graph, norm: Operation, target: _Target, scales: np.n
             return f"skipped: {norm.name}'s input {index} is not a constant per channel"
     for index in (1, 2):
         if index < len(norm.inputs) and norm.inputs[index] is not None:
-            replace_parameter(graph, norm, index, norm.inputs[index].value / scales)
+            graph.set_parameter_value(norm, index, norm.inputs[index].value / scales)
     return f"{norm.op_type} {norm.name}"
 
 
@@ -149,7 +148,7 @@ def _into_mul(graph: Graph, mul: Operation, target: _Target, scales: np.ndarray)
     per_channel = value.size == scales.size and value.shape[-1:] == scales.shape
     if not (value.size == 1 or per_channel) or value.ndim > target.rank:
         return f"skipped: {mul.name}'s constant does not broadcast along the last axis"
-    replace_parameter(graph, mul, constant[0], value / scales)
+    graph.set_parameter_value(mul, constant[0], value / scales)
     return f"Mul {mul.name}"
 
 
