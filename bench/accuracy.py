@@ -64,10 +64,10 @@ def _configs() -> list[Config]:
         out.append(Config(f"ort-{method.lower()}-compute", "ort", method, tuple(COMPUTE_OPS),
                           label=f"ORT {method}, compute ops"))
     # The qtool runs: qtool.quantize(model, "onnxruntime", calib, output=..., **qtool_kwargs).
-    # "optimized" stands for qtool's accuracy passes, which have no switch yet (passes/order.py step 9): until
-    # they do, its row reads n/a with the TypeError of the keyword below. Change the keyword here when they land.
+    # "optimized" turns on the accuracy passes that `qtool quantize --optimize` turns on.
     out.append(Config("qtool-default", "qtool", label="qtool default"))
-    out.append(Config("qtool-optimized", "qtool", qtool_kwargs={"optimize": True}, label="qtool optimized"))
+    out.append(Config("qtool-optimized", "qtool", label="qtool optimized",
+                      qtool_kwargs={"accuracy": {"equalization": True, "adaround": True, "bias_correction": True}}))
     out.append(Config("qtool-w4a8", "qtool", qtool_kwargs={"preset": "w4a8"}, label="qtool W4A8"))
     return out
 
@@ -86,6 +86,7 @@ class Row:
     latency_ms: float | None = None
     error: str | None = None
     note: str = ""
+    metric_name: str = ""
 
 
 # -- the quantizing subprocess ---------------------------------------------------------------------------------
@@ -280,10 +281,11 @@ def bench_model(name: str, configs: list[Config], args, workdir: Path, log) -> l
     start = time.perf_counter()
     float_metric = module.evaluate(source, limit=limit)
     log(f"[{name}] float {module.METRIC} = {float_metric:.4f} ({time.perf_counter() - start:.1f} s)")
-    rows = [Row(name, "float", "float", float_metric, latency_ms=_latency_ms(source, feed, args.runs, args.threads))]
+    rows = [Row(name, "float", "float", float_metric, latency_ms=_latency_ms(source, feed, args.runs, args.threads),
+                metric_name=module.METRIC)]
     ort_source, pre_note = None, ""
     for config in configs:
-        row = Row(name, config.name, config.label)
+        row = Row(name, config.name, config.label, metric_name=module.METRIC)
         if config.kind == "ort" and ort_source is None:
             ort_source, pre_note = _pre_process(source, model_dir / f"{source.stem}.pre.onnx")
             if pre_note:
@@ -334,7 +336,7 @@ def print_table(rows: list[Row], console=None) -> None:
         base = next((r for r in group if r.config == "float"), None)
         ort = [r.metric for r in group if r.config.startswith("ort-") and r.metric is not None]
         best_ort = max(ort) if ort else None
-        metric_name = accuracy_models.load(model).METRIC
+        metric_name = next((r.metric_name for r in group if r.metric_name), "") or accuracy_models.load(model).METRIC
         for r in group:
             if r.error and r.metric is None:
                 errors.append(f"[{len(errors) + 1}] {model}, {r.label}: n/a ({r.error})")
@@ -378,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-accuracy",
                         help="where models and quantized models are written (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--table", metavar="FILE,FILE",
+                        help="only print the table of rows saved with --json (a later file's row replaces an "
+                             "earlier one of the same model and configuration)")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed configurations")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -386,6 +391,17 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(args.worker)
         result = _worker(spec)
         Path(spec["result"]).write_text(json.dumps(result))
+        return 0
+
+    if args.table:
+        merged: dict[tuple[str, str], Row] = {}
+        for path in args.table.split(","):
+            for item in json.loads(Path(path).read_text()):
+                row = Row(**item)
+                merged[(row.model, row.config)] = row
+        order = {name: i for i, name in enumerate(["float", *CONFIGS])}
+        models = list(dict.fromkeys(model for model, _ in merged))
+        print_table(sorted(merged.values(), key=lambda r: (models.index(r.model), order.get(r.config, 99))))
         return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
