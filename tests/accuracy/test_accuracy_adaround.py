@@ -13,7 +13,7 @@ from qtool.passes.accuracy.options import AccuracyError
 from qtool.quant import fake_quantize
 from torch import nn
 
-W4A8 = {"preset": "w4a8"}
+W4A8 = {"preset": "w4a8", "calibration": {"observer": "minmax"}}  # the passes, not the observer, under test
 
 
 def _cnn() -> nn.Module:

@@ -53,10 +53,11 @@ def _weight(bits: int, axis: int) -> QuantScheme:
 
 ASYM = P.ASYMMETRICAL | P.PER_TENSOR | P.LINEAR
 SCENARIOS = {
-    "int8-asym": (BASE + INT8_ASYM, QuantScheme(ASYM, 8, -128, 127), 8),
-    "uint8-asym": (BASE + UINT8_ASYM, QuantScheme(ASYM, 8, 0, 255), 8),
-    "w4": (BASE.replace("bits = 8", "bits = 4") + INT8_ASYM, QuantScheme(ASYM, 8, -128, 127), 4),
-    "int16": (BASE + INT16_SYM, QuantScheme(P.SYMMETRICAL | P.PER_TENSOR | P.LINEAR, 16, -32768, 32767), 8),
+    "int8-asym": (BASE + INT8_ASYM, QuantScheme(ASYM, 8, -128, 127, observer="auto"), 8),
+    "uint8-asym": (BASE + UINT8_ASYM, QuantScheme(ASYM, 8, 0, 255, observer="auto"), 8),
+    "w4": (BASE.replace("bits = 8", "bits = 4") + INT8_ASYM, QuantScheme(ASYM, 8, -128, 127, observer="auto"), 4),
+    "int16": (BASE + INT16_SYM, QuantScheme(P.SYMMETRICAL | P.PER_TENSOR | P.LINEAR, 16, -32768, 32767,
+                                      observer="auto"), 8),
 }
 
 
@@ -82,7 +83,7 @@ def test_seed_scenario_same_in_yaml_and_json(suffix, small_graph, write_config):
     assert config == resolve_config({}, data)
     conv = small_graph.operations["conv"]
     assert config.scheme_for(conv, "weight") == _weight(4, 0)
-    assert config.scheme_for(conv, "activation") == QuantScheme(ASYM, 8, 0, 255)
+    assert config.scheme_for(conv, "activation") == QuantScheme(ASYM, 8, 0, 255, observer="auto")
 
 
 def test_seed_scenario_as_override_of_w4(small_graph, write_config):

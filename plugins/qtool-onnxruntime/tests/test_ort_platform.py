@@ -37,7 +37,7 @@ def test_default_config_resolves_to_what_ort_fuses(name, bias, tmp_path):
     config = resolve_config(platform.default_config())
     graph = qtool.load(_write(resnetish_proto(), tmp_path))
     conv = next(op for op in graph.operations.values() if op.op_type == "Conv")
-    assert config.scheme_for(conv, "activation") == UINT8
+    assert config.scheme_for(conv, "activation") == UINT8.with_changes(observer="auto")  # the default observer
     assert config.scheme_for(conv, "weight", channel_axis=0) == QuantScheme.integer(8, per_channel=True,
                                                                                   channel_axis=0)
     assert config.bias_mode_for(conv) == bias

@@ -154,8 +154,9 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         for group, types in ALIGNMENT_GROUPS.items()
     },
     "calibration": {
-        "observer": Key("str", "minmax", "Default activation observer; a name may carry its main option, "
-                        "e.g. \"percentile:99.9\"."),
+        "observer": Key("str", "auto", "Default activation observer (auto: per tensor, the range of minmax, "
+                        "percentile, kl or mse with the least quantization error); a name may carry its main "
+                        "option, e.g. \"percentile:99.9\"."),
         "percentile": Key("number", 99.99, "Percentile kept by the percentile observer.",
                           check=_between(50, 100, lo_open=True)),
         "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
