@@ -216,7 +216,7 @@ def _run_worker(spec: dict, timeout: float) -> tuple[dict, float]:
         result = {}
     result_path.unlink(missing_ok=True)
     if not result:
-        reason = "timed out" if time.monotonic() > deadline else f"exit {proc.returncode}"
+        reason = f"timed out after {timeout:.0f} s" if time.monotonic() > deadline else f"exit {proc.returncode}"
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         result = {"error": f"worker {reason}: {tail}"[:300]}
     return result, peak_mib
@@ -352,8 +352,10 @@ def print_table(rows: list[Row], console=None) -> None:
                           f"{r.metric:.4f}", _fmt(vs_float, ".4f"),
                           "" if r.config == "float" else _fmt(vs_ort, ".4f"), _fmt(r.quantize_s, ".1f"),
                           _fmt(r.peak_mib, ".0f"), _fmt(r.latency_ms, ".2f"), _fmt(lat, ".2f"))
+        ort_rows = [r for r in group if r.config.startswith("ort-")]
         for note in dict.fromkeys(r.note for r in group if r.note):
-            labels = ", ".join(r.label for r in group if r.note == note)
+            having = [r for r in group if r.note == note]
+            labels = "every ORT row" if having == ort_rows else ", ".join(r.label for r in having)
             notes.append(f"{model} ({labels}): {note}")
         if index != len(models) - 1:
             table.add_section()
@@ -363,6 +365,30 @@ def print_table(rows: list[Row], console=None) -> None:
                   "calibration data included).")
     for line in notes + errors:
         console.print(line, markup=False, highlight=False)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """The same table as Markdown, for docs/benchmarks.md."""
+    lines = ["| model | configuration | metric | vs float | vs best ORT | quantize s | peak MiB | latency ms "
+             "| lat. vs float |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for model in dict.fromkeys(r.model for r in rows):
+        group = [r for r in rows if r.model == model]
+        base = next((r for r in group if r.config == "float"), None)
+        ort = [r.metric for r in group if r.config.startswith("ort-") and r.metric is not None]
+        best_ort = max(ort) if ort else None
+        for r in group:
+            name = f"**{model}**" if r.config == "float" else ""
+            if r.metric is None:
+                lines.append(f"| {name} | {r.label} | n/a: {r.error} | | | | {_fmt(r.peak_mib, '.0f')} | | |")
+                continue
+            vs_float = r.metric / base.metric if base and base.metric else None
+            vs_ort = r.metric / best_ort if best_ort and r.config != "float" else None
+            lat = r.latency_ms / base.latency_ms if base and base.latency_ms and r.latency_ms else None
+            mark = " *" if r.config.startswith("ort-") and r.metric == best_ort else ""
+            lines.append(f"| {name} | {r.label}{mark} | {r.metric:.4f} | {_fmt(vs_float, '.4f')} | "
+                         f"{_fmt(vs_ort, '.4f', '')} | {_fmt(r.quantize_s, '.1f')} | {_fmt(r.peak_mib, '.0f')} | "
+                         f"{_fmt(r.latency_ms, '.2f')} | {_fmt(lat, '.2f')} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", metavar="FILE,FILE",
                         help="only print the table of rows saved with --json (a later file's row replaces an "
                              "earlier one of the same model and configuration)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed configurations")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -401,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 merged[(row.model, row.config)] = row
         order = {name: i for i, name in enumerate(["float", *CONFIGS])}
         models = list(dict.fromkeys(model for model, _ in merged))
-        print_table(sorted(merged.values(), key=lambda r: (models.index(r.model), order.get(r.config, 99))))
+        rows = sorted(merged.values(), key=lambda r: (models.index(r.model), order.get(r.config, 99)))
+        print(markdown_table(rows)) if args.markdown else print_table(rows)
         return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -426,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for name in models:
         rows += bench_model(name, configs, args, args.workdir, log)
-    print_table(rows)
+    print(markdown_table(rows)) if args.markdown else print_table(rows)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return 0
