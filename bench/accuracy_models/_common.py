@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import onnxruntime as ort
@@ -29,6 +30,15 @@ def package_file(package: str, relative: str) -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed package {package!r}")
+    return path
+
+
+def copy_from_wheel(workdir: Path, name: str, package: str, relative: str) -> Path:
+    """``workdir/name``: a copy of the model file ``relative`` inside ``package`` (copied once)."""
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    path = Path(workdir) / name
+    if not path.exists():
+        shutil.copyfile(package_file(package, relative), path)
     return path
 
 

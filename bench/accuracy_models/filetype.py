@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ._common import SessionLike, package_file, session
+from ._common import SessionLike, copy_from_wheel, package_file, session
 
 SOURCE = (
     "Google's Magika file-type model standard_v3_3 (embedding of bytes, a 1-D convolution, layer norms and dense "
@@ -35,11 +34,7 @@ _SKIPPED_EXTENSIONS = {"txt"}
 
 def build(workdir: Path) -> Path:
     """Copy the model out of the installed wheel."""
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    path = Path(workdir) / "magika_standard_v3_3.onnx"
-    if not path.exists():
-        shutil.copyfile(package_file("magika", "models/standard_v3_3/model.onnx"), path)
-    return path
+    return copy_from_wheel(workdir, "magika_standard_v3_3.onnx", "magika", "models/standard_v3_3/model.onnx")
 
 
 @lru_cache(maxsize=1)

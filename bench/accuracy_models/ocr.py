@@ -5,13 +5,12 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ._common import SessionLike, edit_distance, package_file, session
+from ._common import SessionLike, copy_from_wheel, edit_distance, package_file, session
 
 SOURCE = (
     "PP-OCRv4 recognition (ch_PP-OCRv4_rec_infer.onnx: a PP-LCNetV3 convolutional backbone and an SVTR transformer "
@@ -33,11 +32,7 @@ _EVAL_LINES = 200
 
 def build(workdir: Path) -> Path:
     """Copy the model out of the installed wheel."""
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    path = Path(workdir) / "ppocrv4_rec.onnx"
-    if not path.exists():
-        shutil.copyfile(package_file("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx"), path)
-    return path
+    return copy_from_wheel(workdir, "ppocrv4_rec.onnx", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx")
 
 
 @lru_cache(maxsize=1)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ._common import SessionLike, package_file, session
+from ._common import SessionLike, copy_from_wheel, session
 from .ocr import _FONTS, _font, _words
 
 SOURCE = (
@@ -33,11 +32,7 @@ _EVAL_PAGES = 60
 
 def build(workdir: Path) -> Path:
     """Copy the model out of the installed wheel."""
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    path = Path(workdir) / "ppocrv4_det.onnx"
-    if not path.exists():
-        shutil.copyfile(package_file("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"), path)
-    return path
+    return copy_from_wheel(workdir, "ppocrv4_det.onnx", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx")
 
 
 def _page(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
