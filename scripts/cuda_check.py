@@ -1,9 +1,11 @@
 """Run the executor on CUDA and on CPU and compare: CNNs and a BERT-style encoder, float and int8 simulation.
 
 Exits 0 when every pair agrees within tolerance, 1 on a mismatch, and 0 with a
-"no CUDA" message on a machine without a usable GPU. TF32 is turned off so that
-float results are comparable; in int8 simulation a last-bit difference may move
-a value across a rounding boundary, hence the looser tolerance there.
+"no CUDA" message on a machine without a usable GPU. The executor itself turns
+TF32 off while it runs (qtool.executor.precision), so float results are
+comparable; in int8 simulation a last-bit difference may move a value across a
+rounding boundary, hence the looser tolerance there. Also prints the time of one
+forward on each device (after a warm-up run; indicative only).
 
     python scripts/cuda_check.py [--batch 8] [--size 224]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +39,21 @@ def models(batch: int, size: int):
     yield "bert-encoder", torch_models.encoder_onnx(), torch_models.encoder_inputs(batch, 32)
 
 
-def compare(name: str, model, feeds: dict, quantize: bool) -> tuple[float, float]:
-    """max |cuda - cpu| and the CPU output's largest magnitude."""
+def compare(name: str, model, feeds: dict, quantize: bool) -> tuple[float, float, dict[str, float]]:
+    """max |cuda - cpu|, the CPU output's largest magnitude, and the seconds of one forward per device."""
     graph = from_model_proto(model)
     if quantize:
         annotate_int8(graph, feeds)
-    outputs = []
+    outputs, seconds = [], {}
     for device in ("cpu", "cuda"):
         executor = TorchExecutor(graph, device=device)
         executor.quantize = quantize
-        outputs.append(executor.forward(feeds)[0])
+        executor.forward(feeds)  # warm-up: kernels, caches, fake-quant parameters
+        start = time.perf_counter()
+        outputs.append(executor.forward(feeds)[0])  # numpy out: the GPU work has finished
+        seconds[device] = time.perf_counter() - start
     cpu, cuda = outputs
-    return float(np.abs(cpu.astype(np.float64) - cuda).max()), float(np.abs(cpu).max())
+    return float(np.abs(cpu.astype(np.float64) - cuda).max()), float(np.abs(cpu).max()), seconds
 
 
 def main() -> int:
@@ -58,18 +64,17 @@ def main() -> int:
     if not torch.cuda.is_available():
         print(f"no CUDA: torch {torch.__version__} sees no usable GPU; nothing to check")
         return 0
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     print(f"{torch.cuda.get_device_name()} vs CPU, torch {torch.__version__}")
     failed = 0
     for name, model, feeds in models(args.batch, args.size):
         for quantize, tolerance in ((False, FLOAT_TOLERANCE), (True, SIM_TOLERANCE)):
-            diff, scale = compare(name, model, feeds, quantize)
+            diff, scale, seconds = compare(name, model, feeds, quantize)
             ok = diff <= tolerance * max(scale, 1e-6)
             failed += not ok
             mode = "int8 sim" if quantize else "float"
             print(f"{'ok  ' if ok else 'FAIL'} {name:13s} {mode:8s} max|cuda-cpu| {diff:.3g} "
-                  f"(max|y| {scale:.3g}, tolerance {tolerance:g} of it)")
+                  f"(max|y| {scale:.3g}, tolerance {tolerance:g} of it); forward cpu {seconds['cpu'] * 1e3:.1f} ms, "
+                  f"cuda {seconds['cuda'] * 1e3:.1f} ms")
     return 1 if failed else 0
 
 

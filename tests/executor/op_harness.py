@@ -1,7 +1,12 @@
-"""Run one ONNX node in onnxruntime and through qtool's torch op and compare."""
+"""Run one ONNX node in onnxruntime and through qtool's torch op and compare.
+
+``QTOOL_TEST_DEVICE=cuda pytest tests/executor`` runs qtool's side on a GPU
+(onnxruntime stays on the CPU): the CUDA check of scripts/device_check.sh.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +16,9 @@ import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
 from qtool.executor.ops import OpContext, get_op
+from qtool.executor.precision import full_float32
 
+TEST_DEVICE = torch.device(os.environ.get("QTOOL_TEST_DEVICE", "cpu"))
 FLOAT_TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-7, np.dtype(np.float16): 1e-3}
 
 
@@ -67,9 +74,10 @@ def decode_attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 def run_torch(model: onnx.ModelProto, inputs: Sequence[np.ndarray | None], opset: int) -> list[torch.Tensor]:
     node = model.graph.node[0]
-    ctx = OpContext(node.op_type, node.name, opset, len(node.output), torch.device("cpu"))
-    tensors = [None if a is None else torch.from_numpy(np.array(a)) for a in inputs]
-    return get_op(node.op_type)(ctx, decode_attrs(node), tensors)
+    ctx = OpContext(node.op_type, node.name, opset, len(node.output), TEST_DEVICE)
+    tensors = [None if a is None else torch.from_numpy(np.array(a)).to(TEST_DEVICE) for a in inputs]
+    with full_float32(TEST_DEVICE):
+        return get_op(node.op_type)(ctx, decode_attrs(node), tensors)
 
 
 def assert_same(expected: np.ndarray, actual: torch.Tensor, rtol: float | None, atol: float | None) -> None:

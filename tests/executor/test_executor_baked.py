@@ -2,8 +2,8 @@
 
 import numpy as np
 import onnxruntime as ort
-
 import qtool
+from op_harness import TEST_DEVICE
 from qtool.executor import TorchExecutor
 from qtool.passes.baking import Baking
 from qtool.testing import quantize_by_hand, random_inputs, small_model
@@ -13,7 +13,7 @@ def test_float_mode_uses_float_weights_after_baking(tmp_path):
     path = small_model(tmp_path / "small.onnx")
     graph = quantize_by_hand(qtool.load(path))
     sample = random_inputs(graph, count=1)[0]
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     quantized_before = executor.forward(sample)[0]
 
     assert Baking()(graph).modified

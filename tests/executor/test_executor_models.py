@@ -9,6 +9,7 @@ import onnx
 import pytest
 import qtool
 import torch_models
+from op_harness import TEST_DEVICE
 from qtool.executor import TorchExecutor
 from qtool.ir import from_model_proto
 
@@ -30,7 +31,7 @@ def test_light_model_matches_ort(name, ort_outputs, close):
     compared = [out.producer.inputs[0].name if out.producer.op_type == "Softmax" else out.name
                 for out in graph.outputs]
     ref = ort_outputs(onnx.load(LIGHT / name), {image.name: x}, extra_outputs=compared)
-    got = TorchExecutor(graph).forward([x], compared)
+    got = TorchExecutor(graph, TEST_DEVICE).forward([x], compared)
     for tensor, value in zip(compared, got, strict=True):
         close(value, ref[tensor], what=f"{name}:{tensor}")
 
@@ -46,12 +47,12 @@ def cnn(request):
 
 def test_cnn_matches_ort(cnn, ort_outputs, close):
     x = np.random.default_rng(1).standard_normal((4, 3, 64, 64)).astype(np.float32)
-    got = TorchExecutor(from_model_proto(cnn)).forward({"image": x})
+    got = TorchExecutor(from_model_proto(cnn), TEST_DEVICE).forward({"image": x})
     close(got[0], ort_outputs(cnn, {"image": x})["logits"])
 
 
 def test_dynamic_batch_is_kept(cnn, ort_outputs, close):
-    executor = TorchExecutor(from_model_proto(cnn))
+    executor = TorchExecutor(from_model_proto(cnn), TEST_DEVICE)
     assert executor.graph.inputs[0].shape[0] == "batch"
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64)).astype(np.float32)
@@ -73,9 +74,10 @@ def test_encoder_has_the_bert_ingredients(encoder):
 @pytest.mark.parametrize("batch,seq", [(2, 16), (3, 7)])
 def test_encoder_matches_ort(encoder, batch, seq, ort_outputs, close):
     feeds = torch_models.encoder_inputs(batch, seq)
-    got = TorchExecutor(from_model_proto(encoder)).forward(feeds)[0]
+    got = TorchExecutor(from_model_proto(encoder), TEST_DEVICE).forward(feeds)[0]
     ref = ort_outputs(encoder, feeds)["hidden"]
     assert got.shape == (batch, seq, 64)
     close(got, ref)
     masked = dict(feeds, attention_mask=np.ones_like(feeds["attention_mask"]))
-    assert not np.allclose(TorchExecutor(from_model_proto(encoder)).forward(masked)[0], got), "mask had no effect"
+    unmasked = TorchExecutor(from_model_proto(encoder), TEST_DEVICE).forward(masked)[0]
+    assert not np.allclose(unmasked, got), "mask had no effect"

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
+from op_harness import TEST_DEVICE
 from qtool.executor import ExecutorError, OpExecutionError, TorchExecutor
 from qtool.executor.fake_quant import dynamic_params
 from qtool.ir import from_model_proto
@@ -111,7 +112,7 @@ def x():
 
 def test_simulation_equals_numpy_reference(x):
     graph = annotate(conv_relu_conv_graph())
-    got = TorchExecutor(graph).forward([x])[0]
+    got = TorchExecutor(graph, TEST_DEVICE).forward([x])[0]
     np.testing.assert_array_equal(got, reference(graph, x))
     scale, offset = graph.operations["conv2"].quant.outputs[0].scale, graph.operations["conv2"].quant.outputs[0].offset
     assert np.allclose(got / scale + offset, np.round(got / scale + offset)), "output is off the int8 grid"
@@ -119,7 +120,7 @@ def test_simulation_equals_numpy_reference(x):
 
 def test_quantize_false_runs_float(x, ort_outputs):
     graph = annotate(conv_relu_conv_graph())
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     executor.quantize = False
     got = executor.forward([x])[0]
     np.testing.assert_allclose(got, reference(graph, x, float_ops=("conv1", "conv2")), rtol=1e-5, atol=1e-5)
@@ -129,7 +130,7 @@ def test_quantize_false_runs_float(x, ort_outputs):
 
 def test_float_ops_keep_one_op_float(x):
     graph = annotate(conv_relu_conv_graph())
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     executor.float_ops = {"conv1"}
     got = executor.forward([x])[0]
     np.testing.assert_array_equal(got, reference(graph, x, float_ops=("conv1",)))
@@ -140,7 +141,7 @@ def test_float_ops_keep_one_op_float(x):
 
 def test_hooks_see_inputs_and_outputs_as_quantized(x):
     graph = annotate(conv_relu_conv_graph())
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     seen = {}
     handle = executor.add_hook(lambda op, ins, outs: seen.setdefault(op.name, (ins, outs)))
     executor.forward([x])
@@ -160,7 +161,7 @@ def test_hooks_see_inputs_and_outputs_as_quantized(x):
 
 def test_weights_are_quantized_once_until_refresh(x):
     graph = annotate(conv_relu_conv_graph())
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     weights = []
     executor.add_hook(lambda op, ins, outs: weights.append(ins[1]) if op.name == "conv1" else None)
     executor.forward([x])
@@ -178,7 +179,7 @@ def test_baked_weights_are_used_as_stored(x):
     graph = annotate(conv_relu_conv_graph())
     w = graph.operations["conv1"].quant.inputs[1]
     w.set_params(w.scale, w.offset, state=QuantizationState.BAKED)  # W1 itself is off the grid: not requantized
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     weights = []
     executor.add_hook(lambda op, ins, outs: weights.append(ins[1]) if op.name == "conv1" else None)
     executor.forward([x])
@@ -197,7 +198,7 @@ def test_reader_overlapped_with_producer_is_not_requantized(x):
     sub = TensorQuantizationConfig(ACT)
     sub.overlap(relu_out)
     conv2.quant.inputs[0] = sub
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
     sites = {(s.op, s.side, s.index) for s in executor.fake_quant_sites()}
     assert ("conv1", "output", 0) in sites and ("relu", "output", 0) in sites
     assert ("relu", "input", 0) not in sites and ("conv2", "input", 0) not in sites
@@ -211,7 +212,7 @@ def test_dynamic_activation_takes_its_range_from_each_tensor():
     scheme = QuantScheme.integer(8, symmetric=False, power_of_2=True, dynamic=True)
     dynamic = TensorQuantizationConfig(scheme, state=QuantizationState.ACTIVATED)
     graph = annotate(conv_relu_conv_graph(), first_input=dynamic)
-    executor = TorchExecutor(graph)
+    executor = TorchExecutor(graph, TEST_DEVICE)
 
     def own_range(h):
         return fq(h, dynamic, *compute_scale_offset(scheme, h.min(), h.max()))
@@ -234,7 +235,8 @@ def test_fp8_activation_matches_ml_dtypes(x):
         codes = np.clip(h / scale, -top, top).astype(ml_dtypes.float8_e4m3fn)
         return (codes.astype(np.float32) * scale).astype(np.float32)
 
-    np.testing.assert_array_equal(TorchExecutor(graph).forward([x])[0], reference(graph, x, first_input=to_fp8))
+    got = TorchExecutor(graph, TEST_DEVICE).forward([x])[0]
+    np.testing.assert_array_equal(got, reference(graph, x, first_input=to_fp8))
 
 
 @pytest.mark.parametrize("scheme", [
@@ -261,7 +263,7 @@ def test_dynamic_ranges_follow_the_granularity(scheme):
 def test_config_without_parameters_is_named(x):
     graph = annotate(conv_relu_conv_graph(), first_input=TensorQuantizationConfig(ACT, QuantizationState.ACTIVATED))
     with pytest.raises(ExecutorError, match="op 'conv1', tensor 'x': cannot apply .* has no scale/offset"):
-        TorchExecutor(graph).forward([x])
+        TorchExecutor(graph, TEST_DEVICE).forward([x])
 
 
 def test_failing_fake_quant_names_the_node(x):
@@ -271,7 +273,7 @@ def test_failing_fake_quant_names_the_node(x):
     graph = annotate(conv_relu_conv_graph())
     graph.operations["conv2"].quant.outputs[0] = wrong
     with pytest.raises(OpExecutionError, match=r"node 'conv2' \(Conv\) failed with quantization simulated"):
-        TorchExecutor(graph).forward([x])
+        TorchExecutor(graph, TEST_DEVICE).forward([x])
 
 
 def test_config_that_cannot_be_prepared_is_named(x):
@@ -279,4 +281,4 @@ def test_config_that_cannot_be_prepared_is_named(x):
     w = graph.operations["conv1"].quant.inputs[1]
     w.set_params(np.ones(7, np.float32), np.zeros(7, np.int32))  # W1 has 4 output channels
     with pytest.raises(ExecutorError, match="op 'conv1', tensor 'W1': cannot apply its quantization config"):
-        TorchExecutor(graph).forward([x])
+        TorchExecutor(graph, TEST_DEVICE).forward([x])

@@ -14,6 +14,7 @@ from .errors import ExecutorError, OpExecutionError
 from .hooks import HookFn, HookHandle, Hooks
 from .plan import Plan, Schedule
 from .plugin_ops import load_plugin_ops
+from .precision import full_float32
 from .simulation import Simulation, Site, StepQuant
 from .support import check_supported
 
@@ -96,7 +97,8 @@ class TorchExecutor:
         for name, tensor in feeds.items():
             env[self._plan.slot_of[name]] = tensor
         actions = self._step_actions()[0] if self.quantize else {}
-        self._execute(schedule, env, actions)
+        with full_float32(self.device):
+            self._execute(schedule, env, actions)
         return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
 
     def _execute(self, schedule: Schedule, env: list, actions: dict[int, StepQuant]) -> None:

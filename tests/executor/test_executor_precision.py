@@ -1,0 +1,45 @@
+"""On CUDA the executor runs in full float32: TF32 off while it runs, the user's setting restored after."""
+
+from __future__ import annotations
+
+import torch
+from qtool.executor.precision import full_float32
+
+
+def _tf32() -> tuple[bool, bool]:
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_tf32_is_off_inside_and_restored_after_on_cuda():
+    saved = _tf32()
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        with full_float32(torch.device("cuda")):
+            assert _tf32() == (False, False)
+        assert _tf32() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_settings_restored_when_the_run_fails():
+    saved = _tf32()
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        try:
+            with full_float32(torch.device("cuda")):
+                raise RuntimeError("op failed")
+        except RuntimeError:
+            pass
+        assert _tf32() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_cpu_runs_leave_the_settings_alone():
+    saved = _tf32()
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        with full_float32(torch.device("cpu")):
+            assert _tf32() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
