@@ -148,10 +148,10 @@ def test_hooks_see_inputs_and_outputs_as_quantized(x):
     assert list(seen) == ["conv1", "relu", "conv2"]
     (x_in, w_in, b_in), (c1,) = seen["conv1"]
     a_in, w, b = graph.operations["conv1"].quant.inputs
-    np.testing.assert_array_equal(x_in.numpy(), fq(x, a_in))
-    np.testing.assert_array_equal(w_in.numpy(), fq(W1, w))
-    np.testing.assert_array_equal(b_in.numpy(), fq(B1, b))
-    np.testing.assert_array_equal(c1.numpy(), fq(c1.numpy(), graph.operations["conv1"].quant.outputs[0]))
+    np.testing.assert_array_equal(x_in.cpu().numpy(), fq(x, a_in))
+    np.testing.assert_array_equal(w_in.cpu().numpy(), fq(W1, w))
+    np.testing.assert_array_equal(b_in.cpu().numpy(), fq(B1, b))
+    np.testing.assert_array_equal(c1.cpu().numpy(), fq(c1.cpu().numpy(), graph.operations["conv1"].quant.outputs[0]))
     assert seen["relu"][0][0] is c1
     handle.remove()
     seen.clear()
@@ -171,8 +171,8 @@ def test_weights_are_quantized_once_until_refresh(x):
     w.set_params(w.scale * 4, w.offset)
     executor.refresh()
     executor.forward([x])
-    np.testing.assert_array_equal(weights[2].numpy(), fq(W1, w))
-    assert not np.array_equal(weights[2].numpy(), weights[0].numpy())
+    np.testing.assert_array_equal(weights[2].cpu().numpy(), fq(W1, w))
+    assert not np.array_equal(weights[2].cpu().numpy(), weights[0].cpu().numpy())
 
 
 def test_baked_weights_are_used_as_stored(x):
@@ -183,7 +183,7 @@ def test_baked_weights_are_used_as_stored(x):
     weights = []
     executor.add_hook(lambda op, ins, outs: weights.append(ins[1]) if op.name == "conv1" else None)
     executor.forward([x])
-    np.testing.assert_array_equal(weights[0].numpy(), W1)
+    np.testing.assert_array_equal(weights[0].cpu().numpy(), W1)
     assert not any(s.op == "conv1" and s.index == 1 for s in executor.fake_quant_sites())
 
 

@@ -40,7 +40,10 @@ def small_model_proto(seed: int = 0) -> onnx.ModelProto:
         nodes, "qtool_small_model",
         [helper.make_tensor_value_info(SMALL_MODEL_INPUT, TensorProto.FLOAT, list(SMALL_MODEL_SHAPE))],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 5])], params)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="qtool.testing")
+    opsets = [helper.make_opsetid("", 17)]
+    # the lowest IR version that holds opset 17, so that older onnxruntime releases load it too
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="qtool.testing",
+                              ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(model, full_check=True)
     return model
 

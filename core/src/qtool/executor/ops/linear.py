@@ -7,7 +7,15 @@ import torch
 from ._common import optional_input, tensor_op
 from .registry import op_impl, register_op
 
-register_op("MatMul", tensor_op(torch.matmul))
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.matmul; integer products on CUDA run on the CPU (cuBLAS has no integer kernels) and move back."""
+    if a.is_cuda and not a.is_floating_point():
+        return torch.matmul(a.cpu(), b.cpu()).to(a.device)
+    return torch.matmul(a, b)
+
+
+register_op("MatMul", tensor_op(matmul))
 
 
 @op_impl("Gemm")

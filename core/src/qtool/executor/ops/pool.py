@@ -106,10 +106,13 @@ def max_pool(ctx, attrs, inputs):
     w = _window(attrs, x)
     with_indices = ctx.num_outputs > 1
     padded = _padded(x, w, _lowest(x.dtype))
-    result = _MAX_POOL[w.rank](padded, w.kernel, w.strides, 0, w.dilations, return_indices=with_indices)
+    # CUDA has no integer max pooling: 8-bit values are exact in float32
+    pooled = padded.float() if x.is_cuda and not x.is_floating_point() else padded
+    result = _MAX_POOL[w.rank](pooled, w.kernel, w.strides, 0, w.dilations, return_indices=with_indices)
+    y, indices = result if with_indices else (result, None)
+    y = y.to(x.dtype)
     if not with_indices:
-        return [result]
-    y, indices = result
+        return [y]
     return [y, _flat_indices(indices, x, padded, w, attrs.get("storage_order", 0))]
 
 
