@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from pipeline_kit import TINY, run_model
@@ -150,3 +151,26 @@ def test_activation_flags_reach_the_export_options(tiny_platform, cnn_model, cal
 
     assert main([*argv, flag]) == 0
     assert seen == [flag == "--remove-activations"]
+
+
+@pytest.mark.parametrize("value, external", [("true", True), ("False", False)])
+def test_export_option_external_data(digits, tmp_path, value, external):
+    model, calib, split = digits
+    out = tmp_path / "model.onnx"
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib), "-o", str(out),
+                 "--export-option", f"external_data={value}"]) == 0
+    assert out.with_name("model.onnx.data").exists() is external
+    stored = {t.name for t in onnx.load(out, load_external_data=False).graph.initializer
+              if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert bool(stored) is external
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: split.eval_x[:2]})[0].shape[0] == 2
+
+
+def test_export_option_unknown_to_the_platform(cnn_model, calib_npz, tmp_path):
+    out = tmp_path / "model.onnx"
+    done = qtool_cli("quantize", cnn_model, "--platform", "onnxruntime", "--calib", calib_npz, "-o", out,
+                     "--export-option", "tensorrt_version=8.6")
+    assert done.returncode != 0 and not out.exists()
+    assert "export option 'tensorrt_version': platform 'onnxruntime' does not read it" in done.stderr
+    assert "(its options: external_data)" in done.stderr

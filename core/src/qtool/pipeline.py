@@ -72,17 +72,21 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
              output: str | os.PathLike | None = None, device: str = "cpu", allow_unsupported: bool = False,
              opset: int | None = None, remove_activations: bool | None = None,
              save_state: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
-             accuracy: Mapping[str, Any] | None = None, progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
+             accuracy: Mapping[str, Any] | None = None, export_options: Mapping[str, Any] | None = None,
+             progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
     """Quantize ``model`` (a path or a Graph, changed in place) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
     it may be None when ``load_state`` names a state saved by an earlier run.
     ``config`` is a config file path or dict merged over the platform's defaults.
     ``accuracy`` enables accuracy passes over the configuration's ``[accuracy]``
-    table (same structure). ``finished(run)`` is called after each pass. Files are written only when
+    table (same structure). ``export_options`` are the platform's own export options
+    (``Platform.export_options``; an unknown one fails before any work). ``finished(run)`` is called
+    after each pass. Files are written only when
     ``output`` is given and validation found no ERROR (or ``allow_unsupported``).
     """
     target, qconfig = _platform_and_config(platform, config, preset)
+    target.check_export_options(export_options or {})
     if accuracy:
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}))
     graph = _graph(model)
@@ -91,7 +95,7 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     data = None if calib is None else load_calibration_data(calib, graph, qconfig.calibration["batch_size"])
     options = ExportOptions(opset=opset, allow_unsupported=allow_unsupported,
                             remove_activations=qconfig.remove_activations if remove_activations is None
-                            else remove_activations)
+                            else remove_activations, extra=dict(export_options or {}))
     restore = RestoreState(load_state) if load_state is not None else None
     passes = default_passes(qconfig, data, platform=target.name, device=device, progress=progress,
                             calibration=restore)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import enum
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .config.errors import did_you_mean
+from .errors import QtoolError
 from .plugins.manager import PluginError
 from .plugins.registry import Registry
 
@@ -63,6 +65,10 @@ class Capabilities:
                 "opsets": list(self.opsets) if self.opsets else None, "formats": list(self.formats)}
 
 
+class ExportOptionError(QtoolError, ValueError):
+    """An export option that the platform does not read; names the option and the platform."""
+
+
 @dataclass
 class ExportOptions:
     """What the user asked of the export; platforms read what applies to them."""
@@ -88,6 +94,8 @@ class Platform:
     description: ClassVar[str] = ""
     output_format: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: the ``ExportOptions.extra`` keys that :meth:`export` reads, each with what it means
+    export_options: ClassVar[Mapping[str, str]] = {}
 
     def default_config(self) -> dict[str, Any]:
         return {}
@@ -107,9 +115,18 @@ class Platform:
         return None
 
     @classmethod
+    def check_export_options(cls, extra: Mapping[str, Any]) -> None:
+        """Raise :class:`ExportOptionError` for a key of ``extra`` that this platform does not read."""
+        for key in extra:
+            if key not in cls.export_options:
+                known = ", ".join(cls.export_options) or "none"
+                raise ExportOptionError(f"export option {key!r}: platform {cls.name!r} does not read it"
+                                        f"{did_you_mean(key, cls.export_options)} (its options: {known})")
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, "description": cls.description, "output_format": cls.output_format,
-                **cls.capabilities.as_dict()}
+                **cls.capabilities.as_dict(), "export_options": dict(cls.export_options)}
 
 
 def _platform_name(cls) -> str:

@@ -53,3 +53,33 @@ def test_non_default_weights_warn(qtool_small_model, qtool_calibration_data):
     assert "3 weight tensor(s)" in warning.message
     plain = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data)
     assert [d for d in plain.diagnostics if d.code.startswith("trt.")] == []
+
+
+def test_export_options_from_the_command_line_set_the_cache_header(qtool_small_model, qtool_calibration_data,
+                                                                   tmp_path):
+    out = tmp_path / "out" / "model.onnx"
+    assert main(["quantize", str(qtool_small_model), "--platform", "tensorrt", "--calib", str(qtool_calibration_data),
+                 "-o", str(out), "--export-option", "tensorrt_version=8.6.1",
+                 "--export-option", "tensorrt_calibrator=MinMaxCalibration"]) == 0
+    assert out.with_name("model.calibration.cache").read_text().splitlines()[0] == "TRT-8601-MinMaxCalibration"
+
+
+def test_bad_export_options_fail_before_any_work(qtool_small_model, qtool_calibration_data, tmp_path, capsys):
+    out = tmp_path / "out" / "model.onnx"
+    cases = [("tensorrt_versoin=8.6", "export option 'tensorrt_versoin': platform 'tensorrt' does not read it; "
+                                      "did you mean 'tensorrt_version'?"),
+             ("tensorrt_version=eight", "tensorrt_version 'eight': expected MAJOR.MINOR[.PATCH]"),
+             ("tensorrt_calibrator=Best", "tensorrt_calibrator 'Best': expected one of EntropyCalibration2"),
+             ("tensorrt_version", "--export-option 'tensorrt_version': expected KEY=VALUE")]
+    for pair, message in cases:
+        assert main(["quantize", str(qtool_small_model), "--platform", "tensorrt", "--calib",
+                     str(qtool_calibration_data), "-o", str(out), "--export-option", pair]) != 0
+        error = capsys.readouterr().err
+        assert message in " ".join(error.split()), error
+        assert not out.parent.exists()
+
+
+def test_list_platforms_names_the_export_options():
+    described = qtool.get_platform("tensorrt").describe()["export_options"]
+    assert set(described) == {"tensorrt_version", "tensorrt_calibrator"}
+    assert "8.6.1" in described["tensorrt_version"]

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
 def platforms_document() -> dict:
     """The ``list-platforms --json`` document (stable schema, version 1)."""
     rows = []
-    for name, entry in sorted(PLATFORMS.entries().items()):
+    for _name, entry in sorted(PLATFORMS.entries().items()):
         rows.append({**entry.value.describe(), "distribution": entry.distribution, "version": entry.version})
     return {"schema_version": PLATFORMS_SCHEMA_VERSION, "platforms": rows}
 

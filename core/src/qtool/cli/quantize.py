@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from ..errors import QtoolError
 from ..pipeline import quantize
 from ..platform import Severity
 from .explain import explain_document, print_explanation
@@ -23,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     p.add_argument("--device", default="cpu", help="device for calibration and simulation (cpu, cuda, cuda:N)")
     p.add_argument("--opset", type=int, help="ONNX opset of the exported model")
+    p.add_argument("--export-option", action="append", default=[], metavar="KEY=VALUE", dest="export_options",
+                   help="an export option of the platform (see list-platforms --json); repeatable")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="export even when the platform reports errors (they are shown as warnings)")
     group = p.add_mutually_exclusive_group()
@@ -50,6 +53,17 @@ def accuracy_flags(args) -> dict:
     return enabled
 
 
+def export_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as a dict; ``true``/``false`` become booleans, other values stay strings."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise QtoolError(f"--export-option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    return options
+
+
 def run(args) -> int:
     out, progress = Console(), Console(stderr=True)
 
@@ -61,7 +75,8 @@ def run(args) -> int:
     result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
                       output=args.output, device=args.device, allow_unsupported=args.allow_unsupported,
                       opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
-                      load_state=args.load_state, accuracy=accuracy_flags(args), progress=True,
+                      load_state=args.load_state, accuracy=accuracy_flags(args),
+                      export_options=export_options(args.export_options), progress=True,
                       finished=finished)
     if args.explain:
         print_explanation(explain_document(result.graph, result.summary["platform"], result.config), out,

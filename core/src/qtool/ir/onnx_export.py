@@ -77,7 +77,8 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
             _point_external_data(tmp, data_name)
-            os.replace(tmp_data, path.parent / data_name)
+            if tmp_data.exists():  # none when every tensor is under the 1 KiB threshold (they stay inline)
+                os.replace(tmp_data, path.parent / data_name)
         else:
             onnx.save_model(model, tmp)
         os.replace(tmp, path)

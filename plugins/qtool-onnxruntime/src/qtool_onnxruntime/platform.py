@@ -26,6 +26,7 @@ class OnnxRuntimePlatform(Platform):
         opsets=(LOWEST_OPSET, HIGHEST_OPSET),
         formats=tuple(t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES)),
     )
+    export_options = {"external_data": "true: write the initializers to <model>.onnx.data (always so over 2 GB)"}
     bias_mode: ClassVar[str] = "float"
 
     def default_config(self) -> dict[str, Any]:

@@ -42,11 +42,16 @@ def scale_hex(scale) -> str:
     return struct.pack(">f", np.float32(scale)).hex()
 
 
-def cache_text(scales: dict[str, np.float32], version: int | str = DEFAULT_VERSION,
-               calibrator: str = DEFAULT_CALIBRATOR) -> str:
+def header(version: int | str = DEFAULT_VERSION, calibrator: str = DEFAULT_CALIBRATOR) -> str:
+    """The cache's first line, ``TRT-<version number>-<calibrator>``; TensorRTError names a bad option."""
     if calibrator not in CALIBRATORS:
         raise TensorRTError(f"tensorrt_calibrator {calibrator!r}: expected one of {', '.join(CALIBRATORS)}")
-    lines = [f"TRT-{version_number(version)}-{calibrator}"]
+    return f"TRT-{version_number(version)}-{calibrator}"
+
+
+def cache_text(scales: dict[str, np.float32], version: int | str = DEFAULT_VERSION,
+               calibrator: str = DEFAULT_CALIBRATOR) -> str:
+    lines = [header(version, calibrator)]
     lines += [f"{name}: {scale_hex(scale)}" for name, scale in scales.items()]
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import qtool
 from qtool import Capabilities, Diagnostic, ExportOptions, Severity
 from qtool.passes.op_roles import weight_index
 
-from .cache import DEFAULT_CALIBRATOR, DEFAULT_VERSION, write_cache
+from .cache import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_VERSION, header, write_cache
 from .ranges import write_ranges
 from .scales import QMAX, is_trt_activation
 
@@ -31,6 +31,18 @@ class TensorRTPlatform(qtool.Platform):
     output_format = "onnx+trt-ranges"
     capabilities = Capabilities(bits=(8,), policies=("SYMMETRICAL", "PER_TENSOR", "PER_CHANNEL", "LINEAR"),
                                 formats=("int8",))
+    export_options = {
+        VERSION_OPTION: f"TensorRT version in the calibration cache header: 10.14.1, 8.6.1 or 101401 "
+                        f"(default {DEFAULT_VERSION})",
+        CALIBRATOR_OPTION: f"calibrator named in the cache header: {', '.join(CALIBRATORS)} "
+                           f"(default {DEFAULT_CALIBRATOR})",
+    }
+
+    @classmethod
+    def check_export_options(cls, extra) -> None:
+        """Unknown keys, and a version or calibrator the cache header cannot carry, fail before any work."""
+        super().check_export_options(extra)
+        header(extra.get(VERSION_OPTION, DEFAULT_VERSION), extra.get(CALIBRATOR_OPTION, DEFAULT_CALIBRATOR))
 
     def default_config(self) -> dict:
         return {
