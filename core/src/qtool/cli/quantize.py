@@ -9,6 +9,7 @@ from ..errors import QtoolError
 from ..pipeline import quantize
 from ..platform import Severity
 from .explain import explain_document, print_explanation
+from .metric_file import load_metric
 
 SEVERITY_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.PERFORMANCE: "cyan"}
 
@@ -38,18 +39,27 @@ def add_parser(sub) -> None:
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
     p.add_argument("--optimize", action="store_true",
                    help="turn on the accuracy passes equalization, adaround and bias_correction")
-    p.add_argument("--min-snr", type=float, metavar="DB",
-                   help="return the most sensitive ops to float until the output SNR is at least DB")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--min-snr", type=float, metavar="DB",
+                        help="return the most sensitive ops to float until the output SNR is at least DB")
+    budget.add_argument("--metric", metavar="FILE.py:FUNCTION",
+                        help="your accuracy metric, FUNCTION(executor) -> float; with --max-drop")
+    p.add_argument("--max-drop", type=float, metavar="X",
+                   help="return the most sensitive ops to float until --metric is at most X below float")
     p.set_defaults(handler=run, remove_activations=None)
 
 
 def accuracy_flags(args) -> dict:
-    """The [accuracy] passes that --optimize and --min-snr turn on."""
+    """The [accuracy] passes that --optimize, --min-snr and --metric with --max-drop turn on."""
     enabled: dict = {}
     if args.optimize:
         enabled.update(equalization=True, adaround=True, bias_correction=True)
     if args.min_snr is not None:
         enabled["fallback"] = {"min_snr_db": args.min_snr}
+    if (args.metric is None) != (args.max_drop is None):
+        raise QtoolError("--metric and --max-drop go together: the budget is the metric's drop from float")
+    if args.metric is not None:
+        enabled["fallback"] = {"metric": load_metric(args.metric), "max_drop": args.max_drop}
     return enabled
 
 
