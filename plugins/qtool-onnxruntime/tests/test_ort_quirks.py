@@ -6,9 +6,22 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import qtool
+import torch
 from onnx import TensorProto, helper, numpy_helper
-from ort_testkit import UINT8, agreement, calibrated, export, nodes, run, samples_for, simulate, single_op_proto
+from ort_testkit import (
+    UINT8,
+    agreement,
+    calibrated,
+    export,
+    nodes,
+    run,
+    samples_for,
+    simulate,
+    single_op_proto,
+    torch_proto,
+)
 from qtool import ExportOptions
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import QuantScheme
@@ -77,3 +90,48 @@ def test_float_weight_between_quantized_activations_is_requantized_by_ort(tmp_pa
     feeds = [{"x": np.random.default_rng(1).normal(size=(2, 32)).astype(np.float32)}]
     assert np.abs(run(path, feeds[0])[0] - run(path, feeds[0], level=PLAIN)[0]).max() > 0
     assert np.abs(run(path, feeds[0], level=PLAIN)[0] - simulate(graph, feeds)[0][0]).max() < 1e-5
+
+
+def _clip_then_quantize(zero_point: onnx.TensorProto) -> onnx.ModelProto:
+    nodes_ = [helper.make_node("Neg", ["x"], ["n"]),  # ORT fuses a Clip that some node feeds
+              helper.make_node("Clip", ["n", "lo", "hi"], ["r"]),
+              helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes_, "clip_q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+                              [numpy_helper.from_array(np.float32(0.5), "s"), zero_point,
+                               numpy_helper.from_array(np.float32(0.0), "lo"),
+                               numpy_helper.from_array(np.float32(2.0), "hi")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+
+
+def test_ort_refuses_a_clip_before_a_4bit_or_float8_quantizelinear():
+    x = {"x": np.linspace(-4, 3, 8, dtype=np.float32)}
+    for dtype in (ml_dtypes.uint4, ml_dtypes.int4, ml_dtypes.float8_e4m3fn):
+        model = _clip_then_quantize(numpy_helper.from_array(np.zeros((), dtype), "z"))
+        assert run(model, x, level=PLAIN)[0].max() == 2
+        with pytest.raises(Exception, match="Unexpected data type for QuantizeLinear input y_zero_point"):
+            run(model, x)
+
+
+@pytest.mark.parametrize("config", [{"activation": {"bits": 4}, "weight": {"bits": 4}},
+                                    {"activation": {"format": "fp8_e4m3"}, "weight": {"format": "fp8_e4m3"}}],
+                         ids=["w4a4", "fp8"])
+def test_export_puts_such_a_clip_after_its_pair_with_bounds_on_the_grid(tmp_path, config):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU6(), torch.nn.Conv2d(8, 8, 3),
+                                 torch.nn.Hardtanh(-1.0, 1.5), torch.nn.Conv2d(8, 4, 1))
+    model = tmp_path / "clips.onnx"
+    model.write_bytes(torch_proto(module, torch.randn(1, 3, 10, 10)).SerializeToString())
+    calib = [{"input": np.random.default_rng(i).standard_normal((1, 3, 10, 10)).astype(np.float32) * 2}
+             for i in range(16)]
+    out = tmp_path / "q.onnx"
+    result = qtool.quantize(model, "onnxruntime", calib, config=config, output=out, remove_activations=False)
+    written = onnx.load(out)
+    clips = nodes(written, "Clip")
+    assert len(clips) == 2
+    for clip in clips:  # after its pair, reading a DequantizeLinear
+        assert any(n.op_type == "DequantizeLinear" and n.output[0] == clip.input[0] for n in written.graph.node)
+    report = result.agreement
+    assert "error" not in report, report  # the session loads
+    assert report["max_steps"] <= 1 if report["max_steps"] is not None else report["min_cosine"] > 0.999, report

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper, numpy_helper
 from qtool.quant import QuantizationState, TensorQuantizationConfig
 from qtool.quant.maths import round_array
 
 from .configs import COMPUTE_OPS, active, written_config
-from .storage import INTEGER_TYPES, domain_at, storage_type
+from .storage import INTEGER_TYPES, storage_type
 
 ACTIVATIONS = frozenset({"Relu", "Clip"})
 
@@ -84,27 +85,44 @@ def clips_exactly(act: FusedActivation, limits: tuple[float, float] | None = Non
 
 
 RELU_FUSION_CHECKED = frozenset({"int8", "uint8", "int16", "uint16"})
+FLOAT8_TYPES = frozenset({TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2,
+                          TensorProto.FLOAT8E5M2FNUZ})
 
 
 def relu_fusion_breaks(domain: str, zero_point) -> bool:
-    """True when ONNX Runtime would drop a Relu in front of this QuantizeLinear without the right to.
+    """True when ONNX Runtime's Relu/Clip + QuantizeLinear fusion goes wrong in front of this QuantizeLinear.
 
-    ORT removes a Relu before an ai.onnx QuantizeLinear with a single zero point
-    when the grid starts at zero; it checks that for 8- and 16-bit types only and
-    drops the Relu unchecked for 4-bit, 2-bit and float8 ones, so results go
-    wrong. The export then quantizes first and applies the Relu after the pair:
-    the same numbers (0 is on every grid, and Relu keeps grid values on it),
-    which ORT leaves alone.
+    ORT removes a Relu or Clip before a QuantizeLinear (ai.onnx or com.microsoft)
+    with a single zero point when the grid already clips there; it checks that for 8- and
+    16-bit types only. For 4-bit, 2-bit and float8 ones it drops a Relu
+    unchecked (results go wrong) and fails to load a model with such a Clip
+    (``GetQConstantLowerUpper``: unexpected zero point type). The export then
+    quantizes first and applies the activation after the pair: the same numbers,
+    since quantizing is monotone, ``Q(clip(x, a, b)) == clip(Q(x), Q(a), Q(b))``
+    (a Clip's bounds are moved onto the grid; 0, Relu's bound, is on every grid).
     """
-    if domain not in ("", "ai.onnx") or zero_point is None or len(zero_point.dims) != 0:
+    if domain not in ("", "ai.onnx", "com.microsoft") or zero_point is None or len(zero_point.dims) != 0:
         return False
     checked = {t.elem_type for t in INTEGER_TYPES if t.name in RELU_FUSION_CHECKED}
     return zero_point.data_type not in checked | {TensorProto.INT32}
 
 
-def relu_pair_moves(op, tqc: TensorQuantizationConfig | None, opset: int) -> bool:
-    """The same question asked of a Relu's output config before anything is written."""
-    if op.op_type != "Relu" or tqc is None or tqc.scheme.is_per_channel:
+def on_grid(bound: float, scale: TensorProto, zero_point: TensorProto) -> np.ndarray:
+    """``bound`` quantized and dequantized as ONNX Runtime does with this scale and zero point (float32)."""
+    s = numpy_helper.to_array(scale).astype(np.float32)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(zero_point.data_type))
+    scaled = np.float32(bound) / s
+    if zero_point.data_type in FLOAT8_TYPES:
+        top = float(ml_dtypes.finfo(dtype).max)  # QuantizeLinear saturates by default
+        return np.clip(scaled, -top, top).astype(dtype).astype(np.float32) * s
+    z = numpy_helper.to_array(zero_point).astype(np.float32)
+    info = ml_dtypes.iinfo(dtype)
+    return ((np.clip(np.rint(scaled) + z, info.min, info.max) - z) * s).astype(np.float32)
+
+
+def relu_pair_moves(op, tqc: TensorQuantizationConfig | None) -> bool:
+    """The same question asked of a Relu's or Clip's output config before anything is written."""
+    if op.op_type not in ACTIVATIONS or tqc is None or tqc.scheme.is_per_channel:
         return False
     stype = storage_type(tqc.scheme)
-    return stype is not None and stype.name not in RELU_FUSION_CHECKED and domain_at(stype, tqc.scheme, opset) == ""
+    return stype is not None and stype.name not in RELU_FUSION_CHECKED

@@ -58,7 +58,7 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
         kinds[1] = "int8"  # ORT quantizes the float weight itself
     else:
         kinds[1] = _input(graph, op, 1, settled, verdict)
-    moved = activation is not None and relu_pair_moves(activation.op, activation.config, opset)
+    moved = activation is not None and relu_pair_moves(activation.op, activation.config)
     out_var, out_tqc = _output(graph, op, activation, removed or moved, settled, verdict)
     if out_tqc is not None:
         kinds["output"] = _kind(graph, out_var, out_tqc, settled, verdict)

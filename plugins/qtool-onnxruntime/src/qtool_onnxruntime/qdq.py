@@ -34,7 +34,7 @@ from qtool.quant import (
     round_to_float_format,
 )
 
-from .activations import relu_fusion_breaks
+from .activations import on_grid, relu_fusion_breaks
 from .bias import BIAS_INPUT, is_bias, misread_reason, saturating_float_bias_scale
 from .configs import reader_config, reader_groups, written_config
 from .errors import OnnxRuntimeExportError
@@ -211,27 +211,44 @@ class QdqWriter:
 
 
     def _relus_after_pairs(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-        """Relu -> QuantizeLinear -> DequantizeLinear becomes QuantizeLinear -> DequantizeLinear -> Relu where
-        ORT would drop the Relu wrongly (see activations.relu_fusion_breaks); the same numbers either way."""
+        """Relu/Clip -> QuantizeLinear -> DequantizeLinear becomes QuantizeLinear -> DequantizeLinear -> Relu/Clip
+        where ORT's fusion goes wrong (see activations.relu_fusion_breaks); the same numbers either way."""
         zero_points = {t.name: t for t in self.initializers}
         quantizers = {n.input[0]: n for n in nodes if n.op_type == "QuantizeLinear"}
         dequantizers = {n.input[0]: n for n in nodes if n.op_type == "DequantizeLinear"}
         readers = Counter(name for node in nodes for name in node.input)
         outputs = {o.name for o in self.model.graph.output}
         result = list(nodes)
-        for relu in [n for n in nodes if n.op_type == "Relu"]:
-            q = quantizers.get(relu.output[0])
-            if q is None or readers[relu.output[0]] != 1 or relu.output[0] in outputs \
+        for act in [n for n in nodes if n.op_type in ("Relu", "Clip")]:
+            q = quantizers.get(act.output[0])
+            if q is None or readers[act.output[0]] != 1 or act.output[0] in outputs \
                     or not relu_fusion_breaks(q.domain, zero_points.get(q.input[2])):
                 continue
             dq = dequantizers[q.output[0]]
-            read_by_all = dq.output[0]  # readers keep this name; the Relu now writes it
-            q.input[0] = relu.input[0]
+            read_by_all = dq.output[0]  # readers keep this name; the activation now writes it
+            q.input[0] = act.input[0]
             dq.output[0] = self.names.fresh(f"{q.output[0]}_dq")
-            relu.input[0], relu.output[0] = dq.output[0], read_by_all
-            result.remove(relu)
-            result.insert(result.index(dq) + 1, relu)
+            act.input[0], act.output[0] = dq.output[0], read_by_all
+            if act.op_type == "Clip":
+                self._bounds_on_grid(act, zero_points[q.input[1]], zero_points[q.input[2]])
+            result.remove(act)
+            result.insert(result.index(dq) + 1, act)
         return result
+
+    def _bounds_on_grid(self, clip: onnx.NodeProto, scale: onnx.TensorProto, zero_point: onnx.TensorProto) -> None:
+        """Give a Clip moved after its pair the grid values of its bounds (inputs from opset 11, else attributes)."""
+        constants = {t.name: t for t in (*self.model.graph.initializer, *self.initializers)}
+        for index, key in ((1, "min"), (2, "max")):
+            if self.opset < 11:
+                attribute = next((a for a in clip.attribute if a.name == key), None)
+                if attribute is not None:
+                    attribute.f = float(on_grid(attribute.f, scale, zero_point))
+            elif index < len(clip.input) and clip.input[index]:
+                bound = numpy_helper.to_array(constants[clip.input[index]])
+                name = self.names.fresh(f"{clip.input[index]}_on_grid")
+                self.initializers.append(numpy_helper.from_array(
+                    on_grid(float(bound), scale, zero_point).astype(bound.dtype).reshape(bound.shape), name))
+                clip.input[index] = name
 
 
 def _storage(scheme, stem: str, stored: bool):
