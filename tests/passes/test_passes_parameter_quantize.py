@@ -75,3 +75,45 @@ def test_value_range_per_channel_reduces_every_other_axis(axis):
     moved = np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
     np.testing.assert_array_equal(lo, moved.min(axis=1))
     np.testing.assert_array_equal(hi, moved.max(axis=1))
+
+
+def _conv_graph(weight):
+    return graph_of([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], [tensor("x", [1, 8, 5, 5])],
+                    [tensor("y", None)], [init("w", weight)])
+
+
+def _channel_errors(weight, tqc):
+    error = (fake_quantize(torch.from_numpy(weight), tqc.scheme, tqc.scale, tqc.offset).numpy() - weight) ** 2
+    return error.reshape(weight.shape[0], -1).sum(axis=1)
+
+
+def test_mse_observer_clips_4_bit_weights_to_the_least_error_range(make_config):
+    weight = RNG.standard_t(3, size=(6, 8, 3, 3)).astype(np.float32)  # heavy tails: min/max wastes levels
+    plain, tuned = _conv_graph(weight), _conv_graph(weight)
+
+    _quantize(plain, make_config(weight={"bits": 4}))
+    _quantize(tuned, make_config(weight={"bits": 4, "observer": "mse:50"}))
+
+    minmax, mse = plain.operations["conv"].quant.inputs[1], tuned.operations["conv"].quant.inputs[1]
+    assert (mse.scale <= minmax.scale * (1 + 1e-6)).all() and (mse.scale < minmax.scale * 0.95).any()
+    assert (_channel_errors(weight, mse) <= _channel_errors(weight, minmax) * (1 + 1e-6)).all()
+    # the chosen scale is the best of the 50 fractions k/50 of the min/max range, checked by brute force
+    rows = torch.from_numpy(weight.reshape(6, -1))
+    fractions = np.arange(1, 51) / 50
+    amax = np.abs(weight.reshape(6, -1)).max(axis=1)
+    errors = [((torch.clamp(torch.round(rows / torch.from_numpy(s)[:, None]), -8, 7) * torch.from_numpy(s)[:, None]
+                - rows) ** 2).sum(dim=1).numpy() for s in (amax[None, :] * fractions[:, None] / 7).astype(np.float32)]
+    best = fractions[np.argmin(np.stack(errors), axis=0)]
+    np.testing.assert_allclose(mse.scale, amax * best / 7, rtol=1e-5)
+
+
+def test_mse_observer_leaves_per_block_weights_at_min_max(make_config):
+    weight = RNG.standard_t(3, size=(8, 6)).astype(np.float32)
+    graph = graph_of([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [tensor("x", [2, 8])],
+                     [tensor("y", None)], [init("w", weight)])
+
+    _quantize(graph, make_config(weight={"granularity": "per_block", "block_size": 4, "axis": 0, "bits": 4,
+                                         "observer": "mse"}))
+
+    expected = np.stack([np.abs(weight[0:4]).max(axis=0), np.abs(weight[4:8]).max(axis=0)]) / 7
+    np.testing.assert_allclose(graph.operations["mm"].quant.inputs[1].scale, expected, rtol=1e-6)

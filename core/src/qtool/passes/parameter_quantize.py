@@ -1,16 +1,21 @@
-"""ParameterQuantize: scale and offset of every parameter operand from its values (min/max) -> ACTIVATED.
+"""ParameterQuantize: scale and offset of every parameter operand from its values -> ACTIVATED.
 
 Per-tensor, per-channel (reduced over every axis but the channel axis) and
 per-block (blocks of ``block_size`` along the channel axis, one parameter per
-block and per position on the other axes).
+block and per position on the other axes). The range is the values' min/max;
+with the scheme's observer ``"mse"`` (or ``"mse:<candidates>"``) it is, per
+tensor or per channel, the scaled-down min/max whose quantization leaves the
+least squared error on the values themselves (per-block schemes keep min/max;
+other observers apply to activations only).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..ir import Graph
-from ..quant import QuantizationState, QuantScheme, compute_scale_offset
+from ..quant import QuantizationState, QuantScheme, compute_scale_offset, fake_quantize
 from ..quant.policy import QuantizationPolicy as P
 from .base import Pass, PassError, PassResult
 
@@ -27,7 +32,7 @@ class ParameterQuantize(Pass):
                 if var is None or tqc is None or not var.is_parameter or tqc.state is not QuantizationState.INITIAL:
                     continue
                 try:
-                    lo, hi = value_range(np.asarray(var.value, dtype=np.float64), tqc.scheme)
+                    lo, hi = weight_range(np.asarray(var.value, dtype=np.float64), tqc.scheme)
                 except ValueError as exc:
                     raise PassError(f"op {op.name!r}, parameter {var.name!r}: {exc}") from exc
                 tqc.set_params(*compute_scale_offset(tqc.scheme, lo, hi))
@@ -39,6 +44,46 @@ class ParameterQuantize(Pass):
             for var, tqc in zip(op.inputs, op.quant.inputs if op.quant else [], strict=False):
                 if var is not None and var.is_parameter and tqc is not None and tqc.state is QuantizationState.INITIAL:
                     raise PassError(f"parameter {var.name!r} of op {op.name!r} has no scale after {self.label}")
+
+
+MSE_CANDIDATES = 100
+
+
+def weight_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
+    """The range a parameter gets: :func:`value_range`, or its least-error fraction for observer ``mse``."""
+    lo, hi = value_range(value, scheme)
+    name, _, option = (scheme.observer or "minmax").partition(":")
+    if name != "mse" or scheme.policy & P.PER_BLOCK:
+        return lo, hi
+    try:
+        candidates = int(float(option)) if option else MSE_CANDIDATES
+    except ValueError:
+        raise ValueError(f"observer {scheme.observer!r}: candidates must be a number") from None
+    if candidates < 1:
+        raise ValueError(f"observer {scheme.observer!r}: candidates must be >= 1")
+    return _least_error_range(value, scheme, lo, hi, candidates)
+
+
+def _least_error_range(value: np.ndarray, scheme: QuantScheme, lo, hi, candidates: int):
+    """``(k / candidates) * [lo, hi]`` for the k (per channel) whose fake-quantized values err least; ties wide."""
+    if scheme.is_per_channel:  # one row per channel, contiguous
+        rows = np.moveaxis(value, scheme.channel_axis % value.ndim, 0).reshape(value.shape[scheme.channel_axis], -1)
+        scheme = scheme.with_changes(channel_axis=0)
+    else:
+        rows = value.reshape(1, -1)
+    tensor = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+    best_error, best = None, np.ones(np.shape(lo))
+    for k in range(candidates, 0, -1):
+        fraction = k / candidates
+        scale, offset = compute_scale_offset(scheme, lo * fraction, hi * fraction)
+        error = (fake_quantize(tensor, scheme, scale, offset) - tensor).square().sum(dim=1, dtype=torch.float64)
+        error = error.numpy().reshape(np.shape(lo))
+        if best_error is None:
+            best_error = error
+            continue
+        better = error < best_error
+        best_error, best = np.where(better, error, best_error), np.where(better, fraction, best)
+    return lo * best, hi * best
 
 
 def value_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
