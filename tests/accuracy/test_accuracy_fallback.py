@@ -9,7 +9,7 @@ import torch
 from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
 from qtool.passes import PassWarning
 from qtool.passes.accuracy.fallback import SensitivityFallback
-from qtool.passes.accuracy.op_precision import raise_precision, return_to_float
+from qtool.passes.accuracy.op_precision import raise_precision, return_to_float, trial
 from qtool.passes.accuracy.options import AccuracyError
 from torch import nn
 
@@ -115,6 +115,8 @@ def test_options_checked(data):
         SensitivityFallback(data, metric=lambda executor: 0.0)
     with pytest.raises(AccuracyError, match="accuracy.fallback.precision.act_bits"):
         SensitivityFallback(data, precision={"act_bits": 16})
+    with pytest.raises(AccuracyError, match="accuracy.fallback.max_gap_db: needs a precision table"):
+        SensitivityFallback(data, max_gap_db=3)
 
 
 def test_aligned_inputs_keep_their_shared_scale(tmp_path, data):
@@ -139,3 +141,34 @@ def test_aligned_inputs_keep_their_shared_scale(tmp_path, data):
         assert add.quant.inputs[0].dominator is add.quant.inputs[1].dominator
         assert add.quant.inputs[1].scheme.num_of_bits == 8 and add.quant.inputs[1].is_quantizing
         np.testing.assert_array_equal(add.quant.inputs[1].scale, scale)
+
+
+def test_gap_budget_widens_until_close_to_every_candidate_widened(tmp_path, data):
+    _, runs, after = _run(tmp_path, data, SensitivityFallback(data, max_gap_db=1.0, precision={"weight_bits": 16}))
+    details = runs["SensitivityFallback"].details
+    assert details["met"] and details["after"] >= details["widened_snr_db"] - 1.0 > details["before"]
+    assert [c["op"] for c in details["changed"]] == ["/conv2/Conv"] and details["tried"][1] == details["after"]
+
+
+def test_only_ops_the_precision_would_change_are_candidates(tmp_path, data):
+    with pytest.warns(PassWarning, match="does not hold"):
+        _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=30, precision={"weight_bits": 8}))
+    details = runs["SensitivityFallback"].details
+    assert details["candidates"] == 0 and details["changed"] == [] and not runs["SensitivityFallback"].modified
+
+
+def test_trial_undoes_every_change(tmp_path, data):
+    graph = export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "s.onnx")
+    quantize(graph, PER_TENSOR, data)
+    conv2, conv3 = graph.operations["/conv2/Conv"], graph.operations["/conv3/Conv"]
+
+    def state():
+        return [(t.scheme, t.state, t.dominator, np.array(t.scale).tolist(), dict(t.notes))
+                for op in (conv2, conv3) for t in op.quant.all_configs()] + [conv2.quant.quantized]
+
+    before = state()
+    with trial(graph):
+        raise_precision(graph, conv3, {"activation": 16, "weight": 16}, "test")
+        return_to_float(graph, conv2, "test")
+        assert state() != before
+    assert state() == before and conv2.quant.reason != "test"

@@ -19,9 +19,10 @@ def run(path, images):
 def test_accuracy_passes_improve_the_exported_w4a8_model(digits, tmp_path):
     model, calib, split = digits
     reference = run(model, split.eval_x)
-    plain = qtool.quantize(model, "onnxruntime", calib, preset="w4a8", output=tmp_path / "plain.onnx")
+    plain = qtool.quantize(model, "onnxruntime", calib, preset="w4a8", output=tmp_path / "plain.onnx",
+                           accuracy={"fallback": False})  # every weight 4-bit: the preset's fallback off
     tuned = qtool.quantize(model, "onnxruntime", calib, preset="w4a8", output=tmp_path / "tuned.onnx",
-                           accuracy={"adaround": {"iterations": 150}, "bias_correction": True})
+                           accuracy={"fallback": False, "adaround": {"iterations": 150}, "bias_correction": True})
     names = [r.name for r in tuned.pass_runs]
     assert names.index("PassiveParameterQuantize") < names.index("AdaRound") < names.index("BiasCorrection") \
         < names.index("Baking")

@@ -77,10 +77,13 @@ def graphwise_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.n
     return _rows(ops, stats)
 
 
-def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]) -> list[OpError]:
-    """Per quantized op: graph-output error when only that op is quantized, most sensitive first."""
-    ops = quantized_ops(executor.graph)
-    names = {op.name for op in ops}
+def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
+                          ops: Iterable[Operation] | None = None) -> list[OpError]:
+    """Per quantized op (or per op of ``ops``): graph-output error when only that op is quantized,
+    most sensitive first."""
+    quantized = quantized_ops(executor.graph)
+    names = {op.name for op in quantized}
+    ops = quantized if ops is None else [op for op in ops if op.name in names]
     stats = {name: ErrorAccumulator() for name in names}
     saved = (executor.quantize, set(executor.float_ops))
     try:

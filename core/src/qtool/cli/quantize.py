@@ -102,6 +102,8 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     console.print(f"[bold]{ops['quantized']}[/bold] of {ops['total']} ops quantized, {ops['float']} kept float")
     for reason, count in ops["float_reasons"].items():
         console.print(f"  {count:>4} x {escape(reason)}")
+    for line in fallback_lines(result.pass_runs):
+        console.print(line)
     for severity in Severity:
         found = [d for d in result.diagnostics if d.severity is severity]
         if not found:
@@ -120,3 +122,17 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
         console.print(f"wrote {escape(path)}")
     if summary["state"]:
         console.print(f"state saved to {escape(summary['state'])}")
+
+
+def fallback_lines(runs) -> list[str]:
+    """What the sensitivity fallback did: its budget, the score before and after, and each op it changed."""
+    lines = []
+    for run in (r for r in runs if r.name == "SensitivityFallback"):
+        d = run.details
+        met = "met" if d["met"] else "[red]not met[/red]"
+        lines.append(f"sensitivity fallback: {escape(d['budget'])} {met} ({d['before']:.4g} -> {d['after']:.4g}), "
+                     f"{len(d['changed'])} of {d['candidates']} candidate ops changed")
+        for change in d["changed"]:
+            to = change["to"] if isinstance(change["to"], str) else ", ".join(change["to"])
+            lines.append(f"  {escape(change['op'])} -> {escape(to)}")
+    return lines

@@ -1,15 +1,20 @@
 """SensitivityFallback: return the most sensitive quantized ops to float (or a wider format) until a budget holds.
 
 The budget is one of: ``min_snr_db`` or ``min_cosine`` of the graph outputs
-(simulated against float over calibration samples), or a user ``metric``
-(``metric(executor) -> float``, higher is better) that may drop at most
-``max_drop`` below its float value. Ops are ranked once by layer-wise
-sensitivity (the output error with only that op quantized) and changed one at
-a time, most sensitive first, until the budget holds. Only ops that own
+(simulated against float over calibration samples); ``max_gap_db``, how far the
+output SNR may stay below the SNR with every candidate widened to
+``precision`` (measured first); or a user ``metric`` (``metric(executor) ->
+float``, higher is better) that may drop at most ``max_drop`` below its float
+value. Ops are ranked once by layer-wise sensitivity (the output error with
+only that op quantized); the fewest of the most sensitive ones whose change
+meets the budget are changed, found by bisection over the ranking (one
+simulated run per count tried, each trial undone). Only ops that own
 quantization parameters are candidates (a passive Reshape shares its input's).
 With ``precision = {"activation_bits": 16}`` (and/or ``weight_bits``) an op is
-widened instead of returned to float. Runs after calibration, before AdaRound
-and BiasCorrection (which then work on the ops still quantized).
+widened instead of returned to float, and only ops with a narrower config of
+that role are candidates (W4A8 with ``weight_bits = 8``: the 4-bit layers).
+Runs after calibration, before AdaRound and BiasCorrection (which then work on
+the ops still quantized).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ...executor import TorchExecutor
 from ...executor.feeds import to_tensor
 from ...ir import Graph, Operation
 from ..base import Pass, PassResult, PassWarning
-from .op_precision import raise_precision, return_to_float
+from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
 from .progress import progress_bar
 from .running import take_samples
@@ -35,18 +40,19 @@ DEFAULT_MIN_SNR_DB = 30.0
 
 
 class SensitivityFallback(Pass):
-    """Options: one budget (``min_snr_db``, ``min_cosine``, or ``metric`` with ``max_drop``), ``precision``
-    ("float" or ``{"activation_bits": n, "weight_bits": n}``), ``max_ops``, ``samples``."""
+    """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
+    ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
+    ``max_ops``, ``samples``."""
 
     name = "SensitivityFallback"
 
     def __init__(self, data, *, min_snr_db: float | None = None, min_cosine: float | None = None,
-                 metric: Callable[[TorchExecutor], float] | None = None, max_drop: float | None = None,
-                 precision: str | Mapping[str, int] = "float", max_ops: int | None = None, samples: int = 64,
-                 device: str = "cpu", progress: bool = False) -> None:
+                 max_gap_db: float | None = None, metric: Callable[[TorchExecutor], float] | None = None,
+                 max_drop: float | None = None, precision: str | Mapping[str, int] = "float",
+                 max_ops: int | None = None, samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
-        chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("metric", metric))
-                  if v is not None]
+        chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
+                                 ("metric", metric)) if v is not None]
         check(len(chosen) <= 1, WHERE, chosen[-1] if chosen else "", f"give one budget, got {', '.join(chosen)}")
         self.data, self.device, self.progress = data, device, progress
         self.samples = positive_int(WHERE, "samples", samples)
@@ -60,6 +66,10 @@ class SensitivityFallback(Pass):
             self.budget = ("metric", self.max_drop)
         elif min_cosine is not None:
             self.budget = ("cosine", number(WHERE, "min_cosine", min_cosine, -1.0, 1.0))
+        elif max_gap_db is not None:
+            check(self.bits is not None, WHERE, "max_gap_db",
+                  "needs a precision table (the SNR with every candidate widened is its reference)")
+            self.budget = ("gap_db", number(WHERE, "max_gap_db", max_gap_db, 0.0, math.inf))
         else:
             snr = DEFAULT_MIN_SNR_DB if min_snr_db is None else min_snr_db
             self.budget = ("snr_db", number(WHERE, "min_snr_db", snr, -math.inf, math.inf))
@@ -68,28 +78,77 @@ class SensitivityFallback(Pass):
     def call(self, graph: Graph) -> PassResult:
         executor = TorchExecutor(graph, self.device)
         batches = take_samples(graph, self.data, self.samples)
+        candidates = [op for op in graph.topological_order() if self._candidate(op)]
         measure = self._measure(executor, batches)
+        details: dict = {}
+        if self.budget[0] == "gap_db":
+            details["widened_snr_db"] = self._score_with(executor, candidates, measure)
+        kind, limit = self._limit(details.get("widened_snr_db"))
+        holds = (lambda value: value <= limit) if kind == "metric" else (lambda value: value >= limit)
         before = score = measure()
         changed: list[dict] = []
-        if not self._holds(score):
-            ranking = [row for row in layerwise_sensitivity(executor, batches)
-                       if _owns_parameters(graph.operations[row.op])][: self.max_ops]
-            with progress_bar(self.progress) as bar:
-                task = bar.add_task("sensitivity fallback", total=len(ranking))
-                for row in ranking:
-                    changed.append(self._change(graph, graph.operations[row.op], row.snr_db))
-                    executor.refresh()
-                    score = changed[-1]["score_after"] = measure()
-                    bar.advance(task)
-                    if self._holds(score):
-                        break
-        met = self._holds(score)
+        tried: dict[int, float] = {0: before}
+        if not holds(score):
+            ranking = layerwise_sensitivity(executor, batches, candidates)[: self.max_ops]
+            ops = [graph.operations[row.op] for row in ranking]
+            if len(ops) == len(candidates) and "widened_snr_db" in details:
+                tried[len(ops)] = details["widened_snr_db"]
+            count = self._fewest(executor, ops, measure, holds, tried)
+            changed = [self._change(graph, op, row.snr_db) for op, row in zip(ops[:count], ranking, strict=False)]
+            executor.refresh()
+            score = tried[count]
+        met = holds(score)
+        text = _budget_text(kind, limit)
         if not met:
-            warnings.warn(PassWarning(f"sensitivity fallback: the budget {self._budget_text()} does not hold "
-                                      f"({self.budget[0]} {score:.4g}) after changing {len(changed)} op(s)",
+            warnings.warn(PassWarning(f"sensitivity fallback: the budget {text} does not hold "
+                                      f"({kind} {score:.4g}) after changing {len(changed)} op(s)",
                                       code="fallback-budget"), stacklevel=2)
-        details = {"budget": self._budget_text(), "before": before, "after": score, "met": met, "changed": changed}
+        details.update(budget=text, before=before, after=score, met=met, candidates=len(candidates),
+                       tried={k: tried[k] for k in sorted(tried)}, changed=changed)
         return PassResult(graph, bool(changed), details)
+
+    def _fewest(self, executor: TorchExecutor, ops: list[Operation], measure, holds, tried: dict[int, float]) -> int:
+        """The fewest of ``ops`` (a prefix, most sensitive first) whose change meets the budget, by bisection
+        (every op when none does); ``tried`` gets the score of each prefix length measured."""
+
+        def score(count: int) -> float:
+            if count not in tried:
+                tried[count] = self._score_with(executor, ops[:count], measure)
+            return tried[count]
+
+        low, high = 0, len(ops)  # the budget fails with none changed
+        if not holds(score(high)):
+            return high
+        with progress_bar(self.progress) as bar:
+            task = bar.add_task("sensitivity fallback", total=max(1, math.ceil(math.log2(max(high, 1)))))
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if holds(score(middle)) else (middle, high)
+                bar.advance(task)
+        return high
+
+    def _score_with(self, executor: TorchExecutor, ops: list[Operation], measure) -> float:
+        """The budget's score with ``ops`` changed, undone afterwards."""
+        graph = executor.graph
+        try:
+            with trial(graph):
+                for op in ops:
+                    self._change(graph, op, math.nan)
+                executor.refresh()
+                return measure()
+        finally:
+            executor.refresh()
+
+    def _limit(self, widened_snr_db: float | None) -> tuple[str, float]:
+        """The measured quantity (snr_db, cosine or metric drop) and its limit."""
+        kind, value = self.budget
+        return ("snr_db", widened_snr_db - value) if kind == "gap_db" else (kind, value)
+
+    def _candidate(self, op: Operation) -> bool:
+        """A quantized op that owns parameters and that the change would affect."""
+        if op.quant is None or not op.quant.quantized or not _owns_parameters(op):
+            return False
+        return self.bits is None or can_widen(op, self.bits)
 
     def _change(self, graph: Graph, op: Operation, snr_db: float) -> dict:
         if self.bits is None:
@@ -111,18 +170,14 @@ class SensitivityFallback(Pass):
 
         def score() -> float:
             stats = _output_error(executor, batches)
-            return stats.snr_db if kind == "snr_db" else stats.cosine
+            return stats.cosine if kind == "cosine" else stats.snr_db
 
         return score
 
-    def _holds(self, score: float) -> bool:
-        kind, limit = self.budget
-        return score <= limit if kind == "metric" else score >= limit
 
-    def _budget_text(self) -> str:
-        kind, limit = self.budget
-        return {"metric": f"metric drop <= {limit:g}", "cosine": f"cosine >= {limit:g}",
-                "snr_db": f"SNR >= {limit:g} dB"}[kind]
+def _budget_text(kind: str, limit: float) -> str:
+    return {"metric": f"metric drop <= {limit:g}", "cosine": f"cosine >= {limit:g}",
+            "snr_db": f"SNR >= {limit:.4g} dB"}[kind]
 
 
 def _precision(precision) -> dict[str, int] | None:

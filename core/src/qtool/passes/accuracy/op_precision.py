@@ -10,7 +10,8 @@ overlapped with that dominator directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -36,14 +37,8 @@ def raise_precision(graph: Graph, op: Operation, bits: dict[str, int], reason: s
     widened: list[str] = []
 
     def change() -> None:
-        pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
-        for var, tqc in pairs:
-            if tqc is None or not tqc.is_quantizing or tqc.is_passive or tqc.scheme.is_floating:
-                continue
-            width = bits.get(tqc.role)
-            if width is None or width <= tqc.scheme.num_of_bits:
-                continue
-            scheme = _wider(tqc.scheme, width)
+        for var, tqc in _narrower(op, bits):
+            scheme = _wider(tqc.scheme, bits[tqc.role])
             if var.is_parameter:
                 low, high = value_range(np.asarray(var.value, dtype=np.float64), scheme)
             else:
@@ -56,6 +51,38 @@ def raise_precision(graph: Graph, op: Operation, bits: dict[str, int], reason: s
     _isolated(graph, op, change)
     op.quant.reason = reason
     return widened
+
+
+@contextmanager
+def trial(graph: Graph) -> Iterator[None]:
+    """Precision changes made inside are undone on exit (every config's scheme, state, parameters and notes,
+    every op's ``quantized`` flag and reason)."""
+    quants = [op.quant for op in graph.operations.values() if op.quant is not None]
+    configs = [(t, dict(vars(t)), dict(t.notes)) for q in quants for t in q.all_configs()]
+    flags = [(q, q.quantized, q.reason) for q in quants]
+    try:
+        yield
+    finally:
+        for tqc, attributes, notes in configs:
+            vars(tqc).update(attributes)
+            tqc.notes = notes
+        for q, quantized, reason in flags:
+            q.quantized, q.reason = quantized, reason
+
+
+def can_widen(op: Operation, bits: dict[str, int]) -> bool:
+    """Whether :func:`raise_precision` would change any of the op's configs."""
+    return next(_narrower(op, bits), None) is not None
+
+
+def _narrower(op: Operation, bits: dict[str, int]):
+    """The op's (variable, config) pairs of an integer role narrower than ``bits[role]``."""
+    pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
+    for var, tqc in pairs:
+        if tqc is None or not tqc.is_quantizing or tqc.is_passive or tqc.scheme.is_floating:
+            continue
+        if tqc.role in bits and bits[tqc.role] > tqc.scheme.num_of_bits:
+            yield var, tqc
 
 
 def _wider(scheme: QuantScheme, bits: int) -> QuantScheme:
