@@ -19,10 +19,16 @@ value stays in the config's notes for float reference runs.
 
 from __future__ import annotations
 
+import math
+import time
+import zlib
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
 from ...executor import TorchExecutor
+from ...executor.fake_quant import make_quantizer
 from ...ir import Graph, Operation
 from ...quant import QuantizationState, TensorQuantizationConfig, fake_quantize
 from ...quant.maths import _broadcast as broadcast_parameter
@@ -32,31 +38,41 @@ from .bias_correction import quantized_layers
 from .layers import run_op, weight_input
 from .options import check, number, positive_int
 from .progress import progress_bar
-from .running import capture, take_samples
+from .rows import Rows, layer_rows
+from .running import capture_each, take_samples, visit_each
 
 WHERE = "accuracy.adaround"
 ZETA, GAMMA = 1.1, -0.1
 BETA_START, BETA_END = 20.0, 2.0
+CHUNK_ROWS = 512  # rows per optimizer step
+MIN_ITERATIONS = 20  # fewer, and the annealing cannot harden the rounding
 
 
 class AdaRound(Pass):
-    """Options: ``iterations`` per layer, ``samples`` (calibration samples cached), ``learning_rate``,
-    ``reg_weight`` (weight of the rounding regularizer), ``warmup`` (share of iterations without it),
-    ``seed``."""
+    """Options: ``iterations`` per layer, ``samples`` (calibration samples, run as one batch), ``rows`` (output
+    positions sampled per layer), ``min_weight_share`` (skip layers whose weight rounding makes less of the output
+    error), ``time_budget_s`` (for the whole pass), ``learning_rate``, ``reg_weight`` (weight of the rounding
+    regularizer), ``warmup`` (share of iterations without it), ``seed``."""
 
     name = "AdaRound"
 
-    def __init__(self, data, *, iterations: int = 300, samples: int = 256, learning_rate: float = 0.1,
+    def __init__(self, data, *, iterations: int = 200, samples: int = 32, rows: int = 2048,
+                 min_weight_share: float = 0.0, time_budget_s: float | None = None, learning_rate: float = 0.1,
                  reg_weight: float = 10.0, warmup: float = 0.2, seed: int = 0, device: str = "cpu",
                  progress: bool = False) -> None:
         check(data is not None, WHERE, "data", "AdaRound needs calibration data")
         self.data, self.device, self.progress = data, device, progress
         self.iterations = positive_int(WHERE, "iterations", iterations)
         self.samples = positive_int(WHERE, "samples", samples)
+        self.rows = positive_int(WHERE, "rows", rows)
+        self.min_weight_share = number(WHERE, "min_weight_share", min_weight_share, 0.0, 1.0)
+        self.time_budget_s = None if time_budget_s is None else number(WHERE, "time_budget_s", time_budget_s,
+                                                                       0.0, 1e7)
         self.learning_rate = number(WHERE, "learning_rate", learning_rate, 1e-6, 10.0)
         self.reg_weight = number(WHERE, "reg_weight", reg_weight, 0.0, 1e3)
         self.warmup = number(WHERE, "warmup", warmup, 0.0, 1.0)
-        check(isinstance(seed, int), WHERE, "seed", f"must be an integer, got {seed!r}")
+        check(isinstance(seed, int) and not isinstance(seed, bool), WHERE, "seed",
+              f"must be an integer, got {seed!r}")
         self.seed = seed
 
     def call(self, graph: Graph) -> PassResult:
@@ -67,31 +83,123 @@ class AdaRound(Pass):
                 skipped.append({"op": op.name, "reason": why})
             else:
                 layers.append(op)
-        batches = take_samples(graph, self.data, self.samples) if layers else []
-        executor = TorchExecutor(graph, self.device) if layers else None
         results = []
+        if layers:
+            self._round(graph, layers, results, skipped)
+        return PassResult(graph, any(r["kept"] == "adaround" for r in results), {"layers": results,
+                                                                                   "skipped": skipped})
+
+    def _round(self, graph: Graph, layers: list[Operation], results: list, skipped: list) -> None:
+        """One float run caches each layer's targets; one simulated run rounds each layer when it reaches it and
+        carries on with the rounded layer's output, so that every layer sees the rounding of those before it."""
+        batch = _one_batch(take_samples(graph, self.data, self.samples))
+        executor = TorchExecutor(graph, self.device)
+        picks = _Picks(self.rows, self.seed)
+        targets = capture_each(executor, [batch], layers, picks.targets, quantize=False)
+        quantized_outputs = {s.op for s in executor.fake_quant_sites() if s.side == "output" and s.index == 0}
+        clock = _Clock(self.time_budget_s, len(layers))
         with progress_bar(self.progress) as bar:
             task = bar.add_task("AdaRound", total=len(layers) * self.iterations)
-            for op in layers:
-                bar.update(task, description=f"AdaRound {op.name}")
-                results.append(self._layer(graph, executor, batches, op, lambda: bar.advance(task)))
-        return PassResult(graph, bool(results), {"layers": results, "skipped": skipped})
 
-    def _layer(self, graph: Graph, executor: TorchExecutor, batches, op: Operation, tick) -> dict:
-        executor.refresh()
-        targets = [outputs[0] for _, outputs in capture(executor, batches, op, quantize=False)]
-        inputs = [args for args, _ in capture(executor, batches, op, quantize=True)]
-        index = weight_input(op)
-        tqc = op.quant.inputs[index]
-        problem = _Rounding(graph, op, index, tqc, inputs, targets, self.device)
-        learned = problem.learn(self.iterations, self.learning_rate, self.reg_weight, self.warmup, self.seed, tick)
+            def reached(op: Operation, inputs: list, outputs: list) -> None:
+                bar.update(task, description=f"AdaRound {op.name}")
+                with _one_thread(executor.device), torch.enable_grad():
+                    problem = _Rounding(graph, op, *picks.pairs(op, inputs, targets[op.name][0]), self.device)
+                    result = self._layer(problem, clock, lambda: bar.advance(task))
+                (results if "kept" in result else skipped).append({"op": op.name, **result})
+                if result.get("kept") == "adaround":  # the ops after this one read the rounded layer's output
+                    out = problem.full_output(inputs)
+                    if op.name in quantized_outputs:
+                        out = make_quantizer(op.quant.outputs[0], executor.device)(out)
+                    outputs[0].copy_(out)
+                clock.done()
+                bar.update(task, completed=clock.finished * self.iterations)
+
+            visit_each(executor, [batch], layers, reached, quantize=True, refresh=True)
+
+    def _layer(self, problem: _Rounding, clock: _Clock, tick) -> dict:
+        if clock.left() <= 0:
+            return {"reason": "time budget spent before this layer"}
+        share = problem.weight_share()
+        if share < self.min_weight_share:
+            return {"reason": f"weight rounding makes {share:.1%} of the output error "
+                              f"(< min_weight_share {self.min_weight_share:g})"}
+        iterations = clock.iterations(self.iterations, problem.seconds_per_step)
+        if iterations < MIN_ITERATIONS:
+            return {"reason": f"time budget: {iterations} iterations left for this layer"}
+        start = time.monotonic()
+        learned = problem.learn(iterations, self.learning_rate, self.reg_weight, self.warmup, self.seed, tick)
+        seconds = time.monotonic() - start
         learned_error = problem.error(learned)
         kept = "adaround" if learned_error < problem.nearest_error else "nearest"
-        graph.set_parameter_value(op, index, (learned if kept == "adaround" else problem.nearest).cpu().numpy(),
-                                  quantized=True)
-        tqc.state = QuantizationState.BAKED
-        tqc.notes["rounding"] = kept
-        return {"op": op.name, "nearest_mse": problem.nearest_error, "adaround_mse": learned_error, "kept": kept}
+        problem.apply(learned if kept == "adaround" else problem.nearest, kept)
+        return {"nearest_mse": problem.nearest_error, "adaround_mse": learned_error, "kept": kept,
+                "weight_share": share, "iterations": iterations, "rows": problem.rows, "seconds": seconds}
+
+
+@contextmanager
+def _one_thread(device: torch.device):
+    """One CPU thread for a layer's rounding problem: its steps are small, and threads mostly wait on each
+    other (5 to 15 times slower with two threads on a busy two-core machine)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _one_batch(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+class _Clock:
+    """The pass's time budget shared by the layers still to do."""
+
+    def __init__(self, budget: float | None, layers: int) -> None:
+        self.budget, self.todo, self.finished, self.start = budget, layers, 0, time.monotonic()
+
+    def left(self) -> float:
+        return math.inf if self.budget is None else self.budget - (time.monotonic() - self.start)
+
+    def iterations(self, wanted: int, seconds_per_step: float) -> int:
+        """``wanted``, or what this layer's share of the time left allows."""
+        share = self.left() / max(self.todo, 1)
+        return wanted if share == math.inf else min(wanted, int(share / max(seconds_per_step, 1e-9)))
+
+    def done(self) -> None:
+        self.todo, self.finished = self.todo - 1, self.finished + 1
+
+
+class _Picks:
+    """The same random rows of a layer in the float and the simulated run (the whole batch where rows cannot be cut)."""
+
+    def __init__(self, rows: int, seed: int) -> None:
+        self.rows, self.seed = rows, seed
+        self.cutters: dict[str, Rows | None] = {}
+
+    def _index(self, op: Operation, args: list) -> tuple[Rows | None, torch.Tensor | None]:
+        cutter = self.cutters.setdefault(op.name, layer_rows(op, args))
+        if cutter is None:
+            return None, None
+        count = cutter.count(args)
+        generator = torch.Generator().manual_seed(self.seed * 7919 + zlib.crc32(op.name.encode()))
+        index = torch.randperm(count, generator=generator)[:self.rows]
+        return cutter, index.to(args[0].device)
+
+    def targets(self, op: Operation, batch: int, inputs: list, outputs: list) -> torch.Tensor:
+        cutter, index = self._index(op, inputs)
+        return outputs[0] if cutter is None else cutter.target(outputs[0], index)
+
+    def pairs(self, op: Operation, inputs: list, target: torch.Tensor) -> tuple[list, Rows | None]:
+        """(inputs, float output) pairs: the picked rows in chunks of ``CHUNK_ROWS``, or the whole batch."""
+        cutter, index = self._index(op, inputs)
+        if cutter is None:
+            return [(list(inputs), target)], None
+        rows = cutter.take(inputs, index)
+        return [([r, *inputs[1:]], t) for r, t in zip(rows.split(CHUNK_ROWS), target.split(CHUNK_ROWS),
+                                                      strict=True)], cutter
 
 
 def _unroundable(tqc: TensorQuantizationConfig) -> str | None:
@@ -105,13 +213,14 @@ def _unroundable(tqc: TensorQuantizationConfig) -> str | None:
 
 
 class _Rounding:
-    """One layer's rounding problem over cached inputs and float targets."""
+    """One layer's rounding problem over cached (simulated input, float output) pairs."""
 
-    def __init__(self, graph: Graph, op: Operation, index: int, tqc: TensorQuantizationConfig,
-                 inputs: list, targets: list, device) -> None:
-        self.graph, self.op, self.index, self.device = graph, op, index, torch.device(device)
-        self.inputs, self.targets = inputs, targets
-        weight = torch.tensor(np.asarray(op.inputs[index].value, dtype=np.float32), device=self.device)
+    def __init__(self, graph: Graph, op: Operation, pairs: list, cutter: Rows | None, device) -> None:
+        self.graph, self.op, self.device, self.pairs, self.cutter = graph, op, torch.device(device), pairs, cutter
+        self.index = weight_input(op)
+        self.tqc = tqc = op.quant.inputs[self.index]
+        self.float_weight = weight = torch.tensor(np.asarray(op.inputs[self.index].value, dtype=np.float32),
+                                                  device=self.device)
         scheme = tqc.scheme
         self.scale = broadcast_parameter(np.asarray(tqc.scale, dtype=np.float32), weight, scheme).float()
         self.offset = broadcast_parameter(np.asarray(tqc.offset, dtype=np.float32), weight, scheme).float()
@@ -120,23 +229,49 @@ class _Rounding:
         self.floor = torch.floor(scaled)
         self.rest = scaled - self.floor
         self.nearest = fake_quantize(weight, scheme, tqc.scale, tqc.offset)
+        self.rows = sum(len(target) for _, target in pairs) if cutter is not None else None
+        start = time.monotonic()
         self.nearest_error = self.error(self.nearest)
+        self.seconds_per_step = 3.0 * (time.monotonic() - start) / len(pairs)  # forward and backward, one pair
 
     def weight(self, up: torch.Tensor) -> torch.Tensor:
         """Dequantized weight rounding up by ``up`` (0..1) from the floor."""
         return (torch.clamp(self.floor + up + self.offset, self.low, self.high) - self.offset) * self.scale
 
-    def _output(self, batch: int, weight: torch.Tensor) -> torch.Tensor:
-        args = list(self.inputs[batch])
+    def full_output(self, inputs: list) -> torch.Tensor:
+        """The layer's output on its whole ``inputs`` with the weight it now holds."""
+        args = list(inputs)
+        args[self.index] = torch.as_tensor(self.op.inputs[self.index].value, device=self.device)
+        with torch.no_grad():
+            return run_op(self.graph, self.op, args, self.device)[0]
+
+    def _output(self, pair: int, weight: torch.Tensor) -> torch.Tensor:
+        args = list(self.pairs[pair][0])
         args[self.index] = weight
+        if self.cutter is not None:
+            return self.cutter.compute(args[0], weight, args)
         return run_op(self.graph, self.op, args, self.device)[0]
 
-    def error(self, weight: torch.Tensor) -> float:
-        """Mean squared error against the float outputs over every cached batch."""
+    def _mse(self, weight: torch.Tensor, reference=None) -> float:
+        """Mean squared difference from the float outputs (or from ``reference``'s outputs) over every pair."""
         with torch.no_grad():
-            total = sum(float((self._output(b, weight) - t).double().square().sum())
-                        for b, t in enumerate(self.targets))
-        return total / sum(t.numel() for t in self.targets)
+            total = sum(float((self._output(i, weight) - (target if reference is None else self._output(i, reference))
+                               ).double().square().sum()) for i, (_, target) in enumerate(self.pairs))
+        return total / sum(target.numel() for _, target in self.pairs)
+
+    def error(self, weight: torch.Tensor) -> float:
+        """Mean squared error against the float outputs over every cached pair."""
+        return self._mse(weight)
+
+    def weight_share(self) -> float:
+        """How much of the nearest rounding's output error its weight error makes (inputs being the same)."""
+        return self._mse(self.nearest, self.float_weight) / max(self.nearest_error, 1e-30)
+
+    def apply(self, weight: torch.Tensor, kept: str) -> None:
+        """Write ``weight`` (on the grid) into the graph; its config becomes BAKED."""
+        self.graph.set_parameter_value(self.op, self.index, weight.cpu().numpy(), quantized=True)
+        self.tqc.state = QuantizationState.BAKED
+        self.tqc.notes["rounding"] = kept
 
     def learn(self, iterations: int, learning_rate: float, reg_weight: float, warmup: float, seed: int,
               tick) -> torch.Tensor:
@@ -145,11 +280,11 @@ class _Rounding:
         v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)).requires_grad_(True)
         optimizer = torch.optim.Adam([v], lr=learning_rate)
         reference = max(self.nearest_error, 1e-30)
-        order = torch.randint(len(self.targets), (iterations,), generator=torch.Generator().manual_seed(seed))
+        order = torch.randint(len(self.pairs), (iterations,), generator=torch.Generator().manual_seed(seed))
         start = int(warmup * iterations)
-        for step, batch in enumerate(order.tolist()):
+        for step, pair in enumerate(order.tolist()):
             h = torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
-            loss = (self._output(batch, self.weight(h)) - self.targets[batch]).square().mean() / reference
+            loss = (self._output(pair, self.weight(h)) - self.pairs[pair][1]).square().mean() / reference
             if step >= start:
                 beta = BETA_START + (BETA_END - BETA_START) * (step - start) / max(iterations - start - 1, 1)
                 loss = loss + reg_weight * (1.0 - (2.0 * h - 1.0).abs().pow(beta)).mean()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,9 +30,48 @@ def take_samples(graph: Graph, data, limit: int) -> list[dict[str, np.ndarray]]:
 def run_watching(executor: TorchExecutor, batches: Iterable[Batch], ops: Iterable[Operation],
                  hook: Callable, *, quantize: bool) -> None:
     """Run every batch (float or simulated) far enough to execute ``ops``, calling ``hook(op, inputs, outputs)``."""
-    wanted = {op.name for op in ops}
-    outputs = list(dict.fromkeys(op.outputs[0].name for op in ops))
+    ops = list(ops)
+    _run(executor, batches, list(dict.fromkeys(op.outputs[0].name for op in ops)), {op.name for op in ops}, hook,
+         quantize)
 
+
+def capture_each(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation], keep: Callable,
+                 *, quantize: bool) -> dict[str, list]:
+    """``keep(op, batch_number, inputs, outputs)`` for every op and batch, by op name and batch."""
+    kept: dict[str, list] = {op.name: [] for op in ops}
+
+    def hook(op, inputs, outputs):
+        kept[op.name].append(keep(op, len(kept[op.name]), inputs, outputs))
+
+    visit_each(executor, batches, ops, hook, quantize=quantize)
+    return kept
+
+
+def visit_each(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation], hook: Callable,
+               *, quantize: bool, refresh: bool = False) -> None:
+    """``hook(op, inputs, outputs)`` for every op (in topological order) and batch.
+
+    Runs up to the last op not seen yet, again while some op was not seen (on a
+    branch the last one does not read), so that no op's output is held to the
+    end; ``refresh`` refreshes the executor before each run (the hook changes
+    parameters).
+    """
+    seen: set[str] = set()
+
+    def watch(op, inputs, outputs):
+        seen.add(op.name)
+        hook(op, inputs, outputs)
+
+    pending = list(ops)
+    while pending:
+        if refresh:
+            executor.refresh()
+        _run(executor, batches, [pending[-1].outputs[0].name], {op.name for op in pending}, watch, quantize)
+        pending = [op for op in pending if op.name not in seen]
+
+
+def _run(executor: TorchExecutor, batches: Iterable[Batch], outputs: list[str], wanted: set[str], hook: Callable,
+         quantize: bool) -> None:
     def watch(op, inputs, results):
         if op.name in wanted:
             hook(op, inputs, results)
@@ -47,12 +86,3 @@ def run_watching(executor: TorchExecutor, batches: Iterable[Batch], ops: Iterabl
     finally:
         handle.remove()
         executor.quantize = saved
-
-
-def capture(executor: TorchExecutor, batches: Iterable[Batch], op: Operation, *, quantize: bool
-            ) -> list[tuple[list[torch.Tensor | None], list[torch.Tensor]]]:
-    """``op``'s inputs (as it saw them) and outputs per batch."""
-    seen: list[tuple[list[torch.Tensor | None], list[torch.Tensor]]] = []
-    run_watching(executor, batches, [op], lambda _, inputs, outputs: seen.append((list(inputs), list(outputs))),
-                 quantize=quantize)
-    return seen
