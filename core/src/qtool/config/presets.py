@@ -9,8 +9,8 @@ from .errors import ConfigError, did_you_mean
 _INT8_SYM = {"format": "int", "bits": 8, "signed": True, "symmetric": True}
 _PER_TENSOR = {"granularity": "per_tensor"}
 _PER_CHANNEL = {"granularity": "per_channel"}
-# 4-bit weights back to 8 bits, most sensitive layer first, until the output SNR is within 3 dB of all-8-bit
-W4_FALLBACK = {"max_gap_db": 3.0, "precision": {"weight_bits": 8}, "samples": 16}
+# 4-bit weights back to 8 bits, most sensitive layer first, until the output SNR is within 1 dB of all-8-bit
+W4_FALLBACK = {"max_gap_db": 1.0, "precision": {"weight_bits": 8}, "samples": 16}
 
 
 def _fp(name: str) -> dict[str, Any]:
@@ -28,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight": {**_INT8_SYM, **_PER_CHANNEL},
     },
     "w4a8": {"activation": {**_INT8_SYM, **_PER_TENSOR},
-             "weight": {**_INT8_SYM, "bits": 4, **_PER_CHANNEL, "observer": "mse"},
+             "weight": {**_INT8_SYM, "bits": 4, **_PER_CHANNEL},
              "accuracy": {"fallback": W4_FALLBACK}},
     "a16w8": {"activation": {**_INT8_SYM, "bits": 16, **_PER_TENSOR}, "weight": {**_INT8_SYM, **_PER_CHANNEL}},
     "fp8-e4m3": _fp("fp8_e4m3"),
@@ -39,9 +39,9 @@ PRESET_DOCS: dict[str, str] = {
     "w8a8": "int8 symmetric per-channel weights, int8 symmetric per-tensor activations",
     "w8a8-asym": "as w8a8, activations int8 asymmetric [-128, 127]",
     "w8a8-u8": "as w8a8, activations uint8 asymmetric [0, 255]",
-    "w4a8": "int4 symmetric per-channel weights (observer mse), int8 symmetric per-tensor activations; "
+    "w4a8": "int4 symmetric per-channel weights, int8 symmetric per-tensor activations; "
             "accuracy.fallback widens the most sensitive layers' weights to int8 until the output SNR is within "
-            "3 dB of int8 weights",
+            "1 dB of int8 weights",
     "a16w8": "int16 symmetric per-tensor activations, int8 symmetric per-channel weights",
     "fp8-e4m3": "fp8 e4m3 weights (per-channel scales) and activations (per-tensor)",
     "fp8-e5m2": "fp8 e5m2 weights (per-channel scales) and activations (per-tensor)",
