@@ -84,3 +84,15 @@ def test_every_branch_is_rounded(tmp_path):
     layers = runs["AdaRound"].details["layers"]
     assert sorted(r["op"] for r in layers) == ["/a/Conv", "/b/Conv"], runs["AdaRound"].details
     assert all(graph.operations[r["op"]].quant.inputs[1].state is qtool.QuantizationState.BAKED for r in layers)
+
+
+def test_conv_transpose_learns_on_whole_samples(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.ConvTranspose2d(8, 4, 2, stride=2))
+    calib = digits(0, 64)
+    graph = export(model, torch.zeros(1, 1, 8, 8), tmp_path / "up.onnx")
+    runs = quantize(graph, W4A8, calib, after=[AdaRound(calib, iterations=100)])
+    layers = {r["op"]: r for r in runs["AdaRound"].details["layers"]}
+    up = layers["/2/ConvTranspose"]
+    assert up["rows"] is None and layers["/0/Conv"]["rows"] == 512  # 32 samples x 4 x 4 positions
+    assert up["kept"] == "adaround" and up["adaround_mse"] < up["nearest_mse"], up

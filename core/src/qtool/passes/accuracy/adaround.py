@@ -45,6 +45,7 @@ WHERE = "accuracy.adaround"
 ZETA, GAMMA = 1.1, -0.1
 BETA_START, BETA_END = 20.0, 2.0
 CHUNK_ROWS = 512  # rows per optimizer step
+CHUNK_SAMPLES = 4  # whole samples per optimizer step, where rows cannot be cut
 MIN_ITERATIONS = 20  # fewer, and the annealing cannot harden the rounding
 
 
@@ -193,8 +194,12 @@ class _Picks:
         return outputs[0] if cutter is None else cutter.target(outputs[0], index)
 
     def pairs(self, op: Operation, inputs: list, target: torch.Tensor) -> tuple[list, Rows | None]:
-        """(inputs, float output) pairs: the picked rows in chunks of ``CHUNK_ROWS``, or the whole batch."""
+        """(inputs, float output) pairs: the picked rows in chunks of ``CHUNK_ROWS``, else (ConvTranspose, 1-D and
+        3-D Conv) the samples in chunks of ``CHUNK_SAMPLES``, else the whole batch."""
         cutter, index = self._index(op, inputs)
+        if cutter is None and op.op_type in ("Conv", "ConvTranspose"):  # whole samples, a few per step
+            return [([x, *inputs[1:]], t) for x, t in zip(inputs[0].split(CHUNK_SAMPLES), target.split(CHUNK_SAMPLES),
+                                                          strict=True)], None
         if cutter is None:
             return [(list(inputs), target)], None
         rows = cutter.take(inputs, index)
