@@ -129,10 +129,14 @@ def fallback_lines(runs) -> list[str]:
     lines = []
     for run in (r for r in runs if r.name == "SensitivityFallback"):
         d = run.details
+        if not d["candidates"]:
+            lines.append("sensitivity fallback: no candidate op, nothing changed")
+            continue
         met = "met" if d["met"] else "[red]not met[/red]"
         lines.append(f"sensitivity fallback: {escape(d['budget'])} {met} ({d['before']:.4g} -> {d['after']:.4g}), "
                      f"{len(d['changed'])} of {d['candidates']} candidate ops changed")
         for change in d["changed"]:
             to = change["to"] if isinstance(change["to"], str) else ", ".join(change["to"])
-            lines.append(f"  {escape(change['op'])} -> {escape(to)}")
+            why = f" (input channel outlier {change['outlier_ratio']:.3g}x median)" if "outlier_ratio" in change else ""
+            lines.append(f"  {escape(change['op'])} -> {escape(to)}{why}")
     return lines

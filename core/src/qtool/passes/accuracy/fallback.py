@@ -2,8 +2,8 @@
 
 The budget is one of: ``min_snr_db`` or ``min_cosine`` of the graph outputs
 (simulated against float over calibration samples); ``max_gap_db``, how far the
-output SNR may stay below the SNR with every candidate widened to
-``precision`` (measured first); or a user ``metric`` (``metric(executor) ->
+output SNR may stay below the SNR with every candidate changed (returned to
+float, or widened to ``precision``; measured first); or a user ``metric`` (``metric(executor) ->
 float``, higher is better) that may drop at most ``max_drop`` below its float
 value. Ops are ranked once by layer-wise sensitivity (the output error with
 only that op quantized); the fewest of the most sensitive ones whose change
@@ -13,6 +13,10 @@ quantization parameters are candidates (a passive Reshape shares its input's).
 With ``precision = {"activation_bits": 16}`` (and/or ``weight_bits``) an op is
 widened instead of returned to float, and only ops with a narrower config of
 that role are candidates (W4A8 with ``weight_bits = 8``: the 4-bit layers).
+``op_types`` limits the candidates to those op types, ``outlier_ratio`` to
+layers whose input's largest channel is at least that many times the median
+channel (measured on the float graph, see :mod:`.outliers`); when no op is
+left, nothing runs.
 Runs after calibration, before AdaRound and BiasCorrection (which then work on
 the ops still quantized).
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -32,6 +36,7 @@ from ...ir import Graph, Operation
 from ..base import Pass, PassResult, PassWarning
 from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
+from .outliers import outlier_ratios
 from .progress import progress_bar
 from .running import take_samples
 
@@ -42,13 +47,14 @@ DEFAULT_MIN_SNR_DB = 30.0
 class SensitivityFallback(Pass):
     """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
-    ``max_ops``, ``samples``."""
+    ``op_types``, ``outlier_ratio``, ``max_ops``, ``samples``."""
 
     name = "SensitivityFallback"
 
     def __init__(self, data, *, min_snr_db: float | None = None, min_cosine: float | None = None,
                  max_gap_db: float | None = None, metric: Callable[[TorchExecutor], float] | None = None,
                  max_drop: float | None = None, precision: str | Mapping[str, int] = "float",
+                 op_types: Sequence[str] | None = None, outlier_ratio: float | None = None,
                  max_ops: int | None = None, samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
@@ -58,6 +64,9 @@ class SensitivityFallback(Pass):
         self.samples = positive_int(WHERE, "samples", samples)
         self.max_ops = None if max_ops is None else positive_int(WHERE, "max_ops", max_ops)
         self.bits = _precision(precision)
+        self.op_types = _op_types(op_types)
+        self.outlier_ratio = None if outlier_ratio is None else number(WHERE, "outlier_ratio", outlier_ratio, 1.0,
+                                                                       math.inf)
         self.metric, self.max_drop = metric, None
         if metric is not None:
             check(callable(metric), WHERE, "metric", "must be callable as metric(executor) -> float")
@@ -67,8 +76,6 @@ class SensitivityFallback(Pass):
         elif min_cosine is not None:
             self.budget = ("cosine", number(WHERE, "min_cosine", min_cosine, -1.0, 1.0))
         elif max_gap_db is not None:
-            check(self.bits is not None, WHERE, "max_gap_db",
-                  "needs a precision table (the SNR with every candidate widened is its reference)")
             self.budget = ("gap_db", number(WHERE, "max_gap_db", max_gap_db, 0.0, math.inf))
         else:
             snr = DEFAULT_MIN_SNR_DB if min_snr_db is None else min_snr_db
@@ -79,8 +86,16 @@ class SensitivityFallback(Pass):
         executor = TorchExecutor(graph, self.device)
         batches = take_samples(graph, self.data, self.samples)
         candidates = [op for op in graph.topological_order() if self._candidate(op)]
-        measure = self._measure(executor, batches)
         details: dict = {}
+        if self.outlier_ratio is not None:
+            ratios = outlier_ratios(executor, batches, candidates)
+            candidates = [op for op in candidates if ratios.get(op.name, 0.0) >= self.outlier_ratio]
+            details["outlier_ratios"] = {op.name: ratios[op.name] for op in candidates}
+        if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
+            details.update(budget="none (no candidate op)", before=None, after=None, met=True, candidates=0,
+                           tried={}, changed=[])
+            return PassResult(graph, False, details)
+        measure = self._measure(executor, batches)
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)
         kind, limit = self._limit(details.get("widened_snr_db"))
@@ -94,7 +109,9 @@ class SensitivityFallback(Pass):
             if len(ops) == len(candidates) and "widened_snr_db" in details:
                 tried[len(ops)] = details["widened_snr_db"]
             count = self._fewest(executor, ops, measure, holds, tried)
-            changed = [self._change(graph, op, row.snr_db) for op, row in zip(ops[:count], ranking, strict=False)]
+            why = details.get("outlier_ratios", {})
+            changed = [self._change(graph, op, row.snr_db, why.get(op.name))
+                       for op, row in zip(ops[:count], ranking, strict=False)]
             executor.refresh()
             score = tried[count]
         met = holds(score)
@@ -133,7 +150,7 @@ class SensitivityFallback(Pass):
         try:
             with trial(graph):
                 for op in ops:
-                    self._change(graph, op, math.nan)
+                    self._change(graph, op, math.nan, None)
                 executor.refresh()
                 return measure()
         finally:
@@ -148,16 +165,22 @@ class SensitivityFallback(Pass):
         """A quantized op that owns parameters and that the change would affect."""
         if op.quant is None or not op.quant.quantized or not _owns_parameters(op):
             return False
+        if self.op_types is not None and op.op_type not in self.op_types:
+            return False
         return self.bits is None or can_widen(op, self.bits)
 
-    def _change(self, graph: Graph, op: Operation, snr_db: float) -> dict:
+    def _change(self, graph: Graph, op: Operation, snr_db: float, outlier: float | None) -> dict:
+        """Return ``op`` to float or widen it; ``outlier`` (its input's outlier ratio) goes into the reason."""
+        why = f"SNR {snr_db:.1f} dB" + ("" if outlier is None else f", input channel outlier {outlier:.3g}x median")
+        entry = {"op": op.name, "sensitivity_snr_db": snr_db}
+        if outlier is not None:
+            entry["outlier_ratio"] = outlier
         if self.bits is None:
-            return_to_float(graph, op, f"returned to float by sensitivity fallback (SNR {snr_db:.1f} dB)")
-            return {"op": op.name, "sensitivity_snr_db": snr_db, "to": "float"}
+            return_to_float(graph, op, f"returned to float by sensitivity fallback ({why})")
+            return {**entry, "to": "float"}
         wanted = ", ".join(f"{role} {bits} bits" for role, bits in self.bits.items())
-        widened = raise_precision(graph, op, self.bits, f"widened to {wanted} by sensitivity fallback "
-                                                        f"(SNR {snr_db:.1f} dB)")
-        return {"op": op.name, "sensitivity_snr_db": snr_db, "to": widened}
+        widened = raise_precision(graph, op, self.bits, f"widened to {wanted} by sensitivity fallback ({why})")
+        return {**entry, "to": widened}
 
     def _measure(self, executor: TorchExecutor, batches) -> Callable[[], float]:
         """A function scoring the simulated graph: output SNR, cosine, or the metric's drop from float."""
@@ -168,8 +191,10 @@ class SensitivityFallback(Pass):
             executor.quantize = True
             return lambda: baseline - float(self.metric(executor))
 
+        references = _float_outputs(executor, batches)
+
         def score() -> float:
-            stats = _output_error(executor, batches)
+            stats = _output_error(executor, batches, references)
             return stats.cosine if kind == "cosine" else stats.snr_db
 
         return score
@@ -178,6 +203,15 @@ class SensitivityFallback(Pass):
 def _budget_text(kind: str, limit: float) -> str:
     return {"metric": f"metric drop <= {limit:g}", "cosine": f"cosine >= {limit:g}",
             "snr_db": f"SNR >= {limit:.4g} dB"}[kind]
+
+
+def _op_types(op_types) -> frozenset[str] | None:
+    if op_types is None:
+        return None
+    check(isinstance(op_types, Sequence) and not isinstance(op_types, str) and op_types
+          and all(isinstance(t, str) and t for t in op_types), WHERE, "op_types",
+          f"must be a non-empty list of op type names, got {op_types!r}")
+    return frozenset(op_types)
 
 
 def _precision(precision) -> dict[str, int] | None:
@@ -199,19 +233,26 @@ def _owns_parameters(op: Operation) -> bool:
     return any(t.dominator is t and t.is_quantizing for t in op.quant.all_configs())
 
 
-def _output_error(executor: TorchExecutor, batches) -> ErrorAccumulator:
-    """Graph outputs simulated vs float, over ``batches``."""
-    stats, saved = ErrorAccumulator(), executor.quantize
+def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, torch.Tensor]:
+    """The graph's floating-point outputs for one batch, float or simulated."""
+    saved, executor.quantize = executor.quantize, quantize
     try:
         with torch.no_grad():
-            for batch in batches:
-                feeds = {k: to_tensor(v, executor.device) for k, v in batch.items()}
-                executor.quantize = False
-                reference = executor.forward_torch(feeds)
-                executor.quantize = True
-                for name, tensor in executor.forward_torch(feeds).items():
-                    if tensor.is_floating_point():
-                        stats.update(reference[name], tensor)
+            outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
     finally:
         executor.quantize = saved
+    return {name: tensor for name, tensor in outputs.items() if tensor.is_floating_point()}
+
+
+def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Tensor]]:
+    """The float graph's outputs per batch: the reference every trial is scored against (computed once)."""
+    return [_forward(executor, batch, quantize=False) for batch in batches]
+
+
+def _output_error(executor: TorchExecutor, batches, references) -> ErrorAccumulator:
+    """Graph outputs simulated vs ``references`` (the float outputs), over ``batches``."""
+    stats = ErrorAccumulator()
+    for batch, reference in zip(batches, references, strict=True):
+        for name, tensor in _forward(executor, batch, quantize=True).items():
+            stats.update(reference[name], tensor)
     return stats

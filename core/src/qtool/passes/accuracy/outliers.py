@@ -1,0 +1,51 @@
+"""Activation outliers: how far the largest input channel of a layer stands above the typical one.
+
+A layer's input channel is the axis it contracts: the last axis of a MatMul's
+first input, axis 1 of a Gemm's (0 with transA), axis 1 of a Conv's or
+ConvTranspose's. The ratio is the largest per-channel ``max|x|`` over the
+calibration samples divided by the median one; a per-tensor range set by one
+channel that is 10x the rest leaves the others a tenth of the integer grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ...executor import TorchExecutor
+from ...ir import Operation
+from .running import Batch, run_watching
+
+OUTLIER_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def channel_axis(op: Operation) -> int:
+    """The input channel axis of a layer's first input."""
+    if op.op_type == "MatMul":
+        return -1
+    return 0 if op.op_type == "Gemm" and op.attributes.get("transA", 0) else 1
+
+
+def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
+    """Per op (of :data:`OUTLIER_TYPES`): largest over median per-channel ``max|x|`` of its first input, float run
+    (``inf`` when the median channel is zero and another is not, 1 for an all-zero input)."""
+    peaks: dict[str, torch.Tensor] = {}
+
+    def observe(op, inputs, outputs) -> None:
+        x = inputs[0].detach().abs().movedim(channel_axis(op), 0)
+        peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
+        peaks[op.name] = torch.maximum(peaks[op.name], peak) if op.name in peaks else peak
+
+    layers = [op for op in ops if op.op_type in OUTLIER_TYPES and not op.inputs[0].is_parameter]
+    if layers:
+        run_watching(executor, batches, layers, observe, quantize=False)
+    return {name: _ratio(peak) for name, peak in peaks.items()}
+
+
+def _ratio(peak: torch.Tensor) -> float:
+    largest, median = float(peak.max()), float(peak.median())
+    if largest == 0.0:
+        return 1.0
+    return largest / median if median > 0.0 else math.inf
