@@ -128,3 +128,16 @@ def test_options_checked(calib):
         SensitivityFallback(calib, outlier_ratio=0.5)
     with pytest.raises(AccuracyError, match="accuracy.fallback.op_types: must be a non-empty list"):
         SensitivityFallback(calib, op_types="MatMul")
+
+
+def test_a_restored_state_needs_no_data_for_the_default(tmp_path):
+    path, state = tmp_path / "cnn.onnx", tmp_path / "state.json"
+    export(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)), torch.zeros(1, 3, 8, 8), path)
+    first = qtool.quantize(str(path), "onnxruntime", samples((3, 8, 8), 16), output=tmp_path / "a.onnx",
+                           save_state=state)
+    again = qtool.quantize(str(path), "onnxruntime", None, output=tmp_path / "b.onnx", load_state=state)
+    assert "SensitivityFallback" in [r.name for r in first.pass_runs]
+    assert "SensitivityFallback" not in [r.name for r in again.pass_runs]
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    with pytest.raises(AccuracyError, match="accuracy.fallback: SensitivityFallback needs calibration data"):
+        qtool.quantize(str(path), "onnxruntime", None, load_state=state, accuracy={"fallback": {"min_snr_db": 20}})

@@ -88,7 +88,9 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(export_options or {})
     if accuracy:
-        qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}))
+        qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
+                                      origins=MappingProxyType({**qconfig.origins,
+                                                                **{f"accuracy.{k}": "accuracy=" for k in accuracy}}))
     graph = _graph(model)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")

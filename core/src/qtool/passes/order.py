@@ -20,7 +20,8 @@ restores a saved state.
 from __future__ import annotations
 
 from .baking import Baking
-from .accuracy import accuracy_passes
+from ..config.resolve import PLATFORM_SOURCE
+from .accuracy import accuracy_passes, needs_data
 from .base import Pass
 from .dispatch import Dispatch
 from .graph_simplify import GraphSimplify
@@ -48,8 +49,16 @@ def default_passes(config, data=None, *, platform: str | None = None, device: st
     """
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
                                                   options=config.calibration)
-    before, after = accuracy_passes(config.accuracy, device, data=data, progress=progress)
+    before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress)
     simplify, *planning = planning_passes(config, platform)
     passes = [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
               PassiveParameterQuantize(), *after, Baking()]
     return insert_plugin_passes(passes, config.passes, data=data, device=device, progress=progress)
+
+
+def _accuracy_options(config, data) -> dict:
+    """The ``[accuracy]`` table; without data (a restored state) the passes the platform's defaults turn on that
+    need data are left out (those the user turned on still need it)."""
+    return {name: value for name, value in config.accuracy.items()
+            if data is not None or not needs_data(name)
+            or config.origins.get(f"accuracy.{name}") != PLATFORM_SOURCE}

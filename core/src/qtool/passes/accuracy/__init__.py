@@ -48,6 +48,12 @@ def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, d
     return built[0], built[1]
 
 
+def needs_data(name: str) -> bool:
+    """Whether the accuracy pass ``name`` runs the graph over calibration data."""
+    known = {**BEFORE_DISPATCH, **AFTER_CALIBRATION}
+    return name in known and "data" in inspect.signature(known[name].__init__).parameters
+
+
 def option_names(cls: type[Pass]) -> list[str]:
     """The options a pass takes: its keyword-only constructor arguments but device and progress."""
     parameters = inspect.signature(cls.__init__).parameters.values()
@@ -75,4 +81,5 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool)
 
 
 __all__ = ["AFTER_CALIBRATION", "BEFORE_DISPATCH", "AccuracyError", "AdaRound", "BiasCorrection",
-           "CrossLayerEqualization", "SensitivityFallback", "SmoothQuant", "accuracy_passes", "option_names"]
+           "CrossLayerEqualization", "SensitivityFallback", "SmoothQuant", "accuracy_passes", "needs_data",
+           "option_names"]
