@@ -24,6 +24,7 @@ from .config import resolve_config
 from .errors import QtoolError
 from .ir import Graph, load
 from .passes import PassManager, PassRun, PassWarning
+from .passes.accuracy import BEFORE_DISPATCH
 from .passes.order import default_passes, planning_passes
 from .passes.restore_state import RestoreState
 from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform
@@ -98,7 +99,8 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     options = ExportOptions(opset=opset, allow_unsupported=allow_unsupported,
                             remove_activations=qconfig.remove_activations if remove_activations is None
                             else remove_activations, extra=dict(export_options or {}))
-    restore = RestoreState(load_state) if load_state is not None else None
+    reshaping = {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH}
+    restore = RestoreState(load_state, reshaping) if load_state is not None else None
     passes = default_passes(qconfig, data, platform=target.name, device=device, progress=progress,
                             calibration=restore)
     runs, diagnostics = _run_passes(passes, graph, finished)
