@@ -67,7 +67,7 @@ def _configs() -> list[Config]:
     # "optimized" turns on the accuracy passes that `qtool quantize --optimize` turns on.
     out.append(Config("qtool-default", "qtool", label="qtool default"))
     out.append(Config("qtool-optimized", "qtool", label="qtool optimized",
-                      qtool_kwargs={"accuracy": {"equalization": True, "adaround": True, "bias_correction": True}}))
+                      qtool_kwargs={"accuracy": {"equalization": True, "adaround": True}}))
     out.append(Config("qtool-w4a8", "qtool", qtool_kwargs={"preset": "w4a8"}, label="qtool W4A8"))
     return out
 

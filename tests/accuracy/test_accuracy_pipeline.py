@@ -46,5 +46,4 @@ def test_config_table_and_cli_flags_enable_the_same_passes(digits, tmp_path):
 
     args = build_parser().parse_args(["quantize", "m.onnx", "--platform", "onnxruntime", "-o", "x.onnx",
                                       "--optimize", "--min-snr", "35"])
-    assert accuracy_flags(args) == {"equalization": True, "adaround": True, "bias_correction": True,
-                                    "fallback": {"min_snr_db": 35.0}}
+    assert accuracy_flags(args) == {"equalization": True, "adaround": True, "fallback": {"min_snr_db": 35.0}}

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--load-state", metavar="FILE", help="take the calibrated state from FILE instead of --calib")
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
     p.add_argument("--optimize", action="store_true",
-                   help="turn on the accuracy passes equalization, adaround and bias_correction")
+                   help="turn on the accuracy passes equalization and adaround")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--min-snr", type=float, metavar="DB",
                         help="return the most sensitive ops to float until the output SNR is at least DB")
@@ -53,7 +53,7 @@ def accuracy_flags(args) -> dict:
     """The [accuracy] passes that --optimize, --min-snr and --metric with --max-drop turn on."""
     enabled: dict = {}
     if args.optimize:
-        enabled.update(equalization=True, adaround=True, bias_correction=True)
+        enabled.update(equalization=True, adaround=True)  # bias_correction lowered PP-OCRv4 rec accuracy
     if args.min_snr is not None:
         enabled["fallback"] = {"min_snr_db": args.min_snr}
     if (args.metric is None) != (args.max_drop is None):
