@@ -19,9 +19,9 @@ restores a saved state.
 
 from __future__ import annotations
 
-from .baking import Baking
 from ..config.resolve import PLATFORM_SOURCE
 from .accuracy import accuracy_passes, needs_data
+from .baking import Baking
 from .base import Pass
 from .dispatch import Dispatch
 from .graph_simplify import GraphSimplify
