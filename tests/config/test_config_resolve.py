@@ -176,6 +176,17 @@ def test_observer_defaults_and_validation(small_graph):
         resolve_config({}, {"override": [{"op_type": "Conv", "activation": {"observer": "kll"}}]})
 
 
+@pytest.mark.parametrize("layer, where", [({"weight": {"observer": "kl"}}, "config: weight.observer"),
+                                          ({"override": [{"op_type": "Conv", "weight": {"observer": "percentile"}}]},
+                                           r"config: override\[0\]: weight.observer")])
+def test_weights_take_minmax_or_mse_only(small_graph, layer, where):
+    """Weight ranges come from ParameterQuantize, which knows minmax and mse: another observer was ignored."""
+    with pytest.raises(ConfigError, match=rf"{where}: observer '\w+' applies to activations only; weights take "
+                                          r"minmax or mse"):
+        resolve_config({}, layer)
+    assert _wt(resolve_config({}, {"weight": {"observer": "mse:50"}}), small_graph).observer == "mse:50"
+
+
 def test_alignment_groups():
     config = resolve_config({}, {"alignment": {"add": "none"}})
     assert config.alignment_for("Concat") == "output" and config.alignment_for("Sub") == "none"

@@ -60,6 +60,7 @@ def _preset_name(argument: str | None, user: Mapping[str, Any], user_source: str
 def _check_observers(config: QuantConfig) -> None:
     """Observer names (before any ``:option``) must be registered observers."""
     from ..calibration import OBSERVERS
+    from ..passes.parameter_quantize import WEIGHT_OBSERVERS
 
     known = OBSERVERS.names()
     named = [("calibration.observer", config.origins.get("calibration.observer"), config.calibration["observer"])]
@@ -76,3 +77,6 @@ def _check_observers(config: QuantConfig) -> None:
         if base not in known:
             raise ConfigError(f"{source or 'built-in defaults'}: {path}: unknown observer {base!r}"
                               f"{did_you_mean(base, known)} (known: {', '.join(known)})")
+        if path == "weight.observer" and base not in WEIGHT_OBSERVERS:
+            raise ConfigError(f"{source or 'built-in defaults'}: {path}: observer {base!r} applies to activations "
+                              f"only; weights take {' or '.join(WEIGHT_OBSERVERS)}")

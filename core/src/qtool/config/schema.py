@@ -118,7 +118,7 @@ SCHEME_KEYS: dict[str, Key] = {
     "dynamic": Key("bool", False, "Scales computed at run time by the target instead of calibrated."),
     "rounding": Key("str", "half_even", "Rounding of values to codes.",
                     choices=tuple(r.value for r in RoundingPolicy)),
-    "observer": Key("str", None, "Calibration observer that computes scale and offset.",
+    "observer": Key("str", None, "Calibration observer that computes scale and offset (weights: minmax or mse).",
                     shown_default="activation: `calibration.observer`; weight: \"minmax\""),
 }
 

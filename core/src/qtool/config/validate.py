@@ -13,7 +13,8 @@ from .errors import config_error, did_you_mean
 from .schema import MATCHERS, Key, keys_of
 
 _TYPE_NAMES = {"bool": "a boolean", "int": "an integer", "number": "a number", "str": "a string",
-               "list": "a list of strings", "table": "a table", "overrides": "a list of tables", "passes": "a list of tables",
+               "list": "a list of strings", "table": "a table", "overrides": "a list of tables",
+               "passes": "a list of tables",
                "scheme": 'a table or "float"', "options": "true, false or a table"}
 
 

@@ -48,6 +48,7 @@ class ParameterQuantize(Pass):
 
 
 MSE_CANDIDATES = 100
+WEIGHT_OBSERVERS = ("minmax", "mse")  # what weight_range understands; the config refuses the others for weights
 _CHUNK = 1 << 22  # values fake-quantized per torch op by the mse weight search
 
 
