@@ -123,3 +123,19 @@ def test_time_budget_shares_iterations(tmp_path, calib):
 def test_options_checked(calib, key, value):
     with pytest.raises(AccuracyError, match=f"accuracy.adaround.{key}"):
         AdaRound(calib, **{key: value})
+
+
+def test_samples_of_several_shapes_learn_on_the_largest_group(tmp_path):
+    """Calibration batches may change shape (sequences of several lengths); AdaRound learns in one graph run
+    on the largest group of one shape instead of failing to join them."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    path = tmp_path / "seq.onnx"
+    torch.onnx.export(model.eval(), (torch.zeros(1, 5, 16),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch", 1: "steps"}, "y": {0: "batch", 1: "steps"}})
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((8, steps, 16)).astype(np.float32)} for steps in (5, 5, 7)]
+    graph = qtool.load(path)
+    runs = quantize(graph, W4A8, calib, after=[AdaRound(calib, iterations=20)])
+    layers = runs["AdaRound"].details["layers"]
+    assert len(layers) == 2 and all(layer["kept"] in ("adaround", "nearest") for layer in layers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -43,8 +44,11 @@ def test_the_metric_budget_holds_in_the_exported_model(digits, tmp_path, capsys)
     capsys.readouterr()
 
     assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib), "--config", str(config),
-                 "-o", str(kept), "--metric", _metric_file(tmp_path, split), "--max-drop", "0.005"]) == 0
+                 "-o", str(kept), "--metric", _metric_file(tmp_path, split), "--max-drop", "0.005",
+                 "--save-state", str(tmp_path / "state.json")]) == 0
     assert "SensitivityFallback" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "state.json").read_text())["config"]["accuracy"]["fallback"]
+    assert saved["metric"] == "<function qtool_user_metric_my_metric.accuracy>" and saved["max_drop"] == 0.005
     assert float_accuracy - _accuracy(kept, split) <= 0.005 + 1 / len(split.eval_y)  # one sample of ORT vs sim
 
 

@@ -148,6 +148,15 @@ def test_gap_budget_widens_until_close_to_every_candidate_widened(tmp_path, data
     assert [c["op"] for c in details["changed"]] == ["/conv2/Conv"] and details["tried"][1] == details["after"]
 
 
+def test_gap_to_an_all_float_reference_is_counted_from_a_finite_snr(tmp_path, data):
+    """Every candidate float reproduces float exactly (infinite SNR): the gap counts from 80 dB, so the
+    sensitive op alone meets it instead of every op going float."""
+    _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, max_gap_db=40.0, precision="float"))
+    details = runs["SensitivityFallback"].details
+    assert details["widened_snr_db"] == float("inf") and details["budget"] == "SNR >= 40 dB", details
+    assert details["met"] and [c["op"] for c in details["changed"]] == ["/conv2/Conv"], details["changed"]
+
+
 def test_only_ops_the_precision_would_change_are_candidates(tmp_path, data):
     with pytest.warns(PassWarning, match="does not hold"):
         _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=30, precision={"weight_bits": 8}))

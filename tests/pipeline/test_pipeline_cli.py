@@ -174,3 +174,11 @@ def test_export_option_unknown_to_the_platform(cnn_model, calib_npz, tmp_path):
     assert done.returncode != 0 and not out.exists()
     assert "export option 'tensorrt_version': platform 'onnxruntime' does not read it" in done.stderr
     assert "(its options: external_data)" in done.stderr
+
+
+def test_export_option_values_are_checked_before_any_work(cnn_model, calib_npz, tmp_path):
+    out = tmp_path / "model.onnx"
+    done = qtool_cli("quantize", cnn_model, "--platform", "onnxruntime", "--calib", calib_npz, "-o", out,
+                     "--export-option", "external_data=no")
+    assert done.returncode != 0 and not out.exists()
+    assert "export option 'external_data': expected true or false, got 'no'" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,9 +30,11 @@ def load_metric(spec: str) -> Callable:
     if module_spec is None or module_spec.loader is None:
         raise MetricFileError(f"--metric {spec!r}: {str(file)!r} is not a Python file")
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # as importlib's recipe does: dataclasses and pickle look it up there
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - any failure of the user's file is reported with its name
+        del sys.modules[module_spec.name]
         raise MetricFileError(f"--metric {spec!r}: importing {str(file)!r} failed: {type(exc).__name__}: {exc}") \
             from exc
     function = getattr(module, name, None)

@@ -201,7 +201,7 @@ class QuantConfig:
                           "remove_activations": self.remove_activations}
         data["alignment"] = dict(self.alignment)
         data["calibration"] = dict(self.calibration)
-        data["accuracy"] = {name: dict(value) if isinstance(value, Mapping) else value
+        data["accuracy"] = {name: {k: _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
                             for name, value in self.accuracy.items()}
         data["override"] = [o.to_dict() for o in self.overrides]
         data["pass"] = [dict(item) for item in self.passes]
@@ -233,3 +233,10 @@ def _frozen(table: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 def _first_match(globs: tuple[str, ...], name: str) -> str | None:
     return next((g for g in globs if fnmatchcase(name, g)), None)
+
+
+def _plain(value: Any) -> Any:
+    """A config value as a file can hold it: a function (``--metric``) by its name."""
+    if callable(value):
+        return f"<function {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}>"
+    return value

@@ -164,10 +164,12 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
     },
     "accuracy": {
         "equalization": Key("options", False, "Cross-layer equalization of Conv pairs before dispatch "
-                            "(see docs/accuracy.md for its options)."),
+                            "(see docs/accuracy.md for its options).",
+                            shown_default="false (onnxruntime platforms: true)"),
         "smoothquant": Key("options", False, "SmoothQuant scale migration into MatMul/Gemm weights before dispatch."),
         "fallback": Key("options", False, "Return the most sensitive ops to float (or wider types) until an "
-                        "accuracy budget holds."),
+                        "accuracy budget holds.",
+                        shown_default="false (onnxruntime platforms: outlier MatMul/Gemm; w4a8 preset: 4-bit layers)"),
         "adaround": Key("options", False, "Learned rounding of weights (AdaRound)."),
         "bias_correction": Key("options", False, "Correct the mean output shift that weight quantization causes."),
     },

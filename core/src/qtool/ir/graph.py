@@ -117,7 +117,8 @@ class Graph:
 
     def topological_order(self) -> list[Operation]:
         """Operations so that every producer comes before its consumers (stable)."""
-        pending = {op.name: sum(1 for v in _distinct(op.inputs) if v.producer is not None) for op in self.operations.values()}
+        pending = {op.name: sum(1 for v in _distinct(op.inputs) if v.producer is not None)
+                   for op in self.operations.values()}
         ready = [op for op in self.operations.values() if pending[op.name] == 0]
         order: list[Operation] = []
         while ready:

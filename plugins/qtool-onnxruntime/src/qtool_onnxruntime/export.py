@@ -56,7 +56,7 @@ def export(graph, output: Path, options: ExportOptions) -> list[Path]:
     """Write the QDQ model (and ``<name>.data`` for large models or ``extra["external_data"]``)."""
     path = model_path(output)
     model = build_model(graph, options)
-    external = options.extra.get("external_data")
+    external = options.extra.get("external_data") or None  # false: decided by size, as when not asked
     save_model_proto(model, path, external_data=external)
     data = path.with_name(f"{path.name}.data")
     return [path, data] if data.exists() and _uses_external_data(model, external) else [path]

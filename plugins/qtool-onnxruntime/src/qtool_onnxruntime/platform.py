@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qtool import Capabilities, ExportOptions, Platform
+from qtool.platform import ExportOptionError
 
 from . import agreement, export, rules
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
@@ -26,8 +27,17 @@ class OnnxRuntimePlatform(Platform):
         opsets=(LOWEST_OPSET, HIGHEST_OPSET),
         formats=tuple(t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES)),
     )
-    export_options = {"external_data": "true: write the initializers to <model>.onnx.data (always so over 2 GB)"}
+    export_options = {"external_data": "true: write the initializers to <model>.onnx.data (false: only over 2 GB, "
+                                       "the default)"}
     bias_mode: ClassVar[str] = "float"
+
+    @classmethod
+    def check_export_options(cls, extra) -> None:
+        """Unknown keys, and an external_data that is not a boolean, fail before any work."""
+        super().check_export_options(extra)
+        if not isinstance(extra.get("external_data", False), bool):
+            raise ExportOptionError(f"export option 'external_data': expected true or false, "
+                                    f"got {extra['external_data']!r}")
 
     def default_config(self) -> dict[str, Any]:
         return {

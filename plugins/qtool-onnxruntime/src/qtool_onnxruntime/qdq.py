@@ -222,7 +222,8 @@ class QdqWriter:
         for act in [n for n in nodes if n.op_type in ("Relu", "Clip")]:
             q = quantizers.get(act.output[0])
             if q is None or readers[act.output[0]] != 1 or act.output[0] in outputs \
-                    or not relu_fusion_breaks(q.domain, zero_points.get(q.input[2])):
+                    or not relu_fusion_breaks(q.domain, zero_points.get(q.input[2])) \
+                    or not self._constant_bounds(act):
                 continue
             dq = dequantizers[q.output[0]]
             read_by_all = dq.output[0]  # readers keep this name; the activation now writes it
@@ -234,6 +235,11 @@ class QdqWriter:
             result.remove(act)
             result.insert(result.index(dq) + 1, act)
         return result
+
+    def _constant_bounds(self, act: onnx.NodeProto) -> bool:
+        """A Relu, or a Clip whose bounds are absent or initializers (ORT fuses only those)."""
+        constants = {t.name for t in (*self.model.graph.initializer, *self.initializers)}
+        return all(name in ("", *constants) for name in act.input[1:])
 
     def _bounds_on_grid(self, clip: onnx.NodeProto, scale: onnx.TensorProto, zero_point: onnx.TensorProto) -> None:
         """Give a Clip moved after its pair the grid values of its bounds (inputs from opset 11, else attributes)."""

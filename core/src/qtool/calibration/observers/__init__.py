@@ -63,6 +63,7 @@ def make_observer(name: str, scheme: QuantScheme, *, defaults: Mapping[str, Any]
 
 
 __all__ = [
-    "AutoObserver", "DEFAULT_BINS", "OBSERVERS", "ChannelHistogram", "EntropyObserver", "HistogramObserver", "MSEObserver",
+    "AutoObserver", "DEFAULT_BINS", "OBSERVERS", "ChannelHistogram", "EntropyObserver", "HistogramObserver",
+    "MSEObserver",
     "MinMaxObserver", "Observer", "PercentileObserver", "RunningHistogram", "entropy_threshold", "make_observer",
 ]

@@ -152,7 +152,13 @@ def _one_thread(device: torch.device):
 
 
 def _one_batch(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    """The samples as one batch (the rounding is learned in one graph run); where sample shapes vary (text
+    lines of several widths, say), the largest group of samples of one shape."""
+    groups: dict[tuple, list[dict[str, np.ndarray]]] = {}
+    for batch in batches:
+        groups.setdefault(tuple((name, a.shape[1:]) for name, a in batch.items()), []).append(batch)
+    chosen = max(groups.values(), key=lambda group: sum(len(next(iter(b.values()))) for b in group))
+    return {name: np.concatenate([b[name] for b in chosen]) for name in chosen[0]}
 
 
 class _Clock:

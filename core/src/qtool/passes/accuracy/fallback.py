@@ -42,6 +42,7 @@ from .running import take_samples
 
 WHERE = "accuracy.fallback"
 DEFAULT_MIN_SNR_DB = 30.0
+GAP_REFERENCE_CAP_DB = 80.0  # float32 rounding noise is ~140 dB down; 80 dB is float for any accuracy purpose
 
 
 class SensitivityFallback(Pass):
@@ -157,9 +158,12 @@ class SensitivityFallback(Pass):
             executor.refresh()
 
     def _limit(self, widened_snr_db: float | None) -> tuple[str, float]:
-        """The measured quantity (snr_db, cosine or metric drop) and its limit."""
+        """The measured quantity (snr_db, cosine or metric drop) and its limit. A gap is counted from at most
+        GAP_REFERENCE_CAP_DB: with every candidate float the SNR can be infinite, which no fewer ops reach."""
         kind, value = self.budget
-        return ("snr_db", widened_snr_db - value) if kind == "gap_db" else (kind, value)
+        if kind == "gap_db":
+            return "snr_db", min(widened_snr_db, GAP_REFERENCE_CAP_DB) - value
+        return kind, value
 
     def _candidate(self, op: Operation) -> bool:
         """A quantized op that owns parameters and that the change would affect."""
