@@ -11,6 +11,8 @@ from qtool.passes import PassWarning
 from qtool.passes.accuracy.fallback import SensitivityFallback
 from qtool.passes.accuracy.op_precision import raise_precision, return_to_float, trial
 from qtool.passes.accuracy.options import AccuracyError
+from qtool.passes.parameter_quantize import value_range, weight_range
+from qtool.quant import compute_scale_offset
 from torch import nn
 
 PER_TENSOR = {"weight": {"granularity": "per_tensor"}}  # int8 activations and weights, per tensor
@@ -179,3 +181,17 @@ def test_trial_undoes_every_change(tmp_path, data):
         return_to_float(graph, conv2, "test")
         assert state() != before
     assert state() == before and conv2.quant.reason != "test"
+
+
+def test_widened_weights_keep_their_observer(tmp_path, data):
+    """A weight widened by the fallback gets the range ParameterQuantize would give it (mse here, not min/max)."""
+    graph = export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "s.onnx")
+    quantize(graph, {"weight": {"bits": 4, "observer": "mse"}}, data)
+    conv3 = graph.operations["/conv3/Conv"]
+    raise_precision(graph, conv3, {"weight": 8}, "test")
+    tqc, value = conv3.quant.inputs[1], np.asarray(conv3.inputs[1].value, dtype=np.float64)
+    assert tqc.scheme.quant_max == 127 and tqc.scheme.observer == "mse"
+    expected = compute_scale_offset(tqc.scheme, *weight_range(value, tqc.scheme))[0]
+    minmax = compute_scale_offset(tqc.scheme, *value_range(value, tqc.scheme))[0]
+    np.testing.assert_allclose(tqc.scale, expected)
+    assert not np.allclose(expected, minmax)  # the observer mattered

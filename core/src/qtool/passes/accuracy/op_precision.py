@@ -17,7 +17,7 @@ import numpy as np
 
 from ...ir import Graph, Operation
 from ...quant import QuantScheme, TensorQuantizationConfig, compute_scale_offset, representable_range
-from ..parameter_quantize import value_range
+from ..parameter_quantize import weight_range
 
 
 def return_to_float(graph: Graph, op: Operation, reason: str) -> None:
@@ -40,7 +40,7 @@ def raise_precision(graph: Graph, op: Operation, bits: dict[str, int], reason: s
         for var, tqc in _narrower(op, bits):
             scheme = _wider(tqc.scheme, bits[tqc.role])
             if var.is_parameter:
-                low, high = value_range(np.asarray(var.value, dtype=np.float64), scheme)
+                low, high = weight_range(np.asarray(var.value, dtype=np.float64), scheme)
             else:
                 low, high = representable_range(tqc)
             tqc.scheme = scheme
