@@ -105,7 +105,8 @@ class AdaRound(Pass):
             def reached(op: Operation, inputs: list, outputs: list) -> None:
                 bar.update(task, description=f"AdaRound {op.name}")
                 with _one_thread(executor.device), torch.enable_grad():
-                    problem = _Rounding(graph, op, *picks.pairs(op, inputs, targets[op.name][0]), self.device)
+                    # each layer is reached once: its float target can go (they are large on detectors)
+                    problem = _Rounding(graph, op, *picks.pairs(op, inputs, targets.pop(op.name)[0]), self.device)
                     result = self._layer(problem, clock, lambda: bar.advance(task))
                 (results if "kept" in result else skipped).append({"op": op.name, **result})
                 if result.get("kept") == "adaround":  # the ops after this one read the rounded layer's output
