@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 PYPROJECTS := core/pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The quick loop: everything but the tests that build wheels or virtual environments; stops at the first failure.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x -m "not slow"
 
 bench: $(STAMP)
 	# the wheels that ship the accuracy benchmark's models and data (torch stays 2.13.0, CPU)
