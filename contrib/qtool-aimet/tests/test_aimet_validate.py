@@ -42,3 +42,22 @@ def test_two_encodings_for_one_tensor_is_an_error(qtool_calibrated_graph):
     reader = qtool_calibrated_graph.operations["conv2"].quant.inputs[0]
     reader.set_params(reader.scale * 2, reader.offset)
     assert _found(qtool_calibrated_graph, "aimet-1.0") == [(Severity.ERROR, "aimet.conflict", "conv2", "relu_out")]
+
+
+def test_weight_first_matmul_takes_its_rows_as_output_channels():
+    """W @ x: per-channel on the rows of W is what qtool.ops and ONNX Runtime use; AIMET lists it so too."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from qtool.ir import from_model_proto
+
+    weight = numpy_helper.from_array(np.ones((6, 4), np.float32), "w")
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["w", "x"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, 3])], [weight]))
+    graph = quantize_by_hand(from_model_proto(model), QuantScheme.integer(8, signed=False, symmetric=False), None)
+    graph.operations["mm"].quant.inputs[0] = qtool.TensorQuantizationConfig(
+        QuantScheme.integer(8, per_channel=True, channel_axis=0), role="weight")
+    assert _found(graph) == []
+    retarget(graph, "w", QuantScheme.integer(8, per_channel=True, channel_axis=1))
+    assert [d[1:] for d in _found(graph)] == [("aimet.scheme", "mm", "w")]

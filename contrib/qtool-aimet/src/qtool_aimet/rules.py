@@ -6,20 +6,9 @@ from collections import defaultdict
 
 import qtool
 from qtool import Diagnostic, Severity
+from qtool.ops import weight_axis
 
 BITS = (4, 8, 16, 32)
-
-
-def output_channel_axis(op) -> int | None:
-    """The axis AIMET lists per-channel weight encodings along: the op's output channels."""
-    if op.op_type == "ConvTranspose":
-        return 1
-    if op.op_type == "Gemm":
-        return 0 if op.attributes.get("transB", 0) else 1
-    if op.op_type == "MatMul":
-        weight = op.inputs[1]
-        return len(weight.shape) - 1 if weight is not None and weight.shape else None
-    return 0
 
 
 def scheme_problem(entry: qtool.QuantizedTensor) -> str | None:
@@ -35,9 +24,10 @@ def scheme_problem(entry: qtool.QuantizedTensor) -> str | None:
         return f"{scheme.num_of_bits}-bit codes: AIMET/QNN take {', '.join(map(str, BITS))} bits"
     if scheme.is_per_channel and entry.role == "activation":
         return "AIMET activation encodings are per tensor"
-    if scheme.is_per_channel and entry.role == "weight" and scheme.channel_axis != output_channel_axis(entry.op):
+    axis = weight_axis(entry.op, entry.tensor) if entry.role == "weight" else None
+    if scheme.is_per_channel and axis is not None and scheme.channel_axis != axis:
         return (f"per-channel on axis {scheme.channel_axis}, but encodings are listed along the output channels "
-                f"(axis {output_channel_axis(entry.op)})")
+                f"(axis {axis})")
     return None
 
 

@@ -1,6 +1,5 @@
 """The configuration: schema, presets, file loading, merging, validation and the resolved QuantConfig."""
 
-from .axes import natural_weight_axis
 from .check import check_against_graph
 from .errors import ConfigError
 from .loader import load_config_file
@@ -11,4 +10,4 @@ from .resolve import resolve_config
 from .schema import FLOAT_FORMATS
 
 __all__ = ["FLOAT_FORMATS", "PRESETS", "PRESET_DOCS", "ConfigError", "Override", "QuantConfig",
-           "check_against_graph", "load_config_file", "natural_weight_axis", "resolve_config"]
+           "check_against_graph", "load_config_file", "resolve_config"]

@@ -8,8 +8,8 @@ from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
 
+from ..ops import weight_axis
 from ..quant import QuantScheme
-from .axes import natural_weight_axis
 from .errors import ConfigError
 from .merge import merge_scheme
 from .overrides import Override
@@ -87,7 +87,7 @@ class QuantConfig:
         if table is None:
             return None
         if channel_axis is None:
-            channel_axis = natural_weight_axis(op, tensor) if role == "weight" else ACTIVATION_AXIS
+            channel_axis = weight_axis(op, tensor) if role == "weight" else ACTIVATION_AXIS
         if channel_axis is None and "axis" not in table:
             table = {k: v for k, v in table.items() if k != "block_size"} | {"granularity": "per_tensor"}
         where = f"op {op.name!r}" + (f" tensor {tensor!r}" if tensor else "")

@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 from ..ir import Graph, Operation, Variable
+from ..ops import bias_index, is_steering_input, weight_index
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 from .base import Pass, PassError, PassResult
-from .op_roles import bias_position, is_steering_input, weight_index
 from .tensor_kinds import TensorKinds, classify
 
 SHAPE_REASON = "shape/index computation"
@@ -133,7 +133,7 @@ class _Decisions:
     def _own_inputs(self, op: Operation) -> list[TensorQuantizationConfig | None]:
         """Parameters in role weight (the config picks their axis), other data in role activation."""
         configs: list[TensorQuantizationConfig | None] = [None] * len(op.inputs)
-        bias = bias_position(op)
+        bias = bias_index(op)
         for i, var in enumerate(op.inputs):
             if var is None or is_steering_input(op, i) or self.kinds.is_index(var) or i == bias:
                 continue

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Operation, Variable
+from ..ops import BIASED_OP_TYPES
 from .base import Pass, PassResult
-
-FOLD_TARGETS = ("Conv", "ConvTranspose", "Gemm")
 
 
 class GraphSimplify(Pass):
@@ -55,7 +54,7 @@ def _inference_dropout(op: Operation) -> bool:
 def _foldable(graph: Graph, bn: Operation) -> bool:
     source = bn.inputs[0]
     layer = source.producer if source is not None else None
-    if layer is None or layer.op_type not in FOLD_TARGETS or layer.domain not in ("", "ai.onnx"):
+    if layer is None or layer.op_type not in BIASED_OP_TYPES or layer.domain not in ("", "ai.onnx"):
         return False
     if len(source.consumers) != 1 or source in graph.outputs or bn.attributes.get("training_mode", 0):
         return False

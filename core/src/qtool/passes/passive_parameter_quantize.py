@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from ..ir import Graph, Operation
+from ..ops import bias_index, follower_inputs, weight_index
 from ..quant import QuantizationState, TensorQuantizationConfig, fake_quantize
 from ..quant.maths import round_array
 from ..quant.policy import QuantizationPolicy as P
 from .base import Pass, PassResult, PassWarning
-from .op_roles import FOLLOWER_INPUTS, bias_position, weight_index
 
 INT32_MAX = 2**31 - 1
 FOLLOWER_ATTRIBUTES = {"Clip": ("min", "max"), "Pad": ("value",)}
@@ -33,10 +33,10 @@ class PassiveParameterQuantize(Pass):
         for op in graph.topological_order():
             if op.quant is None or not op.quant.quantized:
                 continue
-            bias = bias_position(op)
+            bias = bias_index(op)
             if bias is not None and op.quant.inputs[bias] is not None:
                 self._bias(op, bias, details)
-            if op.op_type in FOLLOWER_INPUTS:
+            if follower_inputs(op):
                 details["rounded"] += _round_followers(graph, op)
         modified = any(details.values())
         return PassResult(graph, modified, details)
@@ -108,7 +108,7 @@ def _round_followers(graph: Graph, op: Operation) -> list[str]:
     if grid is None or (op.op_type == "Pad" and op.attributes.get("mode", "constant") != "constant"):
         return []
     rounded = []
-    for i in sorted(FOLLOWER_INPUTS[op.op_type]):
+    for i in sorted(follower_inputs(op)):
         var = op.inputs[i] if i < len(op.inputs) else None
         if var is None or not var.is_parameter:
             continue

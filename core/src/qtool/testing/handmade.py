@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from ..config import natural_weight_axis
+from ..ops import weight_axis
 from ..errors import UnknownNameError
 from ..quant import OpQuantConfig, QuantScheme, TensorQuantizationConfig, compute_scale_offset
 from ..quant import QuantizationState as S
@@ -49,7 +49,7 @@ def quantize_by_hand(graph, activation: QuantScheme | None = INT8, weight: Quant
                   else None for var in op.inputs]
         w = op.inputs[1] if len(op.inputs) > 1 else None
         if w is not None and w.is_parameter and weight is not None:
-            inputs[1] = _weight(w, weight, natural_weight_axis(op, w.name), settled)
+            inputs[1] = _weight(w, weight, weight_axis(op, w.name), settled)
         if len(op.inputs) > 2 and op.inputs[2] is not None and bias == "int32" and inputs[0] and inputs[1]:
             inputs[2] = _bias(inputs[0], inputs[1], settled)
         outputs = [_activation(var, activation, produced, settled) for var in op.outputs]

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
+from qtool.ops import is_compute
 from qtool.quant import QuantizationState, TensorQuantizationConfig
 from qtool.quant.maths import round_array
 
-from .configs import COMPUTE_OPS, active, written_config
+from .configs import active, written_config
 from .storage import INTEGER_TYPES, storage_type
 
 ACTIVATIONS = frozenset({"Relu", "Clip"})
@@ -40,7 +41,7 @@ def fused_activations(graph, settled: bool) -> list[FusedActivation]:
     for op in graph.topological_order():
         source = op.inputs[0] if op.op_type in ACTIVATIONS and op.quant is not None and op.inputs else None
         producer = source.producer if source is not None else None
-        if producer is None or producer.op_type not in COMPUTE_OPS or producer.quant is None:
+        if producer is None or not is_compute(producer) or producer.quant is None:
             continue
         if not producer.quant.quantized or len(source.consumers) != 1 or source in graph.outputs:
             continue

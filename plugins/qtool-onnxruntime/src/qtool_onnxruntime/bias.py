@@ -17,18 +17,14 @@ becomes int8 per tensor, which qtool cannot prevent and reports.
 from __future__ import annotations
 
 import numpy as np
+from qtool.ops import bias_input, is_bias
 from qtool.quant import QuantizationPolicy as P
 
 from .configs import input_config, output_config
 from .storage import storage_type
 
-BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
 INT32_MAX = 2**31 - 1
 _RTOL = 1e-6
-
-
-def is_bias(op, index: int) -> bool:
-    return BIAS_INPUT.get(op.op_type) == index
 
 
 def misread_reason(op, tqc) -> str | None:
@@ -71,7 +67,7 @@ def saturating_float_bias_scale(op, index: int) -> np.ndarray | None:
 
 def weight_requantized(graph, op, activation, settled: bool) -> bool:
     """True when ORT quantizes ``op``'s float weight to int8 itself (WeightBiasQuantization)."""
-    if BIAS_INPUT.get(op.op_type) is None or len(op.inputs) < 2 or not op.inputs[1].is_parameter:
+    if bias_input(op) is None or len(op.inputs) < 2 or not op.inputs[1].is_parameter:
         return False
     x = input_config(op, 0, settled)
     if x is None or x.scheme.is_per_channel or input_config(op, 1, settled) is not None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from qtool.quant import QuantizationState, TensorQuantizationConfig
 
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-
 
 def active(tqc: TensorQuantizationConfig | None, settled: bool) -> bool:
     """True when ``tqc`` quantizes its tensor (or will, once calibrated)."""

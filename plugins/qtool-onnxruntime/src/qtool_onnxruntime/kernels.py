@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qtool.config.axes import natural_weight_axis
+from qtool.ops import has_bias, weight_axis
 from qtool.quant import QuantizationPolicy as P
 
 from .activations import FusedActivation, clips_exactly, relu_pair_moves
-from .bias import BIAS_INPUT, weight_requantized
+from .bias import weight_requantized
 from .configs import input_config, output_config, pair_uses, reader_groups
 from .storage import EIGHT_BIT, storage_type
 
@@ -82,9 +82,9 @@ def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None
         verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"{what} {var.name!r} is quantized "
                                         f"{'per block' if scheme.policy & P.PER_BLOCK else 'per channel'}, and ORT's "
                                         "integer kernels take per-tensor inputs and per-tensor or per-channel weights"))
-    axis = natural_weight_axis(op, var.name)
+    axis = weight_axis(op, var.name)
     if var.is_parameter and scheme.policy & P.PER_CHANNEL and scheme.channel_axis != axis and \
-            (op.op_type != "Conv" or _has_bias(op)):
+            (op.op_type != "Conv" or has_bias(op)):
         verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"weight {var.name!r} is per-channel on "
                                         f"axis {scheme.channel_axis}, not on its output axis {axis}"))
     return _kind(graph, var, tqc, settled, verdict)
@@ -156,11 +156,6 @@ def _conv_weight_axis(op, settled: bool, verdict: Verdict) -> None:
                                       "QLinearConv, which takes weight scales per output channel (axis 0) only: with "
                                       f"per-channel axis {tqc.scheme.channel_axis} it fails at run time; quantize the "
                                       "weight on axis 0"))
-
-
-def _has_bias(op) -> bool:
-    index = BIAS_INPUT.get(op.op_type)
-    return index is not None and index < len(op.inputs) and op.inputs[index] is not None
 
 
 def _type_limits(tqc) -> tuple[float, float] | None:

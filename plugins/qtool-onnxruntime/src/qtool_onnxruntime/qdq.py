@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
+from qtool.ops import bias_input, is_bias
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import (
     QuantScheme,
@@ -35,7 +36,7 @@ from qtool.quant import (
 )
 
 from .activations import on_grid, relu_fusion_breaks
-from .bias import BIAS_INPUT, is_bias, misread_reason, saturating_float_bias_scale
+from .bias import misread_reason, saturating_float_bias_scale
 from .configs import reader_config, reader_groups, written_config
 from .errors import OnnxRuntimeExportError
 from .storage import MS_DOMAIN, domain_at, storage_type
@@ -126,7 +127,7 @@ class QdqWriter:
     def _wide_biases(self) -> None:
         """Float biases ORT would saturate as int32 codes at s_in * s_w (see bias.saturating_float_bias_scale)."""
         for op in self.graph.topological_order():
-            index = BIAS_INPUT.get(op.op_type)
+            index = bias_input(op)
             scale = saturating_float_bias_scale(op, index) if index is not None else None
             if scale is None or reader_config(op, index, SETTLED) is not None:
                 continue

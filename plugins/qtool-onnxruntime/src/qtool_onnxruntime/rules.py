@@ -9,13 +9,14 @@ per-channel weights and int32 biases raise nothing.
 from __future__ import annotations
 
 from qtool import Diagnostic, ExportOptions
+from qtool.ops import is_bias, is_compute
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import RoundingPolicy, quantized_tensors
 
 from .activations import clips_exactly, fused_activations
-from .bias import is_bias, misread_reason, weight_requantized
+from .bias import misread_reason, weight_requantized
 from .codes import CODES
-from .configs import COMPUTE_OPS, active
+from .configs import active
 from .kernels import kernel_verdict
 from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type
@@ -34,7 +35,7 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     activations = {act.producer.name: act for act in fused_activations(graph, SETTLED)}
     removable = {name for name, act in activations.items() if options.remove_activations and clips_exactly(act)}
     for op in graph.topological_order():
-        if op.op_type in COMPUTE_OPS and op.quant is not None and op.quant.quantized:
+        if is_compute(op) and op.quant is not None and op.quant.quantized:
             found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset)
     if options.remove_activations:
         found += [_kept(act) for name, act in activations.items() if name not in removable]

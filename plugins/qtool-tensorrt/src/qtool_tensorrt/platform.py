@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import qtool
 from qtool import Capabilities, Diagnostic, ExportOptions, Severity
-from qtool.passes.op_roles import weight_index
+from qtool.ops import weight_index
 
 from .cache import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_VERSION, header, write_cache
 from .ranges import write_ranges

@@ -30,7 +30,7 @@ from ...quant import QuantizationState
 from ...quant.tensors import is_settled
 from ..baking import bake_value
 from ..base import Pass, PassResult
-from .layers import LAYER_TYPES, bias_of, output_axis, run_op, weight_input
+from .layers import bias_of, output_axis, run_op, weight_input
 from .options import check, positive_int
 from .running import run_watching, take_samples
 
@@ -107,7 +107,7 @@ def quantized_layers(graph: Graph) -> list[Operation]:
     """Quantized layers whose constant weight is quantized with known parameters, in topological order."""
     found = []
     for op in graph.topological_order():
-        index = weight_input(op) if op.op_type in LAYER_TYPES else None
+        index = weight_input(op)
         if index is None or op.quant is None or not op.quant.quantized:
             continue
         tqc = op.quant.inputs[index]

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...ir import Graph, Operation, Variable
 from ..base import Pass, PassResult
-from ..op_roles import bias_position
+from ...ops import bias_index
 from .channels import CHANNEL_TYPES, in_channels, in_ranges, out_ranges, scale_in, scale_out
 from .layers import bias_of, out_channels, weight_input
 from .options import number, positive_int
@@ -47,7 +47,7 @@ def find_pairs(graph: Graph) -> list[tuple[Operation, Operation]]:
     """Every (first, second) layer pair joined by at most a bias Add and one ReLU-like op."""
     pairs = []
     for op in graph.topological_order():
-        if _equalizable(op) and (bias_position(op) is None or bias_of(graph, op) is not None):
+        if _equalizable(op) and (bias_index(op) is None or bias_of(graph, op) is not None):
             second = _next_layer(graph, op)
             if second is not None:
                 pairs.append((op, second))

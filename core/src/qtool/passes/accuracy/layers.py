@@ -13,9 +13,7 @@ import torch
 
 from ...executor.ops import OpContext, get_op
 from ...ir import Graph, Operation, Variable
-from ..op_roles import bias_position
-
-LAYER_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+from ...ops import bias_index, is_compute
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Bias:
 
 def weight_input(op: Operation) -> int | None:
     """Index of the constant weight: input 1 of a Conv, ConvTranspose, Gemm (transA unset) or MatMul."""
-    if op.op_type not in LAYER_TYPES or len(op.inputs) < 2 or op.inputs[0] is None:
+    if not is_compute(op) or len(op.inputs) < 2 or op.inputs[0] is None:
         return None
     if op.op_type == "Gemm" and op.attributes.get("transA", 0):
         return None
@@ -63,7 +61,7 @@ def out_channels(op: Operation) -> int:
 def bias_of(graph: Graph, op: Operation) -> Bias | None:
     """The layer's bias with one value per output channel, or None."""
     channels = out_channels(op)
-    index = bias_position(op)
+    index = bias_index(op)
     if index is not None:
         factor = float(op.attributes.get("beta", 1.0)) if op.op_type == "Gemm" else 1.0
         return Bias(op, index, factor) if _per_channel(op.inputs[index], channels) and factor != 0.0 else None

@@ -16,9 +16,8 @@ import torch
 
 from ...executor import TorchExecutor
 from ...ir import Operation
+from ...ops import is_compute
 from .running import Batch, run_watching
-
-OUTLIER_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def channel_axis(op: Operation) -> int:
@@ -29,7 +28,7 @@ def channel_axis(op: Operation) -> int:
 
 
 def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
-    """Per op (of :data:`OUTLIER_TYPES`): largest over median per-channel ``max|x|`` of its first input, float run
+    """Per op (the compute ops of :mod:`qtool.ops`): largest over median per-channel ``max|x|`` of its first input, float run
     (``inf`` when the median channel is zero and another is not, 1 for an all-zero input)."""
     peaks: dict[str, torch.Tensor] = {}
 
@@ -38,7 +37,7 @@ def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
         peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
         peaks[op.name] = torch.maximum(peaks[op.name], peak) if op.name in peaks else peak
 
-    layers = [op for op in ops if op.op_type in OUTLIER_TYPES and not op.inputs[0].is_parameter]
+    layers = [op for op in ops if is_compute(op) and not op.inputs[0].is_parameter]
     if layers:
         run_watching(executor, batches, layers, observe, quantize=False)
     return {name: _ratio(peak) for name, peak in peaks.items()}

@@ -1,0 +1,144 @@
+"""Dispatch by use: a float tensor that reaches a Conv or MatMul is data, whatever its ancestry (issue 11).
+
+Each model is quantized for onnxruntime with defaults; the exported file is read
+back and run in a real ORT session.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import qtool
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(0)
+VOCAB, LENGTH = 12, 16
+
+
+def _model(path, nodes, inputs, outputs, initializers):
+    params = [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, params),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _weights(*shape):
+    return (RNG.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+
+def one_hot_model(path):
+    """int32 tokens -> Equal -> Cast float (one-hot) -> Conv -> two MatMuls (issue 11's classifier front end)."""
+    nodes = [
+        helper.make_node("Unsqueeze", ["tokens", "last"], ["t3"], name="unsqueeze"),
+        helper.make_node("Equal", ["t3", "vocab"], ["hit"], name="equal"),
+        helper.make_node("Cast", ["hit"], ["one_hot"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["one_hot"], ["channels"], name="to_channels", perm=[0, 2, 1]),
+        helper.make_node("Conv", ["channels", "conv_w", "conv_b"], ["features"], name="conv", pads=[1, 1]),
+        helper.make_node("ReduceMax", ["features"], ["pooled"], name="pool", axes=[2], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "dense1_w"], ["hidden"], name="dense1"),
+        helper.make_node("MatMul", ["hidden", "dense2_w"], ["logits"], name="dense2"),
+    ]
+    return _model(path, nodes, [helper.make_tensor_value_info("tokens", TensorProto.INT32, ["n", LENGTH])],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
+                  {"last": np.array([2], np.int64), "vocab": np.arange(VOCAB, dtype=np.int32),
+                   "conv_w": _weights(8, VOCAB, 3), "conv_b": _weights(8), "dense1_w": _weights(8, 16),
+                   "dense2_w": _weights(16, 4)})
+
+
+def embedding_model(path):
+    """Gather on int64 ids from an embedding table, then a MatMul."""
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["embedded"], name="embed"),
+             helper.make_node("MatMul", ["embedded", "proj_w"], ["y"], name="proj")]
+    return _model(path, nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", LENGTH])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", LENGTH, 6])],
+                  {"table": _weights(VOCAB, 8), "proj_w": _weights(8, 6)})
+
+
+def shape_heavy_model(path):
+    """Flatten through Shape/Gather/Concat/Reshape and a scale computed from the shape in float."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["dims"], name="shape"),
+        helper.make_node("Gather", ["dims", "zero"], ["batch_size"], name="batch", axis=0),
+        helper.make_node("Concat", ["batch_size", "minus_one"], ["target"], name="flat_shape", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "fc_w"], ["projected"], name="fc"),
+        helper.make_node("Gather", ["dims", "one"], ["channel_count"], name="channels", axis=0),
+        helper.make_node("Cast", ["channel_count"], ["channels_f"], name="channels_float", to=TensorProto.FLOAT),
+        helper.make_node("Sqrt", ["channels_f"], ["root_value"], name="root"),
+        helper.make_node("Div", ["projected", "root_value"], ["y"], name="scale"),
+    ]
+    return _model(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+                  {"zero": np.array([0], np.int64), "one": np.array(1, np.int64),
+                   "minus_one": np.array([-1], np.int64), "fc_w": _weights(24, 5)})
+
+
+def _dequantized_inputs(model: onnx.ModelProto, op_name: str) -> list[bool]:
+    """For each input of node ``op_name``: True when a DequantizeLinear produces it."""
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    node = next(n for n in model.graph.node if n.name == op_name)
+    return [producers.get(name) == "DequantizeLinear" for name in node.input]
+
+
+def _quantize(path, calib, tmp_path):
+    result = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    model = onnx.load(result.files[0])
+    return result, model, ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+
+
+def _close(quantized: np.ndarray, reference: np.ndarray, min_snr_db: float) -> None:
+    """The quantized output within ``min_snr_db`` of the float one (signal-to-noise ratio)."""
+    noise = np.mean((quantized - reference) ** 2)
+    assert 10 * np.log10(np.mean(reference**2) / noise) >= min_snr_db
+
+
+def test_one_hot_front_end_is_quantized_and_runs_through_dequantize_linear(tmp_path):
+    path = one_hot_model(tmp_path / "one_hot.onnx")
+    tokens = [{"tokens": RNG.integers(0, VOCAB, (4, LENGTH)).astype(np.int32)} for _ in range(8)]
+
+    result, model, session = _quantize(path, tokens, tmp_path)
+
+    ops = result.graph.operations
+    assert all(ops[name].quant.quantized for name in ("conv", "dense1", "dense2"))
+    assert ops["equal"].quant.reason == "shape/index computation"
+    assert _dequantized_inputs(model, "conv")[:2] == [True, True]
+    assert _dequantized_inputs(model, "dense1") == [True, True]
+    assert _dequantized_inputs(model, "dense2") == [True, True]
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"tokens": RNG.integers(0, VOCAB, (16, LENGTH)).astype(np.int32)}
+    _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)
+
+
+def test_embedding_lookup_feeds_a_quantized_matmul(tmp_path):
+    path = embedding_model(tmp_path / "embedding.onnx")
+    ids = [{"ids": RNG.integers(0, VOCAB, (2, LENGTH)).astype(np.int64)} for _ in range(8)]
+
+    result, model, session = _quantize(path, ids, tmp_path)
+
+    assert result.graph.operations["proj"].quant.quantized
+    assert _dequantized_inputs(model, "proj") == [True, True]
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"ids": RNG.integers(0, VOCAB, (3, LENGTH)).astype(np.int64)}
+    _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)
+
+
+def test_shape_chains_stay_float_and_the_model_runs(tmp_path):
+    path = shape_heavy_model(tmp_path / "shapes.onnx")
+    samples = [{"x": RNG.standard_normal((3, 4, 6)).astype(np.float32)} for _ in range(8)]
+
+    result, model, session = _quantize(path, samples, tmp_path)
+
+    ops = result.graph.operations
+    for name in ("shape", "batch", "flat_shape", "channels", "channels_float", "root"):
+        assert ops[name].quant.reason == "shape/index computation", name
+    assert ops["fc"].quant.quantized and ops["flatten"].quant.inputs[1] is None
+    assert _dequantized_inputs(model, "fc") == [True, True]
+    assert _dequantized_inputs(model, "flat_shape") == [False, False]
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"x": RNG.standard_normal((5, 4, 6)).astype(np.float32)}
+    quantized = session.run(None, feed)[0]
+    assert quantized.shape == (5, 5)
+    _close(quantized, reference.run(None, feed)[0], 20)
