@@ -22,6 +22,7 @@ from typing import Any
 from .calibration import load_calibration_data
 from .config import resolve_config
 from .errors import QtoolError
+from .files import check_outputs
 from .ir import Graph, load
 from .passes import PassManager, PassRun, PassWarning
 from .passes.accuracy import BEFORE_DISPATCH
@@ -88,6 +89,7 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     """
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(export_options or {})
+    check_outputs(output, save_state, inputs=(model, calib, config, load_state))
     if accuracy:
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
                                       origins=MappingProxyType({**qconfig.origins,

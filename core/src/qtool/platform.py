@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any, ClassVar
 
 from .config.errors import did_you_mean
 from .errors import QtoolError
+from .files import write_atomic  # noqa: F401  (public here since plugins import it from qtool.platform)
 from .plugins.manager import PluginError
 from .plugins.registry import Registry
 
@@ -143,21 +142,6 @@ PLATFORMS: Registry[type[Platform]] = Registry("platform", "qtool_register_platf
 def get_platform(name: str) -> Platform:
     """An instance of the installed platform ``name`` (KeyError lists the known ones)."""
     return PLATFORMS.get(name)()
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file and a rename; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
