@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .analysis.float_gap import FLOAT_GAP_SAMPLES, float_vs_quantized
 from .calibration import load_calibration_data
 from .config import resolve_config
 from .errors import QtoolError
@@ -35,7 +36,18 @@ AGREEMENT_SAMPLES = 4
 
 
 class UnsupportedModelError(QtoolError):
-    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed."""
+    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed.
+
+    ``diagnostics`` holds every diagnostic of the run, errors and others.
+    """
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+
+class RuntimeRefusedError(QtoolError):
+    """The written model does not load or run on the platform's runtime although no ERROR was reported."""
 
 
 @dataclass
@@ -115,7 +127,10 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
         result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
             result.agreement = agreement(target, graph, result.files, data, device)
+            _check_agreement(result, allow_unsupported)
     result.summary = summarize(result, target, save_state)
+    if data is not None:
+        result.summary["float_vs_quantized"] = float_vs_quantized(graph, data.samples(FLOAT_GAP_SAMPLES), device)
     return result
 
 
@@ -177,6 +192,15 @@ def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Dia
 def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: bool) -> None:
     errors = [d for d in diagnostics if d.severity is Severity.ERROR]
     if errors and not allowed:
-        listed = "; ".join(str(d) for d in errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        more = f"; and {len(errors) - 5} more (quantize --json lists every diagnostic)" if len(errors) > 5 else ""
+        listed = "; ".join(str(d) for d in errors[:5]) + more
         raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s)): "
-                                    f"{listed}. Nothing was written (--allow-unsupported exports anyway)")
+                                    f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
+
+
+def _check_agreement(result: QuantizationResult, allowed: bool) -> None:
+    """A runtime that refuses the written model fails the run, unless ERRORs were allowed (then it is expected)."""
+    refused = (result.agreement or {}).get("error")
+    if refused and not allowed:
+        raise RuntimeRefusedError(f"{result.files[0]}: {result.agreement.get('runtime', 'the runtime')} cannot run "
+                                  f"the written model ({refused}); the files are kept for a bug report")
