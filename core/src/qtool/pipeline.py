@@ -22,12 +22,14 @@ from typing import Any
 from .analysis.float_gap import FLOAT_GAP_SAMPLES, float_vs_quantized
 from .calibration import load_calibration_data
 from .config import resolve_config
+from .config.names import check_names
 from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
 from .passes import PassManager, PassRun, PassWarning
 from .passes.accuracy import BEFORE_DISPATCH
 from .passes.order import default_passes, planning_passes
+from .passes.registry import check_pass_names
 from .passes.restore_state import RestoreState
 from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform
 from .state import save_state as write_state
@@ -77,7 +79,7 @@ def plan(model, platform, *, config=None, preset: str | None = None,
          finished: Callable[[PassRun], None] | None = None) -> Plan:
     """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
     target, qconfig = _platform_and_config(platform, config, preset)
-    graph = _graph(model)
+    graph = _graph(model, qconfig)
     runs = PassManager(planning_passes(qconfig, target.name), finished=finished).run(graph)
     return Plan(graph, qconfig, target, runs)
 
@@ -106,7 +108,7 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
                                       origins=MappingProxyType({**qconfig.origins,
                                                                 **{f"accuracy.{k}": "accuracy=" for k in accuracy}}))
-    graph = _graph(model)
+    graph = _graph(model, qconfig)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
     data = None if calib is None else load_calibration_data(calib, graph, qconfig.calibration["batch_size"])
@@ -163,11 +165,16 @@ def summarize(result: QuantizationResult, target: Platform, state: str | os.Path
 # -- steps -------------------------------------------------------------------------------
 def _platform_and_config(platform, config, preset: str | None):
     target = platform if isinstance(platform, Platform) else get_platform(platform)
-    return target, resolve_config(target.default_config(), config, preset=preset)
+    qconfig = resolve_config(target.default_config(), config, preset=preset)
+    check_pass_names(qconfig)
+    return target, qconfig
 
 
-def _graph(model) -> Graph:
-    return model if isinstance(model, Graph) else load(model)
+def _graph(model, qconfig) -> Graph:
+    """The model as a Graph, with the op and tensor names the configuration names checked against it."""
+    graph = model if isinstance(model, Graph) else load(model)
+    check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
+    return graph
 
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:
