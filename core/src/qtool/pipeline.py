@@ -31,7 +31,7 @@ from .passes.accuracy import BEFORE_DISPATCH
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
 from .passes.restore_state import RestoreState
-from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform
+from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform, platform_step
 from .state import save_state as write_state
 
 AGREEMENT_SAMPLES = 4
@@ -109,6 +109,7 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
                                       origins=MappingProxyType({**qconfig.origins,
                                                                 **{f"accuracy.{k}": "accuracy=" for k in accuracy}}))
     graph = _graph(model, qconfig)
+    _check_runnable(graph)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
     data = None if calib is None else load_calibration_data(calib, graph, qconfig.calibration["batch_size"])
@@ -120,13 +121,15 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     passes = default_passes(qconfig, data, platform=target.name, device=device, progress=progress,
                             calibration=restore)
     runs, diagnostics = _run_passes(passes, graph, finished)
-    diagnostics += target.validate(graph, options)
+    with platform_step(target, "validate"):
+        diagnostics += target.validate(graph, options)
     _check_supported(target, diagnostics, allow_unsupported)
     result = QuantizationResult(graph, qconfig, diagnostics, runs)
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
-        result.files = [Path(p) for p in target.export(graph, Path(output), options)]
+        with platform_step(target, "export"):
+            result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
             result.agreement = agreement(target, graph, result.files, data, device)
             _check_agreement(result, allow_unsupported)
@@ -143,7 +146,8 @@ def agreement(target: Platform, graph: Graph, files: list[Path], data, device: s
     samples = data.samples(AGREEMENT_SAMPLES)
     executor = TorchExecutor(graph, device=device)
     simulated = [executor.forward(sample) for sample in samples]
-    return target.agreement(graph, files, samples, simulated)
+    with platform_step(target, "agreement"):
+        return target.agreement(graph, files, samples, simulated)
 
 
 def summarize(result: QuantizationResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
@@ -165,7 +169,9 @@ def summarize(result: QuantizationResult, target: Platform, state: str | os.Path
 # -- steps -------------------------------------------------------------------------------
 def _platform_and_config(platform, config, preset: str | None):
     target = platform if isinstance(platform, Platform) else get_platform(platform)
-    qconfig = resolve_config(target.default_config(), config, preset=preset)
+    with platform_step(target, "default_config"):
+        defaults = target.default_config()
+    qconfig = resolve_config(defaults, config, preset=preset)
     check_pass_names(qconfig)
     return target, qconfig
 
@@ -175,6 +181,15 @@ def _graph(model, qconfig) -> Graph:
     graph = model if isinstance(model, Graph) else load(model)
     check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     return graph
+
+
+def _check_runnable(graph: Graph) -> None:
+    """UnsupportedOpsError now, naming every op without an implementation, rather than at calibration."""
+    from .executor.plugin_ops import load_plugin_ops
+    from .executor.support import check_supported
+
+    load_plugin_ops()
+    check_supported(graph)
 
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:

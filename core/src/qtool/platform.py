@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -142,6 +143,19 @@ PLATFORMS: Registry[type[Platform]] = Registry("platform", "qtool_register_platf
 def get_platform(name: str) -> Platform:
     """An instance of the installed platform ``name`` (KeyError lists the known ones)."""
     return PLATFORMS.get(name)()
+
+
+@contextmanager
+def platform_step(target: Platform, step: str):
+    """A platform's own failure in ``step`` (not a QtoolError) as one PluginError naming the platform and module."""
+    try:
+        yield
+    except QtoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the plugin raised is the plugin's, reported by name
+        message = " ".join(str(exc).split()) or "no message"
+        raise PluginError(f"platform {target.name!r} ({type(target).__module__}) failed in {step}: "
+                          f"{type(exc).__name__}: {message}") from exc
 
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
