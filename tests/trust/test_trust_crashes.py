@@ -4,26 +4,12 @@ with an int32 bias. Both now quantize, run in ORT, and say what stayed float."""
 import numpy as np
 import onnx
 import qtool
-from onnx import TensorProto, helper, numpy_helper
-from qtool.testing.models import calibration_file, small_model
+from qtool.testing.models import calibration_file, pooled_model_proto, small_model
 
 
 def pooled_model(folder):
-    rng = np.random.default_rng(0)
-
-    def param(name, *shape):
-        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
-
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("MaxPool", ["c1"], ["mp"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["mp"], ["fl"], name="flatten"),
-             helper.make_node("Gemm", ["fl", "w2", "b2"], ["y"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
-                              [param("w1", 4, 3, 3, 3), param("b1", 4), param("w2", 5, 64), param("b2", 5)])
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10),
-                    folder / "m.onnx")
-    np.savez(folder / "c.npz", x=rng.standard_normal((8, 3, 8, 8)).astype(np.float32))
+    onnx.save_model(pooled_model_proto(), folder / "m.onnx")
+    np.savez(folder / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     return folder / "m.onnx", folder / "c.npz"
 
 

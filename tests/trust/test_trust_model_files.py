@@ -7,22 +7,8 @@ import onnx
 import pytest
 import qtool
 from qtool.ir import GraphError
+from corpus import external
 from qtool.testing.models import small_model_proto
-
-
-def external_model(folder, location: str):
-    """The small model with its initializers in external data whose location is rewritten to ``location``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "m.onnx"
-    onnx.save_model(small_model_proto(), path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="m.data", size_threshold=0)
-    model = onnx.load(path, load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
-    onnx.save_model(model, path)
-    return path
 
 
 @pytest.mark.parametrize("location, message", [
@@ -31,22 +17,21 @@ def external_model(folder, location: str):
     ("../outside.data", "leaves the model's folder"),
 ])
 def test_external_data_problems_name_the_tensor_and_file(tmp_path, location, message):
-    (tmp_path / "outside.data").write_bytes(b"\0" * 4096)
-    path = external_model(tmp_path / "model", location)
+    path = external(location)(tmp_path)  # the model in tmp_path/ext, tmp_path/outside.data beside it
     with pytest.raises(GraphError, match=f"m.onnx: tensor 'conv1.weight' external data .*{message}"):
         qtool.load(path)
 
 
 def test_short_external_data_file(tmp_path):
-    path = external_model(tmp_path, "m.data")
-    with open(tmp_path / "m.data", "r+b") as handle:
+    path = external("m.data")(tmp_path)
+    with open(path.parent / "m.data", "r+b") as handle:
         handle.truncate(100)
     with pytest.raises(GraphError, match="the file has 100 bytes, the tensor needs bytes up to"):
         qtool.load(path)
 
 
 def test_external_data_inside_the_folder_loads(tmp_path):
-    graph = qtool.load(external_model(tmp_path, "m.data"))
+    graph = qtool.load(external("m.data")(tmp_path))
     assert graph.variables["conv1.weight"].value.shape == (4, 3, 3, 3)
 
 

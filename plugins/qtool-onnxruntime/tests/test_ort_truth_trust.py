@@ -8,35 +8,22 @@ import numpy as np
 import onnx
 import pytest
 import qtool
-from onnx import TensorProto, helper, numpy_helper
 from ort_testkit import optimized_ops
 from qtool.pipeline import RuntimeRefusedError, UnsupportedModelError
 from qtool.platform import PLATFORMS
 from qtool.plugins import plugin_manager
-from qtool.testing.models import calibration_file, small_model
+from qtool.testing.models import calibration_file, pooled_model_proto, small_model
 from qtool_onnxruntime import OnnxRuntimePlatform
 from qtool_onnxruntime.session import ORT_ERRORS, cpu_session
 
 
 def pool_model(folder):
-    """Conv -> MaxPool -> Flatten -> Gemm; the tensors around the MaxPool can be given their own scheme."""
-    rng = np.random.default_rng(0)
-
-    def param(name, *shape):
-        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
-
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("MaxPool", ["c1"], ["mp"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["mp"], ["fl"], name="flatten"),
-             helper.make_node("Gemm", ["fl", "w2", "b2"], ["y"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
-                              [param("w1", 4, 3, 3, 3), param("b1", 4), param("w2", 5, 64), param("b2", 5)])
+    """qtool.testing's Conv -> MaxPool -> Flatten -> Gemm and 8 samples; the tensors around the MaxPool can be
+    given their own scheme."""
     path = folder / "pool.onnx"
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), path)
-    calib = folder / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((8, 3, 8, 8)).astype(np.float32))
-    return path, calib
+    onnx.save_model(pooled_model_proto(), path)
+    np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    return path, folder / "calib.npz"
 
 
 def around_the_pool(folder, bits: int):
