@@ -225,3 +225,25 @@ def test_fp8_zeroing_is_judged_with_the_format_subnormals():
     assert observer.diagnose(observer.compute()[0])
     observer = observed("minmax", FP8, torch.cat([torch.randn(10_000), torch.tensor([100.0])]))
     assert observer.diagnose(observer.compute()[0]) == []
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_the_zero_share_is_the_measured_one_and_coarse_grids_alone_raise_nothing(bits):
+    from qtool.quant import QuantScheme
+
+    scheme = QuantScheme.integer(bits)
+    x = torch.randn(1, 1 << 14)
+    observer = observed("minmax", scheme, x)
+    scale = observer.compute()[0]
+    measured = float((torch.round(x / torch.as_tensor(scale, dtype=torch.float32)) == 0).float().mean())
+    overall, _ = observer.profile.crushed_fractions(scheme, scale)
+    assert abs(overall - measured) < 0.05
+    assert observer.diagnose(scale) == []
+
+
+def test_a_masked_tensor_reports_the_true_share():
+    x = torch.randn(1, 1 << 14)
+    x[:, : 1 << 12] = -1e9  # a quarter masked: three quarters of the values quantize to zero
+    observer = observed("minmax", INT8, x)
+    (warning,) = observer.diagnose(observer.compute()[0])
+    assert warning.startswith("75% of its nonzero values quantize to zero")

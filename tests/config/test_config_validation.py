@@ -76,11 +76,11 @@ def test_invalid_combinations_name_the_key_and_conflict(text, message, write_con
     assert str(path) in str(info.value)
 
 
-def test_conflict_across_layers_names_both_sources(write_config):
+def test_conflict_across_layers_blames_the_users_file_and_names_the_other_source(write_config):
     platform = {"activation": {"power_of_2": True}}
     path = write_config("[activation]\nformat = 'fp8_e4m3'\n")
-    with pytest.raises(ConfigError, match=r"^platform defaults: activation\.power_of_2: .*conflicts with format "
-                       rf"= 'fp8_e4m3'.*\(format set by {path}\)"):
+    with pytest.raises(ConfigError, match=rf"^{path}: activation\.format: power_of_2 = true conflicts with format "
+                       r"= 'fp8_e4m3'.*\(power_of_2 set by platform defaults\)"):
         resolve_config(platform, path)
 
 

@@ -1,6 +1,8 @@
 """The platform contract finds what a careless plugin gets wrong, and passes a careful one."""
 
 import json
+import os
+import tempfile
 
 import numpy as np
 import onnxruntime as ort
@@ -79,6 +81,19 @@ class Sloppy(Careful):
         return [Diagnostic(Severity.ERROR, "no where", "bad"), Diagnostic(Severity.WARNING, "x", "", tensor="ghost")]
 
 
+class Private(Careful):
+    """Writes through mkstemp and a rename, as write_atomic did before, leaving the file mode 0600."""
+
+    name = "kit-private"
+
+    def export(self, graph, output, options):
+        fd, tmp = tempfile.mkstemp(dir=output.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("{}")
+        os.replace(tmp, output.with_suffix(".json"))
+        return [output.with_suffix(".json")]
+
+
 @pytest.fixture
 def graph(qtool_calibrated_graph):
     return qtool_calibrated_graph
@@ -110,6 +125,12 @@ def test_in_place_writes_and_stray_files_are_found(register_platform, graph, tmp
     name = register_platform(InPlace)
     assert check_export(name, graph, tmp_path / "in-place") == [
         f"{name}: model.json was rewritten in place; write a temporary file and os.replace it (qtool.write_atomic)"]
+
+
+def test_files_other_users_cannot_read_are_found(register_platform, graph, tmp_path):
+    name = register_platform(Private)
+    (problem,) = check_export(name, graph, tmp_path / "private")
+    assert problem.startswith(f"{name}: model.json has mode 600, not the umask's ") and "make_readable" in problem
 
 
 def test_sloppy_declarations_and_diagnostics_are_each_named(register_platform, graph):

@@ -2,32 +2,53 @@
 
 Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
 schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins,
-:func:`quantize` (the whole pipeline).
+:func:`quantize` (the whole pipeline), :func:`write_atomic` and
+:func:`make_readable` for a plugin's files.
+
+The names are imported on first use, so that ``qtool --version`` and
+``qtool --help`` start without importing torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .errors import QtoolError, UnknownNameError
-from .ir import Graph, GraphError, Operation, Variable, load, save
-from .pipeline import QuantizationResult, quantize
-from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform, write_atomic
-from .plugins import PluginError, hookimpl
-from .quant import (
-    OpQuantConfig,
-    QuantizationPolicy,
-    QuantizationState,
-    QuantizedTensor,
-    QuantScheme,
-    RoundingPolicy,
-    TensorQuantizationConfig,
-    quantized_tensors,
-    representable_range,
-)
+_EXPORTS = {
+    ".errors": ["QtoolError", "UnknownNameError"],
+    ".files": ["make_readable", "write_atomic"],
+    ".ir": ["Graph", "GraphError", "Operation", "Variable", "load", "save"],
+    ".pipeline": ["QuantizationResult", "quantize"],
+    ".platform": ["Capabilities", "Diagnostic", "ExportOptions", "Platform", "Severity", "get_platform"],
+    ".plugins": ["PluginError", "hookimpl"],
+    ".quant": ["OpQuantConfig", "QuantizationPolicy", "QuantizationState", "QuantizedTensor", "QuantScheme",
+               "RoundingPolicy", "TensorQuantizationConfig", "quantized_tensors", "representable_range"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "Capabilities", "Diagnostic", "ExportOptions", "Graph", "GraphError", "OpQuantConfig", "Operation", "Platform",
-    "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
-    "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
-    "hookimpl", "load", "save", "QuantizedTensor", "quantized_tensors", "representable_range",
-    "write_atomic", "QuantizationResult", "quantize",
-]
+__all__ = ["__version__", *_MODULE_OF]
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'qtool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})
+
+
+if TYPE_CHECKING:
+    from .errors import QtoolError, UnknownNameError
+    from .files import make_readable, write_atomic
+    from .ir import Graph, GraphError, Operation, Variable, load, save
+    from .pipeline import QuantizationResult, quantize
+    from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform
+    from .plugins import PluginError, hookimpl
+    from .quant import (OpQuantConfig, QuantizationPolicy, QuantizationState, QuantizedTensor, QuantScheme,
+                        RoundingPolicy, TensorQuantizationConfig, quantized_tensors, representable_range)

@@ -1,4 +1,9 @@
-"""The base of every error qtool reports to a user as one clear line."""
+"""The base of every error qtool reports to a user as one clear line, and its did-you-mean hint."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class QtoolError(Exception):
@@ -6,6 +11,14 @@ class QtoolError(Exception):
 
     def __str__(self) -> str:  # KeyError subclasses would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the closest known name (a different case counts as closest), or ''."""
+    known = list(known)
+    same_case = [k for k in known if k.lower() == str(name).lower()]
+    close = same_case or difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class UnknownNameError(QtoolError, KeyError):

@@ -19,22 +19,37 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .analysis.float_gap import FLOAT_GAP_SAMPLES, float_vs_quantized
 from .calibration import load_calibration_data
 from .config import resolve_config
+from .config.names import check_names
 from .errors import QtoolError
+from .files import check_outputs
 from .ir import Graph, load
 from .passes import PassManager, PassRun, PassWarning
 from .passes.accuracy import BEFORE_DISPATCH
 from .passes.order import default_passes, planning_passes
+from .passes.registry import check_pass_names
 from .passes.restore_state import RestoreState
-from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform
+from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform, platform_step
 from .state import save_state as write_state
 
 AGREEMENT_SAMPLES = 4
 
 
 class UnsupportedModelError(QtoolError):
-    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed."""
+    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed.
+
+    ``diagnostics`` holds every diagnostic of the run, errors and others.
+    """
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+
+class RuntimeRefusedError(QtoolError):
+    """The written model does not load or run on the platform's runtime although no ERROR was reported."""
 
 
 @dataclass
@@ -64,7 +79,7 @@ def plan(model, platform, *, config=None, preset: str | None = None,
          finished: Callable[[PassRun], None] | None = None) -> Plan:
     """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
     target, qconfig = _platform_and_config(platform, config, preset)
-    graph = _graph(model)
+    graph = _graph(model, qconfig)
     runs = PassManager(planning_passes(qconfig, target.name), finished=finished).run(graph)
     return Plan(graph, qconfig, target, runs)
 
@@ -88,11 +103,13 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     """
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(export_options or {})
+    check_outputs(output, save_state, inputs=(model, calib, config, load_state))
     if accuracy:
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
                                       origins=MappingProxyType({**qconfig.origins,
                                                                 **{f"accuracy.{k}": "accuracy=" for k in accuracy}}))
-    graph = _graph(model)
+    graph = _graph(model, qconfig)
+    _check_runnable(graph)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
     data = None if calib is None else load_calibration_data(calib, graph, qconfig.calibration["batch_size"])
@@ -104,16 +121,21 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     passes = default_passes(qconfig, data, platform=target.name, device=device, progress=progress,
                             calibration=restore)
     runs, diagnostics = _run_passes(passes, graph, finished)
-    diagnostics += target.validate(graph, options)
+    with platform_step(target, "validate"):
+        diagnostics += target.validate(graph, options)
     _check_supported(target, diagnostics, allow_unsupported)
     result = QuantizationResult(graph, qconfig, diagnostics, runs)
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
-        result.files = [Path(p) for p in target.export(graph, Path(output), options)]
+        with platform_step(target, "export"):
+            result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
             result.agreement = agreement(target, graph, result.files, data, device)
+            _check_agreement(result, allow_unsupported)
     result.summary = summarize(result, target, save_state)
+    if data is not None:
+        result.summary["float_vs_quantized"] = float_vs_quantized(graph, data.samples(FLOAT_GAP_SAMPLES), device)
     return result
 
 
@@ -124,7 +146,8 @@ def agreement(target: Platform, graph: Graph, files: list[Path], data, device: s
     samples = data.samples(AGREEMENT_SAMPLES)
     executor = TorchExecutor(graph, device=device)
     simulated = [executor.forward(sample) for sample in samples]
-    return target.agreement(graph, files, samples, simulated)
+    with platform_step(target, "agreement"):
+        return target.agreement(graph, files, samples, simulated)
 
 
 def summarize(result: QuantizationResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
@@ -146,11 +169,27 @@ def summarize(result: QuantizationResult, target: Platform, state: str | os.Path
 # -- steps -------------------------------------------------------------------------------
 def _platform_and_config(platform, config, preset: str | None):
     target = platform if isinstance(platform, Platform) else get_platform(platform)
-    return target, resolve_config(target.default_config(), config, preset=preset)
+    with platform_step(target, "default_config"):
+        defaults = target.default_config()
+    qconfig = resolve_config(defaults, config, preset=preset)
+    check_pass_names(qconfig)
+    return target, qconfig
 
 
-def _graph(model) -> Graph:
-    return model if isinstance(model, Graph) else load(model)
+def _graph(model, qconfig) -> Graph:
+    """The model as a Graph, with the op and tensor names the configuration names checked against it."""
+    graph = model if isinstance(model, Graph) else load(model)
+    check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
+    return graph
+
+
+def _check_runnable(graph: Graph) -> None:
+    """UnsupportedOpsError now, naming every op without an implementation, rather than at calibration."""
+    from .executor.plugin_ops import load_plugin_ops
+    from .executor.support import check_supported
+
+    load_plugin_ops()
+    check_supported(graph)
 
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:
@@ -175,6 +214,15 @@ def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Dia
 def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: bool) -> None:
     errors = [d for d in diagnostics if d.severity is Severity.ERROR]
     if errors and not allowed:
-        listed = "; ".join(str(d) for d in errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        more = f"; and {len(errors) - 5} more (quantize --json lists every diagnostic)" if len(errors) > 5 else ""
+        listed = "; ".join(str(d) for d in errors[:5]) + more
         raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s)): "
-                                    f"{listed}. Nothing was written (--allow-unsupported exports anyway)")
+                                    f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
+
+
+def _check_agreement(result: QuantizationResult, allowed: bool) -> None:
+    """A runtime that refuses the written model fails the run, unless ERRORs were allowed (then it is expected)."""
+    refused = (result.agreement or {}).get("error")
+    if refused and not allowed:
+        raise RuntimeRefusedError(f"{result.files[0]}: {result.agreement.get('runtime', 'the runtime')} cannot run "
+                                  f"the written model ({refused}); the files are kept for a bug report")

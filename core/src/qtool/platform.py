@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .config.errors import did_you_mean
 from .errors import QtoolError
+from .files import write_atomic  # noqa: F401  (public here since plugins import it from qtool.platform)
 from .plugins.manager import PluginError
 from .plugins.registry import Registry
 
@@ -145,19 +145,17 @@ def get_platform(name: str) -> Platform:
     return PLATFORMS.get(name)()
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file and a rename; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextmanager
+def platform_step(target: Platform, step: str):
+    """A platform's own failure in ``step`` (not a QtoolError) as one PluginError naming the platform and module."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except QtoolError:
         raise
-    return path
+    except Exception as exc:  # noqa: BLE001 - whatever the plugin raised is the plugin's, reported by name
+        message = " ".join(str(exc).split()) or "no message"
+        raise PluginError(f"platform {target.name!r} ({type(target).__module__}) failed in {step}: "
+                          f"{type(exc).__name__}: {message}") from exc
 
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -37,8 +37,10 @@ class ErrorAccumulator:
 
     @property
     def cosine(self) -> float:
+        """Cosine similarity, clipped to [-1, 1] (rounding can put it a hair outside)."""
         denominator = math.sqrt(self.signal * self.test_power)
-        return self.dot / denominator if denominator else (1.0 if self.noise == 0.0 else 0.0)
+        cosine = self.dot / denominator if denominator else (1.0 if self.noise == 0.0 else 0.0)
+        return min(1.0, max(-1.0, cosine))
 
     @property
     def mse(self) -> float:

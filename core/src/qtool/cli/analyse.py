@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..analysis import graphwise_error, layerwise_sensitivity
-from ..calibration import load_calibration_data
-from ..executor import TorchExecutor
-from ..pipeline import quantize
+from .console import console, pass_progress
+
+ANALYSE_SCHEMA_VERSION = 1
 
 
 def add_parser(sub) -> None:
@@ -33,19 +31,26 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..analysis import graphwise_error, layerwise_sensitivity
+    from ..calibration import load_calibration_data
+    from ..executor import TorchExecutor
+    from ..pipeline import quantize
+
     result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
-                      device=args.device, load_state=args.load_state, allow_unsupported=True)
+                      device=args.device, load_state=args.load_state, allow_unsupported=True, progress=True,
+                      finished=pass_progress(f"analysing {args.model} for {args.platform}"))
+    console(stderr=True).print(f"measuring the error of each op on {args.samples} samples")
     batches = load_calibration_data(args.calib, result.graph).samples(args.samples)
     executor = TorchExecutor(result.graph, device=args.device)
     graphwise = graphwise_error(executor, batches)
     layerwise = layerwise_sensitivity(executor, batches)
     if args.json:
-        print(json.dumps({"graphwise": [r.as_dict() for r in graphwise],
+        print(json.dumps({"schema_version": ANALYSE_SCHEMA_VERSION, "graphwise": [r.as_dict() for r in graphwise],
                           "layerwise": [r.as_dict() for r in layerwise]}, indent=2))
         return 0
-    console = Console()
-    console.print(_table("Graph-wise error (quantized run vs float, accumulated up to each op)", graphwise, args.top))
-    console.print(_table("Layer-wise sensitivity (only this op quantized, error at the outputs)", layerwise, args.top))
+    out = console()
+    out.print(_table("Graph-wise error (quantized run vs float, accumulated up to each op)", graphwise, args.top))
+    out.print(_table("Layer-wise sensitivity (only this op quantized, error at the outputs)", layerwise, args.top))
     return 0
 
 

@@ -8,13 +8,16 @@ report after the whole pipeline, with parameters settled.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..ir import Graph
-from ..pipeline import plan
+from .console import console
+
+if TYPE_CHECKING:
+    from ..ir import Graph
 
 EXPLAIN_SCHEMA_VERSION = 1
 
@@ -30,12 +33,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..pipeline import plan
+
     planned = plan(args.model, args.platform, config=args.config, preset=args.preset)
     document = explain_document(planned.graph, planned.platform.name, planned.config)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print_explanation(document, Console(), planned.config)
+        print_explanation(document, console(), planned.config)
     return 0
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..executor import op_type_counts, unsupported_ops
-from ..executor.errors import describe_missing
-from ..executor.feeds import expectation
-from ..ir import Graph, load
+from .console import console
+
+if TYPE_CHECKING:
+    from ..ir import Graph
 
 INSPECT_SCHEMA_VERSION = 1
 
@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
 
 def inspect_document(graph: Graph, model: str) -> dict:
     """The ``inspect --json`` document (schema version 1)."""
+    from ..executor import op_type_counts, unsupported_ops
+    from ..executor.feeds import expectation
+
     missing = unsupported_ops(graph)
     ops = [{"domain": domain, "op_type": op_type, "count": count, "supported": (domain, op_type) not in missing}
            for (domain, op_type), count in sorted(op_type_counts(graph).items())]
@@ -42,6 +45,10 @@ def inspect_document(graph: Graph, model: str) -> dict:
 
 
 def inspect_model(args) -> int:
+    from ..executor import unsupported_ops
+    from ..executor.errors import describe_missing
+    from ..ir import load
+
     graph = load(args.model)
     document = inspect_document(graph, args.model)
     if args.json:
@@ -56,14 +63,14 @@ def inspect_model(args) -> int:
 
 
 def _print_table(document: dict) -> None:
-    console = Console()
+    out = console()
     for side in ("inputs", "outputs"):
         for v in document[side]:
-            console.print(f"{side[:-1]} [bold]{escape(v['name'])}[/bold]: {escape(v['type'])}", highlight=False)
+            out.print(f"{side[:-1]} [bold]{escape(v['name'])}[/bold]: {escape(v['type'])}", highlight=False)
     table = Table(title=f"ops in {Path(document['model']).name}")
     for column, justify in (("op type", "left"), ("domain", "left"), ("count", "right"), ("supported", "left")):
         table.add_column(column, justify=justify)
     for row in document["ops"]:
         status = "yes" if row["supported"] else "[red]no[/red]"
         table.add_row(escape(row["op_type"]), escape(row["domain"] or "ai.onnx"), str(row["count"]), status)
-    console.print(table)
+    out.print(table)

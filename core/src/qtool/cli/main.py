@@ -1,43 +1,72 @@
-"""The ``qtool`` command line: sub-commands from core modules and from plugins."""
+"""The ``qtool`` command line: sub-commands from core modules and from plugins.
+
+Exit status: 0 success, 1 an error (one line, ``qtool: error: ...``), 2 a usage
+error (argparse's convention), 130 interrupted. Command modules import their
+heavy parts (torch, onnx) when they run, so that ``--version`` and ``--help``
+start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
 from ..errors import QtoolError
-from ..plugins import plugin_manager
 from . import analyse, explain, inspect, new_plugin, platforms, quantize
 
 # Each command module has add_parser(subparsers) which sets ``handler`` on its parser.
 COMMAND_MODULES = [platforms, inspect, quantize, explain, analyse, new_plugin]
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """The parser of the core commands and, unless ``plugin_commands`` is false, the plugins' commands."""
     parser = argparse.ArgumentParser(prog="qtool", description="Post-training quantization for ONNX models.")
     parser.add_argument("--version", action="version", version=f"qtool {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.add_parser(sub)
-    plugin_manager().call_each("qtool_register_commands", cli=sub)
+    if plugin_commands:
+        from ..plugins import plugin_manager
+
+        plugin_manager().call_each("qtool_register_commands", cli=sub)
     return parser
 
 
+def core_command_names() -> set[str]:
+    sub = next(a for a in build_parser(plugin_commands=False)._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def needs_plugin_commands(argv: list[str]) -> bool:
+    """Whether parsing ``argv`` needs the plugins' commands: not for ``--version`` nor a core command."""
+    if argv[:1] == ["--version"]:
+        return False
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command is None or command not in core_command_names()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser()
+        parser = build_parser(plugin_commands=needs_plugin_commands(argv))
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
-            parser.print_help()
-            return 2
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
         return int(args.handler(args) or 0)
     except QtoolError as exc:
         print(f"qtool: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("qtool: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (qtool ... | head): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail again
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from string import Template
 
 from .. import __version__
 from ..errors import QtoolError
-from ..platform import write_atomic
+from ..files import write_atomic
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 # template file -> path in the new distribution ({module} is the package name)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 
-from rich.console import Console
 from rich.table import Table
 
-from ..platform import PLATFORMS
 from ..plugins import plugins
 from ..plugins.registry import Registry
+from .console import console
 
 PLATFORMS_SCHEMA_VERSION = 1
 
@@ -25,6 +26,8 @@ def add_parser(sub) -> None:
 
 def platforms_document() -> dict:
     """The ``list-platforms --json`` document (stable schema, version 1)."""
+    from ..platform import PLATFORMS
+
     rows = []
     for _name, entry in sorted(PLATFORMS.entries().items()):
         rows.append({**entry.value.describe(), "distribution": entry.distribution, "version": entry.version})
@@ -36,15 +39,31 @@ def list_platforms(args) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
-    table = Table(title="qtool platforms")
-    for column in ("platform", "distribution", "version", "output format", "bits", "policies", "opsets"):
-        table.add_column(column, overflow="fold")
-    for row in document["platforms"]:
-        opsets = "-".join(map(str, row["opsets"])) if row["opsets"] else "-"
-        table.add_row(row["name"], row["distribution"], row["version"], row["output_format"],
-                      ", ".join(map(str, row["bits"])), ", ".join(row["policies"]), opsets)
-    Console().print(table)
+    print("\n".join(platform_lines(document["platforms"], shutil.get_terminal_size((80, 24)).columns)))
     return 0
+
+
+def platform_lines(rows: list[dict], width: int = 80) -> list[str]:
+    """Per platform its name and distribution, then its description and facts indented, none wider than ``width``."""
+    lines = []
+    for row in rows:
+        opsets = f", opsets {row['opsets'][0]}-{row['opsets'][1]}" if row["opsets"] else ""
+        lines.append(f"{row['name']} ({row['distribution']} {row['version']})")
+        for text in (row["description"], f"{row['output_format']}, {number_ranges(row['bits'])} bits{opsets}"):
+            lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ",
+                                   break_on_hyphens=False)
+    return lines + ["", f"{len(rows)} platforms; qtool list-platforms --json gives policies and export options"]
+
+
+def number_ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 4, 8, 16] -> "1-4/8/16"."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return "/".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else "/".join(map(str, r)) for r in runs)
 
 
 def list_plugins(args) -> int:
@@ -60,5 +79,5 @@ def list_plugins(args) -> int:
     for r in records:
         status = "blocked" if r["blocked"] else (f"[red]error: {r['error']}[/red]" if r["error"] else "ok")
         table.add_row(r["name"], r["distribution"], r["version"], ", ".join(r["hooks"]), status)
-    Console().print(table)
+    console().print(table)
     return 0

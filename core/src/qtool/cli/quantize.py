@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import QtoolError
-from ..pipeline import quantize
-from ..platform import Severity
+from .console import console, pass_progress
 from .explain import explain_document, print_explanation
 from .metric_file import load_metric
 
-SEVERITY_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.PERFORMANCE: "cyan"}
+QUANTIZE_SCHEMA_VERSION = 1
+SEVERITY_STYLE = {"error": "red", "warning": "yellow", "performance": "cyan"}
 
 
 def add_parser(sub) -> None:
@@ -37,6 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--save-state", metavar="FILE", help="save the calibrated state (JSON) for a later --load-state")
     p.add_argument("--load-state", metavar="FILE", help="take the calibrated state from FILE instead of --calib")
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary and every diagnostic as JSON on stdout (progress stays on stderr)")
     p.add_argument("--optimize", action="store_true",
                    help="turn on the accuracy passes equalization and adaround")
     budget = p.add_mutually_exclusive_group()
@@ -75,28 +79,45 @@ def export_options(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    out, progress = Console(), Console(stderr=True)
+    from ..pipeline import UnsupportedModelError, quantize
 
-    def finished(step) -> None:
-        mark = "[green]\u2713[/green]" if step.modified else "[dim]-[/dim]"
-        progress.print(f"  {mark} {step.name:<26} {step.seconds:8.3f} s")
-
-    progress.print(f"quantizing {escape(args.model)} for {escape(args.platform)}")
-    result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
-                      output=args.output, device=args.device, allow_unsupported=args.allow_unsupported,
-                      opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
-                      load_state=args.load_state, accuracy=accuracy_flags(args),
-                      export_options=export_options(args.export_options), progress=True,
-                      finished=finished)
-    if args.explain:
-        print_explanation(explain_document(result.graph, result.summary["platform"], result.config), out,
-                          result.config)
+    out = console()
+    finished = pass_progress(f"quantizing {args.model} for {args.platform}")
+    try:
+        result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
+                          output=args.output, device=args.device, allow_unsupported=args.allow_unsupported,
+                          opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
+                          load_state=args.load_state, accuracy=accuracy_flags(args),
+                          export_options=export_options(args.export_options), progress=True,
+                          finished=finished)
+    except UnsupportedModelError as refusal:
+        if args.json:
+            print(json.dumps({"schema_version": QUANTIZE_SCHEMA_VERSION, "refused": str(refusal),
+                              "diagnostics": [d.as_dict() for d in refusal.diagnostics]}, indent=2))
+        raise
+    explained = explain_document(result.graph, result.summary["platform"], result.config) if args.explain else None
+    if args.json:
+        print(json.dumps(quantize_document(result, explained), indent=2))
+        return 0
+    if explained:
+        print_explanation(explained, out, result.config)
     print_summary(result, out, allowed=args.allow_unsupported)
     return 0
 
 
+def quantize_document(result, explained: dict | None = None) -> dict:
+    """The ``quantize --json`` document (schema version 1): the summary, every diagnostic, the explanation."""
+    document = {"schema_version": QUANTIZE_SCHEMA_VERSION, "summary": result.summary,
+                "diagnostics": [d.as_dict() for d in result.diagnostics]}
+    if explained is not None:
+        document["explain"] = explained
+    return document
+
+
 def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     """Ops quantized / kept float, diagnostics by severity, time, agreement and files."""
+    from ..platform import Severity
+
     summary = result.summary
     ops = summary["ops"]
     console.print(f"[bold]{ops['quantized']}[/bold] of {ops['total']} ops quantized, {ops['float']} kept float")
@@ -109,19 +130,33 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
         if not found:
             continue
         label = "errors, exported anyway as allowed" if severity is Severity.ERROR and allowed else severity.value
-        style = "yellow" if severity is Severity.ERROR and allowed else SEVERITY_STYLE[severity]
+        style = "yellow" if severity is Severity.ERROR and allowed else SEVERITY_STYLE[severity.value]
         console.print(f"[{style}]{len(found)} {label}[/{style}]")
         for diagnostic in found:
             console.print(f"  {escape(str(diagnostic))}")
     total = sum(p["seconds"] for p in summary["passes"])
     console.print(f"passes: {len(summary['passes'])} in {total:.2f} s")
+    for line in float_gap_lines(summary.get("float_vs_quantized")):
+        console.print(line)
     if summary["agreement"]:
         facts = ", ".join(f"{k} {v}" for k, v in summary["agreement"].items() if not isinstance(v, dict | list))
-        console.print(f"agreement: {escape(facts)}")
+        console.print(f"agreement: {escape(facts)} (the written model against qtool's simulation, not float)")
     for path in summary["files"]:
         console.print(f"wrote {escape(path)}")
     if summary["state"]:
         console.print(f"state saved to {escape(summary['state'])}")
+
+
+def float_gap_lines(gap: dict | None) -> list[str]:
+    """Float vs quantized per output: what the quantization costs (the agreement line only checks the export)."""
+    if not gap or not gap["outputs"]:
+        return []
+    where = "held-out" if gap["held_out"] else "calibration"
+    lines = [f"float vs quantized on {gap['samples']} {where} samples:"]
+    for name, o in gap["outputs"].items():
+        sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
+        lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}")
+    return lines
 
 
 def fallback_lines(runs) -> list[str]:

@@ -38,6 +38,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     except _PARSE_ERRORS as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"{path}: invalid {path.suffix.lstrip('.').upper()}: {detail}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a configuration") from None
     if data is None:  # an empty YAML file
         return {}
     if not isinstance(data, dict):

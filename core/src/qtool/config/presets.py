@@ -17,6 +17,7 @@ def _fp(name: str) -> dict[str, Any]:
     return {"activation": {"format": name, **_PER_TENSOR}, "weight": {"format": name, **_PER_CHANNEL}}
 
 
+PRESET_ARGUMENT = "preset argument"  # the source of a preset named by --preset / preset=, not by a file
 PRESETS: dict[str, dict[str, Any]] = {
     "w8a8": {"activation": {**_INT8_SYM, **_PER_TENSOR}, "weight": {**_INT8_SYM, **_PER_CHANNEL}},
     "w8a8-asym": {
@@ -52,5 +53,6 @@ def get_preset(name: str, source: str) -> dict[str, Any]:
     """The preset's config layer; ConfigError (naming ``source``) with a hint when unknown."""
     if name not in PRESETS:
         known = ", ".join(PRESETS)
-        raise ConfigError(f"{source}: preset: unknown preset {name!r}{did_you_mean(name, PRESETS)} (known: {known})")
+        where = "" if source == PRESET_ARGUMENT else f"{source}: preset: "
+        raise ConfigError(f"{where}unknown preset {name!r}{did_you_mean(name, PRESETS)} (known: {known})")
     return PRESETS[name]

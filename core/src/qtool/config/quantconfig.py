@@ -117,6 +117,7 @@ class QuantConfig:
             return build_scheme(table, role, axis=axis, default_observer=self._default_observer(role))
         except SchemeConflict as exc:
             keys = [k for k in exc.keys if k in table] or list(table)
+            keys.sort(key=lambda k: _blame_rank(origins.get(k, "built-in defaults")))  # the user's key first
             first = keys[0] if keys else ""
             source = origins.get(first, "built-in defaults")
             others = [f"{k} set by {origins.get(k, 'built-in defaults')}" for k in keys
@@ -240,3 +241,12 @@ def _plain(value: Any) -> Any:
     if callable(value):
         return f"<function {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}>"
     return value
+
+
+def _blame_rank(source: str) -> int:
+    """Which layer a conflict is blamed on first: the user's file, then a preset, platform defaults, built-ins."""
+    if source == "built-in defaults":
+        return 3
+    if source == "platform defaults":
+        return 2
+    return 1 if source.startswith("preset ") else 0

@@ -10,7 +10,7 @@ from typing import Any
 from .errors import ConfigError, did_you_mean
 from .loader import load_config_file
 from .merge import merge_layer
-from .presets import get_preset
+from .presets import PRESET_ARGUMENT, get_preset
 from .quantconfig import QuantConfig
 from .schema import base_config
 from .validate import validate_layer
@@ -51,7 +51,7 @@ def _user_layer(user) -> tuple[Mapping[str, Any], str]:
 def _preset_name(argument: str | None, user: Mapping[str, Any], user_source: str,
                  platform: Mapping[str, Any]) -> tuple[str | None, str]:
     if argument is not None:
-        return argument, "preset argument"
+        return argument, PRESET_ARGUMENT
     if "preset" in user:
         return user["preset"], user_source
     return platform.get("preset"), PLATFORM_SOURCE

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import config_error, did_you_mean
+from .errors import ConfigError, config_error, did_you_mean
 from .schema import MATCHERS, Key, keys_of
 
 _TYPE_NAMES = {"bool": "a boolean", "int": "an integer", "number": "a number", "str": "a string",
@@ -19,71 +19,83 @@ _TYPE_NAMES = {"bool": "a boolean", "int": "an integer", "number": "a number", "
 
 
 def validate_layer(data: Any, source: str) -> None:
-    """Raise ConfigError (naming ``source`` and the dotted key path) at the first problem in ``data``."""
-    _table(data, "", "", source)
-    for i, item in enumerate(data.get("override", [])):
-        _override(item, f"override[{i}]", source)
-    for i, item in enumerate(data.get("pass", [])):
-        _table(item, "pass", f"pass[{i}]", source)
-        for required in ("name", "after"):
-            if required not in item:
-                raise config_error(source, f"pass[{i}]", f"needs '{required}'")
+    """Raise ConfigError naming ``source`` and the dotted key path of every problem in ``data``, all at once."""
+    problems: list[tuple[str, str]] = []
+    _table(data, "", "", problems)
+    if isinstance(data, Mapping):
+        for i, item in enumerate(_items(data.get("override"))):
+            _override(item, f"override[{i}]", problems)
+        for i, item in enumerate(_items(data.get("pass"))):
+            _table(item, "pass", f"pass[{i}]", problems)
+            problems += [(f"pass[{i}]", f"needs '{key}'") for key in ("name", "after") if key not in item]
+    if len(problems) == 1:
+        raise config_error(source, *problems[0])
+    if problems:
+        listed = " | ".join(f"{path}: {message}" if path else message for path, message in problems)
+        raise ConfigError(f"{source}: {len(problems)} problems: {listed}")
 
 
-def _table(data: Any, section: str, path: str, source: str) -> None:
+def _items(value: Any) -> list:
+    """The tables of a list of tables (anything else was reported by _table)."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _table(data: Any, section: str, path: str, problems: list) -> None:
     if not isinstance(data, Mapping):
-        raise config_error(source, path, f"expected {_TYPE_NAMES['table']}, got {_type_of(data)}")
+        problems.append((path, f"expected {_TYPE_NAMES['table']}, got {_type_of(data)}"))
+        return
     keys = keys_of(section)
     for name, value in data.items():
         key_path = f"{path}.{name}" if path else str(name)
         if name not in keys:
-            raise config_error(source, key_path, "unknown key" + did_you_mean(name, keys))
-        _value(keys[name], value, name, key_path, source)
+            problems.append((key_path, "unknown key" + did_you_mean(name, keys)))
+            continue
+        _value(keys[name], value, name, key_path, problems)
 
 
-def _value(key: Key, value: Any, name: str, path: str, source: str) -> None:
+def _value(key: Key, value: Any, name: str, path: str, problems: list) -> None:
     if key.kind == "scheme":
         if value != "float":
             if isinstance(value, str):
-                raise config_error(source, path, f'a scheme is a table or "float", got {value!r}')
-            _table(value, "scheme", path, source)
+                problems.append((path, f'a scheme is a table or "float", got {value!r}'))
+                return
+            _table(value, "scheme", path, problems)
         return
     if key.kind == "table":
-        _table(value, name, path, source)
+        _table(value, name, path, problems)
         return
     if key.kind == "options":
         if not isinstance(value, bool | Mapping):
-            raise config_error(source, path, f"expected {_TYPE_NAMES['options']}, got {_type_of(value)}")
+            problems.append((path, f"expected {_TYPE_NAMES['options']}, got {_type_of(value)}"))
         return
     if key.kind in ("overrides", "passes"):
         if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-            raise config_error(source, path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}")
+            problems.append((path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}"))
         return
     if not _has_kind(value, key.kind):
-        raise config_error(source, path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}")
-    if key.choices and value not in key.choices:
+        problems.append((path, f"expected {_TYPE_NAMES[key.kind]}, got {_type_of(value)}"))
+    elif key.choices and value not in key.choices:
         choices = ", ".join(map(repr, key.choices))
-        raise config_error(source, path, f"{value!r} is not one of {choices}" + did_you_mean(value, key.choices))
-    problem = key.check(value) if key.check else None
-    if problem:
-        raise config_error(source, path, problem)
+        problems.append((path, f"{value!r} is not one of {choices}" + did_you_mean(value, key.choices)))
+    elif key.check and (problem := key.check(value)):
+        problems.append((path, problem))
 
 
-def _override(item: Mapping, path: str, source: str) -> None:
-    _table(item, "override", path, source)
+def _override(item: Mapping, path: str, problems: list) -> None:
+    _table(item, "override", path, problems)
     matchers = [m for m in MATCHERS if m in item]
     if len(matchers) != 1:
         got = ", ".join(matchers) if matchers else "none"
-        raise config_error(source, path, f"needs exactly one matcher ({', '.join(MATCHERS)}), got {got}")
+        problems.append((path, f"needs exactly one matcher ({', '.join(MATCHERS)}), got {got}"))
     effects = [k for k in ("activation", "weight", "bias") if k in item]
     if item.get("keep_float"):
         if effects:
-            raise config_error(source, f"{path}.keep_float",
-                               f"keep_float = true conflicts with {', '.join(effects)} in the same override")
+            problems.append((f"{path}.keep_float",
+                             f"keep_float = true conflicts with {', '.join(effects)} in the same override"))
     elif not effects:
-        raise config_error(source, path, "sets nothing: give activation, weight, bias or keep_float = true")
-    if "bias" in item and matchers[0] == "tensor":
-        raise config_error(source, f"{path}.bias", "bias applies per op: match with op_type or op_name")
+        problems.append((path, "sets nothing: give activation, weight, bias or keep_float = true"))
+    if "bias" in item and matchers == ["tensor"]:
+        problems.append((f"{path}.bias", "bias applies per op: match with op_type or op_name"))
 
 
 def _has_kind(value: Any, kind: str) -> bool:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..files import make_readable, temporary_beside
 from .graph import Graph, Variable
 
 _PROTO_LIMIT = 2**31 - 2**24  # leave headroom below protobuf's 2 GiB
@@ -68,22 +68,22 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
         external_data = sum(t.ByteSize() for t in model.graph.initializer) > _PROTO_LIMIT
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_beside(path)
+    data_name = f"{path.name}.data"
+    tmp_data = path.parent / f".{data_name}.tmp"
     try:
         if external_data:
-            data_name = f"{path.name}.data"
-            tmp_data = path.parent / f".{data_name}.tmp"
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
-            _point_external_data(tmp, data_name)
+            _point_external_data(str(tmp), data_name)
             if tmp_data.exists():  # none when every tensor is under the 1 KiB threshold (they stay inline)
-                os.replace(tmp_data, path.parent / data_name)
+                os.replace(make_readable(tmp_data), path.parent / data_name)
         else:
             onnx.save_model(model, tmp)
-        os.replace(tmp, path)
+        os.replace(make_readable(tmp), path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
         raise
     return path
 

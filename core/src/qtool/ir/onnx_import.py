@@ -9,7 +9,9 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 
+from .external_data import check_external_data
 from .graph import Graph, GraphError, ModelInfo
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -21,11 +23,16 @@ def load(path: str | os.PathLike) -> Graph:
     if not path.is_file():
         raise GraphError(f"{path}: no such model file")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
         raise GraphError(f"{path}: not a readable ONNX model ({exc})") from exc
     if not model.graph.node and not model.graph.output:
         raise GraphError(f"{path}: not a readable ONNX model (no graph in the file)")
+    check_external_data(model, path)
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except (ValueError, OSError) as exc:
+        raise GraphError(f"{path}: cannot read its external data ({exc})") from exc
     try:
         return from_model_proto(model)
     except GraphError as exc:
@@ -50,7 +57,7 @@ def from_model_proto(model: onnx.ModelProto) -> Graph:
     graph = Graph(info)
     proto = model.graph
     for init in proto.initializer:
-        graph.add_variable(init.name, value=numpy_helper.to_array(init))
+        graph.add_variable(init.name, value=_initializer_value(init))
     for sparse in proto.sparse_initializer:
         raise GraphError(f"sparse initializer {sparse.values.name!r} is not supported")
     for vi in (*proto.input, *proto.value_info, *proto.output):
@@ -72,6 +79,21 @@ def from_model_proto(model: onnx.ModelProto) -> Graph:
     return graph
 
 
+def _initializer_value(init: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(init)
+    except (ValueError, TypeError) as exc:
+        raise GraphError(f"initializer {init.name!r}: its data does not fit its shape {list(init.dims)} "
+                         f"and type {_type_name(init.data_type)} ({exc})") from None
+
+
+def _type_name(data_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(data_type)
+    except ValueError:
+        return f"#{data_type}"
+
+
 def _declare(graph: Graph, name: str):
     return graph.variables.get(name) or graph.add_variable(name)
 
@@ -86,7 +108,10 @@ def _add_node(graph: Graph, node: onnx.NodeProto) -> None:
             raise GraphError(f"node {name!r} ({node.op_type}) holds a subgraph; control flow is not supported yet")
         if attr.ref_attr_name:
             raise GraphError(f"node {name!r} ({node.op_type}) refers to a function attribute")
-        attributes[attr.name] = _attribute_value(attr)
+        try:
+            attributes[attr.name] = _attribute_value(attr)
+        except (ValueError, TypeError) as exc:
+            raise GraphError(f"node {name!r} ({node.op_type}) attribute {attr.name!r} is unreadable ({exc})") from None
         types[attr.name] = attr.type
     inputs = [_declare(graph, n) if n else None for n in node.input]
     outputs = []

@@ -17,6 +17,10 @@ from .tensor_kinds import TensorKinds, classify
 
 SHAPE_REASON = "shape/index computation"
 
+# passive ops whose output puts the channel axis elsewhere: a per-channel activation cannot be shared across them
+LAYOUT_CHANGING = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "DepthToSpace",
+                             "SpaceToDepth"})
+
 
 class Dispatch(Pass):
     """Set ``op.quant`` on every op: ``quantized`` with a reason, and INITIAL configs per tensor."""
@@ -158,6 +162,10 @@ class _Decisions:
             return OpQuantConfig.float_op(len(op.inputs), len(op.outputs),
                                           f"passive op reading unquantized tensor {unquantized[0]!r}")
         scheme = next(iter(sources.values())).scheme
+        if scheme.is_per_channel and op.op_type in LAYOUT_CHANGING:
+            return OpQuantConfig.float_op(len(op.inputs), len(op.outputs),
+                                          f"per-channel activation cannot pass through {op.op_type}: its output "
+                                          "lays the channels out differently")
         inputs: list[TensorQuantizationConfig | None] = [None] * len(op.inputs)
         for i in data:
             inputs[i] = TensorQuantizationConfig(sources[i].scheme if i in sources else scheme)

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..config.axes import natural_weight_axis
 from ..ir import Graph, Operation
 from ..ops import bias_index, follower_inputs, weight_index
 from ..quant import QuantizationState, TensorQuantizationConfig, fake_quantize
@@ -46,7 +47,7 @@ class PassiveParameterQuantize(Pass):
         if tqc.state is not QuantizationState.PASSIVE_INIT:
             return
         activation, weight = op.quant.inputs[0], op.quant.inputs[weight_index(op)]
-        problem = _bias_problem(activation, weight)
+        problem = _bias_problem(activation, weight, natural_weight_axis(op, op.inputs[weight_index(op)].name))
         if problem:
             tqc.keep_float()
             tqc.notes["reason"] = problem
@@ -63,7 +64,7 @@ class PassiveParameterQuantize(Pass):
                 code="bias-saturation", op=op.name, tensor=saturated["tensor"]), stacklevel=2)
 
 
-def _bias_problem(activation, weight) -> str | None:
+def _bias_problem(activation, weight, output_axis: int | None) -> str | None:
     for role, tqc in (("input", activation), ("weight", weight)):
         if tqc is None or not tqc.is_quantizing:
             return f"bias kept float: the {role} is not quantized"
@@ -73,6 +74,9 @@ def _bias_problem(activation, weight) -> str | None:
         return "bias kept float: the input is quantized per channel"
     if weight.scheme.policy & P.PER_BLOCK:
         return "bias kept float: the weight is quantized per block"
+    if weight.scheme.is_per_channel and output_axis is not None and weight.scheme.channel_axis != output_axis:
+        return (f"bias kept float: the weight is per channel on axis {weight.scheme.channel_axis}, not on its "
+                f"output axis {output_axis}, so s_in * s_w does not give one scale per output channel")
     return None
 
 

@@ -6,11 +6,21 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, did_you_mean
 from ..plugins.registry import Registry
 from .base import Pass
 
 PASSES: Registry[type[Pass]] = Registry("pass", "qtool_register_passes")
+
+
+def check_pass_names(config) -> None:
+    """ConfigError naming the file and ``pass[i].name`` for a configured pass that no plugin registered."""
+    known = PASSES.names()
+    for i, entry in enumerate(config.passes):
+        if entry["name"] not in known:
+            raise ConfigError(f"{config.origins.get(f'pass[{i}]', 'config')}: pass[{i}].name: unknown pass "
+                              f"{entry['name']!r}{did_you_mean(entry['name'], known)} "
+                              f"(known: {', '.join(known) or 'none installed'})")
 
 
 def insert_plugin_passes(passes: list[Pass], entries: Sequence[Mapping[str, Any]], **run_arguments) -> list[Pass]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
 from ..ir import Graph
 from ..state import StateError, load_state
+from ..state import _read as read_state
 from .base import Pass, PassResult
 
 
@@ -25,6 +27,7 @@ class RestoreState(Pass):
 
     def __init__(self, path: str | os.PathLike, reshaping: Mapping[str, Any] | None = None) -> None:
         self.path, self.reshaping = path, dict(reshaping or {})
+        read_state(Path(path))  # a missing or foreign file fails now, before any pass runs
 
     def call(self, graph: Graph) -> PassResult:
         saved = load_state(graph, self.path)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, did_you_mean
 from .manager import PluginError, PluginRecord, on_reload, plugin_manager
 
 T = TypeVar("T")
@@ -89,7 +89,7 @@ class Registry(Generic[T]):
         entries = self.entries()
         if name not in entries:
             known = ", ".join(sorted(entries)) or "none installed"
-            raise UnknownNameError(f"unknown {self.kind} {name!r} (known: {known})")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, entries)} (known: {known})")
         return entries[name].value
 
     def names(self) -> list[str]:

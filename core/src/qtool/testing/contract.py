@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import re
 import tempfile
 from pathlib import Path
 
 from ..config import resolve_config
 from ..errors import QtoolError
+from ..files import file_mode
 from ..ir import from_model_proto, load
 from ..pipeline import quantize
 from ..platform import PLATFORMS, Capabilities, Diagnostic, ExportOptions, Severity
@@ -208,6 +210,10 @@ def _returned_paths(name: str, paths, folder: Path) -> list[str]:
             problems.append(f"{name}: export() returned {path}, which is not a non-empty file")
         elif path.resolve().parent != folder.resolve():
             problems.append(f"{name}: export() wrote {path} outside the output's folder {folder}")
+        elif stat.S_IMODE(path.stat().st_mode) != file_mode():
+            problems.append(f"{name}: {path.name} has mode {stat.S_IMODE(path.stat().st_mode):o}, not the umask's "
+                            f"{file_mode():o}; other users cannot read it (write with qtool.write_atomic, or call "
+                            "qtool.make_readable on it)")
     stray = sorted(p.name for p in folder.iterdir() if p not in set(paths))
     if stray:
         problems.append(f"{name}: export() left files it did not return: {', '.join(stray)}")

@@ -48,6 +48,25 @@ def small_model_proto(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def pooled_model_proto(seed: int = 0) -> onnx.ModelProto:
+    """Conv -> MaxPool -> Flatten -> Gemm on a 3x8x8 image (opset 21): a passive op that keeps the channel
+    layout, then one that does not. Tensors: x, c1, mp, fl, y."""
+    rng = np.random.default_rng(seed)
+
+    def param(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c1"], ["mp"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["mp"], ["fl"], name="flatten"),
+             helper.make_node("Gemm", ["fl", "w2", "b2"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "qtool_pooled_model",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              [param("w1", 4, 3, 3, 3), param("b1", 4), param("w2", 5, 64), param("b2", 5)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
 def small_model(path: str | os.PathLike, seed: int = 0) -> Path:
     """Write :func:`small_model_proto` to ``path`` and return the path."""
     path = Path(path)

@@ -43,6 +43,7 @@ def _compare(ours: np.ndarray, theirs: np.ndarray, tqc) -> dict:
     diff = np.abs(ours - theirs)
     norm = np.linalg.norm(ours) * np.linalg.norm(theirs)
     cosine = float(np.dot(ours.ravel(), theirs.ravel()) / norm) if norm > 0 else float(np.array_equal(ours, theirs))
+    cosine = min(1.0, max(-1.0, cosine))  # rounding can put it a hair outside
     result = {"max_abs": float(diff.max(initial=0.0)), "cosine": cosine}
     if tqc is not None and not tqc.scheme.is_floating:
         step = per_element(tqc.scale, ours.shape[1:], tqc.scheme)

@@ -9,7 +9,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.opset": (E, "the type or granularity needs another opset than the one the model is written at"),
     "ort.dynamic": (E, "dynamic (run-time) scales are not exported by this platform"),
     "ort.kernel-type": (E, "ORT fuses a 2-bit (or, for Conv, 4-bit input) node group into an 8-bit kernel that "
-                          "refuses it"),
+                          "refuses it, or drops the 4/2-bit pairs around a MaxPool that has no kernel for them"),
     "ort.conv-weight-axis": (E, "a Conv weight per-channel on an axis other than 0 where ORT fuses QLinearConv"),
     "ort.perf.op-type": (P, "the op type has no integer kernel in ORT's CPU provider"),
     "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),
@@ -18,7 +18,8 @@ CODES: dict[str, tuple[Severity, str]] = {
                                 "output axis"),
     "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),
     "ort.perf.activation": (P, "a Relu/Clip that ORT cannot drop stays between the op and its QuantizeLinear"),
-    "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv"),
+    "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv, or a float Gemm output "
+                                 "with a float bias"),
     "ort.range": (W, "an activation range narrower than its storage type: ORT saturates at the type's limits"),
     "ort.rounding": (W, "an activation rounding other than half-to-even, ORT's only rounding"),
     "ort.bias-float": (W, "a bias ORT's integer kernels would misread as int32 codes is written as float values"),

@@ -106,13 +106,24 @@ def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdic
         return out, tqc
     if reader_groups(out, settled):
         what = "goes both to a QuantizeLinear and elsewhere"
+    elif op.op_type == "Gemm" and _float_bias(op, settled):
+        what = "is float and its bias is float"
+        verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and ORT "
+                                        "fuses a Gemm with float output into QGemm only when its bias is int32"))
+        return None, None
     elif op.op_type != "Conv":
-        return None, None  # QGemm / MatMulIntegerToFloat write float
+        return None, None  # QGemm (int32 bias) / MatMulIntegerToFloat write float
     else:
         what = "is not quantized right after it"
     verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and "
                                     f"{KERNELS[op.op_type]} needs its output to go only into a QuantizeLinear"))
     return None, None
+
+
+def _float_bias(op, settled: bool) -> bool:
+    """Whether ``op`` has a bias that the export writes as float (no int32 bias config)."""
+    index = BIAS_INPUT[op.op_type]
+    return len(op.inputs) > index and op.inputs[index] is not None and input_config(op, index, settled) is None
 
 
 def _kind(graph, var, tqc, settled: bool, verdict: Verdict) -> str | None:

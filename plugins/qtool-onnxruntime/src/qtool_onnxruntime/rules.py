@@ -16,10 +16,12 @@ from qtool.quant import RoundingPolicy, quantized_tensors
 from .activations import clips_exactly, fused_activations
 from .bias import misread_reason, weight_requantized
 from .codes import CODES
-from .configs import active
+from .configs import active, input_config, output_config
 from .kernels import kernel_verdict
 from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type
+
+NARROW_TYPES = frozenset({"int4", "uint4", "int2", "uint2"})  # no MaxPool kernel in ORT for these
 
 SETTLED = False  # validation also runs before calibration
 
@@ -37,6 +39,8 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     for op in graph.topological_order():
         if is_compute(op) and op.quant is not None and op.quant.quantized:
             found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset)
+        elif op.op_type == "MaxPool":
+            found += _maxpool_rules(graph, op)
     if options.remove_activations:
         found += [_kept(act) for name, act in activations.items() if name not in removable]
     return found
@@ -105,6 +109,21 @@ def _op_rules(graph, op, activation, removed: bool, opset: int) -> list[Diagnost
                                     "scale = s_in * s_w and zero point = 0", op=op.name,
                                     tensor=op.inputs[index].name, scheme=tqc.scheme))
     return found
+
+
+def _maxpool_rules(graph, op) -> list[Diagnostic]:
+    """A MaxPool between two pairs of one 4- or 2-bit type: ORT's default optimizations drop the pairs around it
+    (MaxPool commutes with quantization) and find no MaxPool kernel for that type, so the session fails to load."""
+    before, after = input_config(op, 0, SETTLED), output_config(graph, op, 0, SETTLED)
+    if before is None or after is None:
+        return []
+    types = {getattr(storage_type(tqc.scheme, stored=False), "name", None) for tqc in (before, after)}
+    if len(types) != 1 or not types <= NARROW_TYPES:
+        return []
+    return [diagnostic("ort.kernel-type", f"ORT's optimizer removes the {types.pop()} QuantizeLinear/"
+                       "DequantizeLinear pairs around this MaxPool, and ORT has no MaxPool kernel for that type: "
+                       "the session fails to load at the default optimization level", op=op.name,
+                       tensor=op.inputs[0].name)]
 
 
 def _kept(act) -> Diagnostic:

@@ -17,7 +17,7 @@ _BANDS = _EXP_MAX - _EXP_MIN + 1
 _SAMPLE = 1 << 14  # values per channel looked at in one batch, at most (small ops stay single-threaded)
 _BLOCKS = 64  # taken as the start of this many blocks spread over the batch
 _BULK_BELOW = 5  # the bulk: bands at least 2**5 below the largest magnitude
-CRUSHED_LIMIT = 0.5  # warn when more than this share of the bulk quantizes to zero
+CRUSHED_LIMIT = 0.25  # warn when more than this share of all values is far below the largest and quantizes to zero
 
 
 def zero_threshold(scheme: QuantScheme, scale: np.ndarray) -> np.ndarray:
@@ -54,23 +54,29 @@ class MagnitudeProfile:
         counts = counts[:, :_BANDS]
         self.counts = counts if self.counts is None else self.counts + counts
 
-    def crushed_fraction(self, scheme: QuantScheme, scale: np.ndarray) -> float | None:
-        """Share of the bulk of the values (far below the largest) that quantize to zero."""
+    def crushed_fractions(self, scheme: QuantScheme, scale: np.ndarray) -> tuple[float, float] | None:
+        """Shares of the nonzero values that quantize to zero: of all of them, and of those in the bulk (far below
+        the largest). A band partly below the zero threshold counts by the part below it (log-uniform)."""
         if self.counts is None:
             return None
         counts = self.counts.cpu().numpy().astype(np.float64)
-        exponents = np.arange(_EXP_MIN, _EXP_MAX + 1)
+        total = counts.sum()
+        if not total:
+            return None
+        exponents = np.arange(_EXP_MIN, _EXP_MAX + 1)  # band e holds magnitudes in [2**(e-1), 2**e)
         top = np.where(counts.any(axis=1), _EXP_MIN + _BANDS - 1 - np.argmax(counts[:, ::-1] > 0, axis=1), _EXP_MIN)
         bulk = exponents[None, :] <= (top - _BULK_BELOW)[:, None]
         threshold = np.broadcast_to(zero_threshold(scheme, np.asarray(scale, dtype=np.float64)), top.shape)
         with np.errstate(divide="ignore"):
-            crushed = exponents[None, :] <= np.floor(np.log2(threshold))[:, None]  # whole band below it
-        total = counts[bulk].sum()
-        return float(counts[bulk & crushed].sum() / total) if total else None
+            below = np.clip(np.log2(threshold)[:, None] - (exponents[None, :] - 1), 0.0, 1.0)
+        crushed = counts * below
+        return float(crushed.sum() / total), float(crushed[bulk].sum() / total)
 
     def diagnose(self, scheme: QuantScheme, scale: np.ndarray) -> str | None:
-        fraction = self.crushed_fraction(scheme, scale)
-        if fraction is None or fraction <= CRUSHED_LIMIT:
+        """A warning when most values sit far below the largest and quantize to zero: a few huge values set the
+        range. Coarse grids (2 or 4 bits) zero many ordinary values too; that alone is not reported."""
+        fractions = self.crushed_fractions(scheme, scale)
+        if fractions is None or fractions[1] <= CRUSHED_LIMIT:
             return None
-        return (f"{fraction:.0%} of its values quantize to zero with scale {float(np.max(scale)):.3g}: "
+        return (f"{fractions[0]:.0%} of its nonzero values quantize to zero with scale {float(np.max(scale)):.3g}: "
                 "a few huge values (an attention mask or padding constant?) set its range")

@@ -1,0 +1,45 @@
+"""How far the quantized model is from the float one, per graph output (SQNR and cosine)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..ir import Graph
+from .metrics import ErrorAccumulator
+
+FLOAT_GAP_SAMPLES = 8
+
+
+def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], device: str = "cpu",
+                       *, held_out: bool = False) -> dict:
+    """``{"samples", "held_out", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as reference.
+
+    ``sqnr_db`` is None where the quantized output equals the float one exactly (infinite SQNR);
+    ``held_out`` says whether ``samples`` were kept out of calibration.
+    """
+    from ..executor import TorchExecutor
+
+    executor = TorchExecutor(graph, device=device)
+    names = [v.name for v in graph.outputs]
+    stats = {name: ErrorAccumulator() for name in names}
+    try:
+        for sample in samples:
+            executor.quantize = False
+            reference = executor.forward(sample, names)
+            executor.quantize = True
+            quantized = executor.forward(sample, names)
+            for name, ref, out in zip(names, reference, quantized, strict=True):
+                if np.issubdtype(np.asarray(ref).dtype, np.floating):
+                    stats[name].update(torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(out)))
+    finally:
+        executor.quantize = True
+    outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
+    return {"samples": len(samples), "held_out": held_out, "outputs": outputs}
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None

@@ -1,0 +1,50 @@
+"""Names a configuration takes from the model (op-name globs, tensor names) checked against the model."""
+
+from __future__ import annotations
+
+import difflib
+from fnmatch import fnmatchcase
+
+from .errors import ConfigError
+
+SHOWN_NAMES = 3
+
+
+def check_names(config, graph, model: str = "the model") -> None:
+    """ConfigError when an override's op_name glob or tensor, or an include/exclude glob, matches nothing.
+
+    Checked on the model as loaded (the names a model viewer shows), with a did-you-mean over its real names.
+    """
+    op_names = list(graph.operations)
+    tensors = list(graph.variables)
+    problems = []
+    for override in config.overrides:
+        if override.matcher == "op_name" and not _any_match(override.pattern, op_names):
+            problems.append(f"{override.label}: op_name = {override.pattern!r} matches no op of {model}"
+                            f"{_hint(override.pattern, op_names)}")
+        elif override.matcher == "tensor" and override.pattern not in graph.variables:
+            problems.append(f"{override.label}: tensor = {override.pattern!r} is no tensor of {model}"
+                            f"{_hint(override.pattern, tensors)}")
+    for key in ("include", "exclude"):
+        source = config.origins.get(f"dispatch.{key}", "config")
+        for pattern in getattr(config, key):
+            if not _any_match(pattern, op_names):
+                problems.append(f"{source}: dispatch.{key}: {pattern!r} matches no op of {model}"
+                                f"{_hint(pattern, op_names)}")
+    if problems:
+        raise ConfigError(" | ".join(problems))
+
+
+def _any_match(pattern: str, names: list[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for name in names)
+
+
+def _hint(pattern: str, names: list[str]) -> str:
+    """A did-you-mean over ``names`` (glob characters ignored), else a few names to show what they look like."""
+    plain = pattern.replace("*", "").replace("?", "")
+    close = difflib.get_close_matches(plain, names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    contained = [n for n in names if plain and plain.strip("./_") in n]
+    shown = contained[:SHOWN_NAMES] or names[:SHOWN_NAMES]
+    return f" (its names look like {', '.join(map(repr, shown))})" if shown else ""

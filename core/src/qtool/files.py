@@ -1,0 +1,100 @@
+"""Output files: checked before any work, written atomically with the user's normal file mode."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import QtoolError
+
+
+class OutputPathError(QtoolError):
+    """An output path that cannot be written, or would overwrite an input."""
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()`` under the current umask (0644 under 0022)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def make_readable(path: str | os.PathLike) -> Path:
+    """Give ``path`` the normal mode for the umask; for a plugin's files written through a temporary file."""
+    path = Path(path)
+    os.chmod(path, file_mode())
+    return path
+
+
+def temporary_beside(path: Path) -> Path:
+    """A new empty temporary file in ``path``'s folder (made if needed), to rename over ``path`` when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file and a rename; return the path.
+
+    The file gets the normal mode for the umask (mkstemp's 0600 would hide it from other users).
+    """
+    path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        make_readable(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
+                      what: str = "output") -> Path:
+    """Fail now, before any work, when ``path`` cannot be written or names one of ``inputs``.
+
+    Checks that ``path`` is not a folder, that its nearest existing folder is a folder
+    (not a file) in which a file can be created (tried with a temporary file, removed
+    at once), and that neither ``path`` nor ``path`` + ``.onnx`` is one of the inputs.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path}: is a folder; name a file in it")
+    for candidate in (path, path.with_name(path.name + ".onnx")) if not path.suffix else (path,):
+        for given in inputs:
+            if given is not None and _same_file(candidate, Path(given)):
+                raise OutputPathError(f"{what} {path}: would overwrite the input {given}; choose another name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{what} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(output, state, *, inputs: Iterable = ()) -> None:
+    """check_output_path for a run's model ``output`` and ``state`` file (either may be None).
+
+    ``inputs`` may hold objects that are not paths (a Graph, a config dict); they are skipped.
+    """
+    paths = [p for p in inputs if isinstance(p, str | os.PathLike)]
+    if output is not None:
+        check_output_path(output, inputs=paths)
+    if state is not None:
+        check_output_path(state, inputs=paths, what="state file")

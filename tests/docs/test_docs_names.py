@@ -1,0 +1,47 @@
+"""The docs' configuration examples name ops that exist in the model they show (the demo's digits CNN)."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import qtool
+from qtool.config import resolve_config
+from qtool.config.errors import ConfigError
+from qtool.config.names import check_names
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples"))
+import digits_model  # noqa: E402
+
+NAMING = re.compile(r"op_name|tensor\s*=|exclude|include")
+EXAMPLES = [(doc, body) for doc in ("configuration.md", "getting-started.md", "design.md")
+            for lang, body in re.findall(r"```(toml|yaml)\n(.*?)```", (ROOT / "docs" / doc).read_text(), flags=re.S)
+            if lang == "toml" and NAMING.search(body)]
+
+
+@pytest.fixture(scope="module")
+def digits_graph(tmp_path_factory):
+    """The demo's model as exported (untrained: the names are what matter)."""
+    path = digits_model.export(digits_model.DigitsNet().eval(), tmp_path_factory.mktemp("digits") / "digits.onnx")
+    return qtool.load(path)
+
+
+def test_the_naming_examples_are_found():
+    assert [doc for doc, _ in EXAMPLES] == ["configuration.md", "getting-started.md", "design.md"]
+
+
+@pytest.mark.parametrize("doc, body", EXAMPLES, ids=[doc for doc, _ in EXAMPLES])
+def test_every_name_in_a_docs_example_matches_the_demo_model(doc, body, digits_graph, tmp_path):
+    path = tmp_path / "example.toml"
+    path.write_text(body)
+    check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+
+
+def test_a_glob_that_matches_nothing_is_an_error_naming_a_real_op(digits_graph, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[override]]\nop_name = "head.*"\nkeep_float = true\n[dispatch]\nexclude = ["/head/head.1/Gem"]\n')
+    with pytest.raises(ConfigError, match=r"override\[0\]: op_name = 'head.\*' matches no op of the digits CNN .*"
+                       r"'/head/head.0/Flatten'.* \| .*dispatch.exclude: '/head/head.1/Gem' matches no op of the "
+                       r"digits CNN; did you mean '/head/head.1/Gemm'\?"):
+        check_names(resolve_config({}, path), digits_graph, "the digits CNN")

@@ -1,0 +1,150 @@
+"""The command line a script can rely on: JSON, exit codes, no wrapping when piped, fast start, python -m."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import qtool
+from qtool.cli.main import main
+from qtool.config import resolve_config
+from qtool.config.errors import ConfigError
+from qtool.testing.models import calibration_file, small_model
+
+WORKTREE_ENV = {**os.environ, "COLUMNS": "80"}
+
+
+def qtool_process(*argv, **kwargs):
+    return subprocess.run([sys.executable, "-m", "qtool", *map(str, argv)], capture_output=True, text=True,
+                          timeout=300, env=WORKTREE_ENV, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    model = small_model(folder / "m.onnx")
+    return model, calibration_file(qtool.load(model), folder / "c.npz")
+
+
+def test_version_and_help_start_without_torch():
+    code = ("import sys, time; t = time.perf_counter(); from qtool.cli.main import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'onnx' not in sys.modules, 'heavy import'\n"
+            "try:\n    main(['quantize', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "qtool 0.1.0" in run.stdout and "--json" in run.stdout
+
+
+def test_python_dash_m_qtool_and_usage_errors_exit_2():
+    assert qtool_process("--version").stdout.strip() == f"qtool {qtool.__version__}"
+    run = qtool_process("quantize", "--bogus-option")
+    assert run.returncode == 2 and "usage:" in run.stderr
+    assert qtool_process().returncode == 2
+
+
+def test_quantize_json_has_the_summary_every_diagnostic_and_float_vs_quantized(small, tmp_path, capsys):
+    model, calib = small
+    code = main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib), "-o",
+                 str(tmp_path / "q.onnx"), "--json", "--config", str(w4_config(tmp_path))])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and document["schema_version"] == 1
+    summary = document["summary"]
+    assert summary["files"] == [str(tmp_path / "q.onnx")]
+    gap = summary["float_vs_quantized"]
+    assert gap["samples"] == 8 and gap["held_out"] is False
+    sqnr, cosine = gap["outputs"]["output"]["sqnr_db"], gap["outputs"]["output"]["cosine"]
+    assert -1.0 <= cosine < 1.0 and sqnr < 40  # 4-bit weights: a real, visible loss
+    assert document["diagnostics"] and all(set(d) == {"severity", "code", "message", "op", "tensor", "scheme"}
+                                           for d in document["diagnostics"])
+    assert sum(summary["diagnostics"].values()) == len(document["diagnostics"])
+    assert summary["agreement"]["min_cosine"] <= 1.0
+
+
+def w4_config(folder: Path) -> Path:
+    path = folder / "w4.toml"
+    path.write_text("[weight]\nbits = 4\n")
+    return path
+
+
+def test_float_vs_quantized_is_close_at_8_bits(small, tmp_path):
+    model, calib = small
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    output = result.summary["float_vs_quantized"]["outputs"]["output"]
+    assert output["sqnr_db"] > 25 and 0.99 < output["cosine"] <= 1.0
+
+
+def test_piped_output_is_not_wrapped(small, tmp_path):
+    model, calib = small
+    run = qtool_process("quantize", model, "--platform", "onnxruntime", "--calib", calib, "-o", tmp_path / "q.onnx")
+    assert run.returncode == 0, run.stderr
+    line = next(x for x in run.stdout.splitlines() if x.startswith("agreement: "))
+    assert len(line) > 80 and "min_cosine" in line  # one whole line, not folded at 80 columns
+
+
+def test_list_platforms_fits_80_columns_with_descriptions():
+    run = qtool_process("list-platforms")
+    lines = run.stdout.splitlines()
+    assert run.returncode == 0 and all(len(line) <= 80 for line in lines)
+    assert "  QDQ ONNX model for ONNX Runtime; Conv/Gemm biases stay float" in lines
+    assert len(lines) <= 4 * len(qtool.platform.PLATFORMS.names()) + 2
+
+
+def test_a_reader_that_goes_away_is_no_traceback(small):
+    model, _ = small
+    process = subprocess.Popen([sys.executable, "-m", "qtool", "list-platforms", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.read(1)
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_did_you_mean_for_platforms_and_presets(capsys, small):
+    model, _ = small
+    for platform, hint in (("onnxrntime", "onnxruntime"), ("ONNXRuntime", "onnxruntime"), ("TensorRT", "tensorrt")):
+        assert main(["explain", str(model), "--platform", platform]) == 1
+        assert f"did you mean '{hint}'?" in capsys.readouterr().err
+    assert main(["explain", str(model), "--platform", "onnxruntime", "--preset", "W8A8"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qtool: error: unknown preset 'W8A8'; did you mean 'w8a8'?") and "preset:" not in err
+
+
+def test_every_typo_of_a_config_is_reported_at_once(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[weight]\nbitz = 8\nformt = "int"\n[activation]\nsymetric = true\n[calibration]\nbins = 1\n')
+    with pytest.raises(ConfigError) as info:
+        resolve_config({}, path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 4 problems: ") and "\n" not in message
+    for part in ("weight.bitz: unknown key; did you mean 'bits'?", "weight.formt", "activation.symetric",
+                 "calibration.bins: "):
+        assert part in message
+
+
+def test_a_refusal_lists_every_error_in_json(tmp_path, capsys, small):
+    model, calib = small
+    config = tmp_path / "c.toml"
+    config.write_text("[weight]\nbits = 2\n")  # 2-bit weights: ORT fuses into 8-bit-only kernels and fails
+    code = main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib), "-o",
+                 str(tmp_path / "out" / "q.onnx"), "--config", str(config), "--json"])
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    errors = [d for d in document["diagnostics"] if d["severity"] == "error"]
+    assert code == 1 and errors and document["refused"] in captured.err
+    assert f"({len(errors)} error(s))" in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyse_json_has_a_schema_version_and_shows_progress(small, capsys):
+    model, calib = small
+    assert main(["analyse", str(model), "--platform", "onnxruntime", "--calib", str(calib), "--samples", "2",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["schema_version"] == 1
+    assert "RuntimeCalibration" in captured.err and "measuring" in captured.err
+

@@ -1,0 +1,89 @@
+"""Output files: the user's normal mode (not mkstemp's 0600), and the output path checked before any work."""
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import qtool
+from onnx import TensorProto, helper, numpy_helper
+from qtool.files import OutputPathError, check_output_path, file_mode, make_readable
+from qtool.testing.models import calibration_file, small_model
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for the test and restore the old one."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+def big_model(path) -> Path:
+    """An Add of a 4 KiB initializer: big enough to go to external data."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024])
+    big = numpy_helper.from_array(np.ones(1024, np.float32), "big")
+    onnx.save_model(helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "big"], ["y"])], "g", [x], [y],
+                                                         [big])), path)
+    return Path(path)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(Path(path).stat().st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_write_atomic_and_save_follow_the_umask(tmp_path, umask, mask, expected):
+    umask(mask)
+    assert file_mode() == expected
+    assert mode(qtool.write_atomic(tmp_path / "a.txt", "x")) == expected
+    graph = qtool.load(small_model(tmp_path / "m.onnx"))
+    assert mode(qtool.save(graph, tmp_path / "out.onnx")) == expected
+    qtool.save(qtool.load(big_model(tmp_path / "big.onnx")), tmp_path / "ext.onnx", external_data=True)
+    assert mode(tmp_path / "ext.onnx") == mode(tmp_path / "ext.onnx.data") == expected
+    (tmp_path / "plugin.bin").write_bytes(b"")
+    os.chmod(tmp_path / "plugin.bin", 0o600)
+    assert mode(make_readable(tmp_path / "plugin.bin")) == expected
+
+
+@pytest.mark.parametrize("platform", ["onnxruntime", "tensorrt", "text", "aimet"])
+def test_every_file_a_platform_writes_is_readable_by_others(tmp_path, umask, platform):
+    model = small_model(tmp_path / "m.onnx")
+    calib = calibration_file(qtool.load(model), tmp_path / "c.npz")
+    result = qtool.quantize(model, platform, calib, output=tmp_path / "out" / "q.onnx",
+                            save_state=tmp_path / "out" / "state.json")
+    written = sorted((tmp_path / "out").iterdir())
+    assert len(written) >= 2 and {p.name for p in result.files} <= {p.name for p in written}
+    assert {p.name: mode(p) for p in written} == {p.name: 0o644 for p in written}
+
+
+def test_output_path_checks(tmp_path):
+    model = small_model(tmp_path / "m.onnx")
+    (tmp_path / "file").write_text("")
+    cases = {
+        tmp_path: "is a folder",
+        model: "would overwrite the input",
+        tmp_path / "m": "would overwrite the input",  # the .onnx suffix is added
+        tmp_path / "file" / "q.onnx": "is a file, not a folder",
+        Path("/proc/qtool/q.onnx"): "cannot write in /proc",
+    }
+    for path, message in cases.items():
+        with pytest.raises(OutputPathError, match=message):
+            check_output_path(path, inputs=[model])
+    assert check_output_path(tmp_path / "new" / "deeper" / "q.onnx", inputs=[model])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m.onnx"]
+
+
+def test_quantize_checks_the_output_before_calibration(tmp_path):
+    model = small_model(tmp_path / "m.onnx")
+    before = model.read_bytes()
+    (tmp_path / "taken").write_text("")
+    np.savez(tmp_path / "c.npz", input=np.full((2, 1, 3, 8, 8), np.nan, np.float32))  # unusable: never read
+    with pytest.raises(OutputPathError, match="taken is a file"):
+        qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", output=tmp_path / "taken" / "q.onnx")
+    with pytest.raises(OutputPathError, match="state file .*would overwrite the input"):
+        qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", output=tmp_path / "q.onnx", save_state=model)
+    assert model.read_bytes() == before
