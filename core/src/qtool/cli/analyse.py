@@ -13,6 +13,7 @@ from ..analysis import graphwise_error, layerwise_sensitivity
 from ..calibration import load_calibration_data
 from ..executor import TorchExecutor
 from ..pipeline import quantize
+from .calib_args import add_calibration_flags, calibration_options
 
 
 def add_parser(sub) -> None:
@@ -22,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--platform", required=True, help="target platform (see list-platforms)")
     p.add_argument("--calib", required=True,
                    help="calibration data (.npz file or folder of .npy/.npz); its first samples drive the analysis")
+    add_calibration_flags(p)
     p.add_argument("--config", help="configuration file (TOML, YAML or JSON)")
     p.add_argument("--preset", help="configuration preset")
     p.add_argument("--load-state", help="reuse a state saved by 'qtool quantize --save-state' instead of calibrating")
@@ -33,9 +35,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    options = calibration_options(args)
     result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
-                      device=args.device, load_state=args.load_state, allow_unsupported=True)
-    batches = load_calibration_data(args.calib, result.graph).samples(args.samples)
+                      device=args.device, load_state=args.load_state, allow_unsupported=True, **options)
+    batches = load_calibration_data(args.calib, result.graph, layout=options["calib_layout"],
+                                    skip_nonfinite=options["skip_nonfinite"]).samples(args.samples)
     executor = TorchExecutor(result.graph, device=args.device)
     graphwise = graphwise_error(executor, batches)
     layerwise = layerwise_sensitivity(executor, batches)
