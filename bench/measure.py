@@ -6,7 +6,8 @@
   optimizes (``SessionOptions.optimized_model_filepath``);
 * :func:`latency_ms`: the fastest of N runs in ONNX Runtime at a thread count;
 * :func:`sqnr_db`: signal-to-quantization-noise ratio of outputs against float;
-* :func:`run_measured`: a command in a subprocess, with its wall time and peak resident memory (``ru_maxrss``).
+* :func:`run_measured`: a command in a subprocess, with its wall time and peak resident memory (``ru_maxrss``);
+  :func:`own_peak_mib` lets the child report its own, more exact peak.
 """
 
 from __future__ import annotations
@@ -164,6 +165,16 @@ def run_measured(argv: list[str], timeout: float, env: dict | None = None) -> tu
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         result = {"error": f"{reason}: {tail}"[:300]}
     return result, seconds, usage.ru_maxrss / 1024.0
+
+
+def own_peak_mib() -> float | None:
+    """This process's peak resident set since its exec (VmHWM). Not ru_maxrss: on Linux a child's ru_maxrss starts
+    at its parent's resident set at fork, which survives the exec, so it would report the parent's size."""
+    try:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024.0
+    except (OSError, StopIteration):
+        return None
 
 
 def write_result(result: dict) -> None:

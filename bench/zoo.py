@@ -106,16 +106,7 @@ def _worker(spec: dict) -> dict:
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=COMPUTE_OPS, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
-    return {"seconds": time.perf_counter() - start, "peak_mib": _own_peak_mib()}
-
-
-def _own_peak_mib() -> float | None:
-    """This process's peak resident set since its exec (VmHWM; ru_maxrss would count the parent's at fork)."""
-    try:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024.0
-    except (OSError, StopIteration):
-        return None
+    return {"seconds": time.perf_counter() - start, "peak_mib": measure.own_peak_mib()}
 
 
 def _quantize(tool: str, model: Path, calib: Path, output: Path, timeout: float) -> tuple[dict, float, float]:

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from torch_models import MobileNetV2, ResNet18, randomize  # noqa: E402
+from torch_models import EncoderLayer, MobileNetV2, ResNet18, randomize  # noqa: E402
 
 Feed = Callable[[int], dict[str, np.ndarray]]
 
@@ -211,22 +211,21 @@ class SegNet(nn.Module):
 
 
 class TinyViT(nn.Module):
-    """Patch embedding (Conv), a class token, pre-norm attention blocks, LayerNorm, a head."""
+    """Patch embedding (Conv), a class token, attention blocks, LayerNorm, a head."""
 
     def __init__(self, dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 8, size: int = 32) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, dim, patch, patch)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
         self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2 + 1, dim) * 0.1)
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(dim, heads, 2 * dim, 0.0, "gelu", batch_first=True,
-                                                               norm_first=True) for _ in range(depth))
+        self.blocks = nn.ModuleList(EncoderLayer(dim, heads) for _ in range(depth))
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
 
     def forward(self, x):
         tokens = self.patch(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], 1) + self.pos
         for block in self.blocks:
-            x = block(x)
+            x = block(x, 0.0)
         return self.head(self.norm(x[:, 0]))
 
 
