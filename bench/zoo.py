@@ -250,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="timed latency runs per model (fastest is kept)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed to one quantization")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-zoo")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-    parser.add_argument("--table", type=Path, help="only print the table of rows saved with --json")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file (after each model)")
+    parser.add_argument("--table", metavar="FILE,FILE", help="only print the table of rows saved with --json")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed builds")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             measure.write_result({"error": f"{type(exc).__name__}: {text}"[:300]})
         return 0
     if args.table:
-        rows = [Row(**item) for item in json.loads(args.table.read_text())]
+        rows = [Row(**item) for path in args.table.split(",") for item in json.loads(Path(path).read_text())]
     else:
         import zoo_models
 
@@ -277,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             entries = [e for e in entries if e.name in wanted]
         print(f"# {measure.machine()}; ORT latency with 1 intra-op thread; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
-        rows = [bench_model(e, args.workdir, args, lambda m: print(m, file=sys.stderr, flush=True)) for e in entries]
-        if args.json:
-            args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        rows = []
+        for entry in entries:
+            rows.append(bench_model(entry, args.workdir, args, lambda m: print(m, file=sys.stderr, flush=True)))
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     print(markdown(rows))
     print()
     print("\n".join(summary(rows)))
