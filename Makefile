@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 PYPROJECTS := core/pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench zoo clean
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/calibration.py
 	$(BIN)/python bench/accuracy.py
+
+zoo: $(STAMP)
+	# the model zoo's report card (docs/zoo.md): transformers builds its models from small configs, offline
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/zoo.py
 
 clean:
 	rm -rf $(VENV)

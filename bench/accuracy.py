@@ -41,7 +41,7 @@ if str(HERE) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 
 import accuracy_models  # noqa: E402
-from accuracy_models._common import session  # noqa: E402
+import measure  # noqa: E402
 
 COMPUTE_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
@@ -87,6 +87,7 @@ class Row:
     error: str | None = None
     note: str = ""
     metric_name: str = ""
+    coverage: list | None = None  # [quantized, total] compute ops, counted in the exported file
 
 
 # -- the quantizing subprocess ---------------------------------------------------------------------------------
@@ -174,24 +175,12 @@ def _worker(spec: dict) -> dict:
     seconds = time.perf_counter() - start
     if not output.exists():
         return {"error": f"no model written at {output}"}
-    return {"seconds": seconds, "note": note[:2000], "peak_mib": _own_peak_mib()}
-
-
-def _own_peak_mib() -> float | None:
-    """This process's peak resident set since its exec (VmHWM). Not ru_maxrss: on Linux a child's ru_maxrss starts
-    at its parent's resident set at fork, which survives the exec, so it would report the benchmark's own size."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
+    return {"seconds": seconds, "note": note[:2000], "peak_mib": measure.own_peak_mib()}
 
 
 def _run_worker(spec: dict, timeout: float) -> tuple[dict, float]:
     """Run ``_worker`` in a subprocess; returns its result and its ru_maxrss in MiB (an upper bound: see
-    ``_own_peak_mib``, which the worker reports itself where /proc is there)."""
+    ``measure.own_peak_mib``, which the worker reports itself where /proc is there)."""
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
         result_path = Path(f.name)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "result": str(result_path)})]
@@ -223,18 +212,6 @@ def _run_worker(spec: dict, timeout: float) -> tuple[dict, float]:
 
 
 # -- the parent ------------------------------------------------------------------------------------------------
-
-
-def _latency_ms(path: Path, feed: dict[str, np.ndarray], runs: int, threads: int) -> float:
-    sess = session(path, threads)
-    for _ in range(3):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * min(times)  # the fastest run: the least disturbed by other load on the machine
 
 
 def _pre_process(source: Path, target: Path) -> tuple[Path, str]:
@@ -281,7 +258,7 @@ def bench_model(name: str, configs: list[Config], args, workdir: Path, log) -> l
     start = time.perf_counter()
     float_metric = module.evaluate(source, limit=limit)
     log(f"[{name}] float {module.METRIC} = {float_metric:.4f} ({time.perf_counter() - start:.1f} s)")
-    rows = [Row(name, "float", "float", float_metric, latency_ms=_latency_ms(source, feed, args.runs, args.threads),
+    rows = [Row(name, "float", "float", float_metric, latency_ms=measure.latency_ms(source, feed, args.runs, args.threads),
                 metric_name=module.METRIC)]
     ort_source, pre_note = None, ""
     for config in configs:
@@ -305,7 +282,9 @@ def bench_model(name: str, configs: list[Config], args, workdir: Path, log) -> l
             try:
                 quantized = Path(spec["output"])
                 row.metric = module.evaluate(quantized, limit=limit)
-                row.latency_ms = _latency_ms(quantized, feed, args.runs, args.threads)
+                row.latency_ms = measure.latency_ms(quantized, feed, args.runs, args.threads)
+                share = measure.coverage(quantized)
+                row.coverage = [share.part, share.whole]
             except Exception as exc:
                 row.error = f"evaluation failed: {type(exc).__name__}: {exc}"[:300]
         shown = f"{row.metric:.4f}" if row.metric is not None else f"n/a ({row.error})"
@@ -318,6 +297,14 @@ def _fmt(value, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+def coverage_cell(coverage: list | None) -> str:
+    """'12/14' compute ops quantized in the exported file; a quantization that left every one float says so."""
+    if not coverage:
+        return "-"
+    quantized, total = coverage
+    return f"{quantized}/{total}" + (" FLOAT MODEL" if total and not quantized else "")
+
+
 def print_table(rows: list[Row], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -327,7 +314,7 @@ def print_table(rows: list[Row], console=None) -> None:
     errors: list[str] = []
     table = Table(title="qtool accuracy benchmark (ORT CPU latency: one sample, fastest run)", show_lines=False)
     for column, justify in (("model", "left"), ("configuration", "left"), ("metric", "right"),
-                            ("vs float", "right"), ("vs best ORT", "right"), ("quantize s", "right"),
+                            ("coverage", "right"), ("vs float", "right"), ("vs best ORT", "right"), ("quantize s", "right"),
                             ("peak MiB", "right"), ("latency ms", "right"), ("lat. vs float", "right")):
         table.add_column(column, justify=justify)
     models = list(dict.fromkeys(r.model for r in rows))
@@ -340,7 +327,7 @@ def print_table(rows: list[Row], console=None) -> None:
         for r in group:
             if r.error and r.metric is None:
                 errors.append(f"[{len(errors) + 1}] {model}, {r.label}: n/a ({r.error})")
-                table.add_row(model if r.config == "float" else "", r.label, f"n/a [{len(errors)}]", "", "", "",
+                table.add_row(model if r.config == "float" else "", r.label, f"n/a [{len(errors)}]", "", "", "", "",
                               _fmt(r.peak_mib, ".0f"), "", "")
                 continue
             vs_float = r.metric / base.metric if base and base.metric else None
@@ -349,7 +336,7 @@ def print_table(rows: list[Row], console=None) -> None:
             best_mark = " *" if r.config.startswith("ort-") and r.metric == best_ort else ""
             label = r.label + best_mark
             table.add_row(f"{model}\n[dim]{metric_name}[/dim]" if r.config == "float" else "", label,
-                          f"{r.metric:.4f}", _fmt(vs_float, ".4f"),
+                          f"{r.metric:.4f}", coverage_cell(r.coverage), _fmt(vs_float, ".4f"),
                           "" if r.config == "float" else _fmt(vs_ort, ".4f"), _fmt(r.quantize_s, ".1f"),
                           _fmt(r.peak_mib, ".0f"), _fmt(r.latency_ms, ".2f"), _fmt(lat, ".2f"))
         ort_rows = [r for r in group if r.config.startswith("ort-")]
@@ -360,6 +347,8 @@ def print_table(rows: list[Row], console=None) -> None:
         if index != len(models) - 1:
             table.add_section()
     console.print(table)
+    console.print("coverage: compute ops (Conv, ConvTranspose, MatMul, Gemm) of the exported file whose data and weight "
+                  "come through DequantizeLinear (or integer ops), of all of them.")
     console.print("* best ORT configuration of the model; ratios are quantized / float and quantized / best ORT; "
                   "peak MiB is the quantizing subprocess's maximum resident set (Python, libraries and the "
                   "calibration data included).")
@@ -369,8 +358,8 @@ def print_table(rows: list[Row], console=None) -> None:
 
 def markdown_table(rows: list[Row]) -> str:
     """The same table as Markdown, for docs/benchmarks.md."""
-    lines = ["| model | configuration | metric | vs float | vs best ORT | quantize s | peak MiB | latency ms "
-             "| lat. vs float |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | configuration | metric | coverage | vs float | vs best ORT | quantize s | peak MiB "
+             "| latency ms | lat. vs float |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model in dict.fromkeys(r.model for r in rows):
         group = [r for r in rows if r.model == model]
         base = next((r for r in group if r.config == "float"), None)
@@ -379,13 +368,14 @@ def markdown_table(rows: list[Row]) -> str:
         for r in group:
             name = f"**{model}**" if r.config == "float" else ""
             if r.metric is None:
-                lines.append(f"| {name} | {r.label} | n/a: {r.error} | | | | {_fmt(r.peak_mib, '.0f')} | | |")
+                lines.append(f"| {name} | {r.label} | n/a: {r.error} | | | | | {_fmt(r.peak_mib, '.0f')} | | |")
                 continue
             vs_float = r.metric / base.metric if base and base.metric else None
             vs_ort = r.metric / best_ort if best_ort and r.config != "float" else None
             lat = r.latency_ms / base.latency_ms if base and base.latency_ms and r.latency_ms else None
             mark = " *" if r.config.startswith("ort-") and r.metric == best_ort else ""
-            lines.append(f"| {name} | {r.label}{mark} | {r.metric:.4f} | {_fmt(vs_float, '.4f')} | "
+            lines.append(f"| {name} | {r.label}{mark} | {r.metric:.4f} | {coverage_cell(r.coverage)} | "
+                         f"{_fmt(vs_float, '.4f')} | "
                          f"{_fmt(vs_ort, '.4f', '')} | {_fmt(r.quantize_s, '.1f')} | {_fmt(r.peak_mib, '.0f')} | "
                          f"{_fmt(r.latency_ms, '.2f')} | {_fmt(lat, '.2f')} |")
     return "\n".join(lines)

@@ -141,3 +141,19 @@ def test_a_restored_state_needs_no_data_for_the_default(tmp_path):
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     with pytest.raises(AccuracyError, match="accuracy.fallback: SensitivityFallback needs calibration data"):
         qtool.quantize(str(path), "onnxruntime", None, load_state=state, accuracy={"fallback": {"min_snr_db": 20}})
+
+
+def test_an_op_whose_contracted_axis_is_a_sequence_has_no_outlier_ratio():
+    """Attention's scores @ V contracts the sequence axis: with feeds of several lengths it has no channels."""
+    graph = qtool.Graph()
+    x, xt, s, y = (graph.add_variable(n, dtype=np.dtype(np.float32)) for n in ("x", "xt", "s", "y"))
+    x.shape = ["seq", 4]
+    graph.inputs.append(x)
+    graph.add_operation("Transpose", [x], [xt], name="t", attributes={"perm": [1, 0]})
+    graph.add_operation("MatMul", [x, xt], [s], name="scores")
+    graph.add_operation("MatMul", [s, x], [y], name="mix")
+    graph.outputs.append(y)
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((n, 4)).astype(np.float32)} for n in (3, 5)]
+    ratios = outlier_ratios(TorchExecutor(graph), feeds, list(graph.operations.values()))
+    assert list(ratios) == ["scores"] and ratios["scores"] >= 1.0

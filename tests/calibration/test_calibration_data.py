@@ -132,9 +132,10 @@ def test_iterables_of_dicts_arrays_and_generators():
     from_dicts = load_calibration_data([{"x": s} for s in x], IMAGE, batch_size=2)
     from_arrays = load_calibration_data(list(x[:, None]), IMAGE, batch_size=2)
     from_generator = load_calibration_data(({"x": s} for s in x), IMAGE, batch_size=2)
+    assert from_generator.count is None  # a stream's length is known once read
     for data in (from_dicts, from_arrays, from_generator, from_generator):  # a generator is kept: twice works
-        assert len(data) == 5
         np.testing.assert_array_equal(joined(data)["x"], x)
+        assert len(data) == 5
 
 
 def test_an_iterable_item_is_checked_and_named():

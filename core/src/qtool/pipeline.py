@@ -89,11 +89,16 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
              opset: int | None = None, remove_activations: bool | None = None,
              save_state: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
              accuracy: Mapping[str, Any] | None = None, export_options: Mapping[str, Any] | None = None,
-             progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
+             progress: bool = False, finished: Callable[[PassRun], None] | None = None,
+             calib_layout: str | None = None, max_samples: int | None = None, transform: Callable | None = None,
+             skip_nonfinite: bool = False) -> QuantizationResult:
     """Quantize ``model`` (a path or a Graph, changed in place) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
-    it may be None when ``load_state`` names a state saved by an earlier run.
+    it may be None when ``load_state`` names a state saved by an earlier run. ``calib_layout="feeds"`` takes
+    each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples;
+    ``transform(item)`` maps each item to the inputs (e.g. ``(inputs, labels)`` pairs of a DataLoader);
+    ``skip_nonfinite`` drops samples holding NaN or Inf instead of refusing them.
     ``config`` is a config file path or dict merged over the platform's defaults.
     ``accuracy`` enables accuracy passes over the configuration's ``[accuracy]``
     table (same structure). ``export_options`` are the platform's own export options
@@ -112,7 +117,9 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     _check_runnable(graph)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
-    data = None if calib is None else load_calibration_data(calib, graph, qconfig.calibration["batch_size"])
+    data = None if calib is None else load_calibration_data(
+        calib, graph, qconfig.calibration["batch_size"], layout=calib_layout, max_samples=max_samples,
+        transform=transform, skip_nonfinite=skip_nonfinite)
     options = ExportOptions(opset=opset, allow_unsupported=allow_unsupported,
                             remove_activations=qconfig.remove_activations if remove_activations is None
                             else remove_activations, extra=dict(export_options or {}))

@@ -1,54 +1,94 @@
-"""CalibrationData: samples for a graph's inputs, streamed in batches of a fixed size."""
+"""CalibrationData: samples (or whole model calls) for a graph's inputs, streamed in batches."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..ir import Graph
-from .errors import CalibrationError
-from .sources import Chunk, FileSource, PythonSource
+from .errors import CalibrationError, CalibrationWarning
+from .sources import LAYOUTS, FileSource, PythonSource, fixed_batch
 
 
 class CalibrationData:
-    """Batches of ``{input name: array}``, the first axis holding samples.
+    """Batches of ``{input name: array}`` for the model's calls.
 
-    Files are read one at a time while iterating. ``len()`` is the number of
-    samples; :meth:`fingerprint` hashes the samples (not how they are batched).
+    In the ``samples`` layout the first axis holds samples, joined and cut into
+    batches of ``batch_size`` (the model's own batch size where its inputs fix
+    one, so a batch-1 model is fed one sample at a time). In the ``feeds``
+    layout each file or item is one call, passed on as it is. Files are read one
+    at a time while iterating; ``max_samples`` keeps the first samples (feeds);
+    ``skip_nonfinite`` drops samples holding NaN or Inf (counted in ``skipped``)
+    where otherwise they are an error naming the file, input and sample.
+    ``count`` is the number of samples (feeds), None for a stream not yet read
+    to its end; :meth:`fingerprint` hashes the samples (not how they are batched).
     """
 
-    def __init__(self, source: FileSource | PythonSource, batch_size: int, origin: str) -> None:
+    def __init__(self, source: FileSource | PythonSource, batch_size: int, origin: str, *,
+                 layout: str = "samples", max_samples: int | None = None, skip_nonfinite: bool = False) -> None:
         if batch_size < 1:
             raise CalibrationError(f"batch_size must be at least 1, got {batch_size}")
+        if max_samples is not None and max_samples < 1:
+            raise CalibrationError(f"max_samples must be at least 1, got {max_samples}")
         if source.length == 0:
             raise CalibrationError(f"{origin}: the calibration data holds no samples")
-        self._source, self.batch_size, self.origin = source, batch_size, origin
+        self._source, self.origin, self.layout = source, origin, layout
+        self.fixed_batch = fixed_batch(source.inputs) if layout == "samples" else None
+        self.batch_size = self.fixed_batch or batch_size
+        self.max_samples, self.skip_nonfinite, self.skipped = max_samples, skip_nonfinite, 0
+        known = source.length if not skip_nonfinite else None
+        self.count = known if known is None or max_samples is None else min(known, max_samples)
         self.inputs = [v.name for v in source.inputs]
         self._fingerprint: str | None = None
+        if self.fixed_batch and self.count is not None and self.count % self.fixed_batch:
+            raise CalibrationError(f"{origin}: {self.count} samples do not fill batches of {self.fixed_batch}, "
+                                   "the batch size the model's inputs fix")
 
     def __len__(self) -> int:
-        return self._source.length
+        if self.count is None:
+            raise TypeError("the number of samples of a stream is known once it has been read to its end")
+        return self.count
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        hasher = _Fingerprint(self.inputs)
-        for batch in _rebatch(self._source.chunks(), self.batch_size):
+        hasher = _Fingerprint(self.inputs, per_sample=self.layout == "samples")
+        chunks = self._chunks()
+        batches = chunks if self.layout == "feeds" else _rebatch(chunks, self.batch_size, self.fixed_batch)
+        for batch in batches:
             hasher.update(batch)
             yield batch
         self._fingerprint = hasher.hexdigest()
 
+    def samples_in(self, batch: dict[str, np.ndarray]) -> int:
+        """Samples in one of this data's batches (1 for a feed)."""
+        return 1 if self.layout == "feeds" else len(next(iter(batch.values())))
+
     def samples(self, n: int) -> list[dict[str, np.ndarray]]:
-        """The first ``n`` samples, each a dict of arrays with a first axis of 1."""
+        """The first ``n`` samples, each a dict of arrays with a first axis of 1 (feeds as they are)."""
         found: list[dict[str, np.ndarray]] = []
-        for _, arrays in self._source.chunks():
-            for i in range(len(next(iter(arrays.values())))):
+        for batch in self._chunks():
+            step = 1 if self.layout == "feeds" else self.fixed_batch or 1
+            for i in range(0, self.samples_in(batch), step):
                 if len(found) >= n:
                     return found
-                found.append({name: np.array(a[i : i + 1]) for name, a in arrays.items()})
+                found.append(batch if self.layout == "feeds"
+                             else {name: np.array(a[i : i + step]) for name, a in batch.items()})
         return found
+
+    def take(self, n: int) -> list[dict[str, np.ndarray]]:
+        """The first ``n`` samples (feeds) in batches."""
+        batches, taken = [], 0
+        for batch in self:
+            take = min(self.samples_in(batch), n - taken)
+            batches.append(batch if self.layout == "feeds" else {name: a[:take] for name, a in batch.items()})
+            taken += take
+            if taken >= n:
+                break
+        return batches
 
     def fingerprint(self) -> str:
         """sha256 over every sample's input names, dtypes, shapes and bytes (hex)."""
@@ -57,21 +97,70 @@ class CalibrationData:
                 pass
         return self._fingerprint
 
+    def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        """The source's chunks, non-finite samples dropped or refused, cut at ``max_samples``."""
+        taken = skipped = 0
+        for where, arrays in self._source.chunks():
+            arrays, dropped = self._finite(where, arrays)
+            skipped += dropped
+            if arrays is None:
+                continue
+            size = self.samples_in(arrays)
+            if self.max_samples is not None and taken + size > self.max_samples:
+                size = self.max_samples - taken
+                arrays = {name: a[:size] for name, a in arrays.items()}
+            if size:
+                taken += size
+                yield arrays
+            if self.max_samples is not None and taken >= self.max_samples:
+                break
+        self.count = taken
+        self._report_skipped(skipped)
+
+    def _finite(self, where: str, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray] | None, int]:
+        """The arrays without the samples that hold NaN or Inf (when skipping them), and how many went."""
+        bad = None
+        for name, array in arrays.items():
+            if not np.issubdtype(array.dtype, np.inexact) or np.isfinite(array).all():
+                continue
+            rows = (~np.isfinite(array)).reshape(1 if self.layout == "feeds" else len(array), -1).any(axis=1)
+            if not self.skip_nonfinite:
+                first = int(np.flatnonzero(rows)[0])
+                what = "NaN" if np.isnan(array[first] if self.layout == "samples" else array).any() else "Inf"
+                sample = "" if self.layout == "feeds" else f" sample {first}"
+                raise CalibrationError(f"{where}: input {name!r}{sample} holds {what} (calibration arrays must be "
+                                       "finite; skip_nonfinite=True / --calib-skip-nonfinite drops such samples)")
+            bad = rows if bad is None else bad | rows
+        if bad is None:
+            return arrays, 0
+        if self.layout == "feeds":
+            return None, 1
+        keep = ~bad
+        return ({name: a[keep] for name, a in arrays.items()} if keep.any() else None), int(bad.sum())
+
+    def _report_skipped(self, skipped: int) -> None:
+        if skipped and not self.skipped:
+            warnings.warn(f"{self.origin}: skipped {skipped} calibration sample(s) holding NaN or Inf",
+                          CalibrationWarning, stacklevel=2)
+        self.skipped = max(self.skipped, skipped)
+
     def __repr__(self) -> str:
-        return f"CalibrationData({self.origin}, {len(self)} samples, batch_size={self.batch_size})"
+        count = "?" if self.count is None else self.count
+        return f"CalibrationData({self.origin}, {count} samples, layout={self.layout}, batch_size={self.batch_size})"
 
 
 class _Fingerprint:
     """One sha256 stream per input, sample by sample, so batching does not change the result."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], per_sample: bool = True) -> None:
         self._streams = {name: hashlib.sha256(name.encode()) for name in names}
+        self._per_sample = per_sample
 
     def update(self, batch: dict[str, np.ndarray]) -> None:
         for name, array in batch.items():
             stream = self._streams[name]
-            header = f"{array.dtype.str}{array.shape[1:]}".encode()
-            for sample in np.ascontiguousarray(array):
+            header = f"{array.dtype.str}{array.shape[1:] if self._per_sample else array.shape}".encode()
+            for sample in np.ascontiguousarray(array) if self._per_sample else [np.ascontiguousarray(array)]:
                 stream.update(header)
                 stream.update(sample.tobytes())
 
@@ -82,17 +171,24 @@ class _Fingerprint:
         return total.hexdigest()
 
 
-def _rebatch(chunks: Iterator[Chunk], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Cut and join chunks into batches of ``batch_size`` samples (the last may be smaller).
-
-    A batch is cut early where the sample shape changes (inputs with dynamic sizes).
+def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
+             fixed: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Cut and join chunks into batches of ``batch_size`` samples (the last may be smaller, unless the
+    model ``fixed`` its batch size). A batch is cut early where the sample shape changes (dynamic sizes).
     """
     held: list[dict[str, np.ndarray]] = []
     count = 0
-    for _, arrays in chunks:
+
+    def flush() -> dict[str, np.ndarray]:
+        if fixed and count != fixed:
+            raise CalibrationError(f"a batch of {count} sample(s) is left where the model's inputs fix a batch "
+                                   f"of {fixed}; give a multiple of {fixed} samples of each shape")
+        return _join(held)
+
+    for arrays in chunks:
         total = len(next(iter(arrays.values())))
         if held and any(a.shape[1:] != held[0][k].shape[1:] for k, a in arrays.items()):
-            yield _join(held)
+            yield flush()
             held, count = [], 0
         start = 0
         while start < total:
@@ -100,10 +196,10 @@ def _rebatch(chunks: Iterator[Chunk], batch_size: int) -> Iterator[dict[str, np.
             held.append({k: a[start : start + take] for k, a in arrays.items()})
             count, start = count + take, start + take
             if count == batch_size:
-                yield _join(held)
+                yield flush()
                 held, count = [], 0
     if held:
-        yield _join(held)
+        yield flush()
 
 
 def _join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -112,19 +208,32 @@ def _join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def load_calibration_data(source, graph: Graph, batch_size: int = 32) -> CalibrationData:
-    """Calibration data for ``graph`` from an .npz or .npy file, a directory of them,
-    a dict of arrays, an array (single-input models) or an iterable of dicts/arrays.
+def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout: str | None = None,
+                          max_samples: int | None = None, transform: Callable | None = None,
+                          skip_nonfinite: bool = False) -> CalibrationData:
+    """Calibration data for ``graph`` from an .npz or .npy file, a directory of them, a dict of arrays, an
+    array (single-input models), an iterable of dicts/arrays (a list, a generator, a torch DataLoader with
+    ``transform``) or an ONNX Runtime ``CalibrationDataReader``.
 
-    Arrays hold samples along the first axis, or are one sample without it.
-    Shapes and dtypes are checked against the graph inputs before anything runs.
+    ``layout`` is ``"samples"`` (arrays hold samples along the first axis, or are one sample without it) or
+    ``"feeds"`` (each file or item is one model call with the model's own shapes); a ``CalibrationDataReader``
+    gives feeds unless told otherwise. ``transform(item)`` maps each item to the model inputs first.
+    Shapes and dtypes are checked against the graph inputs before anything runs (streams: their first item).
     """
     if isinstance(source, CalibrationData):
         return source
     inputs = list(graph.inputs)
     if not inputs:
         raise CalibrationError("the model has no inputs to calibrate with")
+    if layout is None:
+        layout = "feeds" if callable(getattr(source, "get_next", None)) else "samples"
+    if layout not in LAYOUTS:
+        raise CalibrationError(f"calibration layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    options = {"layout": layout, "max_samples": max_samples, "skip_nonfinite": skip_nonfinite}
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return CalibrationData(FileSource(path, inputs), batch_size, str(path))
-    return CalibrationData(PythonSource(source, inputs), batch_size, "calibration data")
+        if transform is not None:
+            raise CalibrationError(f"{path}: transform= applies to Python data, not to files")
+        return CalibrationData(FileSource(path, inputs, layout), batch_size, str(path), **options)
+    return CalibrationData(PythonSource(source, inputs, layout, transform), batch_size, "calibration data",
+                           **options)

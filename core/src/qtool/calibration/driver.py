@@ -111,10 +111,10 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     handle = executor.add_hook(observe)
     try:
         with _progress(progress) as bar:
-            task = bar.add_task("calibrating", total=len(data))
+            task = bar.add_task("calibrating", total=data.count)
             for batch in data:
                 executor.forward_torch({k: to_tensor(a, executor.device) for k, a in batch.items()}, outputs)
-                count = len(next(iter(batch.values())))
+                count = data.samples_in(batch)
                 stats["samples"] += count
                 stats["batches"] += 1
                 bar.advance(task, count)

@@ -1,16 +1,25 @@
-"""Reading calibration samples: .npz files, directories of .npy/.npz, Python iterables.
+"""Reading calibration data: .npz files, directories of .npy/.npz, Python iterables, ONNX Runtime readers.
 
-Each reader yields *chunks*: ``(where, {input name: array})`` with the samples
-along the first axis. :func:`check_chunk` turns raw arrays into such chunks and
-rejects what does not fit the graph's inputs, naming the input and the place.
-File readers look at array headers first, so a bad file is reported before
-calibration starts and ``len()`` is known without loading the data.
+Two layouts say what an array is. ``samples``: the first axis holds samples
+(an array may also be one sample without it), and samples are batched freely.
+``feeds``: each file or item is one model call with exactly the shapes the
+model takes (recurrent state inputs, sequence-first inputs, fixed batches).
+
+Each source yields *chunks*: ``(where, {input name: array})``; :func:`check_chunk`
+turns raw items into chunks and rejects what does not fit the graph's inputs,
+naming the input and the place. File sources look at array headers first, so a
+bad file is reported before calibration starts. Python streams are read lazily;
+a one-shot stream (a generator, an ONNX Runtime ``CalibrationDataReader``) is
+kept on disk as it is read, so later passes can read it again.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,67 +28,102 @@ from ..ir import Variable
 from .errors import CalibrationError
 
 Chunk = tuple[str, dict[str, np.ndarray]]
+LAYOUTS = ("samples", "feeds")
+FEEDS_HINT = ("; if each file or item is one model call with the model's own shapes, use --calib-layout feeds "
+              "(calib_layout='feeds')")
 
 
 # -- matching arrays to graph inputs -----------------------------------------------------
-def describe(var: Variable) -> str:
-    """'float32 [N, 3, 64, 64]': the expected array, N being the sample axis."""
+def describe(var: Variable, layout: str = "samples") -> str:
+    """'float32 [N, 3, 64, 64]': the expected array (N the sample axis; in feeds layout the model's own dims)."""
     dtype = str(np.dtype(var.dtype)) if var.dtype is not None else "any dtype"
     if var.shape is None:
         return f"{dtype}, any shape"
-    dims = ["N"] + ["?" if not isinstance(d, int) or d <= 0 else str(d) for d in var.shape[1:]]
+    dims = [str(d) if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and d else "?") for d in var.shape]
+    if layout == "samples":
+        dims[:1] = ["N"] if dims else []
     return f"{dtype} [{', '.join(dims)}]"
 
 
-def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str) -> int:
-    """Samples in an array of this shape for ``var`` (one sample when it lacks the sample axis)."""
+def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout: str = "samples") -> int:
+    """Samples in an array of this shape for ``var``: one per feed, or the first axis (one sample without it)."""
     if var.dtype is not None and np.dtype(dtype) != np.dtype(var.dtype):
         raise CalibrationError(f"{where}: input {var.name!r} has dtype {np.dtype(dtype)}, "
-                               f"expected {describe(var)}")
+                               f"expected {describe(var, layout)}")
     if var.shape is None:
-        return shape[0] if shape else 1
+        return 1 if layout == "feeds" or not shape else shape[0]
     rank = len(var.shape)
+    if layout == "feeds":
+        if len(shape) != rank or any(_fixed(want) and got != want for got, want in zip(shape, var.shape, strict=True)):
+            raise CalibrationError(f"{where}: input {var.name!r} has shape {list(shape)}, expected "
+                                   f"{describe(var, layout)} (one model call, calibration layout 'feeds')")
+        return 1
     if len(shape) not in (rank, rank - 1):
         raise CalibrationError(f"{where}: input {var.name!r} has shape {list(shape)}, expected {describe(var)} "
                                f"(or one sample without the first axis)")
     sample = shape[1:] if len(shape) == rank else shape
     for got, want in zip(sample, var.shape[1:], strict=True):
-        if isinstance(want, int) and want > 0 and got != want:
+        if _fixed(want) and got != want:
             raise CalibrationError(f"{where}: input {var.name!r} has shape {list(shape)}, expected {describe(var)}")
     return shape[0] if len(shape) == rank else 1
 
 
-def pick(keys: Iterable[str], inputs: list[Variable], where: str) -> dict[str, str]:
+def _fixed(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def fixed_batch(inputs: list[Variable]) -> int | None:
+    """The batch size the model's inputs fix on their first axis (a static batch), if any."""
+    sizes = {v.shape[0] for v in inputs if v.shape and _fixed(v.shape[0])}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{v.name}: {v.shape[0]}" for v in inputs if v.shape and _fixed(v.shape[0]))
+        raise CalibrationError(f"the model's inputs fix different first dimensions ({shown}), so samples cannot "
+                               "be batched over them" + FEEDS_HINT)
+    return sizes.pop() if sizes else None
+
+
+def pick(keys: Iterable[str], inputs: list[Variable], where: str, layout: str = "samples") -> dict[str, str]:
     """Which key feeds each input: its name, or the only key for a single-input model."""
     keys = list(keys)
     if len(inputs) == 1 and inputs[0].name not in keys and len(keys) == 1:
         return {inputs[0].name: keys[0]}
-    missing = [v.name for v in inputs if v.name not in keys]
+    missing = [v for v in inputs if v.name not in keys]
     if missing:
-        raise CalibrationError(f"{where}: no array for input {missing[0]!r} (found: {', '.join(keys) or 'none'}; "
-                               f"expected {describe(next(v for v in inputs if v.name == missing[0]))})")
+        raise CalibrationError(f"{where}: no array for input {missing[0].name!r} (found: {', '.join(keys) or 'none'}; "
+                               f"expected {describe(missing[0], layout)})")
     return {v.name: v.name for v in inputs}
 
 
-def check_chunk(raw, inputs: list[Variable], where: str) -> dict[str, np.ndarray]:
-    """Arrays by input name, each with the sample axis, from a mapping or (single input) an array."""
+def as_array(value) -> np.ndarray:
+    """A numpy array from an array, a torch tensor (any device, with or without grad) or a nested list."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples") -> dict[str, np.ndarray]:
+    """Arrays by input name from a mapping or (single input) an array; in samples layout each gets the sample axis."""
     if isinstance(raw, Mapping):
-        chosen = pick(raw.keys(), inputs, where)
-        arrays = {name: np.asarray(raw[key]) for name, key in chosen.items()}
+        chosen = pick(raw.keys(), inputs, where, layout)
+        arrays = {name: as_array(raw[key]) for name, key in chosen.items()}
+    elif isinstance(raw, (tuple, list)) and any(isinstance(v, Mapping) or hasattr(v, "shape") for v in raw):
+        raise CalibrationError(f"{where}: a {type(raw).__name__} of {len(raw)} values; give transform= a function "
+                               "that returns the model inputs from it (e.g. transform=lambda item: item[0] for "
+                               "(inputs, labels) pairs)")
     elif len(inputs) == 1:
-        arrays = {inputs[0].name: np.asarray(raw)}
+        arrays = {inputs[0].name: as_array(raw)}
     else:
         names = ", ".join(v.name for v in inputs)
         raise CalibrationError(f"{where}: the model has inputs {names}; give a dict of arrays by input name")
     counts = {}
     for var in inputs:
         array = arrays[var.name]
-        counts[var.name] = check_array(var, array.shape, array.dtype, where)
-        if var.shape is not None and array.ndim == len(var.shape) - 1:
+        counts[var.name] = check_array(var, array.shape, array.dtype, where, layout)
+        if layout == "samples" and var.shape is not None and array.ndim == len(var.shape) - 1:
             arrays[var.name] = array[None]
     if len(set(counts.values())) > 1:
-        raise CalibrationError(f"{where}: inputs hold different numbers of samples: "
-                               + ", ".join(f"{k}: {n}" for k, n in counts.items()))
+        raise CalibrationError(f"{where}: inputs hold different numbers of samples ("
+                               + ", ".join(f"{k}: {n}" for k, n in counts.items()) + ")" + FEEDS_HINT)
     return arrays
 
 
@@ -121,12 +165,15 @@ def _load(path: Path, keys: dict[str, str]) -> dict[str, np.ndarray]:
         return {name: data[key] for name, key in keys.items()}
 
 
-# -- readers ---------------------------------------------------------------------------------
+# -- sources -----------------------------------------------------------------------------------
 class FileSource:
-    """One .npz/.npy file, or a directory of them read one at a time in name order."""
+    """One .npz/.npy file, or a directory of them read one at a time in name order.
 
-    def __init__(self, path: Path, inputs: list[Variable]) -> None:
-        self.path, self.inputs = path, inputs
+    ``length`` counts samples (samples layout) or files (feeds layout: each file is one model call).
+    """
+
+    def __init__(self, path: Path, inputs: list[Variable], layout: str = "samples") -> None:
+        self.path, self.inputs, self.layout = path, inputs, layout
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
             if not files:
@@ -146,34 +193,111 @@ class FileSource:
             names = ", ".join(v.name for v in self.inputs)
             raise CalibrationError(f"{file}: a .npy file holds one array but the model has inputs {names}; "
                                    "use .npz files keyed by input name")
-        keys = pick(headers, self.inputs, str(file)) if file.suffix == ".npz" else {self.inputs[0].name: ""}
-        counts = {check_array(v, *headers[keys[v.name]], str(file)) for v in self.inputs}
-        if len(counts) > 1:
-            raise CalibrationError(f"{file}: inputs hold different numbers of samples")
-        return keys, counts.pop()
+        keys = (pick(headers, self.inputs, str(file), self.layout) if file.suffix == ".npz"
+                else {self.inputs[0].name: ""})
+        counts = {v.name: check_array(v, *headers[keys[v.name]], str(file), self.layout) for v in self.inputs}
+        if len(set(counts.values())) > 1:
+            raise CalibrationError(f"{file}: inputs hold different numbers of samples ("
+                                   + ", ".join(f"{k}: {n}" for k, n in counts.items()) + ")" + FEEDS_HINT)
+        return keys, next(iter(counts.values()))
 
     def chunks(self) -> Iterator[Chunk]:
         for file, keys, _ in self.plan:
-            yield str(file), check_chunk(_load(file, keys), self.inputs, str(file))
+            yield str(file), check_chunk(_load(file, keys), self.inputs, str(file), self.layout)
 
 
 class PythonSource:
-    """A mapping of arrays, an array, or an iterable of dicts/arrays (an iterator is kept in memory)."""
+    """Arrays or a dict of arrays; a list of items; a re-iterable (a torch DataLoader); a one-shot stream
+    (a generator, an iterator, an ONNX Runtime ``CalibrationDataReader``, whose ``get_next()`` returns feeds).
 
-    def __init__(self, source, inputs: list[Variable]) -> None:
-        if isinstance(source, Mapping) or isinstance(source, np.ndarray):
-            items, self.whole = [source], True
-        else:
+    Items go through ``transform`` first (``nncf.Dataset(data, transform_fn)`` style). Whole arrays and lists
+    are checked up front; streams have their first item checked up front and the rest as they are read.
+    ``length`` is the number of samples (or feeds) when known without reading a stream, else None.
+    """
+
+    def __init__(self, source, inputs: list[Variable], layout: str = "samples",
+                 transform: Callable | None = None) -> None:
+        self.inputs, self.layout, self.transform = inputs, layout, transform
+        self._items, self._named, self._spilled = source, True, None
+        if isinstance(source, Mapping) or hasattr(source, "shape"):
+            self._items, self._named = [source], False
+        elif callable(getattr(source, "get_next", None)):
+            self._spilled = _Spilled(self._checked(_reader_items(source)))
+        elif not isinstance(source, Sequence) or isinstance(source, (str, bytes)):
             try:
-                items = source if iter(source) is not source else list(source)
+                one_shot = iter(source) is source
             except TypeError:
-                raise CalibrationError(f"calibration data of type {type(source).__name__} is not a file, "
-                                       "a directory or an iterable of arrays") from None
-            self.whole = False
-        self.items, self.inputs = items, inputs
-        self.length = sum(next(iter(arrays.values())).shape[0] for _, arrays in self.chunks())
+                raise CalibrationError(f"calibration data of type {type(source).__name__} is not a file, a "
+                                       "directory or an iterable of dicts/arrays, nor a CalibrationDataReader"
+                                       ) from None
+            if one_shot:
+                self._spilled = _Spilled(self._checked(source))
+        if isinstance(self._items, list | tuple) and self._spilled is None:
+            self.length = sum(self.count(arrays) for _, arrays in self.chunks())
+        else:
+            first = next(iter(self.chunks()), None)  # the first item is read and checked now
+            self.length = 0 if first is None else None
+
+    def count(self, arrays: dict[str, np.ndarray]) -> int:
+        return 1 if self.layout == "feeds" else len(next(iter(arrays.values())))
 
     def chunks(self) -> Iterator[Chunk]:
-        for i, raw in enumerate(self.items):
-            where = "calibration arrays" if self.whole else f"calibration item {i}"
-            yield where, check_chunk(raw, self.inputs, where)
+        return iter(self._spilled) if self._spilled is not None else self._checked(self._items)
+
+    def _checked(self, items: Iterable) -> Iterator[Chunk]:
+        for i, raw in enumerate(items):
+            where = f"calibration item {i}" if self._named else "calibration arrays"
+            if self.transform is not None:
+                try:
+                    raw = self.transform(raw)
+                except Exception as exc:
+                    raise CalibrationError(f"{where}: transform failed: {type(exc).__name__}: {exc}") from exc
+            yield where, check_chunk(raw, self.inputs, where, self.layout)
+
+
+def _reader_items(reader) -> Iterator:
+    while (feed := reader.get_next()) is not None:
+        yield feed
+
+
+class _Spilled:
+    """Checked chunks of a one-shot stream, readable again: each is written to a temporary folder when read.
+
+    The stream is read only as far as a pass asks (lazily); the folder goes when this object does.
+    """
+
+    def __init__(self, stream: Iterator[Chunk]) -> None:
+        self._stream, self._done, self._folder = stream, False, None
+        self._index: list[tuple[str, list[str]]] = []  # where each chunk came from, and its input names
+
+    def __iter__(self) -> Iterator[Chunk]:
+        position = 0
+        while True:
+            if position < len(self._index):
+                yield self._read(position)
+            elif self._done:
+                return
+            else:
+                chunk = next(self._stream, None)
+                if chunk is None:
+                    self._done = True
+                    return
+                self._write(chunk)
+                yield chunk
+            position += 1
+
+    def _path(self, position: int) -> Path:
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="qtool-calibration-")
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        return Path(self._folder) / f"{position}.npz"
+
+    def _write(self, chunk: Chunk) -> None:
+        where, arrays = chunk
+        np.savez(self._path(len(self._index)), *arrays.values())
+        self._index.append((where, list(arrays)))
+
+    def _read(self, position: int) -> Chunk:
+        where, names = self._index[position]
+        with np.load(self._path(position)) as data:
+            return where, {name: data[f"arr_{i}"] for i, name in enumerate(names)}

@@ -8,6 +8,7 @@ import math
 from rich.markup import escape
 from rich.table import Table
 
+from .calib_args import add_calibration_flags, calibration_options
 from .console import console, pass_progress
 
 ANALYSE_SCHEMA_VERSION = 1
@@ -20,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--platform", required=True, help="target platform (see list-platforms)")
     p.add_argument("--calib", required=True,
                    help="calibration data (.npz file or folder of .npy/.npz); its first samples drive the analysis")
+    add_calibration_flags(p)
     p.add_argument("--config", help="configuration file (TOML, YAML or JSON)")
     p.add_argument("--preset", help="configuration preset")
     p.add_argument("--load-state", help="reuse a state saved by 'qtool quantize --save-state' instead of calibrating")
@@ -36,11 +38,13 @@ def run(args) -> int:
     from ..executor import TorchExecutor
     from ..pipeline import quantize
 
+    options = calibration_options(args)
     result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
                       device=args.device, load_state=args.load_state, allow_unsupported=True, progress=True,
-                      finished=pass_progress(f"analysing {args.model} for {args.platform}"))
+                      finished=pass_progress(f"analysing {args.model} for {args.platform}"), **options)
     console(stderr=True).print(f"measuring the error of each op on {args.samples} samples")
-    batches = load_calibration_data(args.calib, result.graph).samples(args.samples)
+    batches = load_calibration_data(args.calib, result.graph, layout=options["calib_layout"],
+                                    skip_nonfinite=options["skip_nonfinite"]).samples(args.samples)
     executor = TorchExecutor(result.graph, device=args.device)
     graphwise = graphwise_error(executor, batches)
     layerwise = layerwise_sensitivity(executor, batches)

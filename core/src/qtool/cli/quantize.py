@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import QtoolError
+from .calib_args import add_calibration_flags, calibration_options
 from .console import console, pass_progress
 from .explain import explain_document, print_explanation
 from .metric_file import load_metric
@@ -22,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--platform", required=True, help="target platform (see list-platforms)")
     p.add_argument("--calib", help="calibration data: .npz file or directory of .npy/.npz "
                    "(required unless --load-state)")
+    add_calibration_flags(p)
     p.add_argument("--config", help="configuration file (TOML, YAML or JSON)")
     p.add_argument("--preset", help="named starting point of the configuration")
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
@@ -89,7 +91,7 @@ def run(args) -> int:
                           opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
                           load_state=args.load_state, accuracy=accuracy_flags(args),
                           export_options=export_options(args.export_options), progress=True,
-                          finished=finished)
+                          finished=finished, **calibration_options(args))
     except UnsupportedModelError as refusal:
         if args.json:
             print(json.dumps({"schema_version": QUANTIZE_SCHEMA_VERSION, "refused": str(refusal),

@@ -26,9 +26,13 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
                 "outputs": {}, "max_steps": None, "min_cosine": None}
     outputs = {}
     for k, var in enumerate(graph.outputs):
-        ours = np.stack([np.asarray(r[k], np.float64) for r in ran])
-        theirs = np.stack([np.asarray(s[k], np.float64) for s in simulated])
-        outputs[var.name] = _compare(ours, theirs, written_config(var, True))
+        ours = [np.asarray(r[k], np.float64)[None] for r in ran]
+        theirs = [np.asarray(s[k], np.float64)[None] for s in simulated]
+        tqc = written_config(var, True)
+        if len({a.shape for a in ours + theirs}) == 1:
+            outputs[var.name] = _compare(np.concatenate(ours), np.concatenate(theirs), tqc)
+        else:  # feeds of several shapes (sequence lengths, image sizes): the worst sample
+            outputs[var.name] = _worst([_compare(a, b, tqc) for a, b in zip(ours, theirs, strict=True)])
     steps = [o["max_steps"] for o in outputs.values() if "max_steps" in o]
     return {
         "runtime": runtime,
@@ -37,6 +41,10 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
         "max_steps": max(steps) if steps else None,
         "min_cosine": min(o["cosine"] for o in outputs.values()) if outputs else None,
     }
+
+
+def _worst(results: list[dict]) -> dict:
+    return {key: (min if key == "cosine" else max)(r[key] for r in results) for key in results[0]}
 
 
 def _compare(ours: np.ndarray, theirs: np.ndarray, tqc) -> dict:

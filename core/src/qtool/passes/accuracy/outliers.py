@@ -28,19 +28,25 @@ def channel_axis(op: Operation) -> int:
 
 
 def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
-    """Per op (the compute ops of :mod:`qtool.ops`): largest over median per-channel ``max|x|`` of its first input, float run
-    (``inf`` when the median channel is zero and another is not, 1 for an all-zero input)."""
+    """Per op (the compute ops of :mod:`qtool.ops`): largest over median per-channel ``max|x|`` of its first input,
+    float run (``inf`` when the median channel is zero and another is not, 1 for an all-zero input). An op whose
+    contracted axis changes length between samples (a sequence axis, as in attention's scores @ V) has no
+    channels and no ratio."""
     peaks: dict[str, torch.Tensor] = {}
+    varying: set[str] = set()
 
     def observe(op, inputs, outputs) -> None:
         x = inputs[0].detach().abs().movedim(channel_axis(op), 0)
         peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
-        peaks[op.name] = torch.maximum(peaks[op.name], peak) if op.name in peaks else peak
+        if op.name in peaks and peaks[op.name].shape != peak.shape:
+            varying.add(op.name)
+        elif op.name not in varying:
+            peaks[op.name] = torch.maximum(peaks[op.name], peak) if op.name in peaks else peak
 
     layers = [op for op in ops if is_compute(op) and not op.inputs[0].is_parameter]
     if layers:
         run_watching(executor, batches, layers, observe, quantize=False)
-    return {name: _ratio(peak) for name, peak in peaks.items()}
+    return {name: _ratio(peak) for name, peak in peaks.items() if name not in varying}
 
 
 def _ratio(peak: torch.Tensor) -> float:

@@ -17,14 +17,7 @@ Batch = Mapping[str, np.ndarray]
 
 def take_samples(graph: Graph, data, limit: int) -> list[dict[str, np.ndarray]]:
     """The first ``limit`` samples of ``data`` (anything ``load_calibration_data`` takes), in batches."""
-    batches, taken = [], 0
-    for batch in load_calibration_data(data, graph):
-        take = min(len(next(iter(batch.values()))), limit - taken)
-        batches.append({name: array[:take] for name, array in batch.items()})
-        taken += take
-        if taken >= limit:
-            break
-    return batches
+    return load_calibration_data(data, graph).take(limit)
 
 
 def run_watching(executor: TorchExecutor, batches: Iterable[Batch], ops: Iterable[Operation],

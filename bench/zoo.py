@@ -1,0 +1,292 @@
+"""The model zoo's report card: every zoo model (bench/zoo_models.py) quantized with qtool's defaults for the
+onnxruntime platform, next to onnxruntime.quantization's quantize_static (MinMax, compute ops) on the same model
+and the same calibration feeds, in the same run.
+
+For each model: does qtool quantize it, does ORT load and run the export; compute-op coverage counted from the
+exported file (Conv/ConvTranspose/MatMul/Gemm whose data and weight come through DequantizeLinear, or integer
+ops); the share of compute kernels ORT really runs as integer kernels (its optimized graph); output SQNR against
+float on held-out feeds (qtool's export and ORT's); quantize wall time of each quantizer's whole process and its
+peak RSS (each runs in its own subprocess); the exported model's latency against float (1 thread, fastest run).
+
+    python bench/zoo.py                       # every model; prints the table
+    python bench/zoo.py --models resnet18-w8,lstm-state --markdown
+    python bench/zoo.py --json zoo.json       # rows as JSON too
+
+Calibration data are feeds (one model call each, ``calib_layout="feeds"``), the form an ORT
+CalibrationDataReader gives; the ORT side reads the same files through such a reader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
+
+import measure  # noqa: E402
+
+CALIB, EVAL = 16, 4
+COMPUTE_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+GOALS = {"coverage": 0.95, "sqnr_median_db": 20.0, "time_ratio": 1.0}
+
+
+@dataclass
+class Row:
+    model: str
+    pattern: str
+    quantized: bool = False
+    runs_in_ort: bool = False
+    coverage: list | None = None  # [quantized, total] compute ops of the export
+    integer_kernels: list | None = None  # [integer, total] compute kernels ORT runs
+    sqnr_db: float | None = None
+    ort_sqnr_db: float | None = None
+    qtool_s: float | None = None
+    ort_s: float | None = None
+    qtool_mib: float | None = None
+    ort_mib: float | None = None
+    float_ms: float | None = None
+    qtool_ms: float | None = None
+    ort_ms: float | None = None
+    errors: dict = field(default_factory=dict)
+
+    def goals(self) -> list[str]:
+        """The goals this row misses (an empty list: all met)."""
+        missed = []
+        if not (self.quantized and self.runs_in_ort):
+            missed.append("quantize+run")
+        if self.coverage is None or not self.coverage[1] or self.coverage[0] / self.coverage[1] < GOALS["coverage"]:
+            missed.append("coverage")
+        if self.qtool_s is None or self.ort_s is None or self.qtool_s > GOALS["time_ratio"] * self.ort_s:
+            missed.append("time")
+        if self.qtool_ms is None or self.float_ms is None or self.qtool_ms > self.float_ms:
+            missed.append("latency")
+        return missed
+
+
+# -- the quantizing subprocesses ----------------------------------------------------------------------------------
+def _feeds(folder: Path) -> list[dict[str, np.ndarray]]:
+    found = []
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path) as data:
+            found.append({k: data[k] for k in data.files})
+    return found
+
+
+def _worker(spec: dict) -> dict:
+    start = time.perf_counter()
+    if spec["tool"] == "qtool":
+        import qtool
+
+        qtool.quantize(spec["model"], "onnxruntime", spec["calib"], calib_layout="feeds", output=spec["output"])
+    else:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self, feeds):
+                self.feeds = iter(feeds)
+
+            def get_next(self):
+                return next(self.feeds, None)
+
+        quantize_static(spec["model"], spec["output"], Reader(_feeds(Path(spec["calib"]))),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=COMPUTE_OPS, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    return {"seconds": time.perf_counter() - start, "peak_mib": measure.own_peak_mib()}
+
+
+def _quantize(tool: str, model: Path, calib: Path, output: Path, timeout: float) -> tuple[dict, float, float]:
+    spec = json.dumps({"tool": tool, "model": str(model), "calib": str(calib), "output": str(output)})
+    result, seconds, peak = measure.run_measured([sys.executable, str(Path(__file__).resolve()), "--worker", spec],
+                                                 timeout)
+    if "error" not in result and not output.exists():
+        result = {"error": f"no model written at {output}"}
+    return result, seconds, result.get("peak_mib") or peak
+
+
+def _pre_process(source: Path, target: Path) -> Path:
+    """ORT's recommended quant_pre_process (symbolic shapes where they work), or the model as it is."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for skip in (False, True):
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip)
+            return target
+        except Exception:  # ORT's pre-processing fails on some graphs; then it quantizes the model as it is
+            continue
+    return source
+
+
+# -- one model -------------------------------------------------------------------------------------------------
+def _outputs(path: Path, feeds: list[dict]) -> list[list[np.ndarray]]:
+    sess = measure.session(path, 1)
+    names = [o.name for o in sess.get_outputs()]
+    return [[np.asarray(v) for v in sess.run(names, feed)] for feed in feeds]
+
+
+def _sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    flat_ref = [a for outs in reference for a in outs if np.issubdtype(a.dtype, np.floating)]
+    flat_got = [a for outs in got for a in outs if np.issubdtype(a.dtype, np.floating)]
+    return measure.sqnr_db(flat_ref, flat_got)
+
+
+def bench_model(entry, workdir: Path, args, log) -> Row:
+    row = Row(entry.name, entry.pattern)
+    folder = workdir / entry.name
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        source, feed = entry.build(folder)
+        calib = folder / "calib"
+        calib.mkdir(exist_ok=True)
+        for i in range(CALIB):
+            np.savez(calib / f"{i:03d}.npz", **feed(i))
+        held_out = [feed(CALIB + i) for i in range(EVAL)]
+        reference = _outputs(source, held_out)
+        row.float_ms = measure.latency_ms(source, held_out[0], args.runs, 1)
+    except Exception as exc:
+        row.errors["build"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        log(f"[{entry.name}] build failed: {row.errors['build']}")
+        if args.verbose:
+            log(traceback.format_exc())
+        return row
+    exports = {}
+    for tool in ("qtool", "ort"):
+        model = source if tool == "qtool" else _pre_process(source, folder / "pre.onnx")
+        output = folder / f"{tool}.onnx"
+        output.unlink(missing_ok=True)
+        result, seconds, peak = _quantize(tool, model, calib, output, args.timeout)
+        setattr(row, f"{tool}_mib", peak)
+        if "error" in result:
+            row.errors[tool] = result["error"]
+            continue
+        setattr(row, f"{tool}_s", seconds)
+        try:
+            got = _outputs(output, held_out)
+            setattr(row, f"{tool}_ms", measure.latency_ms(output, held_out[0], args.runs, 1))
+            setattr(row, "sqnr_db" if tool == "qtool" else "ort_sqnr_db", _sqnr(reference, got))
+            exports[tool] = output
+        except Exception as exc:
+            row.errors[f"{tool} run"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"[:300]
+    row.quantized = "qtool" not in row.errors
+    row.runs_in_ort = "qtool" in exports
+    if row.runs_in_ort:
+        share = measure.coverage(exports["qtool"])
+        row.coverage = [share.part, share.whole]
+        try:
+            kernels = measure.ort_integer_share(exports["qtool"])
+            row.integer_kernels = [kernels.part, kernels.whole]
+        except Exception as exc:
+            row.errors["ort optimize"] = f"{type(exc).__name__}: {exc}"[:200]
+    log(f"[{entry.name}] " + ", ".join(f"{k} {v}" for k, v in _cells(row).items()))
+    return row
+
+
+# -- the table ------------------------------------------------------------------------------------------------------
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _share(pair) -> str:
+    return "-" if not pair else f"{pair[0]}/{pair[1]}" + (f" ({100 * pair[0] / pair[1]:.0f}%)" if pair[1] else "")
+
+
+def _cells(row: Row) -> dict[str, str]:
+    ratio = row.qtool_s / row.ort_s if row.qtool_s and row.ort_s else None
+    latency = row.qtool_ms / row.float_ms if row.qtool_ms and row.float_ms else None
+    return {
+        "quantize": "yes" if row.quantized else "FAILED",
+        "runs in ORT": "yes" if row.runs_in_ort else "no",
+        "coverage": _share(row.coverage),
+        "ORT int kernels": _share(row.integer_kernels),
+        "SQNR dB qtool / ORT": f"{_fmt(row.sqnr_db, '.1f')} / {_fmt(row.ort_sqnr_db, '.1f')}",
+        "quantize s qtool / ORT": f"{_fmt(row.qtool_s, '.1f')} / {_fmt(row.ort_s, '.1f')} ({_fmt(ratio, '.1f')}x)",
+        "peak MiB qtool / ORT": f"{_fmt(row.qtool_mib, '.0f')} / {_fmt(row.ort_mib, '.0f')}",
+        "latency ms float / qtool": f"{_fmt(row.float_ms, '.2f')} / {_fmt(row.qtool_ms, '.2f')} "
+                                    f"({_fmt(latency, '.2f')}x)",
+        "goals missed": ", ".join(row.goals()) or "none",
+    }
+
+
+def markdown(rows: list[Row]) -> str:
+    header = ["model", *_cells(rows[0]).keys()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append(f"| {row.model} | " + " | ".join(_cells(row).values()) + " |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row]) -> list[str]:
+    """The goals over the whole zoo, and each failure with its message."""
+    sqnrs = [r.sqnr_db for r in rows if r.sqnr_db is not None]
+    met = {goal: sum(goal not in r.goals() for r in rows) for goal in ("quantize+run", "coverage", "time", "latency")}
+    lines = [f"{len(rows)} models; goals met: quantize and run in ORT {met['quantize+run']}/{len(rows)}, "
+             f"coverage >= {GOALS['coverage']:.0%} {met['coverage']}/{len(rows)}, quantize time <= ORT "
+             f"{met['time']}/{len(rows)}, latency <= float {met['latency']}/{len(rows)}; median SQNR "
+             f"{statistics.median(sqnrs):.1f} dB over {len(sqnrs)} models (goal >= {GOALS['sqnr_median_db']:.0f} dB)"
+             if sqnrs else f"{len(rows)} models; no SQNR measured"]
+    for row in rows:
+        for where, message in row.errors.items():
+            lines.append(f"- {row.model}, {where}: {message}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", help="comma-separated names (default: every zoo model)")
+    parser.add_argument("--runs", type=int, default=20, help="timed latency runs per model (fastest is kept)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed to one quantization")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-zoo")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file (after each model)")
+    parser.add_argument("--table", metavar="FILE,FILE", help="only print the table of rows saved with --json")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed builds")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        try:
+            measure.write_result(_worker(json.loads(args.worker)))
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            measure.write_result({"error": f"{type(exc).__name__}: {text}"[:300]})
+        return 0
+    if args.table:
+        rows = [Row(**item) for path in args.table.split(",") for item in json.loads(Path(path).read_text())]
+    else:
+        import zoo_models
+
+        entries = zoo_models.entries()
+        if args.models:
+            wanted = [m.strip() for m in args.models.split(",")]
+            unknown = sorted(set(wanted) - {e.name for e in entries})
+            if unknown:
+                parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(e.name for e in entries)}")
+            entries = [e for e in entries if e.name in wanted]
+        print(f"# {measure.machine()}; ORT latency with 1 intra-op thread; "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
+        rows = []
+        for entry in entries:
+            rows.append(bench_model(entry, args.workdir, args, lambda m: print(m, file=sys.stderr, flush=True)))
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    print(markdown(rows))
+    print()
+    print("\n".join(summary(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

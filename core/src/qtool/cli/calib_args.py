@@ -1,0 +1,22 @@
+"""The calibration-data flags that ``quantize`` and ``analyse`` share: layout, sample count, NaN/Inf handling."""
+
+from __future__ import annotations
+
+from ..calibration.sources import LAYOUTS
+
+
+def add_calibration_flags(parser) -> None:
+    parser.add_argument("--calib-layout", choices=LAYOUTS, default=None,
+                        help="samples: arrays hold samples along their first axis (default); feeds: each file is "
+                             "one model call with exactly the shapes the model takes (recurrent state, "
+                             "sequence-first or fixed-batch inputs)")
+    parser.add_argument("--calib-samples", type=int, metavar="N",
+                        help="use only the first N samples (feeds) of the calibration data")
+    parser.add_argument("--calib-skip-nonfinite", action="store_true",
+                        help="skip calibration samples holding NaN or Inf (counted) instead of stopping")
+
+
+def calibration_options(args) -> dict:
+    """The keyword arguments of qtool.quantize that the flags set."""
+    return {"calib_layout": args.calib_layout, "max_samples": args.calib_samples,
+            "skip_nonfinite": args.calib_skip_nonfinite}

@@ -1,0 +1,50 @@
+"""bench/measure.py counts quantized compute ops from the file itself: a float MatMul never counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import measure
+
+
+def qdq_and_float_matmul(path) -> str:
+    """x -> Q/DQ -> MatMul (weight through DQ) -> Q/DQ -> a float MatMul -> y."""
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.integers(-100, 100, (8, 8)).astype(np.int8), "w_q"),
+            numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+            numpy_helper.from_array(np.array(0.05, np.float32), "a_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+            numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w_float")]
+    node = helper.make_node
+    nodes = [node("QuantizeLinear", ["x", "a_scale", "a_zero"], ["xq"]),
+             node("DequantizeLinear", ["xq", "a_scale", "a_zero"], ["xd"]),
+             node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["wd"]),
+             node("MatMul", ["xd", "wd"], ["h"], name="quantized"),
+             node("QuantizeLinear", ["h", "a_scale", "a_zero"], ["hq"]),
+             node("DequantizeLinear", ["hq", "a_scale", "a_zero"], ["hd"]),
+             node("MatMul", ["hd", "w_float"], ["y"], name="float")]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, [2, 8])], [value("y", TensorProto.FLOAT, [2, 4])],
+                              init)
+    opsets = [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)), path)
+    return str(path)
+
+
+def test_coverage_counts_only_compute_ops_fed_through_dequantize(tmp_path):
+    share = measure.coverage(qdq_and_float_matmul(tmp_path / "m.onnx"))
+    assert (share.part, share.whole, share.float_ops) == (1, 2, ["float"])
+
+
+def test_ort_integer_share_reads_the_graph_onnxruntime_optimizes(tmp_path):
+    share = measure.ort_integer_share(qdq_and_float_matmul(tmp_path / "m.onnx"))
+    assert (share.part, share.whole) == (1, 2) and share.float_ops == ["MatMul"]
+
+
+def test_sqnr():
+    x = np.ones(100, np.float32)
+    assert measure.sqnr_db([x], [x]) == float("inf")
+    assert abs(measure.sqnr_db([x], [x * 1.1]) - 20.0) < 1e-4  # float32 1.1

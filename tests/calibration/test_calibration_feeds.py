@@ -1,0 +1,175 @@
+"""Calibration data fed as the model takes it: the feeds layout, readers, streams, transforms, limits, NaN/Inf."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import qtool
+import torch
+from onnxruntime.quantization import CalibrationDataReader
+from qtool.calibration import CalibrationError, CalibrationWarning, load_calibration_data
+
+
+def graph_with_inputs(**shapes) -> qtool.Graph:
+    graph = qtool.Graph()
+    for name, shape in shapes.items():
+        graph.inputs.append(graph.add_variable(name, shape=list(shape), dtype=np.dtype(np.float32)))
+    return graph
+
+
+RECURRENT = graph_with_inputs(x=["T", 6], h=[1, 1, 4], c=[1, 1, 4])
+FIXED = graph_with_inputs(x=[1, 3, 4, 4])
+IMAGE = graph_with_inputs(x=["batch", 3, 4, 4])
+
+
+def feed(seed: int, frames: int = 5) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((frames, 6)).astype(np.float32),
+            "h": rng.standard_normal((1, 1, 4)).astype(np.float32),
+            "c": rng.standard_normal((1, 1, 4)).astype(np.float32)}
+
+
+class Reader(CalibrationDataReader):
+    """An ONNX Runtime reader as users write them: get_next() returns one feed dict, then None."""
+
+    def __init__(self, feeds):
+        self.feeds, self.calls = iter(feeds), 0
+
+    def get_next(self):
+        self.calls += 1
+        return next(self.feeds, None)
+
+
+def test_mismatched_leading_axes_suggest_the_feeds_layout(tmp_path):
+    np.savez(tmp_path / "0.npz", **feed(0))
+    with pytest.raises(CalibrationError, match=r"0\.npz: inputs hold different numbers of samples \(x: 5, h: 1, "
+                                               r"c: 1\); .*--calib-layout feeds"):
+        load_calibration_data(tmp_path, RECURRENT)
+    with pytest.raises(CalibrationError, match="calibration item 0: .*different numbers.*calib_layout='feeds'"):
+        load_calibration_data([feed(0)], RECURRENT)
+
+
+def test_a_folder_of_feeds_is_one_call_per_file_with_shapes_as_they_are(tmp_path):
+    for i, frames in enumerate((5, 9, 3)):  # sequence lengths vary
+        np.savez(tmp_path / f"{i}.npz", **feed(i, frames))
+    data = load_calibration_data(tmp_path, RECURRENT, layout="feeds")
+    batches = list(data)
+    assert len(data) == 3 and [b["x"].shape for b in batches] == [(5, 6), (9, 6), (3, 6)]
+    assert all(b["h"].shape == (1, 1, 4) for b in batches)
+    np.testing.assert_array_equal(batches[1]["c"], feed(1, 9)["c"])
+    assert [s["x"].shape[0] for s in data.samples(2)] == [5, 9] and len(data.take(2)) == 2
+
+
+def test_feeds_must_have_the_model_shapes_exactly(tmp_path):
+    bad = {**feed(0), "h": np.zeros((1, 4), np.float32)}
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(CalibrationError, match=r"bad\.npz: input 'h' has shape \[1, 4\], expected float32 "
+                                               r"\[1, 1, 4\] \(one model call"):
+        load_calibration_data(tmp_path / "bad.npz", RECURRENT, layout="feeds")
+    with pytest.raises(CalibrationError, match=r"calibration item 0: input 'x' has shape \[5\], expected "
+                                               r"float32 \[T, 6\]"):
+        load_calibration_data([{**feed(0), "x": np.zeros(5, np.float32)}], RECURRENT, layout="feeds")
+    with pytest.raises(CalibrationError, match="layout 'rows' is not one of samples, feeds"):
+        load_calibration_data([feed(0)], RECURRENT, layout="rows")
+
+
+def test_an_onnxruntime_reader_is_taken_as_is_and_read_lazily():
+    reader = Reader([feed(i) for i in range(4)])
+    data = load_calibration_data(reader, RECURRENT)  # a reader gives feeds
+    assert data.layout == "feeds" and reader.calls == 1  # only the first feed is read (and checked) up front
+    first = [b["x"].copy() for b in data]
+    assert reader.calls == 5 and len(data) == 4
+    again = [b["x"] for b in data]  # read again from the copy kept on disk, not from the exhausted reader
+    assert reader.calls == 5
+    for a, b, i in zip(first, again, range(4), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, feed(i)["x"])
+
+
+def test_a_generator_is_consumed_lazily():
+    pulled = []
+
+    def stream():
+        for i in range(50):
+            pulled.append(i)
+            yield feed(i)
+
+    data = load_calibration_data(stream(), RECURRENT, layout="feeds")
+    assert pulled == [0] and data.count is None
+    assert len(data.take(3)) == 3 and pulled == [0, 1, 2]
+    seen = 0
+    for _ in data:
+        seen += 1
+        assert len(pulled) == max(seen, 3)  # the first three come from disk; then one read per feed, never ahead
+    assert seen == 50 and len(data) == 50
+
+
+def test_a_torch_dataloader_of_inputs_and_labels_with_a_transform():
+    images = torch.randn(10, 3, 4, 4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.arange(10)), batch_size=4)
+    with pytest.raises(CalibrationError, match=r"calibration item 0: a list of 2 values; give transform="):
+        load_calibration_data(loader, IMAGE)
+    data = load_calibration_data(loader, IMAGE, batch_size=3, transform=lambda item: {"x": item[0]})
+    batches = list(data)
+    assert [len(b["x"]) for b in batches] == [3, 3, 3, 1] and len(data) == 10
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), images.numpy())
+    with pytest.raises(CalibrationError, match="calibration item 0: transform failed: IndexError"):
+        load_calibration_data(loader, IMAGE, transform=lambda item: item[5])
+
+
+def test_max_samples_keeps_the_first_samples_or_feeds(tmp_path):
+    x = np.random.default_rng(0).standard_normal((10, 3, 4, 4)).astype(np.float32)
+    data = load_calibration_data(x, IMAGE, batch_size=4, max_samples=6)
+    assert len(data) == 6 and [len(b["x"]) for b in data] == [4, 2]
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in data]), x[:6])
+    feeds = load_calibration_data(Reader([feed(i) for i in range(9)]), RECURRENT, max_samples=2)
+    assert len(list(feeds)) == 2 and len(feeds) == 2
+    with pytest.raises(CalibrationError, match="max_samples must be at least 1"):
+        load_calibration_data(x, IMAGE, max_samples=0)
+
+
+def test_a_model_with_a_fixed_batch_is_fed_one_sample_at_a_time(tmp_path):
+    x = np.random.default_rng(0).standard_normal((5, 3, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    data = load_calibration_data(tmp_path / "calib.npz", FIXED, batch_size=32)
+    assert data.batch_size == 1 and [b["x"].shape for b in data] == [(1, 3, 4, 4)] * 5
+    assert [s["x"].shape for s in data.samples(2)] == [(1, 3, 4, 4)] * 2
+    two = graph_with_inputs(x=[2, 3])
+    with pytest.raises(CalibrationError, match="3 samples do not fill batches of 2"):
+        load_calibration_data(np.zeros((3, 3), np.float32), two)
+
+
+def test_nonfinite_values_name_the_file_input_and_sample(tmp_path):
+    x = np.random.default_rng(0).standard_normal((6, 3, 4, 4)).astype(np.float32)
+    x[4, 1, 2, 3] = np.nan
+    x[1, 0, 0, 0] = np.inf
+    np.savez(tmp_path / "calib.npz", x=x)
+    data = load_calibration_data(tmp_path / "calib.npz", IMAGE)
+    with pytest.raises(CalibrationError, match=r"calib\.npz: input 'x' sample 1 holds Inf .*--calib-skip-nonfinite"):
+        list(data)
+    bad = feed(3)
+    bad["c"][0, 0, 2] = np.nan
+    with pytest.raises(CalibrationError, match=r"calibration item 1: input 'c' holds NaN"):
+        list(load_calibration_data([feed(0), bad], RECURRENT, layout="feeds"))
+
+
+def test_nonfinite_samples_can_be_skipped_and_are_counted():
+    x = np.random.default_rng(0).standard_normal((6, 3, 4, 4)).astype(np.float32)
+    x[[1, 4], 0, 0, 0] = np.nan
+    data = load_calibration_data(x, IMAGE, skip_nonfinite=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = np.concatenate([b["x"] for b in data])
+    np.testing.assert_array_equal(kept, x[[0, 2, 3, 5]])
+    assert data.skipped == 2 and len(data) == 4
+    assert [str(w.message) for w in caught if w.category is CalibrationWarning] == [
+        "calibration data: skipped 2 calibration sample(s) holding NaN or Inf"]
+
+
+def test_feed_fingerprints_follow_the_feeds(tmp_path):
+    prints = {load_calibration_data([feed(0), feed(1, 7)], RECURRENT, layout="feeds").fingerprint(),
+              load_calibration_data(Reader([feed(0), feed(1, 7)]), RECURRENT).fingerprint()}
+    assert len(prints) == 1
+    assert load_calibration_data([feed(0), feed(2, 7)], RECURRENT, layout="feeds").fingerprint() not in prints
