@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (imported to register their ops)
     norm,
     pad,
     pool,
+    recurrent,
     reduce,
     resize,
     shape,
