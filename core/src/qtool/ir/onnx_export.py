@@ -17,7 +17,7 @@ _PROTO_LIMIT = 2**31 - 2**24  # leave headroom below protobuf's 2 GiB
 
 def to_model_proto(graph: Graph) -> onnx.ModelProto:
     """Build a ModelProto; parameters become initializers, names are kept."""
-    nodes = [_node_proto(op) for op in graph.topological_order()]
+    nodes = [node_proto(op) for op in graph.topological_order()]
     used = {v.name for op in graph.operations.values() for v in op.inputs if v is not None}
     used |= {v.name for v in graph.outputs}
     initializers = [_tensor(v) for v in graph.variables.values() if v.is_parameter and v.name in used]
@@ -98,7 +98,8 @@ def _point_external_data(model_path: str, location: str) -> None:
     onnx.save_model(model, model_path)
 
 
-def _node_proto(op) -> onnx.NodeProto:
+def node_proto(op) -> onnx.NodeProto:
+    """The NodeProto of ``op``, attributes in ONNX form."""
     node = helper.make_node(
         op.op_type,
         [v.name if v is not None else "" for v in op.inputs],
