@@ -11,10 +11,10 @@ from .hooks import HookHandle
 from .ort_fallback import FALLBACK_REASON
 from .plugin_ops import load_plugin_ops
 from .simulation import Site
-from .support import check_supported, float_reason, has_kernel, op_type_counts, ort_fallback_ops, unsupported_ops
+from .support import CONTROL_FLOW_REASON, check_supported, float_reason, has_kernel, op_type_counts, ort_fallback_ops, unsupported_ops
 
 __all__ = [
-    "FALLBACK_REASON", "ExecutorError", "HookHandle", "InputError", "OpExecutionError", "Site", "TorchExecutor",
+    "CONTROL_FLOW_REASON", "FALLBACK_REASON", "ExecutorError", "HookHandle", "InputError", "OpExecutionError", "Site", "TorchExecutor",
     "UnsupportedOpsError", "check_supported", "float_reason", "has_kernel", "load_plugin_ops", "op_type_counts",
     "ort_fallback_ops", "unsupported_ops",
 ]

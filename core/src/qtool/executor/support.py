@@ -8,6 +8,8 @@ from ..ir import Graph, Operation
 from .errors import UnsupportedOpsError
 from .ops import is_supported
 from .ort_fallback import FALLBACK_REASON, ort_can_run
+
+CONTROL_FLOW_REASON = f"control flow: its subgraphs stay float ({FALLBACK_REASON})"
 from .plugin_ops import load_plugin_ops
 
 
@@ -24,7 +26,9 @@ def has_kernel(op: Operation) -> bool:
 
 def float_reason(op: Operation) -> str | None:
     """Why ``op`` must stay float whatever the configuration says, or None."""
-    return None if has_kernel(op) else FALLBACK_REASON
+    if has_kernel(op):
+        return None
+    return CONTROL_FLOW_REASON if op.has_subgraphs else FALLBACK_REASON
 
 
 def ort_fallback_ops(graph: Graph) -> dict[tuple[str, str], list[str]]:

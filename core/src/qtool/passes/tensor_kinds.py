@@ -56,7 +56,7 @@ def classify(graph: Graph) -> TensorKinds:
     for op in graph.topological_order():
         present = [v for v in op.inputs if v is not None]
         all_constant = all(kinds.is_constant(v) for v in present)
-        data = op.inputs[data_input(op)] if len(op.inputs) > data_input(op) else None
+        data = op.inputs[data_input(op)] if len(op.inputs) > data_input(op) and not op.has_subgraphs else None
         for position, out in enumerate(op.outputs):
             if all_constant:
                 kinds.constant.add(id(out))
