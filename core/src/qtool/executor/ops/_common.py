@@ -75,6 +75,32 @@ def attr_or_input(
     return attrs.get(name)
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def unsigned_safe(fn):
+    """``fn`` also on uint16/32/64 tensors, which torch has few kernels for: computed in int64 (uint64 reinterpreted,
+    exact below 2**63), integer results cast back to the unsigned type, booleans as they are."""
+
+    def wrapped(*tensors):
+        dtype = next((t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.dtype in _WIDE_UNSIGNED), None)
+        if dtype is None:
+            return fn(*tensors)
+        result = fn(*(_as_int64(t) for t in tensors))
+        if result.dtype != torch.int64:
+            return result
+        return result.view(torch.uint64) if dtype == torch.uint64 else result.to(dtype)
+
+    wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+    return wrapped
+
+
+def _as_int64(t):
+    if not isinstance(t, torch.Tensor) or t.dtype not in _WIDE_UNSIGNED:
+        return t
+    return t.view(torch.int64) if t.dtype == torch.uint64 else t.to(torch.int64)
+
+
 def tensor_op(fn):
     """Op function applying ``fn`` to all inputs and returning its one result."""
 
