@@ -55,7 +55,8 @@ class Plan:
     def _step(self, index: int, op: Operation, device: torch.device) -> Step:
         domain = "" if op.domain == "ai.onnx" else op.domain
         opset = self.graph.opset if domain == "" else self.graph.info.opset_imports.get(domain, 1)
-        ctx = OpContext(op.op_type, op.name, opset, len(op.outputs), device)
+        types = tuple(None if v is None else v.dtype for v in op.inputs)
+        ctx = OpContext(op.op_type, op.name, opset, len(op.outputs), device, types)
         inputs = tuple(None if v is None else self.slot_of[v.name] for v in op.inputs)
         outputs = tuple(self.slot_of[v.name] for v in op.outputs)
         fn = get_op(op.op_type, op.domain) if is_supported(op.op_type, op.domain) else OrtNode(op, self.graph)

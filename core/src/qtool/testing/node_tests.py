@@ -23,6 +23,9 @@ _SAME_BITS = {np.dtype(ml_dtypes.bfloat16): torch.bfloat16, np.dtype(ml_dtypes.f
               np.dtype(ml_dtypes.float8_e5m2): torch.float8_e5m2,
               np.dtype(ml_dtypes.float8_e5m2fnuz): torch.float8_e5m2fnuz}
 _INT_VIEW = {1: torch.uint8, 2: torch.int16}
+# narrow numpy dtypes -> the container the executor holds them in
+_NARROW = {np.dtype(ml_dtypes.int4): np.int8, np.dtype(ml_dtypes.uint4): np.uint8, np.dtype(ml_dtypes.int2): np.int8,
+           np.dtype(ml_dtypes.uint2): np.uint8, np.dtype(ml_dtypes.float4_e2m1fn): np.float32}
 
 
 @cache
@@ -105,8 +108,8 @@ def to_torch(array: np.ndarray) -> torch.Tensor:
     """A torch tensor of ``array``; bfloat16 and float 8 keep their bits, int4/uint4 widen to int8/uint8."""
     if array.dtype in _SAME_BITS:
         return torch.from_numpy(array.view(f"u{array.dtype.itemsize}").copy()).view(_SAME_BITS[array.dtype])
-    if array.dtype in (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4)):
-        return torch.from_numpy(array.astype(np.int8 if array.dtype == np.dtype(ml_dtypes.int4) else np.uint8))
+    if array.dtype in _NARROW:
+        return torch.from_numpy(array.astype(_NARROW[array.dtype]))
     return torch.from_numpy(np.array(array, order="C"))
 
 
@@ -119,4 +122,4 @@ def to_numpy(tensor, like: np.dtype):
         dtype = next(d for d, t in _SAME_BITS.items() if t == tensor.dtype)
         return bits.view(dtype)
     array = tensor.detach().cpu().numpy()
-    return array.astype(like) if like in (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4)) else array
+    return array.astype(like) if like in _NARROW else array

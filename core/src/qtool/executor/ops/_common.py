@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import torch
 from onnx import TensorProto
 
@@ -30,8 +31,18 @@ _TORCH_DTYPES = {
 }
 
 
+# Types torch lacks, held in a wider container whose values stay on the narrow type's grid (ml_dtypes converts).
+NARROW_TYPES = {
+    TensorProto.INT4: (ml_dtypes.int4, torch.int8), TensorProto.UINT4: (ml_dtypes.uint4, torch.uint8),
+    TensorProto.INT2: (ml_dtypes.int2, torch.int8), TensorProto.UINT2: (ml_dtypes.uint2, torch.uint8),
+    TensorProto.FLOAT4E2M1: (ml_dtypes.float4_e2m1fn, torch.float32),
+}
+
+
 def torch_dtype(onnx_type: int) -> torch.dtype:
-    """Torch dtype for an ONNX TensorProto data type code."""
+    """Torch dtype for an ONNX TensorProto data type code (the container for the types of NARROW_TYPES)."""
+    if onnx_type in NARROW_TYPES:
+        return NARROW_TYPES[onnx_type][1]
     try:
         return _TORCH_DTYPES[onnx_type]
     except KeyError:

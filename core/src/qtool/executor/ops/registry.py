@@ -18,6 +18,7 @@ class OpContext:
     opset: int  # opset version of the node's domain in the model
     num_outputs: int  # number of outputs the node declares (incl. optional ones)
     device: torch.device
+    input_types: tuple = ()  # numpy dtypes the graph declares for the inputs (None where unknown)
 
 
 OpFunction = Callable[[OpContext, dict[str, Any], list[torch.Tensor | None]], list[torch.Tensor]]
