@@ -131,7 +131,7 @@ def unary(*op_types: str):
 
         op.__name__, op.__doc__ = fn.__name__, fn.__doc__
         for op_type in op_types:
-            register_op(op_type, op)
+            register_op(op_type, op, source=fn.__module__)
         return fn
 
     return decorate
