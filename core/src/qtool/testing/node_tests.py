@@ -74,7 +74,9 @@ def run_onnxruntime(case) -> None:
     """Run ``case`` through an onnxruntime CPU session; AssertionError (or ORT's error) when it fails."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(case.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(case.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [v.name for v in session.get_inputs()]
     for inputs, expected in case.data_sets:
         compare(case, expected, session.run(None, dict(zip(names, inputs, strict=True))))
