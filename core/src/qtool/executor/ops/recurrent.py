@@ -55,10 +55,17 @@ class _Layer:
     """What every recurrent op shares: directions, layout, clip, sequence lengths, initial states."""
 
     x: torch.Tensor  # [seq, batch, input]
+    w: torch.Tensor  # [dirs, gates * hidden, input]
+    r: torch.Tensor  # [dirs, gates * hidden, hidden]
+    b: torch.Tensor  # [dirs, 2 * gates * hidden]: input biases, then recurrence biases (zeros when absent)
     seq_lens: torch.Tensor | None  # [batch]
     directions: tuple[bool, ...]  # per direction: reversed?
     clip: float | None
     layout: int
+
+    @property
+    def hidden(self) -> int:
+        return self.r.shape[-1]
 
     def initial(self, state: torch.Tensor | None, hidden: int) -> torch.Tensor:
         """[num_directions, batch, hidden], zeros when absent."""
@@ -82,8 +89,8 @@ class _Layer:
         return [y, *finals]
 
 
-def _layer(attrs: dict, inputs: list, sequence_lens_index: int = 4) -> _Layer:
-    x = inputs[0]
+def _layer(attrs: dict, inputs: list, gates: int) -> _Layer:
+    x, w, r = inputs[0], inputs[1], inputs[2]
     layout = attrs.get("layout", 0)
     if layout == 1:
         x = x.transpose(0, 1)
@@ -91,10 +98,14 @@ def _layer(attrs: dict, inputs: list, sequence_lens_index: int = 4) -> _Layer:
     directions = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}.get(direction)
     if directions is None:
         raise ValueError(f"unknown direction {direction!r}")
-    seq_lens = optional_input(inputs, sequence_lens_index)
+    seq_lens = optional_input(inputs, 4)
     if seq_lens is not None and bool((seq_lens == x.shape[0]).all()):
         seq_lens = None  # every sequence runs to the end: no masking needed
-    return _Layer(x, None if seq_lens is None else seq_lens.to(torch.int64), directions, attrs.get("clip"), layout)
+    b = optional_input(inputs, 3)
+    if b is None:
+        b = w.new_zeros(len(directions), 2 * gates * r.shape[-1])
+    return _Layer(x, w, r, b, None if seq_lens is None else seq_lens.to(torch.int64), directions, attrs.get("clip"),
+                  layout)
 
 
 def _keep(mask: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -106,100 +117,90 @@ def _emitted(mask: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
     return h if mask is None else torch.where(mask, h, torch.zeros_like(h))
 
 
-def _biases(b: torch.Tensor | None, gates: int, hidden: int, directions: int, like: torch.Tensor) -> torch.Tensor:
-    """[dirs, 2 * gates * hidden] (input bias, recurrence bias), zeros when absent."""
-    return like.new_zeros(directions, 2 * gates * hidden) if b is None else b
+def _scan(layer: _Layer, initial: list[torch.Tensor], step) -> list[torch.Tensor]:
+    """Run ``step(d, t, states) -> new states`` (hidden first) over every direction; Y and the final states."""
+    ys, finals = [], []
+    for d, reverse in enumerate(layer.directions):
+        states, y = [s[d] for s in initial], [None] * layer.x.shape[0]
+        for t, mask in layer.steps(reverse):
+            new = step(d, t, states)
+            states = [_keep(mask, n, old) for n, old in zip(new, states, strict=True)]
+            y[t] = _emitted(mask, new[0])
+        ys.append(torch.stack(y))
+        finals.append(states)
+    return layer.output(torch.stack(ys, 1), [torch.stack([f[i] for f in finals]) for i in range(len(initial))])
+
+
+def _projected(layer: _Layer, bias: torch.Tensor) -> list[torch.Tensor]:
+    """Per direction, X W' + bias for every step at once."""
+    return [torch.matmul(layer.x, layer.w[d].t()) + bias[d] for d in range(len(layer.directions))]
 
 
 @op_impl("LSTM")
 def lstm(ctx, attrs, inputs):
     """Gates in order i, o, f, c; peepholes P in order i, o, f; ``input_forget`` couples f = 1 - i."""
-    layer = _layer(attrs, inputs)
-    w, r = inputs[1], inputs[2]
-    hidden = r.shape[-1]
-    dirs = len(layer.directions)
-    b = _biases(optional_input(inputs, 3), 4, hidden, dirs, w)
-    h0, c0 = layer.initial(optional_input(inputs, 5), hidden), layer.initial(optional_input(inputs, 6), hidden)
+    layer = _layer(attrs, inputs, 4)
+    r, b, hidden, dirs = layer.r, layer.b, layer.hidden, len(layer.directions)
+    xw = _projected(layer, b[:, :4 * hidden] + b[:, 4 * hidden:])
     p = optional_input(inputs, 7)
+    peepholes = [(None, None, None) if p is None else p[d].split(hidden) for d in range(dirs)]
     acts = _activations(attrs, ("Sigmoid", "Tanh", "Tanh"), dirs)
     couple = bool(attrs.get("input_forget", 0))
-    ys, hs, cs = [], [], []
-    for d, reverse in enumerate(layer.directions):
+
+    def step(d, t, states):
+        h, c = states
         f, g, h_act = acts[d]
-        xw = torch.matmul(layer.x, w[d].t()) + b[d, :4 * hidden] + b[d, 4 * hidden:]
-        pi, po, pf = (None, None, None) if p is None else p[d].split(hidden)
-        h, c, y = h0[d], c0[d], [None] * layer.x.shape[0]
-        for t, mask in layer.steps(reverse):
-            gi, go, gf, gc = (xw[t] + h @ r[d].t()).split(hidden, dim=-1)
-            if pi is not None:
-                gi, gf = gi + pi * c, gf + pf * c
-            i = f(layer.clipped(gi))
-            forget = 1 - i if couple else f(layer.clipped(gf))
-            c_new = forget * c + i * g(layer.clipped(gc))
-            if po is not None:
-                go = go + po * c_new
-            h_new = f(layer.clipped(go)) * h_act(c_new)
-            h, c = _keep(mask, h_new, h), _keep(mask, c_new, c)
-            y[t] = _emitted(mask, h_new)
-        ys.append(torch.stack(y))
-        hs.append(h)
-        cs.append(c)
-    return layer.output(torch.stack(ys, 1), [torch.stack(hs), torch.stack(cs)])[:ctx.num_outputs]
+        pi, po, pf = peepholes[d]
+        gi, go, gf, gc = (xw[d][t] + h @ r[d].t()).split(hidden, dim=-1)
+        if pi is not None:
+            gi, gf = gi + pi * c, gf + pf * c
+        i = f(layer.clipped(gi))
+        forget = 1 - i if couple else f(layer.clipped(gf))
+        c_new = forget * c + i * g(layer.clipped(gc))
+        if po is not None:
+            go = go + po * c_new
+        return [f(layer.clipped(go)) * h_act(c_new), c_new]
+
+    initial = [layer.initial(optional_input(inputs, 5), hidden), layer.initial(optional_input(inputs, 6), hidden)]
+    return _scan(layer, initial, step)[:ctx.num_outputs]
 
 
 @op_impl("GRU")
 def gru(ctx, attrs, inputs):
     """Gates in order z, r, h; ``linear_before_reset`` applies the reset gate after the recurrence product."""
-    layer = _layer(attrs, inputs)
-    w, r = inputs[1], inputs[2]
-    hidden = r.shape[-1]
-    dirs = len(layer.directions)
-    b = _biases(optional_input(inputs, 3), 3, hidden, dirs, w)
-    h0 = layer.initial(optional_input(inputs, 5), hidden)
+    layer = _layer(attrs, inputs, 3)
+    r, b, hidden, dirs = layer.r, layer.b, layer.hidden, len(layer.directions)
+    xw = _projected(layer, b[:, :3 * hidden])
+    rb = b[:, 3 * hidden:]
     acts = _activations(attrs, ("Sigmoid", "Tanh"), dirs)
     linear_before_reset = bool(attrs.get("linear_before_reset", 0))
-    ys, hs = [], []
-    for d, reverse in enumerate(layer.directions):
+
+    def step(d, t, states):
+        (h,) = states
         f, g = acts[d]
-        wb, rb = b[d, :3 * hidden], b[d, 3 * hidden:]
-        xw = torch.matmul(layer.x, w[d].t()) + wb
-        rz_r, rh = r[d, :2 * hidden], r[d, 2 * hidden:]
-        h, y = h0[d], [None] * layer.x.shape[0]
-        for t, mask in layer.steps(reverse):
-            xz, xr, xh = xw[t].split(hidden, dim=-1)
-            hz, hr = (h @ rz_r.t() + rb[:2 * hidden]).split(hidden, dim=-1)
-            z, reset = f(layer.clipped(xz + hz)), f(layer.clipped(xr + hr))
-            if linear_before_reset:
-                candidate = xh + reset * (h @ rh.t() + rb[2 * hidden:])
-            else:
-                candidate = xh + (reset * h) @ rh.t() + rb[2 * hidden:]
-            h_new = (1 - z) * g(layer.clipped(candidate)) + z * h
-            h = _keep(mask, h_new, h)
-            y[t] = _emitted(mask, h_new)
-        ys.append(torch.stack(y))
-        hs.append(h)
-    return layer.output(torch.stack(ys, 1), [torch.stack(hs)])[:ctx.num_outputs]
+        xz, xr, xh = xw[d][t].split(hidden, dim=-1)
+        hz, hr = (h @ r[d, :2 * hidden].t() + rb[d, :2 * hidden]).split(hidden, dim=-1)
+        z, reset = f(layer.clipped(xz + hz)), f(layer.clipped(xr + hr))
+        rh, rbh = r[d, 2 * hidden:], rb[d, 2 * hidden:]
+        if linear_before_reset:
+            candidate = xh + reset * (h @ rh.t() + rbh)
+        else:
+            candidate = xh + (reset * h) @ rh.t() + rbh
+        return [(1 - z) * g(layer.clipped(candidate)) + z * h]
+
+    return _scan(layer, [layer.initial(optional_input(inputs, 5), hidden)], step)[:ctx.num_outputs]
 
 
 @op_impl("RNN")
 def rnn(ctx, attrs, inputs):
     """H = f(X W' + H R' + Wb + Rb), f Tanh unless ``activations`` says otherwise."""
-    layer = _layer(attrs, inputs)
-    w, r = inputs[1], inputs[2]
-    hidden = r.shape[-1]
-    dirs = len(layer.directions)
-    b = _biases(optional_input(inputs, 3), 1, hidden, dirs, w)
-    h0 = layer.initial(optional_input(inputs, 5), hidden)
+    layer = _layer(attrs, inputs, 1)
+    r, b, hidden, dirs = layer.r, layer.b, layer.hidden, len(layer.directions)
+    xw = _projected(layer, b[:, :hidden] + b[:, hidden:])
     acts = _activations(attrs, ("Tanh",), dirs)
-    ys, hs = [], []
-    for d, reverse in enumerate(layer.directions):
-        (f,) = acts[d]
-        xw = torch.matmul(layer.x, w[d].t()) + b[d, :hidden] + b[d, hidden:]
-        h, y = h0[d], [None] * layer.x.shape[0]
-        for t, mask in layer.steps(reverse):
-            h_new = f(layer.clipped(xw[t] + h @ r[d].t()))
-            h = _keep(mask, h_new, h)
-            y[t] = _emitted(mask, h_new)
-        ys.append(torch.stack(y))
-        hs.append(h)
-    return layer.output(torch.stack(ys, 1), [torch.stack(hs)])[:ctx.num_outputs]
+
+    def step(d, t, states):
+        (h,) = states
+        return [acts[d][0](layer.clipped(xw[d][t] + h @ r[d].t()))]
+
+    return _scan(layer, [layer.initial(optional_input(inputs, 5), hidden)], step)[:ctx.num_outputs]
