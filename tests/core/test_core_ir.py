@@ -111,7 +111,7 @@ def test_missing_file_and_corrupt_proto_name_the_file(tmp_path):
         qtool.load(bad)
 
 
-def test_subgraph_op_is_refused_naming_the_node(tmp_path):
+def test_subgraph_op_loads_with_its_branches(tmp_path):
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     branch = helper.make_graph(
@@ -120,8 +120,10 @@ def test_subgraph_op_is_refused_naming_the_node(tmp_path):
     node = helper.make_node("If", ["c"], ["y"], name="the_if", then_branch=branch, else_branch=branch)
     path = tmp_path / "if.onnx"
     onnx.save(_model([node], [cond], [out]), str(path))
-    with pytest.raises(GraphError, match=r"if\.onnx.*'the_if' \(If\).*subgraph"):
-        qtool.load(path)
+    graph = qtool.load(path)
+    the_if = graph.operations["the_if"]
+    assert the_if.has_subgraphs and the_if.subgraph_refs == [] and the_if.attributes["then_branch"] == branch
+    assert to_model_proto(graph).graph.node[0] == onnx.load(path).graph.node[0]
 
 
 def _chain():

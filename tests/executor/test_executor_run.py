@@ -92,7 +92,7 @@ def test_unsupported_ops_are_reported_before_running():
                        opset=13, extra_opsets=[("com.example", 1)])
     with pytest.raises(UnsupportedOpsError) as info:
         TorchExecutor(graph)
-    assert str(info.value) == ("unsupported op(s), no torch implementation: "
+    assert str(info.value) == ("unsupported op(s), no executor kernel and unknown to ONNX Runtime: "
                                "Wibble (node wib); com.example::Frobnicate (nodes frob1, frob2)")
     assert info.value.missing == {("", "Wibble"): ["wib"], ("com.example", "Frobnicate"): ["frob1", "frob2"]}
 

@@ -10,11 +10,11 @@ class ExecutorError(QtoolError, RuntimeError):
 
 
 class UnsupportedOpsError(ExecutorError):
-    """The graph holds ops the op library does not implement; ``missing`` maps (domain, op_type) to node names."""
+    """The graph holds ops neither the op library nor ONNX Runtime implements; ``missing`` maps (domain, op_type) to node names."""
 
     def __init__(self, missing: dict[tuple[str, str], list[str]]) -> None:
         self.missing = missing
-        super().__init__(f"unsupported op(s), no torch implementation: {describe_missing(missing)}")
+        super().__init__(f"unsupported op(s), no executor kernel and unknown to ONNX Runtime: {describe_missing(missing)}")
 
 
 class InputError(ExecutorError, ValueError):

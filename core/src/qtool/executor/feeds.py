@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import ml_dtypes
 import numpy as np
 import torch
 
@@ -78,7 +79,7 @@ def _named(inputs: Sequence | Mapping, graph_inputs: list[Variable]) -> dict:
 
 
 def _check(var: Variable, shape: tuple, dtype: np.dtype | None) -> None:
-    if var.dtype is not None and dtype is not None and np.dtype(dtype) != np.dtype(var.dtype):
+    if var.dtype is not None and dtype is not None and np.dtype(dtype) != _container(np.dtype(var.dtype)):
         raise InputError(f"input {var.name!r} has dtype {np.dtype(dtype)}, expected {expectation(var)}")
     if var.shape is None:
         return
@@ -87,6 +88,15 @@ def _check(var: Variable, shape: tuple, dtype: np.dtype | None) -> None:
     for axis, (got, want) in enumerate(zip(shape, var.shape, strict=True)):
         if axis > 0 and isinstance(want, int) and want > 0 and got != want:
             raise InputError(f"input {var.name!r} has shape {list(shape)}, expected {expectation(var)}")
+
+
+def _container(dtype: np.dtype) -> np.dtype:
+    """The dtype the executor holds ``dtype`` in: int8/uint8 for int4/int2 and their unsigned kinds, float32
+    for float 4, itself otherwise."""
+    narrow = {np.dtype(n): c for n, c in ((ml_dtypes.int4, np.int8), (ml_dtypes.uint4, np.uint8),
+                                          (ml_dtypes.int2, np.int8), (ml_dtypes.uint2, np.uint8),
+                                          (ml_dtypes.float4_e2m1fn, np.float32))}
+    return np.dtype(narrow.get(dtype, dtype))
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype | None:

@@ -1,5 +1,7 @@
 """The static execution plan: ops in topological order over numbered tensor slots.
 
+Ops without a kernel in the op library run through ONNX Runtime (:mod:`.ort_fallback`).
+
 A :class:`Schedule` is the part of the plan needed for some outputs, with the
 slots each step frees once their last reader has run.
 """
@@ -13,7 +15,8 @@ import torch
 
 from ..ir import Graph, Operation, Variable
 from .errors import ExecutorError
-from .ops import OpContext, get_op
+from .ort_fallback import OrtNode
+from .ops import OpContext, get_op, is_supported
 from .ops.registry import OpFunction
 
 
@@ -52,10 +55,12 @@ class Plan:
     def _step(self, index: int, op: Operation, device: torch.device) -> Step:
         domain = "" if op.domain == "ai.onnx" else op.domain
         opset = self.graph.opset if domain == "" else self.graph.info.opset_imports.get(domain, 1)
-        ctx = OpContext(op.op_type, op.name, opset, len(op.outputs), device)
+        types = tuple(None if v is None else v.dtype for v in op.inputs)
+        ctx = OpContext(op.op_type, op.name, opset, len(op.outputs), device, types)
         inputs = tuple(None if v is None else self.slot_of[v.name] for v in op.inputs)
         outputs = tuple(self.slot_of[v.name] for v in op.outputs)
-        return Step(index, op, get_op(op.op_type, op.domain), ctx, op.attributes, inputs, outputs)
+        fn = get_op(op.op_type, op.domain) if is_supported(op.op_type, op.domain) else OrtNode(op, self.graph)
+        return Step(index, op, fn, ctx, op.attributes, inputs, outputs)
 
     def schedule(self, output_names: tuple[str, ...]) -> Schedule:
         """The schedule computing ``output_names`` (cached per tuple of names)."""

@@ -1,12 +1,15 @@
-"""Which of a graph's ops the op library can run."""
+"""Which of a graph's ops the op library runs, which run through ONNX Runtime, and which nothing can run."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from ..ir import Graph
+from ..ir import Graph, Operation
 from .errors import UnsupportedOpsError
 from .ops import is_supported
+from .ort_fallback import FALLBACK_REASON, ort_can_run
+
+CONTROL_FLOW_REASON = f"control flow: its subgraphs stay float ({FALLBACK_REASON})"
 from .plugin_ops import load_plugin_ops
 
 
@@ -15,14 +18,35 @@ def op_type_counts(graph: Graph) -> Counter:
     return Counter((_domain(op.domain), op.op_type) for op in graph.operations.values())
 
 
-def unsupported_ops(graph: Graph) -> dict[tuple[str, str], list[str]]:
-    """(domain, op_type) -> names of the nodes the op library (plugins' ops included) cannot run."""
+def has_kernel(op: Operation) -> bool:
+    """The op library (plugins' ops included) implements ``op``."""
     load_plugin_ops()
-    missing: dict[tuple[str, str], list[str]] = {}
+    return is_supported(op.op_type, op.domain)
+
+
+def float_reason(op: Operation) -> str | None:
+    """Why ``op`` must stay float whatever the configuration says, or None."""
+    if has_kernel(op):
+        return None
+    return CONTROL_FLOW_REASON if op.has_subgraphs else FALLBACK_REASON
+
+
+def ort_fallback_ops(graph: Graph) -> dict[tuple[str, str], list[str]]:
+    """(domain, op_type) -> names of the nodes without a kernel that run in float through ONNX Runtime."""
+    return _nodes(graph, lambda op: not has_kernel(op) and ort_can_run(op, graph))
+
+
+def unsupported_ops(graph: Graph) -> dict[tuple[str, str], list[str]]:
+    """(domain, op_type) -> names of the nodes neither the op library nor ONNX Runtime can run."""
+    return _nodes(graph, lambda op: not has_kernel(op) and not ort_can_run(op, graph))
+
+
+def _nodes(graph: Graph, keep) -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], list[str]] = {}
     for op in graph.operations.values():
-        if not is_supported(op.op_type, op.domain):
-            missing.setdefault((_domain(op.domain), op.op_type), []).append(op.name)
-    return missing
+        if keep(op):
+            found.setdefault((_domain(op.domain), op.op_type), []).append(op.name)
+    return found
 
 
 def check_supported(graph: Graph) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 
 from ..errors import QtoolError
 
+_SUBGRAPH_TYPES = (5, 10)  # onnx.AttributeProto.GRAPH, GRAPHS
+
 
 class GraphError(QtoolError, ValueError):
     """A graph that the IR cannot represent or a mutation that would break it."""
@@ -48,7 +50,10 @@ class Operation:
     """One node. ``inputs`` may hold None where an optional input is absent.
 
     ``quant`` holds the op's quantization configs once the pipeline has
-    dispatched it (see :mod:`qtool.quant.opconfig`).
+    dispatched it (see :mod:`qtool.quant.opconfig`). A control-flow op (If,
+    Loop, Scan) keeps its subgraphs as GraphProto attributes; the tensors of
+    this graph they read are its last ``len(subgraph_refs)`` inputs, named in
+    the subgraphs as ``subgraph_refs`` says (export renames them if they change).
     """
 
     name: str
@@ -60,6 +65,17 @@ class Operation:
     doc_string: str = ""
     attribute_types: dict[str, int] = field(default_factory=dict)
     quant: Any = None
+    subgraph_refs: list[str] = field(default_factory=list)
+
+    @property
+    def has_subgraphs(self) -> bool:
+        """A control-flow op: some attribute holds a graph (If branches, Loop and Scan bodies)."""
+        return any(t in _SUBGRAPH_TYPES for t in self.attribute_types.values())
+
+    @property
+    def explicit_inputs(self) -> list[Variable | None]:
+        """The inputs the ONNX node lists (without those its subgraphs read from this graph)."""
+        return self.inputs[:len(self.inputs) - len(self.subgraph_refs)]
 
     def parameters(self) -> list[Variable]:
         return [v for v in self.inputs if v is not None and v.is_parameter]

@@ -12,12 +12,13 @@ from onnx import helper, numpy_helper
 from ..files import make_readable, temporary_beside
 from .graph import Graph, Variable
 
+_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 _PROTO_LIMIT = 2**31 - 2**24  # leave headroom below protobuf's 2 GiB
 
 
 def to_model_proto(graph: Graph) -> onnx.ModelProto:
     """Build a ModelProto; parameters become initializers, names are kept."""
-    nodes = [_node_proto(op) for op in graph.topological_order()]
+    nodes = [node_proto(op) for op in graph.topological_order()]
     used = {v.name for op in graph.operations.values() for v in op.inputs if v is not None}
     used |= {v.name for v in graph.outputs}
     initializers = [_tensor(v) for v in graph.variables.values() if v.is_parameter and v.name in used]
@@ -98,18 +99,43 @@ def _point_external_data(model_path: str, location: str) -> None:
     onnx.save_model(model, model_path)
 
 
-def _node_proto(op) -> onnx.NodeProto:
+def node_proto(op) -> onnx.NodeProto:
+    """The NodeProto of ``op``, attributes in ONNX form; subgraphs read the current names of outer tensors."""
     node = helper.make_node(
         op.op_type,
-        [v.name if v is not None else "" for v in op.inputs],
+        [v.name if v is not None else "" for v in op.explicit_inputs],
         [v.name for v in op.outputs],
         name=op.name,
         domain=op.domain or None,
         doc_string=op.doc_string or None,
     )
+    renamed = {old: var.name for old, var in zip(op.subgraph_refs, op.inputs[len(op.explicit_inputs):], strict=True)
+               if var is not None and var.name != old}
     for key, value in op.attributes.items():
+        if renamed and op.attribute_types.get(key) in _SUBGRAPH_TYPES:
+            value = _renamed(value, renamed)
         node.attribute.append(_attribute(key, value, op.attribute_types.get(key)))
     return node
+
+
+def _renamed(value, renamed: dict[str, str]):
+    """Copies of the subgraph(s) ``value`` reading outer tensors by their new names."""
+    if isinstance(value, list):
+        return [_renamed(g, renamed) for g in value]
+    graph = onnx.GraphProto()
+    graph.CopyFrom(value)
+    _rename_reads(graph, renamed)
+    return graph
+
+
+def _rename_reads(graph: onnx.GraphProto, renamed: dict[str, str]) -> None:
+    for out in graph.output:
+        out.name = renamed.get(out.name, out.name)
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        for attr in node.attribute:
+            for body in (*([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []), *attr.graphs):
+                _rename_reads(body, renamed)
 
 
 def _attribute(key: str, value, attr_type: int | None) -> onnx.AttributeProto:

@@ -14,8 +14,6 @@ from onnx.external_data_helper import load_external_data_for_model
 from .external_data import check_external_data
 from .graph import Graph, GraphError, ModelInfo
 
-_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-
 
 def load(path: str | os.PathLike) -> Graph:
     """Read an ONNX file (external data included) into a Graph."""
@@ -104,8 +102,6 @@ def _add_node(graph: Graph, node: onnx.NodeProto) -> None:
         name = graph.unique_name(name)
     attributes, types = {}, {}
     for attr in node.attribute:
-        if attr.type in _SUBGRAPH_TYPES:
-            raise GraphError(f"node {name!r} ({node.op_type}) holds a subgraph; control flow is not supported yet")
         if attr.ref_attr_name:
             raise GraphError(f"node {name!r} ({node.op_type}) refers to a function attribute")
         try:
@@ -113,7 +109,8 @@ def _add_node(graph: Graph, node: onnx.NodeProto) -> None:
         except (ValueError, TypeError) as exc:
             raise GraphError(f"node {name!r} ({node.op_type}) attribute {attr.name!r} is unreadable ({exc})") from None
         types[attr.name] = attr.type
-    inputs = [_declare(graph, n) if n else None for n in node.input]
+    refs = outer_references(node)
+    inputs = [_declare(graph, n) if n else None for n in (*node.input, *refs)]
     outputs = []
     for out in node.output:
         var = _declare(graph, out) if out else graph.add_variable(graph.unique_name(f"{name}_unused"))
@@ -121,7 +118,35 @@ def _add_node(graph: Graph, node: onnx.NodeProto) -> None:
             raise GraphError(f"tensor {out!r} is produced by both {var.producer.name!r} and {name!r}")
         outputs.append(var)
     op = graph.add_operation(node.op_type, inputs, outputs, name=name, attributes=attributes, domain=node.domain)
-    op.doc_string, op.attribute_types = node.doc_string, types
+    op.doc_string, op.attribute_types, op.subgraph_refs = node.doc_string, types, refs
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The GraphProto attributes of ``node`` (If branches, Loop and Scan bodies)."""
+    found = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            found.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            found.extend(attr.graphs)
+    return found
+
+
+def outer_references(node: onnx.NodeProto) -> list[str]:
+    """Names ``node``'s subgraphs (nested ones included) read from the enclosing graph, in order of use."""
+    names: dict[str, None] = {}
+    for body in subgraphs(node):
+        defined = {v.name for v in body.input} | {t.name for t in body.initializer}
+        defined |= {s.values.name for s in body.sparse_initializer}
+        for inner in body.node:
+            for name in (*inner.input, *outer_references(inner)):
+                if name and name not in defined:
+                    names.setdefault(name)
+            defined.update(inner.output)
+        for out in body.output:  # a branch may hand an outer tensor through as is
+            if out.name not in defined:
+                names.setdefault(out.name)
+    return list(names)
 
 
 def _attribute_value(attr: onnx.AttributeProto):

@@ -4,11 +4,13 @@
 * activations of ``config.fusion_activations`` are quantized after a quantized op;
 * passive data-movement ops (``config.passive_op_types``) are quantized only
   between quantized tensors, sharing their input's scheme;
-* shape/index computations, excluded ops and every other op stay float.
+* shape/index computations, excluded ops, ops the executor runs only through
+  ONNX Runtime and every other op stay float.
 """
 
 from __future__ import annotations
 
+from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
 from ..ops import bias_index, is_steering_input, weight_index
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
@@ -62,7 +64,9 @@ class _Decisions:
         cfg = self.config
         for op in order:
             quantize, reason = cfg.quantize_decision(op)
-            if self.kinds.is_shape_op(op):
+            if forced := float_reason(op):
+                self.reasons[op.name] = forced
+            elif self.kinds.is_shape_op(op):
                 self.reasons[op.name] = SHAPE_REASON
             elif quantize:
                 self.computing.add(op.name)

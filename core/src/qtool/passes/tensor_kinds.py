@@ -76,8 +76,9 @@ def classify(graph: Graph) -> TensorKinds:
 
 
 def _data(op: Operation) -> Variable | None:
+    """The op's data operand (None for control flow: its outputs come from its bodies)."""
     index = data_input(op)
-    return op.inputs[index] if index < len(op.inputs) else None
+    return op.inputs[index] if index < len(op.inputs) and not op.has_subgraphs else None
 
 
 def _integers(graph: Graph, order: list[Operation]) -> set[int]:

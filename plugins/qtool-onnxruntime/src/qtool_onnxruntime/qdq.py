@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
+from qtool.ir import outer_references
 from qtool.ops import bias_input, is_bias
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import (
@@ -203,7 +204,7 @@ class QdqWriter:
         g.ClearField("node")
         g.node.extend(self._relus_after_pairs(nodes))
         g.initializer.extend(self.initializers)
-        read = {n for node in g.node for n in node.input} | {o.name for o in g.output}
+        read = {n for node in g.node for n in (*node.input, *outer_references(node))} | {o.name for o in g.output}
         kept = [t for t in g.initializer if t.name in read]
         g.ClearField("initializer")
         g.initializer.extend(kept)

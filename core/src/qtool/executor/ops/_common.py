@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import torch
 from onnx import TensorProto
 
@@ -30,8 +31,18 @@ _TORCH_DTYPES = {
 }
 
 
+# Types torch lacks, held in a wider container whose values stay on the narrow type's grid (ml_dtypes converts).
+NARROW_TYPES = {
+    TensorProto.INT4: (ml_dtypes.int4, torch.int8), TensorProto.UINT4: (ml_dtypes.uint4, torch.uint8),
+    TensorProto.INT2: (ml_dtypes.int2, torch.int8), TensorProto.UINT2: (ml_dtypes.uint2, torch.uint8),
+    TensorProto.FLOAT4E2M1: (ml_dtypes.float4_e2m1fn, torch.float32),
+}
+
+
 def torch_dtype(onnx_type: int) -> torch.dtype:
-    """Torch dtype for an ONNX TensorProto data type code."""
+    """Torch dtype for an ONNX TensorProto data type code (the container for the types of NARROW_TYPES)."""
+    if onnx_type in NARROW_TYPES:
+        return NARROW_TYPES[onnx_type][1]
     try:
         return _TORCH_DTYPES[onnx_type]
     except KeyError:
@@ -75,6 +86,32 @@ def attr_or_input(
     return attrs.get(name)
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def unsigned_safe(fn):
+    """``fn`` also on uint16/32/64 tensors, which torch has few kernels for: computed in int64 (uint64 reinterpreted,
+    exact below 2**63), integer results cast back to the unsigned type, booleans as they are."""
+
+    def wrapped(*tensors):
+        dtype = next((t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.dtype in _WIDE_UNSIGNED), None)
+        if dtype is None:
+            return fn(*tensors)
+        result = fn(*(_as_int64(t) for t in tensors))
+        if result.dtype != torch.int64:
+            return result
+        return result.view(torch.uint64) if dtype == torch.uint64 else result.to(dtype)
+
+    wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+    return wrapped
+
+
+def _as_int64(t):
+    if not isinstance(t, torch.Tensor) or t.dtype not in _WIDE_UNSIGNED:
+        return t
+    return t.view(torch.int64) if t.dtype == torch.uint64 else t.to(torch.int64)
+
+
 def tensor_op(fn):
     """Op function applying ``fn`` to all inputs and returning its one result."""
 
@@ -94,7 +131,7 @@ def unary(*op_types: str):
 
         op.__name__, op.__doc__ = fn.__name__, fn.__doc__
         for op_type in op_types:
-            register_op(op_type, op)
+            register_op(op_type, op, source=fn.__module__)
         return fn
 
     return decorate

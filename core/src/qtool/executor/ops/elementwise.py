@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from ._common import tensor_op
+from ._common import tensor_op, unsigned_safe
 from .registry import op_impl, register_op
 
 
@@ -52,7 +52,7 @@ for _name, _fn in {
     "Acosh": torch.acosh,
     "Atanh": torch.atanh,
 }.items():
-    register_op(_name, tensor_op(_fn))
+    register_op(_name, tensor_op(unsigned_safe(_fn)))
 
 
 @op_impl("Mod")
@@ -60,10 +60,12 @@ def mod(ctx, attrs, inputs):
     """fmod=0 takes the divisor's sign (integers only); fmod=1 the dividend's."""
     a, b = inputs
     fn = torch.fmod if attrs.get("fmod", 0) else torch.remainder
-    return [fn(a, b)]
+    return [unsigned_safe(fn)(a, b)]
 
 
 def _variadic(fn):
+    fn = unsigned_safe(fn)
+
     def op(ctx, attrs, inputs):
         return [functools.reduce(fn, inputs)]
 

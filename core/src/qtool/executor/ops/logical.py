@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import tensor_op
+from ._common import tensor_op, unsigned_safe
 from .registry import op_impl, register_op
 
 for _name, _fn in {
@@ -20,12 +20,12 @@ for _name, _fn in {
     "BitwiseOr": torch.bitwise_or,
     "BitwiseXor": torch.bitwise_xor,
 }.items():
-    register_op(_name, tensor_op(_fn))
+    register_op(_name, tensor_op(unsigned_safe(_fn)))
 
 register_op("Not", tensor_op(torch.logical_not))
-register_op("BitwiseNot", tensor_op(torch.bitwise_not))
+register_op("BitwiseNot", tensor_op(unsigned_safe(torch.bitwise_not)))
 register_op("IsNaN", tensor_op(torch.isnan))
-register_op("Where", tensor_op(torch.where))
+register_op("Where", tensor_op(unsigned_safe(torch.where)))
 
 
 @op_impl("IsInf")
@@ -42,6 +42,5 @@ def is_inf(ctx, attrs, inputs):
 @op_impl("BitShift")
 def bit_shift(ctx, attrs, inputs):
     x, shift = inputs
-    if attrs["direction"] == "LEFT":
-        return [torch.bitwise_left_shift(x, shift)]
-    return [torch.bitwise_right_shift(x, shift)]
+    fn = torch.bitwise_left_shift if attrs["direction"] == "LEFT" else torch.bitwise_right_shift
+    return [unsigned_safe(fn)(x, shift)]

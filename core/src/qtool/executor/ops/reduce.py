@@ -28,12 +28,25 @@ def _mean(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
     return torch.div(_sum(x, dims, keepdim), count, rounding_mode="trunc")
 
 
+def _extreme(fn, x: torch.Tensor, dims: list[int], keepdim: bool, lowest: bool) -> torch.Tensor:
+    """Max or min; over an empty set, the type's lowest (max) or highest (min) value, as ONNX defines."""
+    if all(x.shape[d] for d in dims):
+        return fn(x, dims, keepdim=keepdim)
+    shape = [1 if d in dims else n for d, n in enumerate(x.shape) if keepdim or d not in dims]
+    if x.dtype == torch.bool:
+        fill = not lowest
+    else:
+        info = torch.finfo(x.dtype) if x.dtype.is_floating_point else torch.iinfo(x.dtype)
+        fill = (-math.inf if lowest else math.inf) if x.dtype.is_floating_point else (info.min if lowest else info.max)
+    return torch.full(shape, fill, dtype=x.dtype, device=x.device)
+
+
 # reducer(x, dims, keepdim), and the opset from which "axes" is an input.
 _REDUCERS = {
     "ReduceSum": (_sum, 13),
     "ReduceMean": (_mean, 18),
-    "ReduceMax": (lambda x, d, k: torch.amax(x, d, keepdim=k), 18),
-    "ReduceMin": (lambda x, d, k: torch.amin(x, d, keepdim=k), 18),
+    "ReduceMax": (lambda x, d, k: _extreme(torch.amax, x, d, k, lowest=True), 18),
+    "ReduceMin": (lambda x, d, k: _extreme(torch.amin, x, d, k, lowest=False), 18),
     "ReduceProd": (_prod, 18),
     "ReduceL1": (lambda x, d, k: _sum(torch.abs(x), d, k), 18),
     "ReduceL2": (lambda x, d, k: torch.sqrt(_sum(x * x, d, k)), 18),

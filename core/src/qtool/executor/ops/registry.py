@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ class OpContext:
     opset: int  # opset version of the node's domain in the model
     num_outputs: int  # number of outputs the node declares (incl. optional ones)
     device: torch.device
+    input_types: tuple = ()  # numpy dtypes the graph declares for the inputs (None where unknown)
 
 
 OpFunction = Callable[[OpContext, dict[str, Any], list[torch.Tensor | None]], list[torch.Tensor]]
@@ -36,6 +38,7 @@ class UnsupportedOpError(KeyError):
 
 
 _REGISTRY: dict[tuple[str, str], OpFunction] = {}
+_SOURCES: dict[tuple[str, str], str] = {}  # the module that registered each op (its family in the docs)
 
 
 def _key(op_type: str, domain: str) -> tuple[str, str]:
@@ -43,12 +46,15 @@ def _key(op_type: str, domain: str) -> tuple[str, str]:
     return ("" if domain == "ai.onnx" else domain, op_type)
 
 
-def register_op(op_type: str, fn: OpFunction, domain: str = "", *, replace: bool = False) -> None:
-    """Register ``fn`` for ``op_type``; duplicates need ``replace=True``."""
+def register_op(op_type: str, fn: OpFunction, domain: str = "", *, replace: bool = False,
+                source: str | None = None) -> None:
+    """Register ``fn`` for ``op_type``; duplicates need ``replace=True``. ``source``: the registering module
+    (default: the caller's)."""
     key = _key(op_type, domain)
     if key in _REGISTRY and not replace:
         raise ValueError(f"op {op_type!r} in domain {domain or 'ai.onnx'!r} is already registered")
     _REGISTRY[key] = fn
+    _SOURCES[key] = source or sys._getframe(1).f_globals.get("__name__", "")
 
 
 def op_impl(*op_types: str, domain: str = "") -> Callable[[OpFunction], OpFunction]:
@@ -56,7 +62,7 @@ def op_impl(*op_types: str, domain: str = "") -> Callable[[OpFunction], OpFuncti
 
     def decorate(fn: OpFunction) -> OpFunction:
         for op_type in op_types:
-            register_op(op_type, fn, domain)
+            register_op(op_type, fn, domain, source=fn.__module__)
         return fn
 
     return decorate
@@ -72,6 +78,11 @@ def get_op(op_type: str, domain: str = "") -> OpFunction:
 
 def is_supported(op_type: str, domain: str = "") -> bool:
     return _key(op_type, domain) in _REGISTRY
+
+
+def op_source(op_type: str, domain: str = "") -> str:
+    """The module that registered ``op_type``."""
+    return _SOURCES[_key(op_type, domain)]
 
 
 def supported_op_types() -> list[tuple[str, str]]:
