@@ -118,12 +118,15 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
 
 
 def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu") -> dict | None:
-    """The platform's comparison of its files with qtool's simulation on a few calibration samples."""
+    """The platform's comparison of its files with qtool's simulation on a few calibration samples (one at a
+    time: small ops, on one thread, see :mod:`qtool.calibration.threads`)."""
+    from .calibration.threads import one_thread
     from .executor import TorchExecutor
 
     samples = data.samples(AGREEMENT_SAMPLES)
     executor = TorchExecutor(graph, device=device)
-    simulated = [executor.forward(sample) for sample in samples]
+    with one_thread():
+        simulated = [executor.forward(sample) for sample in samples]
     return target.agreement(graph, files, samples, simulated)
 
 
