@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 PYPROJECTS := core/pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-speed clean
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/calibration.py
 	$(BIN)/python bench/accuracy.py
+
+bench-speed: $(STAMP)
+	# quantize time, peak memory and export latency of qtool and onnxruntime.quantization on the bench models
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/speed.py
 
 clean:
 	rm -rf $(VENV)
