@@ -128,7 +128,7 @@ def _run_worker(spec: dict, timeout: float) -> dict:
     its own VmHWM (or its ru_maxrss where /proc is missing)."""
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
         result_path = Path(f.name)
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "QTOOL_NUM_THREADS": str(spec["threads"])}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "result": str(result_path)})]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

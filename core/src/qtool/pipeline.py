@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .calibration import load_calibration_data
+from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .errors import QtoolError
 from .ir import Graph, load
@@ -120,7 +121,6 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
 def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu") -> dict | None:
     """The platform's comparison of its files with qtool's simulation on a few calibration samples (one at a
     time: small ops, on one thread, see :mod:`qtool.calibration.threads`)."""
-    from .calibration.threads import one_thread
     from .executor import TorchExecutor
 
     samples = data.samples(AGREEMENT_SAMPLES)
@@ -158,7 +158,7 @@ def _graph(model) -> Graph:
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:
     """Run the passes; their warnings (PassWarning, calibration warnings) come back as diagnostics."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, threads(pass_threads()):
         warnings.simplefilter("always", PassWarning)
         runs = PassManager(passes, finished=finished).run(graph)
     diagnostics = []
