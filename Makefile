@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 PYPROJECTS := core/pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench zoo clean
+.PHONY: demo test test-fast bench bench-speed zoo clean
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ zoo: $(STAMP)
 	# the model zoo's report card (docs/zoo.md): transformers builds its models from small configs, offline
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/zoo.py
+
+bench-speed: $(STAMP)
+	# quantize time, peak memory and export latency of qtool and onnxruntime.quantization on the bench models
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/speed.py
 
 clean:
 	rm -rf $(VENV)

@@ -79,6 +79,47 @@ def test_default_returns_the_outlier_layer_to_float(tmp_path, calib, held_out):
     assert up.quant.quantized  # its input (x) has no outlier channel: not a candidate
 
 
+class OutlierMLP(nn.Module):
+    """Three Linear layers with GELU between them (equalization cannot move GELU's outliers); the input's channel 0
+    is 40x the others and the first layer's channels 0-1 sit near 30, so two of the three Gemms read outliers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 8)
+        with torch.no_grad():
+            for layer, reader in ((self.a, self.b), (self.b, self.c)):
+                layer.bias[:2] = 30.0
+                reader.weight[:, :2] *= 0.02
+
+    def forward(self, x):
+        x = torch.cat([x[:, :1] * 40, x[:, 1:]], dim=1)
+        return self.c(torch.nn.functional.gelu(self.b(torch.nn.functional.gelu(self.a(x)))))
+
+
+def test_default_keeps_most_gemms_of_a_small_mlp_quantized(tmp_path):
+    path = tmp_path / "outlier_mlp.onnx"
+    export(OutlierMLP(), torch.zeros(1, 16), path)
+    calib = samples((16,), 64)
+    result, run, _ = _quantize(tmp_path, path, calib, "mlp")
+    gemms = [op for op in result.graph.operations.values() if op.op_type == "Gemm"]
+    assert len(gemms) == 3 and sum(op.quant.quantized for op in gemms) >= 2
+    details = run.details
+    assert details["candidates"] == 2 and details["max_ops"] == 1  # a tenth of 3 compute ops, at least one
+    assert len(details["changed"]) <= 1 and details["after"] - details["before"] >= 1.0  # a measured gain
+    # asked for (a budget of its own, no share limit), the fallback may take more
+    asked, asked_run, _ = _quantize(tmp_path, path, calib, "asked", accuracy={"fallback": {"min_snr_db": 40}})
+    assert sum(not op.quant.quantized for op in asked.graph.operations.values() if op.op_type == "Gemm") >= 2
+
+
+def test_no_gain_changes_nothing(tmp_path, calib):
+    _, run, _ = _quantize(tmp_path, _model(tmp_path), calib, "nogain",
+                          accuracy={"fallback": {"op_types": ["MatMul"], "outlier_ratio": 8.0, "max_gap_db": 1.0,
+                                                 "min_gain_db": 60.0, "samples": 16}})
+    assert run.details["changed"] == [] and run.details["after"] == run.details["before"]
+    assert not run.modified
+
+
 def test_no_outlier_changes_nothing_and_runs_nothing(tmp_path, calib):
     result, run, _ = _quantize(tmp_path, _model(tmp_path, outlier=None), calib, "plain")
     details = run.details
@@ -128,6 +169,10 @@ def test_options_checked(calib):
         SensitivityFallback(calib, outlier_ratio=0.5)
     with pytest.raises(AccuracyError, match="accuracy.fallback.op_types: must be a non-empty list"):
         SensitivityFallback(calib, op_types="MatMul")
+    with pytest.raises(AccuracyError, match="accuracy.fallback.max_share: must be a number in"):
+        SensitivityFallback(calib, max_share=2)
+    with pytest.raises(AccuracyError, match="accuracy.fallback.min_gain_db: applies to an SNR budget only"):
+        SensitivityFallback(calib, min_cosine=0.99, min_gain_db=1.0)
 
 
 def test_a_restored_state_needs_no_data_for_the_default(tmp_path):

@@ -21,6 +21,7 @@ from typing import Any
 
 from .analysis.float_gap import FLOAT_GAP_SAMPLES, float_vs_quantized
 from .calibration import load_calibration_data
+from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
 from .errors import QtoolError
@@ -147,12 +148,14 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
 
 
 def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu") -> dict | None:
-    """The platform's comparison of its files with qtool's simulation on a few calibration samples."""
+    """The platform's comparison of its files with qtool's simulation on a few calibration samples (one at a
+    time: small ops, on one thread, see :mod:`qtool.calibration.threads`)."""
     from .executor import TorchExecutor
 
     samples = data.samples(AGREEMENT_SAMPLES)
     executor = TorchExecutor(graph, device=device)
-    simulated = [executor.forward(sample) for sample in samples]
+    with one_thread():
+        simulated = [executor.forward(sample) for sample in samples]
     with platform_step(target, "agreement"):
         return target.agreement(graph, files, samples, simulated)
 
@@ -201,7 +204,7 @@ def _check_runnable(graph: Graph) -> None:
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:
     """Run the passes; their warnings (PassWarning, calibration warnings) come back as diagnostics."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, threads(pass_threads()):
         warnings.simplefilter("always", PassWarning)
         runs = PassManager(passes, finished=finished).run(graph)
     diagnostics = []

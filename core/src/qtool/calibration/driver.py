@@ -24,6 +24,7 @@ from ..quant.tensors import quantized_tensors
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
 from .observers import Observer, make_observer
+from .threads import one_thread
 
 
 @dataclass
@@ -104,8 +105,11 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
         sites.setdefault(target.op, []).append(target)
 
     def observe(op, inputs, outputs) -> None:
-        for target in sites.get(op.name, ()):
-            target.observer.observe((inputs if target.side == "input" else outputs)[target.index])
+        if op.name not in sites:
+            return
+        with one_thread():
+            for target in sites[op.name]:
+                target.observer.observe((inputs if target.side == "input" else outputs)[target.index])
 
     outputs = [v.name for v in graph.outputs] + _extra_outputs(graph, set(sites))
     handle = executor.add_hook(observe)
@@ -120,8 +124,9 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
                 bar.advance(task, count)
     finally:
         handle.remove()
-    for target in targets:
-        _finish(target, stats)
+    with one_thread():
+        for target in targets:
+            _finish(target, stats)
     stats["seconds"] = time.perf_counter() - start
     return stats
 

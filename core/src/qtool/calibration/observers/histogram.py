@@ -19,6 +19,7 @@ from ..errors import CalibrationError
 from .base import Observer
 
 DEFAULT_BINS = 4096
+_HISTC_EXACT = 1 << 24  # float32 counts are exact below this many values
 _EXP_FLOOR = -126  # narrowest bin width, 2**-126; its inverse is still a float32
 
 
@@ -94,7 +95,11 @@ class RunningHistogram:
             self._rebin(exponent, start)
         if finite is not None:
             rows = torch.where(finite, rows, 0.0)
-        index = rows.mul(inverse[:, None]).floor_().sub_(start[:, None]).clamp_(0, self.bins - 1).long()
+        bins = rows.mul(inverse[:, None]).floor_().sub_(start[:, None])  # exact small integers, all in the window
+        if channels == 1 and finite is None and rows.shape[1] < _HISTC_EXACT:  # one pass, exact (float32 counts)
+            self.counts += torch.histc(bins, self.bins, 0, self.bins).to(torch.int64)
+            return
+        index = bins.clamp_(0, self.bins - 1).long()
         if channels > 1:
             index += torch.arange(channels, device=device)[:, None] * self.bins
         index = index.reshape(-1) if finite is None else index[finite]

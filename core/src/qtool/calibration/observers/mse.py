@@ -7,10 +7,12 @@ import torch
 
 from ...quant import compute_scale_offset, fake_quantize
 from ...quant.policy import QuantizationPolicy as P
+from ...quant.policy import RoundingPolicy
 from ..errors import CalibrationError
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _POINTS = 8  # evaluation points per bin: bins may be as wide as a quantization step
+_SHORTLIST = 8  # candidates measured with every point, after a ranking on one point per bin
 
 
 class MSEObserver(HistogramObserver):
@@ -18,8 +20,10 @@ class MSEObserver(HistogramObserver):
 
     The error of each candidate is computed by fake-quantizing points spread
     evenly inside each nonzero bin with the scheme itself (any integer or
-    floating format, rounding included), weighted by the counts. Ties go to the
-    wider range.
+    floating format, rounding included), weighted by the counts. Every
+    candidate is first ranked on the bin centres alone; the best
+    ``_SHORTLIST`` are then measured on all the points. Ties go to the wider
+    range.
     """
 
     name = "mse"
@@ -35,8 +39,12 @@ class MSEObserver(HistogramObserver):
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
         fractions = np.arange(1, self.candidates + 1) / self.candidates
         lo, hi = hist.lo * fractions, hist.hi * fractions
-        error = histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)
-        best = self.candidates - 1 - int(torch.argmin(error.flip(0)))
+        shortlist = np.arange(self.candidates)
+        if self.candidates > _SHORTLIST:  # rank every candidate on bin centres, then measure the best few exactly
+            rough = histogram_error(hist, self.scheme, self._rows_scheme, lo, hi, points=1).numpy()
+            shortlist = np.sort(np.argsort(rough, kind="stable")[:_SHORTLIST])
+        error = histogram_error(hist, self.scheme, self._rows_scheme, lo[shortlist], hi[shortlist])
+        best = shortlist[len(shortlist) - 1 - int(torch.argmin(error.flip(0)))]
         return float(lo[best]), float(hi[best])
 
 
@@ -46,17 +54,32 @@ def rows_scheme(scheme):
     return scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0)
 
 
-def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np.ndarray,
+                    points: int = _POINTS) -> torch.Tensor:
     """Squared quantization error of the histogram's values for each candidate range ``[lo[k], hi[k]]``.
 
-    Points spread evenly inside each nonzero bin are fake-quantized with the
+    ``points`` points spread evenly inside each nonzero bin are fake-quantized with the
     scheme itself (any integer or floating format, rounding included), weighted
     by the bin counts. ``rows`` is :func:`rows_scheme` of ``scheme``.
     """
     used = np.flatnonzero(hist.counts)
-    inside = (np.arange(_POINTS) + 0.5) / _POINTS
-    points = torch.from_numpy((((hist.start + used)[:, None] + inside) * hist.width).reshape(-1))
-    weights = torch.from_numpy(np.repeat(hist.counts[used], _POINTS))
+    inside = (np.arange(points) + 0.5) / points
+    values = torch.from_numpy((((hist.start + used)[:, None] + inside) * hist.width).reshape(-1))
+    weights = torch.from_numpy(np.repeat(hist.counts[used], points))
     scale, offset = compute_scale_offset(scheme, lo, hi)
-    values = points.expand(len(lo), -1)
-    return ((values - fake_quantize(values, rows, scale, offset)) ** 2 * weights).sum(dim=1)
+    if scheme.is_floating or scheme.rounding is not RoundingPolicy.HALF_EVEN:
+        values = values.expand(len(lo), -1)
+        return ((values - fake_quantize(values, rows, scale, offset)) ** 2 * weights).sum(dim=1)
+    return _integer_error(values, weights, scheme, scale, offset)
+
+
+def _integer_error(points: torch.Tensor, weights: torch.Tensor, scheme, scale: np.ndarray,
+                   offset: np.ndarray) -> torch.Tensor:
+    """:func:`histogram_error` for integer schemes with ties to even: the float32 arithmetic of
+    :func:`qtool.quant.fake_quantize`, in place on one (candidates, points) buffer."""
+    s = torch.from_numpy(scale.astype(np.float32)).reshape(-1, 1)
+    z = torch.from_numpy(offset.astype(np.float32)).reshape(-1, 1)
+    codes = points.float().expand(len(s), -1) / s
+    codes.round_().add_(z).clamp_(scheme.quant_min, scheme.quant_max).sub_(z).mul_(s)
+    error = codes.double().sub_(points).square_()
+    return error @ weights

@@ -16,7 +16,10 @@ that role are candidates (W4A8 with ``weight_bits = 8``: the 4-bit layers).
 ``op_types`` limits the candidates to those op types, ``outlier_ratio`` to
 layers whose input's largest channel is at least that many times the median
 channel (measured on the float graph, see :mod:`.outliers`); when no op is
-left, nothing runs.
+left, nothing runs. ``max_share`` caps the ops changed at that share of the graph's compute ops
+(Conv, ConvTranspose, Gemm, MatMul; at least one), and ``min_gain_db`` keeps a change only where it raises the
+output SNR by at least that much over the all-quantized graph: the platform default's limits, so that it returns an
+op to float only for a measured gain and never gives most of a model away.
 Runs after calibration, before AdaRound and BiasCorrection (which then work on
 the ops still quantized).
 """
@@ -36,7 +39,7 @@ from ...ir import Graph, Operation
 from ..base import Pass, PassResult, PassWarning
 from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
-from .outliers import outlier_ratios
+from .outliers import OUTLIER_TYPES, outlier_ratios
 from .progress import progress_bar
 from .running import take_samples
 
@@ -48,7 +51,7 @@ GAP_REFERENCE_CAP_DB = 80.0  # float32 rounding noise is ~140 dB down; 80 dB is 
 class SensitivityFallback(Pass):
     """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
-    ``op_types``, ``outlier_ratio``, ``max_ops``, ``samples``."""
+    ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``samples``."""
 
     name = "SensitivityFallback"
 
@@ -56,7 +59,8 @@ class SensitivityFallback(Pass):
                  max_gap_db: float | None = None, metric: Callable[[TorchExecutor], float] | None = None,
                  max_drop: float | None = None, precision: str | Mapping[str, int] = "float",
                  op_types: Sequence[str] | None = None, outlier_ratio: float | None = None,
-                 max_ops: int | None = None, samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
+                 max_ops: int | None = None, max_share: float | None = None, min_gain_db: float | None = None,
+                 samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
                                  ("metric", metric)) if v is not None]
@@ -64,6 +68,8 @@ class SensitivityFallback(Pass):
         self.data, self.device, self.progress = data, device, progress
         self.samples = positive_int(WHERE, "samples", samples)
         self.max_ops = None if max_ops is None else positive_int(WHERE, "max_ops", max_ops)
+        self.max_share = None if max_share is None else number(WHERE, "max_share", max_share, 0.0, 1.0)
+        self.min_gain_db = None if min_gain_db is None else number(WHERE, "min_gain_db", min_gain_db, 0.0, math.inf)
         self.bits = _precision(precision)
         self.op_types = _op_types(op_types)
         self.outlier_ratio = None if outlier_ratio is None else number(WHERE, "outlier_ratio", outlier_ratio, 1.0,
@@ -82,6 +88,8 @@ class SensitivityFallback(Pass):
             snr = DEFAULT_MIN_SNR_DB if min_snr_db is None else min_snr_db
             self.budget = ("snr_db", number(WHERE, "min_snr_db", snr, -math.inf, math.inf))
         check(max_drop is None or metric is not None, WHERE, "max_drop", "applies to a metric budget only")
+        check(min_gain_db is None or self.budget[0] in ("snr_db", "gap_db"), WHERE, "min_gain_db",
+              "applies to an SNR budget only (min_snr_db or max_gap_db)")
 
     def call(self, graph: Graph) -> PassResult:
         executor = TorchExecutor(graph, self.device)
@@ -99,25 +107,30 @@ class SensitivityFallback(Pass):
         measure = self._measure(executor, batches)
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)
-        kind, limit = self._limit(details.get("widened_snr_db"))
-        holds = (lambda value: value <= limit) if kind == "metric" else (lambda value: value >= limit)
+        kind, bound = self._limit(details.get("widened_snr_db"))
+        holds = (lambda value: value <= bound) if kind == "metric" else (lambda value: value >= bound)
         before = score = measure()
         changed: list[dict] = []
         tried: dict[int, float] = {0: before}
+        limit = self._limit_ops(graph)
+        if limit is not None:
+            details["max_ops"] = limit
         if not holds(score):
-            ranking = layerwise_sensitivity(executor, batches, candidates)[: self.max_ops]
+            ranking = layerwise_sensitivity(executor, batches, candidates)[: limit]
             ops = [graph.operations[row.op] for row in ranking]
             if len(ops) == len(candidates) and "widened_snr_db" in details:
                 tried[len(ops)] = details["widened_snr_db"]
             count = self._fewest(executor, ops, measure, holds, tried)
+            if self.min_gain_db is not None and tried[count] - before < self.min_gain_db:
+                count = 0  # no measured gain worth a float op
             why = details.get("outlier_ratios", {})
             changed = [self._change(graph, op, row.snr_db, why.get(op.name))
                        for op, row in zip(ops[:count], ranking, strict=False)]
             executor.refresh()
             score = tried[count]
         met = holds(score)
-        text = _budget_text(kind, limit)
-        if not met:
+        text = _budget_text(kind, bound)
+        if not met and self.max_share is None:  # the share limit is the default's, which may stop short on purpose
             warnings.warn(PassWarning(f"sensitivity fallback: the budget {text} does not hold "
                                       f"({kind} {score:.4g}) after changing {len(changed)} op(s)",
                                       code="fallback-budget"), stacklevel=2)
@@ -156,6 +169,14 @@ class SensitivityFallback(Pass):
                 return measure()
         finally:
             executor.refresh()
+
+    def _limit_ops(self, graph: Graph) -> int | None:
+        """The most ops that may change: ``max_ops``, and ``max_share`` of the compute ops (at least one)."""
+        limits = [] if self.max_ops is None else [self.max_ops]
+        if self.max_share is not None:
+            compute = sum(1 for op in graph.operations.values() if op.op_type in OUTLIER_TYPES)
+            limits.append(max(1, math.floor(self.max_share * compute)))
+        return min(limits) if limits else None
 
     def _limit(self, widened_snr_db: float | None) -> tuple[str, float]:
         """The measured quantity (snr_db, cosine or metric drop) and its limit. A gap is counted from at most
