@@ -33,9 +33,12 @@ class AutoObserver(HistogramObserver):
         self._rows_scheme = rows_scheme(scheme)
         self.chosen: list[str] = []
 
+    def candidates(self, hist: ChannelHistogram) -> dict[str, tuple[float, float]]:
+        """Each method's clipping range on ``hist``, by method name (minmax first)."""
+        return {"minmax": (hist.lo, hist.hi), **{name: method.clip(hist) for name, method in self._methods.items()}}
+
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
-        names = ["minmax", *self._methods]
-        ranges = [(hist.lo, hist.hi)] + [method.clip(hist) for method in self._methods.values()]
+        names, ranges = zip(*self.candidates(hist).items(), strict=True)
         lo = np.array([r[0] for r in ranges], dtype=np.float64)
         hi = np.array([r[1] for r in ranges], dtype=np.float64)
         best = int(torch.argmin(histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)))
