@@ -2,7 +2,7 @@
 
 Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
 schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins,
-:func:`quantize` (the whole pipeline).
+:func:`quantize` (the whole pipeline), :func:`analyse` and :func:`explain` (reports, HTML too).
 """
 
 __version__ = "0.1.0"
@@ -12,6 +12,7 @@ from .ir import Graph, GraphError, Operation, Variable, load, save
 from .pipeline import QuantizationResult, quantize
 from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform, write_atomic
 from .plugins import PluginError, hookimpl
+from .report import AnalysisReport, Explanation, analyse, explain
 from .quant import (
     OpQuantConfig,
     QuantizationPolicy,
@@ -29,5 +30,5 @@ __all__ = [
     "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
     "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
     "hookimpl", "load", "save", "QuantizedTensor", "quantized_tensors", "representable_range",
-    "write_atomic", "QuantizationResult", "quantize",
+    "write_atomic", "QuantizationResult", "quantize", "AnalysisReport", "Explanation", "analyse", "explain",
 ]

@@ -8,6 +8,7 @@ from rich.markup import escape
 from ..errors import QtoolError
 from ..pipeline import quantize
 from ..platform import Severity
+from ..report import require_bundle
 from .explain import explain_document, print_explanation
 from .metric_file import load_metric
 
@@ -37,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--save-state", metavar="FILE", help="save the calibrated state (JSON) for a later --load-state")
     p.add_argument("--load-state", metavar="FILE", help="take the calibrated state from FILE instead of --calib")
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write the self-contained HTML report (charts, histograms, dispatch table) to FILE.html; "
+                   "needs the 'report' extra")
     p.add_argument("--optimize", action="store_true",
                    help="turn on the accuracy passes equalization and adaround")
     budget = p.add_mutually_exclusive_group()
@@ -81,6 +85,10 @@ def run(args) -> int:
         mark = "[green]\u2713[/green]" if step.modified else "[dim]-[/dim]"
         progress.print(f"  {mark} {step.name:<26} {step.seconds:8.3f} s")
 
+    if args.report:
+        require_bundle()
+        if args.calib is None:
+            raise QtoolError("--report measures the quantized model on calibration data: give --calib")
     progress.print(f"quantizing {escape(args.model)} for {escape(args.platform)}")
     result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
                       output=args.output, device=args.device, allow_unsupported=args.allow_unsupported,
@@ -92,6 +100,9 @@ def run(args) -> int:
         print_explanation(explain_document(result.graph, result.summary["platform"], result.config), out,
                           result.config)
     print_summary(result, out, allowed=args.allow_unsupported)
+    if args.report:
+        result.report(args.report, device=args.device)
+        out.print(f"wrote {escape(args.report)}")
     return 0
 
 

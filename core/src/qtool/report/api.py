@@ -26,23 +26,18 @@ def analyse(model, platform, calib, *, config=None, preset: str | None = None,
     """
     with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
         output = Path(folder) / "model.onnx" if agreement and calib is not None else None
-        try:
-            result = quantize(model, platform, calib, config=config, preset=preset, device=device,
-                              load_state=load_state, allow_unsupported=True, output=output)
-        except QtoolError as exc:
-            if output is None or "export" not in str(exc).lower():
-                raise
-            result = quantize(model, platform, calib, config=config, preset=preset, device=device,
-                              load_state=load_state, allow_unsupported=True)
-    return report_of(result, calib, model=_name(model), samples=samples, device=device)
+        result = quantize(model, platform, calib, config=config, preset=preset, device=device,
+                          load_state=load_state, allow_unsupported=True, output=output)
+    return report_of(result, calib, samples=samples, device=device)
 
 
-def report_of(result, calib, *, model: str, samples: int = DEFAULT_SAMPLES, device: str = "cpu") -> AnalysisReport:
+def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "cpu") -> AnalysisReport:
     """The analysis report of a :func:`qtool.quantize` result, measured on ``calib``'s first ``samples``."""
     if calib is None:
-        raise QtoolError("the report measures the quantized model on calibration data: give calib")
+        raise QtoolError("the report measures the quantized model on calibration data: give calib "
+                         "(a run restored with load_state has none of its own)")
     batches = load_calibration_data(calib, result.graph).samples(samples)
-    return AnalysisReport(collect(result, batches, model=model, device=device))
+    return AnalysisReport(collect(result, batches, model=result.model, device=device))
 
 
 def explain(model, platform, *, config=None, preset: str | None = None) -> Explanation:
@@ -53,4 +48,4 @@ def explain(model, platform, *, config=None, preset: str | None = None) -> Expla
 
 
 def _name(model) -> str:
-    return str(model) if isinstance(model, str | os.PathLike) else getattr(model, "name", "graph")
+    return str(model) if isinstance(model, str | os.PathLike) else model.info.graph_name

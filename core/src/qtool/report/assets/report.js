@@ -142,5 +142,8 @@ function fillLayerSelect() {
 document.getElementById("order").addEventListener("change", drawErrors);
 drawErrors();
 fillLayerSelect();
-Promise.all(pending).then(() => { document.body.dataset.charts = String(document.querySelectorAll(".chart svg").length); },
+Promise.all(pending).then(() => {
+  document.body.dataset.charts = String(document.querySelectorAll(".chart svg").length);
+  document.body.dataset.renderedMs = performance.now().toFixed(0);  // from navigation start: load, parse, draw
+},
                           (error) => { document.body.dataset.chartError = String(error); console.error(error); });
