@@ -31,7 +31,7 @@ def test_report_loads_with_its_charts_and_no_console_error(analysed):
     for key, end in (("graphwise", 'id="layerwise-chart"'), ("layerwise", 'id="layers"')):
         chart = loaded.dom.split(f'id="{key}-chart"', 1)[1].split(end, 1)[0]
         bars = re.findall(r'aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="rect mark"', chart)
-        drawn_rows = {(re.search(r"op: (.*?);", b).group(1), re.search(r"SQNR \(dB\): ([-\d.]+);", b).group(1))
+        drawn_rows = {(re.search(r"op: (.*?);", b).group(1), re.search(r"; SQNR \(dB\): ([-\d.]+);", b).group(1))
                       for b in bars}
         assert drawn_rows == {(r["op"], f"{r['snr_db']:.2f}") for r in report.document[key]}, key
     for row in worst:

@@ -68,9 +68,9 @@ def test_histograms_carry_the_observer_candidates_and_auto_choice(analysed):
         assert entry["range"][0] <= 0 <= entry["range"][1]
 
 
-def test_weight_ranges_are_the_weights_own(analysed, digits):
+def test_weight_ranges_are_the_weights_own(analysed, quantized):
     report, *_ = analysed
-    graph = qtool.load(digits[0])
+    graph = quantized.graph  # equalized: the weights as quantized, not the float model's
     for entry in report.weights:
         value = next(v for v in graph.variables.values() if v.name == entry["tensor"]).value
         assert entry["channels"] == value.shape[entry["axis"]]
@@ -123,3 +123,13 @@ def test_quantize_result_report(digits, tmp_path):
     assert report.document["samples"] == 2 and report.document["model"] == str(model)
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
     assert [r["op"] for r in report.graphwise] == [op.name for op in quantized_ops(result.graph)]
+
+
+def test_equalization_scales_are_listed(analysed):
+    report, page_path, *_ = analysed
+    equalization = next(p for p in report.document["passes"] if p["name"] == "CrossLayerEqualization")
+    scales = equalization["details"]["scales"]
+    assert scales and all(0 < s["min"] <= s["max"] for s in scales.values())
+    rows = _cells(page_path.read_text(), "equalization-scales")
+    assert [r[0] for r in rows] == list(scales)
+    assert [r[1] for r in rows] == [f"{s['min']:.4g}" for s in scales.values()]
