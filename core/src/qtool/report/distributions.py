@@ -68,13 +68,14 @@ def _display_bins(hist) -> dict:
 
 
 def weight_ranges(graph: Graph) -> list[dict]:
-    """Per quantized weight, in topological order: each channel's data min/max and its clipping range."""
+    """Per quantized weight, in topological order: each channel's float min/max (before baking) and its
+    clipping range."""
     entries = []
     for place in quantized_tensors(graph, roles=["weight"]):
         var = next((v for v in place.op.inputs if v is not None and v.name == place.tensor), None)
         if var is None or var.value is None or place.scheme.policy & P.PER_BLOCK:
             continue
-        value = np.asarray(var.value, dtype=np.float64)
+        value = np.asarray(var.value if var.float_value is None else var.float_value, dtype=np.float64)
         axis = place.scheme.channel_axis % value.ndim if place.scheme.is_per_channel and value.ndim else None
         rows = value.reshape(1, -1) if axis is None else np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
         low, high = (np.broadcast_to(np.asarray(r, dtype=np.float64).reshape(-1), (rows.shape[0],))
