@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 PYPROJECTS := core/pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench bench-speed zoo clean
+.PHONY: demo test test-fast bench bench-speed zoo chromium clean
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt Makefile
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+# Debian's chromium for the HTML report's browser test; skipped (never failing) where it or apt is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium could not be installed: the report's browser tests will be skipped"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # The quick loop: everything but the tests that build wheels or virtual environments; stops at the first failure.

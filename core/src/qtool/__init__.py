@@ -2,8 +2,8 @@
 
 Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
 schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins,
-:func:`quantize` (the whole pipeline), :func:`write_atomic` and
-:func:`make_readable` for a plugin's files.
+:func:`quantize` (the whole pipeline), :func:`analyse` and :func:`explain`
+(reports, HTML too), :func:`write_atomic` and :func:`make_readable` for a plugin's files.
 
 The names are imported on first use, so that ``qtool --version`` and
 ``qtool --help`` start without importing torch.
@@ -23,6 +23,7 @@ _EXPORTS = {
     ".pipeline": ["QuantizationResult", "quantize"],
     ".platform": ["Capabilities", "Diagnostic", "ExportOptions", "Platform", "Severity", "get_platform"],
     ".plugins": ["PluginError", "hookimpl"],
+    ".report": ["AnalysisReport", "Explanation", "analyse", "explain"],
     ".quant": ["OpQuantConfig", "QuantizationPolicy", "QuantizationState", "QuantizedTensor", "QuantScheme",
                "RoundingPolicy", "TensorQuantizationConfig", "quantized_tensors", "representable_range"],
 }
@@ -50,5 +51,6 @@ if TYPE_CHECKING:
     from .pipeline import QuantizationResult, quantize
     from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform
     from .plugins import PluginError, hookimpl
+    from .report import AnalysisReport, Explanation, analyse, explain
     from .quant import (OpQuantConfig, QuantizationPolicy, QuantizationState, QuantizedTensor, QuantScheme,
                         RoundingPolicy, TensorQuantizationConfig, quantized_tensors, representable_range)

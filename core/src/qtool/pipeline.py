@@ -64,6 +64,18 @@ class QuantizationResult:
     files: list[Path] = field(default_factory=list)
     agreement: dict | None = None
     summary: dict = field(default_factory=dict)
+    calibration: Any = field(default=None, repr=False)  # the CalibrationData used (for report())
+    model: str = "graph"  # where the float model came from
+
+    def report(self, path: str | os.PathLike | None = None, *, calib=None, samples: int = 16, device: str = "cpu"):
+        """The HTML analysis report of this result (qtool.report.AnalysisReport), written to ``path`` when given;
+        measured on ``calib`` (default: this run's calibration data)."""
+        from .report import report_of
+
+        analysis = report_of(self, self.calibration if calib is None else calib, samples=samples, device=device)
+        if path is not None:
+            analysis.to_html(path)
+        return analysis
 
 
 @dataclass
@@ -132,7 +144,8 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     with platform_step(target, "validate"):
         diagnostics += target.validate(graph, options)
     _check_supported(target, diagnostics, allow_unsupported)
-    result = QuantizationResult(graph, qconfig, diagnostics, runs)
+    result = QuantizationResult(graph, qconfig, diagnostics, runs, calibration=data,
+                                model=str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name)
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:

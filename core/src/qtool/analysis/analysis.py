@@ -101,5 +101,25 @@ def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str
     return _rows(ops, stats)
 
 
+def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, ErrorAccumulator]:
+    """Float vs quantized run at each floating-point graph output, by output name."""
+    stats: dict[str, ErrorAccumulator] = {}
+    saved = executor.quantize
+    try:
+        for batch in batches:
+            feeds = _to_device(batch, executor.device)
+            with torch.inference_mode():
+                executor.quantize = False
+                reference = executor.forward_torch(feeds)
+                executor.quantize = True
+                quantized = executor.forward_torch(feeds)
+            for name, ref in reference.items():
+                if ref.is_floating_point():
+                    stats.setdefault(name, ErrorAccumulator()).update(ref, quantized[name])
+    finally:
+        executor.quantize = saved
+    return stats
+
+
 def _flat(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.detach().double().flatten() for t in outputs.values() if t.is_floating_point()])

@@ -29,40 +29,47 @@ def add_parser(sub) -> None:
     p.add_argument("--top", type=int, default=10, help="rows shown per table (default 10)")
     p.add_argument("--device", default="cpu", help="torch device for the simulation (cpu, cuda)")
     p.add_argument("--json", action="store_true", help="print JSON with every op")
+    p.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report (charts, histograms, "
+                   "dispatch table) to FILE; needs the 'report' extra")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    from ..analysis import graphwise_error, layerwise_sensitivity
-    from ..calibration import load_calibration_data
-    from ..executor import TorchExecutor
-    from ..pipeline import quantize
+    from ..report import analyse, require_bundle
 
-    options = calibration_options(args)
-    result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
-                      device=args.device, load_state=args.load_state, allow_unsupported=True, progress=True,
-                      finished=pass_progress(f"analysing {args.model} for {args.platform}"), **options)
-    console(stderr=True).print(f"measuring the error of each op on {args.samples} samples")
-    batches = load_calibration_data(args.calib, result.graph, layout=options["calib_layout"],
-                                    skip_nonfinite=options["skip_nonfinite"]).samples(args.samples)
-    executor = TorchExecutor(result.graph, device=args.device)
-    graphwise = graphwise_error(executor, batches)
-    layerwise = layerwise_sensitivity(executor, batches)
+    if args.html:
+        require_bundle()
+    report = analyse(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
+                     load_state=args.load_state, samples=args.samples, device=args.device,
+                     agreement=args.html is not None,
+                     finished=pass_progress(f"analysing {args.model} for {args.platform}"), **calibration_options(args))
+    if args.html:
+        report.to_html(args.html)
+    graphwise, layerwise = _worst_first(report.graphwise), _worst_first(report.layerwise)
     if args.json:
-        print(json.dumps({"schema_version": ANALYSE_SCHEMA_VERSION, "graphwise": [r.as_dict() for r in graphwise],
-                          "layerwise": [r.as_dict() for r in layerwise]}, indent=2))
+        print(json.dumps({"schema_version": ANALYSE_SCHEMA_VERSION, "graphwise": graphwise, "layerwise": layerwise},
+                         indent=2))
         return 0
     out = console()
+    if args.html:
+        out.print(f"wrote {escape(args.html)}")
     out.print(_table("Graph-wise error (quantized run vs float, accumulated up to each op)", graphwise, args.top))
     out.print(_table("Layer-wise sensitivity (only this op quantized, error at the outputs)", layerwise, args.top))
     return 0
 
 
-def _table(title: str, rows, top: int) -> Table:
+def _worst_first(rows: list[dict]) -> list[dict]:
+    """The report's rows (topological order, with their index) ranked worst first; exact ones last."""
+    ranked = sorted(rows, key=lambda r: math.inf if r["snr_db"] is None else r["snr_db"])
+    return [{k: v for k, v in r.items() if k != "index"} for r in ranked]
+
+
+def _table(title: str, rows: list[dict], top: int) -> Table:
     table = Table(title=title)
     for column in ("rank", "op", "type", "SNR (dB)", "cosine", "MSE"):
         table.add_column(column, overflow="fold")
     for rank, row in enumerate(rows[:top], 1):
-        snr = "exact" if math.isinf(row.snr_db) and row.snr_db > 0 else f"{row.snr_db:.1f}"
-        table.add_row(str(rank), escape(row.op), row.op_type, snr, f"{row.cosine:.5f}", f"{row.mse:.3g}")
+        snr = "exact" if row["snr_db"] is None else f"{row['snr_db']:.1f}"
+        cosine = "-" if row["cosine"] is None else f"{row['cosine']:.5f}"
+        table.add_row(str(rank), escape(row["op"]), row["op_type"], snr, cosine, f"{row['mse']:.3g}")
     return table

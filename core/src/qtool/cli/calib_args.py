@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..calibration.sources import LAYOUTS
-
 
 def add_calibration_flags(parser) -> None:
-    parser.add_argument("--calib-layout", choices=LAYOUTS, default=None,
+    # not argparse choices: importing qtool.calibration imports torch, which --help must not wait for;
+    # qtool.calibration.load_calibration_data refuses an unknown layout by name before any work
+    parser.add_argument("--calib-layout", metavar="{samples,feeds}", default=None,
                         help="samples: arrays hold samples along their first axis (default); feeds: each file is "
                              "one model call with exactly the shapes the model takes (recurrent state, "
                              "sequence-first or fixed-batch inputs)")

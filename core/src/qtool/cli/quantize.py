@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
     p.add_argument("--json", action="store_true",
                    help="print the summary and every diagnostic as JSON on stdout (progress stays on stderr)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write the self-contained HTML report (charts, histograms, dispatch table) to FILE.html; "
+                   "needs the 'report' extra")
     p.add_argument("--optimize", action="store_true",
                    help="turn on the accuracy passes equalization and adaround")
     budget = p.add_mutually_exclusive_group()
@@ -84,6 +87,12 @@ def run(args) -> int:
     from ..pipeline import UnsupportedModelError, quantize
 
     out = console()
+    if args.report:
+        from ..report import require_bundle
+
+        require_bundle()
+        if args.calib is None:
+            raise QtoolError("--report measures the quantized model on calibration data: give --calib")
     finished = pass_progress(f"quantizing {args.model} for {args.platform}")
     try:
         result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
@@ -97,6 +106,8 @@ def run(args) -> int:
             print(json.dumps({"schema_version": QUANTIZE_SCHEMA_VERSION, "refused": str(refusal),
                               "diagnostics": [d.as_dict() for d in refusal.diagnostics]}, indent=2))
         raise
+    if args.report:
+        result.report(args.report, device=args.device)
     explained = explain_document(result.graph, result.summary["platform"], result.config) if args.explain else None
     if args.json:
         print(json.dumps(quantize_document(result, explained), indent=2))
@@ -104,6 +115,8 @@ def run(args) -> int:
     if explained:
         print_explanation(explained, out, result.config)
     print_summary(result, out, allowed=args.allow_unsupported)
+    if args.report:
+        out.print(f"wrote {escape(args.report)}")
     return 0
 
 

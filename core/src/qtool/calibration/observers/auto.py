@@ -33,11 +33,15 @@ class AutoObserver(HistogramObserver):
         self._rows_scheme = rows_scheme(scheme)
         self.chosen: list[str] = []
 
-    def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
-        names = ["minmax", *self._methods]
-        ranges = [(hist.lo, hist.hi)] + [method.clip(hist) for method in self._methods.values()]
-        lo = np.array([r[0] for r in ranges], dtype=np.float64)
-        hi = np.array([r[1] for r in ranges], dtype=np.float64)
+    def candidates(self, hist: ChannelHistogram) -> tuple[dict[str, tuple[float, float]], str]:
+        """Each method's clipping range on ``hist`` by method name (minmax first), and the name of the best."""
+        ranges = {"minmax": (hist.lo, hist.hi), **{name: method.clip(hist) for name, method in self._methods.items()}}
+        lo = np.array([r[0] for r in ranges.values()], dtype=np.float64)
+        hi = np.array([r[1] for r in ranges.values()], dtype=np.float64)
         best = int(torch.argmin(histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)))
-        self.chosen.append(names[best])
-        return float(lo[best]), float(hi[best])
+        return ranges, list(ranges)[best]
+
+    def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
+        ranges, best = self.candidates(hist)
+        self.chosen.append(best)
+        return ranges[best]

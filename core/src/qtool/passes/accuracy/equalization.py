@@ -36,11 +36,16 @@ class CrossLayerEqualization(Pass):
     def call(self, graph: Graph) -> PassResult:
         pairs = find_pairs(graph)
         sweeps, change = 0, np.inf
+        total = [np.ones(1) for _ in pairs]  # each pair's scales, multiplied over the sweeps
         while pairs and sweeps < self.iterations and change >= self.tolerance:
-            change = max(_equalize(graph, first, second) for first, second in pairs)
+            applied = [_equalize(graph, first, second) for first, second in pairs]
+            total = [t * s for t, s in zip(total, applied, strict=True)]
+            change = max(float(np.abs(np.log(s)).max(initial=0.0)) for s in applied)
             sweeps += 1
-        return PassResult(graph, bool(pairs), {"pairs": [f"{a.name} -> {b.name}" for a, b in pairs],
-                                               "sweeps": sweeps})
+        names = [f"{a.name} -> {b.name}" for a, b in pairs]
+        scales = {name: {"min": float(t.min()), "max": float(t.max()), "channels": t.size}
+                  for name, t in zip(names, total, strict=True)}
+        return PassResult(graph, bool(pairs), {"pairs": names, "sweeps": sweeps, "scales": scales})
 
 
 def find_pairs(graph: Graph) -> list[tuple[Operation, Operation]]:
@@ -95,8 +100,8 @@ def _is_homogeneous(op: Operation) -> bool:
             and high is None)
 
 
-def _equalize(graph: Graph, first: Operation, second: Operation) -> float:
-    """Equalize one pair; the largest |log s_i| applied."""
+def _equalize(graph: Graph, first: Operation, second: Operation) -> np.ndarray:
+    """Equalize one pair; the scales s_i applied (the second layer's input channels times s_i)."""
     w1, w2 = first.inputs[1].value, second.inputs[1].value
     r1, r2 = out_ranges(first, w1).astype(np.float64), in_ranges(second, w2).astype(np.float64)
     usable = (r1 > 0) & (r2 > 0)
@@ -107,4 +112,4 @@ def _equalize(graph: Graph, first: Operation, second: Operation) -> float:
     if bias is not None:
         value = bias.var.value
         graph.set_parameter_value(bias.holder, bias.index, (value.astype(np.float64) / scales.reshape(value.shape)))
-    return float(np.abs(np.log(scales)).max(initial=0.0))
+    return scales

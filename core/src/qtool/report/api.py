@@ -1,0 +1,54 @@
+"""``qtool.analyse`` and ``qtool.explain``: the analysis and the dispatch explanation from Python."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..calibration import load_calibration_data
+from ..cli.explain import explain_document
+from ..errors import QtoolError
+from ..pipeline import plan, quantize
+from .collect import collect
+from .results import AnalysisReport, Explanation
+
+DEFAULT_SAMPLES = 16
+
+
+def analyse(model, platform, calib, *, config=None, preset: str | None = None,
+            load_state: str | os.PathLike | None = None, samples: int = DEFAULT_SAMPLES, device: str = "cpu",
+            agreement: bool = True, finished=None, **calibration) -> AnalysisReport:
+    """Quantize ``model`` for ``platform`` (nothing written) and measure where the error comes from.
+
+    The first ``samples`` samples of ``calib`` drive the measurements. ``agreement`` also exports to a
+    temporary folder and compares the platform's runtime with the simulation. ``finished(run)`` is called
+    after each pass; ``calibration`` holds :func:`qtool.quantize`'s calibration keywords (``calib_layout``,
+    ``max_samples``, ``transform``, ``skip_nonfinite``).
+    """
+    with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
+        output = Path(folder) / "model.onnx" if agreement and calib is not None else None
+        result = quantize(model, platform, calib, config=config, preset=preset, device=device,
+                          load_state=load_state, allow_unsupported=True, output=output,
+                          progress=finished is not None, finished=finished, **calibration)
+    return report_of(result, result.calibration, samples=samples, device=device)
+
+
+def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "cpu") -> AnalysisReport:
+    """The analysis report of a :func:`qtool.quantize` result, measured on ``calib``'s first ``samples``."""
+    if calib is None:
+        raise QtoolError("the report measures the quantized model on calibration data: give calib "
+                         "(a run restored with load_state has none of its own)")
+    batches = load_calibration_data(calib, result.graph).samples(samples)
+    return AnalysisReport(collect(result, batches, model=result.model, device=device))
+
+
+def explain(model, platform, *, config=None, preset: str | None = None) -> Explanation:
+    """How each op of ``model`` would be quantized on ``platform`` (no calibration data needed)."""
+    planned = plan(model, platform, config=config, preset=preset)
+    document = explain_document(planned.graph, planned.platform.name, planned.config)
+    return Explanation({**document, "model": _name(model)})
+
+
+def _name(model) -> str:
+    return str(model) if isinstance(model, str | os.PathLike) else model.info.graph_name
