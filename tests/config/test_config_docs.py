@@ -54,5 +54,5 @@ def test_every_example_resolves(index, tmp_path):
 
 
 def test_examples_are_found():
-    assert [lang for lang, _ in EXAMPLES] == ["toml", "toml", "toml", "toml", "toml", "yaml", "toml"]
-    assert yaml.safe_load(EXAMPLES[5][1])["activation"]["bits"] == 16
+    assert [lang for lang, _ in EXAMPLES] == ["toml", "toml", "toml", "toml", "toml", "toml", "yaml", "toml"]
+    assert yaml.safe_load(EXAMPLES[6][1])["activation"]["bits"] == 16

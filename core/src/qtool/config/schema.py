@@ -86,6 +86,10 @@ def _between(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any], 
     return check
 
 
+def _one_of(*allowed: int) -> Callable[[Any], str | None]:
+    return lambda value: None if value in allowed else f"must be one of {', '.join(map(str, allowed))}, got {value!r}"
+
+
 def _at_least(lo: int) -> Callable[[Any], str | None]:
     return lambda value: None if value >= lo else f"must be >= {lo}, got {value!r}"
 
@@ -161,6 +165,18 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                           check=_between(50, 100, lo_open=True)),
         "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
         "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
+    },
+    "weight_only": {
+        "enabled": Key("bool", False, "Weight-only quantization: activations stay float, the weights of `op_types` "
+                       "are quantized per block along their input axis (replaces `[activation]` and `[weight]`; "
+                       "`[[override]]` weight keys still apply)."),
+        "bits": Key("int", 4, "Weight width: 4 (MatMulNBits int4) or 8.", check=_one_of(4, 8)),
+        "symmetric": Key("bool", True, "Symmetric signed codes (no zero points) or asymmetric unsigned codes "
+                         "with a zero point per block."),
+        "block_size": Key("int", 32, "Weights per block along the input axis (one scale each).",
+                          check=_one_of(16, 32, 64, 128, 256)),
+        "op_types": Key("list", ("MatMul", "Gemm", "Gather"), "Op types whose weights are quantized "
+                        "(Gather: embedding tables, blocked along each row)."),
     },
     "accuracy": {
         "equalization": Key("options", False, "Cross-layer equalization of Conv pairs before dispatch "
