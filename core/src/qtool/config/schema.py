@@ -188,6 +188,12 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                         shown_default="false (onnxruntime platforms: outlier MatMul/Gemm; w4a8 preset: 4-bit layers)"),
         "adaround": Key("options", False, "Learned rounding of weights (AdaRound)."),
         "bias_correction": Key("options", False, "Correct the mean output shift that weight quantization causes."),
+        "gptq": Key("options", False, "GPTQ: weight-only blocks rounded column by column with the rounding error "
+                    "pushed onto the columns not yet rounded, through each layer's input Hessian."),
+        "awq": Key("options", False, "AWQ: activation-aware per-input-channel scales searched per layer and "
+                   "folded into the op before it (or a Mul) before weight-only rounding."),
+        "hqq": Key("options", False, "HQQ: half-quadratic optimisation of each block's scale and zero point "
+                   "against a sparse weight error (no data needed)."),
     },
 }
 
