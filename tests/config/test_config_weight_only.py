@@ -63,3 +63,14 @@ def test_override_widens_one_layer(decoder):
 def test_bad_settings_name_the_key(table, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         resolve_config({}, {"weight_only": table})
+
+
+def test_transformers_page_names_the_presets_keys_and_export_options():
+    from pathlib import Path
+
+    from qtool.config.schema import SECTION_KEYS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "transformers.md").read_text()
+    for name in ("int4-weight-only", "int8-weight-only", "accuracy_level", "weight_only_format", "awq", "gptq", "hqq",
+                 *(f"`{key}`" for key in SECTION_KEYS["weight_only"] if key != "enabled")):
+        assert name in text, name
