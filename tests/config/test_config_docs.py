@@ -54,14 +54,14 @@ def test_every_example_resolves(index, tmp_path):
 
 
 def test_examples_are_found():
-    assert [lang for lang, _ in EXAMPLES] == ["toml", "toml", "toml", "toml", "toml", "yaml", "toml"]
-    assert yaml.safe_load(EXAMPLES[5][1])["activation"]["bits"] == 16
+    assert [lang for lang, _ in EXAMPLES] == ["toml", "toml", "toml", "toml", "toml", "toml", "yaml", "toml"]
+    assert yaml.safe_load(EXAMPLES[6][1])["activation"]["bits"] == 16
 
 
 def test_the_int16_example_gives_the_a16w8_activations_on_onnxruntime(tmp_path):
     from qtool.platform import get_platform
 
     path = tmp_path / "example.yaml"
-    path.write_text(EXAMPLES[5][1])
+    path.write_text(EXAMPLES[6][1])
     defaults = get_platform("onnxruntime").default_config()
     assert resolve_config(defaults, path).activation == resolve_config(defaults, preset="a16w8").activation

@@ -182,11 +182,14 @@ EXTRA = {
     "int3-weight": lambda: _hand("Gemm", UINT8, QuantScheme.integer(3)),
 }
 EXTRA_OPSETS = {"int2-opset-25": [21, None], "conv-weight-axis-1": [13, 28]}
+# blocked DequantizeLinear -> MatMul, which ORT turns into a float-input MatMulNBits (the default writes
+# MatMulNBits itself: test_ort_weight_only.py)
+EXTRA_OPTIONS = {"matmul-int4-block-weight-only": {"weight_only_format": "qdq"}}
 
 
 @pytest.mark.parametrize("name,opset", [(n, o) for n in EXTRA for o in EXTRA_OPSETS.get(n, [None])])
 def test_extra(name, opset, tmp_path):
-    check(EXTRA[name](), ExportOptions(opset=opset), tmp_path)
+    check(EXTRA[name](), ExportOptions(opset=opset, extra=EXTRA_OPTIONS.get(name, {})), tmp_path)
 
 
 @pytest.mark.parametrize("op", ["Conv", "Gemm", "MatMul"])

@@ -32,6 +32,8 @@ PRESETS: dict[str, dict[str, Any]] = {
              "weight": {**_INT8_SYM, "bits": 4, **_PER_CHANNEL},
              "accuracy": {"fallback": W4_FALLBACK}},
     "a16w8": {"activation": {**_INT8_SYM, "bits": 16, **_PER_TENSOR}, "weight": {**_INT8_SYM, **_PER_CHANNEL}},
+    "int4-weight-only": {"weight_only": {"enabled": True, "bits": 4, "symmetric": False, "block_size": 32}},
+    "int8-weight-only": {"weight_only": {"enabled": True, "bits": 8, "symmetric": True, "block_size": 32}},
     "fp8-e4m3": _fp("fp8_e4m3"),
     "fp8-e5m2": _fp("fp8_e5m2"),
 }
@@ -44,6 +46,10 @@ PRESET_DOCS: dict[str, str] = {
             "accuracy.fallback widens the most sensitive layers' weights to int8 until the output SNR is within "
             "1 dB of int8 weights",
     "a16w8": "int16 symmetric per-tensor activations, int8 symmetric per-channel weights",
+    "int4-weight-only": "float activations; MatMul/Gemm/Gather weights int4 asymmetric in blocks of 32 along the "
+                        "input axis (ONNX Runtime: MatMulNBits, GatherBlockQuantized)",
+    "int8-weight-only": "float activations; MatMul/Gemm/Gather weights int8 symmetric in blocks of 32 along the "
+                        "input axis",
     "fp8-e4m3": "fp8 e4m3 weights (per-channel scales) and activations (per-tensor)",
     "fp8-e5m2": "fp8 e5m2 weights (per-channel scales) and activations (per-tensor)",
 }

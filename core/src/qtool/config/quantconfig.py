@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .merge import merge_scheme
 from .overrides import Override
 from .schema import ALIGNMENT_GROUPS
+from .weight_only import block_axis
 from .schemes import ACTIVATION_AXIS, SchemeConflict, build_scheme, describe_scheme
 
 ROLES = ("activation", "weight")
@@ -43,10 +44,12 @@ class QuantConfig:
     passes: tuple[Mapping[str, Any], ...] = ()
     overrides: tuple[Override, ...] = ()
     preset: str | None = None
+    weight_only: Mapping[str, Any] | None = None  # the [weight_only] table when enabled (see config.weight_only)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_tree(cls, tree: Mapping[str, Any], origins: Mapping[str, str], preset: str | None) -> QuantConfig:
+    def from_tree(cls, tree: Mapping[str, Any], origins: Mapping[str, str], preset: str | None, *,
+                  weight_only: bool = False) -> QuantConfig:
         """Build from a merged config tree and check every scheme it can form."""
         dispatch, fusion = tree["dispatch"], tree["fusion"]
         config = cls(
@@ -63,7 +66,7 @@ class QuantConfig:
             passes=tuple(MappingProxyType(dict(item)) for item in tree["pass"]),
             overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
                             for i, item in enumerate(tree["override"])),
-            preset=preset, origins=MappingProxyType(dict(origins)),
+            preset=preset, weight_only=_frozen(tree["weight_only"]) if weight_only else None, origins=MappingProxyType(dict(origins)),
         )
         config._check_schemes()
         return config
@@ -86,8 +89,10 @@ class QuantConfig:
         table, origins = self._table_for(op, role, tensor)
         if table is None:
             return None
-        if channel_axis is None:
-            channel_axis = weight_axis(op, tensor) if role == "weight" else ACTIVATION_AXIS
+        if channel_axis is None and role == "weight":
+            channel_axis = block_axis(op, tensor) if self.weight_only else weight_axis(op, tensor)
+        elif channel_axis is None:
+            channel_axis = ACTIVATION_AXIS
         if channel_axis is None and "axis" not in table:
             table = {k: v for k, v in table.items() if k != "block_size"} | {"granularity": "per_tensor"}
         where = f"op {op.name!r}" + (f" tensor {tensor!r}" if tensor else "")
@@ -202,6 +207,7 @@ class QuantConfig:
                           "remove_activations": self.remove_activations}
         data["alignment"] = dict(self.alignment)
         data["calibration"] = dict(self.calibration)
+        data["weight_only"] = dict(self.weight_only) if self.weight_only else {"enabled": False}
         data["accuracy"] = {name: {k: _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
                             for name, value in self.accuracy.items()}
         data["override"] = [o.to_dict() for o in self.overrides]
@@ -211,6 +217,10 @@ class QuantConfig:
     def describe(self) -> str:
         """A readable summary for ``qtool explain``."""
         lines = [f"preset: {self.preset or 'none'}"]
+        if self.weight_only:
+            w = self.weight_only
+            lines.append(f"weight only: int{w['bits']} {'symmetric' if w['symmetric'] else 'asymmetric'}, "
+                         f"blocks of {w['block_size']} along the input axis")
         lines += [f"{role}: {describe_scheme(getattr(self, role), role, self._default_observer(role))}"
                   for role in ROLES]
         lines.append(f"bias: {self.bias_mode}")

@@ -14,6 +14,7 @@ from .presets import PRESET_ARGUMENT, get_preset
 from .quantconfig import QuantConfig
 from .schema import base_config
 from .validate import validate_layer
+from .weight_only import apply_weight_only
 
 PLATFORM_SOURCE = "platform defaults"
 
@@ -35,7 +36,8 @@ def resolve_config(platform_defaults: Mapping[str, Any] | None,
     if name is not None:
         merge_layer(tree, origins, get_preset(name, named_by), f"preset {name!r}")
     merge_layer(tree, origins, user_data, user_source)
-    config = QuantConfig.from_tree(tree, origins, name)
+    weight_only = apply_weight_only(tree, origins, PLATFORM_SOURCE)
+    config = QuantConfig.from_tree(tree, origins, name, weight_only=weight_only)
     _check_observers(config)
     return config
 

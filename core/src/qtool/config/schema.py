@@ -86,6 +86,10 @@ def _between(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any], 
     return check
 
 
+def _one_of(*allowed: int) -> Callable[[Any], str | None]:
+    return lambda value: None if value in allowed else f"must be one of {', '.join(map(str, allowed))}, got {value!r}"
+
+
 def _at_least(lo: int) -> Callable[[Any], str | None]:
     return lambda value: None if value >= lo else f"must be >= {lo}, got {value!r}"
 
@@ -162,6 +166,18 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
         "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
     },
+    "weight_only": {
+        "enabled": Key("bool", False, "Weight-only quantization: activations stay float, the weights of `op_types` "
+                       "are quantized per block along their input axis (replaces `[activation]` and `[weight]`; "
+                       "`[[override]]` weight keys still apply)."),
+        "bits": Key("int", 4, "Weight width: 4 (MatMulNBits int4) or 8.", check=_one_of(4, 8)),
+        "symmetric": Key("bool", True, "Symmetric signed codes (no zero points) or asymmetric unsigned codes "
+                         "with a zero point per block."),
+        "block_size": Key("int", 32, "Weights per block along the input axis (one scale each).",
+                          check=_one_of(16, 32, 64, 128, 256)),
+        "op_types": Key("list", ("MatMul", "Gemm", "Gather"), "Op types whose weights are quantized "
+                        "(Gather: embedding tables, blocked along each row)."),
+    },
     "accuracy": {
         "equalization": Key("options", False, "Cross-layer equalization of Conv pairs before dispatch "
                             "(see docs/accuracy.md for its options).",
@@ -172,6 +188,12 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                         shown_default="false (onnxruntime platforms: outlier MatMul/Gemm; w4a8 preset: 4-bit layers)"),
         "adaround": Key("options", False, "Learned rounding of weights (AdaRound)."),
         "bias_correction": Key("options", False, "Correct the mean output shift that weight quantization causes."),
+        "gptq": Key("options", False, "GPTQ: weight-only blocks rounded column by column with the rounding error "
+                    "pushed onto the columns not yet rounded, through each layer's input Hessian."),
+        "awq": Key("options", False, "AWQ: activation-aware per-input-channel scales searched per layer and "
+                   "folded into the op before it (or a Mul) before weight-only rounding."),
+        "hqq": Key("options", False, "HQQ: half-quadratic optimisation of each block's scale and zero point "
+                   "against a sparse weight error (no data needed)."),
     },
 }
 

@@ -19,6 +19,8 @@ restores a saved state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..config.resolve import PLATFORM_SOURCE
 from .accuracy import accuracy_passes, needs_data
 from .baking import Baking
@@ -59,6 +61,10 @@ def default_passes(config, data=None, *, platform: str | None = None, device: st
 def _accuracy_options(config, data) -> dict:
     """The ``[accuracy]`` table; without data (a restored state) the passes the platform's defaults turn on that
     need data are left out (those the user turned on still need it)."""
-    return {name: value for name, value in config.accuracy.items()
-            if data is not None or not needs_data(name)
-            or config.origins.get(f"accuracy.{name}") != PLATFORM_SOURCE}
+    options = {name: value for name, value in config.accuracy.items()
+               if data is not None or not needs_data(name)
+               or config.origins.get(f"accuracy.{name}") != PLATFORM_SOURCE}
+    if config.weight_only and options.get("awq") not in (None, False):  # AWQ searches on the weight-only grid
+        grid = {key: config.weight_only[key] for key in ("bits", "symmetric", "block_size")}
+        options["awq"] = {**grid, **(options["awq"] if isinstance(options["awq"], Mapping) else {})}
+    return options

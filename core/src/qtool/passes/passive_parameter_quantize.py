@@ -14,9 +14,8 @@ import warnings
 import numpy as np
 import torch
 
-from ..config.axes import natural_weight_axis
 from ..ir import Graph, Operation
-from ..ops import bias_index, follower_inputs, weight_index
+from ..ops import bias_index, follower_inputs, weight_axis, weight_index
 from ..quant import QuantizationState, TensorQuantizationConfig, fake_quantize
 from ..quant.maths import round_array
 from ..quant.policy import QuantizationPolicy as P
@@ -47,7 +46,7 @@ class PassiveParameterQuantize(Pass):
         if tqc.state is not QuantizationState.PASSIVE_INIT:
             return
         activation, weight = op.quant.inputs[0], op.quant.inputs[weight_index(op)]
-        problem = _bias_problem(activation, weight, natural_weight_axis(op, op.inputs[weight_index(op)].name))
+        problem = _bias_problem(activation, weight, weight_axis(op, op.inputs[weight_index(op)].name))
         if problem:
             tqc.keep_float()
             tqc.notes["reason"] = problem

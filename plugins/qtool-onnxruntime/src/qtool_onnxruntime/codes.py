@@ -24,5 +24,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.rounding": (W, "an activation rounding other than half-to-even, ORT's only rounding"),
     "ort.bias-float": (W, "a bias ORT's integer kernels would misread as int32 codes is written as float values"),
     "ort.weight-requantized": (W, "a float weight ORT quantizes to int8 itself, unlike qtool's simulation"),
+    "ort.nbits-accuracy-level": (W, "MatMulNBits at accuracy_level 4 quantizes its float input to int8 inside the "
+                                    "kernel, unlike qtool's simulation"),
     "ort.activation-kept": (W, "a Relu/Clip kept although activation removal was asked: dropping it is not exact"),
 }

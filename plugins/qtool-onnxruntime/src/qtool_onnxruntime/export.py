@@ -11,6 +11,7 @@ from qtool.ir.onnx_export import save_model_proto
 
 from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
+from .nbits import NBitsRewriter, accuracy_level, nbits_layers, weight_only_format
 from .opset import convert, target_opset
 from .qdq import QdqWriter
 from .rules import validate
@@ -26,11 +27,16 @@ def model_path(output: Path) -> Path:
 
 def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
     """The QDQ ModelProto for a calibrated ``graph``, unchecked: it follows the configs even where ORT fails."""
-    opset = target_opset(graph, options.opset)
+    layers = nbits_layers(graph, True, weight_only_format(options.extra))
+    opset = target_opset(graph, options.opset, frozenset(layer.op.name for layer in layers))
     removed = {}
     if options.remove_activations:
         removed = {a.op.name: a.op.inputs[0].name for a in fused_activations(graph, True) if clips_exactly(a)}
-    return QdqWriter(graph, convert(to_model_proto(graph), opset), opset, removed).write()
+    writer = QdqWriter(graph, convert(to_model_proto(graph), opset), opset, removed,
+                       frozenset((layer.op.name, layer.index) for layer in layers))
+    model = writer.write()
+    NBitsRewriter(model, writer.names, accuracy_level(options.extra)).rewrite(layers)
+    return model
 
 
 def build_model(graph, options: ExportOptions) -> onnx.ModelProto:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from qtool import Capabilities, ExportOptions, Platform
 from qtool.platform import ExportOptionError
 
-from . import agreement, export, rules
+from . import agreement, export, nbits, rules
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # data-movement ops between them: passive_op_types
@@ -28,7 +28,12 @@ class OnnxRuntimePlatform(Platform):
         formats=tuple(t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES)),
     )
     export_options = {"external_data": "true: write the initializers to <model>.onnx.data (false: only over 2 GB, "
-                                       "the default)"}
+                                       "the default)",
+                      "weight_only_format": "weight-only MatMul/Gemm/Gather layers as \"matmulnbits\" (MatMulNBits and "
+                                            "GatherBlockQuantized, the default) or \"qdq\" (opset-21 blocked "
+                                            "DequantizeLinear before the float op)",
+                      "accuracy_level": "MatMulNBits accuracy_level: 4 (default) computes with int8 inputs on CPU "
+                                        "(fastest), 0 in float (exactly qtool's simulation)"}
     bias_mode: ClassVar[str] = "float"
 
     @classmethod
@@ -38,6 +43,7 @@ class OnnxRuntimePlatform(Platform):
         if not isinstance(extra.get("external_data", False), bool):
             raise ExportOptionError(f"export option 'external_data': expected true or false, "
                                     f"got {extra['external_data']!r}")
+        nbits.check_options(extra)
 
     def default_config(self) -> dict[str, Any]:
         return {

@@ -65,8 +65,10 @@ class Names:
 class QdqWriter:
     """Collects the new nodes and initializers, then rebuilds the model's node list."""
 
-    def __init__(self, graph, model: onnx.ModelProto, opset: int, removed: dict[str, str]) -> None:
+    def __init__(self, graph, model: onnx.ModelProto, opset: int, removed: dict[str, str],
+                 skip: frozenset[tuple[str, int]] = frozenset()) -> None:
         self.graph, self.model, self.opset = graph, model, opset
+        self.skip = skip  # (op name, input index) another writer stores (see .nbits)
         self.removed = removed  # dropped activation op name -> its input tensor name
         self.alias = {graph.operations[op].outputs[0].name: source for op, source in removed.items()}
         self.names = Names(model)
@@ -139,6 +141,8 @@ class QdqWriter:
     def _parameter(self, var) -> None:
         stored: dict[tuple, str] = {}  # configs with equal parameters share one copy
         for op, index, tqc in (m for members in reader_groups(var, SETTLED).values() for m in members):
+            if (op.name, index) in self.skip:
+                continue
             on_grid = is_bias(op, index) and misread_reason(op, tqc) is not None
             key = (on_grid, tqc.scheme, _bytes(tqc.scale), _bytes(tqc.offset))
             if key not in stored:

@@ -18,6 +18,7 @@ from .bias import misread_reason, weight_requantized
 from .codes import CODES
 from .configs import active, input_config, output_config
 from .kernels import kernel_verdict
+from .nbits import accuracy_level, nbits_layers, weight_only_format
 from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type
 
@@ -32,12 +33,14 @@ def diagnostic(code: str, message: str, *, op=None, tensor=None, scheme=None) ->
 
 def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     options = options or ExportOptions()
-    opset = target_opset(graph, options.opset)
-    found = _tensor_rules(graph, opset)
+    layers = nbits_layers(graph, SETTLED, weight_only_format(options.extra))
+    contrib = frozenset(layer.op.name for layer in layers)
+    opset = target_opset(graph, options.opset, contrib)
+    found = _tensor_rules(graph, opset, contrib) + nbits_rules(layers, accuracy_level(options.extra))
     activations = {act.producer.name: act for act in fused_activations(graph, SETTLED)}
     removable = {name for name, act in activations.items() if options.remove_activations and clips_exactly(act)}
     for op in graph.topological_order():
-        if is_compute(op) and op.quant is not None and op.quant.quantized:
+        if is_compute(op) and op.quant is not None and op.quant.quantized and op.name not in contrib:
             found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset)
         elif op.op_type == "MaxPool":
             found += _maxpool_rules(graph, op)
@@ -46,8 +49,8 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     return found
 
 
-def _tensor_rules(graph, opset: int) -> list[Diagnostic]:
-    points = list(quantized_tensors(graph, settled=SETTLED))
+def _tensor_rules(graph, opset: int, contrib: frozenset[str]) -> list[Diagnostic]:
+    points = [q for q in quantized_tensors(graph, settled=SETTLED) if q.op.name not in contrib]
     if points and not LOWEST_OPSET <= opset <= HIGHEST_OPSET:
         first = points[0]
         return [diagnostic("ort.opset", f"opset {opset} was asked, and ONNX Runtime 1.32 runs QuantizeLinear/"
@@ -70,6 +73,18 @@ def _tensor_rules(graph, opset: int) -> list[Diagnostic]:
         elif not stored:
             found += _activation_warnings(stype, where)
     return found
+
+
+def nbits_rules(layers, level: int) -> list[Diagnostic]:
+    """What ORT does with the MatMulNBits / GatherBlockQuantized layers the export writes."""
+    matmuls = [layer for layer in layers if layer.contrib == "MatMulNBits"]
+    if not matmuls or level != 4:
+        return []
+    first = matmuls[0]
+    return [diagnostic("ort.nbits-accuracy-level", f"{len(matmuls)} MatMulNBits layer(s) at accuracy_level 4: ORT "
+                       "quantizes their float input to int8 per block inside the kernel (faster on CPU), so outputs "
+                       "differ from qtool's simulation by about 1%; export option accuracy_level = 0 computes in "
+                       "float and matches it", op=first.op.name, tensor=first.op.inputs[0].name)]
 
 
 def _activation_warnings(stype, where) -> list[Diagnostic]:

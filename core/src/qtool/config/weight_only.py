@@ -1,0 +1,65 @@
+"""Weight-only quantization: the ``[weight_only]`` table turned into float activations and blocked weights.
+
+With ``weight_only.enabled``, activations stay float, the weights of ``weight_only.op_types`` (MatMul,
+Gemm, Gather embeddings) are quantized per block of ``block_size`` along their *input* (reduction)
+axis, and the platform's activation-oriented accuracy defaults (equalization, outlier fallback) are
+turned off unless the user set them. ``[[override]]`` weight keys still apply on top (e.g. 8 bits
+for an LM head).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WEIGHT_ONLY_OP_TYPES = ("MatMul", "Gemm", "Gather")
+ACTIVATION_DEFAULTS_OFF = ("equalization", "fallback", "smoothquant")
+
+
+def block_axis(op, tensor: str | None = None) -> int | None:
+    """The axis a weight-only weight is blocked along: the one its op reduces over (K of x @ W).
+
+    MatMul x @ W: rows of W (W @ x: its columns); Gemm: 1 with transB else 0; Gather: the last
+    axis of the table (each embedding row blocked on its own); Conv: input channels. Else None.
+    """
+    if op.op_type == "Gemm":
+        return 1 if op.attributes.get("transB", 0) else 0
+    if op.op_type == "Conv":
+        return 1
+    index = next((i for i, v in enumerate(op.inputs[:2]) if v is not None
+                  and (v.name == tensor or (tensor is None and v.is_parameter))), None)
+    if index is None:
+        return None
+    ndim = len(op.inputs[index].shape) if op.inputs[index].shape is not None else 0
+    if op.op_type == "Gather":
+        return ndim - 1 if index == 0 and ndim >= 1 else None
+    if op.op_type == "MatMul" and ndim >= 2:
+        return ndim - 2 if index == 1 else ndim - 1
+    return None
+
+
+def weight_scheme_table(settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``[weight]`` scheme table of the weight-only settings: signed symmetric or unsigned asymmetric."""
+    symmetric = settings["symmetric"]
+    return {"format": "int", "bits": settings["bits"], "signed": symmetric, "symmetric": symmetric,
+            "granularity": "per_block", "block_size": settings["block_size"], "observer": "minmax"}
+
+
+def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_source: str) -> bool:
+    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``; True when it did."""
+    settings = tree["weight_only"]
+    if not settings["enabled"]:
+        return False
+    source = f"{origins.get('weight_only.enabled', 'built-in defaults')} (weight_only)"
+    tree["activation"] = None
+    tree["weight"] = weight_scheme_table(settings)
+    for key in [k for k in origins if k.split(".")[0] in ("activation", "weight")]:
+        del origins[key]
+    origins.update({"activation": source, "weight": source, **{f"weight.{k}": source for k in tree["weight"]}})
+    tree["dispatch"]["quantize_op_types"] = list(settings["op_types"])
+    tree["dispatch"]["passive_op_types"] = []
+    origins["dispatch.quantize_op_types"] = origins["dispatch.passive_op_types"] = source
+    for name in ACTIVATION_DEFAULTS_OFF:
+        if origins.get(f"accuracy.{name}", platform_source) == platform_source:
+            tree["accuracy"][name] = False
+            origins[f"accuracy.{name}"] = source
+    return True

@@ -1,0 +1,112 @@
+"""Weight-only exports: MatMulNBits / GatherBlockQuantized (or blocked DequantizeLinear) run in real ORT sessions
+and agree with qtool's simulation; the accuracy_level warning says what ORT really does."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import qtool
+from ort_testkit import optimized_ops
+from qtool.executor import TorchExecutor
+from qtool.platform import ExportOptionError
+from qtool.testing.decoder import TOKENS_INPUT, byte_tokens, tiny_decoder
+from qtool_onnxruntime.session import cpu_session
+
+LAYERS = {"embed": "GatherBlockQuantized", "block0.up": "MatMulNBits", "block0.down": "MatMulNBits",
+          "block1.up": "MatMulNBits", "block1.down": "MatMulNBits", "head": "MatMulNBits"}
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weight_only")
+    calib = folder / "calib.npz"
+    np.savez(calib, **{TOKENS_INPUT: byte_tokens(8, 32)})
+    return tiny_decoder(folder / "decoder.onnx"), calib
+
+
+def _quantize(decoder, tmp_path, preset, **options):
+    model, calib = decoder
+    return qtool.quantize(model, "onnxruntime", calib, preset=preset, output=tmp_path / "q.onnx",
+                          export_options=options)
+
+
+def _relative(ours, theirs) -> float:
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("preset, bits, zero_points", [("int4-weight-only", 4, True), ("int8-weight-only", 8, False)])
+def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, bits, zero_points):
+    result = _quantize(decoder, tmp_path, preset, accuracy_level=0)
+    model = onnx.load(result.files[0])
+    onnx.checker.check_model(model, full_check=True)
+    nodes = {n.name: n for n in model.graph.node}
+    assert {name: nodes[name].op_type for name in LAYERS} == LAYERS
+    for name in LAYERS:
+        attrs = {a.name: a.i for a in nodes[name].attribute}
+        assert attrs["bits"] == bits and attrs["block_size"] == 32
+        assert (len(nodes[name].input) > 3 and nodes[name].input[3] != "") == zero_points
+    assert {o.domain for o in model.opset_import} == {"", "com.microsoft"}
+    assert not any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    assert not result.diagnostics  # no float kernel, nothing differs from the simulation
+    assert all(op not in ("MatMul", "Gemm", "FusedGemm", "Gather") for op in optimized_ops(result.files[0], tmp_path))
+    # the simulation and ORT's kernels agree, and both differ from the float model (it is quantized)
+    tokens = byte_tokens(2, 32, offset=40)
+    ran = cpu_session(result.files[0]).run(None, {TOKENS_INPUT: tokens})[0]
+    simulated = TorchExecutor(result.graph).forward({TOKENS_INPUT: tokens})[0]
+    original = cpu_session(decoder[0]).run(None, {TOKENS_INPUT: tokens})[0]
+    assert _relative(ran, simulated) < 1e-5
+    assert _relative(ran, original) > (1e-3 if bits == 4 else 1e-5)
+
+
+def test_accuracy_level_4_warns_and_differs_as_it_says(decoder, tmp_path):
+    result = _quantize(decoder, tmp_path, "int4-weight-only")  # the default level
+    assert [d.code for d in result.diagnostics] == ["ort.nbits-accuracy-level"]
+    levels = {a.i for n in onnx.load(result.files[0]).graph.node for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {4}
+    relative = result.agreement["outputs"]["logits"]["max_relative"]
+    assert 1e-4 < relative < 5e-2  # "about 1%"
+
+
+def test_size_of_int4_export(decoder, tmp_path):
+    result = _quantize(decoder, tmp_path, "int4-weight-only")
+    weights = sum(t.ByteSize() for t in onnx.load(result.files[0]).graph.initializer)
+    original = sum(t.ByteSize() for t in onnx.load(decoder[0]).graph.initializer)
+    assert weights < 0.3 * original
+
+
+def test_qdq_form_writes_blocked_dequantize_linear(decoder, tmp_path):
+    result = _quantize(decoder, tmp_path, "int4-weight-only", weight_only_format="qdq")
+    model = onnx.load(result.files[0])
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 21
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dqs) == 6 and all({a.name: a.i for a in n.attribute}["block_size"] == 32 for n in dqs)
+    assert not any(n.domain == "com.microsoft" for n in model.graph.node)
+    assert result.agreement["outputs"]["logits"]["max_relative"] < 1e-5
+
+
+def test_layers_that_do_not_fit_stay_qdq(decoder, tmp_path):
+    """A Gemm with alpha != 1 cannot be MatMulNBits: it keeps a blocked DequantizeLinear (opset 21) and runs."""
+    model = onnx.load(decoder[0])
+    for node in model.graph.node:
+        if node.name == "block0.down":
+            node.attribute.append(onnx.helper.make_attribute("alpha", 0.5))
+    path = tmp_path / "alpha.onnx"
+    onnx.save(model, path)
+    result = qtool.quantize(path, "onnxruntime", decoder[1], preset="int4-weight-only", output=tmp_path / "q.onnx",
+                            export_options={"accuracy_level": 0})
+    written = onnx.load(result.files[0])
+    types = {n.name: n.op_type for n in written.graph.node}
+    assert types["block0.down"] == "Gemm" and types["block1.down"] == "MatMulNBits"
+    assert written.opset_import[0].version == 21
+    assert [d.code for d in result.diagnostics] == ["ort.perf.float-input"]
+    assert result.agreement["outputs"]["logits"]["max_relative"] < 1e-5
+
+
+@pytest.mark.parametrize("options, key", [({"accuracy_level": 5}, "accuracy_level"),
+                                          ({"weight_only_format": "nbits"}, "weight_only_format")])
+def test_bad_export_options_fail_before_work(decoder, tmp_path, options, key):
+    with pytest.raises(ExportOptionError, match=key):
+        _quantize(decoder, tmp_path, "int4-weight-only", **options)
+    assert not (tmp_path / "q.onnx").exists()

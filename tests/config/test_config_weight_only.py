@@ -1,0 +1,76 @@
+"""[weight_only] and the int4/int8 weight-only presets: float activations, weights blocked along the input axis."""
+
+from __future__ import annotations
+
+import pytest
+from qtool.pipeline import plan as plan_for
+from qtool.config import ConfigError, resolve_config
+from qtool.platform import get_platform
+from qtool.quant import QuantizationPolicy as P
+from qtool.testing.decoder import tiny_decoder
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    return tiny_decoder(tmp_path_factory.mktemp("wo") / "decoder.onnx")
+
+
+def _weights(plan):
+    return {op.name: next(t for t in op.quant.inputs if t is not None).scheme
+            for op in plan.graph.topological_order() if op.quant is not None and op.quant.quantized}
+
+
+@pytest.mark.parametrize("preset, bits, symmetric", [("int4-weight-only", 4, False), ("int8-weight-only", 8, True)])
+def test_presets_block_every_weight_along_its_input_axis(decoder, preset, bits, symmetric):
+    plan = plan_for(decoder, "onnxruntime", preset=preset)
+    schemes = _weights(plan)
+    assert set(schemes) == {"embed", "block0.up", "block0.down", "block1.up", "block1.down", "head"}
+    axes = {name: s.channel_axis for name, s in schemes.items()}
+    # Gather table [V, D]: each row; MatMul [K, N]: rows; Gemm transB [N, K]: columns
+    assert axes == {"embed": 1, "block0.up": 0, "block0.down": 1, "block1.up": 0, "block1.down": 1, "head": 0}
+    for scheme in schemes.values():
+        assert scheme.policy & P.PER_BLOCK and scheme.block_size == 32 and scheme.num_of_bits == bits
+        assert scheme.is_symmetric == symmetric and scheme.is_signed == symmetric
+    for op in plan.graph.topological_order():  # activations stay float everywhere
+        for tqc, var in zip(op.quant.inputs, op.inputs, strict=True):
+            assert tqc is None or var.is_parameter
+        assert all(t is None for t in op.quant.outputs)
+
+
+def test_table_settings_overrides_and_platform_defaults_off():
+    defaults = get_platform("onnxruntime").default_config()
+    config = resolve_config(defaults, {"weight_only": {"enabled": True, "block_size": 128, "op_types": ["MatMul"]},
+                                       "override": [{"op_name": "head", "weight": {"bits": 8}}]})
+    assert config.activation is None and config.weight["block_size"] == 128 and config.weight["bits"] == 4
+    assert config.quantize_op_types == {"MatMul"} and not config.passive_op_types
+    assert config.accuracy["fallback"] is False and config.accuracy["equalization"] is False
+    assert resolve_config({}, config.to_dict()) == config
+    # a user-set accuracy pass stays on
+    kept = resolve_config(defaults, {"weight_only": {"enabled": True}, "accuracy": {"fallback": {"max_gap_db": 2.0}}})
+    assert kept.accuracy["fallback"] == {"max_gap_db": 2.0}
+
+
+def test_override_widens_one_layer(decoder):
+    plan = plan_for(decoder, "onnxruntime", preset="int4-weight-only",
+                      config={"override": [{"op_name": "head", "weight": {"bits": 8}}]})
+    schemes = _weights(plan)
+    assert schemes["head"].num_of_bits == 8 and schemes["head"].channel_axis == 0
+    assert schemes["block0.up"].num_of_bits == 4
+
+
+@pytest.mark.parametrize("table, key", [({"enabled": True, "block_size": 48}, "weight_only.block_size"),
+                                        ({"bits": 3}, "weight_only.bits"), ({"enable": True}, "weight_only.enable")])
+def test_bad_settings_name_the_key(table, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        resolve_config({}, {"weight_only": table})
+
+
+def test_transformers_page_names_the_presets_keys_and_export_options():
+    from pathlib import Path
+
+    from qtool.config.schema import SECTION_KEYS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "transformers.md").read_text()
+    for name in ("int4-weight-only", "int8-weight-only", "accuracy_level", "weight_only_format", "awq", "gptq", "hqq",
+                 *(f"`{key}`" for key in SECTION_KEYS["weight_only"] if key != "enabled")):
+        assert name in text, name
