@@ -36,10 +36,11 @@ from ...analysis import ErrorAccumulator, layerwise_sensitivity
 from ...executor import TorchExecutor
 from ...executor.feeds import to_tensor
 from ...ir import Graph, Operation
+from ...ops import is_compute
 from ..base import Pass, PassResult, PassWarning
 from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
-from .outliers import OUTLIER_TYPES, outlier_ratios
+from .outliers import outlier_ratios
 from .progress import progress_bar
 from .running import take_samples
 
@@ -174,7 +175,7 @@ class SensitivityFallback(Pass):
         """The most ops that may change: ``max_ops``, and ``max_share`` of the compute ops (at least one)."""
         limits = [] if self.max_ops is None else [self.max_ops]
         if self.max_share is not None:
-            compute = sum(1 for op in graph.operations.values() if op.op_type in OUTLIER_TYPES)
+            compute = sum(1 for op in graph.operations.values() if is_compute(op))
             limits.append(max(1, math.floor(self.max_share * compute)))
         return min(limits) if limits else None
 
