@@ -1,16 +1,29 @@
 """qtool: post-training quantization for ONNX models.
 
 Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
-schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins,
+schemes and configs, :class:`Platform` (with :class:`Proposal` / :class:`KeepFloat`
+for ``annotate``) and :data:`hookimpl` for plugins, :mod:`qtool.ops` (the op-role table),
 :func:`quantize` (the whole pipeline).
 """
 
 __version__ = "0.1.0"
 
+from . import ops
 from .errors import QtoolError, UnknownNameError
 from .ir import Graph, GraphError, Operation, Variable, load, save
+from .ops import OpRoles, op_roles
 from .pipeline import QuantizationResult, quantize
-from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform, write_atomic
+from .platform import (
+    Capabilities,
+    Diagnostic,
+    ExportOptions,
+    KeepFloat,
+    Platform,
+    Proposal,
+    Severity,
+    get_platform,
+    write_atomic,
+)
 from .plugins import PluginError, hookimpl
 from .quant import (
     OpQuantConfig,
@@ -29,5 +42,5 @@ __all__ = [
     "PluginError", "QtoolError", "QuantScheme", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
     "Severity", "TensorQuantizationConfig", "UnknownNameError", "Variable", "__version__", "get_platform",
     "hookimpl", "load", "save", "QuantizedTensor", "quantized_tensors", "representable_range",
-    "write_atomic", "QuantizationResult", "quantize",
+    "write_atomic", "QuantizationResult", "quantize", "KeepFloat", "Proposal", "OpRoles", "op_roles", "ops",
 ]

@@ -11,11 +11,10 @@ from .errors import ConfigError, did_you_mean
 from .loader import load_config_file
 from .merge import merge_layer
 from .presets import get_preset
-from .quantconfig import QuantConfig
+from .quantconfig import PLATFORM_SOURCE, QuantConfig
 from .schema import base_config
 from .validate import validate_layer
 
-PLATFORM_SOURCE = "platform defaults"
 
 
 def resolve_config(platform_defaults: Mapping[str, Any] | None,
