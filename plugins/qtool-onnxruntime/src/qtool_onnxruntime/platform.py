@@ -56,7 +56,6 @@ class OnnxRuntimePlatform(Platform):
             "weight": {"format": "int", "bits": 8, "signed": True, "symmetric": True, "granularity": "per_channel"},
             "bias": {"mode": self.bias_mode},
             "dispatch": {"quantize_op_types": list(QUANTIZED_OPS)},
-            "fusion": {"fuse_activations": True, "remove_activations": False},
             # Free (no data, function unchanged): on the PP-OCRv4 recognizer 0.9693 -> 0.9732 character accuracy.
             # The fallback only looks at MatMul/Gemm layers whose input has a channel 8x the median one (a
             # transformer's GELU output) and returns the most sensitive to float until the output SNR is within
