@@ -200,3 +200,17 @@ def test_shape_subgraph_feeding_a_resize_stays_float(tmp_path, make_config):
     assert all(op.quant.reason == "shape/index computation" for op in shape_ops)
     resize = _by_type(graph, "Resize")[0]
     assert resize.quant.quantized and [t is not None for t in resize.quant.inputs] == [True, False, False, False]
+
+
+def test_float_tensors_that_only_feed_shape_operands_are_shape_data(make_config):
+    """A float graph input scaled into Resize's scales is shape data by use; the Conv's float data is not."""
+    nodes = [helper.make_node("Mul", ["zoom", "two"], ["scales"], name="double"),
+             helper.make_node("Resize", ["x", "", "scales"], ["r"], name="resize", mode="nearest"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    graph = graph_of(nodes, [tensor("x", [1, 2, 2, 2]), tensor("zoom", [4])], [tensor("y", None)],
+                     [init("w", RNG.normal(size=(3, 2, 1, 1))), init("two", 2.0)])
+
+    Dispatch(make_config(dispatch={"passive_op_types": ["Resize"]}))(graph)
+
+    assert graph.operations["double"].quant.reason == "shape/index computation"
+    assert graph.operations["conv"].quant.quantized and graph.operations["conv"].quant.inputs[0] is not None

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import qtool
 from onnx import TensorProto, helper, numpy_helper
+from qtool.cli.main import main
 
 RNG = np.random.default_rng(0)
 VOCAB, LENGTH = 12, 16
@@ -142,3 +143,30 @@ def test_shape_chains_stay_float_and_the_model_runs(tmp_path):
     quantized = session.run(None, feed)[0]
     assert quantized.shape == (5, 5)
     _close(quantized, reference.run(None, feed)[0], 20)
+
+
+def test_result_summary_carries_the_coverage(tmp_path):
+    path = one_hot_model(tmp_path / "one_hot.onnx")
+    tokens = [{"tokens": RNG.integers(0, VOCAB, (4, LENGTH)).astype(np.int32)} for _ in range(4)]
+
+    result = qtool.quantize(path, "onnxruntime", tokens)
+
+    assert result.summary["coverage"] == {"compute_ops": 3, "compute_ops_quantized": 3, "float_reasons": {}}
+    assert not [d for d in result.diagnostics if d.code == "coverage.low"]
+
+
+def test_quantize_warns_when_most_compute_stays_float(tmp_path, capsys):
+    path = one_hot_model(tmp_path / "one_hot.onnx")
+    calib = tmp_path / "tokens.npz"
+    np.savez(calib, tokens=RNG.integers(0, VOCAB, (8, LENGTH)).astype(np.int32))
+    config = tmp_path / "config.toml"
+    config.write_text('[dispatch]\nexclude = ["dense*"]\n')
+
+    code = main(["quantize", str(path), "--platform", "onnxruntime", "--calib", str(calib), "--config", str(config),
+                 "-o", str(tmp_path / "q.onnx")])
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "1 of 3 compute ops quantized" in out
+    assert "warning [coverage.low] only 1 of 3 compute ops" in out
+    assert "Biggest reasons: 2 x excluded by dispatch.exclude 'dense*'" in out

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import qtool
-from qtool import Capabilities, Diagnostic, Platform, Severity
+from qtool import Capabilities, Diagnostic, Platform, PluginError, QuantizationPolicy, Severity
 from qtool.testing import (
     awkward_graph,
     check_capabilities,
@@ -70,7 +70,7 @@ class Contradictory(Careful):
 
 class Sloppy(Careful):
     name = "kit-sloppy"
-    capabilities = Capabilities(bits=(0,), policies=("SYMMETRIC",), opsets=(18, 13), formats=())
+    capabilities = Capabilities(bits=(0,), policies=("SYMMETRICAL",), opsets=(18, 13), formats=())
     description = ""
 
     def default_config(self):
@@ -136,14 +136,14 @@ def test_files_other_users_cannot_read_are_found(register_platform, graph, tmp_p
 def test_sloppy_declarations_and_diagnostics_are_each_named(register_platform, graph):
     name = register_platform(Sloppy)
     caps = "\n".join(check_capabilities(name))
-    for fragment in ("'description' is empty", "capabilities.bits (0,)", "unknown ['SYMMETRIC']",
+    for fragment in ("'description' is empty", "capabilities.bits (0,)",
                      "capabilities.opsets (18, 13)", "capabilities.formats is empty"):
         assert fragment in caps
     assert check_default_config(name) == [
         f"{name}: the default activation scheme int4 sym per-tensor [-8, 7] (op 'conv1') is outside the capabilities "
-        "(bits (0,), policies ('SYMMETRIC',))",
+        "(bits (0,), policies SYMMETRICAL)",
         f"{name}: the default weight scheme int8 sym per-channel(axis=0) [-128, 127] (op 'conv1') is outside the "
-        "capabilities (bits (0,), policies ('SYMMETRIC',))"]
+        "capabilities (bits (0,), policies SYMMETRICAL)"]
     Sloppy.default_config = lambda self: {"activation": {"bitz": 8}}
     (problem,) = check_default_config(name)
     assert problem.startswith(f"{name}: default_config() does not resolve: ") and "bitz" in problem
@@ -169,3 +169,10 @@ def test_defaults_must_survive_the_pipeline(register_platform, tmp_path):
     (problem,) = check_pipeline(register_platform(Contradictory), tmp_path / "contradictory")
     assert problem.startswith("kit-contradictory: quantizing the small model with the platform's defaults failed:")
     assert "int4" in problem
+
+
+def test_an_unknown_capability_policy_fails_where_it_is_declared():
+    with pytest.raises(PluginError, match="'SYMMETRIC' is not a QuantizationPolicy flag.*SYMMETRICAL"):
+        Capabilities(policies=("SYMMETRIC",))
+    assert Capabilities(policies=("SYMMETRICAL", "PER_TENSOR")).policies == \
+        QuantizationPolicy.SYMMETRICAL | QuantizationPolicy.PER_TENSOR

@@ -1,7 +1,8 @@
 """qtool: post-training quantization for ONNX models.
 
 Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
-schemes and configs, :class:`Platform` and :data:`hookimpl` for plugins,
+schemes and configs, :class:`Platform` (with :class:`Proposal` / :class:`KeepFloat`
+for ``annotate``) and :data:`hookimpl` for plugins, :mod:`qtool.ops` (the op-role table),
 :func:`quantize` (the whole pipeline), :func:`analyse` and :func:`explain`
 (reports, HTML too), :func:`write_atomic` and :func:`make_readable` for a plugin's files.
 
@@ -20,8 +21,10 @@ _EXPORTS = {
     ".errors": ["QtoolError", "UnknownNameError"],
     ".files": ["make_readable", "write_atomic"],
     ".ir": ["Graph", "GraphError", "Operation", "Variable", "load", "save"],
+    ".ops": ["OpRoles", "op_roles"],
     ".pipeline": ["QuantizationResult", "quantize"],
-    ".platform": ["Capabilities", "Diagnostic", "ExportOptions", "Platform", "Severity", "get_platform"],
+    ".platform": ["Capabilities", "Diagnostic", "ExportOptions", "KeepFloat", "Platform", "Proposal", "Severity",
+                  "get_platform"],
     ".plugins": ["PluginError", "hookimpl"],
     ".report": ["AnalysisReport", "Explanation", "analyse", "explain"],
     ".quant": ["OpQuantConfig", "QuantizationPolicy", "QuantizationState", "QuantizedTensor", "QuantScheme",
@@ -48,8 +51,10 @@ if TYPE_CHECKING:
     from .errors import QtoolError, UnknownNameError
     from .files import make_readable, write_atomic
     from .ir import Graph, GraphError, Operation, Variable, load, save
+    from .ops import OpRoles, op_roles
     from .pipeline import QuantizationResult, quantize
-    from .platform import Capabilities, Diagnostic, ExportOptions, Platform, Severity, get_platform
+    from .platform import (Capabilities, Diagnostic, ExportOptions, KeepFloat, Platform, Proposal, Severity,
+                           get_platform)
     from .plugins import PluginError, hookimpl
     from .report import AnalysisReport, Explanation, analyse, explain
     from .quant import (OpQuantConfig, QuantizationPolicy, QuantizationState, QuantizedTensor, QuantScheme,

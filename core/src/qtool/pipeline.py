@@ -24,6 +24,7 @@ from .calibration import load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
+from .coverage import coverage, low_coverage
 from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
@@ -93,7 +94,7 @@ def plan(model, platform, *, config=None, preset: str | None = None,
     """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
     target, qconfig = _platform_and_config(platform, config, preset)
     graph = _graph(model, qconfig)
-    runs = PassManager(planning_passes(qconfig, target.name), finished=finished).run(graph)
+    runs = PassManager(planning_passes(qconfig, target), finished=finished).run(graph)
     return Plan(graph, qconfig, target, runs)
 
 
@@ -138,11 +139,14 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
                             else remove_activations, extra=dict(export_options or {}))
     reshaping = {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH}
     restore = RestoreState(load_state, reshaping) if load_state is not None else None
-    passes = default_passes(qconfig, data, platform=target.name, device=device, progress=progress,
+    passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
                             calibration=restore)
     runs, diagnostics = _run_passes(passes, graph, finished)
+    diagnostics += low_coverage(coverage(graph))
     with platform_step(target, "validate"):
-        diagnostics += target.validate(graph, options)
+        found = target.validate(graph, options)
+    options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
+    diagnostics += found
     _check_supported(target, diagnostics, allow_unsupported)
     result = QuantizationResult(graph, qconfig, diagnostics, runs, calibration=data,
                                 model=str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name)
@@ -181,6 +185,7 @@ def summarize(result: QuantizationResult, target: Platform, state: str | os.Path
         "platform": target.name,
         "ops": {"total": len(ops), "quantized": sum(1 for op in ops if op.quant is not None and op.quant.quantized),
                 "float": sum(kept_float.values()), "float_reasons": dict(kept_float.most_common())},
+        "coverage": coverage(result.graph).as_dict(),
         "diagnostics": {s.value: sum(1 for d in result.diagnostics if d.severity is s) for s in Severity},
         "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified} for r in result.pass_runs],
         "agreement": result.agreement,

@@ -14,6 +14,7 @@ from .errors import QtoolError
 from .files import write_atomic  # noqa: F401  (public here since plugins import it from qtool.platform)
 from .plugins.manager import PluginError
 from .plugins.registry import Registry
+from .quant import OpQuantConfig, QuantizationPolicy
 
 
 class Severity(enum.Enum):
@@ -53,16 +54,68 @@ class Diagnostic:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a platform can carry, for listings and quick checks."""
+    """What a platform can carry, for listings and quick checks.
+
+    ``policies`` is the union of the :class:`QuantizationPolicy` flags the
+    platform writes; flag names are accepted too (``("SYMMETRICAL", ...)``),
+    and an unknown name fails where the platform declares it.
+    """
 
     bits: tuple[int, ...] = (8,)
-    policies: tuple[str, ...] = ("SYMMETRICAL", "PER_TENSOR", "LINEAR")
+    policies: QuantizationPolicy = QuantizationPolicy.SYMMETRICAL | QuantizationPolicy.PER_TENSOR | \
+        QuantizationPolicy.LINEAR
     opsets: tuple[int, int] | None = None  # lowest and highest ONNX opset written
     formats: tuple[str, ...] = ("int8",)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.policies, QuantizationPolicy):
+            object.__setattr__(self, "policies", _policy_flags(self.policies))
+        object.__setattr__(self, "bits", tuple(self.bits))
+        object.__setattr__(self, "formats", tuple(self.formats))
+
+    def supports(self, scheme) -> bool:
+        """True when ``scheme``'s width and every flag of its policy are declared."""
+        return scheme.num_of_bits in self.bits and not scheme.policy & ~self.policies
+
+    def policy_names(self) -> list[str]:
+        return [flag.name for flag in QuantizationPolicy if flag in self.policies]
+
     def as_dict(self) -> dict[str, Any]:
-        return {"bits": list(self.bits), "policies": list(self.policies),
+        return {"bits": list(self.bits), "policies": self.policy_names(),
                 "opsets": list(self.opsets) if self.opsets else None, "formats": list(self.formats)}
+
+
+def _policy_flags(names: Iterable[str]) -> QuantizationPolicy:
+    flags = QuantizationPolicy(0)
+    for name in names:
+        if name not in QuantizationPolicy.__members__:
+            raise PluginError(f"Capabilities policy {name!r} is not a QuantizationPolicy flag"
+                              f"{did_you_mean(name, QuantizationPolicy.__members__)} "
+                              f"(known: {', '.join(QuantizationPolicy.__members__)})")
+        flags |= QuantizationPolicy[name]
+    return flags
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What Dispatch proposes for an op the configuration quantizes; :meth:`Platform.annotate` answers it.
+
+    ``configs``: the op's configs (INITIAL); ``reason``: why it is proposed;
+    ``requested``: the user's own configuration asks for this op (its type in
+    ``dispatch.quantize_op_types`` or its name in ``dispatch.include``), not
+    only the platform's defaults or a preset.
+    """
+
+    configs: OpQuantConfig
+    reason: str
+    requested: bool = False
+
+
+@dataclass(frozen=True)
+class KeepFloat:
+    """A platform's answer to a :class:`Proposal`: the op stays float, for this reason (shown by ``explain``)."""
+
+    reason: str
 
 
 class ExportOptionError(QtoolError, ValueError):
@@ -77,6 +130,9 @@ class ExportOptions:
     remove_activations: bool = False
     allow_unsupported: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what validate() found for this graph and these options, when the caller already ran it (the pipeline
+    #: does): export reads them instead of validating again
+    diagnostics: tuple[Diagnostic, ...] | None = None
 
 
 class Platform:
@@ -84,8 +140,11 @@ class Platform:
 
     * :meth:`default_config` returns configuration defaults in the config-file
       structure (see :mod:`qtool.config`).
+    * :meth:`annotate` answers Dispatch for each op the configuration would
+      quantize: the proposal (possibly with changed configs) or
+      :class:`KeepFloat` with a reason. What it keeps float is never flagged.
     * :meth:`validate` inspects a dispatched or calibrated graph and returns
-      diagnostics; it must not modify the graph.
+      diagnostics for what annotation could not prevent; it must not modify the graph.
     * :meth:`export` writes the target's files for a calibrated graph and
       returns their paths. It must write atomically (temporary file, rename).
     """
@@ -99,6 +158,10 @@ class Platform:
 
     def default_config(self) -> dict[str, Any]:
         return {}
+
+    def annotate(self, op, proposal: Proposal) -> Proposal | KeepFloat:
+        """What this platform quantizes of ``op``: ``proposal`` as is (the default), changed, or KeepFloat."""
+        return proposal
 
     def validate(self, graph, options: ExportOptions | None = None) -> list[Diagnostic]:
         return []

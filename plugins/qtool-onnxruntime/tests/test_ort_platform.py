@@ -63,7 +63,8 @@ def test_capabilities_declare_what_the_exporter_writes():
     assert caps.opsets == (10, 27)
     assert {"int4", "uint4", "int8", "uint8", "int16", "uint16", "int2", "uint2", "float8e4m3fn", "float8e5m2",
             "int32"} == set(caps.formats)
-    assert "PER_BLOCK" in caps.policies and "FLOATING" in caps.policies and "DYNAMIC" not in caps.policies
+    P = qtool.QuantizationPolicy
+    assert P.PER_BLOCK in caps.policies and P.FLOATING in caps.policies and P.DYNAMIC not in caps.policies
 
 
 def test_listed_by_the_cli(capsys):

@@ -138,6 +138,9 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     console.print(f"[bold]{ops['quantized']}[/bold] of {ops['total']} ops quantized, {ops['float']} kept float")
     for reason, count in ops["float_reasons"].items():
         console.print(f"  {count:>4} x {escape(reason)}")
+    cover = summary["coverage"]
+    if cover["compute_ops"]:
+        console.print(f"[bold]{cover['compute_ops_quantized']}[/bold] of {cover['compute_ops']} compute ops quantized")
     for line in fallback_lines(result.pass_runs):
         console.print(line)
     for severity in Severity:

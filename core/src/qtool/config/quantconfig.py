@@ -18,6 +18,7 @@ from .weight_only import block_axis
 from .schemes import ACTIVATION_AXIS, SchemeConflict, build_scheme, describe_scheme
 
 ROLES = ("activation", "weight")
+PLATFORM_SOURCE = "platform defaults"  # the origin of keys a platform's default_config() set
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,13 @@ class QuantConfig:
         if op.op_type in self.quantize_op_types:
             return True, f"{op.op_type} is in dispatch.quantize_op_types"
         return False, f"{op.op_type} is not in dispatch.quantize_op_types"
+
+    def requested(self, op) -> bool:
+        """True when the user's own configuration (not the platform's defaults, a preset or the schema's) asks to
+        quantize ``op``: its op type in ``dispatch.quantize_op_types`` or its name in ``dispatch.include``."""
+        key = "dispatch.include" if _first_match(self.include, op.name) is not None else "dispatch.quantize_op_types"
+        origin = self.origins.get(key)
+        return origin is not None and origin != PLATFORM_SOURCE and not origin.startswith("preset ")
 
     def _float_reason(self, op) -> str | None:
         for override in self.overrides:

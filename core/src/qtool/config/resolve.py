@@ -11,12 +11,11 @@ from .errors import ConfigError, did_you_mean
 from .loader import load_config_file
 from .merge import merge_layer
 from .presets import PRESET_ARGUMENT, get_preset
-from .quantconfig import QuantConfig
+from .quantconfig import PLATFORM_SOURCE, QuantConfig
 from .schema import base_config
 from .validate import validate_layer
 from .weight_only import apply_weight_only
 
-PLATFORM_SOURCE = "platform defaults"
 
 
 def resolve_config(platform_defaults: Mapping[str, Any] | None,

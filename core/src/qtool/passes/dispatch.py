@@ -1,6 +1,8 @@
 """Dispatch: decide for every op whether it runs quantized or float, and why; create its configs in INITIAL.
 
-* ops the config quantizes (``quantize_op_types``, ``include`` globs) are quantized;
+* ops the config quantizes (``quantize_op_types``, ``include`` globs) are proposed
+  to the platform (``Platform.annotate``), which quantizes them as proposed, with
+  changed configs, or keeps them float with its reason;
 * activations of ``config.fusion_activations`` are quantized after a quantized op;
 * passive data-movement ops (``config.passive_op_types``) are quantized only
   between quantized tensors, sharing their input's scheme;
@@ -13,6 +15,7 @@ from __future__ import annotations
 from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
 from ..ops import bias_index, is_steering_input, weight_index
+from ..platform import KeepFloat, Platform, Proposal
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 from .base import Pass, PassError, PassResult
 from .tensor_kinds import TensorKinds, classify
@@ -29,7 +32,8 @@ class Dispatch(Pass):
 
     name = "Dispatch"
 
-    def __init__(self, config, platform: str | None = None) -> None:
+    def __init__(self, config, platform: Platform | str | None = None) -> None:
+        """``platform``: the target (asked to annotate each proposal), or only its name (for the reasons)."""
         self.config = config
         self.platform = platform
 
@@ -53,10 +57,12 @@ class Dispatch(Pass):
 class _Decisions:
     """The quantized/float decision per op, then its configs."""
 
-    def __init__(self, config, kinds: TensorKinds, platform: str | None) -> None:
-        self.config, self.kinds, self.platform = config, kinds, platform
+    def __init__(self, config, kinds: TensorKinds, platform: Platform | str | None) -> None:
+        self.config, self.kinds = config, kinds
+        self.target = platform if isinstance(platform, Platform) else None
+        self.platform = platform.name if isinstance(platform, Platform) else platform
         self.reasons: dict[str, str] = {}
-        self.computing: set[str] = set()
+        self.computing: dict[str, OpQuantConfig] = {}  # op name -> the configs the platform accepted
         self.candidates: dict[str, str] = {}  # op name -> "passive" | "activation"
 
     # -- decisions ------------------------------------------------------------------
@@ -69,8 +75,7 @@ class _Decisions:
             elif self.kinds.is_shape_op(op):
                 self.reasons[op.name] = SHAPE_REASON
             elif quantize:
-                self.computing.add(op.name)
-                self.reasons[op.name] = reason
+                self._propose(op, reason)
             elif cfg.is_excluded(op):
                 self.reasons[op.name] = reason
             elif op.op_type in cfg.fusion_activations:
@@ -80,6 +85,15 @@ class _Decisions:
             else:
                 self.reasons[op.name] = self._not_quantized(op)
         self._prune(order)
+
+    def _propose(self, op: Operation, reason: str) -> None:
+        proposal = Proposal(self._configs(op, reason), reason, self.config.requested(op))
+        answer = self.target.annotate(op, proposal) if self.target is not None else proposal
+        if isinstance(answer, KeepFloat):
+            self.reasons[op.name] = f"kept float by {self.platform}: {answer.reason}"
+        else:
+            self.computing[op.name] = answer.configs
+            self.reasons[op.name] = answer.reason
 
     def _prune(self, order: list[Operation]) -> None:
         """Drop candidates until each reads quantized producers and each passive op feeds a quantized op."""
@@ -131,12 +145,16 @@ class _Decisions:
         if op.name in self.candidates:
             producer = op.inputs[0].producer
             self.reasons[op.name] = f"activation after quantized {producer.name}"
-        inputs = self._own_inputs(op)
-        outputs = [None if self.kinds.is_static(out) else self._tqc(op, "activation", out) for out in op.outputs]
-        configs = OpQuantConfig(inputs, outputs, True, self.reasons[op.name])
+        accepted = self.computing.get(op.name)
+        configs = self._configs(op, self.reasons[op.name]) if accepted is None else \
+            OpQuantConfig(accepted.inputs, accepted.outputs, True, self.reasons[op.name])
         if not configs.all_configs():
             return OpQuantConfig.float_op(n_in, n_out, f"{op.op_type}: the configuration keeps all its tensors float")
         return configs
+
+    def _configs(self, op: Operation, reason: str) -> OpQuantConfig:
+        outputs = [None if self.kinds.is_static(out) else self._tqc(op, "activation", out) for out in op.outputs]
+        return OpQuantConfig(self._own_inputs(op), outputs, True, reason)
 
     def _own_inputs(self, op: Operation) -> list[TensorQuantizationConfig | None]:
         """Parameters in role weight (the config picks their axis), other data in role activation."""

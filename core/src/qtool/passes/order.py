@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..config.resolve import PLATFORM_SOURCE
+from ..config.quantconfig import PLATFORM_SOURCE
 from .accuracy import accuracy_passes, needs_data
 from .baking import Baking
 from .base import Pass
@@ -36,12 +36,15 @@ from .registry import insert_plugin_passes
 from .runtime_calibration import RuntimeCalibration
 
 
-def planning_passes(config, platform: str | None = None) -> list[Pass]:
-    """Passes 1-4: simplify the graph and decide every op's quantization (no data needed)."""
+def planning_passes(config, platform=None) -> list[Pass]:
+    """Passes 1-4: simplify the graph and decide every op's quantization (no data needed).
+
+    ``platform``: the target Platform (Dispatch asks it to annotate), its name, or None.
+    """
     return [GraphSimplify(), Dispatch(config, platform), QuantizeFusion(config), QuantizeSimplify()]
 
 
-def default_passes(config, data=None, *, platform: str | None = None, device: str = "cpu",
+def default_passes(config, data=None, *, platform=None, device: str = "cpu",
                    progress: bool = False, calibration: Pass | None = None) -> list[Pass]:
     """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given.
 

@@ -43,9 +43,11 @@ def build_model(graph, options: ExportOptions) -> onnx.ModelProto:
     """The QDQ ModelProto for a calibrated ``graph``.
 
     OnnxRuntimeExportError when ORT cannot run it, unless ``options.allow_unsupported``
-    (then whatever ONNX can hold is written).
+    (then whatever ONNX can hold is written). Validation runs here only when the
+    caller has not run it (``options.diagnostics``).
     """
-    errors = [d for d in validate(graph, options) if d.severity is Severity.ERROR]
+    found = validate(graph, options) if options.diagnostics is None else options.diagnostics
+    errors = [d for d in found if d.severity is Severity.ERROR]
     if errors and not options.allow_unsupported:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")

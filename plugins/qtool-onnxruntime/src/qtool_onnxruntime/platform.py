@@ -5,13 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qtool import Capabilities, ExportOptions, Platform
+from qtool import Capabilities, ExportOptions, KeepFloat, Platform, Proposal
+from qtool.ops import COMPUTE_OP_TYPES
 from qtool.platform import ExportOptionError
 
 from . import agreement, export, nbits, rules
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
 
-QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # data-movement ops between them: passive_op_types
+# Quantized by default; data-movement ops between them follow (passive_op_types). annotate() keeps those float
+# that ORT would run only through float kernels unless the user's configuration names them.
+QUANTIZED_OPS = sorted(COMPUTE_OP_TYPES)
+FLOAT_KERNEL_ONLY = {
+    "ConvTranspose": "ONNX Runtime has no integer ConvTranspose kernel on CPU: quantized, it would run as "
+                     "DequantizeLinear -> float ConvTranspose: quantization error without an integer kernel's speed "
+                     "(name it in dispatch.quantize_op_types to quantize it anyway)",
+}
 
 
 class OnnxRuntimePlatform(Platform):
@@ -54,7 +62,6 @@ class OnnxRuntimePlatform(Platform):
             "weight": {"format": "int", "bits": 8, "signed": True, "symmetric": True, "granularity": "per_channel"},
             "bias": {"mode": self.bias_mode},
             "dispatch": {"quantize_op_types": list(QUANTIZED_OPS)},
-            "fusion": {"fuse_activations": True, "remove_activations": False},
             # Free (no data, function unchanged): on the PP-OCRv4 recognizer 0.9693 -> 0.9732 character accuracy.
             # The fallback only looks at MatMul/Gemm layers whose input has a channel 8x the median one (a
             # transformer's GELU output) and returns the most sensitive to float until the output SNR is within
@@ -65,6 +72,11 @@ class OnnxRuntimePlatform(Platform):
                          "fallback": {"op_types": ["MatMul", "Gemm"], "outlier_ratio": 8.0, "max_gap_db": 1.0,
                                       "max_share": 0.1, "min_gain_db": 1.0, "samples": 16}},
         }
+
+    def annotate(self, op, proposal: Proposal) -> Proposal | KeepFloat:
+        """Keep float what ORT's CPU kernels run only in float, unless the user's configuration asked for it."""
+        reason = FLOAT_KERNEL_ONLY.get(op.op_type)
+        return KeepFloat(reason) if reason is not None and not proposal.requested else proposal
 
     def validate(self, graph, options: ExportOptions | None = None):
         return rules.validate(graph, options)

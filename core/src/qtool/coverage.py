@@ -1,0 +1,65 @@
+"""Quantization coverage: how many compute ops (Conv, ConvTranspose, Gemm, MatMul) run quantized, and why not.
+
+A model whose compute stays float is not quantized, whatever else is: when
+fewer than half of its compute ops are quantized, :func:`low_coverage` gives
+a WARNING diagnostic naming the biggest reasons.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .ops import COMPUTE_OP_TYPES, is_compute
+from .platform import Diagnostic, Severity
+
+LOW_SHARE = 0.5
+SHOWN_REASONS = 3
+_DETAILS = re.compile(r"\s*\([^()]*\d[^()]*\)")  # "(SNR 44.2 dB, ...)": per-op numbers
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """``compute_ops`` in the graph, ``compute_ops_quantized`` of them, and the float ones' reasons by count."""
+
+    compute_ops: int
+    compute_ops_quantized: int
+    float_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def share(self) -> float | None:
+        return self.compute_ops_quantized / self.compute_ops if self.compute_ops else None
+
+    @property
+    def low(self) -> bool:
+        return self.compute_ops > 0 and self.compute_ops_quantized < LOW_SHARE * self.compute_ops
+
+    def as_dict(self) -> dict:
+        return {"compute_ops": self.compute_ops, "compute_ops_quantized": self.compute_ops_quantized,
+                "float_reasons": dict(self.float_reasons)}
+
+
+def coverage(graph) -> Coverage:
+    """The coverage of a dispatched graph (an op counts as quantized when ``op.quant.quantized``)."""
+    ops = [op for op in graph.operations.values() if is_compute(op)]
+    quantized = [op for op in ops if op.quant is not None and op.quant.quantized]
+    reasons = Counter(_general(op.quant.reason if op.quant is not None else "not dispatched")
+                      for op in ops if op not in quantized)
+    return Coverage(len(ops), len(quantized), dict(reasons.most_common()))
+
+
+def low_coverage(found: Coverage) -> list[Diagnostic]:
+    """A WARNING when fewer than half of the compute ops are quantized (none otherwise)."""
+    if not found.low:
+        return []
+    reasons = "; ".join(f"{count} x {reason}" for reason, count in list(found.float_reasons.items())[:SHOWN_REASONS])
+    types = "/".join(sorted(COMPUTE_OP_TYPES))
+    return [Diagnostic(Severity.WARNING, "coverage.low",
+                       f"only {found.compute_ops_quantized} of {found.compute_ops} compute ops ({types}) are "
+                       f"quantized; the rest run in float. Biggest reasons: {reasons}")]
+
+
+def _general(reason: str) -> str:
+    """A reason without its per-op numbers in parentheses, so that equal causes group."""
+    return _DETAILS.sub("", reason)
