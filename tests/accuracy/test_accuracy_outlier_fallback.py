@@ -132,7 +132,7 @@ def test_cnn_has_no_candidate(tmp_path):
     conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
     path = tmp_path / "cnn.onnx"
     export(conv, torch.zeros(1, 3, 8, 8), path)
-    _, run, _ = _quantize(tmp_path, path, samples((3, 8, 8), 16), "cnn")
+    _, run, _ = _quantize(tmp_path, path, samples((3, 8, 8), 16), "cnn-quantized")  # not cnn.onnx: the input model
     assert run.details["candidates"] == 0 and "outlier_ratios" in run.details and not run.modified
 
 

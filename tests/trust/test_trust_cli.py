@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +147,11 @@ def test_analyse_json_has_a_schema_version_and_shows_progress(small, capsys):
     assert json.loads(captured.out)["schema_version"] == 1
     assert "RuntimeCalibration" in captured.err and "measuring" in captured.err
 
+
+
+def test_plugin_commands_load_only_when_the_command_is_not_a_core_one():
+    from qtool.cli.main import needs_plugin_commands
+
+    assert not needs_plugin_commands(["--version"]) and not needs_plugin_commands(["quantize", "--help"])
+    assert not needs_plugin_commands(["analyze", "m.onnx"])
+    assert needs_plugin_commands(["acme-deploy", "x"]) and needs_plugin_commands([]) and needs_plugin_commands(["-h"])

@@ -36,8 +36,14 @@ __all__ = ["__version__", *_MODULE_OF]
 
 
 def __getattr__(name: str):
+    """A public name, imported on first use; or a submodule (``qtool.platform``), as an eager import gave."""
     if name not in _MODULE_OF:
-        raise AttributeError(f"module 'qtool' has no attribute {name!r}")
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'qtool' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
     globals()[name] = value
     return value
