@@ -3,7 +3,7 @@
 import pytest
 
 from qtool.quant import QuantizationPolicy as P
-from qtool.quant import QuantizationState, validate_policy
+from qtool.quant import validate_policy
 from qtool.quant.policy import policy_problems
 
 
@@ -46,12 +46,3 @@ def test_valid_combinations_pass():
     ):
         assert policy_problems(policy) == []
         assert validate_policy(policy) is policy
-
-
-def test_states_that_quantize():
-    quantizing = {s for s in QuantizationState if s.is_quantizing}
-    assert QuantizationState.INITIAL not in quantizing
-    assert QuantizationState.FP32 not in quantizing
-    assert QuantizationState.PASSIVE_INIT not in quantizing
-    assert {QuantizationState.ACTIVATED, QuantizationState.BAKED, QuantizationState.OVERLAPPED,
-            QuantizationState.PASSIVE} <= quantizing

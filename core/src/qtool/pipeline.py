@@ -38,7 +38,7 @@ class UnsupportedModelError(QtoolError):
 
 
 @dataclass
-class QuantizationResult:
+class QuantizeResult:
     """What :func:`quantize` did: the quantized graph and everything worth reporting."""
 
     graph: Graph
@@ -48,6 +48,9 @@ class QuantizationResult:
     files: list[Path] = field(default_factory=list)
     agreement: dict | None = None
     summary: dict = field(default_factory=dict)
+
+
+QuantizationResult = QuantizeResult  # the earlier name
 
 
 @dataclass
@@ -74,7 +77,7 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
              opset: int | None = None, remove_activations: bool | None = None,
              save_state: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
              accuracy: Mapping[str, Any] | None = None, export_options: Mapping[str, Any] | None = None,
-             progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizationResult:
+             progress: bool = False, finished: Callable[[PassRun], None] | None = None) -> QuantizeResult:
     """Quantize ``model`` (a path or a Graph, changed in place) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
@@ -106,7 +109,7 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     runs, diagnostics = _run_passes(passes, graph, finished)
     diagnostics += target.validate(graph, options)
     _check_supported(target, diagnostics, allow_unsupported)
-    result = QuantizationResult(graph, qconfig, diagnostics, runs)
+    result = QuantizeResult(graph, qconfig, diagnostics, runs)
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
@@ -127,7 +130,7 @@ def agreement(target: Platform, graph: Graph, files: list[Path], data, device: s
     return target.agreement(graph, files, samples, simulated)
 
 
-def summarize(result: QuantizationResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
+def summarize(result: QuantizeResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
     """A JSON-able summary: ops quantized / kept float (with reasons), diagnostics, pass timings, files."""
     ops = list(result.graph.operations.values())
     kept_float = Counter(op.quant.reason for op in ops if op.quant is not None and not op.quant.quantized)

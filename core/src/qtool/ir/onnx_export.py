@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 
 from .graph import Graph, Variable
 
-_PROTO_LIMIT = 2**31 - 2**24  # leave headroom below protobuf's 2 GiB
+PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
 
 
 def to_model_proto(graph: Graph) -> onnx.ModelProto:
@@ -67,7 +67,7 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
-        external_data = sum(t.ByteSize() for t in model.graph.initializer) > _PROTO_LIMIT
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) > PROTO_LIMIT
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -7,7 +7,6 @@ from typing import Any
 
 from ..calibration import calibrate
 from ..ir import Graph
-from ..quant import QuantizationState
 from ..quant.policy import QuantizationPolicy as P
 from .base import Pass, PassError, PassResult
 
@@ -37,5 +36,5 @@ class RuntimeCalibration(Pass):
 
 def _waiting(tqc) -> bool:
     """An activation config still without parameters (dynamic ones get theirs at run time)."""
-    return (tqc is not None and tqc.role == "activation" and tqc.dominator.state is QuantizationState.INITIAL
+    return (tqc is not None and tqc.role == "activation" and tqc.is_planned and not tqc.is_settled
             and not tqc.scheme.policy & P.DYNAMIC)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qtool import Capabilities, ExportOptions, Platform
-from qtool.platform import ExportOptionError
+from qtool import Capabilities, ExportOptionError, ExportOptions, Platform
 
 from . import agreement, export, rules
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET

@@ -282,7 +282,7 @@ class _Rounding:
     def apply(self, weight: torch.Tensor, kept: str) -> None:
         """Write ``weight`` (on the grid) into the graph; its config becomes BAKED."""
         self.graph.set_parameter_value(self.op, self.index, weight.cpu().numpy(), quantized=True)
-        self.tqc.state = QuantizationState.BAKED
+        self.tqc.bake()
         self.tqc.notes["rounding"] = kept
 
     def learn(self, iterations: int, learning_rate: float, reg_weight: float, warmup: float, seed: int,

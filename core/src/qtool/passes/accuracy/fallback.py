@@ -234,7 +234,7 @@ def _precision(precision) -> dict[str, int] | None:
 
 
 def _owns_parameters(op: Operation) -> bool:
-    return any(t.dominator is t and t.is_quantizing for t in op.quant.all_configs())
+    return any(t.dominator is t and t.is_settled for t in op.quant.all_configs())
 
 
 def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, torch.Tensor]:
