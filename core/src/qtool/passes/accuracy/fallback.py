@@ -190,9 +190,8 @@ class SensitivityFallback(Pass):
         """A function scoring the simulated graph: output SNR, cosine, or the metric's drop from float."""
         kind = self.budget[0]
         if kind == "metric":
-            executor.quantize = False
-            baseline = float(self.metric(executor))
-            executor.quantize = True
+            with executor.mode(quantize=False):
+                baseline = float(self.metric(executor))
             return lambda: baseline - float(self.metric(executor))
 
         references = _float_outputs(executor, batches)
@@ -239,12 +238,8 @@ def _owns_parameters(op: Operation) -> bool:
 
 def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, torch.Tensor]:
     """The graph's floating-point outputs for one batch, float or simulated."""
-    saved, executor.quantize = executor.quantize, quantize
-    try:
-        with torch.no_grad():
-            outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
-    finally:
-        executor.quantize = saved
+    with executor.mode(quantize=quantize), torch.no_grad():
+        outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
     return {name: tensor for name, tensor in outputs.items() if tensor.is_floating_point()}
 
 
