@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,7 +74,7 @@ class ExportOptions:
     """What the user asked of the export; platforms read what applies to them."""
 
     opset: int | None = None
-    remove_activations: bool = False
+    remove_activations: bool | None = None  # None: the configuration's fusion.remove_activations (false alone)
     allow_unsupported: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -158,7 +158,3 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
-    return [d for d in diagnostics if d.severity is Severity.ERROR]

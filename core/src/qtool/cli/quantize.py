@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import QtoolError
+from ..passes.accuracy.fallback import FallbackReport
 from ..pipeline import quantize
 from ..platform import Severity
 from .explain import explain_document, print_explanation
@@ -127,16 +128,16 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
 def fallback_lines(runs) -> list[str]:
     """What the sensitivity fallback did: its budget, the score before and after, and each op it changed."""
     lines = []
-    for run in (r for r in runs if r.name == "SensitivityFallback"):
-        d = run.details
-        if not d["candidates"]:
+    for report in (r.report for r in runs if isinstance(r.report, FallbackReport)):
+        if not report.candidates:
             lines.append("sensitivity fallback: no candidate op, nothing changed")
             continue
-        met = "met" if d["met"] else "[red]not met[/red]"
-        lines.append(f"sensitivity fallback: {escape(d['budget'])} {met} ({d['before']:.4g} -> {d['after']:.4g}), "
-                     f"{len(d['changed'])} of {d['candidates']} candidate ops changed")
-        for change in d["changed"]:
-            to = change["to"] if isinstance(change["to"], str) else ", ".join(change["to"])
-            why = f" (input channel outlier {change['outlier_ratio']:.3g}x median)" if "outlier_ratio" in change else ""
-            lines.append(f"  {escape(change['op'])} -> {escape(to)}{why}")
+        met = "met" if report.met else "[red]not met[/red]"
+        lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
+                     f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed")
+        for change in report.changed:
+            to = change.to if isinstance(change.to, str) else ", ".join(change.to)
+            outlier = change.outlier_ratio
+            why = f" (input channel outlier {outlier:.3g}x median)" if outlier is not None else ""
+            lines.append(f"  {escape(change.op)} -> {escape(to)}{why}")
     return lines

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from ..calibration import calibrate
 from ..ir import Graph
 from ..quant.policy import QuantizationPolicy as P
-from .base import Pass, PassError, PassResult
+from .base import Pass, PassError, PassResult, PassWarning
 
 
 class RuntimeCalibration(Pass):
@@ -22,6 +23,9 @@ class RuntimeCalibration(Pass):
 
     def call(self, graph: Graph) -> PassResult:
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options)
+        for found in report["warnings"]:
+            warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
+                                      tensor=found.get("tensor")), stacklevel=2)
         return PassResult(graph, report["configs"] > 0, report)
 
     def ensures(self, graph: Graph) -> None:

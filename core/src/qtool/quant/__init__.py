@@ -21,7 +21,7 @@ from .plan import (
     sites,
     written_config,
 )
-from .policy import QuantizationPolicy, QuantizationState, RoundingPolicy, validate_policy
+from .policy import QuantizationPolicy, QuantizationState, RoundingPolicy
 from .scheme import QuantScheme, float_format_max
 from .tensors import QuantizedTensor, quantized_tensors, representable_range
 from .tqc import TensorQuantizationConfig
@@ -33,5 +33,5 @@ __all__ = [
     "QuantizedTensor", "RoundingPolicy", "Site", "TQC", "TensorQuantizationConfig", "activation_sites",
     "compute_scale_offset", "configured", "dequantize_codes", "fake_quantize", "float_format_max", "quantize_to_codes",
     "quantized_tensors", "quantizes", "reader_config", "reader_groups", "representable_range", "round_array",
-    "round_to_float_format", "sites", "validate_policy", "written_config",
+    "round_to_float_format", "sites", "written_config",
 ]

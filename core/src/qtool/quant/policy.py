@@ -55,13 +55,6 @@ def policy_problems(policy: QuantizationPolicy) -> list[str]:
     return problems
 
 
-def validate_policy(policy: QuantizationPolicy) -> QuantizationPolicy:
-    problems = policy_problems(policy)
-    if problems:
-        raise ValueError(f"invalid quantization policy {policy.describe() or '0'}: " + "; ".join(problems))
-    return policy
-
-
 class QuantizationState(enum.Enum):
     """Life cycle of a tensor quantization config.
 
