@@ -48,3 +48,13 @@ def test_an_unknown_keyword_fails_like_a_python_call(model):
     path, calib = model
     with pytest.raises(TypeError, match="unexpected keyword argument 'opsett'"):
         qtool.quantize(path, "onnxruntime", calib, opsett=19)
+
+
+def test_calibration_warnings_arrive_as_diagnostics_like_every_pass_warning(model):
+    path, calib = model
+    spiked = [{name: value.copy() for name, value in sample.items()} for sample in calib]
+    spiked[0]["input"].flat[0] = 1e6  # one huge value sets the range: nearly every value quantizes to zero
+    result = qtool.quantize(path, "onnxruntime", spiked)
+    found = [d for d in result.diagnostics if d.code == "calibration"]
+    assert found and found[0].tensor == "input" and "quantize to zero" in found[0].message
+    assert found[0].severity is qtool.Severity.WARNING and found[0].op is not None

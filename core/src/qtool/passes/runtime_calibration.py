@@ -8,6 +8,7 @@ from typing import Any
 
 from ..calibration import calibrate
 from ..ir import Graph
+from ..quant import configured
 from ..quant.policy import QuantizationPolicy as P
 from .base import Pass, PassError, PassResult, PassWarning
 
@@ -30,15 +31,12 @@ class RuntimeCalibration(Pass):
 
     def ensures(self, graph: Graph) -> None:
         for op in graph.operations.values():
-            if op.quant is None:
-                continue
-            pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
-            for var, tqc in pairs:
+            for _, _, var, tqc in configured(op):
                 if _waiting(tqc):
                     raise PassError(f"tensor {var.name!r} at op {op.name!r} was not calibrated")
 
 
 def _waiting(tqc) -> bool:
     """An activation config still without parameters (dynamic ones get theirs at run time)."""
-    return (tqc is not None and tqc.role == "activation" and tqc.is_planned and not tqc.is_settled
+    return (tqc.role == "activation" and tqc.is_planned and not tqc.is_settled
             and not tqc.scheme.policy & P.DYNAMIC)
