@@ -103,10 +103,10 @@ def test_readers_keep_their_quantization(tmp_path, data):
     scale = np.array(reader.scale)
     raise_precision(graph, conv2, {"activation": 16}, "test")
     assert conv2.quant.outputs[0].scheme.num_of_bits == 16 and reader.scheme.num_of_bits == 8
-    assert reader.is_quantizing and reader.dominator is not conv2.quant.outputs[0]
+    assert reader.is_settled and reader.dominator is not conv2.quant.outputs[0]
     np.testing.assert_array_equal(reader.scale, scale)
     return_to_float(graph, conv2, "test")
-    assert reader.is_quantizing and reader.state is S.ACTIVATED
+    assert reader.is_settled and reader.state is S.ACTIVATED
     np.testing.assert_array_equal(reader.scale, scale)
 
 
@@ -139,7 +139,7 @@ def test_aligned_inputs_keep_their_shared_scale(tmp_path, data):
                    lambda: return_to_float(graph, b, "test")):
         change()
         assert add.quant.inputs[0].dominator is add.quant.inputs[1].dominator
-        assert add.quant.inputs[1].scheme.num_of_bits == 8 and add.quant.inputs[1].is_quantizing
+        assert add.quant.inputs[1].scheme.num_of_bits == 8 and add.quant.inputs[1].is_settled
         np.testing.assert_array_equal(add.quant.inputs[1].scale, scale)
 
 

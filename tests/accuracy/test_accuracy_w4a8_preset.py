@@ -38,7 +38,7 @@ def _quantize(tmp_path, data, config=None):
     reference = ort_outputs(graph, data)
     result = qtool.quantize(graph, "onnxruntime", data, preset="w4a8", config=config)
     runs = {r.name: r for r in result.pass_runs}
-    return result, runs, snr_db(outputs(graph, data), reference)
+    return result, runs, snr_db(outputs(result.graph, data), reference)
 
 
 def test_the_preset_widens_the_collapsing_layer_to_8_bits(tmp_path, data):

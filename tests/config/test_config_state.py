@@ -51,13 +51,13 @@ def quantize_by_hand(graph, config, *, bake_fc: bool = False) -> None:
     ops["head.matmul"].quant.inputs[0].overlap(ops["fc"].quant.outputs[0])
     ops["fc"].quant.outputs[0].set_params(*compute_scale_offset(relu_out.scheme, -5.0, 5.0))
     head_out = ops["head.matmul"].quant.outputs[0]
-    head_out.state = S.INITIAL  # not calibrated yet
+    head_out.restore_state(S.INITIAL)  # not calibrated yet
     head_out._scale = head_out._offset = None
     if bake_fc:
         w = ops["fc"].quant.inputs[1]
         var = ops["fc"].inputs[1]
         var.value = fake_quantize(torch.tensor(var.value), w.scheme, w.scale, w.offset).numpy()
-        w.state = S.BAKED
+        w.bake()
 
 
 @pytest.fixture

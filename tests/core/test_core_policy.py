@@ -3,7 +3,6 @@
 import pytest
 
 from qtool.quant import QuantizationPolicy as P
-from qtool.quant import QuantizationState, validate_policy
 from qtool.quant.policy import policy_problems
 
 
@@ -33,8 +32,7 @@ def test_flags_are_distinct_bits():
     ],
 )
 def test_invalid_combinations_name_the_conflict(policy, fragment):
-    with pytest.raises(ValueError, match=fragment):
-        validate_policy(policy)
+    assert any(fragment in problem for problem in policy_problems(policy))
 
 
 def test_valid_combinations_pass():
@@ -45,13 +43,3 @@ def test_valid_combinations_pass():
         P.SYMMETRICAL | P.PER_TENSOR | P.FLOATING,
     ):
         assert policy_problems(policy) == []
-        assert validate_policy(policy) is policy
-
-
-def test_states_that_quantize():
-    quantizing = {s for s in QuantizationState if s.is_quantizing}
-    assert QuantizationState.INITIAL not in quantizing
-    assert QuantizationState.FP32 not in quantizing
-    assert QuantizationState.PASSIVE_INIT not in quantizing
-    assert {QuantizationState.ACTIVATED, QuantizationState.BAKED, QuantizationState.OVERLAPPED,
-            QuantizationState.PASSIVE} <= quantizing

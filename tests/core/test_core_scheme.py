@@ -89,4 +89,4 @@ def test_tqc_passive_rule_is_evaluated_on_read():
     np.testing.assert_allclose(bias.scale, [0.05, 0.025], rtol=1e-6)
     s_in.set_params(0.2, 0)
     np.testing.assert_allclose(bias.scale, [0.1, 0.05], rtol=1e-6)
-    assert bias.is_quantizing and bias.is_passive
+    assert bias.is_settled and bias.is_passive

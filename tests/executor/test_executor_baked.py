@@ -22,9 +22,19 @@ def test_float_mode_uses_float_weights_after_baking(tmp_path):
     executor.refresh()
     np.testing.assert_allclose(executor.forward(sample)[0], quantized_before, rtol=1e-5, atol=1e-6)
 
-    executor.quantize = False
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, sample)[0]
-    np.testing.assert_allclose(executor.forward(sample)[0], expected, rtol=1e-4, atol=1e-5)
-    executor.quantize = True
-    executor.float_ops = set(graph.operations)
-    np.testing.assert_allclose(executor.forward(sample)[0], expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(quantized_before, expected, rtol=1e-4, atol=1e-5)
+    with executor.mode(quantize=False):
+        np.testing.assert_allclose(executor.forward(sample)[0], expected, rtol=1e-4, atol=1e-5)
+    with executor.mode(float_ops=graph.operations):
+        np.testing.assert_allclose(executor.forward(sample)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mode_restores_the_simulated_run_after_an_error(tmp_path):
+    executor = TorchExecutor(quantize_by_hand(qtool.load(small_model(tmp_path / "small.onnx"))), TEST_DEVICE)
+    try:
+        with executor.mode(quantize=False, float_ops={"conv1"}):
+            raise RuntimeError("a failing measurement")
+    except RuntimeError:
+        pass
+    assert executor.quantize and executor.float_ops == set()

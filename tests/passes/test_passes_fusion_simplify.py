@@ -42,7 +42,7 @@ def test_conv_relu_share_one_quantization_point(make_config):
     c1, relu, c2 = (graph.operations[n] for n in ("c1", "relu", "c2"))
     assert runs["QuantizeFusion"].details["fused"] == ["c1 + relu"]
     for tqc in (c1.quant.outputs[0], relu.quant.inputs[0]):
-        assert tqc.state is S.FP32 and tqc.notes["reason"] == "fused with relu" and not tqc.is_quantizing
+        assert tqc.state is S.FP32 and tqc.notes["reason"] == "fused with relu" and not tqc.is_settled
     assert relu.quant.outputs[0].state is S.INITIAL
     assert c2.quant.inputs[0].dominator is relu.quant.outputs[0]
 

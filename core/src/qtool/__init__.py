@@ -1,10 +1,9 @@
 """qtool: post-training quantization for ONNX models.
 
-Public API: :func:`load`, :func:`save`, :class:`Graph`, the quantization
-schemes and configs, :class:`Platform` (with :class:`Proposal` / :class:`KeepFloat`
-for ``annotate``) and :data:`hookimpl` for plugins, :mod:`qtool.ops` (the op-role table),
-:func:`quantize` (the whole pipeline), :func:`analyse` and :func:`explain`
-(reports, HTML too), :func:`write_atomic` and :func:`make_readable` for a plugin's files.
+The public API, and all a plugin may import (tests/core/test_core_public_api.py
+checks every plugin and contrib source file): this package, :mod:`qtool.ops`
+(the op-role table) and :mod:`qtool.quant` (schemes, configs and the
+quantization plan). What each name is for: docs/design.md.
 
 The names are imported on first use, so that ``qtool --version`` and
 ``qtool --help`` start without importing torch.
@@ -20,15 +19,17 @@ __version__ = "0.1.0"
 _EXPORTS = {
     ".errors": ["QtoolError", "UnknownNameError"],
     ".files": ["make_readable", "write_atomic"],
-    ".ir": ["Graph", "GraphError", "Operation", "Variable", "load", "save"],
+    ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "load", "outer_references", "save",
+            "save_model_proto", "to_model_proto"],
     ".ops": ["OpRoles", "op_roles"],
-    ".pipeline": ["QuantizationResult", "quantize"],
-    ".platform": ["Capabilities", "Diagnostic", "ExportOptions", "KeepFloat", "Platform", "Proposal", "Severity",
+    ".pipeline": ["QuantizationResult", "QuantizeResult", "quantize"],
+    ".platform": ["Capabilities", "Diagnostic", "ExportOptionError", "ExportOptions", "KeepFloat", "Platform", "Proposal", "Severity",
                   "get_platform"],
     ".plugins": ["PluginError", "hookimpl"],
     ".report": ["AnalysisReport", "Explanation", "analyse", "explain"],
     ".quant": ["OpQuantConfig", "QuantizationPolicy", "QuantizationState", "QuantizedTensor", "QuantScheme",
-               "RoundingPolicy", "TensorQuantizationConfig", "quantized_tensors", "representable_range"],
+               "RoundingPolicy", "Site", "TensorQuantizationConfig", "quantized_tensors", "representable_range",
+               "round_array", "sites"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -56,12 +57,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .errors import QtoolError, UnknownNameError
     from .files import make_readable, write_atomic
-    from .ir import Graph, GraphError, Operation, Variable, load, save
+    from .ir import (PROTO_LIMIT, Graph, GraphError, Operation, Variable, load, outer_references, save,
+                     save_model_proto, to_model_proto)
     from .ops import OpRoles, op_roles
-    from .pipeline import QuantizationResult, quantize
-    from .platform import (Capabilities, Diagnostic, ExportOptions, KeepFloat, Platform, Proposal, Severity,
+    from .pipeline import QuantizationResult, QuantizeResult, quantize
+    from .platform import (Capabilities, Diagnostic, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal, Severity,
                            get_platform)
     from .plugins import PluginError, hookimpl
     from .report import AnalysisReport, Explanation, analyse, explain
     from .quant import (OpQuantConfig, QuantizationPolicy, QuantizationState, QuantizedTensor, QuantScheme,
-                        RoundingPolicy, TensorQuantizationConfig, quantized_tensors, representable_range)
+                        RoundingPolicy, Site, TensorQuantizationConfig, quantized_tensors, representable_range,
+                        round_array, sites)

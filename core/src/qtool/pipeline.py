@@ -55,7 +55,7 @@ class RuntimeRefusedError(QtoolError):
 
 
 @dataclass
-class QuantizationResult:
+class QuantizeResult:
     """What :func:`quantize` did: the quantized graph and everything worth reporting."""
 
     graph: Graph
@@ -79,6 +79,9 @@ class QuantizationResult:
         return analysis
 
 
+QuantizationResult = QuantizeResult  # the earlier name
+
+
 @dataclass
 class Plan:
     """A model dispatched for a platform by the planning passes (``qtool explain``)."""
@@ -98,35 +101,38 @@ def plan(model, platform, *, config=None, preset: str | None = None,
     return Plan(graph, qconfig, target, runs)
 
 
-def quantize(model, platform, calib, *, config=None, preset: str | None = None,
-             output: str | os.PathLike | None = None, device: str = "cpu", allow_unsupported: bool = False,
-             opset: int | None = None, remove_activations: bool | None = None,
-             save_state: str | os.PathLike | None = None, load_state: str | os.PathLike | None = None,
-             accuracy: Mapping[str, Any] | None = None, export_options: Mapping[str, Any] | None = None,
-             progress: bool = False, finished: Callable[[PassRun], None] | None = None,
-             calib_layout: str | None = None, max_samples: int | None = None, transform: Callable | None = None,
-             skip_nonfinite: bool = False) -> QuantizationResult:
-    """Quantize ``model`` (a path or a Graph, changed in place) for ``platform`` (a name or instance).
+def quantize(model, platform, calib=None, *, config=None, output: str | os.PathLike | None = None,
+             export: ExportOptions | Mapping[str, Any] | None = None, save_state: str | os.PathLike | None = None,
+             load_state: str | os.PathLike | None = None, device: str = "cpu", progress: bool = False,
+             finished: Callable[[PassRun], None] | None = None, calib_layout: str | None = None,
+             max_samples: int | None = None, transform: Callable | None = None, skip_nonfinite: bool = False,
+             **earlier: Any) -> QuantizeResult:
+    """Quantize ``model`` (a path, or a Graph that is copied, never changed) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
     it may be None when ``load_state`` names a state saved by an earlier run. ``calib_layout="feeds"`` takes
     each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples;
     ``transform(item)`` maps each item to the inputs (e.g. ``(inputs, labels)`` pairs of a DataLoader);
     ``skip_nonfinite`` drops samples holding NaN or Inf instead of refusing them.
-    ``config`` is a config file path or dict merged over the platform's defaults.
-    ``accuracy`` enables accuracy passes over the configuration's ``[accuracy]``
-    table (same structure). ``export_options`` are the platform's own export options
+    ``config`` is a config file path or dict merged over the platform's defaults
+    (its ``preset`` key, ``[accuracy]`` table and ``fusion.remove_activations`` included).
+    ``export`` is an :class:`ExportOptions` (opset, allow_unsupported, remove_activations: None takes the
+    config's, and the platform's own options in ``extra``), or a mapping of the platform's own options
     (``Platform.export_options``; an unknown one fails before any work). ``finished(run)`` is called
-    after each pass. Files are written only when
-    ``output`` is given and validation found no ERROR (or ``allow_unsupported``).
+    after each pass. Files are written only when ``output`` is given and validation found no ERROR
+    (or ``allow_unsupported``). The earlier keywords ``preset``, ``accuracy``, ``opset``,
+    ``allow_unsupported``, ``remove_activations`` and ``export_options`` still work.
     """
+    preset, accuracy, options = _earlier_keywords(earlier, export)
     target, qconfig = _platform_and_config(platform, config, preset)
-    target.check_export_options(export_options or {})
+    target.check_export_options(options.extra)
     check_outputs(output, save_state, inputs=(model, calib, config, load_state))
     if accuracy:
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
                                       origins=MappingProxyType({**qconfig.origins,
                                                                 **{f"accuracy.{k}": "accuracy=" for k in accuracy}}))
+    if options.remove_activations is None:
+        options = dataclasses.replace(options, remove_activations=qconfig.remove_activations)
     graph = _graph(model, qconfig)
     _check_runnable(graph)
     if calib is None and load_state is None:
@@ -134,9 +140,6 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
     data = None if calib is None else load_calibration_data(
         calib, graph, qconfig.calibration["batch_size"], layout=calib_layout, max_samples=max_samples,
         transform=transform, skip_nonfinite=skip_nonfinite)
-    options = ExportOptions(opset=opset, allow_unsupported=allow_unsupported,
-                            remove_activations=qconfig.remove_activations if remove_activations is None
-                            else remove_activations, extra=dict(export_options or {}))
     reshaping = {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH}
     restore = RestoreState(load_state, reshaping) if load_state is not None else None
     passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
@@ -147,9 +150,9 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
         found = target.validate(graph, options)
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
     diagnostics += found
-    _check_supported(target, diagnostics, allow_unsupported)
-    result = QuantizationResult(graph, qconfig, diagnostics, runs, calibration=data,
-                                model=str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name)
+    _check_supported(target, diagnostics, options.allow_unsupported)
+    result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data,
+                            model=str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name)
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
@@ -157,11 +160,30 @@ def quantize(model, platform, calib, *, config=None, preset: str | None = None,
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
             result.agreement = agreement(target, graph, result.files, data, device)
-            _check_agreement(result, allow_unsupported)
+            _check_agreement(result, options.allow_unsupported)
     result.summary = summarize(result, target, save_state)
     if data is not None:
         result.summary["float_vs_quantized"] = float_vs_quantized(graph, data.samples(FLOAT_GAP_SAMPLES), device)
     return result
+
+
+_EARLIER_EXPORT = ("opset", "allow_unsupported", "remove_activations")
+
+
+def _earlier_keywords(earlier: dict[str, Any], export) -> tuple[str | None, Mapping | None, ExportOptions]:
+    """``preset``, ``accuracy`` and the export options, from ``export`` and the earlier keywords of quantize()."""
+    unknown = sorted(set(earlier) - {"preset", "accuracy", "export_options", *_EARLIER_EXPORT})
+    if unknown:
+        raise TypeError(f"quantize() got an unexpected keyword argument {unknown[0]!r}")
+    if isinstance(export, ExportOptions):
+        options = dataclasses.replace(export, extra=dict(export.extra))
+    else:
+        options = ExportOptions(remove_activations=None, extra=dict(export or {}))
+    for key in _EARLIER_EXPORT:
+        if earlier.get(key) is not None:
+            options = dataclasses.replace(options, **{key: earlier[key]})
+    options.extra.update(earlier.get("export_options") or {})
+    return earlier.get("preset"), earlier.get("accuracy"), options
 
 
 def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu") -> dict | None:
@@ -177,7 +199,7 @@ def agreement(target: Platform, graph: Graph, files: list[Path], data, device: s
         return target.agreement(graph, files, samples, simulated)
 
 
-def summarize(result: QuantizationResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
+def summarize(result: QuantizeResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
     """A JSON-able summary: ops quantized / kept float (with reasons), diagnostics, pass timings, files."""
     ops = list(result.graph.operations.values())
     kept_float = Counter(op.quant.reason for op in ops if op.quant is not None and not op.quant.quantized)
@@ -205,8 +227,9 @@ def _platform_and_config(platform, config, preset: str | None):
 
 
 def _graph(model, qconfig) -> Graph:
-    """The model as a Graph, with the op and tensor names the configuration names checked against it."""
-    graph = model if isinstance(model, Graph) else load(model)
+    """The model to work on (loaded from its path, or a copy of the Graph given, which stays as it was), with the
+    op and tensor names the configuration names checked against it."""
+    graph = model.copy() if isinstance(model, Graph) else load(model)
     check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     return graph
 
@@ -232,10 +255,6 @@ def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Dia
             diagnostics.append(Diagnostic(Severity.WARNING, w.code, str(w), op=w.op, tensor=w.tensor))
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-    calibration = next((r for r in runs if r.name == "RuntimeCalibration"), None)
-    for found in calibration.details.get("warnings", []) if calibration else []:
-        diagnostics.append(Diagnostic(Severity.WARNING, "calibration", found["message"], op=found.get("op"),
-                                      tensor=found.get("tensor")))
     return runs, diagnostics
 
 

@@ -127,7 +127,7 @@ class ExportOptions:
     """What the user asked of the export; platforms read what applies to them."""
 
     opset: int | None = None
-    remove_activations: bool = False
+    remove_activations: bool | None = None  # None: the configuration's fusion.remove_activations (false alone)
     allow_unsupported: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     #: what validate() found for this graph and these options, when the caller already ran it (the pipeline

@@ -21,12 +21,11 @@ from . import __version__
 from .errors import QtoolError
 from .platform import write_atomic
 from .quant import TQC, OpQuantConfig, QuantizationPolicy, QuantizationState, QuantScheme, RoundingPolicy
+from .quant.plan import UNBAKED
 from .quant.maths import fake_quantize
 
 FORMAT_VERSION = 1
 SIDES = ("inputs", "outputs")
-_UNBAKED = {QuantizationState.BAKED: QuantizationState.ACTIVATED,
-            QuantizationState.PASSIVE_BAKED: QuantizationState.PASSIVE}
 
 
 class StateError(QtoolError, ValueError):
@@ -68,7 +67,7 @@ def _tqc_record(tqc: TQC, var, owners, where: str) -> dict[str, Any]:
         "axis": scheme.channel_axis, "block_size": scheme.block_size, "rounding": scheme.rounding.value,
         "observer": scheme.observer,
     }
-    settled = tqc.dominator.state.is_settled  # a passive rule may not be computable before that
+    settled = tqc.dominator.is_settled  # a passive rule may not be computable before that
     record["scale"], record["offset"] = (_listed(tqc.scale), _listed(tqc.offset)) if settled else (None, None)
     if tqc.is_overlapped:
         owner = owners.get(id(tqc.dominator))
@@ -114,7 +113,7 @@ def load_state(graph, path: str | os.PathLike) -> dict[str, Any]:
             tqc.overlap(target)
         except ValueError as exc:
             raise StateError(f"{path}: {where}: {exc}") from None
-        tqc.state = state
+        tqc.restore_state(state)
     return data
 
 
@@ -198,19 +197,19 @@ def _restore_tqc(tqc: TQC | None, item: dict[str, Any], var, where: str, path: P
                          f"the saved {item['role']} scheme {scheme.short()}")
     state = QuantizationState(item["state"])
     if "dominator" in item:  # linked once every config is restored
-        tqc.state = state
+        tqc.restore_state(state)
         return tqc
     params = None
     if item["scale"] is not None:
         params = (np.asarray(item["scale"], dtype=np.float32),
                   np.asarray(item["offset"], dtype=np.float32 if scheme.is_floating else np.int32))
-        if state in _UNBAKED and not _on_grid(var, scheme, *params):
-            state = _UNBAKED[state]
+        if state in UNBAKED and not _on_grid(var, scheme, *params):
+            state = UNBAKED[state]
     if item.get("passive"):
         tqc.make_passive(lambda: params or (None, None))
     elif params is not None:
         tqc.set_params(*params)
-    tqc.state = state
+    tqc.restore_state(state)
     return tqc
 
 

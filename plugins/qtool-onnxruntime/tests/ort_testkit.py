@@ -139,7 +139,7 @@ def calibrated(proto: onnx.ModelProto, activation: QuantScheme | None = UINT8,
     if activation is not None:
         for q in list(quantized_tensors(graph, roles=("activation",))):
             if not q.config.is_overlapped:
-                q.config.state = QuantizationState.INITIAL  # let calibrate() measure it
+                q.config.restore_state(QuantizationState.INITIAL)  # let calibrate() measure it
         data = load_calibration_data(samples or samples_for(graph), graph, batch_size=1)
         calibrate(graph, data, progress=False)
     return graph

@@ -29,7 +29,7 @@ from ort_testkit import (
 )
 from qtool import ExportOptions, QtoolError
 from qtool.quant import QuantizationPolicy as P
-from qtool.quant import QuantizationState, QuantScheme, TensorQuantizationConfig, fake_quantize
+from qtool.quant import QuantScheme, TensorQuantizationConfig, fake_quantize
 from qtool.testing import quantize_by_hand
 from qtool_onnxruntime.errors import OnnxRuntimeExportError
 
@@ -96,7 +96,7 @@ def test_baked_weights_become_their_exact_codes(tmp_path):
     tqc = graph.operations["op"].quant.inputs[1]
     var = graph.variables["w"]
     var.value = fake_quantize(torch.from_numpy(np.array(var.value)), tqc.scheme, tqc.scale, tqc.offset).numpy()
-    tqc.state = QuantizationState.BAKED
+    tqc.bake()
     model = onnx.load(export(graph, tmp_path))
     codes, scale = initializer(model, "w_q"), initializer(model, "w_scale")
     np.testing.assert_array_equal(codes.astype(np.float32) * scale[:, None], var.value)

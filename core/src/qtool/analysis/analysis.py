@@ -50,7 +50,7 @@ def graphwise_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.n
     ops = quantized_ops(executor.graph)
     wanted = {op.name for op in ops}
     stats = {name: ErrorAccumulator() for name in wanted}
-    saved_mode, reference = executor.quantize, {}
+    reference = {}
 
     def keep_reference(op, inputs, outputs):
         if op.name in wanted:
@@ -60,20 +60,16 @@ def graphwise_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.n
         if op.name in wanted:
             stats[op.name].update(reference[op.name], outputs[0])
 
-    try:
-        for batch in batches:
-            feeds = _to_device(batch, executor.device)
-            for mode, hook in ((False, keep_reference), (True, compare)):
-                executor.quantize = mode
-                handle = executor.add_hook(hook)
-                try:
-                    with torch.inference_mode():
-                        executor.forward_torch(feeds)
-                finally:
-                    handle.remove()
-            reference.clear()
-    finally:
-        executor.quantize = saved_mode
+    for batch in batches:
+        feeds = _to_device(batch, executor.device)
+        for mode, hook in ((False, keep_reference), (True, compare)):
+            handle = executor.add_hook(hook)
+            try:
+                with executor.mode(quantize=mode), torch.inference_mode():
+                    executor.forward_torch(feeds)
+            finally:
+                handle.remove()
+        reference.clear()
     return _rows(ops, stats)
 
 
@@ -85,19 +81,14 @@ def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str
     names = {op.name for op in quantized}
     ops = quantized if ops is None else [op for op in ops if op.name in names]
     stats = {name: ErrorAccumulator() for name in names}
-    saved = (executor.quantize, set(executor.float_ops))
-    try:
-        for batch in batches:
-            feeds = _to_device(batch, executor.device)
-            with torch.inference_mode():
-                executor.quantize = False
+    for batch in batches:
+        feeds = _to_device(batch, executor.device)
+        with torch.inference_mode():
+            with executor.mode(quantize=False):
                 reference = _flat(executor.forward_torch(feeds))
-                executor.quantize = True
-                for op in ops:
-                    executor.float_ops = names - {op.name}
+            for op in ops:
+                with executor.mode(quantize=True, float_ops=names - {op.name}):
                     stats[op.name].update(reference, _flat(executor.forward_torch(feeds)))
-    finally:
-        executor.quantize, executor.float_ops = saved[0], saved[1]
     return _rows(ops, stats)
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..ir import Graph
-from ..quant import QuantizationState, TensorQuantizationConfig
+from ..quant import TensorQuantizationConfig
 from ..quant.policy import QuantizationPolicy as P
 from ..quant.tensors import quantized_tensors
 from .data import CalibrationData, load_calibration_data
@@ -40,7 +40,7 @@ class _Target:
 
 
 def _is_root(tqc: TensorQuantizationConfig) -> bool:
-    return (tqc.dominator is tqc and tqc.role == "activation" and tqc.state is QuantizationState.INITIAL
+    return (tqc.dominator is tqc and tqc.role == "activation" and tqc.is_planned and not tqc.is_settled
             and not tqc.is_passive and not tqc.scheme.policy & P.DYNAMIC)
 
 

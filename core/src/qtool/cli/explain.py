@@ -88,7 +88,7 @@ def _tensor_entry(var, tqc, owners: dict[int, str]) -> dict:
         entry["shares"] = owners.get(id(tqc.dominator), "?")
     if "reason" in tqc.notes:
         entry["note"] = tqc.notes["reason"]
-    if tqc.dominator.state.is_settled and tqc.scale is not None:
+    if tqc.dominator.is_settled and tqc.scale is not None:
         scale = tqc.scale.reshape(-1)
         entry["scale"] = float(scale[0]) if scale.size == 1 else f"{scale.size} values"
     return entry

@@ -179,17 +179,19 @@ def float_gap_lines(gap: dict | None) -> list[str]:
 
 def fallback_lines(runs) -> list[str]:
     """What the sensitivity fallback did: its budget, the score before and after, and each op it changed."""
+    from ..passes.accuracy.fallback import FallbackReport
+
     lines = []
-    for run in (r for r in runs if r.name == "SensitivityFallback"):
-        d = run.details
-        if not d["candidates"]:
+    for report in (r.report for r in runs if isinstance(r.report, FallbackReport)):
+        if not report.candidates:
             lines.append("sensitivity fallback: no candidate op, nothing changed")
             continue
-        met = "met" if d["met"] else "[red]not met[/red]"
-        lines.append(f"sensitivity fallback: {escape(d['budget'])} {met} ({d['before']:.4g} -> {d['after']:.4g}), "
-                     f"{len(d['changed'])} of {d['candidates']} candidate ops changed")
-        for change in d["changed"]:
-            to = change["to"] if isinstance(change["to"], str) else ", ".join(change["to"])
-            why = f" (input channel outlier {change['outlier_ratio']:.3g}x median)" if "outlier_ratio" in change else ""
-            lines.append(f"  {escape(change['op'])} -> {escape(to)}{why}")
+        met = "met" if report.met else "[red]not met[/red]"
+        lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
+                     f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed")
+        for change in report.changed:
+            to = change.to if isinstance(change.to, str) else ", ".join(change.to)
+            outlier = change.outlier_ratio
+            why = f" (input channel outlier {outlier:.3g}x median)" if outlier is not None else ""
+            lines.append(f"  {escape(change.op)} -> {escape(to)}{why}")
     return lines

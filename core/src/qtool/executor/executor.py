@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ class TorchExecutor:
     """Runs ``graph`` op by op on ``device`` ("cpu", "cuda", "cuda:1" ...).
 
     ``quantize`` (default True) simulates every quantizing config; ``float_ops``
-    names ops run in float. Call :meth:`refresh` after configs, parameter values
+    names ops run in float; :meth:`mode` changes both for a block. Call :meth:`refresh` after configs, parameter values
     or the graph change: parameters and their fake-quantized values are cached.
     """
 
@@ -39,6 +40,19 @@ class TorchExecutor:
         self.refresh()
 
     # -- state ------------------------------------------------------------------------------
+    @contextmanager
+    def mode(self, *, quantize: bool | None = None, float_ops: Iterable[str] | None = None) -> Iterator[TorchExecutor]:
+        """Run with ``quantize`` and/or ``float_ops`` set inside the ``with`` block; both are restored after it."""
+        saved = self.quantize, self.float_ops
+        if quantize is not None:
+            self.quantize = quantize
+        if float_ops is not None:
+            self.float_ops = set(float_ops)
+        try:
+            yield self
+        finally:
+            self.quantize, self.float_ops = saved
+
     def refresh(self) -> None:
         """Rebuild the plan and drop cached parameters and quantizers."""
         self._plan = Plan(self.graph, self.device)

@@ -13,7 +13,6 @@ import torch
 
 from ..quant import (
     QuantizationPolicy,
-    QuantizationState,
     RoundingPolicy,
     TensorQuantizationConfig,
     compute_scale_offset,
@@ -22,9 +21,6 @@ from ..quant import (
 from ..quant.scheme import QuantScheme
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
-
-BAKED_STATES = frozenset({QuantizationState.BAKED, QuantizationState.PASSIVE_BAKED})
-
 
 def is_dynamic(tqc: TensorQuantizationConfig) -> bool:
     return bool(tqc.scheme.policy & QuantizationPolicy.DYNAMIC)

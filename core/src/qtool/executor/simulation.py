@@ -18,7 +18,7 @@ import torch
 from ..errors import QtoolError
 from ..quant import TensorQuantizationConfig
 from .errors import ExecutorError
-from .fake_quant import BAKED_STATES, Quantizer, is_dynamic, make_quantizer
+from .fake_quant import Quantizer, is_dynamic, make_quantizer
 from .feeds import to_tensor
 from .plan import Step
 
@@ -65,7 +65,7 @@ class Simulation:
                 continue
             todo = StepQuant()
             for i, (var, tqc) in enumerate(zip(op.inputs, config.inputs, strict=False)):
-                if var is not None and var.float_value is not None and tqc is not None and tqc.is_quantizing:
+                if var is not None and var.float_value is not None and tqc is not None and tqc.is_settled:
                     todo.weights[i] = self._baked(var, params[step.inputs[i]])
                     continue
                 if var is None or not _applies(tqc) or _already_applied(tqc, applied.get(var.name)):
@@ -118,8 +118,7 @@ def _naming(op: str, tensor: str):
 
 
 def _applies(tqc: TensorQuantizationConfig | None) -> bool:
-    return (tqc is not None and tqc.is_quantizing and tqc.state not in BAKED_STATES
-            and tqc.dominator.state not in BAKED_STATES)
+    return tqc is not None and tqc.is_settled and not tqc.is_baked
 
 
 def _already_applied(tqc: TensorQuantizationConfig, producer: TensorQuantizationConfig | None) -> bool:

@@ -5,6 +5,7 @@ Mutate a graph only through the Graph methods here so that links stay right.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,12 @@ class Graph:
         self.value_info: dict[str, Any] = {}  # ValueInfoProto of intermediates, by name
         self._name_counter = 0
 
+    def copy(self) -> Graph:
+        """An independent copy (operations, variables, configs); parameter arrays are shared, not copied:
+        every change replaces a parameter's value (:meth:`set_parameter_value`) instead of writing into it."""
+        shared = {id(a): a for v in self.variables.values() for a in (v.value, v.float_value) if a is not None}
+        return copy.deepcopy(self, shared)
+
     # -- queries ------------------------------------------------------------
     @property
     def opset(self) -> int:
@@ -149,12 +156,6 @@ class Graph:
             stuck = sorted(set(self.operations) - {op.name for op in order})
             raise GraphError(f"graph has a cycle through node(s): {', '.join(stuck[:5])}")
         return order
-
-    def upstream(self, op: Operation) -> list[Operation]:
-        return [v.producer for v in op.inputs if v is not None and v.producer is not None]
-
-    def downstream(self, op: Operation) -> list[Operation]:
-        return [c for v in op.outputs for c in v.consumers]
 
     # -- mutation -------------------------------------------------------------
     def add_variable(self, name: str, value: np.ndarray | None = None, **kwargs) -> Variable:

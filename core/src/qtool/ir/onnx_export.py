@@ -13,7 +13,7 @@ from ..files import make_readable, temporary_beside
 from .graph import Graph, Variable
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-_PROTO_LIMIT = 2**31 - 2**24  # leave headroom below protobuf's 2 GiB
+PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
 
 
 def to_model_proto(graph: Graph) -> onnx.ModelProto:
@@ -68,7 +68,7 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
-        external_data = sum(t.ByteSize() for t in model.graph.initializer) > _PROTO_LIMIT
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) > PROTO_LIMIT
     tmp = temporary_beside(path)
     data_name = f"{path.name}.data"
     tmp_data = path.parent / f".{data_name}.tmp"

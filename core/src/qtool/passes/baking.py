@@ -12,11 +12,9 @@ import numpy as np
 import torch
 
 from ..ir import Graph, Operation
-from ..quant import QuantizationState, TensorQuantizationConfig, fake_quantize
+from ..quant import TensorQuantizationConfig, configured, fake_quantize
+from ..quant.plan import BAKED
 from .base import Pass, PassError, PassResult
-
-BAKED_STATE = {QuantizationState.ACTIVATED: QuantizationState.BAKED,
-               QuantizationState.PASSIVE: QuantizationState.PASSIVE_BAKED}
 
 
 class Baking(Pass):
@@ -26,7 +24,7 @@ class Baking(Pass):
         baked = []
         for op, index, tqc in _bakeable(graph):
             graph.set_parameter_value(op, index, bake_value(op.inputs[index].value, tqc), quantized=True)
-            tqc.state = BAKED_STATE[tqc.state]
+            tqc.bake()
             baked.append(op.inputs[index].name)
         graph.remove_unused()
         return PassResult(graph, bool(baked), {"baked": baked})
@@ -40,11 +38,8 @@ class Baking(Pass):
 def _bakeable(graph: Graph) -> list[tuple[Operation, int, TensorQuantizationConfig]]:
     found = []
     for op in graph.topological_order():
-        if op.quant is None:
-            continue
-        for i, (var, tqc) in enumerate(zip(op.inputs, op.quant.inputs, strict=True)):
-            if var is not None and var.is_parameter and tqc is not None and tqc.state in BAKED_STATE \
-                    and tqc.is_quantizing:
+        for side, i, var, tqc in configured(op):
+            if side == "input" and var.is_parameter and tqc.state in BAKED and tqc.is_settled:
                 found.append((op, i, tqc))
     return found
 

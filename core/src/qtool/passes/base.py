@@ -16,7 +16,10 @@ class PassError(QtoolError, RuntimeError):
 
 
 class PassWarning(UserWarning):
-    """Something a pass found that the user should see; names the op (and tensor), with a short code."""
+    """Something a pass found that the user should see; names the op (and tensor), with a short code.
+
+    The one way a pass reports a finding: :func:`qtool.quantize` turns each into a WARNING diagnostic.
+    """
 
     def __init__(self, message: str, *, code: str, op: str | None = None, tensor: str | None = None) -> None:
         super().__init__(message)
@@ -25,9 +28,13 @@ class PassWarning(UserWarning):
 
 @dataclass
 class PassResult:
+    """What a pass did. ``details`` is its JSON-able record; ``report`` a typed one (a dataclass with fields)
+    for passes whose results other code reads, e.g. :class:`~qtool.passes.accuracy.fallback.FallbackReport`."""
+
     graph: Graph
     modified: bool
     details: dict[str, Any] = field(default_factory=dict)
+    report: Any = None
 
 
 class Pass:
@@ -67,6 +74,7 @@ class PassRun:
     modified: bool
     seconds: float
     details: dict[str, Any]
+    report: Any = None
 
 
 class PassManager:
@@ -93,7 +101,7 @@ class PassManager:
                 before = ", ".join(r.name for r in runs) or "nothing"
                 raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc
             graph = result.graph
-            runs.append(PassRun(p.label, result.modified, time.perf_counter() - start, result.details))
+            runs.append(PassRun(p.label, result.modified, time.perf_counter() - start, result.details, result.report))
             if self.finished:
                 self.finished(runs[-1])
         return runs

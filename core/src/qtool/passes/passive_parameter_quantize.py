@@ -48,8 +48,7 @@ class PassiveParameterQuantize(Pass):
         activation, weight = op.quant.inputs[0], op.quant.inputs[weight_index(op)]
         problem = _bias_problem(activation, weight, weight_axis(op, op.inputs[weight_index(op)].name))
         if problem:
-            tqc.keep_float()
-            tqc.notes["reason"] = problem
+            tqc.keep_float(problem)
             details["float_biases"].append({"op": op.name, "reason": problem})
             return
         tqc.make_passive(_bias_rule(activation, weight))
@@ -65,7 +64,7 @@ class PassiveParameterQuantize(Pass):
 
 def _bias_problem(activation, weight, output_axis: int | None) -> str | None:
     for role, tqc in (("input", activation), ("weight", weight)):
-        if tqc is None or not tqc.is_quantizing:
+        if tqc is None or not tqc.is_settled:
             return f"bias kept float: the {role} is not quantized"
         if tqc.scheme.is_floating:
             return f"bias kept float: the {role} is {tqc.scheme.short()}, not an integer format"
@@ -101,7 +100,7 @@ def _saturation(op: Operation, index: int, tqc: TensorQuantizationConfig) -> dic
 def _grid(op: Operation) -> TensorQuantizationConfig | None:
     """The quantization of the op's data, from its input or (fused) its output."""
     for tqc in (op.quant.inputs[0], op.quant.outputs[0]):
-        if tqc is not None and tqc.is_quantizing and not tqc.scheme.is_per_channel:
+        if tqc is not None and tqc.is_settled and not tqc.scheme.is_per_channel:
             return tqc
     return None
 

@@ -43,7 +43,7 @@ class QuantAlignment(Pass):
 
 
 def _alignable(tqc: TensorQuantizationConfig | None) -> bool:
-    return tqc is not None and tqc.is_quantizing and not tqc.scheme.is_per_channel
+    return tqc is not None and tqc.is_settled and not tqc.scheme.is_per_channel
 
 
 def _share(tqc: TensorQuantizationConfig, anchor: TensorQuantizationConfig) -> bool:

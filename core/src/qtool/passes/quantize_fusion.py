@@ -50,8 +50,7 @@ def _fuse(graph: Graph, act: Operation) -> bool:
     if producer.quant is None or not producer.quant.quantized:
         return False
     for tqc in (written, reader):
-        tqc.keep_float()
-        tqc.notes["reason"] = f"fused with {act.name}"
+        tqc.keep_float(f"fused with {act.name}")
     return True
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from ..calibration import calibrate
 from ..ir import Graph
-from ..quant import QuantizationState
+from ..quant import configured
 from ..quant.policy import QuantizationPolicy as P
-from .base import Pass, PassError, PassResult
+from .base import Pass, PassError, PassResult, PassWarning
 
 
 class RuntimeCalibration(Pass):
@@ -23,19 +24,19 @@ class RuntimeCalibration(Pass):
 
     def call(self, graph: Graph) -> PassResult:
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options)
+        for found in report["warnings"]:
+            warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
+                                      tensor=found.get("tensor")), stacklevel=2)
         return PassResult(graph, report["configs"] > 0, report)
 
     def ensures(self, graph: Graph) -> None:
         for op in graph.operations.values():
-            if op.quant is None:
-                continue
-            pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
-            for var, tqc in pairs:
+            for _, _, var, tqc in configured(op):
                 if _waiting(tqc):
                     raise PassError(f"tensor {var.name!r} at op {op.name!r} was not calibrated")
 
 
 def _waiting(tqc) -> bool:
     """An activation config still without parameters (dynamic ones get theirs at run time)."""
-    return (tqc is not None and tqc.role == "activation" and tqc.dominator.state is QuantizationState.INITIAL
+    return (tqc.role == "activation" and tqc.is_planned and not tqc.is_settled
             and not tqc.scheme.policy & P.DYNAMIC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -82,16 +82,26 @@ class PluginSet:
             )
 
     def call_each(self, hook_name: str, **kwargs) -> None:
-        """Call ``hook_name`` plugin by plugin; a failing plugin is reported and skipped."""
-        caller = getattr(self.manager.hook, hook_name)
-        for impl in caller.get_hookimpls():
-            record = self.records.get(impl.plugin_name)
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except PluginError as exc:
-                self.fail(record, str(exc), exc)
-            except Exception as exc:  # noqa: BLE001
-                self.fail(record, f"{hook_name} failed: {type(exc).__name__}: {exc}", exc)
+        """Call ``hook_name`` with ``kwargs`` plugin by plugin; a failing plugin is reported and skipped."""
+        for record, call in self.callers(hook_name):
+            self.guarded(record, hook_name, call, **kwargs)
+
+    def guarded(self, record: PluginRecord | None, hook_name: str, call: Callable[..., list], **kwargs) -> None:
+        """``call(**kwargs)`` (one plugin's hook); its failure is reported with the plugin's name, not raised."""
+        try:
+            call(**kwargs)
+        except PluginError as exc:
+            self.fail(record, str(exc), exc)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported by name, others go on
+            self.fail(record, f"{hook_name} failed: {type(exc).__name__}: {exc}", exc)
+
+    def callers(self, hook_name: str) -> Iterator[tuple[PluginRecord | None, Callable[..., list]]]:
+        """``(record, call)`` for each plugin implementing ``hook_name``, in registration order: ``call(**kwargs)``
+        is pluggy's hook call restricted to that one plugin, so one plugin's failure cannot stop the others."""
+        names = [impl.plugin_name for impl in getattr(self.manager.hook, hook_name).get_hookimpls()]
+        for name in names:
+            others = [self.manager.get_plugin(other) for other in names if other != name]
+            yield self.records.get(name), self.manager.subset_hook_caller(hook_name, remove_plugins=others)
 
     def fail(self, record: PluginRecord | None, message: str, exc: BaseException | None = None) -> None:
         label = record.label if record else "a plugin"

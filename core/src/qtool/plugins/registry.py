@@ -56,23 +56,17 @@ class Registry(Generic[T]):
             self._entries = {}
             for name, value in (self._builtins() if self._builtins else {}).items():
                 self._entries[name] = Entry(name, value, None)
-            for impl in getattr(plugins.manager.hook, self.hook_name).get_hookimpls():
-                self._collect(plugins, impl)
+            for record, call in plugins.callers(self.hook_name):
+                plugins.guarded(record, self.hook_name, call, register=self._register_for(record))
         return self._entries
 
-    def _collect(self, plugins, impl) -> None:
-        record = plugins.record_for(impl.plugin_name)
-
+    def _register_for(self, record: PluginRecord | None) -> Callable[..., None]:
+        """The ``register`` function one plugin's hook receives: entries it adds name it as their source."""
         def register(*args) -> None:
             name, value = (self._name_of(args[0]), args[0]) if self._name_of and len(args) == 1 else args
             self.add(name, value, record)
 
-        try:
-            impl.function(**{arg: register for arg in impl.argnames})
-        except PluginError as exc:
-            plugins.fail(record, str(exc), exc)
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported by name, others go on
-            plugins.fail(record, f"{self.hook_name} failed: {type(exc).__name__}: {exc}", exc)
+        return register
 
     def add(self, name: str, value: T, source: PluginRecord | None) -> None:
         if not isinstance(name, str) or not name:

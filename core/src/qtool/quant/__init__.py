@@ -1,8 +1,27 @@
-"""Tensor quantization configs: policy bitmap, schemes, states and the maths."""
+"""Tensor quantization configs: policy bitmap, schemes, the plan (states, status checks, sites) and the maths."""
 
-from .maths import compute_scale_offset, dequantize_codes, fake_quantize, quantize_to_codes, round_to_float_format
+from .maths import (
+    compute_scale_offset,
+    dequantize_codes,
+    fake_quantize,
+    quantize_to_codes,
+    round_array,
+    round_to_float_format,
+)
 from .opconfig import OpQuantConfig
-from .policy import QuantizationPolicy, QuantizationState, RoundingPolicy, validate_policy
+from .plan import (
+    BAKED_STATES,
+    PlannedConfig,
+    Site,
+    activation_sites,
+    configured,
+    quantizes,
+    reader_config,
+    reader_groups,
+    sites,
+    written_config,
+)
+from .policy import QuantizationPolicy, QuantizationState, RoundingPolicy
 from .scheme import QuantScheme, float_format_max
 from .tensors import QuantizedTensor, quantized_tensors, representable_range
 from .tqc import TensorQuantizationConfig
@@ -10,9 +29,9 @@ from .tqc import TensorQuantizationConfig
 TQC = TensorQuantizationConfig
 
 __all__ = [
-    "OpQuantConfig", "QuantScheme", "QuantizedTensor", "QuantizationPolicy", "QuantizationState", "RoundingPolicy",
-    "TQC",
-    "TensorQuantizationConfig", "compute_scale_offset", "dequantize_codes", "fake_quantize",
-    "float_format_max", "quantize_to_codes", "quantized_tensors", "representable_range", "round_to_float_format",
-    "validate_policy",
+    "BAKED_STATES", "OpQuantConfig", "PlannedConfig", "QuantScheme", "QuantizationPolicy", "QuantizationState",
+    "QuantizedTensor", "RoundingPolicy", "Site", "TQC", "TensorQuantizationConfig", "activation_sites",
+    "compute_scale_offset", "configured", "dequantize_codes", "fake_quantize", "float_format_max", "quantize_to_codes",
+    "quantized_tensors", "quantizes", "reader_config", "reader_groups", "representable_range", "round_array",
+    "round_to_float_format", "sites", "written_config",
 ]

@@ -55,13 +55,6 @@ def policy_problems(policy: QuantizationPolicy) -> list[str]:
     return problems
 
 
-def validate_policy(policy: QuantizationPolicy) -> QuantizationPolicy:
-    problems = policy_problems(policy)
-    if problems:
-        raise ValueError(f"invalid quantization policy {policy.describe() or '0'}: " + "; ".join(problems))
-    return policy
-
-
 class QuantizationState(enum.Enum):
     """Life cycle of a tensor quantization config.
 
@@ -70,6 +63,7 @@ class QuantizationState(enum.Enum):
     PASSIVE_INIT -> PASSIVE: parameters derived from other configs (bias).
     FP32: this tensor is not quantized at this place (kept float, or fused:
     e.g. a Conv output that a following Relu quantizes).
+    Only the methods of :class:`qtool.quant.plan.PlannedConfig` change a state.
     """
 
     INITIAL = "initial"
@@ -80,25 +74,6 @@ class QuantizationState(enum.Enum):
     PASSIVE = "passive"
     PASSIVE_BAKED = "passive_baked"
     FP32 = "fp32"
-
-    @property
-    def is_quantizing(self) -> bool:
-        """True when the tensor is quantized in simulation and export."""
-        return self in _QUANTIZING
-
-    @property
-    def is_settled(self) -> bool:
-        """True when scale and offset are known."""
-        return self in _QUANTIZING
-
-
-_QUANTIZING = {
-    QuantizationState.ACTIVATED,
-    QuantizationState.BAKED,
-    QuantizationState.OVERLAPPED,
-    QuantizationState.PASSIVE,
-    QuantizationState.PASSIVE_BAKED,
-}
 
 
 class RoundingPolicy(enum.Enum):

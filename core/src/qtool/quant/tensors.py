@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .policy import QuantizationState
+from .plan import configured, quantizes
 from .tqc import TensorQuantizationConfig
 
 
@@ -46,7 +46,7 @@ class QuantizedTensor:
 
     @property
     def settled(self) -> bool:
-        return is_settled(self.config)
+        return self.config.is_settled
 
     @property
     def range(self) -> tuple[np.ndarray, np.ndarray]:
@@ -75,28 +75,10 @@ def quantized_tensors(graph, *, roles: Iterable[str] | None = None, settled: boo
     wanted = set(roles) if roles is not None else None
     seen: set[tuple[str, int]] = set()
     for op in graph.topological_order():
-        if op.quant is None:
-            continue
-        places = (("input", op.inputs, op.quant.inputs), ("output", op.outputs, op.quant.outputs))
-        for side, variables, configs in places:
-            for index, (var, tqc) in enumerate(zip(variables, configs, strict=False)):
-                if var is None or tqc is None or not _selected(tqc, settled):
-                    continue
-                if wanted is not None and tqc.role not in wanted:
-                    continue
-                key = (var.name, id(tqc.dominator))
-                if key in seen:
-                    continue
+        for side, index, var, tqc in configured(op):
+            if not quantizes(tqc, settled) or (wanted is not None and tqc.role not in wanted):
+                continue
+            key = (var.name, id(tqc.dominator))
+            if key not in seen:
                 seen.add(key)
                 yield QuantizedTensor(op, side, index, var.name, tqc)
-
-
-def is_settled(tqc: TensorQuantizationConfig) -> bool:
-    """Quantizing with known parameters: its own, a settled dominator's, or a passive rule's."""
-    return tqc.is_quantizing and tqc.dominator.state.is_settled
-
-
-def _selected(tqc: TensorQuantizationConfig, settled: bool) -> bool:
-    if settled:
-        return is_settled(tqc)
-    return tqc.state is not QuantizationState.FP32 and tqc.dominator.state is not QuantizationState.FP32

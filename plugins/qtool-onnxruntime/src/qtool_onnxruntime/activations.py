@@ -16,8 +16,7 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 from qtool.ops import is_compute
-from qtool.quant import QuantizationState, TensorQuantizationConfig
-from qtool.quant.maths import round_array
+from qtool.quant import QuantizationState, TensorQuantizationConfig, round_array
 
 from .configs import active, written_config
 from .storage import INTEGER_TYPES, storage_type
@@ -78,7 +77,7 @@ def clips_exactly(act: FusedActivation, limits: tuple[float, float] | None = Non
     if scheme.is_floating or scheme.is_per_channel:
         return False
     low, high = limits or (scheme.quant_min, scheme.quant_max)
-    if tqc.state is QuantizationState.INITIAL or not tqc.is_quantizing:
+    if not tqc.is_settled:
         return not scheme.is_symmetric and act.bounds[0] == 0.0 and (low, high) == (scheme.quant_min, scheme.quant_max)
     with np.errstate(over="ignore"):
         codes = round_array(np.asarray(act.bounds) / float(tqc.scale), scheme.rounding) + float(tqc.offset)

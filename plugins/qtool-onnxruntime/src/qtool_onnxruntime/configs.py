@@ -1,51 +1,22 @@
 """Reading a graph's quantization configs the way the exported model will show them.
 
 ``settled`` True looks at configs with parameters (export); False also at
-configs still waiting for them (validation before calibration).
+configs still waiting for them (validation before calibration). Where each
+config is read comes from the core plan (:mod:`qtool.quant.plan`).
 """
 
 from __future__ import annotations
 
-from qtool.quant import QuantizationState, TensorQuantizationConfig
+from qtool.quant import TensorQuantizationConfig, reader_config, reader_groups, written_config
+from qtool.quant import quantizes as active
 
-
-def active(tqc: TensorQuantizationConfig | None, settled: bool) -> bool:
-    """True when ``tqc`` quantizes its tensor (or will, once calibrated)."""
-    if tqc is None:
-        return False
-    if settled:
-        return tqc.is_quantizing
-    return QuantizationState.FP32 not in (tqc.state, tqc.dominator.state)
-
-
-def written_config(var, settled: bool) -> TensorQuantizationConfig | None:
-    """The config at which ``var``'s producer writes it, when it quantizes."""
-    producer = var.producer if var is not None else None
-    if producer is None or producer.quant is None:
-        return None
-    tqc = producer.quant.outputs[producer.outputs.index(var)]
-    return tqc if active(tqc, settled) else None
-
-
-def reader_config(op, index: int, settled: bool) -> TensorQuantizationConfig | None:
-    tqc = op.quant.inputs[index] if op.quant is not None and index < len(op.quant.inputs) else None
-    return tqc if active(tqc, settled) else None
+__all__ = ["active", "input_config", "output_config", "pair_uses", "reader_config", "reader_groups",
+           "written_config"]
 
 
 def input_config(op, index: int, settled: bool) -> TensorQuantizationConfig | None:
     """What ``op`` reads at input ``index``: its own config, else the producer's (its DequantizeLinear)."""
     return reader_config(op, index, settled) or written_config(op.inputs[index], settled)
-
-
-def reader_groups(var, settled: bool) -> dict[int, list[tuple[object, int, TensorQuantizationConfig]]]:
-    """Active reader configs of ``var`` by dominator: ``{id(dominator): [(op, index, tqc), ...]}``."""
-    groups: dict[int, list] = {}
-    for op in dict.fromkeys(var.consumers):
-        for index, source in enumerate(op.inputs):
-            tqc = reader_config(op, index, settled) if source is var else None
-            if tqc is not None:
-                groups.setdefault(id(tqc.dominator), []).append((op, index, tqc))
-    return groups
 
 
 def output_config(graph, op, index: int, settled: bool) -> TensorQuantizationConfig | None:

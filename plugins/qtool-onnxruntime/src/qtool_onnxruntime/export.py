@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-from qtool import ExportOptions, Severity
-from qtool.ir import to_model_proto
-from qtool.ir.onnx_export import save_model_proto
+from qtool import PROTO_LIMIT, ExportOptions, Severity, save_model_proto, to_model_proto
 
 from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
@@ -16,7 +14,6 @@ from .opset import convert, target_opset
 from .qdq import QdqWriter
 from .rules import validate
 
-_PROTO_LIMIT = 2**31 - 2**24
 
 
 def model_path(output: Path) -> Path:
@@ -52,7 +49,7 @@ def build_model(graph, options: ExportOptions) -> onnx.ModelProto:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")
     model = qdq_model(graph, options)
-    if sum(t.ByteSize() for t in model.graph.initializer) < _PROTO_LIMIT:
+    if sum(t.ByteSize() for t in model.graph.initializer) < PROTO_LIMIT:
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as exc:
@@ -71,4 +68,4 @@ def export(graph, output: Path, options: ExportOptions) -> list[Path]:
 
 
 def _uses_external_data(model: onnx.ModelProto, external: bool | None) -> bool:
-    return bool(external) or sum(t.ByteSize() for t in model.graph.initializer) > _PROTO_LIMIT
+    return bool(external) or sum(t.ByteSize() for t in model.graph.initializer) > PROTO_LIMIT

@@ -44,7 +44,7 @@ class NBitsLayer:
 
 def check_options(extra) -> None:
     """weight_only_format and accuracy_level must be one of their values (ExportOptionError names the option)."""
-    from qtool.platform import ExportOptionError
+    from qtool import ExportOptionError
 
     for key, allowed in (("weight_only_format", FORMATS), ("accuracy_level", ACCURACY_LEVELS)):
         if key in extra and (isinstance(extra[key], bool) or extra[key] not in allowed):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qtool import Capabilities, ExportOptions, KeepFloat, Platform, Proposal
+from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal
 from qtool.ops import COMPUTE_OP_TYPES
-from qtool.platform import ExportOptionError
 
 from . import agreement, export, nbits, rules
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET

@@ -20,12 +20,13 @@ Names: ``<t>_q`` (codes), ``<t>_scale``, ``<t>_zero_point``, ``<t>_dq``
 from __future__ import annotations
 
 from collections import Counter
+from itertools import groupby
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
-from qtool.ir import outer_references
+from qtool import outer_references
 from qtool.ops import bias_input, is_bias
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import (
@@ -33,12 +34,13 @@ from qtool.quant import (
     TensorQuantizationConfig,
     dequantize_codes,
     quantize_to_codes,
+    reader_config,
     round_to_float_format,
+    sites,
 )
 
 from .activations import on_grid, relu_fusion_breaks
 from .bias import misread_reason, saturating_float_bias_scale
-from .configs import reader_config, reader_groups, written_config
 from .errors import OnnxRuntimeExportError
 from .storage import MS_DOMAIN, domain_at, storage_type
 
@@ -80,39 +82,35 @@ class QdqWriter:
         self.domains: set[str] = set()
 
     def write(self) -> onnx.ModelProto:
-        for var in self.graph.parameters():
-            self._parameter(var)
+        placed = list(sites(self.graph, SETTLED))
+        for var, found in groupby((s for s in placed if s.kind == "parameter"), lambda s: s.tensor):
+            self._parameter(var, list(found))
         self._wide_biases()
-        for var in [*self.graph.inputs, *(v for op in self.graph.topological_order() for v in op.outputs)]:
-            self._activation(var)
+        for var, found in groupby((s for s in placed if s.kind != "parameter"), lambda s: s.tensor):
+            self._activation(var, list(found))
         self._rebuild()
         return self.model
 
     # -- activations ---------------------------------------------------------
-    def _activation(self, var) -> None:
-        written, groups = written_config(var, SETTLED), reader_groups(var, SETTLED)
-        if written is None and not groups:
-            return
+    def _activation(self, var, pairs) -> None:
+        """The pairs of one activation (its producer's first, when it has one); each site's readers read it."""
         anchor = self.alias.get(var.name, var.name)
         source = self.renamed.get(anchor, anchor)
-        named = written is not None  # the first pair takes the plain names
-        if written is not None:
-            exposed = var in self.graph.outputs
-            if exposed and source == var.name:
-                source = self.renamed[var.name] = self.names.fresh(f"{var.name}_float")
-            out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
-            self._pair(anchor, source, out, written, var.name)
-            groups.pop(id(written.dominator), None)
-            if out != var.name:
-                self.reads.update({(op.name, i): out for op in var.consumers for i, v in enumerate(op.inputs)
-                                   if v is var})
-            source = out
-        for members in groups.values():
-            stem = f"{var.name}_{members[0][0].name}" if named else var.name
-            named = True
+        for number, site in enumerate(pairs):
+            if site.kind == "producer":
+                exposed = var in self.graph.outputs
+                if exposed and source == var.name:
+                    source = self.renamed[var.name] = self.names.fresh(f"{var.name}_float")
+                out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
+                self._pair(anchor, source, out, site.config, var.name)
+                if out != var.name:
+                    self.reads.update({(op.name, index): out for op, index in site.readers})
+                source = out  # extra pairs quantize the producer pair's values
+                continue
+            stem = f"{var.name}_{site.readers[0][0].name}" if number else var.name  # the first pair: plain names
             out = self.names.fresh(f"{stem}_dq")
-            self._pair(anchor, source, out, members[0][2], stem)
-            self.reads.update({(op.name, index): out for op, index, _ in members})
+            self._pair(anchor, source, out, site.config, stem)
+            self.reads.update({(op.name, index): out for op, index in site.readers})
 
     def _pair(self, anchor: str, source: str, out: str, tqc, stem: str) -> None:
         scale, zero, attrs, domain = self._params(tqc, stem, stored=False)
@@ -138,9 +136,9 @@ class QdqWriter:
             tqc.set_params(scale, np.zeros(scale.shape, np.int32))
             self.reads[(op.name, index)] = self._stored(op.inputs[index], tqc, op.inputs[index].name)
 
-    def _parameter(self, var) -> None:
+    def _parameter(self, var, copies) -> None:
         stored: dict[tuple, str] = {}  # configs with equal parameters share one copy
-        for op, index, tqc in (m for members in reader_groups(var, SETTLED).values() for m in members):
+        for (op, index), tqc in ((site.readers[0], site.config) for site in copies):
             if (op.name, index) in self.skip:
                 continue
             on_grid = is_bias(op, index) and misread_reason(op, tqc) is not None

@@ -117,7 +117,7 @@ def _op_rules(graph, op, activation, removed: bool, opset: int) -> list[Diagnost
                                 "and QuantizeLinear): results differ from qtool's simulation, which keeps it float",
                                 op=op.name, tensor=op.inputs[1].name))
     for index, tqc in enumerate(op.quant.inputs):
-        if is_bias(op, index) and active(tqc, SETTLED) and tqc.is_quantizing \
+        if is_bias(op, index) and active(tqc, settled=True) \
                 and (reason := misread_reason(op, tqc)) is not None:
             found.append(diagnostic("ort.bias-float", f"bias written as float values on its grid (same numbers): "
                                     f"{reason}, and ORT's QLinearConv/QGemm would read its int32 codes as if "

@@ -107,7 +107,7 @@ def _float_weights(graph) -> list[tuple[str, str]]:
             continue
         configs = op.quant.inputs
         activations = [c for i, c in enumerate(configs) if i != index and c is not None and c.role == "activation"]
-        if any(c.is_quantizing for c in activations) and (configs[index] is None or not configs[index].is_quantizing):
+        if any(c.is_settled for c in activations) and (configs[index] is None or not configs[index].is_settled):
             found.append((op.name, op.inputs[index].name))
     return found
 

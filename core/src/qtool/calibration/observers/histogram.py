@@ -37,9 +37,6 @@ class ChannelHistogram:
     def total(self) -> float:
         return float(self.counts.sum())
 
-    def centers(self) -> np.ndarray:
-        return (self.start + np.arange(self.counts.size) + 0.5) * self.width
-
     def magnitudes(self) -> np.ndarray:
         """Counts of ``|x|`` on bins ``[i * width, (i + 1) * width)``, i = 0 .. last nonzero."""
         index = self.start + np.arange(self.counts.size)

@@ -14,7 +14,7 @@ from 20 to 2 after a warm-up without the regularizer, which drives ``h`` to 0
 or 1. The hard rounding (``V >= 0``) is kept when it reproduces the float
 output better than rounding to nearest on the cached samples. The weight then
 holds the dequantized values (state BAKED: on the grid already); its float
-value stays in the config's notes for float reference runs.
+value stays on the variable (``float_value``), which float runs read.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ class _Rounding:
     def apply(self, weight: torch.Tensor, kept: str) -> None:
         """Write ``weight`` (on the grid) into the graph; its config becomes BAKED."""
         self.graph.set_parameter_value(self.op, self.index, weight.cpu().numpy(), quantized=True)
-        self.tqc.state = QuantizationState.BAKED
+        self.tqc.bake()
         self.tqc.notes["rounding"] = kept
 
     def learn(self, iterations: int, learning_rate: float, reg_weight: float, warmup: float, seed: int,

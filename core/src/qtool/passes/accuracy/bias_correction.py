@@ -27,7 +27,6 @@ import torch
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation
 from ...quant import QuantizationState
-from ...quant.tensors import is_settled
 from ..baking import bake_value
 from ..base import Pass, PassResult
 from .layers import bias_of, output_axis, run_op, weight_input
@@ -111,7 +110,7 @@ def quantized_layers(graph: Graph) -> list[Operation]:
         if index is None or op.quant is None or not op.quant.quantized:
             continue
         tqc = op.quant.inputs[index]
-        if tqc is not None and is_settled(tqc):
+        if tqc is not None and tqc.is_settled:
             found.append(op)
     return found
 

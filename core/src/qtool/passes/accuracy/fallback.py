@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -47,6 +48,34 @@ from .running import take_samples
 WHERE = "accuracy.fallback"
 DEFAULT_MIN_SNR_DB = 30.0
 GAP_REFERENCE_CAP_DB = 80.0  # float32 rounding noise is ~140 dB down; 80 dB is float for any accuracy purpose
+
+
+@dataclass(frozen=True)
+class FallbackChange:
+    """One op the fallback changed: returned to ``to == "float"``, or widened (``to`` lists the new schemes)."""
+
+    op: str
+    sensitivity_snr_db: float
+    to: str | list[str]
+    outlier_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class FallbackReport:
+    """What :class:`SensitivityFallback` did (``PassRun.report``): the budget, the score before and after."""
+
+    budget: str
+    before: float | None
+    after: float | None
+    met: bool
+    candidates: int
+    changed: tuple[FallbackChange, ...]
+
+    @classmethod
+    def from_details(cls, details: dict) -> FallbackReport:
+        changed = tuple(FallbackChange(**change) for change in details["changed"])
+        return cls(details["budget"], details["before"], details["after"], details["met"], details["candidates"],
+                   changed)
 
 
 class SensitivityFallback(Pass):
@@ -104,7 +133,7 @@ class SensitivityFallback(Pass):
         if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
             details.update(budget="none (no candidate op)", before=None, after=None, met=True, candidates=0,
                            tried={}, changed=[])
-            return PassResult(graph, False, details)
+            return PassResult(graph, False, details, FallbackReport.from_details(details))
         measure = self._measure(executor, batches)
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)
@@ -137,7 +166,7 @@ class SensitivityFallback(Pass):
                                       code="fallback-budget"), stacklevel=2)
         details.update(budget=text, before=before, after=score, met=met, candidates=len(candidates),
                        tried={k: tried[k] for k in sorted(tried)}, changed=changed)
-        return PassResult(graph, bool(changed), details)
+        return PassResult(graph, bool(changed), details, FallbackReport.from_details(details))
 
     def _fewest(self, executor: TorchExecutor, ops: list[Operation], measure, holds, tried: dict[int, float]) -> int:
         """The fewest of ``ops`` (a prefix, most sensitive first) whose change meets the budget, by bisection
@@ -212,9 +241,8 @@ class SensitivityFallback(Pass):
         """A function scoring the simulated graph: output SNR, cosine, or the metric's drop from float."""
         kind = self.budget[0]
         if kind == "metric":
-            executor.quantize = False
-            baseline = float(self.metric(executor))
-            executor.quantize = True
+            with executor.mode(quantize=False):
+                baseline = float(self.metric(executor))
             return lambda: baseline - float(self.metric(executor))
 
         references = _float_outputs(executor, batches)
@@ -256,17 +284,13 @@ def _precision(precision) -> dict[str, int] | None:
 
 
 def _owns_parameters(op: Operation) -> bool:
-    return any(t.dominator is t and t.is_quantizing for t in op.quant.all_configs())
+    return any(t.dominator is t and t.is_settled for t in op.quant.all_configs())
 
 
 def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, torch.Tensor]:
     """The graph's floating-point outputs for one batch, float or simulated."""
-    saved, executor.quantize = executor.quantize, quantize
-    try:
-        with torch.no_grad():
-            outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
-    finally:
-        executor.quantize = saved
+    with executor.mode(quantize=quantize), torch.no_grad():
+        outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
     return {name: tensor for name, tensor in outputs.items() if tensor.is_floating_point()}
 
 

@@ -25,8 +25,7 @@ def return_to_float(graph: Graph, op: Operation, reason: str) -> None:
 
     def change() -> None:
         for tqc in op.quant.all_configs():
-            tqc.keep_float()
-            tqc.notes["reason"] = reason
+            tqc.keep_float(reason)
 
     _isolated(graph, op, change)
     op.quant.quantized, op.quant.reason = False, reason
@@ -79,7 +78,7 @@ def _narrower(op: Operation, bits: dict[str, int]):
     """The op's (variable, config) pairs of an integer role narrower than ``bits[role]``."""
     pairs = zip((*op.inputs, *op.outputs), (*op.quant.inputs, *op.quant.outputs), strict=True)
     for var, tqc in pairs:
-        if tqc is None or not tqc.is_quantizing or tqc.is_passive or tqc.scheme.is_floating:
+        if tqc is None or not tqc.is_settled or tqc.is_passive or tqc.scheme.is_floating:
             continue
         if tqc.role in bits and bits[tqc.role] > tqc.scheme.num_of_bits:
             yield var, tqc
@@ -97,7 +96,7 @@ def _isolated(graph: Graph, op: Operation, change: Callable[[], None]) -> None:
     others = [t for o in graph.operations.values() if o is not op and o.quant is not None
               for t in o.quant.all_configs()]
     before: dict[int, TensorQuantizationConfig] = {id(t): t.dominator for t in others}
-    snapshots = {id(r): (r.scale, r.offset) for r in before.values() if id(r) in own and r.state.is_settled}
+    snapshots = {id(r): (r.scale, r.offset) for r in before.values() if id(r) in own and r.is_settled}
     change()
     owners: dict[int, TensorQuantizationConfig] = {}
     for tqc in others:

@@ -69,13 +69,10 @@ def _run(executor: TorchExecutor, batches: Iterable[Batch], outputs: list[str], 
         if op.name in wanted:
             hook(op, inputs, results)
 
-    saved = executor.quantize
-    executor.quantize = quantize
     handle = executor.add_hook(watch)
     try:
-        with torch.no_grad():
+        with executor.mode(quantize=quantize), torch.no_grad():
             for batch in batches:
                 executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()}, outputs)
     finally:
         handle.remove()
-        executor.quantize = saved
