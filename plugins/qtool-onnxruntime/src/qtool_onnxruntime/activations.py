@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 from qtool.ops import is_compute
-from qtool.quant import QuantizationState, TensorQuantizationConfig, round_array
+from qtool.quant import TensorQuantizationConfig, round_array
 
 from .configs import active, written_config
 from .storage import INTEGER_TYPES, storage_type

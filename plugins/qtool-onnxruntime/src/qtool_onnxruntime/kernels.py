@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qtool.ops import has_bias, weight_axis
+from qtool.ops import bias_input, has_bias, weight_axis
 from qtool.quant import QuantizationPolicy as P
 
 from .activations import FusedActivation, clips_exactly, relu_pair_moves
@@ -122,8 +122,7 @@ def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdic
 
 def _float_bias(op, settled: bool) -> bool:
     """Whether ``op`` has a bias that the export writes as float (no int32 bias config)."""
-    index = BIAS_INPUT[op.op_type]
-    return len(op.inputs) > index and op.inputs[index] is not None and input_config(op, index, settled) is None
+    return has_bias(op) and input_config(op, bias_input(op), settled) is None
 
 
 def _kind(graph, var, tqc, settled: bool, verdict: Verdict) -> str | None:
