@@ -42,7 +42,8 @@ def run(args) -> int:
     report = analyse(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
                      load_state=args.load_state, samples=args.samples, device=args.device,
                      agreement=args.html is not None,
-                     finished=pass_progress(f"analysing {args.model} for {args.platform}"), **calibration_options(args))
+                     finished=pass_progress(f"analysing {args.model} for {args.platform}"),
+                     announce=console(stderr=True).print, **calibration_options(args))
     if args.html:
         report.to_html(args.html)
     graphwise, layerwise = _worst_first(report.graphwise), _worst_first(report.layerwise)

@@ -18,12 +18,12 @@ DEFAULT_SAMPLES = 16
 
 def analyse(model, platform, calib, *, config=None, preset: str | None = None,
             load_state: str | os.PathLike | None = None, samples: int = DEFAULT_SAMPLES, device: str = "cpu",
-            agreement: bool = True, finished=None, **calibration) -> AnalysisReport:
+            agreement: bool = True, finished=None, announce=None, **calibration) -> AnalysisReport:
     """Quantize ``model`` for ``platform`` (nothing written) and measure where the error comes from.
 
     The first ``samples`` samples of ``calib`` drive the measurements. ``agreement`` also exports to a
     temporary folder and compares the platform's runtime with the simulation. ``finished(run)`` is called
-    after each pass; ``calibration`` holds :func:`qtool.quantize`'s calibration keywords (``calib_layout``,
+    after each pass and ``announce(message)`` before the measurements; ``calibration`` holds :func:`qtool.quantize`'s calibration keywords (``calib_layout``,
     ``max_samples``, ``transform``, ``skip_nonfinite``).
     """
     with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
@@ -31,6 +31,8 @@ def analyse(model, platform, calib, *, config=None, preset: str | None = None,
         result = quantize(model, platform, calib, config=config, preset=preset, device=device,
                           load_state=load_state, allow_unsupported=True, output=output,
                           progress=finished is not None, finished=finished, **calibration)
+    if announce is not None:
+        announce(f"measuring the error of each op on {samples} samples")
     return report_of(result, result.calibration, samples=samples, device=device)
 
 
