@@ -31,7 +31,7 @@ def main() -> int:
         model, split = digits_model.build(folder)
         np.savez(folder / "calib.npz", image=split.calib_x)
         page = folder / "report.html"
-        qtool.analyse(model, "onnxruntime-int32bias", folder / "calib.npz", config=CONFIG, samples=16).to_html(page)
+        qtool.analyse(model, "onnxruntime-int32bias", folder / "calib.npz", config=CONFIG, samples=4).to_html(page)
         page.write_text(page.read_text().replace(str(folder), "out/demo"))
         for section in SECTIONS:
             shot = folder / f"{section}.png"
