@@ -13,7 +13,7 @@ written, then opened in Debian's chromium (``--headless``, no network):
 For comparison, onnxruntime.quantization has no HTML report: its qdq_loss_debug
 gives the tensors to compare and leaves the plotting to the user.
 
-    python bench/report.py                  # 170 blocks (512 ops)
+    python bench/report.py                  # 170 blocks (512 ops), 1 sample
     python bench/report.py --blocks 340 --runs 5
 """
 
@@ -67,7 +67,7 @@ def residual_model(path: Path, blocks: int, seed: int = 0) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=170)
-    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

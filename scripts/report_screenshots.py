@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -31,20 +34,25 @@ def main() -> int:
         model, split = digits_model.build(folder)
         np.savez(folder / "calib.npz", image=split.calib_x)
         page = folder / "report.html"
-        qtool.analyse(model, "onnxruntime-int32bias", folder / "calib.npz", config=CONFIG, samples=16).to_html(page)
+        qtool.analyse(model, "onnxruntime-int32bias", folder / "calib.npz", config=CONFIG, samples=4).to_html(page)
         page.write_text(page.read_text().replace(str(folder), "out/demo"))
+        head, _, tail = page.read_text().rpartition("</body>")
+        measure = ("<script>const wait = setInterval(() => { if (document.body.dataset.charts) { clearInterval(wait); "
+                   "document.body.dataset.sections = JSON.stringify(Object.fromEntries([...document.querySelectorAll("
+                   "'section')].map((s) => [s.id, [s.offsetTop, s.offsetHeight]]))); } }, 50);</script></body>")
+        page.write_text(head + measure + tail)
+        found = re.search(r'data-sections="([^"]*)"', load(page).dom).group(1)
+        sections = json.loads(html.unescape(found))
+        bottom = max(top + height for top, height in sections.values()) + 20
+        shot = folder / "page.png"
+        load(page, screenshot=shot, size=(1280, bottom))
+        whole = Image.open(shot).convert("RGB")
         for section in SECTIONS:
-            shot = folder / f"{section}.png"
-            anchored = folder / f"{section}.html"
-            scroll = (f"<script>const wait = setInterval(() => {{ if (document.body.dataset.charts) {{ "
-                      f"clearInterval(wait); document.getElementById('{section}').scrollIntoView(); }} }}, 50);"
-                      "</script></body>")
-            head, _, tail = page.read_text().rpartition("</body>")
-            anchored.write_text(head + scroll + tail)
-            load(anchored, screenshot=shot, size=(1280, 900))
-            image = Image.open(shot).convert("RGB").quantize(colors=64)
-            image.save(images / f"report-{section}.png", optimize=True)
-            print(images / f"report-{section}.png", (images / f"report-{section}.png").stat().st_size)
+            top, height = sections[section]
+            crop = whole.crop((0, max(top - 8, 0), 1280, top + min(height, 1100) + 8))
+            target = images / f"report-{section}.png"
+            crop.quantize(colors=64).save(target, optimize=True)
+            print(target, target.stat().st_size)
     return 0
 
 
