@@ -169,7 +169,7 @@ def test_export_option_external_data(digits, tmp_path, value, external):
 
 @pytest.mark.parametrize("pair, message", [
     ("tensorrt_version=8.6", "export option 'tensorrt_version': platform 'onnxruntime' does not read it "
-                             "(its options: external_data)"),
+                             "(its options: external_data, weight_only_format, accuracy_level)"),
     ("external_data=no", "export option 'external_data': expected true or false, got 'no'"),
 ])
 def test_bad_export_options_fail_before_any_work(cnn_model, calib_npz, tmp_path, pair, message):
