@@ -37,6 +37,7 @@ if str(HERE) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 
 import measure  # noqa: E402
+from accuracy import _pre_process as pre_process  # noqa: E402  (opset >= 13 and ORT's quant_pre_process)
 
 CALIB, EVAL = 16, 4
 COMPUTE_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
@@ -118,19 +119,6 @@ def _quantize(tool: str, model: Path, calib: Path, output: Path, timeout: float)
     return result, seconds, result.get("peak_mib") or peak
 
 
-def _pre_process(source: Path, target: Path) -> Path:
-    """ORT's recommended quant_pre_process (symbolic shapes where they work), or the model as it is."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    for skip in (False, True):
-        try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip)
-            return target
-        except Exception:  # ORT's pre-processing fails on some graphs; then it quantizes the model as it is
-            continue
-    return source
-
-
 # -- one model -------------------------------------------------------------------------------------------------
 def _outputs(path: Path, feeds: list[dict]) -> list[list[np.ndarray]]:
     sess = measure.session(path, 1)
@@ -165,7 +153,7 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
         return row
     exports = {}
     for tool in ("qtool", "ort"):
-        model = source if tool == "qtool" else _pre_process(source, folder / "pre.onnx")
+        model = source if tool == "qtool" else pre_process(source, folder / "pre.onnx")[0]
         output = folder / f"{tool}.onnx"
         output.unlink(missing_ok=True)
         result, seconds, peak = _quantize(tool, model, calib, output, args.timeout)
