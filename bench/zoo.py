@@ -267,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import zoo_models
 
+        # ORT's pre-processing writes external-data files into the working directory: keep them in the workdir
+        args.workdir = args.workdir.resolve()
+        args.json = args.json.resolve() if args.json else None
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        os.chdir(args.workdir)
         entries = zoo_models.entries()
         if args.models:
             wanted = [m.strip() for m in args.models.split(",")]
