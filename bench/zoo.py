@@ -37,6 +37,7 @@ if str(HERE) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 
 import measure  # noqa: E402
+from accuracy import _pre_process as pre_process  # noqa: E402  (opset >= 13 and ORT's quant_pre_process)
 
 CALIB, EVAL = 16, 4
 COMPUTE_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
@@ -118,19 +119,6 @@ def _quantize(tool: str, model: Path, calib: Path, output: Path, timeout: float)
     return result, seconds, result.get("peak_mib") or peak
 
 
-def _pre_process(source: Path, target: Path) -> Path:
-    """ORT's recommended quant_pre_process (symbolic shapes where they work), or the model as it is."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    for skip in (False, True):
-        try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip)
-            return target
-        except Exception:  # ORT's pre-processing fails on some graphs; then it quantizes the model as it is
-            continue
-    return source
-
-
 # -- one model -------------------------------------------------------------------------------------------------
 def _outputs(path: Path, feeds: list[dict]) -> list[list[np.ndarray]]:
     sess = measure.session(path, 1)
@@ -165,7 +153,7 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
         return row
     exports = {}
     for tool in ("qtool", "ort"):
-        model = source if tool == "qtool" else _pre_process(source, folder / "pre.onnx")
+        model = source if tool == "qtool" else pre_process(source, folder / "pre.onnx")[0]
         output = folder / f"{tool}.onnx"
         output.unlink(missing_ok=True)
         result, seconds, peak = _quantize(tool, model, calib, output, args.timeout)
@@ -204,6 +192,11 @@ def _share(pair) -> str:
     return "-" if not pair else f"{pair[0]}/{pair[1]}" + (f" ({100 * pair[0] / pair[1]:.0f}%)" if pair[1] else "")
 
 
+def _is_float(row: Row) -> bool:
+    """The export quantized no compute op: its SQNR says nothing about quantization."""
+    return bool(row.coverage) and row.coverage[0] == 0
+
+
 def _cells(row: Row) -> dict[str, str]:
     ratio = row.qtool_s / row.ort_s if row.qtool_s and row.ort_s else None
     latency = row.qtool_ms / row.float_ms if row.qtool_ms and row.float_ms else None
@@ -212,7 +205,8 @@ def _cells(row: Row) -> dict[str, str]:
         "runs in ORT": "yes" if row.runs_in_ort else "no",
         "coverage": _share(row.coverage),
         "ORT int kernels": _share(row.integer_kernels),
-        "SQNR dB qtool / ORT": f"{_fmt(row.sqnr_db, '.1f')} / {_fmt(row.ort_sqnr_db, '.1f')}",
+        "SQNR dB qtool / ORT": ("float model" if _is_float(row) else _fmt(row.sqnr_db, ".1f"))
+                               + f" / {_fmt(row.ort_sqnr_db, '.1f')}",
         "quantize s qtool / ORT": f"{_fmt(row.qtool_s, '.1f')} / {_fmt(row.ort_s, '.1f')} ({_fmt(ratio, '.1f')}x)",
         "peak MiB qtool / ORT": f"{_fmt(row.qtool_mib, '.0f')} / {_fmt(row.ort_mib, '.0f')}",
         "latency ms float / qtool": f"{_fmt(row.float_ms, '.2f')} / {_fmt(row.qtool_ms, '.2f')} "
@@ -231,12 +225,13 @@ def markdown(rows: list[Row]) -> str:
 
 def summary(rows: list[Row]) -> list[str]:
     """The goals over the whole zoo, and each failure with its message."""
-    sqnrs = [r.sqnr_db for r in rows if r.sqnr_db is not None]
+    sqnrs = [r.sqnr_db for r in rows if r.sqnr_db is not None and not _is_float(r)]
     met = {goal: sum(goal not in r.goals() for r in rows) for goal in ("quantize+run", "coverage", "time", "latency")}
     lines = [f"{len(rows)} models; goals met: quantize and run in ORT {met['quantize+run']}/{len(rows)}, "
              f"coverage >= {GOALS['coverage']:.0%} {met['coverage']}/{len(rows)}, quantize time <= ORT "
              f"{met['time']}/{len(rows)}, latency <= float {met['latency']}/{len(rows)}; median SQNR "
-             f"{statistics.median(sqnrs):.1f} dB over {len(sqnrs)} models (goal >= {GOALS['sqnr_median_db']:.0f} dB)"
+             f"{statistics.median(sqnrs):.1f} dB over the {len(sqnrs)} models quantized at all "
+             f"(goal >= {GOALS['sqnr_median_db']:.0f} dB)"
              if sqnrs else f"{len(rows)} models; no SQNR measured"]
     for row in rows:
         for where, message in row.errors.items():
@@ -251,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed to one quantization")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-zoo")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file (after each model)")
-    parser.add_argument("--table", metavar="FILE,FILE", help="only print the table of rows saved with --json")
+    parser.add_argument("--table", metavar="FILE,FILE",
+                        help="only print the table of rows saved with --json (a later file's row of a model wins)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed builds")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -263,11 +259,19 @@ def main(argv: list[str] | None = None) -> int:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             measure.write_result({"error": f"{type(exc).__name__}: {text}"[:300]})
         return 0
-    if args.table:
-        rows = [Row(**item) for path in args.table.split(",") for item in json.loads(Path(path).read_text())]
+    if args.table:  # a later file's row of a model replaces an earlier one (a rerun), in the first one's place
+        merged: dict[str, Row] = {}
+        for path in args.table.split(","):
+            merged.update({item["model"]: Row(**item) for item in json.loads(Path(path).read_text())})
+        rows = list(merged.values())
     else:
         import zoo_models
 
+        # ORT's pre-processing writes external-data files into the working directory: keep them in the workdir
+        args.workdir = args.workdir.resolve()
+        args.json = args.json.resolve() if args.json else None
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        os.chdir(args.workdir)
         entries = zoo_models.entries()
         if args.models:
             wanted = [m.strip() for m in args.models.split(",")]

@@ -75,8 +75,10 @@ def test_stacked_samples_of_a_recurrent_model_are_refused_with_the_feeds_hint(re
         qtool.quantize(recurrent, "onnxruntime", [feed(0)])
 
 
-def test_a_fixed_batch_1_model_quantizes_with_defaults(tmp_path):
-    model = shuffle_batch1_model(tmp_path / "shuffle.onnx")
+@pytest.mark.parametrize("declared", [1, "batch"])
+def test_a_fixed_batch_1_model_quantizes_with_defaults(tmp_path, declared):
+    """Batch 1 declared by the input, or only baked into the shuffle's Reshape (the input says 'batch')."""
+    model = shuffle_batch1_model(tmp_path / "shuffle.onnx", batch=declared)
     x = np.random.default_rng(2).standard_normal((12, 3, 6, 6)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=x)
     output = tmp_path / "q.onnx"

@@ -20,7 +20,7 @@ class CalibrationData:
 
     In the ``samples`` layout the first axis holds samples, joined and cut into
     batches of ``batch_size`` (the model's own batch size where its inputs fix
-    one, so a batch-1 model is fed one sample at a time). In the ``feeds``
+    one or bakes a batch of 1 into a Reshape, so such a model is fed one sample at a time). In the ``feeds``
     layout each file or item is one call, passed on as it is. Files are read one
     at a time while iterating; ``max_samples`` keeps the first samples (feeds);
     ``skip_nonfinite`` drops samples holding NaN or Inf (counted in ``skipped``)
@@ -30,7 +30,8 @@ class CalibrationData:
     """
 
     def __init__(self, source: FileSource | PythonSource, batch_size: int, origin: str, *,
-                 layout: str = "samples", max_samples: int | None = None, skip_nonfinite: bool = False) -> None:
+                 layout: str = "samples", max_samples: int | None = None, skip_nonfinite: bool = False,
+                 graph: Graph | None = None) -> None:
         if batch_size < 1:
             raise CalibrationError(f"batch_size must be at least 1, got {batch_size}")
         if max_samples is not None and max_samples < 1:
@@ -38,7 +39,7 @@ class CalibrationData:
         if source.length == 0:
             raise CalibrationError(f"{origin}: the calibration data holds no samples")
         self._source, self.origin, self.layout = source, origin, layout
-        self.fixed_batch = fixed_batch(source.inputs) if layout == "samples" else None
+        self.fixed_batch = fixed_batch(source.inputs, graph) if layout == "samples" else None
         self.batch_size = self.fixed_batch or batch_size
         self.max_samples, self.skip_nonfinite, self.skipped = max_samples, skip_nonfinite, 0
         known = source.length if not skip_nonfinite else None
@@ -229,7 +230,7 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
         layout = "feeds" if callable(getattr(source, "get_next", None)) else "samples"
     if layout not in LAYOUTS:
         raise CalibrationError(f"calibration layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    options = {"layout": layout, "max_samples": max_samples, "skip_nonfinite": skip_nonfinite}
+    options = {"layout": layout, "max_samples": max_samples, "skip_nonfinite": skip_nonfinite, "graph": graph}
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if transform is not None:

@@ -72,14 +72,29 @@ def _fixed(dim) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
-def fixed_batch(inputs: list[Variable]) -> int | None:
-    """The batch size the model's inputs fix on their first axis (a static batch), if any."""
+def fixed_batch(inputs: list[Variable], graph=None) -> int | None:
+    """The batch size the model's inputs fix on their first axis (a static batch), if any; 1 where ``graph``
+    reshapes a tensor that depends on an input to a constant shape ``[1, ...]`` with neither -1 nor 0 in it
+    (a batch of 1 baked in, as in an exported channel shuffle), though its inputs leave the batch open."""
     sizes = {v.shape[0] for v in inputs if v.shape and _fixed(v.shape[0])}
+    if not sizes and graph is not None and _baked_batch_of_one(graph):
+        return 1
     if len(sizes) > 1:
         shown = ", ".join(f"{v.name}: {v.shape[0]}" for v in inputs if v.shape and _fixed(v.shape[0]))
         raise CalibrationError(f"the model's inputs fix different first dimensions ({shown}), so samples cannot "
                                "be batched over them" + FEEDS_HINT)
     return sizes.pop() if sizes else None
+
+
+def _baked_batch_of_one(graph) -> bool:
+    """Does a Reshape of an input-dependent tensor go to a constant shape of fixed size that starts with 1?"""
+    for op in graph.operations.values():
+        if op.op_type != "Reshape" or len(op.inputs) < 2 or op.inputs[1] is None or not op.inputs[1].is_parameter:
+            continue
+        shape = [int(d) for d in np.asarray(op.inputs[1].value).reshape(-1)]
+        if len(shape) >= 3 and shape[0] == 1 and all(d > 0 for d in shape) and not op.inputs[0].is_parameter:
+            return True
+    return False
 
 
 def pick(keys: Iterable[str], inputs: list[Variable], where: str, layout: str = "samples") -> dict[str, str]:

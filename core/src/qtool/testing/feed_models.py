@@ -66,9 +66,9 @@ def recurrent_feed(seed: int, features: int = 6, hidden: int = 8) -> dict[str, n
             "c": rng.uniform(-1, 1, (1, 1, hidden)).astype(np.float32)}
 
 
-def shuffle_batch1_model(path: str | os.PathLike, seed: int = 1) -> str:
-    """Input ``x [1, 3, 6, 6]``; Conv, a channel shuffle through Reshape to ``[1, 2, 4, 6, 6]`` (batch 1 baked
-    in), Conv, pooling and a MatMul to ``y [1, 4]``."""
+def shuffle_batch1_model(path: str | os.PathLike, seed: int = 1, batch: int | str = 1) -> str:
+    """Input ``x [batch, 3, 6, 6]``; Conv, a channel shuffle through Reshape to ``[1, 2, 4, 6, 6]`` (batch 1 baked
+    in, whatever the input declares), Conv, pooling and a MatMul to ``y [batch, 4]``."""
     rng = np.random.default_rng(seed)
     params = _params(rng, {"w1": (8, 3, 3, 3), "b1": (8,), "w2": (8, 8, 1, 1), "b2": (8,), "fc": (8, 4)}, 0.3)
     params += _ints({"split": [1, 2, 4, 6, 6], "merge": [1, 8, 6, 6]})
@@ -79,5 +79,5 @@ def shuffle_batch1_model(path: str | os.PathLike, seed: int = 1) -> str:
              node("Relu", ["c2"], ["r2"]), node("GlobalAveragePool", ["r2"], ["p"]), node("Flatten", ["p"], ["flat"]),
              node("MatMul", ["flat", "fc"], ["y"])]
     value = helper.make_tensor_value_info
-    return _save(nodes, [value("x", TensorProto.FLOAT, [1, 3, 6, 6])], [value("y", TensorProto.FLOAT, [1, 4])],
-                 params, path, "shuffle_batch1")
+    return _save(nodes, [value("x", TensorProto.FLOAT, [batch, 3, 6, 6])],
+                 [value("y", TensorProto.FLOAT, [batch, 4])], params, path, "shuffle_batch1")
