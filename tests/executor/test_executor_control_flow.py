@@ -104,7 +104,7 @@ def test_executor_runs_control_flow_like_onnxruntime(kind, offset):
     np.testing.assert_allclose(executor.forward([x])[0], _ort(model(kind), x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["if", "loop"])
+@pytest.mark.parametrize("kind", ["if", "loop", "scan"])
 def test_quantized_around_the_subgraphs_with_defaults(kind, tmp_path):
     path, output = tmp_path / f"{kind}.onnx", tmp_path / f"{kind}_q.onnx"
     onnx.save(model(kind), path)
@@ -112,7 +112,7 @@ def test_quantized_around_the_subgraphs_with_defaults(kind, tmp_path):
     result = qtool.quantize(path, "onnxruntime", {"x": _x(32, seed=3)}, output=output)
 
     ops = result.graph.operations
-    flow = ops["branch" if kind == "if" else "loop"]
+    flow = ops[{"if": "branch", "loop": "loop", "scan": "scan"}[kind]]
     assert not flow.quant.quantized and flow.quant.reason == CONTROL_FLOW_REASON
     assert ops["dense1"].quant.quantized and ops["dense2"].quant.quantized
     exported = onnx.load(output)
