@@ -57,7 +57,8 @@ def test_saturating_bias_is_reported_and_weight_scales_are_left_alone(make_confi
     saturated = runs["PassiveParameterQuantize"].details["saturated"]
     assert saturated == [{"op": "conv", "tensor": "b", "channels": 2,
                           "largest_code": pytest.approx(2e9 / float(b.scale[2]))}]
-    assert caught[0].message.code == "bias-saturation" and caught[0].message.op == "conv"
+    # the output's calibration warns too (a 1e9 bias sets its range); the saturation is reported on its own
+    assert [w.message.op for w in caught if w.message.code == "bias-saturation"] == ["conv"]
     weight = graph.variables["w"].value
     np.testing.assert_allclose(w.scale, np.abs(weight).reshape(3, -1).max(axis=1) / 127, rtol=1e-6)
 
