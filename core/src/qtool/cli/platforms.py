@@ -9,7 +9,6 @@ import textwrap
 from rich.table import Table
 
 from ..plugins import plugins
-from ..plugins.registry import Registry
 from .console import console
 
 PLATFORMS_SCHEMA_VERSION = 1
@@ -67,7 +66,11 @@ def number_ranges(numbers: list[int]) -> str:
 
 
 def list_plugins(args) -> int:
-    for registry in Registry.instances:  # run every registration hook so that its failures are recorded
+    from ..calibration.observers import OBSERVERS
+    from ..passes.registry import PASSES
+    from ..platform import PLATFORMS
+
+    for registry in (PLATFORMS, OBSERVERS, PASSES):  # run every registration hook so that its failures are recorded
         registry.entries()
     records = [r.as_dict() for r in plugins()]
     if args.json:

@@ -37,15 +37,12 @@ class Registry(Generic[T]):
     ``builtins`` are the core's own entries, registered before any plugin.
     """
 
-    instances: list[Registry] = []
-
     def __init__(self, kind: str, hook_name: str, builtins: Callable[[], dict[str, T]] | None = None,
                  name_of: Callable[[T], str] | None = None) -> None:
         self.kind, self.hook_name = kind, hook_name
         self._builtins, self._name_of = builtins, name_of
         self._entries: dict[str, Entry[T]] | None = None
         on_reload(self.clear)
-        Registry.instances.append(self)
 
     def clear(self) -> None:
         self._entries = None
