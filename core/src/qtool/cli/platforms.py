@@ -67,8 +67,12 @@ def number_ranges(numbers: list[int]) -> str:
 
 
 def list_plugins(args) -> int:
-    for registry in Registry.instances:  # run every registration hook so that its failures are recorded
-        registry.entries()
+    from ..calibration.observers import OBSERVERS  # the core's registries: their modules may not be imported yet
+    from ..passes.registry import PASSES
+    from ..platform import PLATFORMS
+
+    for registry in dict.fromkeys([PLATFORMS, PASSES, OBSERVERS, *Registry.instances]):
+        registry.entries()  # run every registration hook so that its failures are recorded
     records = [r.as_dict() for r in plugins()]
     if args.json:
         print(json.dumps({"schema_version": 1, "plugins": records}, indent=2))
