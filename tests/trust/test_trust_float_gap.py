@@ -73,3 +73,11 @@ def test_the_summary_line_says_which_samples(small, tmp_path, capsys):
                  "-o", str(tmp_path / "b.onnx")]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("float vs quantized"))
     assert "8 calibration samples (seen by calibration; --calib-samples" in line
+
+
+def test_a_restored_state_never_claims_held_out_samples(small, tmp_path):
+    model, every, first = small
+    qtool.quantize(model, "onnxruntime", every, save_state=tmp_path / "state.json")  # calibrated on all 14
+    restored = qtool.quantize(model, "onnxruntime", every, max_samples=CALIBRATED, load_state=tmp_path / "state.json")
+    gap = restored.summary["float_vs_quantized"]
+    assert gap["held_out"] is False and gap["samples"] == CALIBRATED

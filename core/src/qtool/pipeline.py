@@ -164,7 +164,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
             _check_agreement(result, options.allow_unsupported)
     result.summary = summarize(result, target, save_state)
     if data is not None:
-        result.summary["float_vs_quantized"] = float_gap(graph, data, device)
+        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=load_state is None)
     return result
 
 
