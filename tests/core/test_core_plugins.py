@@ -75,7 +75,8 @@ def plugin_path(tmp_path_factory):
 
 
 def qtool(plugin_path, *args, **env):
-    environment = {**os.environ, "PYTHONPATH": str(plugin_path), **env}
+    search = [str(plugin_path), os.environ.get("PYTHONPATH")]  # the sources under test stay first after the plugins
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, search)), **env}
     environment.pop("QTOOL_STRICT_PLUGINS", None) if "QTOOL_STRICT_PLUGINS" not in env else None
     return subprocess.run([sys.executable, "-m", "qtool.cli.main", *args], capture_output=True, text=True,
                           env=environment)

@@ -28,15 +28,20 @@ def small(tmp_path_factory):
     return model, calibration_file(qtool.load(model), folder / "c.npz")
 
 
-def test_version_and_help_start_without_torch():
+def test_version_help_and_list_platforms_start_without_torch():
     code = ("import sys, time; t = time.perf_counter(); from qtool.cli.main import main\n"
             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules and 'onnx' not in sys.modules, 'heavy import'\n"
             "try:\n    main(['quantize', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported by --help'\n")
+            "assert 'torch' not in sys.modules, 'torch imported by quantize --help'\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+            "main(['list-platforms'])\n"
+            "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules, 'heavy list-platforms'\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "qtool 0.1.0" in run.stdout and "--json" in run.stdout
+    assert "list-platforms" in run.stdout and "onnxruntime-int32bias" in run.stdout  # plugins loaded and listed
 
 
 def test_python_dash_m_qtool_and_usage_errors_exit_2():

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .analysis.float_gap import FLOAT_GAP_SAMPLES, float_vs_quantized
+from .analysis.float_gap import float_gap
 from .calibration import load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
@@ -111,7 +111,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
     it may be None when ``load_state`` names a state saved by an earlier run. ``calib_layout="feeds"`` takes
-    each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples;
+    each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples
+    (up to 8 after them, never calibrated on, measure ``summary["float_vs_quantized"]``);
     ``transform(item)`` maps each item to the inputs (e.g. ``(inputs, labels)`` pairs of a DataLoader);
     ``skip_nonfinite`` drops samples holding NaN or Inf instead of refusing them.
     ``config`` is a config file path or dict merged over the platform's defaults
@@ -163,7 +164,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
             _check_agreement(result, options.allow_unsupported)
     result.summary = summarize(result, target, save_state)
     if data is not None:
-        result.summary["float_vs_quantized"] = float_vs_quantized(graph, data.samples(FLOAT_GAP_SAMPLES), device)
+        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=load_state is None)
     return result
 
 

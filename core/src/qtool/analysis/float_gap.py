@@ -41,5 +41,15 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     return {"samples": len(samples), "held_out": held_out, "outputs": outputs}
 
 
+def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bool = True) -> dict:
+    """Float vs quantized on samples calibration never saw (those after ``max_samples``) where the data holds
+    some; otherwise on the first calibration samples, saying so (``held_out`` false). Calibration itself always
+    reads the same samples: holding some out never changes what it computes. ``calibrated_on_data`` false (a
+    state restored from a file, calibrated on data unknown) never claims samples were held out."""
+    held_out = data.held_out(FLOAT_GAP_SAMPLES) if calibrated_on_data else []
+    samples = held_out or data.samples(FLOAT_GAP_SAMPLES)
+    return float_vs_quantized(graph, samples, device, held_out=bool(held_out))
+
+
 def _finite(value: float) -> float | None:
     return round(value, 3) if math.isfinite(value) else None

@@ -70,8 +70,19 @@ class CalibrationData:
 
     def samples(self, n: int) -> list[dict[str, np.ndarray]]:
         """The first ``n`` samples, each a dict of arrays with a first axis of 1 (feeds as they are)."""
+        return self._split(self._chunks(), n)
+
+    def held_out(self, n: int) -> list[dict[str, np.ndarray]]:
+        """Up to ``n`` samples that calibration never sees, split as :meth:`samples` splits them: those after
+        the first ``max_samples``. None without ``max_samples`` (calibration reads all the data) nor when the
+        data holds no more; samples holding NaN or Inf are passed over, never refused."""
+        if self.max_samples is None:
+            return []
+        return self._split(self._after(self.max_samples), n)
+
+    def _split(self, chunks: Iterator[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
         found: list[dict[str, np.ndarray]] = []
-        for batch in self._chunks():
+        for batch in chunks:
             step = 1 if self.layout == "feeds" else self.fixed_batch or 1
             for i in range(0, self.samples_in(batch), step):
                 if len(found) >= n:
@@ -118,14 +129,30 @@ class CalibrationData:
         self.count = taken
         self._report_skipped(skipped)
 
-    def _finite(self, where: str, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray] | None, int]:
-        """The arrays without the samples that hold NaN or Inf (when skipping them), and how many went."""
+    def _after(self, start: int) -> Iterator[dict[str, np.ndarray]]:
+        """The source's finite samples after the first ``start`` that :meth:`_chunks` yields (which refused or
+        dropped the non-finite ones among those)."""
+        seen = 0
+        for where, arrays in self._source.chunks():
+            arrays, _ = self._finite(where, arrays, skip=True)
+            if arrays is None:
+                continue
+            size = self.samples_in(arrays)
+            if seen + size > start:
+                skip = max(start - seen, 0)
+                yield {name: a[skip:] for name, a in arrays.items()} if skip else arrays
+            seen += size
+
+    def _finite(self, where: str, arrays: dict[str, np.ndarray], *,
+                skip: bool | None = None) -> tuple[dict[str, np.ndarray] | None, int]:
+        """The arrays without the samples that hold NaN or Inf (when skipping them: ``skip``, by default
+        ``skip_nonfinite``), and how many went."""
         bad = None
         for name, array in arrays.items():
             if not np.issubdtype(array.dtype, np.inexact) or np.isfinite(array).all():
                 continue
             rows = (~np.isfinite(array)).reshape(1 if self.layout == "feeds" else len(array), -1).any(axis=1)
-            if not self.skip_nonfinite:
+            if not (self.skip_nonfinite if skip is None else skip):
                 first = int(np.flatnonzero(rows)[0])
                 what = "NaN" if np.isnan(array[first] if self.layout == "samples" else array).any() else "Inf"
                 sample = "" if self.layout == "feeds" else f" sample {first}"

@@ -169,8 +169,9 @@ def float_gap_lines(gap: dict | None) -> list[str]:
     """Float vs quantized per output: what the quantization costs (the agreement line only checks the export)."""
     if not gap or not gap["outputs"]:
         return []
-    where = "held-out" if gap["held_out"] else "calibration"
-    lines = [f"float vs quantized on {gap['samples']} {where} samples:"]
+    where = ("held-out samples" if gap["held_out"] else
+             "calibration samples (seen by calibration; --calib-samples N below the data's size holds the rest out)")
+    lines = [f"float vs quantized on {gap['samples']} {where}:"]
     for name, o in gap["outputs"].items():
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
         lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}")

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal
 from qtool.ops import COMPUTE_OP_TYPES
 
-from . import agreement, export, nbits, rules
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
 
 # Quantized by default; data-movement ops between them follow (passive_op_types). annotate() keeps those float
@@ -22,7 +21,11 @@ FLOAT_KERNEL_ONLY = {
 
 
 class OnnxRuntimePlatform(Platform):
-    """QDQ ONNX for ONNX Runtime with float biases (ORT quantizes them to s_in * s_w itself)."""
+    """QDQ ONNX for ONNX Runtime with float biases (ORT quantizes them to s_in * s_w itself).
+
+    The methods import their modules (onnxruntime, torch) when called, so that registering the platform (every
+    ``qtool`` command, ``qtool --help`` included) does not wait for them.
+    """
 
     name = "onnxruntime"
     description = "QDQ ONNX model for ONNX Runtime; Conv/Gemm biases stay float"
@@ -50,7 +53,9 @@ class OnnxRuntimePlatform(Platform):
         if not isinstance(extra.get("external_data", False), bool):
             raise ExportOptionError(f"export option 'external_data': expected true or false, "
                                     f"got {extra['external_data']!r}")
-        nbits.check_options(extra)
+        from .nbits import check_options
+
+        check_options(extra)
 
     def default_config(self) -> dict[str, Any]:
         return {
@@ -78,13 +83,19 @@ class OnnxRuntimePlatform(Platform):
         return KeepFloat(reason) if reason is not None and not proposal.requested else proposal
 
     def validate(self, graph, options: ExportOptions | None = None):
-        return rules.validate(graph, options)
+        from .rules import validate
+
+        return validate(graph, options)
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
-        return export.export(graph, output, options)
+        from .export import export
+
+        return export(graph, output, options)
 
     def agreement(self, graph, paths, samples, simulated):
-        return agreement.agreement(graph, paths, samples, simulated)
+        from .agreement import agreement
+
+        return agreement(graph, paths, samples, simulated)
 
 
 class OnnxRuntimeInt32BiasPlatform(OnnxRuntimePlatform):

@@ -1,0 +1,83 @@
+"""Float vs quantized in the quantize summary: on held-out samples where the data has some beyond --calib-samples,
+else on calibration samples and saying so; holding samples out never changes what calibration computes."""
+
+import numpy as np
+import pytest
+import qtool
+from qtool.analysis.float_gap import float_vs_quantized
+from qtool.calibration import load_calibration_data
+from qtool.cli.main import main
+from qtool.testing.models import calibration_file, small_model
+
+CALIBRATED = 8
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The model, 14 samples, and a file of only the first 8 of them."""
+    folder = tmp_path_factory.mktemp("gap")
+    model = small_model(folder / "m.onnx")
+    every = calibration_file(qtool.load(model), folder / "every.npz", count=14)
+    with np.load(every) as arrays:
+        np.savez(folder / "first.npz", **{k: a[:CALIBRATED] for k, a in arrays.items()})
+    return model, every, folder / "first.npz"
+
+
+def arrays(path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_held_out_samples_are_those_after_max_samples(small):
+    model, every, _ = small
+    graph = qtool.load(model)
+    data = load_calibration_data(every, graph, batch_size=3, max_samples=CALIBRATED)
+    held = data.held_out(8)
+    expected = next(iter(arrays(every).values()))[CALIBRATED:]
+    assert len(held) == 6 and all(next(iter(s.values())).shape[0] == 1 for s in held)
+    np.testing.assert_array_equal(np.concatenate([next(iter(s.values())) for s in held]), expected)
+    assert len(data.held_out(2)) == 2
+    assert load_calibration_data(every, graph, batch_size=3).held_out(8) == []  # calibration reads it all
+    assert load_calibration_data(every, graph, batch_size=3, max_samples=14).held_out(8) == []
+
+
+def test_held_out_feeds_pass_over_nonfinite_ones_without_refusing():
+    graph = qtool.Graph()
+    graph.inputs.append(graph.add_variable("x", shape=[2, 3], dtype=np.dtype(np.float32)))
+    feeds = [{"x": np.full((2, 3), float(i), np.float32)} for i in range(5)]
+    feeds[3]["x"][0, 0] = np.nan
+    data = load_calibration_data(feeds, graph, batch_size=1, layout="feeds", max_samples=2)
+    assert [float(f["x"][1, 1]) for f in data.held_out(8)] == [2.0, 4.0]
+
+
+def test_summary_measures_on_held_out_samples_and_calibration_is_unchanged(small, tmp_path):
+    model, every, first = small
+    held = qtool.quantize(model, "onnxruntime", every, max_samples=CALIBRATED, output=tmp_path / "held.onnx")
+    plain = qtool.quantize(model, "onnxruntime", first, output=tmp_path / "plain.onnx")
+    assert (tmp_path / "held.onnx").read_bytes() == (tmp_path / "plain.onnx").read_bytes()
+    gap, plain_gap = held.summary["float_vs_quantized"], plain.summary["float_vs_quantized"]
+    assert gap["held_out"] is True and gap["samples"] == 6
+    assert plain_gap["held_out"] is False and plain_gap["samples"] == CALIBRATED
+    name = qtool.load(model).outputs[0].name
+    rest = [{k: a[i : i + 1] for k, a in arrays(every).items()} for i in range(CALIBRATED, 14)]
+    direct = float_vs_quantized(held.graph, rest)["outputs"][name]
+    assert gap["outputs"][name] == direct and gap["outputs"][name] != plain_gap["outputs"][name]
+
+
+def test_the_summary_line_says_which_samples(small, tmp_path, capsys):
+    model, every, first = small
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(every), "--calib-samples",
+                 str(CALIBRATED), "-o", str(tmp_path / "a.onnx")]) == 0
+    assert "float vs quantized on 6 held-out samples:" in capsys.readouterr().out
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(first),
+                 "-o", str(tmp_path / "b.onnx")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("float vs quantized"))
+    assert "8 calibration samples (seen by calibration; --calib-samples" in line
+
+
+def test_a_restored_state_never_claims_held_out_samples(small, tmp_path):
+    model, every, first = small
+    qtool.quantize(model, "onnxruntime", every, save_state=tmp_path / "state.json")  # calibrated on all 14
+    restored = qtool.quantize(model, "onnxruntime", every, max_samples=CALIBRATED, load_state=tmp_path / "state.json")
+    gap = restored.summary["float_vs_quantized"]
+    assert gap["held_out"] is False and gap["samples"] == CALIBRATED
