@@ -241,7 +241,7 @@ def summary(rows: list[Row]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", help="comma-separated names (default: every zoo model)")
+    parser.add_argument("--models", help="comma-separated names, run in this order (default: every zoo model)")
     parser.add_argument("--runs", type=int, default=20, help="timed latency runs per model (fastest is kept)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed to one quantization")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-zoo")
@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(wanted) - {e.name for e in entries})
             if unknown:
                 parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(e.name for e in entries)}")
-            entries = [e for e in entries if e.name in wanted]
+            by_name = {e.name: e for e in entries}
+            entries = [by_name[name] for name in dict.fromkeys(wanted)]  # in the order asked
         print(f"# {measure.machine()}; ORT latency with 1 intra-op thread; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
         rows = []
