@@ -109,25 +109,6 @@ def _run_worker(spec: dict, timeout: float) -> dict:
     return result
 
 
-# -- latency -----------------------------------------------------------------------------------------------------
-
-
-def latencies(paths: dict[str, Path], feed: dict, runs: int, threads: int) -> dict[str, tuple[float, float]]:
-    """Fastest wall and CPU milliseconds of one run per model, the models taking turns run by run."""
-    sessions = {name: measure.session(path, threads) for name, path in paths.items()}
-    for sess in sessions.values():
-        for _ in range(3):
-            sess.run(None, feed)
-    best = {name: (float("inf"), float("inf")) for name in sessions}
-    for _ in range(runs):
-        for name, sess in sessions.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            sess.run(None, feed)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name] = (min(best[name][0], 1000 * wall), min(best[name][1], 1000 * cpu))
-    return best
-
-
 def _compute_ops(path: Path) -> tuple[int, int]:
     """(quantized, all) compute ops of an ONNX file, counted as the zoo counts them (``measure.coverage``)."""
     share = measure.coverage(path)
@@ -177,7 +158,7 @@ def _bench_model(model: SpeedModel, configs: list[str], threads: int, runs: int,
         rows.append(row)
     by_config = {r.config: r for r in rows}
     for count in (1, 2):
-        for name, (wall, cpu) in latencies(exports, model.feed, runs, count).items():
+        for name, (wall, cpu) in measure.latencies(exports, model.feed, runs, count).items():
             by_config[name].latency_ms.update({f"wall{count}": wall, f"cpu{count}": cpu})
     return rows
 
