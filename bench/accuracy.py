@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -181,33 +180,8 @@ def _worker(spec: dict) -> dict:
 def _run_worker(spec: dict, timeout: float) -> tuple[dict, float]:
     """Run ``_worker`` in a subprocess; returns its result and its ru_maxrss in MiB (an upper bound: see
     ``measure.own_peak_mib``, which the worker reports itself where /proc is there)."""
-    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
-        result_path = Path(f.name)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "result": str(result_path)})]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    status, usage = 0, None
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    peak_mib = usage.ru_maxrss / 1024.0  # KiB on Linux
-    try:
-        result = json.loads(result_path.read_text() or "{}")
-    except (OSError, json.JSONDecodeError):
-        result = {}
-    result_path.unlink(missing_ok=True)
-    if not result:
-        reason = f"timed out after {timeout:.0f} s" if time.monotonic() > deadline else f"exit {proc.returncode}"
-        tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-        result = {"error": f"worker {reason}: {tail}"[:300]}
+    result, _, peak_mib = measure.run_measured([sys.executable, str(Path(__file__).resolve()), "--worker",
+                                                json.dumps(spec)], timeout)
     return result, peak_mib
 
 
@@ -405,9 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        spec = json.loads(args.worker)
-        result = _worker(spec)
-        Path(spec["result"]).write_text(json.dumps(result))
+        measure.write_result(_worker(json.loads(args.worker)))
         return 0
 
     if args.table:
