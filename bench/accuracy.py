@@ -180,8 +180,8 @@ def _worker(spec: dict) -> dict:
 def _run_worker(spec: dict, timeout: float) -> tuple[dict, float]:
     """Run ``_worker`` in a subprocess; returns its result and its ru_maxrss in MiB (an upper bound: see
     ``measure.own_peak_mib``, which the worker reports itself where /proc is there)."""
-    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    result, _, peak_mib = measure.run_measured(argv, timeout)
+    result, _, peak_mib = measure.run_measured([sys.executable, str(Path(__file__).resolve()), "--worker",
+                                                json.dumps(spec)], timeout)
     return result, peak_mib
 
 
@@ -379,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        spec = json.loads(args.worker)
-        Path(os.environ["MEASURE_RESULT"]).write_text(json.dumps(_worker(spec)))
+        measure.write_result(_worker(json.loads(args.worker)))
         return 0
 
     if args.table:

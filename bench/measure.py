@@ -4,7 +4,8 @@
   and weight through DequantizeLinear, or are integer ops already;
 * :func:`ort_integer_share`: which compute kernels ONNX Runtime really runs as integer kernels, from the graph it
   optimizes (``SessionOptions.optimized_model_filepath``);
-* :func:`latency_ms`: the fastest of N runs in ONNX Runtime at a thread count;
+* :func:`latency_ms`: the fastest of N runs in ONNX Runtime at a thread count; :func:`latencies`: the same for
+  several models taking turns run by run (wall and CPU time), so that other load hits them alike;
 * :func:`sqnr_db`: signal-to-quantization-noise ratio of outputs against float;
 * :func:`run_measured`: a command in a subprocess, with its wall time and peak resident memory (``ru_maxrss``);
   :func:`own_peak_mib` lets the child report its own, more exact peak.
@@ -121,6 +122,23 @@ def latency_ms(path: str | os.PathLike, feed: dict[str, np.ndarray], runs: int =
         sess.run(None, feed)
         times.append(time.perf_counter() - start)
     return 1000.0 * min(times)
+
+
+def latencies(paths: dict[str, str | os.PathLike], feed: dict[str, np.ndarray], runs: int = 20,
+              threads: int = 1) -> dict[str, tuple[float, float]]:
+    """Fastest wall and CPU milliseconds of one run per model, the models taking turns run by run."""
+    sessions = {name: session(path, threads) for name, path in paths.items()}
+    for sess in sessions.values():
+        for _ in range(3):
+            sess.run(None, feed)
+    best = {name: (float("inf"), float("inf")) for name in sessions}
+    for _ in range(runs):
+        for name, sess in sessions.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            sess.run(None, feed)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name] = (min(best[name][0], 1000 * wall), min(best[name][1], 1000 * cpu))
+    return best
 
 
 def sqnr_db(reference: list[np.ndarray], quantized: list[np.ndarray]) -> float:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,17 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from accuracy import CONFIGS, _own_peak_mib, _pre_process, _quantize_ort  # noqa: E402
-
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-INTEGER_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "MatMulNBits")
-_PASS_THROUGH = ("Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten")  # between a DequantizeLinear and its op
+import measure  # noqa: E402
+from accuracy import CONFIGS, _pre_process, _quantize_ort  # noqa: E402
 
 QTOOL_CONFIGS = {
     "qtool-default": {},
@@ -75,27 +70,6 @@ class Row:
     error: str | None = None
 
 
-# -- counting quantized compute ops in an exported file --------------------------------------------------------
-
-
-def quantized_compute_ops(path: Path) -> tuple[int, int]:
-    """(quantized, all) compute ops of an ONNX file: integer ops, or compute ops whose data and weight inputs both
-    come from a DequantizeLinear (directly or through a Transpose/Reshape-like op)."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def dequantized(name: str) -> bool:
-        node = producer.get(name)
-        while node is not None and node.op_type in _PASS_THROUGH:
-            node = producer.get(node.input[0])
-        return node is not None and node.op_type == "DequantizeLinear"
-
-    compute = [n for n in graph.node if n.op_type in COMPUTE_OPS]
-    quantized = sum(1 for n in compute if len(n.input) > 1 and dequantized(n.input[0]) and dequantized(n.input[1]))
-    integer = sum(1 for n in graph.node if n.op_type in INTEGER_OPS)
-    return quantized + integer, len(compute) + integer
-
-
 # -- the quantizing subprocess ---------------------------------------------------------------------------------
 
 
@@ -120,63 +94,25 @@ def _worker(spec: dict) -> dict:
     else:
         _quantize_ort(Path(spec["source"]), output, CONFIGS[spec["config"]], calib)
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "passes": passes, "peak_mib": _own_peak_mib()}
+    return {"seconds": seconds, "passes": passes, "peak_mib": measure.own_peak_mib()}
 
 
 def _run_worker(spec: dict, timeout: float) -> dict:
     """``_worker`` in a fresh interpreter; the whole process is timed (imports included), its peak memory read from
     its own VmHWM (or its ru_maxrss where /proc is missing)."""
-    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
-        result_path = Path(f.name)
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "QTOOL_NUM_THREADS": str(spec["threads"])}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "result": str(result_path)})]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        _, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return {"error": f"timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - start
-    try:
-        result = json.loads(result_path.read_text() or "{}")
-    except (OSError, json.JSONDecodeError):
-        result = {}
-    result_path.unlink(missing_ok=True)
-    if proc.returncode or not result:
-        tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-        return {"error": f"exit {proc.returncode}: {tail}"[:300]}
-    result["wall"] = wall
+    threads = str(spec["threads"])
+    result, wall, peak_mib = measure.run_measured(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], timeout,
+        env={"OMP_NUM_THREADS": threads, "QTOOL_NUM_THREADS": threads})
+    if "error" not in result:
+        result["wall"], result["peak_mib"] = wall, result.get("peak_mib") or peak_mib
     return result
 
 
-# -- latency -----------------------------------------------------------------------------------------------------
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def latencies(paths: dict[str, Path], feed: dict, runs: int, threads: int) -> dict[str, tuple[float, float]]:
-    """Fastest wall and CPU milliseconds of one run per model, the models taking turns run by run."""
-    sessions = {name: _session(path, threads) for name, path in paths.items()}
-    for sess in sessions.values():
-        for _ in range(3):
-            sess.run(None, feed)
-    best = {name: (float("inf"), float("inf")) for name in sessions}
-    for _ in range(runs):
-        for name, sess in sessions.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            sess.run(None, feed)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name] = (min(best[name][0], 1000 * wall), min(best[name][1], 1000 * cpu))
-    return best
+def _compute_ops(path: Path) -> tuple[int, int]:
+    """(quantized, all) compute ops of an ONNX file, counted as the zoo counts them (``measure.coverage``)."""
+    share = measure.coverage(path)
+    return share.part, share.whole
 
 
 # -- one model ---------------------------------------------------------------------------------------------------
@@ -199,7 +135,7 @@ def _bench_model(model: SpeedModel, configs: list[str], threads: int, runs: int,
         pickle.dump(model.calib, f)
     ort_source = None
     rows = [Row(model.name, "float")]
-    rows[0].quantized_ops, rows[0].compute_ops = quantized_compute_ops(model.path)
+    rows[0].quantized_ops, rows[0].compute_ops = _compute_ops(model.path)
     exports = {"float": model.path}
     for config in configs:
         row = Row(model.name, config)
@@ -216,13 +152,13 @@ def _bench_model(model: SpeedModel, configs: list[str], threads: int, runs: int,
             row.error = result["error"]
         else:
             row.quantize_s, row.peak_mib, row.passes = result["wall"], result["peak_mib"], result["passes"]
-            row.quantized_ops, row.compute_ops = quantized_compute_ops(output)
+            row.quantized_ops, row.compute_ops = _compute_ops(output)
             exports[config] = output
         log(f"[{model.name}] {config}: " + (row.error or f"{row.quantize_s:.1f} s, {row.peak_mib:.0f} MiB"))
         rows.append(row)
     by_config = {r.config: r for r in rows}
     for count in (1, 2):
-        for name, (wall, cpu) in latencies(exports, model.feed, runs, count).items():
+        for name, (wall, cpu) in measure.latencies(exports, model.feed, runs, count).items():
             by_config[name].latency_ms.update({f"wall{count}": wall, f"cpu{count}": cpu})
     return rows
 
@@ -264,7 +200,8 @@ def markdown(rows: list[Row]) -> str:
                 lines.append(f"| {name} | {row.config} | n/a: {row.error} |" + " |" * 10)
                 continue
             lat = row.latency_ms
-            cells = [f"{row.quantize_s:.1f}" if row.quantize_s else "", _ratio(row.quantize_s, base and base.quantize_s),
+            cells = [f"{row.quantize_s:.1f}" if row.quantize_s else "",
+                     _ratio(row.quantize_s, base and base.quantize_s),
                      f"{row.peak_mib:.0f}" if row.peak_mib else "", _ratio(row.peak_mib, base and base.peak_mib),
                      f"{row.quantized_ops}/{row.compute_ops}"]
             for t in (1, 2):
@@ -302,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        spec = json.loads(args.worker)
-        Path(spec["result"]).write_text(json.dumps(_worker(spec)))
+        measure.write_result(_worker(json.loads(args.worker)))
         return 0
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in (*ORT_CONFIGS, *QTOOL_CONFIGS)]

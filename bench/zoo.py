@@ -6,7 +6,8 @@ For each model: does qtool quantize it, does ORT load and run the export; comput
 exported file (Conv/ConvTranspose/MatMul/Gemm whose data and weight come through DequantizeLinear, or integer
 ops); the share of compute kernels ORT really runs as integer kernels (its optimized graph); output SQNR against
 float on held-out feeds (qtool's export and ORT's); quantize wall time of each quantizer's whole process and its
-peak RSS (each runs in its own subprocess); the exported model's latency against float (1 thread, fastest run).
+peak RSS (each runs in its own subprocess); the exported models' latency against float (1 thread, fastest run,
+the float model and both exports taking turns run by run so that other load hits them alike).
 
     python bench/zoo.py                       # every model; prints the table
     python bench/zoo.py --models resnet18-w8,lstm-state --markdown
@@ -144,7 +145,6 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
             np.savez(calib / f"{i:03d}.npz", **feed(i))
         held_out = [feed(CALIB + i) for i in range(EVAL)]
         reference = _outputs(source, held_out)
-        row.float_ms = measure.latency_ms(source, held_out[0], args.runs, 1)
     except Exception as exc:
         row.errors["build"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         log(f"[{entry.name}] build failed: {row.errors['build']}")
@@ -164,11 +164,13 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
         setattr(row, f"{tool}_s", seconds)
         try:
             got = _outputs(output, held_out)
-            setattr(row, f"{tool}_ms", measure.latency_ms(output, held_out[0], args.runs, 1))
             setattr(row, "sqnr_db" if tool == "qtool" else "ort_sqnr_db", _sqnr(reference, got))
             exports[tool] = output
         except Exception as exc:
             row.errors[f"{tool} run"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"[:300]
+    fastest = measure.latencies({"float": source, **exports}, held_out[0], args.runs, 1)
+    row.float_ms, row.qtool_ms, row.ort_ms = (fastest[k][0] if k in fastest else None
+                                              for k in ("float", "qtool", "ort"))
     row.quantized = "qtool" not in row.errors
     row.runs_in_ort = "qtool" in exports
     if row.runs_in_ort:
@@ -209,8 +211,8 @@ def _cells(row: Row) -> dict[str, str]:
                                + f" / {_fmt(row.ort_sqnr_db, '.1f')}",
         "quantize s qtool / ORT": f"{_fmt(row.qtool_s, '.1f')} / {_fmt(row.ort_s, '.1f')} ({_fmt(ratio, '.1f')}x)",
         "peak MiB qtool / ORT": f"{_fmt(row.qtool_mib, '.0f')} / {_fmt(row.ort_mib, '.0f')}",
-        "latency ms float / qtool": f"{_fmt(row.float_ms, '.2f')} / {_fmt(row.qtool_ms, '.2f')} "
-                                    f"({_fmt(latency, '.2f')}x)",
+        "latency ms float / qtool / ORT": f"{_fmt(row.float_ms, '.2f')} / {_fmt(row.qtool_ms, '.2f')} "
+                                          f"({_fmt(latency, '.2f')}x) / {_fmt(row.ort_ms, '.2f')}",
         "goals missed": ", ".join(row.goals()) or "none",
     }
 
@@ -241,7 +243,7 @@ def summary(rows: list[Row]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", help="comma-separated names (default: every zoo model)")
+    parser.add_argument("--models", help="comma-separated names, run in this order (default: every zoo model)")
     parser.add_argument("--runs", type=int, default=20, help="timed latency runs per model (fastest is kept)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed to one quantization")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-zoo")
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(wanted) - {e.name for e in entries})
             if unknown:
                 parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(e.name for e in entries)}")
-            entries = [e for e in entries if e.name in wanted]
+            by_name = {e.name: e for e in entries}
+            entries = [by_name[name] for name in dict.fromkeys(wanted)]  # in the order asked
         print(f"# {measure.machine()}; ORT latency with 1 intra-op thread; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
         rows = []
