@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...config.weight_only import block_axis
 from ...ir import Graph, Operation
 from ...quant import QuantizationState, compute_scale_offset
 from ...quant.policy import QuantizationPolicy as P
@@ -119,7 +120,7 @@ def _blocked(op: Operation) -> BlockedWeight | None:
     scheme = tqc.scheme
     if not scheme.policy & P.PER_BLOCK or scheme.is_floating or scheme.policy & P.DYNAMIC:
         return None
-    k_axis = {"MatMul": 0, "Gather": 1}.get(op.op_type, 1 if op.attributes.get("transB", 0) else 0)
+    k_axis = block_axis(op, op.inputs[index].name)
     if scheme.channel_axis % 2 != k_axis:
         return None
     return BlockedWeight(op, index, tqc, transposed=k_axis == 0)
