@@ -15,6 +15,7 @@ import torch
 
 from ...config.weight_only import block_axis
 from ...ir import Graph, Operation
+from ...ops import input_channel_axis
 from ...quant import QuantizationState, compute_scale_offset
 from ...quant.policy import QuantizationPolicy as P
 
@@ -112,7 +113,7 @@ def _blocked(op: Operation) -> BlockedWeight | None:
     index = 0 if op.op_type == "Gather" else 1
     if len(op.inputs) <= index or op.inputs[index] is None or not op.inputs[index].is_parameter:
         return None
-    if op.op_type == "Gemm" and op.attributes.get("transA", 0) or np.ndim(op.inputs[index].value) != 2:
+    if input_channel_axis(op) == 0 or np.ndim(op.inputs[index].value) != 2:  # Gemm with transA: not x @ W
         return None
     tqc = op.quant.inputs[index]
     if tqc is None or tqc.state is not QuantizationState.ACTIVATED:

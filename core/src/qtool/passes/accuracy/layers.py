@@ -13,7 +13,7 @@ import torch
 
 from ...executor.ops import OpContext, get_op
 from ...ir import Graph, Operation, Variable
-from ...ops import bias_index, is_compute, out_channels
+from ...ops import bias_index, input_channel_axis, is_compute, out_channels
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def weight_input(op: Operation) -> int | None:
     """Index of the constant weight: input 1 of a Conv, ConvTranspose, Gemm (transA unset) or MatMul."""
     if not is_compute(op) or len(op.inputs) < 2 or op.inputs[0] is None:
         return None
-    if op.op_type == "Gemm" and op.attributes.get("transA", 0):
+    if input_channel_axis(op) == 0:  # Gemm with transA: the data's rows are not on its leading axes
         return None
     weight = op.inputs[1]
     if weight is None or not weight.is_parameter or op.inputs[0].is_parameter:
