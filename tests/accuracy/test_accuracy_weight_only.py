@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     return model, calib, held_out, reference
 
 
-def _snr(setup, accuracy, **kwargs) -> tuple[float, qtool.QuantizationResult]:
+def _snr(setup, accuracy, **kwargs) -> tuple[float, qtool.QuantizeResult]:
     model, calib, held_out, reference = setup
     result = qtool.quantize(model, "onnxruntime", calib, preset="int4-weight-only", accuracy=accuracy, **kwargs)
     y = TorchExecutor(result.graph).forward({TOKENS_INPUT: held_out})[0]

@@ -47,6 +47,40 @@ def test_weight_index_and_output_channel_axis(op_type, inputs, params, attribute
     assert ops.weight_axis(op, op.inputs[index].name) == axis and ops.is_compute(op)
 
 
+@pytest.mark.parametrize(("op_type", "x", "w", "attributes", "reduction", "in_axis", "out_axis", "channels"), [
+    ("Conv", (1, 3, 5, 5), (4, 3, 1, 1), {}, 1, 1, 1, 4),
+    ("Conv", (1, 4, 5, 5), (6, 2, 1, 1), {"group": 2}, 1, 1, 1, 6),
+    ("ConvTranspose", (1, 4, 5, 5), (4, 3, 1, 1), {"group": 2}, 0, 1, 1, 6),
+    ("Gemm", (2, 3), (3, 4), {}, 0, 1, 1, 4),
+    ("Gemm", (2, 3), (4, 3), {"transB": 1}, 1, 1, 1, 4),
+    ("Gemm", (3, 2), (3, 4), {"transA": 1}, 0, 0, 1, 4),
+    ("MatMul", (2, 3), (3, 4), {}, 0, -1, -1, 4),
+    ("MatMul", (5, 2, 3), (5, 3, 4), {}, 1, -1, -1, 4),
+])
+def test_channel_and_reduction_axes_match_what_ort_computes(op_type, x, w, attributes, reduction, in_axis, out_axis,
+                                                             channels):
+    node = helper.make_node(op_type, ["x", "w"], ["y"], name="op", **attributes)
+    model, graph = _graph([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x))], "y",
+                          {"w": RNG.normal(size=w)})
+    op = graph.operations["op"]
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": RNG.normal(size=x).astype(np.float32)})[0]
+
+    assert (ops.reduction_axis(op), ops.input_channel_axis(op), ops.output_channel_axis(op)) == \
+        (reduction, in_axis, out_axis)
+    assert ops.out_channels(op) == channels == y.shape[out_axis]
+    groups = attributes.get("group", 1) if op_type == "Conv" else 1  # a Conv weight holds C_in / group
+    assert w[reduction] * groups == x[in_axis]  # the weight's reduction axis is what the input's channels meet
+
+
+def test_reduction_axis_of_a_weight_first_matmul_and_of_plain_ops():
+    op = _op("MatMul", ["w", "x"], {"w": np.zeros((4, 2))})
+    assert ops.weight_index(op) == 0 and ops.reduction_axis(op) == ops.reduction_axis(op, "w") == 1  # K of W @ x
+    relu = _op("Relu", ["x"], {})
+    assert ops.reduction_axis(relu) is None and ops.input_channel_axis(relu) is None
+    assert ops.output_channel_axis(relu) is None and ops.out_channels(relu) is None
+
+
 def test_bias_steering_and_data_roles():
     conv = _op("Conv", ["x", "w", "b"], {"w": np.zeros((4, 3, 1, 1)), "b": np.zeros(4)})
     assert ops.bias_index(conv) == 2 and ops.has_bias(conv) and ops.is_bias(conv, 2)

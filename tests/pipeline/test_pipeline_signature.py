@@ -38,7 +38,7 @@ def test_export_options_and_the_earlier_keywords_write_the_same_file(model, tmp_
                              export=ExportOptions(opset=19, extra={"external_data": False}))
     earlier = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "b.onnx", opset=19,
                              remove_activations=True, export_options={"external_data": False})
-    assert isinstance(grouped, qtool.QuantizeResult) and qtool.QuantizationResult is qtool.QuantizeResult
+    assert isinstance(grouped, qtool.QuantizeResult) and not hasattr(qtool, "QuantizationResult")
     assert grouped.files[0].read_bytes() == earlier.files[0].read_bytes()
     default = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "c.onnx")
     assert default.files[0].read_bytes() != grouped.files[0].read_bytes()  # opset 19 and no Relu: another file

@@ -33,7 +33,7 @@ def test_a_conv_weight_per_channel_off_its_output_axis_keeps_the_bias_float(tmp_
     result = qtool.quantize(model, "onnxruntime-int32bias", calib, config=config, output=tmp_path / "q.onnx")
     conv1 = result.graph.operations["conv1"].quant
     bias = conv1.inputs[2]
-    assert not bias.is_quantizing  # int32 was asked; it cannot apply here
+    assert not bias.is_settled  # int32 was asked; it cannot apply here
     assert "not on its output axis 0" in bias.notes["reason"]
     assert result.agreement.get("error") is None
     assert result.summary["float_vs_quantized"]["outputs"]["output"]["cosine"] > 0.99

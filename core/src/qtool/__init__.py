@@ -22,7 +22,7 @@ _EXPORTS = {
     ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "load", "outer_references", "save",
             "save_model_proto", "to_model_proto"],
     ".ops": ["OpRoles", "op_roles"],
-    ".pipeline": ["QuantizationResult", "QuantizeResult", "quantize"],
+    ".pipeline": ["QuantizeResult", "quantize"],
     ".platform": ["Capabilities", "Diagnostic", "ExportOptionError", "ExportOptions", "KeepFloat", "Platform", "Proposal", "Severity",
                   "get_platform"],
     ".plugins": ["PluginError", "hookimpl"],
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from .ir import (PROTO_LIMIT, Graph, GraphError, Operation, Variable, load, outer_references, save,
                      save_model_proto, to_model_proto)
     from .ops import OpRoles, op_roles
-    from .pipeline import QuantizationResult, QuantizeResult, quantize
+    from .pipeline import QuantizeResult, quantize
     from .platform import (Capabilities, Diagnostic, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal, Severity,
                            get_platform)
     from .plugins import PluginError, hookimpl

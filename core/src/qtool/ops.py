@@ -46,6 +46,30 @@ def _matmul_axis(op, index: int) -> int | None:
     return len(shape) - 1 if index == 1 else len(shape) - 2
 
 
+def _conv_reduction(op, index: int) -> int:
+    return 1  # weight (C_out, C_in/group, k...)
+
+
+def _conv_transpose_reduction(op, index: int) -> int:
+    return 0  # weight (C_in, C_out/group, k...)
+
+
+def _gemm_reduction(op, index: int) -> int:
+    return 1 if op.attributes.get("transB", 0) else 0  # B is (N, K) with transB, else (K, N)
+
+
+def _matmul_reduction(op, index: int) -> int | None:
+    """x @ W: the rows of W (its second-to-last axis); W @ x: the columns of W (its last axis)."""
+    shape = op.inputs[index].shape
+    if shape is None or len(shape) < 2:
+        return None
+    return len(shape) - 2 if index == 1 else len(shape) - 1
+
+
+def _gemm_input_axis(op) -> int:
+    return 0 if op.attributes.get("transA", 0) else 1  # A is (K, M) with transA, else (M, K)
+
+
 @dataclass(frozen=True)
 class OpRoles:
     """The roles of one op type's inputs (positions not named here are data)."""
@@ -57,6 +81,14 @@ class OpRoles:
     params: frozenset[int] = frozenset()
     followers: frozenset[int] = frozenset()
     channel_axis: ChannelAxis | None = None
+    #: the weight's reduction (input-channel) axis, the one the op sums over
+    reduction_axis: ChannelAxis | None = None
+    #: the channel axis of the first data input (an int, or a function of the op for attribute-dependent layouts)
+    input_channel_axis: int | Callable[[object], int] | None = None
+    #: the channel axis of the output (negative: counted from the end)
+    output_channel_axis: int | None = None
+    #: the weight's channel axis holds one group's output channels (ConvTranspose), not all of them
+    grouped_out: bool = False
     #: a compute op (matrix product / convolution): what quantization coverage counts
     compute: bool = False
 
@@ -70,10 +102,15 @@ def _shape(*positions: int) -> OpRoles:
 
 
 OP_ROLES: Mapping[str, OpRoles] = MappingProxyType({
-    "Conv": OpRoles(weight=(1,), bias=2, channel_axis=_conv_axis, compute=True),
-    "ConvTranspose": OpRoles(weight=(1,), bias=2, channel_axis=_conv_transpose_axis, compute=True),
-    "Gemm": OpRoles(weight=(1,), bias=2, channel_axis=_gemm_axis, compute=True),
-    "MatMul": OpRoles(weight=(1, 0), channel_axis=_matmul_axis, compute=True),
+    "Conv": OpRoles(weight=(1,), bias=2, channel_axis=_conv_axis, reduction_axis=_conv_reduction,
+                    input_channel_axis=1, output_channel_axis=1, compute=True),
+    "ConvTranspose": OpRoles(weight=(1,), bias=2, channel_axis=_conv_transpose_axis,
+                             reduction_axis=_conv_transpose_reduction, input_channel_axis=1, output_channel_axis=1,
+                             grouped_out=True, compute=True),
+    "Gemm": OpRoles(weight=(1,), bias=2, channel_axis=_gemm_axis, reduction_axis=_gemm_reduction,
+                    input_channel_axis=_gemm_input_axis, output_channel_axis=1, compute=True),
+    "MatMul": OpRoles(weight=(1, 0), channel_axis=_matmul_axis, reduction_axis=_matmul_reduction,
+                      input_channel_axis=-1, output_channel_axis=-1, compute=True),
     "Reshape": _shape(1), "Slice": _shape(1, 2, 3, 4), "Resize": _shape(1, 2, 3), "Upsample": _shape(1),
     "Expand": _shape(1), "Tile": _shape(1), "Squeeze": _shape(1), "Unsqueeze": _shape(1), "TopK": _shape(1),
     "Split": _shape(1), "Gather": _shape(1), "GatherElements": _shape(1), "GatherND": _shape(1),
@@ -165,12 +202,48 @@ def weight_axis(op, tensor: str | None = None) -> int | None:
     second-to-last (each the axis of the output's channels; ONNX Runtime runs
     per-channel DequantizeLinear weights on exactly these axes).
     """
-    roles = op_roles(op)
-    if roles.channel_axis is None:
+    return _weight_rule(op, tensor, op_roles(op).channel_axis)
+
+
+def reduction_axis(op, tensor: str | None = None) -> int | None:
+    """The axis of the op's weight that the op sums over (its input channels), or None.
+
+    ``tensor`` as for :func:`weight_axis`. Conv 1, ConvTranspose 0, Gemm 1 with
+    transB else 0, MatMul: x @ W the second-to-last axis of W, W @ x its last
+    (K of the product): the axis weight-only blocks run along.
+    """
+    return _weight_rule(op, tensor, op_roles(op).reduction_axis)
+
+
+def _weight_rule(op, tensor: str | None, rule: ChannelAxis | None) -> int | None:
+    if rule is None:
         return None
     if tensor is None:
         index = weight_index(op)
     else:
-        index = next((i for i in roles.weight if i < len(op.inputs) and op.inputs[i] is not None
+        index = next((i for i in op_roles(op).weight if i < len(op.inputs) and op.inputs[i] is not None
                       and op.inputs[i].name == tensor), None)
-    return None if index is None else roles.channel_axis(op, index)
+    return None if index is None else rule(op, index)
+
+
+def input_channel_axis(op) -> int | None:
+    """The channel axis of the op's first input (the one its weight contracts), or None.
+
+    Conv and ConvTranspose 1, Gemm 1 (0 with transA), MatMul -1 (the last).
+    """
+    axis = op_roles(op).input_channel_axis
+    return axis(op) if callable(axis) else axis
+
+
+def output_channel_axis(op) -> int | None:
+    """The channel axis of the op's output, or None: 1 for Conv, ConvTranspose and Gemm, -1 (the last) for MatMul."""
+    return op_roles(op).output_channel_axis
+
+
+def out_channels(op) -> int | None:
+    """The number of output channels of the op's weight (read along :func:`weight_axis`), or None."""
+    index, axis = weight_index(op), weight_axis(op)
+    if index is None or axis is None:
+        return None
+    channels = op.inputs[index].value.shape[axis]
+    return channels * op.attributes.get("group", 1) if op_roles(op).grouped_out else channels

@@ -79,9 +79,6 @@ class QuantizeResult:
         return analysis
 
 
-QuantizationResult = QuantizeResult  # the earlier name
-
-
 @dataclass
 class Plan:
     """A model dispatched for a platform by the planning passes (``qtool explain``)."""
@@ -268,7 +265,7 @@ def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: b
                                     f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
 
 
-def _check_agreement(result: QuantizationResult, allowed: bool) -> None:
+def _check_agreement(result: QuantizeResult, allowed: bool) -> None:
     """A runtime that refuses the written model fails the run, unless ERRORs were allowed (then it is expected)."""
     refused = (result.agreement or {}).get("error")
     if refused and not allowed:

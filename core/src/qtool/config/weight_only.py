@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ops import op_roles, reduction_axis
+
 WEIGHT_ONLY_OP_TYPES = ("MatMul", "Gemm", "Gather")
 ACTIVATION_DEFAULTS_OFF = ("equalization", "fallback", "smoothquant")
 
@@ -18,23 +20,16 @@ ACTIVATION_DEFAULTS_OFF = ("equalization", "fallback", "smoothquant")
 def block_axis(op, tensor: str | None = None) -> int | None:
     """The axis a weight-only weight is blocked along: the one its op reduces over (K of x @ W).
 
-    MatMul x @ W: rows of W (W @ x: its columns); Gemm: 1 with transB else 0; Gather: the last
-    axis of the table (each embedding row blocked on its own); Conv: input channels. Else None.
+    :func:`qtool.ops.reduction_axis` (MatMul x @ W: rows of W, W @ x: its columns; Gemm: 1 with
+    transB else 0; Conv: input channels); Gather: the last axis of the table (each embedding row
+    blocked on its own). ConvTranspose weights are not blocked (None). Else None.
     """
-    if op.op_type == "Gemm":
-        return 1 if op.attributes.get("transB", 0) else 0
-    if op.op_type == "Conv":
-        return 1
-    index = next((i for i, v in enumerate(op.inputs[:2]) if v is not None
-                  and (v.name == tensor or (tensor is None and v.is_parameter))), None)
-    if index is None:
+    if op.op_type != "Gather":
+        return None if op_roles(op).grouped_out else reduction_axis(op, tensor)
+    table = op.inputs[0]
+    if table is None or not (table.name == tensor or (tensor is None and table.is_parameter)):
         return None
-    ndim = len(op.inputs[index].shape) if op.inputs[index].shape is not None else 0
-    if op.op_type == "Gather":
-        return ndim - 1 if index == 0 and ndim >= 1 else None
-    if op.op_type == "MatMul" and ndim >= 2:
-        return ndim - 2 if index == 1 else ndim - 1
-    return None
+    return len(table.shape) - 1 if table.shape else None
 
 
 def weight_scheme_table(settings: dict[str, Any]) -> dict[str, Any]:

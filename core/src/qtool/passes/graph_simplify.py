@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Operation, Variable
-from ..ops import BIASED_OP_TYPES
+from ..ops import BIASED_OP_TYPES, op_roles, weight_axis
 from .base import Pass, PassResult
 
 
@@ -73,7 +73,7 @@ def _foldable(graph: Graph, bn: Operation) -> bool:
 
 
 def _gemm_foldable(gemm: Operation, weight: Variable, bias: Variable | None, channels: int) -> bool:
-    out_features = weight.value.shape[0 if gemm.attributes.get("transB", 0) else 1]
+    out_features = weight.value.shape[weight_axis(gemm, weight.name)]
     if weight.value.ndim != 2 or out_features != channels:
         return False
     return bias is None or bias.value.size in (1, channels)
@@ -109,14 +109,14 @@ def _fold(graph: Graph, bn: Operation) -> str:
 
 def _scale_weight(layer: Operation, w: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """Multiply every output channel of the layer's weight by its factor."""
-    if layer.op_type == "Conv":
-        return w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
-    if layer.op_type == "ConvTranspose":  # weight (C_in, C_out/group, k...), output channel = g * C_out/g + j
+    if op_roles(layer).grouped_out:  # ConvTranspose (C_in, C_out/group, k...): output channel = g * C_out/g + j
         groups = layer.attributes.get("group", 1)
         grouped = w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
         f = factor.reshape((groups, 1, w.shape[1]) + (1,) * (w.ndim - 2))
         return (grouped * f).reshape(w.shape)
-    return w * (factor[:, None] if layer.attributes.get("transB", 0) else factor[None, :])
+    shape = [1] * w.ndim
+    shape[weight_axis(layer, layer.inputs[1].name)] = -1
+    return w * factor.reshape(shape)
 
 
 def _parameter(graph: Graph, var: Variable, value: np.ndarray, owner: Operation) -> Variable:

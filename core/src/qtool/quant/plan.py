@@ -64,11 +64,6 @@ class PlannedConfig:
         return self._state in SETTLED_STATES and self.dominator.state in SETTLED_STATES
 
     @property
-    def is_quantizing(self) -> bool:
-        """The earlier name of :attr:`is_settled`."""
-        return self.is_settled
-
-    @property
     def is_baked(self) -> bool:
         """This config or its dominator is baked (the simulation then leaves the parameter as stored)."""
         return self._state in BAKED_STATES or self.dominator.state in BAKED_STATES

@@ -26,7 +26,7 @@ def float_vs_quantized(executor: TorchExecutor, batches: Sequence[Mapping[str, n
 
 
 def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, device: str = "cpu") -> dict:
-    """The document of a quantization ``result`` (QuantizationResult) measured on ``batches``."""
+    """The document of a quantization ``result`` (QuantizeResult) measured on ``batches``."""
     graph = result.graph
     executor = TorchExecutor(graph, device=device)
     order = {op.name: i for i, op in enumerate(quantized_ops(graph))}

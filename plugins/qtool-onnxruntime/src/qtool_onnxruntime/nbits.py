@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from qtool.ops import reduction_axis, weight_axis
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import quantize_to_codes
 
@@ -89,8 +90,7 @@ def _layer(op, settled: bool) -> NBitsLayer | None:
         return NBitsLayer(op, index, tqc, "GatherBlockQuantized") if fits else None
     if op.op_type == "Gemm" and not _plain_gemm(op, weight):
         return None
-    k_axis = 1 if op.op_type == "Gemm" and op.attributes.get("transB", 0) else 0
-    return NBitsLayer(op, index, tqc, "MatMulNBits") if axis == k_axis else None
+    return NBitsLayer(op, index, tqc, "MatMulNBits") if axis == reduction_axis(op, weight.name) else None
 
 
 def _blocked(scheme) -> bool:
@@ -108,7 +108,7 @@ def _plain_gemm(op, weight) -> bool:
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     if bias is None:
         return True
-    n = weight.value.shape[0 if a.get("transB", 0) else 1]
+    n = weight.value.shape[weight_axis(op, weight.name)]
     return float(a.get("beta", 1.0)) == 1.0 and bias.is_parameter and np.shape(bias.value) == (n,)
 
 
@@ -196,7 +196,7 @@ class NBitsRewriter:
     def _matmul(self, layer: NBitsLayer, node: onnx.NodeProto) -> onnx.NodeProto:
         op, scheme = layer.op, layer.tqc.scheme
         weight = op.inputs[layer.index]
-        transposed = op.op_type == "Gemm" and op.attributes.get("transB", 0)
+        transposed = reduction_axis(op, weight.name) == 1  # W stored (N, K): Gemm with transB
         packed = pack_rows(weight.value, layer.tqc, rows_axis_is_k=not transposed)
         n, k = packed.scales.shape[0], weight.value.shape[1 if transposed else 0]
         codes, scales, zero = self._initializers(weight.name, packed)

@@ -18,6 +18,7 @@ import torch
 
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation
+from ...ops import weight_axis
 from ...quant import QuantScheme
 from ..base import Pass, PassResult
 from .adaround import _one_thread
@@ -127,4 +128,4 @@ def _scales(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
 def _rows(op: Operation) -> torch.Tensor:
     """The layer's weight as [N, K] float64."""
     w = torch.from_numpy(np.asarray(op.inputs[1].value, np.float64))
-    return w if op.op_type == "Gemm" and op.attributes.get("transB", 0) else w.T
+    return w if weight_axis(op, op.inputs[1].name) == 0 else w.T

@@ -26,10 +26,11 @@ import torch
 
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation
+from ...ops import output_channel_axis
 from ...quant import QuantizationState
 from ..baking import bake_value
 from ..base import Pass, PassResult
-from .layers import bias_of, output_axis, run_op, weight_input
+from .layers import bias_of, run_op, weight_input
 from .options import check, positive_int
 from .running import run_watching, take_samples
 
@@ -85,7 +86,7 @@ def _channel_means(graph: Graph, executor: TorchExecutor, batches, layers: list[
         if weights is not None:
             args[weight_input(op)] = weights[op.name].to(inputs[0].dtype)
         y = run_op(graph, op, args, executor.device)[0].double()
-        axis = output_axis(op) % y.dim()
+        axis = output_channel_axis(op) % y.dim()
         rows = y.movedim(axis, 0).reshape(y.shape[axis], -1)
         sums[op.name] = sums.get(op.name, 0) + rows.sum(dim=1)
         counts[op.name] = counts.get(op.name, 0) + rows.shape[1]

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...config.weight_only import block_axis
 from ...ir import Graph, Operation
+from ...ops import input_channel_axis
 from ...quant import QuantizationState, compute_scale_offset
 from ...quant.policy import QuantizationPolicy as P
 
@@ -111,7 +113,7 @@ def _blocked(op: Operation) -> BlockedWeight | None:
     index = 0 if op.op_type == "Gather" else 1
     if len(op.inputs) <= index or op.inputs[index] is None or not op.inputs[index].is_parameter:
         return None
-    if op.op_type == "Gemm" and op.attributes.get("transA", 0) or np.ndim(op.inputs[index].value) != 2:
+    if input_channel_axis(op) == 0 or np.ndim(op.inputs[index].value) != 2:  # Gemm with transA: not x @ W
         return None
     tqc = op.quant.inputs[index]
     if tqc is None or tqc.state is not QuantizationState.ACTIVATED:
@@ -119,7 +121,7 @@ def _blocked(op: Operation) -> BlockedWeight | None:
     scheme = tqc.scheme
     if not scheme.policy & P.PER_BLOCK or scheme.is_floating or scheme.policy & P.DYNAMIC:
         return None
-    k_axis = {"MatMul": 0, "Gather": 1}.get(op.op_type, 1 if op.attributes.get("transB", 0) else 0)
+    k_axis = block_axis(op, op.inputs[index].name)
     if scheme.channel_axis % 2 != k_axis:
         return None
     return BlockedWeight(op, index, tqc, transposed=k_axis == 0)

@@ -1,9 +1,10 @@
 """Per-channel views of a layer weight: ranges and scaling of output and input channels.
 
-A weight is seen as ``(groups, out per group, in per group, rest)``: Conv
-weights ``(O, I/g, k...)`` directly; Gemm/MatMul weights after putting the
-output axis first (one group). Output channel ``o`` and input channel ``i``
-are then numbered as the layer's output and input tensors number them.
+A weight is seen as ``(groups, out per group, in per group, rest)``: a weight
+whose output-channel axis (:func:`qtool.ops.weight_axis`) is first (Conv
+``(O, I/g, k...)``, Gemm with transB) directly; other Gemm/MatMul weights after
+putting the output axis first (one group). Output channel ``o`` and input
+channel ``i`` are then numbered as the layer's output and input tensors number them.
 """
 
 from __future__ import annotations
@@ -11,27 +12,29 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Operation
+from ...ops import weight_axis
 
+#: the layer types these views support (a ConvTranspose's output axis holds one group's channels: not supported)
 CHANNEL_TYPES = ("Conv", "Gemm", "MatMul")
 
 
 def _out_first(op: Operation) -> bool:
     """True when the stored weight has its output axis first (Conv, Gemm with transB)."""
-    return op.op_type == "Conv" or (op.op_type == "Gemm" and bool(op.attributes.get("transB", 0)))
+    return weight_axis(op, op.inputs[1].name) == 0
 
 
 def grouped(op: Operation, weight: np.ndarray) -> np.ndarray:
     """The weight as ``(groups, out per group, in per group, rest)``."""
-    if op.op_type == "Conv":
+    if _out_first(op):
         groups = op.attributes.get("group", 1)
         return weight.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1)
-    matrix = weight if _out_first(op) else weight.T
+    matrix = weight.T
     return matrix.reshape(1, matrix.shape[0], matrix.shape[1], 1)
 
 
 def ungrouped(op: Operation, view: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Inverse of :func:`grouped`, in ``like``'s shape and dtype."""
-    if op.op_type == "Conv" or _out_first(op):
+    if _out_first(op):
         return view.reshape(like.shape).astype(like.dtype)
     return view.reshape(like.shape[::-1]).T.astype(like.dtype)
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from ...ir import Graph, Operation, Variable
 from ..base import Pass, PassResult
-from ...ops import bias_index
+from ...ops import bias_index, out_channels
 from .channels import CHANNEL_TYPES, in_channels, in_ranges, out_ranges, scale_in, scale_out
-from .layers import bias_of, out_channels, weight_input
+from .layers import bias_of, weight_input
 from .options import number, positive_int
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")

@@ -13,7 +13,7 @@ import torch
 
 from ...executor.ops import OpContext, get_op
 from ...ir import Graph, Operation, Variable
-from ...ops import bias_index, is_compute
+from ...ops import bias_index, input_channel_axis, is_compute, out_channels
 
 
 @dataclass(frozen=True)
@@ -33,29 +33,12 @@ def weight_input(op: Operation) -> int | None:
     """Index of the constant weight: input 1 of a Conv, ConvTranspose, Gemm (transA unset) or MatMul."""
     if not is_compute(op) or len(op.inputs) < 2 or op.inputs[0] is None:
         return None
-    if op.op_type == "Gemm" and op.attributes.get("transA", 0):
+    if input_channel_axis(op) == 0:  # Gemm with transA: the data's rows are not on its leading axes
         return None
     weight = op.inputs[1]
     if weight is None or not weight.is_parameter or op.inputs[0].is_parameter:
         return None
     return 1
-
-
-def output_axis(op: Operation) -> int:
-    """The channel axis of the layer's output: 1 for Conv, ConvTranspose and Gemm, the last for MatMul."""
-    return -1 if op.op_type == "MatMul" else 1
-
-
-def out_channels(op: Operation) -> int:
-    """Output channels of a layer (its weight read with the op's layout)."""
-    weight = op.inputs[weight_input(op)].value
-    if op.op_type == "Conv":
-        return weight.shape[0]
-    if op.op_type == "ConvTranspose":
-        return weight.shape[1] * op.attributes.get("group", 1)
-    if op.op_type == "Gemm" and op.attributes.get("transB", 0):
-        return weight.shape[0]
-    return weight.shape[-1]
 
 
 def bias_of(graph: Graph, op: Operation) -> Bias | None:

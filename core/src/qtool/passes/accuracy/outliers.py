@@ -16,15 +16,8 @@ import torch
 
 from ...executor import TorchExecutor
 from ...ir import Operation
-from ...ops import is_compute
+from ...ops import input_channel_axis, is_compute
 from .running import Batch, run_watching
-
-
-def channel_axis(op: Operation) -> int:
-    """The input channel axis of a layer's first input."""
-    if op.op_type == "MatMul":
-        return -1
-    return 0 if op.op_type == "Gemm" and op.attributes.get("transA", 0) else 1
 
 
 def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
@@ -36,7 +29,7 @@ def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
     varying: set[str] = set()
 
     def observe(op, inputs, outputs) -> None:
-        x = inputs[0].detach().abs().movedim(channel_axis(op), 0)
+        x = inputs[0].detach().abs().movedim(input_channel_axis(op), 0)
         peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
         if op.name in peaks and peaks[op.name].shape != peak.shape:
             varying.add(op.name)

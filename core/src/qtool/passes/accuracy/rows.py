@@ -14,6 +14,7 @@ import torch
 
 from ...executor.ops._spatial import pad_spatial, resolve_pads, strides_and_dilations
 from ...ir import Operation
+from ...ops import weight_axis
 
 
 class Rows:
@@ -100,6 +101,6 @@ def layer_rows(op: Operation, args: list) -> Rows | None:
         return Rows(op)
     if op.op_type == "Gemm" and not op.attributes.get("transA", 0):
         bias = args[2] if len(args) > 2 else None
-        return GemmRows(op) if bias is None or bias.numel() == weight.shape[0 if op.attributes.get("transB", 0)
-                                                                             else 1] else None
+        return GemmRows(op) if bias is None or bias.numel() == weight.shape[weight_axis(op, op.inputs[1].name)] \
+            else None
     return None
