@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 from .config.errors import did_you_mean
 from .errors import QtoolError
-from .files import write_atomic  # noqa: F401  (public here since plugins import it from qtool.platform)
 from .plugins.manager import PluginError
 from .plugins.registry import Registry
 from .quant import OpQuantConfig, QuantizationPolicy

@@ -19,10 +19,10 @@ import torch
 
 from . import __version__
 from .errors import QtoolError
-from .platform import write_atomic
+from .files import write_atomic
 from .quant import TQC, OpQuantConfig, QuantizationPolicy, QuantizationState, QuantScheme, RoundingPolicy
-from .quant.plan import UNBAKED
 from .quant.maths import fake_quantize
+from .quant.plan import UNBAKED
 
 FORMAT_VERSION = 1
 SIDES = ("inputs", "outputs")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..platform import write_atomic
+from ..files import write_atomic
 from .html import render
 
 
