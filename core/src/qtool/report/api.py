@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 
 from ..calibration import load_calibration_data
-from ..cli.explain import explain_document
 from ..errors import QtoolError
+from ..explanation import explain_document
 from ..pipeline import plan, quantize
 from .collect import collect
 from .results import AnalysisReport, Explanation
@@ -23,8 +23,9 @@ def analyse(model, platform, calib, *, config=None, preset: str | None = None,
 
     The first ``samples`` samples of ``calib`` drive the measurements. ``agreement`` also exports to a
     temporary folder and compares the platform's runtime with the simulation. ``finished(run)`` is called
-    after each pass and ``announce(message)`` before the measurements; ``calibration`` holds :func:`qtool.quantize`'s calibration keywords (``calib_layout``,
-    ``max_samples``, ``transform``, ``skip_nonfinite``).
+    after each pass and ``announce(message)`` before the measurements; ``calibration`` holds
+    :func:`qtool.quantize`'s calibration keywords (``calib_layout``, ``max_samples``, ``transform``,
+    ``skip_nonfinite``).
     """
     with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
         output = Path(folder) / "model.onnx" if agreement and calib is not None else None

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..analysis import graphwise_error, layerwise_sensitivity, output_error, quantized_ops
-from ..cli.explain import explain_document
 from ..executor import TorchExecutor
+from ..explanation import explain_document
 from ..passes.accuracy import AFTER_CALIBRATION, BEFORE_DISPATCH
 from ..platform import Severity
 from .distributions import activation_histograms, weight_ranges

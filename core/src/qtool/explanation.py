@@ -1,0 +1,60 @@
+"""The explain document: per op, its decision, reason and per-tensor configs (``qtool explain``, the report)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ir import Graph
+
+EXPLAIN_SCHEMA_VERSION = 1
+
+
+def explain_document(graph: Graph, platform: str, config=None) -> dict:
+    """Every op with its decision, reason and per-tensor configs, and the resolved configuration.
+
+    Stable schema, version 1: ``{"schema_version", "platform", "config", "ops": [{"name", "op_type",
+    "quantized", "reason", "inputs": [...], "outputs": [...]}]}``; each tensor entry has ``tensor``,
+    ``scheme`` (None: float there), ``state``, and where they apply ``role``, ``shares``, ``note``, ``scale``.
+    """
+    owners = _owners(graph)
+    ops = []
+    for op in graph.topological_order():
+        quant = op.quant
+        entry = {"name": op.name, "op_type": op.op_type, "quantized": bool(quant and quant.quantized),
+                 "reason": quant.reason if quant else "not dispatched"}
+        for side, variables in (("inputs", op.inputs), ("outputs", op.outputs)):
+            configs = getattr(quant, side) if quant else [None] * len(variables)
+            entry[side] = [_tensor_entry(var, tqc, owners) for var, tqc in zip(variables, configs, strict=True)
+                           if var is not None]
+        ops.append(entry)
+    return {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
+            "config": config.to_dict() if config is not None else None, "ops": ops}
+
+
+def _owners(graph: Graph) -> dict[int, str]:
+    """Where each config lives, e.g. "conv1 output 0 (t)", by id."""
+    owners = {}
+    for op in graph.topological_order():
+        if op.quant is None:
+            continue
+        for side, variables, configs in (("input", op.inputs, op.quant.inputs),
+                                         ("output", op.outputs, op.quant.outputs)):
+            for i, (var, tqc) in enumerate(zip(variables, configs, strict=True)):
+                if tqc is not None and var is not None:
+                    owners.setdefault(id(tqc), f"{op.name} {side} {i} ({var.name})")
+    return owners
+
+
+def _tensor_entry(var, tqc, owners: dict[int, str]) -> dict:
+    if tqc is None:
+        return {"tensor": var.name, "scheme": None, "state": "float"}
+    entry = {"tensor": var.name, "role": tqc.role, "scheme": tqc.scheme.short(), "state": tqc.state.value}
+    if tqc.is_overlapped:
+        entry["shares"] = owners.get(id(tqc.dominator), "?")
+    if "reason" in tqc.notes:
+        entry["note"] = tqc.notes["reason"]
+    if tqc.dominator.is_settled and tqc.scale is not None:
+        scale = tqc.scale.reshape(-1)
+        entry["scale"] = float(scale[0]) if scale.size == 1 else f"{scale.size} values"
+    return entry
