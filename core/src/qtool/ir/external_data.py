@@ -45,18 +45,21 @@ def map_external_data(model: onnx.ModelProto, folder: Path) -> dict[str, np.ndar
     """Initializer name -> read-only memmap of its external bytes; every other external tensor (attributes,
     types without a plain numpy layout, empty ones) is read into the model as onnx reads it."""
     mapped = {}
-    initializers = {id(t) for t in model.graph.initializer}
-    for tensor in _tensors(model):
-        if not uses_external_data(tensor):
-            continue
-        array = _mapped(tensor, folder) if id(tensor) in initializers else None
-        if array is None:
-            load_external_data_for_tensor(tensor, str(folder))
-            tensor.data_location = onnx.TensorProto.DEFAULT
-            del tensor.external_data[:]
-        else:
+    for tensor in model.graph.initializer:
+        array = _mapped(tensor, folder) if uses_external_data(tensor) else None
+        if array is not None:
             mapped[tensor.name] = array
+            _forget_location(tensor)  # its value is the mapping now; the proto keeps only name, type and shape
+    for tensor in _tensors(model):
+        if uses_external_data(tensor):
+            load_external_data_for_tensor(tensor, str(folder))
+            _forget_location(tensor)
     return mapped
+
+
+def _forget_location(tensor: onnx.TensorProto) -> None:
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]
 
 
 def _mapped(tensor: onnx.TensorProto, folder: Path) -> np.ndarray | None:
