@@ -74,8 +74,7 @@ class GPTQ(Pass):
         scale, zero = layer.params()
         nearest = layer.quantize(w, scale, zero)
         q, scale_g, zero_g = gptq(layer, w, hessian.clone(), self.damping, self.act_order, self.block_columns)
-        errors = {name: float(torch.einsum("nk,kl,nl->", d, hessian, d)) for name, d in
-                  (("nearest", nearest - w), ("gptq", q - w))}
+        errors = {"nearest": output_error(nearest, w, hessian), "gptq": output_error(q, w, hessian)}
         kept = "gptq" if errors["gptq"] < errors["nearest"] else "nearest"
         if kept == "gptq":
             layer.write(graph, q, scale_g, zero_g, "gptq")
@@ -84,22 +83,30 @@ class GPTQ(Pass):
         return {"nearest_error": errors["nearest"], "gptq_error": errors["gptq"], "kept": kept}
 
 
+def output_error(q: torch.Tensor, w: torch.Tensor, hessian: torch.Tensor, rows: int = 4096) -> float:
+    """``tr((q - w) H (q - w)^T)``, a few thousand rows at a time (an LM head has tens of thousands)."""
+    total = 0.0
+    for start in range(0, len(w), rows):
+        d = q[start:start + rows] - w[start:start + rows]
+        total += float(((d @ hessian) * d).sum())
+    return total
+
+
 def gptq(layer: BlockedWeight, w: torch.Tensor, hessian: torch.Tensor, damping: float, act_order: bool,
          block_columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ-rounded ``w`` [N, K] (dequantized) with its per-block scale and zero point."""
-    w = w.clone()
     k, block = w.shape[1], layer.block
     block_columns = max(block, block_columns // block * block)  # a block's columns are updated together
     dead = torch.diag(hessian) == 0
     hessian[dead, dead] = 1.0
-    w[:, dead] = 0.0
     if act_order:
-        scale, zero = layer.fit(w)  # static blocks: parameters from the float weight
+        scale, zero = layer.fit(torch.where(dead, 0.0, w))  # static blocks: parameters from the float weight
         order = torch.argsort(torch.diag(hessian), descending=True)
     else:
         scale, zero = layer.params()
         order = torch.arange(k)
-    w, hessian = w[:, order], hessian[order][:, order]
+    w, hessian = w[:, order], hessian[order][:, order]  # copies: the caller's w stays as it was
+    w[:, dead[order]] = 0.0
     hessian += damping * torch.mean(torch.diag(hessian)) * torch.eye(k, dtype=hessian.dtype)
     upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
     q = torch.zeros_like(w)
