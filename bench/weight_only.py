@@ -199,11 +199,11 @@ def bench_big(args, workdir: Path, log) -> list[Row]:
     import big_decoder
     from qtool.testing.llama import LlamaConfig, decoder_feeds
 
-    config = LlamaConfig()
-    model = big_decoder.build(workdir / "llama1.5b" / "llama.onnx", config)
+    config = LlamaConfig(layers=args.big_layers)
+    model = big_decoder.build(workdir / f"llama{config.parameters / 1e9:.1f}b" / "llama.onnx", config)
     rng = np.random.default_rng(1)
     samples = [decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens))) for _ in range(args.big_calib)]
-    calib = workdir / "llama1.5b_calib.npz"
+    calib = model.with_name("calib.npz")
     np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
     held_out = decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens)))
     decode = decoder_feeds(config, rng.integers(0, config.vocab, (1, 1)), past=args.big_tokens)
@@ -223,10 +223,10 @@ def bench_big(args, workdir: Path, log) -> list[Row]:
 
     rows = [row("float", model)]
     for variant, accuracy in BIG_QTOOL.items():
-        out = workdir / "llama1.5b" / f"{variant.split()[1].lower()}.onnx"
+        out = model.with_name(f"{variant.split()[1].lower()}.onnx")
         rows.append(row(variant, out, *_measured(_qtool_blocks, str(model), str(calib), str(out), accuracy,
                                                   args.block_size)))
-    out = workdir / "llama1.5b" / "ort_rtn.onnx"
+    out = model.with_name("ort_rtn.onnx")
     try:
         rows.append(row("ORT RTN", out, *_measured(_ort, str(model), str(calib), str(out), "ORT RTN",
                                                     args.block_size, cap_gb=args.big_ort_cap_gb)))
@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency")
     parser.add_argument("--big-calib", type=int, default=8, help="llama1.5b: calibration prompts")
     parser.add_argument("--big-tokens", type=int, default=64, help="llama1.5b: tokens per prompt (and cache length)")
+    parser.add_argument("--big-layers", type=int, default=28, help="llama1.5b: decoder layers (28: 1.57 B)")
     parser.add_argument("--big-runs", type=int, default=3, help="llama1.5b: latency runs (median)")
     parser.add_argument("--big-ort-cap-gb", type=float, default=14.0, help="llama1.5b: ORT quantizer's cap")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-weight-only")

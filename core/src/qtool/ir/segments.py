@@ -1,7 +1,7 @@
 """A graph cut into consecutive segments (decoder blocks, in a transformer) that can be quantized one at a time.
 
 A cut may fall after an op where few activations cross it (the residual stream of a decoder); a segment
-closes at the first such cut once its parameters reach a byte budget. Each segment becomes a Graph of its
+closes at such a cut when its parameters would pass a byte budget. Each segment becomes a Graph of its
 own: its inputs are the graph inputs and crossing activations it reads, its outputs the graph outputs it
 produces and the activations later segments read; its parameters are fresh mappings of the mapped ones, so
 their pages leave memory with the segment.
@@ -30,8 +30,9 @@ class Segment:
 
 
 def split(graph: Graph, budget: int, *, max_crossing: int = 4) -> list[Segment]:
-    """Segments of at least ``budget`` parameter bytes (the last may hold less), cut only where at most
-    ``max_crossing`` activations (graph inputs not counted) are alive; one segment when no cut qualifies."""
+    """Segments of about ``budget`` parameter bytes, cut only where at most ``max_crossing`` activations (graph
+    inputs not counted) are alive: a segment closes before the op that would take it over the budget, or at the
+    first cut once it is over; one segment when no cut qualifies."""
     order = graph.topological_order()
     position = {op.name: i for i, op in enumerate(order)}
     last_use = {}
@@ -46,14 +47,14 @@ def split(graph: Graph, budget: int, *, max_crossing: int = 4) -> list[Segment]:
                 alive[last_use[var.name]] -= 1
     alive = np.cumsum(alive)
     bounds, counted, size = [0], set(), 0
-    for t, op in enumerate(order[:-1]):
-        for var in op.parameters():
-            if var.name not in counted:
-                counted.add(var.name)
-                size += var.value.nbytes
-        if size >= budget and alive[t] <= max_crossing:
-            bounds.append(t + 1)
+    for t, op in enumerate(order):
+        new = {v.name: v.value.nbytes for v in op.parameters() if v.name not in counted}
+        if t > bounds[-1] and alive[t - 1] <= max_crossing and (size >= budget or size + sum(new.values()) > budget):
+            bounds.append(t)  # close before op t: the segment is full, or op t would overfill it
             counted, size = set(), 0
+            new = {v.name: v.value.nbytes for v in op.parameters()}
+        counted.update(new)
+        size += sum(new.values())
     bounds.append(len(order))
     segments = [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
     return [_segment(graph, i, ops, position) for i, ops in enumerate(segments)]
