@@ -200,7 +200,7 @@ def bench_big(args, workdir: Path, log) -> list[Row]:
     from qtool.testing.llama import LlamaConfig, decoder_feeds
 
     config = LlamaConfig(layers=args.big_layers)
-    model = big_decoder.build(workdir / f"llama{config.parameters / 1e9:.1f}b" / "llama.onnx", config)
+    model = big_decoder.build(workdir / f"llama-{config.layers}-layers" / "llama.onnx", config)
     rng = np.random.default_rng(1)
     samples = [decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens))) for _ in range(args.big_calib)]
     calib = model.with_name("calib.npz")
