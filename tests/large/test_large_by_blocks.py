@@ -105,3 +105,21 @@ def test_missing_external_data_is_one_line_and_writes_nothing(decoder, tmp_path)
                            preset="int4-weight-only", calib_layout="feeds")
     assert "\n" not in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
+
+
+def test_cli_by_blocks(decoder, tmp_path, capsys):
+    from qtool.cli.main import main
+
+    calib = tmp_path / "calib.npz"
+    samples = _calib(2)
+    np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    out = tmp_path / "q" / "llama.onnx"
+    assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--preset", "int4-weight-only",
+                 "--calib", str(calib), "-o", str(out), "--by-blocks", "0.15"]) == 0
+    printed = capsys.readouterr().out
+    assert "segment 1/" in printed and "agrees with qtool's simulation" in printed
+    ops = Counter(n.op_type for n in onnx.load(out, load_external_data=False).graph.node)
+    assert ops["MatMulNBits"] == 7 * CONFIG.layers + 1
+    assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--calib", str(calib), "-o",
+                 str(tmp_path / "x.onnx"), "--by-blocks", "1", "--save-state", str(tmp_path / "s.json")]) == 1
+    assert "--by-blocks does not combine with --save-state" in capsys.readouterr().err

@@ -32,8 +32,8 @@ from .files import check_outputs
 from .ir import Graph, load
 from .ir.model_writer import ModelWriter
 from .ir.segments import Segment, declare_outputs, segment_graph, split
-from .pipeline import AGREEMENT_SAMPLES, _check_runnable, _platform_and_config, quantize
-from .platform import platform_step
+from .pipeline import AGREEMENT_SAMPLES, _check_agreement, _check_runnable, _platform_and_config, quantize
+from .platform import ExportOptions, platform_step
 
 DEFAULT_BLOCK_BYTES = 256 * 2**20
 
@@ -70,7 +70,7 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
     _check_runnable(graph)
     data = load_calibration_data(calib, graph, qconfig.calibration["batch_size"], layout=calib_layout,
                                  max_samples=max_samples)
-    samples = [dict(s) for s in data.samples(max_samples or len(data) if data.count is not None else 2**62)]
+    samples = [dict(s) for s in data.samples(max_samples or 2**62)]  # every sample: all of them stream
     segments = split(graph, block_bytes)
     last_reader = {v.name: s.index for s in segments for v in s.inputs}
     kept = {v.name for v in (*graph.inputs, *graph.outputs)}
@@ -95,13 +95,10 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
     with platform_step(target, "agreement"):
         result.agreement = target.agreement(graph, result.files, [{v.name: s[v.name] for v in graph.inputs}
                                                                   for s in checked],
-                                            [[s[name] for name in outputs_in_order(graph)] for s in checked])
+                                            [[s[v.name] for v in graph.outputs] for s in checked])
+    _check_agreement(result, isinstance(export, ExportOptions) and export.allow_unsupported)
     result.seconds = time.monotonic() - start
     return result
-
-
-def outputs_in_order(graph: Graph) -> list[str]:
-    return [v.name for v in graph.outputs]
 
 
 def _quantize_segment(graph: Graph, segment: Segment, samples: list[dict], target, work: Path,
