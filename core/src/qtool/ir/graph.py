@@ -112,6 +112,7 @@ class Graph:
         self.inputs: list[Variable] = []
         self.outputs: list[Variable] = []
         self.value_info: dict[str, Any] = {}  # ValueInfoProto of intermediates, by name
+        self.part_of: str | None = None  # the model this graph is a segment of (qtool.ir.segments), if one
         self._name_counter = 0
 
     def copy(self) -> Graph:

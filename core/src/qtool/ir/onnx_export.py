@@ -27,14 +27,14 @@ def to_model_proto(graph: Graph) -> onnx.ModelProto:
         vi for name, vi in graph.value_info.items()
         if name in produced and name not in {v.name for v in (*graph.inputs, *graph.outputs)}
     ]
-    inputs = [_value_info(graph, v) for v in graph.inputs]
+    inputs = [value_info(graph, v) for v in graph.inputs]
     if graph.info.ir_version < 4:  # IR-3 requires every initializer to be a graph input too
         inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in initializers]
     proto = helper.make_graph(
         nodes,
         graph.info.graph_name,
         inputs,
-        [_value_info(graph, v) for v in graph.outputs],
+        [value_info(graph, v) for v in graph.outputs],
         initializer=initializers,
         doc_string=graph.info.graph_doc_string or None,
         value_info=intermediates,
@@ -150,7 +150,7 @@ def _tensor(var: Variable) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(var.value), var.name)
 
 
-def _value_info(graph: Graph, var: Variable) -> onnx.ValueInfoProto:
+def value_info(graph: Graph, var: Variable) -> onnx.ValueInfoProto:
     known = graph.value_info.get(var.name)
     if known is not None:
         return known

@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
-from onnx.external_data_helper import load_external_data_for_model
-
-from .external_data import check_external_data
+from .external_data import check_external_data, map_external_data
 from .graph import Graph, GraphError, ModelInfo
 
 
 def load(path: str | os.PathLike) -> Graph:
-    """Read an ONNX file (external data included) into a Graph."""
+    """Read an ONNX file into a Graph; initializers in external data stay mapped from their file (read-only
+    ``numpy.memmap``), read from disk only where used."""
     path = Path(path)
     if not path.is_file():
         raise GraphError(f"{path}: no such model file")
@@ -28,17 +27,20 @@ def load(path: str | os.PathLike) -> Graph:
         raise GraphError(f"{path}: not a readable ONNX model (no graph in the file)")
     check_external_data(model, path)
     try:
-        load_external_data_for_model(model, str(path.parent))
+        mapped = map_external_data(model, path.parent)
     except (ValueError, OSError) as exc:
         raise GraphError(f"{path}: cannot read its external data ({exc})") from exc
+    except GraphError as exc:
+        raise GraphError(f"{path}: {exc}") from exc
     try:
-        return from_model_proto(model)
+        return from_model_proto(model, mapped)
     except GraphError as exc:
         raise GraphError(f"{path}: {exc}") from exc
 
 
-def from_model_proto(model: onnx.ModelProto) -> Graph:
-    """Build a Graph from a ModelProto; Constant and constant ConstantOfShape become parameters."""
+def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | None = None) -> Graph:
+    """Build a Graph from a ModelProto; Constant and constant ConstantOfShape become parameters. ``values``:
+    initializer values by name already at hand (mapped external data), used instead of the proto's."""
     info = ModelInfo(
         ir_version=model.ir_version,
         opset_imports={o.domain: o.version for o in model.opset_import},
@@ -54,8 +56,10 @@ def from_model_proto(model: onnx.ModelProto) -> Graph:
     )
     graph = Graph(info)
     proto = model.graph
+    values = values or {}
     for init in proto.initializer:
-        graph.add_variable(init.name, value=_initializer_value(init))
+        value = values.get(init.name)
+        graph.add_variable(init.name, value=_initializer_value(init) if value is None else value)
     for sparse in proto.sparse_initializer:
         raise GraphError(f"sparse initializer {sparse.values.name!r} is not supported")
     for vi in (*proto.input, *proto.value_info, *proto.output):

@@ -8,6 +8,8 @@ quantizing reader, so that no reader sees another's grid.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -47,5 +49,6 @@ def _bakeable(graph: Graph) -> list[tuple[Operation, int, TensorQuantizationConf
 def bake_value(value: np.ndarray, tqc: TensorQuantizationConfig) -> np.ndarray:
     """``value`` fake-quantized with ``tqc``'s parameters, in its own dtype."""
     array = np.asarray(value)
-    tensor = torch.from_numpy(array.astype(np.float64))
+    with warnings.catch_warnings(action="ignore", category=UserWarning):  # a mapped weight is read-only: only read
+        tensor = torch.from_numpy(np.asarray(array, np.float32))  # fake_quantize computes in float32 anyway
     return fake_quantize(tensor, tqc.scheme, tqc.scale, tqc.offset).numpy().astype(array.dtype)

@@ -122,26 +122,27 @@ class Packed:
     zero_points: np.ndarray | None
 
 
-def pack_rows(value: np.ndarray, tqc, rows_axis_is_k: bool) -> Packed:
-    """Pack ``value`` (2-D) whose blocks run along axis 0 when ``rows_axis_is_k`` (MatMul [K, N]), else 1."""
+def pack_rows(value: np.ndarray, tqc, rows_axis_is_k: bool, chunk: int = 1 << 22) -> Packed:
+    """Pack ``value`` (2-D) whose blocks run along axis 0 when ``rows_axis_is_k`` (MatMul [K, N]), else 1; coded
+    about ``chunk`` values at a time (an embedding or LM head holds tens of millions)."""
     scheme = tqc.scheme
     bits, block = scheme.num_of_bits, scheme.block_size
-    codes = quantize_to_codes(np.asarray(value, np.float64), scheme, tqc.scale, tqc.offset).astype(np.int64)
     scales = np.asarray(tqc.scale, np.float32)
     offsets = np.broadcast_to(np.asarray(tqc.offset, np.float64), scales.shape)
-    if rows_axis_is_k:
-        codes, scales, offsets = codes.T, scales.T, offsets.T
     shift = 2 ** (bits - 1) if scheme.is_signed else 0
-    codes = codes + shift
-    zero = np.rint(offsets).astype(np.int64) + shift
-    rows, k = codes.shape
+    zero = np.rint(offsets.T if rows_axis_is_k else offsets).astype(np.int64) + shift
+    rows, k = value.shape[::-1] if rows_axis_is_k else value.shape
     blocks = -(-k // block)
-    padded = np.zeros((rows, blocks * block), np.int64)
-    padded[:, :k] = codes
+    padded = np.empty((rows, blocks * block), np.uint8)
     padded[:, k:] = zero[:, -1:]  # padding on the last block's zero point: it adds nothing
+    step = max(1, chunk // max(k, 1))
+    for start in range(0, rows, step):
+        part = np.s_[:, start:start + step] if rows_axis_is_k else np.s_[start:start + step]
+        codes = quantize_to_codes(value[part], scheme, scales[part], offsets[part])
+        padded[start:start + step, :k] = (codes.T if rows_axis_is_k else codes) + shift
     default = np.all(zero == 2 ** (bits - 1))
     return Packed(_pack(padded, bits).reshape(rows, blocks, block * bits // 8),
-                  np.ascontiguousarray(scales.reshape(rows, blocks)),
+                  np.ascontiguousarray((scales.T if rows_axis_is_k else scales).reshape(rows, blocks)),
                   None if default else _pack(_even(zero, bits), bits).reshape(-1))
 
 

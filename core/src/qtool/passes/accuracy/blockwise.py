@@ -39,10 +39,10 @@ class BlockedWeight:
     def block(self) -> int:
         return self.scheme.block_size
 
-    def matrix(self) -> torch.Tensor:
-        """The float weight as [N, K] float64."""
-        value = torch.from_numpy(np.asarray(self.op.inputs[self.index].value, np.float64))
-        return value.T.contiguous() if self.transposed else value
+    def matrix(self, rows: slice = slice(None)) -> torch.Tensor:
+        """The float weight as [N, K] float64 (``rows`` of it)."""
+        value = self.op.inputs[self.index].value
+        return torch.from_numpy(np.array(value[:, rows].T if self.transposed else value[rows], np.float64))
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and zero point per block, [N, blocks] float64."""

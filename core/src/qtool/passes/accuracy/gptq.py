@@ -15,6 +15,9 @@ round-to-nearest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from ...executor import TorchExecutor
@@ -28,6 +31,7 @@ from .progress import progress_bar
 from .running import take_samples, visit_each
 
 WHERE = "accuracy.gptq"
+ROWS = 4096  # output channels rounded at a time
 
 
 class GPTQ(Pass):
@@ -68,40 +72,69 @@ class GPTQ(Pass):
         return PassResult(graph, any(r["kept"] == "gptq" for r in results), {"layers": results})
 
     def _layer(self, graph: Graph, layer: BlockedWeight, x: torch.Tensor) -> dict:
-        w = layer.matrix()
-        x = x.detach().reshape(-1, w.shape[1]).to("cpu", torch.float64)
+        value = layer.op.inputs[layer.index].value
+        n, k = value.shape[::-1] if layer.transposed else value.shape
+        x = x.detach().reshape(-1, k).to("cpu", torch.float64)
         hessian = 2.0 * x.T @ x / max(len(x), 1)
         scale, zero = layer.params()
-        nearest = layer.quantize(w, scale, zero)
-        q, scale_g, zero_g = gptq(layer, w, hessian.clone(), self.damping, self.act_order, self.block_columns)
-        errors = {name: float(torch.einsum("nk,kl,nl->", d, hessian, d)) for name, d in
-                  (("nearest", nearest - w), ("gptq", q - w))}
+        found = factor(hessian.clone(), self.damping, self.act_order)
+        rounded = {name: np.empty((n, k), value.dtype) for name in ("nearest", "gptq")}
+        params = {"nearest": (scale, zero), "gptq": (scale.clone(), zero.clone())}
+        errors = {"nearest": 0.0, "gptq": 0.0}
+        for start in range(0, n, ROWS):  # rows are independent: a few thousand at a time bound the memory
+            rows = slice(start, start + ROWS)
+            w = layer.matrix(rows)
+            results = {"nearest": layer.quantize(w, scale[rows], zero[rows]),
+                       "gptq": gptq(layer, w, found, self.block_columns, scale[rows].clone(), zero[rows].clone())}
+            q, params["gptq"][0][rows], params["gptq"][1][rows] = results["gptq"]
+            results["gptq"] = q
+            for name, result in results.items():
+                errors[name] += output_error(result, w, hessian)
+                rounded[name][rows] = result.numpy()
         kept = "gptq" if errors["gptq"] < errors["nearest"] else "nearest"
-        if kept == "gptq":
-            layer.write(graph, q, scale_g, zero_g, "gptq")
-        else:
-            layer.write(graph, nearest, scale, zero, "nearest")
+        layer.write(graph, torch.from_numpy(rounded[kept]), *params[kept], kept)
         return {"nearest_error": errors["nearest"], "gptq_error": errors["gptq"], "kept": kept}
 
 
-def gptq(layer: BlockedWeight, w: torch.Tensor, hessian: torch.Tensor, damping: float, act_order: bool,
-         block_columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GPTQ-rounded ``w`` [N, K] (dequantized) with its per-block scale and zero point."""
-    w = w.clone()
-    k, block = w.shape[1], layer.block
-    block_columns = max(block, block_columns // block * block)  # a block's columns are updated together
+def output_error(q: torch.Tensor, w: torch.Tensor, hessian: torch.Tensor) -> float:
+    """``tr((q - w) H (q - w)^T)``: the output error of rounding ``w`` to ``q`` on the calibration inputs."""
+    d = q - w
+    return float(((d @ hessian) * d).sum())
+
+
+@dataclass
+class Factor:
+    """What GPTQ needs of a layer's Hessian: the column ``order``, the upper Cholesky factor of the damped inverse
+    (in that order), and the ``dead`` columns (never read by the inputs)."""
+
+    order: torch.Tensor
+    upper: torch.Tensor
+    dead: torch.Tensor
+    act_order: bool
+
+
+def factor(hessian: torch.Tensor, damping: float, act_order: bool) -> Factor:
+    k = len(hessian)
     dead = torch.diag(hessian) == 0
     hessian[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    if act_order:
-        scale, zero = layer.fit(w)  # static blocks: parameters from the float weight
-        order = torch.argsort(torch.diag(hessian), descending=True)
-    else:
-        scale, zero = layer.params()
-        order = torch.arange(k)
-    w, hessian = w[:, order], hessian[order][:, order]
+    order = torch.argsort(torch.diag(hessian), descending=True) if act_order else torch.arange(k)
+    hessian = hessian[order][:, order]
     hessian += damping * torch.mean(torch.diag(hessian)) * torch.eye(k, dtype=hessian.dtype)
     upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+    return Factor(order, upper, dead, act_order)
+
+
+def gptq(layer: BlockedWeight, w: torch.Tensor, found: Factor, block_columns: int, scale: torch.Tensor,
+         zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GPTQ-rounded rows ``w`` [rows, K] (dequantized) with their per-block scale and zero point; ``scale`` and
+    ``zero`` are the rows' round-to-nearest parameters (refitted here, and returned)."""
+    order, upper, act_order = found.order, found.upper, found.act_order
+    k, block = w.shape[1], layer.block
+    block_columns = max(block, block_columns // block * block)  # a block's columns are updated together
+    if act_order:
+        scale, zero = layer.fit(torch.where(found.dead, 0.0, w))  # static blocks: parameters from the float weight
+    w = w[:, order]  # a copy: the caller's w stays as it was
+    w[:, found.dead[order]] = 0.0
     q = torch.zeros_like(w)
     lo, hi = float(layer.scheme.quant_min), float(layer.scheme.quant_max)
     for start in range(0, k, block_columns):

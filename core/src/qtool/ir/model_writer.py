@@ -1,0 +1,99 @@
+"""An ONNX model written part by part: each part's nodes are appended and its tensors streamed to the data file
+as the part comes, so the whole model is never in memory (a model of any size; parts come from
+:mod:`qtool.ir.segments`). Written atomically: temporary files renamed at :meth:`ModelWriter.finish`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnx
+from onnx import helper, numpy_helper
+
+from ..files import make_readable, temporary_beside
+from .graph import Graph
+from .onnx_export import value_info
+
+INLINE_BYTES = 1024  # smaller tensors stay in the .onnx file (as qtool.save writes them)
+_ALIGN = 4096
+
+
+class ModelWriter:
+    """``add(part)`` each part's ModelProto in order, then ``finish()``; ``graph`` declares the model's inputs
+    and outputs and carries its model-level information."""
+
+    def __init__(self, path: str | os.PathLike, graph: Graph) -> None:
+        self.path, self.graph = Path(path), graph
+        self.data_name = f"{self.path.name}.data"
+        self.tmp_data = self.path.parent / f".{self.data_name}.tmp"
+        self.tmp_model = temporary_beside(self.path)
+        self.data = open(self.tmp_data, "wb")  # noqa: SIM115 (closed by finish/abort)
+        self.nodes: list[onnx.NodeProto] = []
+        self.tensors: list[onnx.TensorProto] = []
+        self.digests: dict[str, bytes] = {}
+        self.opsets: dict[str, int] = dict(graph.info.opset_imports)
+        self.ir_version = graph.info.ir_version
+
+    def add(self, part: onnx.ModelProto, tag: str) -> None:
+        """Append ``part`` (its tensors in memory); an initializer another part already wrote under the same name
+        is written once, or renamed to ``<name>.<tag>`` in this part when its bytes differ."""
+        for opset in part.opset_import:
+            self.opsets[opset.domain] = max(self.opsets.get(opset.domain, 0), opset.version)
+        self.ir_version = max(self.ir_version, part.ir_version)
+        renamed = {}
+        for tensor in part.graph.initializer:
+            raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.from_array(
+                numpy_helper.to_array(tensor)).raw_data
+            digest = hashlib.sha256(raw).digest() + bytes(str((tensor.data_type, list(tensor.dims))), "utf-8")
+            if self.digests.get(tensor.name, digest) != digest:
+                renamed[tensor.name] = tensor.name = f"{tensor.name}.{tag}"
+            elif tensor.name in self.digests:
+                continue
+            self.digests[tensor.name] = digest
+            self.tensors.append(self._stored(tensor, raw))
+        for node in part.graph.node:
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+            self.nodes.append(node)
+
+    def _stored(self, tensor: onnx.TensorProto, raw: bytes) -> onnx.TensorProto:
+        if len(raw) < INLINE_BYTES:
+            return tensor
+        offset = -(-self.data.tell() // _ALIGN) * _ALIGN
+        self.data.seek(offset)
+        self.data.write(raw)
+        stored = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                                  data_location=onnx.TensorProto.EXTERNAL)
+        for key, value in (("location", self.data_name), ("offset", offset), ("length", len(raw))):
+            stored.external_data.add(key=key, value=str(value))
+        return stored
+
+    def finish(self) -> list[Path]:
+        """Write the model and rename both files into place; returns [model, data]."""
+        try:
+            self.data.close()
+            info = self.graph.info
+            graph = helper.make_graph(self.nodes, info.graph_name,
+                                      [value_info(self.graph, v) for v in self.graph.inputs],
+                                      [value_info(self.graph, v) for v in self.graph.outputs],
+                                      initializer=self.tensors, doc_string=info.graph_doc_string or None)
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
+                                      ir_version=self.ir_version, producer_name=info.producer_name,
+                                      producer_version=info.producer_version, domain=info.domain,
+                                      model_version=info.model_version, doc_string=info.doc_string,
+                                      functions=info.functions)
+            helper.set_model_props(model, info.metadata_props)
+            onnx.save_model(model, self.tmp_model)
+            data = self.path.parent / self.data_name
+            os.replace(make_readable(self.tmp_data), data)
+            os.replace(make_readable(self.tmp_model), self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return [self.path, data]
+
+    def abort(self) -> None:
+        """Remove the temporary files (nothing is left half-written)."""
+        self.data.close()
+        self.tmp_data.unlink(missing_ok=True)
+        self.tmp_model.unlink(missing_ok=True)

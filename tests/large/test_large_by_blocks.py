@@ -1,0 +1,125 @@
+"""Models larger than memory: lazy loading of external data and quantization segment by segment
+(qtool.by_blocks), on a small Llama-style decoder written with external data."""
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+import qtool
+from qtool.executor import TorchExecutor
+from qtool.by_blocks import quantize_by_blocks
+from qtool.ir import GraphError
+from qtool.ir.external_data import is_mapped
+from qtool.ir.segments import split
+from qtool.testing.llama import LlamaConfig, decoder_feeds, write_llama
+
+CONFIG = LlamaConfig(vocab=256, hidden=64, intermediate=128, layers=2, heads=4)
+BLOCK = 150_000  # bytes of parameters per segment: a few segments
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    return write_llama(tmp_path_factory.mktemp("llama") / "llama.onnx", CONFIG)
+
+
+def _calib(count=3, seed=1):
+    rng = np.random.default_rng(seed)
+    return [decoder_feeds(CONFIG, rng.integers(0, CONFIG.vocab, (1, 8))) for _ in range(count)]
+
+
+def _initializers(path):
+    return {t.name: numpy_helper.to_array(t, str(path.parent)) for t in onnx.load(path).graph.initializer}
+
+
+def _run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def test_load_maps_external_weights_instead_of_reading_them(decoder):
+    graph = qtool.load(decoder)
+    weights = [v for v in graph.parameters() if v.value.nbytes >= 1024]
+    assert weights and all(is_mapped(v.value) and not v.value.flags.writeable for v in weights)
+    assert not any(is_mapped(v.value) for v in graph.parameters() if v.value.nbytes < 1024)  # stored inline
+    feeds = decoder_feeds(CONFIG, np.arange(8)[None])
+    np.testing.assert_allclose(TorchExecutor(graph).forward(feeds)[0], _run(decoder, feeds)[0], atol=1e-5)
+
+
+def test_segments_cut_where_few_activations_cross(decoder):
+    graph = qtool.load(decoder)
+    segments = split(graph, BLOCK)
+    assert len(segments) > 2
+    assert [op for s in segments for op in s.ops] == graph.topological_order()
+    inputs = {v.name for v in graph.inputs}
+    for segment in segments[1:]:
+        assert 0 < len([v for v in segment.inputs if v.name not in inputs]) <= 4
+    assert len(split(graph, 2**40)) == 1  # a budget above the model: one segment, the whole model
+
+
+@pytest.mark.parametrize("accuracy", [None, {"gptq": True}], ids=["rtn", "gptq"])
+def test_by_blocks_writes_what_the_whole_model_path_writes(decoder, tmp_path, accuracy):
+    calib = _calib()
+    options = {"preset": "int4-weight-only", "calib_layout": "feeds", "accuracy": accuracy}
+    blocks = quantize_by_blocks(decoder, "onnxruntime", calib, output=tmp_path / "blocks.onnx", block_bytes=BLOCK,
+                                **options)
+    whole = qtool.quantize(decoder, "onnxruntime", calib, output=tmp_path / "whole.onnx", **options)
+    assert len(blocks.segments) > 2
+    assert blocks.files == [tmp_path / "blocks.onnx", tmp_path / "blocks.onnx.data"]
+    onnx.checker.check_model(str(blocks.files[0]))
+    ops = Counter(n.op_type for n in onnx.load(blocks.files[0], load_external_data=False).graph.node)
+    assert ops == Counter(n.op_type for n in onnx.load(whole.files[0]).graph.node)
+    assert ops["MatMulNBits"] == 7 * CONFIG.layers + 1 and ops["GatherBlockQuantized"] == 1
+    ours, theirs = _initializers(blocks.files[0]), _initializers(whole.files[0])
+    assert ours.keys() == theirs.keys()
+    assert all(np.array_equal(ours[name], theirs[name]) for name in ours)  # byte for byte
+    feeds = decoder_feeds(CONFIG, np.arange(8)[None] * 3)
+    for a, b in zip(_run(blocks.files[0], feeds), _run(whole.files[0], feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert blocks.agreement["min_cosine"] > 0.9999 and "error" not in blocks.agreement
+
+
+def test_gptq_by_blocks_changes_the_weights_rtn_writes(decoder, tmp_path):
+    calib = _calib()
+    written = {}
+    for name, accuracy in (("rtn", None), ("gptq", {"gptq": True})):
+        result = quantize_by_blocks(decoder, "onnxruntime", calib, output=tmp_path / f"{name}.onnx",
+                                    preset="int4-weight-only", calib_layout="feeds", accuracy=accuracy,
+                                    block_bytes=BLOCK)
+        written[name] = _initializers(result.files[0])
+    packed = [n for n in written["rtn"] if written["rtn"][n].dtype == np.uint8 and written["rtn"][n].ndim == 3]
+    assert packed and any(not np.array_equal(written["rtn"][n], written["gptq"][n]) for n in packed)
+
+
+def test_missing_external_data_is_one_line_and_writes_nothing(decoder, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    model = folder / "llama.onnx"
+    model.write_bytes(decoder.read_bytes())  # its data file is not beside it
+    with pytest.raises(GraphError, match=r"llama.onnx: tensor 'embed_tokens.weight' external data "
+                                         r"'llama.onnx.data': no such file") as caught:
+        quantize_by_blocks(model, "onnxruntime", _calib(1), output=tmp_path / "out.onnx",
+                           preset="int4-weight-only", calib_layout="feeds")
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
+
+
+def test_cli_by_blocks(decoder, tmp_path, capsys):
+    from qtool.cli.main import main
+
+    calib = tmp_path / "calib.npz"
+    samples = _calib(2)
+    np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    out = tmp_path / "q" / "llama.onnx"
+    assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--preset", "int4-weight-only",
+                 "--calib", str(calib), "-o", str(out), "--by-blocks", "0.15"]) == 0
+    printed = capsys.readouterr().out
+    assert "segment 1/" in printed and "agrees with qtool's simulation" in printed
+    ops = Counter(n.op_type for n in onnx.load(out, load_external_data=False).graph.node)
+    assert ops["MatMulNBits"] == 7 * CONFIG.layers + 1
+    assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--calib", str(calib), "-o",
+                 str(tmp_path / "x.onnx"), "--by-blocks", "1", "--save-state", str(tmp_path / "s.json")]) == 1
+    assert "--by-blocks does not combine with --save-state" in capsys.readouterr().err
