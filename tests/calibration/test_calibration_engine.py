@@ -126,3 +126,28 @@ def test_an_unknown_engine_is_refused(cnn, cnn_samples, attach):
     attach(cnn, UINT8)
     with pytest.raises(CalibrationError, match="calibration engine 'tensorrt' is not one of auto, onnxruntime, torch"):
         calibrate(cnn, cnn_samples, progress=False, engine="tensorrt")
+
+
+def test_the_fallbacks_outlier_scan_reads_onnxruntime_values_equal_to_the_executors(cnn, cnn_samples):
+    from qtool.executor import TorchExecutor
+    from qtool.passes.accuracy.outliers import outlier_ratios
+    from qtool.passes.accuracy.running import ort_float_values
+
+    executor = TorchExecutor(cnn)
+    ops = [op for op in cnn.topological_order() if op.op_type in ("Conv", "Gemm")]
+    batches = [{"x": cnn_samples[:12]}, {"x": cnn_samples[12:]}]
+    assert ort_float_values(executor, batches, ["x"]) is not None
+    ratios = outlier_ratios(executor, batches, ops)
+    with executor.mode(quantize=False):
+        for op in ops:
+            x = np.abs(np.concatenate([executor.forward(b, [op.inputs[0].name])[0] for b in batches]))
+            peaks = np.sort(np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).max(axis=1))
+            assert ratios[op.name] == pytest.approx(peaks[-1] / peaks[(len(peaks) - 1) // 2], rel=1e-5), op.name
+
+
+def test_the_fallbacks_float_runs_keep_the_executor_for_control_flow(tmp_path):
+    from qtool.executor import TorchExecutor
+    from qtool.passes.accuracy.running import ort_float_values
+
+    graph = qtool.load(_if_model(tmp_path / "if.onnx"))
+    assert ort_float_values(TorchExecutor(graph), [], ["y"]) is None
