@@ -26,10 +26,11 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     executor = TorchExecutor(graph, device=device)
     names = [v.name for v in graph.outputs]
     stats = {name: ErrorAccumulator() for name in names}
+    references = _onnxruntime_float(graph, samples, names, device)
     try:
-        for sample in samples:
+        for number, sample in enumerate(samples):
             executor.quantize = False
-            reference = executor.forward(sample, names)
+            reference = executor.forward(sample, names) if references is None else references[number]
             executor.quantize = True
             quantized = executor.forward(sample, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
@@ -39,6 +40,22 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
         executor.quantize = True
     outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
     return {"samples": len(samples), "held_out": held_out, "outputs": outputs}
+
+
+def _onnxruntime_float(graph: Graph, samples: Sequence[dict[str, np.ndarray]], names: list[str],
+                       device: str) -> list[list[np.ndarray]] | None:
+    """The float outputs of each sample from onnxruntime (several times faster than the executor on the CPU), or None
+    where it cannot stand in for the executor (:func:`qtool.calibration.ort_engine.refusal`)."""
+    from ..calibration import ort_engine
+
+    if ort_engine.refusal(graph, device) is not None:
+        return None
+    try:
+        run = ort_engine.OrtFloatRun(graph, names)
+        found = [{k: v for piece in run.run(sample, splittable=False) for k, v in piece.items()} for sample in samples]
+    except ort_engine.ORT_ERRORS:
+        return None
+    return [[outputs[name] for name in names] for outputs in found]
 
 
 def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bool = True) -> dict:

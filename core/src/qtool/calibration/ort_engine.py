@@ -9,7 +9,8 @@ tensors are requested in groups that do (each group one more run of the part of 
 are handed on as they come (``torch.from_numpy`` shares their memory).
 
 The torch executor stays the engine where ONNX Runtime cannot stand in for it exactly: a device other than the
-CPU, control flow (observed tensors inside bodies), ops only a plugin's kernels run, parameters held in baked form.
+CPU, control flow (observed tensors inside bodies), ops only a plugin's kernels run. Baked parameters run with
+their float values (``float_value``), as the executor runs them in float.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from ..ir import PROTO_LIMIT, Graph, to_model_proto
@@ -38,8 +40,6 @@ def refusal(graph: Graph, device: str) -> str | None:
             return f"op {op.name!r} ({op.op_type}) has subgraphs"
         if not ort_can_run(op, graph):
             return f"op {op.name!r} ({op.domain}::{op.op_type}) runs only through a qtool kernel"
-    if any(v.float_value is not None for v in graph.parameters()):
-        return "parameters hold baked values"
     if sum(v.value.nbytes for v in graph.parameters()) > PROTO_LIMIT:
         return "parameters exceed one ModelProto"
     return None
@@ -112,6 +112,10 @@ def _augmented(graph: Graph, tensors: list[str]) -> onnx.ModelProto:
     """``graph`` as a model whose outputs also list ``tensors``; first axes left free (the executor takes batches
     of any size along them) and no intermediate shapes (they may name the batch the model was exported with)."""
     model = to_model_proto(graph)
+    for index, tensor in enumerate(model.graph.initializer):
+        var = graph.variables.get(tensor.name)
+        if var is not None and var.float_value is not None:  # baked: the float model reads the float weights
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.asarray(var.float_value), tensor.name))
     outputs = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors if name not in outputs)
     del model.graph.value_info[:]
