@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from .metrics import ErrorAccumulator
 
@@ -32,18 +33,18 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     runs = [(sample, list(outputs)) for sample, outputs in zip(samples, simulated, strict=False)]
     runs += [(feeds, None) for feeds in _batched(samples[len(runs):], batchable)]
     references = _onnxruntime_float(graph, [feeds for feeds, _ in runs], names, device)
-    try:
+    with threads(pass_threads()), executor.mode(quantize=True):  # on a busy machine: one thread, see threads
         for number, (feeds, quantized) in enumerate(runs):
-            executor.quantize = False
-            reference = executor.forward(feeds, names) if references is None else references[number]
-            executor.quantize = True
+            if references is None:
+                with executor.mode(quantize=False):
+                    reference = executor.forward(feeds, names)
+            else:
+                reference = references[number]
             if quantized is None:
                 quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
                 if np.issubdtype(np.asarray(ref).dtype, np.floating):
                     stats[name].update(torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(out)))
-    finally:
-        executor.quantize = True
     outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
     return {"samples": len(samples), "held_out": held_out, "outputs": outputs}
 
@@ -66,7 +67,7 @@ def _onnxruntime_float(graph: Graph, samples: Sequence[dict[str, np.ndarray]], n
     if ort_engine.refusal(graph, device) is not None:
         return None
     try:
-        run = ort_engine.OrtFloatRun(graph, names)
+        run = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
         found = [{k: v for piece in run.run(sample, splittable=False) for k, v in piece.items()} for sample in samples]
     except ort_engine.ORT_ERRORS:
         return None
