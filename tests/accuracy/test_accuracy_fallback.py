@@ -151,11 +151,12 @@ def test_gap_budget_widens_until_close_to_every_candidate_widened(tmp_path, data
 
 
 def test_gap_to_an_all_float_reference_is_counted_from_a_finite_snr(tmp_path, data):
-    """Every candidate float reproduces float exactly (infinite SNR): the gap counts from 80 dB, so the
-    sensitive op alone meets it instead of every op going float."""
+    """Every candidate float reproduces float up to the rounding of two runtimes (the reference is onnxruntime's
+    float run, over 140 dB): the gap counts from 80 dB, so the sensitive op alone meets it instead of every op
+    going float."""
     _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, max_gap_db=40.0, precision="float"))
     details = runs["SensitivityFallback"].details
-    assert details["widened_snr_db"] == float("inf") and details["budget"] == "SNR >= 40 dB", details
+    assert details["widened_snr_db"] > 120 and details["budget"] == "SNR >= 40 dB", details
     assert details["met"] and [c["op"] for c in details["changed"]] == ["/conv2/Conv"], details["changed"]
 
 

@@ -81,3 +81,19 @@ def test_a_restored_state_never_claims_held_out_samples(small, tmp_path):
     restored = qtool.quantize(model, "onnxruntime", every, max_samples=CALIBRATED, load_state=tmp_path / "state.json")
     gap = restored.summary["float_vs_quantized"]
     assert gap["held_out"] is False and gap["samples"] == CALIBRATED
+
+
+def test_reused_simulations_and_one_batch_give_the_per_sample_sums(small):
+    """The agreement check's simulated samples are reused and the rest run as one batch: the same error sums as
+    one executor run per sample, to float rounding."""
+    from qtool.pipeline import simulate
+
+    model, every, _ = small
+    result = qtool.quantize(model, "onnxruntime", every)
+    samples = result.calibration.samples(8)
+    plain = float_vs_quantized(result.graph, samples)
+    shared = float_vs_quantized(result.graph, samples, batchable=True, simulated=simulate(result.graph, samples[:4]))
+    assert plain.keys() == shared.keys() and plain["outputs"].keys() == shared["outputs"].keys()
+    for name, found in plain["outputs"].items():
+        assert shared["outputs"][name]["sqnr_db"] == pytest.approx(found["sqnr_db"], abs=0.05), name
+        assert shared["outputs"][name]["cosine"] == pytest.approx(found["cosine"], abs=1e-6), name

@@ -133,6 +133,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         options = dataclasses.replace(options, remove_activations=qconfig.remove_activations)
     graph = _graph(model, qconfig)
     _check_runnable(graph)
+    simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
     data = None if calib is None else load_calibration_data(
@@ -157,11 +158,13 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         with platform_step(target, "export"):
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
-            result.agreement = agreement(target, graph, result.files, data, device)
+            simulated = simulate(graph, data.samples(AGREEMENT_SAMPLES), device)
+            result.agreement = agreement(target, graph, result.files, data, device, simulated=simulated)
             _check_agreement(result, options.allow_unsupported)
     result.summary = summarize(result, target, save_state)
     if data is not None:
-        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=load_state is None)
+        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=load_state is None,
+                                                         simulated=simulated)
     return result
 
 
@@ -184,17 +187,25 @@ def _earlier_keywords(earlier: dict[str, Any], export) -> tuple[str | None, Mapp
     return earlier.get("preset"), earlier.get("accuracy"), options
 
 
-def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu") -> dict | None:
-    """The platform's comparison of its files with qtool's simulation on a few calibration samples (one at a
-    time: small ops, on one thread, see :mod:`qtool.calibration.threads`)."""
-    from .executor import TorchExecutor
-
+def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu", *,
+              simulated: list[list] | None = None) -> dict | None:
+    """The platform's comparison of its files with qtool's simulation on a few calibration samples (``simulated``:
+    :func:`simulate` of them, when already run)."""
     samples = data.samples(AGREEMENT_SAMPLES)
-    executor = TorchExecutor(graph, device=device)
-    with one_thread():
-        simulated = [executor.forward(sample) for sample in samples]
+    if simulated is None:
+        simulated = simulate(graph, samples, device)
     with platform_step(target, "agreement"):
         return target.agreement(graph, files, samples, simulated)
+
+
+def simulate(graph: Graph, samples: list[dict], device: str = "cpu") -> list[list]:
+    """qtool's simulated outputs (graph output order) of each sample, one at a time: small ops, on one thread (see
+    :mod:`qtool.calibration.threads`)."""
+    from .executor import TorchExecutor
+
+    executor = TorchExecutor(graph, device=device)
+    with one_thread():
+        return [executor.forward(sample) for sample in samples]
 
 
 def summarize(result: QuantizeResult, target: Platform, state: str | os.PathLike | None = None) -> dict:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from .metrics import ErrorAccumulator
 
@@ -15,40 +16,76 @@ FLOAT_GAP_SAMPLES = 8
 
 
 def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], device: str = "cpu",
-                       *, held_out: bool = False) -> dict:
+                       *, held_out: bool = False, batchable: bool = False,
+                       simulated: Sequence[Sequence[np.ndarray]] = ()) -> dict:
     """``{"samples", "held_out", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as reference.
 
     ``sqnr_db`` is None where the quantized output equals the float one exactly (infinite SQNR);
-    ``held_out`` says whether ``samples`` were kept out of calibration.
+    ``held_out`` says whether ``samples`` were kept out of calibration. ``simulated`` holds the quantized outputs
+    of the first samples where they were already simulated (the agreement check's); ``batchable``: the samples
+    hold samples along their first axis, so that those left may be simulated in one batch where their shapes agree.
     """
     from ..executor import TorchExecutor
 
     executor = TorchExecutor(graph, device=device)
     names = [v.name for v in graph.outputs]
     stats = {name: ErrorAccumulator() for name in names}
-    try:
-        for sample in samples:
-            executor.quantize = False
-            reference = executor.forward(sample, names)
-            executor.quantize = True
-            quantized = executor.forward(sample, names)
+    runs = [(sample, list(outputs)) for sample, outputs in zip(samples, simulated, strict=False)]
+    runs += [(feeds, None) for feeds in _batched(samples[len(runs):], batchable)]
+    references = _onnxruntime_float(graph, [feeds for feeds, _ in runs], names, device)
+    with threads(pass_threads()), executor.mode(quantize=True):  # on a busy machine: one thread, see threads
+        for number, (feeds, quantized) in enumerate(runs):
+            if references is None:
+                with executor.mode(quantize=False):
+                    reference = executor.forward(feeds, names)
+            else:
+                reference = references[number]
+            if quantized is None:
+                quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
                 if np.issubdtype(np.asarray(ref).dtype, np.floating):
                     stats[name].update(torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(out)))
-    finally:
-        executor.quantize = True
     outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
     return {"samples": len(samples), "held_out": held_out, "outputs": outputs}
 
 
-def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bool = True) -> dict:
+def _batched(samples: Sequence[dict[str, np.ndarray]], batchable: bool) -> list[dict[str, np.ndarray]]:
+    """The samples joined along their first axis into one batch where allowed and their shapes agree (the sums
+    compared are the same, in one executor run instead of one per sample); else as they are."""
+    shapes = {tuple((name, a.shape) for name, a in sorted(sample.items())) for sample in samples}
+    if not batchable or len(samples) < 2 or len(shapes) != 1:
+        return list(samples)
+    return [{name: np.concatenate([sample[name] for sample in samples]) for name in samples[0]}]
+
+
+def _onnxruntime_float(graph: Graph, samples: Sequence[dict[str, np.ndarray]], names: list[str],
+                       device: str) -> list[list[np.ndarray]] | None:
+    """The float outputs of each sample from onnxruntime (several times faster than the executor on the CPU), or None
+    where it cannot stand in for the executor (:func:`qtool.calibration.ort_engine.refusal`)."""
+    from ..calibration import ort_engine
+
+    if ort_engine.refusal(graph, device) is not None:
+        return None
+    try:
+        run = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
+        found = [{k: v for piece in run.run(sample, splittable=False) for k, v in piece.items()} for sample in samples]
+    except ort_engine.ORT_ERRORS:
+        return None
+    return [[outputs[name] for name in names] for outputs in found]
+
+
+def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bool = True,
+              simulated: Sequence[Sequence[np.ndarray]] | None = None) -> dict:
     """Float vs quantized on samples calibration never saw (those after ``max_samples``) where the data holds
     some; otherwise on the first calibration samples, saying so (``held_out`` false). Calibration itself always
     reads the same samples: holding some out never changes what it computes. ``calibrated_on_data`` false (a
-    state restored from a file, calibrated on data unknown) never claims samples were held out."""
+    state restored from a file, calibrated on data unknown) never claims samples were held out. ``simulated``:
+    the quantized outputs of the first samples (``data.samples``), already simulated by the agreement check."""
     held_out = data.held_out(FLOAT_GAP_SAMPLES) if calibrated_on_data else []
     samples = held_out or data.samples(FLOAT_GAP_SAMPLES)
-    return float_vs_quantized(graph, samples, device, held_out=bool(held_out))
+    batchable = data.layout == "samples" and not data.fixed_batch
+    return float_vs_quantized(graph, samples, device, held_out=bool(held_out), batchable=batchable,
+                              simulated=() if held_out or simulated is None else simulated)
 
 
 def _finite(value: float) -> float | None:

@@ -10,10 +10,12 @@ One pass over the data suffices: the histogram observers widen themselves exactl
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -23,8 +25,9 @@ from ..quant.policy import QuantizationPolicy as P
 from ..quant.tensors import quantized_tensors
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
+from . import ort_engine
 from .observers import Observer, make_observer
-from .threads import one_thread
+from .threads import one_thread, pass_threads
 
 
 @dataclass
@@ -78,26 +81,83 @@ def _progress(enabled: bool) -> Progress:
                     console=console, transient=True, disable=not (enabled and console.is_terminal))
 
 
+ENGINES = ("auto", "onnxruntime", "torch")
+
+
 def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
-              options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              options: Mapping[str, Any] | None = None, engine: str = "auto") -> dict[str, Any]:
     """Calibrate every root activation config of ``graph`` from ``data`` (ACTIVATED afterwards).
 
     ``data`` is a :class:`CalibrationData` or anything :func:`load_calibration_data`
     takes. ``options`` (e.g. ``{"percentile": 99.9, "bins": 2048}``) go to each
-    observer that accepts them. Returns statistics: ``samples``, ``batches``,
-    ``seconds``, ``tensors`` and ``configs`` calibrated, ``observers`` (count per
-    name) and ``warnings`` (dicts naming the ``tensor``, with a ``message``).
+    observer that accepts them. ``engine`` runs the float model: ``"onnxruntime"``
+    (:mod:`.ort_engine`), ``"torch"`` (the executor, on ``device``) or ``"auto"``
+    (onnxruntime where it can stand in for the executor, else the executor). Returns statistics: ``samples``,
+    ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime), ``tensors``
+    and ``configs`` calibrated, ``observers`` (count per name) and ``warnings`` (dicts naming the ``tensor``, with a
+    ``message``).
     """
-    from ..executor import TorchExecutor  # the executor imports the op library; load it only when calibrating
-    from ..executor.feeds import to_tensor
-
     start = time.perf_counter()
+    if engine not in ENGINES:
+        raise CalibrationError(f"calibration engine {engine!r} is not one of {', '.join(ENGINES)}")
     data = data if isinstance(data, CalibrationData) else load_calibration_data(data, graph)
     targets = _targets(graph, options or {})
-    stats: dict[str, Any] = {"samples": 0, "batches": 0, "seconds": 0.0, "tensors": len(targets),
+    stats: dict[str, Any] = {"samples": 0, "batches": 0, "seconds": 0.0, "engine": None, "tensors": len(targets),
                              "configs": sum(len(t.configs) for t in targets), "observers": {}, "warnings": []}
     if not targets:
         return stats
+    refused = ort_engine.refusal(graph, device) if engine != "torch" else "asked for"
+    if refused is None:
+        try:
+            _feed(progress, data, stats, _ort_runs(graph, data, targets))
+        except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
+            refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
+            targets = _targets(graph, options or {})
+            stats.update(samples=0, batches=0)
+    if refused is not None:
+        if engine == "onnxruntime":
+            raise CalibrationError(f"calibration engine onnxruntime cannot run this model: {refused}")
+        stats["engine_note"] = refused
+        _feed(progress, data, stats, _torch_runs(graph, data, targets, device))
+    stats["engine"] = "torch" if refused else "onnxruntime"
+    with one_thread():
+        for target in targets:
+            _finish(target, stats)
+    stats["seconds"] = time.perf_counter() - start
+    return stats
+
+
+def _feed(progress: bool, data: CalibrationData, stats: dict[str, Any], runs: Iterator[int]) -> None:
+    """Drive ``runs`` (each yields the samples of one batch the observers took), counting and showing progress."""
+    with _progress(progress) as bar:
+        task = bar.add_task("calibrating", total=data.count)
+        for count in runs:
+            stats["samples"] += count
+            stats["batches"] += 1
+            bar.advance(task, count)
+
+
+def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> Iterator[int]:
+    """Feed the observers from onnxruntime runs; yields the samples of each batch done."""
+    by_tensor: dict[str, list[_Target]] = {}
+    for target in targets:
+        by_tensor.setdefault(target.tensor, []).append(target)
+    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=pass_threads())
+    for batch in data:
+        for arrays in engine.run(batch, splittable=data.layout == "samples"):
+            with one_thread():
+                for name, array in arrays.items():
+                    tensor = torch.from_numpy(array if array.flags.writeable else np.array(array))
+                    for target in by_tensor[name]:
+                        target.observer.observe(tensor)
+        yield data.samples_in(batch)
+
+
+def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], device: str) -> Iterator[int]:
+    """Feed the observers from the torch executor's float runs, op by op; yields the samples of each batch done."""
+    from ..executor import TorchExecutor  # the executor imports the op library; load it only when calibrating
+    from ..executor.feeds import to_tensor
+
     executor = TorchExecutor(graph, device=device)
     executor.quantize = False
     sites: dict[str, list[_Target]] = {}
@@ -114,21 +174,11 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     outputs = [v.name for v in graph.outputs] + _extra_outputs(graph, set(sites))
     handle = executor.add_hook(observe)
     try:
-        with _progress(progress) as bar:
-            task = bar.add_task("calibrating", total=data.count)
-            for batch in data:
-                executor.forward_torch({k: to_tensor(a, executor.device) for k, a in batch.items()}, outputs)
-                count = data.samples_in(batch)
-                stats["samples"] += count
-                stats["batches"] += 1
-                bar.advance(task, count)
+        for batch in data:
+            executor.forward_torch({k: to_tensor(a, executor.device) for k, a in batch.items()}, outputs)
+            yield data.samples_in(batch)
     finally:
         handle.remove()
-    with one_thread():
-        for target in targets:
-            _finish(target, stats)
-    stats["seconds"] = time.perf_counter() - start
-    return stats
 
 
 def _finish(target: _Target, stats: dict[str, Any]) -> None:

@@ -165,6 +165,10 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                           check=_between(50, 100, lo_open=True)),
         "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
         "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
+        "engine": Key("str", "auto", "What runs the float model for the observers: onnxruntime (the model with the "
+                      "observed tensors as extra outputs), torch (qtool's executor, on `--device`) or auto "
+                      "(onnxruntime where it can run the model on the CPU, else torch).",
+                      choices=("auto", "onnxruntime", "torch")),
     },
     "weight_only": {
         "enabled": Key("bool", False, "Weight-only quantization: activations stay float, the weights of `op_types` "

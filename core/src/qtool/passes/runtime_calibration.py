@@ -14,7 +14,8 @@ from .base import Pass, PassError, PassResult, PassWarning
 
 
 class RuntimeCalibration(Pass):
-    """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers."""
+    """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers (``engine`` picks what
+    runs the float model)."""
 
     name = "RuntimeCalibration"
 
@@ -23,7 +24,8 @@ class RuntimeCalibration(Pass):
         self.data, self.device, self.progress, self.options = data, device, progress, options
 
     def call(self, graph: Graph) -> PassResult:
-        report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options)
+        report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options,
+                           engine=(self.options or {}).get("engine", "auto"))
         for found in report["warnings"]:
             warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
                                       tensor=found.get("tensor")), stacklevel=2)

@@ -36,19 +36,31 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     tail = total - cumulative[keep]
     last = counts[keep - 1] + tail  # P's last bin: the kept one plus the clipped tail
     plogp = plogp_prefix[keep - 1] + _xlogx(last)
-    edges = (np.arange(levels + 1)[None, :] * keep[:, None] + levels - 1) // levels  # bin j -> bucket j*L//i
-    sums = cumulative[edges[:, 1:]] - cumulative[edges[:, :-1]]  # (K, L) counts kept per bucket
-    filled = nonzero[edges[:, 1:]] - nonzero[edges[:, :-1]]
+    edges = _bucket_edges(keep, levels)  # (K, L+1): bin j -> bucket j*L//i
+    sums = np.diff(cumulative[edges], axis=1)  # (K, L) counts kept per bucket
+    filled = np.diff(nonzero[edges], axis=1)
     filled[:, -1] += (counts[keep - 1] == 0) & (tail > 0)
-    mass = sums.copy()  # P's mass per bucket
-    mass[:, -1] += tail
-    q = np.maximum(np.where(filled > 0, sums / np.maximum(filled, 1), 0.0), _EMPTY_BUCKET)
+    log_q = np.zeros_like(sums)  # Q per bucket, spread evenly over its nonzero bins, as log(count)
+    np.divide(sums, filled, out=log_q, where=filled > 0)
+    np.log(np.maximum(log_q, _EMPTY_BUCKET, out=log_q), out=log_q)
+    # sum over buckets of P's mass * log(Q / kept): the tail adds to the last bucket's mass, all mass sums to total
+    cross = np.einsum("kl,kl->k", sums, log_q) + tail * log_q[:, -1]
     kept = cumulative[keep]
     with np.errstate(divide="ignore", invalid="ignore"):
-        cross = np.where(mass > 0, mass * np.log(q / kept[:, None]), 0.0).sum(axis=1)
-        divergence = (plogp - cross) / total - math.log(total)
+        divergence = (plogp - cross + total * np.log(kept)) / total - math.log(total)
     divergence = np.where(kept > 0, divergence, np.inf)
     return int(keep[np.argmin(divergence)])
+
+
+def _bucket_edges(keep: np.ndarray, levels: int) -> np.ndarray:
+    """``ceil(j * i / levels)`` for every candidate ``i`` in ``keep`` (rows) and ``j`` in 0..levels (columns)."""
+    edges = np.arange(levels + 1)[None, :] * keep[:, None]
+    edges += levels - 1
+    if levels & (levels - 1) == 0:  # a power of two (the usual 128 or 256 levels): a shift, not a division
+        edges >>= levels.bit_length() - 1
+    else:
+        edges //= levels
+    return edges
 
 
 class EntropyObserver(HistogramObserver):

@@ -43,7 +43,7 @@ from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
 from .outliers import outlier_ratios
 from .progress import progress_bar
-from .running import take_samples
+from .running import ort_float_values, take_samples
 
 WHERE = "accuracy.fallback"
 DEFAULT_MIN_SNR_DB = 30.0
@@ -295,8 +295,16 @@ def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, tor
 
 
 def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Tensor]]:
-    """The float graph's outputs per batch: the reference every trial is scored against (computed once)."""
-    return [_forward(executor, batch, quantize=False) for batch in batches]
+    """The float graph's outputs per batch: the reference every trial is scored against (computed once, by
+    onnxruntime where it can run the graph)."""
+    names = [v.name for v in executor.graph.outputs]
+    values = ort_float_values(executor, batches, names)
+    if values is None:
+        return [_forward(executor, batch, quantize=False) for batch in batches]
+    references: list[dict[str, torch.Tensor]] = [{} for _ in batches]
+    for number, arrays in values:
+        references[number].update({name: t for name, t in arrays.items() if t.is_floating_point()})
+    return references
 
 
 def _output_error(executor: TorchExecutor, batches, references) -> ErrorAccumulator:

@@ -17,7 +17,7 @@ import torch
 from ...executor import TorchExecutor
 from ...ir import Operation
 from ...ops import input_channel_axis, is_compute
-from .running import Batch, run_watching
+from .running import Batch, ort_float_values, run_watching
 
 
 def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
@@ -28,8 +28,8 @@ def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
     peaks: dict[str, torch.Tensor] = {}
     varying: set[str] = set()
 
-    def observe(op, inputs, outputs) -> None:
-        x = inputs[0].detach().abs().movedim(input_channel_axis(op), 0)
+    def observe(op, x: torch.Tensor) -> None:
+        x = x.detach().abs().movedim(input_channel_axis(op), 0)
         peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
         if op.name in peaks and peaks[op.name].shape != peak.shape:
             varying.add(op.name)
@@ -37,8 +37,17 @@ def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
             peaks[op.name] = torch.maximum(peaks[op.name], peak) if op.name in peaks else peak
 
     layers = [op for op in ops if is_compute(op) and not op.inputs[0].is_parameter]
-    if layers:
-        run_watching(executor, batches, layers, observe, quantize=False)
+    readers: dict[str, list[Operation]] = {}
+    for op in layers:
+        readers.setdefault(op.inputs[0].name, []).append(op)
+    values = ort_float_values(executor, batches, list(readers)) if layers else None
+    if values is not None:
+        for _, arrays in values:
+            for name, x in arrays.items():
+                for op in readers[name]:
+                    observe(op, x)
+    elif layers:
+        run_watching(executor, batches, layers, lambda op, inputs, outputs: observe(op, inputs[0]), quantize=False)
     return {name: _ratio(peak) for name, peak in peaks.items() if name not in varying}
 
 

@@ -1,0 +1,128 @@
+"""Float statistics through ONNX Runtime: the graph's float run, with the tensors observers watch as extra outputs.
+
+Calibration needs the float value of every observed tensor for every batch. ONNX Runtime computes them several
+times faster than the torch executor on CPU; the graph is written as an ONNX model whose outputs also list those
+tensors (as onnxruntime's own calibrators augment a model). What one run returns is bounded: a first run on one
+sample measures the bytes the requested tensors take, then batches run whole where they fit in ``budget`` bytes
+(as the executor runs them), else in runs of as many samples as fit, and where one sample alone does not fit the
+tensors are requested in groups that do (each group one more run of the part of the graph it needs). The arrays
+are handed on as they come (``torch.from_numpy`` shares their memory).
+
+The torch executor stays the engine where ONNX Runtime cannot stand in for it exactly: a device other than the
+CPU, control flow (observed tensors inside bodies), ops only a plugin's kernels run. Baked parameters run with
+their float values (``float_value``), as the executor runs them in float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnxruntime.capi import onnxruntime_pybind11_state as _state
+
+from ..ir import PROTO_LIMIT, Graph, to_model_proto
+
+DEFAULT_BUDGET = 256 << 20  # bytes of requested tensors one run may return
+ORT_ERRORS = (_state.Fail, _state.InvalidArgument, _state.InvalidGraph, _state.NotImplemented,
+              _state.RuntimeException, RuntimeError)
+
+
+def refusal(graph: Graph, device: str) -> str | None:
+    """Why ONNX Runtime cannot compute ``graph``'s float statistics in place of the torch executor (None: it can)."""
+    from ..executor.ort_fallback import ort_can_run  # the executor package loads the op library
+
+    if str(device) != "cpu":
+        return f"device {device!r} (onnxruntime statistics run on the CPU)"
+    for op in graph.operations.values():
+        if op.has_subgraphs:
+            return f"op {op.name!r} ({op.op_type}) has subgraphs"
+        if not ort_can_run(op, graph):
+            return f"op {op.name!r} ({op.domain}::{op.op_type}) runs only through a qtool kernel"
+    if sum(v.value.nbytes for v in graph.parameters()) > PROTO_LIMIT:
+        return "parameters exceed one ModelProto"
+    return None
+
+
+class OrtFloatRun:
+    """An onnxruntime session of ``graph`` in float that returns ``tensors`` (any of its tensors) for each batch.
+
+    ``threads`` sets the intra-op threads (None: onnxruntime's default); ``budget`` the bytes one run may return
+    (None: ``DEFAULT_BUDGET``).
+    """
+
+    def __init__(self, graph: Graph, tensors: Sequence[str], *, threads: int | None = None,
+                 budget: int | None = None) -> None:
+        import onnxruntime as ort
+
+        inputs = {v.name for v in graph.inputs}
+        self.fed = [name for name in dict.fromkeys(tensors) if name in inputs]
+        self.computed = [name for name in dict.fromkeys(tensors) if name not in inputs]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(_augmented(graph, self.computed).SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+        self.budget = DEFAULT_BUDGET if budget is None else budget
+        self.rows: int | None = None  # samples per run, once measured
+        self.groups: list[list[str]] | None = None
+
+    def run(self, batch: Mapping[str, np.ndarray], *, splittable: bool) -> Iterator[dict[str, np.ndarray]]:
+        """``{tensor: array}`` for pieces of ``batch`` (the whole batch, or runs of samples, or groups of tensors);
+        ``splittable``: the batch holds samples along its first axis (the ``samples`` layout), so it may be cut."""
+        if self.groups is None:  # measure on one sample what the tensors take (a feed: all of it)
+            self._size(self._run(_rows(batch, 0, 1) if splittable else batch, self.computed), splittable)
+        size = len(next(iter(batch.values()))) if splittable and batch else 1
+        step = self.rows if splittable else size
+        for begin in range(0, size, step):
+            piece = _rows(batch, begin, begin + step) if splittable else batch
+            if self.fed:
+                yield {n: piece[n] for n in self.fed}
+            for group in self.groups:
+                yield self._run(piece, group)
+
+    def _run(self, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        if not names:
+            return {}
+        return dict(zip(names, self.session.run(names, dict(feeds)), strict=True))
+
+    def _size(self, results: dict[str, np.ndarray], splittable: bool) -> None:
+        """Runs of as many samples as fit in the budget; groups of tensors where one sample does not fit."""
+        total = sum(a.nbytes for a in results.values())
+        self.rows = max(1, self.budget // total) if splittable and total else 1
+        self.groups, group, held = [], [], 0
+        for name in self.computed:
+            if group and held + results[name].nbytes > self.budget:
+                self.groups.append(group)
+                group, held = [], 0
+            group.append(name)
+            held += results[name].nbytes
+        if group:
+            self.groups.append(group)
+
+
+def _rows(batch: Mapping[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:
+    return {name: array[begin:end] for name, array in batch.items()}
+
+
+def _augmented(graph: Graph, tensors: list[str]) -> onnx.ModelProto:
+    """``graph`` as a model whose outputs also list ``tensors``; first axes left free (the executor takes batches
+    of any size along them) and no intermediate shapes (they may name the batch the model was exported with)."""
+    model = to_model_proto(graph)
+    for index, tensor in enumerate(model.graph.initializer):
+        var = graph.variables.get(tensor.name)
+        if var is not None and var.float_value is not None:  # baked: the float model reads the float weights
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.asarray(var.float_value), tensor.name))
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors if name not in outputs)
+    del model.graph.value_info[:]
+    for value in (*model.graph.input, *model.graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim
+            if len(dims):
+                dims[0].Clear()
+                dims[0].dim_param = "qtool_batch"
+    return model

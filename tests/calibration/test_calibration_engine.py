@@ -1,0 +1,153 @@
+"""The onnxruntime statistics engine gives the torch executor's calibration, and the executor runs where it must."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import qtool
+from onnx import TensorProto, helper
+from qtool.calibration import CalibrationError, calibrate, load_calibration_data
+from qtool.calibration import ort_engine
+from qtool.quant import QuantScheme
+
+UINT8 = QuantScheme.integer(8, signed=False, symmetric=False)
+PER_CHANNEL = QuantScheme.integer(8, signed=True, symmetric=True, per_channel=True, channel_axis=1)
+
+
+def _calibrated(path, samples, scheme, engine, *, batch_size=6, attach=None, device="cpu"):
+    graph = qtool.load(path)
+    configs = attach(graph, scheme)
+    stats = calibrate(graph, load_calibration_data(samples, graph, batch_size=batch_size), progress=False,
+                      engine=engine, device=device)
+    return stats, {name: (np.asarray(t.scale), np.asarray(t.offset)) for name, t in configs.items()}
+
+
+def _assert_same(ours, theirs, rtol):
+    assert ours.keys() == theirs.keys()
+    for name, (scale, offset) in theirs.items():
+        np.testing.assert_allclose(ours[name][0], scale, rtol=rtol, err_msg=name)
+        np.testing.assert_allclose(ours[name][1], offset, atol=1, err_msg=name)
+
+
+@pytest.mark.parametrize("scheme", [UINT8, UINT8.with_changes(observer="auto"), PER_CHANNEL.with_changes(observer="mse")],
+                         ids=["minmax", "auto", "per-channel-mse"])
+def test_onnxruntime_statistics_match_the_executors(cnn_path, cnn_samples, attach, scheme):
+    ort_stats, ours = _calibrated(cnn_path, cnn_samples, scheme, "auto", attach=attach)
+    torch_stats, theirs = _calibrated(cnn_path, cnn_samples, scheme, "torch", attach=attach)
+    assert ort_stats["engine"] == "onnxruntime" and "engine_note" not in ort_stats
+    assert torch_stats["engine"] == "torch"
+    assert ort_stats["samples"] == torch_stats["samples"] == 20 and ort_stats["batches"] == 4
+    assert "x" in ours  # the graph input, read at the first Conv's input, is fed from the batch itself
+    # float rounding of two runtimes may move a value across a histogram bin edge: a bin in 4096 at most
+    _assert_same(ours, theirs, rtol=1e-5 if scheme.observer == "minmax" else 1e-3)
+
+
+def test_batches_run_in_pieces_under_a_budget_give_the_same_scales(cnn_path, cnn_samples, attach, monkeypatch):
+    _, whole = _calibrated(cnn_path, cnn_samples, UINT8, "onnxruntime", attach=attach, batch_size=20)
+    monkeypatch.setattr(ort_engine, "DEFAULT_BUDGET", 3000)  # less than one sample's tensors: groups of tensors
+    stats, pieces = _calibrated(cnn_path, cnn_samples, UINT8, "onnxruntime", attach=attach, batch_size=20)
+    assert stats["engine"] == "onnxruntime"
+    _assert_same(pieces, whole, rtol=0)
+
+
+def test_runs_stay_under_the_budget(cnn_path, cnn_samples):
+    graph = qtool.load(cnn_path)
+    tensors = [op.outputs[0].name for op in graph.topological_order()]
+    run = ort_engine.OrtFloatRun(graph, [*tensors, "x"], budget=5000)
+    seen: dict[str, int] = {}
+    for piece in run.run({"x": cnn_samples}, splittable=True):
+        computed = {name: a for name, a in piece.items() if name != "x"}
+        assert sum(a.nbytes for a in computed.values()) <= 5000 or len(computed) == 1
+        for name, array in piece.items():
+            seen[name] = seen.get(name, 0) + len(array)
+    assert run.rows == 1 and len(run.groups) > 1
+    assert seen == {name: 20 for name in [*tensors, "x"]}  # every tensor of every sample, once
+
+
+def _if_model(path):
+    """y = Relu(x) then an If on a flag: its branches read y (control flow: the executor's job)."""
+    then = helper.make_graph([helper.make_node("Neg", ["y"], ["t"], name="neg")], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Abs", ["y"], ["e"], name="abs")], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
+             helper.make_node("If", ["flag"], ["z"], name="branch", then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+                                           helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _attach_relu(graph, scheme):
+    from qtool.quant import OpQuantConfig, TensorQuantizationConfig
+
+    relu = graph.operations["relu"]
+    tqc = TensorQuantizationConfig(scheme)
+    relu.quant = OpQuantConfig([None], [tqc], quantized=True, reason="test")
+    return {"y": tqc}
+
+
+def test_control_flow_keeps_the_executor(tmp_path):
+    path = _if_model(tmp_path / "if.onnx")
+    feeds = [{"x": np.linspace(-2, 3, 4, dtype=np.float32)[None], "flag": np.array(True)}]
+    graph = qtool.load(path)
+    configs = _attach_relu(graph, UINT8)
+    stats = calibrate(graph, load_calibration_data(feeds, graph, layout="feeds"), progress=False)
+    assert stats["engine"] == "torch" and "op 'branch' (If) has subgraphs" in stats["engine_note"]
+    np.testing.assert_allclose(configs["y"].scale, 3 / 255, rtol=1e-6)
+    graph = qtool.load(path)
+    _attach_relu(graph, UINT8)
+    with pytest.raises(CalibrationError, match="engine onnxruntime cannot run this model: op 'branch'"):
+        calibrate(graph, load_calibration_data(feeds, graph, layout="feeds"), progress=False, engine="onnxruntime")
+
+
+def test_an_op_without_a_torch_kernel_runs_in_onnxruntime_with_the_same_result(tmp_path, attach):
+    nodes = [helper.make_node("MeanVarianceNormalization", ["x"], ["m"], name="mvn", axes=[1, 2]),
+             helper.make_node("Relu", ["m"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 5])])
+    path = tmp_path / "mvn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    samples = np.random.default_rng(0).normal(size=(8, 3, 5)).astype(np.float32)
+    stats, ours = _calibrated(path, samples, UINT8, "auto", attach=attach, batch_size=8)
+    _, theirs = _calibrated(path, samples, UINT8, "torch", attach=attach, batch_size=8)
+    assert stats["engine"] == "onnxruntime"
+    _assert_same(ours, theirs, rtol=1e-5)
+
+
+def test_a_device_other_than_the_cpu_keeps_the_executor(cnn):
+    assert ort_engine.refusal(cnn, "cpu") is None
+    assert ort_engine.refusal(cnn, "cuda") == "device 'cuda' (onnxruntime statistics run on the CPU)"
+
+
+def test_an_unknown_engine_is_refused(cnn, cnn_samples, attach):
+    attach(cnn, UINT8)
+    with pytest.raises(CalibrationError, match="calibration engine 'tensorrt' is not one of auto, onnxruntime, torch"):
+        calibrate(cnn, cnn_samples, progress=False, engine="tensorrt")
+
+
+def test_the_fallbacks_outlier_scan_reads_onnxruntime_values_equal_to_the_executors(cnn, cnn_samples):
+    from qtool.executor import TorchExecutor
+    from qtool.passes.accuracy.outliers import outlier_ratios
+    from qtool.passes.accuracy.running import ort_float_values
+
+    executor = TorchExecutor(cnn)
+    ops = [op for op in cnn.topological_order() if op.op_type in ("Conv", "Gemm")]
+    batches = [{"x": cnn_samples[:12]}, {"x": cnn_samples[12:]}]
+    assert ort_float_values(executor, batches, ["x"]) is not None
+    ratios = outlier_ratios(executor, batches, ops)
+    with executor.mode(quantize=False):
+        for op in ops:
+            x = np.abs(np.concatenate([executor.forward(b, [op.inputs[0].name])[0] for b in batches]))
+            peaks = np.sort(np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).max(axis=1))
+            assert ratios[op.name] == pytest.approx(peaks[-1] / peaks[(len(peaks) - 1) // 2], rel=1e-5), op.name
+
+
+def test_the_fallbacks_float_runs_keep_the_executor_for_control_flow(tmp_path):
+    from qtool.executor import TorchExecutor
+    from qtool.passes.accuracy.running import ort_float_values
+
+    graph = qtool.load(_if_model(tmp_path / "if.onnx"))
+    assert ort_float_values(TorchExecutor(graph), [], ["y"]) is None
