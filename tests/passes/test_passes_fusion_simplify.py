@@ -105,3 +105,51 @@ def test_readers_of_a_graph_input_share_the_first_readers_config(make_config):
 
     first, second = (graph.operations[n].quant.inputs[0] for n in ("c1", "c2"))
     assert first.state is S.INITIAL and second.dominator is first
+
+
+def test_an_activation_outside_fused_activations_is_quantized_on_both_sides(make_config):
+    graph = _graph(_conv("c1", "x", "a"), helper.make_node("HardSwish", ["a"], ["h"], name="hswish"),
+                   _conv("c2", "h", "b"), helper.make_node("Relu", ["b"], ["y"], name="relu"))
+
+    runs = _plan(graph, make_config(fusion={"fused_activations": ["Relu", "Clip"]}))
+
+    c1, hswish = graph.operations["c1"], graph.operations["hswish"]
+    assert runs["QuantizeFusion"].details["fused"] == ["c2 + relu"]
+    assert c1.quant.outputs[0].state is S.INITIAL and hswish.quant.outputs[0].state is S.INITIAL
+    assert hswish.quant.inputs[0].dominator is c1.quant.outputs[0]
+
+
+def _matmuls(tail: str, y_shape):
+    """x [2, 4] -> MatMul m1 -> a, then ``tail`` reads a: "matmul" (m2), "reduce" (ReduceMean), or "add" (+ bias)."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="m1")]
+    inits = [init("w1", RNG.normal(size=(4, 4))), init("w2", RNG.normal(size=(4, 4))), init("b", RNG.normal(size=4))]
+    nodes.append({"matmul": helper.make_node("MatMul", ["a", "w2"], ["y"], name="m2"),
+                  "reduce": helper.make_node("ReduceMean", ["a"], ["y"], name="mean"),
+                  "add": helper.make_node("Add", ["a", "b"], ["y"], name="bias")}[tail])
+    return graph_of(nodes, [tensor("x", [2, 4])], [tensor("y", y_shape)], inits)
+
+
+def test_a_float_output_op_read_by_no_quantized_op_keeps_its_output_float(make_config):
+    config = make_config(fusion={"float_outputs": ["MatMul"]})
+    graph = _matmuls("reduce", None)
+    runs = _plan(graph, config)
+    written = graph.operations["m1"].quant.outputs[0]
+    assert runs["QuantizeFusion"].details["float_outputs"] == ["m1"]
+    assert written.state is S.FP32 and written.notes["reason"] == "float output: no quantized op reads it"
+
+    graph = _matmuls("matmul", None)  # m2 reads a quantized; m2's own output is a graph output nobody quantizes
+    runs = _plan(graph, config)
+    assert runs["QuantizeFusion"].details["float_outputs"] == ["m2"]
+    assert graph.operations["m1"].quant.outputs[0].state is S.INITIAL
+
+    graph = _matmuls("reduce", None)  # not asked for: unchanged
+    _plan(graph, make_config())
+    assert graph.operations["m1"].quant.outputs[0].state is S.INITIAL
+
+
+def test_a_matmul_that_a_runtime_folds_with_its_bias_add_keeps_its_output_quantized(make_config):
+    """ONNX Runtime folds MatMul + Add (2-D input, 1-D bias) into a float Gemm before it looks for integer kernels."""
+    graph = _matmuls("add", [2, 4])
+    runs = _plan(graph, make_config(fusion={"float_outputs": ["MatMul"]}))
+    assert runs["QuantizeFusion"].details["float_outputs"] == []
+    assert graph.operations["m1"].quant.outputs[0].state is S.INITIAL

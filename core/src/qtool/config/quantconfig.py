@@ -38,6 +38,8 @@ class QuantConfig:
     exclude: tuple[str, ...]
     fuse_activations: bool
     fusion_activations: frozenset[str]
+    fused_activations: frozenset[str]
+    float_outputs: frozenset[str]
     remove_activations: bool
     alignment: Mapping[str, str]
     calibration: Mapping[str, Any]
@@ -60,6 +62,8 @@ class QuantConfig:
             passive_op_types=frozenset(dispatch["passive_op_types"]),
             include=tuple(dispatch["include"]), exclude=tuple(dispatch["exclude"]),
             fuse_activations=fusion["fuse_activations"], fusion_activations=frozenset(fusion["activations"]),
+            fused_activations=frozenset(fusion["fused_activations"]),
+            float_outputs=frozenset(fusion["float_outputs"]),
             remove_activations=fusion["remove_activations"],
             alignment=MappingProxyType(dict(tree["alignment"])),
             calibration=MappingProxyType(dict(tree["calibration"])),
@@ -212,6 +216,8 @@ class QuantConfig:
                             "exclude": list(self.exclude), "include": list(self.include)}
         data["fusion"] = {"fuse_activations": self.fuse_activations,
                           "activations": sorted(self.fusion_activations),
+                          "fused_activations": sorted(self.fused_activations),
+                          "float_outputs": sorted(self.float_outputs),
                           "remove_activations": self.remove_activations}
         data["alignment"] = dict(self.alignment)
         data["calibration"] = dict(self.calibration)
@@ -236,8 +242,10 @@ class QuantConfig:
         lines.append(f"passive op types: {', '.join(sorted(self.passive_op_types)) or 'none'}")
         if self.include or self.exclude:
             lines.append(f"include: {list(self.include)}  exclude: {list(self.exclude)}")
-        fused = ", ".join(sorted(self.fusion_activations)) if self.fuse_activations else "off"
+        fused = ", ".join(sorted(self.fusion_activations & self.fused_activations)) if self.fuse_activations else "off"
         lines.append(f"fused activations: {fused}; removed at export: {str(self.remove_activations).lower()}")
+        if self.float_outputs:
+            lines.append(f"float outputs when no quantized op reads them: {', '.join(sorted(self.float_outputs))}")
         lines.append("alignment: " + ", ".join(f"{g} = {m}" for g, m in self.alignment.items()))
         lines.append("calibration: " + ", ".join(f"{k} = {v}" for k, v in self.calibration.items()))
         enabled = [name for name, value in self.accuracy.items() if value not in (False, None)]

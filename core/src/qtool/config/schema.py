@@ -148,6 +148,14 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                                 "(its output is quantized only after the activation)."),
         "activations": Key("list", ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSwish", "HardSigmoid",
                                     "Tanh", "Gelu"), "Op types that fusion treats as activations."),
+        "fused_activations": Key("list", ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSwish", "HardSigmoid",
+                                          "Tanh", "Gelu"),
+                                 "Activations of `activations` fused into the compute op before them (its output is "
+                                 "not quantized); the others are quantized on both sides, so that a runtime which "
+                                 "runs them apart keeps the compute op's integer kernel."),
+        "float_outputs": Key("list", (), "Compute op types whose output stays float when no quantized op reads it "
+                             "(the target runtime has an integer kernel with float output, e.g. ONNX Runtime's "
+                             "MatMulIntegerToFloat): one rounding and one Q/DQ pair less."),
         "remove_activations": Key("bool", False, "Drop Relu/Clip at export where the quantized range "
                                   "already clips exactly."),
     },

@@ -1,16 +1,25 @@
 """QuantizeFusion: one quantization point per fused pattern, passive ops sharing their input's config.
 
-* A computing op whose output is read only by a fusion activation (Relu,
-  Clip...) does not quantize that output: both the op's output config and the
+* A computing op whose output is read only by a fused activation (Relu,
+  Clip...: ``fusion.activations`` that are also ``fusion.fused_activations``)
+  does not quantize that output: both the op's output config and the
   activation's input config become FP32 ("fused with <act>"); the activation's
-  output carries the quantization.
+  output carries the quantization. Other activations keep both sides quantized.
 * A quantized passive op (MaxPool, Reshape...) overlaps its data inputs with
   their producers' outputs and, with a single data input, its outputs with it.
+* A computing op of ``fusion.float_outputs`` whose output no quantized op
+  reads keeps that output float ("float output: no quantized op reads it"):
+  the runtime's integer kernel writes float (ONNX Runtime's
+  MatMulIntegerToFloat), without the rounding and the Q/DQ pair nobody needed.
+  Not when a lone Add reads it and the shapes let a runtime fold MatMul + Add
+  into a float Gemm (ONNX Runtime's MatMulAddFusion) before it looks for
+  integer kernels (``qtool.ops.folds_into_gemm``).
 """
 
 from __future__ import annotations
 
 from ..ir import Graph, Operation
+from ..ops import folds_into_gemm
 from ..quant import QuantizationState
 from .base import Pass, PassResult
 from .dispatch import producer_config
@@ -27,11 +36,17 @@ class QuantizeFusion(Pass):
         for op in graph.topological_order():
             if op.quant is None or not op.quant.quantized:
                 continue
-            if self.config.fuse_activations and op.op_type in self.config.fusion_activations and _fuse(graph, op):
+            if _fusible(self.config, op) and _fuse(graph, op):
                 fused.append(f"{op.inputs[0].producer.name} + {op.name}")
             elif is_passive(self.config, op):
                 shared += _share_passive(op)
-        return PassResult(graph, bool(fused or shared), {"fused": fused, "shared": shared})
+        floated = [op.name for op in graph.topological_order() if _float_output(self.config, op)]
+        return PassResult(graph, bool(fused or shared or floated), {"fused": fused, "shared": shared,
+                                                                    "float_outputs": floated})
+
+
+def _fusible(config, op: Operation) -> bool:
+    return config.fuse_activations and op.op_type in config.fusion_activations & config.fused_activations
 
 
 def is_passive(config, op: Operation) -> bool:
@@ -68,3 +83,26 @@ def _share_passive(op: Operation) -> list[str]:
                 out.overlap(op.quant.inputs[data[0]])
                 shared.append(f"{op.name}:{op.outputs[j].name}")
     return shared
+
+
+def _float_output(config, op: Operation) -> bool:
+    """Keep ``op``'s output float when its type writes float outputs and no quantized op reads it."""
+    if op.op_type not in config.float_outputs or op.quant is None or not op.quant.quantized:
+        return False
+    written = op.quant.outputs[0] if op.quant.outputs else None
+    out = op.outputs[0]
+    if written is None or written.state is not QuantizationState.INITIAL or _read_quantized(out):
+        return False
+    if folds_into_gemm(op):
+        return False
+    written.keep_float("float output: no quantized op reads it")
+    return True
+
+
+def _read_quantized(var) -> bool:
+    for reader in dict.fromkeys(var.consumers):
+        configs = reader.quant.inputs if reader.quant is not None else []
+        if any(v is var and tqc is not None and tqc.state is not QuantizationState.FP32
+               for v, tqc in zip(reader.inputs, configs)):
+            return True
+    return False
