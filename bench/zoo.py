@@ -200,7 +200,7 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
         share = measure.coverage(exports["qtool"])
         row.coverage = [share.part, share.whole]
         platform = qtool_result.get("platform_kept", {})
-        row.platform_kept = {name: platform[name] for name in share.kept if name in platform}
+        row.platform_kept = {name: platform[name] for name in share.float_ops if name in platform}
         try:
             kernels = measure.ort_integer_share(exports["qtool"])
             row.integer_kernels = [kernels.part, kernels.whole]
