@@ -132,6 +132,36 @@ def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
     assert np.isfinite(_ort(output, x)).all() and _ort(output, x).shape == (4, OUT)
 
 
+def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
+    """If whose then_branch holds the Loop of _loop(): the branch is quantized as a model of its own, which
+    quantizes its Loop's body in turn."""
+    loop = _loop()[0]
+    loop.output[0] = "then_out"
+    then = helper.make_graph([loop], "then", [], [_vi("then_out")])
+    other = helper.make_graph([helper.make_node("Relu", ["h"], ["else_out"])], "else", [], [_vi("else_out")])
+    nested = model("if")
+    flow = next(n for n in nested.graph.node if n.op_type == "If")
+    del flow.attribute[:]
+    flow.attribute.extend([helper.make_attribute("then_branch", then), helper.make_attribute("else_branch", other)])
+    path, output = tmp_path / "nested.onnx", tmp_path / "nested_q.onnx"
+    onnx.save(nested, path)
+    positive = 12.0 * np.sign(WEIGHTS["w1"].sum())
+    calib = _x(16, seed=3, offset=positive)
+    result = qtool.quantize(path, "onnxruntime", [{"x": calib[k:k + 4]} for k in range(0, 16, 4)],
+                            calib_layout="feeds", output=output)
+    then_outcome = next(b for b in result.summary["subgraphs"] if b["attribute"] == "then_branch")
+    assert then_outcome["compute_ops"] == then_outcome["quantized"] == 1  # the Loop body's MatMul
+    loop_node = next(n for n in next(a.g for n in onnx.load(output).graph.node for a in n.attribute
+                                     if a.name == "then_branch").node if n.op_type == "Loop")
+    body = loop_node.attribute[0].g
+    producers = {o: n.op_type for n in body.node for o in n.output}
+    assert [producers.get(i) for n in body.node if n.op_type == "MatMul" for i in n.input] == ["DequantizeLinear"] * 2
+    assert result.agreement["max_steps"] <= 1
+    x = _x(8, seed=4, offset=positive)
+    reference, quantized = _ort(path, x), _ort(output, x)
+    assert 20 < 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) < 80
+
+
 @pytest.mark.parametrize(("kind", "calls"), [("loop", TRIPS), ("scan", 4)])
 def test_observers_see_every_iteration(kind, calls):
     """The loop body is fed TRIPS times per call, the scan body once per row; each feed carries the state the

@@ -100,8 +100,9 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
             except QtoolError as exc:
                 outcome.reason = f"kept float: quantizing it failed ({exc})"
                 continue
-            found = result.summary["coverage"]
-            outcome.compute_ops, outcome.quantized = found["compute_ops"], found["compute_ops_quantized"]
+            found, nested = result.summary["coverage"], result.summary["subgraphs"]  # nested: its own bodies
+            outcome.compute_ops = found["compute_ops"] + sum(b["compute_ops"] for b in nested)
+            outcome.quantized = found["compute_ops_quantized"] + sum(b["quantized"] for b in nested)
             outcome.agreement = result.agreement
         if replaced:
             _replace(graph, op, replaced)
