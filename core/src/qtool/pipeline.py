@@ -193,7 +193,11 @@ def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconf
         output = Path(folder) / "body.onnx"
         result = _quantize_graph(graph, target, qconfig, data, dataclasses.replace(options, diagnostics=None), where,
                                  output=output, device=device)
-        return result, onnx.load(str(output))
+        try:
+            return result, onnx.load(str(result.files[0]))
+        except Exception as exc:  # noqa: BLE001 - a platform whose export is no ONNX model cannot quantize bodies
+            raise QtoolError(f"{target.name} exports no ONNX model a subgraph can be made of "
+                             f"({type(exc).__name__}: {exc})") from exc
 
 
 _EARLIER_EXPORT = ("opset", "allow_unsupported", "remove_activations")
