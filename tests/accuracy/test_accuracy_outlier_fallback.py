@@ -10,6 +10,7 @@ import qtool
 import torch
 from accuracy_helpers import export, samples, snr_db
 from qtool.cli.main import main
+from qtool.cli.quantize import fallback_lines
 from qtool.executor import TorchExecutor
 from qtool.passes.accuracy.fallback import SensitivityFallback
 from qtool.passes.accuracy.options import AccuracyError
@@ -75,6 +76,8 @@ def test_default_keeps_a_small_model_whole(tmp_path, calib):
     result, run, _ = _quantize(tmp_path, _model(tmp_path), calib, "default")
     assert run.details["max_ops"] == 0 and run.details["changed"] == [] and not run.modified
     assert "outlier_ratios" not in run.details  # nothing measured: the share allows no op of 2
+    assert fallback_lines(result.pass_runs) == [
+        "sensitivity fallback: (max_share allows no op of a model this small), nothing changed"]
     assert all(op.quant.quantized for op in result.graph.operations.values() if op.op_type == "MatMul")
 
 

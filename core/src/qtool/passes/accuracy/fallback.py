@@ -126,7 +126,7 @@ class SensitivityFallback(Pass):
         details: dict = {}
         limit = self._limit_ops(graph)
         if limit == 0:  # the share allows no op on a model this small: nothing to rank or measure
-            details.update(budget="none (max_share allows no op)", before=None, after=None, met=True, candidates=0,
+            details.update(budget="none (max_share allows no op of a model this small)", before=None, after=None, met=True, candidates=0,
                            max_ops=0, tried={}, changed=[])
             return PassResult(graph, False, details, FallbackReport.from_details(details))
         executor = TorchExecutor(graph, self.device)
