@@ -162,6 +162,16 @@ def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
     assert 20 < 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) < 80
 
 
+def test_feeds_kept_stay_few_and_evenly_spread(monkeypatch):
+    monkeypatch.setattr("qtool.control_flow.feeds.MAX_FEEDS", 4)
+    graph = from_model_proto(model("scan"))
+    recorder = record_bodies(graph, [graph.operations["flow"]], [{"x": _x(11, seed=2)}])["flow"]
+    h = _x(11, seed=2) @ WEIGHTS["w1"]
+    assert recorder.calls["body"] == 11
+    kept = [next(t for t in range(11) if np.allclose(feed["row"], h[t], atol=1e-5)) for feed in recorder.feeds["body"]]
+    assert kept == [0, 4, 8]  # 0..4 kept, thinned to every other (0, 2, 4), then 6 and 8, thinned again
+
+
 @pytest.mark.parametrize(("kind", "calls"), [("loop", TRIPS), ("scan", 4)])
 def test_observers_see_every_iteration(kind, calls):
     """The loop body is fed TRIPS times per call, the scan body once per row; each feed carries the state the

@@ -87,7 +87,7 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
     recorders = record_bodies(graph, ops, data, device)
     for op in ops:
         replaced = {}
-        for name, feeds in recorders[op.name].kept().items():
+        for name, feeds in recorders[op.name].feeds.items():
             outcome = BodyOutcome(op.name, name)
             bodies.outcomes.append(outcome)
             if not feeds:

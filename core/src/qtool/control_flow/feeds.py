@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from ..ir import Graph, Operation
 from ..ir.onnx_import import outer_references
 
-MAX_FEEDS = 256  # feeds kept per body (evenly spread over every call seen)
+MAX_FEEDS = 256  # feeds kept per body: every k-th call, k doubling whenever they would be more
 MAX_TRIPS = 10_000  # a Loop without a trip count that never stops is cut here
 
 
@@ -78,6 +78,8 @@ class BodyRecorder:
     def __init__(self, graph: Graph, op: Operation) -> None:
         self.graph, self.op = graph, op
         self.feeds: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in body_attributes(op)}
+        self.calls = dict.fromkeys(self.feeds, 0)  # body calls seen
+        self._every = dict.fromkeys(self.feeds, 1)  # keep every k-th call's feed
         self._sessions: dict[str, ort.InferenceSession] = {}
 
     def record(self, inputs: list[np.ndarray | None]) -> None:
@@ -92,14 +94,16 @@ class BodyRecorder:
         elif kind == "Scan":
             self._scan(explicit, outer)
 
-    def kept(self) -> dict[str, list[dict[str, np.ndarray]]]:
-        """Each body's feeds, at most MAX_FEEDS spread evenly over all recorded."""
-        return {name: _spread(feeds, MAX_FEEDS) for name, feeds in self.feeds.items()}
 
     def _add(self, name: str, formal: dict[str, np.ndarray], outer: dict[str, np.ndarray]) -> dict:
         body = self.op.attributes[name]
         feed = {**formal, **{ref: outer[ref] for ref in body_reads(body) if not self.graph.variables[ref].is_parameter}}
-        self.feeds[name].append(feed)
+        if self.calls[name] % self._every[name] == 0:
+            self.feeds[name].append(feed)
+            if len(self.feeds[name]) > MAX_FEEDS:  # thin to every other one kept: still evenly spread
+                self.feeds[name] = self.feeds[name][::2]
+                self._every[name] *= 2
+        self.calls[name] += 1
         return feed
 
     def _run(self, name: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -134,13 +138,6 @@ class BodyRecorder:
             formal = dict(zip(names, [*states, *slices], strict=True))
             results = self._run("body", self._add("body", formal, outer))
             states = list(results[:len(states)])
-
-
-def _spread(items: list, most: int) -> list:
-    if len(items) <= most:
-        return items
-    step = len(items) / most
-    return [items[int(k * step)] for k in range(most)]
 
 
 def record_bodies(graph: Graph, ops: list[Operation], batches: Iterable[dict[str, np.ndarray]],
