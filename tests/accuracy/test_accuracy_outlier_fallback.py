@@ -1,4 +1,5 @@
-"""The onnxruntime default fallback: a MatMul whose input has one huge channel goes back to float, nothing else."""
+"""The onnxruntime default fallback: a MatMul whose input has one huge channel goes back to float, nothing else, and
+never more than a twentieth of the compute ops (none on models of fewer than 20)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import qtool
 import torch
 from accuracy_helpers import export, samples, snr_db
 from qtool.cli.main import main
+from qtool.cli.quantize import fallback_lines
 from qtool.executor import TorchExecutor
 from qtool.passes.accuracy.fallback import SensitivityFallback
 from qtool.passes.accuracy.options import AccuracyError
@@ -56,6 +58,13 @@ def _ort(path, batches) -> np.ndarray:
     return np.concatenate([session.run(None, batch)[0] for batch in batches])
 
 
+def _asking(max_share: float) -> dict:
+    """The platform's default fallback table with a share a user asked for (the default's allows no op on these
+    small models)."""
+    table = qtool.get_platform("onnxruntime").default_config()["accuracy"]["fallback"]
+    return {"fallback": {**table, "max_share": max_share}}
+
+
 def _quantize(tmp_path, model, calib, name: str, **kwargs):
     output = tmp_path / f"{name}.onnx"
     result = qtool.quantize(str(model), "onnxruntime", calib, output=output, **kwargs)
@@ -63,10 +72,19 @@ def _quantize(tmp_path, model, calib, name: str, **kwargs):
     return result, fallback, output
 
 
-def test_default_returns_the_outlier_layer_to_float(tmp_path, calib, held_out):
+def test_default_keeps_a_small_model_whole(tmp_path, calib):
+    result, run, _ = _quantize(tmp_path, _model(tmp_path), calib, "default")
+    assert run.details["max_ops"] == 0 and run.details["changed"] == [] and not run.modified
+    assert "outlier_ratios" not in run.details  # nothing measured: the share allows no op of 2
+    assert fallback_lines(result.pass_runs) == [
+        "sensitivity fallback: (max_share allows no op of a model this small), nothing changed"]
+    assert all(op.quant.quantized for op in result.graph.operations.values() if op.op_type == "MatMul")
+
+
+def test_asked_share_returns_the_outlier_layer_to_float(tmp_path, calib, held_out):
     model = _model(tmp_path)
     reference = _ort(model, held_out)
-    result, run, output = _quantize(tmp_path, model, calib, "default")
+    result, run, output = _quantize(tmp_path, model, calib, "default", accuracy=_asking(0.5))
     _, off, plain = _quantize(tmp_path, model, calib, "off", accuracy={"fallback": False})
     with_rule, without = snr_db(_ort(output, held_out), reference), snr_db(_ort(plain, held_out), reference)
     assert without < 21 and with_rule > 33, (without, with_rule)  # measured 18.3 -> 37.1 dB in ORT
@@ -103,10 +121,14 @@ def test_default_keeps_most_gemms_of_a_small_mlp_quantized(tmp_path):
     calib = samples((16,), 64)
     result, run, _ = _quantize(tmp_path, path, calib, "mlp")
     gemms = [op for op in result.graph.operations.values() if op.op_type == "Gemm"]
-    assert len(gemms) == 3 and sum(op.quant.quantized for op in gemms) >= 2
-    details = run.details
-    assert details["candidates"] == 2 and details["max_ops"] == 1  # a tenth of 3 compute ops, at least one
+    assert len(gemms) == 3 and all(op.quant.quantized for op in gemms)
+    assert run.details["max_ops"] == 0  # a twentieth of 3 compute ops, rounded down
+    # a share asked for: one op at most, and only for a measured gain
+    shared, shared_run, _ = _quantize(tmp_path, path, calib, "shared", accuracy=_asking(0.34))
+    details = shared_run.details
+    assert details["candidates"] == 2 and details["max_ops"] == 1
     assert len(details["changed"]) <= 1 and details["after"] - details["before"] >= 1.0  # a measured gain
+    assert sum(op.quant.quantized for op in shared.graph.operations.values() if op.op_type == "Gemm") >= 2
     # asked for (a budget of its own, no share limit), the fallback may take more
     asked, asked_run, _ = _quantize(tmp_path, path, calib, "asked", accuracy={"fallback": {"min_snr_db": 40}})
     assert sum(not op.quant.quantized for op in asked.graph.operations.values() if op.op_type == "Gemm") >= 2
@@ -132,7 +154,8 @@ def test_cnn_has_no_candidate(tmp_path):
     conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
     path = tmp_path / "cnn.onnx"
     export(conv, torch.zeros(1, 3, 8, 8), path)
-    _, run, _ = _quantize(tmp_path, path, samples((3, 8, 8), 16), "cnn-quantized")  # not cnn.onnx: the input model
+    _, run, _ = _quantize(tmp_path, path, samples((3, 8, 8), 16), "cnn-quantized",  # not cnn.onnx: the input model
+                          accuracy=_asking(0.5))
     assert run.details["candidates"] == 0 and "outlier_ratios" in run.details and not run.modified
 
 
@@ -155,10 +178,12 @@ def test_ratio_is_largest_over_median_channel(tmp_path, calib):
 
 
 def test_cli_says_what_changed_and_why(tmp_path, calib, capsys):
-    data = tmp_path / "calib.npz"
+    data, config = tmp_path / "calib.npz", tmp_path / "share.toml"
     np.savez(data, x=np.concatenate([b["x"] for b in calib]))
+    config.write_text("[accuracy]\nfallback = { op_types = [\"MatMul\", \"Gemm\"], outlier_ratio = 8, max_gap_db = 1, "
+                      "max_share = 0.5, min_gain_db = 1, samples = 16 }\n")
     assert main(["quantize", str(_model(tmp_path)), "--platform", "onnxruntime", "--calib", str(data),
-                 "--output", str(tmp_path / "cli.onnx"), "--explain"]) == 0
+                 "--config", str(config), "--output", str(tmp_path / "cli.onnx"), "--explain"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "accuracy passes: equalization, fallback" in out
     assert f"{DOWN} -> float (input channel outlier" in out and "1 of 1 candidate ops changed" in out

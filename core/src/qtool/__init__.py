@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     ".errors": ["QtoolError", "UnknownNameError"],
     ".files": ["make_readable", "write_atomic"],
-    ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "load", "outer_references", "save",
+    ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "load", "outer_references",
+            "rename_outer_reads", "save",
             "save_model_proto", "to_model_proto"],
     ".ops": ["OpRoles", "op_roles"],
     ".pipeline": ["QuantizeResult", "quantize"],
@@ -57,8 +58,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .errors import QtoolError, UnknownNameError
     from .files import make_readable, write_atomic
-    from .ir import (PROTO_LIMIT, Graph, GraphError, Operation, Variable, load, outer_references, save,
-                     save_model_proto, to_model_proto)
+    from .ir import (PROTO_LIMIT, Graph, GraphError, Operation, Variable, load, outer_references,
+                     rename_outer_reads, save, save_model_proto, to_model_proto)
     from .ops import OpRoles, op_roles
     from .pipeline import QuantizeResult, quantize
     from .platform import (Capabilities, Diagnostic, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal, Severity,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from .calibration import load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
+from .control_flow import quantize_bodies
 from .coverage import coverage, low_coverage
 from .errors import QtoolError
 from .files import check_outputs
@@ -133,7 +135,6 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         options = dataclasses.replace(options, remove_activations=qconfig.remove_activations)
     graph = _graph(model, qconfig)
     _check_runnable(graph)
-    simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
     data = None if calib is None else load_calibration_data(
@@ -141,17 +142,29 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         transform=transform, skip_nonfinite=skip_nonfinite)
     reshaping = {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH}
     restore = RestoreState(load_state, reshaping) if load_state is not None else None
+    label = str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name
+    return _quantize_graph(graph, target, qconfig, data, options, label, output=output, save_state=save_state,
+                           restore=restore, device=device, progress=progress, finished=finished)
+
+
+def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: ExportOptions, label: str, *,
+                    output=None, save_state=None, restore=None, device: str = "cpu", progress: bool = False,
+                    finished=None) -> QuantizeResult:
+    """Quantize a loaded graph (its control-flow bodies first, each as a model of its own), validate, export."""
+    bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
+        body, feeds, where, target, qconfig, options, device), device)
     passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
                             calibration=restore)
     runs, diagnostics = _run_passes(passes, graph, finished)
+    diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph))
     with platform_step(target, "validate"):
         found = target.validate(graph, options)
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
     diagnostics += found
     _check_supported(target, diagnostics, options.allow_unsupported)
-    result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data,
-                            model=str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name)
+    result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
+    simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
@@ -162,10 +175,32 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
             result.agreement = agreement(target, graph, result.files, data, device, simulated=simulated)
             _check_agreement(result, options.allow_unsupported)
     result.summary = summarize(result, target, save_state)
+    result.summary["subgraphs"] = bodies.as_list()
     if data is not None:
-        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=load_state is None,
+        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=restore is None,
                                                          simulated=simulated)
     return result
+
+
+def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconfig, options: ExportOptions,
+                   device: str) -> tuple[QuantizeResult, Any]:
+    """One control-flow body (a ModelProto reading the outer tensors as inputs) quantized on the feeds it saw;
+    the result and the exported ModelProto."""
+    import onnx
+
+    from .ir import from_model_proto
+
+    graph = from_model_proto(model)
+    data = load_calibration_data(feeds, graph, qconfig.calibration["batch_size"], layout="feeds")
+    with tempfile.TemporaryDirectory(prefix="qtool-body-") as folder:
+        output = Path(folder) / "body.onnx"
+        result = _quantize_graph(graph, target, qconfig, data, dataclasses.replace(options, diagnostics=None), where,
+                                 output=output, device=device)
+        try:
+            return result, onnx.load(str(result.files[0]))
+        except Exception as exc:  # noqa: BLE001 - a platform whose export is no ONNX model cannot quantize bodies
+            raise QtoolError(f"{target.name} exports no ONNX model a subgraph can be made of "
+                             f"({type(exc).__name__}: {exc})") from exc
 
 
 _EARLIER_EXPORT = ("opset", "allow_unsupported", "remove_activations")

@@ -224,8 +224,8 @@ def fallback_lines(runs) -> list[str]:
 
     lines = []
     for report in (r.report for r in runs if isinstance(r.report, FallbackReport)):
-        if not report.candidates:
-            lines.append("sensitivity fallback: no candidate op, nothing changed")
+        if not report.candidates:  # budget: "none (no candidate op)" or "none (max_share allows no op)"
+            lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed")
             continue
         met = "met" if report.met else "[red]not met[/red]"
         lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "

@@ -9,7 +9,8 @@ from .errors import UnsupportedOpsError
 from .ops import is_supported
 from .ort_fallback import FALLBACK_REASON, ort_can_run
 
-CONTROL_FLOW_REASON = f"control flow: its subgraphs stay float ({FALLBACK_REASON})"
+CONTROL_FLOW_REASON = (f"control flow: runs float ({FALLBACK_REASON}); quantize quantizes the compute ops inside "
+                       "its subgraphs, each calibrated on what it sees (qtool.control_flow)")
 from .plugin_ops import load_plugin_ops
 
 

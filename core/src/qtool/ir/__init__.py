@@ -2,7 +2,7 @@
 
 from .graph import Graph, GraphError, ModelInfo, Operation, Variable
 from .onnx_export import PROTO_LIMIT, save, save_model_proto, to_model_proto
-from .onnx_import import from_model_proto, load, outer_references
+from .onnx_import import from_model_proto, load, outer_references, rename_outer_reads
 
 __all__ = ["PROTO_LIMIT", "Graph", "GraphError", "ModelInfo", "Operation", "Variable", "from_model_proto", "load",
-           "outer_references", "save", "save_model_proto", "to_model_proto"]
+           "outer_references", "rename_outer_reads", "save", "save_model_proto", "to_model_proto"]

@@ -204,6 +204,22 @@ class Graph:
         if var is not None:
             var.consumers.append(op)
 
+    def set_subgraphs(self, op: Operation, subgraphs: dict[str, Any], reads: list[str]) -> None:
+        """Give control-flow ``op`` new subgraph attributes that read ``reads`` (a subset of the outer tensors its
+        subgraphs read so far, by the names they use there); the outer tensors no longer read are unlinked."""
+        by_name = dict(zip(op.subgraph_refs, op.inputs[len(op.explicit_inputs):], strict=True))
+        unknown = [name for name in reads if name not in by_name]
+        if unknown:
+            raise GraphError(f"node {op.name!r}: new subgraphs read {unknown[0]!r}, which the old ones did not")
+        explicit = len(op.explicit_inputs)
+        for index in range(explicit, len(op.inputs)):
+            self.set_input(op, index, None)
+        del op.inputs[explicit:]
+        for name in reads:
+            self._link_input(op, by_name[name])
+        op.subgraph_refs = list(reads)
+        op.attributes.update(subgraphs)
+
     def replace_all_uses(self, old: Variable, new: Variable) -> None:
         """Every consumer of ``old`` (and the graph outputs) read ``new`` instead."""
         for consumer in list(old.consumers):

@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from ..files import make_readable, temporary_beside
 from .graph import Graph, Variable
+from .onnx_import import rename_outer_reads
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
@@ -124,18 +125,8 @@ def _renamed(value, renamed: dict[str, str]):
         return [_renamed(g, renamed) for g in value]
     graph = onnx.GraphProto()
     graph.CopyFrom(value)
-    _rename_reads(graph, renamed)
+    rename_outer_reads(graph, renamed)
     return graph
-
-
-def _rename_reads(graph: onnx.GraphProto, renamed: dict[str, str]) -> None:
-    for out in graph.output:
-        out.name = renamed.get(out.name, out.name)
-    for node in graph.node:
-        node.input[:] = [renamed.get(name, name) for name in node.input]
-        for attr in node.attribute:
-            for body in (*([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []), *attr.graphs):
-                _rename_reads(body, renamed)
 
 
 def _attribute(key: str, value, attr_type: int | None) -> onnx.AttributeProto:

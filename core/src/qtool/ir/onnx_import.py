@@ -153,6 +153,22 @@ def outer_references(node: onnx.NodeProto) -> list[str]:
     return list(names)
 
 
+def rename_outer_reads(body: onnx.GraphProto, renamed: dict[str, str]) -> None:
+    """``body`` (a subgraph, nested ones included) reads the outer tensors ``renamed`` names by their new names;
+    names ``body`` defines itself shadow the outer ones and stay."""
+    local = {v.name for v in body.input} | {t.name for t in body.initializer}
+    local |= {o for n in body.node for o in n.output}
+    outer = {old: new for old, new in renamed.items() if old not in local}
+    if not outer:
+        return
+    for node in body.node:
+        node.input[:] = [outer.get(name, name) for name in node.input]
+        for inner in subgraphs(node):
+            rename_outer_reads(inner, outer)
+    for out in body.output:  # a branch handing an outer tensor through
+        out.name = outer.get(out.name, out.name)
+
+
 def _attribute_value(attr: onnx.AttributeProto):
     value = helper.get_attribute_value(attr)
     if attr.type == onnx.AttributeProto.STRING:

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
-from qtool import outer_references
+from qtool import outer_references, rename_outer_reads
 from qtool.ops import bias_input, is_bias
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import (
@@ -197,6 +197,7 @@ class QdqWriter:
                 continue
             for index, name in enumerate(node.input):
                 node.input[index] = self.reads.get((node.name, index), name)
+            self._subgraph_reads(node)
             originals = list(node.output)
             for index, name in enumerate(originals):
                 node.output[index] = self.renamed.get(name, name)
@@ -213,6 +214,19 @@ class QdqWriter:
         if MS_DOMAIN in self.domains and all(o.domain != MS_DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
 
+
+    def _subgraph_reads(self, node: onnx.NodeProto) -> None:
+        """A control-flow node's subgraphs read the pair's output of an outer tensor as its explicit inputs do
+        (the op's trailing inputs are what its subgraphs read, as qtool simulates them)."""
+        op = self.graph.operations.get(node.name)
+        if op is None or not op.subgraph_refs:
+            return
+        explicit = len(op.inputs) - len(op.subgraph_refs)
+        renamed = {op.inputs[index].name: self.reads[(node.name, index)]
+                   for index in range(explicit, len(op.inputs)) if (node.name, index) in self.reads}
+        for attr in node.attribute:
+            for body in (*([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []), *attr.graphs):
+                rename_outer_reads(body, renamed)
 
     def _relus_after_pairs(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         """Relu/Clip -> QuantizeLinear -> DequantizeLinear becomes QuantizeLinear -> DequantizeLinear -> Relu/Clip
@@ -295,3 +309,4 @@ def stored_codes(value: np.ndarray, tqc, dtype: np.dtype) -> np.ndarray:
     on_format = round_to_float_format(ratio, scheme.exponent_bits, scheme.mantissa_bits, scheme.quant_max,
                                       scheme.rounding)
     return on_format.numpy().astype(dtype)
+

@@ -17,9 +17,10 @@ that role are candidates (W4A8 with ``weight_bits = 8``: the 4-bit layers).
 layers whose input's largest channel is at least that many times the median
 channel (measured on the float graph, see :mod:`.outliers`); when no op is
 left, nothing runs. ``max_share`` caps the ops changed at that share of the graph's compute ops
-(Conv, ConvTranspose, Gemm, MatMul; at least one), and ``min_gain_db`` keeps a change only where it raises the
-output SNR by at least that much over the all-quantized graph: the platform default's limits, so that it returns an
-op to float only for a measured gain and never gives most of a model away.
+(Conv, ConvTranspose, Gemm, MatMul), rounded down (a share no op reaches changes nothing and runs nothing), and
+``min_gain_db`` keeps a change only where it raises the output SNR by at least that much over the all-quantized
+graph: the platform default's limits (a twentieth), so that it returns an op to float only for a measured gain and
+never takes a model's compute coverage below 95 %.
 Runs after calibration, before AdaRound and BiasCorrection (which then work on
 the ops still quantized).
 """
@@ -122,10 +123,15 @@ class SensitivityFallback(Pass):
               "applies to an SNR budget only (min_snr_db or max_gap_db)")
 
     def call(self, graph: Graph) -> PassResult:
+        details: dict = {}
+        limit = self._limit_ops(graph)
+        if limit == 0:  # the share allows no op on a model this small: nothing to rank or measure
+            details.update(budget="none (max_share allows no op of a model this small)", before=None, after=None, met=True, candidates=0,
+                           max_ops=0, tried={}, changed=[])
+            return PassResult(graph, False, details, FallbackReport.from_details(details))
         executor = TorchExecutor(graph, self.device)
         batches = take_samples(graph, self.data, self.samples)
         candidates = [op for op in graph.topological_order() if self._candidate(op)]
-        details: dict = {}
         if self.outlier_ratio is not None:
             ratios = outlier_ratios(executor, batches, candidates)
             candidates = [op for op in candidates if ratios.get(op.name, 0.0) >= self.outlier_ratio]
@@ -142,7 +148,6 @@ class SensitivityFallback(Pass):
         before = score = measure()
         changed: list[dict] = []
         tried: dict[int, float] = {0: before}
-        limit = self._limit_ops(graph)
         if limit is not None:
             details["max_ops"] = limit
         if not holds(score):
@@ -201,11 +206,11 @@ class SensitivityFallback(Pass):
             executor.refresh()
 
     def _limit_ops(self, graph: Graph) -> int | None:
-        """The most ops that may change: ``max_ops``, and ``max_share`` of the compute ops (at least one)."""
+        """The most ops that may change: ``max_ops``, and ``max_share`` of the compute ops (rounded down)."""
         limits = [] if self.max_ops is None else [self.max_ops]
         if self.max_share is not None:
             compute = sum(1 for op in graph.operations.values() if is_compute(op))
-            limits.append(max(1, math.floor(self.max_share * compute)))
+            limits.append(math.floor(self.max_share * compute))
         return min(limits) if limits else None
 
     def _limit(self, widened_snr_db: float | None) -> tuple[str, float]:

@@ -1,0 +1,115 @@
+"""Quantizing inside If, Loop and Scan bodies.
+
+The control-flow op itself runs float (through ONNX Runtime, in qtool's
+executor as in the export); each body is quantized as a model of its own
+(its formal inputs and the outer tensors it reads as inputs, the main graph's
+parameters it reads as its initializers) by the same pipeline and platform,
+calibrated on the feeds it saw while the main graph ran over the calibration
+data (:mod:`.feeds`: the branch an If took, every Loop iteration and Scan
+step), validated, exported and checked against ONNX Runtime on its own. The
+exported body, Q/DQ inside, replaces the op's attribute: outer tensors are
+quantized inside the body that reads them. A body never run during calibration,
+or whose quantization fails, stays float, and the op's reason (``qtool
+explain``, the summary's ``subgraphs``) says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import onnx
+
+from ..errors import QtoolError
+from ..ir import Graph, Operation
+from ..ir.onnx_import import outer_references
+from ..platform import Diagnostic, Severity
+from .feeds import body_attributes, body_model, record_bodies
+from .splice import exported_body
+
+NEVER_RUN = "never run during calibration: kept float"
+
+
+@dataclass
+class BodyOutcome:
+    """One body of one control-flow op: its compute ops, how many were quantized, and why not where not."""
+
+    op: str
+    attribute: str
+    compute_ops: int = 0
+    quantized: int = 0
+    reason: str | None = None
+    agreement: dict | None = None
+
+    def text(self) -> str:
+        if self.reason is not None:
+            return f"{self.attribute} {self.reason}"
+        return f"{self.attribute} {self.quantized}/{self.compute_ops} compute ops quantized"
+
+
+@dataclass
+class Bodies:
+    """What :func:`quantize_bodies` did, by op."""
+
+    outcomes: list[BodyOutcome] = field(default_factory=list)
+
+    def explain(self, graph: Graph) -> list[Diagnostic]:
+        """Write each op's bodies into its float reason (after dispatch); a WARNING for each body kept float."""
+        found = []
+        for name in dict.fromkeys(o.op for o in self.outcomes):
+            op = graph.operations[name]
+            mine = [o for o in self.outcomes if o.op == name]
+            if op.quant is not None and not op.quant.quantized:
+                op.quant.reason = ("control flow: runs float through ONNX Runtime; inside: "
+                                   + "; ".join(o.text() for o in mine))
+            found += [Diagnostic(Severity.WARNING, "control-flow.body-float", f"{o.attribute}: {o.reason}", op=name)
+                      for o in mine if o.reason is not None and o.reason != NEVER_RUN]
+        return found
+
+    def as_list(self) -> list[dict]:
+        return [vars(o).copy() for o in self.outcomes]
+
+
+QuantizeBody = Callable[[onnx.ModelProto, list[dict], str], tuple]
+
+
+def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str = "cpu") -> Bodies:
+    """Quantize every body of ``graph``'s control-flow ops on what it sees over ``data`` (None: nothing to see,
+    the bodies stay float) with ``quantize_body(model, feeds, where) -> (QuantizeResult, exported ModelProto)``."""
+    ops = [op for op in graph.topological_order() if body_attributes(op)]
+    bodies = Bodies()
+    if not ops:
+        return bodies
+    if data is None:
+        bodies.outcomes = [BodyOutcome(op.name, name, reason="no calibration data: kept float")
+                           for op in ops for name in body_attributes(op)]
+        return bodies
+    recorders = record_bodies(graph, ops, data, device)
+    for op in ops:
+        replaced = {}
+        for name, feeds in recorders[op.name].feeds.items():
+            outcome = BodyOutcome(op.name, name)
+            bodies.outcomes.append(outcome)
+            if not feeds:
+                outcome.reason = NEVER_RUN
+                continue
+            try:
+                result, exported = quantize_body(body_model(graph, op.attributes[name], feeds[0]), feeds,
+                                                 f"{op.name}.{name}")
+                replaced[name] = exported_body(op.attributes[name], exported, f"{op.name}.{name}.")
+            except QtoolError as exc:
+                outcome.reason = f"kept float: quantizing it failed ({exc})"
+                continue
+            found, nested = result.summary["coverage"], result.summary["subgraphs"]  # nested: its own bodies
+            outcome.compute_ops = found["compute_ops"] + sum(b["compute_ops"] for b in nested)
+            outcome.quantized = found["compute_ops_quantized"] + sum(b["quantized"] for b in nested)
+            outcome.agreement = result.agreement
+        if replaced:
+            _replace(graph, op, replaced)
+    return bodies
+
+
+def _replace(graph: Graph, op: Operation, replaced: dict[str, onnx.GraphProto]) -> None:
+    attributes = {**{name: op.attributes[name] for name in body_attributes(op)}, **replaced}
+    reads = outer_references(onnx.helper.make_node(op.op_type, [], [], **attributes))
+    graph.set_subgraphs(op, replaced, reads)
