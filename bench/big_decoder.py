@@ -47,8 +47,9 @@ def main() -> int:
     start = time.monotonic()
     build(args.out, config, args.seed)
     size = args.out.with_name(args.out.name + ".data").stat().st_size
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{args.out}: {config.parameters / 1e9:.2f} B parameters, {size / 2**30:.2f} GiB of data, "
-          f"{time.monotonic() - start:.0f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+          f"{time.monotonic() - start:.0f} s, peak RSS {peak:.2f} GiB")
     return 0
 
 

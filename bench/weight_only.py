@@ -202,7 +202,8 @@ def bench_big(args, workdir: Path, log) -> list[Row]:
     config = LlamaConfig(layers=args.big_layers)
     model = big_decoder.build(workdir / f"llama-{config.layers}-layers" / "llama.onnx", config)
     rng = np.random.default_rng(1)
-    samples = [decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens))) for _ in range(args.big_calib)]
+    samples = [decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens)))
+               for _ in range(args.big_calib)]
     calib = model.with_name("calib.npz")
     np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
     held_out = decoder_feeds(config, rng.integers(0, config.vocab, (1, args.big_tokens)))

@@ -7,11 +7,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
-
 import qtool
-from qtool.executor import TorchExecutor
+from onnx import numpy_helper
 from qtool.by_blocks import quantize_by_blocks
+from qtool.executor import TorchExecutor
 from qtool.ir import GraphError
 from qtool.ir.external_data import is_mapped
 from qtool.ir.segments import split

@@ -139,7 +139,8 @@ def run_by_blocks(args, out) -> int:
     if args.by_blocks <= 0:
         raise QtoolError(f"--by-blocks {args.by_blocks:g}: the segment size must be a positive number of MB")
     if args.calib is None:
-        raise QtoolError("--by-blocks calibrates each segment on the data streamed through the ones before: give --calib")
+        raise QtoolError("--by-blocks calibrates each segment on the data streamed through the ones before: "
+                         "give --calib")
     options = calibration_options(args)
     if options.pop("skip_nonfinite"):
         raise QtoolError("--by-blocks does not combine with --calib-skip-nonfinite")

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
+
 from .external_data import check_external_data, map_external_data
 from .graph import Graph, GraphError, ModelInfo
 
