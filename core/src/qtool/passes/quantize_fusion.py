@@ -11,6 +11,7 @@
   reads keeps that output float ("float output: no quantized op reads it"):
   the runtime's integer kernel writes float (ONNX Runtime's
   MatMulIntegerToFloat), without the rounding and the Q/DQ pair nobody needed.
+  Not for a weight first (W @ x): that kernel takes a per-tensor first input.
   Not when a lone Add reads it and the shapes let a runtime fold MatMul + Add
   into a float Gemm (ONNX Runtime's MatMulAddFusion) before it looks for
   integer kernels (``qtool.ops.folds_into_gemm``).
@@ -90,10 +91,9 @@ def _float_output(config, op: Operation) -> bool:
     if op.op_type not in config.float_outputs or op.quant is None or not op.quant.quantized:
         return False
     written = op.quant.outputs[0] if op.quant.outputs else None
-    out = op.outputs[0]
-    if written is None or written.state is not QuantizationState.INITIAL or _read_quantized(out):
+    if written is None or written.state is not QuantizationState.INITIAL or _read_quantized(op.outputs[0]):
         return False
-    if folds_into_gemm(op):
+    if op.inputs[0].is_parameter or folds_into_gemm(op):
         return False
     written.keep_float("float output: no quantized op reads it")
     return True

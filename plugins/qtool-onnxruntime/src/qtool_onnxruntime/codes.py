@@ -18,8 +18,8 @@ CODES: dict[str, tuple[Severity, str]] = {
                                 "output axis"),
     "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),
     "ort.perf.activation": (P, "a Relu/Clip that ORT cannot drop stays between the op and its QuantizeLinear"),
-    "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv, or a float Gemm output "
-                                 "with a float bias"),
+    "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv, a float Gemm output "
+                                 "with a float bias, or a float output of a weight-first MatMul (W @ x)"),
     "ort.range": (W, "an activation range narrower than its storage type: ORT saturates at the type's limits"),
     "ort.rounding": (W, "an activation rounding other than half-to-even, ORT's only rounding"),
     "ort.bias-float": (W, "a bias ORT's integer kernels would misread as int32 codes is written as float values"),

@@ -111,6 +111,11 @@ def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdic
         verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and ORT "
                                         "fuses a Gemm with float output into QGemm only when its bias is int32"))
         return None, None
+    elif op.op_type == "MatMul" and op.inputs[0].is_parameter:
+        verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} is float and the "
+                                        "MatMul's first input is a weight (W @ x): ORT writes a float MatMul output "
+                                        "only through MatMulIntegerToFloat, which takes the weight second"))
+        return None, None
     elif op.op_type != "Conv":
         return None, None  # QGemm (int32 bias) / MatMulIntegerToFloat write float
     else:

@@ -1,0 +1,116 @@
+"""Where the onnxruntime defaults put Q/DQ around Conv and MatMul outputs, as ORT's real sessions run them.
+
+The defaults fuse only Relu/Clip (ORT folds those into QLinearConv), so every Conv of a MobileNetV3-style block
+runs as an integer kernel; fusing a HardSwish/HardSigmoid (asked for in the configuration) leaves its Conv float,
+and ``ort.perf.float-output`` says so for exactly those. A MatMul output that no quantized op reads stays float
+(MatMulIntegerToFloat), except for a weight first (W @ x), which ORT can only run as a float MatMul then."""
+
+import numpy as np
+import onnx
+import qtool
+import torch
+from ort_testkit import optimized_ops, torch_proto
+from qtool.quant import QuantizationState
+from qtool.testing.models import calibration_file
+
+FLOAT_CONVS = {"Conv", "FusedConv", "NhwcFusedConv"}
+
+
+class HardBlock(torch.nn.Module):
+    """Conv -> HardSwish -> Conv -> Relu -> Conv -> HardSigmoid -> Conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(c, 8, 3, padding=1) for c in (3, 8, 8, 8))
+
+    def forward(self, x):
+        x = torch.nn.functional.hardswish(self.convs[0](x))
+        x = torch.relu(self.convs[1](x))
+        x = torch.nn.functional.hardsigmoid(self.convs[2](x))
+        return self.convs[3](x)
+
+
+def _quantize(tmp_path, config: str | None = None):
+    model = tmp_path / "block.onnx"
+    onnx.save(torch_proto(HardBlock(), torch.randn(1, 3, 8, 8), opset=17), model)
+    calib = calibration_file(qtool.load(model), tmp_path / "calib.npz")
+    path = None
+    if config is not None:
+        path = tmp_path / "config.toml"
+        path.write_text(config)
+    return qtool.quantize(model, "onnxruntime", calib, config=path, output=tmp_path / "q.onnx")
+
+
+def _float_output_ops(result) -> list[str]:
+    return sorted(d.op for d in result.diagnostics if d.code == "ort.perf.float-output")
+
+
+def test_by_default_every_conv_before_an_activation_runs_as_an_integer_kernel(tmp_path):
+    result = _quantize(tmp_path)
+
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ops.count("QLinearConv") == 4 and not FLOAT_CONVS & set(ops)
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
+    assert result.config.fused_activations == {"Relu", "Clip"}
+
+
+def test_fusing_hardswish_when_asked_keeps_its_conv_float_and_says_so(tmp_path):
+    result = _quantize(tmp_path, '[fusion]\nfused_activations = ["Relu", "Clip", "HardSwish", "HardSigmoid"]\n')
+
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ops.count("QLinearConv") == 2 and sum(op in FLOAT_CONVS for op in ops) == 2
+    hard = [op.name for op in result.graph.topological_order() if op.op_type == "Conv"
+            and any(c.op_type in ("HardSwish", "HardSigmoid") for c in op.outputs[0].consumers)]
+    assert len(hard) == 2 and _float_output_ops(result) == sorted(hard)
+
+
+def test_both_exports_compute_the_same_function(tmp_path):
+    """Quantizing the Conv output before HardSwish adds one rounding; the export stays close to float."""
+    from ort_testkit import run
+
+    result = _quantize(tmp_path)
+    feed = {"input": np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    expected = run(tmp_path / "block.onnx", feed)[0]
+    got = run(result.files[0], feed)[0]
+    assert 10 * np.log10(np.sum(expected ** 2) / np.sum((expected - got) ** 2)) > 25
+
+
+def _matmul_model(tmp_path, weight_first: bool):
+    """y = W @ x (weight first) or x @ W, then ReduceMean: no quantized op reads the MatMul's output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
+    inputs = ["w", "x"] if weight_first else ["x", "w"]
+    graph = helper.make_graph([helper.make_node("MatMul", inputs, ["m"], name="mm"),
+                               helper.make_node("ReduceMean", ["m"], ["y"], name="mean", keepdims=0)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [weight])
+    model = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    calib = calibration_file(qtool.load(model), tmp_path / "calib.npz")
+    return model, calib
+
+
+def test_a_matmul_output_no_quantized_op_reads_stays_float_and_runs_as_matmul_integer_to_float(tmp_path):
+    model, calib = _matmul_model(tmp_path, weight_first=False)
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert "MatMulIntegerToFloat" in ops and "MatMul" not in ops and ops.count("QuantizeLinear") == 1
+    assert result.graph.operations["mm"].quant.outputs[0].notes["reason"] == "float output: no quantized op reads it"
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
+
+
+def test_a_weight_first_matmul_keeps_its_output_quantized_and_a_float_one_is_noted(tmp_path):
+    """ORT has no integer kernel with float output for W @ x: the default keeps the output quantized, and a
+    configuration that makes it float gets ort.perf.float-output, which ORT's float MatMul confirms."""
+    model, calib = _matmul_model(tmp_path, weight_first=True)
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert result.graph.operations["mm"].quant.outputs[0].state is not QuantizationState.FP32
+
+    config = tmp_path / "float.toml"
+    config.write_text('[[override]]\ntensor = "m"\nactivation = "float"\n')
+    result = qtool.quantize(model, "onnxruntime", calib, config=config, output=tmp_path / "f.onnx")
+    assert "MatMul" in optimized_ops(result.files[0], tmp_path)
+    assert _float_output_ops(result) == ["mm"]
