@@ -223,11 +223,14 @@ def bench_big(args, workdir: Path, log) -> list[Row]:
         return result
 
     rows = [row("float", model)]
-    for variant, accuracy in BIG_QTOOL.items():
+    chosen = args.big_quantizers.split(",")
+    for variant, accuracy in ((v, a) for v, a in BIG_QTOOL.items() if v.split()[1] in chosen):
         out = model.with_name(f"{variant.split()[1].lower()}.onnx")
         rows.append(row(variant, out, *_measured(_qtool_blocks, str(model), str(calib), str(out), accuracy,
                                                   args.block_size)))
     out = model.with_name("ort_rtn.onnx")
+    if "ORT" not in chosen:
+        return rows
     try:
         rows.append(row("ORT RTN", out, *_measured(_ort, str(model), str(calib), str(out), "ORT RTN",
                                                     args.block_size, cap_gb=args.big_ort_cap_gb)))
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-calib", type=int, default=8, help="llama1.5b: calibration prompts")
     parser.add_argument("--big-tokens", type=int, default=64, help="llama1.5b: tokens per prompt (and cache length)")
     parser.add_argument("--big-layers", type=int, default=28, help="llama1.5b: decoder layers (28: 1.57 B)")
+    parser.add_argument("--big-quantizers", default="RTN,GPTQ,ORT", help="llama1.5b: which of qtool RTN, GPTQ "
+                        "(by blocks) and ORT (its RTN) run")
     parser.add_argument("--big-runs", type=int, default=3, help="llama1.5b: latency runs (median)")
     parser.add_argument("--big-ort-cap-gb", type=float, default=14.0, help="llama1.5b: ORT quantizer's cap")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-weight-only")

@@ -13,6 +13,7 @@ simulation (``agreement``), as :func:`qtool.quantize` checks its files.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import tempfile
@@ -85,7 +86,8 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
                 if log is not None:
                     s = result.segments[-1]
                     log(f"segment {segment.index + 1}/{len(segments)}: {s['ops']} ops, {s['parameter_mb']:.0f} MB "
-                        f"of parameters, {s['seconds']:.1f} s, agreement cosine {s['min_cosine']}")
+                        f"of parameters, {s['seconds']:.1f} s, agreement cosine {s['min_cosine']}, peak RSS so far "
+                        f"{s['peak_rss_mb']} MB")
         result.files = writer.finish()
     except BaseException:
         writer.abort()
@@ -129,8 +131,28 @@ def _quantize_segment(graph: Graph, segment: Segment, samples: list[dict], targe
     for file in work.iterdir():
         file.unlink()
     del executor, quantized, part
-    gc.collect()
+    _release_memory()
+    summary["peak_rss_mb"] = _peak_rss_mb()
     return summary
+
+
+def _peak_rss_mb() -> int | None:
+    """This process's peak resident memory so far (Linux reports KiB), None where the OS does not say."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _release_memory() -> None:
+    """Collect the segment's objects and hand freed heap back to the system (glibc keeps it otherwise, and
+    the heap of one segment after another looks like a leak)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _forget(samples: list[dict], index: int, last_reader: dict[str, int], kept: set[str]) -> None:

@@ -54,11 +54,11 @@ class ModelWriter:
             self.tensors.append(self._stored(tensor, raw))
         for node in part.graph.node:
             node.input[:] = [renamed.get(name, name) for name in node.input]
-            self.nodes.append(node)
+            self.nodes.append(_detached(node))
 
     def _stored(self, tensor: onnx.TensorProto, raw: bytes) -> onnx.TensorProto:
         if len(raw) < INLINE_BYTES:
-            return tensor
+            return _detached(tensor)
         offset = -(-self.data.tell() // _ALIGN) * _ALIGN
         self.data.seek(offset)
         self.data.write(raw)
@@ -97,3 +97,10 @@ class ModelWriter:
         self.data.close()
         self.tmp_data.unlink(missing_ok=True)
         self.tmp_model.unlink(missing_ok=True)
+
+
+def _detached(message):
+    """A copy of a part's message: a message kept from a part keeps the whole part (its tensors) alive."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
