@@ -151,3 +151,14 @@ def test_the_fallbacks_float_runs_keep_the_executor_for_control_flow(tmp_path):
 
     graph = qtool.load(_if_model(tmp_path / "if.onnx"))
     assert ort_float_values(TorchExecutor(graph), [], ["y"]) is None
+
+
+def test_a_model_that_fixes_its_batch_is_calibrated_by_onnxruntime_in_whole_batches(tmp_path, attach):
+    from qtool.testing.feed_models import shuffle_batch1_model
+
+    path = shuffle_batch1_model(tmp_path / "shuffle.onnx")  # a Reshape bakes in batch 1
+    samples = np.random.default_rng(0).normal(size=(4, 3, 6, 6)).astype(np.float32)
+    stats, ours = _calibrated(path, samples, UINT8, "auto", attach=attach, batch_size=4)
+    _, theirs = _calibrated(path, samples, UINT8, "torch", attach=attach, batch_size=4)
+    assert stats["engine"] == "onnxruntime" and "engine_note" not in stats and stats["batches"] == 4
+    _assert_same(ours, theirs, rtol=1e-5)

@@ -143,8 +143,9 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=pass_threads())
+    splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     for batch in data:
-        for arrays in engine.run(batch, splittable=data.layout == "samples"):
+        for arrays in engine.run(batch, splittable=splittable):
             with one_thread():
                 for name, array in arrays.items():
                     tensor = torch.from_numpy(array if array.flags.writeable else np.array(array))
