@@ -76,16 +76,20 @@ def test_both_exports_compute_the_same_function(tmp_path):
     assert 10 * np.log10(np.sum(expected ** 2) / np.sum((expected - got) ** 2)) > 25
 
 
-def _matmul_model(tmp_path, weight_first: bool):
-    """y = W @ x (weight first) or x @ W, then ReduceMean: no quantized op reads the MatMul's output."""
+def _matmul_model(tmp_path, weight_first: bool, sigmoid: bool = False):
+    """y = W @ x (weight first) or x @ W, then ReduceMean: no quantized op reads the MatMul's output; ``sigmoid``:
+    x @ W -> Sigmoid -> @ W instead."""
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
     inputs = ["w", "x"] if weight_first else ["x", "w"]
-    graph = helper.make_graph([helper.make_node("MatMul", inputs, ["m"], name="mm"),
-                               helper.make_node("ReduceMean", ["m"], ["y"], name="mean", keepdims=0)], "g",
+    tail = [helper.make_node("Sigmoid", ["m"], ["s"], name="sig"), helper.make_node("MatMul", ["s", "w"], ["y"],
+                                                                                   name="mm2")] if sigmoid else \
+        [helper.make_node("ReduceMean", ["m"], ["y"], name="mean", keepdims=0)]
+    graph = helper.make_graph([helper.make_node("MatMul", inputs, ["m"], name="mm"), *tail], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [weight])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4] if sigmoid else [])],
+                              [weight])
     model = tmp_path / "mm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
     calib = calibration_file(qtool.load(model), tmp_path / "calib.npz")
@@ -114,3 +118,13 @@ def test_a_weight_first_matmul_keeps_its_output_quantized_and_a_float_one_is_not
     result = qtool.quantize(model, "onnxruntime", calib, config=config, output=tmp_path / "f.onnx")
     assert "MatMul" in optimized_ops(result.files[0], tmp_path)
     assert _float_output_ops(result) == ["mm"]
+
+
+def test_an_activation_after_a_matmul_is_fused_and_the_matmul_writes_float(tmp_path):
+    model, calib = _matmul_model(tmp_path, weight_first=False, sigmoid=True)
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    assert result.graph.operations["mm"].quant.outputs[0].notes["reason"] == "fused with sig"
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ops.count("MatMulIntegerToFloat") == 2 and "MatMul" not in ops
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
