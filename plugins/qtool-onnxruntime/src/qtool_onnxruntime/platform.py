@@ -72,9 +72,9 @@ class OnnxRuntimePlatform(Platform):
             # ORT folds only a Relu/Clip into QLinearConv/QGemm/QLinearMatMul (it drops them before a QuantizeLinear
             # whose grid clips there). A HardSwish, Sigmoid, Gelu... fused the same way would leave the compute op's
             # output float, and ORT would run DequantizeLinear -> float Conv: those keep both sides quantized
-            # (mobilenetv3-mini: 9 -> 23 of 23 Convs as integer kernels, 2.8x -> 1.6x float latency).
+            # (mobilenetv3-mini: 9 -> 23 of 23 Convs as integer kernels, 2.83x -> 1.76x float latency).
             # A MatMul output that no quantized op reads stays float: ORT runs MatMulIntegerToFloat, without the
-            # QuantizeLinear/DequantizeLinear pair and its rounding (zoo if-branches: 1.38x -> 1.06x float latency).
+            # QuantizeLinear/DequantizeLinear pair and its rounding (zoo if-branches: 1.40x -> 1.21x float latency).
             "fusion": {"fused_activations": sorted(ACTIVATIONS), "float_outputs": list(self.float_outputs)},
             # Free (no data, function unchanged): on the PP-OCRv4 recognizer 0.9693 -> 0.9732 character accuracy.
             # The fallback only looks at MatMul/Gemm layers whose input has a channel 8x the median one (a
