@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal
 from qtool.ops import COMPUTE_OP_TYPES
 
-from .activations import ACTIVATIONS
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
 
 # Quantized by default; data-movement ops between them follow (passive_op_types). annotate() keeps those float
@@ -75,7 +74,8 @@ class OnnxRuntimePlatform(Platform):
             # (mobilenetv3-mini: 9 -> 23 of 23 Convs as integer kernels, 2.83x -> 1.76x float latency).
             # A MatMul output that no quantized op reads stays float: ORT runs MatMulIntegerToFloat, without the
             # QuantizeLinear/DequantizeLinear pair and its rounding (zoo if-branches: 1.40x -> 1.21x float latency).
-            "fusion": {"fused_activations": sorted(ACTIVATIONS), "float_outputs": list(self.float_outputs)},
+            # (activations.ACTIVATIONS, written out: that module imports torch, and registering must not.)
+            "fusion": {"fused_activations": ["Clip", "Relu"], "float_outputs": list(self.float_outputs)},
             # Free (no data, function unchanged): on the PP-OCRv4 recognizer 0.9693 -> 0.9732 character accuracy.
             # The fallback only looks at MatMul/Gemm layers whose input has a channel 8x the median one (a
             # transformer's GELU output) and returns the most sensitive to float until the output SNR is within
