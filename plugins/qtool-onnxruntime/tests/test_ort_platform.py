@@ -43,7 +43,7 @@ def test_default_config_resolves_to_what_ort_fuses(name, bias, tmp_path):
                                                                                   channel_axis=0)
     assert config.bias_mode_for(conv) == bias
     assert config.quantize_op_types == {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-    assert config.fused_activations == ACTIVATIONS  # only what ORT folds into its integer kernels
+    assert config.fused_activations == ACTIVATIONS | {"HardSigmoid"}  # what ORT folds, and squeeze-excite gates
     assert not config.remove_activations
 
 
