@@ -71,10 +71,10 @@ class OnnxRuntimePlatform(Platform):
             # ORT folds only a Relu/Clip into QLinearConv/QGemm/QLinearMatMul (it drops them before a QuantizeLinear
             # whose grid clips there). A HardSwish, Gelu, Tanh... fused the same way would leave the compute op's
             # output float, and ORT would run DequantizeLinear -> float Conv: those keep both sides quantized
-            # (mobilenetv3-mini: 9 -> 19 of 23 Convs as integer kernels, 2.8x -> 1.6x float latency). HardSigmoid
-            # stays fused: it gates squeeze-excitation blocks, whose Convs run on 1x1 pooled tensors, where an
-            # integer kernel gains nothing measurable and quantizing the gate logits costs accuracy (PP-OCRv4
-            # recognizer 0.9716 -> 0.9703 character accuracy).
+            # (mobilenetv3-mini: 9 -> 19 of 23 Convs as integer kernels, 2.5-2.9x -> 1.5-1.8x float latency).
+            # HardSigmoid stays fused: it gates squeeze-excitation blocks, whose Convs run on 1x1 pooled tensors,
+            # where an integer kernel gains nothing measurable and quantizing the gate logits costs accuracy
+            # (PP-OCRv4 recognizer 0.9716 -> 0.9703 character accuracy).
             # A MatMul output that no quantized op reads stays float: ORT runs MatMulIntegerToFloat, without the
             # QuantizeLinear/DequantizeLinear pair and its rounding (zoo if-branches: 1.40x -> 1.21x float latency).
             # (Relu/Clip: activations.ACTIVATIONS, written out: that module imports torch, and registering must not.)
