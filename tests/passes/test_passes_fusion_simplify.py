@@ -153,3 +153,20 @@ def test_a_matmul_that_a_runtime_folds_with_its_bias_add_keeps_its_output_quanti
     runs = _plan(graph, make_config(fusion={"float_outputs": ["MatMul"]}))
     assert runs["QuantizeFusion"].details["float_outputs"] == []
     assert graph.operations["m1"].quant.outputs[0].state is S.INITIAL
+
+
+def test_any_activation_fuses_into_an_op_that_writes_float(make_config):
+    """A MatMul's integer kernel can write float, so a Sigmoid after it fuses although fused_activations lacks it."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="m1"),
+             helper.make_node("Sigmoid", ["a"], ["s"], name="sig"), helper.make_node("MatMul", ["s", "w2"], ["y"],
+                                                                                    name="m2")]
+    graph = graph_of(nodes, [tensor("x", [2, 4])], [tensor("y", [2, 4])],
+                     [init("w1", RNG.normal(size=(4, 4))), init("w2", RNG.normal(size=(4, 4)))])
+    fusion = {"fused_activations": ["Relu", "Clip"], "float_outputs": ["MatMul"]}
+    runs = _plan(graph, make_config(fusion=fusion))
+    assert runs["QuantizeFusion"].details["fused"] == ["m1 + sig"]
+
+    graph = graph_of(nodes, [tensor("x", [2, 4])], [tensor("y", [2, 4])],
+                     [init("w1", RNG.normal(size=(4, 4))), init("w2", RNG.normal(size=(4, 4)))])
+    runs = _plan(graph, make_config(fusion={"fused_activations": ["Relu", "Clip"]}))
+    assert runs["QuantizeFusion"].details["fused"] == []

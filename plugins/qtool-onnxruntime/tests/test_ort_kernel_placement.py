@@ -1,9 +1,10 @@
 """Where the onnxruntime defaults put Q/DQ around Conv and MatMul outputs, as ORT's real sessions run them.
 
-The defaults fuse only Relu/Clip (ORT folds those into QLinearConv), so every Conv of a MobileNetV3-style block
-runs as an integer kernel; fusing a HardSwish/HardSigmoid (asked for in the configuration) leaves its Conv float,
-and ``ort.perf.float-output`` says so for exactly those. A MatMul output that no quantized op reads stays float
-(MatMulIntegerToFloat), except for a weight first (W @ x), which ORT can only run as a float MatMul then."""
+The defaults fuse Relu/Clip (ORT folds those into QLinearConv) and HardSigmoid (a squeeze-excitation gate) only,
+so a Conv before a HardSwish runs as an integer kernel and one before a HardSigmoid as a float Conv, which
+``ort.perf.float-output`` says; fusing a HardSwish too (asked for in the configuration) leaves its Conv float as
+well. A MatMul output that no quantized op reads stays float (MatMulIntegerToFloat), except for a weight first
+(W @ x), which ORT can only run as a float MatMul then."""
 
 import numpy as np
 import onnx
@@ -46,13 +47,18 @@ def _float_output_ops(result) -> list[str]:
     return sorted(d.op for d in result.diagnostics if d.code == "ort.perf.float-output")
 
 
-def test_by_default_every_conv_before_an_activation_runs_as_an_integer_kernel(tmp_path):
+def _convs_before(result, *activations: str) -> list[str]:
+    return sorted(op.name for op in result.graph.topological_order() if op.op_type == "Conv"
+                  and any(c.op_type in activations for c in op.outputs[0].consumers))
+
+
+def test_by_default_only_the_conv_before_hardsigmoid_runs_float_and_is_noted(tmp_path):
     result = _quantize(tmp_path)
 
     ops = optimized_ops(result.files[0], tmp_path)
-    assert ops.count("QLinearConv") == 4 and not FLOAT_CONVS & set(ops)
-    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
-    assert result.config.fused_activations == {"Relu", "Clip"}
+    assert ops.count("QLinearConv") == 3 and sum(op in FLOAT_CONVS for op in ops) == 1
+    assert _float_output_ops(result) == _convs_before(result, "HardSigmoid")
+    assert result.config.fused_activations == {"Relu", "Clip", "HardSigmoid"}
 
 
 def test_fusing_hardswish_when_asked_keeps_its_conv_float_and_says_so(tmp_path):
@@ -60,9 +66,8 @@ def test_fusing_hardswish_when_asked_keeps_its_conv_float_and_says_so(tmp_path):
 
     ops = optimized_ops(result.files[0], tmp_path)
     assert ops.count("QLinearConv") == 2 and sum(op in FLOAT_CONVS for op in ops) == 2
-    hard = [op.name for op in result.graph.topological_order() if op.op_type == "Conv"
-            and any(c.op_type in ("HardSwish", "HardSigmoid") for c in op.outputs[0].consumers)]
-    assert len(hard) == 2 and _float_output_ops(result) == sorted(hard)
+    hard = _convs_before(result, "HardSwish", "HardSigmoid")
+    assert len(hard) == 2 and _float_output_ops(result) == hard
 
 
 def test_both_exports_compute_the_same_function(tmp_path):
@@ -76,16 +81,20 @@ def test_both_exports_compute_the_same_function(tmp_path):
     assert 10 * np.log10(np.sum(expected ** 2) / np.sum((expected - got) ** 2)) > 25
 
 
-def _matmul_model(tmp_path, weight_first: bool):
-    """y = W @ x (weight first) or x @ W, then ReduceMean: no quantized op reads the MatMul's output."""
+def _matmul_model(tmp_path, weight_first: bool, sigmoid: bool = False):
+    """y = W @ x (weight first) or x @ W, then ReduceMean: no quantized op reads the MatMul's output; ``sigmoid``:
+    x @ W -> Sigmoid -> @ W instead."""
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
     inputs = ["w", "x"] if weight_first else ["x", "w"]
-    graph = helper.make_graph([helper.make_node("MatMul", inputs, ["m"], name="mm"),
-                               helper.make_node("ReduceMean", ["m"], ["y"], name="mean", keepdims=0)], "g",
+    tail = [helper.make_node("Sigmoid", ["m"], ["s"], name="sig"), helper.make_node("MatMul", ["s", "w"], ["y"],
+                                                                                   name="mm2")] if sigmoid else \
+        [helper.make_node("ReduceMean", ["m"], ["y"], name="mean", keepdims=0)]
+    graph = helper.make_graph([helper.make_node("MatMul", inputs, ["m"], name="mm"), *tail], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [weight])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4] if sigmoid else [])],
+                              [weight])
     model = tmp_path / "mm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
     calib = calibration_file(qtool.load(model), tmp_path / "calib.npz")
@@ -114,3 +123,13 @@ def test_a_weight_first_matmul_keeps_its_output_quantized_and_a_float_one_is_not
     result = qtool.quantize(model, "onnxruntime", calib, config=config, output=tmp_path / "f.onnx")
     assert "MatMul" in optimized_ops(result.files[0], tmp_path)
     assert _float_output_ops(result) == ["mm"]
+
+
+def test_an_activation_after_a_matmul_is_fused_and_the_matmul_writes_float(tmp_path):
+    model, calib = _matmul_model(tmp_path, weight_first=False, sigmoid=True)
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    assert result.graph.operations["mm"].quant.outputs[0].notes["reason"] == "fused with sig"
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ops.count("MatMulIntegerToFloat") == 2 and "MatMul" not in ops
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]

@@ -10,6 +10,7 @@ from qtool.config import resolve_config
 from qtool.quant import QuantScheme
 from qtool.testing import PlatformContract, quantize_by_hand
 from qtool_onnxruntime import OnnxRuntimeInt32BiasPlatform, OnnxRuntimePlatform
+from qtool_onnxruntime.activations import ACTIVATIONS
 
 PLATFORMS = {"onnxruntime": "float", "onnxruntime-int32bias": "int32"}
 
@@ -42,6 +43,7 @@ def test_default_config_resolves_to_what_ort_fuses(name, bias, tmp_path):
                                                                                   channel_axis=0)
     assert config.bias_mode_for(conv) == bias
     assert config.quantize_op_types == {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    assert config.fused_activations == ACTIVATIONS | {"HardSigmoid"}  # what ORT folds, and squeeze-excite gates
     assert not config.remove_activations
 
 

@@ -1,8 +1,9 @@
 """QuantizeFusion: one quantization point per fused pattern, passive ops sharing their input's config.
 
 * A computing op whose output is read only by a fused activation (Relu,
-  Clip...: ``fusion.activations`` that are also ``fusion.fused_activations``)
-  does not quantize that output: both the op's output config and the
+  Clip...: ``fusion.activations`` that are also ``fusion.fused_activations``,
+  or any of them after an op that writes float, see below) does not quantize
+  that output: both the op's output config and the
   activation's input config become FP32 ("fused with <act>"); the activation's
   output carries the quantization. Other activations keep both sides quantized.
 * A quantized passive op (MaxPool, Reshape...) overlaps its data inputs with
@@ -47,7 +48,17 @@ class QuantizeFusion(Pass):
 
 
 def _fusible(config, op: Operation) -> bool:
-    return config.fuse_activations and op.op_type in config.fusion_activations & config.fused_activations
+    """An activation fused into its producer: one of ``fused_activations``, or any after an op that writes float."""
+    if not config.fuse_activations or op.op_type not in config.fusion_activations:
+        return False
+    producer = op.inputs[0].producer if op.inputs and op.inputs[0] is not None else None
+    return op.op_type in config.fused_activations or producer is not None and _writes_float(config, producer)
+
+
+def _writes_float(config, op: Operation) -> bool:
+    """``op`` has an integer kernel with float output: a ``float_outputs`` type, activation first, not folded
+    with a bias Add into a float Gemm."""
+    return op.op_type in config.float_outputs and not op.inputs[0].is_parameter and not folds_into_gemm(op)
 
 
 def is_passive(config, op: Operation) -> bool:
@@ -88,12 +99,12 @@ def _share_passive(op: Operation) -> list[str]:
 
 def _float_output(config, op: Operation) -> bool:
     """Keep ``op``'s output float when its type writes float outputs and no quantized op reads it."""
-    if op.op_type not in config.float_outputs or op.quant is None or not op.quant.quantized:
+    if op.quant is None or not op.quant.quantized:
         return False
     written = op.quant.outputs[0] if op.quant.outputs else None
-    if written is None or written.state is not QuantizationState.INITIAL or _read_quantized(op.outputs[0]):
+    if written is None or written.state is not QuantizationState.INITIAL or not _writes_float(config, op):
         return False
-    if op.inputs[0].is_parameter or folds_into_gemm(op):
+    if _read_quantized(op.outputs[0]):
         return False
     written.keep_float("float output: no quantized op reads it")
     return True
