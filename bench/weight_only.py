@@ -122,7 +122,18 @@ def _child(target, args, queue, cap_gb=None) -> None:
     torch.set_num_threads(1)
     start = time.monotonic()
     target(*args)
-    queue.put((time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    queue.put((time.monotonic() - start, _peak_rss_mb()))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM where Linux has it. Not ru_maxrss: a spawned child's starts from its
+    parent's RSS at the fork (Linux keeps it across exec), which is what an earlier version of this bench
+    reported for every quantizer of rows (a) and (b)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _measured(target, *args, cap_gb: float | None = None) -> tuple[float, float]:
