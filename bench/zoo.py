@@ -106,8 +106,13 @@ def _worker(spec: dict) -> dict:
         return {"seconds": time.perf_counter() - start, "peak_mib": measure.own_peak_mib(),
                 "platform_kept": _platform_kept(result.graph)}
     else:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
         class Reader(CalibrationDataReader):
             def __init__(self, feeds):

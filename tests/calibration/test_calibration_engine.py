@@ -7,8 +7,7 @@ import onnx
 import pytest
 import qtool
 from onnx import TensorProto, helper
-from qtool.calibration import CalibrationError, calibrate, load_calibration_data
-from qtool.calibration import ort_engine
+from qtool.calibration import CalibrationError, calibrate, load_calibration_data, ort_engine
 from qtool.quant import QuantScheme
 
 UINT8 = QuantScheme.integer(8, signed=False, symmetric=False)
@@ -30,7 +29,8 @@ def _assert_same(ours, theirs, rtol):
         np.testing.assert_allclose(ours[name][1], offset, atol=1, err_msg=name)
 
 
-@pytest.mark.parametrize("scheme", [UINT8, UINT8.with_changes(observer="auto"), PER_CHANNEL.with_changes(observer="mse")],
+@pytest.mark.parametrize("scheme",
+                         [UINT8, UINT8.with_changes(observer="auto"), PER_CHANNEL.with_changes(observer="mse")],
                          ids=["minmax", "auto", "per-channel-mse"])
 def test_onnxruntime_statistics_match_the_executors(cnn_path, cnn_samples, attach, scheme):
     ort_stats, ours = _calibrated(cnn_path, cnn_samples, scheme, "auto", attach=attach)

@@ -51,7 +51,8 @@ def _loop():
 def _scan():
     """An RNN over the rows of h: acc = Tanh(MatMul(acc, w_body) + row), every acc scanned out."""
     body = helper.make_graph([helper.make_node("MatMul", ["acc_in", "w_body"], ["m"], "body_mm"),
-                              helper.make_node("Add", ["m", "row"], ["s"]), helper.make_node("Tanh", ["s"], ["acc_out"]),
+                              helper.make_node("Add", ["m", "row"], ["s"]),
+                              helper.make_node("Tanh", ["s"], ["acc_out"]),
                               helper.make_node("Identity", ["acc_out"], ["scanned"])],
                              "scan_body", [_vi("acc_in", [HIDDEN]), _vi("row", [HIDDEN])],
                              [_vi("acc_out", [HIDDEN]), _vi("scanned", [HIDDEN])])
@@ -64,7 +65,8 @@ def model(kind: str) -> onnx.ModelProto:
     inits += [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
               numpy_helper.from_array(np.array(TRIPS, np.int64), "trips"),
               numpy_helper.from_array(np.zeros(HIDDEN, np.float32), "zeros")]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], "dense1"), *{"if": _if, "loop": _loop, "scan": _scan}[kind](),
+    flow = {"if": _if, "loop": _loop, "scan": _scan}[kind]()
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], "dense1"), *flow,
              helper.make_node("MatMul", ["flowed", "w2"], ["y"], "dense2")]
     graph = helper.make_graph(nodes, kind, [_vi("x", ["batch", FEATURES])], [_vi("y", ["batch", OUT])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

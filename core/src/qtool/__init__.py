@@ -24,8 +24,8 @@ _EXPORTS = {
             "save_model_proto", "to_model_proto"],
     ".ops": ["OpRoles", "op_roles"],
     ".pipeline": ["QuantizeResult", "quantize"],
-    ".platform": ["Capabilities", "Diagnostic", "ExportOptionError", "ExportOptions", "KeepFloat", "Platform", "Proposal", "Severity",
-                  "get_platform"],
+    ".platform": ["Capabilities", "Diagnostic", "ExportOptionError", "ExportOptions", "KeepFloat", "Platform", "Proposal",
+                  "Severity", "get_platform"],
     ".plugins": ["PluginError", "hookimpl"],
     ".report": ["AnalysisReport", "Explanation", "analyse", "explain"],
     ".quant": ["OpQuantConfig", "QuantizationPolicy", "QuantizationState", "QuantizedTensor", "QuantScheme",
@@ -58,14 +58,45 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .errors import QtoolError, UnknownNameError
     from .files import make_readable, write_atomic
-    from .ir import (PROTO_LIMIT, Graph, GraphError, Operation, Variable, load, outer_references,
-                     rename_outer_reads, save, save_model_proto, to_model_proto)
+    from .ir import (
+        PROTO_LIMIT,
+        Graph,
+        GraphError,
+        Operation,
+        Variable,
+        load,
+        outer_references,
+        rename_outer_reads,
+        save,
+        save_model_proto,
+        to_model_proto,
+    )
     from .ops import OpRoles, op_roles
     from .pipeline import QuantizeResult, quantize
-    from .platform import (Capabilities, Diagnostic, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal, Severity,
-                           get_platform)
+    from .platform import (
+        Capabilities,
+        Diagnostic,
+        ExportOptionError,
+        ExportOptions,
+        KeepFloat,
+        Platform,
+        Proposal,
+        Severity,
+        get_platform,
+    )
     from .plugins import PluginError, hookimpl
+    from .quant import (
+        OpQuantConfig,
+        QuantizationPolicy,
+        QuantizationState,
+        QuantizedTensor,
+        QuantScheme,
+        RoundingPolicy,
+        Site,
+        TensorQuantizationConfig,
+        quantized_tensors,
+        representable_range,
+        round_array,
+        sites,
+    )
     from .report import AnalysisReport, Explanation, analyse, explain
-    from .quant import (OpQuantConfig, QuantizationPolicy, QuantizationState, QuantizedTensor, QuantScheme,
-                        RoundingPolicy, Site, TensorQuantizationConfig, quantized_tensors, representable_range,
-                        round_array, sites)

@@ -23,9 +23,9 @@ from ..ir import Graph
 from ..quant import TensorQuantizationConfig
 from ..quant.policy import QuantizationPolicy as P
 from ..quant.tensors import quantized_tensors
+from . import ort_engine
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
-from . import ort_engine
 from .observers import Observer, make_observer
 from .threads import one_thread, pass_threads
 

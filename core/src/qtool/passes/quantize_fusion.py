@@ -114,6 +114,6 @@ def _read_quantized(var) -> bool:
     for reader in dict.fromkeys(var.consumers):
         configs = reader.quant.inputs if reader.quant is not None else []
         if any(v is var and tqc is not None and tqc.state is not QuantizationState.FP32
-               for v, tqc in zip(reader.inputs, configs)):
+               for v, tqc in zip(reader.inputs, configs, strict=False)):
             return True
     return False

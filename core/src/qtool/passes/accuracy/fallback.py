@@ -126,8 +126,8 @@ class SensitivityFallback(Pass):
         details: dict = {}
         limit = self._limit_ops(graph)
         if limit == 0:  # the share allows no op on a model this small: nothing to rank or measure
-            details.update(budget="none (max_share allows no op of a model this small)", before=None, after=None, met=True, candidates=0,
-                           max_ops=0, tried={}, changed=[])
+            details.update(budget="none (max_share allows no op of a model this small)", before=None, after=None,
+                           met=True, candidates=0, max_ops=0, tried={}, changed=[])
             return PassResult(graph, False, details, FallbackReport.from_details(details))
         executor = TorchExecutor(graph, self.device)
         batches = take_samples(graph, self.data, self.samples)
@@ -307,8 +307,8 @@ def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Ten
     if values is None:
         return [_forward(executor, batch, quantize=False) for batch in batches]
     references: list[dict[str, torch.Tensor]] = [{} for _ in batches]
-    for number, arrays in values:
-        references[number].update({name: t for name, t in arrays.items() if t.is_floating_point()})
+    for index, arrays in values:
+        references[index].update({name: t for name, t in arrays.items() if t.is_floating_point()})
     return references
 
 
