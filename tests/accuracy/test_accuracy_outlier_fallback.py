@@ -1,5 +1,6 @@
 """The onnxruntime default fallback: a MatMul whose input has one huge channel goes back to float, nothing else, and
-never more than a twentieth of the compute ops (none on models of fewer than 20)."""
+never more than a tenth of the compute ops (none on models of fewer than 10), and nothing on a model whose output is
+already at 30 dB."""
 
 from __future__ import annotations
 
@@ -58,11 +59,12 @@ def _ort(path, batches) -> np.ndarray:
     return np.concatenate([session.run(None, batch)[0] for batch in batches])
 
 
-def _asking(max_share: float) -> dict:
+def _asking(max_share: float, **changes) -> dict:
     """The platform's default fallback table with a share a user asked for (the default's allows no op on these
-    small models)."""
+    small models), and without the default's 30 dB as enough unless ``changes`` set it."""
     table = qtool.get_platform("onnxruntime").default_config()["accuracy"]["fallback"]
-    return {"fallback": {**table, "max_share": max_share}}
+    table = {key: value for key, value in table.items() if key != "enough_snr_db"}
+    return {"fallback": {**table, "max_share": max_share, **changes}}
 
 
 def _quantize(tmp_path, model, calib, name: str, **kwargs):
@@ -122,7 +124,7 @@ def test_default_keeps_most_gemms_of_a_small_mlp_quantized(tmp_path):
     result, run, _ = _quantize(tmp_path, path, calib, "mlp")
     gemms = [op for op in result.graph.operations.values() if op.op_type == "Gemm"]
     assert len(gemms) == 3 and all(op.quant.quantized for op in gemms)
-    assert run.details["max_ops"] == 0  # a twentieth of 3 compute ops, rounded down
+    assert run.details["max_ops"] == 0  # a tenth of 3 compute ops, rounded down
     # a share asked for: one op at most, and only for a measured gain
     shared, shared_run, _ = _quantize(tmp_path, path, calib, "shared", accuracy=_asking(0.34))
     details = shared_run.details
@@ -132,6 +134,15 @@ def test_default_keeps_most_gemms_of_a_small_mlp_quantized(tmp_path):
     # asked for (a budget of its own, no share limit), the fallback may take more
     asked, asked_run, _ = _quantize(tmp_path, path, calib, "asked", accuracy={"fallback": {"min_snr_db": 40}})
     assert sum(not op.quant.quantized for op in asked.graph.operations.values() if op.op_type == "Gemm") >= 2
+
+
+def test_an_output_snr_already_enough_changes_nothing(tmp_path, calib):
+    model = _model(tmp_path)
+    _, run, _ = _quantize(tmp_path, model, calib, "enough", accuracy=_asking(0.5, enough_snr_db=15.0))
+    assert run.details["before"] >= 15.0 and run.details["met"]  # about 18 dB all-int8: enough at 15
+    assert run.details["changed"] == [] and not run.modified
+    _, needed, _ = _quantize(tmp_path, model, calib, "needed", accuracy=_asking(0.5, enough_snr_db=40.0))
+    assert [c["op"] for c in needed.details["changed"]] == [DOWN]  # below 40 dB: the gap budget still acts
 
 
 def test_no_gain_changes_nothing(tmp_path, calib):
@@ -198,6 +209,8 @@ def test_options_checked(calib):
         SensitivityFallback(calib, max_share=2)
     with pytest.raises(AccuracyError, match="accuracy.fallback.min_gain_db: applies to an SNR budget only"):
         SensitivityFallback(calib, min_cosine=0.99, min_gain_db=1.0)
+    with pytest.raises(AccuracyError, match="accuracy.fallback.enough_snr_db: applies to a max_gap_db budget only"):
+        SensitivityFallback(calib, min_snr_db=20.0, enough_snr_db=30.0)
 
 
 def test_a_restored_state_needs_no_data_for_the_default(tmp_path):

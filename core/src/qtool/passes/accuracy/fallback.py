@@ -3,7 +3,8 @@
 The budget is one of: ``min_snr_db`` or ``min_cosine`` of the graph outputs
 (simulated against float over calibration samples); ``max_gap_db``, how far the
 output SNR may stay below the SNR with every candidate changed (returned to
-float, or widened to ``precision``; measured first); or a user ``metric`` (``metric(executor) ->
+float, or widened to ``precision``; measured first), which ``enough_snr_db`` caps (a model whose output SNR
+already reaches it changes nothing); or a user ``metric`` (``metric(executor) ->
 float``, higher is better) that may drop at most ``max_drop`` below its float
 value. Ops are ranked once by layer-wise sensitivity (the output error with
 only that op quantized); the fewest of the most sensitive ones whose change
@@ -19,8 +20,8 @@ channel (measured on the float graph, see :mod:`.outliers`); when no op is
 left, nothing runs. ``max_share`` caps the ops changed at that share of the graph's compute ops
 (Conv, ConvTranspose, Gemm, MatMul), rounded down (a share no op reaches changes nothing and runs nothing), and
 ``min_gain_db`` keeps a change only where it raises the output SNR by at least that much over the all-quantized
-graph: the platform default's limits (a twentieth), so that it returns an op to float only for a measured gain and
-never takes a model's compute coverage below 95 %.
+graph: the platform default's limits (a tenth, and 30 dB as enough), so that it returns an op to float only for a
+measured gain on a model that needs one.
 Runs after calibration, before AdaRound and BiasCorrection (which then work on
 the ops still quantized).
 """
@@ -82,7 +83,7 @@ class FallbackReport:
 class SensitivityFallback(Pass):
     """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
-    ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``samples``."""
+    ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``enough_snr_db``, ``samples``."""
 
     name = "SensitivityFallback"
 
@@ -91,7 +92,7 @@ class SensitivityFallback(Pass):
                  max_drop: float | None = None, precision: str | Mapping[str, int] = "float",
                  op_types: Sequence[str] | None = None, outlier_ratio: float | None = None,
                  max_ops: int | None = None, max_share: float | None = None, min_gain_db: float | None = None,
-                 samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
+                 enough_snr_db: float | None = None, samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
                                  ("metric", metric)) if v is not None]
@@ -101,6 +102,8 @@ class SensitivityFallback(Pass):
         self.max_ops = None if max_ops is None else positive_int(WHERE, "max_ops", max_ops)
         self.max_share = None if max_share is None else number(WHERE, "max_share", max_share, 0.0, 1.0)
         self.min_gain_db = None if min_gain_db is None else number(WHERE, "min_gain_db", min_gain_db, 0.0, math.inf)
+        self.enough_snr_db = None if enough_snr_db is None else number(WHERE, "enough_snr_db", enough_snr_db,
+                                                                       -math.inf, math.inf)
         self.bits = _precision(precision)
         self.op_types = _op_types(op_types)
         self.outlier_ratio = None if outlier_ratio is None else number(WHERE, "outlier_ratio", outlier_ratio, 1.0,
@@ -121,6 +124,8 @@ class SensitivityFallback(Pass):
         check(max_drop is None or metric is not None, WHERE, "max_drop", "applies to a metric budget only")
         check(min_gain_db is None or self.budget[0] in ("snr_db", "gap_db"), WHERE, "min_gain_db",
               "applies to an SNR budget only (min_snr_db or max_gap_db)")
+        check(enough_snr_db is None or self.budget[0] == "gap_db", WHERE, "enough_snr_db",
+              "applies to a max_gap_db budget only")
 
     def call(self, graph: Graph) -> PassResult:
         details: dict = {}
@@ -218,7 +223,8 @@ class SensitivityFallback(Pass):
         GAP_REFERENCE_CAP_DB: with every candidate float the SNR can be infinite, which no fewer ops reach."""
         kind, value = self.budget
         if kind == "gap_db":
-            return "snr_db", min(widened_snr_db, GAP_REFERENCE_CAP_DB) - value
+            bound = min(widened_snr_db, GAP_REFERENCE_CAP_DB) - value
+            return "snr_db", bound if self.enough_snr_db is None else min(bound, self.enough_snr_db)
         return kind, value
 
     def _candidate(self, op: Operation) -> bool:
