@@ -83,7 +83,8 @@ class FallbackReport:
 class SensitivityFallback(Pass):
     """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
-    ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``enough_snr_db``, ``samples``."""
+    ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``enough_snr_db``,
+    ``samples``."""
 
     name = "SensitivityFallback"
 
