@@ -93,7 +93,8 @@ class SensitivityFallback(Pass):
                  max_drop: float | None = None, precision: str | Mapping[str, int] = "float",
                  op_types: Sequence[str] | None = None, outlier_ratio: float | None = None,
                  max_ops: int | None = None, max_share: float | None = None, min_gain_db: float | None = None,
-                 enough_snr_db: float | None = None, samples: int = 64, device: str = "cpu", progress: bool = False) -> None:
+                 enough_snr_db: float | None = None, samples: int = 64, device: str = "cpu",
+                 progress: bool = False) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
                                  ("metric", metric)) if v is not None]
