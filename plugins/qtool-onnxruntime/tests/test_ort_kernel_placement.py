@@ -101,9 +101,23 @@ def _matmul_model(tmp_path, weight_first: bool, sigmoid: bool = False):
     return model, calib
 
 
-def test_a_matmul_output_no_quantized_op_reads_stays_float_and_runs_as_matmul_integer_to_float(tmp_path):
+def _float_matmul_outputs(tmp_path):
+    """The configuration that asks for float MatMul outputs (the default keeps them quantized, for accuracy)."""
+    config = tmp_path / "float_outputs.toml"
+    config.write_text('[fusion]\nfloat_outputs = ["MatMul"]\n')
+    return config
+
+
+def test_by_default_a_matmul_output_stays_quantized(tmp_path):
     model, calib = _matmul_model(tmp_path, weight_first=False)
     result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert result.graph.operations["mm"].quant.outputs[0].state is not QuantizationState.FP32
+
+
+def test_a_matmul_output_no_quantized_op_reads_stays_float_when_asked_and_runs_as_matmul_integer_to_float(tmp_path):
+    model, calib = _matmul_model(tmp_path, weight_first=False)
+    result = qtool.quantize(model, "onnxruntime", calib, config=_float_matmul_outputs(tmp_path),
+                            output=tmp_path / "q.onnx")
 
     ops = optimized_ops(result.files[0], tmp_path)
     assert "MatMulIntegerToFloat" in ops and "MatMul" not in ops and ops.count("QuantizeLinear") == 1
@@ -125,9 +139,10 @@ def test_a_weight_first_matmul_keeps_its_output_quantized_and_a_float_one_is_not
     assert _float_output_ops(result) == ["mm"]
 
 
-def test_an_activation_after_a_matmul_is_fused_and_the_matmul_writes_float(tmp_path):
+def test_an_activation_after_a_matmul_writing_float_is_fused(tmp_path):
     model, calib = _matmul_model(tmp_path, weight_first=False, sigmoid=True)
-    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    result = qtool.quantize(model, "onnxruntime", calib, config=_float_matmul_outputs(tmp_path),
+                            output=tmp_path / "q.onnx")
 
     assert result.graph.operations["mm"].quant.outputs[0].notes["reason"] == "fused with sig"
     ops = optimized_ops(result.files[0], tmp_path)
