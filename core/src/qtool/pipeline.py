@@ -171,8 +171,9 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         with platform_step(target, "export"):
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
-            simulated = simulate(graph, data.samples(AGREEMENT_SAMPLES), device)
-            result.agreement = agreement(target, graph, result.files, data, device, simulated=simulated)
+            samples = data.samples(AGREEMENT_SAMPLES)
+            simulated = simulate(graph, samples, device)
+            result.agreement = agreement(target, graph, result.files, samples, simulated)
             _check_agreement(result, options.allow_unsupported)
     result.summary = summarize(result, target, save_state)
     result.summary["subgraphs"] = bodies.as_list()
@@ -222,13 +223,10 @@ def _earlier_keywords(earlier: dict[str, Any], export) -> tuple[str | None, Mapp
     return earlier.get("preset"), earlier.get("accuracy"), options
 
 
-def agreement(target: Platform, graph: Graph, files: list[Path], data, device: str = "cpu", *,
-              simulated: list[list] | None = None) -> dict | None:
-    """The platform's comparison of its files with qtool's simulation on a few calibration samples (``simulated``:
-    :func:`simulate` of them, when already run)."""
-    samples = data.samples(AGREEMENT_SAMPLES)
-    if simulated is None:
-        simulated = simulate(graph, samples, device)
+def agreement(target: Platform, graph: Graph, files: list[Path], samples: list[dict],
+              simulated: list[list]) -> dict | None:
+    """The platform's comparison of its files with qtool's simulation (``simulated``, :func:`simulate` of
+    ``samples``) on a few calibration samples."""
     with platform_step(target, "agreement"):
         return target.agreement(graph, files, samples, simulated)
 
