@@ -79,3 +79,44 @@ def test_graphwise_error_is_cumulative_and_restores_the_executor(graph):
     degraded = {r.op: r.snr_db for r in graphwise_error(executor, batches())}
     for op in convs:  # the coarse first output hurts it and everything downstream
         assert degraded[op.name] < baseline[op.name] - 3, op.name
+
+
+def whole_runs(executor, batch, variants):
+    """Each variant's outputs from a whole run in its mode, and the float outputs: what forks must equal."""
+    feeds = {"x": torch.from_numpy(batch["x"])}
+    with torch.inference_mode():
+        with executor.mode(quantize=False):
+            reference = executor.forward_torch(feeds)
+        runs = []
+        for variant in variants:
+            with executor.mode(quantize=True, float_ops=variant):
+                runs.append(executor.forward_torch(feeds))
+    return reference, runs
+
+
+def test_forward_variants_equal_whole_runs_bit_for_bit(graph):
+    executor = TorchExecutor(graph)
+    convs = [op.name for op in graph.topological_order() if op.op_type == "Conv"]
+    variants = [set(convs) - {name} for name in convs] + [set(convs), set()]  # one op each, none, all
+    batch = batches(1)[0]
+    reference, expected = whole_runs(executor, batch, variants)
+    seen, steps = {}, []
+    executor.add_hook(lambda op, inputs, outputs: steps.append(op.name))
+    with torch.inference_mode():
+        got = executor.forward_variants({"x": torch.from_numpy(batch["x"])}, variants, seen.__setitem__)
+    assert torch.equal(got["y"], reference["y"])
+    assert sorted(seen) == list(range(len(variants)))
+    for number, outputs in enumerate(expected):
+        assert torch.equal(seen[number]["y"], outputs["y"]), variants[number]
+    assert not torch.equal(seen[0]["y"], reference["y"])  # the variants do simulate
+    whole = len(graph.operations) * (1 + len(variants))
+    assert len(steps) < whole  # the float prefixes ran once, not once per variant
+
+
+def test_layerwise_gives_the_same_numbers_whether_it_keeps_outputs_or_not(graph, monkeypatch):
+    from qtool.analysis import analysis
+
+    kept = layerwise_sensitivity(TorchExecutor(graph), batches())
+    monkeypatch.setattr(analysis, "KEPT_BYTES", 0)  # the float outputs first, in one more run, every batch
+    recomputed = layerwise_sensitivity(TorchExecutor(graph), batches())
+    assert kept == recomputed and len(kept) == 3

@@ -162,3 +162,25 @@ def test_a_model_that_fixes_its_batch_is_calibrated_by_onnxruntime_in_whole_batc
     _, theirs = _calibrated(path, samples, UINT8, "torch", attach=attach, batch_size=4)
     assert stats["engine"] == "onnxruntime" and "engine_note" not in stats and stats["batches"] == 4
     _assert_same(ours, theirs, rtol=1e-5)
+
+
+def test_weights_reach_onnxruntime_as_arrays_with_the_values_a_whole_model_gives(cnn_path, cnn_samples):
+    import onnxruntime as ort
+
+    graph = qtool.load(cnn_path)
+    tensors = [op.outputs[0].name for op in graph.topological_order()]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    model = qtool.to_model_proto(graph)  # every weight's bytes in the model
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors[:-1])
+    whole = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    expected = whole.run(tensors, {"x": cnn_samples})
+    weight = max(graph.parameters(), key=lambda v: v.value.nbytes)
+    weight.float_value, weight.value = weight.value, np.zeros_like(weight.value)  # baked: float runs read float_value
+    model, arrays = ort_engine._augmented(graph, tensors)
+    assert weight.name in arrays and np.array_equal(arrays[weight.name], weight.float_value)
+    assert model.ByteSize() < weight.float_value.nbytes  # the model names the big weights, without their bytes
+    run = ort_engine.OrtFloatRun(graph, tensors, threads=1)
+    got = {name: a for piece in run.run({"x": cnn_samples}, splittable=True) for name, a in piece.items()}
+    for name, array in zip(tensors, expected, strict=True):
+        np.testing.assert_array_equal(got[name], array, err_msg=name)  # bit for bit

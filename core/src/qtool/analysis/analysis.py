@@ -73,22 +73,47 @@ def graphwise_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.n
     return _rows(ops, stats)
 
 
+KEPT_BYTES = 256 << 20  # the most bytes of one batch's outputs kept for all ops while its float run ends
+
+
 def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
                           ops: Iterable[Operation] | None = None) -> list[OpError]:
     """Per quantized op (or per op of ``ops``): graph-output error when only that op is quantized,
-    most sensitive first."""
+    most sensitive first.
+
+    Each op's run starts from the float run's tensors at its first simulated step
+    (:meth:`TorchExecutor.forward_variants`): the steps before it compute the float values either way. Its
+    outputs are kept until the float outputs they are compared with are known, unless all ops' outputs together
+    would pass ``KEPT_BYTES``: then the float outputs are computed first, in one more float run.
+    """
     quantized = quantized_ops(executor.graph)
     names = {op.name for op in quantized}
     ops = quantized if ops is None else [op for op in ops if op.name in names]
     stats = {name: ErrorAccumulator() for name in names}
+    variants = [names - {op.name} for op in ops]
+    output_bytes = None  # of one batch's flattened outputs, once known
     for batch in batches:
         feeds = _to_device(batch, executor.device)
         with torch.inference_mode():
-            with executor.mode(quantize=False):
-                reference = _flat(executor.forward_torch(feeds))
-            for op in ops:
-                with executor.mode(quantize=True, float_ops=names - {op.name}):
-                    stats[op.name].update(reference, _flat(executor.forward_torch(feeds)))
+            if output_bytes is None or output_bytes * len(ops) > KEPT_BYTES:
+                with executor.mode(quantize=False):
+                    reference = _flat(executor.forward_torch(feeds))
+                output_bytes = reference.nbytes
+
+                def compare(number: int, outputs: Mapping[str, torch.Tensor], reference=reference) -> None:
+                    stats[ops[number].name].update(reference, _flat(outputs))
+
+                executor.forward_variants(feeds, variants, compare)
+                continue
+            kept: dict[int, torch.Tensor] = {}
+
+            def keep(number: int, outputs: Mapping[str, torch.Tensor], kept=kept) -> None:
+                kept[number] = _flat(outputs)
+
+            reference = _flat(executor.forward_variants(feeds, variants, keep))
+            output_bytes = reference.nbytes
+            for number, op in enumerate(ops):
+                stats[op.name].update(reference, kept.pop(number))
     return _rows(ops, stats)
 
 

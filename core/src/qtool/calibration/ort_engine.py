@@ -6,7 +6,8 @@ tensors (as onnxruntime's own calibrators augment a model). What one run returns
 sample measures the bytes the requested tensors take, then batches run whole where they fit in ``budget`` bytes
 (as the executor runs them), else in runs of as many samples as fit, and where one sample alone does not fit the
 tensors are requested in groups that do (each group one more run of the part of the graph it needs). The arrays
-are handed on as they come (``torch.from_numpy`` shares their memory).
+are handed on as they come (``torch.from_numpy`` shares their memory). Weights reach onnxruntime as arrays
+beside the model (its external initializers), not as bytes copied into it and serialised.
 
 The torch executor stays the engine where ONNX Runtime cannot stand in for it exactly: a device other than the
 CPU, control flow (observed tensors inside bodies), ops only a plugin's kernels run. Baked parameters run with
@@ -19,13 +20,18 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from ..ir import PROTO_LIMIT, Graph, to_model_proto
 
 DEFAULT_BUDGET = 128 << 20  # bytes of requested tensors one run may return (peak memory against speed: on
 # all-MiniLM-L6-v2 and PP-OCRv4 det, 256 MiB cost 170 MiB more peak memory than 128, and 64 MiB more time)
+EXTERNAL_BYTES = 1024  # initializers this large reach onnxruntime as arrays, not bytes in the model (no proto
+# copy nor serialisation: all-MiniLM-L6-v2's 90 MB made each session cost about a second); smaller ones, such as
+# the shapes it reads while loading the model, stay in it
+_ORT_VALUE_TYPES = frozenset(np.dtype(t) for t in ("bool", "float16", "float32", "float64", "int8", "int16", "int32",
+                                                    "int64", "uint8", "uint16", "uint32", "uint64"))
 ORT_ERRORS = (_state.Fail, _state.InvalidArgument, _state.InvalidGraph, _state.NotImplemented,
               _state.RuntimeException, RuntimeError)
 
@@ -65,8 +71,9 @@ class OrtFloatRun:
         if threads is not None:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(_augmented(graph, self.computed).SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
+        model, arrays = _augmented(graph, self.computed)
+        options.add_external_initializers(list(arrays), [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()])
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.budget = DEFAULT_BUDGET if budget is None else budget
         self.rows: int | None = None  # samples per run, once measured
         self.groups: list[list[str]] | None = None
@@ -114,14 +121,21 @@ def _rows(batch: Mapping[str, np.ndarray], begin: int, end: int) -> dict[str, np
     return {name: array[begin:end] for name, array in batch.items()}
 
 
-def _augmented(graph: Graph, tensors: list[str]) -> onnx.ModelProto:
+def _augmented(graph: Graph, tensors: list[str]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """``graph`` as a model whose outputs also list ``tensors``; first axes left free (the executor takes batches
-    of any size along them) and no intermediate shapes (they may name the batch the model was exported with)."""
-    model = to_model_proto(graph)
-    for index, tensor in enumerate(model.graph.initializer):
-        var = graph.variables.get(tensor.name)
-        if var is not None and var.float_value is not None:  # baked: the float model reads the float weights
-            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.asarray(var.float_value), tensor.name))
+    of any size along them) and no intermediate shapes (they may name the batch the model was exported with).
+    Initializers of ``EXTERNAL_BYTES`` or more come apart, as arrays by name (for onnxruntime's external
+    initializers): the model refers to them without holding a copy of their bytes."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def initializer(var) -> onnx.TensorProto:
+        value = np.asarray(var.value if var.float_value is None else var.float_value)  # baked: the float weights
+        if value.nbytes < EXTERNAL_BYTES or value.dtype not in _ORT_VALUE_TYPES:
+            return numpy_helper.from_array(value, var.name)
+        arrays[var.name] = np.ascontiguousarray(value)
+        return _external(var.name, value)
+
+    model = to_model_proto(graph, tensor=initializer)
     outputs = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors if name not in outputs)
     del model.graph.value_info[:]
@@ -131,4 +145,13 @@ def _augmented(graph: Graph, tensors: list[str]) -> onnx.ModelProto:
             if len(dims):
                 dims[0].Clear()
                 dims[0].dim_param = "qtool_batch"
-    return model
+    return model, arrays
+
+
+def _external(name: str, value: np.ndarray) -> onnx.TensorProto:
+    """An initializer that names its data as external: onnxruntime takes the array itself in its place."""
+    tensor = onnx.TensorProto(name=name, dims=value.shape, data_type=helper.np_dtype_to_tensor_dtype(value.dtype),
+                              data_location=onnx.TensorProto.EXTERNAL)
+    for key, text in (("location", "qtool-array"), ("offset", "0"), ("length", str(value.nbytes))):
+        tensor.external_data.add(key=key, value=text)
+    return tensor

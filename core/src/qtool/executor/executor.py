@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -103,6 +103,41 @@ class TorchExecutor:
         checked = feeding.torch_feeds(feeds, self.graph.inputs)
         return self._run({n: t.to(self.device) for n, t in checked.items()}, output_names)
 
+    def forward_variants(self, feeds: Mapping[str, torch.Tensor], variants: Sequence[Iterable[str]],
+                         each: Callable[[int, dict[str, torch.Tensor]], None]) -> dict[str, torch.Tensor]:
+        """The graph outputs of one float run on ``feeds`` (torch tensors by input name); ``each(number, outputs)``
+        gets the outputs of each variant (a set of ops run in float, the rest with quantization simulated, as
+        ``mode(quantize=True, float_ops=variant)`` runs them) as soon as it is done.
+
+        The steps before a variant's first simulated step compute what the float run computes: each variant
+        starts from the float run's tensors there, so that its result is the one a whole run gives, for the
+        cost of the steps after that point.
+        """
+        checked = feeding.torch_feeds(feeds, self.graph.inputs)
+        names = tuple(v.name for v in self.graph.outputs)
+        schedule = self._plan.schedule(names)
+        feeding.require(checked, schedule.needed_inputs)
+        env = list(self._params)
+        for name, tensor in checked.items():
+            env[self._plan.slot_of[name]] = tensor.to(self.device)
+        starts: dict[int, list[tuple[int, dict[int, StepQuant]]]] = {}
+        for number, variant in enumerate(variants):
+            with torch.inference_mode(False), torch.no_grad():
+                actions = self._simulation.plan(self._plan.steps, self._params, frozenset(variant))[0]
+            first = next((p for p, step in enumerate(schedule.steps) if step.index in actions), len(schedule.steps))
+            starts.setdefault(first, []).append((number, actions))
+        done = 0
+        with full_float32(self.device):
+            for position in sorted(starts):
+                self._execute(schedule, env, {}, done, position)
+                done = position
+                for number, actions in starts[position]:
+                    branch = list(env)
+                    self._execute(schedule, branch, actions, position, len(schedule.steps))
+                    each(number, {name: branch[slot] for name, slot in zip(names, schedule.outputs, strict=True)})
+            self._execute(schedule, env, {}, done, len(schedule.steps))
+        return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
+
     def _run(self, feeds: dict[str, torch.Tensor], output_names: Sequence[str] | None) -> dict[str, torch.Tensor]:
         names = tuple(v.name for v in self.graph.outputs) if output_names is None else tuple(output_names)
         schedule = self._plan.schedule(names)
@@ -112,12 +147,13 @@ class TorchExecutor:
             env[self._plan.slot_of[name]] = tensor
         actions = self._step_actions()[0] if self.quantize else {}
         with full_float32(self.device):
-            self._execute(schedule, env, actions)
+            self._execute(schedule, env, actions, 0, len(schedule.steps))
         return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
 
-    def _execute(self, schedule: Schedule, env: list, actions: dict[int, StepQuant]) -> None:
+    def _execute(self, schedule: Schedule, env: list, actions: dict[int, StepQuant], begin: int, end: int) -> None:
+        """Steps ``begin`` to ``end`` (positions in ``schedule``) on ``env``, freeing slots no later step reads."""
         hooks = self._hooks
-        for step, frees in zip(schedule.steps, schedule.frees, strict=True):
+        for step, frees in zip(schedule.steps[begin:end], schedule.frees[begin:end], strict=True):
             args = [None if slot is None else env[slot] for slot in step.inputs]
             todo = actions.get(step.index)
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,14 @@ _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
 
 
-def to_model_proto(graph: Graph) -> onnx.ModelProto:
-    """Build a ModelProto; parameters become initializers, names are kept."""
+def to_model_proto(graph: Graph, *, tensor: Callable[[Variable], onnx.TensorProto] | None = None) -> onnx.ModelProto:
+    """Build a ModelProto; parameters become initializers, names are kept. ``tensor`` builds each initializer
+    from its variable (default: its value, bytes included)."""
     nodes = [node_proto(op) for op in graph.topological_order()]
     used = {v.name for op in graph.operations.values() for v in op.inputs if v is not None}
     used |= {v.name for v in graph.outputs}
-    initializers = [_tensor(v) for v in graph.variables.values() if v.is_parameter and v.name in used]
+    tensor = tensor or _tensor
+    initializers = [tensor(v) for v in graph.variables.values() if v.is_parameter and v.name in used]
     produced = {v.name for op in graph.operations.values() for v in op.outputs} | {v.name for v in graph.inputs}
     intermediates = [
         vi for name, vi in graph.value_info.items()
