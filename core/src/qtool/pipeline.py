@@ -168,7 +168,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     if save_state is not None:
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
-        with platform_step(target, "export"):
+        with platform_step(target, "export"), one_thread():  # a few small ops per weight, see calibration.threads
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
             samples = data.samples(AGREEMENT_SAMPLES)

@@ -1,9 +1,10 @@
 """How many torch threads qtool's own runs use.
 
-Small tensor work (observers' histograms and candidate errors, the agreement check's single samples) always runs
-on one thread: it is many small, memory-bound ops, a second intra-op thread gains little there, and on a machine
-whose cores are busy the thread pool's synchronisation made it 5-20x slower (measured on the shared 2-core
-development machine: 4 single PP-OCRv4 crops 1.8 s on one thread, 42 s on two).
+Small tensor work (observers' histograms and candidate errors, the agreement check's single samples, the export's
+weight codes) always runs on one thread: it is many small, memory-bound ops, a second intra-op thread gains little
+there, and on a machine whose cores are busy the thread pool's synchronisation made it 5-20x slower (measured on the
+shared 2-core development machine: 4 single PP-OCRv4 crops 1.8 s on one thread, 42 s on two; all-MiniLM-L6-v2's int8
+weight codes 0.04 s on one, 0.48 s on two).
 
 Whole passes run on :func:`pass_threads` threads: ``QTOOL_NUM_THREADS`` when set, else one thread when the
 machine's one-minute load already fills every core this process may use (other work owns them; more threads only
