@@ -60,6 +60,7 @@ class TorchExecutor:
             self._params = self._load_parameters()
         self._simulation.clear()
         self._actions: tuple[frozenset[str], dict[int, StepQuant], list[Site]] | None = None
+        self._variants: dict[frozenset[str], dict[int, StepQuant]] = {}
 
     def _load_parameters(self) -> list[torch.Tensor | None]:
         params: list[torch.Tensor | None] = [None] * self._plan.num_slots
@@ -87,6 +88,13 @@ class TorchExecutor:
                 actions, sites = self._simulation.plan(self._plan.steps, self._params, float_ops)
             self._actions = (float_ops, actions, sites)
         return self._actions[1], self._actions[2]
+
+    def _variant_actions(self, float_ops: frozenset[str]) -> dict[int, StepQuant]:
+        """The actions per step of a simulated run with ``float_ops`` in float (kept until :meth:`refresh`)."""
+        if float_ops not in self._variants:
+            with torch.inference_mode(False), torch.no_grad():
+                self._variants[float_ops] = self._simulation.plan(self._plan.steps, self._params, float_ops)[0]
+        return self._variants[float_ops]
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, inputs: Sequence | Mapping, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
@@ -122,8 +130,7 @@ class TorchExecutor:
             env[self._plan.slot_of[name]] = tensor.to(self.device)
         starts: dict[int, list[tuple[int, dict[int, StepQuant]]]] = {}
         for number, variant in enumerate(variants):
-            with torch.inference_mode(False), torch.no_grad():
-                actions = self._simulation.plan(self._plan.steps, self._params, frozenset(variant))[0]
+            actions = self._variant_actions(frozenset(variant))
             first = next((p for p, step in enumerate(schedule.steps) if step.index in actions), len(schedule.steps))
             starts.setdefault(first, []).append((number, actions))
         done = 0
