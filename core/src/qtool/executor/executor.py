@@ -119,7 +119,7 @@ class TorchExecutor:
 
         The steps before a variant's first simulated step compute what the float run computes: each variant
         starts from the float run's tensors there, so that its result is the one a whole run gives, for the
-        cost of the steps after that point.
+        cost of the steps after that point. Hooks see every step run: the float run's and each variant's.
         """
         checked = feeding.torch_feeds(feeds, self.graph.inputs)
         names = tuple(v.name for v in self.graph.outputs)
