@@ -10,7 +10,9 @@ A ``Gather`` along the channel axis makes the copies; the division is folded int
 that produces the input for this layer alone (a GELU's last ``* 0.5``), otherwise a ``Mul`` after the Gather
 does it. Both stay float where a platform quantizes only compute ops (onnxruntime); the layer keeps an integer
 kernel and reads ``sum(k_j - 1)`` more input channels. ``max_growth`` caps those extra channels at a share of
-the layer's input channels (the largest channels are split first).
+the layer's input channels: the limit then rises above ``ratio`` times the median until the copies fit, so that
+no channel is left above it (the copies of a channel round alike: ``k`` of them gain only where the range
+shrinks about ``k``-fold).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation, Variable
 from ..base import Pass, PassResult
+from .channels import grouped
 from .layers import weight_input
 from .options import check, number, positive_int
 from .outliers import channel_peaks, ratio
@@ -33,18 +37,20 @@ WHERE = "accuracy.channel_split"
 class ChannelSplit(Pass):
     """Options: ``min_ratio`` (layers whose input's largest channel is at least this many times the median),
     ``ratio`` (split channels above this many times the median), ``max_growth`` (extra input channels per layer,
-    as a share of its input channels), ``op_types``, ``samples``."""
+    as a share of its input channels), ``max_error_ratio`` (split only where the estimated input rounding error
+    falls at least to this share), ``op_types``, ``samples``."""
 
     name = "ChannelSplit"
 
     def __init__(self, data, *, min_ratio: float = 8.0, ratio: float = 4.0, max_growth: float = 0.05,
-                 op_types: list[str] | tuple[str, ...] = ("MatMul", "Gemm"), samples: int = 16,
-                 device: str = "cpu") -> None:
+                 max_error_ratio: float = 0.5, op_types: list[str] | tuple[str, ...] = ("MatMul", "Gemm"),
+                 samples: int = 16, device: str = "cpu") -> None:
         check(data is not None, WHERE, "data", "ChannelSplit needs calibration data")
         self.data, self.device = data, device
         self.min_ratio = number(WHERE, "min_ratio", min_ratio, 1.0, math.inf)
         self.ratio = number(WHERE, "ratio", ratio, 1.0, math.inf)
         self.max_growth = number(WHERE, "max_growth", max_growth, 0.0, 1.0)
+        self.max_error_ratio = number(WHERE, "max_error_ratio", max_error_ratio, 0.0, 1.0)
         check(isinstance(op_types, list | tuple) and all(t in ("MatMul", "Gemm") for t in op_types), WHERE,
               "op_types", f"must be a list of \"MatMul\" and \"Gemm\", got {op_types!r}")
         self.op_types = tuple(op_types)
@@ -57,16 +63,24 @@ class ChannelSplit(Pass):
         if layers:
             peaks = channel_peaks(TorchExecutor(graph, self.device),
                                   take_samples(graph, self.data, self.samples), axes)
-        split = []
+        split, kept = [], []
         for op in layers:
             peak = peaks.get(op.inputs[0].name)
             if peak is None or peak.numel() < 2 or ratio(peak) < self.min_ratio:
                 continue
-            copies = self._copies(peak.cpu().numpy())
-            if copies.max() > 1:
-                split.append({"op": op.name, "outlier_ratio": ratio(peak), "channels": int(peak.numel()),
-                              "extra_channels": int((copies - 1).sum()), "by": _split(graph, op, copies)})
-        return PassResult(graph, bool(split), {"split": split})
+            peak = peak.cpu().numpy()
+            copies = self._copies(peak)
+            if copies.max() == 1:
+                continue
+            entry = {"op": op.name, "outlier_ratio": ratio(torch.from_numpy(peak)), "channels": len(peak),
+                     "extra_channels": int((copies - 1).sum()),
+                     "error_ratio": _error(op, peak, copies) / _error(op, peak, np.ones_like(copies))}
+            if entry["error_ratio"] > self.max_error_ratio:
+                kept.append({**entry, "reason": f"estimated input error x{entry['error_ratio']:.2f}, "
+                                                f"above max_error_ratio {self.max_error_ratio:g}"})
+                continue
+            split.append({**entry, "by": _split(graph, op, copies)})
+        return PassResult(graph, bool(split), {"split": split, "not_split": kept})
 
     def _splittable(self, op: Operation) -> bool:
         if op.op_type not in self.op_types or weight_input(op) is None or op.inputs[1].value.ndim != 2:
@@ -74,14 +88,32 @@ class ChannelSplit(Pass):
         return op.op_type == "MatMul" or not op.attributes.get("transA", 0)
 
     def _copies(self, peak: np.ndarray) -> np.ndarray:
-        """How many channels each input channel becomes, within ``max_growth`` (the largest split first)."""
-        limit = self.ratio * float(np.median(peak))
-        wanted = np.maximum(np.ceil(peak / limit), 1).astype(np.int64) if limit > 0 else np.ones(len(peak), np.int64)
-        copies, budget = np.ones(len(peak), np.int64), int(self.max_growth * len(peak))
-        for j in np.argsort(-peak, kind="stable"):
-            extra = min(int(wanted[j]) - 1, budget)
-            copies[j], budget = 1 + extra, budget - extra
-        return copies
+        """How many channels each input channel becomes: every channel within one limit, the smallest limit of at
+        least ``ratio`` times the median that ``max_growth`` affords (copies of one channel round alike, so a
+        channel split ``k`` ways gains only where the range shrinks about ``k``-fold: no channel is left above)."""
+        budget = int(self.max_growth * len(peak))
+
+        def copies(limit: float) -> np.ndarray:
+            return np.maximum(np.ceil(peak / limit), 1).astype(np.int64)
+
+        low, high = self.ratio * float(np.median(peak)), float(peak.max())
+        if low <= 0.0 or low >= high:
+            return np.ones(len(peak), np.int64)
+        if (copies(low) - 1).sum() <= budget:
+            return copies(low)
+        for _ in range(50):  # bisection on the limit: the extra channels only fall as it rises
+            middle = (low + high) / 2
+            low, high = (low, middle) if (copies(middle) - 1).sum() <= budget else (middle, high)
+        return copies(high)
+
+
+def _error(op: Operation, peak: np.ndarray, copies: np.ndarray) -> float:
+    """The layer's output error from rounding its input to 8 bits over one per-tensor range, estimated from the
+    channel peaks: each channel's rounding error (at most its own peak), times its ``k`` copies (they round
+    alike), weighted by the squared norm of the weight row that reads it."""
+    rows = np.square(grouped(op, op.inputs[1].value).astype(np.float64)).sum(axis=(1, 3)).reshape(-1)
+    step = float((peak / copies).max()) / 255.0
+    return float(np.sum(rows * np.square(copies * np.minimum(step, peak / copies))))
 
 
 def _split(graph: Graph, op: Operation, copies: np.ndarray) -> str:
