@@ -118,18 +118,27 @@ def _ort_value(graph, name, x) -> np.ndarray:
     return session.run([name], {"x": x})[0]
 
 
-def test_split_without_a_mul_to_fold_into_inserts_one(tmp_path, calib, held_out):
-    """A Gemm reading a graph input with one channel 40x the rest: Gather, then a Mul dividing the copies."""
+def _gemm(rows: np.ndarray) -> qtool.Graph:
+    """x [batch, 16] -> Gemm with weight ``rows`` (16 x 4) -> y."""
     graph = qtool.Graph()
     x, y = graph.add_variable("x", dtype=np.dtype(np.float32)), graph.add_variable("y", dtype=np.dtype(np.float32))
     x.shape = ["batch", 16]
     graph.inputs.append(x)
-    rng = np.random.default_rng(0)
-    weight = graph.add_variable("w", rng.standard_normal((16, 4)).astype(np.float32))
+    weight = graph.add_variable("w", rows.astype(np.float32))
     graph.add_operation("Gemm", [x, weight], [y], name="gemm")
     graph.outputs.append(y)
     graph.info.opset_imports[""] = 17
-    data = [{"x": (rng.standard_normal((16, 16)) * np.r_[40.0, np.ones(15)]).astype(np.float32)}]
+    return graph
+
+
+def _outlier_input(seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": (rng.standard_normal((16, 16)) * np.r_[40.0, np.ones(15)]).astype(np.float32)}]
+
+
+def test_split_without_a_mul_to_fold_into_inserts_one():
+    """A Gemm reading a graph input with one channel 40x the rest: Gather, then a Mul dividing the copies."""
+    graph, data = _gemm(np.random.default_rng(0).standard_normal((16, 4))), _outlier_input()
     before = _ort(to_model_proto(graph), data)
     result = ChannelSplit(data, max_growth=0.5).call(graph)
     assert result.details["split"][0]["by"] == "Mul after the Gather"
@@ -137,10 +146,27 @@ def test_split_without_a_mul_to_fold_into_inserts_one(tmp_path, calib, held_out)
     np.testing.assert_allclose(_ort(to_model_proto(graph), data), before, rtol=1e-5, atol=1e-4)
 
 
+def test_no_split_where_it_would_not_lower_the_error():
+    """The outlier channel carries nearly all the weight: its copies' rounding (alike) is the layer's error, and
+    splitting cannot lower it; nothing changes and the details say why."""
+    rows = np.r_[np.ones((1, 4)), np.full((15, 4), 1e-3)]
+    graph, data = _gemm(rows), _outlier_input()
+    result = ChannelSplit(data, max_growth=0.5).call(graph)
+    assert not result.modified and result.details["split"] == []
+    [kept] = result.details["not_split"]
+    assert kept["op"] == "gemm" and kept["error_ratio"] > 0.5 and "max_error_ratio" in kept["reason"]
+    assert graph.operations["gemm"].inputs[0].name == "x"
+
+
 def test_growth_is_capped(calib, tmp_path):
     graph = qtool.load(_model(tmp_path))
     result = ChannelSplit(calib, max_growth=0.05).call(graph)
-    assert [entry["extra_channels"] for entry in result.details["split"]] == [3]  # 5 % of 64 channels, not 9
+    [entry] = result.details["split"]
+    assert entry["extra_channels"] == 3 and entry["error_ratio"] < 0.5  # 5 % of 64 channels, not 9
+    x = np.concatenate([b["x"] for b in calib])
+    split = _ort_value(graph, graph.operations[DOWN].inputs[0].name, x)
+    peaks = np.abs(split).reshape(-1, split.shape[-1]).max(0)
+    assert np.argmax(peaks) >= 64 or np.isclose(peaks[0], peaks.max())  # no channel left above the copies
 
 
 def test_default_quantizes_every_matmul_and_gains_in_ort(tmp_path, calib, held_out):
