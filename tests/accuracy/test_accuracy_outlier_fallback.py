@@ -40,16 +40,6 @@ class FeedForward(nn.Module):
         return self.down(torch.nn.functional.gelu(self.up(x)))
 
 
-@pytest.fixture
-def calib():
-    return samples((8, 16), 32)
-
-
-@pytest.fixture
-def held_out():
-    return samples((8, 16), 32, seed=1)
-
-
 def _model(tmp_path, outlier: float | None = 40.0):
     path = tmp_path / "ffn.onnx"
     export(FeedForward(outlier), torch.zeros(1, 8, 16), path)

@@ -72,16 +72,6 @@ def _quantize(tmp_path, model, calib, name, **kwargs):
     return result, {r.name: r for r in result.pass_runs}, output
 
 
-@pytest.fixture
-def calib():
-    return samples((8, 16), 32)
-
-
-@pytest.fixture
-def held_out():
-    return samples((8, 16), 32, seed=1)
-
-
 @pytest.mark.parametrize("opset", [17, 20])
 def test_split_keeps_the_function_and_narrows_the_input(tmp_path, calib, held_out, opset):
     """Opset 17 writes GELU as Erf and two Muls (the copies' division goes into its ``* 0.5``), opset 20 as one
