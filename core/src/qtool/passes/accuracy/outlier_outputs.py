@@ -79,7 +79,12 @@ class OutlierOutputs(Pass):
 def _inferred_shapes(graph: Graph) -> dict[str, list]:
     """Tensor shapes by ONNX shape inference (with data propagation); unknown dimensions as None, {} on failure."""
     try:
-        model = onnx.shape_inference.infer_shapes(to_model_proto(graph), data_prop=True)
+        model = to_model_proto(graph)
+        weights = [t for t in model.graph.initializer if len(t.raw_data) > 4096]  # inference needs their shapes only
+        for tensor in weights:
+            model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            model.graph.initializer.remove(tensor)
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # an unknown op, a graph over 2 GB...: shapes stay unknown (counted foldable)
         return {}
     shapes = {}
