@@ -226,3 +226,17 @@ def test_a_state_of_a_split_model_needs_calibration_data_again(tmp_path, calib):
         qtool.quantize(str(model), "onnxruntime", None, load_state=state)
     again = qtool.quantize(str(model), "onnxruntime", calib, load_state=state)  # with the data: the same split
     assert again.graph.operations[DOWN].inputs[0].producer.op_type == "Mul"
+
+
+def test_cli_says_what_the_passes_changed(tmp_path, calib, capsys):
+    from qtool.cli.main import main
+
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.concatenate([b["x"] for b in calib]))
+    model = _model(tmp_path, residual_outlier=True)
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(data),
+                 "--output", str(tmp_path / "cli.onnx")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "channel split, outlier input channels read as int8 copies: 1 layer" in out
+    assert f"{DOWN}: +" in out and "of 64 input channels (input channel outlier" in out
+    assert f"outlier outputs written float by the integer kernel: 1 layer {DOWN} (output channel outlier" in out
