@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation, Variable
@@ -65,14 +64,14 @@ class ChannelSplit(Pass):
                                   take_samples(graph, self.data, self.samples), axes)
         split, kept = [], []
         for op in layers:
-            peak = peaks.get(op.inputs[0].name)
-            if peak is None or peak.numel() < 2 or ratio(peak) < self.min_ratio:
+            measured = peaks.get(op.inputs[0].name)
+            if measured is None or measured.numel() < 2 or ratio(measured) < self.min_ratio:
                 continue
-            peak = peak.cpu().numpy()
+            peak = measured.cpu().numpy()
             copies = self._copies(peak)
             if copies.max() == 1:
                 continue
-            entry = {"op": op.name, "outlier_ratio": ratio(torch.from_numpy(peak)), "channels": len(peak),
+            entry = {"op": op.name, "outlier_ratio": ratio(measured), "channels": len(peak),
                      "extra_channels": int((copies - 1).sum()),
                      "error_ratio": _error(op, peak, copies) / _error(op, peak, np.ones_like(copies))}
             if entry["error_ratio"] > self.max_error_ratio:
