@@ -98,7 +98,8 @@ def test_cli_says_it_runs_and_the_config_turns_it_off(tmp_path, data, capsys):
         captured = capsys.readouterr()
         printed[label] = " ".join((captured.out + captured.err).split())
     assert "accuracy passes: equalization" in printed["default"] and "CrossLayerEqualization" in printed["default"]
-    assert "accuracy passes: fallback" in printed["off"] and "CrossLayerEqualization" not in printed["off"]
+    assert "accuracy passes: channel_split, outlier_outputs, fallback" in printed["off"]
+    assert "CrossLayerEqualization" not in printed["off"]
 
 
 @pytest.mark.parametrize("rank", [2, 3])  # 2-D input: Gemm pairs; 3-D: MatMul + bias Add pairs

@@ -19,6 +19,8 @@ from qtool.passes.accuracy.outliers import outlier_ratios
 from torch import nn
 
 DOWN = "/down/MatMul"
+#: the default passes that fix outliers before the fallback sees them (test_accuracy_transformer_outliers.py)
+NO_SPLIT = {"channel_split": False, "outlier_outputs": False}
 
 
 class FeedForward(nn.Module):
@@ -38,16 +40,6 @@ class FeedForward(nn.Module):
         return self.down(torch.nn.functional.gelu(self.up(x)))
 
 
-@pytest.fixture
-def calib():
-    return samples((8, 16), 32)
-
-
-@pytest.fixture
-def held_out():
-    return samples((8, 16), 32, seed=1)
-
-
 def _model(tmp_path, outlier: float | None = 40.0):
     path = tmp_path / "ffn.onnx"
     export(FeedForward(outlier), torch.zeros(1, 8, 16), path)
@@ -64,7 +56,7 @@ def _asking(max_share: float, **changes) -> dict:
     small models), and without the default's 30 dB as enough unless ``changes`` set it."""
     table = qtool.get_platform("onnxruntime").default_config()["accuracy"]["fallback"]
     table = {key: value for key, value in table.items() if key != "enough_snr_db"}
-    return {"fallback": {**table, "max_share": max_share, **changes}}
+    return {**NO_SPLIT, "fallback": {**table, "max_share": max_share, **changes}}
 
 
 def _quantize(tmp_path, model, calib, name: str, **kwargs):
@@ -87,7 +79,7 @@ def test_asked_share_returns_the_outlier_layer_to_float(tmp_path, calib, held_ou
     model = _model(tmp_path)
     reference = _ort(model, held_out)
     result, run, output = _quantize(tmp_path, model, calib, "default", accuracy=_asking(0.5))
-    _, off, plain = _quantize(tmp_path, model, calib, "off", accuracy={"fallback": False})
+    _, off, plain = _quantize(tmp_path, model, calib, "off", accuracy={**NO_SPLIT, "fallback": False})
     with_rule, without = snr_db(_ort(output, held_out), reference), snr_db(_ort(plain, held_out), reference)
     assert without < 21 and with_rule > 33, (without, with_rule)  # measured 18.3 -> 37.1 dB in ORT
     assert off is None
@@ -121,7 +113,7 @@ def test_default_keeps_most_gemms_of_a_small_mlp_quantized(tmp_path):
     path = tmp_path / "outlier_mlp.onnx"
     export(OutlierMLP(), torch.zeros(1, 16), path)
     calib = samples((16,), 64)
-    result, run, _ = _quantize(tmp_path, path, calib, "mlp")
+    result, run, _ = _quantize(tmp_path, path, calib, "mlp", accuracy=NO_SPLIT)
     gemms = [op for op in result.graph.operations.values() if op.op_type == "Gemm"]
     assert len(gemms) == 3 and all(op.quant.quantized for op in gemms)
     assert run.details["max_ops"] == 0  # a tenth of 3 compute ops, rounded down
@@ -132,7 +124,8 @@ def test_default_keeps_most_gemms_of_a_small_mlp_quantized(tmp_path):
     assert len(details["changed"]) <= 1 and details["after"] - details["before"] >= 1.0  # a measured gain
     assert sum(op.quant.quantized for op in shared.graph.operations.values() if op.op_type == "Gemm") >= 2
     # asked for (a budget of its own, no share limit), the fallback may take more
-    asked, asked_run, _ = _quantize(tmp_path, path, calib, "asked", accuracy={"fallback": {"min_snr_db": 40}})
+    asked, asked_run, _ = _quantize(tmp_path, path, calib, "asked",
+                                    accuracy={**NO_SPLIT, "fallback": {"min_snr_db": 40}})
     assert sum(not op.quant.quantized for op in asked.graph.operations.values() if op.op_type == "Gemm") >= 2
 
 
@@ -147,8 +140,8 @@ def test_an_output_snr_already_enough_changes_nothing(tmp_path, calib):
 
 def test_no_gain_changes_nothing(tmp_path, calib):
     _, run, _ = _quantize(tmp_path, _model(tmp_path), calib, "nogain",
-                          accuracy={"fallback": {"op_types": ["MatMul"], "outlier_ratio": 8.0, "max_gap_db": 1.0,
-                                                 "min_gain_db": 60.0, "samples": 16}})
+                          accuracy={**NO_SPLIT, "fallback": {"op_types": ["MatMul"], "outlier_ratio": 8.0,
+                                                             "max_gap_db": 1.0, "min_gain_db": 60.0, "samples": 16}})
     assert run.details["changed"] == [] and run.details["after"] == run.details["before"]
     assert not run.modified
 
@@ -191,7 +184,8 @@ def test_ratio_is_largest_over_median_channel(tmp_path, calib):
 def test_cli_says_what_changed_and_why(tmp_path, calib, capsys):
     data, config = tmp_path / "calib.npz", tmp_path / "share.toml"
     np.savez(data, x=np.concatenate([b["x"] for b in calib]))
-    config.write_text("[accuracy]\nfallback = { op_types = [\"MatMul\", \"Gemm\"], outlier_ratio = 8, max_gap_db = 1, "
+    config.write_text("[accuracy]\nchannel_split = false\noutlier_outputs = false\n"
+                      "fallback = { op_types = [\"MatMul\", \"Gemm\"], outlier_ratio = 8, max_gap_db = 1, "
                       "max_share = 0.5, min_gain_db = 1, samples = 16 }\n")
     assert main(["quantize", str(_model(tmp_path)), "--platform", "onnxruntime", "--calib", str(data),
                  "--config", str(config), "--output", str(tmp_path / "cli.onnx"), "--explain"]) == 0

@@ -12,7 +12,7 @@ def test_w4a8_carries_a_weight_widening_fallback():
     config = resolve_config({}, None, preset="w4a8")
     assert dict(config.accuracy) == {"equalization": False, "smoothquant": False, "fallback": W4_FALLBACK,
                                      "adaround": False, "bias_correction": False, "gptq": False, "awq": False,
-                                     "hqq": False}
+                                     "hqq": False, "channel_split": False, "outlier_outputs": False}
     assert config.origins["accuracy.fallback"] == "preset 'w4a8'"
     _, after = accuracy_passes(config.accuracy, data=[{"x": None}])
     assert [type(p) for p in after] == [SensitivityFallback] and after[0].bits == {"weight": 8}

@@ -249,16 +249,21 @@ def out_channels(op) -> int | None:
     return channels * op.attributes.get("group", 1) if op_roles(op).grouped_out else channels
 
 
-def folds_into_gemm(op) -> bool:
+def folds_into_gemm(op, inferred: Mapping[str, list] | None = None) -> bool:
     """Whether a runtime may fold MatMul ``op`` and the lone Add reading its output into a float Gemm (ONNX
     Runtime's MatMulAddFusion: a 2-D weight, a data input that is 2-D or of fully known shape, and a 1-D other
-    Add operand, or a 2-D one with a 2-D data input). Unknown shapes count as foldable: the runtime may infer them."""
+    Add operand, or a 2-D one with a 2-D data input). Unknown shapes count as foldable: the runtime may infer them.
+    ``inferred`` gives shapes (by tensor name) for tensors the graph has none for (e.g. from shape inference)."""
     out = op.outputs[0]
     if op.op_type != "MatMul" or [c.op_type for c in out.consumers] != ["Add"]:
         return False
     add = out.consumers[0]
     other = next((v for v in add.inputs if v is not out), None)
-    shapes = [op.inputs[0].shape, op.inputs[1].shape, other.shape if other is not None else None]
+
+    def shape(var):
+        return var.shape if var.shape is not None or inferred is None else inferred.get(var.name)
+
+    shapes = [shape(op.inputs[0]), shape(op.inputs[1]), shape(other) if other is not None else None]
     if any(shape is None for shape in shapes):
         return True
     data, weight, bias = shapes

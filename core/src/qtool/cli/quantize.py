@@ -182,7 +182,7 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     cover = summary["coverage"]
     if cover["compute_ops"]:
         console.print(f"[bold]{cover['compute_ops_quantized']}[/bold] of {cover['compute_ops']} compute ops quantized")
-    for line in fallback_lines(result.pass_runs):
+    for line in (*outlier_lines(result.pass_runs), *fallback_lines(result.pass_runs)):
         console.print(line)
     for severity in Severity:
         found = [d for d in result.diagnostics if d.severity is severity]
@@ -217,6 +217,27 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
         lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}")
     return lines
+
+
+def outlier_lines(runs) -> list[str]:
+    """What ChannelSplit and OutlierOutputs changed, each layer with its outlier ratio (nothing when they did not)."""
+    lines = []
+    for run in runs:
+        if run.name == "ChannelSplit" and run.details.get("split"):
+            split = run.details["split"]
+            lines.append(f"channel split, outlier input channels read as int8 copies: {_layers(len(split))}")
+            lines += [f"  {escape(e['op'])}: +{e['extra_channels']} of {e['channels']} input channels (input channel "
+                      f"outlier {e['outlier_ratio']:.3g}x median)" for e in split]
+        elif run.name == "OutlierOutputs" and run.details.get("float_outputs"):
+            floated = run.details["float_outputs"]
+            lines.append(f"outlier outputs written float by the integer kernel: {_layers(len(floated))}")
+            lines += [f"  {escape(e['op'])} (output channel outlier {e['outlier_ratio']:.3g}x median)"
+                      for e in floated]
+    return lines
+
+
+def _layers(count: int) -> str:
+    return f"{count} layer" if count == 1 else f"{count} layers"
 
 
 def fallback_lines(runs) -> list[str]:

@@ -195,6 +195,12 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                             "(see docs/accuracy.md for its options).",
                             shown_default="false (onnxruntime platforms: true)"),
         "smoothquant": Key("options", False, "SmoothQuant scale migration into MatMul/Gemm weights before dispatch."),
+        "channel_split": Key("options", False, "Split the outlier input channels of MatMul/Gemm layers into "
+                             "smaller copies before dispatch (the layer stays int8, reads a few more channels).",
+                             shown_default="false (onnxruntime platforms: on MatMul)"),
+        "outlier_outputs": Key("options", False, "Keep float the output of a quantized MatMul whose output has "
+                               "outlier channels and that no quantized op reads (its integer kernel writes float).",
+                               shown_default="false (onnxruntime platforms: true)"),
         "fallback": Key("options", False, "Return the most sensitive ops to float (or wider types) until an "
                         "accuracy budget holds.",
                         shown_default="false (onnxruntime platforms: outlier MatMul/Gemm; w4a8 preset: 4-bit layers)"),

@@ -2,8 +2,8 @@
 
 With ``weight_only.enabled``, activations stay float, the weights of ``weight_only.op_types`` (MatMul,
 Gemm, Gather embeddings) are quantized per block of ``block_size`` along their *input* (reduction)
-axis, and the platform's activation-oriented accuracy defaults (equalization, outlier fallback) are
-turned off unless the user set them. ``[[override]]`` weight keys still apply on top (e.g. 8 bits
+axis, and the platform's activation-oriented accuracy defaults (equalization, channel split, outlier
+outputs, fallback) are turned off unless the user set them. ``[[override]]`` weight keys still apply on top (e.g. 8 bits
 for an LM head).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from ..ops import op_roles, reduction_axis
 
 WEIGHT_ONLY_OP_TYPES = ("MatMul", "Gemm", "Gather")
-ACTIVATION_DEFAULTS_OFF = ("equalization", "fallback", "smoothquant")
+ACTIVATION_DEFAULTS_OFF = ("equalization", "fallback", "smoothquant", "channel_split", "outlier_outputs")
 
 
 def block_axis(op, tensor: str | None = None) -> int | None:

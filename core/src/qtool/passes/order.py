@@ -1,7 +1,7 @@
 """The default pass order (docs/design.md), built in this one place for the pipeline and ``qtool explain``.
 
 1. GraphSimplify        drop Identity/Dropout, fold BatchNormalization
-   (accuracy: CrossLayerEqualization, SmoothQuant when enabled)
+   (accuracy: CrossLayerEqualization, SmoothQuant, AWQ, ChannelSplit when enabled)
 2. Dispatch             quantized or float per op, with a reason; configs in INITIAL
 3. QuantizeFusion       activation fusion; passive ops share their input's config
 4. QuantizeSimplify     readers overlapped with producers where schemes agree
@@ -9,7 +9,7 @@
 6. RuntimeCalibration   activation scales through their observers (or a restored state)
 7. QuantAlignment       Concat / Add / Max ... inputs share compatible scales
 8. PassiveParameterQuantize  int32 bias = s_in * s_w; Clip/Pad constants on the grid
-9. accuracy passes when enabled: SensitivityFallback, AdaRound, BiasCorrection
+9. accuracy passes when enabled: OutlierOutputs, SensitivityFallback, HQQ, GPTQ, AdaRound, BiasCorrection
 10. Baking              weights stored on their grid
 
 Steps 1-4 are the *planning* passes: they need no data and decide what is

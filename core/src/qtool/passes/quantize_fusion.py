@@ -104,13 +104,14 @@ def _float_output(config, op: Operation) -> bool:
     written = op.quant.outputs[0] if op.quant.outputs else None
     if written is None or written.state is not QuantizationState.INITIAL or not _writes_float(config, op):
         return False
-    if _read_quantized(op.outputs[0]):
+    if read_quantized(op.outputs[0]):
         return False
     written.keep_float("float output: no quantized op reads it")
     return True
 
 
-def _read_quantized(var) -> bool:
+def read_quantized(var) -> bool:
+    """Whether some op reads ``var`` through a quantized (not FP32) input config."""
     for reader in dict.fromkeys(var.consumers):
         configs = reader.quant.inputs if reader.quant is not None else []
         if any(v is var and tqc is not None and tqc.state is not QuantizationState.FP32

@@ -1,7 +1,7 @@
 """Accuracy passes: optional passes that reduce quantization error (docs/accuracy.md).
 
-Before dispatch, on the float graph: CrossLayerEqualization, SmoothQuant.
-After calibration, before Baking: SensitivityFallback, AdaRound, BiasCorrection.
+Before dispatch, on the float graph: CrossLayerEqualization, SmoothQuant, AWQ, ChannelSplit.
+After calibration, before Baking: OutlierOutputs, SensitivityFallback, HQQ, GPTQ, AdaRound, BiasCorrection.
 :func:`accuracy_passes` builds them from a plain options dict.
 """
 
@@ -16,16 +16,19 @@ from ..base import Pass
 from .adaround import AdaRound
 from .awq import AWQ
 from .bias_correction import BiasCorrection
+from .channel_split import ChannelSplit
 from .equalization import CrossLayerEqualization
 from .fallback import SensitivityFallback
 from .gptq import GPTQ
 from .hqq import HQQ
 from .options import AccuracyError
+from .outlier_outputs import OutlierOutputs
 from .smoothquant import SmoothQuant
 
 BEFORE_DISPATCH: dict[str, type[Pass]] = {"equalization": CrossLayerEqualization, "smoothquant": SmoothQuant,
-                                          "awq": AWQ}
-AFTER_CALIBRATION: dict[str, type[Pass]] = {"fallback": SensitivityFallback, "hqq": HQQ, "gptq": GPTQ,
+                                          "awq": AWQ, "channel_split": ChannelSplit}
+AFTER_CALIBRATION: dict[str, type[Pass]] = {"outlier_outputs": OutlierOutputs, "fallback": SensitivityFallback,
+                                            "hqq": HQQ, "gptq": GPTQ,
                                             "adaround": AdaRound, "bias_correction": BiasCorrection}
 RUN_ARGUMENTS = ("device", "progress")
 
@@ -85,5 +88,6 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool)
 
 
 __all__ = ["AFTER_CALIBRATION", "AWQ", "BEFORE_DISPATCH", "AccuracyError", "AdaRound", "BiasCorrection",
-           "CrossLayerEqualization", "GPTQ", "HQQ", "SensitivityFallback", "SmoothQuant", "accuracy_passes", "needs_data",
+           "ChannelSplit", "CrossLayerEqualization", "GPTQ", "HQQ", "OutlierOutputs", "SensitivityFallback",
+           "SmoothQuant", "accuracy_passes", "needs_data",
            "option_names"]

@@ -31,6 +31,11 @@ def return_to_float(graph: Graph, op: Operation, reason: str) -> None:
     op.quant.quantized, op.quant.reason = False, reason
 
 
+def keep_output_float(graph: Graph, op: Operation, reason: str) -> None:
+    """The op stays quantized but writes float: its output config FP32 with ``reason``."""
+    _isolated(graph, op, lambda: op.quant.outputs[0].keep_float(reason))
+
+
 def raise_precision(graph: Graph, op: Operation, bits: dict[str, int], reason: str) -> list[str]:
     """Widen the op's integer configs of role ``r`` to ``bits[r]`` bits over the same range; what changed."""
     widened: list[str] = []

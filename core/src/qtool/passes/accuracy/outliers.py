@@ -1,4 +1,4 @@
-"""Activation outliers: how far the largest input channel of a layer stands above the typical one.
+"""Activation outliers: how far the largest channel of a tensor stands above the typical one.
 
 A layer's input channel is the axis it contracts: the last axis of a MatMul's
 first input, axis 1 of a Gemm's (0 with transA), axis 1 of a Conv's or
@@ -10,7 +10,7 @@ channel that is 10x the rest leaves the others a tenth of the integer grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -20,38 +20,55 @@ from ...ops import input_channel_axis, is_compute
 from .running import Batch, ort_float_values, run_watching
 
 
+def channel_peaks(executor: TorchExecutor, batches: Sequence[Batch], axes: Mapping[str, int]
+                  ) -> dict[str, torch.Tensor]:
+    """Per tensor name of ``axes``: ``max|x|`` along every other axis, per index of its axis ``axes[name]``, over
+    the float run of ``batches`` (onnxruntime where it can stand in for the executor). A tensor whose axis changes
+    length between samples (a sequence axis) has no channels and is left out."""
+    peaks: dict[str, torch.Tensor] = {}
+    varying: set[str] = set()
+
+    def observe(name: str, x: torch.Tensor) -> None:
+        x = x.detach().abs().movedim(axes[name], 0)
+        peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
+        if name in peaks and peaks[name].shape != peak.shape:
+            varying.add(name)
+        elif name not in varying:
+            peaks[name] = torch.maximum(peaks[name], peak) if name in peaks else peak
+
+    values = ort_float_values(executor, batches, list(axes)) if axes else None
+    if values is not None:
+        for _, arrays in values:
+            for name, x in arrays.items():
+                observe(name, x)
+    elif axes:
+        graph = executor.graph
+        watched = {name: graph.variables[name].producer or graph.variables[name].consumers[0] for name in axes}
+
+        def hook(op, inputs, outputs) -> None:
+            for var, x in (*zip(op.inputs, inputs, strict=False), *zip(op.outputs, outputs, strict=False)):
+                if var is not None and watched.get(var.name) is op and x is not None:
+                    observe(var.name, x)
+
+        run_watching(executor, batches, list(dict.fromkeys(watched.values())), hook, quantize=False)
+    return {name: peak for name, peak in peaks.items() if name not in varying}
+
+
 def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
     """Per op (the compute ops of :mod:`qtool.ops`): largest over median per-channel ``max|x|`` of its first input,
     float run (``inf`` when the median channel is zero and another is not, 1 for an all-zero input). An op whose
     contracted axis changes length between samples (a sequence axis, as in attention's scores @ V) has no
     channels and no ratio."""
-    peaks: dict[str, torch.Tensor] = {}
-    varying: set[str] = set()
-
-    def observe(op, x: torch.Tensor) -> None:
-        x = x.detach().abs().movedim(input_channel_axis(op), 0)
-        peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
-        if op.name in peaks and peaks[op.name].shape != peak.shape:
-            varying.add(op.name)
-        elif op.name not in varying:
-            peaks[op.name] = torch.maximum(peaks[op.name], peak) if op.name in peaks else peak
-
     layers = [op for op in ops if is_compute(op) and not op.inputs[0].is_parameter]
-    readers: dict[str, list[Operation]] = {}
+    axes: dict[str, int] = {}
     for op in layers:
-        readers.setdefault(op.inputs[0].name, []).append(op)
-    values = ort_float_values(executor, batches, list(readers)) if layers else None
-    if values is not None:
-        for _, arrays in values:
-            for name, x in arrays.items():
-                for op in readers[name]:
-                    observe(op, x)
-    elif layers:
-        run_watching(executor, batches, layers, lambda op, inputs, outputs: observe(op, inputs[0]), quantize=False)
-    return {name: _ratio(peak) for name, peak in peaks.items() if name not in varying}
+        axes.setdefault(op.inputs[0].name, input_channel_axis(op))
+    peaks = channel_peaks(executor, batches, axes)
+    return {op.name: ratio(peaks[op.inputs[0].name]) for op in layers if op.inputs[0].name in peaks}
 
 
-def _ratio(peak: torch.Tensor) -> float:
+def ratio(peak: torch.Tensor) -> float:
+    """Largest over median of per-channel peaks (``inf`` when the median is zero and the largest is not)."""
     largest, median = float(peak.max()), float(peak.median())
     if largest == 0.0:
         return 1.0
