@@ -25,9 +25,9 @@ def decoder(tmp_path_factory):
     return tiny_decoder(folder / "decoder.onnx"), calib
 
 
-def _quantize(decoder, tmp_path, preset, **options):
+def _quantize(decoder, tmp_path, preset, config=None, **options):
     model, calib = decoder
-    return qtool.quantize(model, "onnxruntime", calib, preset=preset, output=tmp_path / "q.onnx",
+    return qtool.quantize(model, "onnxruntime", calib, preset=preset, config=config, output=tmp_path / "q.onnx",
                           export_options=options)
 
 
@@ -35,16 +35,18 @@ def _relative(ours, theirs) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
 
-@pytest.mark.parametrize("preset, bits, zero_points", [("int4-weight-only", 4, True), ("int8-weight-only", 8, False)])
-def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, bits, zero_points):
-    result = _quantize(decoder, tmp_path, preset, accuracy_level=0)
+@pytest.mark.parametrize("preset, embedding_bits, bits, zero_points", [
+    ("int4-weight-only", 8, 4, True), ("int4-weight-only", 4, 4, True), ("int8-weight-only", 8, 8, False)])
+def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, embedding_bits, bits, zero_points):
+    result = _quantize(decoder, tmp_path, preset, {"weight_only": {"embedding_bits": embedding_bits}},
+                       accuracy_level=0)
     model = onnx.load(result.files[0])
     onnx.checker.check_model(model, full_check=True)
     nodes = {n.name: n for n in model.graph.node}
     assert {name: nodes[name].op_type for name in LAYERS} == LAYERS
     for name in LAYERS:
         attrs = {a.name: a.i for a in nodes[name].attribute}
-        assert attrs["bits"] == bits and attrs["block_size"] == 32
+        assert attrs["bits"] == (embedding_bits if name == "embed" else bits) and attrs["block_size"] == 32
         assert (len(nodes[name].input) > 3 and nodes[name].input[3] != "") == zero_points
     assert {o.domain for o in model.opset_import} == {"", "com.microsoft"}
     assert not any(n.op_type == "DequantizeLinear" for n in model.graph.node)
