@@ -61,8 +61,15 @@ def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, 
     assert _relative(ran, original) > (1e-3 if bits == 4 else 1e-5)
 
 
+def test_default_accuracy_level_is_0_and_exact(decoder, tmp_path):
+    result = _quantize(decoder, tmp_path, "int4-weight-only")
+    levels = {a.i for n in onnx.load(result.files[0]).graph.node for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {0} and not result.diagnostics
+    assert result.agreement["outputs"]["logits"]["max_relative"] < 1e-5
+
+
 def test_accuracy_level_4_warns_and_differs_as_it_says(decoder, tmp_path):
-    result = _quantize(decoder, tmp_path, "int4-weight-only")  # the default level
+    result = _quantize(decoder, tmp_path, "int4-weight-only", accuracy_level=4)
     assert [d.code for d in result.diagnostics] == ["ort.nbits-accuracy-level"]
     levels = {a.i for n in onnx.load(result.files[0]).graph.node for a in n.attribute if a.name == "accuracy_level"}
     assert levels == {4}
@@ -71,7 +78,7 @@ def test_accuracy_level_4_warns_and_differs_as_it_says(decoder, tmp_path):
 
 
 def test_size_of_int4_export(decoder, tmp_path):
-    result = _quantize(decoder, tmp_path, "int4-weight-only")
+    result = _quantize(decoder, tmp_path, "int4-weight-only", {"weight_only": {"embedding_bits": 4}})
     weights = sum(t.ByteSize() for t in onnx.load(result.files[0]).graph.initializer)
     original = sum(t.ByteSize() for t in onnx.load(decoder[0]).graph.initializer)
     assert weights < 0.3 * original
