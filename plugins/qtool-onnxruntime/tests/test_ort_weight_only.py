@@ -119,3 +119,33 @@ def test_bad_export_options_fail_before_work(decoder, tmp_path, options, key):
     with pytest.raises(ExportOptionError, match=key):
         _quantize(decoder, tmp_path, "int4-weight-only", **options)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def _nbits_weights(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MatMulNBits by activation input: (packed codes, packed zero points)."""
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: (values[n.input[1]].ravel(), values[n.input[3]].ravel())
+            for n in model.graph.node if n.op_type == "MatMulNBits"}
+
+
+def test_int4_codes_and_zero_points_equal_ort_quantizers(decoder, tmp_path):
+    """Round-to-nearest int4 (asymmetric, block 32) writes the codes and zero points of ORT's own
+    matmul_nbits_quantizer (DEFAULT/MLAS), byte for byte: the benchmark's accuracy differences come from what
+    each quantizes (and GPTQ/AWQ/HQQ), not from a different rounding rule."""
+    import logging
+
+    from onnxruntime.quantization import matmul_nbits_quantizer as ort_nbits
+
+    ours = _nbits_weights(onnx.load(_quantize(decoder, tmp_path, "int4-weight-only").files[0]))
+    logging.disable(logging.INFO)
+    try:
+        config = ort_nbits.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False)
+        quantizer = ort_nbits.MatMulNBitsQuantizer(onnx.load(decoder[0]), block_size=32, is_symmetric=False,
+                                                   algo_config=config)
+        quantizer.process()
+    finally:
+        logging.disable(logging.NOTSET)
+    theirs = _nbits_weights(quantizer.model.model)
+    assert len(theirs) >= 3 and set(theirs) <= set(ours)  # ORT's quantizer takes MatMul only (not Gemm)
+    for name, (codes, zero_points) in theirs.items():
+        assert np.array_equal(ours[name][0], codes) and np.array_equal(ours[name][1], zero_points), name
