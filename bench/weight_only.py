@@ -9,12 +9,13 @@ DEFAULT/MLAS RTN, RTN, GPTQ and HQQ) in one run, on the same models and data:
     its metric is the cosine of the logits to float's on a held-out prompt (random weights: no task to score).
 
 For each: the metric, the model files' size, the quantize time and peak RSS (each quantizer runs in its own
-spawned process: the RSS includes the interpreter and its imports), and ONNX Runtime CPU latency (median of
-``--runs``) of a prefill (the whole window) and of a one-token forward (the matmul shapes of a decode step; these
-models have no KV cache), with the ratio to float. All int4 at block size ``--block-size`` (default 32), ORT
-quantizers asymmetric (their default) and qtool's int4-weight-only preset (asymmetric); every MatMulNBits at
-accuracy_level 4 (and qtool RTN at 0, float compute, for the speed of the two levels). qtool also quantizes the
-embedding Gathers (GatherBlockQuantized); ORT's quantizers leave them float.
+spawned process: the RSS includes the interpreter and its imports), and ONNX Runtime CPU latency of a prefill
+(the whole window) and of a one-token forward (the matmul shapes of a decode step; these
+models have no KV cache), with the ratio to float: in rows (a) and (b) the fastest of ``--runs``, the models
+of a model taking turns; in (c) the median of ``--big-runs``. All int4 at block size ``--block-size`` (default 32), ORT
+quantizers asymmetric (their default) and qtool's int4-weight-only preset (asymmetric; embedding tables at
+8 bits, GatherBlockQuantized; ORT's quantizers leave them float). qtool's MatMulNBits at its default
+accuracy_level 0 (float compute), and RTN and GPTQ also at 4 (int8 compute), the level of ORT's rows.
 
 (c) also has prefill (``--big-tokens`` tokens) and one decode step with a key/value cache of that many tokens.
 ORT's quantizer reads the whole model into memory; it runs under an address-space cap (``--big-ort-cap-gb``)
@@ -48,10 +49,10 @@ MODELS = {"minilm": minilm, "bytelm": bytelm}
 BIG = "llama1.5b"
 BIG_METRIC = "cosine of the logits to float's on a held-out prompt"
 BIG_QTOOL = {"qtool RTN by blocks": None, "qtool GPTQ by blocks": {"gptq": True}}
-# name -> (accuracy passes, MatMulNBits accuracy_level)
-QTOOL = {"qtool RTN": (None, 4), "qtool RTN level 0": (None, 0), "qtool HQQ": ({"hqq": True}, 4),
-         "qtool GPTQ": ({"gptq": True}, 4), "qtool AWQ": ({"awq": True}, 4),
-         "qtool AWQ+GPTQ": ({"awq": True, "gptq": True}, 4)}
+# name -> (accuracy passes, MatMulNBits accuracy_level: None is the export's default, 0)
+QTOOL = {"qtool RTN": (None, None), "qtool RTN level 4": (None, 4), "qtool HQQ": ({"hqq": True}, None),
+         "qtool GPTQ": ({"gptq": True}, None), "qtool GPTQ level 4": ({"gptq": True}, 4),
+         "qtool AWQ": ({"awq": True}, None), "qtool AWQ+GPTQ": ({"awq": True, "gptq": True}, None)}
 ORT = ("ORT DEFAULT", "ORT RTN", "ORT GPTQ", "ORT HQQ")
 LEVEL = 4
 
@@ -75,7 +76,7 @@ def _qtool(model: str, calib: str, output: str, passes, block: int) -> None:
     accuracy, level = passes
     qtool.quantize(model, "onnxruntime", calib, preset="int4-weight-only", accuracy=accuracy,
                    config={"weight_only": {"block_size": block}}, output=output,
-                   export_options={"accuracy_level": level})
+                   export_options={} if level is None else {"accuracy_level": level})
 
 
 def _ort(model: str, calib: str, output: str, variant: str, block: int) -> None:
@@ -166,6 +167,20 @@ def _latency(path, feed: dict, runs: int, threads: int = 1) -> float:
     return statistics.median(times)
 
 
+def _fastest_interleaved(paths: list[Path], feed: dict, runs: int, threads: int = 1) -> list[float]:
+    """Fastest of ``runs`` runs of each model in ms, the models taking turns (each turn in the opposite order
+    of the one before), so that a shared machine's changing load reaches all of them alike."""
+    sessions = [session(path, threads) for path in paths]
+    best = [float("inf")] * len(sessions)
+    for turn in range(runs):
+        order = range(len(sessions)) if turn % 2 == 0 else reversed(range(len(sessions)))
+        for i in order:
+            start = time.perf_counter()
+            sessions[i].run(None, feed)
+            best[i] = min(best[i], (time.perf_counter() - start) * 1e3)
+    return best
+
+
 def _feeds(name: str) -> tuple[dict, dict | None]:
     if name == "minilm":
         tokens = minilm.tokenize(["a short query about arrays"])
@@ -182,11 +197,12 @@ def bench(name: str, args, workdir: Path, log) -> list[Row]:
     np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
     prefill, decode = _feeds(name)
 
+    paths = {"float": model}
+
     def row(variant: str, path: Path, seconds=None, rss=None) -> Row:
         metric = module.evaluate(path, args.limit)
-        result = Row(name, variant, metric, _size_mb(path), seconds, rss, _latency(path, prefill, args.runs,
-                                                                                      args.threads),
-                     _latency(path, decode, args.runs, args.threads) if decode else None)
+        result = Row(name, variant, metric, _size_mb(path), seconds, rss)
+        paths[variant] = path
         log(f"{name} {variant}: {metric:.4f}, {result.size_mb:.2f} MB, {seconds or 0:.1f} s, {rss or 0:.0f} MB RSS")
         return result
 
@@ -202,6 +218,11 @@ def bench(name: str, args, workdir: Path, log) -> list[Row]:
                                                       args.block_size)))
         except RuntimeError as exc:
             log(f"{name} {variant}: {exc}")
+    for feed, field in ((prefill, "prefill_ms"), (decode, "decode_ms")):
+        if feed is not None:
+            for r, ms in zip(rows, _fastest_interleaved([paths[r.variant] for r in rows], feed, args.runs,
+                                                        args.threads), strict=True):
+                setattr(r, field, ms)
     return rows
 
 
@@ -274,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-seconds", type=float, default=300.0, help="bytelm training budget (<= 900)")
     parser.add_argument("--calib", type=int, default=64, help="calibration samples")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N evaluation items only")
-    parser.add_argument("--runs", type=int, default=20, help="latency runs (median)")
+    parser.add_argument("--runs", type=int, default=100, help="latency runs of rows (a), (b) (fastest, models "
+                        "interleaved)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency")
     parser.add_argument("--big-calib", type=int, default=8, help="llama1.5b: calibration prompts")
     parser.add_argument("--big-tokens", type=int, default=64, help="llama1.5b: tokens per prompt (and cache length)")

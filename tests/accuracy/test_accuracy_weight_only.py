@@ -13,6 +13,7 @@ from qtool_onnxruntime.session import cpu_session
 
 # dB of logits SNR over RTN that each algorithm must add (measured: GPTQ +5.3, AWQ +1.8, HQQ +0.9, AWQ+GPTQ +6.8)
 GAINS = {"gptq": 3.0, "awq": 1.0, "hqq": 0.4}
+INT4_EVERYWHERE = {"weight_only": {"embedding_bits": 4}}  # the embedding table too (8 bits by default)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def setup(tmp_path_factory):
 
 def _snr(setup, accuracy, **kwargs) -> tuple[float, qtool.QuantizeResult]:
     model, calib, held_out, reference = setup
-    result = qtool.quantize(model, "onnxruntime", calib, preset="int4-weight-only", accuracy=accuracy, **kwargs)
+    result = qtool.quantize(model, "onnxruntime", calib, preset="int4-weight-only", accuracy=accuracy,
+                            config=INT4_EVERYWHERE, **kwargs)
     y = TorchExecutor(result.graph).forward({TOKENS_INPUT: held_out})[0]
     return float(10 * np.log10((reference ** 2).sum() / ((y - reference) ** 2).sum())), result
 

@@ -28,8 +28,9 @@ def test_presets_block_every_weight_along_its_input_axis(decoder, preset, bits, 
     axes = {name: s.channel_axis for name, s in schemes.items()}
     # Gather table [V, D]: each row; MatMul [K, N]: rows; Gemm transB [N, K]: columns
     assert axes == {"embed": 1, "block0.up": 0, "block0.down": 1, "block1.up": 0, "block1.down": 1, "head": 0}
-    for scheme in schemes.values():
-        assert scheme.policy & P.PER_BLOCK and scheme.block_size == 32 and scheme.num_of_bits == bits
+    for name, scheme in schemes.items():  # the embedding table at embedding_bits (default 8)
+        assert scheme.policy & P.PER_BLOCK and scheme.block_size == 32
+        assert scheme.num_of_bits == (8 if name == "embed" else bits)
         assert scheme.is_symmetric == symmetric and scheme.is_signed == symmetric
     for op in plan.graph.topological_order():  # activations stay float everywhere
         for tqc, var in zip(op.quant.inputs, op.inputs, strict=True):
@@ -58,7 +59,19 @@ def test_override_widens_one_layer(decoder):
     assert schemes["block0.up"].num_of_bits == 4
 
 
+@pytest.mark.parametrize("config, embed_bits", [({}, 8), ({"weight_only": {"embedding_bits": 4}}, 4),
+                                               ({"override": [{"op_name": "embed", "weight": {"bits": 4}}]}, 4)])
+def test_embedding_tables_get_embedding_bits_and_overrides_win(decoder, config, embed_bits):
+    plan = plan_for(decoder, "onnxruntime", preset="int4-weight-only", config=config)
+    schemes = _weights(plan)
+    assert schemes["embed"].num_of_bits == embed_bits and schemes["embed"].channel_axis == 1
+    assert schemes["head"].num_of_bits == 4 and schemes["block0.up"].num_of_bits == 4
+    resolved = resolve_config(get_platform("onnxruntime").default_config(), config, preset="int4-weight-only")
+    assert resolve_config({}, resolved.to_dict()) == resolved
+
+
 @pytest.mark.parametrize("table, key", [({"enabled": True, "block_size": 48}, "weight_only.block_size"),
+                                        ({"embedding_bits": 2}, "weight_only.embedding_bits"),
                                         ({"bits": 3}, "weight_only.bits"), ({"enable": True}, "weight_only.enable")])
 def test_bad_settings_name_the_key(table, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

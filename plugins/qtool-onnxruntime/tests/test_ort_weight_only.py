@@ -25,9 +25,9 @@ def decoder(tmp_path_factory):
     return tiny_decoder(folder / "decoder.onnx"), calib
 
 
-def _quantize(decoder, tmp_path, preset, **options):
+def _quantize(decoder, tmp_path, preset, config=None, **options):
     model, calib = decoder
-    return qtool.quantize(model, "onnxruntime", calib, preset=preset, output=tmp_path / "q.onnx",
+    return qtool.quantize(model, "onnxruntime", calib, preset=preset, config=config, output=tmp_path / "q.onnx",
                           export_options=options)
 
 
@@ -35,16 +35,18 @@ def _relative(ours, theirs) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
 
-@pytest.mark.parametrize("preset, bits, zero_points", [("int4-weight-only", 4, True), ("int8-weight-only", 8, False)])
-def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, bits, zero_points):
-    result = _quantize(decoder, tmp_path, preset, accuracy_level=0)
+@pytest.mark.parametrize("preset, embedding_bits, bits, zero_points", [
+    ("int4-weight-only", 8, 4, True), ("int4-weight-only", 4, 4, True), ("int8-weight-only", 8, 8, False)])
+def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, embedding_bits, bits, zero_points):
+    result = _quantize(decoder, tmp_path, preset, {"weight_only": {"embedding_bits": embedding_bits}},
+                       accuracy_level=0)
     model = onnx.load(result.files[0])
     onnx.checker.check_model(model, full_check=True)
     nodes = {n.name: n for n in model.graph.node}
     assert {name: nodes[name].op_type for name in LAYERS} == LAYERS
     for name in LAYERS:
         attrs = {a.name: a.i for a in nodes[name].attribute}
-        assert attrs["bits"] == bits and attrs["block_size"] == 32
+        assert attrs["bits"] == (embedding_bits if name == "embed" else bits) and attrs["block_size"] == 32
         assert (len(nodes[name].input) > 3 and nodes[name].input[3] != "") == zero_points
     assert {o.domain for o in model.opset_import} == {"", "com.microsoft"}
     assert not any(n.op_type == "DequantizeLinear" for n in model.graph.node)
@@ -59,8 +61,15 @@ def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, 
     assert _relative(ran, original) > (1e-3 if bits == 4 else 1e-5)
 
 
+def test_default_accuracy_level_is_0_and_exact(decoder, tmp_path):
+    result = _quantize(decoder, tmp_path, "int4-weight-only")
+    levels = {a.i for n in onnx.load(result.files[0]).graph.node for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {0} and not result.diagnostics
+    assert result.agreement["outputs"]["logits"]["max_relative"] < 1e-5
+
+
 def test_accuracy_level_4_warns_and_differs_as_it_says(decoder, tmp_path):
-    result = _quantize(decoder, tmp_path, "int4-weight-only")  # the default level
+    result = _quantize(decoder, tmp_path, "int4-weight-only", accuracy_level=4)
     assert [d.code for d in result.diagnostics] == ["ort.nbits-accuracy-level"]
     levels = {a.i for n in onnx.load(result.files[0]).graph.node for a in n.attribute if a.name == "accuracy_level"}
     assert levels == {4}
@@ -69,7 +78,7 @@ def test_accuracy_level_4_warns_and_differs_as_it_says(decoder, tmp_path):
 
 
 def test_size_of_int4_export(decoder, tmp_path):
-    result = _quantize(decoder, tmp_path, "int4-weight-only")
+    result = _quantize(decoder, tmp_path, "int4-weight-only", {"weight_only": {"embedding_bits": 4}})
     weights = sum(t.ByteSize() for t in onnx.load(result.files[0]).graph.initializer)
     original = sum(t.ByteSize() for t in onnx.load(decoder[0]).graph.initializer)
     assert weights < 0.3 * original
@@ -110,3 +119,33 @@ def test_bad_export_options_fail_before_work(decoder, tmp_path, options, key):
     with pytest.raises(ExportOptionError, match=key):
         _quantize(decoder, tmp_path, "int4-weight-only", **options)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def _nbits_weights(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MatMulNBits by activation input: (packed codes, packed zero points)."""
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: (values[n.input[1]].ravel(), values[n.input[3]].ravel())
+            for n in model.graph.node if n.op_type == "MatMulNBits"}
+
+
+def test_int4_codes_and_zero_points_equal_ort_quantizers(decoder, tmp_path):
+    """Round-to-nearest int4 (asymmetric, block 32) writes the codes and zero points of ORT's own
+    matmul_nbits_quantizer (DEFAULT/MLAS), byte for byte: the benchmark's accuracy differences come from what
+    each quantizes (and GPTQ/AWQ/HQQ), not from a different rounding rule."""
+    import logging
+
+    from onnxruntime.quantization import matmul_nbits_quantizer as ort_nbits
+
+    ours = _nbits_weights(onnx.load(_quantize(decoder, tmp_path, "int4-weight-only").files[0]))
+    logging.disable(logging.INFO)
+    try:
+        config = ort_nbits.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False)
+        quantizer = ort_nbits.MatMulNBitsQuantizer(onnx.load(decoder[0]), block_size=32, is_symmetric=False,
+                                                   algo_config=config)
+        quantizer.process()
+    finally:
+        logging.disable(logging.NOTSET)
+    theirs = _nbits_weights(quantizer.model.model)
+    assert len(theirs) >= 3 and set(theirs) <= set(ours)  # ORT's quantizer takes MatMul only (not Gemm)
+    for name, (codes, zero_points) in theirs.items():
+        assert np.array_equal(ours[name][0], codes) and np.array_equal(ours[name][1], zero_points), name

@@ -46,8 +46,8 @@ PRESET_DOCS: dict[str, str] = {
             "accuracy.fallback widens the most sensitive layers' weights to int8 until the output SNR is within "
             "1 dB of int8 weights",
     "a16w8": "int16 symmetric per-tensor activations, int8 symmetric per-channel weights",
-    "int4-weight-only": "float activations; MatMul/Gemm/Gather weights int4 asymmetric in blocks of 32 along the "
-                        "input axis (ONNX Runtime: MatMulNBits, GatherBlockQuantized)",
+    "int4-weight-only": "float activations; MatMul/Gemm weights int4 asymmetric in blocks of 32 along the input "
+                        "axis, Gather embedding tables int8 (ONNX Runtime: MatMulNBits, GatherBlockQuantized)",
     "int8-weight-only": "float activations; MatMul/Gemm/Gather weights int8 symmetric in blocks of 32 along the "
                         "input axis",
     "fp8-e4m3": "fp8 e4m3 weights (per-channel scales) and activations (per-tensor)",

@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .merge import merge_scheme
 from .overrides import Override
 from .schema import ALIGNMENT_GROUPS
-from .weight_only import block_axis
+from .weight_only import block_axis, embedding_table
 from .schemes import ACTIVATION_AXIS, SchemeConflict, build_scheme, describe_scheme
 
 ROLES = ("activation", "weight")
@@ -107,6 +107,9 @@ class QuantConfig:
         table = getattr(self, role)
         table = dict(table) if table is not None else None
         origins = self._role_origins(role)
+        if role == "weight" and table is not None and self.weight_only and op.op_type == "Gather":
+            source = self.origins.get("weight_only.embedding_bits", "built-in defaults")
+            table, origins = embedding_table(table, origins, self.weight_only, source)
         for override in self.overrides:
             if not override.matches(op, tensor):
                 continue

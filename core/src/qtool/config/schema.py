@@ -189,6 +189,8 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                           check=_one_of(16, 32, 64, 128, 256)),
         "op_types": Key("list", ("MatMul", "Gemm", "Gather"), "Op types whose weights are quantized "
                         "(Gather: embedding tables, blocked along each row)."),
+        "embedding_bits": Key("int", 8, "Width of Gather embedding tables: 8 (default; an int4 table costs "
+                              "~1% of a decoder's perplexity for a few % of its size) or 4.", check=_one_of(4, 8)),
     },
     "accuracy": {
         "equalization": Key("options", False, "Cross-layer equalization of Conv pairs before dispatch "

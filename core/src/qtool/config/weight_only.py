@@ -3,12 +3,14 @@
 With ``weight_only.enabled``, activations stay float, the weights of ``weight_only.op_types`` (MatMul,
 Gemm, Gather embeddings) are quantized per block of ``block_size`` along their *input* (reduction)
 axis, and the platform's activation-oriented accuracy defaults (equalization, channel split, outlier
-outputs, fallback) are turned off unless the user set them. ``[[override]]`` weight keys still apply on top (e.g. 8 bits
-for an LM head).
+outputs, fallback) are turned off unless the user set them. Gather embedding tables get ``embedding_bits`` (8 by
+default: an int4 table costs far more accuracy than its share of the size). ``[[override]]`` weight keys still
+apply on top (e.g. 8 bits for an LM head).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..ops import op_roles, reduction_axis
@@ -37,6 +39,16 @@ def weight_scheme_table(settings: dict[str, Any]) -> dict[str, Any]:
     symmetric = settings["symmetric"]
     return {"format": "int", "bits": settings["bits"], "signed": symmetric, "symmetric": symmetric,
             "granularity": "per_block", "block_size": settings["block_size"], "observer": "minmax"}
+
+
+def embedding_table(table: dict[str, Any], origins: dict[str, str], settings: Mapping[str, Any],
+                    source: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The weight scheme table of a Gather embedding table: ``settings["embedding_bits"]`` wide (``source``
+    names where that key came from)."""
+    bits = settings["embedding_bits"]
+    if table.get("bits") == bits:
+        return table, origins
+    return {**table, "bits": bits}, {**origins, "bits": f"{source} (weight_only.embedding_bits)"}
 
 
 def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_source: str) -> bool:

@@ -7,8 +7,9 @@ symmetric signed grid is shifted by 2^(bits-1), which is ORT's default zero poin
 written for it. Facts checked against ORT 1.32 on CPU by this plugin's tests:
 
 * MatMulNBits runs 4 and 8 bits with or without uint8 zero points, and a bias input; ``accuracy_level``
-  4 quantizes the float input to int8 per block inside the kernel (faster; about 1% output error),
-  0 computes in float and matches qtool's simulation;
+  0 (the default) computes in float and matches qtool's simulation, 4 quantizes the float input to int8
+  per block inside the kernel (about 1% output error; faster for one-token decode steps, slower for
+  prefills of 64-128 tokens on the bench's models);
 * GatherBlockQuantized runs uint8-packed 4 and 8-bit tables (gather_axis 0, quantize_axis 1) exactly.
 """
 
@@ -29,7 +30,7 @@ from .storage import MS_DOMAIN
 FORMATS = ("matmulnbits", "qdq")
 DEFAULT_FORMAT = "matmulnbits"
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
-DEFAULT_ACCURACY_LEVEL = 4  # int8 compute on CPU; see docs/transformers.md for the measurement
+DEFAULT_ACCURACY_LEVEL = 0  # float compute: faster than 4 at prefill on CPU, exact; docs/transformers.md measures
 BITS = (4, 8)
 
 

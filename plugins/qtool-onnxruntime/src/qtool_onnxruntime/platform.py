@@ -42,8 +42,9 @@ class OnnxRuntimePlatform(Platform):
                       "weight_only_format": "weight-only MatMul/Gemm/Gather layers as \"matmulnbits\" (MatMulNBits and "
                                             "GatherBlockQuantized, the default) or \"qdq\" (opset-21 blocked "
                                             "DequantizeLinear before the float op)",
-                      "accuracy_level": "MatMulNBits accuracy_level: 4 (default) computes with int8 inputs on CPU "
-                                        "(fastest), 0 in float (exactly qtool's simulation)"}
+                      "accuracy_level": "MatMulNBits accuracy_level: 0 (default) computes in float (exactly qtool's "
+                                        "simulation; faster for prefills), 4 with int8 inputs on CPU (faster for "
+                                        "one-token decode steps)"}
     bias_mode: ClassVar[str] = "float"
 
     @classmethod
