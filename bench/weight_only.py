@@ -121,6 +121,7 @@ def _child(target, args, queue, cap_gb=None) -> None:
 
     logging.disable(logging.INFO)  # ORT's quantizer logs every node
     torch.set_num_threads(1)
+    os.chdir(Path(args[2]).parent)  # ORT's GPTQ (neural_compressor) leaves <uuid>.data files in the working folder
     start = time.monotonic()
     target(*args)
     queue.put((time.monotonic() - start, _peak_rss_mb()))
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-ort-cap-gb", type=float, default=14.0, help="llama1.5b: ORT quantizer's cap")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qtool-weight-only")
     args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()  # the quantizers' processes work in folders of it
     import onnxruntime
     import torch
 
