@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100, help="latency runs of rows (a), (b) (fastest, models "
                         "interleaved)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency")
-    parser.add_argument("--big-calib", type=int, default=8, help="llama1.5b: calibration prompts")
+    parser.add_argument("--big-calib", type=int, default=32, help="llama1.5b: calibration prompts")
     parser.add_argument("--big-tokens", type=int, default=64, help="llama1.5b: tokens per prompt (and cache length)")
     parser.add_argument("--big-layers", type=int, default=28, help="llama1.5b: decoder layers (28: 1.57 B)")
     parser.add_argument("--big-quantizers", default="RTN,GPTQ,ORT", help="llama1.5b: which of qtool RTN, GPTQ "
