@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation, to_model_proto
@@ -78,13 +80,15 @@ class OutlierOutputs(Pass):
 
 def _inferred_shapes(graph: Graph) -> dict[str, list]:
     """Tensor shapes by ONNX shape inference (with data propagation); unknown dimensions as None, {} on failure."""
+    def shape_only(var) -> onnx.TensorProto:  # inference needs a weight's shape, not its bytes (only small ones')
+        value = np.asarray(var.value)
+        if value.nbytes <= 4096:
+            return numpy_helper.from_array(value, var.name)
+        return onnx.TensorProto(name=var.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
+                                dims=value.shape)
+
     try:
-        model = to_model_proto(graph)
-        weights = [t for t in model.graph.initializer if len(t.raw_data) > 4096]  # inference needs their shapes only
-        for tensor in weights:
-            model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-            model.graph.initializer.remove(tensor)
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        model = onnx.shape_inference.infer_shapes(to_model_proto(graph, tensor=shape_only), data_prop=True)
     except Exception:  # an unknown op, a graph over 2 GB...: shapes stay unknown (counted foldable)
         return {}
     shapes = {}
