@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from qtool.quant import QuantScheme, RoundingPolicy, compute_scale_offset, fake_quantize, quantize_to_codes
 from qtool.quant.maths import dequantize_codes, round_to_float_format
+from qtool.quant.policy import QuantizationPolicy as P
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
 
@@ -139,3 +140,28 @@ def test_blocked_parameters_repeat_along_the_axis():
     y = fake_quantize(x, scheme, scales, np.zeros_like(scales, dtype=np.int32))
     np.testing.assert_allclose(y.numpy(), x.numpy(), atol=6.0 / 7 / 2 + 1e-6)
     assert abs(y[0, 0].item() - 0.1) <= 0.2 / 14 + 1e-7  # small block keeps a fine step
+
+
+@pytest.mark.parametrize("rounding", list(RoundingPolicy))
+@pytest.mark.parametrize("scheme", [
+    QuantScheme.integer(8, signed=False, symmetric=False),
+    QuantScheme.integer(4, signed=True, symmetric=True, per_channel=True, channel_axis=0),
+    QuantScheme.integer(4, signed=True, symmetric=False, per_channel=True, channel_axis=1, block_size=4),
+    QuantScheme.floating(4, 3),
+], ids=["u8", "s4-channel", "s4-block", "e4m3"])
+def test_numpy_and_torch_fake_quantize_agree_bit_for_bit(scheme, rounding):
+    scheme = scheme.with_changes(rounding=rounding)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((6, 10)) * 3).astype(np.float32)
+    x[0, :4] = [0.5, 1.5, -2.5, 3.5]  # ties
+    channels = x.shape[scheme.channel_axis] if scheme.is_per_channel else None
+    if scheme.policy & P.PER_BLOCK:  # one parameter per block: the blocked axis shrinks
+        channels = (x.shape[0], -(-x.shape[scheme.channel_axis] // scheme.block_size))
+    lo = -np.abs(rng.standard_normal(channels)) * 3 if channels else -4.0
+    hi = np.abs(rng.standard_normal(channels)) * 3 if channels else 5.0
+    scale, offset = compute_scale_offset(scheme, lo, hi)
+    from_numpy = fake_quantize(x, scheme, scale, offset)
+    from_torch = fake_quantize(torch.from_numpy(x), scheme, scale, offset).numpy()
+    assert isinstance(from_numpy, np.ndarray) and from_numpy.dtype == np.float32
+    np.testing.assert_array_equal(from_numpy, from_torch)
+    assert not np.array_equal(from_numpy, x)  # it did quantize

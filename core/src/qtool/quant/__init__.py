@@ -1,12 +1,14 @@
-"""Tensor quantization configs: policy bitmap, schemes, the plan (states, status checks, sites) and the maths.
+"""Tensor quantization configs: policy bitmap, schemes, the plan (states, status checks, sites) and the maths
+(numpy, or torch for torch tensors: none of it imports torch)."""
 
-The maths (torch) is imported on first use of one of its names, so that what only reads schemes and configs
-(``qtool --help``, ``qtool list-platforms``, a plugin's registration) starts without torch.
-"""
-
-import importlib
-from typing import TYPE_CHECKING
-
+from .maths import (
+    compute_scale_offset,
+    dequantize_codes,
+    fake_quantize,
+    quantize_to_codes,
+    round_array,
+    round_to_float_format,
+)
 from .opconfig import OpQuantConfig
 from .plan import (
     BAKED_STATES,
@@ -26,8 +28,6 @@ from .tensors import QuantizedTensor, quantized_tensors, representable_range
 from .tqc import TensorQuantizationConfig
 
 TQC = TensorQuantizationConfig
-_MATHS = ("compute_scale_offset", "dequantize_codes", "fake_quantize", "quantize_to_codes", "round_array",
-          "round_to_float_format")
 
 __all__ = [
     "BAKED_STATES", "OpQuantConfig", "PlannedConfig", "QuantScheme", "QuantizationPolicy", "QuantizationState",
@@ -37,16 +37,3 @@ __all__ = [
     "round_to_float_format", "sites", "written_config",
 ]
 
-
-def __getattr__(name: str):
-    """A name of :mod:`qtool.quant.maths`, imported (with torch) on first use."""
-    if name not in _MATHS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".maths", __name__), name)
-    globals()[name] = value
-    return value
-
-
-if TYPE_CHECKING:
-    from .maths import (compute_scale_offset, dequantize_codes, fake_quantize, quantize_to_codes, round_array,
-                        round_to_float_format)

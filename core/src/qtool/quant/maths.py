@@ -1,13 +1,18 @@
 """Quantization arithmetic shared by simulation, calibration and export.
 
 All functions take a QuantScheme and per-tensor or per-channel parameters.
-Scale and offset are numpy arrays (shape () or (C,)); tensors are torch.
+Scale and offset are numpy arrays (shape () or (C,)). Tensors are numpy arrays or torch tensors: each function
+computes in the namespace of the tensor it is given (:func:`namespace`), so that calibration and export, which
+hold numpy arrays, never import torch, while the executor's simulation stays on its device.
 """
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+from typing import Any
+
 import numpy as np
-import torch
 
 from .policy import QuantizationPolicy as P
 from .policy import RoundingPolicy
@@ -16,26 +21,32 @@ from .scheme import QuantScheme
 _TINY_SCALE = np.float32(2.0**-32)
 
 
-def round_tensor(x: torch.Tensor, rounding: RoundingPolicy) -> torch.Tensor:
-    """Round to integers with the given tie-breaking policy."""
+def namespace(x: Any) -> ModuleType:
+    """torch for a torch tensor (torch is then imported already), numpy for anything else."""
+    return sys.modules["torch"] if type(x).__module__.startswith("torch") else np
+
+
+def round_values(x, rounding: RoundingPolicy):
+    """Round to integers with the given tie-breaking policy (numpy array or torch tensor, same kind out)."""
+    xp = namespace(x)
     if rounding is RoundingPolicy.HALF_EVEN:
-        return torch.round(x)
+        return xp.round(x)
     if rounding is RoundingPolicy.HALF_UP:
-        return torch.floor(x + 0.5)
+        return xp.floor(x + 0.5)
     if rounding is RoundingPolicy.HALF_DOWN:
-        return torch.ceil(x - 0.5)
+        return xp.ceil(x - 0.5)
     if rounding is RoundingPolicy.HALF_TOWARD_ZERO:
-        return torch.sign(x) * torch.ceil(x.abs() - 0.5)
+        return xp.sign(x) * xp.ceil(xp.abs(x) - 0.5)
     if rounding is RoundingPolicy.HALF_AWAY_FROM_ZERO:
-        return torch.sign(x) * torch.floor(x.abs() + 0.5)
+        return xp.sign(x) * xp.floor(xp.abs(x) + 0.5)
     if rounding is RoundingPolicy.CEIL:
-        return torch.ceil(x)
-    return torch.floor(x)
+        return xp.ceil(x)
+    return xp.floor(x)
 
 
 def round_array(x: np.ndarray, rounding: RoundingPolicy) -> np.ndarray:
-    """numpy version of :func:`round_tensor` (float64 in, float64 out)."""
-    return round_tensor(torch.from_numpy(np.asarray(x, dtype=np.float64)), rounding).numpy()
+    """:func:`round_values` of ``x`` as float64."""
+    return round_values(np.asarray(x, dtype=np.float64), rounding)
 
 
 def compute_scale_offset(scheme: QuantScheme, min_val, max_val) -> tuple[np.ndarray, np.ndarray]:
@@ -68,44 +79,58 @@ def compute_scale_offset(scheme: QuantScheme, min_val, max_val) -> tuple[np.ndar
     return scale.astype(np.float32), offset.astype(np.int32 if not scheme.is_floating else np.float32)
 
 
-def _broadcast(param: np.ndarray | torch.Tensor, x: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
-    """Reshape a per-channel or per-block parameter so it broadcasts against ``x``."""
-    p = torch.as_tensor(param, device=x.device)
+def broadcast_parameter(param, x, scheme: QuantScheme):
+    """Reshape a per-channel or per-block parameter so it broadcasts against ``x`` (in ``x``'s namespace)."""
+    xp = namespace(x)
+    if xp is np:
+        p = np.asarray(param)
+    else:
+        p = xp.as_tensor(param, device=x.device)
     if p.ndim == 0 or not scheme.is_per_channel:
         return p.reshape(())
     axis = scheme.channel_axis % x.ndim
     if scheme.policy & P.PER_BLOCK:
-        p = p.repeat_interleave(scheme.block_size, dim=axis).narrow(axis, 0, x.shape[axis])
-        return p
+        if xp is np:
+            return np.repeat(p, scheme.block_size, axis=axis).take(np.arange(x.shape[axis]), axis=axis)
+        return p.repeat_interleave(scheme.block_size, dim=axis).narrow(axis, 0, x.shape[axis])
     shape = [1] * x.ndim
     shape[axis] = -1
     return p.reshape(shape)
 
 
-def round_to_float_format(x: torch.Tensor, exponent_bits: int, mantissa_bits: int, max_value: float,
-                          rounding: RoundingPolicy = RoundingPolicy.HALF_EVEN) -> torch.Tensor:
+def round_to_float_format(x, exponent_bits: int, mantissa_bits: int, max_value: float,
+                          rounding: RoundingPolicy = RoundingPolicy.HALF_EVEN):
     """Round ``x`` to the nearest value of an eXmY format, saturating at ``max_value``."""
+    xp = namespace(x)
     bias = 2 ** (exponent_bits - 1) - 1
-    magnitude = x.abs().clamp(max=max_value)
-    safe = torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
-    exponent = torch.floor(torch.log2(safe)).clamp(min=1 - bias)
-    step = torch.exp2(exponent - mantissa_bits)
-    rounded = (round_tensor(magnitude / step, rounding) * step).clamp(max=max_value)
-    return torch.sign(x) * rounded
+    magnitude = xp.clip(xp.abs(x), None, max_value)
+    safe = xp.where(magnitude > 0, magnitude, xp.ones_like(magnitude))
+    exponent = xp.clip(xp.floor(xp.log2(safe)), 1 - bias, None)
+    step = xp.exp2(exponent - mantissa_bits)
+    rounded = xp.clip(round_values(magnitude / step, rounding) * step, None, max_value)
+    return xp.sign(x) * rounded
 
 
-def fake_quantize(x: torch.Tensor, scheme: QuantScheme, scale, offset) -> torch.Tensor:
-    """Quantize then dequantize ``x`` (float in, float out, same dtype)."""
-    work = x.float()
-    s = _broadcast(scale, work, scheme).to(work.dtype)
+def _as_float(x, dtype_name: str):
+    """``x`` converted to the float type named (a copy only where the type differs)."""
+    if namespace(x) is np:
+        return np.asarray(x, dtype=dtype_name)
+    return x.to(getattr(sys.modules["torch"], dtype_name))
+
+
+def fake_quantize(x, scheme: QuantScheme, scale, offset):
+    """Quantize then dequantize ``x`` (float in, float out, same dtype; numpy array or torch tensor)."""
+    xp = namespace(x)
+    work = _as_float(x, "float32")
+    s = _as_float(broadcast_parameter(scale, work, scheme), "float32")
     if scheme.is_floating:
         y = round_to_float_format(work / s, scheme.exponent_bits, scheme.mantissa_bits, scheme.quant_max,
                                   scheme.rounding) * s
     else:
-        z = _broadcast(offset, work, scheme).to(work.dtype)
-        q = torch.clamp(round_tensor(work / s, scheme.rounding) + z, scheme.quant_min, scheme.quant_max)
+        z = _as_float(broadcast_parameter(offset, work, scheme), "float32")
+        q = xp.clip(round_values(work / s, scheme.rounding) + z, scheme.quant_min, scheme.quant_max)
         y = (q - z) * s
-    return y.to(x.dtype)
+    return y.astype(x.dtype, copy=False) if xp is np else y.to(x.dtype)
 
 
 def quantize_to_codes(x: np.ndarray, scheme: QuantScheme, scale, offset) -> np.ndarray:
@@ -116,16 +141,16 @@ def quantize_to_codes(x: np.ndarray, scheme: QuantScheme, scale, offset) -> np.n
     (int32 bias) need float64 to stay exact.
     """
     dtype = np.float32 if scheme.num_of_bits <= 16 else np.float64
-    t = torch.from_numpy(np.asarray(x, dtype=dtype))
-    s = _broadcast(np.asarray(scale, dtype=dtype), t, scheme)
-    z = _broadcast(np.asarray(offset, dtype=dtype), t, scheme)
-    q = torch.clamp(round_tensor(t / s, scheme.rounding) + z, scheme.quant_min, scheme.quant_max)
-    return q.numpy().astype(np.int64)
+    t = np.asarray(x, dtype=dtype)
+    s = broadcast_parameter(np.asarray(scale, dtype=dtype), t, scheme)
+    z = broadcast_parameter(np.asarray(offset, dtype=dtype), t, scheme)
+    q = np.clip(round_values(t / s, scheme.rounding) + z, scheme.quant_min, scheme.quant_max)
+    return q.astype(np.int64)
 
 
 def dequantize_codes(q: np.ndarray, scheme: QuantScheme, scale, offset) -> np.ndarray:
     """Float values of integer codes (float32)."""
-    t = torch.from_numpy(np.asarray(q, dtype=np.float64))
-    s = _broadcast(np.asarray(scale, dtype=np.float64), t, scheme)
-    z = _broadcast(np.asarray(offset, dtype=np.float64), t, scheme)
-    return ((t - z) * s).numpy().astype(np.float32)
+    t = np.asarray(q, dtype=np.float64)
+    s = broadcast_parameter(np.asarray(scale, dtype=np.float64), t, scheme)
+    z = broadcast_parameter(np.asarray(offset, dtype=np.float64), t, scheme)
+    return ((t - z) * s).astype(np.float32)

@@ -31,7 +31,7 @@ from ...executor import TorchExecutor
 from ...executor.fake_quant import make_quantizer
 from ...ir import Graph, Operation
 from ...quant import QuantizationState, TensorQuantizationConfig, fake_quantize
-from ...quant.maths import _broadcast as broadcast_parameter
+from ...quant.maths import broadcast_parameter
 from ...quant.policy import QuantizationPolicy as P
 from ..base import Pass, PassResult
 from .bias_correction import quantized_layers
