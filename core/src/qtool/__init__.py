@@ -25,7 +25,7 @@ _EXPORTS = {
     ".ops": ["OpRoles", "op_roles"],
     ".pipeline": ["QuantizeResult", "quantize"],
     ".platform": ["Capabilities", "Diagnostic", "ExportOptionError", "ExportOptions", "KeepFloat", "Platform", "Proposal",
-                  "Severity", "get_platform"],
+                  "RuntimeUnavailable", "Severity", "get_platform"],
     ".plugins": ["PluginError", "hookimpl"],
     ".report": ["AnalysisReport", "Explanation", "analyse", "explain"],
     ".quant": ["OpQuantConfig", "QuantizationPolicy", "QuantizationState", "QuantizedTensor", "QuantScheme",
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         KeepFloat,
         Platform,
         Proposal,
+        RuntimeUnavailable,
         Severity,
         get_platform,
     )

@@ -117,6 +117,10 @@ class KeepFloat:
     reason: str
 
 
+class RuntimeUnavailable(QtoolError):
+    """The platform's runtime cannot run its files on this machine (:meth:`Platform.run`)."""
+
+
 class ExportOptionError(QtoolError, ValueError):
     """An export option that the platform does not read; names the option and the platform."""
 
@@ -167,6 +171,14 @@ class Platform:
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
         raise NotImplementedError(f"platform {self.name!r} does not export")
+
+    def run(self, paths: list[Path], samples: list[dict], names: list[str]) -> list[list]:
+        """The outputs ``names`` of the exported files run on the target, one list per sample (numpy arrays).
+
+        Raises :class:`RuntimeUnavailable` where the target cannot run here (the default), and the target's
+        own error where it refuses the files.
+        """
+        raise RuntimeUnavailable(f"platform {self.name!r} cannot run its files here")
 
     def agreement(self, graph, paths: list[Path], samples: list[dict], simulated: list[list]) -> dict | None:
         """Run the exported files on the target (when it can run here) and compare with qtool's simulation.

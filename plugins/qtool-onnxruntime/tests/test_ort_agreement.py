@@ -56,3 +56,23 @@ def test_float_outputs_are_compared_relatively(tmp_path):
     worse = _report(graph, path, "onnxruntime", count=4, shift=lambda out: -out)
     assert worse["min_cosine"] < -0.99
 
+
+
+def test_run_gives_the_exported_models_outputs_per_sample(tmp_path):
+    graph = calibrated(resnetish_proto(), UINT8, INT8_PER_CHANNEL, fuse=True)
+    path = export(graph, tmp_path, "onnxruntime", remove_activations=True)
+    samples = samples_for(graph, 3, seed=7)
+    ran = qtool.get_platform("onnxruntime").run([path], samples, ["output"])
+    simulated = simulate(graph, samples)
+    assert len(ran) == 3 and all(len(outs) == 1 for outs in ran)
+    for (ours,), (theirs,) in zip(ran, simulated, strict=True):
+        assert ours.shape == theirs.shape and not (ours == 0).all()
+        assert abs(ours - theirs).max() <= 2 * abs(theirs).max() / 255  # within one output step or so
+
+
+def test_a_platform_without_a_runtime_says_so():
+    class Paper(qtool.Platform):
+        name = "paper"
+
+    with pytest.raises(qtool.RuntimeUnavailable, match="platform 'paper' cannot run its files here"):
+        Paper().run([], [], [])

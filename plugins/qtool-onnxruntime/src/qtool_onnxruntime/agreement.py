@@ -1,4 +1,4 @@
-"""agreement(): the exported model in ONNX Runtime against qtool's simulation, output by output."""
+"""run(): the exported model in ONNX Runtime; agreement(): its outputs against qtool's simulation, output by output."""
 
 from __future__ import annotations
 
@@ -16,11 +16,8 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
     A model ORT refuses (written with allow_unsupported) gives a report with its ``error``.
     """
     runtime = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
-    names = [v.name for v in graph.outputs]
     try:
-        session = cpu_session(paths[0])
-        feeds_names = [i.name for i in session.get_inputs()]
-        ran = [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+        ran = run(paths, samples, [v.name for v in graph.outputs])
     except ORT_ERRORS as exc:
         return {"runtime": runtime, "samples": len(samples), "error": str(exc).strip().splitlines()[0],
                 "outputs": {}, "max_steps": None, "min_cosine": None}
@@ -41,6 +38,13 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
         "max_steps": max(steps) if steps else None,
         "min_cosine": min(o["cosine"] for o in outputs.values()) if outputs else None,
     }
+
+
+def run(paths, samples: list[dict], names: list[str]) -> list[list[np.ndarray]]:
+    """The outputs ``names`` of the exported model (``paths[0]``) in an ORT CPU session, per sample."""
+    session = cpu_session(paths[0])
+    feeds_names = [i.name for i in session.get_inputs()]
+    return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
 
 
 def _worst(results: list[dict]) -> dict:

@@ -116,6 +116,11 @@ class OnnxRuntimePlatform(Platform):
 
         return export(graph, output, options)
 
+    def run(self, paths, samples, names):
+        from .agreement import run
+
+        return run(paths, samples, names)
+
     def agreement(self, graph, paths, samples, simulated):
         from .agreement import agreement
 
