@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-
 from qtool.calibration import make_observer
 from qtool.quant import QuantScheme, fake_quantize
 

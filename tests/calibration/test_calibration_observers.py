@@ -170,10 +170,10 @@ def test_batch_size_does_not_change_the_result(name, per_channel, device):
     scheme = QuantScheme.integer(8, signed=False, symmetric=False, per_channel=per_channel,
                                  channel_axis=1 if per_channel else None)
     one, sixteen = observed(name, scheme, x, batch=1), observed(name, scheme, x, batch=16)
-    assert torch.equal(one.histogram.counts, sixteen.histogram.counts)
+    np.testing.assert_array_equal(one.histogram.counts, sixteen.histogram.counts)
     for a, b in zip(one.range(), sixteen.range(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert one.histogram.counts.device.type == device
+    assert isinstance(one.histogram.counts, np.ndarray)  # a tensor on any device is read into numpy
 
 
 def test_rebinning_equals_one_histogram_of_all_the_data():
@@ -181,7 +181,7 @@ def test_rebinning_equals_one_histogram_of_all_the_data():
     parts = [torch.from_numpy(rng.normal(0, s, 1000).astype(np.float32)) for s in (0.01, 0.1, 1, 10, 100)]
     growing = observed("percentile", INT8, torch.cat(parts), batch=1000)
     at_once = observed("percentile", INT8, torch.cat(parts))
-    assert torch.equal(growing.histogram.counts, at_once.histogram.counts)
+    np.testing.assert_array_equal(growing.histogram.counts, at_once.histogram.counts)
     hist = at_once.histogram.channel(0)
     edges = (hist.start + np.arange(hist.counts.size + 1)) * hist.width
     np.testing.assert_array_equal(hist.counts, np.histogram(torch.cat(parts).numpy(), edges)[0])

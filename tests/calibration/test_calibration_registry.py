@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import qtool
-import torch
 from qtool.calibration import OBSERVERS, CalibrationError, Observer, make_observer
 from qtool.errors import UnknownNameError
 from qtool.plugins import PluginError, plugin_manager
@@ -24,7 +23,7 @@ class AbsMaxObserver(Observer):
         self.amax = 0.0
 
     def _observe_rows(self, rows, lo, hi, finite) -> None:
-        self.amax = max(self.amax, float(torch.maximum(-lo, hi).max()))
+        self.amax = max(self.amax, float(np.maximum(-lo, hi).max()))
 
     def range(self):
         return np.float64(-self.amax), np.float64(self.amax)
@@ -69,7 +68,7 @@ def test_an_unknown_name_lists_the_known_ones():
 def test_a_plugin_adds_an_observer_through_the_hook(install):
     install("absmax", AbsMaxObserver)
     observer = make_observer("absmax", INT8)
-    observer.observe(torch.tensor([-3.0, 1.0]))
+    observer.observe(np.array([-3.0, 1.0]))
     assert observer.compute()[0] == pytest.approx(3 / 127)
 
 

@@ -5,5 +5,5 @@ from .driver import calibrate
 from .errors import CalibrationError, CalibrationWarning
 from .observers import OBSERVERS, Observer, make_observer
 
-__all__ = ["OBSERVERS", "CalibrationData", "CalibrationError", "CalibrationWarning", "Observer", "calibrate", "load_calibration_data",
-           "make_observer"]
+__all__ = ["OBSERVERS", "CalibrationData", "CalibrationError", "CalibrationWarning", "Observer", "calibrate",
+           "load_calibration_data", "make_observer"]

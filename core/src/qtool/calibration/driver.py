@@ -14,8 +14,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -27,7 +25,7 @@ from . import ort_engine
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
 from .observers import Observer, make_observer
-from .threads import one_thread, pass_threads
+from .threads import pass_threads
 
 
 @dataclass
@@ -120,9 +118,8 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
         stats["engine_note"] = refused
         _feed(progress, data, stats, _torch_runs(graph, data, targets, device))
     stats["engine"] = "torch" if refused else "onnxruntime"
-    with one_thread():
-        for target in targets:
-            _finish(target, stats)
+    for target in targets:
+        _finish(target, stats)
     stats["seconds"] = time.perf_counter() - start
     return stats
 
@@ -146,11 +143,9 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     for batch in data:
         for arrays in engine.run(batch, splittable=splittable):
-            with one_thread():
-                for name, array in arrays.items():
-                    tensor = torch.from_numpy(array if array.flags.writeable else np.array(array))
-                    for target in by_tensor[name]:
-                        target.observer.observe(tensor)
+            for name, array in arrays.items():
+                for target in by_tensor[name]:
+                    target.observer.observe(array)
         yield data.samples_in(batch)
 
 
@@ -166,11 +161,8 @@ def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], dev
         sites.setdefault(target.op, []).append(target)
 
     def observe(op, inputs, outputs) -> None:
-        if op.name not in sites:
-            return
-        with one_thread():
-            for target in sites[op.name]:
-                target.observer.observe((inputs if target.side == "input" else outputs)[target.index])
+        for target in sites.get(op.name, ()):
+            target.observer.observe((inputs if target.side == "input" else outputs)[target.index])
 
     outputs = [v.name for v in graph.outputs] + _extra_outputs(graph, set(sites))
     handle = executor.add_hook(observe)

@@ -6,7 +6,7 @@ tensors (as onnxruntime's own calibrators augment a model). What one run returns
 sample measures the bytes the requested tensors take, then batches run whole where they fit in ``budget`` bytes
 (as the executor runs them), else in runs of as many samples as fit, and where one sample alone does not fit the
 tensors are requested in groups that do (each group one more run of the part of the graph it needs). The arrays
-are handed on as they come (``torch.from_numpy`` shares their memory). Weights reach onnxruntime as arrays
+are handed on as they come, to observers that compute in numpy (no copy, no torch). Weights reach onnxruntime as arrays
 beside the model (its external initializers), not as bytes copied into it and serialised.
 
 The torch executor stays the engine where ONNX Runtime cannot stand in for it exactly: a device other than the
@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from ..ir import PROTO_LIMIT, Graph, to_model_proto
+from ..ort_schemas import ort_can_run
 
 DEFAULT_BUDGET = 128 << 20  # bytes of requested tensors one run may return (peak memory against speed: on
 # all-MiniLM-L6-v2 and PP-OCRv4 det, 256 MiB cost 170 MiB more peak memory than 128, and 64 MiB more time)
@@ -38,8 +39,6 @@ ORT_ERRORS = (_state.Fail, _state.InvalidArgument, _state.InvalidGraph, _state.N
 
 def refusal(graph: Graph, device: str) -> str | None:
     """Why ONNX Runtime cannot compute ``graph``'s float statistics in place of the torch executor (None: it can)."""
-    from ..executor.ort_fallback import ort_can_run  # the executor package loads the op library
-
     if str(device) != "cpu":
         return f"device {device!r} (onnxruntime statistics run on the CPU)"
     for op in graph.operations.values():

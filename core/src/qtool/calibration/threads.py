@@ -1,30 +1,33 @@
-"""How many torch threads qtool's own runs use.
+"""How many threads qtool's own runs use; torch's thread count is set only where torch is loaded already.
 
-Small tensor work (observers' histograms and candidate errors, the agreement check's single samples, the export's
-weight codes) always runs on one thread: it is many small, memory-bound ops, a second intra-op thread gains little
-there, and on a machine whose cores are busy the thread pool's synchronisation made it 5-20x slower (measured on the
-shared 2-core development machine: 4 single PP-OCRv4 crops 1.8 s on one thread, 42 s on two; all-MiniLM-L6-v2's int8
-weight codes 0.04 s on one, 0.48 s on two).
+Small tensor work (the agreement check's single samples, the export's weight codes) always runs on one torch
+thread: it is many small, memory-bound ops, a second intra-op thread gains little there, and on a machine whose
+cores are busy the thread pool's synchronisation made it 5-20x slower (measured on the shared 2-core development
+machine: 4 single PP-OCRv4 crops 1.8 s on one thread, 42 s on two; all-MiniLM-L6-v2's int8 weight codes 0.04 s on
+one, 0.48 s on two). The calibration observers compute in numpy, on one thread.
 
-Whole passes run on :func:`pass_threads` threads: ``QTOOL_NUM_THREADS`` when set, else one thread when the
-machine's one-minute load already fills every core this process may use (other work owns them; more threads only
-wait on each other: a small CNN calibrated in 2.8 s on one thread and 15 s on two at load 26), else torch's
-default.
+Whole passes (and onnxruntime's float runs) use :func:`pass_threads` threads: ``QTOOL_NUM_THREADS`` when set, else
+one thread when the machine's one-minute load already fills every core this process may use (other work owns them;
+more threads only wait on each other: a small CNN calibrated in 2.8 s on one thread and 15 s on two at load 26),
+else torch's default: its current count where torch is loaded, else the count it would start with, read without
+importing it (``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` when set, else the physical cores, here counted among the
+CPUs this process may use).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import torch
+from pathlib import Path
 
 ENV = "QTOOL_NUM_THREADS"
+_CPUS = Path("/sys/devices/system/cpu")
 
 
 def pass_threads() -> int:
-    """The torch thread count for qtool's passes (see the module docstring)."""
+    """The thread count for qtool's passes (see the module docstring)."""
     value = os.environ.get(ENV, "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
@@ -32,16 +35,39 @@ def pass_threads() -> int:
 
             raise QtoolError(f"environment variable {ENV}: must be a whole number >= 1, got {value!r}")
         return int(value)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores:
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= len(_usable_cpus()):
         return 1
-    return torch.get_num_threads()
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else _torch_default_threads()
+
+
+def _usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def _torch_default_threads() -> int:
+    """The thread count torch starts with: ``MKL_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the physical cores
+    (of the CPUs this process may use; their logical count where the topology cannot be read)."""
+    for name in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    cpus = _usable_cpus()
+    try:
+        cores = {tuple((_CPUS / f"cpu{cpu}" / "topology" / name).read_text() for name in ("physical_package_id",
+                                                                                          "core_id"))
+                 for cpu in cpus}
+    except OSError:
+        return len(cpus)
+    return len(cores)
 
 
 @contextmanager
 def threads(count: int) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(count)``, then restore the previous count."""
-    saved = torch.get_num_threads()
+    """Run the block with ``torch.set_num_threads(count)`` where torch is loaded, then restore the previous count
+    (without torch loaded, nothing to set: nothing here imports it)."""
+    torch = sys.modules.get("torch")
+    saved = torch.get_num_threads() if torch is not None else count
     if saved == count:
         yield
         return

@@ -7,8 +7,6 @@ of its subgraphs read are inputs of that model too.
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -17,24 +15,10 @@ from onnx import helper
 
 from ..ir import Graph, Operation
 from ..ir.onnx_export import node_proto
+from ..ort_schemas import ort_can_run  # noqa: F401 (support imports it from here)
 from .ops.registry import OpContext
 
 FALLBACK_REASON = "no executor kernel: run float by ONNX Runtime"
-
-
-@cache
-def ort_op_types() -> frozenset[tuple[str, str]]:
-    """(domain, op_type) of every op onnxruntime has a schema for ('' for the default domain)."""
-    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
-
-    return frozenset(("" if s.domain == "ai.onnx" else s.domain, s.name) for s in get_all_operator_schema())
-
-
-def ort_can_run(op: Operation, graph: Graph) -> bool:
-    """onnxruntime knows the op: a schema of its own, or a function the model defines."""
-    domain = "" if op.domain == "ai.onnx" else op.domain
-    local = any(f.name == op.op_type and f.domain == op.domain for f in graph.info.functions)
-    return local or (domain, op.op_type) in ort_op_types()
 
 
 class OrtNode:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 from .kl import EntropyObserver
@@ -38,7 +37,7 @@ class AutoObserver(HistogramObserver):
         ranges = {"minmax": (hist.lo, hist.hi), **{name: method.clip(hist) for name, method in self._methods.items()}}
         lo = np.array([r[0] for r in ranges.values()], dtype=np.float64)
         hi = np.array([r[1] for r in ranges.values()], dtype=np.float64)
-        best = int(torch.argmin(histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)))
+        best = int(np.argmin(histogram_error(hist, self.scheme, self._rows_scheme, lo, hi)))
         return ranges, list(ranges)[best]
 
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from ...quant import QuantScheme, compute_scale_offset
+from ...quant.maths import namespace
 from ...quant.policy import QuantizationPolicy as P
 from ..errors import CalibrationError
 from .guard import MagnitudeProfile
@@ -16,9 +16,10 @@ from .guard import MagnitudeProfile
 class Observer:
     """Collects statistics of one tensor over calibration batches.
 
-    Subclasses implement :meth:`_observe_rows` (called with a float32 ``(C, N)``
-    view: one row per channel, a single row for per-tensor schemes; inf and nan
-    are ignored) and :meth:`range` (the clipping range, elementwise per channel).
+    Observers compute in numpy: :meth:`observe` takes a numpy array or a torch tensor (read once into a float32
+    array). Subclasses implement :meth:`_observe_rows` (called with a float32 ``(C, N)`` array, a view where the
+    layout allows: one row per channel, a single row for per-tensor schemes; inf and nan are ignored) and
+    :meth:`range` (the clipping range, elementwise per channel).
     ``option`` names the constructor argument that a spec such as
     ``"percentile:99.9"`` sets (see :func:`qtool.calibration.make_observer`).
     """
@@ -37,34 +38,34 @@ class Observer:
         self.profile = MagnitudeProfile()
 
     # -- collecting ---------------------------------------------------------------
-    def observe(self, x: torch.Tensor) -> None:
-        """Add one batch of the tensor's values."""
-        rows = self._rows(x)
+    def observe(self, x) -> None:
+        """Add one batch of the tensor's values (a numpy array or a torch tensor)."""
+        rows = self._rows(float_array(x))
         if rows.shape[1] == 0:
             return
-        lo, hi = torch.aminmax(rows, dim=1)
+        lo, hi = rows.min(axis=1), rows.max(axis=1)  # nan propagates: any nan or inf takes the masked path
         finite = None
-        if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-            finite = torch.isfinite(rows)
-            lo = torch.where(finite, rows, torch.inf).amin(dim=1)
-            hi = torch.where(finite, rows, -torch.inf).amax(dim=1)
-            seen = int(finite.sum())
-            self.nonfinite += rows.numel() - seen
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            finite = np.isfinite(rows)
+            lo = np.where(finite, rows, np.inf).min(axis=1)
+            hi = np.where(finite, rows, -np.inf).max(axis=1)
+            seen = int(np.count_nonzero(finite))
+            self.nonfinite += rows.size - seen
         else:
-            seen = rows.numel()
+            seen = rows.size
         if seen:
             self.count += seen
             self._observe_rows(rows, lo, hi, finite)
             self.profile.observe(rows)
 
-    def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().float()
+    def _rows(self, x: np.ndarray) -> np.ndarray:
         if not self.scheme.is_per_channel:  # order does not matter: flatten in memory order, without a copy
-            rows = x.permute(sorted(range(x.ndim), key=lambda d: -x.stride(d))).reshape(1, -1)
+            rows = x.ravel(order="K").reshape(1, -1)
         else:
             if x.ndim == 0:
                 raise CalibrationError(f"per-channel scheme {self.scheme.short()} on a scalar tensor")
-            rows = x.movedim(self.scheme.channel_axis % x.ndim, 0).reshape(x.shape[self.scheme.channel_axis], -1)
+            axis = self.scheme.channel_axis % x.ndim
+            rows = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
         if self.channels is None:
             self.channels = rows.shape[0]
         elif rows.shape[0] != self.channels:
@@ -72,8 +73,7 @@ class Observer:
                                    f"(axis {self.scheme.channel_axis})")
         return rows
 
-    def _observe_rows(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                      finite: torch.Tensor | None) -> None:
+    def _observe_rows(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndarray | None) -> None:
         """Take a batch: ``rows`` (C, N); ``lo``/``hi`` its finite bounds per row (+inf/-inf for a
         row without finite values); ``finite`` the mask of finite values, None when all are."""
         raise NotImplementedError
@@ -107,3 +107,10 @@ class Observer:
         """Per-tensor results as 0-d arrays, per-channel ones as (C,)."""
         values = np.asarray(values, dtype=np.float64)
         return values.reshape(()) if not self.scheme.is_per_channel else values.reshape(-1)
+
+
+def float_array(x) -> np.ndarray:
+    """``x`` as a float32 numpy array: a torch tensor (found without importing torch) is read once, on the CPU."""
+    if namespace(x) is not np:
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)

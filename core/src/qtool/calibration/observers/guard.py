@@ -8,7 +8,6 @@ sample of each batch, so it costs little next to the observer itself.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ...quant import QuantScheme
 
@@ -28,12 +27,12 @@ def zero_threshold(scheme: QuantScheme, scale: np.ndarray) -> np.ndarray:
     return scale / 2
 
 
-def _sample(rows: torch.Tensor) -> torch.Tensor:
+def _sample(rows: np.ndarray) -> np.ndarray:
     """At most ``_SAMPLE`` values per row: the start of each of ``_BLOCKS`` equal blocks (cache-friendly)."""
     length = rows.shape[1] // _BLOCKS
-    if rows.shape[1] <= _SAMPLE or not rows.is_contiguous():
+    if rows.shape[1] <= _SAMPLE or not rows.flags.c_contiguous:
         return rows[:, :_SAMPLE]
-    blocks = rows[:, : length * _BLOCKS].view(rows.shape[0], _BLOCKS, length)
+    blocks = rows[:, : length * _BLOCKS].reshape(rows.shape[0], _BLOCKS, length)
     return blocks[:, :, : _SAMPLE // _BLOCKS].reshape(rows.shape[0], -1)
 
 
@@ -41,16 +40,16 @@ class MagnitudeProfile:
     """Per-channel counts of nonzero finite values by power-of-two magnitude."""
 
     def __init__(self) -> None:
-        self.counts: torch.Tensor | None = None  # (C, _BANDS) int64
+        self.counts: np.ndarray | None = None  # (C, _BANDS) int64
 
-    def observe(self, rows: torch.Tensor) -> None:
-        magnitude = _sample(rows).abs()
-        _, exponent = torch.frexp(magnitude)
-        band = (exponent.long() - _EXP_MIN).clamp_(0, _BANDS - 1)
-        band = torch.where((magnitude > 0) & torch.isfinite(magnitude), band, _BANDS)  # zero, inf, nan: dropped
+    def observe(self, rows: np.ndarray) -> None:
+        magnitude = np.abs(_sample(rows))
+        _, exponent = np.frexp(magnitude)
+        band = np.clip(exponent - _EXP_MIN, 0, _BANDS - 1).astype(np.intp)
+        band[~((magnitude > 0) & np.isfinite(magnitude))] = _BANDS  # zero, inf, nan: dropped
         channels = rows.shape[0]
-        band += torch.arange(channels, device=rows.device).unsqueeze(1) * (_BANDS + 1)
-        counts = torch.bincount(band.reshape(-1), minlength=channels * (_BANDS + 1)).view(channels, _BANDS + 1)
+        band += np.arange(channels)[:, None] * (_BANDS + 1)
+        counts = np.bincount(band.reshape(-1), minlength=channels * (_BANDS + 1)).reshape(channels, _BANDS + 1)
         counts = counts[:, :_BANDS]
         self.counts = counts if self.counts is None else self.counts + counts
 
@@ -59,7 +58,7 @@ class MagnitudeProfile:
         the largest). A band partly below the zero threshold counts by the part below it (log-uniform)."""
         if self.counts is None:
             return None
-        counts = self.counts.cpu().numpy().astype(np.float64)
+        counts = self.counts.astype(np.float64)
         total = counts.sum()
         if not total:
             return None

@@ -13,13 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..errors import CalibrationError
 from .base import Observer
 
 DEFAULT_BINS = 4096
-_HISTC_EXACT = 1 << 24  # float32 counts are exact below this many values
 _EXP_FLOOR = -126  # narrowest bin width, 2**-126; its inverse is still a float32
 
 
@@ -68,56 +66,61 @@ class RunningHistogram:
         if int(bins) < 16:
             raise CalibrationError(f"a histogram needs at least 16 bins, got {bins}")
         self.bins = int(bins)
-        self.counts: torch.Tensor | None = None  # (C, bins) int64
-        self.exponent: torch.Tensor | None = None  # (C,) bin width is 2**exponent
-        self.start: torch.Tensor | None = None  # (C,) absolute index of bin 0
-        self.lo: torch.Tensor | None = None  # (C,) data bounds, 0 included
-        self.hi: torch.Tensor | None = None
+        self.counts: np.ndarray | None = None  # (C, bins) int64
+        self.exponent: np.ndarray | None = None  # (C,) int64: bin width is 2**exponent
+        self.start: np.ndarray | None = None  # (C,) int64: absolute index of bin 0
+        self.lo: np.ndarray | None = None  # (C,) float32: data bounds, 0 included
+        self.hi: np.ndarray | None = None
 
-    def add(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, finite: torch.Tensor | None) -> None:
-        """Count ``rows`` (C, N) whose finite bounds per row are ``lo``/``hi``; ``finite`` masks inf/nan."""
-        channels, device = rows.shape[0], rows.device
+    def add(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndarray | None) -> None:
+        """Count ``rows`` (C, N) whose finite bounds per row are ``lo``/``hi``; ``finite`` masks inf/nan.
+
+        One pass of array operations over the batch: every value's bin index, then one ``bincount`` of all the
+        channels' indices (offset by channel)."""
+        channels = rows.shape[0]
         if self.counts is None:
-            self.counts = torch.zeros(channels, self.bins, dtype=torch.int64, device=device)
-            self.exponent = torch.full((channels,), _EXP_FLOOR, dtype=torch.int64, device=device)
-            self.start = torch.zeros(channels, dtype=torch.int64, device=device)
-            self.lo = torch.zeros(channels, device=device)
-            self.hi = torch.zeros(channels, device=device)
-        self.lo = torch.minimum(self.lo, lo)  # a row without finite values has lo=+inf, hi=-inf
-        self.hi = torch.maximum(self.hi, hi)
-        exponent = torch.maximum(self.exponent, self._fitting_exponent())
-        inverse = torch.ldexp(torch.ones(channels, device=device), -exponent)
-        start = torch.floor(self.lo * inverse).long()
-        if not (torch.equal(exponent, self.exponent) and torch.equal(start, self.start)):
+            self.counts = np.zeros((channels, self.bins), dtype=np.int64)
+            self.exponent = np.full(channels, _EXP_FLOOR, dtype=np.int64)
+            self.start = np.zeros(channels, dtype=np.int64)
+            self.lo = np.zeros(channels, dtype=np.float32)
+            self.hi = np.zeros(channels, dtype=np.float32)
+        self.lo = np.minimum(self.lo, lo)  # a row without finite values has lo=+inf, hi=-inf
+        self.hi = np.maximum(self.hi, hi)
+        exponent = np.maximum(self.exponent, self._fitting_exponent())
+        inverse = np.ldexp(np.ones(channels, dtype=np.float32), -exponent)
+        start = np.floor(self.lo * inverse).astype(np.int64)
+        if not (np.array_equal(exponent, self.exponent) and np.array_equal(start, self.start)):
             self._rebin(exponent, start)
         if finite is not None:
-            rows = torch.where(finite, rows, 0.0)
-        bins = rows.mul(inverse[:, None]).floor_().sub_(start[:, None])  # exact small integers, all in the window
-        if channels == 1 and finite is None and rows.shape[1] < _HISTC_EXACT:  # one pass, exact (float32 counts)
-            self.counts += torch.histc(bins, self.bins, 0, self.bins).to(torch.int64)
-            return
-        index = bins.clamp_(0, self.bins - 1).long()
+            rows = np.where(finite, rows, np.float32(0.0))
+        scaled = rows * inverse[:, None]
+        np.floor(scaled, out=scaled)  # exact small integers (float32): floor(x / 2**e)
+        # the window holds [lo, hi], so every index lies in 0 .. bins - 1 (float32 subtraction: exact integers)
+        index = np.subtract(scaled, start[:, None].astype(np.float32), out=np.empty(rows.shape, np.intp),
+                            casting="unsafe")
         if channels > 1:
-            index += torch.arange(channels, device=device)[:, None] * self.bins
+            index += np.arange(channels)[:, None] * self.bins
         index = index.reshape(-1) if finite is None else index[finite]
-        self.counts += torch.bincount(index, minlength=channels * self.bins).view(channels, self.bins)
+        self.counts += np.bincount(index, minlength=channels * self.bins).reshape(channels, self.bins)
 
-    def _fitting_exponent(self) -> torch.Tensor:
+    def _fitting_exponent(self) -> np.ndarray:
         """Smallest width exponent whose window of ``bins`` bins surely holds [lo, hi]; grows with the span."""
-        span = self.hi.double() - self.lo.double()
-        needed = torch.ceil(torch.log2(span / (self.bins - 2)))
-        return torch.nan_to_num(needed, neginf=_EXP_FLOOR).long().clamp_(min=_EXP_FLOOR)
+        span = self.hi.astype(np.float64) - self.lo.astype(np.float64)
+        with np.errstate(divide="ignore"):
+            needed = np.ceil(np.log2(span / (self.bins - 2)))
+        return np.maximum(np.nan_to_num(needed, neginf=_EXP_FLOOR), _EXP_FLOOR).astype(np.int64)
 
-    def _rebin(self, exponent: torch.Tensor, start: torch.Tensor) -> None:
-        absolute = self.start[:, None] + torch.arange(self.bins, device=self.counts.device)
-        shift = (exponent - self.exponent).clamp_(max=62)[:, None]
-        index = ((absolute >> shift) - start[:, None]).clamp_(0, self.bins - 1)  # exact: floor(x / 2**e)
-        self.counts = torch.zeros_like(self.counts).scatter_add_(1, index, self.counts)
-        self.exponent, self.start = exponent, start
+    def _rebin(self, exponent: np.ndarray, start: np.ndarray) -> None:
+        absolute = self.start[:, None] + np.arange(self.bins)
+        shift = np.minimum(exponent - self.exponent, 62)[:, None]
+        index = np.clip((absolute >> shift) - start[:, None], 0, self.bins - 1)  # exact: floor(x / 2**e)
+        counts = np.zeros_like(self.counts)
+        np.add.at(counts, (np.arange(len(counts))[:, None], index), self.counts)
+        self.counts, self.exponent, self.start = counts, exponent, start
 
     def channel(self, c: int) -> ChannelHistogram:
         return ChannelHistogram(
-            counts=self.counts[c].cpu().numpy().astype(np.float64),
+            counts=self.counts[c].astype(np.float64),
             start=int(self.start[c]),
             width=float(np.ldexp(1.0, int(self.exponent[c]))),
             lo=float(self.lo[c]),

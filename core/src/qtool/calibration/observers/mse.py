@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ...quant import compute_scale_offset, fake_quantize
 from ...quant.policy import QuantizationPolicy as P
@@ -41,10 +40,10 @@ class MSEObserver(HistogramObserver):
         lo, hi = hist.lo * fractions, hist.hi * fractions
         shortlist = np.arange(self.candidates)
         if self.candidates > _SHORTLIST:  # rank every candidate on bin centres, then measure the best few exactly
-            rough = histogram_error(hist, self.scheme, self._rows_scheme, lo, hi, points=1).numpy()
+            rough = histogram_error(hist, self.scheme, self._rows_scheme, lo, hi, points=1)
             shortlist = np.sort(np.argsort(rough, kind="stable")[:_SHORTLIST])
         error = histogram_error(hist, self.scheme, self._rows_scheme, lo[shortlist], hi[shortlist])
-        best = shortlist[len(shortlist) - 1 - int(torch.argmin(error.flip(0)))]
+        best = shortlist[len(shortlist) - 1 - int(np.argmin(error[::-1]))]
         return float(lo[best]), float(hi[best])
 
 
@@ -55,7 +54,7 @@ def rows_scheme(scheme):
 
 
 def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np.ndarray,
-                    points: int = _POINTS) -> torch.Tensor:
+                    points: int = _POINTS) -> np.ndarray:
     """Squared quantization error of the histogram's values for each candidate range ``[lo[k], hi[k]]``.
 
     ``points`` points spread evenly inside each nonzero bin are fake-quantized with the
@@ -64,22 +63,33 @@ def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np
     """
     used = np.flatnonzero(hist.counts)
     inside = (np.arange(points) + 0.5) / points
-    values = torch.from_numpy((((hist.start + used)[:, None] + inside) * hist.width).reshape(-1))
-    weights = torch.from_numpy(np.repeat(hist.counts[used], points))
+    values = (((hist.start + used)[:, None] + inside) * hist.width).reshape(-1)
+    weights = np.repeat(hist.counts[used], points)
     scale, offset = compute_scale_offset(scheme, lo, hi)
     if scheme.is_floating or scheme.rounding is not RoundingPolicy.HALF_EVEN:
-        values = values.expand(len(lo), -1)
-        return ((values - fake_quantize(values, rows, scale, offset)) ** 2 * weights).sum(dim=1)
+        values = np.broadcast_to(values, (len(lo), values.size))
+        return _weighted_sums((values - fake_quantize(values, rows, scale, offset)) ** 2, weights)
     return _integer_error(values, weights, scheme, scale, offset)
 
 
-def _integer_error(points: torch.Tensor, weights: torch.Tensor, scheme, scale: np.ndarray,
-                   offset: np.ndarray) -> torch.Tensor:
+def _integer_error(points: np.ndarray, weights: np.ndarray, scheme, scale: np.ndarray,
+                   offset: np.ndarray) -> np.ndarray:
     """:func:`histogram_error` for integer schemes with ties to even: the float32 arithmetic of
     :func:`qtool.quant.fake_quantize`, in place on one (candidates, points) buffer."""
-    s = torch.from_numpy(scale.astype(np.float32)).reshape(-1, 1)
-    z = torch.from_numpy(offset.astype(np.float32)).reshape(-1, 1)
-    codes = points.float().expand(len(s), -1) / s
-    codes.round_().add_(z).clamp_(scheme.quant_min, scheme.quant_max).sub_(z).mul_(s)
-    error = codes.double().sub_(points).square_()
-    return error @ weights
+    s = scale.astype(np.float32).reshape(-1, 1)
+    z = offset.astype(np.float32).reshape(-1, 1)
+    codes = points.astype(np.float32) / s
+    np.round(codes, out=codes)
+    codes += z
+    np.clip(codes, scheme.quant_min, scheme.quant_max, out=codes)
+    codes -= z
+    codes *= s
+    error = codes.astype(np.float64)
+    error -= points
+    np.square(error, out=error)
+    return _weighted_sums(error, weights)
+
+
+def _weighted_sums(error: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``error @ weights``, row by row in one order (no BLAS: equal rows give equal sums, on one thread)."""
+    return np.einsum("kp,p->k", error, weights)
