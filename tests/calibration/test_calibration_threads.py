@@ -30,3 +30,26 @@ def test_pass_threads_follows_the_environment(monkeypatch):
         pass_threads()
     monkeypatch.delenv(ENV)
     assert 1 <= pass_threads() <= max(torch.get_num_threads(), 1)
+
+
+@pytest.mark.parametrize("omp", [None, "1", "64"])
+def test_without_torch_loaded_nothing_imports_it_and_the_count_is_the_one_torch_starts_with(omp):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = ("import json, sys\n"
+              "from qtool.calibration.threads import _torch_default_threads, one_thread, pass_threads\n"
+              "with one_thread():\n"
+              "    pass_threads()\n"
+              "    count = _torch_default_threads()\n"
+              "loaded = 'torch' in sys.modules\n"
+              "import torch\n"
+              "print(json.dumps([loaded, count, torch.get_num_threads()]))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("QTOOL_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")}
+    env.update({"OMP_NUM_THREADS": omp} if omp else {})
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True,
+                         env=env)
+    loaded, count, torch_count = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not loaded and count == torch_count

@@ -10,8 +10,8 @@ Whole passes (and onnxruntime's float runs) use :func:`pass_threads` threads: ``
 one thread when the machine's one-minute load already fills every core this process may use (other work owns them;
 more threads only wait on each other: a small CNN calibrated in 2.8 s on one thread and 15 s on two at load 26),
 else torch's default: its current count where torch is loaded, else the count it would start with, read without
-importing it (``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` when set, else the physical cores, here counted among the
-CPUs this process may use).
+importing it (the physical cores, here counted among the CPUs this process may use, or fewer where
+``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` asks for fewer).
 """
 
 from __future__ import annotations
@@ -46,20 +46,20 @@ def _usable_cpus() -> list[int]:
 
 
 def _torch_default_threads() -> int:
-    """The thread count torch starts with: ``MKL_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the physical cores
-    (of the CPUs this process may use; their logical count where the topology cannot be read)."""
+    """The thread count torch starts with: the physical cores (of the CPUs this process may use; their logical count
+    where the topology cannot be read), fewer where ``MKL_NUM_THREADS`` or else ``OMP_NUM_THREADS`` asks for fewer
+    (torch takes MKL's count, which never exceeds the physical cores)."""
+    cpus = _usable_cpus()
+    try:
+        cores = len({tuple((_CPUS / f"cpu{cpu}" / "topology" / name).read_text()
+                           for name in ("physical_package_id", "core_id")) for cpu in cpus})
+    except OSError:
+        cores = len(cpus)
     for name in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
-            return int(value)
-    cpus = _usable_cpus()
-    try:
-        cores = {tuple((_CPUS / f"cpu{cpu}" / "topology" / name).read_text() for name in ("physical_package_id",
-                                                                                          "core_id"))
-                 for cpu in cpus}
-    except OSError:
-        return len(cpus)
-    return len(cores)
+            return min(int(value), cores)
+    return cores
 
 
 @contextmanager
