@@ -1,6 +1,11 @@
-"""one_thread: observers' arithmetic on one torch thread, the caller's count restored."""
+"""threads/one_thread: torch's count for a block, the caller's restored, without importing torch; pass_threads."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,11 +39,6 @@ def test_pass_threads_follows_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("omp", [None, "1", "64"])
 def test_without_torch_loaded_nothing_imports_it_and_the_count_is_the_one_torch_starts_with(omp):
-    import json
-    import os
-    import subprocess
-    import sys
-
     script = ("import json, sys\n"
               "from qtool.calibration.threads import _torch_default_threads, one_thread, pass_threads\n"
               "with one_thread():\n"
@@ -53,3 +53,18 @@ def test_without_torch_loaded_nothing_imports_it_and_the_count_is_the_one_torch_
                          env=env)
     loaded, count, torch_count = json.loads(run.stdout.strip().splitlines()[-1])
     assert not loaded and count == torch_count
+
+
+def test_a_torch_imported_inside_a_block_starts_with_its_count_and_gets_the_default_back():
+    script = ("import json, sys\n"
+              "from qtool.calibration import threads as t\n"
+              "with t.threads(3):\n"
+              "    with t.one_thread():\n"
+              "        import torch.nn\n"
+              "        inner = torch.get_num_threads()\n"
+              "    outer = torch.get_num_threads()\n"
+              "print(json.dumps([inner, outer, torch.get_num_threads(), t._torch_default_threads(),\n"
+              "                  t._FINDER in sys.meta_path]))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    inner, outer, after, default, finder_left = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (inner, outer, after) == (1, 3, default) and not finder_left

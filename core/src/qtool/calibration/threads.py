@@ -1,4 +1,4 @@
-"""How many threads qtool's own runs use; torch's thread count is set only where torch is loaded already.
+"""How many threads qtool's own runs use, and torch's thread count for a block, without importing torch.
 
 Small tensor work (the agreement check's single samples, the export's weight codes) always runs on one torch
 thread: it is many small, memory-bound ops, a second intra-op thread gains little there, and on a machine whose
@@ -64,10 +64,15 @@ def _torch_default_threads() -> int:
 
 @contextmanager
 def threads(count: int) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(count)`` where torch is loaded, then restore the previous count
-    (without torch loaded, nothing to set: nothing here imports it)."""
+    """Run the block with ``torch.set_num_threads(count)``, then restore the previous count. Nothing here imports
+    torch: where it is not loaded yet, a torch that the block imports starts with ``count`` threads, and gets back
+    the count it would have started with (or an enclosing block's) when the block ends."""
     torch = sys.modules.get("torch")
-    saved = torch.get_num_threads() if torch is not None else count
+    if torch is None:
+        with _when_torch_loads(count):
+            yield
+        return
+    saved = torch.get_num_threads()
     if saved == count:
         yield
         return
@@ -76,6 +81,61 @@ def threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+_pending: list[int] = []  # counts of the threads() blocks entered before torch was loaded, innermost last
+
+
+@contextmanager
+def _when_torch_loads(count: int) -> Iterator[None]:
+    if not _pending:
+        sys.meta_path.insert(0, _FINDER)
+    _pending.append(count)
+    try:
+        yield
+    finally:
+        _pending.pop()
+        if not _pending:
+            sys.meta_path.remove(_FINDER)
+        torch = sys.modules.get("torch")
+        if torch is not None:  # the block imported it
+            torch.set_num_threads(_pending[-1] if _pending else _torch_default_threads())
+
+
+class _TorchFinder:
+    """A meta path finder that finds torch through the others and sets its thread count once it has loaded
+    (present only inside :func:`threads` blocks entered before torch was loaded)."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "torch":
+            return None
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            if spec is not None and spec.loader is not None:
+                spec.loader = _ThenSetThreads(spec.loader)
+                return spec
+        return None
+
+
+class _ThenSetThreads:
+    """A loader that runs ``loader`` (all else delegated to it), then sets the innermost pending thread count."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        if _pending:
+            module.set_num_threads(_pending[-1])
+
+
+_FINDER = _TorchFinder()
 
 
 def one_thread():
