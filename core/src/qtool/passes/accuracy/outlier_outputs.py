@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ...executor import TorchExecutor
 from ...ir import Graph, Operation, to_model_proto
 from ...ops import folds_into_gemm, output_channel_axis
 from ..base import Pass, PassResult
@@ -54,12 +53,12 @@ class OutlierOutputs(Pass):
             inferred = _inferred_shapes(graph)
             layers = [op for op in layers if not folds_into_gemm(op, inferred)]
         axes = {op.outputs[0].name: output_channel_axis(op) for op in layers}
-        peaks = channel_peaks(TorchExecutor(graph, self.device), take_samples(graph, self.data, self.samples),
-                              axes) if axes else {}
+        peaks = channel_peaks(graph, take_samples(graph, self.data, self.samples), axes,
+                              device=self.device) if axes else {}
         floated = []
         for op in layers:
             peak = peaks.get(op.outputs[0].name)
-            if peak is None or peak.numel() < 2 or ratio(peak) < self.ratio:
+            if peak is None or peak.size < 2 or ratio(peak) < self.ratio:
                 continue
             found = ratio(peak)
             keep_output_float(graph, op, f"float output: channel outlier {found:.0f}x median, no quantized op "
