@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from ...ir import Graph, Operation, to_model_proto
+from ...ir import Graph, Operation, shape_only_tensor, to_model_proto
 from ...ops import folds_into_gemm, output_channel_axis
 from ..base import Pass, PassResult
 from ..quantize_fusion import read_quantized
@@ -79,15 +77,8 @@ class OutlierOutputs(Pass):
 
 def _inferred_shapes(graph: Graph) -> dict[str, list]:
     """Tensor shapes by ONNX shape inference (with data propagation); unknown dimensions as None, {} on failure."""
-    def shape_only(var) -> onnx.TensorProto:  # inference needs a weight's shape, not its bytes (only small ones')
-        value = np.asarray(var.value)
-        if value.nbytes <= 4096:
-            return numpy_helper.from_array(value, var.name)
-        return onnx.TensorProto(name=var.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
-                                dims=value.shape)
-
-    try:
-        model = onnx.shape_inference.infer_shapes(to_model_proto(graph, tensor=shape_only), data_prop=True)
+    try:  # inference needs a weight's shape, not its bytes (only small constants')
+        model = onnx.shape_inference.infer_shapes(to_model_proto(graph, tensor=shape_only_tensor), data_prop=True)
     except Exception:  # an unknown op, a graph over 2 GB...: shapes stay unknown (counted foldable)
         return {}
     shapes = {}
