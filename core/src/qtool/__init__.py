@@ -21,7 +21,7 @@ _EXPORTS = {
     ".files": ["make_readable", "write_atomic"],
     ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "load", "outer_references",
             "rename_outer_reads", "save",
-            "save_model_proto", "to_model_proto"],
+            "save_model_proto", "shape_only_tensor", "to_model_proto"],
     ".ops": ["OpRoles", "op_roles"],
     ".pipeline": ["QuantizeResult", "quantize"],
     ".platform": ["Capabilities", "Diagnostic", "ExportOptionError", "ExportOptions", "KeepFloat", "Platform", "Proposal",
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         rename_outer_reads,
         save,
         save_model_proto,
+        shape_only_tensor,
         to_model_proto,
     )
     from .ops import OpRoles, op_roles

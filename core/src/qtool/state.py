@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from . import __version__
 from .errors import QtoolError
@@ -228,5 +227,5 @@ def _on_grid(var, scheme: QuantScheme, scale: np.ndarray, offset: np.ndarray) ->
     """True when ``var`` holds a value that quantization leaves unchanged (already baked)."""
     if var is None or not var.is_parameter:
         return True
-    value = torch.tensor(var.value, dtype=torch.float32)
-    return bool(torch.equal(fake_quantize(value, scheme, scale, offset), value))
+    value = np.array(var.value, dtype=np.float32)
+    return bool(np.array_equal(fake_quantize(value, scheme, scale, offset), value))

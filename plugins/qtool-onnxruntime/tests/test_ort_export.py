@@ -29,7 +29,7 @@ from ort_testkit import (
 )
 from qtool import ExportOptions, QtoolError
 from qtool.quant import QuantizationPolicy as P
-from qtool.quant import QuantScheme, TensorQuantizationConfig, fake_quantize
+from qtool.quant import QuantScheme, TensorQuantizationConfig, fake_quantize, quantize_to_codes
 from qtool.testing import quantize_by_hand
 from qtool_onnxruntime.errors import OnnxRuntimeExportError
 
@@ -224,6 +224,29 @@ def test_model_opset_raised_when_configs_need_it(tmp_path):
     model = onnx.load(path)
     assert _opset(model) == 13 and model.ir_version >= 7
     assert agreement(graph, path)["max_steps"] <= 1
+
+
+def test_large_weights_keep_their_values_through_the_opset_conversion(tmp_path):
+    """The float model is converted without its large weights' bytes: a quantized one is written as its codes,
+    a float one (the constant of an Add no quantized op reads) gets its values back, exactly."""
+    rng = np.random.default_rng(0)
+    weight, constant = rng.normal(size=(2048, 8)).astype(np.float32), rng.normal(size=(1, 2048)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gemm", ["x", "w"], ["g"], name="op", transB=1),
+         onnx.helper.make_node("Add", ["g", "c"], ["y"], name="add")], "g",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2048])],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(constant, "c")])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)], ir_version=6)
+    graph = calibrated(proto, UINT8, QuantScheme.integer(8, per_channel=True, channel_axis=0), op_types=("Gemm",))
+    path = export(graph, tmp_path)
+    model = onnx.load(path)
+    assert _opset(model) == 13 and min(weight.nbytes, constant.nbytes) > 4096  # both left out, then
+    np.testing.assert_array_equal(initializer(model, "c"), constant)
+    tqc = graph.operations["op"].quant.inputs[1]
+    np.testing.assert_array_equal(initializer(model, "w_q"), quantize_to_codes(weight, tqc.scheme, tqc.scale, tqc.offset))
+    assert "w" not in {t.name for t in model.graph.initializer}
+    assert agreement(graph, path)["min_cosine"] > 0.99999  # the float output: ORT and the simulation agree
 
 
 class _Reshaped(torch.nn.Module):

@@ -16,6 +16,7 @@ from .onnx_import import rename_outer_reads
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
+SMALL_TENSOR = 4096  # bytes: initializers up to this size keep their values in shape_only_tensor's models
 
 
 def to_model_proto(graph: Graph, *, tensor: Callable[[Variable], onnx.TensorProto] | None = None) -> onnx.ModelProto:
@@ -142,6 +143,16 @@ def _attribute(key: str, value, attr_type: int | None) -> onnx.AttributeProto:
 
 def _tensor(var: Variable) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(var.value), var.name)
+
+
+def shape_only_tensor(var: Variable) -> onnx.TensorProto:
+    """A ``tensor`` for :func:`to_model_proto` whose initializers keep their bytes only when small (up to
+    ``SMALL_TENSOR``): large ones carry name, type and shape, for tools that read a model's structure and
+    constants but not its weights (shape inference, opset conversion)."""
+    value = np.asarray(var.value)
+    if value.nbytes <= SMALL_TENSOR:
+        return _tensor(var)
+    return onnx.TensorProto(name=var.name, data_type=helper.np_dtype_to_tensor_dtype(value.dtype), dims=value.shape)
 
 
 def value_info(graph: Graph, var: Variable) -> onnx.ValueInfoProto:

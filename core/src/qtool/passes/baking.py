@@ -8,10 +8,7 @@ quantizing reader, so that no reader sees another's grid.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import torch
 
 from ..ir import Graph, Operation
 from ..quant import TensorQuantizationConfig, configured, fake_quantize
@@ -49,6 +46,4 @@ def _bakeable(graph: Graph) -> list[tuple[Operation, int, TensorQuantizationConf
 def bake_value(value: np.ndarray, tqc: TensorQuantizationConfig) -> np.ndarray:
     """``value`` fake-quantized with ``tqc``'s parameters, in its own dtype."""
     array = np.asarray(value)
-    with warnings.catch_warnings(action="ignore", category=UserWarning):  # a mapped weight is read-only: only read
-        tensor = torch.from_numpy(np.asarray(array, np.float32))  # fake_quantize computes in float32 anyway
-    return fake_quantize(tensor, tqc.scheme, tqc.scale, tqc.offset).numpy().astype(array.dtype)
+    return fake_quantize(array, tqc.scheme, tqc.scale, tqc.offset).astype(array.dtype, copy=False)

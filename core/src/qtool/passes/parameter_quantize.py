@@ -12,9 +12,7 @@ other observers apply to activations only).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from ..calibration.observers.mse import rows_scheme
 from ..ir import Graph
 from ..quant import QuantizationState, QuantScheme, compute_scale_offset, fake_quantize
 from ..quant.policy import QuantizationPolicy as P
@@ -49,7 +47,7 @@ class ParameterQuantize(Pass):
 
 MSE_CANDIDATES = 100
 WEIGHT_OBSERVERS = ("minmax", "mse")  # what weight_range understands; the config refuses the others for weights
-_CHUNK = 1 << 22  # values fake-quantized per torch op by the mse weight search
+_CHUNK = 1 << 22  # values fake-quantized per numpy op by the mse weight search
 
 
 def weight_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
@@ -70,25 +68,29 @@ def weight_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np
 def _least_error_range(value: np.ndarray, scheme: QuantScheme, lo, hi, candidates: int):
     """``(k / candidates) * [lo, hi]`` for the k (per channel) whose fake-quantized values err least; ties wide.
 
-    Candidates are evaluated many at a time (one row per candidate and channel): few large torch ops, not many
-    small ones.
+    Candidates are evaluated many at a time (one row per candidate and channel): few large numpy ops, not many
+    small ones. The error is summed in float64 over the float32 squares.
     """
     if scheme.is_per_channel:
         rows = np.moveaxis(value, scheme.channel_axis % value.ndim, 0).reshape(value.shape[scheme.channel_axis], -1)
     else:
         rows = value.reshape(1, -1)
-    tensor = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+    from ..calibration.observers.mse import rows_scheme  # the calibration package: only for this search
+
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
     rows_of = rows_scheme(scheme)
     low, high = np.reshape(lo, -1), np.reshape(hi, -1)
     fractions = np.arange(candidates, 0, -1) / candidates  # widest first: argmin keeps the widest of equals
-    step = max(1, _CHUNK // max(tensor.numel(), 1))
+    step = max(1, _CHUNK // max(rows.size, 1))
     errors = []
     for start in range(0, candidates, step):
         chosen = fractions[start:start + step, None]
         scale, offset = compute_scale_offset(rows_of, (chosen * low).reshape(-1), (chosen * high).reshape(-1))
-        tiled = tensor.repeat(len(chosen), 1)
-        error = (fake_quantize(tiled, rows_of, scale, offset) - tiled).square().sum(dim=1, dtype=torch.float64)
-        errors.append(error.numpy().reshape(len(chosen), -1))
+        tiled = np.tile(rows, (len(chosen), 1))
+        difference = fake_quantize(tiled, rows_of, scale, offset)
+        difference -= tiled
+        error = np.square(difference, out=difference).sum(axis=1, dtype=np.float64)
+        errors.append(error.reshape(len(chosen), -1))
     best = fractions[np.argmin(np.concatenate(errors), axis=0)].reshape(np.shape(lo))
     return lo * best, hi * best
 

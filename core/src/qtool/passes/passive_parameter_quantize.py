@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 
 from ..ir import Graph, Operation
 from ..ops import bias_index, follower_inputs, weight_axis, weight_index
@@ -125,5 +124,5 @@ def _round_followers(graph: Graph, op: Operation) -> list[str]:
 
 def _on_grid(value, grid: TensorQuantizationConfig) -> np.ndarray:
     array = np.asarray(value)
-    snapped = fake_quantize(torch.from_numpy(array.astype(np.float32)), grid.scheme, grid.scale, grid.offset)
-    return snapped.numpy().astype(array.dtype)
+    snapped = fake_quantize(array.astype(np.float32), grid.scheme, grid.scale, grid.offset)
+    return snapped.astype(array.dtype)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import onnx
-from qtool import PROTO_LIMIT, ExportOptions, Severity, save_model_proto, to_model_proto
+from onnx import numpy_helper
+from qtool import PROTO_LIMIT, ExportOptions, Severity, save_model_proto, shape_only_tensor, to_model_proto
 
 from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
@@ -14,6 +17,7 @@ from .opset import convert, target_opset
 from .qdq import QdqWriter
 from .rules import validate
 
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
 
 def model_path(output: Path) -> Path:
@@ -23,17 +27,30 @@ def model_path(output: Path) -> Path:
 
 
 def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
-    """The QDQ ModelProto for a calibrated ``graph``, unchecked: it follows the configs even where ORT fails."""
+    """The QDQ ModelProto for a calibrated ``graph``, unchecked: it follows the configs even where ORT fails.
+
+    The float model it starts from holds no large weight's bytes (a quantized weight is written as codes): the
+    float initializers the QDQ model still reads get theirs at the end."""
     layers = nbits_layers(graph, True, weight_only_format(options.extra))
     opset = target_opset(graph, options.opset, frozenset(layer.op.name for layer in layers))
     removed = {}
     if options.remove_activations:
         removed = {a.op.name: a.op.inputs[0].name for a in fused_activations(graph, True) if clips_exactly(a)}
-    writer = QdqWriter(graph, convert(to_model_proto(graph), opset), opset, removed,
+    writer = QdqWriter(graph, convert(to_model_proto(graph, tensor=shape_only_tensor), opset), opset, removed,
                        frozenset((layer.op.name, layer.index) for layer in layers))
     model = writer.write()
     NBitsRewriter(model, writer.names, accuracy_level(options.extra)).rewrite(layers)
+    for tensor in model.graph.initializer:
+        if _values_left_out(tensor):
+            tensor.CopyFrom(numpy_helper.from_array(np.asarray(graph.variables[tensor.name].value), tensor.name))
     return model
+
+
+def _values_left_out(tensor: onnx.TensorProto) -> bool:
+    """An initializer with elements but no values: a large weight of the float model (see shape_only_tensor)."""
+    if tensor.raw_data or tensor.data_location == onnx.TensorProto.EXTERNAL or math.prod(tensor.dims) == 0:
+        return False
+    return not any(getattr(tensor, field) for field in _TYPED_FIELDS)
 
 
 def build_model(graph, options: ExportOptions) -> onnx.ModelProto:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal
 from qtool.ops import COMPUTE_OP_TYPES
 
+from .activations import ACTIVATIONS
 from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
 
 # Quantized by default; data-movement ops between them follow (passive_op_types). annotate() keeps those float
@@ -23,8 +24,8 @@ FLOAT_KERNEL_ONLY = {
 class OnnxRuntimePlatform(Platform):
     """QDQ ONNX for ONNX Runtime with float biases (ORT quantizes them to s_in * s_w itself).
 
-    The methods import their modules (onnxruntime, torch) when called, so that registering the platform (every
-    ``qtool`` command, ``qtool --help`` included) does not wait for them.
+    The methods import their modules (onnxruntime, the exporter) when called, so that registering the platform
+    (every ``qtool`` command, ``qtool --help`` included) does not wait for them.
     """
 
     name = "onnxruntime"
@@ -78,8 +79,7 @@ class OnnxRuntimePlatform(Platform):
             # (ORT then runs MatMulIntegerToFloat) was 2-4 % faster on the zoo's transformers but cost
             # all-MiniLM-L6-v2 MRR 0.3793 -> 0.3776 (float 0.3828, past the 1 % goal) and the PP-OCRv4
             # recognizer 0.9729 -> 0.9716 character accuracy.
-            # (Relu/Clip: activations.ACTIVATIONS, written out: that module imports torch, and registering must not.)
-            "fusion": {"fused_activations": ["Clip", "HardSigmoid", "Relu"], "float_outputs": []},
+            "fusion": {"fused_activations": sorted(ACTIVATIONS | {"HardSigmoid"}), "float_outputs": []},
             # Free (no data, function unchanged): on the PP-OCRv4 recognizer 0.9693 -> 0.9732 character accuracy.
             # The fallback only looks at MatMul/Gemm layers whose input has a channel 8x the median one (a
             # transformer's GELU output) and returns the most sensitive to float until the output SNR is within

@@ -24,7 +24,6 @@ from itertools import groupby
 
 import numpy as np
 import onnx
-import torch
 from onnx import helper, numpy_helper
 from qtool import outer_references, rename_outer_reads
 from qtool.ops import bias_input, is_bias
@@ -305,8 +304,8 @@ def stored_codes(value: np.ndarray, tqc, dtype: np.dtype) -> np.ndarray:
     scheme = tqc.scheme
     if not scheme.is_floating:
         return quantize_to_codes(value, scheme, tqc.scale, tqc.offset).astype(dtype)
-    ratio = torch.from_numpy(np.asarray(value, np.float64) / per_element(tqc.scale, value.shape, scheme))
+    ratio = np.asarray(value, np.float64) / per_element(tqc.scale, value.shape, scheme)
     on_format = round_to_float_format(ratio, scheme.exponent_bits, scheme.mantissa_bits, scheme.quant_max,
                                       scheme.rounding)
-    return on_format.numpy().astype(dtype)
+    return on_format.astype(dtype)
 

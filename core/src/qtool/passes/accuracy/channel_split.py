@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 
-from ...executor import TorchExecutor
 from ...ir import Graph, Operation, Variable
 from ..base import Pass, PassResult
 from .channels import grouped
@@ -60,18 +59,16 @@ class ChannelSplit(Pass):
         axes = {op.inputs[0].name: (-1 if op.op_type == "MatMul" else 1) for op in layers}
         peaks = {}
         if layers:
-            peaks = channel_peaks(TorchExecutor(graph, self.device),
-                                  take_samples(graph, self.data, self.samples), axes)
+            peaks = channel_peaks(graph, take_samples(graph, self.data, self.samples), axes, device=self.device)
         split, kept = [], []
         for op in layers:
-            measured = peaks.get(op.inputs[0].name)
-            if measured is None or measured.numel() < 2 or ratio(measured) < self.min_ratio:
+            peak = peaks.get(op.inputs[0].name)
+            if peak is None or peak.size < 2 or ratio(peak) < self.min_ratio:
                 continue
-            peak = measured.cpu().numpy()
             copies = self._copies(peak)
             if copies.max() == 1:
                 continue
-            entry = {"op": op.name, "outlier_ratio": ratio(measured), "channels": len(peak),
+            entry = {"op": op.name, "outlier_ratio": ratio(peak), "channels": len(peak),
                      "extra_channels": int((copies - 1).sum()),
                      "error_ratio": _error(op, peak, copies) / _error(op, peak, np.ones_like(copies))}
             if entry["error_ratio"] > self.max_error_ratio:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from ...executor.ops import OpContext, get_op
 from ...ir import Graph, Operation, Variable
 from ...ops import bias_index, input_channel_axis, is_compute, out_channels
+
+if TYPE_CHECKING:  # torch and the executor's op library: only for run_op, not for finding layers
+    import torch
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ def _per_channel(var: Variable | None, channels: int) -> bool:
 
 def run_op(graph: Graph, op: Operation, args: Sequence[torch.Tensor | None], device) -> list[torch.Tensor]:
     """``op`` computed by the executor's op library on ``args`` (differentiable where torch is)."""
+    import torch
+
+    from ...executor.ops import OpContext, get_op
+
     domain = "" if op.domain == "ai.onnx" else op.domain
     opset = graph.opset if domain == "" else graph.info.opset_imports.get(domain, 1)
     ctx = OpContext(op.op_type, op.name, opset, len(op.outputs), torch.device(device))

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from ...executor import TorchExecutor
-from ...ir import Graph, Operation, to_model_proto
+from ...ir import Graph, Operation, shape_only_tensor, to_model_proto
 from ...ops import folds_into_gemm, output_channel_axis
 from ..base import Pass, PassResult
 from ..quantize_fusion import read_quantized
@@ -54,12 +51,12 @@ class OutlierOutputs(Pass):
             inferred = _inferred_shapes(graph)
             layers = [op for op in layers if not folds_into_gemm(op, inferred)]
         axes = {op.outputs[0].name: output_channel_axis(op) for op in layers}
-        peaks = channel_peaks(TorchExecutor(graph, self.device), take_samples(graph, self.data, self.samples),
-                              axes) if axes else {}
+        peaks = channel_peaks(graph, take_samples(graph, self.data, self.samples), axes,
+                              device=self.device) if axes else {}
         floated = []
         for op in layers:
             peak = peaks.get(op.outputs[0].name)
-            if peak is None or peak.numel() < 2 or ratio(peak) < self.ratio:
+            if peak is None or peak.size < 2 or ratio(peak) < self.ratio:
                 continue
             found = ratio(peak)
             keep_output_float(graph, op, f"float output: channel outlier {found:.0f}x median, no quantized op "
@@ -80,15 +77,8 @@ class OutlierOutputs(Pass):
 
 def _inferred_shapes(graph: Graph) -> dict[str, list]:
     """Tensor shapes by ONNX shape inference (with data propagation); unknown dimensions as None, {} on failure."""
-    def shape_only(var) -> onnx.TensorProto:  # inference needs a weight's shape, not its bytes (only small ones')
-        value = np.asarray(var.value)
-        if value.nbytes <= 4096:
-            return numpy_helper.from_array(value, var.name)
-        return onnx.TensorProto(name=var.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
-                                dims=value.shape)
-
-    try:
-        model = onnx.shape_inference.infer_shapes(to_model_proto(graph, tensor=shape_only), data_prop=True)
+    try:  # inference needs a weight's shape, not its bytes (only small constants')
+        model = onnx.shape_inference.infer_shapes(to_model_proto(graph, tensor=shape_only_tensor), data_prop=True)
     except Exception:  # an unknown op, a graph over 2 GB...: shapes stay unknown (counted foldable)
         return {}
     shapes = {}

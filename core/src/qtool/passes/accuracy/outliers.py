@@ -11,44 +11,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-from ...executor import TorchExecutor
-from ...ir import Operation
+from ...ir import Graph, Operation
 from ...ops import input_channel_axis, is_compute
-from .running import Batch, ort_float_values, run_watching
+from .running import Batch, ort_float_arrays, run_watching
+
+if TYPE_CHECKING:
+    from ...executor import TorchExecutor
 
 
-def channel_peaks(executor: TorchExecutor, batches: Sequence[Batch], axes: Mapping[str, int]
-                  ) -> dict[str, torch.Tensor]:
+def channel_peaks(graph: Graph, batches: Sequence[Batch], axes: Mapping[str, int], *, device: str = "cpu",
+                  executor: TorchExecutor | None = None) -> dict[str, np.ndarray]:
     """Per tensor name of ``axes``: ``max|x|`` along every other axis, per index of its axis ``axes[name]``, over
-    the float run of ``batches`` (onnxruntime where it can stand in for the executor). A tensor whose axis changes
-    length between samples (a sequence axis) has no channels and is left out."""
-    peaks: dict[str, torch.Tensor] = {}
+    the float run of ``batches`` (float64): by onnxruntime where it can stand in for the executor, else by
+    ``executor`` (a :class:`~qtool.executor.TorchExecutor` of ``graph`` on ``device``, made here when None). A
+    tensor whose axis changes length between samples (a sequence axis) has no channels and is left out."""
+    peaks: dict[str, np.ndarray] = {}
     varying: set[str] = set()
 
-    def observe(name: str, x: torch.Tensor) -> None:
-        x = x.detach().abs().movedim(axes[name], 0)
-        peak = x.reshape(x.shape[0], -1).amax(dim=1).double()
+    def observe(name: str, peak: np.ndarray) -> None:
         if name in peaks and peaks[name].shape != peak.shape:
             varying.add(name)
         elif name not in varying:
-            peaks[name] = torch.maximum(peaks[name], peak) if name in peaks else peak
+            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
 
-    values = ort_float_values(executor, batches, list(axes)) if axes else None
+    values = ort_float_arrays(graph, device, batches, list(axes)) if axes else None
     if values is not None:
         for _, arrays in values:
             for name, x in arrays.items():
-                observe(name, x)
+                axis = axes[name] % x.ndim
+                observe(name, np.abs(x).max(axis=tuple(a for a in range(x.ndim) if a != axis)).astype(np.float64))
     elif axes:
-        graph = executor.graph
+        if executor is None:
+            from ...executor import TorchExecutor
+
+            executor = TorchExecutor(graph, device)
         watched = {name: graph.variables[name].producer or graph.variables[name].consumers[0] for name in axes}
 
         def hook(op, inputs, outputs) -> None:
             for var, x in (*zip(op.inputs, inputs, strict=False), *zip(op.outputs, outputs, strict=False)):
                 if var is not None and watched.get(var.name) is op and x is not None:
-                    observe(var.name, x)
+                    x = x.detach().abs().movedim(axes[var.name], 0)  # in torch: any float type, any device
+                    observe(var.name, x.reshape(x.shape[0], -1).amax(dim=1).double().cpu().numpy())
 
         run_watching(executor, batches, list(dict.fromkeys(watched.values())), hook, quantize=False)
     return {name: peak for name, peak in peaks.items() if name not in varying}
@@ -63,13 +70,14 @@ def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
     axes: dict[str, int] = {}
     for op in layers:
         axes.setdefault(op.inputs[0].name, input_channel_axis(op))
-    peaks = channel_peaks(executor, batches, axes)
+    peaks = channel_peaks(executor.graph, batches, axes, device=executor.device, executor=executor)
     return {op.name: ratio(peaks[op.inputs[0].name]) for op in layers if op.inputs[0].name in peaks}
 
 
-def ratio(peak: torch.Tensor) -> float:
-    """Largest over median of per-channel peaks (``inf`` when the median is zero and the largest is not)."""
-    largest, median = float(peak.max()), float(peak.median())
+def ratio(peak: np.ndarray) -> float:
+    """Largest over median of per-channel peaks (``inf`` when the median is zero and the largest is not); of an
+    even count, the lower middle peak is the median."""
+    largest, median = float(peak.max()), float(np.partition(peak, (peak.size - 1) // 2)[(peak.size - 1) // 2])
     if largest == 0.0:
         return 1.0
     return largest / median if median > 0.0 else math.inf

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ...calibration import load_calibration_data, ort_engine
 from ...calibration.threads import pass_threads
-from ...executor import TorchExecutor
-from ...executor.feeds import to_tensor
 from ...ir import Graph, Operation
+
+if TYPE_CHECKING:  # the executor (torch) is imported where a run needs it, not by the onnxruntime path
+    import torch
+
+    from ...executor import TorchExecutor
 
 Batch = Mapping[str, np.ndarray]
 
@@ -21,25 +24,36 @@ def take_samples(graph: Graph, data, limit: int) -> list[dict[str, np.ndarray]]:
     return load_calibration_data(data, graph).take(limit)
 
 
-def ort_float_values(executor: TorchExecutor, batches: Sequence[Batch], names: Sequence[str]
-                     ) -> Iterator[tuple[int, dict[str, torch.Tensor]]] | None:
+def ort_float_arrays(graph: Graph, device: str, batches: Sequence[Batch], names: Sequence[str]
+                     ) -> Iterator[tuple[int, dict[str, np.ndarray]]] | None:
     """``(batch number, {name: float value})`` for the tensors ``names`` of each batch, computed by onnxruntime
     (:mod:`qtool.calibration.ort_engine`: several times faster than the executor on the CPU; a batch's tensors may
     come in groups that fit its memory budget). None where onnxruntime cannot stand in for the executor."""
-    if ort_engine.refusal(executor.graph, executor.device) is not None:
+    if ort_engine.refusal(graph, device) is not None:
         return None
     try:
-        run = ort_engine.OrtFloatRun(executor.graph, names, threads=pass_threads())
+        run = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
     except ort_engine.ORT_ERRORS:
         return None
 
-    def values() -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    def values() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         for number, batch in enumerate(batches):
             for arrays in run.run(batch, splittable=False):
-                yield number, {name: torch.from_numpy(np.array(a) if not a.flags.writeable else a)
-                               for name, a in arrays.items()}
+                yield number, arrays
 
     return values()
+
+
+def ort_float_values(executor: TorchExecutor, batches: Sequence[Batch], names: Sequence[str]
+                     ) -> Iterator[tuple[int, dict[str, torch.Tensor]]] | None:
+    """:func:`ort_float_arrays` of the executor's graph as torch tensors (None where onnxruntime cannot run it)."""
+    import torch
+
+    arrays = ort_float_arrays(executor.graph, executor.device, batches, names)
+    if arrays is None:
+        return None
+    return ((number, {name: torch.from_numpy(np.array(a) if not a.flags.writeable else a)
+                      for name, a in values.items()}) for number, values in arrays)
 
 
 def run_watching(executor: TorchExecutor, batches: Iterable[Batch], ops: Iterable[Operation],
@@ -90,6 +104,10 @@ def _run(executor: TorchExecutor, batches: Iterable[Batch], outputs: list[str], 
     def watch(op, inputs, results):
         if op.name in wanted:
             hook(op, inputs, results)
+
+    import torch
+
+    from ...executor.feeds import to_tensor
 
     handle = executor.add_hook(watch)
     try:
