@@ -36,6 +36,7 @@ from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
 from .passes.restore_state import RestoreState
 from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform, platform_step
+from .platform_runtime import PlatformRuntime
 from .state import save_state as write_state
 
 AGREEMENT_SAMPLES = 4
@@ -154,7 +155,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
         body, feeds, where, target, qconfig, options, device), device)
     passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
-                            calibration=restore)
+                            calibration=restore, runtime=PlatformRuntime(target, options))
     runs, diagnostics = _run_passes(passes, graph, finished)
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph))

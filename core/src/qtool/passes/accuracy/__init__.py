@@ -49,17 +49,18 @@ BEFORE_DISPATCH = PassTable({"equalization": "CrossLayerEqualization", "smoothqu
 AFTER_CALIBRATION = PassTable({"outlier_outputs": "OutlierOutputs", "fallback": "SensitivityFallback",
                                "hqq": "HQQ", "gptq": "GPTQ", "adaround": "AdaRound",
                                "bias_correction": "BiasCorrection"})
-RUN_ARGUMENTS = ("device", "progress")
+RUN_ARGUMENTS = ("device", "progress", "runtime")
 
 
 def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, data=None,
-                    progress: bool = False) -> tuple[list[Pass], list[Pass]]:
+                    progress: bool = False, runtime=None) -> tuple[list[Pass], list[Pass]]:
     """The passes to run before dispatch and after calibration, in their order.
 
     ``options`` maps a pass name (``equalization``, ``smoothquant``,
     ``fallback``, ``adaround``, ``bias_correction``) to true (defaults),
     false/absent (off) or a table of that pass's options. ``data`` is the
-    calibration data (passes that run the graph need it).
+    calibration data (passes that run the graph need it); ``runtime`` runs a graph as the target platform does
+    (:class:`qtool.platform_runtime.PlatformRuntime`, for the passes that take one).
     """
     options = dict(options or {})
     known = [*BEFORE_DISPATCH, *AFTER_CALIBRATION]
@@ -69,7 +70,7 @@ def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, d
                                 f"(known: {', '.join(known)})")
     built = []
     for group in (BEFORE_DISPATCH, AFTER_CALIBRATION):
-        built.append([_build(name, group[name], options[name], device, data, progress)
+        built.append([_build(name, group[name], options[name], device, data, progress, runtime)
                       for name in group if options.get(name) not in (None, False)])
     return built[0], built[1]
 
@@ -81,12 +82,12 @@ def needs_data(name: str) -> bool:
 
 
 def option_names(cls: type[Pass]) -> list[str]:
-    """The options a pass takes: its keyword-only constructor arguments but device and progress."""
+    """The options a pass takes: its keyword-only constructor arguments but device, progress and runtime."""
     parameters = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in RUN_ARGUMENTS]
 
 
-def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool) -> Pass:
+def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool, runtime) -> Pass:
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
@@ -97,7 +98,7 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool)
             raise AccuracyError(f"accuracy.{name}.{key}: unknown option{did_you_mean(key, allowed)} "
                                 f"(known: {', '.join(allowed)})")
     parameters = inspect.signature(cls.__init__).parameters
-    run = {"device": device, "progress": progress}
+    run = {"device": device, "progress": progress, "runtime": runtime}
     kwargs = {k: v for k, v in run.items() if k in parameters}
     if "data" in parameters:
         if data is None:
