@@ -37,6 +37,9 @@ class PassTable(Mapping[str, type[Pass]]):
     def __getitem__(self, name: str) -> type[Pass]:
         return _pass_class(self._classes[name])
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._classes)
 
