@@ -9,13 +9,12 @@ import sys
 import pytest
 import qtool
 import torch
+from accuracy_helpers import export
 from qtool.cli.quantize import fallback_lines
 from qtool.platform import ExportOptions, Platform, RuntimeUnavailable
 from qtool.platform_runtime import PlatformRuntime
 from qtool_onnxruntime.platform import OnnxRuntimePlatform
 from test_accuracy_outlier_fallback import DOWN, FeedForward, _asking
-
-from accuracy_helpers import export
 
 
 class NoRuntimePlatform(OnnxRuntimePlatform):

@@ -16,7 +16,6 @@ from ...config.errors import did_you_mean
 from ..base import Pass
 from .options import AccuracyError
 
-
 _MODULES = {"CrossLayerEqualization": "equalization", "SmoothQuant": "smoothquant", "AWQ": "awq",
             "ChannelSplit": "channel_split", "OutlierOutputs": "outlier_outputs", "SensitivityFallback": "fallback",
             "HQQ": "hqq", "GPTQ": "gptq", "AdaRound": "adaround", "BiasCorrection": "bias_correction"}
