@@ -33,13 +33,13 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
     if refused is not None:
         return None, f"no float reference from onnxruntime: {refused}"
     try:
-        reference = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
-    except ort_engine.ORT_ERRORS as exc:
-        return None, f"no float reference from onnxruntime: {str(exc).strip().splitlines()[0]}"
-    try:
         ran = runtime(graph, list(batches), names)
     except RuntimeUnavailable as exc:
         return None, str(exc)
+    try:  # after the runtime's session is gone: one session at a time
+        reference = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
+    except ort_engine.ORT_ERRORS as exc:
+        return None, f"no float reference from onnxruntime: {str(exc).strip().splitlines()[0]}"
     signal = noise = 0.0
     for batch, outputs in zip(batches, ran, strict=True):
         floats = {}
