@@ -80,10 +80,25 @@ def test_a_platform_that_cannot_export_is_no_runtime(tmp_path):
     class Unexported(Platform):
         name = "unexported"
 
+        def run(self, paths, samples, names):
+            raise AssertionError("ran files it did not export")
+
     graph = export(FeedForward(None), torch.zeros(1, 8, 16), tmp_path / "f.onnx")
     with pytest.raises(RuntimeUnavailable, match=r"platform 'unexported' cannot run this graph here "
                                                  r"\(NotImplementedError: platform 'unexported' does not export\)"):
         PlatformRuntime(Unexported(), ExportOptions())(graph, [], ["y"])
+
+
+def test_a_platform_that_runs_nothing_is_not_asked_to_export(tmp_path):
+    class Unrunnable(Platform):
+        name = "unrunnable"
+
+        def export(self, graph, output, options):
+            raise AssertionError("exported although its files cannot run here")
+
+    graph = export(FeedForward(None), torch.zeros(1, 8, 16), tmp_path / "f.onnx")
+    with pytest.raises(RuntimeUnavailable, match=r"^platform 'unrunnable' cannot run its files here$"):
+        PlatformRuntime(Unrunnable(), ExportOptions())(graph, [], ["y"])
 
 
 def test_the_registry_imports_no_torch():

@@ -15,7 +15,8 @@ class PlatformRuntime:
     numpy arrays per sample: the graph exported with ``options`` into a temporary folder (not validated: nothing of
     it is kept; the export reads the graph, as the pipeline's own export does before its checks) and run by
     :meth:`Platform.run`. Raises :class:`RuntimeUnavailable` where the platform
-    cannot export this graph or run its files here."""
+    cannot export this graph or run its files here (without exporting where it keeps :meth:`Platform.run`'s
+    default, which runs nothing)."""
 
     def __init__(self, platform: Platform, options: ExportOptions) -> None:
         self.platform = platform
@@ -23,6 +24,8 @@ class PlatformRuntime:
         self.name = platform.name
 
     def __call__(self, graph, samples: list[dict], names: list[str]) -> list[list]:
+        if type(self.platform).run is Platform.run:  # it keeps the default (runs nothing): no export for nothing
+            return Platform.run(self.platform, [], samples, names)
         with tempfile.TemporaryDirectory(prefix="qtool-runtime-") as folder:
             try:
                 with one_thread():  # as the pipeline exports: a few small ops per weight
