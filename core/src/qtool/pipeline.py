@@ -154,7 +154,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
         body, feeds, where, target, qconfig, options, device), device)
     passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
-                            calibration=restore)
+                            calibration=restore, runtime=_runtime(target, options))
     runs, diagnostics = _run_passes(passes, graph, finished)
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph))
@@ -299,6 +299,14 @@ def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Dia
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return runs, diagnostics
+
+
+def _runtime(target: Platform, options: ExportOptions):
+    """The platform's runtime for the passes that measure on it: the graph exported with ``options``, run by
+    :meth:`Platform.run` (:class:`qtool.platform_runtime.PlatformRuntime`)."""
+    from .platform_runtime import PlatformRuntime
+
+    return PlatformRuntime(target, options)
 
 
 def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: bool) -> None:

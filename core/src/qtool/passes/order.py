@@ -45,8 +45,9 @@ def planning_passes(config, platform=None) -> list[Pass]:
 
 
 def default_passes(config, data=None, *, platform=None, device: str = "cpu",
-                   progress: bool = False, calibration: Pass | None = None) -> list[Pass]:
-    """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given.
+                   progress: bool = False, calibration: Pass | None = None, runtime=None) -> list[Pass]:
+    """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given; ``runtime``
+    (:class:`qtool.platform_runtime.PlatformRuntime`) lets accuracy passes measure on the platform's runtime.
 
     The accuracy passes the config's ``[accuracy]`` table enables run right after
     GraphSimplify (on the float graph) and right before Baking; plugin passes
@@ -54,7 +55,8 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     """
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
                                                   options=config.calibration)
-    before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress)
+    before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
+                                    runtime=runtime)
     simplify, *planning = planning_passes(config, platform)
     passes = [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
               PassiveParameterQuantize(), *after, Baking()]

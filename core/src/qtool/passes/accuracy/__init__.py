@@ -7,67 +7,89 @@ After calibration, before Baking: OutlierOutputs, SensitivityFallback, HQQ, GPTQ
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ...config.errors import did_you_mean
 from ..base import Pass
-from .adaround import AdaRound
-from .awq import AWQ
-from .bias_correction import BiasCorrection
-from .channel_split import ChannelSplit
-from .equalization import CrossLayerEqualization
-from .fallback import SensitivityFallback
-from .gptq import GPTQ
-from .hqq import HQQ
 from .options import AccuracyError
-from .outlier_outputs import OutlierOutputs
-from .smoothquant import SmoothQuant
 
-BEFORE_DISPATCH: dict[str, type[Pass]] = {"equalization": CrossLayerEqualization, "smoothquant": SmoothQuant,
-                                          "awq": AWQ, "channel_split": ChannelSplit}
-AFTER_CALIBRATION: dict[str, type[Pass]] = {"outlier_outputs": OutlierOutputs, "fallback": SensitivityFallback,
-                                            "hqq": HQQ, "gptq": GPTQ,
-                                            "adaround": AdaRound, "bias_correction": BiasCorrection}
-RUN_ARGUMENTS = ("device", "progress")
+_MODULES = {"CrossLayerEqualization": "equalization", "SmoothQuant": "smoothquant", "AWQ": "awq",
+            "ChannelSplit": "channel_split", "OutlierOutputs": "outlier_outputs", "SensitivityFallback": "fallback",
+            "HQQ": "hqq", "GPTQ": "gptq", "AdaRound": "adaround", "BiasCorrection": "bias_correction"}
+
+
+def _pass_class(name: str) -> type[Pass]:
+    """The pass class ``name``, its module imported now (several import torch, so none is imported before use)."""
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+
+
+class PassTable(Mapping[str, type[Pass]]):
+    """Pass classes by option name, in their order, each imported when first looked up: the names, their order
+    and :func:`needs_data` of one pass import no other pass."""
+
+    def __init__(self, classes: Mapping[str, str]) -> None:
+        self._classes = dict(classes)  # option name -> class name
+
+    def __getitem__(self, name: str) -> type[Pass]:
+        return _pass_class(self._classes[name])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+
+BEFORE_DISPATCH = PassTable({"equalization": "CrossLayerEqualization", "smoothquant": "SmoothQuant", "awq": "AWQ",
+                             "channel_split": "ChannelSplit"})
+AFTER_CALIBRATION = PassTable({"outlier_outputs": "OutlierOutputs", "fallback": "SensitivityFallback",
+                               "hqq": "HQQ", "gptq": "GPTQ", "adaround": "AdaRound",
+                               "bias_correction": "BiasCorrection"})
+RUN_ARGUMENTS = ("device", "progress", "runtime")
 
 
 def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, data=None,
-                    progress: bool = False) -> tuple[list[Pass], list[Pass]]:
+                    progress: bool = False, runtime=None) -> tuple[list[Pass], list[Pass]]:
     """The passes to run before dispatch and after calibration, in their order.
 
     ``options`` maps a pass name (``equalization``, ``smoothquant``,
     ``fallback``, ``adaround``, ``bias_correction``) to true (defaults),
     false/absent (off) or a table of that pass's options. ``data`` is the
-    calibration data (passes that run the graph need it).
+    calibration data (passes that run the graph need it); ``runtime`` runs a graph as the target platform does
+    (:class:`qtool.platform_runtime.PlatformRuntime`, for the passes that take one).
     """
     options = dict(options or {})
-    known = {**BEFORE_DISPATCH, **AFTER_CALIBRATION}
+    known = [*BEFORE_DISPATCH, *AFTER_CALIBRATION]
     for name in options:
         if name not in known:
             raise AccuracyError(f"accuracy.{name}: unknown accuracy pass{did_you_mean(name, known)} "
                                 f"(known: {', '.join(known)})")
     built = []
     for group in (BEFORE_DISPATCH, AFTER_CALIBRATION):
-        built.append([_build(name, cls, options[name], device, data, progress)
-                      for name, cls in group.items() if options.get(name) not in (None, False)])
+        built.append([_build(name, group[name], options[name], device, data, progress, runtime)
+                      for name in group if options.get(name) not in (None, False)])
     return built[0], built[1]
 
 
 def needs_data(name: str) -> bool:
     """Whether the accuracy pass ``name`` runs the graph over calibration data."""
-    known = {**BEFORE_DISPATCH, **AFTER_CALIBRATION}
-    return name in known and "data" in inspect.signature(known[name].__init__).parameters
+    group = next((g for g in (BEFORE_DISPATCH, AFTER_CALIBRATION) if name in g), None)
+    return group is not None and "data" in inspect.signature(group[name].__init__).parameters
 
 
 def option_names(cls: type[Pass]) -> list[str]:
-    """The options a pass takes: its keyword-only constructor arguments but device and progress."""
+    """The options a pass takes: its keyword-only constructor arguments but device, progress and runtime."""
     parameters = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in RUN_ARGUMENTS]
 
 
-def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool) -> Pass:
+def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool, runtime) -> Pass:
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
@@ -78,7 +100,7 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool)
             raise AccuracyError(f"accuracy.{name}.{key}: unknown option{did_you_mean(key, allowed)} "
                                 f"(known: {', '.join(allowed)})")
     parameters = inspect.signature(cls.__init__).parameters
-    run = {"device": device, "progress": progress}
+    run = {"device": device, "progress": progress, "runtime": runtime}
     kwargs = {k: v for k, v in run.items() if k in parameters}
     if "data" in parameters:
         if data is None:
@@ -87,7 +109,13 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool)
     return cls(**value, **kwargs)
 
 
+def __getattr__(name: str) -> type[Pass]:
+    """The pass classes as attributes of this package, each imported on first use."""
+    if name in _MODULES:
+        return _pass_class(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["AFTER_CALIBRATION", "AWQ", "BEFORE_DISPATCH", "AccuracyError", "AdaRound", "BiasCorrection",
            "ChannelSplit", "CrossLayerEqualization", "GPTQ", "HQQ", "OutlierOutputs", "SensitivityFallback",
-           "SmoothQuant", "accuracy_passes", "needs_data",
-           "option_names"]
+           "PassTable", "SmoothQuant", "accuracy_passes", "needs_data", "option_names"]

@@ -21,7 +21,9 @@ left, nothing runs. ``max_share`` caps the ops changed at that share of the grap
 (Conv, ConvTranspose, Gemm, MatMul), rounded down (a share no op reaches changes nothing and runs nothing), and
 ``min_gain_db`` keeps a change only where it raises the output SNR by at least that much over the all-quantized
 graph: the platform default's limits (a tenth, and 30 dB as enough), so that it returns an op to float only for a
-measured gain on a model that needs one.
+measured gain on a model that needs one. Given the platform's ``runtime`` (the pipeline gives it), a pass with
+``enough_snr_db`` first measures the output SNR of the graph as calibrated on that runtime (see
+:mod:`.runtime_gate`, no torch): when it reaches ``enough_snr_db`` nothing is ranked, simulated or changed.
 Runs after calibration, before AdaRound and BiasCorrection (which then work on
 the ops still quantized).
 """
@@ -32,20 +34,20 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from ...analysis import ErrorAccumulator, layerwise_sensitivity
-from ...executor import TorchExecutor
-from ...executor.feeds import to_tensor
 from ...ir import Graph, Operation
 from ...ops import is_compute
 from ..base import Pass, PassResult, PassWarning
 from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
-from .outliers import outlier_ratios
-from .progress import progress_bar
-from .running import ort_float_values, take_samples
+
+if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or measures by simulation
+    import torch
+
+    from ...analysis import ErrorAccumulator
+    from ...executor import TorchExecutor
+    from ...platform_runtime import PlatformRuntime
 
 WHERE = "accuracy.fallback"
 DEFAULT_MIN_SNR_DB = 30.0
@@ -64,7 +66,8 @@ class FallbackChange:
 
 @dataclass(frozen=True)
 class FallbackReport:
-    """What :class:`SensitivityFallback` did (``PassRun.report``): the budget, the score before and after."""
+    """What :class:`SensitivityFallback` did (``PassRun.report``): the budget, the score before and after, and the
+    output SNR measured on the platform's runtime where it was (``runtime_snr_db``, on ``runtime``)."""
 
     budget: str
     before: float | None
@@ -72,19 +75,22 @@ class FallbackReport:
     met: bool
     candidates: int
     changed: tuple[FallbackChange, ...]
+    runtime_snr_db: float | None = None
+    runtime: str | None = None
 
     @classmethod
     def from_details(cls, details: dict) -> FallbackReport:
         changed = tuple(FallbackChange(**change) for change in details["changed"])
         return cls(details["budget"], details["before"], details["after"], details["met"], details["candidates"],
-                   changed)
+                   changed, details.get("runtime_snr_db"), details.get("runtime"))
 
 
 class SensitivityFallback(Pass):
     """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
     ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``enough_snr_db``,
-    ``samples``."""
+    ``samples``; ``runtime`` (not an option: the pipeline's :class:`~qtool.platform_runtime.PlatformRuntime`)
+    measures ``enough_snr_db`` on the platform's runtime first."""
 
     name = "SensitivityFallback"
 
@@ -94,12 +100,12 @@ class SensitivityFallback(Pass):
                  op_types: Sequence[str] | None = None, outlier_ratio: float | None = None,
                  max_ops: int | None = None, max_share: float | None = None, min_gain_db: float | None = None,
                  enough_snr_db: float | None = None, samples: int = 64, device: str = "cpu",
-                 progress: bool = False) -> None:
+                 progress: bool = False, runtime: PlatformRuntime | None = None) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
                                  ("metric", metric)) if v is not None]
         check(len(chosen) <= 1, WHERE, chosen[-1] if chosen else "", f"give one budget, got {', '.join(chosen)}")
-        self.data, self.device, self.progress = data, device, progress
+        self.data, self.device, self.progress, self.runtime = data, device, progress, runtime
         self.samples = positive_int(WHERE, "samples", samples)
         self.max_ops = None if max_ops is None else positive_int(WHERE, "max_ops", max_ops)
         self.max_share = None if max_share is None else number(WHERE, "max_share", max_share, 0.0, 1.0)
@@ -133,20 +139,38 @@ class SensitivityFallback(Pass):
         details: dict = {}
         limit = self._limit_ops(graph)
         if limit == 0:  # the share allows no op on a model this small: nothing to rank or measure
-            details.update(budget="none (max_share allows no op of a model this small)", before=None, after=None,
-                           met=True, candidates=0, max_ops=0, tried={}, changed=[])
-            return PassResult(graph, False, details, FallbackReport.from_details(details))
-        executor = TorchExecutor(graph, self.device)
+            return _unchanged(graph, details, "none (max_share allows no op of a model this small)", max_ops=0)
+        from .running import take_samples
+
         batches = take_samples(graph, self.data, self.samples)
         candidates = [op for op in graph.topological_order() if self._candidate(op)]
+        if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
+            return self._no_candidate(graph, details)
+        if candidates and self._enough_on_runtime(graph, batches, details):
+            measured = details["runtime_snr_db"]
+            return _unchanged(graph, details, f"none (output SNR {measured:.4g} dB measured on {self.runtime.name} "
+                                              f">= enough_snr_db {self.enough_snr_db:g})", before=measured)
+        return self._simulated(graph, batches, candidates, limit, details)
+
+    def _no_candidate(self, graph: Graph, details: dict) -> PassResult:
+        if self.outlier_ratio is not None:
+            details.setdefault("outlier_ratios", {})
+        return _unchanged(graph, details, "none (no candidate op)")
+
+    def _simulated(self, graph: Graph, batches, candidates: list[Operation], limit: int | None,
+                   details: dict) -> PassResult:
+        """Rank ``candidates`` and change the fewest that meet the budget, measured by simulation (torch)."""
+        from ...analysis import layerwise_sensitivity
+        from ...executor import TorchExecutor
+        from .outliers import outlier_ratios
+
+        executor = TorchExecutor(graph, self.device)
         if self.outlier_ratio is not None:
             ratios = outlier_ratios(executor, batches, candidates)
             candidates = [op for op in candidates if ratios.get(op.name, 0.0) >= self.outlier_ratio]
             details["outlier_ratios"] = {op.name: ratios[op.name] for op in candidates}
-        if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
-            details.update(budget="none (no candidate op)", before=None, after=None, met=True, candidates=0,
-                           tried={}, changed=[])
-            return PassResult(graph, False, details, FallbackReport.from_details(details))
+            if not candidates:
+                return self._no_candidate(graph, details)
         measure = self._measure(executor, batches)
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)
@@ -180,6 +204,16 @@ class SensitivityFallback(Pass):
                        tried={k: tried[k] for k in sorted(tried)}, changed=changed)
         return PassResult(graph, bool(changed), details, FallbackReport.from_details(details))
 
+    def _enough_on_runtime(self, graph: Graph, batches, details: dict) -> bool:
+        """Whether the output SNR measured on the platform's runtime reaches ``enough_snr_db`` (False where there is
+        no such budget, no runtime, or it cannot measure this graph); ``details`` get the measurement or why not."""
+        if self.enough_snr_db is None or self.runtime is None:
+            return False
+        from .runtime_gate import runtime_snr_db
+
+        details["runtime_snr_db"], details["runtime"] = runtime_snr_db(graph, batches, self.runtime)
+        return details["runtime_snr_db"] is not None and details["runtime_snr_db"] >= self.enough_snr_db
+
     def _fewest(self, executor: TorchExecutor, ops: list[Operation], measure, holds, tried: dict[int, float]) -> int:
         """The fewest of ``ops`` (a prefix, most sensitive first) whose change meets the budget, by bisection
         (every op when none does); ``tried`` gets the score of each prefix length measured."""
@@ -188,6 +222,8 @@ class SensitivityFallback(Pass):
             if count not in tried:
                 tried[count] = self._score_with(executor, ops[:count], measure)
             return tried[count]
+
+        from .progress import progress_bar
 
         low, high = 0, len(ops)  # the budget fails with none changed
         if not holds(score(high)):
@@ -267,6 +303,12 @@ class SensitivityFallback(Pass):
         return score
 
 
+def _unchanged(graph: Graph, details: dict, budget: str, *, before: float | None = None, **more) -> PassResult:
+    """The result of a run that returned before ranking: nothing changed, ``budget`` says why."""
+    details.update(budget=budget, before=before, after=before, met=True, candidates=0, **more, tried={}, changed=[])
+    return PassResult(graph, False, details, FallbackReport.from_details(details))
+
+
 def _budget_text(kind: str, limit: float) -> str:
     return {"metric": f"metric drop <= {limit:g}", "cosine": f"cosine >= {limit:g}",
             "snr_db": f"SNR >= {limit:.4g} dB"}[kind]
@@ -302,6 +344,10 @@ def _owns_parameters(op: Operation) -> bool:
 
 def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, torch.Tensor]:
     """The graph's floating-point outputs for one batch, float or simulated."""
+    import torch
+
+    from ...executor.feeds import to_tensor
+
     with executor.mode(quantize=quantize), torch.no_grad():
         outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
     return {name: tensor for name, tensor in outputs.items() if tensor.is_floating_point()}
@@ -310,6 +356,8 @@ def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, tor
 def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Tensor]]:
     """The float graph's outputs per batch: the reference every trial is scored against (computed once, by
     onnxruntime where it can run the graph)."""
+    from .running import ort_float_values
+
     names = [v.name for v in executor.graph.outputs]
     values = ort_float_values(executor, batches, names)
     if values is None:
@@ -322,6 +370,8 @@ def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Ten
 
 def _output_error(executor: TorchExecutor, batches, references) -> ErrorAccumulator:
     """Graph outputs simulated vs ``references`` (the float outputs), over ``batches``."""
+    from ...analysis import ErrorAccumulator
+
     stats = ErrorAccumulator()
     for batch, reference in zip(batches, references, strict=True):
         for name, tensor in _forward(executor, batch, quantize=True).items():

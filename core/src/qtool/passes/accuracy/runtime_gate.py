@@ -1,0 +1,65 @@
+"""The quantized graph's output SNR measured on the target platform's runtime, without torch.
+
+SensitivityFallback's ``enough_snr_db`` gate: the graph as calibrated (every quantized op quantized) is exported
+and run by the platform (:class:`qtool.platform_runtime.PlatformRuntime`), and its floating-point outputs are
+compared with the float graph's, computed by onnxruntime (:mod:`qtool.calibration.ort_engine`), over the same
+samples. The SNR is summed over every output and sample, as the simulated measurement sums it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...calibration import ort_engine
+from ...calibration.threads import pass_threads
+from ...ir import Graph
+from ...platform import RuntimeUnavailable
+
+if TYPE_CHECKING:
+    from ...platform_runtime import PlatformRuntime
+
+
+def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], runtime: PlatformRuntime
+                   ) -> tuple[float | None, str]:
+    """The output SNR (dB) of ``graph`` run by ``runtime`` against its float outputs, over ``batches``, and the
+    runtime's name; None and why where the graph cannot be measured so (the platform cannot export or run it
+    here, or onnxruntime cannot compute its float outputs)."""
+    names = [v.name for v in graph.outputs]
+    refused = ort_engine.refusal(graph, "cpu")
+    if refused is not None:
+        return None, f"no float reference from onnxruntime: {refused}"
+    try:
+        ran = runtime(graph, list(batches), names)
+    except RuntimeUnavailable as exc:
+        return None, str(exc)
+    try:  # after the runtime's session is gone: one session at a time
+        reference = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
+    except ort_engine.ORT_ERRORS as exc:
+        return None, f"no float reference from onnxruntime: {str(exc).strip().splitlines()[0]}"
+    signal = noise = 0.0
+    for batch, outputs in zip(batches, ran, strict=True):
+        floats = {}
+        for arrays in reference.run(batch, splittable=False):
+            floats.update(arrays)
+        for name, value in zip(names, outputs, strict=True):
+            expected = floats[name]
+            if not np.issubdtype(expected.dtype, np.floating):
+                continue
+            expected = np.asarray(expected, np.float64).ravel()
+            error = np.asarray(value, np.float64).ravel() - expected
+            signal += float(expected @ expected)
+            noise += float(error @ error)
+    return _snr_db(signal, noise), runtime.name
+
+
+def _snr_db(signal: float, noise: float) -> float:
+    """As :attr:`qtool.analysis.ErrorAccumulator.snr_db` (inf when exact)."""
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
