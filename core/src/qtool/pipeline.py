@@ -34,12 +34,9 @@ from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
 from .passes import PassManager, PassRun, PassWarning
-from .passes.accuracy import BEFORE_DISPATCH
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
-from .passes.restore_state import RestoreState
 from .platform import Diagnostic, ExportOptions, Platform, RuntimeUnavailable, Severity, get_platform, platform_step
-from .state import save_state as write_state
 
 AGREEMENT_SAMPLES = 4
 AGREEMENT_ASK = "check_agreement=True (CLI --check-agreement) runs it"
@@ -148,8 +145,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     data = None if calib is None else load_calibration_data(
         calib, graph, qconfig.calibration["batch_size"], layout=calib_layout, max_samples=max_samples,
         transform=transform, skip_nonfinite=skip_nonfinite)
-    reshaping = {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH}
-    restore = RestoreState(load_state, reshaping) if load_state is not None else None
+    restore = None if load_state is None else _restore_state(load_state, qconfig)
     label = str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name
     return _quantize_graph(graph, target, qconfig, data, options, label, output=output, save_state=save_state,
                            restore=restore, device=device, progress=progress, finished=finished,
@@ -176,6 +172,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if save_state is not None:
+        from .state import save_state as write_state
+
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
         with platform_step(target, "export"), one_thread():  # a few small ops per weight, see calibration.threads
@@ -309,6 +307,14 @@ def _graph(model, qconfig) -> Graph:
     if graph.part_of is None:
         check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     return graph
+
+
+def _restore_state(path, qconfig):
+    """The RestoreState pass of ``load_state`` (imported only then), told the reshaping passes asked for."""
+    from .passes.accuracy import BEFORE_DISPATCH
+    from .passes.restore_state import RestoreState
+
+    return RestoreState(path, {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH})
 
 
 def _check_runnable(graph: Graph) -> None:
