@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -96,3 +98,23 @@ def test_explain_says_why_the_op_stays_float(tmp_path, capsys):
     ops = {op["name"]: op for op in json.loads(capsys.readouterr().out)["ops"]}
     assert ops["quick_gelu"]["quantized"] is False and ops["quick_gelu"]["reason"] == FALLBACK_REASON
     assert ops["tag"]["quantized"] is True
+
+
+def test_which_ops_run_is_known_without_importing_torch(tmp_path):
+    """quantize checks every op before calibration: by name for the op library's kernels, by ONNX Runtime's schemas
+    for the rest, in a process that never imports torch; nothing runs an op unknown to both."""
+    model = tagger(with_custom_op=True)
+    model.graph.node.append(helper.make_node("Frobnicate", ["logits"], ["odd"], "odd_one", domain="com.example"))
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, path)
+    code = ("import sys, qtool; from qtool.executor.support import check_supported, has_kernel, ort_fallback_ops\n"
+            f"graph = qtool.load({str(path)!r})\n"
+            "assert has_kernel(graph.operations['lstm']) and not has_kernel(graph.operations['quick_gelu'])\n"
+            "assert ort_fallback_ops(graph) == {('com.microsoft', 'QuickGelu'): ['quick_gelu']}\n"
+            "try:\n    check_supported(graph)\nexcept qtool.QtoolError as exc:\n    print(exc)\n"
+            "print('torch' in sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    error, imported = ran.stdout.strip().splitlines()
+    assert "Frobnicate" in error and "odd_one" in error and "QuickGelu" not in error
+    assert imported == "False"

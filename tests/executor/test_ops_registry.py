@@ -86,3 +86,13 @@ def test_light_model_ops_supported(path):
     model = onnx.load(path, load_external_data=False)
     missing = {n.op_type for n in model.graph.node if not is_supported(n.op_type, n.domain)}
     assert not missing, f"{path.stem} uses unsupported ops {sorted(missing)}"
+
+
+def test_builtin_names_are_the_registered_kernels():
+    """kernel_names lists by name exactly the ops the op modules register (support checks it without torch)."""
+    from qtool.executor.kernel_names import BUILTIN_OP_TYPES
+
+    registered = {op_type for domain, op_type in supported_op_types()
+                  if ops.registry.op_source(op_type, domain).startswith("qtool.executor.ops.")}
+    assert registered == BUILTIN_OP_TYPES
+    assert all(domain == "" for domain, op_type in supported_op_types() if op_type in BUILTIN_OP_TYPES)

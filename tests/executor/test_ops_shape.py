@@ -1,5 +1,8 @@
 """Shape, layout, cast, creation and pass-through ops against onnxruntime."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from onnx import TensorProto, numpy_helper
@@ -56,9 +59,19 @@ def test_unsqueeze(axes):
     check_op("Unsqueeze", [X, i64(*axes)], opset=13)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 1), (2, 1, 1, 1), (5, 2, 3, 4), (1,)])
+@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 1), (2, 1, 1, 1), (5, 2, 3, 4), (1,), (3, 0), (2, 1, 5)])
 def test_expand(shape):
     check_op("Expand", [randn(3, 1), i64(*shape)], opset=13)
+
+
+def test_expand_imports_no_sympy():
+    """torch.broadcast_shapes imports torch._refs and sympy (a second): Expand computes the shape without it."""
+    code = ("import sys, numpy as np; from qtool.executor.ops import OpContext, get_op; import torch; "
+            "ctx = OpContext('Expand', 'e', 13, 1, torch.device('cpu')); "
+            "y, = get_op('Expand')(ctx, {}, [torch.ones(3, 1), torch.tensor([2, 1, 4])]); "
+            "assert tuple(y.shape) == (2, 3, 4), y.shape; print('sympy' in sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "False", ran.stderr
 
 
 def test_tile():

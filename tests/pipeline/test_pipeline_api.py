@@ -15,7 +15,7 @@ X = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
 def test_quantize_runs_every_pass_and_exports_through_the_platform(tiny_platform, cnn_model, calib_npz, tmp_path):
     output = tmp_path / "out.onnx"
 
-    result = qtool.quantize(cnn_model, TINY, calib_npz, output=output)
+    result = qtool.quantize(cnn_model, TINY, calib_npz, output=output, check_agreement=True)
 
     assert [r.name for r in result.pass_runs] == [
         "GraphSimplify", "Dispatch", "QuantizeFusion", "QuantizeSimplify", "ParameterQuantize",
@@ -30,6 +30,24 @@ def test_quantize_runs_every_pass_and_exports_through_the_platform(tiny_platform
     reference = run_model(cnn_model, X)
     exported = run_model(output, X)  # baked weights, float activations
     assert np.abs(exported - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_the_agreement_check_runs_where_the_simulation_was_used_or_when_asked(tiny_platform, cnn_model, calib_npz,
+                                                                           tmp_path):
+    plain = qtool.quantize(cnn_model, TINY, calib_npz, output=tmp_path / "a.onnx")
+    assert set(plain.agreement) == {"skipped"} and plain.summary["agreement"] == plain.agreement
+    assert "no step of this run used qtool's simulation" in plain.agreement["skipped"]
+    assert "check_agreement=True (CLI --check-agreement) runs it" in plain.agreement["skipped"]
+    assert plain.summary["float_vs_quantized"]["measured_on"] == "qtool's simulation"  # TinyPlatform cannot run()
+
+    never = qtool.quantize(cnn_model, TINY, calib_npz, output=tmp_path / "b.onnx", check_agreement=False)
+    assert never.agreement["skipped"].startswith("check_agreement=False")
+
+    corrected = qtool.quantize(cnn_model, TINY, calib_npz, output=tmp_path / "c.onnx",
+                               accuracy={"bias_correction": True})  # measured on the simulation: checked
+    assert corrected.agreement["samples"] == 4 and corrected.agreement["max_abs"] > 0
+    assert qtool.quantize(cnn_model, TINY, calib_npz, output=tmp_path / "d.onnx", accuracy={"bias_correction": True},
+                          check_agreement=False).agreement["skipped"].startswith("check_agreement=False")
 
 
 def test_error_diagnostics_stop_the_run_before_anything_is_written(tiny_platform, cnn_model, calib_npz, tmp_path):

@@ -92,7 +92,7 @@ def test_quantize_explain_prints_the_table_and_the_summary(tiny_platform, cnn_mo
                                                           monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
     code = main(["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o",
-                 str(tmp_path / "o.onnx"), "--explain"])
+                 str(tmp_path / "o.onnx"), "--explain", "--check-agreement"])
 
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0

@@ -96,7 +96,8 @@ def _quantize(tmp_path, kind, calib):
     path, output = tmp_path / f"{kind}.onnx", tmp_path / f"{kind}_q.onnx"
     onnx.save(model(kind), path)
     feeds = [{"x": calib[k:k + 4]} for k in range(0, len(calib), 4)]  # the If decides per call (a batch of 4)
-    return path, output, qtool.quantize(path, "onnxruntime", feeds, calib_layout="feeds", output=output)
+    return path, output, qtool.quantize(path, "onnxruntime", feeds, calib_layout="feeds", output=output,
+                                        check_agreement=True)
 
 
 def _assert_agrees(agreement: dict) -> None:
@@ -157,7 +158,7 @@ def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
     positive = 12.0 * np.sign(WEIGHTS["w1"].sum())
     calib = _x(16, seed=3, offset=positive)
     result = qtool.quantize(path, "onnxruntime", [{"x": calib[k:k + 4]} for k in range(0, 16, 4)],
-                            calib_layout="feeds", output=output)
+                            calib_layout="feeds", output=output, check_agreement=True)
     then_outcome = next(b for b in result.summary["subgraphs"] if b["attribute"] == "then_branch")
     assert then_outcome["compute_ops"] == then_outcome["quantized"] == 1  # the Loop body's MatMul
     loop_node = next(n for n in next(a.g for n in onnx.load(output).graph.node for a in n.attribute

@@ -54,13 +54,13 @@ def test_python_dash_m_qtool_and_usage_errors_exit_2():
 def test_quantize_json_has_the_summary_every_diagnostic_and_float_vs_quantized(small, tmp_path, capsys):
     model, calib = small
     code = main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib), "-o",
-                 str(tmp_path / "q.onnx"), "--json", "--config", str(w4_config(tmp_path))])
+                 str(tmp_path / "q.onnx"), "--json", "--config", str(w4_config(tmp_path)), "--check-agreement"])
     document = json.loads(capsys.readouterr().out)
     assert code == 0 and document["schema_version"] == 1
     summary = document["summary"]
     assert summary["files"] == [str(tmp_path / "q.onnx")]
     gap = summary["float_vs_quantized"]
-    assert gap["samples"] == 8 and gap["held_out"] is False
+    assert gap["samples"] == 8 and gap["held_out"] is False and gap["measured_on"].startswith("onnxruntime ")
     sqnr, cosine = gap["outputs"]["output"]["sqnr_db"], gap["outputs"]["output"]["cosine"]
     assert -1.0 <= cosine < 1.0 and sqnr < 40  # 4-bit weights: a real, visible loss
     assert document["diagnostics"] and all(set(d) == {"severity", "code", "message", "op", "tensor", "scheme"}
@@ -84,7 +84,8 @@ def test_float_vs_quantized_is_close_at_8_bits(small, tmp_path):
 
 def test_piped_output_is_not_wrapped(small, tmp_path):
     model, calib = small
-    run = qtool_process("quantize", model, "--platform", "onnxruntime", "--calib", calib, "-o", tmp_path / "q.onnx")
+    run = qtool_process("quantize", model, "--platform", "onnxruntime", "--calib", calib, "-o", tmp_path / "q.onnx",
+                        "--check-agreement")
     assert run.returncode == 0, run.stderr
     line = next(x for x in run.stdout.splitlines() if x.startswith("agreement: "))
     assert len(line) > 80 and "min_cosine" in line  # one whole line, not folded at 80 columns

@@ -11,8 +11,9 @@ The names are imported on first use, so that ``qtool --version`` and
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -32,27 +33,8 @@ _EXPORTS = {
                "RoundingPolicy", "Site", "TensorQuantizationConfig", "quantized_tensors", "representable_range",
                "round_array", "sites"],
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = ["__version__", *_MODULE_OF]
-
-
-def __getattr__(name: str):
-    """A public name, imported on first use; or a submodule (``qtool.platform``), as an eager import gave."""
-    if name not in _MODULE_OF:
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module 'qtool' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULE_OF})
+_names, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
+__all__ = ["__version__", *_names]
 
 
 if TYPE_CHECKING:

@@ -115,7 +115,8 @@ def _quantize_segment(graph: Graph, segment: Segment, samples: list[dict], targe
     names = [v.name for v in segment.outputs]
     declare_outputs(part, TorchExecutor(part, options["device"]).forward(feeds[0], names))
     path = work / f"segment{segment.index}.onnx"
-    quantized = quantize(part, target, feeds, output=path, calib_layout="feeds", **options)
+    quantized = quantize(part, target, feeds, output=path, calib_layout="feeds", check_agreement=True,
+                         **options)  # each segment's agreement is in its log line
     writer.add(onnx.load(path), f"segment{segment.index}")
     executor = TorchExecutor(quantized.graph, options["device"])
     kept = {v.name for v in graph.outputs}

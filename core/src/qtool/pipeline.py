@@ -3,14 +3,17 @@
 The steps, in order: platform, configuration (a bad one fails before any
 work), model, calibration data, the default passes (qtool.passes.order),
 the platform's validation (ERROR diagnostics stop the run before anything is
-written, unless allowed), the state sidecar, export, and the agreement check
-of the exported files against qtool's simulation.
+written, unless allowed), the state sidecar, export, the agreement check of the
+exported files against qtool's simulation (where a step used the simulation, or
+when asked), and float vs quantized measured on the exported files run by the
+platform's runtime (qtool's simulation where it cannot run here).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -20,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .analysis.float_gap import float_gap
+from .analysis.float_gap import Deployed, float_gap
 from .calibration import load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
@@ -31,14 +34,12 @@ from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
 from .passes import PassManager, PassRun, PassWarning
-from .passes.accuracy import BEFORE_DISPATCH
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
-from .passes.restore_state import RestoreState
-from .platform import Diagnostic, ExportOptions, Platform, Severity, get_platform, platform_step
-from .state import save_state as write_state
+from .platform import Diagnostic, ExportOptions, Platform, RuntimeUnavailable, Severity, get_platform, platform_step
 
 AGREEMENT_SAMPLES = 4
+AGREEMENT_ASK = "check_agreement=True (CLI --check-agreement) runs it"
 
 
 class UnsupportedModelError(QtoolError):
@@ -105,7 +106,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
              load_state: str | os.PathLike | None = None, device: str = "cpu", progress: bool = False,
              finished: Callable[[PassRun], None] | None = None, calib_layout: str | None = None,
              max_samples: int | None = None, transform: Callable | None = None, skip_nonfinite: bool = False,
-             **earlier: Any) -> QuantizeResult:
+             check_agreement: bool | None = None, **earlier: Any) -> QuantizeResult:
     """Quantize ``model`` (a path, or a Graph that is copied, never changed) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
@@ -114,6 +115,10 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     (up to 8 after them, never calibrated on, measure ``summary["float_vs_quantized"]``);
     ``transform(item)`` maps each item to the inputs (e.g. ``(inputs, labels)`` pairs of a DataLoader);
     ``skip_nonfinite`` drops samples holding NaN or Inf instead of refusing them.
+    ``summary["float_vs_quantized"]`` measures the written files on the platform's runtime where it runs here
+    (``measured_on`` says so), else qtool's simulation. ``check_agreement`` compares the written files with qtool's
+    simulation (``result.agreement``): None (the default) where a step of the run used the simulation, True
+    always, False never; a runtime that refuses the written files fails the run either way.
     ``config`` is a config file path or dict merged over the platform's defaults
     (its ``preset`` key, ``[accuracy]`` table and ``fusion.remove_activations`` included).
     ``export`` is an :class:`ExportOptions` (opset, allow_unsupported, remove_activations: None takes the
@@ -140,19 +145,20 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     data = None if calib is None else load_calibration_data(
         calib, graph, qconfig.calibration["batch_size"], layout=calib_layout, max_samples=max_samples,
         transform=transform, skip_nonfinite=skip_nonfinite)
-    reshaping = {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH}
-    restore = RestoreState(load_state, reshaping) if load_state is not None else None
+    restore = None if load_state is None else _restore_state(load_state, qconfig)
     label = str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name
     return _quantize_graph(graph, target, qconfig, data, options, label, output=output, save_state=save_state,
-                           restore=restore, device=device, progress=progress, finished=finished)
+                           restore=restore, device=device, progress=progress, finished=finished,
+                           check_agreement=check_agreement)
 
 
 def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: ExportOptions, label: str, *,
                     output=None, save_state=None, restore=None, device: str = "cpu", progress: bool = False,
-                    finished=None) -> QuantizeResult:
+                    finished=None, check_agreement: bool | None = None) -> QuantizeResult:
     """Quantize a loaded graph (its control-flow bodies first, each as a model of its own), validate, export."""
+    simulated_before = simulation_runs()
     bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
-        body, feeds, where, target, qconfig, options, device), device)
+        body, feeds, where, target, qconfig, options, device, check_agreement), device)
     passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
                             calibration=restore, runtime=_runtime(target, options))
     runs, diagnostics = _run_passes(passes, graph, finished)
@@ -166,25 +172,32 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if save_state is not None:
+        from .state import save_state as write_state
+
         write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
         with platform_step(target, "export"), one_thread():  # a few small ops per weight, see calibration.threads
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
-            samples = data.samples(AGREEMENT_SAMPLES)
-            simulated = simulate(graph, samples, device)
-            result.agreement = agreement(target, graph, result.files, samples, simulated)
-            _check_agreement(result, options.allow_unsupported)
+            skipped = agreement_skipped(check_agreement, simulation_runs() > simulated_before)
+            if skipped is None:
+                samples = data.samples(AGREEMENT_SAMPLES)
+                simulated = simulate(graph, samples, device)
+                result.agreement = agreement(target, graph, result.files, samples, simulated)
+                _check_agreement(result, options.allow_unsupported)
+            else:
+                result.agreement = {"skipped": skipped}
     result.summary = summarize(result, target, save_state)
     result.summary["subgraphs"] = bodies.as_list()
     if data is not None:
-        result.summary["float_vs_quantized"] = float_gap(graph, data, device, calibrated_on_data=restore is None,
-                                                         simulated=simulated)
+        result.summary["float_vs_quantized"] = _float_vs_quantized(result, target, data, device, simulated,
+                                                                   calibrated_on_data=restore is None,
+                                                                   allowed=options.allow_unsupported)
     return result
 
 
 def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconfig, options: ExportOptions,
-                   device: str) -> tuple[QuantizeResult, Any]:
+                   device: str, check_agreement: bool | None) -> tuple[QuantizeResult, Any]:
     """One control-flow body (a ModelProto reading the outer tensors as inputs) quantized on the feeds it saw;
     the result and the exported ModelProto."""
     import onnx
@@ -196,7 +209,7 @@ def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconf
     with tempfile.TemporaryDirectory(prefix="qtool-body-") as folder:
         output = Path(folder) / "body.onnx"
         result = _quantize_graph(graph, target, qconfig, data, dataclasses.replace(options, diagnostics=None), where,
-                                 output=output, device=device)
+                                 output=output, device=device, check_agreement=check_agreement)
         try:
             return result, onnx.load(str(result.files[0]))
         except Exception as exc:  # noqa: BLE001 - a platform whose export is no ONNX model cannot quantize bodies
@@ -229,6 +242,25 @@ def agreement(target: Platform, graph: Graph, files: list[Path], samples: list[d
     ``samples``) on a few calibration samples."""
     with platform_step(target, "agreement"):
         return target.agreement(graph, files, samples, simulated)
+
+
+def simulation_runs() -> int:
+    """How many graph runs qtool's simulation (the torch executor) made in this process so far; 0 while its module
+    was never imported (reading it imports nothing)."""
+    executor = sys.modules.get("qtool.executor.executor")
+    return 0 if executor is None else executor.runs()
+
+
+def agreement_skipped(check: bool | None, simulation_used: bool) -> str | None:
+    """Why the agreement check does not run, or None where it runs: ``check`` True always, False never, None
+    where a step of the run used qtool's simulation (what it decided rests on the simulation agreeing with the
+    runtime)."""
+    if check or (check is None and simulation_used):
+        return None
+    if check is False:
+        return f"check_agreement=False; {AGREEMENT_ASK}"
+    return ("no step of this run used qtool's simulation (float_vs_quantized measures the written files "
+            f"themselves); {AGREEMENT_ASK}")
 
 
 def simulate(graph: Graph, samples: list[dict], device: str = "cpu") -> list[list]:
@@ -277,6 +309,14 @@ def _graph(model, qconfig) -> Graph:
     return graph
 
 
+def _restore_state(path, qconfig):
+    """The RestoreState pass of ``load_state`` (imported only then), told the reshaping passes asked for."""
+    from .passes.accuracy import BEFORE_DISPATCH
+    from .passes.restore_state import RestoreState
+
+    return RestoreState(path, {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH})
+
+
 def _check_runnable(graph: Graph) -> None:
     """UnsupportedOpsError now, naming every op without an implementation, rather than at calibration."""
     from .executor.plugin_ops import load_plugin_ops
@@ -322,5 +362,41 @@ def _check_agreement(result: QuantizeResult, allowed: bool) -> None:
     """A runtime that refuses the written model fails the run, unless ERRORs were allowed (then it is expected)."""
     refused = (result.agreement or {}).get("error")
     if refused and not allowed:
-        raise RuntimeRefusedError(f"{result.files[0]}: {result.agreement.get('runtime', 'the runtime')} cannot run "
-                                  f"the written model ({refused}); the files are kept for a bug report")
+        raise RuntimeRefusedError(_refusal(result.files, result.agreement.get("runtime", "the runtime"), refused))
+
+
+def _refusal(files: list[Path], runtime: str, error: str) -> str:
+    return f"{files[0]}: {runtime} cannot run the written model ({error}); the files are kept for a bug report"
+
+
+def _float_vs_quantized(result: QuantizeResult, target: Platform, data, device: str, simulated, *,
+                        calibrated_on_data: bool, allowed: bool) -> dict:
+    """:func:`float_gap` of the written files on the platform's runtime (the deployed model) where it runs here,
+    else of qtool's simulation. A runtime that refuses the files fails the run (RuntimeRefusedError), unless
+    ERRORs were allowed: then the simulation is measured and ``runtime_error`` says why."""
+    refused = None
+    if result.files:
+        runtime = target.runtime()
+        deployed = Deployed(runtime, lambda samples, names: _run_files(target, result.files, runtime, samples, names))
+        try:
+            return float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, deployed=deployed)
+        except RuntimeUnavailable:
+            pass
+        except RuntimeRefusedError as exc:
+            if not allowed:
+                raise
+            refused = str(exc.__cause__ or exc).strip().splitlines()[0]
+    gap = float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, simulated=simulated)
+    if refused is not None:
+        gap["runtime_error"] = refused
+    return gap
+
+
+def _run_files(target: Platform, files: list[Path], runtime: str, samples: list[dict], names: list[str]) -> list:
+    """:meth:`Platform.run`; the runtime's own error (it refuses the files) as RuntimeRefusedError."""
+    try:
+        return target.run(files, samples, names)
+    except QtoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the runtime raised: it cannot run these files
+        raise RuntimeRefusedError(_refusal(files, runtime, str(exc).strip().splitlines()[0])) from exc

@@ -180,6 +180,10 @@ class Platform:
         """
         raise RuntimeUnavailable(f"platform {self.name!r} cannot run its files here")
 
+    def runtime(self) -> str:
+        """What :meth:`run` runs the files on, for reports (e.g. ``onnxruntime 1.20.0 (CPUExecutionProvider)``)."""
+        return f"platform {self.name!r}'s runtime"
+
     def agreement(self, graph, paths: list[Path], samples: list[dict], simulated: list[list]) -> dict | None:
         """Run the exported files on the target (when it can run here) and compare with qtool's simulation.
 

@@ -28,7 +28,7 @@ def decoder(tmp_path_factory):
 def _quantize(decoder, tmp_path, preset, config=None, **options):
     model, calib = decoder
     return qtool.quantize(model, "onnxruntime", calib, preset=preset, config=config, output=tmp_path / "q.onnx",
-                          export_options=options)
+                          export_options=options, check_agreement=True)
 
 
 def _relative(ours, theirs) -> float:
@@ -104,7 +104,7 @@ def test_layers_that_do_not_fit_stay_qdq(decoder, tmp_path):
     path = tmp_path / "alpha.onnx"
     onnx.save(model, path)
     result = qtool.quantize(path, "onnxruntime", decoder[1], preset="int4-weight-only", output=tmp_path / "q.onnx",
-                            export_options={"accuracy_level": 0})
+                            export_options={"accuracy_level": 0}, check_agreement=True)
     written = onnx.load(result.files[0])
     types = {n.name: n.op_type for n in written.graph.node}
     assert types["block0.down"] == "Gemm" and types["block1.down"] == "MatMulNBits"

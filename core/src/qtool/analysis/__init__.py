@@ -1,7 +1,21 @@
-"""Error analysis of a quantized graph: graph-wise error and layer-wise sensitivity."""
+"""Error analysis of a quantized graph: graph-wise error and layer-wise sensitivity.
 
-from .analysis import OpError, graphwise_error, layerwise_sensitivity, output_error, quantized_ops
-from .metrics import ErrorAccumulator
+The names are imported on first use: :mod:`.analysis` runs the torch executor, :mod:`.float_gap` and
+:mod:`.metrics` (the pipeline's summary) need no torch.
+"""
 
-__all__ = ["ErrorAccumulator", "OpError", "graphwise_error", "layerwise_sensitivity", "output_error",
-           "quantized_ops"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
+
+_EXPORTS = {
+    ".analysis": ["OpError", "graphwise_error", "layerwise_sensitivity", "output_error", "quantized_ops"],
+    ".metrics": ["ErrorAccumulator"],
+}
+__all__, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .analysis import OpError, graphwise_error, layerwise_sensitivity, output_error, quantized_ops
+    from .metrics import ErrorAccumulator

@@ -1,39 +1,62 @@
-"""How far the quantized model is from the float one, per graph output (SQNR and cosine)."""
+"""How far the quantized model is from the float one, per graph output (SQNR and cosine).
+
+The quantized side is the deployed model where it can run here (the exported files on the platform's runtime,
+:class:`Deployed`), else qtool's simulation (the torch executor); the float side is ONNX Runtime's float run of the
+graph where it can stand in for the executor.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from .metrics import ErrorAccumulator
 
 FLOAT_GAP_SAMPLES = 8
+SIMULATION = "qtool's simulation"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The exported files as the platform runs them: ``run(samples, names)`` gives the outputs ``names`` of each
+    sample; ``runtime`` names what runs them (e.g. ``onnxruntime 1.20.0 (CPUExecutionProvider)``)."""
+
+    runtime: str
+    run: Callable[[list[dict], list[str]], list[list]]
 
 
 def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], device: str = "cpu",
                        *, held_out: bool = False, batchable: bool = False,
-                       simulated: Sequence[Sequence[np.ndarray]] = ()) -> dict:
-    """``{"samples", "held_out", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as reference.
+                       simulated: Sequence[Sequence[np.ndarray]] = (), deployed: Deployed | None = None) -> dict:
+    """``{"samples", "held_out", "measured_on", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as
+    reference.
 
     ``sqnr_db`` is None where the quantized output equals the float one exactly (infinite SQNR);
-    ``held_out`` says whether ``samples`` were kept out of calibration. ``simulated`` holds the quantized outputs
-    of the first samples where they were already simulated (the agreement check's); ``batchable``: the samples
-    hold samples along their first axis, so that those left may be simulated in one batch where their shapes agree.
+    ``held_out`` says whether ``samples`` were kept out of calibration. The quantized outputs come from
+    ``deployed`` when given (``measured_on`` names its runtime), else from qtool's simulation: ``simulated`` then
+    holds those of the first samples where they were already simulated (the agreement check's), and
+    ``batchable`` says that the samples hold samples along their first axis, so that those left may be
+    simulated in one batch where their shapes agree.
     """
-    from ..executor import TorchExecutor
-
-    executor = TorchExecutor(graph, device=device)
     names = [v.name for v in graph.outputs]
-    stats = {name: ErrorAccumulator() for name in names}
-    runs = [(sample, list(outputs)) for sample, outputs in zip(samples, simulated, strict=False)]
-    runs += [(feeds, None) for feeds in _batched(samples[len(runs):], batchable)]
+    if deployed is not None:
+        runs = list(zip(samples, deployed.run(list(samples), names), strict=True))
+    else:
+        runs = [(sample, list(outputs)) for sample, outputs in zip(samples, simulated, strict=False)]
+        runs += [(feeds, None) for feeds in _batched(samples[len(runs):], batchable)]
     references = _onnxruntime_float(graph, [feeds for feeds, _ in runs], names, device)
-    with threads(pass_threads()), executor.mode(quantize=True):  # on a busy machine: one thread, see threads
+    executor = None
+    if references is None or any(quantized is None for _, quantized in runs):
+        from ..executor import TorchExecutor
+
+        executor = TorchExecutor(graph, device=device)
+    stats = {name: ErrorAccumulator() for name in names}
+    with threads(pass_threads()):  # on a busy machine: one thread, see threads
         for number, (feeds, quantized) in enumerate(runs):
             if references is None:
                 with executor.mode(quantize=False):
@@ -41,12 +64,14 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
             else:
                 reference = references[number]
             if quantized is None:
-                quantized = executor.forward(feeds, names)
+                with executor.mode(quantize=True):
+                    quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
                 if np.issubdtype(np.asarray(ref).dtype, np.floating):
-                    stats[name].update(torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(out)))
+                    stats[name].update(np.asarray(ref), np.asarray(out))
     outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
-    return {"samples": len(samples), "held_out": held_out, "outputs": outputs}
+    measured_on = SIMULATION if deployed is None else f"{deployed.runtime}, the exported files"
+    return {"samples": len(samples), "held_out": held_out, "measured_on": measured_on, "outputs": outputs}
 
 
 def _batched(samples: Sequence[dict[str, np.ndarray]], batchable: bool) -> list[dict[str, np.ndarray]]:
@@ -75,17 +100,18 @@ def _onnxruntime_float(graph: Graph, samples: Sequence[dict[str, np.ndarray]], n
 
 
 def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bool = True,
-              simulated: Sequence[Sequence[np.ndarray]] | None = None) -> dict:
+              simulated: Sequence[Sequence[np.ndarray]] | None = None, deployed: Deployed | None = None) -> dict:
     """Float vs quantized on samples calibration never saw (those after ``max_samples``) where the data holds
     some; otherwise on the first calibration samples, saying so (``held_out`` false). Calibration itself always
     reads the same samples: holding some out never changes what it computes. ``calibrated_on_data`` false (a
-    state restored from a file, calibrated on data unknown) never claims samples were held out. ``simulated``:
-    the quantized outputs of the first samples (``data.samples``), already simulated by the agreement check."""
+    state restored from a file, calibrated on data unknown) never claims samples were held out. ``deployed``: the
+    exported files on the platform's runtime, measured instead of the simulation; ``simulated``: the simulated
+    quantized outputs of the first samples (``data.samples``), already run by the agreement check."""
     held_out = data.held_out(FLOAT_GAP_SAMPLES) if calibrated_on_data else []
     samples = held_out or data.samples(FLOAT_GAP_SAMPLES)
     batchable = data.layout == "samples" and not data.fixed_batch
     return float_vs_quantized(graph, samples, device, held_out=bool(held_out), batchable=batchable,
-                              simulated=() if held_out or simulated is None else simulated)
+                              simulated=() if held_out or simulated is None else simulated, deployed=deployed)
 
 
 def _finite(value: float) -> float | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
+
+from ..quant.maths import namespace
 
 
 @dataclass
@@ -18,13 +20,15 @@ class ErrorAccumulator:
     test_power: float = 0.0  # sum(test^2)
     count: int = 0
 
-    def update(self, reference: torch.Tensor, test: torch.Tensor) -> None:
-        ref, out = reference.detach().double().flatten(), test.detach().double().flatten()
-        self.signal += float(ref.square().sum())
-        self.noise += float((out - ref).square().sum())
+    def update(self, reference, test) -> None:
+        """Add a pair of tensors: numpy arrays, or torch tensors (summed where they lie, on their device)."""
+        ref, out = _flat64(reference), _flat64(test)
+        noise = out - ref
+        self.signal += float((ref * ref).sum())
+        self.noise += float((noise * noise).sum())
         self.dot += float((ref * out).sum())
-        self.test_power += float(out.square().sum())
-        self.count += ref.numel()
+        self.test_power += float((out * out).sum())
+        self.count += ref.shape[0]
 
     @property
     def snr_db(self) -> float:
@@ -45,3 +49,10 @@ class ErrorAccumulator:
     @property
     def mse(self) -> float:
         return self.noise / self.count if self.count else 0.0
+
+
+def _flat64(tensor):
+    """``tensor`` flattened in float64: a torch tensor stays one (on its device), anything else is a numpy array."""
+    if namespace(tensor) is not np:
+        return tensor.detach().double().flatten()
+    return np.asarray(tensor, dtype=np.float64).ravel()

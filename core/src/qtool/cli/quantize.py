@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +42,9 @@ def add_parser(sub) -> None:
                        help="keep every activation op in the exported model")
     p.add_argument("--save-state", metavar="FILE", help="save the calibrated state (JSON) for a later --load-state")
     p.add_argument("--load-state", metavar="FILE", help="take the calibrated state from FILE instead of --calib")
+    p.add_argument("--check-agreement", action=argparse.BooleanOptionalAction, default=None,
+                   help="compare the written model with qtool's simulation on a few samples (default: only where a "
+                        "step of the run used the simulation, e.g. --optimize or --min-snr)")
     p.add_argument("--explain", action="store_true", help="print how each op was quantized")
     p.add_argument("--json", action="store_true",
                    help="print the summary and every diagnostic as JSON on stdout (progress stays on stderr)")
@@ -75,6 +80,14 @@ def accuracy_flags(args) -> dict:
     return enabled
 
 
+def check_agreement(args) -> bool | None:
+    """--check-agreement / --no-check-agreement; --report (which shows it beside the simulation's errors) turns it
+    on unless told otherwise; else None: where a step of the run used the simulation."""
+    if args.check_agreement is None and args.report:
+        return True
+    return args.check_agreement
+
+
 def export_options(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs as a dict; ``true``/``false`` become booleans, other values stay strings."""
     options = {}
@@ -105,7 +118,7 @@ def run(args) -> int:
                           opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
                           load_state=args.load_state, accuracy=accuracy_flags(args),
                           export_options=export_options(args.export_options), progress=True,
-                          finished=finished, **calibration_options(args))
+                          finished=finished, check_agreement=check_agreement(args), **calibration_options(args))
     except UnsupportedModelError as refusal:
         if args.json:
             print(json.dumps({"schema_version": QUANTIZE_SCHEMA_VERSION, "refused": str(refusal),
@@ -197,13 +210,24 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     console.print(f"passes: {len(summary['passes'])} in {total:.2f} s")
     for line in float_gap_lines(summary.get("float_vs_quantized")):
         console.print(line)
-    if summary["agreement"]:
-        facts = ", ".join(f"{k} {v}" for k, v in summary["agreement"].items() if not isinstance(v, dict | list))
-        console.print(f"agreement: {escape(facts)} (the written model against qtool's simulation, not float)")
+    for line in agreement_lines(summary["agreement"]):
+        console.print(line)
     for path in summary["files"]:
         console.print(f"wrote {escape(path)}")
     if summary["state"]:
         console.print(f"state saved to {escape(summary['state'])}")
+
+
+def agreement_lines(agreement: dict | None) -> list[str]:
+    """The written model against qtool's simulation, or why that was not checked (nothing where the platform's
+    runtime cannot run here)."""
+    if not agreement:
+        return []
+    if "skipped" in agreement:
+        reason = agreement["skipped"].replace("check_agreement=True (CLI --check-agreement)", "--check-agreement")
+        return [f"agreement with qtool's simulation not checked: {escape(reason)}"]
+    facts = ", ".join(f"{k} {v}" for k, v in agreement.items() if not isinstance(v, dict | list))
+    return [f"agreement: {escape(facts)} (the written model against qtool's simulation, not float)"]
 
 
 def float_gap_lines(gap: dict | None) -> list[str]:
@@ -212,7 +236,9 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         return []
     where = ("held-out samples" if gap["held_out"] else
              "calibration samples (seen by calibration; --calib-samples N below the data's size holds the rest out)")
-    lines = [f"float vs quantized on {gap['samples']} {where}:"]
+    lines = [f"float vs quantized on {gap['samples']} {where}, measured on {escape(gap['measured_on'])}:"]
+    if gap.get("runtime_error"):
+        lines.append(f"  (the runtime refused the written model: {escape(gap['runtime_error'])})")
     for name, o in gap["outputs"].items():
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
         lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}")
@@ -242,10 +268,10 @@ def _layers(count: int) -> str:
 
 def fallback_lines(runs) -> list[str]:
     """What the sensitivity fallback did: its budget, the score before and after, and each op it changed."""
-    from ..passes.accuracy.fallback import FallbackReport
-
+    fallback = sys.modules.get("qtool.passes.accuracy.fallback")  # not imported: the fallback did not run
+    reports = [] if fallback is None else [r.report for r in runs if isinstance(r.report, fallback.FallbackReport)]
     lines = []
-    for report in (r.report for r in runs if isinstance(r.report, FallbackReport)):
+    for report in reports:
         if not report.candidates:  # budget: "none (no candidate op)" or "none (max_share allows no op)"
             lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed")
             continue

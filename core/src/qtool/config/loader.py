@@ -1,4 +1,4 @@
-"""Reading configuration files: TOML, YAML or JSON, chosen by extension."""
+"""Reading configuration files: TOML, YAML or JSON, chosen by extension (yaml is imported for a YAML file only)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,29 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
+
+
+class _ParseError(ValueError):
+    """A YAML file's parse error (yaml's own class is known only once yaml is imported)."""
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _ParseError(exc) from exc
+
 
 _READERS = {
     ".toml": lambda text: tomllib.loads(text),
-    ".yaml": lambda text: yaml.safe_load(text),
-    ".yml": lambda text: yaml.safe_load(text),
+    ".yaml": _yaml,
+    ".yml": _yaml,
     ".json": lambda text: json.loads(text),
 }
-_PARSE_ERRORS = (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError)
+_PARSE_ERRORS = (tomllib.TOMLDecodeError, _ParseError, json.JSONDecodeError)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,6 +19,19 @@ from .precision import full_float32
 from .simulation import Simulation, Site, StepQuant
 from .support import check_supported
 
+_runs = 0  # the graph runs of every TorchExecutor of this process: runs()
+
+
+def runs() -> int:
+    """How many graph runs (forward, forward_torch, forward_variants) the executors of this process made: the
+    pipeline reads it to know whether a quantize run used qtool's simulation."""
+    return _runs
+
+
+def _count_run() -> None:
+    global _runs
+    _runs += 1
+
 
 class TorchExecutor:
     """Runs ``graph`` op by op on ``device`` ("cpu", "cuda", "cuda:1" ...).
@@ -121,6 +134,7 @@ class TorchExecutor:
         starts from the float run's tensors there, so that its result is the one a whole run gives, for the
         cost of the steps after that point. Hooks see every step run: the float run's and each variant's.
         """
+        _count_run()
         checked = feeding.torch_feeds(feeds, self.graph.inputs)
         names = tuple(v.name for v in self.graph.outputs)
         schedule = self._plan.schedule(names)
@@ -146,6 +160,7 @@ class TorchExecutor:
         return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
 
     def _run(self, feeds: dict[str, torch.Tensor], output_names: Sequence[str] | None) -> dict[str, torch.Tensor]:
+        _count_run()
         names = tuple(v.name for v in self.graph.outputs) if output_names is None else tuple(output_names)
         schedule = self._plan.schedule(names)
         feeding.require(feeds, schedule.needed_inputs)

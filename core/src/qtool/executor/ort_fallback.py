@@ -7,16 +7,21 @@ of its subgraphs read are inputs of that model too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from onnx import helper
 
 from ..ir import Graph, Operation
 from ..ir.onnx_export import node_proto
 from ..ort_schemas import ort_can_run  # noqa: F401 (support imports it from here)
-from .ops.registry import OpContext
+
+if TYPE_CHECKING:  # the op library and torch: imported by the executor, not by who only asks ort_can_run
+    import torch
+
+    from .ops.registry import OpContext
 
 FALLBACK_REASON = "no executor kernel: run float by ONNX Runtime"
 
@@ -37,6 +42,8 @@ class OrtNode:
         self._sessions: dict[tuple, ort.InferenceSession] = {}
 
     def __call__(self, ctx: OpContext, attrs: dict, inputs: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        import torch
+
         names = [n for n in self.input_names if n] + self.outer
         present = [t for i, t in enumerate(inputs) if i >= self.explicit or self.input_names[i]]
         feeds = {name: t.detach().cpu().numpy() for name, t in zip(names, present, strict=True)}

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from ..plugins import PluginError, plugin_manager
 from ..plugins.manager import on_reload
-from .ops import get_op, is_supported, register_op
-from .ops.registry import OpFunction
 
 _loaded = False
 
 
-def _register(op_type: str, function: OpFunction, domain: str = "") -> None:
-    """The ``register`` callable plugins receive; registering the same function again is a no-op."""
+def _register(op_type: str, function, domain: str = "") -> None:
+    """The ``register`` callable plugins receive; registering the same function again is a no-op. The op library
+    (torch) is imported here, by the first plugin that registers an op, never only to ask the plugins."""
+    from .ops import get_op, is_supported, register_op
+
     if not isinstance(op_type, str) or not op_type or not callable(function):
         raise PluginError(f"qtool_register_ops: register(op_type, function, domain='') got {op_type!r}, {function!r}")
     if is_supported(op_type, domain):

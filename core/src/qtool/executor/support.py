@@ -1,17 +1,22 @@
-"""Which of a graph's ops the op library runs, which run through ONNX Runtime, and which nothing can run."""
+"""Which of a graph's ops the op library runs, which run through ONNX Runtime, and which nothing can run.
+
+Answered without importing the op library (torch): the built-in ops by name (:mod:`.kernel_names`), the others
+as plugins or callers registered them.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 from ..ir import Graph, Operation
 from .errors import UnsupportedOpsError
-from .ops import is_supported
+from .kernel_names import BUILTIN_OP_TYPES
 from .ort_fallback import FALLBACK_REASON, ort_can_run
+from .plugin_ops import load_plugin_ops
 
 CONTROL_FLOW_REASON = (f"control flow: runs float ({FALLBACK_REASON}); quantize quantizes the compute ops inside "
                        "its subgraphs, each calibrated on what it sees (qtool.control_flow)")
-from .plugin_ops import load_plugin_ops
 
 
 def op_type_counts(graph: Graph) -> Counter:
@@ -21,8 +26,12 @@ def op_type_counts(graph: Graph) -> Counter:
 
 def has_kernel(op: Operation) -> bool:
     """The op library (plugins' ops included) implements ``op``."""
+    domain = _domain(op.domain)
+    if domain == "" and op.op_type in BUILTIN_OP_TYPES:
+        return True
     load_plugin_ops()
-    return is_supported(op.op_type, op.domain)
+    registry = sys.modules.get("qtool.executor.ops.registry")  # not imported: nobody registered an op
+    return registry is not None and registry.is_supported(op.op_type, domain)
 
 
 def float_reason(op: Operation) -> str | None:

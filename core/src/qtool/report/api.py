@@ -30,7 +30,7 @@ def analyse(model, platform, calib, *, config=None, preset: str | None = None,
     with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
         output = Path(folder) / "model.onnx" if agreement and calib is not None else None
         result = quantize(model, platform, calib, config=config, preset=preset, device=device,
-                          load_state=load_state, allow_unsupported=True, output=output,
+                          load_state=load_state, allow_unsupported=True, output=output, check_agreement=agreement,
                           progress=finished is not None, finished=finished, **calibration)
     if announce is not None:
         announce(f"measuring the error of each op on {samples} samples")

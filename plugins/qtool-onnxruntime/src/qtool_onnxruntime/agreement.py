@@ -1,13 +1,12 @@
-"""run(): the exported model in ONNX Runtime; agreement(): its outputs against qtool's simulation, output by output."""
+"""agreement(): the exported model in ONNX Runtime (session.run) against qtool's simulation, output by output."""
 
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from .configs import written_config
 from .qdq import per_element
-from .session import ORT_ERRORS, cpu_session
+from .session import ORT_ERRORS, RUNTIME, run
 
 
 def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
@@ -15,7 +14,7 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
 
     A model ORT refuses (written with allow_unsupported) gives a report with its ``error``.
     """
-    runtime = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    runtime = RUNTIME
     try:
         ran = run(paths, samples, [v.name for v in graph.outputs])
     except ORT_ERRORS as exc:
@@ -38,13 +37,6 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
         "max_steps": max(steps) if steps else None,
         "min_cosine": min(o["cosine"] for o in outputs.values()) if outputs else None,
     }
-
-
-def run(paths, samples: list[dict], names: list[str]) -> list[list[np.ndarray]]:
-    """The outputs ``names`` of the exported model (``paths[0]``) in an ORT CPU session, per sample."""
-    session = cpu_session(paths[0])
-    feeds_names = [i.name for i in session.get_inputs()]
-    return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
 
 
 def _worst(results: list[dict]) -> dict:

@@ -117,9 +117,14 @@ class OnnxRuntimePlatform(Platform):
         return export(graph, output, options)
 
     def run(self, paths, samples, names):
-        from .agreement import run
+        from .session import run
 
         return run(paths, samples, names)
+
+    def runtime(self) -> str:
+        from .session import RUNTIME
+
+        return RUNTIME
 
     def agreement(self, graph, paths, samples, simulated):
         from .agreement import agreement

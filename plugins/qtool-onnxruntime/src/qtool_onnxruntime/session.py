@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions as this platform runs its models: CPU, exact numerics, quiet."""
+"""ONNX Runtime sessions as this platform runs its models: CPU, exact numerics, quiet; run() runs the exported files."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def session_options(optimized_model: str | os.PathLike | None = None,
 def cpu_session(model: str | os.PathLike | bytes, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options or session_options(), providers=["CPUExecutionProvider"])
+
+
+RUNTIME = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def run(paths, samples: list[dict], names: list[str]) -> list[list]:
+    """The outputs ``names`` of the exported model (``paths[0]``) in an ORT CPU session, per sample."""
+    session = cpu_session(paths[0])
+    feeds_names = [i.name for i in session.get_inputs()]
+    return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._common import attr_or_input, normalize_axes, to_list
@@ -73,9 +74,10 @@ def unsqueeze(ctx, attrs, inputs):
 
 @op_impl("Expand")
 def expand(ctx, attrs, inputs):
-    """Bidirectional broadcast of x against the requested shape."""
+    """Bidirectional broadcast of x against the requested shape (numpy's rule: torch.broadcast_shapes imports
+    torch._refs and sympy, a second the first time)."""
     x, target = inputs
-    return [x.expand(torch.broadcast_shapes(x.shape, tuple(to_list(target))))]
+    return [x.expand(np.broadcast_shapes(tuple(x.shape), tuple(to_list(target))))]
 
 
 @op_impl("Tile")
