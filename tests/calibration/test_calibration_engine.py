@@ -137,7 +137,7 @@ def test_the_fallbacks_outlier_scan_reads_onnxruntime_values_equal_to_the_execut
     ops = [op for op in cnn.topological_order() if op.op_type in ("Conv", "Gemm")]
     batches = [{"x": cnn_samples[:12]}, {"x": cnn_samples[12:]}]
     assert ort_float_values(executor, batches, ["x"]) is not None
-    ratios = outlier_ratios(executor, batches, ops)
+    ratios = outlier_ratios(cnn, batches, ops)
     with executor.mode(quantize=False):
         for op in ops:
             x = np.abs(np.concatenate([executor.forward(b, [op.inputs[0].name])[0] for b in batches]))

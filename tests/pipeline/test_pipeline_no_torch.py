@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from qtool.testing.decoder import tiny_decoder_proto
 
 RUN = """
 import json, sys, traceback
@@ -29,22 +32,37 @@ model, calib, output = sys.argv[1:]
 result = qtool.quantize(model, "onnxruntime", calib, output=output)
 print(json.dumps({"torch": "torch" in sys.modules, "first_torch_import": FirstTorchImport.stack,
                   "files": [str(p) for p in result.files], "agreement": result.agreement,
-                  "float_vs_quantized": result.summary["float_vs_quantized"]}))
+                  "float_vs_quantized": result.summary["float_vs_quantized"],
+                  "coverage": result.summary["coverage"]}))
 """
 
 
-@pytest.mark.xfail(reason="until the np-calib/np-export/fallback-gate branches merge", strict=False)
-def test_a_default_quantize_imports_no_torch(cnn_model, calib_npz, tmp_path):
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory) -> tuple[Path, Path]:
+    """13 compute ops: ChannelSplit, OutlierOutputs and the fallback's outlier scan all run (a model under 10
+    compute ops skips the fallback)."""
+    folder = tmp_path_factory.mktemp("decoder")
+    onnx.save(tiny_decoder_proto(layers=6, outliers=0), folder / "decoder.onnx")
+    tokens = np.random.default_rng(0).integers(0, 256, (16, 32)).astype(np.int64)
+    np.savez(folder / "calib.npz", input_ids=tokens)
+    return folder / "decoder.onnx", folder / "calib.npz"
+
+
+@pytest.mark.parametrize("which", ["cnn", "decoder"])
+def test_a_default_quantize_imports_no_torch(which, cnn_model, calib_npz, decoder, tmp_path):
+    model, calib, quantized_ops = (cnn_model, calib_npz, 3) if which == "cnn" else (*decoder, 13)
     output = tmp_path / "q.onnx"
-    ran = subprocess.run([sys.executable, "-c", RUN, str(cnn_model), str(calib_npz), str(output)],
+    ran = subprocess.run([sys.executable, "-c", RUN, str(model), str(calib), str(output)],
                          capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     found = json.loads(ran.stdout.strip().splitlines()[-1])
     assert found["files"] == [str(output)]
     quantize_linear = [n for n in onnx.load(output).graph.node if n.op_type == "QuantizeLinear"]
-    assert len(quantize_linear) >= 3  # quantized, not a float copy
+    assert len(quantize_linear) >= quantized_ops  # quantized, not a float copy
+    assert found["coverage"]["compute_ops_quantized"] == found["coverage"]["compute_ops"] >= quantized_ops
     gap = found["float_vs_quantized"]
     assert gap["measured_on"] == f"onnxruntime {ort.__version__} (CPUExecutionProvider), the exported files"
-    assert 20 < gap["outputs"]["y"]["sqnr_db"] < 60
+    (measured,) = gap["outputs"].values()
+    assert 20 < measured["sqnr_db"] < 60
     assert "no step of this run used qtool's simulation" in found["agreement"]["skipped"]
     assert not found["torch"], f"torch was imported:\n{found['first_torch_import']}"

@@ -144,6 +144,12 @@ class SensitivityFallback(Pass):
 
         batches = take_samples(graph, self.data, self.samples)
         candidates = [op for op in graph.topological_order() if self._candidate(op)]
+        if self.outlier_ratio is not None and candidates:  # onnxruntime's float run: no torch where it runs the graph
+            from .outliers import outlier_ratios
+
+            ratios = outlier_ratios(graph, batches, candidates, device=self.device)
+            candidates = [op for op in candidates if ratios.get(op.name, 0.0) >= self.outlier_ratio]
+            details["outlier_ratios"] = {op.name: ratios[op.name] for op in candidates}
         if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
             return self._no_candidate(graph, details)
         if candidates and self._enough_on_runtime(graph, batches, details):
@@ -162,15 +168,8 @@ class SensitivityFallback(Pass):
         """Rank ``candidates`` and change the fewest that meet the budget, measured by simulation (torch)."""
         from ...analysis import layerwise_sensitivity
         from ...executor import TorchExecutor
-        from .outliers import outlier_ratios
 
         executor = TorchExecutor(graph, self.device)
-        if self.outlier_ratio is not None:
-            ratios = outlier_ratios(executor, batches, candidates)
-            candidates = [op for op in candidates if ratios.get(op.name, 0.0) >= self.outlier_ratio]
-            details["outlier_ratios"] = {op.name: ratios[op.name] for op in candidates}
-            if not candidates:
-                return self._no_candidate(graph, details)
         measure = self._measure(executor, batches)
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)

@@ -61,16 +61,17 @@ def channel_peaks(graph: Graph, batches: Sequence[Batch], axes: Mapping[str, int
     return {name: peak for name, peak in peaks.items() if name not in varying}
 
 
-def outlier_ratios(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation]) -> dict[str, float]:
+def outlier_ratios(graph: Graph, batches: Sequence[Batch], ops: Sequence[Operation], *, device: str = "cpu",
+                   executor: TorchExecutor | None = None) -> dict[str, float]:
     """Per op (the compute ops of :mod:`qtool.ops`): largest over median per-channel ``max|x|`` of its first input,
-    float run (``inf`` when the median channel is zero and another is not, 1 for an all-zero input). An op whose
-    contracted axis changes length between samples (a sequence axis, as in attention's scores @ V) has no
-    channels and no ratio."""
+    float run (``inf`` when the median channel is zero and another is not, 1 for an all-zero input; see
+    :func:`channel_peaks` for ``device`` and ``executor``). An op whose contracted axis changes length between
+    samples (a sequence axis, as in attention's scores @ V) has no channels and no ratio."""
     layers = [op for op in ops if is_compute(op) and not op.inputs[0].is_parameter]
     axes: dict[str, int] = {}
     for op in layers:
         axes.setdefault(op.inputs[0].name, input_channel_axis(op))
-    peaks = channel_peaks(executor.graph, batches, axes, device=executor.device, executor=executor)
+    peaks = channel_peaks(graph, batches, axes, device=device, executor=executor)
     return {op.name: ratio(peaks[op.inputs[0].name]) for op in layers if op.inputs[0].name in peaks}
 
 
