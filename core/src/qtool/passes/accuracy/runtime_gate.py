@@ -8,16 +8,16 @@ samples. The SNR is summed over every output and sample, as the simulated measur
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...analysis.metrics import ErrorAccumulator
 from ...calibration import ort_engine
-from ...calibration.threads import pass_threads
 from ...ir import Graph
 from ...platform import RuntimeUnavailable
+from .running import ort_float_arrays
 
 if TYPE_CHECKING:
     from ...platform_runtime import PlatformRuntime
@@ -36,30 +36,15 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
         ran = runtime(graph, list(batches), names)
     except RuntimeUnavailable as exc:
         return None, str(exc)
-    try:  # after the runtime's session is gone: one session at a time
-        reference = ort_engine.OrtFloatRun(graph, names, threads=pass_threads())
-    except ort_engine.ORT_ERRORS as exc:
-        return None, f"no float reference from onnxruntime: {str(exc).strip().splitlines()[0]}"
-    signal = noise = 0.0
-    for batch, outputs in zip(batches, ran, strict=True):
-        floats = {}
-        for arrays in reference.run(batch, splittable=False):
-            floats.update(arrays)
+    floats = ort_float_arrays(graph, "cpu", batches, names)  # after the runtime's session is gone: one at a time
+    if floats is None:
+        return None, "no float reference from onnxruntime: it cannot run the float graph"
+    reference: list[dict[str, np.ndarray]] = [{} for _ in batches]
+    for number, arrays in floats:
+        reference[number].update(arrays)
+    error = ErrorAccumulator()
+    for expected, outputs in zip(reference, ran, strict=True):
         for name, value in zip(names, outputs, strict=True):
-            expected = floats[name]
-            if not np.issubdtype(expected.dtype, np.floating):
-                continue
-            expected = np.asarray(expected, np.float64).ravel()
-            error = np.asarray(value, np.float64).ravel() - expected
-            signal += float(expected @ expected)
-            noise += float(error @ error)
-    return _snr_db(signal, noise), runtime.name
-
-
-def _snr_db(signal: float, noise: float) -> float:
-    """As :attr:`qtool.analysis.ErrorAccumulator.snr_db` (inf when exact)."""
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
+            if np.issubdtype(expected[name].dtype, np.floating):
+                error.update(expected[name], value)
+    return error.snr_db, runtime.name
