@@ -1,6 +1,7 @@
 """qtool's demo: quantize a small trained CNN for ONNX Runtime, evaluate it, analyse it, export it.
 
-Run with `make demo`. Everything is offline: the data ships with scikit-learn.
+Run with `make demo` (files in out/demo), or `python examples/demo.py FOLDER`. Everything is offline: the data
+ships with scikit-learn.
 """
 
 from __future__ import annotations
@@ -32,20 +33,23 @@ def accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
-def main() -> int:
+def main(out: Path = OUT) -> int:
     console = Console()
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     console.print("[bold]1. Training a small CNN on scikit-learn's handwritten digits[/bold]")
-    float_model, split = digits_model.build(OUT)
-    calib = OUT / "calibration.npz"
+    float_model, split = digits_model.build(out)
+    calib = out / "calibration.npz"
     np.savez(calib, image=split.calib_x)
     console.print(f"   {len(split.train_x)} training, {len(split.calib_x)} calibration, "
                   f"{len(split.eval_x)} evaluation images; model: {float_model}")
 
     console.print(f"[bold]2. Quantizing for '{PLATFORM}' (int8 per-channel weights, int8 activations, int32 bias)"
                   "[/bold]")
-    result = qtool.quantize(float_model, PLATFORM, calib, output=OUT / "digits_int8.onnx", progress=False)
+    # check_agreement: step 5 shows how close ONNX Runtime runs the file to qtool's simulation (by default the
+    # check runs only where a step of the run used the simulation)
+    result = qtool.quantize(float_model, PLATFORM, calib, output=out / "digits_int8.onnx", progress=False,
+                            check_agreement=True)
     print_summary(result, console)
 
     console.print("[bold]3. Accuracy on the evaluation images (ONNX Runtime)[/bold]")
@@ -75,4 +79,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
