@@ -17,6 +17,7 @@ from ..errors import CalibrationError
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
+_EDGE_TABLES: dict[int, np.ndarray] = {}  # levels -> _bucket_edges' table
 
 
 def _xlogx(x: np.ndarray) -> np.ndarray:
@@ -30,18 +31,18 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
         return n
     total = counts.sum()
     cumulative = np.concatenate([[0.0], np.cumsum(counts)])  # cumulative[i] = sum(counts[:i])
-    nonzero = np.concatenate([[0], np.cumsum(counts > 0)])
+    nonzero = np.concatenate([[0.0], np.cumsum(counts > 0, dtype=np.float64)])
     plogp_prefix = np.concatenate([[0.0], np.cumsum(_xlogx(counts))])
     keep = np.arange(levels, n + 1)  # candidates (K,)
     tail = total - cumulative[keep]
     last = counts[keep - 1] + tail  # P's last bin: the kept one plus the clipped tail
     plogp = plogp_prefix[keep - 1] + _xlogx(last)
-    edges = _bucket_edges(keep, levels)  # (K, L+1): bin j -> bucket j*L//i
-    sums = np.diff(cumulative[edges], axis=1)  # (K, L) counts kept per bucket
-    filled = np.diff(nonzero[edges], axis=1)
+    edges = _bucket_edges(levels, keep.size)  # (K, L+1): bin j -> bucket j*L//i
+    sums = np.diff(np.take(cumulative, edges, mode="clip"), axis=1)  # (K, L) counts kept per bucket
+    filled = np.diff(np.take(nonzero, edges, mode="clip"), axis=1)  # nonzero bins per bucket (exact small integers)
     filled[:, -1] += (counts[keep - 1] == 0) & (tail > 0)
-    log_q = np.zeros_like(sums)  # Q per bucket, spread evenly over its nonzero bins, as log(count)
-    np.divide(sums, filled, out=log_q, where=filled > 0)
+    # Q per bucket, spread evenly over its nonzero bins, as log(count); a bucket without nonzero bins holds no mass
+    log_q = np.divide(sums, np.maximum(filled, 1.0, out=filled), out=filled)
     np.log(np.maximum(log_q, _EMPTY_BUCKET, out=log_q), out=log_q)
     # sum over buckets of P's mass * log(Q / kept): the tail adds to the last bucket's mass, all mass sums to total
     cross = np.einsum("kl,kl->k", sums, log_q) + tail * log_q[:, -1]
@@ -52,15 +53,22 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     return int(keep[np.argmin(divergence)])
 
 
-def _bucket_edges(keep: np.ndarray, levels: int) -> np.ndarray:
-    """``ceil(j * i / levels)`` for every candidate ``i`` in ``keep`` (rows) and ``j`` in 0..levels (columns)."""
-    edges = np.arange(levels + 1)[None, :] * keep[:, None]
-    edges += levels - 1
-    if levels & (levels - 1) == 0:  # a power of two (the usual 128 or 256 levels): a shift, not a division
-        edges >>= levels.bit_length() - 1
-    else:
-        edges //= levels
-    return edges
+def _bucket_edges(levels: int, candidates: int) -> np.ndarray:
+    """``ceil(j * i / levels)`` for the candidates ``i = levels .. levels + candidates - 1`` (rows) and
+    ``j`` in 0..levels (columns): the first rows of a read-only table kept per ``levels`` (it depends on nothing
+    else), grown to the next power of two when a histogram needs more rows."""
+    table = _EDGE_TABLES.get(levels)
+    if table is None or len(table) < candidates:
+        rows = np.arange(levels, levels + (1 << (candidates - 1).bit_length()))
+        table = np.arange(levels + 1)[None, :] * rows[:, None]
+        table += levels - 1
+        if levels & (levels - 1) == 0:  # a power of two (the usual 128 or 256 levels): a shift, not a division
+            table >>= levels.bit_length() - 1
+        else:
+            table //= levels
+        table.flags.writeable = False
+        _EDGE_TABLES[levels] = table
+    return table[:candidates]
 
 
 class EntropyObserver(HistogramObserver):
