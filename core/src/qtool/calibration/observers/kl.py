@@ -17,6 +17,7 @@ from ..errors import CalibrationError
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
+_CANDIDATES_PER_BLOCK = 256  # rows of the (candidates, levels) arrays computed at once
 _EDGE_TABLES: dict[int, np.ndarray] = {}  # levels -> _bucket_edges' table
 
 
@@ -37,15 +38,7 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     tail = total - cumulative[keep]
     last = counts[keep - 1] + tail  # P's last bin: the kept one plus the clipped tail
     plogp = plogp_prefix[keep - 1] + _xlogx(last)
-    edges = _bucket_edges(levels, keep.size)  # (K, L+1): bin j -> bucket j*L//i
-    sums = np.diff(np.take(cumulative, edges, mode="clip"), axis=1)  # (K, L) counts kept per bucket
-    filled = np.diff(np.take(nonzero, edges, mode="clip"), axis=1)  # nonzero bins per bucket (exact small integers)
-    filled[:, -1] += (counts[keep - 1] == 0) & (tail > 0)
-    # Q per bucket, spread evenly over its nonzero bins, as log(count); a bucket without nonzero bins holds no mass
-    log_q = np.divide(sums, np.maximum(filled, 1.0, out=filled), out=filled)
-    np.log(np.maximum(log_q, _EMPTY_BUCKET, out=log_q), out=log_q)
-    # sum over buckets of P's mass * log(Q / kept): the tail adds to the last bucket's mass, all mass sums to total
-    cross = np.einsum("kl,kl->k", sums, log_q) + tail * log_q[:, -1]
+    cross = _cross_terms(cumulative, nonzero, counts, keep, tail)
     kept = cumulative[keep]
     with np.errstate(divide="ignore", invalid="ignore"):
         divergence = (plogp - cross + total * np.log(kept)) / total - math.log(total)
@@ -53,10 +46,37 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     return int(keep[np.argmin(divergence)])
 
 
+def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
+    """For each candidate, the sum over buckets of P's mass times log(Q): the ``(K, levels)`` arrays are computed
+    a block of candidates at a time, in buffers reused from block to block, so that they stay in the CPU's cache."""
+    levels = int(keep[0])
+    edges = _bucket_edges(levels, keep.size)  # (K, L+1): bin j -> bucket j*L//i
+    cross = np.empty(keep.size)
+    block = min(keep.size, _CANDIDATES_PER_BLOCK)
+    gathered, sums, filled = np.empty((block, levels + 1)), np.empty((block, levels)), np.empty((block, levels))
+    for start in range(0, keep.size, block):
+        rows = slice(start, start + block)
+        size = len(edges[rows])
+        gathered, sums, filled = gathered[:size], sums[:size], filled[:size]  # the last block may be shorter
+        np.take(cumulative, edges[rows], mode="clip", out=gathered)
+        np.subtract(gathered[:, 1:], gathered[:, :-1], out=sums)  # counts kept per bucket
+        np.take(nonzero, edges[rows], mode="clip", out=gathered)
+        np.subtract(gathered[:, 1:], gathered[:, :-1], out=filled)  # nonzero bins per bucket (exact integers)
+        filled[:, -1] += (counts[keep[rows] - 1] == 0) & (tail[rows] > 0)
+        # Q per bucket, spread evenly over its nonzero bins, as log(count): fmax also turns an empty bucket's 0/0
+        with np.errstate(invalid="ignore"):
+            log_q = np.divide(sums, filled, out=filled)
+        np.log(np.fmax(log_q, _EMPTY_BUCKET, out=log_q), out=log_q)
+        # the tail adds to the last bucket's mass
+        cross[rows] = np.einsum("kl,kl->k", sums, log_q) + tail[rows] * log_q[:, -1]
+    return cross
+
+
 def _bucket_edges(levels: int, candidates: int) -> np.ndarray:
     """``ceil(j * i / levels)`` for the candidates ``i = levels .. levels + candidates - 1`` (rows) and
-    ``j`` in 0..levels (columns): the first rows of a read-only table kept per ``levels`` (it depends on nothing
-    else), grown to the next power of two when a histogram needs more rows."""
+    ``j`` in 0..levels (columns): the first rows of a table kept per ``levels`` (it depends on nothing else),
+    grown to the next power of two when a histogram needs more rows. Not to be written to; not flagged read-only
+    either, since ``np.take`` copies a read-only index array first."""
     table = _EDGE_TABLES.get(levels)
     if table is None or len(table) < candidates:
         rows = np.arange(levels, levels + (1 << (candidates - 1).bit_length()))
@@ -66,7 +86,6 @@ def _bucket_edges(levels: int, candidates: int) -> np.ndarray:
             table >>= levels.bit_length() - 1
         else:
             table //= levels
-        table.flags.writeable = False
         _EDGE_TABLES[levels] = table
     return table[:candidates]
 
