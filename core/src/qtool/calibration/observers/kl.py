@@ -4,7 +4,7 @@ On the histogram of ``|x|``, each candidate threshold keeps the first ``i``
 bins (the clipped tail piles onto the last one: distribution P) and merges
 them into as many buckets as the scheme has levels on one side (Q, spread back
 evenly over the nonzero bins). The threshold with the smallest KL(P || Q) wins.
-All candidates are evaluated at once from prefix sums.
+All candidates are evaluated from prefix sums, a block of them at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
 _CANDIDATES_PER_BLOCK = 256  # rows of the (candidates, levels) arrays computed at once
-_EDGE_TABLES: dict[int, np.ndarray] = {}  # levels -> _bucket_edges' table
 
 
 def _xlogx(x: np.ndarray) -> np.ndarray:
@@ -50,17 +49,18 @@ def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
     """For each candidate, the sum over buckets of P's mass times log(Q): the ``(K, levels)`` arrays are computed
     a block of candidates at a time, in buffers reused from block to block, so that they stay in the CPU's cache."""
     levels = int(keep[0])
-    edges = _bucket_edges(levels, keep.size)  # (K, L+1): bin j -> bucket j*L//i
     cross = np.empty(keep.size)
     block = min(keep.size, _CANDIDATES_PER_BLOCK)
+    edges = np.empty((block, levels + 1), dtype=np.intp)
     gathered, sums, filled = np.empty((block, levels + 1)), np.empty((block, levels)), np.empty((block, levels))
     for start in range(0, keep.size, block):
         rows = slice(start, start + block)
-        size = len(edges[rows])
-        gathered, sums, filled = gathered[:size], sums[:size], filled[:size]  # the last block may be shorter
-        np.take(cumulative, edges[rows], mode="clip", out=gathered)
+        size = len(keep[rows])  # the last block may be shorter
+        edges, gathered, sums, filled = edges[:size], gathered[:size], sums[:size], filled[:size]
+        _bucket_edges(keep[rows], levels, out=edges)
+        np.take(cumulative, edges, mode="clip", out=gathered)
         np.subtract(gathered[:, 1:], gathered[:, :-1], out=sums)  # counts kept per bucket
-        np.take(nonzero, edges[rows], mode="clip", out=gathered)
+        np.take(nonzero, edges, mode="clip", out=gathered)
         np.subtract(gathered[:, 1:], gathered[:, :-1], out=filled)  # nonzero bins per bucket (exact integers)
         filled[:, -1] += (counts[keep[rows] - 1] == 0) & (tail[rows] > 0)
         # Q per bucket, spread evenly over its nonzero bins, as log(count): fmax also turns an empty bucket's 0/0
@@ -72,22 +72,16 @@ def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
     return cross
 
 
-def _bucket_edges(levels: int, candidates: int) -> np.ndarray:
-    """``ceil(j * i / levels)`` for the candidates ``i = levels .. levels + candidates - 1`` (rows) and
-    ``j`` in 0..levels (columns): the first rows of a table kept per ``levels`` (it depends on nothing else),
-    grown to the next power of two when a histogram needs more rows. Not to be written to; not flagged read-only
-    either, since ``np.take`` copies a read-only index array first."""
-    table = _EDGE_TABLES.get(levels)
-    if table is None or len(table) < candidates:
-        rows = np.arange(levels, levels + (1 << (candidates - 1).bit_length()))
-        table = np.arange(levels + 1)[None, :] * rows[:, None]
-        table += levels - 1
-        if levels & (levels - 1) == 0:  # a power of two (the usual 128 or 256 levels): a shift, not a division
-            table >>= levels.bit_length() - 1
-        else:
-            table //= levels
-        _EDGE_TABLES[levels] = table
-    return table[:candidates]
+def _bucket_edges(keep: np.ndarray, levels: int, out: np.ndarray) -> np.ndarray:
+    """``ceil(j * i / levels)`` for every candidate ``i`` in ``keep`` (rows) and ``j`` in 0..levels (columns):
+    bin ``b`` of candidate ``i`` falls in bucket ``b * levels // i``."""
+    edges = np.multiply(keep[:, None], np.arange(levels + 1), out=out)
+    edges += levels - 1
+    if levels & (levels - 1) == 0:  # a power of two (the usual 128 or 256 levels): a shift, not a division
+        edges >>= levels.bit_length() - 1
+    else:
+        edges //= levels
+    return edges
 
 
 class EntropyObserver(HistogramObserver):
