@@ -17,7 +17,7 @@ from ..errors import CalibrationError
 from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
-_CANDIDATES_PER_BLOCK = 256  # rows of the (candidates, levels) arrays computed at once
+_CANDIDATES_PER_BLOCK = 256  # about as many rows of the (candidates, levels) arrays computed at once
 
 
 def _xlogx(x: np.ndarray) -> np.ndarray:
@@ -50,14 +50,16 @@ def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
     a block of candidates at a time, in buffers reused from block to block, so that they stay in the CPU's cache."""
     levels = int(keep[0])
     cross = np.empty(keep.size)
-    block = min(keep.size, _CANDIDATES_PER_BLOCK)
-    edges = np.empty((block, levels + 1), dtype=np.intp)
+    block = min(keep.size, levels * max(1, _CANDIDATES_PER_BLOCK // levels))  # a multiple of levels, or all
+    edges = _bucket_edges(keep[:block], levels)
+    step = np.arange(levels + 1) * (block // levels)  # edges of candidate i + block: those of i plus step
     gathered, sums, filled = np.empty((block, levels + 1)), np.empty((block, levels)), np.empty((block, levels))
     for start in range(0, keep.size, block):
         rows = slice(start, start + block)
         size = len(keep[rows])  # the last block may be shorter
         edges, gathered, sums, filled = edges[:size], gathered[:size], sums[:size], filled[:size]
-        _bucket_edges(keep[rows], levels, out=edges)
+        if start:
+            edges += step
         np.take(cumulative, edges, mode="clip", out=gathered)
         np.subtract(gathered[:, 1:], gathered[:, :-1], out=sums)  # counts kept per bucket
         np.take(nonzero, edges, mode="clip", out=gathered)
@@ -72,10 +74,10 @@ def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
     return cross
 
 
-def _bucket_edges(keep: np.ndarray, levels: int, out: np.ndarray) -> np.ndarray:
+def _bucket_edges(keep: np.ndarray, levels: int) -> np.ndarray:
     """``ceil(j * i / levels)`` for every candidate ``i`` in ``keep`` (rows) and ``j`` in 0..levels (columns):
     bin ``b`` of candidate ``i`` falls in bucket ``b * levels // i``."""
-    edges = np.multiply(keep[:, None], np.arange(levels + 1), out=out)
+    edges = np.arange(levels + 1)[None, :] * keep[:, None]
     edges += levels - 1
     if levels & (levels - 1) == 0:  # a power of two (the usual 128 or 256 levels): a shift, not a division
         edges >>= levels.bit_length() - 1
