@@ -127,6 +127,57 @@ def test_entropy_threshold_by_hand():
     assert entropy_threshold(counts, 128) == 929
 
 
+def reference_divergences(counts: np.ndarray, levels: int) -> dict[int, float]:
+    """KL(P || Q) per candidate, one candidate at a time, bin by bin (the plain definition)."""
+    total = counts.sum()
+    divergences = {}
+    for i in range(levels, counts.size + 1):
+        p = counts[:i].copy()
+        p[-1] += counts[i:].sum()  # the clipped tail piles onto the last kept bin
+        bucket = np.arange(i) * levels // i
+        q = np.zeros(i)
+        for b in range(levels):
+            members = (bucket == b) & (p > 0)
+            if members.any():  # the bucket's kept counts, spread evenly over its nonzero bins of P
+                q[members] = max(counts[:i][bucket == b].sum() / members.sum(), 1e-4)
+        kept = counts[:i].sum()
+        if kept == 0:
+            divergences[i] = np.inf
+            continue
+        used = p > 0
+        divergences[i] = float(np.sum(p[used] / total * np.log((p[used] / total) / (q[used] / kept))))
+    return divergences
+
+
+def varied_histograms(rng: np.random.Generator):
+    for levels in (2, 3, 4, 5, 8):
+        for bins in (levels, levels + 1, 2 * levels + 3, 40):
+            yield rng.integers(0, 50, bins).astype(float), levels
+            sparse = np.where(rng.random(bins) < 0.3, rng.integers(1, 500, bins), 0).astype(float)
+            sparse[rng.integers(bins)] += 1  # never all zero (observers skip empty histograms)
+            yield sparse, levels
+            tailed = np.zeros(bins)
+            tailed[: max(1, bins // 3)] = rng.integers(100, 1000, max(1, bins // 3))  # bulk, gap, far outliers
+            tailed[-1], tailed[bins // 2] = 1, 2
+            yield tailed, levels
+            yield np.r_[np.zeros(bins - 1), 7.0], levels  # a single bin
+            yield rng.random(bins) * 10, levels  # fractional counts
+            yield np.full(bins, 3.0), levels
+
+
+def test_entropy_threshold_matches_a_plain_per_candidate_loop():
+    for counts, levels in varied_histograms(np.random.default_rng(0)):
+        chosen = entropy_threshold(counts, levels)
+        if counts.size <= levels:
+            assert chosen == counts.size
+            continue
+        reference = reference_divergences(counts, levels)
+        best = min(reference, key=reference.get)  # the first of equal minima, as np.argmin
+        # the same candidate, or one whose divergence equals the minimum up to float rounding
+        assert chosen == best or reference[chosen] == pytest.approx(reference[best], rel=1e-9, abs=1e-12), \
+            (counts.tolist(), levels, chosen, best)
+
+
 def test_kl_unsigned_levels_use_the_whole_code_range():
     x = torch.rand(10_000)
     observer = observed("kl", UINT8_ASYM, x)
