@@ -26,8 +26,8 @@ from ..base import Pass, PassResult
 from .channels import grouped
 from .layers import weight_input
 from .options import check, number, positive_int
-from .outliers import channel_peaks, ratio
-from .running import take_samples
+from .float_peaks import FloatPeaks
+from .outliers import ratio
 
 WHERE = "accuracy.channel_split"
 
@@ -42,7 +42,7 @@ class ChannelSplit(Pass):
 
     def __init__(self, data, *, min_ratio: float = 8.0, ratio: float = 4.0, max_growth: float = 0.05,
                  max_error_ratio: float = 0.5, op_types: list[str] | tuple[str, ...] = ("MatMul", "Gemm"),
-                 samples: int = 16, device: str = "cpu") -> None:
+                 samples: int = 16, device: str = "cpu", float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "ChannelSplit needs calibration data")
         self.data, self.device = data, device
         self.min_ratio = number(WHERE, "min_ratio", min_ratio, 1.0, math.inf)
@@ -53,13 +53,12 @@ class ChannelSplit(Pass):
               "op_types", f"must be a list of \"MatMul\" and \"Gemm\", got {op_types!r}")
         self.op_types = tuple(op_types)
         self.samples = positive_int(WHERE, "samples", samples)
+        self.float_peaks = float_peaks or FloatPeaks(data, device)
+        self.float_peaks.add_reader(self.samples, self._axes)
 
     def call(self, graph: Graph) -> PassResult:
         layers = [op for op in graph.topological_order() if self._splittable(op)]
-        axes = {op.inputs[0].name: (-1 if op.op_type == "MatMul" else 1) for op in layers}
-        peaks = {}
-        if layers:
-            peaks = channel_peaks(graph, take_samples(graph, self.data, self.samples), axes, device=self.device)
+        peaks = self.float_peaks.peaks(graph, self.samples, self._axes(graph), reader=self._axes)
         split, kept = [], []
         for op in layers:
             peak = peaks.get(op.inputs[0].name)
@@ -77,6 +76,11 @@ class ChannelSplit(Pass):
                 continue
             split.append({**entry, "by": _split(graph, op, copies)})
         return PassResult(graph, bool(split), {"split": split, "not_split": kept})
+
+    def _axes(self, graph: Graph) -> dict[str, int]:
+        """The input channel axis of every layer this pass may split, by input name."""
+        return {op.inputs[0].name: (-1 if op.op_type == "MatMul" else 1)
+                for op in graph.operations.values() if self._splittable(op)}
 
     def _splittable(self, op: Operation) -> bool:
         if op.op_type not in self.op_types or weight_input(op) is None or op.inputs[1].value.ndim != 2:
