@@ -44,7 +44,6 @@ class ChannelSplit(Pass):
                  max_error_ratio: float = 0.5, op_types: list[str] | tuple[str, ...] = ("MatMul", "Gemm"),
                  samples: int = 16, device: str = "cpu", float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "ChannelSplit needs calibration data")
-        self.data, self.device = data, device
         self.min_ratio = number(WHERE, "min_ratio", min_ratio, 1.0, math.inf)
         self.ratio = number(WHERE, "ratio", ratio, 1.0, math.inf)
         self.max_growth = number(WHERE, "max_growth", max_growth, 0.0, 1.0)

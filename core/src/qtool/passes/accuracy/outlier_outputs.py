@@ -38,7 +38,6 @@ class OutlierOutputs(Pass):
     def __init__(self, data, *, ratio: float = 16.0, op_types: list[str] | tuple[str, ...] = ("MatMul",),
                  samples: int = 16, device: str = "cpu", float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "OutlierOutputs needs calibration data")
-        self.data, self.device = data, device
         self.ratio = number(WHERE, "ratio", ratio, 1.0, math.inf)
         check(isinstance(op_types, list | tuple) and all(t == "MatMul" for t in op_types), WHERE, "op_types",
               f"must be a list of \"MatMul\" (the layers with an integer kernel that writes float), got {op_types!r}")
