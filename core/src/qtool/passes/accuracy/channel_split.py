@@ -24,9 +24,9 @@ import numpy as np
 from ...ir import Graph, Operation, Variable
 from ..base import Pass, PassResult
 from .channels import grouped
+from .float_peaks import FloatPeaks
 from .layers import weight_input
 from .options import check, number, positive_int
-from .float_peaks import FloatPeaks
 from .outliers import ratio
 
 WHERE = "accuracy.channel_split"

@@ -24,7 +24,6 @@ class FloatPeaks:
 
     def __init__(self, data, device: str = "cpu") -> None:
         self.data, self.device = data, device
-        self.runs = 0  # float runs made
         self._readers: list[tuple[int, Requests]] = []
         self._memo: dict[tuple[int, str, int], tuple[frozenset, np.ndarray | None]] = {}
 
@@ -42,17 +41,15 @@ class FloatPeaks:
         from .running import take_samples
 
         self._readers = [(count, requests) for count, requests in self._readers if requests != reader]
-
         keys: dict[Operation, tuple] = {}
-        missing = {name: axis for name, axis in axes.items() if self._valid(graph, keys, samples, name, axis) is None}
+        missing = {name: axis for name, axis in axes.items() if not self._served(graph, keys, samples, name, axis)}
         if missing:
             for count, requests in self._readers:
                 if count == samples:
                     for name, axis in requests(graph).items():
-                        if name not in missing and self._valid(graph, keys, samples, name, axis) is None:
+                        if name not in missing and not self._served(graph, keys, samples, name, axis):
                             missing[name] = axis
             computed = channel_peaks(graph, take_samples(graph, self.data, samples), missing, device=self.device)
-            self.runs += 1
             for name, axis in missing.items():
                 peak = computed.get(name)
                 if peak is not None:
@@ -61,10 +58,10 @@ class FloatPeaks:
         found = {name: self._memo[samples, name, axis][1] for name, axis in axes.items()}
         return {name: peak for name, peak in found.items() if peak is not None}
 
-    def _valid(self, graph: Graph, keys: dict[Operation, tuple], samples: int, name: str, axis: int):
-        """The memo's entry for the tensor when its float function is the one it was computed from, else None."""
+    def _served(self, graph: Graph, keys: dict[Operation, tuple], samples: int, name: str, axis: int) -> bool:
+        """Whether the memo holds the tensor's peak computed from the float function it has now."""
         entry = self._memo.get((samples, name, axis))
-        return entry if entry is not None and entry[0] == _cone(graph, keys, name) else None
+        return entry is not None and entry[0] == _cone(graph, keys, name)
 
 
 class _Same:

@@ -21,9 +21,9 @@ from ...ir import Graph, Operation, shape_only_tensor, to_model_proto
 from ...ops import folds_into_gemm, output_channel_axis
 from ..base import Pass, PassResult
 from ..quantize_fusion import read_quantized
+from .float_peaks import FloatPeaks
 from .op_precision import keep_output_float
 from .options import check, number, positive_int
-from .float_peaks import FloatPeaks
 from .outliers import ratio
 
 WHERE = "accuracy.outlier_outputs"
