@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Graph, Operation, Variable
-from ...ops import bias_index, out_channels
 from ..base import Pass, PassResult
+from ...ops import bias_index, out_channels
 from .channels import CHANNEL_TYPES, in_channels, in_ranges, out_ranges, scale_in, scale_out
 from .layers import bias_of, weight_input
 from .options import number, positive_int
