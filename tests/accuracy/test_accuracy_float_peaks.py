@@ -3,7 +3,9 @@ onnxruntime run per quantize, and a peak is never served for a tensor whose floa
 
 from __future__ import annotations
 
+import gc
 import traceback
+import weakref
 
 import numpy as np
 import onnx
@@ -84,7 +86,10 @@ def test_a_peak_is_not_served_for_a_tensor_channel_split_changed(tmp_path, peak_
     float_peaks = FloatPeaks(data)
     float_peaks.add_reader(16, lambda g: later)
     split = ChannelSplit(data, op_types=["MatMul"], max_growth=1.0, max_error_ratio=1.0, float_peaks=float_peaks)
+    weight = weakref.ref(graph.variables["w"].value)
     assert split.call(graph).details["split"][0]["by"] == "Mul scale"  # m's channel 0 now divided
+    gc.collect()
+    assert weight() is None  # the replaced weight is not kept alive by the memo
     (first,) = peak_sessions  # ChannelSplit's run also computed the later reader's tensors
     assert sorted(first.computed) == ["m", "y", "z"]
 

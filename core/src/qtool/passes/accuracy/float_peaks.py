@@ -10,6 +10,7 @@ tensors they touch and every tensor after them).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -65,18 +66,21 @@ class FloatPeaks:
 
 
 class _Same:
-    """An object compared by identity (a parameter array: a new array is a new value)."""
+    """A parameter array (or None) compared by identity, not kept alive: a new array is a new value, and an array
+    no longer alive was replaced (the memo holds no weight a pass replaced)."""
 
-    __slots__ = ("obj",)
+    __slots__ = ("ref", "key")
 
-    def __init__(self, obj) -> None:
-        self.obj = obj
+    def __init__(self, array: np.ndarray | None) -> None:
+        self.ref, self.key = (None if array is None else weakref.ref(array)), id(array)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, _Same) and other.obj is self.obj
+        if not isinstance(other, _Same) or self.key != other.key or (self.ref is None) != (other.ref is None):
+            return False
+        return self.ref is None or (self.ref() is not None and self.ref() is other.ref())
 
     def __hash__(self) -> int:
-        return id(self.obj)
+        return self.key
 
 
 def _var_key(var: Variable | None) -> tuple | None:
