@@ -43,26 +43,32 @@ class FloatPeaks:
 
         self._readers = [(count, requests) for count, requests in self._readers if requests != reader]
         keys: dict[Operation, tuple] = {}
-        missing = {name: axis for name, axis in axes.items() if not self._served(graph, keys, samples, name, axis)}
+        cones: dict[str, frozenset] = {}
+
+        def cone(name: str) -> frozenset:
+            if name not in cones:
+                cones[name] = _cone(graph, keys, name)
+            return cones[name]
+
+        def served(name: str, axis: int) -> bool:  # the memo holds the peak of the tensor's float function now
+            entry = self._memo.get((samples, name, axis))
+            return entry is not None and entry[0] == cone(name)
+
+        missing = {name: axis for name, axis in axes.items() if not served(name, axis)}
         if missing:
             for count, requests in self._readers:
                 if count == samples:
                     for name, axis in requests(graph).items():
-                        if name not in missing and not self._served(graph, keys, samples, name, axis):
+                        if name not in missing and not served(name, axis):
                             missing[name] = axis
             computed = channel_peaks(graph, take_samples(graph, self.data, samples), missing, device=self.device)
             for name, axis in missing.items():
                 peak = computed.get(name)
                 if peak is not None:
                     peak.flags.writeable = False
-                self._memo[samples, name, axis] = (_cone(graph, keys, name), peak)
+                self._memo[samples, name, axis] = (cone(name), peak)
         found = {name: self._memo[samples, name, axis][1] for name, axis in axes.items()}
         return {name: peak for name, peak in found.items() if peak is not None}
-
-    def _served(self, graph: Graph, keys: dict[Operation, tuple], samples: int, name: str, axis: int) -> bool:
-        """Whether the memo holds the tensor's peak computed from the float function it has now."""
-        entry = self._memo.get((samples, name, axis))
-        return entry is not None and entry[0] == _cone(graph, keys, name)
 
 
 class _Same:
