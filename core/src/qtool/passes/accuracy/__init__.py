@@ -51,7 +51,7 @@ BEFORE_DISPATCH = PassTable({"equalization": "CrossLayerEqualization", "smoothqu
 AFTER_CALIBRATION = PassTable({"outlier_outputs": "OutlierOutputs", "fallback": "SensitivityFallback",
                                "hqq": "HQQ", "gptq": "GPTQ", "adaround": "AdaRound",
                                "bias_correction": "BiasCorrection"})
-RUN_ARGUMENTS = ("device", "progress", "runtime")
+RUN_ARGUMENTS = ("device", "progress", "runtime", "float_peaks")
 
 
 def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, data=None,
@@ -70,9 +70,13 @@ def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, d
         if name not in known:
             raise AccuracyError(f"accuracy.{name}: unknown accuracy pass{did_you_mean(name, known)} "
                                 f"(known: {', '.join(known)})")
-    built = []
+    built, float_peaks = [], None
+    if data is not None:  # one float run of the peaks ChannelSplit, OutlierOutputs and the fallback's scan read
+        from .float_peaks import FloatPeaks
+
+        float_peaks = FloatPeaks(data, device)
     for group in (BEFORE_DISPATCH, AFTER_CALIBRATION):
-        built.append([_build(name, group[name], options[name], device, data, progress, runtime)
+        built.append([_build(name, group[name], options[name], device, data, progress, runtime, float_peaks)
                       for name in group if options.get(name) not in (None, False)])
     return built[0], built[1]
 
@@ -84,12 +88,12 @@ def needs_data(name: str) -> bool:
 
 
 def option_names(cls: type[Pass]) -> list[str]:
-    """The options a pass takes: its keyword-only constructor arguments but device, progress and runtime."""
+    """The options a pass takes: its keyword-only constructor arguments but the run's (:data:`RUN_ARGUMENTS`)."""
     parameters = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in RUN_ARGUMENTS]
 
 
-def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool, runtime) -> Pass:
+def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool, runtime, float_peaks) -> Pass:
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
@@ -100,7 +104,7 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool,
             raise AccuracyError(f"accuracy.{name}.{key}: unknown option{did_you_mean(key, allowed)} "
                                 f"(known: {', '.join(allowed)})")
     parameters = inspect.signature(cls.__init__).parameters
-    run = {"device": device, "progress": progress, "runtime": runtime}
+    run = {"device": device, "progress": progress, "runtime": runtime, "float_peaks": float_peaks}
     kwargs = {k: v for k, v in run.items() if k in parameters}
     if "data" in parameters:
         if data is None:

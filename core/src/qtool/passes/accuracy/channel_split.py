@@ -24,10 +24,10 @@ import numpy as np
 from ...ir import Graph, Operation, Variable
 from ..base import Pass, PassResult
 from .channels import grouped
+from .float_peaks import FloatPeaks
 from .layers import weight_input
 from .options import check, number, positive_int
-from .outliers import channel_peaks, ratio
-from .running import take_samples
+from .outliers import ratio
 
 WHERE = "accuracy.channel_split"
 
@@ -42,9 +42,8 @@ class ChannelSplit(Pass):
 
     def __init__(self, data, *, min_ratio: float = 8.0, ratio: float = 4.0, max_growth: float = 0.05,
                  max_error_ratio: float = 0.5, op_types: list[str] | tuple[str, ...] = ("MatMul", "Gemm"),
-                 samples: int = 16, device: str = "cpu") -> None:
+                 samples: int = 16, device: str = "cpu", float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "ChannelSplit needs calibration data")
-        self.data, self.device = data, device
         self.min_ratio = number(WHERE, "min_ratio", min_ratio, 1.0, math.inf)
         self.ratio = number(WHERE, "ratio", ratio, 1.0, math.inf)
         self.max_growth = number(WHERE, "max_growth", max_growth, 0.0, 1.0)
@@ -53,13 +52,12 @@ class ChannelSplit(Pass):
               "op_types", f"must be a list of \"MatMul\" and \"Gemm\", got {op_types!r}")
         self.op_types = tuple(op_types)
         self.samples = positive_int(WHERE, "samples", samples)
+        self.float_peaks = float_peaks or FloatPeaks(data, device)
+        self.float_peaks.add_reader(self.samples, self._axes)
 
     def call(self, graph: Graph) -> PassResult:
         layers = [op for op in graph.topological_order() if self._splittable(op)]
-        axes = {op.inputs[0].name: (-1 if op.op_type == "MatMul" else 1) for op in layers}
-        peaks = {}
-        if layers:
-            peaks = channel_peaks(graph, take_samples(graph, self.data, self.samples), axes, device=self.device)
+        peaks = self.float_peaks.peaks(graph, self.samples, self._axes(graph), reader=self._axes)
         split, kept = [], []
         for op in layers:
             peak = peaks.get(op.inputs[0].name)
@@ -77,6 +75,11 @@ class ChannelSplit(Pass):
                 continue
             split.append({**entry, "by": _split(graph, op, copies)})
         return PassResult(graph, bool(split), {"split": split, "not_split": kept})
+
+    def _axes(self, graph: Graph) -> dict[str, int]:
+        """The input channel axis of every layer this pass may split, by input name."""
+        return {op.inputs[0].name: (-1 if op.op_type == "MatMul" else 1)
+                for op in graph.operations.values() if self._splittable(op)}
 
     def _splittable(self, op: Operation) -> bool:
         if op.op_type not in self.op_types or weight_input(op) is None or op.inputs[1].value.ndim != 2:

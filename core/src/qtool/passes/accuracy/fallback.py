@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from ...ir import Graph, Operation
 from ...ops import is_compute
 from ..base import Pass, PassResult, PassWarning
+from .float_peaks import FloatPeaks
 from .op_precision import can_widen, raise_precision, return_to_float, trial
 from .options import check, number, positive_int
 
@@ -100,7 +101,8 @@ class SensitivityFallback(Pass):
                  op_types: Sequence[str] | None = None, outlier_ratio: float | None = None,
                  max_ops: int | None = None, max_share: float | None = None, min_gain_db: float | None = None,
                  enough_snr_db: float | None = None, samples: int = 64, device: str = "cpu",
-                 progress: bool = False, runtime: PlatformRuntime | None = None) -> None:
+                 progress: bool = False, runtime: PlatformRuntime | None = None,
+                 float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
                                  ("metric", metric)) if v is not None]
@@ -116,6 +118,9 @@ class SensitivityFallback(Pass):
         self.op_types = _op_types(op_types)
         self.outlier_ratio = None if outlier_ratio is None else number(WHERE, "outlier_ratio", outlier_ratio, 1.0,
                                                                        math.inf)
+        self.float_peaks = float_peaks or FloatPeaks(data, device)
+        if self.outlier_ratio is not None:
+            self.float_peaks.add_reader(self.samples, self._prospective)
         self.metric, self.max_drop = metric, None
         if metric is not None:
             check(callable(metric), WHERE, "metric", "must be callable as metric(executor) -> float")
@@ -145,9 +150,10 @@ class SensitivityFallback(Pass):
         batches = take_samples(graph, self.data, self.samples)
         candidates = [op for op in graph.topological_order() if self._candidate(op)]
         if self.outlier_ratio is not None and candidates:  # onnxruntime's float run: no torch where it runs the graph
-            from .outliers import outlier_ratios
+            from .outliers import input_axes, ratios_of
 
-            ratios = outlier_ratios(graph, batches, candidates, device=self.device)
+            peaks = self.float_peaks.peaks(graph, self.samples, input_axes(candidates), reader=self._prospective)
+            ratios = ratios_of(candidates, peaks)
             candidates = [op for op in candidates if ratios.get(op.name, 0.0) >= self.outlier_ratio]
             details["outlier_ratios"] = {op.name: ratios[op.name] for op in candidates}
         if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
@@ -263,6 +269,13 @@ class SensitivityFallback(Pass):
             bound = min(widened_snr_db, GAP_REFERENCE_CAP_DB) - value
             return "snr_db", bound if self.enough_snr_db is None else min(bound, self.enough_snr_db)
         return kind, value
+
+    def _prospective(self, graph: Graph) -> dict[str, int]:
+        """The inputs the outlier scan may ask peaks of, before quantization is decided: those of ``op_types``."""
+        from .outliers import input_axes
+
+        return input_axes([op for op in graph.operations.values()
+                           if self.op_types is None or op.op_type in self.op_types])
 
     def _candidate(self, op: Operation) -> bool:
         """A quantized op that owns parameters and that the change would affect."""

@@ -21,10 +21,10 @@ from ...ir import Graph, Operation, shape_only_tensor, to_model_proto
 from ...ops import folds_into_gemm, output_channel_axis
 from ..base import Pass, PassResult
 from ..quantize_fusion import read_quantized
+from .float_peaks import FloatPeaks
 from .op_precision import keep_output_float
 from .options import check, number, positive_int
-from .outliers import channel_peaks, ratio
-from .running import take_samples
+from .outliers import ratio
 
 WHERE = "accuracy.outlier_outputs"
 
@@ -36,14 +36,15 @@ class OutlierOutputs(Pass):
     name = "OutlierOutputs"
 
     def __init__(self, data, *, ratio: float = 16.0, op_types: list[str] | tuple[str, ...] = ("MatMul",),
-                 samples: int = 16, device: str = "cpu") -> None:
+                 samples: int = 16, device: str = "cpu", float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "OutlierOutputs needs calibration data")
-        self.data, self.device = data, device
         self.ratio = number(WHERE, "ratio", ratio, 1.0, math.inf)
         check(isinstance(op_types, list | tuple) and all(t == "MatMul" for t in op_types), WHERE, "op_types",
               f"must be a list of \"MatMul\" (the layers with an integer kernel that writes float), got {op_types!r}")
         self.op_types = tuple(op_types)
         self.samples = positive_int(WHERE, "samples", samples)
+        self.float_peaks = float_peaks or FloatPeaks(data, device)
+        self.float_peaks.add_reader(self.samples, self._prospective)
 
     def call(self, graph: Graph) -> PassResult:
         layers = [op for op in graph.topological_order() if self._candidate(op)]
@@ -51,8 +52,7 @@ class OutlierOutputs(Pass):
             inferred = _inferred_shapes(graph)
             layers = [op for op in layers if not folds_into_gemm(op, inferred)]
         axes = {op.outputs[0].name: output_channel_axis(op) for op in layers}
-        peaks = channel_peaks(graph, take_samples(graph, self.data, self.samples), axes,
-                              device=self.device) if axes else {}
+        peaks = self.float_peaks.peaks(graph, self.samples, axes, reader=self._prospective)
         floated = []
         for op in layers:
             peak = peaks.get(op.outputs[0].name)
@@ -63,6 +63,11 @@ class OutlierOutputs(Pass):
                                          f"reads it")
             floated.append({"op": op.name, "outlier_ratio": found})
         return PassResult(graph, bool(floated), {"float_outputs": floated})
+
+    def _prospective(self, graph: Graph) -> dict[str, int]:
+        """The outputs this pass may ask peaks of, before quantization is decided: every layer of ``op_types``."""
+        return {op.outputs[0].name: output_channel_axis(op) for op in graph.operations.values()
+                if op.op_type in self.op_types and op.inputs[0] is not None and not op.inputs[0].is_parameter}
 
     def _candidate(self, op: Operation) -> bool:
         if op.op_type not in self.op_types or op.quant is None or not op.quant.quantized:

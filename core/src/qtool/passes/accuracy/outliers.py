@@ -67,12 +67,22 @@ def outlier_ratios(graph: Graph, batches: Sequence[Batch], ops: Sequence[Operati
     float run (``inf`` when the median channel is zero and another is not, 1 for an all-zero input; see
     :func:`channel_peaks` for ``device`` and ``executor``). An op whose contracted axis changes length between
     samples (a sequence axis, as in attention's scores @ V) has no channels and no ratio."""
-    layers = [op for op in ops if is_compute(op) and not op.inputs[0].is_parameter]
+    return ratios_of(ops, channel_peaks(graph, batches, input_axes(ops), device=device, executor=executor))
+
+
+def input_axes(ops: Sequence[Operation]) -> dict[str, int]:
+    """The channel axis of the first input of each compute op of ``ops`` that reads an activation, by input name."""
     axes: dict[str, int] = {}
-    for op in layers:
-        axes.setdefault(op.inputs[0].name, input_channel_axis(op))
-    peaks = channel_peaks(graph, batches, axes, device=device, executor=executor)
-    return {op.name: ratio(peaks[op.inputs[0].name]) for op in layers if op.inputs[0].name in peaks}
+    for op in ops:
+        if is_compute(op) and not op.inputs[0].is_parameter:
+            axes.setdefault(op.inputs[0].name, input_channel_axis(op))
+    return axes
+
+
+def ratios_of(ops: Sequence[Operation], peaks: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """:func:`outlier_ratios` of ``ops`` from the peaks of their first inputs (``peaks``, by input name)."""
+    return {op.name: ratio(peaks[op.inputs[0].name]) for op in ops
+            if is_compute(op) and not op.inputs[0].is_parameter and op.inputs[0].name in peaks}
 
 
 def ratio(peak: np.ndarray) -> float:
