@@ -185,6 +185,17 @@ def run_measured(argv: list[str], timeout: float, env: dict | None = None) -> tu
     return result, seconds, usage.ru_maxrss / 1024.0
 
 
+def byte_compile_qtool() -> None:
+    """Byte-compile qtool's source trees (core, plugins, contrib) as pip does for an installed wheel, so that a timed
+    process does not compile them (an editable checkout under ``PYTHONDONTWRITEBYTECODE`` would, on every run,
+    while onnxruntime.quantization's files are compiled at install)."""
+    import compileall
+
+    repository = Path(__file__).resolve().parents[1]
+    for source in [repository / "core" / "src", *repository.glob("plugins/*/src"), *repository.glob("contrib/*/src")]:
+        compileall.compile_dir(source, quiet=1)
+
+
 def own_peak_mib() -> float | None:
     """This process's peak resident set since its exec (VmHWM). Not ru_maxrss: on Linux a child's ru_maxrss starts
     at its parent's resident set at fork, which survives the exec, so it would report the parent's size."""

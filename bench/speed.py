@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = list(dict.fromkeys([BASELINE, *configs]))
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     models = accuracy_models(names, args.calib, args.workdir)
+    measure.byte_compile_qtool()
     rows = bench(models, configs, threads=args.threads, runs=args.runs, workdir=args.workdir / "speed",
                  timeout=args.timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"threads {args.threads}, {args.calib} calibration samples, latency: fastest of {args.runs} runs, "

@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(e.name for e in entries)}")
             by_name = {e.name: e for e in entries}
             entries = [by_name[name] for name in dict.fromkeys(wanted)]  # in the order asked
+        measure.byte_compile_qtool()
         print(f"# {measure.machine()}; ORT latency with 1 intra-op thread; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
         rows = []
