@@ -30,8 +30,14 @@ def progress_bar(enabled: bool, *, remaining: bool = False) -> Any:
     if not enabled:
         return _NoBar()
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     clock = TimeRemainingColumn() if remaining else TimeElapsedColumn()
