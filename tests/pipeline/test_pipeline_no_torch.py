@@ -1,5 +1,6 @@
 """A default quantize imports no torch: nothing on its path needs qtool's torch simulation (the common goal of
-issue 12). Run in a fresh process, which reports where torch was first imported if it was."""
+issue 12), nor rich (its progress bars are not shown). Run in a fresh process, which reports where torch was
+first imported if it was."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ import qtool
 
 model, calib, output = sys.argv[1:]
 result = qtool.quantize(model, "onnxruntime", calib, output=output)
-print(json.dumps({"torch": "torch" in sys.modules, "first_torch_import": FirstTorchImport.stack,
+print(json.dumps({"torch": "torch" in sys.modules, "rich": "rich" in sys.modules,
+                  "first_torch_import": FirstTorchImport.stack,
                   "files": [str(p) for p in result.files], "agreement": result.agreement,
                   "float_vs_quantized": result.summary["float_vs_quantized"],
                   "coverage": result.summary["coverage"]}))
@@ -66,3 +68,4 @@ def test_a_default_quantize_imports_no_torch(which, cnn_model, calib_npz, decode
     assert 20 < measured["sqnr_db"] < 60
     assert "no step of this run used qtool's simulation" in found["agreement"]["skipped"]
     assert not found["torch"], f"torch was imported:\n{found['first_torch_import']}"
+    assert not found["rich"], "rich was imported although no progress bar was asked for"

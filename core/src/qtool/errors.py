@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -15,6 +14,8 @@ class QtoolError(Exception):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest known name (a different case counts as closest), or ''."""
+    import difflib  # only an error pays its import
+
     known = list(known)
     same_case = [k for k in known if k.lower() == str(name).lower()]
     close = same_case or difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)

@@ -14,10 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from ..ir import Graph
+from ..progress import progress_bar
 from ..quant import TensorQuantizationConfig
 from ..quant.policy import QuantizationPolicy as P
 from ..quant.tensors import quantized_tensors
@@ -73,12 +71,6 @@ def _extra_outputs(graph: Graph, ops: set[str]) -> list[str]:
     return [graph.operations[name].outputs[0].name for name in sorted(ops - needed)]
 
 
-def _progress(enabled: bool) -> Progress:
-    console = Console(stderr=True)
-    return Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True, disable=not (enabled and console.is_terminal))
-
-
 ENGINES = ("auto", "onnxruntime", "torch")
 
 
@@ -126,7 +118,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
 
 def _feed(progress: bool, data: CalibrationData, stats: dict[str, Any], runs: Iterator[int]) -> None:
     """Drive ``runs`` (each yields the samples of one batch the observers took), counting and showing progress."""
-    with _progress(progress) as bar:
+    with progress_bar(progress, remaining=True) as bar:
         task = bar.add_task("calibrating", total=data.count)
         for count in runs:
             stats["samples"] += count

@@ -1,10 +1,10 @@
-"""Reading configuration files: TOML, YAML or JSON, chosen by extension (yaml is imported for a YAML file only)."""
+"""Reading configuration files: TOML, YAML or JSON, chosen by extension (tomllib and yaml are imported for a file
+of theirs only)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,16 @@ from .errors import ConfigError
 
 
 class _ParseError(ValueError):
-    """A YAML file's parse error (yaml's own class is known only once yaml is imported)."""
+    """A TOML or YAML file's parse error (their own classes are known only once their parser is imported)."""
+
+
+def _toml(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _ParseError(exc) from exc
 
 
 def _yaml(text: str) -> Any:
@@ -25,12 +34,12 @@ def _yaml(text: str) -> Any:
 
 
 _READERS = {
-    ".toml": lambda text: tomllib.loads(text),
+    ".toml": _toml,
     ".yaml": _yaml,
     ".yml": _yaml,
     ".json": lambda text: json.loads(text),
 }
-_PARSE_ERRORS = (tomllib.TOMLDecodeError, _ParseError, json.JSONDecodeError)
+_PARSE_ERRORS = (_ParseError, json.JSONDecodeError)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from fnmatch import fnmatchcase
 
 from .errors import ConfigError
@@ -41,6 +40,8 @@ def _any_match(pattern: str, names: list[str]) -> bool:
 
 def _hint(pattern: str, names: list[str]) -> str:
     """A did-you-mean over ``names`` (glob characters ignored), else a few names to show what they look like."""
+    import difflib  # only an error pays its import
+
     plain = pattern.replace("*", "").replace("?", "")
     close = difflib.get_close_matches(plain, names, n=1, cutoff=0.6)
     if close:

@@ -37,7 +37,7 @@ from ..base import Pass, PassResult
 from .bias_correction import quantized_layers
 from .layers import run_op, weight_input
 from .options import check, number, positive_int
-from .progress import progress_bar
+from ...progress import progress_bar
 from .rows import Rows, layer_rows
 from .running import capture_each, take_samples, visit_each
 

@@ -228,7 +228,7 @@ class SensitivityFallback(Pass):
                 tried[count] = self._score_with(executor, ops[:count], measure)
             return tried[count]
 
-        from .progress import progress_bar
+        from ...progress import progress_bar
 
         low, high = 0, len(ops)  # the budget fails with none changed
         if not holds(score(high)):

@@ -27,7 +27,7 @@ from .adaround import _one_batch, _one_thread
 from .blockwise import BlockedWeight, blocked_weights
 from .layers import run_op
 from .options import check, number, positive_int
-from .progress import progress_bar
+from ...progress import progress_bar
 from .running import take_samples, visit_each
 
 WHERE = "accuracy.gptq"
