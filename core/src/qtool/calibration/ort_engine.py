@@ -116,6 +116,19 @@ class OrtFloatRun:
             self.groups.append(group)
 
 
+def float_outputs(graph: Graph, samples: Sequence[Mapping[str, np.ndarray]], names: Sequence[str], device: str,
+                  *, threads: int | None = None) -> list[dict[str, np.ndarray]] | None:
+    """``{name: float value}`` of ``names`` for each of ``samples`` (whole feeds, never cut), or None where
+    onnxruntime cannot stand in for the executor (:func:`refusal`, or it refuses the session or a run)."""
+    if refusal(graph, device) is not None:
+        return None
+    try:
+        run = OrtFloatRun(graph, names, threads=threads)
+        return [{k: v for piece in run.run(sample, splittable=False) for k, v in piece.items()} for sample in samples]
+    except ORT_ERRORS:
+        return None
+
+
 def _rows(batch: Mapping[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:
     return {name: array[begin:end] for name, array in batch.items()}
 

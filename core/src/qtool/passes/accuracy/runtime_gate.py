@@ -15,9 +15,9 @@ import numpy as np
 
 from ...analysis.metrics import ErrorAccumulator
 from ...calibration import ort_engine
+from ...calibration.threads import pass_threads
 from ...ir import Graph
 from ...platform import RuntimeUnavailable
-from .running import ort_float_arrays
 
 if TYPE_CHECKING:
     from ...platform_runtime import PlatformRuntime
@@ -36,12 +36,10 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
         ran = runtime(graph, list(batches), names)
     except RuntimeUnavailable as exc:
         return None, str(exc)
-    floats = ort_float_arrays(graph, "cpu", batches, names)  # after the runtime's session is gone: one at a time
-    if floats is None:
+    # after the runtime's session is gone: one session at a time
+    reference = ort_engine.float_outputs(graph, batches, names, "cpu", threads=pass_threads())
+    if reference is None:
         return None, "no float reference from onnxruntime: it cannot run the float graph"
-    reference: list[dict[str, np.ndarray]] = [{} for _ in batches]
-    for number, arrays in floats:
-        reference[number].update(arrays)
     error = ErrorAccumulator()
     for expected, outputs in zip(reference, ran, strict=True):
         for name, value in zip(names, outputs, strict=True):
