@@ -150,19 +150,20 @@ def reference_divergences(counts: np.ndarray, levels: int) -> dict[int, float]:
 
 
 def varied_histograms(rng: np.random.Generator):
-    for levels in (2, 3, 4, 5, 8):
-        for bins in (levels, levels + 1, 2 * levels + 3, 40):
-            yield rng.integers(0, 50, bins).astype(float), levels
-            sparse = np.where(rng.random(bins) < 0.3, rng.integers(1, 500, bins), 0).astype(float)
-            sparse[rng.integers(bins)] += 1  # never all zero (observers skip empty histograms)
-            yield sparse, levels
-            tailed = np.zeros(bins)
-            tailed[: max(1, bins // 3)] = rng.integers(100, 1000, max(1, bins // 3))  # bulk, gap, far outliers
-            tailed[-1], tailed[bins // 2] = 1, 2
-            yield tailed, levels
-            yield np.r_[np.zeros(bins - 1), 7.0], levels  # a single bin
-            yield rng.random(bins) * 10, levels  # fractional counts
-            yield np.full(bins, 3.0), levels
+    sizes = [(levels, bins) for levels in (2, 3, 4, 5, 8) for bins in (levels, levels + 1, 2 * levels + 3, 40)]
+    # many levels: buckets shared by candidates are computed once (in one block of candidates, and in several)
+    for levels, bins in sizes + [(16, 40), (32, 400)]:
+        yield rng.integers(0, 50, bins).astype(float), levels
+        sparse = np.where(rng.random(bins) < 0.3, rng.integers(1, 500, bins), 0).astype(float)
+        sparse[rng.integers(bins)] += 1  # never all zero (observers skip empty histograms)
+        yield sparse, levels
+        tailed = np.zeros(bins)
+        tailed[: max(1, bins // 3)] = rng.integers(100, 1000, max(1, bins // 3))  # bulk, gap, far outliers
+        tailed[-1], tailed[bins // 2] = 1, 2
+        yield tailed, levels
+        yield np.r_[np.zeros(bins - 1), 7.0], levels  # a single bin
+        yield rng.random(bins) * 10, levels  # fractional counts
+        yield np.full(bins, 3.0), levels
 
 
 def test_entropy_threshold_matches_a_plain_per_candidate_loop():
