@@ -19,6 +19,7 @@ from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
 _CANDIDATES_PER_BLOCK = 256  # about as many rows of the (candidates, levels) arrays computed at once
+_TABLE_ENTRIES = 1 << 18  # most (width, first bin) buckets computed at once (2 MB per array; 4096 bins need 140K)
 
 
 def _xlogx(x: np.ndarray) -> np.ndarray:
@@ -77,12 +78,13 @@ def _bucket_blocks(cumulative, nonzero, keep):
     levels, n = int(keep[0]), cumulative.size - 1
     block = min(keep.size, levels * max(1, _CANDIDATES_PER_BLOCK // levels))  # a multiple of levels, or all
     m = block // levels  # candidate i + block: bucket j starts j * m bins later and is m bins wider
-    edges = _bucket_edges(keep[:block], levels)
+    index = _bucket_edges(keep[:block], levels)  # where each bucket's numbers are read: its edges in the prefix sums,
     widest = -(-n // levels)
-    shared = (widest + 1) * (n + 1) < keep.size * levels // 2  # far fewer buckets than (candidate, bucket) pairs
+    table = (widest + 1) * (n + 1)
+    shared = table < keep.size * levels // 2 and table <= _TABLE_ENTRIES  # far fewer buckets than pairs
     if shared:
         table_mass, table_log_q = _bucket_table(cumulative, nonzero, widest)
-        edges = np.diff(edges) * (n + 1) + edges[:, :-1]  # each bucket's entry in the table
+        index = np.diff(index) * (n + 1) + index[:, :-1]  # or its entry in the table
         step = np.arange(levels) * m + m * (n + 1)
     else:
         step = np.arange(levels + 1) * m
@@ -91,16 +93,16 @@ def _bucket_blocks(cumulative, nonzero, keep):
     for start in range(0, keep.size, block):
         rows = slice(start, start + block)
         size = len(keep[rows])  # the last block may be shorter
-        edges, mass, log_q = edges[:size], mass[:size], log_q[:size]
+        index, mass, log_q = index[:size], mass[:size], log_q[:size]
         if start:
-            edges += step
+            index += step
         if shared:
-            np.take(table_mass, edges, mode="clip", out=mass)
-            np.take(table_log_q, edges, mode="clip", out=log_q)
+            np.take(table_mass, index, mode="clip", out=mass)
+            np.take(table_log_q, index, mode="clip", out=log_q)
         else:
-            np.take(cumulative, edges, mode="clip", out=gathered[:size])
+            np.take(cumulative, index, mode="clip", out=gathered[:size])
             np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=mass)
-            np.take(nonzero, edges, mode="clip", out=gathered[:size])
+            np.take(nonzero, index, mode="clip", out=gathered[:size])
             _log_q(mass, np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=log_q))
         yield rows, mass, log_q
 
