@@ -110,11 +110,8 @@ def _bucket_blocks(cumulative, nonzero, keep):
 def _bucket_table(cumulative, nonzero, widest: int) -> tuple[np.ndarray, np.ndarray]:
     """The mass and log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
     flattened: entry ``width * (n + 1) + first``. Buckets reaching past the last bin are never used."""
-    end = np.arange(cumulative.size) + np.arange(widest + 1)[:, None]
-    mass = np.take(cumulative, end, mode="clip")
-    mass -= cumulative
-    filled = np.take(nonzero, end, mode="clip")
-    filled -= nonzero
+    mass, filled = (np.lib.stride_tricks.sliding_window_view(np.pad(prefix, (0, widest), "edge"), prefix.size)
+                    - prefix for prefix in (cumulative, nonzero))  # row w: prefix[w:w + n + 1] - prefix
     return mass.reshape(-1), _log_q(mass, filled).reshape(-1)
 
 
