@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from qtool.calibration import CalibrationError, make_observer
-from qtool.calibration.observers import DEFAULT_BINS, entropy_threshold
+from qtool.calibration.observers import DEFAULT_BINS, entropy_threshold, kl
 from qtool.quant import QuantScheme, compute_scale_offset, fake_quantize
 
 INT8 = QuantScheme.integer(8)
@@ -177,6 +177,20 @@ def test_entropy_threshold_matches_a_plain_per_candidate_loop():
         # the same candidate, or one whose divergence equals the minimum up to float rounding
         assert chosen == best or reference[chosen] == pytest.approx(reference[best], rel=1e-9, abs=1e-12), \
             (counts.tolist(), levels, chosen, best)
+
+
+def test_kl_shared_buckets_give_the_divergences_of_per_block_buckets_bit_for_bit(monkeypatch):
+    """Buckets computed once for all candidates and gathered give the very numbers of computing each candidate's
+    buckets (so the chosen threshold does not depend on the path, even between near-equal candidates)."""
+    rng = np.random.default_rng(3)
+    bulk = rng.poisson(rng.gamma(0.5, 200, 3000))
+    counts = np.r_[bulk, np.zeros(1000), rng.integers(0, 3, 96)].astype(float)  # a bulk, a gap, a sparse tail
+    for levels in (128, 200, 256):
+        shared = kl._divergences(counts, levels)[1]
+        with monkeypatch.context() as patch:
+            patch.setattr(kl, "_TABLE_ENTRIES", 0)  # no table: every block computes its own buckets
+            direct = kl._divergences(counts, levels)[1]
+        np.testing.assert_array_equal(shared.view(np.int64), direct.view(np.int64))
 
 
 def test_kl_unsigned_levels_use_the_whole_code_range():
