@@ -84,7 +84,7 @@ def _bucket_blocks(cumulative, nonzero, keep):
     shared = table < keep.size * levels // 2 and table <= _TABLE_ENTRIES  # far fewer buckets than pairs
     if shared:
         table_mass, table_log_q = _bucket_table(cumulative, nonzero, widest)
-        index = np.diff(index) * (n + 1) + index[:, :-1]  # or its entry in the table
+        index = (n + 1) * index[:, 1:] - n * index[:, :-1]  # or its entry in the table: width * (n + 1) + first
         step = np.arange(levels) * m + m * (n + 1)
     else:
         step = np.arange(levels + 1) * m
@@ -110,9 +110,15 @@ def _bucket_blocks(cumulative, nonzero, keep):
 def _bucket_table(cumulative, nonzero, widest: int) -> tuple[np.ndarray, np.ndarray]:
     """The mass and log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
     flattened: entry ``width * (n + 1) + first``. Buckets reaching past the last bin are never used."""
-    mass, filled = (np.lib.stride_tricks.sliding_window_view(np.pad(prefix, (0, widest), "edge"), prefix.size)
-                    - prefix for prefix in (cumulative, nonzero))  # row w: prefix[w:w + n + 1] - prefix
+    mass, filled = _run_sums(cumulative, widest), _run_sums(nonzero, widest)
     return mass.reshape(-1), _log_q(mass, filled).reshape(-1)
+
+
+def _run_sums(prefix: np.ndarray, widest: int) -> np.ndarray:
+    """``prefix[first + width] - prefix[first]`` for each width 0 .. ``widest`` (rows) and first bin (columns),
+    ``prefix``'s last value standing for those past its end."""
+    ends = np.concatenate([prefix, np.full(widest, prefix[-1])])
+    return np.lib.stride_tricks.sliding_window_view(ends, prefix.size) - prefix  # row w: ends[w:w + n + 1]
 
 
 def _log_q(mass: np.ndarray, filled: np.ndarray) -> np.ndarray:
