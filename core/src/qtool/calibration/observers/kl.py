@@ -54,7 +54,8 @@ def _divergences(counts: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarra
 
 def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
     """For each candidate, the sum over buckets of P's mass times log(Q). The last bucket, which the clipped
-    tail joins, is computed per candidate."""
+    tail joins, is computed per candidate. Each number and each sum (one einsum per block of candidates) is the
+    same whichever way :func:`_bucket_blocks` finds the buckets, so the divergences agree bit for bit."""
     levels = int(keep[0])
     first = ((levels - 1) * keep + levels - 1) // levels  # the last bucket's bins: first .. i - 1
     filled = nonzero[keep] - nonzero[first] + ((counts[keep - 1] == 0) & (tail > 0))  # and the tail's bin
