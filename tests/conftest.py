@@ -18,3 +18,15 @@ def digits(tmp_path_factory):
     calib = workdir / "calib.npz"
     np.savez(calib, image=split.calib_x)
     return model, calib, split
+
+
+@pytest.fixture
+def qtool_only_op():
+    """An op (domain, op_type) that only qtool's executor runs: a copy of its input, registered for the test, so
+    the float runs that prefer onnxruntime fall back to the executor."""
+    from qtool.executor import ops
+
+    key = ("test.qtool_only", "Copy")
+    ops.register_op(key[1], lambda ctx, attrs, inputs: [inputs[0].clone()], key[0])
+    yield key
+    ops.registry._REGISTRY.pop(key, None)

@@ -66,7 +66,7 @@ def test_runs_stay_under_the_budget(cnn_path, cnn_samples):
 
 
 def _if_model(path):
-    """y = Relu(x) then an If on a flag: its branches read y (control flow: the executor's job)."""
+    """y = Relu(x) then an If on a flag: its branches read y."""
     then = helper.make_graph([helper.make_node("Neg", ["y"], ["t"], name="neg")], "then", [],
                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
     other = helper.make_graph([helper.make_node("Abs", ["y"], ["e"], name="abs")], "else", [],
@@ -89,18 +89,18 @@ def _attach_relu(graph, scheme):
     return {"y": tqc}
 
 
-def test_control_flow_keeps_the_executor(tmp_path):
+def test_control_flow_calibrates_in_onnxruntime_as_in_the_executor(tmp_path):
     path = _if_model(tmp_path / "if.onnx")
     feeds = [{"x": np.linspace(-2, 3, 4, dtype=np.float32)[None], "flag": np.array(True)}]
-    graph = qtool.load(path)
-    configs = _attach_relu(graph, UINT8)
-    stats = calibrate(graph, load_calibration_data(feeds, graph, layout="feeds"), progress=False)
-    assert stats["engine"] == "torch" and "op 'branch' (If) has subgraphs" in stats["engine_note"]
-    np.testing.assert_allclose(configs["y"].scale, 3 / 255, rtol=1e-6)
-    graph = qtool.load(path)
-    _attach_relu(graph, UINT8)
-    with pytest.raises(CalibrationError, match="engine onnxruntime cannot run this model: op 'branch'"):
-        calibrate(graph, load_calibration_data(feeds, graph, layout="feeds"), progress=False, engine="onnxruntime")
+    scales = {}
+    for engine in ("auto", "torch"):
+        graph = qtool.load(path)
+        configs = _attach_relu(graph, UINT8)
+        stats = calibrate(graph, load_calibration_data(feeds, graph, layout="feeds"), progress=False, engine=engine)
+        assert stats["engine"] == ("onnxruntime" if engine == "auto" else "torch")
+        scales[engine] = configs["y"].scale
+    np.testing.assert_allclose(scales["auto"], 3 / 255, rtol=1e-6)
+    np.testing.assert_array_equal(scales["auto"], scales["torch"])
 
 
 def test_an_op_without_a_torch_kernel_runs_in_onnxruntime_with_the_same_result(tmp_path, attach):
@@ -145,11 +145,17 @@ def test_the_fallbacks_outlier_scan_reads_onnxruntime_values_equal_to_the_execut
             assert ratios[op.name] == pytest.approx(peaks[-1] / peaks[(len(peaks) - 1) // 2], rel=1e-5), op.name
 
 
-def test_the_fallbacks_float_runs_keep_the_executor_for_control_flow(tmp_path):
+def test_the_fallbacks_float_runs_keep_the_executor_for_ops_only_qtool_runs(tmp_path, qtool_only_op):
     from qtool.executor import TorchExecutor
     from qtool.passes.accuracy.running import ort_float_values
 
-    graph = qtool.load(_if_model(tmp_path / "if.onnx"))
+    node = helper.make_node(qtool_only_op[1], ["x"], ["y"], name="copy", domain=qtool_only_op[0])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid(qtool_only_op[0], 1)]), tmp_path / "m.onnx")
+    graph = qtool.load(tmp_path / "m.onnx")
+    assert ort_engine.refusal(graph, "cpu") == "op 'copy' (test.qtool_only::Copy) runs only through a qtool kernel"
     assert ort_float_values(TorchExecutor(graph), [], ["y"]) is None
 
 

@@ -9,67 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import qtool
-from onnx import TensorProto, helper, numpy_helper
-from qtool.control_flow.feeds import record_bodies
+from onnx import helper
+from qtool.control_flow.feeds import BodyRecorder, record_bodies
 from qtool.ir import from_model_proto
-
-FEATURES, HIDDEN, OUT, TRIPS = 6, 8, 4, 3
-_rng = np.random.default_rng(0)
-WEIGHTS = {name: (_rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
-           for name, shape in (("w1", (FEATURES, HIDDEN)), ("w2", (HIDDEN, OUT)), ("w_then", (HIDDEN, HIDDEN)),
-                               ("w_body", (HIDDEN, HIDDEN)))}
-W_INNER = (_rng.standard_normal((HIDDEN, HIDDEN)) / np.sqrt(HIDDEN)).astype(np.float32)
-
-
-def _vi(name, shape=None, elem=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def _if():
-    """Branches on the sign of h's mean: then MatMul(h, w_then) (an outer weight), else MatMul(Relu(h), w_else)
-    (the branch's own initializer)."""
-    then = helper.make_graph([helper.make_node("MatMul", ["h", "w_then"], ["then_out"], "then_mm")], "then", [],
-                             [_vi("then_out")])
-    other = helper.make_graph([helper.make_node("Relu", ["h"], ["r"]),
-                               helper.make_node("MatMul", ["r", "w_else"], ["else_out"], "else_mm")], "else", [],
-                              [_vi("else_out")], [numpy_helper.from_array(W_INNER, "w_else")])
-    return [helper.make_node("ReduceMean", ["h"], ["mean"], "mean", keepdims=0),
-            helper.make_node("Greater", ["mean", "zero"], ["positive"], "positive"),
-            helper.make_node("If", ["positive"], ["flowed"], "flow", then_branch=then, else_branch=other)]
-
-
-def _loop():
-    """TRIPS times v = Tanh(MatMul(v, w_body))."""
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("MatMul", ["v_in", "w_body"], ["m"], "body_mm"), helper.make_node("Tanh", ["m"], ["v_out"])],
-        "body", [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL), _vi("v_in")],
-        [_vi("cond_out", [], TensorProto.BOOL), _vi("v_out")])
-    return [helper.make_node("Loop", ["trips", "", "h"], ["flowed"], "flow", body=body)]
-
-
-def _scan():
-    """An RNN over the rows of h: acc = Tanh(MatMul(acc, w_body) + row), every acc scanned out."""
-    body = helper.make_graph([helper.make_node("MatMul", ["acc_in", "w_body"], ["m"], "body_mm"),
-                              helper.make_node("Add", ["m", "row"], ["s"]),
-                              helper.make_node("Tanh", ["s"], ["acc_out"]),
-                              helper.make_node("Identity", ["acc_out"], ["scanned"])],
-                             "scan_body", [_vi("acc_in", [HIDDEN]), _vi("row", [HIDDEN])],
-                             [_vi("acc_out", [HIDDEN]), _vi("scanned", [HIDDEN])])
-    return [helper.make_node("Scan", ["zeros", "h"], ["acc", "flowed"], "flow", body=body, num_scan_inputs=1)]
-
-
-def model(kind: str) -> onnx.ModelProto:
-    """x -> MatMul w1 -> (If | Loop | Scan, a MatMul in each body) -> MatMul w2 -> y."""
-    inits = [numpy_helper.from_array(v, k) for k, v in WEIGHTS.items()]
-    inits += [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
-              numpy_helper.from_array(np.array(TRIPS, np.int64), "trips"),
-              numpy_helper.from_array(np.zeros(HIDDEN, np.float32), "zeros")]
-    flow = {"if": _if, "loop": _loop, "scan": _scan}[kind]()
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], "dense1"), *flow,
-             helper.make_node("MatMul", ["flowed", "w2"], ["y"], "dense2")]
-    graph = helper.make_graph(nodes, kind, [_vi("x", ["batch", FEATURES])], [_vi("y", ["batch", OUT])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+from qtool.testing.control_flow import FEATURES, HIDDEN, OUT, TRIPS, WEIGHTS, control_flow_model, loop_nodes
+from qtool.testing.control_flow import value_info as _vi
 
 
 def _x(count, seed=1, offset=0.0):
@@ -94,7 +38,7 @@ def _bodies(path):
 
 def _quantize(tmp_path, kind, calib):
     path, output = tmp_path / f"{kind}.onnx", tmp_path / f"{kind}_q.onnx"
-    onnx.save(model(kind), path)
+    onnx.save(control_flow_model(kind), path)
     feeds = [{"x": calib[k:k + 4]} for k in range(0, len(calib), 4)]  # the If decides per call (a batch of 4)
     return path, output, qtool.quantize(path, "onnxruntime", feeds, calib_layout="feeds", output=output,
                                         check_agreement=True)
@@ -145,11 +89,11 @@ def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
 def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
     """If whose then_branch holds the Loop of _loop(): the branch is quantized as a model of its own, which
     quantizes its Loop's body in turn."""
-    loop = _loop()[0]
+    loop = loop_nodes()[0]
     loop.output[0] = "then_out"
     then = helper.make_graph([loop], "then", [], [_vi("then_out")])
     other = helper.make_graph([helper.make_node("Relu", ["h"], ["else_out"])], "else", [], [_vi("else_out")])
-    nested = model("if")
+    nested = control_flow_model("if")
     flow = next(n for n in nested.graph.node if n.op_type == "If")
     del flow.attribute[:]
     flow.attribute.extend([helper.make_attribute("then_branch", then), helper.make_attribute("else_branch", other)])
@@ -175,7 +119,7 @@ def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
 
 def test_feeds_kept_stay_few_and_evenly_spread(monkeypatch):
     monkeypatch.setattr("qtool.control_flow.feeds.MAX_FEEDS", 4)
-    graph = from_model_proto(model("scan"))
+    graph = from_model_proto(control_flow_model("scan"))
     recorder = record_bodies(graph, [graph.operations["flow"]], [{"x": _x(11, seed=2)}])["flow"]
     h = _x(11, seed=2) @ WEIGHTS["w1"]
     assert recorder.calls["body"] == 11
@@ -187,7 +131,7 @@ def test_feeds_kept_stay_few_and_evenly_spread(monkeypatch):
 def test_observers_see_every_iteration(kind, calls):
     """The loop body is fed TRIPS times per call, the scan body once per row; each feed carries the state the
     previous iteration left."""
-    graph = from_model_proto(model(kind))
+    graph = from_model_proto(control_flow_model(kind))
     x = _x(4, seed=2)
     recorded = record_bodies(graph, [graph.operations["flow"]], [{"x": x}])["flow"].feeds["body"]
     assert len(recorded) == calls
@@ -204,3 +148,23 @@ def test_observers_see_every_iteration(kind, calls):
             np.testing.assert_allclose(feed["row"], row, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(feed["acc_in"], acc, rtol=1e-5, atol=1e-6)
             acc = np.tanh(acc @ WEIGHTS["w_body"] + row)
+
+
+@pytest.mark.parametrize("kind", ["if", "loop", "scan"])
+def test_onnxruntime_records_the_feeds_the_executor_records(kind):
+    """The main graph's float run that records the bodies' feeds: onnxruntime by default (no torch), the executor
+    where onnxruntime cannot stand in for it; both record the same feeds."""
+    from qtool.control_flow.feeds import _record_with_executor
+
+    graph = from_model_proto(control_flow_model(kind))
+    batches = [{"x": _x(4, seed=2, offset=2.0)}, {"x": _x(4, seed=3, offset=-2.0)}]
+    by_onnxruntime = record_bodies(graph, [graph.operations["flow"]], batches)["flow"]
+    by_executor = {"flow": BodyRecorder(graph, graph.operations["flow"])}
+    _record_with_executor(graph, by_executor, batches, "cpu")
+    assert by_onnxruntime.calls == by_executor["flow"].calls and sum(by_onnxruntime.calls.values()) >= 2
+    for attribute, feeds in by_onnxruntime.feeds.items():
+        theirs = by_executor["flow"].feeds[attribute]
+        assert [sorted(feed) for feed in feeds] == [sorted(feed) for feed in theirs]
+        for ours, executors in zip(feeds, theirs, strict=True):
+            for name, value in ours.items():
+                np.testing.assert_allclose(value, executors[name], rtol=1e-5, atol=1e-6, err_msg=name)

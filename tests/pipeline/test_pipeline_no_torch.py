@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from qtool.testing.control_flow import FEATURES, control_flow_model
 from qtool.testing.decoder import tiny_decoder_proto
 
 RUN = """
@@ -35,7 +36,8 @@ print(json.dumps({"torch": "torch" in sys.modules, "rich": "rich" in sys.modules
                   "first_torch_import": FirstTorchImport.stack,
                   "files": [str(p) for p in result.files], "agreement": result.agreement,
                   "float_vs_quantized": result.summary["float_vs_quantized"],
-                  "coverage": result.summary["coverage"]}))
+                  "coverage": result.summary["coverage"],
+                  "bodies": [(b["compute_ops"], b["quantized"]) for b in result.summary["subgraphs"]]}))
 """
 
 
@@ -50,9 +52,20 @@ def decoder(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "decoder.onnx", folder / "calib.npz"
 
 
-@pytest.mark.parametrize("which", ["cnn", "decoder"])
-def test_a_default_quantize_imports_no_torch(which, cnn_model, calib_npz, decoder, tmp_path):
-    model, calib, quantized_ops = (cnn_model, calib_npz, 3) if which == "cnn" else (*decoder, 13)
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory) -> tuple[Path, Path]:
+    """A Loop whose body holds a MatMul, between two MatMuls: the body is calibrated on the feeds the main graph's
+    float run records."""
+    folder = tmp_path_factory.mktemp("loop")
+    onnx.save(control_flow_model("loop"), folder / "loop.onnx")
+    np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((16, FEATURES)).astype(np.float32))
+    return folder / "loop.onnx", folder / "calib.npz"
+
+
+@pytest.mark.parametrize("which", ["cnn", "decoder", "loop"])
+def test_a_default_quantize_imports_no_torch(which, cnn_model, calib_npz, decoder, loop, tmp_path):
+    model, calib, quantized_ops = {"cnn": (cnn_model, calib_npz, 3), "decoder": (*decoder, 13),
+                                   "loop": (*loop, 2)}[which]
     output = tmp_path / "q.onnx"
     ran = subprocess.run([sys.executable, "-c", RUN, str(model), str(calib), str(output)],
                          capture_output=True, text=True)
@@ -62,6 +75,7 @@ def test_a_default_quantize_imports_no_torch(which, cnn_model, calib_npz, decode
     quantize_linear = [n for n in onnx.load(output).graph.node if n.op_type == "QuantizeLinear"]
     assert len(quantize_linear) >= quantized_ops  # quantized, not a float copy
     assert found["coverage"]["compute_ops_quantized"] == found["coverage"]["compute_ops"] >= quantized_ops
+    assert found["bodies"] == ([[1, 1]] if which == "loop" else [])  # the Loop body's MatMul quantized too
     gap = found["float_vs_quantized"]
     assert gap["measured_on"] == f"onnxruntime {ort.__version__} (CPUExecutionProvider), the exported files"
     (measured,) = gap["outputs"].values()

@@ -10,7 +10,9 @@ are handed on as they come, to observers that compute in numpy (no copy, no torc
 beside the model (its external initializers), not as bytes copied into it and serialised.
 
 The torch executor stays the engine where ONNX Runtime cannot stand in for it exactly: a device other than the
-CPU, control flow (observed tensors inside bodies), ops only a plugin's kernels run. Baked parameters run with
+CPU, ops only a plugin's kernels run. Control flow is no reason: the executor runs If, Loop and Scan through
+onnxruntime too, and the tensors observed are the main graph's (each body is calibrated as a model of its own,
+:mod:`qtool.control_flow`). Baked parameters run with
 their float values (``float_value``), as the executor runs them in float.
 """
 
@@ -42,8 +44,6 @@ def refusal(graph: Graph, device: str) -> str | None:
     if str(device) != "cpu":
         return f"device {device!r} (onnxruntime statistics run on the CPU)"
     for op in graph.operations.values():
-        if op.has_subgraphs:
-            return f"op {op.name!r} ({op.op_type}) has subgraphs"
         if not ort_can_run(op, graph):
             return f"op {op.name!r} ({op.domain}::{op.op_type}) runs only through a qtool kernel"
     if sum(v.value.nbytes for v in graph.parameters()) > PROTO_LIMIT:

@@ -18,6 +18,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from ..calibration import ort_engine
+from ..calibration.threads import pass_threads
 from ..ir import Graph, Operation
 from ..ir.onnx_import import outer_references
 
@@ -142,10 +144,36 @@ class BodyRecorder:
 
 def record_bodies(graph: Graph, ops: list[Operation], batches: Iterable[dict[str, np.ndarray]],
                   device: str = "cpu") -> dict[str, BodyRecorder]:
-    """Run ``graph`` in float over ``batches``, recording each control-flow op of ``ops``' body feeds."""
+    """Run ``graph`` in float over ``batches``, recording each control-flow op of ``ops``' body feeds: by
+    onnxruntime where it can stand in for the executor (:mod:`qtool.calibration.ort_engine`; control-flow ops
+    run through onnxruntime in the executor too), else by the executor."""
+    recorders = {op.name: BodyRecorder(graph, op) for op in ops}
+    if ort_engine.refusal(graph, device) is None:
+        try:
+            _record_with_onnxruntime(graph, recorders, batches)
+            return recorders
+        except ort_engine.ORT_ERRORS:  # onnxruntime refused the model or a batch: the executor starts over
+            recorders = {op.name: BodyRecorder(graph, op) for op in ops}
+    _record_with_executor(graph, recorders, batches, device)
+    return recorders
+
+
+def _record_with_onnxruntime(graph: Graph, recorders: dict[str, BodyRecorder],
+                             batches: Iterable[dict[str, np.ndarray]]) -> None:
+    ops = [graph.operations[name] for name in recorders]
+    computed = [v.name for op in ops for v in op.inputs if v is not None and not v.is_parameter]
+    run = ort_engine.OrtFloatRun(graph, computed, threads=pass_threads())
+    for batch in batches:
+        values = {name: array for piece in run.run(batch, splittable=False) for name, array in piece.items()}
+        for op in ops:
+            recorders[op.name].record([None if v is None else np.asarray(v.value) if v.is_parameter else values[v.name]
+                                       for v in op.inputs])
+
+
+def _record_with_executor(graph: Graph, recorders: dict[str, BodyRecorder],
+                          batches: Iterable[dict[str, np.ndarray]], device: str) -> None:
     from ..executor import TorchExecutor
 
-    recorders = {op.name: BodyRecorder(graph, op) for op in ops}
     executor = TorchExecutor(graph, device)
     executor.quantize = False
 
@@ -159,4 +187,3 @@ def record_bodies(graph: Graph, ops: list[Operation], batches: Iterable[dict[str
             executor.forward(batch)
     finally:
         handle.remove()
-    return recorders

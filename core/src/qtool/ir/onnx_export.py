@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from onnx import helper, numpy_helper
 from ..files import make_readable, temporary_beside
 from .graph import Graph, Variable
 from .onnx_import import rename_outer_reads
+from .streamed_model import fill_values, write_streamed
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
@@ -69,21 +70,32 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
     return save_model_proto(to_model_proto(graph), path, external_data=external_data)
 
 
-def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
+                     values: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically, with external data in ``<name>.data`` when its tensors exceed the
+    protobuf limit (or ``external_data`` is True). ``values``: arrays of initializers ``model`` holds shape-only
+    (:func:`shape_only_tensor`), written from the arrays (:mod:`.streamed_model`: no serialized copy of the model
+    in memory); with external data they are filled into ``model`` first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    values = values or {}
     if external_data is None:
-        external_data = sum(t.ByteSize() for t in model.graph.initializer) > PROTO_LIMIT
+        size = sum(t.ByteSize() for t in model.graph.initializer) + sum(np.asarray(v).nbytes for v in values.values())
+        external_data = size > PROTO_LIMIT
     tmp = temporary_beside(path)
     data_name = f"{path.name}.data"
     tmp_data = path.parent / f".{data_name}.tmp"
     try:
         if external_data:
+            fill_values(model, values)
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
             _point_external_data(str(tmp), data_name)
             if tmp_data.exists():  # none when every tensor is under the 1 KiB threshold (they stay inline)
                 os.replace(make_readable(tmp_data), path.parent / data_name)
+        elif values:
+            with open(tmp, "wb") as file:
+                write_streamed(model, values, file)
         else:
             onnx.save_model(model, tmp)
         os.replace(make_readable(tmp), path)

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-from qtool import PROTO_LIMIT, ExportOptions, Severity, save_model_proto, shape_only_tensor, to_model_proto
+from onnx import helper
+from qtool import (
+    PROTO_LIMIT,
+    ExportOptions,
+    Severity,
+    fill_values,
+    save_model_proto,
+    shape_only_tensor,
+    to_model_proto,
+)
 
 from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
@@ -27,10 +35,17 @@ def model_path(output: Path) -> Path:
 
 
 def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
-    """The QDQ ModelProto for a calibrated ``graph``, unchecked: it follows the configs even where ORT fails.
+    """The QDQ ModelProto for a calibrated ``graph``, unchecked: it follows the configs even where ORT fails."""
+    model, values = qdq_skeleton(graph, options)
+    fill_values(model, values)
+    return model
+
+
+def qdq_skeleton(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """:func:`qdq_model` with its large float initializers shape-only, and their arrays by name.
 
     The float model it starts from holds no large weight's bytes (a quantized weight is written as codes): the
-    float initializers the QDQ model still reads get theirs at the end."""
+    float initializers the QDQ model still reads are the arrays returned beside it."""
     layers = nbits_layers(graph, True, weight_only_format(options.extra))
     opset = target_opset(graph, options.opset, frozenset(layer.op.name for layer in layers))
     removed = {}
@@ -40,10 +55,8 @@ def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
                        frozenset((layer.op.name, layer.index) for layer in layers))
     model = writer.write()
     NBitsRewriter(model, writer.names, accuracy_level(options.extra)).rewrite(layers)
-    for tensor in model.graph.initializer:
-        if _values_left_out(tensor):
-            tensor.CopyFrom(numpy_helper.from_array(np.asarray(graph.variables[tensor.name].value), tensor.name))
-    return model
+    values = {t.name: np.asarray(graph.variables[t.name].value) for t in model.graph.initializer if _values_left_out(t)}
+    return model, values
 
 
 def _values_left_out(tensor: onnx.TensorProto) -> bool:
@@ -53,8 +66,8 @@ def _values_left_out(tensor: onnx.TensorProto) -> bool:
     return not any(getattr(tensor, field) for field in _TYPED_FIELDS)
 
 
-def build_model(graph, options: ExportOptions) -> onnx.ModelProto:
-    """The QDQ ModelProto for a calibrated ``graph``.
+def build_model(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """:func:`qdq_skeleton`, checked: the model and the arrays of its shape-only initializers.
 
     OnnxRuntimeExportError when ORT cannot run it, unless ``options.allow_unsupported``
     (then whatever ONNX can hold is written). Validation runs here only when the
@@ -65,21 +78,37 @@ def build_model(graph, options: ExportOptions) -> onnx.ModelProto:
     if errors and not options.allow_unsupported:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")
-    model = qdq_model(graph, options)
-    if sum(t.ByteSize() for t in model.graph.initializer) < PROTO_LIMIT:
+    model, values = qdq_skeleton(graph, options)
+    checked = _checkable(model, values)
+    if checked.ByteSize() < PROTO_LIMIT:
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(checked)
         except onnx.checker.ValidationError as exc:
             raise OnnxRuntimeExportError(f"the QDQ model fails the ONNX checker: {exc}") from exc
-    return model
+    return model, values
+
+
+def _checkable(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """``model`` for the ONNX checker without the arrays' bytes: its shape-only initializers as typed graph inputs
+    (the checker wants a tensor's values; these are written from numpy arrays of their type and shape)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    left_out = [t for t in copy.graph.initializer if t.name in values]
+    inputs = {i.name for i in copy.graph.input}
+    copy.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in left_out
+                            if t.name not in inputs)
+    kept = [t for t in copy.graph.initializer if t.name not in values]
+    del copy.graph.initializer[:]
+    copy.graph.initializer.extend(kept)
+    return copy
 
 
 def export(graph, output: Path, options: ExportOptions) -> list[Path]:
     """Write the QDQ model (and ``<name>.data`` for large models or ``extra["external_data"]``)."""
     path = model_path(output)
-    model = build_model(graph, options)
+    model, values = build_model(graph, options)
     external = options.extra.get("external_data") or None  # false: decided by size, as when not asked
-    save_model_proto(model, path, external_data=external)
+    save_model_proto(model, path, external_data=external, values=values)
     data = path.with_name(f"{path.name}.data")
     return [path, data] if data.exists() and _uses_external_data(model, external) else [path]
 
