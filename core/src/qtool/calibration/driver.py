@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..quant import TensorQuantizationConfig
 from ..quant.policy import QuantizationPolicy as P
 from ..quant.tensors import quantized_tensors
 from . import ort_engine
+from .ahead import one_ahead
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
 from .observers import Observer, make_observer
@@ -99,7 +101,8 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     refused = ort_engine.refusal(graph, device) if engine != "torch" else "asked for"
     if refused is None:
         try:
-            _feed(progress, data, stats, _ort_runs(graph, data, targets))
+            with closing(_ort_runs(graph, data, targets)) as runs:  # its thread ends here, also on an error
+                _feed(progress, data, stats, runs)
         except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
             refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
@@ -127,18 +130,29 @@ def _feed(progress: bool, data: CalibrationData, stats: dict[str, Any], runs: It
 
 
 def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> Iterator[int]:
-    """Feed the observers from onnxruntime runs; yields the samples of each batch done."""
+    """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in
+    a background thread while the observers take this one in (:func:`.ahead.one_ahead`)."""
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=pass_threads())
+    with closing(one_ahead(_float_pieces(engine, data))) as pieces:
+        for arrays, samples in pieces:
+            for name in list(arrays):
+                for target in by_tensor[name]:
+                    target.observer.observe(arrays[name])
+                del arrays[name]  # each array goes as soon as its observers have it
+            if samples is not None:
+                yield samples
+
+
+def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData) -> Iterator[tuple[dict, int | None]]:
+    """``(arrays, None)`` for each piece of a batch onnxruntime computes, then ``({}, samples)`` when it is done."""
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     for batch in data:
         for arrays in engine.run(batch, splittable=splittable):
-            for name, array in arrays.items():
-                for target in by_tensor[name]:
-                    target.observer.observe(array)
-        yield data.samples_in(batch)
+            yield arrays, None
+        yield {}, data.samples_in(batch)
 
 
 def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], device: str) -> Iterator[int]:
