@@ -135,7 +135,8 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
-    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=pass_threads())
+    # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
+    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1))
     with closing(one_ahead(_float_pieces(engine, data))) as pieces:
         for arrays, samples in pieces:
             for name in list(arrays):
