@@ -138,22 +138,35 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
     engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1))
     with closing(one_ahead(_float_pieces(engine, data))) as pieces:
-        for arrays, samples in pieces:
+        for done, arrays in pieces:
+            if done is not None:
+                yield done
             for name in list(arrays):
                 for target in by_tensor[name]:
                     target.observer.observe(arrays[name])
                 del arrays[name]  # each array goes as soon as its observers have it
-            if samples is not None:
-                yield samples
 
 
-def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData) -> Iterator[tuple[dict, int | None]]:
-    """``(arrays, None)`` for each piece of a batch onnxruntime computes, then ``({}, samples)`` when it is done."""
+def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData) -> Iterator[tuple[int | None, dict]]:
+    """Each piece of a batch that onnxruntime computes, after the samples of the batch that ended before it (None
+    inside a batch); the last batch's samples come alone at the end. Every item but those holds a run (the batch's
+    own inputs go with the next piece): while the observers take one in, the run of the next computes."""
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
+    inputs, done = set(engine.fed), None
     for batch in data:
+        held: dict = {}
         for arrays in engine.run(batch, splittable=splittable):
-            yield arrays, None
-        yield {}, data.samples_in(batch)
+            if arrays.keys() <= inputs:
+                held = arrays
+                continue
+            yield done, {**held, **arrays}
+            held, done = {}, None
+        if held:  # inputs alone are observed
+            yield done, held
+            done = None
+        done = data.samples_in(batch)
+    if done is not None:
+        yield done, {}
 
 
 def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], device: str) -> Iterator[int]:
