@@ -131,13 +131,18 @@ def _feed(progress: bool, data: CalibrationData, stats: dict[str, Any], runs: It
 
 def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> Iterator[int]:
     """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in
-    a background thread while the observers take this one in (:func:`.ahead.one_ahead`)."""
+    a background thread while the observers take this one in (:func:`.ahead.one_ahead`), so two runs' tensors are
+    alive at most: batches cut into runs of samples are cut at half the budget (as many bytes alive as one run
+    took before); whole feeds keep the budget (half of it would split their tensors into groups, each one more
+    run of the graph)."""
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
+    splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
+    budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
-    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1))
-    with closing(one_ahead(_float_pieces(engine, data))) as pieces:
+    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1), budget=budget)
+    with closing(one_ahead(_float_pieces(engine, data, splittable))) as pieces:
         for done, arrays in pieces:
             if done is not None:
                 yield done
@@ -147,11 +152,11 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
                 del arrays[name]  # each array goes as soon as its observers have it
 
 
-def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData) -> Iterator[tuple[int | None, dict]]:
+def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData,
+                  splittable: bool) -> Iterator[tuple[int | None, dict]]:
     """Each piece of a batch that onnxruntime computes, after the samples of the batch that ended before it (None
     inside a batch); the last batch's samples come alone at the end. Every item but those holds a run (the batch's
     own inputs go with the next piece): while the observers take one in, the run of the next computes."""
-    splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     inputs, done = set(engine.fed), None
     for batch in data:
         held: dict = {}
@@ -159,8 +164,9 @@ def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData) -> Iter
             if arrays.keys() <= inputs:
                 held = arrays
                 continue
-            yield done, {**held, **arrays}
-            held, done = {}, None
+            piece, held, arrays = {**held, **arrays}, {}, None  # the observers drop each array when done with it
+            yield done, piece
+            piece, done = None, None
         if held:  # inputs alone are observed
             yield done, held
             done = None
