@@ -82,3 +82,16 @@ def test_every_value_lands_in_the_bin_of_its_float32_scaling():
     values = np.concatenate([x[: x.size // 2], x * np.float32(8), x[x.size // 2:]]).astype(np.float32)
     expected = np.bincount((np.floor(values * inverse) - h.start[0]).astype(np.int64), minlength=h.bins)
     np.testing.assert_array_equal(h.counts[0], expected)
+
+
+def test_the_magnitude_profile_counts_each_nonzero_finite_value_in_its_power_of_two_band():
+    from qtool.calibration.observers.guard import MagnitudeProfile
+
+    rng = np.random.default_rng(2)
+    x = rng.permutation(np.concatenate([_edges(rng, 3000) * np.float32(1e-30), _edges(rng, 3000),
+                                        np.array([np.inf, -np.inf, np.nan, 3e38, -3e38], dtype=np.float32)]))
+    profile = MagnitudeProfile()
+    profile.observe(x.reshape(1, -1))
+    kept = np.abs(x[np.isfinite(x) & (x != 0)]).astype(np.float64)
+    band = np.floor(np.log2(kept)).astype(np.int64) + 1 + 150  # [2**(e-1), 2**e) is band e - _EXP_MIN
+    np.testing.assert_array_equal(profile.counts[0], np.bincount(band, minlength=profile.counts.shape[1]))
