@@ -99,6 +99,7 @@ class RunningHistogram:
         index = np.empty(scaled.size, dtype=np.intp)
         offsets = np.arange(channels)[:, None] * self.bins if channels > 1 else None
         counts = np.zeros(channels * self.bins, dtype=np.int64)
+        negative = bool(self.start.any())  # a window reaching below zero (start 0: lo * inverse is +-0)
         for begin in range(0, rows.shape[1], step):
             block = rows[:, begin:begin + step]
             size = block.shape[1]
@@ -107,8 +108,9 @@ class RunningHistogram:
                 np.multiply(block, inverse, out=values)
             else:
                 np.multiply(np.where(finite[:, begin:begin + step], block, np.float32(0.0)), inverse, out=values)
-            np.floor(values, out=values)
-            np.subtract(values, start, out=values)
+            if negative:  # else every scaled value is >= 0 (or -0.0): the cast's truncation is the floor
+                np.floor(values, out=values)
+                np.subtract(values, start, out=values)
             indices = index[: channels * size].reshape(channels, size)
             np.copyto(indices, values, casting="unsafe")
             if offsets is not None:
