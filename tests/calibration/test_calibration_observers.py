@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from qtool.calibration import CalibrationError, make_observer
-from qtool.calibration.observers import DEFAULT_BINS, entropy_threshold
+from qtool.calibration.observers import DEFAULT_BINS, entropy_threshold, kl
 from qtool.quant import QuantScheme, compute_scale_offset, fake_quantize
 
 INT8 = QuantScheme.integer(8)
@@ -150,19 +150,20 @@ def reference_divergences(counts: np.ndarray, levels: int) -> dict[int, float]:
 
 
 def varied_histograms(rng: np.random.Generator):
-    for levels in (2, 3, 4, 5, 8):
-        for bins in (levels, levels + 1, 2 * levels + 3, 40):
-            yield rng.integers(0, 50, bins).astype(float), levels
-            sparse = np.where(rng.random(bins) < 0.3, rng.integers(1, 500, bins), 0).astype(float)
-            sparse[rng.integers(bins)] += 1  # never all zero (observers skip empty histograms)
-            yield sparse, levels
-            tailed = np.zeros(bins)
-            tailed[: max(1, bins // 3)] = rng.integers(100, 1000, max(1, bins // 3))  # bulk, gap, far outliers
-            tailed[-1], tailed[bins // 2] = 1, 2
-            yield tailed, levels
-            yield np.r_[np.zeros(bins - 1), 7.0], levels  # a single bin
-            yield rng.random(bins) * 10, levels  # fractional counts
-            yield np.full(bins, 3.0), levels
+    sizes = [(levels, bins) for levels in (2, 3, 4, 5, 8) for bins in (levels, levels + 1, 2 * levels + 3, 40)]
+    # many levels: buckets shared by candidates are computed once (in one block of candidates, and in several)
+    for levels, bins in sizes + [(16, 40), (32, 400)]:
+        yield rng.integers(0, 50, bins).astype(float), levels
+        sparse = np.where(rng.random(bins) < 0.3, rng.integers(1, 500, bins), 0).astype(float)
+        sparse[rng.integers(bins)] += 1  # never all zero (observers skip empty histograms)
+        yield sparse, levels
+        tailed = np.zeros(bins)
+        tailed[: max(1, bins // 3)] = rng.integers(100, 1000, max(1, bins // 3))  # bulk, gap, far outliers
+        tailed[-1], tailed[bins // 2] = 1, 2
+        yield tailed, levels
+        yield np.r_[np.zeros(bins - 1), 7.0], levels  # a single bin
+        yield rng.random(bins) * 10, levels  # fractional counts
+        yield np.full(bins, 3.0), levels
 
 
 def test_entropy_threshold_matches_a_plain_per_candidate_loop():
@@ -176,6 +177,20 @@ def test_entropy_threshold_matches_a_plain_per_candidate_loop():
         # the same candidate, or one whose divergence equals the minimum up to float rounding
         assert chosen == best or reference[chosen] == pytest.approx(reference[best], rel=1e-9, abs=1e-12), \
             (counts.tolist(), levels, chosen, best)
+
+
+def test_kl_shared_buckets_give_the_divergences_of_per_block_buckets_bit_for_bit(monkeypatch):
+    """Buckets computed once for all candidates and gathered give the very numbers of computing each candidate's
+    buckets (so the chosen threshold does not depend on the path, even between near-equal candidates)."""
+    rng = np.random.default_rng(3)
+    bulk = rng.poisson(rng.gamma(0.5, 200, 3000))
+    counts = np.r_[bulk, np.zeros(1000), rng.integers(0, 3, 96)].astype(float)  # a bulk, a gap, a sparse tail
+    for levels in (128, 200, 256):
+        shared = kl._divergences(counts, levels)[1]
+        with monkeypatch.context() as patch:
+            patch.setattr(kl, "_TABLE_ENTRIES", 0)  # no table: every block computes its own buckets
+            direct = kl._divergences(counts, levels)[1]
+        np.testing.assert_array_equal(shared.view(np.int64), direct.view(np.int64))
 
 
 def test_kl_unsigned_levels_use_the_whole_code_range():

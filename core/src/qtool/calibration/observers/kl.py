@@ -4,7 +4,8 @@ On the histogram of ``|x|``, each candidate threshold keeps the first ``i``
 bins (the clipped tail piles onto the last one: distribution P) and merges
 them into as many buckets as the scheme has levels on one side (Q, spread back
 evenly over the nonzero bins). The threshold with the smallest KL(P || Q) wins.
-All candidates are evaluated from prefix sums, a block of them at a time.
+All candidates are evaluated from prefix sums, a block of them at a time;
+buckets that many candidates share are computed once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _EMPTY_BUCKET = 1e-4  # count given to a bucket of Q that the clipped tail alone fills in P
 _CANDIDATES_PER_BLOCK = 256  # about as many rows of the (candidates, levels) arrays computed at once
+_TABLE_ENTRIES = 1 << 18  # most (width, first bin) buckets computed at once (2 MB per array; 4096 bins need 140K)
 
 
 def _xlogx(x: np.ndarray) -> np.ndarray:
@@ -26,9 +28,15 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
 
 def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     """How many leading bins of the ``|x|`` histogram ``counts`` to keep (``levels`` .. len)."""
+    if counts.size <= levels:
+        return counts.size
+    keep, divergence = _divergences(counts, levels)
+    return int(keep[np.argmin(divergence)])
+
+
+def _divergences(counts: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate thresholds ``levels .. len(counts)`` and KL(P || Q) of each."""
     n = counts.size
-    if n <= levels:
-        return n
     total = counts.sum()
     cumulative = np.concatenate([[0.0], np.cumsum(counts)])  # cumulative[i] = sum(counts[:i])
     nonzero = np.concatenate([[0.0], np.cumsum(counts > 0, dtype=np.float64)])
@@ -41,37 +49,85 @@ def entropy_threshold(counts: np.ndarray, levels: int) -> int:
     kept = cumulative[keep]
     with np.errstate(divide="ignore", invalid="ignore"):
         divergence = (plogp - cross + total * np.log(kept)) / total - math.log(total)
-    divergence = np.where(kept > 0, divergence, np.inf)
-    return int(keep[np.argmin(divergence)])
+    return keep, np.where(kept > 0, divergence, np.inf)
 
 
 def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
-    """For each candidate, the sum over buckets of P's mass times log(Q): the ``(K, levels)`` arrays are computed
-    a block of candidates at a time, in buffers reused from block to block, so that they stay in the CPU's cache."""
+    """For each candidate, the sum over buckets of P's mass times log(Q). The last bucket, which the clipped
+    tail joins, is computed per candidate. Each number and each sum (one einsum per block of candidates) is the
+    same whichever way :func:`_bucket_blocks` finds the buckets, so the divergences agree bit for bit."""
     levels = int(keep[0])
+    first = ((levels - 1) * keep + levels - 1) // levels  # the last bucket's bins: first .. i - 1
+    filled = nonzero[keep] - nonzero[first] + ((counts[keep - 1] == 0) & (tail > 0))  # and the tail's bin
+    last_log_q = _log_q(cumulative[keep] - cumulative[first], filled)
     cross = np.empty(keep.size)
+    for rows, mass, log_q in _bucket_blocks(cumulative, nonzero, keep):
+        log_q[:, -1] = last_log_q[rows]
+        # the tail adds to the last bucket's mass
+        cross[rows] = np.einsum("kl,kl->k", mass, log_q) + tail[rows] * last_log_q[rows]
+    return cross
+
+
+def _bucket_blocks(cumulative, nonzero, keep):
+    """Yields ``rows`` (a slice of ``keep``) and the mass and log(Q) of every bucket of those candidates (arrays
+    ``(rows, levels)``), a block of candidates at a time, in buffers reused from block to block so that they stay
+    in the CPU's cache.
+
+    A bucket is a run of bins given by its width and first bin, and with many levels candidates share most of
+    them (a width is the floor or the ceiling of ``i / levels``): then the mass and log(Q) of every (width, first
+    bin) pair are computed once and gathered; otherwise each block's are computed from the prefix sums."""
+    levels, n = int(keep[0]), cumulative.size - 1
     block = min(keep.size, levels * max(1, _CANDIDATES_PER_BLOCK // levels))  # a multiple of levels, or all
-    edges = _bucket_edges(keep[:block], levels)
-    step = np.arange(levels + 1) * (block // levels)  # edges of candidate i + block: those of i plus step
-    gathered, sums, filled = np.empty((block, levels + 1)), np.empty((block, levels)), np.empty((block, levels))
+    m = block // levels  # candidate i + block: bucket j starts j * m bins later and is m bins wider
+    index = _bucket_edges(keep[:block], levels)  # where each bucket's numbers are read: its edges in the prefix sums,
+    widest = -(-n // levels)
+    table = (widest + 1) * (n + 1)
+    shared = table < keep.size * levels // 2 and table <= _TABLE_ENTRIES  # far fewer buckets than pairs
+    if shared:
+        table_mass, table_log_q = _bucket_table(cumulative, nonzero, widest)
+        index = (n + 1) * index[:, 1:] - n * index[:, :-1]  # or its entry in the table: width * (n + 1) + first
+        step = np.arange(levels) * m + m * (n + 1)
+    else:
+        step = np.arange(levels + 1) * m
+        gathered = np.empty((block, levels + 1))
+    mass, log_q = np.empty((block, levels)), np.empty((block, levels))
     for start in range(0, keep.size, block):
         rows = slice(start, start + block)
         size = len(keep[rows])  # the last block may be shorter
-        edges, gathered, sums, filled = edges[:size], gathered[:size], sums[:size], filled[:size]
+        index, mass, log_q = index[:size], mass[:size], log_q[:size]
         if start:
-            edges += step
-        np.take(cumulative, edges, mode="clip", out=gathered)
-        np.subtract(gathered[:, 1:], gathered[:, :-1], out=sums)  # counts kept per bucket
-        np.take(nonzero, edges, mode="clip", out=gathered)
-        np.subtract(gathered[:, 1:], gathered[:, :-1], out=filled)  # nonzero bins per bucket (exact integers)
-        filled[:, -1] += (counts[keep[rows] - 1] == 0) & (tail[rows] > 0)
-        # Q per bucket, spread evenly over its nonzero bins, as log(count): fmax also turns an empty bucket's 0/0
-        with np.errstate(invalid="ignore"):
-            log_q = np.divide(sums, filled, out=filled)
-        np.log(np.fmax(log_q, _EMPTY_BUCKET, out=log_q), out=log_q)
-        # the tail adds to the last bucket's mass
-        cross[rows] = np.einsum("kl,kl->k", sums, log_q) + tail[rows] * log_q[:, -1]
-    return cross
+            index += step
+        if shared:
+            np.take(table_mass, index, mode="clip", out=mass)
+            np.take(table_log_q, index, mode="clip", out=log_q)
+        else:
+            np.take(cumulative, index, mode="clip", out=gathered[:size])
+            np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=mass)
+            np.take(nonzero, index, mode="clip", out=gathered[:size])
+            _log_q(mass, np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=log_q))
+        yield rows, mass, log_q
+
+
+def _bucket_table(cumulative, nonzero, widest: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mass and log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
+    flattened: entry ``width * (n + 1) + first``. Buckets reaching past the last bin are never used."""
+    mass, filled = _run_sums(cumulative, widest), _run_sums(nonzero, widest)
+    return mass.reshape(-1), _log_q(mass, filled).reshape(-1)
+
+
+def _run_sums(prefix: np.ndarray, widest: int) -> np.ndarray:
+    """``prefix[first + width] - prefix[first]`` for each width 0 .. ``widest`` (rows) and first bin (columns),
+    ``prefix``'s last value standing for those past its end."""
+    ends = np.concatenate([prefix, np.full(widest, prefix[-1])])
+    return np.lib.stride_tricks.sliding_window_view(ends, prefix.size) - prefix  # row w: ends[w:w + n + 1]
+
+
+def _log_q(mass: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """log(Q), in place of ``filled``, of buckets holding ``mass`` over ``filled`` nonzero bins (exact integers):
+    Q spreads the mass evenly over them, and fmax also turns an empty bucket's 0/0 into the floor."""
+    with np.errstate(invalid="ignore"):
+        q = np.divide(mass, filled, out=filled)
+    return np.log(np.fmax(q, _EMPTY_BUCKET, out=q), out=q)
 
 
 def _bucket_edges(keep: np.ndarray, levels: int) -> np.ndarray:
