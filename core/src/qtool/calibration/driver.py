@@ -142,33 +142,14 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
     budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
     engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1), budget=budget)
-    with closing(one_ahead(_bundles(_float_pieces(engine, data, splittable)))) as bundles:
-        for bundle in bundles:
-            for done, arrays in bundle:
-                if done is not None:
-                    yield done
-                for name in list(arrays):
-                    for target in by_tensor[name]:
-                        target.observer.observe(arrays[name])
-                    del arrays[name]  # each array goes as soon as its observers have it
-
-
-HANDOVER_BYTES = 4 << 20  # pieces go over from the run's thread in bundles of at least this many bytes: a
-# hand-over costs up to a few ms (the two threads take turns with the GIL), more than observing a small piece takes
-# (resnet18-w8's 17 pieces of about 20 KiB took 0.05-0.1 s longer one by one)
-
-
-def _bundles(pieces: Iterator[tuple[int | None, dict]]) -> Iterator[list[tuple[int | None, dict]]]:
-    """``pieces`` gathered into lists of at least ``HANDOVER_BYTES`` of arrays (the last one may hold less)."""
-    bundle, held = [], 0
-    for piece in pieces:
-        bundle.append(piece)
-        held += sum(a.nbytes for a in piece[1].values())
-        if held >= HANDOVER_BYTES:
-            yield bundle
-            bundle, held = [], 0
-    if bundle:
-        yield bundle
+    with closing(one_ahead(_float_pieces(engine, data, splittable))) as pieces:
+        for done, arrays in pieces:
+            if done is not None:
+                yield done
+            for name in list(arrays):
+                for target in by_tensor[name]:
+                    target.observer.observe(arrays[name])
+                del arrays[name]  # each array goes as soon as its observers have it
 
 
 def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData,
