@@ -18,6 +18,7 @@ from ..errors import CalibrationError
 from .base import Observer
 
 DEFAULT_BINS = 4096
+BLOCK = 1 << 16  # values one block of RunningHistogram.add computes on: its scratch buffers (768 KiB) stay in the cache
 _EXP_FLOOR = -126  # narrowest bin width, 2**-126; its inverse is still a float32
 
 
@@ -75,8 +76,9 @@ class RunningHistogram:
     def add(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndarray | None) -> None:
         """Count ``rows`` (C, N) whose finite bounds per row are ``lo``/``hi``; ``finite`` masks inf/nan.
 
-        One pass of array operations over the batch: every value's bin index, then one ``bincount`` of all the
-        channels' indices (offset by channel)."""
+        Array operations over blocks of the batch (``BLOCK`` values, all channels at once): every value's bin index
+        in place in two scratch buffers that stay in the cache, then one ``bincount`` of all the channels' indices
+        (offset by channel). Blocks change no count: each value's index is computed alone."""
         channels = rows.shape[0]
         if self.counts is None:
             self.counts = np.zeros((channels, self.bins), dtype=np.int64)
@@ -84,24 +86,47 @@ class RunningHistogram:
             self.start = np.zeros(channels, dtype=np.int64)
             self.lo = np.zeros(channels, dtype=np.float32)
             self.hi = np.zeros(channels, dtype=np.float32)
-        self.lo = np.minimum(self.lo, lo)  # a row without finite values has lo=+inf, hi=-inf
-        self.hi = np.maximum(self.hi, hi)
+            self._window()
+        if (lo < self.lo).any() or (hi > self.hi).any():  # a row without finite values has lo=+inf, hi=-inf
+            self.lo = np.minimum(self.lo, lo)
+            self.hi = np.maximum(self.hi, hi)
+            self._window()
+        # the window holds [lo, hi], so every index lies in 0 .. bins - 1: floor(x / 2**e) - start, each step exact
+        # in float32 (small integers) but the multiplication, which rounds as it always did (tiny values)
+        inverse, start = self._inverse[:, None], self._start_float[:, None]
+        step = max(1, BLOCK // channels)
+        scaled = np.empty(channels * min(step, rows.shape[1]), dtype=np.float32)
+        index = np.empty(scaled.size, dtype=np.intp)
+        offsets = np.arange(channels)[:, None] * self.bins if channels > 1 else None
+        counts = np.zeros(channels * self.bins, dtype=np.int64)
+        negative = bool(self.start.any())  # a window reaching below zero (start 0: lo * inverse is +-0)
+        for begin in range(0, rows.shape[1], step):
+            block = rows[:, begin:begin + step]
+            size = block.shape[1]
+            values = scaled[: channels * size].reshape(channels, size)
+            if finite is None:
+                np.multiply(block, inverse, out=values)
+            else:
+                np.multiply(np.where(finite[:, begin:begin + step], block, np.float32(0.0)), inverse, out=values)
+            if negative:  # else every scaled value is >= 0 (or -0.0): the cast's truncation is the floor
+                np.floor(values, out=values)
+                np.subtract(values, start, out=values)
+            indices = index[: channels * size].reshape(channels, size)
+            np.copyto(indices, values, casting="unsafe")
+            if offsets is not None:
+                indices += offsets
+            kept = indices.reshape(-1) if finite is None else indices[finite[:, begin:begin + step]]
+            counts += np.bincount(kept, minlength=counts.size)
+        self.counts += counts.reshape(channels, self.bins)
+
+    def _window(self) -> None:
+        """Widen the bins to hold [lo, hi] (rebinning what was counted) and keep the scaling the blocks use."""
         exponent = np.maximum(self.exponent, self._fitting_exponent())
-        inverse = np.ldexp(np.ones(channels, dtype=np.float32), -exponent)
+        inverse = np.ldexp(np.ones(len(exponent), dtype=np.float32), -exponent)
         start = np.floor(self.lo * inverse).astype(np.int64)
         if not (np.array_equal(exponent, self.exponent) and np.array_equal(start, self.start)):
             self._rebin(exponent, start)
-        if finite is not None:
-            rows = np.where(finite, rows, np.float32(0.0))
-        scaled = rows * inverse[:, None]
-        np.floor(scaled, out=scaled)  # exact small integers (float32): floor(x / 2**e)
-        # the window holds [lo, hi], so every index lies in 0 .. bins - 1 (float32 subtraction: exact integers)
-        index = np.subtract(scaled, start[:, None].astype(np.float32), out=np.empty(rows.shape, np.intp),
-                            casting="unsafe")
-        if channels > 1:
-            index += np.arange(channels)[:, None] * self.bins
-        index = index.reshape(-1) if finite is None else index[finite]
-        self.counts += np.bincount(index, minlength=channels * self.bins).reshape(channels, self.bins)
+        self._inverse, self._start_float = inverse, start.astype(np.float32)
 
     def _fitting_exponent(self) -> np.ndarray:
         """Smallest width exponent whose window of ``bins`` bins surely holds [lo, hi]; grows with the span."""
