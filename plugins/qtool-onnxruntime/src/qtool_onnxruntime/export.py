@@ -93,13 +93,12 @@ def _checkable(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.Mo
     (the checker wants a tensor's values; these are written from numpy arrays of their type and shape)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    left_out = [t for t in copy.graph.initializer if t.name in values]
-    inputs = {i.name for i in copy.graph.input}
-    copy.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in left_out
-                            if t.name not in inputs)
-    kept = [t for t in copy.graph.initializer if t.name not in values]
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(kept)
+    initializers, inputs = copy.graph.initializer, {i.name for i in copy.graph.input}
+    copy.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in initializers
+                            if t.name in values and t.name not in inputs)
+    for index in reversed(range(len(initializers))):
+        if initializers[index].name in values:
+            del initializers[index]
     return copy
 
 
