@@ -16,6 +16,7 @@ importing it (the physical cores, here counted among the CPUs this process may u
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator
@@ -49,17 +50,23 @@ def _torch_default_threads() -> int:
     """The thread count torch starts with: the physical cores (of the CPUs this process may use; their logical count
     where the topology cannot be read), fewer where ``MKL_NUM_THREADS`` or else ``OMP_NUM_THREADS`` asks for fewer
     (torch takes MKL's count, which never exceeds the physical cores)."""
-    cpus = _usable_cpus()
-    try:
-        cores = len({tuple((_CPUS / f"cpu{cpu}" / "topology" / name).read_text()
-                           for name in ("physical_package_id", "core_id")) for cpu in cpus})
-    except OSError:
-        cores = len(cpus)
+    cores = _physical_cores(tuple(_usable_cpus()))
     for name in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return min(int(value), cores)
     return cores
+
+
+@functools.cache
+def _physical_cores(cpus: tuple[int, ...]) -> int:
+    """The physical cores among ``cpus`` (read once per set: a run asks several times), or their count where the
+    topology cannot be read."""
+    try:
+        return len({tuple((_CPUS / f"cpu{cpu}" / "topology" / name).read_text()
+                          for name in ("physical_package_id", "core_id")) for cpu in cpus})
+    except OSError:
+        return len(cpus)
 
 
 @contextmanager
