@@ -100,3 +100,34 @@ def test_a_peak_is_not_served_for_a_tensor_channel_split_changed(tmp_path, peak_
         np.testing.assert_array_equal(after[name], fresh[name])
     np.testing.assert_array_equal(after["z"], before["z"])  # untouched: served from the memo
     assert after["m"][0] < before["m"][0] / 2  # the split channel's peak, not the one before the split
+
+
+@pytest.mark.parametrize(("batch_size", "runs_after_split"), [(16, 0), (5, 1)])
+def test_calibrations_float_run_serves_the_peaks_asked_after_it(tmp_path, monkeypatch, peak_sessions, batch_size,
+                                                                runs_after_split):
+    """ChannelSplit splits the decoder's outlier channels, so OutlierOutputs and the fallback ask for peaks of
+    changed tensors: calibration's float run of the split graph computes them (no run of their own), equal to
+    those a run of their own gives; unless the first 16 samples end inside a batch (5, 5, 5, 5): then they run."""
+    onnx.save(tiny_decoder_proto(layers=2, outliers=4), tmp_path / "decoder.onnx")
+    ids = np.random.default_rng(0).integers(0, 256, (20, 32)).astype(np.int64)
+    asked = {}
+    peaks = FloatPeaks.peaks
+
+    def checking_peaks(self, graph, samples, axes, *, reader=None):
+        before = len(peak_sessions)
+        found = peaks(self, graph, samples, axes, reader=reader)
+        runs = len(peak_sessions) - before
+        asked[reader.__self__.name] = (runs, found, channel_peaks(graph, take_samples(graph, self.data, samples), axes))
+        return found
+
+    monkeypatch.setattr(FloatPeaks, "peaks", checking_peaks)
+    result = qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", {"input_ids": ids}, output=tmp_path / "q.onnx",
+                            config={"calibration": {"batch_size": batch_size}})
+    assert next(run for run in result.pass_runs if run.name == "ChannelSplit").modified
+    runs = {name: runs for name, (runs, _, _) in asked.items()}
+    assert runs.pop("ChannelSplit") == 1 and runs.pop("OutlierOutputs") == runs_after_split
+    assert set(runs.values()) <= {0}  # the fallback's scan, where it asks
+    for name, (_, found, reference) in asked.items():
+        assert found.keys() == reference.keys() and found, name
+        for tensor in found:
+            np.testing.assert_array_equal(found[tensor], reference[tensor], err_msg=f"{name} {tensor}")

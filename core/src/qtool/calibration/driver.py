@@ -10,11 +10,13 @@ One pass over the data suffices: the histogram observers widen themselves exactl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from ..ir import Graph
 from ..progress import progress_bar
@@ -77,15 +79,31 @@ def _extra_outputs(graph: Graph, ops: set[str]) -> list[str]:
 ENGINES = ("auto", "onnxruntime", "torch")
 
 
+class FloatTap(Protocol):
+    """A reader of calibration's float run besides the observers (:func:`calibrate`'s ``taps``): ``tensors`` are
+    computed for it too, it is told each batch's samples before its arrays, and ``finish`` ends a run that went
+    through (onnxruntime only: the executor's run feeds the observers alone)."""
+
+    tensors: Sequence[str]
+
+    def batch(self, first: int, count: int) -> None: ...
+
+    def take(self, name: str, array: np.ndarray) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
-              options: Mapping[str, Any] | None = None, engine: str = "auto") -> dict[str, Any]:
+              options: Mapping[str, Any] | None = None, engine: str = "auto",
+              taps: Sequence[FloatTap] = ()) -> dict[str, Any]:
     """Calibrate every root activation config of ``graph`` from ``data`` (ACTIVATED afterwards).
 
     ``data`` is a :class:`CalibrationData` or anything :func:`load_calibration_data`
     takes. ``options`` (e.g. ``{"percentile": 99.9, "bins": 2048}``) go to each
     observer that accepts them. ``engine`` runs the float model: ``"onnxruntime"``
     (:mod:`.ort_engine`), ``"torch"`` (the executor, on ``device``) or ``"auto"``
-    (onnxruntime where it can stand in for the executor, else the executor). Returns statistics: ``samples``,
+    (onnxruntime where it can stand in for the executor, else the executor); ``taps`` read the float tensors they
+    name as the onnxruntime run goes (:class:`FloatTap`). Returns statistics: ``samples``,
     ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime), ``tensors``
     and ``configs`` calibrated, ``observers`` (count per name) and ``warnings`` (dicts naming the ``tensor``, with a
     ``message``).
@@ -102,8 +120,10 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     refused = ort_engine.refusal(graph, device) if engine != "torch" else "asked for"
     if refused is None:
         try:
-            with closing(_ort_runs(graph, data, targets)) as runs:  # its thread ends here, also on an error
+            with closing(_ort_runs(graph, data, targets, taps)) as runs:  # its thread ends here, also on an error
                 _feed(progress, data, stats, runs)
+            for tap in taps:
+                tap.finish()
         except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
             refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
@@ -134,7 +154,7 @@ AHEAD_AFTER = 0.25  # share of a piece's bytes the observers let go of before th
 # ended well after the observers (det 2.9 s, not 2.5; seq 3.9)
 
 
-def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> Iterator[int]:
+def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps: Sequence[FloatTap]) -> Iterator[int]:
     """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in a
     background thread while the observers take this one in (:class:`.ahead.OneAhead`), once they have let go of
     ``AHEAD_AFTER`` of its bytes; so two runs' tensors are alive at most: batches cut into runs of samples are cut
@@ -146,42 +166,50 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
-    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1), budget=budget)
+    tapped = {name: [tap for tap in taps if name in tap.tensors] for tap in taps for name in tap.tensors}
+    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - 1), budget=budget)
     with OneAhead(_float_pieces(engine, data, splittable)) as pieces:  # its thread ends here, also on an error
-        for done, arrays in pieces:
+        for done, span, arrays in pieces:
             if done is not None:
                 yield done
+            for tap in taps if span is not None else ():
+                tap.batch(*span)
             left = sum(a.nbytes for a in arrays.values())
             start_at = left * (1 - AHEAD_AFTER)
             for name in list(arrays):
-                for target in by_tensor[name]:
+                for target in by_tensor.get(name, ()):
                     target.observer.observe(arrays[name])
+                for tap in tapped.get(name, ()):
+                    tap.take(name, arrays[name])
                 left -= arrays.pop(name).nbytes  # each array goes as soon as its observers have it
                 if left <= start_at:
                     pieces.ahead()
 
 
 def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData,
-                  splittable: bool) -> Iterator[tuple[int | None, dict]]:
+                  splittable: bool) -> Iterator[tuple[int | None, tuple[int, int] | None, dict]]:
     """Each piece of a batch that onnxruntime computes, after the samples of the batch that ended before it (None
-    inside a batch); the last batch's samples come alone at the end. Every item but those holds a run (the batch's
-    own inputs go with the next piece): while the observers take one in, the run of the next computes."""
-    inputs, done = set(engine.fed), None
+    inside a batch) and with its batch's span of samples (first, count); the last batch's samples come alone at the
+    end (span None). Every item but those holds a run (the batch's own inputs go with the next piece): while the
+    observers take one in, the run of the next computes."""
+    inputs, done, first = set(engine.fed), None, 0
     for batch in data:
+        span = (first, data.samples_in(batch))
         held: dict = {}
         for arrays in engine.run(batch, splittable=splittable):
             if arrays.keys() <= inputs:
                 held = arrays
                 continue
             piece, held, arrays = {**held, **arrays}, {}, None  # the observers drop each array when done with it
-            yield done, piece
+            yield done, span, piece
             piece, done = None, None
         if held:  # inputs alone are observed
-            yield done, held
+            yield done, span, held
             done = None
-        done = data.samples_in(batch)
+        done = span[1]
+        first += done
     if done is not None:
-        yield done, {}
+        yield done, None, {}
 
 
 def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], device: str) -> Iterator[int]:

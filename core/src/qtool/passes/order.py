@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from ..config.quantconfig import PLATFORM_SOURCE
 from .accuracy import accuracy_passes, needs_data
+from .accuracy.float_peaks import FloatPeaks
 from .baking import Baking
 from .base import Pass
 from .dispatch import Dispatch
@@ -53,10 +54,11 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     GraphSimplify (on the float graph) and right before Baking; plugin passes
     named in its ``[[pass]]`` list go where their ``after`` says.
     """
+    float_peaks = FloatPeaks(data, device) if data is not None else None  # calibration's run serves later readers
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
-                                                  options=config.calibration)
+                                                  options=config.calibration, float_peaks=float_peaks)
     before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
-                                    runtime=runtime)
+                                    runtime=runtime, float_peaks=float_peaks)
     simplify, *planning = planning_passes(config, platform)
     passes = [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
               PassiveParameterQuantize(), *after, Baking()]

@@ -10,22 +10,26 @@ from ..calibration import calibrate
 from ..ir import Graph
 from ..quant import configured
 from ..quant.policy import QuantizationPolicy as P
+from .accuracy.float_peaks import FloatPeaks
 from .base import Pass, PassError, PassResult, PassWarning
 
 
 class RuntimeCalibration(Pass):
     """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers (``engine`` picks what
-    runs the float model)."""
+    runs the float model). ``float_peaks``: the run's :class:`~.accuracy.float_peaks.FloatPeaks`, whose later
+    readers get their peaks from this float run instead of one of their own."""
 
     name = "RuntimeCalibration"
 
     def __init__(self, data, *, device: str = "cpu", progress: bool = False,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, float_peaks: FloatPeaks | None = None) -> None:
         self.data, self.device, self.progress, self.options = data, device, progress, options
+        self.float_peaks = float_peaks
 
     def call(self, graph: Graph) -> PassResult:
+        tap = self.float_peaks.calibration_tap(graph) if self.float_peaks is not None else None
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options,
-                           engine=(self.options or {}).get("engine", "auto"))
+                           engine=(self.options or {}).get("engine", "auto"), taps=[tap] if tap else [])
         for found in report["warnings"]:
             warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
                                       tensor=found.get("tensor")), stacklevel=2)

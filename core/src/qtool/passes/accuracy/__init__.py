@@ -55,14 +55,15 @@ RUN_ARGUMENTS = ("device", "progress", "runtime", "float_peaks")
 
 
 def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, data=None,
-                    progress: bool = False, runtime=None) -> tuple[list[Pass], list[Pass]]:
+                    progress: bool = False, runtime=None, float_peaks=None) -> tuple[list[Pass], list[Pass]]:
     """The passes to run before dispatch and after calibration, in their order.
 
     ``options`` maps a pass name (``equalization``, ``smoothquant``,
     ``fallback``, ``adaround``, ``bias_correction``) to true (defaults),
     false/absent (off) or a table of that pass's options. ``data`` is the
     calibration data (passes that run the graph need it); ``runtime`` runs a graph as the target platform does
-    (:class:`qtool.platform_runtime.PlatformRuntime`, for the passes that take one).
+    (:class:`qtool.platform_runtime.PlatformRuntime`, for the passes that take one); ``float_peaks`` the run's
+    :class:`.float_peaks.FloatPeaks` (made here where None and there is data).
     """
     options = dict(options or {})
     known = [*BEFORE_DISPATCH, *AFTER_CALIBRATION]
@@ -70,9 +71,9 @@ def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, d
         if name not in known:
             raise AccuracyError(f"accuracy.{name}: unknown accuracy pass{did_you_mean(name, known)} "
                                 f"(known: {', '.join(known)})")
-    built, float_peaks = [], None
-    if data is not None:  # one float run of the peaks ChannelSplit, OutlierOutputs and the fallback's scan read
-        from .float_peaks import FloatPeaks
+    built = []
+    if data is not None and float_peaks is None:  # one float run of the peaks ChannelSplit, OutlierOutputs and
+        from .float_peaks import FloatPeaks  # the fallback's scan read
 
         float_peaks = FloatPeaks(data, device)
     for group in (BEFORE_DISPATCH, AFTER_CALIBRATION):

@@ -5,7 +5,8 @@ over the same calibration samples (:func:`.outliers.channel_peaks`). One :class:
 answers them all: a request that misses computes, in the same float run, what every registered reader may ask
 later (its ``requests(graph)``), and a peak is served only while the float function of its tensor is unchanged:
 the ops, attributes, inputs and parameter arrays it is computed from (ChannelSplit's rewrites invalidate the
-tensors they touch and every tensor after them).
+tensors they touch and every tensor after them). Calibration's float run computes what the readers after it will
+ask for (:meth:`FloatPeaks.calibration_tap`): after a split, they need no run of their own.
 """
 
 from __future__ import annotations
@@ -42,33 +43,92 @@ class FloatPeaks:
         from .running import take_samples
 
         self._readers = [(count, requests) for count, requests in self._readers if requests != reader]
-        keys: dict[Operation, tuple] = {}
-        cones: dict[str, frozenset] = {}
-
-        def cone(name: str) -> frozenset:
-            if name not in cones:
-                cones[name] = _cone(graph, keys, name)
-            return cones[name]
-
-        def served(name: str, axis: int) -> bool:  # the memo holds the peak of the tensor's float function now
-            entry = self._memo.get((samples, name, axis))
-            return entry is not None and entry[0] == cone(name)
-
-        missing = {name: axis for name, axis in axes.items() if not served(name, axis)}
+        cones = _Cones(graph)
+        missing = {name: axis for name, axis in axes.items() if not self._served(cones, samples, name, axis)}
         if missing:
-            for count, requests in self._readers:
-                if count == samples:
-                    for name, axis in requests(graph).items():
-                        if name not in missing and not served(name, axis):
-                            missing[name] = axis
+            missing.update(self._unserved(cones, samples, exclude=missing))
             computed = channel_peaks(graph, take_samples(graph, self.data, samples), missing, device=self.device)
-            for name, axis in missing.items():
-                peak = computed.get(name)
-                if peak is not None:
-                    peak.flags.writeable = False
-                self._memo[samples, name, axis] = (cone(name), peak)
+            self._keep(cones, samples, missing, computed)
         found = {name: self._memo[samples, name, axis][1] for name, axis in axes.items()}
         return {name: peak for name, peak in found.items() if peak is not None}
+
+    def calibration_tap(self, graph: Graph) -> PeakTap | None:
+        """What calibration's float run of ``graph`` can compute for the readers still to come (the peaks they
+        will ask for and the memo does not hold), or None where it holds them all."""
+        cones = _Cones(graph)
+        counts = sorted({count for count, _ in self._readers})
+        wanted = {count: self._unserved(cones, count, exclude={}) for count in counts}
+        wanted = {count: axes for count, axes in wanted.items() if axes}
+        return PeakTap(self, cones, wanted) if wanted else None
+
+    def _served(self, cones: _Cones, samples: int, name: str, axis: int) -> bool:
+        """Whether the memo holds the peak of the tensor's float function now."""
+        entry = self._memo.get((samples, name, axis))
+        return entry is not None and entry[0] == cones(name)
+
+    def _unserved(self, cones: _Cones, samples: int, exclude: Mapping[str, int]) -> dict[str, int]:
+        """The requests of the readers over ``samples`` samples that the memo does not serve, but ``exclude``."""
+        found: dict[str, int] = {}
+        for count, requests in self._readers:
+            if count == samples:
+                for name, axis in requests(cones.graph).items():
+                    if name not in exclude and name not in found and not self._served(cones, samples, name, axis):
+                        found[name] = axis
+        return found
+
+    def _keep(self, cones: _Cones, samples: int, axes: Mapping[str, int], computed: Mapping[str, np.ndarray]) -> None:
+        for name, axis in axes.items():
+            peak = computed.get(name)
+            if peak is not None:
+                peak.flags.writeable = False
+            self._memo[samples, name, axis] = (cones(name), peak)
+
+
+class PeakTap:
+    """The peaks :class:`FloatPeaks`'s readers will ask for, taken from calibration's float run as it goes
+    (:func:`qtool.calibration.calibrate`'s ``taps``): per sample count, the batches that lie wholly within the
+    first samples. Kept in the memo only once the run is over, and only for a count whose first samples were
+    whole batches (or all the data): then the peaks are those :func:`.outliers.channel_peaks` gives (a maximum
+    does not depend on how samples were batched)."""
+
+    def __init__(self, owner: FloatPeaks, cones: _Cones, wanted: Mapping[int, Mapping[str, int]]) -> None:
+        from .outliers import PeakTable
+
+        self._owner, self._cones = owner, cones
+        self._tables = {count: PeakTable(axes) for count, axes in wanted.items()}
+        self._cut: set[int] = set()  # counts whose first samples end inside a batch: nothing is kept for them
+        self._taking: list[PeakTable] = []
+        self.tensors = list(dict.fromkeys(name for axes in wanted.values() for name in axes))
+
+    def batch(self, first: int, count: int) -> None:
+        """The arrays :meth:`take` gets next are of the batch of samples ``first .. first + count - 1``."""
+        self._cut |= {n for n in self._tables if first < n < first + count}
+        self._taking = [table for n, table in self._tables.items() if first + count <= n]
+
+    def take(self, name: str, array: np.ndarray) -> None:
+        for table in self._taking:
+            if name in table.axes:
+                table.add_array(name, array)
+
+    def finish(self) -> None:
+        """The run is over: its peaks go to the memo, under the float function of each tensor it ran."""
+        for count, table in self._tables.items():
+            if count not in self._cut:
+                self._owner._keep(self._cones, count, table.axes, table.peaks())
+
+
+class _Cones:
+    """The float function of each tensor of ``graph`` as it is now (:func:`_cone`), computed once per tensor."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._keys: dict[Operation, tuple] = {}
+        self._cones: dict[str, frozenset] = {}
+
+    def __call__(self, name: str) -> frozenset:
+        if name not in self._cones:
+            self._cones[name] = _cone(self.graph, self._keys, name)
+        return self._cones[name]
 
 
 class _Same:

@@ -23,27 +23,43 @@ if TYPE_CHECKING:
     from ...executor import TorchExecutor
 
 
+class PeakTable:
+    """Per tensor name of ``axes``: ``max|x|`` along every other axis, per index of its axis ``axes[name]``,
+    merged over batches (float64). A tensor whose axis changes length between batches (a sequence axis) has no
+    channels and is left out of :meth:`peaks`."""
+
+    def __init__(self, axes: Mapping[str, int]) -> None:
+        self.axes = dict(axes)
+        self._peaks: dict[str, np.ndarray] = {}
+        self._varying: set[str] = set()
+
+    def add(self, name: str, peak: np.ndarray) -> None:
+        """Merge one batch's per-channel peak of ``name``."""
+        if name in self._peaks and self._peaks[name].shape != peak.shape:
+            self._varying.add(name)
+        elif name not in self._varying:
+            self._peaks[name] = np.maximum(self._peaks[name], peak) if name in self._peaks else peak
+
+    def add_array(self, name: str, x: np.ndarray) -> None:
+        """Merge one batch's float value of ``name``."""
+        axis = self.axes[name] % x.ndim
+        self.add(name, np.abs(x).max(axis=tuple(a for a in range(x.ndim) if a != axis)).astype(np.float64))
+
+    def peaks(self) -> dict[str, np.ndarray]:
+        return {name: peak for name, peak in self._peaks.items() if name not in self._varying}
+
+
 def channel_peaks(graph: Graph, batches: Sequence[Batch], axes: Mapping[str, int], *, device: str = "cpu",
                   executor: TorchExecutor | None = None) -> dict[str, np.ndarray]:
-    """Per tensor name of ``axes``: ``max|x|`` along every other axis, per index of its axis ``axes[name]``, over
-    the float run of ``batches`` (float64): by onnxruntime where it can stand in for the executor, else by
-    ``executor`` (a :class:`~qtool.executor.TorchExecutor` of ``graph`` on ``device``, made here when None). A
-    tensor whose axis changes length between samples (a sequence axis) has no channels and is left out."""
-    peaks: dict[str, np.ndarray] = {}
-    varying: set[str] = set()
-
-    def observe(name: str, peak: np.ndarray) -> None:
-        if name in peaks and peaks[name].shape != peak.shape:
-            varying.add(name)
-        elif name not in varying:
-            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
-
+    """:class:`PeakTable` of ``axes`` over the float run of ``batches``: by onnxruntime where it can stand in for
+    the executor, else by ``executor`` (a :class:`~qtool.executor.TorchExecutor` of ``graph`` on ``device``, made
+    here when None)."""
+    table = PeakTable(axes)
     values = ort_float_arrays(graph, device, batches, list(axes)) if axes else None
     if values is not None:
         for _, arrays in values:
             for name, x in arrays.items():
-                axis = axes[name] % x.ndim
-                observe(name, np.abs(x).max(axis=tuple(a for a in range(x.ndim) if a != axis)).astype(np.float64))
+                table.add_array(name, x)
     elif axes:
         if executor is None:
             from ...executor import TorchExecutor
@@ -55,10 +71,10 @@ def channel_peaks(graph: Graph, batches: Sequence[Batch], axes: Mapping[str, int
             for var, x in (*zip(op.inputs, inputs, strict=False), *zip(op.outputs, outputs, strict=False)):
                 if var is not None and watched.get(var.name) is op and x is not None:
                     x = x.detach().abs().movedim(axes[var.name], 0)  # in torch: any float type, any device
-                    observe(var.name, x.reshape(x.shape[0], -1).amax(dim=1).double().cpu().numpy())
+                    table.add(var.name, x.reshape(x.shape[0], -1).amax(dim=1).double().cpu().numpy())
 
         run_watching(executor, batches, list(dict.fromkeys(watched.values())), hook, quantize=False)
-    return {name: peak for name, peak in peaks.items() if name not in varying}
+    return table.peaks()
 
 
 def outlier_ratios(graph: Graph, batches: Sequence[Batch], ops: Sequence[Operation], *, device: str = "cpu",
