@@ -56,13 +56,8 @@ class CalibrationData:
         return self.count
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        hasher = _Fingerprint(self.inputs, per_sample=self.layout == "samples")
         chunks = self._chunks()
-        batches = chunks if self.layout == "feeds" else _rebatch(chunks, self.batch_size, self.fixed_batch)
-        for batch in batches:
-            hasher.update(batch)
-            yield batch
-        self._fingerprint = hasher.hexdigest()
+        yield from chunks if self.layout == "feeds" else _rebatch(chunks, self.batch_size, self.fixed_batch)
 
     def samples_in(self, batch: dict[str, np.ndarray]) -> int:
         """Samples in one of this data's batches (1 for a feed)."""
@@ -103,10 +98,13 @@ class CalibrationData:
         return batches
 
     def fingerprint(self) -> str:
-        """sha256 over every sample's input names, dtypes, shapes and bytes (hex)."""
+        """sha256 over every sample's input names, dtypes, shapes and bytes (hex); one more pass over the data, the
+        first time only (a run that saves no state never hashes: 43 MB of pages took 0.07 s a pass)."""
         if self._fingerprint is None:
-            for _ in self:
-                pass
+            hasher = _Fingerprint(self.inputs, per_sample=self.layout == "samples")
+            for batch in self:
+                hasher.update(batch)
+            self._fingerprint = hasher.hexdigest()
         return self._fingerprint
 
     def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
