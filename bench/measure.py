@@ -212,9 +212,12 @@ def write_result(result: dict) -> None:
 
 
 def machine() -> str:
-    """'<cpu model>, N cores, Python x.y, onnxruntime v, torch v' for report headers."""
+    """'<cpu model>, N cores, Python x.y, onnxruntime v, onnx v, ml_dtypes v' for report headers (onnx imports
+    ml_dtypes in every quantizing process: 0.7.0 took 0.6 s of it, 0.6.0 4 ms)."""
     import platform
 
+    import ml_dtypes
+    import onnx
     import onnxruntime as ort
 
     cpu = platform.processor() or platform.machine()
@@ -223,4 +226,5 @@ def machine() -> str:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, onnxruntime {ort.__version__}")
+    return (f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, onnxruntime {ort.__version__}, "
+            f"onnx {onnx.__version__}, ml_dtypes {ml_dtypes.__version__}")
