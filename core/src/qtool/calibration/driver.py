@@ -10,7 +10,7 @@ One pass over the data suffices: the histogram observers widen themselves exactl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,7 @@ from . import ort_engine
 from .ahead import OneAhead
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
+from .kept_outputs import KeptOutputs
 from .observers import Observer, make_observer
 from .threads import pass_threads
 
@@ -77,7 +78,8 @@ ENGINES = ("auto", "onnxruntime", "torch")
 
 
 def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
-              options: Mapping[str, Any] | None = None, engine: str = "auto") -> dict[str, Any]:
+              options: Mapping[str, Any] | None = None, engine: str = "auto",
+              keep: KeptOutputs | None = None) -> dict[str, Any]:
     """Calibrate every root activation config of ``graph`` from ``data`` (ACTIVATED afterwards).
 
     ``data`` is a :class:`CalibrationData` or anything :func:`load_calibration_data`
@@ -87,7 +89,8 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     (onnxruntime where it can stand in for the executor, else the executor). Returns statistics: ``samples``,
     ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime), ``tensors``
     and ``configs`` calibrated, ``observers`` (count per name) and ``warnings`` (dicts naming the ``tensor``, with a
-    ``message``).
+    ``message``). ``keep`` keeps the graph outputs' float values of the first samples where onnxruntime runs
+    each of them whole (:class:`.kept_outputs.KeptOutputs`).
     """
     start = time.perf_counter()
     if engine not in ENGINES:
@@ -101,11 +104,13 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     refused = ort_engine.refusal(graph, device) if engine != "torch" else "asked for"
     if refused is None:
         try:
-            with closing(_ort_runs(graph, data, targets)) as runs:  # its thread ends here, also on an error
+            with closing(_ort_runs(graph, data, targets, keep)) as runs:  # its thread ends here, also on an error
                 _feed(progress, data, stats, runs)
         except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
             refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
+            if keep is not None:
+                keep.clear()
             stats.update(samples=0, batches=0)
     if refused is not None:
         if engine == "onnxruntime":
@@ -134,20 +139,25 @@ AHEAD_AFTER = 0.25  # share of a piece's bytes the observers let go of before th
 # ended well after the observers (det 2.9 s, not 2.5; seq 3.9)
 
 
-def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> Iterator[int]:
+def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target],
+              keep: KeptOutputs | None = None) -> Iterator[int]:
     """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in a
     background thread while the observers take this one in (:class:`.ahead.OneAhead`), once they have let go of
     ``AHEAD_AFTER`` of its bytes; so two runs' tensors are alive at most: batches cut into runs of samples are cut
     at half the budget (as many bytes alive as one run took before); whole feeds keep the budget (half of it would
-    split their tensors into groups, each one more run of the graph)."""
+    split their tensors into groups, each one more run of the graph). Runs of whole feeds also return the graph
+    outputs for ``keep``."""
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
-    engine = ort_engine.OrtFloatRun(graph, list(by_tensor), threads=max(1, pass_threads() - 1), budget=budget)
-    with OneAhead(_float_pieces(engine, data, splittable)) as pieces:  # its thread ends here, also on an error
+    kept = keep.start(graph) if keep is not None and not splittable else []
+    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *kept], threads=max(1, pass_threads() - 1), budget=budget)
+    observed = set(by_tensor)
+    taken = None if not kept else lambda number, feeds, arrays: keep.take(number, feeds, arrays, observed)
+    with OneAhead(_float_pieces(engine, data, splittable, taken)) as pieces:  # its thread ends here, also on an error
         for done, arrays in pieces:
             if done is not None:
                 yield done
@@ -161,15 +171,20 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target]) -> It
                     pieces.ahead()
 
 
-def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData,
-                  splittable: bool) -> Iterator[tuple[int | None, dict]]:
+def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splittable: bool,
+                  taken: Callable[[int, dict, dict], dict] | None = None) -> Iterator[tuple[int | None, dict]]:
     """Each piece of a batch that onnxruntime computes, after the samples of the batch that ended before it (None
     inside a batch); the last batch's samples come alone at the end. Every item but those holds a run (the batch's
-    own inputs go with the next piece): while the observers take one in, the run of the next computes."""
+    own inputs go with the next piece): while the observers take one in, the run of the next computes.
+    ``taken(batch number, batch, arrays)`` keeps what it wants of each piece and gives back what observers read."""
     inputs, done = set(engine.fed), None
-    for batch in data:
+    for number, batch in enumerate(data):
         held: dict = {}
         for arrays in engine.run(batch, splittable=splittable):
+            if taken is not None:
+                arrays = taken(number, batch, arrays)
+                if not arrays:
+                    continue
             if arrays.keys() <= inputs:
                 held = arrays
                 continue

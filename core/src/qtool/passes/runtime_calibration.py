@@ -15,17 +15,18 @@ from .base import Pass, PassError, PassResult, PassWarning
 
 class RuntimeCalibration(Pass):
     """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers (``engine`` picks what
-    runs the float model)."""
+    runs the float model; ``keep``, a :class:`qtool.calibration.KeptOutputs`, keeps the graph outputs' float values
+    of the first samples)."""
 
     name = "RuntimeCalibration"
 
     def __init__(self, data, *, device: str = "cpu", progress: bool = False,
-                 options: Mapping[str, Any] | None = None) -> None:
-        self.data, self.device, self.progress, self.options = data, device, progress, options
+                 options: Mapping[str, Any] | None = None, keep=None) -> None:
+        self.data, self.device, self.progress, self.options, self.keep = data, device, progress, options, keep
 
     def call(self, graph: Graph) -> PassResult:
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options,
-                           engine=(self.options or {}).get("engine", "auto"))
+                           engine=(self.options or {}).get("engine", "auto"), keep=self.keep)
         for found in report["warnings"]:
             warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
                                       tensor=found.get("tensor")), stacklevel=2)

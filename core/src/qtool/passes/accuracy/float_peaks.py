@@ -4,18 +4,18 @@ ChannelSplit, OutlierOutputs and SensitivityFallback's outlier scan read per-cha
 over the same calibration samples (:func:`.outliers.channel_peaks`). One :class:`FloatPeaks` per quantize run
 answers them all: a request that misses computes, in the same float run, what every registered reader may ask
 later (its ``requests(graph)``), and a peak is served only while the float function of its tensor is unchanged:
-the ops, attributes, inputs and parameter arrays it is computed from (ChannelSplit's rewrites invalidate the
-tensors they touch and every tensor after them).
+the ops, attributes, inputs and parameter arrays it is computed from (:mod:`qtool.ir.float_function`;
+ChannelSplit's rewrites invalidate the tensors they touch and every tensor after them).
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ...ir import Graph, Operation, Variable
+from ...ir import Graph
+from ...ir.float_function import FloatFunctions
 
 Requests = Callable[[Graph], Mapping[str, int]]
 
@@ -42,13 +42,7 @@ class FloatPeaks:
         from .running import take_samples
 
         self._readers = [(count, requests) for count, requests in self._readers if requests != reader]
-        keys: dict[Operation, tuple] = {}
-        cones: dict[str, frozenset] = {}
-
-        def cone(name: str) -> frozenset:
-            if name not in cones:
-                cones[name] = _cone(graph, keys, name)
-            return cones[name]
+        cone = FloatFunctions(graph).key
 
         def served(name: str, axis: int) -> bool:  # the memo holds the peak of the tensor's float function now
             entry = self._memo.get((samples, name, axis))
@@ -69,49 +63,3 @@ class FloatPeaks:
                 self._memo[samples, name, axis] = (cone(name), peak)
         found = {name: self._memo[samples, name, axis][1] for name, axis in axes.items()}
         return {name: peak for name, peak in found.items() if peak is not None}
-
-
-class _Same:
-    """A parameter array (or None) compared by identity, not kept alive: a new array is a new value, and an array
-    no longer alive was replaced (the memo holds no weight a pass replaced)."""
-
-    __slots__ = ("ref", "key")
-
-    def __init__(self, array: np.ndarray | None) -> None:
-        self.ref, self.key = (None if array is None else weakref.ref(array)), id(array)
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, _Same) or self.key != other.key or (self.ref is None) != (other.ref is None):
-            return False
-        return self.ref is None or (self.ref() is not None and self.ref() is other.ref())
-
-    def __hash__(self) -> int:
-        return self.key
-
-
-def _var_key(var: Variable | None) -> tuple | None:
-    return None if var is None else (var, _Same(var.value), _Same(var.float_value))
-
-
-def _op_key(op: Operation) -> tuple:
-    """What an op's float result depends on besides its inputs' values: type, attributes, inputs, parameters."""
-    return (op, op.op_type, op.domain, repr(sorted(op.attributes.items())), tuple(map(_var_key, op.inputs)),
-            tuple(op.outputs))
-
-
-def _cone(graph: Graph, keys: dict[Operation, tuple], name: str) -> frozenset:
-    """The keys of every op the tensor ``name`` is computed from (with the tensor itself): its float function;
-    ``keys`` caches op keys for the graph as it is now."""
-    var = graph.variables.get(name)
-    found: set = {_var_key(var)}
-    stack, seen = [var.producer] if var is not None and var.producer is not None else [], set()
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        if op not in keys:
-            keys[op] = _op_key(op)
-        found.add(keys[op])
-        stack.extend(v.producer for v in op.inputs if v is not None and v.producer is not None)
-    return frozenset(found)
