@@ -1,6 +1,7 @@
 """float_vs_quantized's float reference comes from the graph outputs calibration's onnxruntime run kept, only while
 they are what a fresh float run would give: same samples, same float function of each output (baking keeps it, a
-changed weight does not); else (samples cut from batches, held-out samples, other samples) a run of its own."""
+changed weight does not), one row per sample where samples were joined in batches; else (held-out samples, other
+samples, an output without the batch axis) a run of its own."""
 
 from __future__ import annotations
 
@@ -124,13 +125,38 @@ def test_other_samples_than_calibration_ran_get_a_reference_of_their_own(model, 
     assert result.summary["float_vs_quantized"]["samples"] == FLOAT_GAP_SAMPLES
 
 
-def test_samples_cut_from_batches_and_held_out_samples_keep_nothing(model, tmp_path, fresh_references, served):
+def free_batch_model(path, output_batch: str | int = "batch"):
+    """The small model with a free batch: samples are joined in batches; ``output_batch``: its output's first dim."""
     proto = small_model_proto()
     for value in (*proto.graph.input, *proto.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"  # a free batch: samples are joined in batches
-    onnx.save(proto, tmp_path / "free.onnx")
-    every = calibration_file(qtool.load(tmp_path / "free.onnx"), tmp_path / "every.npz", count=12)
-    qtool.quantize(tmp_path / "free.onnx", "onnxruntime", every, output=tmp_path / "a.onnx")
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    if isinstance(output_batch, int):
+        proto.graph.output[0].type.tensor_type.shape.dim[0].dim_value = output_batch
+    onnx.save(proto, path)
+    return path
+
+
+@pytest.mark.parametrize("budget", [ort_engine.DEFAULT_BUDGET, 1])  # 1: each run one sample, one tensor
+def test_samples_joined_in_batches_keep_their_rows(tmp_path, monkeypatch, fresh_references, served, budget):
+    monkeypatch.setattr(ort_engine, "DEFAULT_BUDGET", budget)
+    model = free_batch_model(tmp_path / "free.onnx")
+    every = calibration_file(qtool.load(model), tmp_path / "every.npz", count=12)
+    result = qtool.quantize(model, "onnxruntime", every, config={"calibration": {"batch_size": 5}},
+                            output=tmp_path / "a.onnx")  # batches of 5, 5 and 2 samples
+    (kept,) = served
+    assert kept is not None and fresh_references == []
+    samples = load_calibration_data(every, result.graph, 32).samples(FLOAT_GAP_SAMPLES)
+    fresh = ort_engine.float_outputs(result.graph, samples, ["output"], "cpu")  # one run per sample
+    for mine, theirs in zip(kept, fresh, strict=True):
+        assert mine["output"].shape == (1, 5)
+        np.testing.assert_allclose(mine["output"], theirs["output"], rtol=1e-6, atol=1e-7)
+
+
+def test_outputs_without_the_batch_axis_and_held_out_samples_keep_nothing(model, tmp_path, fresh_references,
+                                                                           served):
+    fixed = free_batch_model(tmp_path / "fixed.onnx", output_batch=1)  # the output declares no batch axis
+    every = calibration_file(qtool.load(fixed), tmp_path / "every.npz", count=12)
+    qtool.quantize(fixed, "onnxruntime", every, output=tmp_path / "a.onnx")
     held = qtool.quantize(model, "onnxruntime", feeds(model, 12), calib_layout="feeds", max_samples=8,
                           output=tmp_path / "b.onnx")
     assert held.summary["float_vs_quantized"]["held_out"] is True

@@ -10,7 +10,7 @@ One pass over the data suffices: the histogram observers widen themselves exactl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,19 +145,18 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target],
     background thread while the observers take this one in (:class:`.ahead.OneAhead`), once they have let go of
     ``AHEAD_AFTER`` of its bytes; so two runs' tensors are alive at most: batches cut into runs of samples are cut
     at half the budget (as many bytes alive as one run took before); whole feeds keep the budget (half of it would
-    split their tensors into groups, each one more run of the graph). Runs of whole feeds also return the graph
-    outputs for ``keep``."""
+    split their tensors into groups, each one more run of the graph). The runs also return the graph outputs for
+    ``keep``."""
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
-    kept = keep.start(graph) if keep is not None and not splittable else []
+    kept = keep.start(graph, splittable) if keep is not None else []
     engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *kept], threads=max(1, pass_threads() - 1), budget=budget)
-    observed = set(by_tensor)
-    taken = None if not kept else lambda number, feeds, arrays: keep.take(number, feeds, arrays, observed)
-    with OneAhead(_float_pieces(engine, data, splittable, taken)) as pieces:  # its thread ends here, also on an error
+    keeping = (keep, set(by_tensor)) if kept else None
+    with OneAhead(_float_pieces(engine, data, splittable, keeping)) as pieces:  # its thread ends here, also on an error
         for done, arrays in pieces:
             if done is not None:
                 yield done
@@ -172,17 +171,19 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target],
 
 
 def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splittable: bool,
-                  taken: Callable[[int, dict, dict], dict] | None = None) -> Iterator[tuple[int | None, dict]]:
+                  keeping: tuple[KeptOutputs, set[str]] | None = None) -> Iterator[tuple[int | None, dict]]:
     """Each piece of a batch that onnxruntime computes, after the samples of the batch that ended before it (None
     inside a batch); the last batch's samples come alone at the end. Every item but those holds a run (the batch's
     own inputs go with the next piece): while the observers take one in, the run of the next computes.
-    ``taken(batch number, batch, arrays)`` keeps what it wants of each piece and gives back what observers read."""
+    ``keeping``: where the graph outputs of the first samples are kept, and the tensors observers read (the
+    pieces hold only those)."""
     inputs, done = set(engine.fed), None
-    for number, batch in enumerate(data):
+    for batch in data:
         held: dict = {}
+        kept = keeping[0].batch(batch, splittable, keeping[1]) if keeping is not None else None
         for arrays in engine.run(batch, splittable=splittable):
-            if taken is not None:
-                arrays = taken(number, batch, arrays)
+            if kept is not None:
+                arrays = kept.take(arrays, data.samples_in(batch), engine.rows)
                 if not arrays:
                     continue
             if arrays.keys() <= inputs:
