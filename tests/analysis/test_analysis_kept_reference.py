@@ -161,3 +161,25 @@ def test_outputs_without_the_batch_axis_and_held_out_samples_keep_nothing(model,
                           output=tmp_path / "b.onnx")
     assert held.summary["float_vs_quantized"]["held_out"] is True
     assert served == [None] and fresh_references == [FLOAT_GAP_SAMPLES, 4]
+
+
+def test_outputs_no_observer_reads_are_returned_only_for_the_kept_samples(tmp_path, monkeypatch, fresh_references,
+                                                                          served):
+    proto = small_model_proto()
+    proto.graph.node.append(onnx.helper.make_node("ArgMax", ["output"], ["top"], name="top", axis=1))
+    proto.graph.output.append(onnx.helper.make_tensor_value_info("top", onnx.TensorProto.INT64, [1, 1]))
+    onnx.save(proto, tmp_path / "top.onnx")
+    fetched = []
+    run = ort_engine.OrtFloatRun._run
+
+    def recording(self, feeds, names):
+        fetched.append(list(names))
+        return run(self, feeds, names)
+
+    monkeypatch.setattr(ort_engine.OrtFloatRun, "_run", recording)
+    result = qtool.quantize(tmp_path / "top.onnx", "onnxruntime", feeds(tmp_path / "top.onnx", 12),
+                            calib_layout="feeds", output=tmp_path / "q.onnx")
+    assert [names.count("top") for names in fetched] == [1] * FLOAT_GAP_SAMPLES + [0] * 4  # ArgMax: not observed
+    assert all("output" in names for names in fetched)  # observed: every run
+    assert served[0] is not None and [set(kept) for kept in served[0]] == [{"output", "top"}] * FLOAT_GAP_SAMPLES
+    assert fresh_references == [] and set(result.summary["float_vs_quantized"]["outputs"]) == {"output"}

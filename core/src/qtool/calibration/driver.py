@@ -176,7 +176,7 @@ def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splitta
     inside a batch); the last batch's samples come alone at the end. Every item but those holds a run (the batch's
     own inputs go with the next piece): while the observers take one in, the run of the next computes.
     ``keeping``: where the graph outputs of the first samples are kept, and the tensors observers read (the
-    pieces hold only those)."""
+    pieces hold only those; once those samples are in, the runs return the others no more)."""
     inputs, done = set(engine.fed), None
     for batch in data:
         held: dict = {}
@@ -192,6 +192,9 @@ def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splitta
             piece, held, arrays = {**held, **arrays}, {}, None  # the observers drop each array when done with it
             yield done, piece
             piece, done = None, None
+        if kept is not None and kept.done:  # the outputs of the first samples are in
+            engine.drop({*engine.fed, *engine.computed} - keeping[1])
+            keeping = None
         if held:  # inputs alone are observed
             yield done, held
             done = None

@@ -88,6 +88,11 @@ class _Batch:
         self.kept, self.first, self.count, self.splittable, self.observed = kept, first, count, splittable, observed
         self.rows: dict[str, int] = {}  # rows of the batch each output came in for so far
 
+    @property
+    def done(self) -> bool:
+        """Whether nothing is left to keep after this batch."""
+        return not self.kept.names or self.first + self.count >= self.kept.samples
+
     def take(self, arrays: dict[str, np.ndarray], size: int, step: int) -> dict[str, np.ndarray]:
         """Keep the outputs among ``arrays`` (a piece of a batch of ``size`` samples run ``step`` at a time);
         ``arrays`` less the outputs no observer reads. An output an observer also reads is copied (an observer may
