@@ -183,3 +183,11 @@ def test_outputs_no_observer_reads_are_returned_only_for_the_kept_samples(tmp_pa
     assert all("output" in names for names in fetched)  # observed: every run
     assert served[0] is not None and [set(kept) for kept in served[0]] == [{"output", "top"}] * FLOAT_GAP_SAMPLES
     assert fresh_references == [] and set(result.summary["float_vs_quantized"]["outputs"]) == {"output"}
+
+
+def test_outputs_beyond_the_limit_are_not_kept(model, tmp_path, monkeypatch, fresh_references, served):
+    from qtool.calibration import kept_outputs
+
+    monkeypatch.setattr(kept_outputs, "LIMIT", 3 * 5 * 4)  # the outputs of 3 samples: 5 float32 each
+    qtool.quantize(model, "onnxruntime", feeds(model), calib_layout="feeds", output=tmp_path / "q.onnx")
+    assert served == [None] and fresh_references == [FLOAT_GAP_SAMPLES]

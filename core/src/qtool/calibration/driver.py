@@ -106,6 +106,8 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
         try:
             with closing(_ort_runs(graph, data, targets, keep)) as runs:  # its thread ends here, also on an error
                 _feed(progress, data, stats, runs)
+            if keep is not None:
+                keep.settle()
         except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
             refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})

@@ -25,6 +25,9 @@ import numpy as np
 from ..ir import Graph
 from ..ir.float_function import FloatFunctions
 
+LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (trained-textdet's 8 outputs: 7 MiB,
+# its peak 10 MiB higher); outputs larger than that (a language model's logits) are computed again after it
+
 
 class KeptOutputs:
     """The float values of the graph outputs for the first ``samples`` samples, with what they depend on; filled
@@ -36,6 +39,7 @@ class KeptOutputs:
         self._functions: dict[str, frozenset] = {}
         self._values: list[dict[str, np.ndarray]] = []
         self._digests: list[bytes] = []
+        self._bytes = 0
 
     def start(self, graph: Graph, splittable: bool) -> list[str]:
         """Begin keeping the outputs of ``graph`` (as it is now, before the float run); their names, none where
@@ -51,7 +55,17 @@ class KeptOutputs:
 
     def clear(self) -> None:
         """Keep nothing (the run that filled this was dropped, or a piece did not hold what was expected)."""
-        self.names, self._functions, self._values, self._digests = [], {}, [], []
+        self.names, self._functions, self._values, self._digests, self._bytes = [], {}, [], [], 0
+
+    def settle(self) -> None:
+        """Copy the kept arrays in this thread: the run's thread allocated them, in memory of its own that stays
+        taken while one of them lives (glibc's arenas; trained-textdet's peak grew by 85 MB)."""
+        self._values = [{name: np.array(array) for name, array in kept.items()} for kept in self._values]
+
+    def _add(self, nbytes: int) -> bool:
+        """Count ``nbytes`` more kept; whether they stay within :data:`LIMIT`."""
+        self._bytes += nbytes
+        return self._bytes <= LIMIT
 
     def batch(self, feeds: Mapping[str, np.ndarray], splittable: bool, observed: set[str]) -> _Batch:
         """The keeper of the next batch of the float run (fed ``feeds``; ``splittable``: its samples lie along
@@ -98,21 +112,27 @@ class _Batch:
         ``arrays`` less the outputs no observer reads. An output an observer also reads is copied (an observer may
         work in its arrays), as are the rows kept of a piece (not the piece)."""
         for name in self.kept.names if self.count > 0 else ():
-            if name not in arrays:
-                continue
-            array, begin = arrays[name], self.rows.get(name, 0)
-            if not self.splittable:
-                self.kept._values[self.first][name] = np.array(array) if name in self.observed else array
-                continue
-            rows = min(step, size - begin)
-            if array.ndim == 0 or len(array) != rows:  # not one row per sample: keep nothing
-                self.kept.clear()
+            if name in arrays and not self._keep(name, arrays[name], size, step):
+                self.kept.clear()  # not one row per sample, or too many bytes: keep nothing
                 self.count = 0
                 break
-            self.rows[name] = begin + rows
-            for row in range(begin, min(begin + rows, self.count)):
-                self.kept._values[self.first + row][name] = np.array(array[row - begin:row - begin + 1])
         return {name: array for name, array in arrays.items() if name in self.observed}
+
+    def _keep(self, name: str, array: np.ndarray, size: int, step: int) -> bool:
+        values = self.kept._values
+        if not self.splittable:
+            values[self.first][name] = np.array(array) if name in self.observed else array
+            return self.kept._add(array.nbytes)
+        begin = self.rows.get(name, 0)
+        rows = min(step, size - begin)
+        if array.ndim == 0 or len(array) != rows:
+            return False
+        self.rows[name] = begin + rows
+        for row in range(begin, min(begin + rows, self.count)):
+            values[self.first + row][name] = np.array(array[row - begin:row - begin + 1])
+            if not self.kept._add(values[self.first + row][name].nbytes):
+                return False
+        return True
 
 
 def _batch_first(graph: Graph) -> bool:
