@@ -26,7 +26,7 @@ from ..ir import Graph
 from ..ir.float_function import FloatFunctions
 
 LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (trained-textdet's 8 outputs: 7 MiB,
-# its peak 10 MiB higher); outputs larger than that (a language model's logits) are computed again after it
+# its peak up to 10 MiB higher); outputs larger than that (a language model's logits) are computed again after it
 
 
 class KeptOutputs:
@@ -59,7 +59,7 @@ class KeptOutputs:
 
     def settle(self) -> None:
         """Copy the kept arrays in this thread: the run's thread allocated them, in memory of its own that stays
-        taken while one of them lives (glibc's arenas; trained-textdet's peak grew by 85 MB)."""
+        taken while one of them lives (glibc's arenas: trained-textdet's peak grew by about 100 MB)."""
         self._values = [{name: np.array(array) for name, array in kept.items()} for kept in self._values]
 
     def _add(self, nbytes: int) -> bool:
