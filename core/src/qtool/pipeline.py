@@ -23,8 +23,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .analysis.float_gap import Deployed, float_gap
-from .calibration import load_calibration_data
+from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, float_gap
+from .calibration import KeptOutputs, load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
@@ -159,8 +159,9 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     simulated_before = simulation_runs()
     bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
         body, feeds, where, target, qconfig, options, device, check_agreement), device)
+    kept = _kept_outputs(data, restore)
     passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
-                            calibration=restore, runtime=_runtime(target, options))
+                            calibration=restore, runtime=_runtime(target, options), keep=kept)
     runs, diagnostics = _run_passes(passes, graph, finished)
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph))
@@ -192,7 +193,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     if data is not None:
         result.summary["float_vs_quantized"] = _float_vs_quantized(result, target, data, device, simulated,
                                                                    calibrated_on_data=restore is None,
-                                                                   allowed=options.allow_unsupported)
+                                                                   allowed=options.allow_unsupported, kept=kept)
     return result
 
 
@@ -369,24 +370,35 @@ def _refusal(files: list[Path], runtime: str, error: str) -> str:
     return f"{files[0]}: {runtime} cannot run the written model ({error}); the files are kept for a bug report"
 
 
+def _kept_outputs(data, restore) -> KeptOutputs | None:
+    """What calibration keeps of the graph outputs for float_vs_quantized's reference: where it calibrates on
+    ``data`` and no samples are held out (float_gap then measures the first calibration samples)."""
+    if data is None or restore is not None or data.max_samples is not None:
+        return None
+    return KeptOutputs(FLOAT_GAP_SAMPLES)
+
+
 def _float_vs_quantized(result: QuantizeResult, target: Platform, data, device: str, simulated, *,
-                        calibrated_on_data: bool, allowed: bool) -> dict:
+                        calibrated_on_data: bool, allowed: bool, kept: KeptOutputs | None = None) -> dict:
     """:func:`float_gap` of the written files on the platform's runtime (the deployed model) where it runs here,
-    else of qtool's simulation. A runtime that refuses the files fails the run (RuntimeRefusedError), unless
-    ERRORs were allowed: then the simulation is measured and ``runtime_error`` says why."""
+    else of qtool's simulation; ``kept``: the graph outputs' float values calibration kept, the reference where
+    still valid. A runtime that refuses the files fails the run (RuntimeRefusedError), unless ERRORs were allowed:
+    then the simulation is measured and ``runtime_error`` says why."""
     refused = None
     if result.files:
         runtime = target.runtime()
         deployed = Deployed(runtime, lambda samples, names: _run_files(target, result.files, runtime, samples, names))
         try:
-            return float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, deployed=deployed)
+            return float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, deployed=deployed,
+                             kept=kept)
         except RuntimeUnavailable:
             pass
         except RuntimeRefusedError as exc:
             if not allowed:
                 raise
             refused = str(exc.__cause__ or exc).strip().splitlines()[0]
-    gap = float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, simulated=simulated)
+    gap = float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, simulated=simulated,
+                    kept=kept)
     if refused is not None:
         gap["runtime_error"] = refused
     return gap

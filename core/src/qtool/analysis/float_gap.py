@@ -2,7 +2,8 @@
 
 The quantized side is the deployed model where it can run here (the exported files on the platform's runtime,
 :class:`Deployed`), else qtool's simulation (the torch executor); the float side is ONNX Runtime's float run of the
-graph where it can stand in for the executor.
+graph where it can stand in for the executor: the graph outputs calibration's own onnxruntime run kept
+(:class:`qtool.calibration.KeptOutputs`) where they are still that run's values, else a run of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..calibration.kept_outputs import KeptOutputs
 from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from .metrics import ErrorAccumulator
@@ -32,7 +34,8 @@ class Deployed:
 
 def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], device: str = "cpu",
                        *, held_out: bool = False, batchable: bool = False,
-                       simulated: Sequence[Sequence[np.ndarray]] = (), deployed: Deployed | None = None) -> dict:
+                       simulated: Sequence[Sequence[np.ndarray]] = (), deployed: Deployed | None = None,
+                       kept: KeptOutputs | None = None) -> dict:
     """``{"samples", "held_out", "measured_on", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as
     reference.
 
@@ -41,7 +44,8 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     ``deployed`` when given (``measured_on`` names its runtime), else from qtool's simulation: ``simulated`` then
     holds those of the first samples where they were already simulated (the agreement check's), and
     ``batchable`` says that the samples hold samples along their first axis, so that those left may be
-    simulated in one batch where their shapes agree.
+    simulated in one batch where their shapes agree. ``kept``: the float outputs calibration kept, taken as the
+    reference where the runs are the samples themselves and :meth:`KeptOutputs.reference` serves them.
     """
     names = [v.name for v in graph.outputs]
     if deployed is not None:
@@ -51,7 +55,10 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
         runs += [(feeds, None) for feeds in _batched(samples[len(runs):], batchable)]
     from ..calibration.ort_engine import float_outputs  # several times faster than the executor on the CPU
 
-    references = float_outputs(graph, [feeds for feeds, _ in runs], names, device, threads=pass_threads())
+    fed = [feeds for feeds, _ in runs]
+    references = None if kept is None or len(fed) != len(samples) else kept.reference(graph, fed, names)
+    if references is None:
+        references = float_outputs(graph, fed, names, device, threads=pass_threads())
     executor = None
     if references is None or any(quantized is None for _, quantized in runs):
         from ..executor import TorchExecutor
@@ -86,18 +93,21 @@ def _batched(samples: Sequence[dict[str, np.ndarray]], batchable: bool) -> list[
 
 
 def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bool = True,
-              simulated: Sequence[Sequence[np.ndarray]] | None = None, deployed: Deployed | None = None) -> dict:
+              simulated: Sequence[Sequence[np.ndarray]] | None = None, deployed: Deployed | None = None,
+              kept: KeptOutputs | None = None) -> dict:
     """Float vs quantized on samples calibration never saw (those after ``max_samples``) where the data holds
     some; otherwise on the first calibration samples, saying so (``held_out`` false). Calibration itself always
     reads the same samples: holding some out never changes what it computes. ``calibrated_on_data`` false (a
     state restored from a file, calibrated on data unknown) never claims samples were held out. ``deployed``: the
     exported files on the platform's runtime, measured instead of the simulation; ``simulated``: the simulated
-    quantized outputs of the first samples (``data.samples``), already run by the agreement check."""
+    quantized outputs of the first samples (``data.samples``), already run by the agreement check; ``kept``: the
+    graph outputs' float values calibration kept of them."""
     held_out = data.held_out(FLOAT_GAP_SAMPLES) if calibrated_on_data else []
     samples = held_out or data.samples(FLOAT_GAP_SAMPLES)
     batchable = data.layout == "samples" and not data.fixed_batch
     return float_vs_quantized(graph, samples, device, held_out=bool(held_out), batchable=batchable,
-                              simulated=() if held_out or simulated is None else simulated, deployed=deployed)
+                              simulated=() if held_out or simulated is None else simulated, deployed=deployed,
+                              kept=None if held_out else kept)
 
 
 def _finite(value: float) -> float | None:

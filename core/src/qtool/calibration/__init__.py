@@ -3,7 +3,9 @@
 from .data import CalibrationData, load_calibration_data
 from .driver import calibrate
 from .errors import CalibrationError, CalibrationWarning
+from .kept_outputs import KeptOutputs
 from .observers import OBSERVERS, Observer, make_observer
 
-__all__ = ["OBSERVERS", "CalibrationData", "CalibrationError", "CalibrationWarning", "Observer", "calibrate",
+__all__ = ["OBSERVERS", "CalibrationData", "CalibrationError", "CalibrationWarning", "KeptOutputs", "Observer",
+           "calibrate",
            "load_calibration_data", "make_observer"]

@@ -96,6 +96,13 @@ class OrtFloatRun:
             for group in self.groups:
                 yield self._run(piece, group)
 
+    def drop(self, names: set[str]) -> None:
+        """Return ``names`` no more from the next run on (runs keep the number of samples they were sized for)."""
+        self.fed = [name for name in self.fed if name not in names]
+        self.computed = [name for name in self.computed if name not in names]
+        if self.groups is not None:
+            self.groups = [kept for group in self.groups if (kept := [name for name in group if name not in names])]
+
     def _run(self, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         if not names:
             return {}

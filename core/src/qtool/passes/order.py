@@ -46,9 +46,11 @@ def planning_passes(config, platform=None) -> list[Pass]:
 
 
 def default_passes(config, data=None, *, platform=None, device: str = "cpu",
-                   progress: bool = False, calibration: Pass | None = None, runtime=None) -> list[Pass]:
+                   progress: bool = False, calibration: Pass | None = None, runtime=None,
+                   keep=None) -> list[Pass]:
     """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given; ``runtime``
-    (:class:`qtool.platform_runtime.PlatformRuntime`) lets accuracy passes measure on the platform's runtime.
+    (:class:`qtool.platform_runtime.PlatformRuntime`) lets accuracy passes measure on the platform's runtime;
+    ``keep`` (:class:`qtool.calibration.KeptOutputs`) goes to RuntimeCalibration.
 
     The accuracy passes the config's ``[accuracy]`` table enables run right after
     GraphSimplify (on the float graph) and right before Baking; plugin passes
@@ -56,7 +58,7 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     """
     float_peaks = FloatPeaks(data, device) if data is not None else None  # calibration's run serves later readers
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
-                                                  options=config.calibration, float_peaks=float_peaks)
+                                                  options=config.calibration, keep=keep, float_peaks=float_peaks)
     before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
                                     runtime=runtime, float_peaks=float_peaks)
     simplify, *planning = planning_passes(config, platform)

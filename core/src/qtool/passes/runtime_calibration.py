@@ -16,20 +16,22 @@ from .base import Pass, PassError, PassResult, PassWarning
 
 class RuntimeCalibration(Pass):
     """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers (``engine`` picks what
-    runs the float model). ``float_peaks``: the run's :class:`~.accuracy.float_peaks.FloatPeaks`, whose later
+    runs the float model; ``keep``, a :class:`qtool.calibration.KeptOutputs`, keeps the graph outputs' float values
+    of the first samples). ``float_peaks``: the run's :class:`~.accuracy.float_peaks.FloatPeaks`, whose later
     readers get their peaks from this float run instead of one of their own."""
 
     name = "RuntimeCalibration"
 
     def __init__(self, data, *, device: str = "cpu", progress: bool = False,
-                 options: Mapping[str, Any] | None = None, float_peaks: FloatPeaks | None = None) -> None:
-        self.data, self.device, self.progress, self.options = data, device, progress, options
+                 options: Mapping[str, Any] | None = None, keep=None, float_peaks: FloatPeaks | None = None) -> None:
+        self.data, self.device, self.progress, self.options, self.keep = data, device, progress, options, keep
         self.float_peaks = float_peaks
 
     def call(self, graph: Graph) -> PassResult:
         tap = self.float_peaks.calibration_tap(graph) if self.float_peaks is not None else None
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options,
-                           engine=(self.options or {}).get("engine", "auto"), taps=[tap] if tap else [])
+                           engine=(self.options or {}).get("engine", "auto"), keep=self.keep,
+                           taps=[tap] if tap else [])
         for found in report["warnings"]:
             warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
                                       tensor=found.get("tensor")), stacklevel=2)

@@ -4,19 +4,20 @@ ChannelSplit, OutlierOutputs and SensitivityFallback's outlier scan read per-cha
 over the same calibration samples (:func:`.outliers.channel_peaks`). One :class:`FloatPeaks` per quantize run
 answers them all: a request that misses computes, in the same float run, what every registered reader may ask
 later (its ``requests(graph)``), and a peak is served only while the float function of its tensor is unchanged:
-the ops, attributes, inputs and parameter arrays it is computed from (ChannelSplit's rewrites invalidate the
-tensors they touch and every tensor after them). Calibration's float run computes what the readers after it will
-ask for (:meth:`FloatPeaks.calibration_tap`): after a split, they need no run of their own.
+the ops, attributes, inputs and parameter arrays it is computed from (:mod:`qtool.ir.float_function`;
+ChannelSplit's rewrites invalidate the tensors they touch and every tensor after them). Calibration's float run
+computes what the readers after it will ask for (:meth:`FloatPeaks.calibration_tap`): after a split, they need no
+run of their own.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ...ir import Graph, Operation, Variable
+from ...ir import Graph
+from ...ir.float_function import FloatFunctions
 
 Requests = Callable[[Graph], Mapping[str, int]]
 
@@ -43,45 +44,46 @@ class FloatPeaks:
         from .running import take_samples
 
         self._readers = [(count, requests) for count, requests in self._readers if requests != reader]
-        cones = _Cones(graph)
-        missing = {name: axis for name, axis in axes.items() if not self._served(cones, samples, name, axis)}
+        functions = FloatFunctions(graph)
+        missing = {name: axis for name, axis in axes.items() if not self._served(functions, samples, name, axis)}
         if missing:
-            missing.update(self._unserved(cones, samples, exclude=missing))
+            missing.update(self._unserved(functions, samples, exclude=missing))
             computed = channel_peaks(graph, take_samples(graph, self.data, samples), missing, device=self.device)
-            self._keep(cones, samples, missing, computed)
+            self._keep(functions, samples, missing, computed)
         found = {name: self._memo[samples, name, axis][1] for name, axis in axes.items()}
         return {name: peak for name, peak in found.items() if peak is not None}
 
     def calibration_tap(self, graph: Graph) -> PeakTap | None:
         """What calibration's float run of ``graph`` can compute for the readers still to come (the peaks they
         will ask for and the memo does not hold), or None where it holds them all."""
-        cones = _Cones(graph)
+        functions = FloatFunctions(graph)
         counts = sorted({count for count, _ in self._readers})
-        wanted = {count: self._unserved(cones, count, exclude={}) for count in counts}
+        wanted = {count: self._unserved(functions, count, exclude={}) for count in counts}
         wanted = {count: axes for count, axes in wanted.items() if axes}
-        return PeakTap(self, cones, wanted) if wanted else None
+        return PeakTap(self, functions, wanted) if wanted else None
 
-    def _served(self, cones: _Cones, samples: int, name: str, axis: int) -> bool:
+    def _served(self, functions: FloatFunctions, samples: int, name: str, axis: int) -> bool:
         """Whether the memo holds the peak of the tensor's float function now."""
         entry = self._memo.get((samples, name, axis))
-        return entry is not None and entry[0] == cones(name)
+        return entry is not None and entry[0] == functions.key(name)
 
-    def _unserved(self, cones: _Cones, samples: int, exclude: Mapping[str, int]) -> dict[str, int]:
+    def _unserved(self, functions: FloatFunctions, samples: int, exclude: Mapping[str, int]) -> dict[str, int]:
         """The requests of the readers over ``samples`` samples that the memo does not serve, but ``exclude``."""
         found: dict[str, int] = {}
         for count, requests in self._readers:
             if count == samples:
-                for name, axis in requests(cones.graph).items():
-                    if name not in exclude and name not in found and not self._served(cones, samples, name, axis):
+                for name, axis in requests(functions.graph).items():
+                    if name not in {**exclude, **found} and not self._served(functions, samples, name, axis):
                         found[name] = axis
         return found
 
-    def _keep(self, cones: _Cones, samples: int, axes: Mapping[str, int], computed: Mapping[str, np.ndarray]) -> None:
+    def _keep(self, functions: FloatFunctions, samples: int, axes: Mapping[str, int],
+              computed: Mapping[str, np.ndarray]) -> None:
         for name, axis in axes.items():
             peak = computed.get(name)
             if peak is not None:
                 peak.flags.writeable = False
-            self._memo[samples, name, axis] = (cones(name), peak)
+            self._memo[samples, name, axis] = (functions.key(name), peak)
 
 
 class PeakTap:
@@ -91,10 +93,11 @@ class PeakTap:
     whole batches (or all the data): then the peaks are those :func:`.outliers.channel_peaks` gives (a maximum
     does not depend on how samples were batched)."""
 
-    def __init__(self, owner: FloatPeaks, cones: _Cones, wanted: Mapping[int, Mapping[str, int]]) -> None:
+    def __init__(self, owner: FloatPeaks, functions: FloatFunctions,
+                 wanted: Mapping[int, Mapping[str, int]]) -> None:
         from .outliers import PeakTable
 
-        self._owner, self._cones = owner, cones
+        self._owner, self._functions = owner, functions
         self._tables = {count: PeakTable(axes) for count, axes in wanted.items()}
         self._cut: set[int] = set()  # counts whose first samples end inside a batch: nothing is kept for them
         self._taking: list[PeakTable] = []
@@ -114,64 +117,4 @@ class PeakTap:
         """The run is over: its peaks go to the memo, under the float function of each tensor it ran."""
         for count, table in self._tables.items():
             if count not in self._cut:
-                self._owner._keep(self._cones, count, table.axes, table.peaks())
-
-
-class _Cones:
-    """The float function of each tensor of ``graph`` as it is now (:func:`_cone`), computed once per tensor."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self._keys: dict[Operation, tuple] = {}
-        self._cones: dict[str, frozenset] = {}
-
-    def __call__(self, name: str) -> frozenset:
-        if name not in self._cones:
-            self._cones[name] = _cone(self.graph, self._keys, name)
-        return self._cones[name]
-
-
-class _Same:
-    """A parameter array (or None) compared by identity, not kept alive: a new array is a new value, and an array
-    no longer alive was replaced (the memo holds no weight a pass replaced)."""
-
-    __slots__ = ("ref", "key")
-
-    def __init__(self, array: np.ndarray | None) -> None:
-        self.ref, self.key = (None if array is None else weakref.ref(array)), id(array)
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, _Same) or self.key != other.key or (self.ref is None) != (other.ref is None):
-            return False
-        return self.ref is None or (self.ref() is not None and self.ref() is other.ref())
-
-    def __hash__(self) -> int:
-        return self.key
-
-
-def _var_key(var: Variable | None) -> tuple | None:
-    return None if var is None else (var, _Same(var.value), _Same(var.float_value))
-
-
-def _op_key(op: Operation) -> tuple:
-    """What an op's float result depends on besides its inputs' values: type, attributes, inputs, parameters."""
-    return (op, op.op_type, op.domain, repr(sorted(op.attributes.items())), tuple(map(_var_key, op.inputs)),
-            tuple(op.outputs))
-
-
-def _cone(graph: Graph, keys: dict[Operation, tuple], name: str) -> frozenset:
-    """The keys of every op the tensor ``name`` is computed from (with the tensor itself): its float function;
-    ``keys`` caches op keys for the graph as it is now."""
-    var = graph.variables.get(name)
-    found: set = {_var_key(var)}
-    stack, seen = [var.producer] if var is not None and var.producer is not None else [], set()
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        if op not in keys:
-            keys[op] = _op_key(op)
-        found.add(keys[op])
-        stack.extend(v.producer for v in op.inputs if v is not None and v.producer is not None)
-    return frozenset(found)
+                self._owner._keep(self._functions, count, table.axes, table.peaks())
