@@ -63,18 +63,6 @@ def test_options_reach_the_histogram_observers(cnn, cnn_samples, attach):
     assert all(clipped[name] < 0.9 * float(minmax[name].scale) for name in ("x", "logits"))
 
 
-
-@pytest.mark.parametrize("observer", ["auto", "kl", "mse"])
-def test_range_searches_on_two_threads_set_what_one_thread_sets(cnn, cnn_samples, attach, monkeypatch, observer):
-    per_thread = {}
-    for threads in ("1", "2"):
-        monkeypatch.setenv("QTOOL_NUM_THREADS", threads)
-        configs = attach(cnn, UINT8.with_changes(observer=observer))
-        stats = calibrate(cnn, cnn_samples, progress=False)
-        assert stats["observers"] == {observer: len(configs)}
-        per_thread[threads] = {name: (float(t.scale), int(t.offset)) for name, t in configs.items()}
-    assert len(per_thread["1"]) > 2 and per_thread["2"] == per_thread["1"]
-
 def _masked_scores_model(path) -> str:
     """scores + mask, then Softmax: the mask input holds -1e9 where attention is not allowed."""
     nodes = [helper.make_node("Add", ["scores", "mask"], ["masked"], name="add_mask"),

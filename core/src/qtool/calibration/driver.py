@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -141,7 +140,8 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
         stats["engine_note"] = refused
         _feed(progress, data, stats, _torch_runs(graph, data, targets, device))
     stats["engine"] = "torch" if refused else "onnxruntime"
-    _finish_all(targets, stats)
+    for target in targets:
+        _finish(target, stats)
     stats["seconds"] = time.perf_counter() - start
     return stats
 
@@ -260,25 +260,12 @@ def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], dev
         handle.remove()
 
 
-def _finish_all(targets: list[_Target], stats: dict[str, Any]) -> None:
-    """Each target's range from its observer (the range searches run on :func:`pass_threads` threads: their numpy
-    work lets go of the GIL), then its configs' parameters and warnings, in order."""
-    for target in targets:
-        if not target.observer.observed:
-            raise CalibrationError(f"tensor {target.tensor!r} ({target.side} {target.index} of op {target.op!r}) "
-                                   "held no finite value over the calibration data")
-    workers = min(pass_threads(), len(targets))
-    if workers > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="qtool-range") as pool:
-            computed = list(pool.map(lambda target: target.observer.compute(), targets))
-    else:
-        computed = [target.observer.compute() for target in targets]
-    for target, (scale, offset) in zip(targets, computed, strict=True):
-        _finish(target, scale, offset, stats)
-
-
-def _finish(target: _Target, scale, offset, stats: dict[str, Any]) -> None:
+def _finish(target: _Target, stats: dict[str, Any]) -> None:
     observer = target.observer
+    if not observer.observed:
+        raise CalibrationError(f"tensor {target.tensor!r} ({target.side} {target.index} of op {target.op!r}) "
+                               "held no finite value over the calibration data")
+    scale, offset = observer.compute()
     for tqc in target.configs:
         tqc.set_params(scale, offset)
     stats["observers"][observer.name] = stats["observers"].get(observer.name, 0) + 1
