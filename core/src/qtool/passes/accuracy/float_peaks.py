@@ -73,7 +73,8 @@ class FloatPeaks:
         for count, requests in self._readers:
             if count == samples:
                 for name, axis in requests(functions.graph).items():
-                    if name not in {**exclude, **found} and not self._served(functions, samples, name, axis):
+                    known = name in exclude or name in found
+                    if not known and not self._served(functions, samples, name, axis):
                         found[name] = axis
         return found
 
