@@ -50,7 +50,8 @@ class MagnitudeProfile:
         # field is 0 for zero and subnormals, 255 for inf and nan, whose counts are dropped
         field = (sample.view(np.uint32) >> np.uint32(23)).astype(np.intp)
         field &= 0xFF
-        field += np.arange(channels)[:, None] * 256
+        if channels > 1:
+            field += np.arange(channels)[:, None] * 256
         counts = np.bincount(field.reshape(-1), minlength=channels * 256).reshape(channels, 256)
         bands = np.zeros((channels, _BANDS), dtype=np.int64)
         bands[:, 1 + _BANDS_BELOW:255 + _BANDS_BELOW] = counts[:, 1:255]
