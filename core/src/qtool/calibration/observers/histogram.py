@@ -100,7 +100,6 @@ class RunningHistogram:
         scaled = np.empty(channels * min(step, rows.shape[1]), dtype=np.float32)
         index = np.empty(scaled.size, dtype=np.intp)
         offsets = np.arange(channels)[:, None] * self.bins if channels > 1 else None
-        counts = np.zeros(channels * self.bins, dtype=np.int64)
         negative = bool(self.start.any())  # a window reaching below zero (start 0: lo * inverse is +-0)
         for begin in range(0, rows.shape[1], step):
             block = rows[:, begin:begin + step]
@@ -118,8 +117,7 @@ class RunningHistogram:
             if offsets is not None:
                 indices += offsets
             kept = indices.reshape(-1) if finite is None else indices[finite[:, begin:begin + step]]
-            counts += np.bincount(kept, minlength=counts.size)
-        self.counts += counts.reshape(channels, self.bins)
+            self.counts += np.bincount(kept, minlength=self.counts.size).reshape(channels, self.bins)
 
     def _window(self) -> None:
         """Widen the bins to hold [lo, hi] (rebinning what was counted) and keep the scaling the blocks use."""
