@@ -99,3 +99,20 @@ def test_the_magnitude_profile_counts_each_nonzero_finite_value_in_its_power_of_
     kept = np.abs(x[np.isfinite(x) & (x != 0)]).astype(np.float64)
     band = np.floor(np.log2(kept)).astype(np.int64) + 1 + 150  # [2**(e-1), 2**e) is band e - _EXP_MIN
     np.testing.assert_array_equal(profile.counts[0], np.bincount(band, minlength=profile.counts.shape[1]))
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 15])
+def test_row_bounds_by_blocks_are_the_rows_min_and_max(block, monkeypatch):
+    """Blocks of columns change no bound: a nan in any block propagates, rows may be views of another layout."""
+    from qtool.calibration.observers import base
+
+    monkeypatch.setattr(base, "BOUNDS_BLOCK", block)
+    x = np.concatenate(_batches(1)[:5], axis=2)  # (4, 3, n): inf and nan in the fifth
+    for rows in (x.reshape(1, -1), np.moveaxis(x, 1, 0).reshape(3, -1), x[:, :2, :].reshape(8, -1)):
+        lo, hi = base.row_bounds(rows)
+        np.testing.assert_array_equal(lo, rows.min(axis=1))
+        np.testing.assert_array_equal(hi, rows.max(axis=1))
+        assert lo.dtype == hi.dtype == np.float32
+    rows = x[:, :1, :200].reshape(1, -1).copy()
+    rows[0, -1] = np.nan  # in the last block only
+    assert np.isnan(base.row_bounds(rows)[0]).all() and np.isnan(base.row_bounds(rows)[1]).all()

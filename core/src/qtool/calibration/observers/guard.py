@@ -13,6 +13,7 @@ from ...quant import QuantScheme
 
 _EXP_MIN, _EXP_MAX = -150, 129  # frexp exponents of nonzero finite float32 values
 _BANDS = _EXP_MAX - _EXP_MIN + 1
+_BANDS_BELOW = -126 - _EXP_MIN  # band of exponent field f: f + _BANDS_BELOW (frexp exponent f - 126)
 _SAMPLE = 1 << 14  # values per channel looked at in one batch, at most (small ops stay single-threaded)
 _BLOCKS = 64  # taken as the start of this many blocks spread over the batch
 _BULK_BELOW = 5  # the bulk: bands at least 2**5 below the largest magnitude
@@ -43,16 +44,22 @@ class MagnitudeProfile:
         self.counts: np.ndarray | None = None  # (C, _BANDS) int64
 
     def observe(self, rows: np.ndarray) -> None:
-        magnitude = np.abs(_sample(rows))
-        _, exponent = np.frexp(magnitude)
-        band = np.clip(exponent - _EXP_MIN, 0, _BANDS - 1).astype(np.intp) - _BANDS
-        band *= (magnitude > 0) & np.isfinite(magnitude)  # zero, inf, nan: to band _BANDS, dropped (arithmetic:
-        band += _BANDS  # a masked assignment branches on each value, several times slower on mixed data)
-        channels = rows.shape[0]
-        band += np.arange(channels)[:, None] * (_BANDS + 1)
-        counts = np.bincount(band.reshape(-1), minlength=channels * (_BANDS + 1)).reshape(channels, _BANDS + 1)
-        counts = counts[:, :_BANDS]
-        self.counts = counts if self.counts is None else self.counts + counts
+        sample = np.ascontiguousarray(_sample(rows))
+        channels = sample.shape[0]
+        # the band of a normal value is its float32 exponent field (its frexp exponent + 126) + _BANDS_BELOW; the
+        # field is 0 for zero and subnormals, 255 for inf and nan, whose counts are dropped
+        field = (sample.view(np.uint32) >> np.uint32(23)).astype(np.intp)
+        field &= 0xFF
+        if channels > 1:
+            field += np.arange(channels)[:, None] * 256
+        counts = np.bincount(field.reshape(-1), minlength=channels * 256).reshape(channels, 256)
+        bands = np.zeros((channels, _BANDS), dtype=np.int64)
+        bands[:, 1 + _BANDS_BELOW:255 + _BANDS_BELOW] = counts[:, 1:255]
+        if counts[:, 0].sum() > np.count_nonzero(sample == 0):  # subnormals (rare): frexp finds their bands
+            channel, position = np.nonzero((sample != 0) & (np.abs(sample) < np.finfo(np.float32).tiny))
+            _, exponent = np.frexp(np.abs(sample[channel, position]))
+            np.add.at(bands, (channel, exponent - _EXP_MIN), 1)
+        self.counts = bands if self.counts is None else self.counts + bands
 
     def crushed_fractions(self, scheme: QuantScheme, scale: np.ndarray) -> tuple[float, float] | None:
         """Shares of the nonzero values that quantize to zero: of all of them, and of those in the bulk (far below

@@ -100,7 +100,6 @@ class RunningHistogram:
         scaled = np.empty(channels * min(step, rows.shape[1]), dtype=np.float32)
         index = np.empty(scaled.size, dtype=np.intp)
         offsets = np.arange(channels)[:, None] * self.bins if channels > 1 else None
-        counts = np.zeros(channels * self.bins, dtype=np.int64)
         negative = bool(self.start.any())  # a window reaching below zero (start 0: lo * inverse is +-0)
         for begin in range(0, rows.shape[1], step):
             block = rows[:, begin:begin + step]
@@ -118,8 +117,7 @@ class RunningHistogram:
             if offsets is not None:
                 indices += offsets
             kept = indices.reshape(-1) if finite is None else indices[finite[:, begin:begin + step]]
-            counts += np.bincount(kept, minlength=counts.size)
-        self.counts += counts.reshape(channels, self.bins)
+            self.counts += np.bincount(kept, minlength=self.counts.size).reshape(channels, self.bins)
 
     def _window(self) -> None:
         """Widen the bins to hold [lo, hi] (rebinning what was counted) and keep the scaling the blocks use."""
@@ -134,15 +132,18 @@ class RunningHistogram:
         """Smallest width exponent whose window of ``bins`` bins surely holds [lo, hi]; grows with the span."""
         span = self.hi.astype(np.float64) - self.lo.astype(np.float64)
         with np.errstate(divide="ignore"):
-            needed = np.ceil(np.log2(span / (self.bins - 2)))
-        return np.maximum(np.nan_to_num(needed, neginf=_EXP_FLOOR), _EXP_FLOOR).astype(np.int64)
+            needed = np.ceil(np.log2(span / (self.bins - 2)))  # span >= 0 (0 lies in [lo, hi]): -inf at worst
+        return np.maximum(needed, _EXP_FLOOR).astype(np.int64)
 
     def _rebin(self, exponent: np.ndarray, start: np.ndarray) -> None:
         absolute = self.start[:, None] + np.arange(self.bins)
         shift = np.minimum(exponent - self.exponent, 62)[:, None]
         index = np.clip((absolute >> shift) - start[:, None], 0, self.bins - 1)  # exact: floor(x / 2**e)
-        counts = np.zeros_like(self.counts)
-        np.add.at(counts, (np.arange(len(counts))[:, None], index), self.counts)
+        if len(index) > 1:
+            index += np.arange(len(index))[:, None] * self.bins
+        # float64 sums of integer counts are exact below 2**53 values; 2.5x faster than np.add.at
+        counts = np.bincount(index.reshape(-1), weights=self.counts.reshape(-1), minlength=self.counts.size)
+        counts = counts.astype(np.int64).reshape(self.counts.shape)
         self.counts, self.exponent, self.start = counts, exponent, start
 
     def channel(self, c: int) -> ChannelHistogram:
