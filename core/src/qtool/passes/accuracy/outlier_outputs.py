@@ -48,20 +48,22 @@ class OutlierOutputs(Pass):
 
     def call(self, graph: Graph) -> PassResult:
         layers = [op for op in graph.topological_order() if self._candidate(op)]
-        if any(folds_into_gemm(op) for op in layers):
-            inferred = _inferred_shapes(graph)
-            layers = [op for op in layers if not folds_into_gemm(op, inferred)]
         axes = {op.outputs[0].name: output_channel_axis(op) for op in layers}
         peaks = self.float_peaks.peaks(graph, self.samples, axes, reader=self._prospective)
-        floated = []
+        ratios = {}
         for op in layers:
             peak = peaks.get(op.outputs[0].name)
-            if peak is None or peak.size < 2 or ratio(peak) < self.ratio:
-                continue
-            found = ratio(peak)
-            keep_output_float(graph, op, f"float output: channel outlier {found:.0f}x median, no quantized op "
+            if peak is not None and peak.size >= 2 and not ratio(peak) < self.ratio:
+                ratios[op] = ratio(peak)
+        outliers = list(ratios)
+        if any(folds_into_gemm(op) for op in outliers):  # shape inference only where an outlier layer may fold
+            inferred = _inferred_shapes(graph)
+            outliers = [op for op in outliers if not folds_into_gemm(op, inferred)]
+        floated = []
+        for op in outliers:
+            keep_output_float(graph, op, f"float output: channel outlier {ratios[op]:.0f}x median, no quantized op "
                                          f"reads it")
-            floated.append({"op": op.name, "outlier_ratio": found})
+            floated.append({"op": op.name, "outlier_ratio": ratios[op]})
         return PassResult(graph, bool(floated), {"float_outputs": floated})
 
     def _prospective(self, graph: Graph) -> dict[str, int]:
