@@ -83,7 +83,7 @@ def calibrated(model, data) -> tuple[qtool.Graph, KeptOutputs]:
     graph = plan(model, "onnxruntime").graph
     PassManager([ParameterQuantize()]).run(graph)
     kept = KeptOutputs(FLOAT_GAP_SAMPLES)
-    calibrate(graph, data, progress=False, keep=kept)
+    calibrate(graph, data, progress=False, taps=[kept.calibration_tap(graph)])
     return graph, kept
 
 

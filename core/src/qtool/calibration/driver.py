@@ -26,7 +26,6 @@ from . import ort_engine
 from .ahead import OneAhead
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
-from .kept_outputs import KeptOutputs
 from .observers import Observer, make_observer
 from .threads import pass_threads
 
@@ -80,13 +79,17 @@ ENGINES = ("auto", "onnxruntime", "torch")
 
 
 class FloatTap(Protocol):
-    """A reader of calibration's float run besides the observers (:func:`calibrate`'s ``taps``): ``tensors`` are
-    computed for it too, it is told each batch's samples before its arrays, and ``finish`` ends a run that went
-    through (onnxruntime only: the executor's run feeds the observers alone)."""
+    """A reader of calibration's float run besides the observers (:func:`calibrate`'s ``taps``; onnxruntime runs
+    only: the executor's run feeds the observers alone). ``tensors`` are computed for it too, in the batches it
+    ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of; ``finish`` ends a run that went
+    through (a run onnxruntime refused ends without it)."""
 
     tensors: Sequence[str]
 
-    def batch(self, first: int, count: int) -> None: ...
+    def wants(self, first: int, count: int) -> bool:
+        """Whether it reads the batch of samples ``first .. first + count - 1`` (once not, never again)."""
+
+    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray]) -> None: ...
 
     def take(self, name: str, array: np.ndarray) -> None: ...
 
@@ -95,7 +98,7 @@ class FloatTap(Protocol):
 
 def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
               options: Mapping[str, Any] | None = None, engine: str = "auto",
-              keep: KeptOutputs | None = None, taps: Sequence[FloatTap] = ()) -> dict[str, Any]:
+              taps: Sequence[FloatTap] = ()) -> dict[str, Any]:
     """Calibrate every root activation config of ``graph`` from ``data`` (ACTIVATED afterwards).
 
     ``data`` is a :class:`CalibrationData` or anything :func:`load_calibration_data`
@@ -106,8 +109,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     name as the onnxruntime run goes (:class:`FloatTap`). Returns statistics: ``samples``,
     ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime), ``tensors``
     and ``configs`` calibrated, ``observers`` (count per name) and ``warnings`` (dicts naming the ``tensor``, with a
-    ``message``). ``keep`` keeps the graph outputs' float values of the first samples where onnxruntime runs
-    each of them whole (:class:`.kept_outputs.KeptOutputs`).
+    ``message``).
     """
     start = time.perf_counter()
     if engine not in ENGINES:
@@ -122,17 +124,13 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     if refused is None:
         try:
             # the runs' thread ends with the block, also on an error
-            with closing(_ort_runs(graph, data, targets, keep, taps)) as runs:
+            with closing(_ort_runs(graph, data, targets, taps)) as runs:
                 _feed(progress, data, stats, runs)
-            if keep is not None:
-                keep.settle()
             for tap in taps:
                 tap.finish()
         except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
             refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
-            if keep is not None:
-                keep.clear()
             stats.update(samples=0, batches=0)
     if refused is not None:
         if engine == "onnxruntime":
@@ -161,76 +159,72 @@ AHEAD_AFTER = 0.25  # share of a piece's bytes the observers let go of before th
 # ended well after the observers (det 2.9 s, not 2.5; seq 3.9)
 
 
-def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], keep: KeptOutputs | None = None,
-              taps: Sequence[FloatTap] = ()) -> Iterator[int]:
+def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps: Sequence[FloatTap]) -> Iterator[int]:
     """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in a
     background thread while the observers take this one in (:class:`.ahead.OneAhead`), once they have let go of
     ``AHEAD_AFTER`` of its bytes; so two runs' tensors are alive at most: batches cut into runs of samples are cut
     at half the budget (as many bytes alive as one run took before); whole feeds keep the budget (half of it would
-    split their tensors into groups, each one more run of the graph). The runs also return the graph outputs for
-    ``keep``."""
+    split their tensors into groups, each one more run of the graph). The runs also return what the taps read, in
+    the batches they want."""
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
     budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
-    tapped = {name: [tap for tap in taps if name in tap.tensors] for tap in taps for name in tap.tensors}
-    kept = keep.start(graph, splittable) if keep is not None else []
-    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped, *kept], threads=max(1, pass_threads() - 1),
-                                    budget=budget)
-    keeping = (keep, {*by_tensor, *tapped}) if kept else None
-    with OneAhead(_float_pieces(engine, data, splittable, keeping)) as pieces:  # its thread ends here, also on an error
-        for done, span, arrays in pieces:
+    tapped = [name for tap in taps for name in tap.tensors]
+    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - 1), budget=budget)
+    tapping: dict[str, list[FloatTap]] = {}  # the taps of the batch taken now, by tensor
+    # the runs' thread ends with the block, also on an error
+    with OneAhead(_float_pieces(engine, data, splittable, set(by_tensor), taps)) as pieces:
+        for done, started, arrays in pieces:
             if done is not None:
                 yield done
-            for tap in taps if span is not None else ():
-                tap.batch(*span)
+            if started is not None:  # the first piece of a batch: (its first sample, its samples, feeds, its taps)
+                first, count, feeds, wanting = started
+                for tap in wanting:
+                    tap.batch(first, count, feeds)
+                tapping = {name: [tap for tap in wanting if name in tap.tensors] for tap in wanting
+                           for name in tap.tensors}
             left = sum(a.nbytes for a in arrays.values())
             start_at = left * (1 - AHEAD_AFTER)
             for name in list(arrays):
                 for target in by_tensor.get(name, ()):
                     target.observer.observe(arrays[name])
-                for tap in tapped.get(name, ()):
+                for tap in tapping.get(name, ()):
                     tap.take(name, arrays[name])
                 left -= arrays.pop(name).nbytes  # each array goes as soon as its observers have it
                 if left <= start_at:
                     pieces.ahead()
 
 
-def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splittable: bool,
-                  keeping: tuple[KeptOutputs, set[str]] | None = None
-                  ) -> Iterator[tuple[int | None, tuple[int, int] | None, dict]]:
+def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splittable: bool, observed: set[str],
+                  taps: Sequence[FloatTap]) -> Iterator[tuple[int | None, tuple | None, dict]]:
     """Each piece of a batch that onnxruntime computes, after the samples of the batch that ended before it (None
-    inside a batch) and with its batch's span of samples (first, count); the last batch's samples come alone at the
-    end (span None). Every item but those holds a run (the batch's own inputs go with the next piece): while the
-    observers take one in, the run of the next computes. ``keeping``: where the graph outputs of the first samples
-    are kept, and the tensors the observers and taps read (the pieces hold only those; once those samples are in,
-    the runs return the others no more)."""
+    inside a batch); the first piece of a batch also brings the batch (its first sample, its samples, its feeds and
+    the taps that want it), the others None. The last batch's samples come alone at the end. Every item but those
+    holds a run (the batch's own inputs go with the next piece): while the observers take one in, the run of the
+    next computes. Once no tap wants a tensor no observer reads, the runs return it no more."""
     inputs, done, first = set(engine.fed), None, 0
     for batch in data:
-        span = (first, data.samples_in(batch))
-        held: dict = {}
-        kept = keeping[0].batch(batch, splittable, keeping[1]) if keeping is not None else None
+        count = data.samples_in(batch)
+        wanting = [tap for tap in taps if tap.wants(first, count)]
+        unread = {*engine.fed, *engine.computed} - observed - {name for tap in wanting for name in tap.tensors}
+        if unread:
+            engine.drop(unread)
+        started, held = (first, count, batch, wanting), {}
         for arrays in engine.run(batch, splittable=splittable):
-            if kept is not None:
-                arrays = kept.take(arrays, data.samples_in(batch), engine.rows)
-                if not arrays:
-                    continue
             if arrays.keys() <= inputs:
                 held = arrays
                 continue
             piece, held, arrays = {**held, **arrays}, {}, None  # the observers drop each array when done with it
-            yield done, span, piece
-            piece, done = None, None
-        if kept is not None and kept.done:  # the outputs of the first samples are in
-            engine.drop({*engine.fed, *engine.computed} - keeping[1])
-            keeping = None
-        if held:  # inputs alone are observed
-            yield done, span, held
+            yield done, started, piece
+            piece, done, started = None, None, None
+        if held or started is not None:  # inputs alone are observed (or the batch brought nothing to observe)
+            yield done, started, held
             done = None
-        done = span[1]
-        first += done
+        done = count
+        first += count
     if done is not None:
         yield done, None, {}
 

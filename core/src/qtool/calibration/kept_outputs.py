@@ -30,109 +30,98 @@ LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (tr
 
 
 class KeptOutputs:
-    """The float values of the graph outputs for the first ``samples`` samples, with what they depend on; filled
-    by :func:`qtool.calibration.calibrate`, read by :func:`qtool.analysis.float_gap`."""
+    """The float values of the graph outputs for the first ``samples`` samples, with what they depend on; taken from
+    calibration's float run (:meth:`calibration_tap`: a :class:`qtool.calibration.driver.FloatTap`), read by
+    :func:`qtool.analysis.float_gap`. Every kept array is copied as it is taken (an observer may work in the run's
+    arrays, and an array the run's thread allocated keeps memory of that thread's taken: trained-textdet's peak grew
+    by about 100 MB)."""
 
     def __init__(self, samples: int) -> None:
         self.samples = samples
-        self.names: list[str] = []
+        self.tensors: list[str] = []
         self._functions: dict[str, frozenset] = {}
+        self._batch_first = False
         self._values: list[dict[str, np.ndarray]] = []
         self._digests: list[bytes] = []
         self._bytes = 0
+        self._batch: tuple[int, int] = (0, 0)  # the batch taken now: its first sample and its samples kept
+        self._rows: dict[str, int] = {}  # rows of that batch taken so far, by output
+        self._complete = False
 
-    def start(self, graph: Graph, splittable: bool) -> list[str]:
-        """Begin keeping the outputs of ``graph`` (as it is now, before the float run); their names, none where
-        they cannot be kept: ``splittable`` batches (samples along the first axis, cut into runs) where an output
-        does not declare the inputs' batch axis first."""
+    def calibration_tap(self, graph: Graph) -> KeptOutputs:
+        """Keep the outputs of ``graph`` (as it is now) from the float run about to start."""
         self.clear()
-        if splittable and not _batch_first(graph):
-            return []
         functions = FloatFunctions(graph)
-        self.names = [v.name for v in graph.outputs]
-        self._functions = {name: functions.key(name) for name in self.names}
-        return self.names
+        self.tensors = [v.name for v in graph.outputs]
+        self._functions = {name: functions.key(name) for name in self.tensors}
+        self._batch_first = _batch_first(graph)
+        return self
 
     def clear(self) -> None:
-        """Keep nothing (the run that filled this was dropped, or a piece did not hold what was expected)."""
-        self.names, self._functions, self._values, self._digests, self._bytes = [], {}, [], [], 0
+        """Keep nothing (a piece did not hold one row per sample, or too many bytes)."""
+        self.tensors, self._functions, self._values, self._digests, self._bytes = [], {}, [], [], 0
+        self._batch, self._rows, self._complete = (0, 0), {}, False
 
-    def settle(self) -> None:
-        """Copy the kept arrays in this thread: the run's thread allocated them, in memory of its own that stays
-        taken while one of them lives (glibc's arenas: trained-textdet's peak grew by about 100 MB)."""
-        self._values = [{name: np.array(array) for name, array in kept.items()} for kept in self._values]
+    def wants(self, first: int, count: int) -> bool:
+        return bool(self.tensors) and first < self.samples
 
-    def _add(self, nbytes: int) -> bool:
-        """Count ``nbytes`` more kept; whether they stay within :data:`LIMIT`."""
-        self._bytes += nbytes
-        return self._bytes <= LIMIT
+    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray]) -> None:
+        """The arrays taken next are of the batch of samples ``first .. first + count - 1``, fed ``feeds``: whole
+        feeds (one sample), or samples along the first axis of every input and output."""
+        self._check_rows()
+        if count > 1 and not self._batch_first:
+            self.clear()
+            return
+        kept = min(count, self.samples - first)
+        self._digests += ([_digest({k: a[i:i + 1] for k, a in feeds.items()}) for i in range(kept)]
+                          if count > 1 else [_digest(feeds)])
+        self._values += [{} for _ in range(kept)]
+        self._batch, self._rows = (first, count), {}
 
-    def batch(self, feeds: Mapping[str, np.ndarray], splittable: bool, observed: set[str]) -> _Batch:
-        """The keeper of the next batch of the float run (fed ``feeds``; ``splittable``: its samples lie along
-        the first axis, each run takes some of them) that reads the outputs out of its pieces."""
-        first = len(self._digests)
-        count = min(len(next(iter(feeds.values()))) if splittable and feeds else 1, self.samples - first)
-        if self.names and count > 0:
-            self._digests += ([_digest({k: a[i:i + 1] for k, a in feeds.items()}) for i in range(count)]
-                              if splittable else [_digest(feeds)])
-            self._values += [{} for _ in range(count)]
-        return _Batch(self, first, count, splittable, observed)
+    def take(self, name: str, array: np.ndarray) -> None:
+        first, count = self._batch
+        if name not in self._functions:
+            return
+        if count == 1:
+            self._keep(first, name, np.array(array))
+            return
+        begin = self._rows.get(name, 0)
+        rows = len(array) if array.ndim else 0
+        self._rows[name] = begin + rows
+        for row in range(begin, min(begin + rows, self.samples - first)):
+            self._keep(first + row, name, np.array(array[row - begin:row - begin + 1]))
+
+    def finish(self) -> None:
+        self._check_rows()
+        self._complete = bool(self.tensors)
+
+    def _keep(self, sample: int, name: str, array: np.ndarray) -> None:
+        self._values[sample][name] = array
+        self._bytes += array.nbytes
+        if self._bytes > LIMIT:
+            self.clear()
+
+    def _check_rows(self) -> None:
+        """The batch taken so far gave one row per sample of every output (else keep nothing)."""
+        first, count = self._batch
+        if count > 1 and any(self._rows.get(name, 0) != count for name in self.tensors):
+            self.clear()
 
     def reference(self, graph: Graph, samples: Sequence[Mapping[str, np.ndarray]],
                   names: Sequence[str]) -> list[dict[str, np.ndarray]] | None:
         """``{name: float value}`` of ``names`` for each of ``samples`` as calibration computed them, or None where
         they were not kept or may differ from a float run of ``graph`` now (see the module)."""
-        if not samples or list(names) != self.names or len(samples) > len(self._values):
+        if not self._complete or not samples or list(names) != self.tensors or len(samples) > len(self._values):
             return None
         functions = FloatFunctions(graph)
-        if any(functions.key(name) != self._functions[name] for name in self.names):
+        if any(functions.key(name) != self._functions[name] for name in self.tensors):
             return None
         values = self._values[:len(samples)]
-        if any(set(kept) != set(self.names) for kept in values):
+        if any(set(kept) != set(self.tensors) for kept in values):
             return None
         if any(_digest(sample) != digest for sample, digest in zip(samples, self._digests, strict=False)):
             return None
         return values
-
-
-class _Batch:
-    """Reads the kept outputs of one batch out of the pieces of its float run."""
-
-    def __init__(self, kept: KeptOutputs, first: int, count: int, splittable: bool, observed: set[str]) -> None:
-        self.kept, self.first, self.count, self.splittable, self.observed = kept, first, count, splittable, observed
-        self.rows: dict[str, int] = {}  # rows of the batch each output came in for so far
-
-    @property
-    def done(self) -> bool:
-        """Whether nothing is left to keep after this batch."""
-        return not self.kept.names or self.first + self.count >= self.kept.samples
-
-    def take(self, arrays: dict[str, np.ndarray], size: int, step: int) -> dict[str, np.ndarray]:
-        """Keep the outputs among ``arrays`` (a piece of a batch of ``size`` samples run ``step`` at a time);
-        ``arrays`` less the outputs no observer reads. An output an observer also reads is copied (an observer may
-        work in its arrays), as are the rows kept of a piece (not the piece)."""
-        for name in self.kept.names if self.count > 0 else ():
-            if name in arrays and not self._keep(name, arrays[name], size, step):
-                self.kept.clear()  # not one row per sample, or too many bytes: keep nothing
-                self.count = 0
-                break
-        return {name: array for name, array in arrays.items() if name in self.observed}
-
-    def _keep(self, name: str, array: np.ndarray, size: int, step: int) -> bool:
-        values = self.kept._values
-        if not self.splittable:
-            values[self.first][name] = np.array(array) if name in self.observed else array
-            return self.kept._add(array.nbytes)
-        begin = self.rows.get(name, 0)
-        rows = min(step, size - begin)
-        if array.ndim == 0 or len(array) != rows:
-            return False
-        self.rows[name] = begin + rows
-        for row in range(begin, min(begin + rows, self.count)):
-            values[self.first + row][name] = np.array(array[row - begin:row - begin + 1])
-            if not self.kept._add(values[self.first + row][name].nbytes):
-                return False
-        return True
 
 
 def _batch_first(graph: Graph) -> bool:

@@ -58,7 +58,7 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     """
     float_peaks = FloatPeaks(data, device) if data is not None else None  # calibration's run serves later readers
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
-                                                  options=config.calibration, keep=keep, float_peaks=float_peaks)
+                                                  options=config.calibration, readers=(float_peaks, keep))
     before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
                                     runtime=runtime, float_peaks=float_peaks)
     simplify, *planning = planning_passes(config, platform)

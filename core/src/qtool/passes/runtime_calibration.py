@@ -3,35 +3,34 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..calibration import calibrate
 from ..ir import Graph
 from ..quant import configured
 from ..quant.policy import QuantizationPolicy as P
-from .accuracy.float_peaks import FloatPeaks
 from .base import Pass, PassError, PassResult, PassWarning
 
 
 class RuntimeCalibration(Pass):
     """Run :func:`qtool.calibration.calibrate` over ``data``; ``options`` go to the observers (``engine`` picks what
-    runs the float model; ``keep``, a :class:`qtool.calibration.KeptOutputs`, keeps the graph outputs' float values
-    of the first samples). ``float_peaks``: the run's :class:`~.accuracy.float_peaks.FloatPeaks`, whose later
-    readers get their peaks from this float run instead of one of their own."""
+    runs the float model). ``readers``: what takes more from the same float run, each through its
+    ``calibration_tap(graph)`` (None: nothing to take): the run's :class:`~.accuracy.float_peaks.FloatPeaks` (the
+    peaks its later readers will ask for), a :class:`qtool.calibration.KeptOutputs` (the graph outputs of the first
+    samples, float_vs_quantized's reference)."""
 
     name = "RuntimeCalibration"
 
     def __init__(self, data, *, device: str = "cpu", progress: bool = False,
-                 options: Mapping[str, Any] | None = None, keep=None, float_peaks: FloatPeaks | None = None) -> None:
-        self.data, self.device, self.progress, self.options, self.keep = data, device, progress, options, keep
-        self.float_peaks = float_peaks
+                 options: Mapping[str, Any] | None = None, readers: Sequence = ()) -> None:
+        self.data, self.device, self.progress, self.options = data, device, progress, options
+        self.readers = [reader for reader in readers if reader is not None]
 
     def call(self, graph: Graph) -> PassResult:
-        tap = self.float_peaks.calibration_tap(graph) if self.float_peaks is not None else None
+        taps = [tap for reader in self.readers if (tap := reader.calibration_tap(graph)) is not None]
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options,
-                           engine=(self.options or {}).get("engine", "auto"), keep=self.keep,
-                           taps=[tap] if tap else [])
+                           engine=(self.options or {}).get("engine", "auto"), taps=taps)
         for found in report["warnings"]:
             warnings.warn(PassWarning(found["message"], code="calibration", op=found.get("op"),
                                       tensor=found.get("tensor")), stacklevel=2)

@@ -104,7 +104,10 @@ class PeakTap:
         self._taking: list[PeakTable] = []
         self.tensors = list(dict.fromkeys(name for axes in wanted.values() for name in axes))
 
-    def batch(self, first: int, count: int) -> None:
+    def wants(self, first: int, count: int) -> bool:
+        return any(first < n for n in self._tables)
+
+    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray]) -> None:
         """The arrays :meth:`take` gets next are of the batch of samples ``first .. first + count - 1``."""
         self._cut |= {n for n in self._tables if first < n < first + count}
         self._taking = [table for n, table in self._tables.items() if first + count <= n]
