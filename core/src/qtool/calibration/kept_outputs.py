@@ -103,7 +103,7 @@ class KeptOutputs:
 
     def _check_rows(self) -> None:
         """The batch taken so far gave one row per sample of every output (else keep nothing)."""
-        first, count = self._batch
+        count = self._batch[1]
         if count > 1 and any(self._rows.get(name, 0) != count for name in self.tensors):
             self.clear()
 
