@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +175,13 @@ class CalibrationData:
         return f"CalibrationData({self.origin}, {count} samples, layout={self.layout}, batch_size={self.batch_size})"
 
 
+def feeds_digest(feeds: Mapping[str, np.ndarray]) -> str:
+    """sha256 of one model call's feeds (names, dtypes, shapes and bytes), hashed as :meth:`fingerprint` hashes."""
+    hasher = _Fingerprint(sorted(feeds), per_sample=False)
+    hasher.update(feeds)
+    return hasher.hexdigest()
+
+
 class _Fingerprint:
     """One sha256 stream per input, sample by sample, so batching does not change the result."""
 
@@ -182,7 +189,7 @@ class _Fingerprint:
         self._streams = {name: hashlib.sha256(name.encode()) for name in names}
         self._per_sample = per_sample
 
-    def update(self, batch: dict[str, np.ndarray]) -> None:
+    def update(self, batch: Mapping[str, np.ndarray]) -> None:
         for name, array in batch.items():
             stream = self._streams[name]
             header = f"{array.dtype.str}{array.shape[1:] if self._per_sample else array.shape}".encode()

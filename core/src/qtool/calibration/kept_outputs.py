@@ -17,13 +17,13 @@ onnxruntime may make: trained-minilm's cosine moved by 1e-9).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..ir import Graph
 from ..ir.float_function import FloatFunctions
+from .data import feeds_digest
 
 LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (trained-textdet's 8 outputs: 7 MiB,
 # its peak up to 10 MiB higher); outputs larger than that (a language model's logits) are computed again after it
@@ -42,9 +42,9 @@ class KeptOutputs:
         self._functions: dict[str, frozenset] = {}
         self._batch_first = False
         self._values: list[dict[str, np.ndarray]] = []
-        self._digests: list[bytes] = []
+        self._digests: list[str] = []
         self._bytes = 0
-        self._batch: tuple[int, int] = (0, 0)  # the batch taken now: its first sample and its samples kept
+        self._batch: tuple[int, int] = (0, 0)  # the batch taken now: its first sample and its samples
         self._rows: dict[str, int] = {}  # rows of that batch taken so far, by output
         self._complete = False
 
@@ -73,8 +73,8 @@ class KeptOutputs:
             self.clear()
             return
         kept = min(count, self.samples - first)
-        self._digests += ([_digest({k: a[i:i + 1] for k, a in feeds.items()}) for i in range(kept)]
-                          if count > 1 else [_digest(feeds)])
+        self._digests += ([feeds_digest({k: a[i:i + 1] for k, a in feeds.items()}) for i in range(kept)]
+                          if count > 1 else [feeds_digest(feeds)])
         self._values += [{} for _ in range(kept)]
         self._batch, self._rows = (first, count), {}
 
@@ -119,7 +119,7 @@ class KeptOutputs:
         values = self._values[:len(samples)]
         if any(set(kept) != set(self.tensors) for kept in values):
             return None
-        if any(_digest(sample) != digest for sample, digest in zip(samples, self._digests, strict=False)):
+        if any(feeds_digest(sample) != digest for sample, digest in zip(samples, self._digests, strict=False)):
             return None
         return values
 
@@ -128,13 +128,3 @@ def _batch_first(graph: Graph) -> bool:
     """Every input and output declares the same named first axis (the batch)."""
     firsts = {v.shape[0] if v.shape else None for v in (*graph.inputs, *graph.outputs)}
     return len(firsts) == 1 and isinstance(next(iter(firsts)), str)
-
-
-def _digest(feeds: Mapping[str, np.ndarray]) -> bytes:
-    """A digest of a sample's arrays: names, dtypes, shapes and bytes."""
-    hasher = hashlib.sha1(usedforsecurity=False)
-    for name in sorted(feeds):
-        array = np.ascontiguousarray(feeds[name])
-        hasher.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        hasher.update(array.data)
-    return hasher.digest()
