@@ -10,7 +10,9 @@ import pytest
 import qtool
 import torch
 from accuracy_helpers import export
+from qtool.calibration import load_calibration_data, ort_engine
 from qtool.cli.quantize import fallback_lines
+from qtool.passes.accuracy.runtime_gate import runtime_snr_db
 from qtool.platform import ExportOptions, Platform, RuntimeUnavailable
 from qtool.platform_runtime import PlatformRuntime
 from qtool_onnxruntime.platform import OnnxRuntimePlatform
@@ -54,6 +56,21 @@ def test_enough_on_the_runtime_ranks_nothing_and_says_so(tmp_path, calib):
     # the simulation measures the same graph within a few hundredths of a dB
     _, simulated, _ = _fallback(tmp_path, NoRuntimePlatform(), calib, "simulated", 15.0)
     assert simulated.details["before"] == pytest.approx(details["runtime_snr_db"], abs=0.2)
+
+
+def test_the_gate_measures_against_the_outputs_calibration_kept(tmp_path, calib, monkeypatch):
+    """The float side of the gate is calibration's own run of the 16 samples (joined in a batch of 16, kept row by
+    row and joined back): no float session of its own, and the SNR a fresh float run gives."""
+    fresh = []
+    float_outputs = ort_engine.float_outputs
+    monkeypatch.setattr(ort_engine, "float_outputs", lambda *a, **k: fresh.append(len(a[1])) or float_outputs(*a, **k))
+    result, run, _ = _fallback(tmp_path, "onnxruntime", calib, "gated", 15.0)
+    assert fresh == [] and 15.0 <= run.details["runtime_snr_db"] < 25.0
+    graph = result.graph
+    batches = load_calibration_data(calib, graph).take(16)
+    measured, runtime = runtime_snr_db(graph, batches, PlatformRuntime(OnnxRuntimePlatform(), ExportOptions()))
+    assert len(batches) == 1 and fresh == [1] and runtime == "onnxruntime"  # a fresh run of the batch
+    assert run.details["runtime_snr_db"] == pytest.approx(measured, abs=1e-4)
 
 
 def test_below_enough_it_runs_as_without_a_runtime(tmp_path, calib):

@@ -1,8 +1,9 @@
 """The graph outputs' float values of the first calibration samples, kept from calibration's onnxruntime run.
 
 float_vs_quantized compares the quantized model with the float run of the final graph on the first calibration
-samples (where none are held out). Calibration already ran the float graph in onnxruntime over them: those runs
-also return the graph outputs, kept here. They stand in for a fresh float session and run only while they are
+samples (where none are held out), and so does SensitivityFallback's ``enough_snr_db`` gate (on its ``samples``).
+Calibration already ran the float graph in onnxruntime over them: those runs also return the graph outputs, kept
+here. They stand in for a fresh float session and run only while they are
 what that run would compute: the same output names, the same float function of each output
 (:mod:`qtool.ir.float_function`: passes after calibration may change the graph or its float weights; baking keeps
 the float ones) and the same samples (a digest of each sample's arrays: a source read twice may give other
@@ -17,7 +18,7 @@ onnxruntime may make: trained-minilm's cosine moved by 1e-9).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,7 +33,7 @@ LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (tr
 class KeptOutputs:
     """The float values of the graph outputs for the first ``samples`` samples, with what they depend on; taken from
     calibration's float run (:meth:`calibration_tap`: a :class:`qtool.calibration.driver.FloatTap`), read by
-    :func:`qtool.analysis.float_gap`. Every kept array is copied as it is taken (an observer may work in the run's
+    :func:`qtool.analysis.float_gap` and the fallback's gate. Every kept array is copied as it is taken (an observer may work in the run's
     arrays, and an array the run's thread allocated keeps memory of that thread's taken: trained-textdet's peak grew
     by about 100 MB)."""
 
@@ -47,6 +48,10 @@ class KeptOutputs:
         self._batch: tuple[int, int] = (0, 0)  # the batch taken now: its first sample and its samples
         self._rows: dict[str, int] = {}  # rows of that batch taken so far, by output
         self._complete = False
+
+    def keep_at_least(self, samples: int) -> None:
+        """Keep the outputs of at least the first ``samples`` samples (a pass after calibration measures on them)."""
+        self.samples = max(self.samples, samples)
 
     def calibration_tap(self, graph: Graph) -> KeptOutputs:
         """Keep the outputs of ``graph`` (as it is now) from the float run about to start."""
@@ -122,6 +127,24 @@ class KeptOutputs:
         if any(feeds_digest(sample) != digest for sample, digest in zip(samples, self._digests, strict=False)):
             return None
         return values
+
+
+    def batch_reference(self, graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
+                        samples_in: Callable[[Mapping[str, np.ndarray]], int]) -> list[dict[str, np.ndarray]] | None:
+        """:meth:`reference` of ``batches`` as calibration's data batches them (``samples_in``: samples in a batch),
+        the rows of a batch's samples joined back into the batch's outputs; None where :meth:`reference` is."""
+        samples = [[batch] if samples_in(batch) == 1 else
+                   [{name: a[i:i + 1] for name, a in batch.items()} for i in range(samples_in(batch))]
+                   for batch in batches]
+        values = self.reference(graph, [sample for rows in samples for sample in rows], names)
+        if values is None:
+            return None
+        joined, first = [], 0
+        for rows in samples:
+            kept, first = values[first:first + len(rows)], first + len(rows)
+            joined.append(kept[0] if len(kept) == 1 else {name: np.concatenate([k[name] for k in kept])
+                                                           for name in names})
+        return joined
 
 
 def _batch_first(graph: Graph) -> bool:

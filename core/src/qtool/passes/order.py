@@ -60,7 +60,7 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
                                                   options=config.calibration, readers=(float_peaks, keep))
     before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
-                                    runtime=runtime, float_peaks=float_peaks)
+                                    runtime=runtime, float_peaks=float_peaks, kept_outputs=keep)
     simplify, *planning = planning_passes(config, platform)
     passes = [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
               PassiveParameterQuantize(), *after, Baking()]

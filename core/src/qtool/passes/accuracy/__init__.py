@@ -51,11 +51,12 @@ BEFORE_DISPATCH = PassTable({"equalization": "CrossLayerEqualization", "smoothqu
 AFTER_CALIBRATION = PassTable({"outlier_outputs": "OutlierOutputs", "fallback": "SensitivityFallback",
                                "hqq": "HQQ", "gptq": "GPTQ", "adaround": "AdaRound",
                                "bias_correction": "BiasCorrection"})
-RUN_ARGUMENTS = ("device", "progress", "runtime", "float_peaks")
+RUN_ARGUMENTS = ("device", "progress", "runtime", "float_peaks", "kept_outputs")
 
 
 def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, data=None,
-                    progress: bool = False, runtime=None, float_peaks=None) -> tuple[list[Pass], list[Pass]]:
+                    progress: bool = False, runtime=None, float_peaks=None,
+                    kept_outputs=None) -> tuple[list[Pass], list[Pass]]:
     """The passes to run before dispatch and after calibration, in their order.
 
     ``options`` maps a pass name (``equalization``, ``smoothquant``,
@@ -63,7 +64,8 @@ def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, d
     false/absent (off) or a table of that pass's options. ``data`` is the
     calibration data (passes that run the graph need it); ``runtime`` runs a graph as the target platform does
     (:class:`qtool.platform_runtime.PlatformRuntime`, for the passes that take one); ``float_peaks`` the run's
-    :class:`.float_peaks.FloatPeaks` (made here where None and there is data).
+    :class:`.float_peaks.FloatPeaks` (made here where None and there is data); ``kept_outputs`` the graph outputs
+    calibration's run keeps (:class:`qtool.calibration.KeptOutputs`), for the passes that measure against them.
     """
     options = dict(options or {})
     known = [*BEFORE_DISPATCH, *AFTER_CALIBRATION]
@@ -77,7 +79,9 @@ def accuracy_passes(options: Mapping[str, Any] | None, device: str = "cpu", *, d
 
         float_peaks = FloatPeaks(data, device)
     for group in (BEFORE_DISPATCH, AFTER_CALIBRATION):
-        built.append([_build(name, group[name], options[name], device, data, progress, runtime, float_peaks)
+        run = {"device": device, "progress": progress, "runtime": runtime, "float_peaks": float_peaks,
+               "kept_outputs": kept_outputs}
+        built.append([_build(name, group[name], options[name], data, run)
                       for name in group if options.get(name) not in (None, False)])
     return built[0], built[1]
 
@@ -94,7 +98,7 @@ def option_names(cls: type[Pass]) -> list[str]:
     return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in RUN_ARGUMENTS]
 
 
-def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool, runtime, float_peaks) -> Pass:
+def _build(name: str, cls: type[Pass], value, data, run: Mapping[str, Any]) -> Pass:
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
@@ -105,7 +109,6 @@ def _build(name: str, cls: type[Pass], value, device: str, data, progress: bool,
             raise AccuracyError(f"accuracy.{name}.{key}: unknown option{did_you_mean(key, allowed)} "
                                 f"(known: {', '.join(allowed)})")
     parameters = inspect.signature(cls.__init__).parameters
-    run = {"device": device, "progress": progress, "runtime": runtime, "float_peaks": float_peaks}
     kwargs = {k: v for k, v in run.items() if k in parameters}
     if "data" in parameters:
         if data is None:

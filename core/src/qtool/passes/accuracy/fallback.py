@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or 
     import torch
 
     from ...analysis import ErrorAccumulator
+    from ...calibration import KeptOutputs
     from ...executor import TorchExecutor
     from ...platform_runtime import PlatformRuntime
 
@@ -91,7 +92,8 @@ class SensitivityFallback(Pass):
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
     ``op_types``, ``outlier_ratio``, ``max_ops``, ``max_share``, ``min_gain_db``, ``enough_snr_db``,
     ``samples``; ``runtime`` (not an option: the pipeline's :class:`~qtool.platform_runtime.PlatformRuntime`)
-    measures ``enough_snr_db`` on the platform's runtime first."""
+    measures ``enough_snr_db`` on the platform's runtime first, against the float outputs calibration's run kept
+    (``kept_outputs``, :class:`~qtool.calibration.KeptOutputs`) where they still hold."""
 
     name = "SensitivityFallback"
 
@@ -102,18 +104,21 @@ class SensitivityFallback(Pass):
                  max_ops: int | None = None, max_share: float | None = None, min_gain_db: float | None = None,
                  enough_snr_db: float | None = None, samples: int = 64, device: str = "cpu",
                  progress: bool = False, runtime: PlatformRuntime | None = None,
-                 float_peaks: FloatPeaks | None = None) -> None:
+                 float_peaks: FloatPeaks | None = None, kept_outputs: KeptOutputs | None = None) -> None:
         check(data is not None, WHERE, "data", "SensitivityFallback needs calibration data")
         chosen = [k for k, v in (("min_snr_db", min_snr_db), ("min_cosine", min_cosine), ("max_gap_db", max_gap_db),
                                  ("metric", metric)) if v is not None]
         check(len(chosen) <= 1, WHERE, chosen[-1] if chosen else "", f"give one budget, got {', '.join(chosen)}")
         self.data, self.device, self.progress, self.runtime = data, device, progress, runtime
+        self.kept_outputs = kept_outputs
         self.samples = positive_int(WHERE, "samples", samples)
         self.max_ops = None if max_ops is None else positive_int(WHERE, "max_ops", max_ops)
         self.max_share = None if max_share is None else number(WHERE, "max_share", max_share, 0.0, 1.0)
         self.min_gain_db = None if min_gain_db is None else number(WHERE, "min_gain_db", min_gain_db, 0.0, math.inf)
         self.enough_snr_db = None if enough_snr_db is None else number(WHERE, "enough_snr_db", enough_snr_db,
                                                                        -math.inf, math.inf)
+        if self.enough_snr_db is not None and kept_outputs is not None:
+            kept_outputs.keep_at_least(self.samples)
         self.bits = _precision(precision)
         self.op_types = _op_types(op_types)
         self.outlier_ratio = None if outlier_ratio is None else number(WHERE, "outlier_ratio", outlier_ratio, 1.0,
@@ -214,9 +219,16 @@ class SensitivityFallback(Pass):
         no such budget, no runtime, or it cannot measure this graph); ``details`` get the measurement or why not."""
         if self.enough_snr_db is None or self.runtime is None:
             return False
+        from ...calibration import load_calibration_data
         from .runtime_gate import runtime_snr_db
 
-        details["runtime_snr_db"], details["runtime"] = runtime_snr_db(graph, batches, self.runtime)
+        def kept(names: list[str]):
+            if self.kept_outputs is None:
+                return None
+            samples_in = load_calibration_data(self.data, graph).samples_in
+            return self.kept_outputs.batch_reference(graph, batches, names, samples_in)
+
+        details["runtime_snr_db"], details["runtime"] = runtime_snr_db(graph, batches, self.runtime, kept)
         return details["runtime_snr_db"] is not None and details["runtime_snr_db"] >= self.enough_snr_db
 
     def _fewest(self, executor: TorchExecutor, ops: list[Operation], measure, holds, tried: dict[int, float]) -> int:

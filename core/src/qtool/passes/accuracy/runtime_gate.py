@@ -8,7 +8,7 @@ samples. The SNR is summed over every output and sample, as the simulated measur
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,11 +23,14 @@ if TYPE_CHECKING:
     from ...platform_runtime import PlatformRuntime
 
 
-def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], runtime: PlatformRuntime
+def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], runtime: PlatformRuntime,
+                   reference: Callable[[list[str]], list[dict[str, np.ndarray]] | None] = lambda names: None
                    ) -> tuple[float | None, str]:
     """The output SNR (dB) of ``graph`` run by ``runtime`` against its float outputs, over ``batches``, and the
     runtime's name; None and why where the graph cannot be measured so (the platform cannot export or run it
-    here, or onnxruntime cannot compute its float outputs)."""
+    here, or onnxruntime cannot compute its float outputs). ``reference(names)``: the float outputs of ``batches``
+    where known already (calibration's run kept them, :meth:`qtool.calibration.KeptOutputs.batch_reference`),
+    else None: onnxruntime computes them."""
     names = [v.name for v in graph.outputs]
     refused = ort_engine.refusal(graph, "cpu")
     if refused is not None:
@@ -37,12 +40,12 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
     except RuntimeUnavailable as exc:
         return None, str(exc)
     # after the runtime's session is gone: one session at a time
-    reference = ort_engine.float_outputs(graph, batches, names, "cpu", threads=pass_threads())
-    if reference is None:
+    expected = reference(names) or ort_engine.float_outputs(graph, batches, names, "cpu", threads=pass_threads())
+    if expected is None:
         return None, "no float reference from onnxruntime: it cannot run the float graph"
     error = ErrorAccumulator()
-    for expected, outputs in zip(reference, ran, strict=True):
+    for floats, outputs in zip(expected, ran, strict=True):
         for name, value in zip(names, outputs, strict=True):
-            if np.issubdtype(expected[name].dtype, np.floating):
-                error.update(expected[name], value)
+            if np.issubdtype(floats[name].dtype, np.floating):
+                error.update(floats[name], value)
     return error.snr_db, runtime.name
