@@ -33,9 +33,9 @@ LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (tr
 class KeptOutputs:
     """The float values of the graph outputs for the first ``samples`` samples, with what they depend on; taken from
     calibration's float run (:meth:`calibration_tap`: a :class:`qtool.calibration.driver.FloatTap`), read by
-    :func:`qtool.analysis.float_gap` and the fallback's gate. Every kept array is copied as it is taken (an observer may work in the run's
-    arrays, and an array the run's thread allocated keeps memory of that thread's taken: trained-textdet's peak grew
-    by about 100 MB)."""
+    :func:`qtool.analysis.float_gap` and the fallback's gate. Every kept array is copied as it is taken (an observer
+    may work in the run's arrays, and an array the run's thread allocated keeps memory of that thread's taken:
+    trained-textdet's peak grew by about 100 MB)."""
 
     def __init__(self, samples: int) -> None:
         self.samples = samples
