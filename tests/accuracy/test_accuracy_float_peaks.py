@@ -41,7 +41,11 @@ def peak_sessions(monkeypatch) -> list[ort_engine.OrtFloatRun]:
     return sessions
 
 
-def test_the_three_passes_read_their_peaks_from_one_float_run(tmp_path, monkeypatch, peak_sessions):
+@pytest.mark.parametrize("share_run", [False, True])
+def test_the_three_passes_read_their_peaks_from_one_float_run(tmp_path, monkeypatch, peak_sessions, share_run):
+    """Without outliers nothing splits: ChannelSplit's own run computes the later readers' peaks too, or, sharing
+    calibration's run (the default), ChannelSplit decides there and calibration's run serves the later readers:
+    no float run of their own at all."""
     onnx.save(tiny_decoder_proto(layers=6, outliers=0), tmp_path / "decoder.onnx")
     np.savez(tmp_path / "calib.npz", input_ids=np.random.default_rng(0).integers(0, 256, (16, 32)).astype(np.int64))
     asked = []
@@ -54,7 +58,14 @@ def test_the_three_passes_read_their_peaks_from_one_float_run(tmp_path, monkeypa
         return found
 
     monkeypatch.setattr(FloatPeaks, "peaks", recording_peaks)
-    qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", tmp_path / "calib.npz", output=tmp_path / "q.onnx")
+    result = qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", tmp_path / "calib.npz",
+                            output=tmp_path / "q.onnx", accuracy={"channel_split": {"share_run": share_run}})
+    split = next(run for run in result.pass_runs if run.name == "ChannelSplit")
+    assert not split.modified and split.details["split"] == [] and result.pass_runs[0].name != "StartOver"
+    if share_run:
+        assert asked == ["OutlierOutputs", "SensitivityFallback"] and peak_sessions == []
+        assert split.details["decided_on"] == "calibration's float run"
+        return
     assert asked == ["ChannelSplit", "OutlierOutputs", "SensitivityFallback"]
     (session,) = peak_sessions  # one float session for the three passes (one each before)
     assert session.session_runs == 1  # the 16 samples are one batch, run once
@@ -102,12 +113,14 @@ def test_a_peak_is_not_served_for_a_tensor_channel_split_changed(tmp_path, peak_
     assert after["m"][0] < before["m"][0] / 2  # the split channel's peak, not the one before the split
 
 
-@pytest.mark.parametrize(("batch_size", "runs_after_split"), [(16, 0), (5, 1)])
+@pytest.mark.parametrize(("batch_size", "split_runs", "runs_after_split"), [(16, None, 0), (5, 1, 1)])
 def test_calibrations_float_run_serves_the_peaks_asked_after_it(tmp_path, monkeypatch, peak_sessions, batch_size,
-                                                                runs_after_split):
+                                                                split_runs, runs_after_split):
     """ChannelSplit splits the decoder's outlier channels, so OutlierOutputs and the fallback ask for peaks of
     changed tensors: calibration's float run of the split graph computes them (no run of their own), equal to
-    those a run of their own gives; unless the first 16 samples end inside a batch (5, 5, 5, 5): then they run."""
+    those a run of their own gives; unless the first 16 samples end inside a batch (5, 5, 5, 5): then they run.
+    With batches of 16, ChannelSplit itself decides from the first calibration's run (it asks for nothing) and the
+    passes start over; with batches of 5 it runs its own."""
     onnx.save(tiny_decoder_proto(layers=2, outliers=4), tmp_path / "decoder.onnx")
     ids = np.random.default_rng(0).integers(0, 256, (20, 32)).astype(np.int64)
     asked = {}
@@ -124,8 +137,9 @@ def test_calibrations_float_run_serves_the_peaks_asked_after_it(tmp_path, monkey
     result = qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", {"input_ids": ids}, output=tmp_path / "q.onnx",
                             config={"calibration": {"batch_size": batch_size}})
     assert next(run for run in result.pass_runs if run.name == "ChannelSplit").modified
+    assert (result.pass_runs[0].name == "StartOver") == (split_runs is None)
     runs = {name: runs for name, (runs, _, _) in asked.items()}
-    assert runs.pop("ChannelSplit") == 1 and runs.pop("OutlierOutputs") == runs_after_split
+    assert runs.pop("ChannelSplit", None) == split_runs and runs.pop("OutlierOutputs") == runs_after_split
     assert set(runs.values()) <= {0}  # the fallback's scan, where it asks
     for name, (_, found, reference) in asked.items():
         assert found.keys() == reference.keys() and found, name

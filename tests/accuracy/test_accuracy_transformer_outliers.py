@@ -16,6 +16,7 @@ import torch
 from accuracy_helpers import export, samples, snr_db
 from qtool.ir import to_model_proto
 from qtool.passes.accuracy import ChannelSplit, OutlierOutputs
+from qtool.testing.decoder import tiny_decoder_proto
 from qtool.passes.accuracy.options import AccuracyError
 from torch import nn
 
@@ -240,3 +241,44 @@ def test_cli_says_what_the_passes_changed(tmp_path, calib, capsys):
     assert "channel split, outlier input channels read as int8 copies: 1 layer" in out
     assert f"{DOWN}: +" in out and "of 64 input channels (input channel outlier" in out
     assert f"outlier outputs written float by the integer kernel: 1 layer {DOWN} (output channel outlier" in out
+
+
+@pytest.mark.parametrize("outliers", [0, 4])
+@pytest.mark.parametrize("layout", ["feeds", "samples"])
+def test_deciding_from_calibrations_run_gives_the_same_model(tmp_path, outliers, layout):
+    """ChannelSplit decides from calibration's float run (the default): where nothing splits, the passes go on;
+    where a layer splits, they start over with the peaks that run measured. Either way the written model is the
+    one a ChannelSplit with a float run of its own gives, byte for byte."""
+    onnx.save(tiny_decoder_proto(layers=2, outliers=outliers), tmp_path / "decoder.onnx")
+    ids = np.random.default_rng(0).integers(0, 256, (20, 32)).astype(np.int64)
+    data = [{"input_ids": ids[i:i + 1]} for i in range(20)] if layout == "feeds" else {"input_ids": ids}
+    options = {"calib_layout": layout, "config": {"calibration": {"batch_size": 16}}}
+    written = {}
+    for share_run in (False, True):
+        output = tmp_path / f"{share_run}.onnx"
+        result = qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", data, output=output,
+                                accuracy={"channel_split": {"share_run": share_run}}, **options)
+        runs = {run.name: run for run in result.pass_runs}
+        written[share_run] = (output.read_bytes(), runs["ChannelSplit"].details["split"])
+        assert runs["ChannelSplit"].modified == bool(outliers)
+    assert written[True] == written[False] and (written[True][1] != []) == bool(outliers)
+    assert (result.pass_runs[0].name == "StartOver") == bool(outliers)
+    assert result.pass_runs[0].details == {"acts": ["ChannelSplit"]} or not outliers
+
+
+def test_a_split_calibration_could_not_measure_runs_its_own(calib):
+    """Where calibration's run could not measure the first samples whole (or the executor calibrated), the
+    deferred decision starts the passes over without peaks: ChannelSplit then runs its own float run."""
+    from qtool.passes import StartOver
+
+    split = ChannelSplit(calib)
+    graph = _gemm(np.ones((4, 4), np.float32))
+    tap = split.calibration_tap(graph)
+    assert tap is None  # it decided nothing yet: there is nothing to hand to calibration
+    split._deferred = {"split": [], "not_split": []}
+    tap = split.calibration_tap(graph)
+    with pytest.raises(StartOver) as over:
+        tap.finish(False)
+    assert over.value.advice == {"ChannelSplit": None}
+    split.start_over_with(None)
+    assert not split.may_start_over and split.known is None

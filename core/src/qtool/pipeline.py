@@ -15,6 +15,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from .coverage import coverage, low_coverage
 from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
-from .passes import PassManager, PassRun, PassWarning
+from .passes import PassManager, PassRun, PassWarning, StartOver
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
 from .platform import Diagnostic, ExportOptions, Platform, RuntimeUnavailable, Severity, get_platform, platform_step
@@ -160,9 +161,10 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
         body, feeds, where, target, qconfig, options, device, check_agreement), device)
     kept = _kept_outputs(data, restore)
-    passes = default_passes(qconfig, data, platform=target, device=device, progress=progress,
-                            calibration=restore, runtime=_runtime(target, options), keep=kept)
-    runs, diagnostics = _run_passes(passes, graph, finished)
+    runtime = _runtime(target, options)
+    graph, runs, diagnostics = _run_default_passes(graph, lambda advice: default_passes(
+        qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
+        keep=kept, advice=advice), finished)
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph))
     with platform_step(target, "validate"):
@@ -325,6 +327,24 @@ def _check_runnable(graph: Graph) -> None:
 
     load_plugin_ops()
     check_supported(graph)
+
+
+def _run_default_passes(graph: Graph, make_passes: Callable[[dict | None], list], finished
+                        ) -> tuple[Graph, list[PassRun], list[Diagnostic]]:
+    """Run ``make_passes(None)`` on ``graph``; where a pass asks to start over (:class:`StartOver`: it let
+    calibration's float run decide for it, and must act), run ``make_passes(advice)`` on a copy of the graph as it
+    was before the passes (made only where a pass may ask). The first runs' time is one more entry of the runs."""
+    passes = make_passes(None)
+    pristine = graph.copy() if any(getattr(p, "may_start_over", False) for p in passes) else None
+    start = time.perf_counter()
+    try:
+        return graph, *_run_passes(passes, graph, finished)
+    except StartOver as over:
+        first = PassRun("StartOver", False, time.perf_counter() - start, {"acts": sorted(over.advice)})
+        if finished:
+            finished(first)
+        runs, diagnostics = _run_passes(make_passes(over.advice), pristine, finished)
+        return pristine, [first, *runs], diagnostics
 
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:

@@ -81,8 +81,9 @@ ENGINES = ("auto", "onnxruntime", "torch")
 class FloatTap(Protocol):
     """A reader of calibration's float run besides the observers (:func:`calibrate`'s ``taps``; onnxruntime runs
     only: the executor's run feeds the observers alone). ``tensors`` are computed for it too, in the batches it
-    ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of; ``finish`` ends a run that went
-    through (a run onnxruntime refused ends without it)."""
+    ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of; ``finish`` ends the calibration:
+    ``complete`` where onnxruntime's run went through, else (the executor ran, or nothing needed a run) it took
+    nothing or part of what it wanted."""
 
     tensors: Sequence[str]
 
@@ -93,7 +94,7 @@ class FloatTap(Protocol):
 
     def take(self, name: str, array: np.ndarray) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish(self, complete: bool) -> None: ...
 
 
 def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
@@ -119,6 +120,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     stats: dict[str, Any] = {"samples": 0, "batches": 0, "seconds": 0.0, "engine": None, "tensors": len(targets),
                              "configs": sum(len(t.configs) for t in targets), "observers": {}, "warnings": []}
     if not targets:
+        _finish_taps(taps, complete=False)
         return stats
     refused = ort_engine.refusal(graph, device) if engine != "torch" else "asked for"
     if refused is None:
@@ -126,8 +128,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
             # the runs' thread ends with the block, also on an error
             with closing(_ort_runs(graph, data, targets, taps)) as runs:
                 _feed(progress, data, stats, runs)
-            for tap in taps:
-                tap.finish()
+            _finish_taps(taps, complete=True)
         except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
             refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
@@ -136,12 +137,18 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
         if engine == "onnxruntime":
             raise CalibrationError(f"calibration engine onnxruntime cannot run this model: {refused}")
         stats["engine_note"] = refused
+        _finish_taps(taps, complete=False)
         _feed(progress, data, stats, _torch_runs(graph, data, targets, device))
     stats["engine"] = "torch" if refused else "onnxruntime"
     for target in targets:
         _finish(target, stats)
     stats["seconds"] = time.perf_counter() - start
     return stats
+
+
+def _finish_taps(taps: Sequence[FloatTap], *, complete: bool) -> None:
+    for tap in taps:
+        tap.finish(complete)
 
 
 def _feed(progress: bool, data: CalibrationData, stats: dict[str, Any], runs: Iterator[int]) -> None:

@@ -96,9 +96,9 @@ class KeptOutputs:
         for row in range(begin, min(begin + rows, self.samples - first)):
             self._keep(first + row, name, np.array(array[row - begin:row - begin + 1]))
 
-    def finish(self) -> None:
+    def finish(self, complete: bool) -> None:
         self._check_rows()
-        self._complete = bool(self.tensors)
+        self._complete = complete and bool(self.tensors)
 
     def _keep(self, sample: int, name: str, array: np.ndarray) -> None:
         self._values[sample][name] = array

@@ -117,9 +117,16 @@ class Graph:
 
     def copy(self) -> Graph:
         """An independent copy (operations, variables, configs); parameter arrays are shared, not copied:
-        every change replaces a parameter's value (:meth:`set_parameter_value`) instead of writing into it."""
-        shared = {id(a): a for v in self.variables.values() for a in (v.value, v.float_value) if a is not None}
-        return copy.deepcopy(self, shared)
+        every change replaces a parameter's value (:meth:`set_parameter_value`) instead of writing into it.
+        Every variable and operation is made empty first and filled after, so that the copy never follows the
+        links from op to op (a deep graph would exceed Python's recursion limit)."""
+        memo = {id(a): a for v in self.variables.values() for a in (v.value, v.float_value) if a is not None}
+        nodes = [*self.variables.values(), *self.operations.values()]
+        for node in nodes:
+            memo[id(node)] = object.__new__(type(node))
+        for node in nodes:
+            memo[id(node)].__dict__.update(copy.deepcopy(node.__dict__, memo))
+        return copy.deepcopy(self, memo)
 
     # -- queries ------------------------------------------------------------
     @property

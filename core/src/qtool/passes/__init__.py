@@ -1,5 +1,5 @@
 """Graph passes. Each pass lives in its own module with a test beside it."""
 
-from .base import Pass, PassError, PassManager, PassResult, PassRun, PassWarning
+from .base import Pass, PassError, PassManager, PassResult, PassRun, PassWarning, StartOver
 
-__all__ = ["Pass", "PassError", "PassManager", "PassResult", "PassRun", "PassWarning"]
+__all__ = ["Pass", "PassError", "PassManager", "PassResult", "PassRun", "PassWarning", "StartOver"]

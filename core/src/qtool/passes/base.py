@@ -26,6 +26,16 @@ class PassWarning(UserWarning):
         self.code, self.op, self.tensor = code, op, tensor
 
 
+class StartOver(Exception):  # noqa: N818 - not an error: the run is asked to start over
+    """Raised while the passes run by a pass that let a later run decide for it (ChannelSplit deciding from
+    calibration's float run) and learned there that it must change the graph: the passes start over from the graph
+    as it was before them, with ``advice`` (what the pass learned, by pass name) for the pass that acts."""
+
+    def __init__(self, advice: dict[str, Any]) -> None:
+        super().__init__(f"starting over: {', '.join(advice)} acts")
+        self.advice = advice
+
+
 @dataclass
 class PassResult:
     """What a pass did. ``details`` is its JSON-able record; ``report`` a typed one (a dataclass with fields)
@@ -97,6 +107,8 @@ class PassManager:
             start = time.perf_counter()
             try:
                 result = p(graph)
+            except StartOver:
+                raise
             except Exception as exc:
                 before = ", ".join(r.name for r in runs) or "nothing"
                 raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from ..config.quantconfig import PLATFORM_SOURCE
 from .accuracy import accuracy_passes, needs_data
+from .accuracy.channel_split import ChannelSplit
 from .accuracy.float_peaks import FloatPeaks
 from .baking import Baking
 from .base import Pass
@@ -47,24 +48,34 @@ def planning_passes(config, platform=None) -> list[Pass]:
 
 def default_passes(config, data=None, *, platform=None, device: str = "cpu",
                    progress: bool = False, calibration: Pass | None = None, runtime=None,
-                   keep=None) -> list[Pass]:
+                   keep=None, advice: Mapping[str, object] | None = None) -> list[Pass]:
     """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given; ``runtime``
     (:class:`qtool.platform_runtime.PlatformRuntime`) lets accuracy passes measure on the platform's runtime;
-    ``keep`` (:class:`qtool.calibration.KeptOutputs`) goes to RuntimeCalibration.
+    ``keep`` (:class:`qtool.calibration.KeptOutputs`) goes to RuntimeCalibration; ``advice``: what a
+    :class:`~.base.StartOver` brought, by pass name, for the passes that start over.
 
     The accuracy passes the config's ``[accuracy]`` table enables run right after
     GraphSimplify (on the float graph) and right before Baking; plugin passes
-    named in its ``[[pass]]`` list go where their ``after`` says.
+    named in its ``[[pass]]`` list go where their ``after`` says. ChannelSplit decides from calibration's float
+    run where nothing but the planning passes lies between them (:mod:`.accuracy.channel_split`).
     """
     float_peaks = FloatPeaks(data, device) if data is not None else None  # calibration's run serves later readers
-    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
-                                                  options=config.calibration, readers=(float_peaks, keep))
     before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
                                     runtime=runtime, float_peaks=float_peaks, kept_outputs=keep)
+    split = next((p for p in before if isinstance(p, ChannelSplit)), None)
+    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
+                                                  options=config.calibration, readers=(split, float_peaks, keep))
     simplify, *planning = planning_passes(config, platform)
-    passes = [simplify, *before, *planning, ParameterQuantize(), calibrate, QuantAlignment(config),
-              PassiveParameterQuantize(), *after, Baking()]
-    return insert_plugin_passes(passes, config.passes, data=data, device=device, progress=progress)
+    built = [simplify, *before, *planning, ParameterQuantize(), calibrate]
+    passes = insert_plugin_passes([*built, QuantAlignment(config), PassiveParameterQuantize(), *after, Baking()],
+                                  config.passes, data=data, device=device, progress=progress)
+    if split is not None:
+        by_executor = (config.calibration or {}).get("engine") == "torch"  # its run feeds no tap
+        split.calibration_follows = (calibration is None and not by_executor and split is before[-1]
+                                     and passes[:len(built)] == built)
+        if split.name in (advice or {}):
+            split.start_over_with(advice[split.name])
+    return passes
 
 
 def _accuracy_options(config, data) -> dict:

@@ -13,6 +13,12 @@ kernel and reads ``sum(k_j - 1)`` more input channels. ``max_growth`` caps those
 the layer's input channels: the limit then rises above ``ratio`` times the median until the copies fit, so that
 no channel is left above it (the copies of a channel round alike: ``k`` of them gain only where the range
 shrinks about ``k``-fold).
+
+The peaks come from a float run over the first ``samples`` samples. Where calibration's own float run follows
+(the default passes) and covers those samples in whole batches, the pass decides from that run instead
+(``share_run``): nothing changes before calibration, and where a layer then splits, the passes start over
+(:class:`~qtool.passes.base.StartOver`) with the peaks it measured, so the result is the same as with a run of its
+own. A model where nothing splits is run in float once instead of twice.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 import numpy as np
 
 from ...ir import Graph, Operation, Variable
-from ..base import Pass, PassResult
+from ..base import Pass, PassResult, StartOver
 from .channels import grouped
 from .float_peaks import FloatPeaks
 from .layers import weight_input
@@ -36,13 +42,15 @@ class ChannelSplit(Pass):
     """Options: ``min_ratio`` (layers whose input's largest channel is at least this many times the median),
     ``ratio`` (split channels above this many times the median), ``max_growth`` (extra input channels per layer,
     as a share of its input channels), ``max_error_ratio`` (split only where the estimated input rounding error
-    falls at least to this share), ``op_types``, ``samples``."""
+    falls at least to this share), ``op_types``, ``samples``, ``share_run`` (decide from calibration's float run
+    where it can, see the module)."""
 
     name = "ChannelSplit"
 
     def __init__(self, data, *, min_ratio: float = 8.0, ratio: float = 4.0, max_growth: float = 0.05,
                  max_error_ratio: float = 0.5, op_types: list[str] | tuple[str, ...] = ("MatMul", "Gemm"),
-                 samples: int = 16, device: str = "cpu", float_peaks: FloatPeaks | None = None) -> None:
+                 samples: int = 16, share_run: bool = True, device: str = "cpu",
+                 float_peaks: FloatPeaks | None = None) -> None:
         check(data is not None, WHERE, "data", "ChannelSplit needs calibration data")
         self.min_ratio = number(WHERE, "min_ratio", min_ratio, 1.0, math.inf)
         self.ratio = number(WHERE, "ratio", ratio, 1.0, math.inf)
@@ -52,14 +60,55 @@ class ChannelSplit(Pass):
               "op_types", f"must be a list of \"MatMul\" and \"Gemm\", got {op_types!r}")
         self.op_types = tuple(op_types)
         self.samples = positive_int(WHERE, "samples", samples)
+        check(isinstance(share_run, bool), WHERE, "share_run", f"must be true or false, got {share_run!r}")
+        self.data, self.device, self.share_run = data, device, share_run
+        self.calibration_follows = False  # set where calibration takes this pass as a reader (the default passes)
+        self.known: dict[str, np.ndarray] | None = None  # the peaks measured by the run before a start over
+        self._deferred: dict | None = None  # the details of a call that left the decision to calibration's run
         self.float_peaks = float_peaks or FloatPeaks(data, device)
         self.float_peaks.add_reader(self.samples, self._axes)
 
+    @property
+    def may_start_over(self) -> bool:
+        return self.share_run and self.calibration_follows and self.known is None
+
+    def start_over_with(self, peaks: dict[str, np.ndarray] | None) -> None:
+        """Decide from ``peaks`` (measured by calibration's run before the passes started over), or from a run of
+        its own where None (that run could not measure them)."""
+        self.known, self.share_run = peaks, False
+
     def call(self, graph: Graph) -> PassResult:
-        layers = [op for op in graph.topological_order() if self._splittable(op)]
-        peaks = self.float_peaks.peaks(graph, self.samples, self._axes(graph), reader=self._axes)
-        split, kept = [], []
-        for op in layers:
+        if self.may_start_over and _shares_first_samples(graph, self.data, self.samples, self.device):
+            self.float_peaks.drop_reader(self._axes)
+            self._deferred = {"split": [], "not_split": [], "decided_on": "calibration's float run"}
+            return PassResult(graph, False, self._deferred)
+        peaks = self.known if self.known is not None else \
+            self.float_peaks.peaks(graph, self.samples, self._axes(graph), reader=self._axes)
+        plan, kept = self._plan(graph, peaks)
+        split = [{**entry, "by": _split(graph, op, copies)} for op, copies, entry in plan]
+        return PassResult(graph, bool(split), {"split": split, "not_split": kept})
+
+    def calibration_tap(self, graph: Graph) -> _SplitTap | None:
+        """The decision left to calibration's float run of ``graph`` (None where this pass decided itself)."""
+        if self._deferred is None:
+            return None
+        return _SplitTap(self, graph, self._axes(graph))
+
+    def decide(self, graph: Graph, peaks: dict[str, np.ndarray] | None) -> None:
+        """The deferred decision on ``peaks`` of the first samples (None: the run did not measure them whole): the
+        passes start over where a layer splits or the peaks are missing; else the details say what was kept."""
+        if peaks is None:
+            raise StartOver({self.name: None})
+        plan, kept = self._plan(graph, peaks)
+        if plan:
+            raise StartOver({self.name: peaks})
+        self._deferred["not_split"] = kept
+
+    def _plan(self, graph: Graph, peaks: dict[str, np.ndarray]) -> tuple[list[tuple[Operation, np.ndarray, dict]],
+                                                                          list[dict]]:
+        """The layers to split (each with its copies and its details), and those an outlier left unsplit (why)."""
+        plan, kept = [], []
+        for op in (op for op in graph.topological_order() if self._splittable(op)):
             peak = peaks.get(op.inputs[0].name)
             if peak is None or peak.size < 2 or ratio(peak) < self.min_ratio:
                 continue
@@ -73,8 +122,8 @@ class ChannelSplit(Pass):
                 kept.append({**entry, "reason": f"estimated input error x{entry['error_ratio']:.2f}, "
                                                 f"above max_error_ratio {self.max_error_ratio:g}"})
                 continue
-            split.append({**entry, "by": _split(graph, op, copies)})
-        return PassResult(graph, bool(split), {"split": split, "not_split": kept})
+            plan.append((op, copies, entry))
+        return plan, kept
 
     def _axes(self, graph: Graph) -> dict[str, int]:
         """The input channel axis of every layer this pass may split, by input name."""
@@ -104,6 +153,50 @@ class ChannelSplit(Pass):
             middle = (low + high) / 2
             low, high = (low, middle) if (copies(middle) - 1).sum() <= budget else (middle, high)
         return copies(high)
+
+
+class _SplitTap:
+    """ChannelSplit's peaks taken from calibration's float run (a :class:`qtool.calibration.driver.FloatTap`):
+    the batches that lie wholly within the first samples; the pass decides once it has them all, when the batch
+    after them starts (the run's thread asks what it wants ahead: the decision waits for this thread)."""
+
+    def __init__(self, owner: ChannelSplit, graph: Graph, axes: dict[str, int]) -> None:
+        from .outliers import PeakTable
+
+        self._owner, self._graph, self._table = owner, graph, PeakTable(axes)
+        self.tensors = list(axes)
+        self._decided = False
+
+    def wants(self, first: int, count: int) -> bool:
+        return not self._decided
+
+    def batch(self, first: int, count: int, feeds) -> None:
+        if not self._decided and first + count > self._owner.samples:  # past the first samples, or they end here
+            self._decide(whole=first == self._owner.samples)
+
+    def take(self, name: str, array: np.ndarray) -> None:
+        if not self._decided:
+            self._table.add_array(name, array)
+
+    def finish(self, complete: bool) -> None:
+        if not self._decided:  # the data held no more than the first samples
+            self._decide(whole=complete)
+
+    def _decide(self, *, whole: bool) -> None:
+        self._decided = True
+        self._owner.decide(self._graph, self._table.peaks() if whole else None)
+
+
+def _shares_first_samples(graph: Graph, data, samples: int, device: str) -> bool:
+    """Whether calibration's float run can measure the first ``samples`` samples of ``data`` for the pass: it runs
+    in onnxruntime, and they make whole batches (feeds; samples in batches that divide them, or all the data)."""
+    from ...calibration import load_calibration_data, ort_engine
+
+    if ort_engine.refusal(graph, device) is not None:
+        return False
+    data = load_calibration_data(data, graph)
+    whole = data.layout == "feeds" or samples % data.batch_size == 0
+    return whole or (data.count is not None and data.count <= samples)
 
 
 def _error(op: Operation, peak: np.ndarray, copies: np.ndarray) -> float:

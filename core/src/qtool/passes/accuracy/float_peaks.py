@@ -35,6 +35,10 @@ class FloatPeaks:
         their axes) it may ask for on ``graph``, computed ahead with any earlier request."""
         self._readers.append((samples, requests))
 
+    def drop_reader(self, requests: Requests | None) -> None:
+        """A reader that will ask no more (it is done, or its peaks come from elsewhere)."""
+        self._readers = [(count, asked) for count, asked in self._readers if asked != requests]
+
     def peaks(self, graph: Graph, samples: int, axes: Mapping[str, int], *,
               reader: Requests | None = None) -> dict[str, np.ndarray]:
         """:func:`.outliers.channel_peaks` of ``axes`` over the first ``samples`` samples, from the memo where the
@@ -43,7 +47,7 @@ class FloatPeaks:
         from .outliers import channel_peaks
         from .running import take_samples
 
-        self._readers = [(count, requests) for count, requests in self._readers if requests != reader]
+        self.drop_reader(reader)
         functions = FloatFunctions(graph)
         missing = {name: axis for name, axis in axes.items() if not self._served(functions, samples, name, axis)}
         if missing:
@@ -117,8 +121,11 @@ class PeakTap:
             if name in table.axes:
                 table.add_array(name, array)
 
-    def finish(self) -> None:
-        """The run is over: its peaks go to the memo, under the float function of each tensor it ran."""
+    def finish(self, complete: bool) -> None:
+        """The run is over: where it went through, its peaks go to the memo, under the float function of each
+        tensor it ran."""
+        if not complete:
+            return
         for count, table in self._tables.items():
             if count not in self._cut:
                 self._owner._keep(self._functions, count, table.axes, table.peaks())
