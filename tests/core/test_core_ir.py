@@ -194,3 +194,20 @@ def test_set_parameter_value_copies_shared_parameters_and_keeps_float_values():
     assert graph.variables["w"].value.tolist() == [1.0, 2.0] and graph.variables["w"].float_value is None
     with pytest.raises(GraphError, match="not a parameter"):
         graph.set_parameter_value(m1, 0, np.zeros(2))
+
+
+def test_copy_of_a_deep_graph_is_independent_and_shares_the_weights():
+    """Graph.copy never follows op-to-op links (a chain of 5000 ops is deeper than Python's recursion limit)."""
+    depth = 5000
+    nodes = [helper.make_node("Add", [f"t{i}", "bias"], [f"t{i + 1}"], name=f"add{i}") for i in range(depth)]
+    graph_proto = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
+                                    [helper.make_tensor_value_info(f"t{depth}", TensorProto.FLOAT, [4])],
+                                    [numpy_helper.from_array(np.ones(4, np.float32), "bias")])
+    graph = from_model_proto(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 17)]))
+    copied = graph.copy()
+    assert copied.variables["bias"].value is graph.variables["bias"].value  # shared, not copied
+    last = copied.operations[f"add{depth - 1}"]
+    assert last is not graph.operations[f"add{depth - 1}"] and last.inputs[0] is copied.variables[f"t{depth - 1}"]
+    assert copied.variables[f"t{depth - 1}"].producer is copied.operations[f"add{depth - 2}"]
+    copied.remove_operation(last)
+    assert f"add{depth - 1}" in graph.operations and graph.variables[f"t{depth}"].producer is not None
