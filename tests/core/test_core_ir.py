@@ -1,5 +1,6 @@
 """Graph IR: ONNX import/export round trips, folding, errors and use-def mutation helpers."""
 
+import gc
 import glob
 import os
 
@@ -211,3 +212,28 @@ def test_copy_of_a_deep_graph_is_independent_and_shares_the_weights():
     assert copied.variables[f"t{depth - 1}"].producer is copied.operations[f"add{depth - 2}"]
     copied.remove_operation(last)
     assert f"add{depth - 1}" in graph.operations and graph.variables[f"t{depth}"].producer is not None
+
+
+def _resident_mib() -> float:
+    status = open("/proc/self/status").read()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident set from /proc")
+def test_a_loaded_graph_keeps_nothing_of_the_parsed_model(tmp_path):
+    """The value infos and subgraphs the graph keeps are copies: a part of the parsed ModelProto kept as it is
+    keeps all of it alive, its 64 MiB weight a second time beside the graph's array."""
+    weight = np.ones((4096, 4096), np.float32)  # 64 MiB
+    graph_proto = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], [numpy_helper.from_array(weight, "w")],
+        value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 4096])])
+    onnx.save(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "big.onnx")
+    del weight, graph_proto
+    gc.collect()
+    before = _resident_mib()
+    graph = qtool.load(tmp_path / "big.onnx")
+    gc.collect()
+    assert graph.value_info["h"].type.tensor_type.shape.dim[1].dim_value == 4096
+    assert _resident_mib() - before < 96  # the weight once (64 MiB), not twice
