@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from torch_models import EncoderLayer, MobileNetV2, ResNet18, randomize  # noqa: E402
+from torch_models import EncoderLayer, MobileNetV2, ResNet18, ResNet50, randomize  # noqa: E402
 
 Feed = Callable[[int], dict[str, np.ndarray]]
 
@@ -567,6 +567,30 @@ def _zoo() -> list[Entry]:
     return entries + _transformers()
 
 
+def _full_size() -> list[Entry]:
+    """Models of a real deployment's size (random weights): costs that grow with the weights and activations show
+    here, not on the small models."""
+    import transformers as T
+
+    def bert_base(folder: Path) -> tuple[Path, Feed]:
+        torch.manual_seed(0)
+        model = _Hidden(T.BertModel(T.BertConfig(attn_implementation="eager")), ("input_ids", "attention_mask"))
+        example = (torch.randint(0, 30522, (1, 128)), torch.ones(1, 128, dtype=torch.long))
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                "hidden": {0: "batch", 1: "seq"}}
+        path = _export(model, example, ["input_ids", "attention_mask"], ["hidden"], folder / "model.onnx", axes)
+
+        def feed(seed: int) -> dict[str, np.ndarray]:
+            ids = np.random.default_rng(seed).integers(0, 30522, (1, 128)).astype(np.int64)
+            return {"input_ids": ids, "attention_mask": np.ones((1, 128), np.int64)}
+        return path, feed
+
+    return [
+        Entry("resnet50", "ResNet-50 at 224x224 (25M parameters)", _torch_image_model(ResNet50, size=224)),
+        Entry("bert-base", "BERT-base encoder, 128 tokens (110M parameters, 12 layers)", bert_base),
+    ]
+
+
 def _trained(name: str, description: str) -> Entry:
     def build(folder: Path) -> tuple[Path, Feed]:
         import accuracy_models
@@ -579,7 +603,8 @@ def _trained(name: str, description: str) -> Entry:
 
 
 def entries() -> list[Entry]:
-    """Every zoo model, the real trained ones of bench/accuracy.py last."""
+    """Every zoo model: the small ones, two of a real deployment's size, the real trained ones of bench/accuracy.py
+    last."""
     import accuracy_models
 
-    return _zoo() + [_trained(name, text) for name, text in accuracy_models.MODELS.items()]
+    return _zoo() + _full_size() + [_trained(name, text) for name, text in accuracy_models.MODELS.items()]
