@@ -107,7 +107,7 @@ def _is_homogeneous(op: Operation) -> bool:
             and high is None)
 
 
-class ChannelFactors:
+class _ChannelFactors:
     """A layer's pending channel scaling: weight output channel ``o``, input channel ``i`` times ``out[o] * inp[i]``.
 
     The sweeps change only these factors; the ranges they need come from ``peaks``, the weight's max ``|w|`` per
@@ -155,17 +155,17 @@ def _kernel_peaks(view: np.ndarray) -> np.ndarray:
     return reduce(np.maximum, (magnitudes[..., k] for k in range(view.shape[3]))).astype(np.float64)
 
 
-def _channel_factors(pairs: list[tuple[Operation, Operation]]) -> dict[str, ChannelFactors]:
+def _channel_factors(pairs: list[tuple[Operation, Operation]]) -> dict[str, _ChannelFactors]:
     """Each paired layer's factors by op name, told which of its channel axes the pairs scale."""
     firsts, seconds = {a.name for a, _ in pairs}, {b.name for _, b in pairs}
     layers = {}
     for op in (op for pair in pairs for op in pair):
         if op.name not in layers:
-            layers[op.name] = ChannelFactors(op, scales_out=op.name in firsts, scales_in=op.name in seconds)
+            layers[op.name] = _ChannelFactors(op, scales_out=op.name in firsts, scales_in=op.name in seconds)
     return layers
 
 
-def _equalize(first: ChannelFactors, second: ChannelFactors) -> np.ndarray:
+def _equalize(first: _ChannelFactors, second: _ChannelFactors) -> np.ndarray:
     """Equalize one pair's ranges; the scales s_i applied (the second layer's input channels times s_i)."""
     r1, r2 = first.out_ranges(), second.in_ranges()
     usable = (r1 > 0) & (r2 > 0)
