@@ -9,8 +9,8 @@ import pytest
 import qtool
 import torch
 from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
-from qtool.cli.main import main
 from onnx import TensorProto, helper, numpy_helper
+from qtool.cli.main import main
 from qtool.passes.accuracy.channels import grouped
 from qtool.passes.accuracy.equalization import CrossLayerEqualization
 from qtool.passes.accuracy.options import AccuracyError
@@ -86,8 +86,9 @@ def _chain(path, group: int) -> qtool.Graph:
              helper.make_node("Conv", ["a1", "w2", "b2"], ["h2"], name="conv2", pads=[1] * 4, group=group),
              helper.make_node("Relu", ["h2"], ["a2"]),
              helper.make_node("Conv", ["a2", "w3", "b3"], ["y"], name="conv3")]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], list(params.values()))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])
+    graph = helper.make_graph(nodes, "chain", [x], [y], list(params.values()))
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return qtool.load(path)
 

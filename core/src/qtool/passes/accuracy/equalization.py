@@ -18,8 +18,8 @@ from functools import reduce
 import numpy as np
 
 from ...ir import Graph, Operation, Variable
-from ..base import Pass, PassResult
 from ...ops import bias_index, out_channels
+from ..base import Pass, PassResult
 from .channels import CHANNEL_TYPES, grouped, in_channels, ungrouped
 from .layers import bias_of, weight_input
 from .options import number, positive_int
