@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import qtool
 import torch
 from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
+from onnx import TensorProto, helper, numpy_helper
 from qtool.cli.main import main
-from qtool.passes.accuracy.channels import in_ranges, out_ranges
+from qtool.passes.accuracy.channels import grouped
 from qtool.passes.accuracy.equalization import CrossLayerEqualization
 from qtool.passes.accuracy.options import AccuracyError
 from torch import nn
 
 PER_TENSOR_WEIGHTS = {"activation": "float", "weight": {"granularity": "per_tensor"}}
+
+
+def out_ranges(op) -> np.ndarray:
+    """max |w| per output channel of the layer's weight."""
+    return np.abs(grouped(op, op.inputs[1].value)).max(axis=(2, 3)).reshape(-1)
+
+
+def in_ranges(op) -> np.ndarray:
+    """max |w| per input channel of the layer's weight."""
+    return np.abs(grouped(op, op.inputs[1].value)).max(axis=(1, 3)).reshape(-1)
 
 
 class Mobile(nn.Module):
@@ -52,7 +64,46 @@ def test_float_function_unchanged_and_ranges_equal(tmp_path, data):
     got = ort_outputs(graph, data)
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
     pw, dw = graph.operations["/pw/Conv"], graph.operations["/dw/Conv"]
-    np.testing.assert_allclose(out_ranges(dw, dw.inputs[1].value), in_ranges(pw, pw.inputs[1].value), rtol=1e-3)
+    np.testing.assert_allclose(out_ranges(dw), in_ranges(pw), rtol=1e-3)
+
+
+def _chain(path, group: int) -> qtool.Graph:
+    """conv1 -> Relu -> conv2 (``group`` groups) -> Relu -> conv3, 8 channels between, each channel's weights
+    scaled by e^-4 .. e^4."""
+    rng = np.random.default_rng(3)
+
+    def weight(shape, axis):
+        spread = np.exp(rng.uniform(-4, 4, shape[axis])).reshape([-1 if a == axis else 1 for a in range(4)])
+        return numpy_helper.from_array((rng.standard_normal(shape) * spread).astype(np.float32))
+
+    params = {"w1": weight((8, 3, 3, 3), 0), "w2": weight((8, 8 // group, 3, 3), 0), "w3": weight((4, 8, 1, 1), 1)}
+    params.update({f"b{i}": numpy_helper.from_array(rng.standard_normal(n).astype(np.float32))
+                   for i, n in ((1, 8), (2, 8), (3, 4))})
+    for name, tensor in params.items():
+        tensor.name = name
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h1"], name="conv1", pads=[1] * 4),
+             helper.make_node("Relu", ["h1"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["h2"], name="conv2", pads=[1] * 4, group=group),
+             helper.make_node("Relu", ["h2"], ["a2"]),
+             helper.make_node("Conv", ["a2", "w3", "b3"], ["y"], name="conv3")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])
+    graph = helper.make_graph(nodes, "chain", [x], [y], list(params.values()))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return qtool.load(path)
+
+
+@pytest.mark.parametrize("group", [1, 2, 8])  # the middle layer plain, grouped, depthwise
+def test_chain_of_three_reaches_equal_ranges_and_keeps_the_function(tmp_path, data, group):
+    graph = _chain(tmp_path / "chain.onnx", group)
+    want = ort_outputs(graph, data)
+    first, middle, last = (graph.operations[name] for name in ("conv1", "conv2", "conv3"))
+    assert np.abs(np.log(out_ranges(middle) / in_ranges(last))).max() > 2  # far apart before
+    result = CrossLayerEqualization(iterations=500, tolerance=1e-9)(graph)
+    assert result.details["pairs"] == ["conv1 -> conv2", "conv2 -> conv3"] and 2 < result.details["sweeps"] < 500
+    for a, b in ((first, middle), (middle, last)):
+        np.testing.assert_allclose(out_ranges(a), in_ranges(b), rtol=1e-5)
+    np.testing.assert_allclose(ort_outputs(graph, data), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_per_tensor_weight_error_drops(tmp_path, data):
@@ -117,9 +168,10 @@ def test_linear_pairs_exact(tmp_path, rank):
     result = CrossLayerEqualization()(graph)
     assert len(result.details["pairs"]) == 1
     first = graph.operations[result.details["pairs"][0].split(" -> ")[0]]
-    assert out_ranges(first, first.inputs[1].value).max() < 0.5 * np.abs(mlp[0].weight.detach().numpy()).max()
-    got = ort_outputs(graph, data)
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    second = graph.operations[result.details["pairs"][0].split(" -> ")[1]]
+    assert out_ranges(first).max() < 0.5 * np.abs(mlp[0].weight.detach().numpy()).max()
+    np.testing.assert_allclose(out_ranges(first), in_ranges(second), rtol=1e-5)
+    np.testing.assert_allclose(ort_outputs(graph, data), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_leaves_non_homogeneous_and_shared_outputs(tmp_path):

@@ -35,24 +35,13 @@ def grouped(op: Operation, weight: np.ndarray) -> np.ndarray:
 def ungrouped(op: Operation, view: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Inverse of :func:`grouped`, in ``like``'s shape and dtype."""
     if _out_first(op):
-        return view.reshape(like.shape).astype(like.dtype)
-    return view.reshape(like.shape[::-1]).T.astype(like.dtype)
-
-
-def out_ranges(op: Operation, weight: np.ndarray) -> np.ndarray:
-    """max |w| per output channel."""
-    return np.abs(grouped(op, weight)).max(axis=(2, 3)).reshape(-1)
+        return view.reshape(like.shape).astype(like.dtype, copy=False)
+    return view.reshape(like.shape[::-1]).T.astype(like.dtype, copy=False)
 
 
 def in_ranges(op: Operation, weight: np.ndarray) -> np.ndarray:
     """max |w| per input channel (the channels of the layer's input tensor)."""
     return np.abs(grouped(op, weight)).max(axis=(1, 3)).reshape(-1)
-
-
-def scale_out(op: Operation, weight: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """The weight with output channel ``o`` multiplied by ``factors[o]``."""
-    view = grouped(op, weight).astype(np.float64)
-    return ungrouped(op, view * factors.reshape(view.shape[0], view.shape[1], 1, 1), weight)
 
 
 def scale_in(op: Operation, weight: np.ndarray, factors: np.ndarray) -> np.ndarray:

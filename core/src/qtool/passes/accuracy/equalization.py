@@ -5,18 +5,22 @@ For a pair ``first -> [act] -> second`` where ``act(s x) = s act(x)`` for
 ``i`` of ``first`` (weights and bias) is divided by ``s_i`` and input channel
 ``i`` of ``second`` multiplied by it, with ``s_i = sqrt(r1_i / r2_i)`` so that
 both ranges become ``sqrt(r1_i * r2_i)``. The float function is unchanged.
-Chains (Conv -> depthwise Conv -> Conv) are swept until the scales settle.
+Chains (Conv -> depthwise Conv -> Conv) are swept until the scales settle; the
+sweeps update per-channel factors from the weights' peaks, and each weight is
+scaled once at the end.
 Runs on the float graph, after GraphSimplify (BatchNormalization folded).
 """
 
 from __future__ import annotations
 
+from functools import reduce
+
 import numpy as np
 
 from ...ir import Graph, Operation, Variable
-from ..base import Pass, PassResult
 from ...ops import bias_index, out_channels
-from .channels import CHANNEL_TYPES, in_channels, in_ranges, out_ranges, scale_in, scale_out
+from ..base import Pass, PassResult
+from .channels import CHANNEL_TYPES, grouped, in_channels, ungrouped
 from .layers import bias_of, weight_input
 from .options import number, positive_int
 
@@ -35,13 +39,16 @@ class CrossLayerEqualization(Pass):
 
     def call(self, graph: Graph) -> PassResult:
         pairs = find_pairs(graph)
+        layers = _channel_factors(pairs)
         sweeps, change = 0, np.inf
         total = [np.ones(1) for _ in pairs]  # each pair's scales, multiplied over the sweeps
         while pairs and sweeps < self.iterations and change >= self.tolerance:
-            applied = [_equalize(graph, first, second) for first, second in pairs]
+            applied = [_equalize(layers[first.name], layers[second.name]) for first, second in pairs]
             total = [t * s for t, s in zip(total, applied, strict=True)]
             change = max(float(np.abs(np.log(s)).max(initial=0.0)) for s in applied)
             sweeps += 1
+        for factors in layers.values():
+            factors.apply(graph)
         names = [f"{a.name} -> {b.name}" for a, b in pairs]
         scales = {name: {"min": float(t.min()), "max": float(t.max()), "channels": t.size}
                   for name, t in zip(names, total, strict=True)}
@@ -100,16 +107,69 @@ def _is_homogeneous(op: Operation) -> bool:
             and high is None)
 
 
-def _equalize(graph: Graph, first: Operation, second: Operation) -> np.ndarray:
-    """Equalize one pair; the scales s_i applied (the second layer's input channels times s_i)."""
-    w1, w2 = first.inputs[1].value, second.inputs[1].value
-    r1, r2 = out_ranges(first, w1).astype(np.float64), in_ranges(second, w2).astype(np.float64)
+class _ChannelFactors:
+    """A layer's pending channel scaling: weight output channel ``o``, input channel ``i`` times ``out[o] * inp[i]``.
+
+    The sweeps change only these factors; the ranges they need come from ``peaks``, the weight's max ``|w|`` per
+    (output, input) channel pair in the grouped view ``(groups, out/g, in/g)``, reduced over the axis whose factors
+    stay 1 (the inputs of a layer that is never a pair's second, the outputs of one never a pair's first).
+    """
+
+    def __init__(self, op: Operation, *, scales_out: bool, scales_in: bool) -> None:
+        peaks = _kernel_peaks(grouped(op, op.inputs[1].value))
+        if not scales_in:
+            peaks = peaks.max(axis=2, keepdims=True)
+        if not scales_out:
+            peaks = peaks.max(axis=1, keepdims=True)
+        self.op, self.peaks, self.scales_out = op, peaks, scales_out
+        self.out = np.ones(peaks.shape[:2])
+        self.inp = np.ones((peaks.shape[0], peaks.shape[2]))
+
+    def out_ranges(self) -> np.ndarray:
+        """max |w| per output channel of the scaled weight."""
+        return (self.out * (self.peaks * self.inp[:, None, :]).max(axis=2)).reshape(-1)
+
+    def in_ranges(self) -> np.ndarray:
+        """max |w| per input channel of the scaled weight."""
+        return (self.inp * (self.peaks * self.out[:, :, None]).max(axis=1)).reshape(-1)
+
+    def apply(self, graph: Graph) -> None:
+        """Scale the weight (and the bias of a pair's first layer) by the factors, rounding once."""
+        op = self.op
+        factors = (self.out[:, :, None] * self.inp[:, None, :])[..., None]
+        weight = op.inputs[1].value
+        view = grouped(op, weight)  # multiplied in float64, written in the weight's dtype without a float64 copy
+        scaled = np.multiply(view, factors, out=np.empty(view.shape, weight.dtype), dtype=np.float64,
+                             casting="same_kind")
+        graph.set_parameter_value(op, 1, ungrouped(op, scaled, weight))
+        bias = bias_of(graph, op)
+        if bias is not None and self.scales_out:
+            value = bias.var.value
+            graph.set_parameter_value(bias.holder, bias.index, value * self.out.reshape(value.shape))
+
+
+def _kernel_peaks(view: np.ndarray) -> np.ndarray:
+    """max |w| over a grouped view's last axis (the kernel positions), in float64; an elementwise max of the
+    positions' slices, as numpy reduces a short last axis slowly."""
+    magnitudes = np.abs(view)
+    return reduce(np.maximum, (magnitudes[..., k] for k in range(view.shape[3]))).astype(np.float64)
+
+
+def _channel_factors(pairs: list[tuple[Operation, Operation]]) -> dict[str, _ChannelFactors]:
+    """Each paired layer's factors by op name, told which of its channel axes the pairs scale."""
+    firsts, seconds = {a.name for a, _ in pairs}, {b.name for _, b in pairs}
+    layers = {}
+    for op in (op for pair in pairs for op in pair):
+        if op.name not in layers:
+            layers[op.name] = _ChannelFactors(op, scales_out=op.name in firsts, scales_in=op.name in seconds)
+    return layers
+
+
+def _equalize(first: _ChannelFactors, second: _ChannelFactors) -> np.ndarray:
+    """Equalize one pair's ranges; the scales s_i applied (the second layer's input channels times s_i)."""
+    r1, r2 = first.out_ranges(), second.in_ranges()
     usable = (r1 > 0) & (r2 > 0)
     scales = np.where(usable, np.sqrt(np.where(usable, r1, 1.0) / np.where(usable, r2, 1.0)), 1.0)
-    graph.set_parameter_value(first, 1, scale_out(first, w1, 1.0 / scales))
-    graph.set_parameter_value(second, 1, scale_in(second, w2, scales))
-    bias = bias_of(graph, first)
-    if bias is not None:
-        value = bias.var.value
-        graph.set_parameter_value(bias.holder, bias.index, (value.astype(np.float64) / scales.reshape(value.shape)))
+    first.out /= scales.reshape(first.out.shape)
+    second.inp *= scales.reshape(second.inp.shape)
     return scales
