@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import qtool
 import torch
 from accuracy_helpers import export
+from qtool.analysis.float_gap import Deployed, float_gap
 from qtool.calibration import load_calibration_data, ort_engine
 from qtool.cli.quantize import fallback_lines
 from qtool.passes.accuracy.runtime_gate import runtime_snr_db
@@ -71,6 +73,38 @@ def test_the_gate_measures_against_the_outputs_calibration_kept(tmp_path, calib,
     measured, runtime = runtime_snr_db(graph, batches, PlatformRuntime(OnnxRuntimePlatform(), ExportOptions()))
     assert len(batches) == 1 and fresh == [1] and runtime == "onnxruntime"  # a fresh run of the batch
     assert run.details["runtime_snr_db"] == pytest.approx(measured, abs=1e-4)
+
+
+class CountingPlatform(OnnxRuntimePlatform):
+    """The onnxruntime platform, counting the samples of each run of its files."""
+
+    name = "onnxruntime-counted"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[int] = []
+
+    def run(self, paths, samples, names):
+        self.runs.append(len(samples))
+        return super().run(paths, samples, names)
+
+
+def test_the_summary_reads_the_gates_run_of_the_same_bytes(tmp_path):
+    """The written model is byte for byte the one the gate ran, on the same first samples (feeds): the summary's
+    float-vs-quantized takes those outputs instead of a session of its own, and measures what a run gives."""
+    model = tmp_path / "ffn.onnx"
+    export(FeedForward(40.0), torch.zeros(1, 8, 16), model)
+    feeds = [{"x": a[None]} for a in np.random.default_rng(0).standard_normal((24, 8, 16)).astype(np.float32)]
+    platform = CountingPlatform()
+    result = qtool.quantize(str(model), platform, feeds, calib_layout="feeds", output=tmp_path / "q.onnx",
+                            accuracy=_asking(0.5, enough_snr_db=15.0))
+    gate = next(r for r in result.pass_runs if r.name == "SensitivityFallback").details
+    assert gate["runtime_snr_db"] >= 15.0 and platform.runs == [16]  # the gate's run alone
+    fresh = OnnxRuntimePlatform()
+    measured = float_gap(result.graph, load_calibration_data(feeds, result.graph, layout="feeds"),
+                         deployed=Deployed(fresh.runtime(), lambda samples, names: fresh.run(result.files, samples,
+                                                                                             names)))
+    assert result.summary["float_vs_quantized"]["outputs"] == measured["outputs"]
 
 
 def test_below_enough_it_runs_as_without_a_runtime(tmp_path, calib):

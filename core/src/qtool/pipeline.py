@@ -38,6 +38,7 @@ from .passes import PassManager, PassRun, PassWarning, StartOver
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
 from .platform import Diagnostic, ExportOptions, Platform, RuntimeUnavailable, Severity, get_platform, platform_step
+from .platform_runtime import PlatformRuntime
 
 AGREEMENT_SAMPLES = 4
 AGREEMENT_ASK = "check_agreement=True (CLI --check-agreement) runs it"
@@ -193,7 +194,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     result.summary = summarize(result, target, save_state)
     result.summary["subgraphs"] = bodies.as_list()
     if data is not None:
-        result.summary["float_vs_quantized"] = _float_vs_quantized(result, target, data, device, simulated,
+        result.summary["float_vs_quantized"] = _float_vs_quantized(result, runtime, data, device, simulated,
                                                                    calibrated_on_data=restore is None,
                                                                    allowed=options.allow_unsupported, kept=kept)
     return result
@@ -365,8 +366,6 @@ def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Dia
 def _runtime(target: Platform, options: ExportOptions):
     """The platform's runtime for the passes that measure on it: the graph exported with ``options``, run by
     :meth:`Platform.run` (:class:`qtool.platform_runtime.PlatformRuntime`)."""
-    from .platform_runtime import PlatformRuntime
-
     return PlatformRuntime(target, options)
 
 
@@ -398,16 +397,17 @@ def _kept_outputs(data, restore) -> KeptOutputs | None:
     return KeptOutputs(FLOAT_GAP_SAMPLES)
 
 
-def _float_vs_quantized(result: QuantizeResult, target: Platform, data, device: str, simulated, *,
+def _float_vs_quantized(result: QuantizeResult, runtime: PlatformRuntime, data, device: str, simulated, *,
                         calibrated_on_data: bool, allowed: bool, kept: KeptOutputs | None = None) -> dict:
     """:func:`float_gap` of the written files on the platform's runtime (the deployed model) where it runs here,
-    else of qtool's simulation; ``kept``: the graph outputs' float values calibration kept, the reference where
-    still valid. A runtime that refuses the files fails the run (RuntimeRefusedError), unless ERRORs were allowed:
-    then the simulation is measured and ``runtime_error`` says why."""
+    else of qtool's simulation; ``runtime`` runs them (:meth:`PlatformRuntime.run_files`: the fallback's gate may
+    have run the same bytes on the same samples already); ``kept``: the graph outputs' float values calibration
+    kept, the reference where still valid. A runtime that refuses the files fails the run (RuntimeRefusedError),
+    unless ERRORs were allowed: then the simulation is measured and ``runtime_error`` says why."""
     refused = None
     if result.files:
-        runtime = target.runtime()
-        deployed = Deployed(runtime, lambda samples, names: _run_files(target, result.files, runtime, samples, names))
+        name = runtime.platform.runtime()
+        deployed = Deployed(name, lambda samples, names: _run_files(runtime, result.files, name, samples, names))
         try:
             return float_gap(result.graph, data, device, calibrated_on_data=calibrated_on_data, deployed=deployed,
                              kept=kept)
@@ -424,11 +424,12 @@ def _float_vs_quantized(result: QuantizeResult, target: Platform, data, device: 
     return gap
 
 
-def _run_files(target: Platform, files: list[Path], runtime: str, samples: list[dict], names: list[str]) -> list:
-    """:meth:`Platform.run`; the runtime's own error (it refuses the files) as RuntimeRefusedError."""
+def _run_files(runtime: PlatformRuntime, files: list[Path], name: str, samples: list[dict], names: list[str]
+               ) -> list:
+    """:meth:`PlatformRuntime.run_files`; the runtime's own error (it refuses the files) as RuntimeRefusedError."""
     try:
-        return target.run(files, samples, names)
+        return runtime.run_files(files, samples, names)
     except QtoolError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the runtime raised: it cannot run these files
-        raise RuntimeRefusedError(_refusal(files, runtime, str(exc).strip().splitlines()[0])) from exc
+        raise RuntimeRefusedError(_refusal(files, name, str(exc).strip().splitlines()[0])) from exc
