@@ -305,3 +305,31 @@ def test_external_data(tmp_path):
     assert any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
     onnx.checker.check_model(str(paths[0]))
     assert agreement(graph, paths[0])["max_steps"] <= 1
+
+
+def test_the_checker_reads_the_model_without_the_weights_bytes():
+    """The checker gets the large initializers (weight codes) and the shape-only ones as typed graph inputs, the
+    small ones as they are; it still rejects a broken node."""
+    from onnx import helper, numpy_helper
+    from qtool_onnxruntime.export import _checkable
+
+    codes = numpy_helper.from_array(np.ones((64, 64), np.int8), "w_codes")  # 4 KiB
+    scale = numpy_helper.from_array(np.float32(0.1), "w_scale")
+    shape_only = onnx.TensorProto(name="bias", data_type=TensorProto.FLOAT, dims=[64])  # as shape_only_tensor
+    nodes = [helper.make_node("DequantizeLinear", ["w_codes", "w_scale"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "bias"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [codes, scale, shape_only])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    light = _checkable(model, {"bias": np.zeros(64, np.float32)})
+    assert [t.name for t in light.graph.initializer] == ["w_scale"]
+    typed = {i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
+             for i in light.graph.input}
+    assert typed == {"x": (TensorProto.FLOAT, [1, 64]), "w_codes": (TensorProto.INT8, [64, 64]),
+                     "bias": (TensorProto.FLOAT, [64])}
+    onnx.checker.check_model(light, full_check=True)
+    assert len(model.graph.initializer) == 3 and model.graph.initializer[0].raw_data  # the model is untouched
+    model.graph.node[1].op_type = "MatMulWrong"
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(_checkable(model, {"bias": np.zeros(64, np.float32)}))
