@@ -11,7 +11,7 @@ import pytest
 import qtool
 import torch
 from accuracy_helpers import export
-from qtool.analysis.float_gap import Deployed, float_gap
+from qtool.analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, float_gap
 from qtool.calibration import load_calibration_data, ort_engine
 from qtool.cli.quantize import fallback_lines
 from qtool.passes.accuracy.runtime_gate import runtime_snr_db
@@ -61,7 +61,7 @@ def test_enough_on_the_runtime_ranks_nothing_and_says_so(tmp_path, calib):
 
 
 def test_the_gate_measures_against_the_outputs_calibration_kept(tmp_path, calib, monkeypatch):
-    """The float side of the gate is calibration's own run of the 16 samples (joined in a batch of 16, kept row by
+    """The float side of the gate is calibration's own run of the first 8 samples (joined in a batch, kept row by
     row and joined back): no float session of its own, and the SNR a fresh float run gives."""
     fresh = []
     float_outputs = ort_engine.float_outputs
@@ -69,7 +69,7 @@ def test_the_gate_measures_against_the_outputs_calibration_kept(tmp_path, calib,
     result, run, _ = _fallback(tmp_path, "onnxruntime", calib, "gated", 15.0)
     assert fresh == [] and 15.0 <= run.details["runtime_snr_db"] < 25.0
     graph = result.graph
-    batches = load_calibration_data(calib, graph).take(16)
+    batches = load_calibration_data(calib, graph).take(FLOAT_GAP_SAMPLES)
     measured, runtime = runtime_snr_db(graph, batches, PlatformRuntime(OnnxRuntimePlatform(), ExportOptions()))
     assert len(batches) == 1 and fresh == [1] and runtime == "onnxruntime"  # a fresh run of the batch
     assert run.details["runtime_snr_db"] == pytest.approx(measured, abs=1e-4)
@@ -99,7 +99,7 @@ def test_the_summary_reads_the_gates_run_of_the_same_bytes(tmp_path):
     result = qtool.quantize(str(model), platform, feeds, calib_layout="feeds", output=tmp_path / "q.onnx",
                             accuracy=_asking(0.5, enough_snr_db=15.0))
     gate = next(r for r in result.pass_runs if r.name == "SensitivityFallback").details
-    assert gate["runtime_snr_db"] >= 15.0 and platform.runs == [16]  # the gate's run alone
+    assert gate["runtime_snr_db"] >= 15.0 and platform.runs == [FLOAT_GAP_SAMPLES]  # the gate's run alone
     fresh = OnnxRuntimePlatform()
     measured = float_gap(result.graph, load_calibration_data(feeds, result.graph, layout="feeds"),
                          deployed=Deployed(fresh.runtime(), lambda samples, names: fresh.run(result.files, samples,

@@ -177,11 +177,9 @@ def test_outputs_no_observer_reads_are_returned_only_for_the_kept_samples(tmp_pa
         return run(self, feeds, names)
 
     monkeypatch.setattr(ort_engine.OrtFloatRun, "_run", recording)
-    # kept: the samples float_gap measures, or more where the default fallback's gate measures more
-    kept = max(FLOAT_GAP_SAMPLES, get_platform("onnxruntime").default_config()["accuracy"]["fallback"]["samples"])
-    result = qtool.quantize(tmp_path / "top.onnx", "onnxruntime", feeds(tmp_path / "top.onnx", kept + 4),
+    result = qtool.quantize(tmp_path / "top.onnx", "onnxruntime", feeds(tmp_path / "top.onnx", 12),
                             calib_layout="feeds", output=tmp_path / "q.onnx")
-    assert [names.count("top") for names in fetched] == [1] * kept + [0] * 4  # ArgMax: not observed
+    assert [names.count("top") for names in fetched] == [1] * FLOAT_GAP_SAMPLES + [0] * 4  # ArgMax: not observed
     assert all("output" in names for names in fetched)  # observed: every run
     assert served[0] is not None and [set(kept) for kept in served[0]] == [{"output", "top"}] * FLOAT_GAP_SAMPLES
     assert fresh_references == [] and set(result.summary["float_vs_quantized"]["outputs"]) == {"output"}

@@ -1,7 +1,7 @@
 """The graph outputs' float values of the first calibration samples, kept from calibration's onnxruntime run.
 
 float_vs_quantized compares the quantized model with the float run of the final graph on the first calibration
-samples (where none are held out), and so does SensitivityFallback's ``enough_snr_db`` gate (on its ``samples``).
+samples (where none are held out), and so does SensitivityFallback's ``enough_snr_db`` gate.
 Calibration already ran the float graph in onnxruntime over them: those runs also return the graph outputs, kept
 here. They stand in for a fresh float session and run only while they are
 what that run would compute: the same output names, the same float function of each output
@@ -48,10 +48,6 @@ class KeptOutputs:
         self._batch: tuple[int, int] = (0, 0)  # the batch taken now: its first sample and its samples
         self._rows: dict[str, int] = {}  # rows of that batch taken so far, by output
         self._complete = False
-
-    def keep_at_least(self, samples: int) -> None:
-        """Keep the outputs of at least the first ``samples`` samples (a pass after calibration measures on them)."""
-        self.samples = max(self.samples, samples)
 
     def calibration_tap(self, graph: Graph) -> KeptOutputs:
         """Keep the outputs of ``graph`` (as it is now) from the float run about to start."""

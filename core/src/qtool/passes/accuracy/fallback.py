@@ -117,8 +117,6 @@ class SensitivityFallback(Pass):
         self.min_gain_db = None if min_gain_db is None else number(WHERE, "min_gain_db", min_gain_db, 0.0, math.inf)
         self.enough_snr_db = None if enough_snr_db is None else number(WHERE, "enough_snr_db", enough_snr_db,
                                                                        -math.inf, math.inf)
-        if self.enough_snr_db is not None and kept_outputs is not None:
-            kept_outputs.keep_at_least(self.samples)
         self.bits = _precision(precision)
         self.op_types = _op_types(op_types)
         self.outlier_ratio = None if outlier_ratio is None else number(WHERE, "outlier_ratio", outlier_ratio, 1.0,
@@ -163,7 +161,7 @@ class SensitivityFallback(Pass):
             details["outlier_ratios"] = {op.name: ratios[op.name] for op in candidates}
         if not candidates and (self.op_types is not None or self.outlier_ratio is not None):
             return self._no_candidate(graph, details)
-        if candidates and self._enough_on_runtime(graph, batches, details):
+        if candidates and self._enough_on_runtime(graph, details):
             measured = details["runtime_snr_db"]
             return _unchanged(graph, details, f"none (output SNR {measured:.4g} dB measured on {self.runtime.name} "
                                               f">= enough_snr_db {self.enough_snr_db:g})", before=measured)
@@ -214,13 +212,19 @@ class SensitivityFallback(Pass):
                        tried={k: tried[k] for k in sorted(tried)}, changed=changed)
         return PassResult(graph, bool(changed), details, FallbackReport.from_details(details))
 
-    def _enough_on_runtime(self, graph: Graph, batches, details: dict) -> bool:
+    def _enough_on_runtime(self, graph: Graph, details: dict) -> bool:
         """Whether the output SNR measured on the platform's runtime reaches ``enough_snr_db`` (False where there is
-        no such budget, no runtime, or it cannot measure this graph); ``details`` get the measurement or why not."""
+        no such budget, no runtime, or it cannot measure this graph); ``details`` get the measurement or why not.
+        It measures the first samples the run's summary measures (float_gap's, at most ``samples``): the summary
+        then reads this run where the written model is the one measured here."""
         if self.enough_snr_db is None or self.runtime is None:
             return False
+        from ...analysis.float_gap import FLOAT_GAP_SAMPLES
         from ...calibration import load_calibration_data
+        from .running import take_samples
         from .runtime_gate import runtime_snr_db
+
+        batches = take_samples(graph, self.data, min(self.samples, FLOAT_GAP_SAMPLES))
 
         def kept(names: list[str]):
             if self.kept_outputs is None:
