@@ -80,11 +80,9 @@ def _worker(spec: dict) -> dict:
     output = Path(spec["output"])
     output.unlink(missing_ok=True)
     passes: dict[str, float] = {}
-    if spec["config"] in QTOOL_CONFIGS:
+    if spec["config"] in QTOOL_CONFIGS:  # threads: QTOOL_NUM_THREADS and OMP_NUM_THREADS (no torch on this path)
         import qtool
-        import torch
 
-        torch.set_num_threads(spec["threads"])
         result = qtool.quantize(spec["source"], "onnxruntime", calib, output=str(output),
                                 **QTOOL_CONFIGS[spec["config"]])
         seconds = time.perf_counter() - start
