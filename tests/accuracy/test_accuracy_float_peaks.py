@@ -68,7 +68,7 @@ def test_the_three_passes_read_their_peaks_from_one_float_run(tmp_path, monkeypa
         return
     assert asked == ["ChannelSplit", "OutlierOutputs", "SensitivityFallback"]
     (session,) = peak_sessions  # one float session for the three passes (one each before)
-    assert session.session_runs == 1  # the 16 samples are one batch, run once
+    assert session.session_runs == 2  # one sample sizes the runs, then the 16 samples run at once
 
 
 def _scaled_matmul(path) -> qtool.ir.Graph:

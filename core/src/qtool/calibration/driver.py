@@ -165,15 +165,15 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps:
     """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in a
     background thread while the observers take this one in (:class:`.ahead.OneAhead`), from the moment they have
     it (waiting until they had let go of a quarter of its bytes saved 15-35 MiB of peak on PP-OCRv4 det and rec but
-    took 0.1-0.7 s more on them and on ResNet-50); so two runs' tensors are alive at most: batches cut into runs of
-    samples are cut at half the budget (as many bytes alive as one run took before); whole feeds keep the budget
-    (half of it would split their tensors into groups, each one more run of the graph). The runs also return what
-    the taps read, in the batches they want."""
+    took 0.1-0.7 s more on them and on ResNet-50); so two runs' tensors are alive at most (runs of samples are
+    small, :data:`.ort_engine.RUN_BYTES`; a sample or feed runs whole up to the budget: below it, its tensors would
+    come in groups, each one more run of the graph; PP-OCRv4 det's 32 pages in one batch took 4.9 s in groups at
+    half the budget, 3.3 s whole). The runs also return what the taps read, in the batches they want."""
     by_tensor: dict[str, list[_Target]] = {}
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
-    budget = ort_engine.DEFAULT_BUDGET // 2 if splittable else ort_engine.DEFAULT_BUDGET
+    budget = ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
     tapped = [name for tap in taps for name in tap.tensors]
     engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - 1), budget=budget)

@@ -3,9 +3,10 @@
 Calibration needs the float value of every observed tensor for every batch. ONNX Runtime computes them several
 times faster than the torch executor on CPU; the graph is written as an ONNX model whose outputs also list those
 tensors (as onnxruntime's own calibrators augment a model). What one run returns is bounded: a first run on one
-sample measures the bytes the requested tensors take, then batches run whole where they fit in ``budget`` bytes
-(as the executor runs them), else in runs of as many samples as fit, and where one sample alone does not fit the
-tensors are requested in groups that do (each group one more run of the part of the graph it needs). The arrays
+sample measures the bytes the requested tensors take; a batch of samples then runs in runs of as many samples as
+fit in ``RUN_BYTES`` (the runtime's own memory grows with the samples of a run), a feed whole; and where one
+sample's tensors exceed ``budget`` they are requested in groups that fit (each group one more run of the part of
+the graph it needs). The arrays
 are handed on as they come, to observers that compute in numpy (no copy, no torch). Weights reach onnxruntime as arrays
 beside the model (its external initializers), not as bytes copied into it and serialised.
 
@@ -30,6 +31,9 @@ from ..ort_schemas import ort_can_run
 
 DEFAULT_BUDGET = 128 << 20  # bytes of requested tensors one run may return (peak memory against speed: on
 # all-MiniLM-L6-v2 and PP-OCRv4 det, 256 MiB cost 170 MiB more peak memory than 128, and 64 MiB more time)
+RUN_BYTES = 16 << 20  # bytes of requested tensors a run of several samples returns at most: onnxruntime's arena
+# grows with the samples a run computes (the Magika file-type model, 32 samples in one run: 274 MB peak; in runs
+# within 16 MiB: 171 MB, and faster; all-MiniLM-L6-v2 457 -> 355 MB, the same time)
 EXTERNAL_BYTES = 1024  # initializers this large reach onnxruntime as arrays, not bytes in the model (no proto
 # copy nor serialisation: all-MiniLM-L6-v2's 90 MB made each session cost about a second); smaller ones, such as
 # the shapes it reads while loading the model, stay in it
@@ -111,7 +115,7 @@ class OrtFloatRun:
     def _size(self, results: dict[str, np.ndarray], splittable: bool) -> None:
         """Runs of as many samples as fit in the budget; groups of tensors where one sample does not fit."""
         total = sum(a.nbytes for a in results.values())
-        self.rows = max(1, self.budget // total) if splittable and total else 1
+        self.rows = max(1, min(self.budget, RUN_BYTES) // total) if splittable and total else 1
         self.groups, group, held = [], [], 0
         for name in self.computed:
             if group and held + results[name].nbytes > self.budget:

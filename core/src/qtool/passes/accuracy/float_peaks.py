@@ -44,15 +44,17 @@ class FloatPeaks:
         """:func:`.outliers.channel_peaks` of ``axes`` over the first ``samples`` samples, from the memo where the
         tensor's float function has not changed since, else from one float run (with the requests of the readers
         still to come: ``reader``, the one asking, is done)."""
+        from ...calibration import load_calibration_data
         from .outliers import channel_peaks
-        from .running import take_samples
 
         self.drop_reader(reader)
         functions = FloatFunctions(graph)
         missing = {name: axis for name, axis in axes.items() if not self._served(functions, samples, name, axis)}
         if missing:
             missing.update(self._unserved(functions, samples, exclude=missing))
-            computed = channel_peaks(graph, take_samples(graph, self.data, samples), missing, device=self.device)
+            data = load_calibration_data(self.data, graph)
+            computed = channel_peaks(graph, data.take(samples), missing, device=self.device,
+                                     splittable=data.layout == "samples" and not data.fixed_batch)
             self._keep(functions, samples, missing, computed)
         found = {name: self._memo[samples, name, axis][1] for name, axis in axes.items()}
         return {name: peak for name, peak in found.items() if peak is not None}

@@ -50,12 +50,13 @@ class PeakTable:
 
 
 def channel_peaks(graph: Graph, batches: Sequence[Batch], axes: Mapping[str, int], *, device: str = "cpu",
-                  executor: TorchExecutor | None = None) -> dict[str, np.ndarray]:
+                  executor: TorchExecutor | None = None, splittable: bool = False) -> dict[str, np.ndarray]:
     """:class:`PeakTable` of ``axes`` over the float run of ``batches``: by onnxruntime where it can stand in for
-    the executor, else by ``executor`` (a :class:`~qtool.executor.TorchExecutor` of ``graph`` on ``device``, made
-    here when None)."""
+    the executor (in runs of samples within its memory budget where ``splittable``: the batches hold samples
+    along their first axis; a maximum does not depend on how they are cut), else by ``executor`` (a
+    :class:`~qtool.executor.TorchExecutor` of ``graph`` on ``device``, made here when None)."""
     table = PeakTable(axes)
-    values = ort_float_arrays(graph, device, batches, list(axes)) if axes else None
+    values = ort_float_arrays(graph, device, batches, list(axes), splittable=splittable) if axes else None
     if values is not None:
         for _, arrays in values:
             for name, x in arrays.items():

@@ -24,11 +24,12 @@ def take_samples(graph: Graph, data, limit: int) -> list[dict[str, np.ndarray]]:
     return load_calibration_data(data, graph).take(limit)
 
 
-def ort_float_arrays(graph: Graph, device: str, batches: Sequence[Batch], names: Sequence[str]
-                     ) -> Iterator[tuple[int, dict[str, np.ndarray]]] | None:
+def ort_float_arrays(graph: Graph, device: str, batches: Sequence[Batch], names: Sequence[str], *,
+                     splittable: bool = False) -> Iterator[tuple[int, dict[str, np.ndarray]]] | None:
     """``(batch number, {name: float value})`` for the tensors ``names`` of each batch, computed by onnxruntime
     (:mod:`qtool.calibration.ort_engine`: several times faster than the executor on the CPU; a batch's tensors may
-    come in groups that fit its memory budget). None where onnxruntime cannot stand in for the executor."""
+    come in groups that fit its memory budget, and, ``splittable`` (samples along the first axis), in runs of
+    samples). None where onnxruntime cannot stand in for the executor."""
     if ort_engine.refusal(graph, device) is not None:
         return None
     try:
@@ -38,7 +39,7 @@ def ort_float_arrays(graph: Graph, device: str, batches: Sequence[Batch], names:
 
     def values() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         for number, batch in enumerate(batches):
-            for arrays in run.run(batch, splittable=False):
+            for arrays in run.run(batch, splittable=splittable):
                 yield number, arrays
 
     return values()
