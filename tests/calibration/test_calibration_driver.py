@@ -131,3 +131,15 @@ def test_the_progress_bar_shows_only_on_a_terminal(cnn, cnn_samples, attach, cap
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats stderr as a terminal
     assert "calibrating" in shown(True) and "20/20" in shown(True)
     assert shown(False) == ""
+
+
+def test_batches_of_samples_are_cut_where_a_tap_wants_its_first_samples_to_end(cnn):
+    """12 samples in batches of 5, a tap wanting its first 7 whole: batches of 5, 2, 3 and 2 samples, in order."""
+    from qtool.calibration.driver import _cut
+
+    rows = np.arange(12, dtype=np.float32)[:, None, None, None] * np.ones((1, 3, 12, 12), np.float32)
+    data = load_calibration_data({"x": rows}, cnn, batch_size=5)
+    batches = list(_cut(data, [7]))
+    assert [len(batch["x"]) for batch in batches] == [5, 2, 3, 2]
+    np.testing.assert_array_equal(np.concatenate([batch["x"] for batch in batches]), rows)
+    assert [len(batch["x"]) for batch in _cut(data, [])] == [5, 5, 2]

@@ -341,11 +341,14 @@ def _run_default_passes(graph: Graph, make_passes: Callable[[dict | None], list]
     try:
         return graph, *_run_passes(passes, graph, finished)
     except StartOver as over:
-        first = PassRun("StartOver", False, time.perf_counter() - start, {"acts": sorted(over.advice)})
-        if finished:
-            finished(first)
-        runs, diagnostics = _run_passes(make_passes(over.advice), pristine, finished)
-        return pristine, [first, *runs], diagnostics
+        advice = over.advice
+    # past the except block: the first passes' frames (their sessions, observers and graph) are let go of
+    del passes, graph
+    first = PassRun("StartOver", False, time.perf_counter() - start, {"acts": sorted(advice)})
+    if finished:
+        finished(first)
+    runs, diagnostics = _run_passes(make_passes(advice), pristine, finished)
+    return pristine, [first, *runs], diagnostics
 
 
 def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:

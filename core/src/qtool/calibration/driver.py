@@ -83,9 +83,11 @@ class FloatTap(Protocol):
     only: the executor's run feeds the observers alone). ``tensors`` are computed for it too, in the batches it
     ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of; ``finish`` ends the calibration:
     ``complete`` where onnxruntime's run went through, else (the executor ran, or nothing needed a run) it took
-    nothing or part of what it wanted."""
+    nothing or part of what it wanted. ``cuts``: sample counts where a batch of samples is to end (the first
+    samples it reads whole, as whole batches: a batch that holds them and more is cut there)."""
 
     tensors: Sequence[str]
+    cuts: Sequence[int]
 
     def wants(self, first: int, count: int) -> bool:
         """Whether it reads the batch of samples ``first .. first + count - 1`` (once not, never again)."""
@@ -206,7 +208,8 @@ def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splitta
     holds a run (the batch's own inputs go with the next piece): while the observers take one in, the run of the
     next computes. Once no tap wants a tensor no observer reads, the runs return it no more."""
     inputs, done, first = set(engine.fed), None, 0
-    for batch in data:
+    cuts = sorted({n for tap in taps for n in tap.cuts}) if splittable else []
+    for batch in _cut(data, cuts):
         count = data.samples_in(batch)
         wanting = [tap for tap in taps if tap.wants(first, count)]
         unread = {*engine.fed, *engine.computed} - observed - {name for tap in wanting for name in tap.tensors}
@@ -227,6 +230,20 @@ def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splitta
         first += count
     if done is not None:
         yield done, None, {}
+
+
+def _cut(data: CalibrationData, cuts: Sequence[int]) -> Iterator[dict[str, np.ndarray]]:
+    """The batches of ``data`` (samples along the first axis), each cut where one of ``cuts`` (sample counts) falls
+    inside it, so that the first samples a tap wants whole end with a batch."""
+    first = 0
+    for batch in data:
+        count = data.samples_in(batch)
+        begin = first
+        for cut in (c for c in cuts if first < c < first + count):
+            yield {name: array[begin - first:cut - first] for name, array in batch.items()}
+            begin = cut
+        yield batch if begin == first else {name: array[begin - first:] for name, array in batch.items()}
+        first += count
 
 
 def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], device: str) -> Iterator[int]:

@@ -39,6 +39,7 @@ class KeptOutputs:
 
     def __init__(self, samples: int) -> None:
         self.samples = samples
+        self.cuts = ()  # it keeps rows of any batch
         self.tensors: list[str] = []
         self._functions: dict[str, frozenset] = {}
         self._batch_first = False

@@ -164,7 +164,7 @@ class _SplitTap:
         from .outliers import PeakTable
 
         self._owner, self._graph, self._table = owner, graph, PeakTable(axes)
-        self.tensors = list(axes)
+        self.tensors, self.cuts = list(axes), [owner.samples]
         self._decided = False
 
     def wants(self, first: int, count: int) -> bool:
@@ -189,13 +189,14 @@ class _SplitTap:
 
 def _shares_first_samples(graph: Graph, data, samples: int, device: str) -> bool:
     """Whether calibration's float run can measure the first ``samples`` samples of ``data`` for the pass: it runs
-    in onnxruntime, and they make whole batches (feeds; samples in batches that divide them, or all the data)."""
+    in onnxruntime, and they make whole batches (feeds; samples, whose batches calibration cuts where the first
+    samples end, unless the model fixes its batch: then batches that divide them, or all the data)."""
     from ...calibration import load_calibration_data, ort_engine
 
     if ort_engine.refusal(graph, device) is not None:
         return False
     data = load_calibration_data(data, graph)
-    whole = data.layout == "feeds" or samples % data.batch_size == 0
+    whole = data.layout == "feeds" or not data.fixed_batch or samples % data.fixed_batch == 0
     return whole or (data.count is not None and data.count <= samples)
 
 

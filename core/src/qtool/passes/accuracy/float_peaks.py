@@ -109,6 +109,7 @@ class PeakTap:
         self._cut: set[int] = set()  # counts whose first samples end inside a batch: nothing is kept for them
         self._taking: list[PeakTable] = []
         self.tensors = list(dict.fromkeys(name for axes in wanted.values() for name in axes))
+        self.cuts = sorted(wanted)
 
     def wants(self, first: int, count: int) -> bool:
         return any(first < n for n in self._tables)
