@@ -156,6 +156,18 @@ def test_dynamic_sizes_cut_batches_where_the_shape_changes():
     assert [b["tokens"].shape for b in data] == [(3, 5), (3, 7)]
 
 
+def test_a_batch_joined_from_many_chunks_stops_growing_at_join_bytes(monkeypatch):
+    """Samples given one by one are joined (a copy) into batches holding about JOIN_BYTES at most; one chunk of
+    many samples is still cut into batch_size samples (views, no copy)."""
+    from qtool.calibration import data as calibration_data
+
+    monkeypatch.setattr(calibration_data, "JOIN_BYTES", 5 * images(1).nbytes)
+    one_by_one = load_calibration_data([{"x": sample[None]} for sample in images(12)], IMAGE, batch_size=8)
+    assert [len(batch["x"]) for batch in one_by_one] == [5, 5, 2]
+    np.testing.assert_array_equal(joined(one_by_one)["x"], images(12))
+    assert [len(batch["x"]) for batch in load_calibration_data(images(12), IMAGE, batch_size=8)] == [8, 4]
+
+
 # -- samples and fingerprints ----------------------------------------------------------------------------
 def test_samples_have_a_sample_axis_of_one():
     samples = load_calibration_data(images(5), IMAGE).samples(3)

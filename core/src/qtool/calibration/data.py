@@ -204,10 +204,16 @@ class _Fingerprint:
         return total.hexdigest()
 
 
+JOIN_BYTES = 16 << 20  # a batch joined from several chunks stops growing once it holds this many bytes: calibration
+# runs samples in runs of 16 MiB of tensors anyway, and a joined batch is a copy (32 pages of 480x480 given one by
+# one: 88 MB)
+
+
 def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
              fixed: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Cut and join chunks into batches of ``batch_size`` samples (the last may be smaller, unless the
-    model ``fixed`` its batch size). A batch is cut early where the sample shape changes (dynamic sizes).
+    model ``fixed`` its batch size). A batch is cut early where the sample shape changes (dynamic sizes), and,
+    where the model fixes no batch size, before it joins a chunk to parts that hold ``JOIN_BYTES`` already.
     """
     held: list[dict[str, np.ndarray]] = []
     count = 0
@@ -221,6 +227,9 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
     for arrays in chunks:
         total = len(next(iter(arrays.values())))
         if held and any(a.shape[1:] != held[0][k].shape[1:] for k, a in arrays.items()):
+            yield flush()
+            held, count = [], 0
+        if held and not fixed and sum(a.nbytes for part in held for a in part.values()) >= JOIN_BYTES:
             yield flush()
             held, count = [], 0
         start = 0
