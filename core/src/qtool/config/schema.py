@@ -172,7 +172,9 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "percentile": Key("number", 99.99, "Percentile kept by the percentile observer.",
                           check=_between(50, 100, lo_open=True)),
         "bins": Key("int", 4096, "Histogram bins of histogram-based observers.", check=_at_least(2)),
-        "batch_size": Key("int", 32, "Samples per calibration batch.", check=_at_least(1)),
+        "batch_size": Key("int", 32, "Samples per calibration batch (at most; samples given one by one are joined "
+                                     "into batches of about 16 MiB at most, and ONNX Runtime runs a batch in runs of "
+                                     "16 MiB of tensors).", check=_at_least(1)),
         "engine": Key("str", "auto", "What runs the float model for the observers: onnxruntime (the model with the "
                       "observed tensors as extra outputs), torch (qtool's executor, on `--device`) or auto "
                       "(onnxruntime where it can run the model on the CPU, else torch).",
