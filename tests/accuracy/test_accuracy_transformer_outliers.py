@@ -16,8 +16,8 @@ import torch
 from accuracy_helpers import export, samples, snr_db
 from qtool.ir import to_model_proto
 from qtool.passes.accuracy import ChannelSplit, OutlierOutputs
-from qtool.testing.decoder import tiny_decoder_proto
 from qtool.passes.accuracy.options import AccuracyError
+from qtool.testing.decoder import tiny_decoder_proto
 from torch import nn
 
 UP, DOWN = "/up/MatMul", "/down/MatMul"

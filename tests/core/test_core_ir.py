@@ -8,10 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import qtool
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-import qtool
 from qtool.ir import GraphError, from_model_proto, to_model_proto
 
 LIGHT_MODELS = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
