@@ -75,6 +75,8 @@ class Row:
             missed.append("coverage")
         if self.qtool_s is None or self.ort_s is None or self.qtool_s > GOALS["time_ratio"] * self.ort_s:
             missed.append("time")
+        if self.qtool_mib is None or self.ort_mib is None or self.qtool_mib > self.ort_mib:
+            missed.append("memory")
         if self.qtool_ms is None or self.float_ms is None or self.qtool_ms > self.float_ms:
             missed.append("latency")
         return missed
@@ -268,10 +270,12 @@ def markdown(rows: list[Row]) -> str:
 def summary(rows: list[Row]) -> list[str]:
     """The goals over the whole zoo, and each failure with its message."""
     sqnrs = [r.sqnr_db for r in rows if r.sqnr_db is not None and not _is_float(r)]
-    met = {goal: sum(goal not in r.goals() for r in rows) for goal in ("quantize+run", "coverage", "time", "latency")}
+    goals = ("quantize+run", "coverage", "time", "memory", "latency")
+    met = {goal: sum(goal not in r.goals() for r in rows) for goal in goals}
     lines = [f"{len(rows)} models; goals met: quantize and run in ORT {met['quantize+run']}/{len(rows)}, "
              f"coverage >= {GOALS['coverage']:.0%} {met['coverage']}/{len(rows)}, quantize time <= ORT "
-             f"{met['time']}/{len(rows)}, latency <= float {met['latency']}/{len(rows)}; median SQNR "
+             f"{met['time']}/{len(rows)}, peak memory <= ORT {met['memory']}/{len(rows)}, latency <= float "
+             f"{met['latency']}/{len(rows)}; median SQNR "
              f"{statistics.median(sqnrs):.1f} dB over the {len(sqnrs)} models quantized at all "
              f"(goal >= {GOALS['sqnr_median_db']:.0f} dB)"
              if sqnrs else f"{len(rows)} models; no SQNR measured"]
