@@ -216,7 +216,7 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
     where the model fixes no batch size, before it joins a chunk to parts that hold ``JOIN_BYTES`` already.
     """
     held: list[dict[str, np.ndarray]] = []
-    count = 0
+    count = held_bytes = 0
 
     def flush() -> dict[str, np.ndarray]:
         if fixed and count != fixed:
@@ -226,20 +226,19 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
 
     for arrays in chunks:
         total = len(next(iter(arrays.values())))
-        if held and any(a.shape[1:] != held[0][k].shape[1:] for k, a in arrays.items()):
+        reshaped = held and any(a.shape[1:] != held[0][k].shape[1:] for k, a in arrays.items())
+        if reshaped or (held and not fixed and held_bytes >= JOIN_BYTES):
             yield flush()
-            held, count = [], 0
-        if held and not fixed and sum(a.nbytes for part in held for a in part.values()) >= JOIN_BYTES:
-            yield flush()
-            held, count = [], 0
+            held, count, held_bytes = [], 0, 0
         start = 0
         while start < total:
             take = min(batch_size - count, total - start)
             held.append({k: a[start : start + take] for k, a in arrays.items()})
             count, start = count + take, start + take
+            held_bytes += sum(a.nbytes for a in held[-1].values())
             if count == batch_size:
                 yield flush()
-                held, count = [], 0
+                held, count, held_bytes = [], 0, 0
     if held:
         yield flush()
 

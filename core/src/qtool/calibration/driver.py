@@ -175,10 +175,9 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps:
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
-    budget = ort_engine.DEFAULT_BUDGET
     # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
     tapped = [name for tap in taps for name in tap.tensors]
-    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - 1), budget=budget)
+    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - 1))
     tapping: dict[str, list[FloatTap]] = {}  # the taps of the batch taken now, by tensor
     # the runs' thread ends with the block, also on an error
     with OneAhead(_float_pieces(engine, data, splittable, set(by_tensor), taps)) as pieces:
