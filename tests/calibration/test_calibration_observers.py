@@ -7,6 +7,7 @@ import pytest
 import torch
 from qtool.calibration import CalibrationError, make_observer
 from qtool.calibration.observers import DEFAULT_BINS, entropy_threshold, kl
+from qtool.calibration.observers.histogram import GATHERED
 from qtool.quant import QuantScheme, compute_scale_offset, fake_quantize
 
 INT8 = QuantScheme.integer(8)
@@ -251,6 +252,23 @@ def test_rebinning_equals_one_histogram_of_all_the_data():
     hist = at_once.histogram.channel(0)
     edges = (hist.start + np.arange(hist.counts.size + 1)) * hist.width
     np.testing.assert_array_equal(hist.counts, np.histogram(torch.cat(parts).numpy(), edges)[0])
+
+
+def test_small_batches_gathered_count_as_one_histogram_of_all_the_data():
+    """Small batches wait in a bounded buffer; one with inf/nan, a large one and a read in between count it first."""
+    rng = np.random.default_rng(5)
+    parts = [rng.normal(0, s, n).astype(np.float32) for s, n in ((1, 300), (4, 2000), (0.5, 9000), (2, 1500))]
+    parts[1][7] = np.inf
+    gathered = make_observer("auto", INT8)
+    for i, part in enumerate(parts):
+        gathered.observe(part)
+        if i == 2:
+            assert int(gathered.histogram.counts.sum()) == 300 + 1999 + 9000  # a read counts what waited
+    whole = make_observer("auto", INT8)
+    whole.observe(np.concatenate(parts))
+    np.testing.assert_array_equal(gathered.histogram.counts, whole.histogram.counts)
+    assert gathered.range() == whole.range()
+    assert gathered._waiting.size == GATHERED
 
 
 def test_histogram_memory_does_not_grow_with_batches():

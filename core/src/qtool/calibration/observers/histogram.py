@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CalibrationError
-from .base import Observer
+from .base import Observer, row_bounds
 
 DEFAULT_BINS = 4096
 BLOCK = 1 << 16  # values one block of RunningHistogram.add computes on: its scratch buffers (768 KiB) stay in the cache
 # (with many channels a block is larger: 4 * bins values a channel, or BLOCK if fewer, as each block's bincount walks
 # channels * bins counts; 256 channels of 16,000 values took 92 ms a batch in blocks of BLOCK values, 25 so)
+GATHERED = 4096  # values of small batches a histogram observer gathers, then counts at once (16 KiB a tensor)
 _EXP_FLOOR = -126  # narrowest bin width, 2**-126; its inverse is still a float32
 
 
@@ -159,15 +160,41 @@ class RunningHistogram:
 class HistogramObserver(Observer):
     """Base of observers that choose a clipping range from a histogram of the data.
 
-    Subclasses implement :meth:`clip` on one channel's :class:`ChannelHistogram`.
+    Subclasses implement :meth:`clip` on one channel's :class:`ChannelHistogram`. Small finite batches of one row
+    wait in a buffer and are counted together (:data:`GATHERED`): counts do not depend on how data was batched, and
+    a count costs the same 50-70 us of small array operations for 1 value as for 4,000.
     """
 
     def __init__(self, scheme, bins: int = DEFAULT_BINS) -> None:
         super().__init__(scheme)
-        self.histogram = RunningHistogram(bins)
+        self._histogram = RunningHistogram(bins)
+        self._waiting: np.ndarray | None = None  # (1, GATHERED) float32, its first _waited values not yet counted
+        self._waited = 0
+
+    @property
+    def histogram(self) -> RunningHistogram:
+        """The histogram of every value observed so far."""
+        self._count_waiting()
+        return self._histogram
 
     def _observe_rows(self, rows, lo, hi, finite) -> None:
-        self.histogram.add(rows, lo, hi, finite)
+        size = rows.shape[1]
+        if finite is not None or rows.shape[0] != 1 or size > GATHERED // 2:
+            self._count_waiting()
+            self._histogram.add(rows, lo, hi, finite)
+            return
+        if self._waited + size > GATHERED:
+            self._count_waiting()
+        if self._waiting is None:
+            self._waiting = np.empty((1, GATHERED), dtype=np.float32)
+        self._waiting[:, self._waited:self._waited + size] = rows
+        self._waited += size
+
+    def _count_waiting(self) -> None:
+        if self._waited:
+            rows = self._waiting[:, :self._waited]
+            self._histogram.add(rows, *row_bounds(rows), None)
+            self._waited = 0
 
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
         raise NotImplementedError
