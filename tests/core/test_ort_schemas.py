@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from onnx import TensorProto, helper
-from qtool.ir import from_model_proto
 from qtool.executor.kernel_names import BUILTIN_OP_TYPES
+from qtool.ir import from_model_proto
 from qtool.ort_schemas import ort_can_run, ort_op_types
 
 

@@ -6,6 +6,7 @@ Mutate a graph only through the Graph methods here so that links stay right.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,18 +149,19 @@ class Graph:
 
     def topological_order(self) -> list[Operation]:
         """Operations so that every producer comes before its consumers (stable)."""
-        pending = {op.name: sum(1 for v in _distinct(op.inputs) if v.producer is not None)
+        pending = {op.name: len({id(v) for v in op.inputs if v is not None and v.producer is not None})
                    for op in self.operations.values()}
-        ready = [op for op in self.operations.values() if pending[op.name] == 0]
+        ready = deque(op for op in self.operations.values() if pending[op.name] == 0)
         order: list[Operation] = []
         while ready:
-            op = ready.pop(0)
+            op = ready.popleft()
             order.append(op)
             for out in op.outputs:
                 for consumer in _distinct_ops(out.consumers):
-                    pending[consumer.name] -= sum(1 for v in _distinct(consumer.inputs) if v is out)
-                    if pending[consumer.name] == 0:
-                        ready.append(consumer)
+                    if any(v is out for v in consumer.inputs):
+                        pending[consumer.name] -= 1
+                        if pending[consumer.name] == 0:
+                            ready.append(consumer)
         if len(order) != len(self.operations):
             stuck = sorted(set(self.operations) - {op.name for op in order})
             raise GraphError(f"graph has a cycle through node(s): {', '.join(stuck[:5])}")
@@ -316,14 +318,6 @@ class Graph:
         for var in dead:
             del self.variables[var.name]
         return len(dead)
-
-
-def _distinct(variables: Iterable[Variable | None]) -> list[Variable]:
-    seen: dict[int, Variable] = {}
-    for v in variables:
-        if v is not None:
-            seen.setdefault(id(v), v)
-    return list(seen.values())
 
 
 def _distinct_ops(ops: Iterable[Operation]) -> list[Operation]:
