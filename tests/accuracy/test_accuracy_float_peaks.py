@@ -61,7 +61,7 @@ def test_the_three_passes_read_their_peaks_from_one_float_run(tmp_path, monkeypa
     result = qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", tmp_path / "calib.npz",
                             output=tmp_path / "q.onnx", accuracy={"channel_split": {"share_run": share_run}})
     split = next(run for run in result.pass_runs if run.name == "ChannelSplit")
-    assert not split.modified and split.details["split"] == [] and result.pass_runs[0].name != "StartOver"
+    assert not split.modified and split.details["split"] == [] and "StartOver" not in [run.name for run in result.pass_runs]
     if share_run:
         assert asked == ["OutlierOutputs", "SensitivityFallback"] and peak_sessions == []
         assert split.details["decided_on"] == "calibration's float run"
@@ -135,7 +135,8 @@ def test_calibrations_float_run_serves_the_peaks_asked_after_it(tmp_path, monkey
     result = qtool.quantize(tmp_path / "decoder.onnx", "onnxruntime", {"input_ids": ids}, output=tmp_path / "q.onnx",
                             config={"calibration": {"batch_size": batch_size}})
     assert next(run for run in result.pass_runs if run.name == "ChannelSplit").modified
-    assert result.pass_runs[0].name == "StartOver"
+    names = [run.name for run in result.pass_runs]
+    assert names[names.index("StartOver") + 1] == "ChannelSplit"  # the passes start over from the pass that asked
     runs = {name: runs for name, (runs, _, _) in asked.items()}
     assert "ChannelSplit" not in runs and runs.pop("OutlierOutputs") == 0
     assert set(runs.values()) <= {0}  # the fallback's scan, where it asks

@@ -18,7 +18,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -333,29 +333,39 @@ def _check_runnable(graph: Graph) -> None:
 def _run_default_passes(graph: Graph, make_passes: Callable[[dict | None], list], finished
                         ) -> tuple[Graph, list[PassRun], list[Diagnostic]]:
     """Run ``make_passes(None)`` on ``graph``; where a pass asks to start over (:class:`StartOver`: it let
-    calibration's float run decide for it, and must act), run ``make_passes(advice)`` on a copy of the graph as it
-    was before the passes (made only where a pass may ask). The first runs' time is one more entry of the runs."""
+    calibration's float run decide for it, and must act), run ``make_passes(advice)`` from that pass on, on a copy
+    of the graph as that pass found it (made only where a pass may ask, when it starts: it shares the arrays the
+    passes before it wrote, where a copy made before them kept every weight equalization replaced alive too). The
+    first run's time from that pass on is one more entry of the runs."""
     passes = make_passes(None)
-    pristine = graph.copy() if any(getattr(p, "may_start_over", False) for p in passes) else None
+    asking = next((i for i, p in enumerate(passes) if getattr(p, "may_start_over", False)), len(passes))
+    runs, diagnostics = _run_passes(passes[:asking], graph, finished)
+    if asking == len(passes):
+        return graph, runs, diagnostics
+    pristine = graph.copy()
     start = time.perf_counter()
     try:
-        return graph, *_run_passes(passes, graph, finished)
+        later, found = _run_passes(passes[asking:], graph, finished, ran=runs)
+        return graph, runs + later, diagnostics + found
     except StartOver as over:
         advice = over.advice
-    # past the except block: the first passes' frames (their sessions, observers and graph) are let go of
+    # past the except block: the first run's frames (their sessions, observers and graph) are let go of
     del passes, graph
     first = PassRun("StartOver", False, time.perf_counter() - start, {"acts": sorted(advice)})
     if finished:
         finished(first)
-    runs, diagnostics = _run_passes(make_passes(advice), pristine, finished)
-    return pristine, [first, *runs], diagnostics
+    again = make_passes(advice)[asking:]
+    later, found = _run_passes(again, pristine, finished, ran=runs)
+    return pristine, [*runs, first, *later], diagnostics + found
 
 
-def _run_passes(passes, graph: Graph, finished) -> tuple[list[PassRun], list[Diagnostic]]:
-    """Run the passes; their warnings (PassWarning, calibration warnings) come back as diagnostics."""
+def _run_passes(passes, graph: Graph, finished, ran: Sequence[PassRun] = ()
+                ) -> tuple[list[PassRun], list[Diagnostic]]:
+    """Run the passes (after those that ``ran``); their warnings (PassWarning, calibration warnings) come back as
+    diagnostics."""
     with warnings.catch_warnings(record=True) as caught, threads(pass_threads()):
         warnings.simplefilter("always", PassWarning)
-        runs = PassManager(passes, finished=finished).run(graph)
+        runs = PassManager(passes, finished=finished, ran=[run.name for run in ran]).run(graph)
     diagnostics = []
     for item in caught:
         if isinstance(item.message, PassWarning):

@@ -90,14 +90,16 @@ class PassRun:
 class PassManager:
     """Runs passes in order, records timings, names the failing pass and what ran before.
 
-    ``progress(label)`` is called before each pass, ``finished(run)`` after it.
+    ``progress(label)`` is called before each pass, ``finished(run)`` after it; ``ran`` names the passes that ran
+    on the graph before these (for the error that names what ran before a failing pass).
     """
 
     def __init__(self, passes: Sequence[Pass], progress: Callable[[str], None] | None = None,
-                 finished: Callable[[PassRun], None] | None = None) -> None:
+                 finished: Callable[[PassRun], None] | None = None, ran: Sequence[str] = ()) -> None:
         self.passes = list(passes)
         self.progress = progress
         self.finished = finished
+        self.ran = list(ran)
 
     def run(self, graph: Graph) -> list[PassRun]:
         runs: list[PassRun] = []
@@ -110,7 +112,7 @@ class PassManager:
             except StartOver:
                 raise
             except Exception as exc:
-                before = ", ".join(r.name for r in runs) or "nothing"
+                before = ", ".join([*self.ran, *(r.name for r in runs)]) or "nothing"
                 raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc
             graph = result.graph
             runs.append(PassRun(p.label, result.modified, time.perf_counter() - start, result.details, result.report))
