@@ -14,6 +14,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.perf.op-type": (P, "the op type has no integer kernel in ORT's CPU provider"),
     "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),
     "ort.perf.type": (P, "a tensor of the op is not int8/uint8"),
+    "ort.perf.half": (P, "the op computes in float16 or bfloat16; ORT's integer kernels take float32 Q/DQ"),
     "ort.perf.granularity": (P, "per-channel activations, per-block weights, or per-channel weights off the "
                                 "output axis"),
     "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),

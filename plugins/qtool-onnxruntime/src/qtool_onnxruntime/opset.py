@@ -7,20 +7,24 @@ from onnx import helper, version_converter
 from qtool.quant import quantized_tensors
 
 from .errors import OnnxRuntimeExportError
-from .storage import HIGHEST_OPSET, LOWEST_OPSET, lowest_opset, storage_type
+from .storage import HIGHEST_OPSET, LOWEST_OPSET, lowest_opset, storage_type, value_type
 
 
 def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset()) -> int:
     """``requested`` when given; else the model's opset raised to what its configs need, at most 27.
 
     4-bit and 16-bit types go through com.microsoft Q/DQ below opset 21, so only
-    per-axis (13), float8 (19), per-block (21) and 2-bit (25) raise the opset. Ops in ``skip`` (written as
-    contrib ops, see .nbits) do not count.
+    per-axis (13), float8 and float16/bfloat16 tensors (19), per-block (21) and 2-bit (25) raise the opset. Ops in
+    ``skip`` (written as contrib ops, see .nbits) do not count.
     """
     if requested is not None:
         return requested
-    needed = [lowest_opset(stype, q.scheme) for q in quantized_tensors(graph, settled=False)
-              if q.op.name not in skip and (stype := storage_type(q.scheme, stored=graph.variables[q.tensor].is_parameter)) is not None]
+    needed = []
+    for q in quantized_tensors(graph, settled=False):
+        var = graph.variables[q.tensor]
+        stype = storage_type(q.scheme, stored=var.is_parameter)
+        if q.op.name not in skip and stype is not None:
+            needed.append(lowest_opset(stype, q.scheme, value_type(var)))
     if not needed:
         return min(graph.opset, HIGHEST_OPSET)
     return min(max(graph.opset, LOWEST_OPSET, *needed), HIGHEST_OPSET)

@@ -9,7 +9,7 @@ from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Pla
 from qtool.ops import COMPUTE_OP_TYPES
 
 from .activations import ACTIVATIONS
-from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
+from .storage import FLOAT_TYPES, HALF_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET, value_type
 
 # Quantized by default; data-movement ops between them follow (passive_op_types). annotate() keeps those float
 # that ORT would run only through float kernels unless the user's configuration names them.
@@ -104,6 +104,12 @@ class OnnxRuntimePlatform(Platform):
     def annotate(self, op, proposal: Proposal) -> Proposal | KeepFloat:
         """Keep float what ORT's CPU kernels run only in float, unless the user's configuration asked for it."""
         reason = FLOAT_KERNEL_ONLY.get(op.op_type)
+        if reason is None and op.op_type in COMPUTE_OP_TYPES and op.inputs and op.inputs[0] is not None \
+                and (values := value_type(op.inputs[0])) in HALF_TYPES:
+            reason = (f"it computes in {values.name}, and ONNX Runtime's integer kernels take float32 Q/DQ: "
+                      "quantized, it would run as DequantizeLinear -> float op on casts to float32, slower than "
+                      "the float model; convert the model to float32 to quantize into integer kernels, or name the "
+                      "op type in dispatch.quantize_op_types to quantize it anyway")
         return KeepFloat(reason) if reason is not None and not proposal.requested else proposal
 
     def validate(self, graph, options: ExportOptions | None = None):

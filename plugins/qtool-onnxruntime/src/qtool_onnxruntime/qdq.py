@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from itertools import groupby
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -41,7 +42,7 @@ from qtool.quant import (
 from .activations import on_grid, relu_fusion_breaks
 from .bias import misread_reason, saturating_float_bias_scale
 from .errors import OnnxRuntimeExportError
-from .storage import MS_DOMAIN, domain_at, storage_type
+from .storage import MS_DOMAIN, domain_at, storage_type, value_type
 
 SETTLED = True  # export writes calibrated configs only
 
@@ -101,18 +102,18 @@ class QdqWriter:
                 if exposed and source == var.name:
                     source = self.renamed[var.name] = self.names.fresh(f"{var.name}_float")
                 out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
-                self._pair(anchor, source, out, site.config, var.name)
+                self._pair(anchor, source, out, site.config, var.name, value_type(var))
                 if out != var.name:
                     self.reads.update({(op.name, index): out for op, index in site.readers})
                 source = out  # extra pairs quantize the producer pair's values
                 continue
             stem = f"{var.name}_{site.readers[0][0].name}" if number else var.name  # the first pair: plain names
             out = self.names.fresh(f"{stem}_dq")
-            self._pair(anchor, source, out, site.config, stem)
+            self._pair(anchor, source, out, site.config, stem, value_type(var))
             self.reads.update({(op.name, index): out for op, index in site.readers})
 
-    def _pair(self, anchor: str, source: str, out: str, tqc, stem: str) -> None:
-        scale, zero, attrs, domain = self._params(tqc, stem, stored=False)
+    def _pair(self, anchor: str, source: str, out: str, tqc, stem: str, values: np.dtype) -> None:
+        scale, zero, attrs, domain = self._params(tqc, stem, stored=False, values=values)
         codes = self.names.fresh(f"{stem}_q")
         nodes = [helper.make_node("QuantizeLinear", [source, scale, zero], [codes], domain=domain or None,
                                   name=self.names.fresh(f"{stem}_QuantizeLinear"), **attrs),
@@ -151,7 +152,7 @@ class QdqWriter:
         stype = _storage(tqc.scheme, stem, stored=True)
         codes = self.names.fresh(f"{stem}_q")
         self.initializers.append(numpy_helper.from_array(stored_codes(var.value, tqc, stype.dtype), codes))
-        scale, zero, attrs, domain = self._params(tqc, stem, stored=True)
+        scale, zero, attrs, domain = self._params(tqc, stem, stored=True, values=value_type(var))
         out = self.names.fresh(f"{stem}_dq")
         self.first.append(helper.make_node("DequantizeLinear", [codes, scale, zero], [out], domain=domain or None,
                                            name=self.names.fresh(f"{stem}_DequantizeLinear"), **attrs))
@@ -165,13 +166,14 @@ class QdqWriter:
         self.initializers.append(numpy_helper.from_array(values.astype(var.value.dtype), out))
         return out
 
-    def _params(self, tqc, stem: str, stored: bool) -> tuple[str, str, dict, str]:
-        """Scale and zero-point initializers (same shape), Q/DQ attributes and domain."""
+    def _params(self, tqc, stem: str, stored: bool, values: np.dtype) -> tuple[str, str, dict, str]:
+        """Scale (of the type of the ``values`` it scales) and zero-point initializers (same shape), Q/DQ
+        attributes and domain."""
         scheme = tqc.scheme
         stype = _storage(scheme, stem, stored)
-        domain = domain_at(stype, scheme, self.opset) or ""  # None: validate() reports an error
+        domain = domain_at(stype, scheme, self.opset, values) or ""  # None: validate() reports an error
         self.domains.add(domain)
-        scale = np.asarray(tqc.scale, dtype=np.float32)
+        scale = scale_of_type(tqc.scale, values)
         attrs = {}
         if scheme.policy & P.PER_BLOCK:
             attrs = {"axis": scheme.channel_axis, "block_size": scheme.block_size}
@@ -272,6 +274,14 @@ class QdqWriter:
                 self.initializers.append(numpy_helper.from_array(
                     on_grid(float(bound), scale, zero_point).astype(bound.dtype).reshape(bound.shape), name))
                 clip.input[index] = name
+
+
+def scale_of_type(scale, values: np.dtype) -> np.ndarray:
+    """``scale`` as the float type of the values it scales (float32 for float64 ones, which validation refuses);
+    a scale below the type's smallest positive value takes that value, never zero."""
+    dtype = np.dtype(np.float32) if values == np.float64 else values
+    converted = np.asarray(scale, dtype=np.float32).astype(dtype)
+    return np.where(converted > 0, converted, ml_dtypes.finfo(dtype).smallest_subnormal).astype(dtype)
 
 
 def _storage(scheme, stem: str, stored: bool):

@@ -20,7 +20,7 @@ from .configs import active, input_config, output_config
 from .kernels import kernel_verdict
 from .nbits import accuracy_level, nbits_layers, weight_only_format
 from .opset import target_opset
-from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type
+from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type, value_type
 
 NARROW_TYPES = frozenset({"int4", "uint4", "int2", "uint2"})  # no MaxPool kernel in ORT for these
 
@@ -68,7 +68,7 @@ def _tensor_rules(graph, opset: int, contrib: frozenset[str]) -> list[Diagnostic
             found.append(diagnostic("ort.no-qdq-type", f"{q.scheme.short()} fits no Q/DQ type ONNX Runtime runs "
                                     "(int2/int4/int8/int16 and their unsigned forms, float8 e4m3fn/e5m2, and int32 "
                                     "for stored biases)", **where))
-        elif (problem := placement_problem(stype, q.scheme, opset)) is not None:
+        elif (problem := placement_problem(stype, q.scheme, opset, value_type(graph.variables[q.tensor]))) is not None:
             found.append(diagnostic("ort.opset", problem, **where))
         elif not stored:
             found += _activation_warnings(stype, where)

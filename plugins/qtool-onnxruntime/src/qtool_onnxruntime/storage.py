@@ -4,7 +4,8 @@ Facts checked against ONNX Runtime 1.32 on CPU by this plugin's tests:
 uint8/int8 from opset 10 (per-axis from 13, blocked from 21); float8 e4m3fn/e5m2
 from 19; 16-bit and 4-bit from 21, and below 21 through the com.microsoft
 domain (per-tensor and per-axis, never blocked); 2-bit from 25; int32 for
-DequantizeLinear only (bias). No Q/DQ kernels at opset 28.
+DequantizeLinear only (bias). No Q/DQ kernels at opset 28. The values and scales of Q/DQ are float32, and
+float16 or bfloat16 (the tensor's own type) from opset 19 in the ai.onnx domain only; never float64.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import QuantScheme
 
@@ -22,6 +23,9 @@ LOWEST_OPSET = 10  # QuantizeLinear / DequantizeLinear exist from here
 HIGHEST_OPSET = 27  # ONNX Runtime 1.32 has no Q/DQ kernels at opset 28
 PER_AXIS_OPSET = 13
 BLOCKED_OPSET = 21
+HALF_OPSET = 19  # ai.onnx Q/DQ take float16 and bfloat16 values (and scales of that type) from here
+HALF_TYPES = frozenset({np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)})
+FLOAT32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -93,33 +97,74 @@ def granularity(scheme: QuantScheme) -> str:
     return "per-axis" if scheme.policy & P.PER_CHANNEL else "per-tensor"
 
 
-def lowest_opset(stype: StorageType, scheme: QuantScheme) -> int:
-    """The lowest opset that carries ``stype`` with ``scheme``'s granularity (com.microsoft counted)."""
+def value_type(var) -> np.dtype:
+    """The float type of the values a tensor's Q/DQ take (and of their scale): the tensor's own, float32 where
+    it is not a float type. A type the model does not state (no value_info) is its producer's: a Cast's target,
+    else that of its first float input (float ops keep their inputs' type), found walking up."""
+    dtype = _stated_or_produced(var)
+    return dtype if dtype is not None and (dtype in HALF_TYPES or dtype == np.float64) else FLOAT32
+
+
+def _stated_or_produced(var) -> np.dtype | None:
+    while var is not None:
+        if var.dtype is not None:
+            return np.dtype(var.dtype)
+        op = var.producer
+        if op is None:
+            return None
+        if op.op_type == "Cast" and "to" in op.attributes:
+            return np.dtype(helper.tensor_dtype_to_np_dtype(op.attributes["to"]))
+        if op.op_type == "CastLike" and len(op.inputs) > 1:
+            var = op.inputs[1]
+            continue
+        var = next((v for v in op.inputs if v is not None and (v.dtype is None or _is_float(np.dtype(v.dtype)))),
+                   None)
+    return None
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return dtype.kind == "f" or dtype in HALF_TYPES
+
+
+def lowest_opset(stype: StorageType, scheme: QuantScheme, values: np.dtype = FLOAT32) -> int:
+    """The lowest opset that carries ``stype`` with ``scheme``'s granularity on ``values`` (the tensor's float
+    type), com.microsoft counted."""
     kind = granularity(scheme)
     if kind == "per-block":
-        return max(stype.opset, BLOCKED_OPSET)
+        return max(stype.opset, BLOCKED_OPSET, HALF_OPSET if values in HALF_TYPES else 0)
+    if values in HALF_TYPES:  # the com.microsoft Q/DQ take float32 values only
+        return max(stype.opset, HALF_OPSET, PER_AXIS_OPSET if kind == "per-axis" else LOWEST_OPSET)
     type_opset = LOWEST_OPSET if stype.ms_domain else stype.opset
     return max(type_opset, PER_AXIS_OPSET if kind == "per-axis" else LOWEST_OPSET)
 
 
-def domain_at(stype: StorageType, scheme: QuantScheme, opset: int) -> str | None:
-    """The Q/DQ domain carrying ``stype`` at ``opset`` ("" or com.microsoft), None when neither can."""
+def domain_at(stype: StorageType, scheme: QuantScheme, opset: int,
+              values: np.dtype = FLOAT32) -> str | None:
+    """The Q/DQ domain carrying ``stype`` on ``values`` at ``opset`` ("" or com.microsoft), None when neither can."""
     kind = granularity(scheme)
     if kind == "per-axis" and opset < PER_AXIS_OPSET or kind == "per-block" and opset < BLOCKED_OPSET:
         return None
+    if values == np.float64 or values in HALF_TYPES and opset < HALF_OPSET:
+        return None
     if opset >= stype.opset:
         return ""
-    return MS_DOMAIN if stype.ms_domain and kind != "per-block" else None
+    return MS_DOMAIN if stype.ms_domain and kind != "per-block" and values not in HALF_TYPES else None
 
 
-def placement_problem(stype: StorageType, scheme: QuantScheme, opset: int) -> str | None:
-    """Why ``stype`` with ``scheme``'s granularity cannot be written at ``opset`` (None: it can)."""
-    if domain_at(stype, scheme, opset) is not None:
+def placement_problem(stype: StorageType, scheme: QuantScheme, opset: int,
+                      values: np.dtype = FLOAT32) -> str | None:
+    """Why ``stype`` with ``scheme``'s granularity on ``values`` cannot be written at ``opset`` (None: it can)."""
+    if domain_at(stype, scheme, opset, values) is not None:
         return None
     kind = granularity(scheme)
+    if values == np.float64:
+        return "the tensor is float64, and QuantizeLinear/DequantizeLinear take float32, float16 and bfloat16 only"
     if kind == "per-block" and opset < BLOCKED_OPSET:
         return f"per-block Q/DQ (block_size) needs opset {BLOCKED_OPSET}, the model is written at opset {opset}"
     if kind == "per-axis" and opset < PER_AXIS_OPSET:
         return f"per-axis Q/DQ needs opset {PER_AXIS_OPSET}, the model is written at opset {opset}"
+    if values in HALF_TYPES:
+        return (f"Q/DQ of {values.name} values need opset {max(HALF_OPSET, stype.opset)} ({stype.name}), the model "
+                f"is written at opset {opset}")
     where = " (the com.microsoft Q/DQ have no per-block form)" if stype.ms_domain else ""
     return f"{stype.name} Q/DQ need opset {stype.opset}{where}, the model is written at opset {opset}"
