@@ -84,7 +84,15 @@ def test_all_together_in_the_default_order(tmp_path):
 def test_docs_describe_every_option():
     text = DOCS.read_text()
     for name, cls in {**BEFORE_DISPATCH, **AFTER_CALIBRATION}.items():
-        section = re.search(rf"^## .*`{name}`.*?(?=^## |\Z)", text, re.M | re.S)
+        section = re.search(rf"^## [^\n]*`{name}`.*?(?=^## |\Z)", text, re.M | re.S)  # from its heading line
         assert section, f"docs/accuracy.md has no section for {name}"
         for option in option_names(cls):
             assert f"`{option}`" in section.group(0), f"docs/accuracy.md: {name} does not describe {option}"
+        rows = re.findall(r"^\| `(\w+)` \|", _option_tables(section.group(0)), re.M)
+        assert set(rows) <= set(option_names(cls)), f"docs/accuracy.md: {name}'s table lists options it lacks"
+
+
+def _option_tables(section: str) -> str:
+    """The rows of a section's option tables (those under a ``| option | default | meaning |`` header)."""
+    tables = re.findall(r"^\| option \| default \| meaning \|\n((?:^\|.*\n)+)", section, re.M)
+    return "".join(tables)
