@@ -307,11 +307,13 @@ def test_external_data(tmp_path):
     assert agreement(graph, paths[0])["max_steps"] <= 1
 
 
-def test_the_checker_reads_the_model_without_the_weights_bytes():
-    """The checker gets the large initializers (weight codes) and the shape-only ones as typed graph inputs, the
-    small ones as they are; it still rejects a broken node."""
+def test_the_load_check_reads_the_model_without_the_weights_bytes_and_refuses_what_ort_refuses():
+    """ONNX Runtime loads the model with the large initializers (weight codes) and the shape-only ones as typed
+    graph inputs, the small ones as they are; it refuses a node it has no kernel for, and a type ONNX's inference
+    rejects, before anything is written. Where errors were allowed, the ONNX checker reads it instead."""
     from onnx import helper, numpy_helper
-    from qtool_onnxruntime.export import _checkable
+    from qtool_onnxruntime.errors import OnnxRuntimeExportError
+    from qtool_onnxruntime.export import _checkable, check_loads
 
     codes = numpy_helper.from_array(np.ones((64, 64), np.int8), "w_codes")  # 4 KiB
     scale = numpy_helper.from_array(np.float32(0.1), "w_scale")
@@ -322,14 +324,22 @@ def test_the_checker_reads_the_model_without_the_weights_bytes():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
                               [codes, scale, shape_only])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    light = _checkable(model, {"bias": np.zeros(64, np.float32)})
+    values = {"bias": np.zeros(64, np.float32)}
+    light = _checkable(model, values)
     assert [t.name for t in light.graph.initializer] == ["w_scale"]
     typed = {i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
              for i in light.graph.input}
     assert typed == {"x": (TensorProto.FLOAT, [1, 64]), "w_codes": (TensorProto.INT8, [64, 64]),
                      "bias": (TensorProto.FLOAT, [64])}
-    onnx.checker.check_model(light, full_check=True)
+    check_loads(model, values, allow_unsupported=False)
+    check_loads(model, values, allow_unsupported=True)
     assert len(model.graph.initializer) == 3 and model.graph.initializer[0].raw_data  # the model is untouched
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.float16(0.1), "w_scale"))  # a float16 scale at
+    with pytest.raises(OnnxRuntimeExportError, match="ONNX Runtime refuses the QDQ model.*w_scale"):  # opset 17
+        check_loads(model, values, allow_unsupported=False)
+    model.graph.initializer[1].CopyFrom(scale)
     model.graph.node[1].op_type = "MatMulWrong"
-    with pytest.raises(onnx.checker.ValidationError):
-        onnx.checker.check_model(_checkable(model, {"bias": np.zeros(64, np.float32)}))
+    with pytest.raises(OnnxRuntimeExportError, match="ONNX Runtime refuses the QDQ model.*MatMulWrong"):
+        check_loads(model, values, allow_unsupported=False)
+    with pytest.raises(OnnxRuntimeExportError, match="fails the ONNX checker"):
+        check_loads(model, values, allow_unsupported=True)

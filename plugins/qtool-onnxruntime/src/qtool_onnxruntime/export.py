@@ -67,7 +67,7 @@ def _values_left_out(tensor: onnx.TensorProto) -> bool:
 
 
 def build_model(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """:func:`qdq_skeleton`, checked: the model and the arrays of its shape-only initializers.
+    """:func:`qdq_skeleton`, checked (:func:`check_loads`): the model and the arrays of its shape-only initializers.
 
     OnnxRuntimeExportError when ORT cannot run it, unless ``options.allow_unsupported``
     (then whatever ONNX can hold is written). Validation runs here only when the
@@ -79,22 +79,41 @@ def build_model(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[st
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")
     model, values = qdq_skeleton(graph, options)
+    check_loads(model, values, options.allow_unsupported)
+    return model, values
+
+
+def check_loads(model: onnx.ModelProto, values: dict[str, np.ndarray], allow_unsupported: bool) -> None:
+    """Before anything is written, ONNX Runtime loads the model: its graph, the types ONNX's inference gives every
+    tensor and a CPU kernel for every node, the large initializers as typed inputs (:func:`_checkable`), without
+    graph optimizations. Where errors were allowed (the model may be one ORT refuses), the ONNX checker reads it
+    instead. A model beyond one protobuf is checked by neither. The checker's schema registry took 4-7 MB of a
+    small model's peak memory, and it passed models ONNX Runtime then refused (float32 scales on float16 values)."""
     checked = _checkable(model, values)
-    if checked.ByteSize() < PROTO_LIMIT:
+    if checked.ByteSize() >= PROTO_LIMIT:
+        return
+    if allow_unsupported:
         try:
             onnx.checker.check_model(checked)
         except onnx.checker.ValidationError as exc:
             raise OnnxRuntimeExportError(f"the QDQ model fails the ONNX checker: {exc}") from exc
-    return model, values
+        return
+    from .session import ORT_ERRORS, cpu_session, load_only_options
+
+    try:
+        cpu_session(checked.SerializeToString(), load_only_options())
+    except ORT_ERRORS as exc:
+        message = " ".join(str(exc).split())
+        raise OnnxRuntimeExportError(f"ONNX Runtime refuses the QDQ model (nothing was written): {message}") from exc
 
 
-_CHECKED_BYTES = 1024  # initializers this large reach the checker as typed graph inputs, without their bytes
+_CHECKED_BYTES = 1024  # initializers this large reach the load check as typed graph inputs, without their bytes
 
 
 def _checkable(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """What the ONNX checker reads of ``model``: its shape-only initializers and its large ones (a quantized
-    weight's codes) as typed graph inputs, without their bytes (the checker wants a tensor's values, and copies the
-    whole model it is given: with ResNet-50's weight codes that took 75 MB more, which the heap then kept)."""
+    """What the load check reads of ``model``: its shape-only initializers and its large ones (a quantized
+    weight's codes) as typed graph inputs, without their bytes (a copy of the model with ResNet-50's weight codes
+    took 75 MB more, which the heap then kept)."""
     graph = model.graph
     heavy = {t.name for t in graph.initializer if t.name in values or t.ByteSize() >= _CHECKED_BYTES}
     inputs = {i.name for i in graph.input}

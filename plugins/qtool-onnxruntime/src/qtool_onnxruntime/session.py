@@ -24,6 +24,14 @@ def session_options(optimized_model: str | os.PathLike | None = None,
     return options
 
 
+def load_only_options() -> ort.SessionOptions:
+    """Options to load a model and create its kernels, without graph optimizations nor a thread pool (export's load
+    check)."""
+    options = session_options(level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.intra_op_num_threads = 1
+    return options
+
+
 def cpu_session(model: str | os.PathLike | bytes, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options or session_options(), providers=["CPUExecutionProvider"])
