@@ -116,3 +116,24 @@ def test_row_bounds_by_blocks_are_the_rows_min_and_max(block, monkeypatch):
     rows = x[:, :1, :200].reshape(1, -1).copy()
     rows[0, -1] = np.nan  # in the last block only
     assert np.isnan(base.row_bounds(rows)[0]).all() and np.isnan(base.row_bounds(rows)[1]).all()
+
+
+@pytest.mark.parametrize("scheme", [PER_TENSOR, QuantScheme.integer(4), QuantScheme.integer(8, per_channel=True,
+                                                                                          channel_axis=0)],
+                         ids=["uint8", "int4", "int8-per-channel"])
+@pytest.mark.parametrize("block", [1, 100, 1 << 30])
+def test_candidate_blocks_change_no_squared_error(scheme, block, monkeypatch):
+    """MSE and auto compute an integer scheme's candidate errors a block of candidates at a time: any block size
+    gives the errors (and so the ranges) of all candidates at once."""
+    from qtool.calibration.observers import mse
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.standard_normal(5000), rng.standard_normal(50) * 40]).astype(np.float32)
+    observer = make_observer("auto", scheme)
+    observer.observe(x.reshape(1, -1))  # one channel: per tensor, or per channel on axis 0
+    hist = observer.histogram.channel(0)
+    lo, hi = hist.lo * np.linspace(0.05, 1, 40), hist.hi * np.linspace(0.05, 1, 40)
+    whole = mse.histogram_error(hist, scheme, mse.rows_scheme(scheme), lo, hi)
+    monkeypatch.setattr(mse, "_BLOCK_VALUES", block)
+    np.testing.assert_array_equal(mse.histogram_error(hist, scheme, mse.rows_scheme(scheme), lo, hi), whole)
+    assert make_observer("auto", scheme).clip(hist) == observer.clip(hist)

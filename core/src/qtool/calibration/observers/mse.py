@@ -12,6 +12,8 @@ from .histogram import DEFAULT_BINS, ChannelHistogram, HistogramObserver
 
 _POINTS = 8  # evaluation points per bin: bins may be as wide as a quantization step
 _SHORTLIST = 8  # candidates measured with every point, after a ranking on one point per bin
+_BLOCK_VALUES = 1 << 16  # (candidate, point) pairs an integer scheme's errors compute at once: 768 KiB of buffers,
+# where all 128 candidates of a dense histogram took 6 MiB, kept by the heap (all at once were no faster)
 
 
 class MSEObserver(HistogramObserver):
@@ -69,13 +71,15 @@ def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np
     if scheme.is_floating or scheme.rounding is not RoundingPolicy.HALF_EVEN:
         values = np.broadcast_to(values, (len(lo), values.size))
         return _weighted_sums((values - fake_quantize(values, rows, scale, offset)) ** 2, weights)
-    return _integer_error(values, weights, scheme, scale, offset)
+    step = max(1, _BLOCK_VALUES // max(1, values.size))  # candidates a block computes (each row stands alone)
+    return np.concatenate([_integer_error(values, weights, scheme, scale[k:k + step], offset[k:k + step])
+                           for k in range(0, len(lo), step)])
 
 
 def _integer_error(points: np.ndarray, weights: np.ndarray, scheme, scale: np.ndarray,
                    offset: np.ndarray) -> np.ndarray:
-    """:func:`histogram_error` for integer schemes with ties to even: the float32 arithmetic of
-    :func:`qtool.quant.fake_quantize`, in place on one (candidates, points) buffer."""
+    """:func:`histogram_error` for one block of candidates of an integer scheme with ties to even: the float32
+    arithmetic of :func:`qtool.quant.fake_quantize`, in place on one (candidates, points) buffer."""
     s = scale.astype(np.float32).reshape(-1, 1)
     z = offset.astype(np.float32).reshape(-1, 1)
     codes = points.astype(np.float32) / s
