@@ -2,7 +2,8 @@
 
 A model whose compute stays float is not quantized, whatever else is: when
 fewer than half of its compute ops are quantized, :func:`low_coverage` gives
-a WARNING diagnostic naming the biggest reasons.
+a WARNING diagnostic naming the biggest reasons. A model that arrives quantized
+already is no float model: :func:`prequantized` says so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from .ops import COMPUTE_OP_TYPES, is_compute
 from .platform import Diagnostic, Severity
 
 LOW_SHARE = 0.5
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
+                         "MatMulIntegerToFloat", "DynamicQuantizeLinear", "MatMulNBits"})
 SHOWN_REASONS = 3
 _DETAILS = re.compile(r"\s*\([^()]*\d[^()]*\)")  # "(SNR 44.2 dB, ...)": per-op numbers
 
@@ -63,3 +67,15 @@ def low_coverage(found: Coverage) -> list[Diagnostic]:
 def _general(reason: str) -> str:
     """A reason without its per-op numbers in parentheses, so that equal causes group."""
     return _DETAILS.sub("", reason)
+
+
+def prequantized(graph) -> list[Diagnostic]:
+    """A WARNING when the model holds quantization of its own (Q/DQ nodes or integer ops), none otherwise."""
+    found = Counter(op.op_type for op in graph.operations.values() if op.op_type in QDQ_OPS | INTEGER_OPS)
+    if not found:
+        return []
+    held = ", ".join(f"{count} {op_type}" for op_type, count in sorted(found.items()))
+    return [Diagnostic(Severity.WARNING, "model.prequantized",
+                       f"the model is quantized already ({held}): qtool quantizes its float tensors, those its "
+                       "DequantizeLinear nodes write included (a second rounding); quantize the float model "
+                       "instead")]

@@ -30,7 +30,7 @@ from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
 from .control_flow import quantize_bodies
-from .coverage import coverage, low_coverage
+from .coverage import coverage, low_coverage, prequantized
 from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
@@ -167,7 +167,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
         keep=kept, advice=advice), finished)
     diagnostics += bodies.explain(graph)
-    diagnostics += low_coverage(coverage(graph))
+    diagnostics += low_coverage(coverage(graph)) + prequantized(graph)
     with platform_step(target, "validate"):
         found = target.validate(graph, options)
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
