@@ -73,6 +73,22 @@ def test_body_compute_quantized_and_run_by_onnxruntime(tmp_path, kind):
     assert 20 < snr_db < 80, snr_db  # close to float, and not float
 
 
+def test_only_the_whole_model_is_measured_against_float(tmp_path, monkeypatch):
+    """A body's own quantize measures nothing against float (nothing reads it: the model's summary measures the
+    model, bodies included), nor keeps float outputs for it."""
+    import qtool.pipeline
+
+    measured, kept = [], []
+    real_measure, real_keep = qtool.pipeline._float_vs_quantized, qtool.pipeline._kept_outputs
+    monkeypatch.setattr(qtool.pipeline, "_float_vs_quantized",
+                        lambda result, *a, **k: measured.append(result.model) or real_measure(result, *a, **k))
+    monkeypatch.setattr(qtool.pipeline, "_kept_outputs", lambda *a: kept.append(a) or real_keep(*a))
+    calib = np.concatenate([_x(16, seed=3, offset=2.0), _x(16, seed=5, offset=-2.0)])
+    path, _, result = _quantize(tmp_path, "if", calib)
+    assert len(result.summary["subgraphs"]) == 2 and measured == [str(path)] and len(kept) == 1
+    assert result.summary["float_vs_quantized"]["outputs"]
+
+
 def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
     positive = 12.0 * np.sign(WEIGHTS["w1"].sum())  # every call's h has a positive mean: then_branch only
     _, output, result = _quantize(tmp_path, "if", _x(32, seed=3, offset=positive))

@@ -156,12 +156,13 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
 
 def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: ExportOptions, label: str, *,
                     output=None, save_state=None, restore=None, device: str = "cpu", progress: bool = False,
-                    finished=None, check_agreement: bool | None = None) -> QuantizeResult:
-    """Quantize a loaded graph (its control-flow bodies first, each as a model of its own), validate, export."""
+                    finished=None, check_agreement: bool | None = None, measure: bool = True) -> QuantizeResult:
+    """Quantize a loaded graph (its control-flow bodies first, each as a model of its own), validate, export;
+    ``measure``: the summary measures the written files against float (a body's is not: its model's is)."""
     simulated_before = simulation_runs()
     bodies = quantize_bodies(graph, data, lambda body, feeds, where: _quantize_body(
         body, feeds, where, target, qconfig, options, device, check_agreement), device)
-    kept = _kept_outputs(data, restore)
+    kept = _kept_outputs(data, restore) if measure else None
     runtime = _runtime(target, options)
     graph, runs, diagnostics = _run_default_passes(graph, lambda advice: default_passes(
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
@@ -193,7 +194,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
                 result.agreement = {"skipped": skipped}
     result.summary = summarize(result, target, save_state)
     result.summary["subgraphs"] = bodies.as_list()
-    if data is not None:
+    if data is not None and measure:
         result.summary["float_vs_quantized"] = _float_vs_quantized(result, runtime, data, device, simulated,
                                                                    calibrated_on_data=restore is None,
                                                                    allowed=options.allow_unsupported, kept=kept)
@@ -213,7 +214,7 @@ def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconf
     with tempfile.TemporaryDirectory(prefix="qtool-body-") as folder:
         output = Path(folder) / "body.onnx"
         result = _quantize_graph(graph, target, qconfig, data, dataclasses.replace(options, diagnostics=None), where,
-                                 output=output, device=device, check_agreement=check_agreement)
+                                 output=output, device=device, check_agreement=check_agreement, measure=False)
         try:
             return result, onnx.load(str(result.files[0]))
         except Exception as exc:  # noqa: BLE001 - a platform whose export is no ONNX model cannot quantize bodies
