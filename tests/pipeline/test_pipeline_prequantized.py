@@ -1,32 +1,83 @@
-"""A model that arrives quantized (its own Q/DQ nodes) gets a WARNING naming what it holds; a float model none."""
+"""A model that arrives quantized (its own Q/DQ nodes) keeps its quantization: qtool adds no second one to the
+tensors it quantizes, counts the ops it quantizes as quantized, quantizes the float tensors around it once, and
+says what the model held (a WARNING)."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import qtool
-from qtool.testing.models import small_model_proto
+from onnx import TensorProto, helper, numpy_helper
+from qtool.testing.models import SMALL_MODEL_INPUT, small_model_proto
 
-SAMPLES = {"x": np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+SAMPLES = {SMALL_MODEL_INPUT: np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 def _warnings(result):
     return [d for d in result.diagnostics if d.code == "model.prequantized"]
 
 
-def test_a_quantized_model_quantized_again_is_named(tmp_path):
+def _counts(path) -> dict[str, int]:
+    nodes = onnx.load(path).graph.node
+    return {t: sum(n.op_type == t for n in nodes) for t in QDQ}
+
+
+def test_a_quantized_model_keeps_its_quantization_and_gets_no_second(tmp_path):
     onnx.save(small_model_proto(), tmp_path / "float.onnx")
     first = qtool.quantize(tmp_path / "float.onnx", "onnxruntime", SAMPLES, output=tmp_path / "q.onnx")
     assert not _warnings(first)
-    held = {n.op_type for n in onnx.load(first.files[0]).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= held
+    held = _counts(first.files[0])
+    assert held["QuantizeLinear"] and held["DequantizeLinear"]
 
     again = qtool.quantize(first.files[0], "onnxruntime", SAMPLES, output=tmp_path / "qq.onnx")
 
+    assert _counts(again.files[0]) == held  # nothing quantized twice
     (warning,) = _warnings(again)
-    written = onnx.load(first.files[0]).graph.node
-    counts = {t: sum(n.op_type == t for n in written) for t in ("DequantizeLinear", "QuantizeLinear")}
     assert warning.severity is qtool.Severity.WARNING
-    assert (f"the model is quantized already ({counts['DequantizeLinear']} DequantizeLinear, "
-            f"{counts['QuantizeLinear']} QuantizeLinear)") in warning.message
-    assert "quantize the float model instead" in warning.message
+    assert (f"the model is quantized already ({held['DequantizeLinear']} DequantizeLinear, "
+            f"{held['QuantizeLinear']} QuantizeLinear)") in warning.message
+    found = again.summary["coverage"]
+    assert found["compute_ops"] == found["compute_ops_quantized"] == first.summary["coverage"]["compute_ops"]
+    assert not [d for d in again.diagnostics if d.code in ("coverage.low", "ort.perf.float-input")]
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in first.files + again.files]
+    run = [s.run(None, {SMALL_MODEL_INPUT: SAMPLES[SMALL_MODEL_INPUT][:1]}) for s in sessions]
+    for ours, theirs in zip(*run, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_weights_the_model_dequantizes_stay_and_its_float_activations_are_quantized(tmp_path):
+    """A weight-only model (int8 codes through DequantizeLinear, float activations): qtool quantizes the
+    activations once and keeps the weights' codes; ORT runs the MatMuls as integer kernels."""
+    rng = np.random.default_rng(1)
+    codes = [rng.integers(-127, 128, (16, 16)).astype(np.int8) for _ in range(2)]
+    nodes, inits = [], []
+    for i, c in enumerate(codes):
+        inits += [numpy_helper.from_array(c, f"w{i}_codes"), numpy_helper.from_array(np.float32(0.01), f"w{i}_s"),
+                  numpy_helper.from_array(np.int8(0), f"w{i}_z")]
+        nodes += [helper.make_node("DequantizeLinear", [f"w{i}_codes", f"w{i}_s", f"w{i}_z"], [f"w{i}"]),
+                  helper.make_node("MatMul", ["x" if i == 0 else "h", f"w{i}"], ["h" if i == 0 else "m"],
+                                   name=f"mm{i}")]
+    nodes.append(helper.make_node("Relu", ["m"], ["y"], name="relu"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "w.onnx")
+    samples = {"x": rng.standard_normal((16, 16)).astype(np.float32)}
+
+    result = qtool.quantize(tmp_path / "w.onnx", "onnxruntime", samples, output=tmp_path / "q.onnx")
+
+    assert _warnings(result) and result.summary["coverage"]["compute_ops_quantized"] == 2
+    assert all(result.graph.operations[f"mm{i}"].quant.quantized for i in range(2))
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
+    written = onnx.load(result.files[0])
+    weights = {t.name: t for t in written.graph.initializer}
+    assert all(numpy_helper.to_array(weights[f"w{i}_codes"]).tobytes() == c.tobytes() for i, c in enumerate(codes))
+    producers = {o: n.op_type for n in written.graph.node for o in n.output}
+    for node in (n for n in written.graph.node if n.op_type == "MatMul"):
+        assert [producers[i] for i in node.input] == ["DequantizeLinear", "DequantizeLinear"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "built.onnx")
+    ort.InferenceSession(str(result.files[0]), options, providers=["CPUExecutionProvider"])
+    built = [n.op_type for n in onnx.load(tmp_path / "built.onnx").graph.node]
+    assert built.count("QLinearMatMul") == 2

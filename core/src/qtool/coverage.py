@@ -3,7 +3,8 @@
 A model whose compute stays float is not quantized, whatever else is: when
 fewer than half of its compute ops are quantized, :func:`low_coverage` gives
 a WARNING diagnostic naming the biggest reasons. A model that arrives quantized
-already is no float model: :func:`prequantized` says so.
+already is no float model: its own quantized ops count, and :func:`prequantized`
+says what it holds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from .ops import COMPUTE_OP_TYPES, is_compute
 from .platform import Diagnostic, Severity
 
+MODEL_QUANTIZED = "quantized in the model: its own QuantizeLinear/DequantizeLinear nodes stay as they are"
 LOW_SHARE = 0.5
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
@@ -45,9 +47,11 @@ class Coverage:
 
 
 def coverage(graph) -> Coverage:
-    """The coverage of a dispatched graph (an op counts as quantized when ``op.quant.quantized``)."""
+    """The coverage of a dispatched graph (an op counts as quantized when ``op.quant.quantized``, or when the model
+    quantizes it itself: :data:`MODEL_QUANTIZED`)."""
     ops = [op for op in graph.operations.values() if is_compute(op)]
-    quantized = [op for op in ops if op.quant is not None and op.quant.quantized]
+    quantized = [op for op in ops if op.quant is not None and (op.quant.quantized
+                                                               or op.quant.reason == MODEL_QUANTIZED)]
     reasons = Counter(_general(op.quant.reason if op.quant is not None else "not dispatched")
                       for op in ops if op not in quantized)
     return Coverage(len(ops), len(quantized), dict(reasons.most_common()))
@@ -76,6 +80,5 @@ def prequantized(graph) -> list[Diagnostic]:
         return []
     held = ", ".join(f"{count} {op_type}" for op_type, count in sorted(found.items()))
     return [Diagnostic(Severity.WARNING, "model.prequantized",
-                       f"the model is quantized already ({held}): qtool quantizes its float tensors, those its "
-                       "DequantizeLinear nodes write included (a second rounding); quantize the float model "
-                       "instead")]
+                       f"the model is quantized already ({held}): qtool keeps its quantization and quantizes "
+                       "the float tensors around it, once; to choose every scale, quantize the float model")]

@@ -269,3 +269,13 @@ def folds_into_gemm(op, inferred: Mapping[str, list] | None = None) -> bool:
     data, weight, bias = shapes
     return len(weight) == 2 and (len(data) == 2 and len(bias) <= 2 or
                                  len(bias) == 1 and all(isinstance(d, int) for d in data))
+
+
+def quantized_in_model(var) -> bool:
+    """A tensor the model quantizes itself (a model that arrives partly or wholly quantized): written by a
+    DequantizeLinear, or read by QuantizeLinear nodes only. qtool adds no second quantization to it."""
+    if var is None:
+        return False
+    if var.producer is not None and var.producer.op_type == "DequantizeLinear":
+        return True
+    return bool(var.consumers) and all(op.op_type == "QuantizeLinear" for op in var.consumers)

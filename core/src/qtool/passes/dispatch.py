@@ -7,14 +7,18 @@
 * passive data-movement ops (``config.passive_op_types``) are quantized only
   between quantized tensors, sharing their input's scheme;
 * shape/index computations, excluded ops, ops the executor runs only through
-  ONNX Runtime and every other op stay float.
+  ONNX Runtime and every other op stay float;
+* a tensor the model quantizes itself (a DequantizeLinear output, or read by
+  QuantizeLinear only) gets no second quantization; an op whose tensors are all
+  quantized by the model or float is ``quantized in the model``.
 """
 
 from __future__ import annotations
 
+from ..coverage import MODEL_QUANTIZED
 from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
-from ..ops import bias_index, is_steering_input, weight_index
+from ..ops import bias_index, is_steering_input, quantized_in_model, weight_index
 from ..platform import KeepFloat, Platform, Proposal
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 from .base import Pass, PassError, PassResult
@@ -149,11 +153,14 @@ class _Decisions:
         configs = self._configs(op, self.reasons[op.name]) if accepted is None else \
             OpQuantConfig(accepted.inputs, accepted.outputs, True, self.reasons[op.name])
         if not configs.all_configs():
+            if any(self._model_quantized(v) for v in (*op.inputs, *op.outputs)):
+                return OpQuantConfig.float_op(n_in, n_out, MODEL_QUANTIZED)
             return OpQuantConfig.float_op(n_in, n_out, f"{op.op_type}: the configuration keeps all its tensors float")
         return configs
 
     def _configs(self, op: Operation, reason: str) -> OpQuantConfig:
-        outputs = [None if self.kinds.is_static(out) else self._tqc(op, "activation", out) for out in op.outputs]
+        outputs = [None if self.kinds.is_static(out) or self._model_quantized(out) else self._tqc(op, "activation", out)
+                   for out in op.outputs]
         return OpQuantConfig(self._own_inputs(op), outputs, True, reason)
 
     def _own_inputs(self, op: Operation) -> list[TensorQuantizationConfig | None]:
@@ -161,13 +168,22 @@ class _Decisions:
         configs: list[TensorQuantizationConfig | None] = [None] * len(op.inputs)
         bias = bias_index(op)
         for i, var in enumerate(op.inputs):
-            if var is None or is_steering_input(op, i) or self.kinds.is_index(var) or i == bias:
+            if var is None or is_steering_input(op, i) or self.kinds.is_index(var) or i == bias \
+                    or self._model_quantized(var):
                 continue
             configs[i] = self._tqc(op, "weight" if var.is_parameter else "activation", var)
         weight = weight_index(op)
         if bias is not None and weight is not None:
             configs[bias] = self._bias(op, configs[0], configs[weight])
         return configs
+
+    def _model_quantized(self, var: Variable | None) -> bool:
+        """The model quantizes ``var`` itself, or the output of the one activation it feeds (which would fuse)."""
+        if quantized_in_model(var):
+            return True
+        readers = var.consumers if var is not None else []
+        return (len(readers) == 1 and readers[0].op_type in self.config.fusion_activations
+                and all(quantized_in_model(out) for out in readers[0].outputs))
 
     def _bias(self, op: Operation, activation, weight) -> TensorQuantizationConfig | None:
         if self.config.bias_mode_for(op) != "int32" or activation is None or weight is None:

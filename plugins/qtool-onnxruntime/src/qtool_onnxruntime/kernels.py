@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qtool.ops import bias_input, has_bias, weight_axis
+import numpy as np
+from qtool.ops import bias_input, has_bias, quantized_in_model, weight_axis
 from qtool.quant import QuantizationPolicy as P
 
 from .activations import FusedActivation, clips_exactly, relu_pair_moves
 from .bias import weight_requantized
 from .configs import input_config, output_config, pair_uses, reader_groups
-from .storage import EIGHT_BIT, HALF_TYPES, storage_type, value_type
+from .storage import EIGHT_BIT, FLOAT_TYPES, HALF_TYPES, INTEGER_TYPES, storage_type, value_type
 
 KERNELS = {"Conv": "QLinearConv", "Gemm": "QGemm", "MatMul": "QLinearMatMul"}
 
@@ -81,6 +82,12 @@ def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None
     var = op.inputs[index]
     tqc = input_config(op, index, settled)
     what = "weight" if var.is_parameter else "input"
+    if tqc is None and quantized_in_model(var):  # the model's own DequantizeLinear writes it
+        kind = _stored_kind(var.producer.inputs[0])
+        if kind is None:
+            verdict.blockers.append(Blocker("ort.perf.type", var.name, f"{what} {var.name!r} comes from the "
+                                            "model's own DequantizeLinear, of codes of a type qtool does not know"))
+        return kind
     if tqc is None:
         verdict.blockers.append(Blocker("ort.perf.float-input", var.name, f"{what} {var.name!r} is not quantized"))
         return None
@@ -130,6 +137,14 @@ def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdic
     verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and "
                                     f"{KERNELS[op.op_type]} needs its output to go only into a QuantizeLinear"))
     return None, None
+
+
+def _stored_kind(codes) -> str | None:
+    """The storage type of the codes a DequantizeLinear of the model reads (None: unknown)."""
+    if codes is None or codes.dtype is None:
+        return None
+    dtype = np.dtype(codes.dtype)
+    return next((t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES) if t.dtype == dtype), None)
 
 
 def _float_bias(op, settled: bool) -> bool:
