@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -147,3 +148,22 @@ def test_missing_cuda_is_a_clear_error():
 def test_unknown_device_is_a_clear_error():
     with pytest.raises(ExecutorError, match="unknown device 'gpu0'"):
         TorchExecutor(chain_graph(), device="gpu0")
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn])
+def test_bfloat16_and_float8_weights_inputs_and_outputs_keep_their_bits(dtype):
+    """ml_dtypes' arrays reach torch bit for bit (numpy cannot hand them over) and come back as ml_dtypes."""
+    rng = np.random.default_rng(0)
+    elem = {ml_dtypes.bfloat16: TensorProto.BFLOAT16, ml_dtypes.float8_e4m3fn: TensorProto.FLOAT8E4M3FN}[dtype]
+    w = rng.normal(0, 0.5, (4, 3)).astype(dtype)
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], "up", to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["w"], ["wf"], "wup", to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["xf", "wf"], ["m"], "mm"),
+             helper.make_node("Cast", ["m"], ["y"], "down", to=elem)]
+    graph = make_graph(nodes, [helper.make_tensor_value_info("x", elem, [2, 4])],
+                       [helper.make_tensor_value_info("y", elem, [2, 3])], [numpy_helper.from_array(w, "w")])
+    x = rng.normal(0, 0.5, (2, 4)).astype(dtype)
+    (y,) = TorchExecutor(graph).forward({"x": x})
+    assert y.dtype == np.dtype(dtype)
+    expected = (x.astype(np.float32) @ w.astype(np.float32)).astype(dtype)
+    np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))

@@ -116,7 +116,7 @@ class TorchExecutor:
         with torch.inference_mode():
             tensors = {name: feeding.to_tensor(a, self.device) for name, a in arrays.items()}
             results = self._run(tensors, output_names)
-            return [t.detach().cpu().numpy() for t in results.values()]
+            return [feeding.to_numpy(t) for t in results.values()]
 
     def forward_torch(self, feeds: Mapping[str, torch.Tensor], output_names: Sequence[str] | None = None
                       ) -> dict[str, torch.Tensor]:

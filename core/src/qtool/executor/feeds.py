@@ -49,11 +49,32 @@ def require(feeds: Mapping, needed: Sequence[Variable]) -> None:
             raise InputError(f"missing input {var.name!r} (expected {expectation(var)})")
 
 
+# ml_dtypes' types torch has too, carried bit for bit through an unsigned integer view of their width
+SAME_BITS = {np.dtype(ml_dtypes.bfloat16): torch.bfloat16, np.dtype(ml_dtypes.float8_e4m3fn): torch.float8_e4m3fn,
+             np.dtype(ml_dtypes.float8_e4m3fnuz): torch.float8_e4m3fnuz,
+             np.dtype(ml_dtypes.float8_e5m2): torch.float8_e5m2,
+             np.dtype(ml_dtypes.float8_e5m2fnuz): torch.float8_e5m2fnuz}
+INT_VIEW = {1: torch.uint8, 2: torch.int16}  # the torch integer type a tensor of that many bytes is viewed as
+
+
 def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A torch tensor for ``array`` on ``device`` (no copy on CPU when the array allows it)."""
+    """A torch tensor for ``array`` on ``device`` (no copy on CPU when the array allows it; bfloat16 and float8
+    keep their bits)."""
+    if array.dtype in SAME_BITS:
+        bits = np.array(array, order="C").view(f"u{array.dtype.itemsize}")
+        return torch.from_numpy(bits).view(SAME_BITS[array.dtype]).to(device)
     if not (array.flags.c_contiguous and array.flags.writeable):  # torch wants writable, dense memory
         array = np.array(array, order="C")
     return torch.from_numpy(array).to(device)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """``tensor`` as a numpy array on the CPU; bfloat16 and float8 as ml_dtypes' types, bit for bit."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in SAME_BITS.values():
+        dtype = next(d for d, t in SAME_BITS.items() if t == tensor.dtype)
+        return tensor.view(INT_VIEW[tensor.element_size()]).numpy().view(dtype)
+    return tensor.numpy()
 
 
 def expectation(var: Variable) -> str:

@@ -42,16 +42,15 @@ class OrtNode:
         self._sessions: dict[tuple, ort.InferenceSession] = {}
 
     def __call__(self, ctx: OpContext, attrs: dict, inputs: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        import torch
+        from .feeds import to_numpy, to_tensor  # torch: imported by the executor, not by who only asks ort_can_run
 
         names = [n for n in self.input_names if n] + self.outer
         present = [t for i, t in enumerate(inputs) if i >= self.explicit or self.input_names[i]]
-        feeds = {name: t.detach().cpu().numpy() for name, t in zip(names, present, strict=True)}
+        feeds = {name: to_numpy(t) for name, t in zip(names, present, strict=True)}
         session = self._session(feeds)
         wanted = [n for n in self.output_names if n]
         results = dict(zip(wanted, session.run(wanted, feeds), strict=True))
-        return [torch.from_numpy(np.ascontiguousarray(results[n])).to(ctx.device) if n else None
-                for n in self.output_names]
+        return [to_tensor(np.asarray(results[n]), ctx.device) if n else None for n in self.output_names]
 
     def _session(self, feeds: dict[str, np.ndarray]) -> ort.InferenceSession:
         key = tuple((a.dtype.str, a.ndim) for a in feeds.values())

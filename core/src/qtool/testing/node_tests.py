@@ -17,12 +17,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-# numpy dtypes torch holds with the same bits (reinterpreted, not converted)
-_SAME_BITS = {np.dtype(ml_dtypes.bfloat16): torch.bfloat16, np.dtype(ml_dtypes.float8_e4m3fn): torch.float8_e4m3fn,
-              np.dtype(ml_dtypes.float8_e4m3fnuz): torch.float8_e4m3fnuz,
-              np.dtype(ml_dtypes.float8_e5m2): torch.float8_e5m2,
-              np.dtype(ml_dtypes.float8_e5m2fnuz): torch.float8_e5m2fnuz}
-_INT_VIEW = {1: torch.uint8, 2: torch.int16}
+from ..executor.feeds import INT_VIEW, SAME_BITS
+
 # narrow numpy dtypes -> the container the executor holds them in
 _NARROW = {np.dtype(ml_dtypes.int4): np.int8, np.dtype(ml_dtypes.uint4): np.uint8, np.dtype(ml_dtypes.int2): np.int8,
            np.dtype(ml_dtypes.uint2): np.uint8, np.dtype(ml_dtypes.float4_e2m1fn): np.float32}
@@ -99,7 +95,7 @@ def compare(case, expected, got) -> None:
         exp, out = np.asarray(exp), np.asarray(out)
         assert out.dtype == exp.dtype, f"dtype {out.dtype} != {exp.dtype}"
         assert out.shape == exp.shape, f"shape {out.shape} != {exp.shape}"
-        if exp.dtype.kind in "fc" or exp.dtype in _SAME_BITS:
+        if exp.dtype.kind in "fc" or exp.dtype in SAME_BITS:
             np.testing.assert_allclose(out.astype(np.float64), exp.astype(np.float64), rtol=case.rtol,
                                        atol=case.atol)
         else:
@@ -108,8 +104,8 @@ def compare(case, expected, got) -> None:
 
 def to_torch(array: np.ndarray) -> torch.Tensor:
     """A torch tensor of ``array``; bfloat16 and float 8 keep their bits, int4/uint4 widen to int8/uint8."""
-    if array.dtype in _SAME_BITS:
-        return torch.from_numpy(array.view(f"u{array.dtype.itemsize}").copy()).view(_SAME_BITS[array.dtype])
+    if array.dtype in SAME_BITS:
+        return torch.from_numpy(array.view(f"u{array.dtype.itemsize}").copy()).view(SAME_BITS[array.dtype])
     if array.dtype in _NARROW:
         return torch.from_numpy(array.astype(_NARROW[array.dtype]))
     return torch.from_numpy(np.array(array, order="C"))
@@ -119,9 +115,9 @@ def to_numpy(tensor, like: np.dtype):
     """``tensor`` as numpy in the dtype onnx expects (``like``) where torch lacks it; a sequence as a list."""
     if isinstance(tensor, list):
         return [to_numpy(t, like) for t in tensor]
-    if tensor.dtype in _SAME_BITS.values():
-        bits = tensor.detach().cpu().view(_INT_VIEW[tensor.element_size()]).numpy()
-        dtype = next(d for d, t in _SAME_BITS.items() if t == tensor.dtype)
+    if tensor.dtype in SAME_BITS.values():
+        bits = tensor.detach().cpu().view(INT_VIEW[tensor.element_size()]).numpy()
+        dtype = next(d for d, t in SAME_BITS.items() if t == tensor.dtype)
         return bits.view(dtype)
     array = tensor.detach().cpu().numpy()
     return array.astype(like) if like in _NARROW else array
