@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from qtool.ops import bias_input, has_bias, quantized_in_model, weight_axis
 from qtool.quant import QuantizationPolicy as P
 
 from .activations import FusedActivation, clips_exactly, relu_pair_moves
 from .bias import weight_requantized
 from .configs import input_config, output_config, pair_uses, reader_groups
-from .storage import EIGHT_BIT, FLOAT_TYPES, HALF_TYPES, INTEGER_TYPES, storage_type, value_type
+from .storage import EIGHT_BIT, HALF_TYPES, codes_type, storage_type, value_type
 
 KERNELS = {"Conv": "QLinearConv", "Gemm": "QGemm", "MatMul": "QLinearMatMul"}
 
@@ -83,7 +82,8 @@ def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None
     tqc = input_config(op, index, settled)
     what = "weight" if var.is_parameter else "input"
     if tqc is None and quantized_in_model(var):  # the model's own DequantizeLinear writes it
-        kind = _stored_kind(var.producer.inputs[0])
+        codes = var.producer.inputs[0]
+        kind = codes_type(codes.dtype) if codes is not None else None
         if kind is None:
             verdict.blockers.append(Blocker("ort.perf.type", var.name, f"{what} {var.name!r} comes from the "
                                             "model's own DequantizeLinear, of codes of a type qtool does not know"))
@@ -137,14 +137,6 @@ def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdic
     verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and "
                                     f"{KERNELS[op.op_type]} needs its output to go only into a QuantizeLinear"))
     return None, None
-
-
-def _stored_kind(codes) -> str | None:
-    """The storage type of the codes a DequantizeLinear of the model reads (None: unknown)."""
-    if codes is None or codes.dtype is None:
-        return None
-    dtype = np.dtype(codes.dtype)
-    return next((t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES) if t.dtype == dtype), None)
 
 
 def _float_bias(op, settled: bool) -> bool:

@@ -91,6 +91,13 @@ def storage_type(scheme: QuantScheme, *, stored: bool = False) -> StorageType | 
     return None
 
 
+def codes_type(dtype) -> str | None:
+    """The name of the storage type whose codes have numpy ``dtype`` (None: none, or ``dtype`` unknown)."""
+    if dtype is None:
+        return None
+    return next((t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES) if t.dtype == np.dtype(dtype)), None)
+
+
 def granularity(scheme: QuantScheme) -> str:
     if scheme.policy & P.PER_BLOCK:
         return "per-block"
