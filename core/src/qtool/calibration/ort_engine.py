@@ -31,9 +31,11 @@ from ..ort_schemas import ort_can_run
 
 DEFAULT_BUDGET = 128 << 20  # bytes of requested tensors one run may return (peak memory against speed: on
 # all-MiniLM-L6-v2 and PP-OCRv4 det, 256 MiB cost 170 MiB more peak memory than 128, and 64 MiB more time)
-RUN_BYTES = 16 << 20  # bytes of requested tensors a run of several samples returns at most: onnxruntime's arena
+RUN_BYTES = 8 << 20  # bytes of requested tensors a run of several samples returns at most: onnxruntime's arena
 # grows with the samples a run computes (the Magika file-type model, 32 samples in one run: 274 MB peak; in runs
-# within 16 MiB: 171 MB, and faster; all-MiniLM-L6-v2 457 -> 355 MB, the same time)
+# within 16 MiB: 171 MB, and faster; within 8 MiB: 143 -> 118 MiB, ORT's quantize_static 117, no slower;
+# all-MiniLM-L6-v2 457 -> 355 MB at 16 MiB, the same time; PP-OCRv4 rec and det, whose samples each run alone,
+# the same at 16 and 8)
 EXTERNAL_BYTES = 1024  # initializers this large reach onnxruntime as arrays, not bytes in the model (no proto
 # copy nor serialisation: all-MiniLM-L6-v2's 90 MB made each session cost about a second); smaller ones, such as
 # the shapes it reads while loading the model, stay in it
