@@ -132,6 +132,8 @@ def free_batch_model(path, output_batch: str | int = "batch"):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     if isinstance(output_batch, int):
         proto.graph.output[0].type.tensor_type.shape.dim[0].dim_value = output_batch
+    else:
+        proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = output_batch
     onnx.save(proto, path)
     return path
 
@@ -191,3 +193,23 @@ def test_outputs_beyond_the_limit_are_not_kept(model, tmp_path, monkeypatch, fre
     monkeypatch.setattr(kept_outputs, "LIMIT", 3 * 5 * 4)  # the outputs of 3 samples: 5 float32 each
     qtool.quantize(model, "onnxruntime", feeds(model), calib_layout="feeds", output=tmp_path / "q.onnx")
     assert served == [None] and fresh_references == [FLOAT_GAP_SAMPLES]
+
+
+@pytest.mark.parametrize("run_bytes, served_whole", [(1, True), (ort_engine.RUN_BYTES, False)])
+def test_runs_of_one_sample_keep_outputs_whose_first_axis_is_named_apart(tmp_path, monkeypatch, fresh_references,
+                                                                          served, run_bytes, served_whole):
+    """PP-OCRv4's exporter names each output's first axis apart from the input's: nothing declares the batch axis.
+    Where each run computes one sample alone, its outputs are that sample's whole; runs of several are not cut."""
+    monkeypatch.setattr(ort_engine, "RUN_BYTES", run_bytes)
+    model = free_batch_model(tmp_path / "apart.onnx", output_batch="another")
+    every = calibration_file(qtool.load(model), tmp_path / "every.npz", count=12)
+    result = qtool.quantize(model, "onnxruntime", every, output=tmp_path / "a.onnx")
+    (kept,) = served
+    assert (kept is not None) is served_whole
+    assert fresh_references == ([] if served_whole else [FLOAT_GAP_SAMPLES])
+    if served_whole:
+        samples = load_calibration_data(every, result.graph, 32).samples(FLOAT_GAP_SAMPLES)
+        fresh = ort_engine.float_outputs(result.graph, samples, ["output"], "cpu")
+        for mine, theirs in zip(kept, fresh, strict=True):
+            assert mine["output"].shape == (1, 5)
+            np.testing.assert_allclose(mine["output"], theirs["output"], rtol=1e-6, atol=1e-7)

@@ -81,7 +81,8 @@ ENGINES = ("auto", "onnxruntime", "torch")
 class FloatTap(Protocol):
     """A reader of calibration's float run besides the observers (:func:`calibrate`'s ``taps``; onnxruntime runs
     only: the executor's run feeds the observers alone). ``tensors`` are computed for it too, in the batches it
-    ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of; ``finish`` ends the calibration:
+    ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of, and how many of its samples each
+onnxruntime run computes; ``finish`` ends the calibration:
     ``complete`` where onnxruntime's run went through, else (the executor ran, or nothing needed a run) it took
     nothing or part of what it wanted. ``cuts``: sample counts where a batch of samples is to end (the first
     samples it reads whole, as whole batches: a batch that holds them and more is cut there)."""
@@ -92,7 +93,7 @@ class FloatTap(Protocol):
     def wants(self, first: int, count: int) -> bool:
         """Whether it reads the batch of samples ``first .. first + count - 1`` (once not, never again)."""
 
-    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray]) -> None: ...
+    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray], run_samples: int) -> None: ...
 
     def take(self, name: str, array: np.ndarray) -> None: ...
 
@@ -186,8 +187,9 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps:
                 yield done
             if started is not None:  # the first piece of a batch: (its first sample, its samples, feeds, its taps)
                 first, count, feeds, wanting = started
+                run_samples = min(count, engine.rows) if splittable else count
                 for tap in wanting:
-                    tap.batch(first, count, feeds)
+                    tap.batch(first, count, feeds, run_samples)
                 tapping = {name: [tap for tap in wanting if name in tap.tensors] for tap in wanting
                            for name in tap.tensors}
             pieces.ahead()

@@ -8,12 +8,14 @@ what that run would compute: the same output names, the same float function of e
 (:mod:`qtool.ir.float_function`: passes after calibration may change the graph or its float weights; baking keeps
 the float ones) and the same samples (a digest of each sample's arrays: a source read twice may give other
 samples, a shuffling DataLoader).
-Where calibration joins samples into batches (the ``samples`` layout) a sample's rows of the batched run are kept
-where every input and output declares the same batch axis first and each run returns one row per sample: such a
-run may round differently from a run of the sample alone in the last bits (measured on the zoo's resnet18-w8,
-two-heads and trained-textdet: bit for bit the same; trained-minilm: 4e-8 apart, its SQNR 6e-8 dB, float_gap
-rounds to 1e-3 dB), as calibration's own session may (it returns more tensors, which changes the fusions
-onnxruntime may make: trained-minilm's cosine moved by 1e-9).
+Where calibration joins samples into batches (the ``samples`` layout), a run of one sample alone keeps its outputs
+whole (what its own float run returns: PP-OCRv4's samples each run alone, and their exporter names each output's
+first axis apart from the input's); a run of several keeps each sample's rows where every input and output
+declares the same batch axis first and each run returns one row per sample: such a run may round differently
+from a run of the sample alone in the last bits (measured on the zoo's resnet18-w8, two-heads and trained-textdet:
+bit for bit the same; trained-minilm: 4e-8 apart, its SQNR 6e-8 dB, float_gap rounds to 1e-3 dB), as
+calibration's own session may (it returns more tensors, which changes the fusions onnxruntime may make:
+trained-minilm's cosine moved by 1e-9).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class KeptOutputs:
         self.tensors: list[str] = []
         self._functions: dict[str, frozenset] = {}
         self._batch_first = False
+        self._alone = True  # each run of the batch taken now computes one sample
         self._values: list[dict[str, np.ndarray]] = []
         self._digests: list[str] = []
         self._bytes = 0
@@ -67,11 +70,13 @@ class KeptOutputs:
     def wants(self, first: int, count: int) -> bool:
         return bool(self.tensors) and first < self.samples
 
-    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray]) -> None:
+    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray], run_samples: int) -> None:
         """The arrays taken next are of the batch of samples ``first .. first + count - 1``, fed ``feeds``: whole
-        feeds (one sample), or samples along the first axis of every input and output."""
+        feeds (one sample), or samples along the first axis of every input; each run of it computes
+        ``run_samples`` of them."""
         self._check_rows()
-        if count > 1 and not self._batch_first:
+        self._alone = count == 1 or run_samples == 1
+        if not (self._alone or self._batch_first):
             self.clear()
             return
         kept = min(count, self.samples - first)
@@ -84,8 +89,11 @@ class KeptOutputs:
         first, count = self._batch
         if name not in self._functions:
             return
-        if count == 1:
-            self._keep(first, name, np.array(array))
+        if self._alone:  # the array is one sample's output, whole
+            sample = self._rows.get(name, 0)
+            self._rows[name] = sample + 1
+            if first + sample < self.samples:
+                self._keep(first + sample, name, np.array(array))
             return
         begin = self._rows.get(name, 0)
         rows = len(array) if array.ndim else 0
@@ -104,7 +112,8 @@ class KeptOutputs:
             self.clear()
 
     def _check_rows(self) -> None:
-        """The batch taken so far gave one row per sample of every output (else keep nothing)."""
+        """The batch taken so far gave one row (or, run alone, one array) per sample of every output (else keep
+        nothing)."""
         count = self._batch[1]
         if count > 1 and any(self._rows.get(name, 0) != count for name in self.tensors):
             self.clear()
@@ -124,7 +133,6 @@ class KeptOutputs:
         if any(feeds_digest(sample) != digest for sample, digest in zip(samples, self._digests, strict=False)):
             return None
         return values
-
 
     def batch_reference(self, graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
                         samples_in: Callable[[Mapping[str, np.ndarray]], int]) -> list[dict[str, np.ndarray]] | None:

@@ -170,7 +170,7 @@ class _SplitTap:
     def wants(self, first: int, count: int) -> bool:
         return not self._decided
 
-    def batch(self, first: int, count: int, feeds) -> None:
+    def batch(self, first: int, count: int, feeds, run_samples: int) -> None:
         if not self._decided and first + count > self._owner.samples:  # past the first samples, or they end here
             self._decide(whole=first == self._owner.samples)
 

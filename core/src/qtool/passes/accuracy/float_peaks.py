@@ -114,7 +114,7 @@ class PeakTap:
     def wants(self, first: int, count: int) -> bool:
         return any(first < n for n in self._tables)
 
-    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray]) -> None:
+    def batch(self, first: int, count: int, feeds: Mapping[str, np.ndarray], run_samples: int) -> None:
         """The arrays :meth:`take` gets next are of the batch of samples ``first .. first + count - 1``."""
         self._cut |= {n for n in self._tables if first < n < first + count}
         self._taking = [table for n, table in self._tables.items() if first + count <= n]
