@@ -170,3 +170,40 @@ def test_quantize_warns_when_most_compute_stays_float(tmp_path, capsys):
     assert "1 of 3 compute ops quantized" in out
     assert "warning [coverage.low] only 1 of 3 compute ops" in out
     assert "Biggest reasons: 2 x excluded by dispatch.exclude 'dense*'" in out
+
+
+def contrib_front_end_model(path):
+    """An ONNX Runtime-optimized encoder's front end: EmbedLayerNormalization (com.microsoft) on int32 token ids,
+    SkipLayerNormalization, then a MatMul. ONNX knows neither contrib op, and the model declares no inner types."""
+    hidden, positions = 8, LENGTH
+    nodes = [
+        helper.make_node("EmbedLayerNormalization", ["ids", "", "words", "positions", "", "gamma", "beta"],
+                         ["embedded", "mask_index"], name="embed", domain="com.microsoft", epsilon=1e-5),
+        helper.make_node("SkipLayerNormalization", ["embedded", "embedded", "gamma", "beta"], ["normed"],
+                         name="skip_norm", domain="com.microsoft", epsilon=1e-5),
+        helper.make_node("MatMul", ["normed", "proj_w"], ["y"], name="proj"),
+    ]
+    params = {"words": _weights(VOCAB, hidden), "positions": _weights(positions, hidden),
+              "gamma": np.ones(hidden, np.float32), "beta": np.zeros(hidden, np.float32), "proj_w": _weights(hidden, 6)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["n", LENGTH])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", LENGTH, 6])],
+                              [numpy_helper.from_array(v, k) for k, v in params.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.microsoft", 1)]), path)
+    return path
+
+
+def test_contrib_ops_on_token_ids_are_typed_from_onnxruntimes_schemas(tmp_path):
+    path = contrib_front_end_model(tmp_path / "contrib.onnx")
+    ids = [{"ids": RNG.integers(0, VOCAB, (2, LENGTH)).astype(np.int32)} for _ in range(8)]
+
+    result, model, session = _quantize(path, ids, tmp_path)
+
+    variables = result.graph.variables
+    assert variables["embedded"].dtype == np.float32 and variables["mask_index"].dtype == np.int32
+    assert variables["normed"].dtype == np.float32
+    assert result.graph.operations["proj"].quant.quantized
+    assert _dequantized_inputs(model, "proj") == [True, True]
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"ids": RNG.integers(0, VOCAB, (3, LENGTH)).astype(np.int32)}
+    _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)

@@ -34,6 +34,7 @@ from .coverage import coverage, low_coverage, prequantized
 from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
+from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
@@ -306,9 +307,11 @@ def _platform_and_config(platform, config, preset: str | None):
 
 
 def _graph(model, qconfig) -> Graph:
-    """The model to work on (loaded from its path, or a copy of the Graph given, which stays as it was), with the
-    op and tensor names the configuration names checked against it (against the whole model for a segment)."""
+    """The model to work on (loaded from its path, or a copy of the Graph given, which stays as it was; contrib ops'
+    outputs typed, :func:`qtool.ort_schemas.type_outputs`), with the op and tensor names the configuration names
+    checked against it (against the whole model for a segment)."""
     graph = model.copy() if isinstance(model, Graph) else load(model)
+    type_outputs(graph)
     if graph.part_of is None:
         check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     return graph
