@@ -2,13 +2,15 @@
 onnxruntime platform, next to onnxruntime.quantization's quantize_static (MinMax, compute ops) on the same model
 and the same calibration feeds, in the same run.
 
-For each model: does qtool quantize it, does ORT load and run the export; compute-op coverage counted from the
-exported file (Conv/ConvTranspose/MatMul/Gemm whose data and weight come through DequantizeLinear, or integer
-ops; its goal counts the ops a documented platform rule keeps float apart, e.g. ConvTranspose on ONNX Runtime's
-CPU, each with the reason ``qtool explain`` gives); the share of compute kernels ORT really runs as integer kernels (its optimized graph); output SQNR against
-float on held-out feeds (qtool's export and ORT's); quantize wall time of each quantizer's whole process and its
-peak RSS (each runs in its own subprocess); the exported models' latency against float (1 thread, fastest run,
-the float model and both exports taking turns run by run so that other load hits them alike).
+For each model: does qtool quantize it, does ORT load and run the export; compute-op coverage counted from
+each exported file, qtool's and ORT's (Conv/ConvTranspose/MatMul/Gemm whose data and weight come through
+DequantizeLinear, or integer ops; its goal counts the ops a documented platform rule keeps float apart, e.g.
+ConvTranspose on ONNX Runtime's CPU, each with the reason ``qtool explain`` gives); the share of compute kernels
+ORT really runs as integer kernels (its optimized graph); output SQNR against float on held-out feeds (qtool's
+export and ORT's; "float model" where an export quantized no compute op); quantize wall time of each
+quantizer's whole process and its peak RSS (each runs in its own subprocess); the exported models' latency
+against float (1 thread, fastest run, the float model and both exports taking turns run by run so that other
+load hits them alike).
 
     python bench/zoo.py                       # every model; prints the table
     python bench/zoo.py --models resnet18-w8,lstm-state --markdown
@@ -53,6 +55,7 @@ class Row:
     quantized: bool = False
     runs_in_ort: bool = False
     coverage: list | None = None  # [quantized, total] compute ops of the export
+    ort_coverage: list | None = None  # the same of ORT's export
     platform_kept: dict = field(default_factory=dict)  # float compute op of the export -> the platform rule's reason
     integer_kernels: list | None = None  # [integer, total] compute kernels ORT runs
     sqnr_db: float | None = None
@@ -201,6 +204,8 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
             got = _outputs(output, held_out)
             setattr(row, "sqnr_db" if tool == "qtool" else "ort_sqnr_db", _sqnr(reference, got))
             exports[tool] = output
+            share = measure.coverage(output)
+            setattr(row, "coverage" if tool == "qtool" else "ort_coverage", [share.part, share.whole])
         except Exception as exc:
             row.errors[f"{tool} run"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"[:300]
     fastest = measure.latencies({"float": source, **exports}, held_out[0], args.runs, 1)
@@ -210,7 +215,6 @@ def bench_model(entry, workdir: Path, args, log) -> Row:
     row.runs_in_ort = "qtool" in exports
     if row.runs_in_ort:
         share = measure.coverage(exports["qtool"])
-        row.coverage = [share.part, share.whole]
         platform = qtool_result.get("platform_kept", {})
         row.platform_kept = {name: platform[name] for name in share.float_ops if name in platform}
         try:
@@ -233,12 +237,17 @@ def _share(pair) -> str:
 
 def _coverage(row: Row) -> str:
     kept = len(row.platform_kept)
-    return _share(row.coverage) + (f", {kept} kept by platform rule" if kept else "")
+    ort = f"{row.ort_coverage[0]}/{row.ort_coverage[1]}" if row.ort_coverage else "-"
+    return _share(row.coverage) + (f", {kept} kept by platform rule" if kept else "") + f" / {ort}"
 
 
-def _is_float(row: Row) -> bool:
+def _is_float(coverage: list | None) -> bool:
     """The export quantized no compute op: its SQNR says nothing about quantization."""
-    return bool(row.coverage) and row.coverage[0] == 0
+    return bool(coverage) and coverage[0] == 0
+
+
+def _sqnr_cell(sqnr_db: float | None, coverage: list | None) -> str:
+    return "float model" if _is_float(coverage) else _fmt(sqnr_db, ".1f")
 
 
 def _cells(row: Row) -> dict[str, str]:
@@ -247,10 +256,10 @@ def _cells(row: Row) -> dict[str, str]:
     return {
         "quantize": "yes" if row.quantized else "FAILED",
         "runs in ORT": "yes" if row.runs_in_ort else "no",
-        "coverage": _coverage(row),
+        "coverage qtool / ORT": _coverage(row),
         "ORT int kernels": _share(row.integer_kernels),
-        "SQNR dB qtool / ORT": ("float model" if _is_float(row) else _fmt(row.sqnr_db, ".1f"))
-                               + f" / {_fmt(row.ort_sqnr_db, '.1f')}",
+        "SQNR dB qtool / ORT": f"{_sqnr_cell(row.sqnr_db, row.coverage)} / "
+                               f"{_sqnr_cell(row.ort_sqnr_db, row.ort_coverage)}",
         "quantize s qtool / ORT": f"{_fmt(row.qtool_s, '.1f')} / {_fmt(row.ort_s, '.1f')} ({_fmt(ratio, '.1f')}x)",
         "peak MiB qtool / ORT": f"{_fmt(row.qtool_mib, '.0f')} / {_fmt(row.ort_mib, '.0f')}",
         "latency ms float / qtool / ORT": f"{_fmt(row.float_ms, '.2f')} / {_fmt(row.qtool_ms, '.2f')} "
@@ -269,7 +278,7 @@ def markdown(rows: list[Row]) -> str:
 
 def summary(rows: list[Row]) -> list[str]:
     """The goals over the whole zoo, and each failure with its message."""
-    sqnrs = [r.sqnr_db for r in rows if r.sqnr_db is not None and not _is_float(r)]
+    sqnrs = [r.sqnr_db for r in rows if r.sqnr_db is not None and not _is_float(r.coverage)]
     goals = ("quantize+run", "coverage", "time", "memory", "latency")
     met = {goal: sum(goal not in r.goals() for r in rows) for goal in goals}
     lines = [f"{len(rows)} models; goals met: quantize and run in ORT {met['quantize+run']}/{len(rows)}, "

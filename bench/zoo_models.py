@@ -388,6 +388,19 @@ def _hf_single(make: Callable[[], nn.Module], key: str, shape: tuple, dynamic: d
     return build
 
 
+def _ort_optimized(build: Callable[[Path], tuple[Path, Feed]], heads: int, hidden: int):
+    """``build``'s model after ONNX Runtime's transformer optimizer (in the onnxruntime wheel), as many users
+    quantize it: its contrib ops (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu) are typed
+    by no ONNX schema."""
+    def optimized(folder: Path) -> tuple[Path, Feed]:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        path, feed = build(folder)
+        optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden).save_model_to_file(str(path))
+        return path, feed
+    return optimized
+
+
 def _transformers() -> list[Entry]:
     import transformers as T
 
@@ -397,6 +410,8 @@ def _transformers() -> list[Entry]:
     return [
         Entry("hf-bert", "transformers BERT (GELU, LayerNorm, attention MatMuls)",
               _hf_text(lambda: T.BertModel(T.BertConfig(**small, **text)))),
+        Entry("hf-bert-ort-optimized", "the BERT above after ONNX Runtime's transformer optimizer (contrib ops)",
+              _ort_optimized(_hf_text(lambda: T.BertModel(T.BertConfig(**small, **text))), heads=2, hidden=32)),
         Entry("hf-distilbert", "transformers DistilBERT",
               _hf_text(lambda: T.DistilBertModel(T.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
                                                                      attn_implementation="eager", **text)))),
