@@ -244,9 +244,40 @@ def test_large_weights_keep_their_values_through_the_opset_conversion(tmp_path):
     assert _opset(model) == 13 and min(weight.nbytes, constant.nbytes) > 4096  # both left out, then
     np.testing.assert_array_equal(initializer(model, "c"), constant)
     tqc = graph.operations["op"].quant.inputs[1]
-    np.testing.assert_array_equal(initializer(model, "w_q"), quantize_to_codes(weight, tqc.scheme, tqc.scale, tqc.offset))
+    codes = quantize_to_codes(weight, tqc.scheme, tqc.scale, tqc.offset)
+    np.testing.assert_array_equal(initializer(model, "w_q"), codes)
     assert "w" not in {t.name for t in model.graph.initializer}
     assert agreement(graph, path)["min_cosine"] > 0.99999  # the float output: ORT and the simulation agree
+
+
+def test_an_opset_9_upsample_converted_to_resize_keeps_its_names(tmp_path):
+    """onnx.version_converter writes the Resize it puts in an Upsample's place unnamed, with an output of a new
+    name: the Q/DQ pair of that output read a tensor no node wrote (ORT refused the model). The converted node
+    takes the Upsample's name and output back, and the quantized Conv reads that output through its pair."""
+    rng = np.random.default_rng(0)
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+         helper.make_node("Upsample", ["c1", "scales"], ["up"], name="upsample", mode="nearest"),
+         helper.make_node("Conv", ["up", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [onnx.numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
+         onnx.numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2"),
+         onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    source = tmp_path / "opset9.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4), source)
+    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+
+    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    model = onnx.load(result.files[0])
+    (resize,) = [node for node in model.graph.node if node.op_type == "Resize"]
+    assert _opset(model) == 13 and (resize.name, list(resize.output)) == ("upsample", ["up"])
+    conv2 = next(node for node in model.graph.node if node.name == "conv2")
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    assert [producers[name] for name in conv2.input[:2]] == ["DequantizeLinear", "DequantizeLinear"]
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 30
 
 
 class _Reshaped(torch.nn.Module):

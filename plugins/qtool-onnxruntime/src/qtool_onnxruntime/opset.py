@@ -35,11 +35,40 @@ def convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if current != opset:
         try:
-            model = version_converter.convert_version(model, opset)
+            converted = version_converter.convert_version(model, opset)
         except (RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise OnnxRuntimeExportError(
                 f"cannot convert the model from opset {current} to opset {opset} with onnx.version_converter: "
                 f"{first}; set the export opset to {current} or convert the model first") from exc
+        model = _restore_names(model, converted)
     model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True))
     return model
+
+
+def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
+    """``after`` (``before`` converted) with the names ``before`` gave its tensors and nodes. The converter writes
+    a node it replaces (an opset-9 Upsample becomes a Resize) unnamed, with outputs of new names; the QDQ writer
+    finds tensors and nodes by the float graph's names (the Q/DQ pair of the Upsample's output read a tensor no
+    node wrote, and ONNX Runtime refused the model). A new name is found where a node that kept its name reads it
+    in place of the old one."""
+    old_nodes = {node.name: node for node in before.graph.node if node.name}
+    present = {name for node in after.graph.node for name in node.output}
+    renamed: dict[str, str] = {}
+    for node in after.graph.node:
+        old = old_nodes.get(node.name)
+        if old is not None and old.op_type == node.op_type:
+            renamed.update({new: name for name, new in zip(old.input, node.input, strict=False)
+                            if new != name and name not in present and new})
+    if not renamed:
+        return after
+    producers = {name: node.name for node in before.graph.node for name in node.output}
+    for node in after.graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+        restored = [producers[name] for name in node.output if name in producers]
+        if not node.name and restored:
+            node.name = restored[0]
+    for value in after.graph.output:
+        value.name = renamed.get(value.name, value.name)
+    return after
