@@ -118,3 +118,34 @@ def test_training_dropout_and_input_to_output_identity_stay():
 
     assert not result.modified
     assert sorted(graph.operations) == ["copy", "drop"]
+
+
+@pytest.mark.parametrize("attributes, bias, folded", [
+    ({"alpha": 0.5, "beta": 2.0}, True, True), ({"alpha": 1.5}, False, True), ({"beta": 3.0}, True, True),
+    ({"beta": 3.0}, False, False),  # no bias: beta multiplies nothing, and ORT fuses such a Gemm already
+])
+def test_gemm_alpha_and_beta_fold_into_its_weight_and_bias(attributes, bias, folded):
+    """ONNX Runtime fuses a quantized Gemm with a bias into QGemm only with alpha and beta 1 (its truth test:
+    plugins/qtool-onnxruntime/tests/test_ort_truth_trust.py); the same function with them folded in."""
+    inputs = ["x", "w", "b"] if bias else ["x", "w"]
+    inits = [init("w", RNG.normal(size=(4, 7))), init("b", RNG.normal(size=7))][:len(inputs) - 1]
+    graph = graph_of([helper.make_node("Gemm", inputs, ["y"], name="layer", **attributes)],
+                     [tensor("x", [3, 4])], [tensor("y", [3, 7])], inits)
+    x = RNG.normal(size=(3, 4)).astype(np.float32)
+    expected = _ort(graph, x)
+
+    result = GraphSimplify()(graph)
+
+    assert result.details["gemm_scales_folded"] == (["layer"] if folded else [])
+    gemm = graph.operations["layer"]
+    assert ("alpha" in gemm.attributes or "beta" in gemm.attributes) != folded
+    np.testing.assert_allclose(_ort(graph, x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_gemm_whose_bias_is_computed_keeps_alpha_and_beta():
+    graph = graph_of([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                      helper.make_node("Gemm", ["x", "w", "r"], ["y"], name="layer", alpha=2.0, beta=0.5)],
+                     [tensor("x", [4, 4])], [tensor("y", [4, 4])], [init("w", RNG.normal(size=(4, 4)))])
+    result = GraphSimplify()(graph)
+    assert result.details["gemm_scales_folded"] == []
+    assert graph.operations["layer"].attributes == {"alpha": 2.0, "beta": 0.5}

@@ -110,3 +110,48 @@ def test_a_model_the_runtime_refuses_fails_the_run_even_when_the_rules_missed_it
     finally:
         manager.unregister(plugin)
         PLATFORMS.clear()
+
+
+def _single_gemm_or_matmul(folder, node, x_shape, y_shape, params: dict, extra_nodes=()):
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [*extra_nodes, node, helper.make_node("Relu", ["h"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, y_shape)],
+        [onnx.numpy_helper.from_array(value, name) for name, value in params.items()])
+    path = folder / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rng = np.random.default_rng(0)
+    return path, [{"x": rng.standard_normal(x_shape).astype(np.float32)} for _ in range(4)]
+
+
+@pytest.mark.parametrize("bias_computed", [False, True])
+def test_a_gemm_with_alpha_and_a_bias_runs_as_qgemm_only_once_alpha_is_folded(bias_computed, tmp_path):
+    """GraphSimplify folds alpha and beta into a constant weight and bias; a computed bias keeps them, and ORT runs
+    that Gemm in float, which ``ort.perf.gemm-scale`` says."""
+    rng = np.random.default_rng(1)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(8).astype(np.float32)}
+    extra = [onnx.helper.make_node("Slice", ["x", "zero", "eight", "one"], ["c"], name="computed_bias")]
+    if bias_computed:
+        params.update(zero=np.array([0]), eight=np.array([8]), one=np.array([1]))
+    node = onnx.helper.make_node("Gemm", ["x", "w", "c" if bias_computed else "b"], ["h"], name="fc", alpha=0.5,
+                                 beta=2.0)
+    model, feeds = _single_gemm_or_matmul(tmp_path, node, [4, 16], [4, 8], params, extra if bias_computed else ())
+    result = qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    noted = [d for d in result.diagnostics if d.op == "fc" and d.code == "ort.perf.gemm-scale"]
+    assert bool(noted) == bias_computed and all(d.severity is qtool.Severity.PERFORMANCE for d in noted)
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ("QGemm" in ops) != bias_computed
+
+
+@pytest.mark.parametrize("granularity, runs_float", [("per_channel", True), ("per_tensor", False)])
+def test_a_matmul_weight_of_three_dimensions_is_an_integer_kernel_only_per_tensor(granularity, runs_float, tmp_path):
+    weight = np.random.default_rng(2).standard_normal((3, 16, 8)).astype(np.float32)
+    node = onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="bmm")
+    model, feeds = _single_gemm_or_matmul(tmp_path, node, [3, 5, 16], [3, 5, 8], {"w": weight})
+    result = qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx",
+                            config={"weight": {"granularity": granularity}})
+    noted = [d for d in result.diagnostics if d.op == "bmm" and d.code == "ort.perf.granularity"]
+    assert bool(noted) == runs_float
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ("MatMul" in ops and "QLinearMatMul" not in ops) == runs_float

@@ -1,4 +1,5 @@
-"""GraphSimplify: drop inference no-ops (Identity, Dropout) and fold BatchNormalization into the layer before it."""
+"""GraphSimplify: drop inference no-ops (Identity, Dropout), fold BatchNormalization into the layer before it and
+a Gemm's alpha and beta into its constant operands."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from .base import Pass, PassResult
 
 
 class GraphSimplify(Pass):
-    """Remove Identity and inference Dropout; fold a BatchNormalization into its Conv/ConvTranspose/Gemm.
+    """Remove Identity and inference Dropout; fold a BatchNormalization into its Conv/ConvTranspose/Gemm; fold a
+    Gemm's alpha into its weight and beta into its bias where both are parameters (ONNX Runtime fuses a quantized
+    Gemm with a bias into QGemm only with alpha and beta 1).
 
     A BN is folded only when it is the sole reader of the layer's output, the
     layer's weight and bias and the BN statistics are parameters, and BN is in
@@ -20,15 +23,20 @@ class GraphSimplify(Pass):
     name = "GraphSimplify"
 
     def call(self, graph: Graph) -> PassResult:
-        removed, folded = [], []
+        removed, folded, scaled = [], [], []
         for op in graph.topological_order():
             if op.op_type in ("Identity", "Dropout") and _removable(graph, op):
                 graph.bypass_operation(op)
                 removed.append(op.name)
             elif op.op_type == "BatchNormalization" and _foldable(graph, op):
                 folded.append(f"{op.name} -> {_fold(graph, op)}")
+        for op in graph.topological_order():  # after BN folding, which takes beta into the bias
+            if op.op_type == "Gemm" and _scales_foldable(op):
+                _fold_scales(graph, op)
+                scaled.append(op.name)
         graph.remove_unused()
-        return PassResult(graph, bool(removed or folded), {"removed": removed, "folded": folded})
+        return PassResult(graph, bool(removed or folded or scaled),
+                          {"removed": removed, "folded": folded, "gemm_scales_folded": scaled})
 
 
 def _removable(graph: Graph, op: Operation) -> bool:
@@ -105,6 +113,25 @@ def _fold(graph: Graph, bn: Operation) -> str:
                                  attributes=attributes, domain=layer.domain)
     folded.doc_string, folded.attribute_types = doc, types
     return folded.name
+
+
+def _scales_foldable(gemm: Operation) -> bool:
+    """A default-domain Gemm with alpha != 1 (or beta != 1 and a bias) whose weight and bias are parameters."""
+    alpha, beta = gemm.attributes.get("alpha", 1.0), gemm.attributes.get("beta", 1.0)
+    weight = gemm.inputs[1] if len(gemm.inputs) > 1 else None
+    bias = gemm.inputs[2] if len(gemm.inputs) > 2 else None
+    if gemm.domain not in ("", "ai.onnx") or weight is None or not weight.is_parameter:
+        return False
+    return (alpha != 1.0 or bias is not None and beta != 1.0) and (bias is None or bias.is_parameter)
+
+
+def _fold_scales(graph: Graph, gemm: Operation) -> None:
+    """alpha * A @ B + beta * C as A @ (alpha * B) + (beta * C), computed in float64 and stored in B's and C's types."""
+    for index, key in ((1, "alpha"), (2, "beta")):
+        factor = gemm.attributes.pop(key, 1.0)
+        if index < len(gemm.inputs) and gemm.inputs[index] is not None and factor != 1.0:
+            value = gemm.inputs[index].value
+            graph.set_parameter_value(gemm, index, (np.asarray(value, dtype=np.float64) * factor).astype(value.dtype))
 
 
 def _scale_weight(layer: Operation, w: np.ndarray, factor: np.ndarray) -> np.ndarray:

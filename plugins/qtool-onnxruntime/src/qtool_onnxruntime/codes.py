@@ -15,8 +15,9 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),
     "ort.perf.type": (P, "a tensor of the op is not int8/uint8"),
     "ort.perf.half": (P, "the op computes in float16 or bfloat16; ORT's integer kernels take float32 Q/DQ"),
-    "ort.perf.granularity": (P, "per-channel activations, per-block weights, or per-channel weights off the "
-                                "output axis"),
+    "ort.perf.granularity": (P, "per-channel activations, per-block weights, per-channel weights off the output "
+                                "axis, or a per-channel MatMul weight of more than 2 dimensions"),
+    "ort.perf.gemm-scale": (P, "a Gemm with a bias and alpha or beta other than 1 (its weight or bias computed)"),
     "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),
     "ort.perf.activation": (P, "a Relu/Clip that ORT cannot drop stays between the op and its QuantizeLinear"),
     "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv, a float Gemm output "

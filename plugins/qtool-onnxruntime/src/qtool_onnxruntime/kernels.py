@@ -60,6 +60,11 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
                                          "the float op computes on casts to float32); a float32 model quantizes "
                                          "into integer kernels")])
     verdict = Verdict()
+    if op.op_type == "Gemm" and has_bias(op) and (op.attributes.get("alpha", 1.0) != 1.0
+                                                  or op.attributes.get("beta", 1.0) != 1.0):
+        verdict.blockers.append(Blocker("ort.perf.gemm-scale", None, "ONNX Runtime fuses a Gemm with a bias into "
+                                        "QGemm only with alpha and beta 1 (qtool folds them into a constant weight "
+                                        "and bias; this one's are computed)"))
     kinds = {0: _input(graph, op, 0, settled, verdict)}
     if weight_requantized(graph, op, activation, settled):
         kinds[1] = "int8"  # ORT quantizes the float weight itself
@@ -96,6 +101,10 @@ def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None
         verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"{what} {var.name!r} is quantized "
                                         f"{'per block' if scheme.policy & P.PER_BLOCK else 'per channel'}, and ORT's "
                                         "integer kernels take per-tensor inputs and per-tensor or per-channel weights"))
+    if op.op_type == "MatMul" and var.is_parameter and var.value.ndim > 2 and scheme.policy & P.PER_CHANNEL:
+        verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"weight {var.name!r} has "
+                                        f"{var.value.ndim} dimensions and is quantized per channel: ORT's integer "
+                                        "MatMul takes per-channel scales on a 2-D weight only (per-tensor: integer)"))
     axis = weight_axis(op, var.name)
     if var.is_parameter and scheme.policy & P.PER_CHANNEL and scheme.channel_axis != axis and \
             (op.op_type != "Conv" or has_bias(op)):
