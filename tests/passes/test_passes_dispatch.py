@@ -148,6 +148,35 @@ def test_passive_ops_need_quantized_tensors_on_both_sides(make_config):
     assert not ops["tail"].quant.quantized and "read by no quantized op" in ops["tail"].quant.reason
 
 
+def test_between_ops_are_quantized_only_between_quantized_ops_on_scales_of_their_own(make_config):
+    """A residual Add between Convs is quantized with an output config of its own; an Add that reads a constant (a
+    bias) or whose output only a float op reads stays float, saying why."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+             helper.make_node("Conv", ["a", "w2"], ["b"], name="conv2"),
+             helper.make_node("Add", ["a", "b"], ["s"], name="residual"),
+             helper.make_node("Conv", ["s", "w3"], ["c"], name="conv3"),
+             helper.make_node("Add", ["c", "bias"], ["d"], name="bias_add"),
+             helper.make_node("Conv", ["d", "w3"], ["e"], name="conv4"),
+             helper.make_node("Add", ["e", "c"], ["f"], name="last"),
+             helper.make_node("Softmax", ["f"], ["y"], name="soft")]
+    weights = [init(name, RNG.normal(size=(2, 2, 1, 1))) for name in ("w1", "w2", "w3")]
+    graph = graph_of(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 2, 4, 4])],
+                     [*weights, init("bias", RNG.normal(size=(1, 2, 1, 1)))])
+    config = make_config(dispatch={"quantize_op_types": ["Conv"], "between_op_types": ["Add"]})
+
+    Dispatch(config)(graph)
+
+    ops = graph.operations
+    residual = ops["residual"].quant
+    assert residual.quantized and residual.reason == "between quantized ops (dispatch.between_op_types)"
+    assert residual.outputs[0] is not None and residual.outputs[0] is not ops["conv2"].quant.outputs[0]
+    assert [c.role for c in residual.inputs] == ["activation", "activation"]
+    assert ops["bias_add"].quant.reason == "Add is quantized only between quantized ops (an input is a constant)"
+    assert ops["last"].quant.reason == "Add is quantized only between quantized ops (its output is read by no " \
+                                       "quantized op)"
+    assert not ops["bias_add"].quant.quantized and not ops["last"].quant.quantized
+
+
 def test_resize_operands_and_constant_subgraphs_stay_float(make_config):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("Resize", ["c", "", "scales"], ["r"], name="resize", mode="nearest"),

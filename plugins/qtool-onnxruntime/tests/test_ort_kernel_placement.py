@@ -148,3 +148,37 @@ def test_an_activation_after_a_matmul_writing_float_is_fused(tmp_path):
     ops = optimized_ops(result.files[0], tmp_path)
     assert ops.count("MatMulIntegerToFloat") == 2 and "MatMul" not in ops
     assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
+
+
+class Residual(torch.nn.Module):
+    """Two ResNet basic blocks: Conv -> Relu -> Conv, added to the block's input, then Relu."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(8, 8, 3, padding=1) for _ in range(4))
+        self.head = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for first, second in zip(self.convs[::2], self.convs[1::2], strict=True):
+            x = torch.relu(x + second(torch.relu(first(x))))
+        return self.head(x)
+
+
+def test_residual_adds_between_quantized_convs_run_as_qlinearadd(tmp_path):
+    """dispatch.between_op_types = ["Add"] with add alignment none: each residual Add gets scales of its own, its
+    Relu drops before the QuantizeLinear, and ORT runs every op of the blocks in integers, as qtool simulates it."""
+    model = tmp_path / "residual.onnx"
+    onnx.save(torch_proto(Residual(), torch.randn(1, 3, 8, 8), opset=17), model)
+    calib = calibration_file(qtool.load(model), tmp_path / "calib.npz")
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx", check_agreement=True)
+
+    adds = [op for op in result.graph.topological_order() if op.op_type == "Add"]
+    assert len(adds) == 2 and all(op.quant.quantized for op in adds)
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ops.count("QLinearAdd") == 2 and ops.count("QLinearConv") == 6
+    assert not {"Add", "Conv", "Relu"} & set(ops)
+    assert result.agreement["max_steps"] <= 1
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]

@@ -14,8 +14,8 @@ from .errors import ConfigError
 from .merge import merge_scheme
 from .overrides import Override
 from .schema import ALIGNMENT_GROUPS
-from .weight_only import block_axis, embedding_table
 from .schemes import ACTIVATION_AXIS, SchemeConflict, build_scheme, describe_scheme
+from .weight_only import block_axis, embedding_table
 
 ROLES = ("activation", "weight")
 PLATFORM_SOURCE = "platform defaults"  # the origin of keys a platform's default_config() set
@@ -34,6 +34,7 @@ class QuantConfig:
     bias_mode: str
     quantize_op_types: frozenset[str]
     passive_op_types: frozenset[str]
+    between_op_types: frozenset[str]
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     fuse_activations: bool
@@ -60,6 +61,7 @@ class QuantConfig:
             bias_mode=tree["bias"]["mode"],
             quantize_op_types=frozenset(dispatch["quantize_op_types"]),
             passive_op_types=frozenset(dispatch["passive_op_types"]),
+            between_op_types=frozenset(dispatch["between_op_types"]),
             include=tuple(dispatch["include"]), exclude=tuple(dispatch["exclude"]),
             fuse_activations=fusion["fuse_activations"], fusion_activations=frozenset(fusion["activations"]),
             fused_activations=frozenset(fusion["fused_activations"]),
@@ -71,7 +73,8 @@ class QuantConfig:
             passes=tuple(MappingProxyType(dict(item)) for item in tree["pass"]),
             overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
                             for i, item in enumerate(tree["override"])),
-            preset=preset, weight_only=_frozen(tree["weight_only"]) if weight_only else None, origins=MappingProxyType(dict(origins)),
+            preset=preset, weight_only=_frozen(tree["weight_only"]) if weight_only else None,
+            origins=MappingProxyType(dict(origins)),
         )
         config._check_schemes()
         return config
@@ -216,6 +219,7 @@ class QuantConfig:
         data["bias"] = {"mode": self.bias_mode}
         data["dispatch"] = {"quantize_op_types": sorted(self.quantize_op_types),
                             "passive_op_types": sorted(self.passive_op_types),
+                            "between_op_types": sorted(self.between_op_types),
                             "exclude": list(self.exclude), "include": list(self.include)}
         data["fusion"] = {"fuse_activations": self.fuse_activations,
                           "activations": sorted(self.fusion_activations),
@@ -243,6 +247,7 @@ class QuantConfig:
         lines.append(f"bias: {self.bias_mode}")
         lines.append(f"quantized op types: {', '.join(sorted(self.quantize_op_types)) or 'none'}")
         lines.append(f"passive op types: {', '.join(sorted(self.passive_op_types)) or 'none'}")
+        lines.append(f"between op types: {', '.join(sorted(self.between_op_types)) or 'none'}")
         if self.include or self.exclude:
             lines.append(f"include: {list(self.include)}  exclude: {list(self.exclude)}")
         fused = ", ".join(sorted(self.fusion_activations & self.fused_activations)) if self.fuse_activations else "off"

@@ -17,7 +17,6 @@ from .validate import validate_layer
 from .weight_only import apply_weight_only
 
 
-
 def resolve_config(platform_defaults: Mapping[str, Any] | None,
                    user: Mapping[str, Any] | str | os.PathLike | None = None, *,
                    preset: str | None = None) -> QuantConfig:

@@ -139,6 +139,9 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                                          "GlobalMaxPool", "Slice", "Concat", "Split", "Gather", "Tile", "Expand",
                                          "DepthToSpace", "SpaceToDepth"),
                                 "Data-movement op types whose activations share their input's config."),
+        "between_op_types": Key("list", (), "Op types quantized, with scales of their own, only between quantized "
+                                "ops: every data input written by a quantized op (no constant) and the output read "
+                                "by one (a residual Add between Convs)."),
         "exclude": Key("list", (), "Op-name globs kept float (fnmatch syntax: `*`, `?`, `[...]`)."),
         "include": Key("list", (), "Op-name globs quantized even when their type is not in "
                        "`quantize_op_types`; they win over `exclude`."),

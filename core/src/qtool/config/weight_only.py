@@ -63,8 +63,9 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
         del origins[key]
     origins.update({"activation": source, "weight": source, **{f"weight.{k}": source for k in tree["weight"]}})
     tree["dispatch"]["quantize_op_types"] = list(settings["op_types"])
-    tree["dispatch"]["passive_op_types"] = []
-    origins["dispatch.quantize_op_types"] = origins["dispatch.passive_op_types"] = source
+    tree["dispatch"]["passive_op_types"] = tree["dispatch"]["between_op_types"] = []
+    for key in ("quantize_op_types", "passive_op_types", "between_op_types"):
+        origins[f"dispatch.{key}"] = source
     for name in ACTIVATION_DEFAULTS_OFF:
         if origins.get(f"accuracy.{name}", platform_source) == platform_source:
             tree["accuracy"][name] = False

@@ -6,6 +6,8 @@
 * activations of ``config.fusion_activations`` are quantized after a quantized op;
 * passive data-movement ops (``config.passive_op_types``) are quantized only
   between quantized tensors, sharing their input's scheme;
+* ops of ``config.between_op_types`` (ONNX Runtime's residual Add) are quantized with configs of their own only
+  where every data input is written by a quantized op (none a constant) and a quantized op reads the output;
 * shape/index computations, excluded ops, ops the executor runs only through
   ONNX Runtime and every other op stay float;
 * a tensor the model quantizes itself (a DequantizeLinear output, or read by
@@ -84,6 +86,8 @@ class _Decisions:
                 self.reasons[op.name] = reason
             elif op.op_type in cfg.fusion_activations:
                 self.candidates[op.name] = "activation"
+            elif op.op_type in cfg.between_op_types:
+                self.candidates[op.name] = "between"
             elif op.op_type in cfg.passive_op_types:
                 self.candidates[op.name] = "passive"
             else:
@@ -100,7 +104,8 @@ class _Decisions:
             self.reasons[op.name] = answer.reason
 
     def _prune(self, order: list[Operation]) -> None:
-        """Drop candidates until each reads quantized producers and each passive op feeds a quantized op."""
+        """Drop candidates until each reads quantized producers (a between op no constant) and each passive or
+        between op feeds a quantized op."""
         changed = True
         while changed:
             changed = False
@@ -108,8 +113,11 @@ class _Decisions:
                 if op.name in self.candidates and not self._reads_quantized(op):
                     self._reject(op, "its input is not produced by a quantized op")
                     changed = True
+                elif self.candidates.get(op.name) == "between" and self._reads_constant(op):
+                    self._reject(op, "an input is a constant")
+                    changed = True
             for op in reversed(order):
-                if self.candidates.get(op.name) == "passive" and not self._feeds_quantized(op):
+                if self.candidates.get(op.name) in ("passive", "between") and not self._feeds_quantized(op):
                     self._reject(op, "its output is read by no quantized op")
                     changed = True
 
@@ -117,8 +125,13 @@ class _Decisions:
         kind = self.candidates.pop(op.name)
         if kind == "passive":
             self.reasons[op.name] = f"passive op not between quantized tensors ({why})"
+        elif kind == "between":
+            self.reasons[op.name] = f"{op.op_type} is quantized only between quantized ops ({why})"
         else:
             self.reasons[op.name] = f"{self._not_quantized(op)} ({why})"
+
+    def _reads_constant(self, op: Operation) -> bool:
+        return any(self._is_data(op, i) and self.kinds.is_constant(op.inputs[i]) for i in range(len(op.inputs)))
 
     def _is_quantized(self, op: Operation | None) -> bool:
         return op is not None and (op.name in self.computing or op.name in self.candidates)
@@ -146,7 +159,9 @@ class _Decisions:
             return OpQuantConfig.float_op(n_in, n_out, self.reasons[op.name])
         if self.candidates.get(op.name) == "passive":
             return self._build_passive(op)
-        if op.name in self.candidates:
+        if self.candidates.get(op.name) == "between":
+            self.reasons[op.name] = "between quantized ops (dispatch.between_op_types)"
+        elif op.name in self.candidates:
             producer = op.inputs[0].producer
             self.reasons[op.name] = f"activation after quantized {producer.name}"
         accepted = self.computing.get(op.name)
