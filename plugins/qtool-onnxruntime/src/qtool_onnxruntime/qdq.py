@@ -192,12 +192,17 @@ class QdqWriter:
     # -- assembly ----------------------------------------------------------------
     def _rebuild(self) -> None:
         g = self.model.graph
+        moved = self._moved_reads()
         nodes = list(self.first)
         for node in g.node:
             if node.name in self.removed:
                 continue
+            op = self.graph.operations.get(node.name)
             for index, name in enumerate(node.input):
-                node.input[index] = self.reads.get((node.name, index), name)
+                if op is None:
+                    node.input[index] = moved.get(name, name)
+                elif _reads_as_planned(op, index, name):
+                    node.input[index] = self.reads.get((node.name, index), name)
             self._subgraph_reads(node)
             originals = list(node.output)
             for index, name in enumerate(originals):
@@ -215,6 +220,18 @@ class QdqWriter:
         if MS_DOMAIN in self.domains and all(o.domain != MS_DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
 
+    def _moved_reads(self) -> dict[str, str]:
+        """Tensors a node read in qtool's graph and reads no more in the converted model, which put new nodes in
+        front of it (an opset-11 Softmax became Reshape(Softmax(Flatten(x)), Shape(x))), with the pair output the
+        node was to read: the new nodes read it in its place."""
+        moved = {}
+        for node in self.model.graph.node:
+            op = self.graph.operations.get(node.name)
+            for index, name in enumerate(node.input):
+                read = self.reads.get((node.name, index))
+                if op is not None and read is not None and not _reads_as_planned(op, index, name):
+                    moved[op.inputs[index].name] = read
+        return moved
 
     def _subgraph_reads(self, node: onnx.NodeProto) -> None:
         """A control-flow node's subgraphs read the pair's output of an outer tensor as its explicit inputs do
@@ -319,3 +336,9 @@ def stored_codes(value: np.ndarray, tqc, dtype: np.dtype) -> np.ndarray:
                                       scheme.rounding)
     return on_format.astype(dtype)
 
+
+
+def _reads_as_planned(op, index: int, name: str) -> bool:
+    """The converted model's node of ``op`` reads at ``index`` the tensor ``op`` reads in qtool's graph."""
+    source = op.inputs[index] if index < len(op.inputs) else None
+    return source is None or source.name == name
