@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, float_gap
+from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, far_from_float, float_gap
 from .calibration import KeptOutputs, load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
@@ -193,12 +193,15 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
                 _check_agreement(result, options.allow_unsupported)
             else:
                 result.agreement = {"skipped": skipped}
+    gap = None
+    if data is not None and measure:
+        gap = _float_vs_quantized(result, runtime, data, device, simulated, calibrated_on_data=restore is None,
+                                  allowed=options.allow_unsupported, kept=kept)
+        result.diagnostics += far_from_float(gap)
     result.summary = summarize(result, target, save_state)
     result.summary["subgraphs"] = bodies.as_list()
-    if data is not None and measure:
-        result.summary["float_vs_quantized"] = _float_vs_quantized(result, runtime, data, device, simulated,
-                                                                   calibrated_on_data=restore is None,
-                                                                   allowed=options.allow_unsupported, kept=kept)
+    if gap is not None:
+        result.summary["float_vs_quantized"] = gap
     return result
 
 

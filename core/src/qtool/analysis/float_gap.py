@@ -17,9 +17,12 @@ import numpy as np
 from ..calibration.kept_outputs import KeptOutputs
 from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
+from ..platform import Diagnostic, Severity
 from .metrics import ErrorAccumulator
 
 FLOAT_GAP_SAMPLES = 8
+FAR_SNR_DB = 5.0  # an output whose quantization noise is more than a third of its signal: a broken model, not a
+# sensitive one (the zoo's trained PP-OCRv4 recognizer, at 0.5 % below float's character accuracy, reads 10-13 dB)
 SIMULATION = "qtool's simulation"
 
 
@@ -108,6 +111,17 @@ def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bo
     return float_vs_quantized(graph, samples, device, held_out=bool(held_out), batchable=batchable,
                               simulated=() if held_out or simulated is None else simulated, deployed=deployed,
                               kept=None if held_out else kept)
+
+
+def far_from_float(gap: dict) -> list[Diagnostic]:
+    """A WARNING for each output of :func:`float_vs_quantized`'s measure below ``FAR_SNR_DB``."""
+    return [Diagnostic(Severity.WARNING, "output.far-from-float",
+                       "this output of the quantized model is far from the float model's: SQNR "
+                       f"{found['sqnr_db']:.1f} dB, cosine {found['cosine']:.3f} on {gap['samples']} samples "
+                       f"({gap['measured_on']}); `qtool analyse` finds the ops that lose most, `--check-agreement` "
+                       "compares the written files with qtool's simulation", tensor=name)
+            for name, found in gap["outputs"].items()
+            if found["sqnr_db"] is not None and found["sqnr_db"] < FAR_SNR_DB]
 
 
 def _finite(value: float) -> float | None:

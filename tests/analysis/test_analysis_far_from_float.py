@@ -1,0 +1,53 @@
+"""A written model whose output is far from the float model's gets a WARNING naming that output (issue 11: a
+quantize that reports success must not hide a model that computes something else)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import qtool
+from onnx import TensorProto, helper, numpy_helper
+from qtool.analysis.float_gap import FAR_SNR_DB
+from qtool.cli.main import main
+from qtool.testing.models import calibration_file, small_model
+
+RNG = np.random.default_rng(0)
+
+
+def cancelling_model(path):
+    """Two Convs of nearly equal weights and their difference: each Conv's quantization noise outweighs it."""
+    weight = RNG.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    nearly = weight + 1e-3 * RNG.normal(size=weight.shape).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w1"], ["a"], name="conv_a"),
+                               helper.make_node("Conv", ["x", "w2"], ["b"], name="conv_b"),
+                               helper.make_node("Sub", ["a", "b"], ["y"], name="difference")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [numpy_helper.from_array(weight, "w1"), numpy_helper.from_array(nearly, "w2")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_an_output_far_from_float_is_a_warning_in_the_result_and_on_the_console(tmp_path, capsys):
+    model = cancelling_model(tmp_path / "cancel.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=RNG.normal(size=(8, 3, 8, 8)).astype(np.float32))
+
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    (far,) = [d for d in result.diagnostics if d.code == "output.far-from-float"]
+    gap = result.summary["float_vs_quantized"]["outputs"]["y"]
+    assert far.severity is qtool.Severity.WARNING and far.tensor == "y" and gap["sqnr_db"] < FAR_SNR_DB
+    assert f"SQNR {gap['sqnr_db']:.1f} dB" in far.message
+    assert result.summary["diagnostics"]["warning"] == 1
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib),
+                 "-o", str(tmp_path / "cli.onnx")]) == 0
+    assert "warning [output.far-from-float] tensor 'y'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_model_close_to_float_gets_no_such_warning(tmp_path):
+    model = small_model(tmp_path / "m.onnx")
+    calib = calibration_file(qtool.load(model), tmp_path / "c.npz")
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert all(out["sqnr_db"] > FAR_SNR_DB for out in result.summary["float_vs_quantized"]["outputs"].values())
+    assert not [d for d in result.diagnostics if d.code == "output.far-from-float"]
