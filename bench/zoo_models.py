@@ -40,12 +40,12 @@ class Entry:
 
 
 def _export(model: nn.Module, example: tuple, names: list[str], outputs: list[str], path: Path,
-            dynamic: dict | None = None) -> Path:
+            dynamic: dict | None = None, opset: int = 17) -> Path:
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), example, buffer, input_names=names, output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
+                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     onnx.save(onnx.load_from_string(buffer.getvalue()), str(path))
     return path
 
@@ -59,13 +59,13 @@ def _image(size: int = 32, channels: int = 3, batch: int = 1) -> Feed:
 
 
 def _torch_image_model(make: Callable[[], nn.Module], size: int = 32, batch_fixed: bool = False,
-                       outputs: tuple[str, ...] = ("logits",)) -> Callable[[Path], tuple[Path, Feed]]:
+                       outputs: tuple[str, ...] = ("logits",), opset: int = 17) -> Callable[[Path], tuple[Path, Feed]]:
     def build(folder: Path) -> tuple[Path, Feed]:
         torch.manual_seed(0)
         model = randomize(make(), 0)
         dynamic = None if batch_fixed else {"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
         path = _export(model, (torch.randn(1, 3, size, size),), ["image"], list(outputs), folder / "model.onnx",
-                       dynamic)
+                       dynamic, opset)
         return path, _image(size)
     return build
 
@@ -208,6 +208,18 @@ class SegNet(nn.Module):
         up = self.up(c) if self.up is not None else F.interpolate(c, size=b.shape[2:], mode="bilinear")[:, :32]
         y = self.head(self.fuse(torch.cat([up, b], 1)))
         return F.interpolate(y, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+class LegacySeg(nn.Module):
+    """What an old exporter wrote: strided Conv/BatchNorm/ReLU, nearest Upsample, per-pixel class Softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.head = _cbr(3, 16, 3, 2), _cbr(16, 32, 3, 2), nn.Conv2d(32, 5, 1)
+
+    def forward(self, x):
+        y = self.head(F.interpolate(self.enc2(self.enc1(x)), scale_factor=2.0, mode="nearest"))
+        return torch.softmax(y, dim=1)
 
 
 class TinyViT(nn.Module):
@@ -553,6 +565,8 @@ def _zoo() -> list[Entry]:
               image(SegNet, outputs=("mask",))),
         Entry("unet-convtranspose", "segmentation with ConvTranspose upsampling",
               image(lambda: SegNet(transposed=True), outputs=("mask",))),
+        Entry("legacy-opset9", "opset 9 (Upsample, a channel Softmax): the export converts it to opset 13",
+              image(LegacySeg, outputs=("mask",), opset=9)),
         Entry("vit-mini", "ViT: patch Conv, class token, attention (torch)", image(TinyViT)),
         Entry("tcn-1d", "1-D temporal conv, dilated, dynamic time",
               _torch_model(TemporalConv, (torch.randn(1, 8, 50),), ["signal"], ["out"],
