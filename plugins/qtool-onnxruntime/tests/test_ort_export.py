@@ -280,6 +280,31 @@ def test_an_opset_9_upsample_converted_to_resize_keeps_its_names(tmp_path):
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 30
 
 
+def test_an_opset_10_resize_that_gains_a_roi_input_keeps_its_scales(tmp_path):
+    """At opset 11 the converter puts a roi input (a new Constant) where the scales were: the scales initializer
+    still exists, so nothing is renamed to it (a roi named "scales" made ORT refuse the model)."""
+    rng = np.random.default_rng(0)
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+         helper.make_node("Resize", ["c", "scales"], ["r"], name="resize", mode="nearest"),
+         helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])],
+        [onnx.numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
+         onnx.numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32), "w2"),
+         onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    source = tmp_path / "opset10.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)], ir_version=5), source)
+    feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+
+    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    resize = next(node for node in onnx.load(result.files[0]).graph.node if node.op_type == "Resize")
+    assert resize.name == "resize" and resize.input[2] == "scales" and resize.input[1] != "scales"
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
+
+
 def test_nodes_the_opset_conversion_puts_before_a_reader_read_its_pair(tmp_path):
     """onnx.version_converter writes an opset-11 Softmax(axis=1) as Reshape(Softmax(Flatten(x)), Shape(x)) at
     opset 13; the Softmax's pair output went to the Softmax in the Flatten's place (a softmax over the channels

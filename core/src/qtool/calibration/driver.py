@@ -82,10 +82,10 @@ class FloatTap(Protocol):
     """A reader of calibration's float run besides the observers (:func:`calibrate`'s ``taps``; onnxruntime runs
     only: the executor's run feeds the observers alone). ``tensors`` are computed for it too, in the batches it
     ``wants``; ``batch`` tells it which batch the arrays it ``take``s next are of, and how many of its samples each
-onnxruntime run computes; ``finish`` ends the calibration:
-    ``complete`` where onnxruntime's run went through, else (the executor ran, or nothing needed a run) it took
-    nothing or part of what it wanted. ``cuts``: sample counts where a batch of samples is to end (the first
-    samples it reads whole, as whole batches: a batch that holds them and more is cut there)."""
+    onnxruntime run computes; ``finish`` ends the calibration: ``complete`` where onnxruntime's run went through,
+    else (the executor ran, or nothing needed a run) it took nothing or part of what it wanted. ``cuts``: sample
+    counts where a batch of samples is to end (the first samples it reads whole, as whole batches: a batch that
+    holds them and more is cut there)."""
 
     tensors: Sequence[str]
     cuts: Sequence[int]

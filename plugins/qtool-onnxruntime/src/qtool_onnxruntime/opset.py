@@ -51,11 +51,13 @@ def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.Mode
     a node it replaces (an opset-9 Upsample becomes a Resize) unnamed, with outputs of new names; the QDQ writer
     finds tensors and nodes by the float graph's names (the Q/DQ pair of the Upsample's output read a tensor no
     node wrote, and ONNX Runtime refused the model). A new name is found where a node that kept its name reads it
-    in place of the old one."""
+    in place of an old one that no longer exists (an opset-10 Resize that gains its roi input keeps its scales)."""
     old_nodes = {node.name: node for node in before.graph.node if node.name}
-    present = {name for node in after.graph.node for name in node.output}
+    graph = after.graph
+    present = {name for node in graph.node for name in node.output} | {t.name for t in graph.initializer} | \
+        {v.name for v in graph.input}
     renamed: dict[str, str] = {}
-    for node in after.graph.node:
+    for node in graph.node:
         old = old_nodes.get(node.name)
         if old is not None and old.op_type == node.op_type:
             renamed.update({new: name for name, new in zip(old.input, node.input, strict=False)
@@ -63,12 +65,12 @@ def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.Mode
     if not renamed:
         return after
     producers = {name: node.name for node in before.graph.node for name in node.output}
-    for node in after.graph.node:
+    for node in graph.node:
         node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]
         restored = [producers[name] for name in node.output if name in producers]
         if not node.name and restored:
             node.name = restored[0]
-    for value in after.graph.output:
+    for value in graph.output:
         value.name = renamed.get(value.name, value.name)
     return after

@@ -68,9 +68,9 @@ class OnnxRuntimePlatform(Platform):
             "weight": {"format": "int", "bits": 8, "signed": True, "symmetric": True, "granularity": "per_channel"},
             "bias": {"mode": self.bias_mode},
             # A residual Add between quantized Convs, on scales of its own (QLinearAdd takes one per input): ORT
-            # then runs the whole block in integers (ResNet-50 20.9 -> 16.7 ms, ORT's own export 17.8; 39.9 ->
-            # 39.6 dB). Every Add quantized cost the zoo's transformers 6-37 dB: their Adds read a bias or a
-            # float residual stream, and between_op_types leaves those float.
+            # then runs the whole block in integers (ResNet-50 20.9 -> 16.7 ms, ORT's own export 17.8; held out
+            # 39.9 -> 39.4 dB, ORT's 39.6). Every Add quantized cost the zoo's transformers 6-37 dB: their Adds
+            # read a bias or a float residual stream, and between_op_types leaves those float.
             "dispatch": {"quantize_op_types": list(QUANTIZED_OPS), "between_op_types": ["Add"]},
             "alignment": {"add": "none"},
             # ORT folds only a Relu/Clip into QLinearConv/QGemm/QLinearMatMul (it drops them before a QuantizeLinear
