@@ -332,6 +332,50 @@ def test_nodes_the_opset_conversion_puts_before_a_reader_read_its_pair(tmp_path)
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
 
 
+_N = onnx.helper.make_node
+_BN = {"g": np.ones(8, np.float32), "b": np.zeros(8, np.float32), "mu": np.zeros(8, np.float32),
+       "var": np.ones(8, np.float32)}
+OLD_OPSETS = {  # ops whose form the conversion to opset 13 changes, between two quantized Convs
+    "clip-10": (10, [_N("Clip", ["c"], ["m"], min=0.0, max=6.0)], {}),
+    "pad-10": (10, [_N("Pad", ["c"], ["m"], pads=[0, 0, 1, 1, 0, 0, 1, 1])], {}),
+    "softmax-11": (11, [_N("Softmax", ["c"], ["m"], axis=1)], {}),
+    "logsoftmax-11": (11, [_N("LogSoftmax", ["c"], ["m"], axis=2)], {}),
+    "split-12": (12, [_N("Split", ["c"], ["s1", "s2"], axis=1, split=[4, 4]),
+                      _N("Concat", ["s2", "s1"], ["m"], axis=1)], {}),
+    "squeeze-12": (12, [_N("Unsqueeze", ["c"], ["u"], axes=[0]), _N("Squeeze", ["u"], ["m"], axes=[0])], {}),
+    "reducesum-12": (12, [_N("ReduceSum", ["c"], ["s"], axes=[1]), _N("Add", ["c", "s"], ["m"])], {}),
+    "slice-9": (9, [_N("Slice", ["c"], ["m"], starts=[0, 0], ends=[4, 4], axes=[2, 3])], {}),
+    "dropout-10": (10, [_N("Dropout", ["c"], ["m"], ratio=0.1)], {}),
+    "batchnorm-9": (9, [_N("BatchNormalization", ["c", "g", "b", "mu", "var"], ["m"])], _BN),
+    "averagepool-9": (9, [_N("AveragePool", ["c"], ["m"], kernel_shape=[2, 2], strides=[2, 2])], {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OLD_OPSETS))
+def test_models_of_older_opsets_keep_their_function_through_the_conversion(case, tmp_path):
+    opset, middle, params = OLD_OPSETS[case]
+    rng = np.random.default_rng(0)
+    helper = onnx.helper
+    for number, node in enumerate(middle):
+        node.name = f"middle{number}"
+    weights = {"w1": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
+               "w2": rng.normal(size=(4, 8, 1, 1)).astype(np.float32), **params}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]), *middle,
+         helper.make_node("Conv", ["m", "w2"], ["y"], name="conv2")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(value, name) for name, value in weights.items()])
+    source = tmp_path / f"{case}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=5), source)
+    feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+
+    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    assert _opset(onnx.load(result.files[0])) == 13
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
+
+
 class _Reshaped(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
