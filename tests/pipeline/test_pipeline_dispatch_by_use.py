@@ -207,3 +207,23 @@ def test_contrib_ops_on_token_ids_are_typed_from_onnxruntimes_schemas(tmp_path):
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {"ids": RNG.integers(0, VOCAB, (3, LENGTH)).astype(np.int32)}
     _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)
+
+
+def test_a_model_without_compute_ops_warns_that_nothing_is_quantized(tmp_path, capsys):
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["scaled"], name="mul"),
+             helper.make_node("Relu", ["scaled"], ["y"], name="relu")]
+    value = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 4]) for name in ("x", "y")]
+    path = _model(tmp_path / "elementwise.onnx", nodes, value[:1], value[1:], {"scale": _weights(4)})
+    calib = tmp_path / "x.npz"
+    np.savez(calib, x=RNG.standard_normal((8, 4)).astype(np.float32))
+
+    result = qtool.quantize(path, "onnxruntime", calib)
+
+    (warning,) = [d for d in result.diagnostics if d.code == "coverage.none"]
+    assert warning.severity is qtool.Severity.WARNING and "(Mul, Relu)" in warning.message
+    assert main(["quantize", str(path), "--platform", "onnxruntime", "--calib", str(calib),
+                 "-o", str(tmp_path / "q.onnx")]) == 0
+    assert "warning [coverage.none] nothing is quantized" in " ".join(capsys.readouterr().out.split())
+    one_hot = qtool.quantize(one_hot_model(tmp_path / "one_hot.onnx"),
+                             "onnxruntime", [{"tokens": RNG.integers(0, VOCAB, (4, LENGTH)).astype(np.int32)}])
+    assert not [d for d in one_hot.diagnostics if d.code.startswith("coverage.")]

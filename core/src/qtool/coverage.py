@@ -22,6 +22,7 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
                          "MatMulIntegerToFloat", "DynamicQuantizeLinear", "MatMulNBits"})
 SHOWN_REASONS = 3
+SHOWN_TYPES = 8
 _DETAILS = re.compile(r"\s*\([^()]*\d[^()]*\)")  # "(SNR 44.2 dB, ...)": per-op numbers
 
 
@@ -66,6 +67,20 @@ def low_coverage(found: Coverage) -> list[Diagnostic]:
     return [Diagnostic(Severity.WARNING, "coverage.low",
                        f"only {found.compute_ops_quantized} of {found.compute_ops} compute ops ({types}) are "
                        f"quantized; the rest run in float. Biggest reasons: {reasons}")]
+
+
+def nothing_quantized(graph) -> list[Diagnostic]:
+    """A WARNING when the model has no compute op and no op of it is quantized (nor holds a body that may be):
+    the written model is the float one (:func:`low_coverage` speaks where there are compute ops)."""
+    ops = list(graph.operations.values())
+    if any(is_compute(op) or op.has_subgraphs or op.quant is not None and op.quant.quantized for op in ops):
+        return []
+    types = "/".join(sorted(COMPUTE_OP_TYPES))
+    kinds = ", ".join(sorted({op.op_type for op in ops})[:SHOWN_TYPES])
+    return [Diagnostic(Severity.WARNING, "coverage.none",
+                       f"nothing is quantized: the model has no compute op ({types}) and none of its op types "
+                       f"({kinds}) is one the configuration quantizes; the written model computes in float "
+                       "(dispatch.quantize_op_types or dispatch.include name more)")]
 
 
 def _general(reason: str) -> str:

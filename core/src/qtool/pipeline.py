@@ -30,7 +30,7 @@ from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
 from .control_flow import quantize_bodies
-from .coverage import coverage, low_coverage, prequantized
+from .coverage import coverage, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_outputs
 from .ir import Graph, load
@@ -170,6 +170,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         keep=kept, advice=advice), finished)
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph)) + prequantized(graph)
+    if measure:  # a control-flow body without compute is no model of its own
+        diagnostics += nothing_quantized(graph)
     with platform_step(target, "validate"):
         found = target.validate(graph, options)
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
