@@ -250,58 +250,59 @@ def test_large_weights_keep_their_values_through_the_opset_conversion(tmp_path):
     assert agreement(graph, path)["min_cosine"] > 0.99999  # the float output: ORT and the simulation agree
 
 
+def _between_convs(folder, opset: int, middle: list, params: dict | None = None):
+    """Conv -> ``middle`` (reading "c", writing "m") -> Conv, written at ``opset`` and quantized for onnxruntime
+    on 4 feeds (the export converts it to opset 13 for its per-channel weights)."""
+    rng = np.random.default_rng(0)
+    helper = onnx.helper
+    for number, node in enumerate(middle):
+        node.name = node.name or f"middle{number}"
+    weights = {"w1": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
+               "w2": rng.normal(size=(4, 8, 1, 1)).astype(np.float32), **(params or {})}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]), *middle,
+         helper.make_node("Conv", ["m", "w2"], ["y"], name="conv2")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(value, name) for name, value in weights.items()])
+    opsets = [helper.make_opsetid("", opset)]
+    source = folder / f"opset{opset}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)),
+              source)
+    feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+    return qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=folder / "q.onnx")
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, str]:
+    return {out: node.op_type for node in model.graph.node for out in node.output}
+
+
+SCALES = {"scales": np.array([1, 1, 2, 2], np.float32)}
+
+
 def test_an_opset_9_upsample_converted_to_resize_keeps_its_names(tmp_path):
     """onnx.version_converter writes the Resize it puts in an Upsample's place unnamed, with an output of a new
     name: the Q/DQ pair of that output read a tensor no node wrote (ORT refused the model). The converted node
     takes the Upsample's name and output back, and the quantized Conv reads that output through its pair."""
-    rng = np.random.default_rng(0)
-    helper = onnx.helper
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-         helper.make_node("Upsample", ["c1", "scales"], ["up"], name="upsample", mode="nearest"),
-         helper.make_node("Conv", ["up", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
-        [onnx.numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
-         onnx.numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2"),
-         onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
-    source = tmp_path / "opset9.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4), source)
-    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
-
-    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    upsample = onnx.helper.make_node("Upsample", ["c", "scales"], ["m"], name="upsample", mode="nearest")
+    result = _between_convs(tmp_path, 9, [upsample], SCALES)
 
     model = onnx.load(result.files[0])
     (resize,) = [node for node in model.graph.node if node.op_type == "Resize"]
-    assert _opset(model) == 13 and (resize.name, list(resize.output)) == ("upsample", ["up"])
+    assert _opset(model) == 13 and (resize.name, list(resize.output)) == ("upsample", ["m"])
     conv2 = next(node for node in model.graph.node if node.name == "conv2")
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    assert [producers[name] for name in conv2.input[:2]] == ["DequantizeLinear", "DequantizeLinear"]
+    assert [_producers(model)[name] for name in conv2.input[:2]] == ["DequantizeLinear", "DequantizeLinear"]
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 30
 
 
 def test_an_opset_10_resize_that_gains_a_roi_input_keeps_its_scales(tmp_path):
     """At opset 11 the converter puts a roi input (a new Constant) where the scales were: the scales initializer
     still exists, so nothing is renamed to it (a roi named "scales" made ORT refuse the model)."""
-    rng = np.random.default_rng(0)
-    helper = onnx.helper
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
-         helper.make_node("Resize", ["c", "scales"], ["r"], name="resize", mode="nearest"),
-         helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])],
-        [onnx.numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
-         onnx.numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32), "w2"),
-         onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
-    source = tmp_path / "opset10.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)], ir_version=5), source)
-    feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+    resize = onnx.helper.make_node("Resize", ["c", "scales"], ["m"], name="resize", mode="nearest")
+    result = _between_convs(tmp_path, 10, [resize], SCALES)
 
-    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
-
-    resize = next(node for node in onnx.load(result.files[0]).graph.node if node.op_type == "Resize")
-    assert resize.name == "resize" and resize.input[2] == "scales" and resize.input[1] != "scales"
+    (written,) = [node for node in onnx.load(result.files[0]).graph.node if node.op_type == "Resize"]
+    assert written.name == "resize" and written.input[2] == "scales" and written.input[1] != "scales"
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
 
 
@@ -309,26 +310,11 @@ def test_nodes_the_opset_conversion_puts_before_a_reader_read_its_pair(tmp_path)
     """onnx.version_converter writes an opset-11 Softmax(axis=1) as Reshape(Softmax(Flatten(x)), Shape(x)) at
     opset 13; the Softmax's pair output went to the Softmax in the Flatten's place (a softmax over the channels
     alone: SQNR -16.5 dB against float). The Flatten and the Shape read it now, and the model is the float one's."""
-    rng = np.random.default_rng(0)
-    helper = onnx.helper
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
-         helper.make_node("Softmax", ["c"], ["p"], name="softmax", axis=1),
-         helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
-        [onnx.numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
-         onnx.numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32), "w2")])
-    source = tmp_path / "opset11.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6), source)
-    feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]
-
-    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    result = _between_convs(tmp_path, 11, [onnx.helper.make_node("Softmax", ["c"], ["m"], name="softmax", axis=1)])
 
     model = onnx.load(result.files[0])
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
     flatten = next(node for node in model.graph.node if node.op_type == "Flatten")
-    assert _opset(model) == 13 and producers[flatten.input[0]] == "DequantizeLinear"
+    assert _opset(model) == 13 and _producers(model)[flatten.input[0]] == "DequantizeLinear"
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
 
 
@@ -354,23 +340,7 @@ OLD_OPSETS = {  # ops whose form the conversion to opset 13 changes, between two
 @pytest.mark.parametrize("case", sorted(OLD_OPSETS))
 def test_models_of_older_opsets_keep_their_function_through_the_conversion(case, tmp_path):
     opset, middle, params = OLD_OPSETS[case]
-    rng = np.random.default_rng(0)
-    helper = onnx.helper
-    for number, node in enumerate(middle):
-        node.name = f"middle{number}"
-    weights = {"w1": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
-               "w2": rng.normal(size=(4, 8, 1, 1)).astype(np.float32), **params}
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]), *middle,
-         helper.make_node("Conv", ["m", "w2"], ["y"], name="conv2")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(value, name) for name, value in weights.items()])
-    source = tmp_path / f"{case}.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=5), source)
-    feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
-
-    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    result = _between_convs(tmp_path, opset, middle, params)
 
     assert _opset(onnx.load(result.files[0])) == 13
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
