@@ -69,6 +69,27 @@ def test_op_without_kernel_runs_through_onnxruntime():
     assert ("quick_gelu", (5, SEQ, HIDDEN)) in seen
 
 
+def test_a_contrib_op_whose_shape_inference_needs_its_weights_shapes_runs_through_onnxruntime():
+    """EmbedLayerNormalization's shape inference refuses a word_embedding of unknown dimensions: a parameter's
+    input to the one-node model is declared with its whole shape (TensorRT's and AIMET's runs of an ORT-optimized
+    BERT stopped there)."""
+    rng = np.random.default_rng(0)
+    weights = {"words": rng.standard_normal((VOCAB, EMBED)), "positions": rng.standard_normal((SEQ, EMBED)),
+               "gamma": np.ones(EMBED), "beta": np.zeros(EMBED)}
+    node = helper.make_node("EmbedLayerNormalization", ["ids", "", "words", "positions", "", "gamma", "beta"],
+                            ["embedded", "mask_index"], "embed", domain="com.microsoft", epsilon=1e-5)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["b", SEQ])],
+                              [helper.make_tensor_value_info("embedded", TensorProto.FLOAT, ["b", SEQ, EMBED])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    executor = TorchExecutor(from_model_proto(model))
+    executor.quantize = False
+    ids = _ids(3).astype(np.int32)
+    np.testing.assert_allclose(executor.forward({"ids": ids})[0], _run_ort(model, {"ids": ids})[0], rtol=1e-5,
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("with_custom_op", [False, True])
 def test_tagger_quantizes_around_the_lstm_and_runs_in_onnxruntime(with_custom_op, tmp_path):
     model_path, output = tmp_path / "tagger.onnx", tmp_path / "tagger_q.onnx"

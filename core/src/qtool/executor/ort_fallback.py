@@ -34,6 +34,10 @@ class OrtNode:
         self.explicit = len(node.input)
         self.outer = [v.name for v in op.inputs[self.explicit:]]
         self.input_names = [f"qtool_fallback_in{i}" if name else "" for i, name in enumerate(node.input)]
+        # a parameter's shape never changes: declared whole, for contrib ops whose shape inference needs it (an
+        # EmbedLayerNormalization's word_embedding "should have 2 dimensions and dimension size is known")
+        self.fixed = {self.input_names[i] for i, var in enumerate(op.inputs[:self.explicit])
+                      if var is not None and var.is_parameter and self.input_names[i]}
         self.output_names = [f"qtool_fallback_out{j}" if name else "" for j, name in enumerate(node.output)]
         del node.input[:], node.output[:]
         node.input.extend(self.input_names)
@@ -60,6 +64,7 @@ class OrtNode:
 
     def _build(self, feeds: dict[str, np.ndarray]) -> ort.InferenceSession:
         inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype),
+                                                list(a.shape) if name in self.fixed else
                                                 [f"{name}_d{k}" for k in range(a.ndim)])
                   for name, a in feeds.items()]
         outputs = [onnx.ValueInfoProto(name=n) for n in self.output_names if n]
