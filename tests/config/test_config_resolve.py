@@ -122,6 +122,23 @@ def test_tensor_overrides_apply_only_to_that_tensor(small_graph):
     assert not config.is_excluded(small_graph.operations["fc"])
 
 
+def test_set_by_user_tells_the_users_keys_from_the_platforms_and_a_presets(small_graph):
+    """What a platform may change (a granularity it knows its runtime cannot run) and what it must leave."""
+    conv = small_graph.operations["conv"]
+    weight = conv.inputs[1].name
+    platform = {"weight": {"granularity": "per_channel"}}
+
+    def by_user(user=None, preset=None, tensor=weight):
+        return resolve_config(platform, user, preset=preset).set_by_user(conv, "weight", tensor, "granularity")
+
+    assert not by_user() and not by_user(preset="w8a8")
+    assert by_user({"weight": {"granularity": "per_channel"}})
+    assert by_user({"override": [{"tensor": weight, "weight": {"granularity": "per_tensor"}}]})
+    assert not by_user({"override": [{"tensor": "another", "weight": {"granularity": "per_tensor"}}]})
+    assert not by_user({"weight": {"bits": 4}})  # the user's table, not this key
+    assert not resolve_config(platform).set_by_user(conv, "bias", weight, "granularity")
+
+
 def test_keep_float_op_override(small_graph):
     config = resolve_config({}, {"override": [{"op_type": "Gemm", "keep_float": True}]})
     fc = small_graph.operations["fc"]

@@ -102,12 +102,15 @@ class Proposal:
     ``configs``: the op's configs (INITIAL); ``reason``: why it is proposed;
     ``requested``: the user's own configuration asks for this op (its type in
     ``dispatch.quantize_op_types`` or its name in ``dispatch.include``), not
-    only the platform's defaults or a preset.
+    only the platform's defaults or a preset; ``user_granularity``: the inputs
+    whose granularity the user's own configuration sets (a platform leaves
+    those as they are).
     """
 
     configs: OpQuantConfig
     reason: str
     requested: bool = False
+    user_granularity: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -144,14 +144,20 @@ def test_a_gemm_with_alpha_and_a_bias_runs_as_qgemm_only_once_alpha_is_folded(bi
     assert ("QGemm" in ops) != bias_computed
 
 
-@pytest.mark.parametrize("granularity, runs_float", [("per_channel", True), ("per_tensor", False)])
+@pytest.mark.parametrize("granularity, runs_float", [("per_channel", True), ("per_tensor", False), (None, False)])
 def test_a_matmul_weight_of_three_dimensions_is_an_integer_kernel_only_per_tensor(granularity, runs_float, tmp_path):
+    """Asked per channel, such a weight stays so and ORT runs a float MatMul (noted); by default the platform
+    quantizes it per tensor (its reason says why), and ORT runs QLinearMatMul."""
     weight = np.random.default_rng(2).standard_normal((3, 16, 8)).astype(np.float32)
     node = onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="bmm")
     model, feeds = _single_gemm_or_matmul(tmp_path, node, [3, 5, 16], [3, 5, 8], {"w": weight})
+    config = {"weight": {"granularity": granularity}} if granularity else None
     result = qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx",
-                            config={"weight": {"granularity": granularity}})
+                            config=config)
     noted = [d for d in result.diagnostics if d.op == "bmm" and d.code == "ort.perf.granularity"]
     assert bool(noted) == runs_float
     ops = optimized_ops(result.files[0], tmp_path)
     assert ("MatMul" in ops and "QLinearMatMul" not in ops) == runs_float
+    bmm = result.graph.operations["bmm"].quant
+    assert bmm.inputs[1].scheme.is_per_channel == (granularity == "per_channel")
+    assert ("3-D weight 'w' per tensor" in bmm.reason) == (granularity is None)

@@ -106,6 +106,14 @@ class QuantConfig:
         where = f"op {op.name!r}" + (f" tensor {tensor!r}" if tensor else "")
         return self._build(table, origins, role, channel_axis, where)
 
+    def set_by_user(self, op, role: str, tensor: str | None, key: str) -> bool:
+        """Whether the user's own configuration (its role table or an override), not the platform's defaults, a
+        preset or the schema's, gives ``key`` of the scheme of ``tensor`` at ``op``."""
+        if role not in ROLES:
+            return False
+        table, origins = self._table_for(op, role, tensor)
+        return table is not None and _users(origins.get(key))
+
     def _table_for(self, op, role: str, tensor: str | None) -> tuple[dict | None, dict[str, str]]:
         table = getattr(self, role)
         table = dict(table) if table is not None else None
@@ -180,8 +188,7 @@ class QuantConfig:
         """True when the user's own configuration (not the platform's defaults, a preset or the schema's) asks to
         quantize ``op``: its op type in ``dispatch.quantize_op_types`` or its name in ``dispatch.include``."""
         key = "dispatch.include" if _first_match(self.include, op.name) is not None else "dispatch.quantize_op_types"
-        origin = self.origins.get(key)
-        return origin is not None and origin != PLATFORM_SOURCE and not origin.startswith("preset ")
+        return _users(self.origins.get(key))
 
     def _float_reason(self, op) -> str | None:
         for override in self.overrides:
@@ -275,6 +282,11 @@ def _plain(value: Any) -> Any:
     if callable(value):
         return f"<function {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}>"
     return value
+
+
+def _users(origin: str | None) -> bool:
+    """The origin of a key is the user's own configuration: not the platform's defaults, a preset or the schema."""
+    return origin is not None and origin != PLATFORM_SOURCE and not origin.startswith("preset ")
 
 
 def _blame_rank(source: str) -> int:

@@ -95,7 +95,10 @@ class _Decisions:
         self._prune(order)
 
     def _propose(self, op: Operation, reason: str) -> None:
-        proposal = Proposal(self._configs(op, reason), reason, self.config.requested(op))
+        configs = self._configs(op, reason)
+        chosen = frozenset(i for i, (var, tqc) in enumerate(zip(op.inputs, configs.inputs, strict=True))
+                           if tqc is not None and self.config.set_by_user(op, tqc.role, var.name, "granularity"))
+        proposal = Proposal(configs, reason, self.config.requested(op), chosen)
         answer = self.target.annotate(op, proposal) if self.target is not None else proposal
         if isinstance(answer, KeepFloat):
             self.reasons[op.name] = f"kept float by {self.platform}: {answer.reason}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
 from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal
 from qtool.ops import COMPUTE_OP_TYPES
+from qtool.quant import OpQuantConfig, TensorQuantizationConfig
+from qtool.quant import QuantizationPolicy as P
 
 from .activations import ACTIVATIONS
 from .storage import FLOAT_TYPES, HALF_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET, value_type
@@ -115,7 +118,9 @@ class OnnxRuntimePlatform(Platform):
                       "quantized, it would run as DequantizeLinear -> float op on casts to float32, slower than "
                       "the float model; convert the model to float32 to quantize into integer kernels, or name the "
                       "op type in dispatch.quantize_op_types to quantize it anyway")
-        return KeepFloat(reason) if reason is not None and not proposal.requested else proposal
+        if reason is not None and not proposal.requested:
+            return KeepFloat(reason)
+        return _batched_weights_per_tensor(op, proposal)
 
     def validate(self, graph, options: ExportOptions | None = None):
         from .rules import validate
@@ -149,3 +154,26 @@ class OnnxRuntimeInt32BiasPlatform(OnnxRuntimePlatform):
     name = "onnxruntime-int32bias"
     description = "QDQ ONNX model for ONNX Runtime; Conv/Gemm biases as int32 (scale = s_in * s_w)"
     bias_mode = "int32"
+
+
+def _batched_weights_per_tensor(op, proposal: Proposal) -> Proposal:
+    """A MatMul weight of more than 2 dimensions (a batched weight) quantized per tensor, unless the user's
+    configuration chose its granularity: ORT's integer MatMul takes per-channel scales on a 2-D weight only, and
+    runs such a MatMul per channel as DequantizeLinear -> float MatMul (``ort.perf.granularity``)."""
+    if op.op_type != "MatMul":
+        return proposal
+    inputs, changed = list(proposal.configs.inputs), []
+    for index, (var, tqc) in enumerate(zip(op.inputs, inputs, strict=True)):
+        if tqc is None or index in proposal.user_granularity or not var.is_parameter or var.value.ndim <= 2 \
+                or not tqc.scheme.policy & P.PER_CHANNEL:
+            continue
+        policy = (tqc.scheme.policy & ~P.PER_CHANNEL) | P.PER_TENSOR
+        inputs[index] = TensorQuantizationConfig(tqc.scheme.with_changes(policy=policy, channel_axis=None),
+                                                 role=tqc.role)
+        changed.append(f"{var.value.ndim}-D weight {var.name!r}")
+    if not changed:
+        return proposal
+    reason = (f"{proposal.reason}; its {', '.join(changed)} per tensor: ONNX Runtime's integer MatMul takes "
+              "per-channel scales on a 2-D weight only")
+    configs = OpQuantConfig(inputs, list(proposal.configs.outputs), True, reason)
+    return dataclasses.replace(proposal, configs=configs, reason=reason)
