@@ -149,3 +149,35 @@ def test_a_gemm_whose_bias_is_computed_keeps_alpha_and_beta():
     result = GraphSimplify()(graph)
     assert result.details["gemm_scales_folded"] == []
     assert graph.operations["layer"].attributes == {"alpha": 2.0, "beta": 0.5}
+
+
+@pytest.mark.parametrize("equation, weight_shape, x_shape, y_shape", [
+    ("bsd,df->bsf", (4, 6), (2, 3, 4), [2, 3, 6]),
+    ("bsd,fd->bsf", (6, 4), (2, 3, 4), [2, 3, 6]),  # stored transposed, as TensorFlow's Dense kernel may be
+    ("bd,df->bf", (4, 6), (3, 4), [3, 6]),
+])
+def test_a_dense_einsum_becomes_the_matmul_it_computes(equation, weight_shape, x_shape, y_shape):
+    graph = graph_of([helper.make_node("Einsum", ["x", "w"], ["y"], name="dense", equation=equation)],
+                     [tensor("x", list(x_shape))], [tensor("y", y_shape)], [init("w", RNG.normal(size=weight_shape))])
+    x = RNG.normal(size=x_shape).astype(np.float32)
+    expected = _ort(graph, x)
+
+    result = GraphSimplify()(graph)
+
+    dense = graph.operations["dense"]
+    assert result.details["einsums_as_matmul"] == ["dense"] and dense.op_type == "MatMul"
+    assert dense.inputs[1].value.shape == (4, 6) and dense.outputs[0] is graph.outputs[0]
+    np.testing.assert_allclose(_ort(graph, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("equation, weight_shape", [
+    ("bsd,dd->bsd", (4, 4)),  # one letter twice: no MatMul
+    ("bsd,df->bfs", (4, 6)),  # the output's axes in another order
+    ("bsd,sf->bdf", (3, 6)),  # contracted over another axis than the last
+    ("...d,df->...f", (4, 6)),  # an ellipsis: left as it is
+])
+def test_other_einsums_stay(equation, weight_shape):
+    graph = graph_of([helper.make_node("Einsum", ["x", "w"], ["y"], name="e", equation=equation)],
+                     [tensor("x", [2, 3, 4])], [tensor("y", None)], [init("w", RNG.normal(size=weight_shape))])
+    result = GraphSimplify()(graph)
+    assert result.details["einsums_as_matmul"] == [] and graph.operations["e"].op_type == "Einsum"

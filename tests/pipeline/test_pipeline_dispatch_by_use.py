@@ -227,3 +227,23 @@ def test_a_model_without_compute_ops_warns_that_nothing_is_quantized(tmp_path, c
     one_hot = qtool.quantize(one_hot_model(tmp_path / "one_hot.onnx"),
                              "onnxruntime", [{"tokens": RNG.integers(0, VOCAB, (4, LENGTH)).astype(np.int32)}])
     assert not [d for d in one_hot.diagnostics if d.code.startswith("coverage.")]
+
+
+def test_dense_layers_written_as_einsum_are_quantized_as_matmuls(tmp_path):
+    """JAX and TensorFlow exports write dense layers as Einsum (``bsd,df->bsf``, a kernel stored ``fd``): they
+    become MatMuls, quantized, and ORT runs them as integer kernels."""
+    nodes = [helper.make_node("Einsum", ["x", "w1"], ["h"], name="dense1", equation="bsd,df->bsf"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Einsum", ["r", "w2"], ["y"], name="dense2", equation="bsf,of->bso")]
+    path = _model(tmp_path / "einsum.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3])],
+                  {"w1": _weights(8, 16), "w2": _weights(3, 16)})
+    samples = [{"x": RNG.standard_normal((1, 4, 8)).astype(np.float32)} for _ in range(8)]
+
+    result, model, session = _quantize(path, samples, tmp_path)
+
+    assert result.summary["coverage"]["compute_ops_quantized"] == 2
+    assert _dequantized_inputs(model, "dense1") == [True, True] and _dequantized_inputs(model, "dense2") == [True, True]
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"x": RNG.standard_normal((1, 4, 8)).astype(np.float32)}
+    _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)

@@ -1,5 +1,5 @@
 """GraphSimplify: drop inference no-ops (Identity, Dropout), fold BatchNormalization into the layer before it and
-a Gemm's alpha and beta into its constant operands."""
+a Gemm's alpha and beta into its constant operands, write a dense Einsum as a MatMul."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import numpy as np
 from ..ir import Graph, Operation, Variable
 from ..ops import BIASED_OP_TYPES, op_roles, weight_axis
 from .base import Pass, PassResult
+from .einsum_matmul import as_matmul, dense_einsum
 
 
 class GraphSimplify(Pass):
     """Remove Identity and inference Dropout; fold a BatchNormalization into its Conv/ConvTranspose/Gemm; fold a
     Gemm's alpha into its weight and beta into its bias where both are parameters (ONNX Runtime fuses a quantized
-    Gemm with a bias into QGemm only with alpha and beta 1).
+    Gemm with a bias into QGemm only with alpha and beta 1); an Einsum of an activation and a 2-D weight that is a
+    MatMul becomes one (:mod:`.einsum_matmul`).
 
     A BN is folded only when it is the sole reader of the layer's output, the
     layer's weight and bias and the BN statistics are parameters, and BN is in
@@ -23,20 +25,24 @@ class GraphSimplify(Pass):
     name = "GraphSimplify"
 
     def call(self, graph: Graph) -> PassResult:
-        removed, folded, scaled = [], [], []
+        removed, folded, scaled, einsums = [], [], [], []
         for op in graph.topological_order():
             if op.op_type in ("Identity", "Dropout") and _removable(graph, op):
                 graph.bypass_operation(op)
                 removed.append(op.name)
             elif op.op_type == "BatchNormalization" and _foldable(graph, op):
                 folded.append(f"{op.name} -> {_fold(graph, op)}")
+            elif (transposed := dense_einsum(op)) is not None:
+                as_matmul(graph, op, transposed)
+                einsums.append(op.name)
         for op in graph.topological_order():  # after BN folding, which takes beta into the bias
             if op.op_type == "Gemm" and _scales_foldable(op):
                 _fold_scales(graph, op)
                 scaled.append(op.name)
         graph.remove_unused()
-        return PassResult(graph, bool(removed or folded or scaled),
-                          {"removed": removed, "folded": folded, "gemm_scales_folded": scaled})
+        return PassResult(graph, bool(removed or folded or scaled or einsums),
+                          {"removed": removed, "folded": folded, "gemm_scales_folded": scaled,
+                           "einsums_as_matmul": einsums})
 
 
 def _removable(graph: Graph, op: Operation) -> bool:
