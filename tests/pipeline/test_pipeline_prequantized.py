@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import qtool
 from onnx import TensorProto, helper, numpy_helper
+from qtool.coverage import MODEL_QUANTIZED
 from qtool.testing.models import SMALL_MODEL_INPUT, small_model_proto
 
 SAMPLES = {SMALL_MODEL_INPUT: np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)}
@@ -81,3 +82,29 @@ def test_weights_the_model_dequantizes_stay_and_its_float_activations_are_quanti
     ort.InferenceSession(str(result.files[0]), options, providers=["CPUExecutionProvider"])
     built = [n.op_type for n in onnx.load(tmp_path / "built.onnx").graph.node]
     assert built.count("QLinearMatMul") == 2
+
+
+def test_a_dynamically_quantized_model_counts_its_integer_ops_as_quantized_in_the_model(tmp_path):
+    """ORT's quantize_dynamic writes MatMulInteger (and DynamicQuantizeLinear): those are compute ops quantized in
+    the model, not ops outside dispatch.quantize_op_types; the float MatMul left beside them is quantized."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="dense"),
+             helper.make_node("MatMul", ["h", "h_t"], ["scores"], name="scores_mm"),
+             helper.make_node("Transpose", ["h"], ["h_t"], name="transpose", perm=[1, 0])]
+    graph = helper.make_graph([nodes[0], nodes[2], nodes[1]], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [4, 4])],
+                              [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w1")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
+    feeds = [{"x": rng.standard_normal((4, 16)).astype(np.float32)} for _ in range(4)]
+
+    result = qtool.quantize(tmp_path / "dynamic.onnx", "onnxruntime", feeds, calib_layout="feeds",
+                            output=tmp_path / "q.onnx")
+
+    integer = [op for op in result.graph.operations.values() if op.op_type == "MatMulInteger"]
+    assert integer and all(op.quant.reason == MODEL_QUANTIZED for op in integer)
+    assert result.summary["coverage"]["compute_ops"] == result.summary["coverage"]["compute_ops_quantized"] == 2
+    assert result.graph.operations["scores_mm"].quant.quantized

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from .ops import COMPUTE_OP_TYPES, is_compute
 from .platform import Diagnostic, Severity
 
-MODEL_QUANTIZED = "quantized in the model: its own QuantizeLinear/DequantizeLinear nodes stay as they are"
+MODEL_QUANTIZED = "quantized in the model: its own quantization (Q/DQ nodes, integer ops) stays as it is"
 LOW_SHARE = 0.5
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
-                         "MatMulIntegerToFloat", "DynamicQuantizeLinear", "MatMulNBits"})
+INTEGER_COMPUTE_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
+                                 "MatMulIntegerToFloat", "MatMulNBits"})  # compute ops a model holds in integers
+INTEGER_OPS = INTEGER_COMPUTE_OPS | {"DynamicQuantizeLinear"}
 SHOWN_REASONS = 3
 SHOWN_TYPES = 8
 _DETAILS = re.compile(r"\s*\([^()]*\d[^()]*\)")  # "(SNR 44.2 dB, ...)": per-op numbers
@@ -49,8 +50,8 @@ class Coverage:
 
 def coverage(graph) -> Coverage:
     """The coverage of a dispatched graph (an op counts as quantized when ``op.quant.quantized``, or when the model
-    quantizes it itself: :data:`MODEL_QUANTIZED`)."""
-    ops = [op for op in graph.operations.values() if is_compute(op)]
+    quantizes it itself: :data:`MODEL_QUANTIZED`, an integer compute op of the model's among them)."""
+    ops = [op for op in graph.operations.values() if is_compute(op) or op.op_type in INTEGER_COMPUTE_OPS]
     quantized = [op for op in ops if op.quant is not None and (op.quant.quantized
                                                                or op.quant.reason == MODEL_QUANTIZED)]
     reasons = Counter(_general(op.quant.reason if op.quant is not None else "not dispatched")

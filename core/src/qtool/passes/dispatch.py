@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from ..coverage import MODEL_QUANTIZED
+from ..coverage import INTEGER_COMPUTE_OPS, MODEL_QUANTIZED
 from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
 from ..ops import bias_index, is_steering_input, quantized_in_model, weight_index
@@ -76,7 +76,9 @@ class _Decisions:
         cfg = self.config
         for op in order:
             quantize, reason = cfg.quantize_decision(op)
-            if forced := float_reason(op):
+            if op.op_type in INTEGER_COMPUTE_OPS:  # a model quantized with integer ops (ORT's QOperator format)
+                self.reasons[op.name] = MODEL_QUANTIZED
+            elif forced := float_reason(op):
                 self.reasons[op.name] = forced
             elif self.kinds.is_shape_op(op):
                 self.reasons[op.name] = SHAPE_REASON
