@@ -108,3 +108,26 @@ def test_a_dynamically_quantized_model_counts_its_integer_ops_as_quantized_in_th
     assert integer and all(op.quant.reason == MODEL_QUANTIZED for op in integer)
     assert result.summary["coverage"]["compute_ops"] == result.summary["coverage"]["compute_ops_quantized"] == 2
     assert result.graph.operations["scores_mm"].quant.quantized
+
+
+def test_a_model_in_integer_ops_is_quantized_in_the_model_not_float(tmp_path):
+    """ORT's QOperator format (QLinearConv, QGemm...) has no float compute op left: its compute ops count as
+    quantized in the model, and nothing says the model computes in float."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    onnx.save(small_model_proto(), tmp_path / "float.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter({SMALL_MODEL_INPUT: x[None]} for x in SAMPLES[SMALL_MODEL_INPUT])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qop.onnx", Reader(), quant_format=QuantFormat.QOperator)
+
+    result = qtool.quantize(tmp_path / "qop.onnx", "onnxruntime", SAMPLES, output=tmp_path / "q.onnx")
+
+    coverage = result.summary["coverage"]
+    assert coverage["compute_ops"] == coverage["compute_ops_quantized"] > 0
+    assert [d.code for d in result.diagnostics if d.code.startswith(("coverage.", "model."))] == ["model.prequantized"]

@@ -71,10 +71,12 @@ def low_coverage(found: Coverage) -> list[Diagnostic]:
 
 
 def nothing_quantized(graph) -> list[Diagnostic]:
-    """A WARNING when the model has no compute op and no op of it is quantized (nor holds a body that may be):
-    the written model is the float one (:func:`low_coverage` speaks where there are compute ops)."""
+    """A WARNING when the model has no compute op and no op of it is quantized, by qtool or by the model itself
+    (nor holds a body that may be): the written model is the float one (:func:`low_coverage` speaks where there are
+    compute ops, :func:`prequantized` where the model holds quantization)."""
     ops = list(graph.operations.values())
-    if any(is_compute(op) or op.has_subgraphs or op.quant is not None and op.quant.quantized for op in ops):
+    if any(is_compute(op) or op.has_subgraphs or op.op_type in INTEGER_OPS | QDQ_OPS
+           or op.quant is not None and op.quant.quantized for op in ops):
         return []
     types = "/".join(sorted(COMPUTE_OP_TYPES))
     kinds = ", ".join(sorted({op.op_type for op in ops})[:SHOWN_TYPES])
