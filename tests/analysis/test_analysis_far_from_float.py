@@ -51,3 +51,25 @@ def test_a_model_close_to_float_gets_no_such_warning(tmp_path):
     result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
     assert all(out["sqnr_db"] > FAR_SNR_DB for out in result.summary["float_vs_quantized"]["outputs"].values())
     assert not [d for d in result.diagnostics if d.code == "output.far-from-float"]
+
+
+def test_an_integer_output_reports_the_share_of_its_elements_the_quantized_model_gets_the_same(tmp_path, capsys):
+    """Labels (an ArgMax) have no SQNR: the summary gives the share of equal elements, and the console says it."""
+    weight = RNG.normal(size=(5, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["scores"], name="conv", pads=[1, 1, 1, 1]),
+                               helper.make_node("ArgMax", ["scores"], ["label"], name="argmax", axis=1, keepdims=0)],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [1, 8, 8])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = tmp_path / "labels.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=RNG.normal(size=(8, 3, 8, 8)).astype(np.float32))
+
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    (share,) = result.summary["float_vs_quantized"]["outputs"]["label"].values()
+    assert 0.5 < share <= 1.0
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib),
+                 "-o", str(tmp_path / "cli.onnx")]) == 0
+    assert f"label: {100 * share:.2f} % of its elements as the float model's" in capsys.readouterr().out

@@ -184,7 +184,8 @@ def test_outputs_no_observer_reads_are_returned_only_for_the_kept_samples(tmp_pa
     assert [names.count("top") for names in fetched] == [1] * FLOAT_GAP_SAMPLES + [0] * 4  # ArgMax: not observed
     assert all("output" in names for names in fetched)  # observed: every run
     assert served[0] is not None and [set(kept) for kept in served[0]] == [{"output", "top"}] * FLOAT_GAP_SAMPLES
-    assert fresh_references == [] and set(result.summary["float_vs_quantized"]["outputs"]) == {"output"}
+    outputs = result.summary["float_vs_quantized"]["outputs"]
+    assert fresh_references == [] and set(outputs) == {"output", "top"} and set(outputs["top"]) == {"equal_share"}
 
 
 def test_outputs_beyond_the_limit_are_not_kept(model, tmp_path, monkeypatch, fresh_references, served):

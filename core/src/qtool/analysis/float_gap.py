@@ -40,7 +40,8 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                        simulated: Sequence[Sequence[np.ndarray]] = (), deployed: Deployed | None = None,
                        kept: KeptOutputs | None = None) -> dict:
     """``{"samples", "held_out", "measured_on", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as
-    reference.
+    reference; an integer or boolean output (labels, indices) gets ``{"equal_share"}``: the share of its elements
+    the quantized model gives as the float one does.
 
     ``sqnr_db`` is None where the quantized output equals the float one exactly (infinite SQNR);
     ``held_out`` says whether ``samples`` were kept out of calibration. The quantized outputs come from
@@ -68,6 +69,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
 
         executor = TorchExecutor(graph, device=device)
     stats = {name: ErrorAccumulator() for name in names}
+    matches = {name: [0, 0] for name in names}  # an integer or boolean output: (elements equal, elements)
     with threads(pass_threads()):  # on a busy machine: one thread, see threads
         for number, (feeds, quantized) in enumerate(runs):
             if references is None:
@@ -79,9 +81,14 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                 with executor.mode(quantize=True):
                     quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
-                if np.issubdtype(np.asarray(ref).dtype, np.floating):
-                    stats[name].update(np.asarray(ref), np.asarray(out))
+                ref, out = np.asarray(ref), np.asarray(out)
+                if np.issubdtype(ref.dtype, np.floating):
+                    stats[name].update(ref, out)
+                else:  # labels, indices: how many elements the quantized model gets the same
+                    matches[name][0] += int(np.count_nonzero(ref == out)) if ref.shape == out.shape else 0
+                    matches[name][1] += max(ref.size, out.size)
     outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
+    outputs |= {name: {"equal_share": round(equal / total, 6)} for name, (equal, total) in matches.items() if total}
     measured_on = SIMULATION if deployed is None else f"{deployed.runtime}, the exported files"
     return {"samples": len(samples), "held_out": held_out, "measured_on": measured_on, "outputs": outputs}
 
@@ -121,7 +128,7 @@ def far_from_float(gap: dict) -> list[Diagnostic]:
                        f"({gap['measured_on']}); `qtool analyse` finds the ops that lose most, `--check-agreement` "
                        "compares the written files with qtool's simulation", tensor=name)
             for name, found in gap["outputs"].items()
-            if found["sqnr_db"] is not None and found["sqnr_db"] < FAR_SNR_DB]
+            if found.get("sqnr_db") is not None and found["sqnr_db"] < FAR_SNR_DB]
 
 
 def _finite(value: float) -> float | None:

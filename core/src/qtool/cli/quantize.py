@@ -240,6 +240,9 @@ def float_gap_lines(gap: dict | None) -> list[str]:
     if gap.get("runtime_error"):
         lines.append(f"  (the runtime refused the written model: {escape(gap['runtime_error'])})")
     for name, o in gap["outputs"].items():
+        if "equal_share" in o:
+            lines.append(f"  {escape(name)}: {100 * o['equal_share']:.2f} % of its elements as the float model's")
+            continue
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
         lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}")
     return lines
