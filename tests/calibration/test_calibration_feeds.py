@@ -137,8 +137,12 @@ def test_a_model_with_a_fixed_batch_is_fed_one_sample_at_a_time(tmp_path):
     assert data.batch_size == 1 and [b["x"].shape for b in data] == [(1, 3, 4, 4)] * 5
     assert [s["x"].shape for s in data.samples(2)] == [(1, 3, 4, 4)] * 2
     two = graph_with_inputs(x=[2, 3])
-    with pytest.raises(CalibrationError, match="3 samples do not fill batches of 2"):
+    with pytest.raises(CalibrationError, match=r"3 samples do not fill batches of 2, .*\(--calib-samples 2 / "
+                                               r"max_samples=2 takes the first 2\)"):
         load_calibration_data(np.zeros((3, 3), np.float32), two)
+    held = load_calibration_data(np.zeros((5, 3), np.float32), two, max_samples=4)
+    assert held.held_out(8) == []  # one sample after the first 4 fills no batch of 2: the model cannot take it
+    assert [s["x"].shape for s in held.samples(8)] == [(2, 3)] * 2
 
 
 def test_nonfinite_values_name_the_file_input_and_sample(tmp_path):

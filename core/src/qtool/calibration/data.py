@@ -47,8 +47,10 @@ class CalibrationData:
         self.inputs = [v.name for v in source.inputs]
         self._fingerprint: str | None = None
         if self.fixed_batch and self.count is not None and self.count % self.fixed_batch:
+            usable = self.count - self.count % self.fixed_batch
+            hint = f" (--calib-samples {usable} / max_samples={usable} takes the first {usable})" if usable else ""
             raise CalibrationError(f"{origin}: {self.count} samples do not fill batches of {self.fixed_batch}, "
-                                   "the batch size the model's inputs fix")
+                                   f"the batch size the model's inputs fix{hint}")
 
     def __len__(self) -> int:
         if self.count is None:
@@ -76,10 +78,13 @@ class CalibrationData:
         return self._split(self._after(self.max_samples), n)
 
     def _split(self, chunks: Iterator[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
+        """Samples of ``chunks``, one model call each: a feed, a sample, or a batch of the size the model fixes (a
+        shorter remainder the model cannot take is left out: the samples held out after ``max_samples`` may not
+        fill one)."""
         found: list[dict[str, np.ndarray]] = []
         for batch in chunks:
             step = 1 if self.layout == "feeds" else self.fixed_batch or 1
-            for i in range(0, self.samples_in(batch), step):
+            for i in range(0, self.samples_in(batch) - step + 1, step):
                 if len(found) >= n:
                     return found
                 found.append(batch if self.layout == "feeds"
