@@ -145,6 +145,18 @@ def test_a_model_with_a_fixed_batch_is_fed_one_sample_at_a_time(tmp_path):
     assert [s["x"].shape for s in held.samples(8)] == [(2, 3)] * 2
 
 
+def test_samples_skipped_for_nan_leave_a_short_last_batch_out_of_a_fixed_batch(tmp_path):
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    x[1, 0] = np.nan
+    data = load_calibration_data(x, graph_with_inputs(x=[2, 3]), skip_nonfinite=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(data)
+    assert [b["x"].shape for b in batches] == [(2, 3)] * 2  # 5 finite samples: two batches, one sample left
+    assert "the last 1 sample(s) fill no batch of 2 once samples holding NaN or Inf were skipped: left out" in [
+        str(w.message).split(": ", 1)[1] for w in caught if w.category is CalibrationWarning]
+
+
 def test_nonfinite_values_name_the_file_input_and_sample(tmp_path):
     x = np.random.default_rng(0).standard_normal((6, 3, 4, 4)).astype(np.float32)
     x[4, 1, 2, 3] = np.nan

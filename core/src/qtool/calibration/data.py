@@ -59,7 +59,8 @@ class CalibrationData:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         chunks = self._chunks()
-        yield from chunks if self.layout == "feeds" else _rebatch(chunks, self.batch_size, self.fixed_batch)
+        left_out = self._left_out if self.skip_nonfinite else None  # samples skipped may leave a batch short
+        yield from chunks if self.layout == "feeds" else _rebatch(chunks, self.batch_size, self.fixed_batch, left_out)
 
     def samples_in(self, batch: dict[str, np.ndarray]) -> int:
         """Samples in one of this data's batches (1 for a feed)."""
@@ -169,6 +170,10 @@ class CalibrationData:
         keep = ~bad
         return ({name: a[keep] for name, a in arrays.items()} if keep.any() else None), int(bad.sum())
 
+    def _left_out(self, count: int) -> None:
+        warnings.warn(f"{self.origin}: the last {count} sample(s) fill no batch of {self.fixed_batch} once samples "
+                      "holding NaN or Inf were skipped: left out", CalibrationWarning, stacklevel=2)
+
     def _report_skipped(self, skipped: int) -> None:
         if skipped and not self.skipped:
             warnings.warn(f"{self.origin}: skipped {skipped} calibration sample(s) holding NaN or Inf",
@@ -214,10 +219,11 @@ JOIN_BYTES = 16 << 20  # a batch joined from several chunks stops growing once i
 # one: 88 MB)
 
 
-def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
-             fixed: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, fixed: int | None = None,
+             left_out: Callable[[int], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Cut and join chunks into batches of ``batch_size`` samples (the last may be smaller, unless the
-    model ``fixed`` its batch size). A batch is cut early where the sample shape changes (dynamic sizes), and,
+    model ``fixed`` its batch size: then ``left_out(count)`` is told of a last short batch, which is dropped, or,
+    without it, that is an error). A batch is cut early where the sample shape changes (dynamic sizes), and,
     where the model fixes no batch size, before it joins a chunk to parts that hold ``JOIN_BYTES`` already.
     """
     held: list[dict[str, np.ndarray]] = []
@@ -244,7 +250,9 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int,
             if count == batch_size:
                 yield flush()
                 held, count, held_bytes = [], 0, 0
-    if held:
+    if held and fixed and count != fixed and left_out is not None:
+        left_out(count)
+    elif held:
         yield flush()
 
 
