@@ -471,6 +471,18 @@ def _flow_feed(seed: int) -> dict[str, np.ndarray]:
     return {"x": _normal((4, 16), seed)}
 
 
+def _einsum_model(folder: Path) -> tuple[Path, Feed]:
+    """Dense layers as a JAX or TensorFlow export writes them: Einsum bsd,df->bsf, then a kernel stored fo."""
+    rng = np.random.default_rng(3)
+    v = helper.make_tensor_value_info
+    nodes = [helper.make_node("Einsum", ["x", "W1"], ["h"], name="dense1", equation="bsd,df->bsf"),
+             helper.make_node("Tanh", ["h"], ["t"], name="tanh"),
+             helper.make_node("Einsum", ["t", "W2"], ["y"], name="dense2", equation="bsf,of->bso")]
+    graph = helper.make_graph(nodes, "einsum_dense", [v("x", TensorProto.FLOAT, ["batch", 8, 16])],
+                              [v("y", TensorProto.FLOAT, ["batch", 8, 4])], _weights(rng, W1=(16, 32), W2=(4, 32)))
+    return _save(graph, folder / "model.onnx"), lambda seed: {"x": _normal((1, 8, 16), seed)}
+
+
 def _if_model(folder: Path) -> tuple[Path, Feed]:
     """MatMul, then If (on the sign of the mean) with a MatMul in each branch, then a MatMul."""
     rng = np.random.default_rng(0)
@@ -589,6 +601,7 @@ def _zoo() -> list[Entry]:
         Entry("lstm-state", "LSTM, sequence-first [T, 1, F], state inputs h, c [1, 1, H]", _recurrent("lstm")),
         Entry("gru-state", "GRU, sequence-first, state input h [1, 1, H]", _recurrent("gru")),
         Entry("recurrent-step", "recurrent step of plain ops, x [T, F], state h, c [1, 1, H]", _recurrent_step),
+        Entry("einsum-dense", "dense layers as Einsum (bsd,df->bsf), as JAX and TensorFlow export them", _einsum_model),
         Entry("if-branches", "If with a MatMul in each branch", _if_model),
         Entry("loop-body", "Loop carrying a state through MatMul + Tanh", _loop_model),
         Entry("scan-rnn", "Scan over frames with a MatMul RNN body", _scan_model),
