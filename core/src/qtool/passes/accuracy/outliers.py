@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 class PeakTable:
     """Per tensor name of ``axes``: ``max|x|`` along every other axis, per index of its axis ``axes[name]``,
-    merged over batches (float64). A tensor whose axis changes length between batches (a sequence axis) has no
-    channels and is left out of :meth:`peaks`."""
+    merged over batches (float64). A tensor whose axis changes length between batches (a sequence axis), or a
+    scalar, has no channels and is left out of :meth:`peaks`."""
 
     def __init__(self, axes: Mapping[str, int]) -> None:
         self.axes = dict(axes)
@@ -41,7 +41,10 @@ class PeakTable:
             self._peaks[name] = np.maximum(self._peaks[name], peak) if name in self._peaks else peak
 
     def add_array(self, name: str, x: np.ndarray) -> None:
-        """Merge one batch's float value of ``name``."""
+        """Merge one batch's float value of ``name`` (a scalar, a dot product's, has no channels: left out)."""
+        if x.ndim == 0:
+            self._varying.add(name)
+            return
         axis = self.axes[name] % x.ndim
         self.add(name, np.abs(x).max(axis=tuple(a for a in range(x.ndim) if a != axis)).astype(np.float64))
 
