@@ -81,8 +81,8 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                 with executor.mode(quantize=True):
                     quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
-                ref, out = np.asarray(ref), np.asarray(out)
-                if np.issubdtype(ref.dtype, np.floating):
+                ref, out = _flat(ref), _flat(out)
+                if np.issubdtype(ref.dtype, np.floating) and ref.shape == out.shape:
                     stats[name].update(ref, out)
                 else:  # labels, indices: how many elements the quantized model gets the same
                     matches[name][0] += int(np.count_nonzero(ref == out)) if ref.shape == out.shape else 0
@@ -91,6 +91,13 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     outputs |= {name: {"equal_share": round(equal / total, 6)} for name, (equal, total) in matches.items() if total}
     measured_on = SIMULATION if deployed is None else f"{deployed.runtime}, the exported files"
     return {"samples": len(samples), "held_out": held_out, "measured_on": measured_on, "outputs": outputs}
+
+
+def _flat(value) -> np.ndarray:
+    """An output as one array: a sequence's tensors (a SplitToSequence's, of several shapes) flattened end to end."""
+    if isinstance(value, list):
+        return np.concatenate([np.asarray(v).reshape(-1) for v in value]) if value else np.zeros(0, np.float32)
+    return np.asarray(value)
 
 
 def _batched(samples: Sequence[dict[str, np.ndarray]], batchable: bool) -> list[dict[str, np.ndarray]]:

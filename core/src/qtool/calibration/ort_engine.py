@@ -118,15 +118,15 @@ class OrtFloatRun:
 
     def _size(self, results: dict[str, np.ndarray], splittable: bool) -> None:
         """Runs of as many samples as fit in the budget; groups of tensors where one sample does not fit."""
-        total = sum(a.nbytes for a in results.values())
+        total = sum(map(_nbytes, results.values()))
         self.rows = max(1, min(self.budget, RUN_BYTES) // total) if splittable and total else 1
         self.groups, group, held = [], [], 0
         for name in self.computed:
-            if group and held + results[name].nbytes > self.budget:
+            if group and held + _nbytes(results[name]) > self.budget:
                 self.groups.append(group)
                 group, held = [], 0
             group.append(name)
-            held += results[name].nbytes
+            held += _nbytes(results[name])
         if group:
             self.groups.append(group)
 
@@ -142,6 +142,11 @@ def float_outputs(graph: Graph, samples: Sequence[Mapping[str, np.ndarray]], nam
         return [{k: v for piece in run.run(sample, splittable=False) for k, v in piece.items()} for sample in samples]
     except ORT_ERRORS:
         return None
+
+
+def _nbytes(value) -> int:
+    """Bytes of a run's value: an array, or a sequence of them (a SequenceConstruct's output is a list)."""
+    return value.nbytes if isinstance(value, np.ndarray) else sum(map(_nbytes, value))
 
 
 def _rows(batch: Mapping[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:

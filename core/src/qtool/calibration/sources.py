@@ -120,7 +120,13 @@ def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples"
     """Arrays by input name from a mapping or (single input) an array; in samples layout each gets the sample axis."""
     if isinstance(raw, Mapping):
         chosen = pick(raw.keys(), inputs, where, layout)
-        arrays = {name: as_array(raw[key]) for name, key in chosen.items()}
+        arrays = {}
+        for name, key in chosen.items():
+            try:
+                arrays[name] = as_array(raw[key])
+            except ValueError as exc:  # a list of arrays of several shapes: a sequence, not a tensor
+                raise CalibrationError(f"{where}: input {name!r} is no tensor qtool can calibrate with "
+                                       f"({str(exc).splitlines()[0][:120]})") from None
     elif isinstance(raw, (tuple, list)) and any(isinstance(v, Mapping) or hasattr(v, "shape") for v in raw):
         raise CalibrationError(f"{where}: a {type(raw).__name__} of {len(raw)} values; give transform= a function "
                                "that returns the model inputs from it (e.g. transform=lambda item: item[0] for "

@@ -135,7 +135,7 @@ class BodyRecorder:
         names = [v.name for v in body.input]
         length = scanned[0].shape[axes[0]]
         for t in range(length):
-            slices = [np.take(s, length - 1 - t if back else t, axis=axis)
+            slices = [np.asarray(np.take(s, length - 1 - t if back else t, axis=axis))  # a 1-D input's: 0-d
                       for s, axis, back in zip(scanned, axes, backwards, strict=True)]
             formal = dict(zip(names, [*states, *slices], strict=True))
             results = self._run("body", self._add("body", formal, outer))

@@ -11,7 +11,8 @@ from .storage import HIGHEST_OPSET, LOWEST_OPSET, lowest_opset, storage_type, va
 
 
 def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset()) -> int:
-    """``requested`` when given; else the model's opset raised to what its configs need, at most 27.
+    """``requested`` when given; else the model's opset raised to what its configs need, at most 27 (as it is where
+    nothing is quantized).
 
     4-bit and 16-bit types go through com.microsoft Q/DQ below opset 21, so only
     per-axis (13), float8 and float16/bfloat16 tensors (19), per-block (21) and 2-bit (25) raise the opset. Ops in
@@ -25,15 +26,15 @@ def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset(
         stype = storage_type(q.scheme, stored=var.is_parameter)
         if q.op.name not in skip and stype is not None:
             needed.append(lowest_opset(stype, q.scheme, value_type(var)))
-    if not needed:
-        return min(graph.opset, HIGHEST_OPSET)
+    if not needed:  # no Q/DQ to write: the model's own opset (converting an opset-28 model down to 27 failed)
+        return graph.opset
     return min(max(graph.opset, LOWEST_OPSET, *needed), HIGHEST_OPSET)
 
 
 def convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """``model`` at ai.onnx ``opset`` through onnx.version_converter, with an IR version that allows it."""
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if current != opset:
+    if current is not None and current != opset:  # None: no op of ONNX's own domain (an ai.onnx.ml model)
         try:
             converted = version_converter.convert_version(model, opset)
         except (RuntimeError, ValueError) as exc:

@@ -1,0 +1,31 @@
+"""Models of onnx's own node tests that used to crash qtool where nothing in them is quantized: a sequence output
+(its values are a list, not an array; one of tensors of several shapes), a Scan over a 1-D input (a slice of it is
+a 0-d array), a model of ai.onnx.ml ops only (no ONNX-domain opset to convert). Each quantizes, with no compute op
+to count, says that nothing is where it holds no control-flow body, and ONNX Runtime loads what is written."""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+import pytest
+import qtool
+from qtool.testing.node_tests import node_test_cases
+
+CASES = ["test_if_seq", "test_scan9_scalar", "test_split_to_sequence_2", "test_ai_onnx_ml_array_feature_extractor"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_model_with_nothing_to_quantize_runs_through(name, tmp_path):
+    (case,) = [case for case in node_test_cases() if case.name == name]
+    onnx.save(case.model, tmp_path / "model.onnx")
+    names = [value.name for value in case.model.graph.input]
+    feeds = [dict(zip(names, case.data_sets[0][0], strict=True))]
+
+    result = qtool.quantize(tmp_path / "model.onnx", "onnxruntime", feeds, calib_layout="feeds",
+                            output=tmp_path / "q.onnx")
+
+    assert result.summary["coverage"]["compute_ops"] == 0
+    bodies = any(op.has_subgraphs for op in result.graph.operations.values())
+    assert [d.code for d in result.diagnostics if d.code.startswith("coverage.")] == ([] if bodies else
+                                                                                     ["coverage.none"])
+    ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
