@@ -153,18 +153,19 @@ def test_samples_skipped_for_nan_leave_a_short_last_batch_out_of_a_fixed_batch(t
         warnings.simplefilter("always")
         batches = list(data)
     assert [b["x"].shape for b in batches] == [(2, 3)] * 2  # 5 finite samples: two batches, one sample left
-    assert "the last 1 sample(s) fill no batch of 2 once samples holding NaN or Inf were skipped: left out" in [
+    assert "the last 1 sample(s) fill no batch of 2 once samples holding NaN were skipped: left out" in [
         str(w.message).split(": ", 1)[1] for w in caught if w.category is CalibrationWarning]
 
 
-def test_nonfinite_values_name_the_file_input_and_sample(tmp_path):
+def test_nan_values_name_the_file_input_and_sample_and_infinities_are_values(tmp_path):
     x = np.random.default_rng(0).standard_normal((6, 3, 4, 4)).astype(np.float32)
     x[4, 1, 2, 3] = np.nan
-    x[1, 0, 0, 0] = np.inf
+    x[1, 0, 0, 0] = -np.inf  # an additive attention mask holds -inf: a value, not a fault
     np.savez(tmp_path / "calib.npz", x=x)
     data = load_calibration_data(tmp_path / "calib.npz", IMAGE)
-    with pytest.raises(CalibrationError, match=r"calib\.npz: input 'x' sample 1 holds Inf .*--calib-skip-nonfinite"):
+    with pytest.raises(CalibrationError, match=r"calib\.npz: input 'x' sample 4 holds NaN .*--calib-skip-nonfinite"):
         list(data)
+    assert len(list(load_calibration_data(np.delete(x, 4, axis=0), IMAGE))) == 1  # 5 samples, one batch
     bad = feed(3)
     bad["c"][0, 0, 2] = np.nan
     with pytest.raises(CalibrationError, match=r"calibration item 1: input 'c' holds NaN"):
@@ -181,7 +182,7 @@ def test_nonfinite_samples_can_be_skipped_and_are_counted():
     np.testing.assert_array_equal(kept, x[[0, 2, 3, 5]])
     assert data.skipped == 2 and len(data) == 4
     assert [str(w.message) for w in caught if w.category is CalibrationWarning] == [
-        "calibration data: skipped 2 calibration sample(s) holding NaN or Inf"]
+        "calibration data: skipped 2 calibration sample(s) holding NaN"]
 
 
 def test_feed_fingerprints_follow_the_feeds(tmp_path):

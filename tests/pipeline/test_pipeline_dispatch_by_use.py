@@ -247,3 +247,30 @@ def test_dense_layers_written_as_einsum_are_quantized_as_matmuls(tmp_path):
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {"x": RNG.standard_normal((1, 4, 8)).astype(np.float32)}
     _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)
+
+
+def test_an_additive_attention_mask_of_minus_infinity_calibrates(tmp_path):
+    """A causal mask given as a float input holds -inf: a value like another (a NaN would stop the run)."""
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+             helper.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+             helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"], name="scores"),
+             helper.make_node("Add", ["scores", "mask"], ["masked"], name="add_mask"),
+             helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "x"], ["y"], name="mix")]
+    path = _model(tmp_path / "masked.onnx", nodes,
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8]),
+                   helper.make_tensor_value_info("mask", TensorProto.FLOAT, [4, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+                  {"wq": _weights(8, 8), "wk": _weights(8, 8)})
+    mask = np.triu(np.full((4, 4), -np.inf, np.float32), k=1)
+    feeds = [{"x": RNG.standard_normal((1, 4, 8)).astype(np.float32), "mask": mask} for _ in range(8)]
+
+    result = qtool.quantize(path, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    session = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+    assert result.summary["coverage"]["compute_ops_quantized"] == 4
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 20
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"x": RNG.standard_normal((1, 4, 8)).astype(np.float32), "mask": mask}
+    _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)

@@ -117,7 +117,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples
     (up to 8 after them, never calibrated on, measure ``summary["float_vs_quantized"]``);
     ``transform(item)`` maps each item to the inputs (e.g. ``(inputs, labels)`` pairs of a DataLoader);
-    ``skip_nonfinite`` drops samples holding NaN or Inf instead of refusing them.
+    ``skip_nonfinite`` drops samples holding NaN instead of refusing them (an infinity is a value, e.g. a mask's).
     ``summary["float_vs_quantized"]`` measures the written files on the platform's runtime where it runs here
     (``measured_on`` says so), else qtool's simulation. ``check_agreement`` compares the written files with qtool's
     simulation (``result.agreement``): None (the default) where a step of the run used the simulation, True

@@ -23,7 +23,7 @@ class CalibrationData:
     one or bakes a batch of 1 into a Reshape, so such a model is fed one sample at a time). In the ``feeds``
     layout each file or item is one call, passed on as it is. Files are read one
     at a time while iterating; ``max_samples`` keeps the first samples (feeds);
-    ``skip_nonfinite`` drops samples holding NaN or Inf (counted in ``skipped``)
+    ``skip_nonfinite`` drops samples holding NaN (counted in ``skipped``); an infinity is a value like another
     where otherwise they are an error naming the file, input and sample.
     ``count`` is the number of samples (feeds), None for a stream not yet read
     to its end; :meth:`fingerprint` hashes the samples (not how they are batched).
@@ -73,7 +73,7 @@ class CalibrationData:
     def held_out(self, n: int) -> list[dict[str, np.ndarray]]:
         """Up to ``n`` samples that calibration never sees, split as :meth:`samples` splits them: those after
         the first ``max_samples``. None without ``max_samples`` (calibration reads all the data) nor when the
-        data holds no more; samples holding NaN or Inf are passed over, never refused."""
+        data holds no more; samples holding NaN are passed over, never refused."""
         if self.max_samples is None:
             return []
         return self._split(self._after(self.max_samples), n)
@@ -149,19 +149,19 @@ class CalibrationData:
 
     def _finite(self, where: str, arrays: dict[str, np.ndarray], *,
                 skip: bool | None = None) -> tuple[dict[str, np.ndarray] | None, int]:
-        """The arrays without the samples that hold NaN or Inf (when skipping them: ``skip``, by default
-        ``skip_nonfinite``), and how many went."""
+        """The arrays without the samples that hold NaN (when skipping them: ``skip``, by default
+        ``skip_nonfinite``), and how many went. An infinity is a value an input may hold (an additive attention
+        mask's -inf): the observers that read it leave it out and say how many they did."""
         bad = None
         for name, array in arrays.items():
-            if not np.issubdtype(array.dtype, np.inexact) or np.isfinite(array).all():
+            if not np.issubdtype(array.dtype, np.inexact) or not np.isnan(array).any():
                 continue
-            rows = (~np.isfinite(array)).reshape(1 if self.layout == "feeds" else len(array), -1).any(axis=1)
+            rows = np.isnan(array).reshape(1 if self.layout == "feeds" else len(array), -1).any(axis=1)
             if not (self.skip_nonfinite if skip is None else skip):
                 first = int(np.flatnonzero(rows)[0])
-                what = "NaN" if np.isnan(array[first] if self.layout == "samples" else array).any() else "Inf"
                 sample = "" if self.layout == "feeds" else f" sample {first}"
-                raise CalibrationError(f"{where}: input {name!r}{sample} holds {what} (calibration arrays must be "
-                                       "finite; skip_nonfinite=True / --calib-skip-nonfinite drops such samples)")
+                raise CalibrationError(f"{where}: input {name!r}{sample} holds NaN (calibration arrays must hold "
+                                       "no NaN; skip_nonfinite=True / --calib-skip-nonfinite drops such samples)")
             bad = rows if bad is None else bad | rows
         if bad is None:
             return arrays, 0
@@ -172,11 +172,11 @@ class CalibrationData:
 
     def _left_out(self, count: int) -> None:
         warnings.warn(f"{self.origin}: the last {count} sample(s) fill no batch of {self.fixed_batch} once samples "
-                      "holding NaN or Inf were skipped: left out", CalibrationWarning, stacklevel=2)
+                      "holding NaN were skipped: left out", CalibrationWarning, stacklevel=2)
 
     def _report_skipped(self, skipped: int) -> None:
         if skipped and not self.skipped:
-            warnings.warn(f"{self.origin}: skipped {skipped} calibration sample(s) holding NaN or Inf",
+            warnings.warn(f"{self.origin}: skipped {skipped} calibration sample(s) holding NaN",
                           CalibrationWarning, stacklevel=2)
         self.skipped = max(self.skipped, skipped)
 

@@ -13,7 +13,7 @@ def add_calibration_flags(parser) -> None:
     parser.add_argument("--calib-samples", type=int, metavar="N",
                         help="use only the first N samples (feeds) of the calibration data")
     parser.add_argument("--calib-skip-nonfinite", action="store_true",
-                        help="skip calibration samples holding NaN or Inf (counted) instead of stopping")
+                        help="skip calibration samples holding NaN (counted) instead of stopping")
 
 
 def calibration_options(args) -> dict:
