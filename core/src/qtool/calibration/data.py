@@ -117,7 +117,7 @@ class CalibrationData:
         """The source's chunks, non-finite samples dropped or refused, cut at ``max_samples``."""
         taken = skipped = 0
         for where, arrays in self._source.chunks():
-            arrays, dropped = self._finite(where, arrays)
+            arrays, dropped = self._without_nan(where, arrays)
             skipped += dropped
             if arrays is None:
                 continue
@@ -138,7 +138,7 @@ class CalibrationData:
         dropped the non-finite ones among those)."""
         seen = 0
         for where, arrays in self._source.chunks():
-            arrays, _ = self._finite(where, arrays, skip=True)
+            arrays, _ = self._without_nan(where, arrays, skip=True)
             if arrays is None:
                 continue
             size = self.samples_in(arrays)
@@ -147,7 +147,7 @@ class CalibrationData:
                 yield {name: a[skip:] for name, a in arrays.items()} if skip else arrays
             seen += size
 
-    def _finite(self, where: str, arrays: dict[str, np.ndarray], *,
+    def _without_nan(self, where: str, arrays: dict[str, np.ndarray], *,
                 skip: bool | None = None) -> tuple[dict[str, np.ndarray] | None, int]:
         """The arrays without the samples that hold NaN (when skipping them: ``skip``, by default
         ``skip_nonfinite``), and how many went. An infinity is a value an input may hold (an additive attention
