@@ -1,7 +1,8 @@
 """Every form of Conv, ConvTranspose, Gemm and MatMul that onnx's own node tests cover (strides, pads, auto_pad,
 dilations, groups, 1-D and 3-D convolutions, Gemm's transposes, alpha, beta and broadcast bias, MatMul of 1 to 4
-dimensions, a dot product's scalar), quantized as a model holding it: its weights initializers, its data input
-calibrated on four perturbed copies of the case's input; ONNX Runtime runs the export close to float."""
+dimensions, a dot product's scalar, a Gemm bias of shape (1,), (1, N) or (M, N)), quantized as a model holding it:
+its weights initializers, its data input calibrated on four perturbed copies of the case's input; the export runs
+close to float, with a float bias (onnxruntime) and an int32 one (onnxruntime-int32bias, aimet)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def _cases():
             and all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in case.data_sets[0][0])]
 
 
+@pytest.mark.parametrize("platform", ["onnxruntime", "onnxruntime-int32bias", "aimet"])  # float and int32 biases
 @pytest.mark.parametrize("case", _cases(), ids=lambda case: case.name)
-def test_a_compute_op_variant_quantizes_and_runs_close_to_float(case, tmp_path):
+def test_a_compute_op_variant_quantizes_and_runs_close_to_float(case, platform, tmp_path):
     model = copy.deepcopy(case.model)
     graph, inputs = model.graph, case.data_sets[0][0]
     names = [value.name for value in graph.input]
@@ -35,7 +37,7 @@ def test_a_compute_op_variant_quantizes_and_runs_close_to_float(case, tmp_path):
              for _ in range(4)]
 
     every = {"dispatch": {"quantize_op_types": sorted(COMPUTE_OP_TYPES)}}  # ConvTranspose too
-    result = qtool.quantize(tmp_path / "model.onnx", "onnxruntime", feeds, calib_layout="feeds",
+    result = qtool.quantize(tmp_path / "model.onnx", platform, feeds, calib_layout="feeds",
                             output=tmp_path / "q.onnx", config=every)
 
     assert result.summary["coverage"]["compute_ops_quantized"] == 1

@@ -96,13 +96,16 @@ def test_qdq_form_writes_blocked_dequantize_linear(decoder, tmp_path):
 
 
 def test_layers_that_do_not_fit_stay_qdq(decoder, tmp_path):
-    """A Gemm whose bias is (1, N) cannot be MatMulNBits (its bias is 1-D): it keeps a blocked DequantizeLinear
-    (opset 21) and runs. (An alpha != 1 no longer stops one: GraphSimplify folds it into the weight.)"""
+    """A Gemm whose bias is computed (not an initializer) cannot be MatMulNBits: it keeps a blocked
+    DequantizeLinear (opset 21) and runs. (An alpha != 1 or a (1, N) bias no longer stops one: GraphSimplify folds
+    the one into the weight and writes the other as its (N,) vector.)"""
     model = onnx.load(decoder[0])
-    for tensor in model.graph.initializer:
-        if tensor.name == "block0.down.bias":
-            tensor.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor).reshape(1, -1),
-                                                         tensor.name))
+    zero = onnx.numpy_helper.from_array(np.zeros(1, np.float32), "zero")
+    model.graph.initializer.append(zero)
+    down = next(node for node in model.graph.node if node.name == "block0.down")
+    model.graph.node.insert(list(model.graph.node).index(down), onnx.helper.make_node(
+        "Add", [down.input[2], "zero"], ["block0.down.bias_computed"], name="bias_plus_zero"))
+    down.input[2] = "block0.down.bias_computed"
     path = tmp_path / "alpha.onnx"
     onnx.save(model, path)
     result = qtool.quantize(path, "onnxruntime", decoder[1], preset="int4-weight-only", output=tmp_path / "q.onnx",

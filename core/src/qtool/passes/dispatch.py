@@ -17,10 +17,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..coverage import INTEGER_COMPUTE_OPS, MODEL_QUANTIZED
 from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
-from ..ops import bias_index, is_steering_input, quantized_in_model, weight_index
+from ..ops import bias_index, is_steering_input, out_channels, quantized_in_model, weight_index
 from ..platform import KeepFloat, Platform, Proposal
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 from .base import Pass, PassError, PassResult
@@ -193,8 +195,8 @@ class _Decisions:
                 continue
             configs[i] = self._tqc(op, "weight" if var.is_parameter else "activation", var)
         weight = weight_index(op)
-        if bias is not None and weight is not None:
-            configs[bias] = self._bias(op, configs[0], configs[weight])
+        if bias is not None and weight is not None and np.shape(op.inputs[bias].value) == (out_channels(op),):
+            configs[bias] = self._bias(op, configs[0], configs[weight])  # a Gemm's (M, N) bias stays float
         return configs
 
     def _model_quantized(self, var: Variable | None) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Operation, Variable
-from ..ops import BIASED_OP_TYPES, op_roles, weight_axis
+from ..ops import BIASED_OP_TYPES, op_roles, out_channels, weight_axis
 from .base import Pass, PassResult
 from .einsum_matmul import as_matmul, dense_einsum
 
@@ -14,7 +14,8 @@ from .einsum_matmul import as_matmul, dense_einsum
 class GraphSimplify(Pass):
     """Remove Identity and inference Dropout; fold a BatchNormalization into its Conv/ConvTranspose/Gemm; fold a
     Gemm's alpha into its weight and beta into its bias where both are parameters (ONNX Runtime fuses a quantized
-    Gemm with a bias into QGemm only with alpha and beta 1); an Einsum of an activation and a 2-D weight that is a
+    Gemm with a bias into QGemm only with alpha and beta 1) and write its bias of one row as the (N,) vector it
+    stands for (an int32 bias holds that); an Einsum of an activation and a 2-D weight that is a
     MatMul becomes one (:mod:`.einsum_matmul`).
 
     A BN is folded only when it is the sole reader of the layer's output, the
@@ -39,6 +40,8 @@ class GraphSimplify(Pass):
             if op.op_type == "Gemm" and _scales_foldable(op):
                 _fold_scales(graph, op)
                 scaled.append(op.name)
+            if op.op_type == "Gemm" and _row_bias(op):
+                _flatten_bias(graph, op)
         graph.remove_unused()
         return PassResult(graph, bool(removed or folded or scaled or einsums),
                           {"removed": removed, "folded": folded, "gemm_scales_folded": scaled,
@@ -138,6 +141,23 @@ def _fold_scales(graph: Graph, gemm: Operation) -> None:
         if index < len(gemm.inputs) and gemm.inputs[index] is not None and factor != 1.0:
             value = gemm.inputs[index].value
             graph.set_parameter_value(gemm, index, (np.asarray(value, dtype=np.float64) * factor).astype(value.dtype))
+
+
+def _row_bias(gemm: Operation) -> bool:
+    """A Gemm's constant bias of one row broadcast over the output ((1, N) or (1,)): the (N,) vector it stands for
+    is what an int32 bias at the weight's per-channel scales can hold."""
+    bias = gemm.inputs[2] if len(gemm.inputs) > 2 else None
+    channels = out_channels(gemm) if gemm.domain in ("", "ai.onnx") else None
+    if bias is None or not bias.is_parameter or channels is None:
+        return False
+    return np.shape(bias.value) in ((1, channels), (1,)) and (channels > 1 or np.ndim(bias.value) == 2)
+
+
+def _flatten_bias(graph: Graph, gemm: Operation) -> None:
+    """The bias as its (N,) vector, a parameter of its own (the shape changes)."""
+    bias = gemm.inputs[2]
+    value = np.broadcast_to(np.asarray(bias.value).reshape(-1), (out_channels(gemm),)).copy()
+    graph.set_input(gemm, 2, graph.add_variable(graph.unique_name(f"{bias.name}_vector"), value))
 
 
 def _scale_weight(layer: Operation, w: np.ndarray, factor: np.ndarray) -> np.ndarray:
