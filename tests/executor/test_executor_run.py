@@ -167,3 +167,17 @@ def test_bfloat16_and_float8_weights_inputs_and_outputs_keep_their_bits(dtype):
     assert y.dtype == np.dtype(dtype)
     expected = (x.astype(np.float32) @ w.astype(np.float32)).astype(dtype)
     np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))
+
+
+def test_an_input_of_a_narrow_type_given_in_that_type_is_held_in_its_container():
+    """An int4 input given as an ml_dtypes int4 array (as onnx's own test data holds it) is the executor's int8
+    container, not an error that read 'has dtype int4, expected int4'."""
+    from qtool.executor.feeds import numpy_feeds
+
+    graph = from_model_proto(helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.INT4, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT4, [3])])))
+    (held,) = numpy_feeds({"x": np.array([-8, 0, 7], dtype=ml_dtypes.int4)}, graph.inputs).values()
+    assert held.dtype == np.int8 and held.tolist() == [-8, 0, 7]
+    with pytest.raises(InputError, match="input 'x' has dtype float32, expected int4"):
+        numpy_feeds({"x": np.zeros(3, np.float32)}, graph.inputs)

@@ -26,6 +26,8 @@ def numpy_feeds(inputs: Sequence | Mapping, graph_inputs: list[Variable]) -> dic
             if isinstance(value, torch.Tensor):
                 raise InputError(f"input {var.name!r}: forward() takes numpy arrays; use forward_torch() for tensors")
             array = np.asarray(value)
+            if var.dtype is not None and array.dtype == np.dtype(var.dtype):  # an int4 array: in its container
+                array = array.astype(_container(array.dtype), copy=False)
             _check(var, array.shape, array.dtype)
             arrays[var.name] = array
     return arrays
