@@ -22,6 +22,7 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INTEGER_COMPUTE_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
                                  "MatMulIntegerToFloat", "MatMulNBits"})  # compute ops a model holds in integers
 INTEGER_OPS = INTEGER_COMPUTE_OPS | {"DynamicQuantizeLinear"}
+HELD_QUANTIZATION = QDQ_OPS | INTEGER_OPS  # what a model that arrives quantized holds
 SHOWN_REASONS = 3
 SHOWN_TYPES = 8
 _DETAILS = re.compile(r"\s*\([^()]*\d[^()]*\)")  # "(SNR 44.2 dB, ...)": per-op numbers
@@ -75,7 +76,7 @@ def nothing_quantized(graph) -> list[Diagnostic]:
     (nor holds a body that may be): the written model is the float one (:func:`low_coverage` speaks where there are
     compute ops, :func:`prequantized` where the model holds quantization)."""
     ops = list(graph.operations.values())
-    if any(is_compute(op) or op.has_subgraphs or op.op_type in INTEGER_OPS | QDQ_OPS
+    if any(is_compute(op) or op.has_subgraphs or op.op_type in HELD_QUANTIZATION
            or op.quant is not None and op.quant.quantized for op in ops):
         return []
     types = "/".join(sorted(COMPUTE_OP_TYPES))
@@ -93,7 +94,7 @@ def _general(reason: str) -> str:
 
 def prequantized(graph) -> list[Diagnostic]:
     """A WARNING when the model holds quantization of its own (Q/DQ nodes or integer ops), none otherwise."""
-    found = Counter(op.op_type for op in graph.operations.values() if op.op_type in QDQ_OPS | INTEGER_OPS)
+    found = Counter(op.op_type for op in graph.operations.values() if op.op_type in HELD_QUANTIZATION)
     if not found:
         return []
     held = ", ".join(f"{count} {op_type}" for op_type, count in sorted(found.items()))
