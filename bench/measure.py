@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,29 +164,36 @@ def run_measured(argv: list[str], timeout: float, env: dict | None = None) -> tu
     from ``os.wait4``; it starts from the parent's resident set at fork, so keep the parent small)."""
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
         result_path = Path(f.name)
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {}), "MEASURE_RESULT": str(result_path)})
-    deadline, timed_out = time.monotonic() + timeout, False
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
+    fired = threading.Event()
+
+    def kill() -> None:
+        fired.set()
+        proc.kill()
+
+    with tempfile.TemporaryFile("w+") as stderr_file:  # a file, not a pipe: a chatty child never blocks on it
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr_file, text=True,
+                                env={**os.environ, **(env or {}), "MEASURE_RESULT": str(result_path)})
+        # a blocking wait ends the moment the child does (polling every 50 ms rounded a 0.25 s run up by up to
+        # 20%); the timer kills a child that runs past the timeout
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        try:
             _, status, usage = os.wait4(proc.pid, 0)
-            timed_out = True
-            break
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    stderr = proc.stderr.read() if proc.stderr else ""
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        stderr_file.seek(0)
+        stderr = stderr_file.read()
+    timed_out = fired.is_set()
     try:
         result = json.loads(result_path.read_text() or "{}")
     except (OSError, json.JSONDecodeError):
         result = {}
     result_path.unlink(missing_ok=True)
     if not result:
-        reason = f"timed out after {timeout:.0f} s" if timed_out else f"exit {os.waitstatus_to_exitcode(status)}"
+        reason = f"timed out after {timeout:.0f} s" if timed_out else f"exit {proc.returncode}"
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         result = {"error": f"{reason}: {tail}"[:300]}
     return result, seconds, usage.ru_maxrss / 1024.0

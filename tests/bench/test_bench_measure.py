@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -48,3 +50,17 @@ def test_sqnr():
     x = np.ones(100, np.float32)
     assert measure.sqnr_db([x], [x]) == float("inf")
     assert abs(measure.sqnr_db([x], [x * 1.1]) - 20.0) < 1e-4  # float32 1.1
+
+
+def test_run_measured_times_the_child_to_its_end_and_kills_it_at_the_timeout():
+    script = ("import json, os, sys, time; sys.stderr.write('noise ' * 40000 + '\\nlast line'); time.sleep(0.2); "
+              "open(os.environ['MEASURE_RESULT'], 'w').write(json.dumps({'done': 1}))")
+    result, seconds, peak = measure.run_measured([sys.executable, "-c", script], timeout=30)
+    assert result == {"done": 1}  # 240 KB of stderr (more than a pipe holds) did not stall it
+    assert 0.2 <= seconds < 5 and peak > 0
+
+    result, seconds, _ = measure.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert result["error"].startswith("timed out after") and seconds < 10
+
+    result, _, _ = measure.run_measured([sys.executable, "-c", "import sys; sys.exit('broken model')"], timeout=30)
+    assert result == {"error": "exit 1: broken model"}
