@@ -167,6 +167,19 @@ def test_only_ops_the_precision_would_change_are_candidates(tmp_path, data):
     assert details["candidates"] == 0 and details["changed"] == [] and not runs["SensitivityFallback"].modified
 
 
+def test_a_reader_returned_to_float_stays_float_when_its_producer_follows(tmp_path, data):
+    """conv3 float first, then conv2: conv3's input config (kept float, still naming conv2's output as dominator)
+    must not take conv2's parameters over. It did: trials of several ops measured a graph with fewer of them float,
+    and `--min-snr 50` on MobileNetV2 returned all 53 compute ops, missed the budget and left 51 Q/DQ pairs."""
+    graph = export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "s.onnx")
+    quantize(graph, PER_TENSOR, data)
+    conv2, conv3 = graph.operations["/conv2/Conv"], graph.operations["/conv3/Conv"]
+    return_to_float(graph, conv3, "test")
+    return_to_float(graph, conv2, "test")
+    assert all(t.state is S.FP32 for op in (conv2, conv3) for t in op.quant.all_configs())
+    assert not any(t.is_planned for op in (conv2, conv3) for t in op.quant.all_configs())
+
+
 def test_trial_undoes_every_change(tmp_path, data):
     graph = export(Sensitive(), torch.zeros(1, 3, 6, 6), tmp_path / "s.onnx")
     quantize(graph, PER_TENSOR, data)

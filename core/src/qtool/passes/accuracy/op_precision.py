@@ -17,6 +17,7 @@ import numpy as np
 
 from ...ir import Graph, Operation
 from ...quant import QuantScheme, TensorQuantizationConfig, compute_scale_offset, representable_range
+from ...quant.policy import QuantizationState as S
 from ..parameter_quantize import weight_range
 
 
@@ -96,10 +97,11 @@ def _wider(scheme: QuantScheme, bits: int) -> QuantScheme:
 
 
 def _isolated(graph: Graph, op: Operation, change: Callable[[], None]) -> None:
-    """Run ``change`` on the op's configs; other ops' configs keep their parameters."""
+    """Run ``change`` on the op's configs; other ops' configs keep their parameters, and those kept float stay so
+    (one that still names a changed config as its dominator does not take its parameters over)."""
     own = {id(t) for t in op.quant.all_configs()}
     others = [t for o in graph.operations.values() if o is not op and o.quant is not None
-              for t in o.quant.all_configs()]
+              for t in o.quant.all_configs() if t.state is not S.FP32]
     before: dict[int, TensorQuantizationConfig] = {id(t): t.dominator for t in others}
     snapshots = {id(r): (r.scale, r.offset) for r in before.values() if id(r) in own and r.is_settled}
     change()
