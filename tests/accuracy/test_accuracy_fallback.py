@@ -9,7 +9,7 @@ import torch
 from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
 from qtool.passes import PassWarning
 from qtool.passes.accuracy.fallback import SensitivityFallback
-from qtool.passes.accuracy.op_precision import raise_precision, return_to_float, trial
+from qtool.passes.accuracy.op_precision import raise_precision, release_followers, return_to_float, trial
 from qtool.passes.accuracy.options import AccuracyError
 from qtool.passes.parameter_quantize import value_range, weight_range
 from qtool.quant import compute_scale_offset
@@ -209,3 +209,49 @@ def test_widened_weights_keep_their_observer(tmp_path, data):
     minmax = compute_scale_offset(tqc.scheme, *value_range(value, tqc.scheme))[0]
     np.testing.assert_allclose(tqc.scale, expected)
     assert not np.allclose(expected, minmax)  # the observer mattered
+
+
+class Residual(nn.Module):
+    """conv1 -> Relu -> conv2 -> Add(skip) -> Relu -> conv3: fused Relus and a residual Add quantized between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        skip = torch.relu(self.conv1(x))
+        return self.conv3(torch.relu(self.conv2(skip) + skip))
+
+
+BETWEEN_ADD = {**PER_TENSOR, "dispatch": {"quantize_op_types": ["Conv"], "between_op_types": ["Add"]}}
+
+
+def _residual(tmp_path, data, after=()):
+    graph = export(Residual(), torch.zeros(1, 3, 6, 6), tmp_path / "r.onnx")
+    runs = quantize(graph, BETWEEN_ADD, data, after=after)
+    return graph, runs, {op.op_type + str(i): op for op_type in ("Conv", "Relu", "Add")
+                         for i, op in enumerate(o for o in graph.topological_order() if o.op_type == op_type)}
+
+
+def test_ops_quantized_for_their_neighbours_follow_them_to_float(tmp_path, data):
+    graph, _, ops = _residual(tmp_path, data)
+    assert [ops[k].quant.follows for k in ("Relu0", "Add0", "Relu1")] == ["activation", "between", "activation"]
+    return_to_float(graph, ops["Conv1"], "test")
+    assert release_followers(graph, "followed") == ["/Add", "/Relu_1"]  # the Add reads conv2, now float
+    assert ops["Relu0"].quant.quantized  # conv1 still runs quantized
+    return_to_float(graph, ops["Conv0"], "test")
+    assert release_followers(graph, "followed") == ["/Relu"]
+    assert ops["Conv2"].quant.quantized and ops["Relu0"].quant.reason == "followed"
+    assert not any(t.is_planned for name in ("Relu0", "Add0", "Relu1") for t in ops[name].quant.all_configs())
+
+
+def test_a_budget_only_float_meets_leaves_no_quantization_behind(tmp_path, data):
+    """Every candidate returned to float: the Add and Relus go too, and the simulation is the float model up to
+    float32 rounding (before, they stayed quantized around float Convs: 40 dB, the budget failed with every op
+    changed)."""
+    graph, runs, ops = _residual(tmp_path, data, after=[SensitivityFallback(data, min_snr_db=120)])
+    details = runs["SensitivityFallback"].details
+    assert details["met"] and details["after"] > 120 and details["released"]
+    assert not any(op.quant.quantized for op in graph.operations.values())
+    np.testing.assert_array_equal(outputs(graph, data), outputs(graph, data, quantize=False))

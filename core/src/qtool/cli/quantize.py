@@ -280,7 +280,8 @@ def fallback_lines(runs) -> list[str]:
             continue
         met = "met" if report.met else "[red]not met[/red]"
         lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
-                     f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed")
+                     f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed"
+                     + (f", {len(report.released)} ops quantized only beside them returned to float too" if report.released else ""))
         for change in report.changed:
             to = change.to if isinstance(change.to, str) else ", ".join(change.to)
             outlier = change.outlier_ratio

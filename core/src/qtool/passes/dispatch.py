@@ -178,6 +178,7 @@ class _Decisions:
             if any(self._model_quantized(v) for v in (*op.inputs, *op.outputs)):
                 return OpQuantConfig.float_op(n_in, n_out, MODEL_QUANTIZED)
             return OpQuantConfig.float_op(n_in, n_out, f"{op.op_type}: the configuration keeps all its tensors float")
+        configs.follows = self.candidates.get(op.name)
         return configs
 
     def _configs(self, op: Operation, reason: str) -> OpQuantConfig:
@@ -230,7 +231,7 @@ class _Decisions:
         for i in data:
             inputs[i] = TensorQuantizationConfig(sources[i].scheme if i in sources else scheme)
         outputs = [None if self.kinds.is_static(out) else TensorQuantizationConfig(scheme) for out in op.outputs]
-        return OpQuantConfig(inputs, outputs, True, "passive: shares its input's quantization")
+        return OpQuantConfig(inputs, outputs, True, "passive: shares its input's quantization", follows="passive")
 
     def _tqc(self, op: Operation, role: str, var: Variable) -> TensorQuantizationConfig | None:
         scheme = self.config.scheme_for(op, role, var.name)

@@ -11,13 +11,16 @@ from .tqc import TensorQuantizationConfig
 class OpQuantConfig:
     """Configs aligned with ``op.inputs`` / ``op.outputs`` (None: that tensor is not quantized).
 
-    ``quantized`` False means the op runs in float; ``reason`` says why either way.
+    ``quantized`` False means the op runs in float; ``reason`` says why either way. ``follows``: why an op is
+    quantized only for its neighbours' sake, as dispatch decided: ``"activation"`` (after a quantized op),
+    ``"passive"`` or ``"between"`` (between quantized ops); None for an op quantized in its own right.
     """
 
     inputs: list[TensorQuantizationConfig | None] = field(default_factory=list)
     outputs: list[TensorQuantizationConfig | None] = field(default_factory=list)
     quantized: bool = True
     reason: str = ""
+    follows: str | None = None
 
     @classmethod
     def float_op(cls, n_inputs: int, n_outputs: int, reason: str) -> OpQuantConfig:

@@ -40,7 +40,7 @@ from ...ir import Graph, Operation
 from ...ops import is_compute
 from ..base import Pass, PassResult, PassWarning
 from .float_peaks import FloatPeaks
-from .op_precision import can_widen, raise_precision, return_to_float, trial
+from .op_precision import can_widen, raise_precision, release_followers, return_to_float, trial
 from .options import check, number, positive_int
 
 if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or measures by simulation
@@ -68,8 +68,10 @@ class FallbackChange:
 
 @dataclass(frozen=True)
 class FallbackReport:
-    """What :class:`SensitivityFallback` did (``PassRun.report``): the budget, the score before and after, and the
-    output SNR measured on the platform's runtime where it was (``runtime_snr_db``, on ``runtime``)."""
+    """What :class:`SensitivityFallback` did (``PassRun.report``): the budget, the score before and after, the ops
+    that followed the changed ones to float (``released``: fused activations, residual Adds, passive ops quantized
+    only between them), and the output SNR measured on the platform's runtime where it was (``runtime_snr_db``, on
+    ``runtime``)."""
 
     budget: str
     before: float | None
@@ -77,6 +79,7 @@ class FallbackReport:
     met: bool
     candidates: int
     changed: tuple[FallbackChange, ...]
+    released: tuple[str, ...] = ()
     runtime_snr_db: float | None = None
     runtime: str | None = None
 
@@ -84,7 +87,7 @@ class FallbackReport:
     def from_details(cls, details: dict) -> FallbackReport:
         changed = tuple(FallbackChange(**change) for change in details["changed"])
         return cls(details["budget"], details["before"], details["after"], details["met"], details["candidates"],
-                   changed, details.get("runtime_snr_db"), details.get("runtime"))
+                   changed, tuple(details.get("released", ())), details.get("runtime_snr_db"), details.get("runtime"))
 
 
 class SensitivityFallback(Pass):
@@ -200,6 +203,7 @@ class SensitivityFallback(Pass):
             why = details.get("outlier_ratios", {})
             changed = [self._change(graph, op, row.snr_db, why.get(op.name))
                        for op, row in zip(ops[:count], ranking, strict=False)]
+            details["released"] = self._release(graph)
             executor.refresh()
             score = tried[count]
         met = holds(score)
@@ -264,6 +268,7 @@ class SensitivityFallback(Pass):
             with trial(graph):
                 for op in ops:
                     self._change(graph, op, math.nan, None)
+                self._release(graph)
                 executor.refresh()
                 return measure()
         finally:
@@ -300,6 +305,12 @@ class SensitivityFallback(Pass):
         if self.op_types is not None and op.op_type not in self.op_types:
             return False
         return self.bits is None or can_widen(op, self.bits)
+
+    def _release(self, graph: Graph) -> list[str]:
+        """Ops quantized only beside ops now float (a fused activation, a residual Add) follow them to float."""
+        if self.bits is not None:  # widened ops stay quantized: their neighbours keep their company
+            return []
+        return release_followers(graph, "returned to float by sensitivity fallback with the ops around it")
 
     def _change(self, graph: Graph, op: Operation, snr_db: float, outlier: float | None) -> dict:
         """Return ``op`` to float or widen it; ``outlier`` (its input's outlier ratio) goes into the reason."""

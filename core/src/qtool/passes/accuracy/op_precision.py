@@ -32,6 +32,34 @@ def return_to_float(graph: Graph, op: Operation, reason: str) -> None:
     op.quant.quantized, op.quant.reason = False, reason
 
 
+def release_followers(graph: Graph, reason: str) -> list[str]:
+    """Return to float, with ``reason``, every op quantized only for its neighbours' sake (``OpQuantConfig.follows``)
+    whose neighbours no longer run quantized, as dispatch would have decided: one that reads an op running float,
+    or (a passive or between op) whose output no quantized op reads. Their names, in the order released."""
+    released: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for op in graph.topological_order():
+            if op.quant is None or not op.quant.quantized or op.quant.follows is None or _has_company(op):
+                continue
+            return_to_float(graph, op, reason)
+            released.append(op.name)
+            changed = True
+    return released
+
+
+def _has_company(op: Operation) -> bool:
+    """Whether the ops a follower depends on still run quantized (its configured inputs' producers; for a passive
+    or between op also a reader of its output)."""
+    producers = [var.producer for var, tqc in zip(op.inputs, op.quant.inputs, strict=True)
+                 if tqc is not None and var.producer is not None]
+    if not all(p.quant is not None and p.quant.quantized for p in producers):
+        return False
+    return op.quant.follows == "activation" or any(
+        reader.quant is not None and reader.quant.quantized for out in op.outputs for reader in out.consumers)
+
+
 def keep_output_float(graph: Graph, op: Operation, reason: str) -> None:
     """The op stays quantized but writes float: its output config FP32 with ``reason``."""
     _isolated(graph, op, lambda: op.quant.outputs[0].keep_float(reason))
