@@ -279,9 +279,10 @@ def fallback_lines(runs) -> list[str]:
             lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed")
             continue
         met = "met" if report.met else "[red]not met[/red]"
+        released = f", {len(report.released)} ops quantized only beside them returned to float too"
         lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
                      f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed"
-                     + (f", {len(report.released)} ops quantized only beside them returned to float too" if report.released else ""))
+                     + (released if report.released else ""))
         for change in report.changed:
             to = change.to if isinstance(change.to, str) else ", ".join(change.to)
             outlier = change.outlier_ratio
