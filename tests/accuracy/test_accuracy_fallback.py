@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import qtool
 import torch
 from accuracy_helpers import export, ort_outputs, outputs, quantize, samples, snr_db
+from qtool.cli.main import main
 from qtool.passes import PassWarning
 from qtool.passes.accuracy.fallback import SensitivityFallback
 from qtool.passes.accuracy.op_precision import raise_precision, release_followers, return_to_float, trial
@@ -255,3 +257,14 @@ def test_a_budget_only_float_meets_leaves_no_quantization_behind(tmp_path, data)
     assert details["met"] and details["after"] > 120 and details["released"]
     assert not any(op.quant.quantized for op in graph.operations.values())
     np.testing.assert_array_equal(outputs(graph, data), outputs(graph, data, quantize=False))
+
+
+def test_cli_on_onnxruntime_writes_no_quantization_around_float_ops(tmp_path, data, capsys):
+    """onnxruntime's residual Add (between_op_types) follows the Convs and Relus to float: no Q/DQ pair is left."""
+    export(Residual(), torch.zeros(1, 3, 6, 6), tmp_path / "r.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([b["x"] for b in data]))
+    assert main(["quantize", str(tmp_path / "r.onnx"), "--platform", "onnxruntime", "--calib",
+                 str(tmp_path / "calib.npz"), "--min-snr", "120", "--output", str(tmp_path / "q.onnx")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "5 of 5 candidate ops changed, 1 op quantized only beside them returned to float too" in out
+    assert not [n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node if n.op_type.endswith("Linear")]

@@ -279,7 +279,8 @@ def fallback_lines(runs) -> list[str]:
             lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed")
             continue
         met = "met" if report.met else "[red]not met[/red]"
-        released = f", {len(report.released)} ops quantized only beside them returned to float too"
+        count = len(report.released)
+        released = f", {count} op{'s' * (count != 1)} quantized only beside them returned to float too"
         lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
                      f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed"
                      + (released if report.released else ""))
