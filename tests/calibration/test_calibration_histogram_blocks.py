@@ -137,3 +137,31 @@ def test_candidate_blocks_change_no_squared_error(scheme, block, monkeypatch):
     monkeypatch.setattr(mse, "_BLOCK_VALUES", block)
     np.testing.assert_array_equal(mse.histogram_error(hist, scheme, mse.rows_scheme(scheme), lo, hi), whole)
     assert make_observer("auto", scheme).clip(hist) == observer.clip(hist)
+
+
+@pytest.mark.parametrize("scheme", [PER_TENSOR, QuantScheme.integer(4), QuantScheme.integer(8, signed=False,
+                                                                                          symmetric=False)],
+                         ids=["uint8", "int4", "uint8-asymmetric"])
+def test_integer_errors_are_those_of_fake_quantize(scheme, monkeypatch):
+    """The integer schemes' fast path squares the errors of fake-quantizing each point, bit for bit."""
+    from qtool.calibration.observers import mse
+    from qtool.quant import compute_scale_offset, fake_quantize
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(5000) - 0.7, rng.standard_normal(50) * 30]).astype(np.float32)
+    observer = make_observer("mse", scheme)
+    observer.observe(x.reshape(1, -1))
+    hist = observer.histogram.channel(0)
+    lo, hi = hist.lo * np.linspace(0.05, 1, 40), hist.hi * np.linspace(0.05, 1, 40)
+    squared = []
+    monkeypatch.setattr(mse, "_weighted_sums", lambda error, weights: squared.append(error.copy()) or error @ weights)
+    monkeypatch.setattr(mse, "_BLOCK_VALUES", 5000)  # a few candidates a block
+    mse.histogram_error(hist, scheme, mse.rows_scheme(scheme), lo, hi)
+    used = np.flatnonzero(hist.counts)
+    inside = (np.arange(mse._POINTS) + 0.5) / mse._POINTS
+    values = (((hist.start + used)[:, None] + inside) * hist.width).reshape(-1)
+    scale, offset = compute_scale_offset(scheme, lo, hi)
+    grid = np.broadcast_to(values, (len(lo), values.size))
+    expected = (grid - fake_quantize(grid, mse.rows_scheme(scheme), scale, offset)) ** 2
+    assert len(squared) > 1  # several blocks of candidates
+    np.testing.assert_array_equal(np.concatenate(squared), expected)
