@@ -54,64 +54,65 @@ def _divergences(counts: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarra
 
 def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
     """For each candidate, the sum over buckets of P's mass times log(Q). The last bucket, which the clipped
-    tail joins, is computed per candidate; the others' products come from :func:`_bucket_products`. Each number and
-    each sum is the same whichever way it finds the buckets, so the divergences agree bit for bit."""
+    tail joins, is computed per candidate. Each number and each sum (one einsum per block of candidates) is the
+    same whichever way :func:`_bucket_blocks` finds the buckets, so the divergences agree bit for bit."""
     levels = int(keep[0])
     first = ((levels - 1) * keep + levels - 1) // levels  # the last bucket's bins: first .. i - 1
     filled = nonzero[keep] - nonzero[first] + ((counts[keep - 1] == 0) & (tail > 0))  # and the tail's bin
-    last_mass = cumulative[keep] - cumulative[first]
-    last_log_q = _log_q(last_mass, filled)
+    last_log_q = _log_q(cumulative[keep] - cumulative[first], filled)
     cross = np.empty(keep.size)
-    for rows, products in _bucket_products(cumulative, nonzero, keep):
-        np.sum(products, axis=1, out=cross[rows])
-    return cross + (last_mass + tail) * last_log_q  # the tail adds to the last bucket's mass
+    for rows, mass, log_q in _bucket_blocks(cumulative, nonzero, keep):
+        log_q[:, -1] = last_log_q[rows]
+        # the tail adds to the last bucket's mass
+        cross[rows] = np.einsum("kl,kl->k", mass, log_q) + tail[rows] * last_log_q[rows]
+    return cross
 
 
-def _bucket_products(cumulative, nonzero, keep):
-    """Yields ``rows`` (a slice of ``keep``) and the mass times log(Q) of every bucket but the last of those
-    candidates (an array ``(rows, levels - 1)``), a block of candidates at a time, in buffers reused from block to
-    block so that they stay in the CPU's cache.
+def _bucket_blocks(cumulative, nonzero, keep):
+    """Yields ``rows`` (a slice of ``keep``) and the mass and log(Q) of every bucket of those candidates (arrays
+    ``(rows, levels)``), a block of candidates at a time, in buffers reused from block to block so that they stay
+    in the CPU's cache.
 
     A bucket is a run of bins given by its width and first bin, and with many levels candidates share most of
-    them (a width is the floor or the ceiling of ``i / levels``): then the product of every (width, first bin)
-    pair is computed once and gathered; otherwise each block's are computed from the prefix sums."""
+    them (a width is the floor or the ceiling of ``i / levels``): then the mass and log(Q) of every (width, first
+    bin) pair are computed once and gathered; otherwise each block's are computed from the prefix sums."""
     levels, n = int(keep[0]), cumulative.size - 1
     block = min(keep.size, levels * max(1, _CANDIDATES_PER_BLOCK // levels))  # a multiple of levels, or all
     m = block // levels  # candidate i + block: bucket j starts j * m bins later and is m bins wider
-    index = _bucket_edges(keep[:block], levels)[:, :-1]  # where each bucket's numbers are read: its edges in the
-    # prefix sums (the last bucket's end is not needed),
+    index = _bucket_edges(keep[:block], levels)  # where each bucket's numbers are read: its edges in the prefix sums,
     widest = -(-n // levels)
     table = (widest + 1) * (n + 1)
     shared = table < keep.size * levels // 2 and table <= _TABLE_ENTRIES  # far fewer buckets than pairs
     if shared:
-        table_products = _bucket_table(cumulative, nonzero, widest)
+        table_mass, table_log_q = _bucket_table(cumulative, nonzero, widest)
         index = (n + 1) * index[:, 1:] - n * index[:, :-1]  # or its entry in the table: width * (n + 1) + first
-        step = np.arange(levels - 1) * m + m * (n + 1)
+        step = np.arange(levels) * m + m * (n + 1)
     else:
-        step = np.arange(levels) * m
-        gathered, filled = np.empty((block, levels)), np.empty((block, levels - 1))
-    products = np.empty((block, levels - 1))
+        step = np.arange(levels + 1) * m
+        gathered = np.empty((block, levels + 1))
+    mass, log_q = np.empty((block, levels)), np.empty((block, levels))
     for start in range(0, keep.size, block):
         rows = slice(start, start + block)
         size = len(keep[rows])  # the last block may be shorter
-        index, products = index[:size], products[:size]
+        index, mass, log_q = index[:size], mass[:size], log_q[:size]
         if start:
             index += step
         if shared:
-            np.take(table_products, index, mode="clip", out=products)
+            np.take(table_mass, index, mode="clip", out=mass)
+            np.take(table_log_q, index, mode="clip", out=log_q)
         else:
             np.take(cumulative, index, mode="clip", out=gathered[:size])
-            np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=products)
+            np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=mass)
             np.take(nonzero, index, mode="clip", out=gathered[:size])
-            products *= _log_q(products, np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=filled[:size]))
-        yield rows, products
+            _log_q(mass, np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=log_q))
+        yield rows, mass, log_q
 
 
-def _bucket_table(cumulative, nonzero, widest: int) -> np.ndarray:
-    """The mass times log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
+def _bucket_table(cumulative, nonzero, widest: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mass and log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
     flattened: entry ``width * (n + 1) + first``. Buckets reaching past the last bin are never used."""
     mass, filled = _run_sums(cumulative, widest), _run_sums(nonzero, widest)
-    return (mass * _log_q(mass, filled)).reshape(-1)
+    return mass.reshape(-1), _log_q(mass, filled).reshape(-1)
 
 
 def _run_sums(prefix: np.ndarray, widest: int) -> np.ndarray:

@@ -72,22 +72,21 @@ def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np
         values = np.broadcast_to(values, (len(lo), values.size))
         return _weighted_sums((values - fake_quantize(values, rows, scale, offset)) ** 2, weights)
     step = max(1, _BLOCK_VALUES // max(1, values.size))  # candidates a block computes (each row stands alone)
-    points32 = values.astype(np.float32)
-    return np.concatenate([_integer_error(values, points32, weights, scheme, scale[k:k + step], offset[k:k + step])
+    return np.concatenate([_integer_error(values, weights, scheme, scale[k:k + step], offset[k:k + step])
                            for k in range(0, len(lo), step)])
 
 
-def _integer_error(points: np.ndarray, points32: np.ndarray, weights: np.ndarray, scheme, scale: np.ndarray,
+def _integer_error(points: np.ndarray, weights: np.ndarray, scheme, scale: np.ndarray,
                    offset: np.ndarray) -> np.ndarray:
     """:func:`histogram_error` for one block of candidates of an integer scheme with ties to even: the float32
-    arithmetic of :func:`qtool.quant.fake_quantize`, in place on one (candidates, points) buffer. Its
-    ``clip(round(x / s) + z, qmin, qmax) - z`` is computed as ``clip(round(x / s), qmin - z, qmax - z)``: the
-    same float32 numbers, all small integers."""
+    arithmetic of :func:`qtool.quant.fake_quantize`, in place on one (candidates, points) buffer."""
     s = scale.astype(np.float32).reshape(-1, 1)
     z = offset.astype(np.float32).reshape(-1, 1)
-    codes = points32 / s
+    codes = points.astype(np.float32) / s
     np.round(codes, out=codes)
-    np.clip(codes, scheme.quant_min - z, scheme.quant_max - z, out=codes)
+    codes += z
+    np.clip(codes, scheme.quant_min, scheme.quant_max, out=codes)
+    codes -= z
     codes *= s
     error = codes.astype(np.float64)
     error -= points
