@@ -86,6 +86,20 @@ def test_power_of_two_scales():
     assert np.log2(scale) == np.round(np.log2(scale)) and scale >= 3.0 / 127
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_tiny_ranges_keep_their_scale_and_an_empty_range_gets_one(symmetric):
+    """Activations of 1e-9 (a randomly initialised EfficientNet's) are quantized on their own scale: every value
+    became 0 under the scale 1 that ranges below 2**-32 used to get (output SQNR 0 dB). Only a range without a
+    normal float32 scale (ONNX Runtime's limit) gets scale 1."""
+    scheme = QuantScheme.integer(8, symmetric=symmetric)
+    x = np.array([-2.9e-9, -1e-9, 0.0, 5e-10, 2.4e-9], dtype=np.float32)
+    scale, offset = compute_scale_offset(scheme, x.min(), x.max())
+    assert 1e-11 < scale < 3e-11
+    np.testing.assert_allclose(fake_quantize(x, scheme, scale, offset), x, atol=float(scale) / 2)
+    assert compute_scale_offset(scheme, 0.0, 0.0)[0] == 1.0
+    assert compute_scale_offset(scheme, -1e-37, 1e-37)[0] == 1.0  # its scale would be below float32's smallest normal
+
+
 @pytest.mark.parametrize(
     "rounding, expected",
     [

@@ -18,7 +18,7 @@ from .policy import QuantizationPolicy as P
 from .policy import RoundingPolicy
 from .scheme import QuantScheme
 
-_TINY_SCALE = np.float32(2.0**-32)
+_TINY_SCALE = np.finfo(np.float32).tiny  # the smallest normal float32: a scale at or below it is no scale (as ORT)
 
 
 def namespace(x: Any) -> ModuleType:
