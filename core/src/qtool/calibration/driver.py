@@ -283,4 +283,4 @@ def _finish(target: _Target, stats: dict[str, Any]) -> None:
     stats["observers"][observer.name] = stats["observers"].get(observer.name, 0) + 1
     for message in observer.diagnose(scale):
         stats["warnings"].append({"tensor": target.tensor, "op": target.op, "observer": observer.name,
-                                  "message": f"tensor {target.tensor!r}: {message}"})
+                                  "message": message})
