@@ -97,3 +97,42 @@ def test_reused_simulations_and_one_batch_give_the_per_sample_sums(small):
     for name, found in plain["outputs"].items():
         assert shared["outputs"][name]["sqnr_db"] == pytest.approx(found["sqnr_db"], abs=0.05), name
         assert shared["outputs"][name]["cosine"] == pytest.approx(found["cosine"], abs=1e-6), name
+
+
+def _kept_above(path, threshold: float) -> str:
+    """y = the values of x (4,) above ``threshold``, doubled: a floating output whose length depends on the data."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    node = helper.make_node
+    graph = helper.make_graph(
+        [node("Greater", ["x", "t"], ["mask"]), node("NonZero", ["mask"], ["where"]),
+         node("Squeeze", ["where", "axis"], ["index"]), node("Gather", ["x", "index"], ["kept"]),
+         node("Mul", ["kept", "two"], ["y"])], "kept",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+        [numpy_helper.from_array(np.array(threshold, np.float32), "t"),
+         numpy_helper.from_array(np.array([0], np.int64), "axis"),
+         numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def test_a_floating_output_whose_shape_differs_is_measured_on_the_other_samples(tmp_path, capsys):
+    """Quantization can change how many boxes a NonMaxSuppression keeps: on those samples the output has another
+    shape. It was counted as a 0 % 'equal share' in place of its SQNR; the other samples are measured now."""
+    import onnxruntime as ort
+    from qtool.analysis.float_gap import Deployed
+    from qtool.cli.quantize import float_gap_lines
+
+    graph = qtool.load(_kept_above(tmp_path / "float.onnx", 0.5))
+    other = ort.InferenceSession(_kept_above(tmp_path / "other.onnx", 0.45), providers=["CPUExecutionProvider"])
+    deployed = Deployed("a run keeping more", lambda samples, names: [other.run(names, s) for s in samples])
+    samples = [{"x": np.array(v, np.float32)} for v in ([0.9, 0.1, 0.7, 0.2], [0.48, 0.9, 0.1, 0.6],
+                                                        [0.3, 0.8, 0.55, 0.0])]
+    gap = float_vs_quantized(graph, samples, deployed=deployed)
+    assert gap["outputs"]["y"] == {"sqnr_db": None, "cosine": 1.0, "shape_differs": 1}  # the second keeps 0.48 too
+    assert "y: SQNR exact, cosine 1.000000 (its shape differs from the float model's on 1 of 3 samples, measured on " \
+           "the others)" in " ".join(float_gap_lines(gap))
+    gap = float_vs_quantized(graph, samples[1:2], deployed=deployed)
+    assert gap["outputs"]["y"] == {"sqnr_db": None, "cosine": None, "shape_differs": 1}
+    assert float_gap_lines(gap)[-1] == "  y: its shape differs from the float model's on 1 of 1 samples"

@@ -76,3 +76,28 @@ def test_a_platform_without_a_runtime_says_so():
 
     with pytest.raises(qtool.RuntimeUnavailable, match="platform 'paper' cannot run its files here"):
         Paper().run([], [], [])
+
+
+def test_samples_whose_output_shapes_differ_are_counted_not_compared(tmp_path):
+    """An output whose length depends on the values (NonZero, NonMaxSuppression) can keep other elements in the
+    written model than in the simulation: those samples are counted, the others compared (it raised before)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    node = helper.make_node
+    graph = helper.make_graph(
+        [node("Greater", ["x", "t"], ["mask"]), node("NonZero", ["mask"], ["where"]),
+         node("Squeeze", ["where", "axis"], ["index"]), node("Gather", ["x", "index"], ["y"])], "kept",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "t"),
+         numpy_helper.from_array(np.array([0], np.int64), "axis")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    samples = [{"x": np.array(v, np.float32)} for v in ([0.9, 0.1, 0.7, 0.2], [0.48, 0.9, 0.1, 0.6])]
+    simulated = [[np.array([0.9, 0.7], np.float32)], [np.array([0.48, 0.9, 0.6], np.float32)]]  # kept 0.48 too
+    report = qtool.get_platform("onnxruntime").agreement(qtool.load(tmp_path / "m.onnx"), [tmp_path / "m.onnx"],
+                                                          samples, simulated)
+    assert report["outputs"]["y"]["shape_differs"] == 1 and report["min_cosine"] == 1.0
+    report = qtool.get_platform("onnxruntime").agreement(qtool.load(tmp_path / "m.onnx"), [tmp_path / "m.onnx"],
+                                                          samples[1:], simulated[1:])
+    assert report["outputs"]["y"] == {"cosine": None, "shape_differs": 1} and report["min_cosine"] is None

@@ -41,7 +41,9 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                        kept: KeptOutputs | None = None) -> dict:
     """``{"samples", "held_out", "measured_on", "outputs": {name: {"sqnr_db", "cosine"}}}``, the float run as
     reference; an integer or boolean output (labels, indices) gets ``{"equal_share"}``: the share of its elements
-    the quantized model gives as the float one does.
+    the quantized model gives as the float one does. A floating output whose shape differs from the float one's on
+    some samples (the boxes a NonMaxSuppression keeps) is measured on the others, and ``shape_differs`` counts
+    those samples (``sqnr_db`` and ``cosine`` None where it differs on all).
 
     ``sqnr_db`` is None where the quantized output equals the float one exactly (infinite SQNR);
     ``held_out`` says whether ``samples`` were kept out of calibration. The quantized outputs come from
@@ -70,6 +72,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
         executor = TorchExecutor(graph, device=device)
     stats = {name: ErrorAccumulator() for name in names}
     matches = {name: [0, 0] for name in names}  # an integer or boolean output: (elements equal, elements)
+    reshaped = dict.fromkeys(names, 0)  # a floating output: samples whose quantized shape is not the float one
     with threads(pass_threads()):  # on a busy machine: one thread, see threads
         for number, (feeds, quantized) in enumerate(runs):
             if references is None:
@@ -82,12 +85,19 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                     quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
                 ref, out = _flat(ref), _flat(out)
-                if np.issubdtype(ref.dtype, np.floating) and ref.shape == out.shape:
-                    stats[name].update(ref, out)
-                else:  # labels, indices: how many elements the quantized model gets the same
+                if not np.issubdtype(ref.dtype, np.floating):  # labels, indices: elements the quantized model keeps
                     matches[name][0] += int(np.count_nonzero(ref == out)) if ref.shape == out.shape else 0
                     matches[name][1] += max(ref.size, out.size)
+                elif ref.shape == out.shape:
+                    stats[name].update(ref, out)
+                else:
+                    reshaped[name] += 1
     outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
+    outputs |= {name: {"sqnr_db": None, "cosine": None} for name, count in reshaped.items()
+                if count and name not in outputs}
+    for name, count in reshaped.items():
+        if count:
+            outputs[name]["shape_differs"] = count
     outputs |= {name: {"equal_share": round(equal / total, 6)} for name, (equal, total) in matches.items() if total}
     measured_on = SIMULATION if deployed is None else f"{deployed.runtime}, the exported files"
     return {"samples": len(samples), "held_out": held_out, "measured_on": measured_on, "outputs": outputs}

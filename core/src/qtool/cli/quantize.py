@@ -243,8 +243,14 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         if "equal_share" in o:
             lines.append(f"  {escape(name)}: {100 * o['equal_share']:.2f} % of its elements as the float model's")
             continue
+        differs = o.get("shape_differs")
+        shapes = f"its shape differs from the float model's on {differs} of {gap['samples']} samples"
+        if o["cosine"] is None:
+            lines.append(f"  {escape(name)}: {shapes}")
+            continue
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
-        lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}")
+        lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}"
+                     + (f" ({shapes}, measured on the others)" if differs else ""))
     return lines
 
 

@@ -27,15 +27,21 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
         tqc = written_config(var, True)
         if len({a.shape for a in ours + theirs}) == 1:
             outputs[var.name] = _compare(np.concatenate(ours), np.concatenate(theirs), tqc)
-        else:  # feeds of several shapes (sequence lengths, image sizes): the worst sample
-            outputs[var.name] = _worst([_compare(a, b, tqc) for a, b in zip(ours, theirs, strict=True)])
+            continue
+        # feeds of several shapes (sequence lengths, image sizes): the worst sample; a sample whose shapes differ
+        # (the boxes a NonMaxSuppression keeps) is counted, not compared
+        pairs = [(a, b) for a, b in zip(ours, theirs, strict=True) if a.shape == b.shape]
+        outputs[var.name] = _worst([_compare(a, b, tqc) for a, b in pairs]) if pairs else {"cosine": None}
+        if len(pairs) < len(ours):
+            outputs[var.name]["shape_differs"] = len(ours) - len(pairs)
     steps = [o["max_steps"] for o in outputs.values() if "max_steps" in o]
+    cosines = [o["cosine"] for o in outputs.values() if o["cosine"] is not None]
     return {
         "runtime": runtime,
         "samples": len(samples),
         "outputs": outputs,
         "max_steps": max(steps) if steps else None,
-        "min_cosine": min(o["cosine"] for o in outputs.values()) if outputs else None,
+        "min_cosine": min(cosines) if cosines else None,
     }
 
 
