@@ -83,3 +83,29 @@ def test_list_platforms_names_the_export_options():
     described = qtool.get_platform("tensorrt").describe()["export_options"]
     assert set(described) == {"tensorrt_version", "tensorrt_calibrator"}
     assert "8.6.1" in described["tensorrt_version"]
+
+
+def test_constants_of_elementwise_ops_stay_float(tmp_path):
+    """A detector's decode (Conv, then Mul by an anchor grid and Add of an offset): TensorRT quantizes only the
+    Conv's weights; the grid and the offset stayed int8 in qtool's simulation (with a warning that such 'weights'
+    are not exported), so its numbers were not the engine's."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    node = helper.make_node
+    graph = helper.make_graph(
+        [node("Conv", ["x", "w"], ["c"]), node("Mul", ["c", "grid"], ["scaled"]),
+         node("Add", ["scaled", "shift"], ["y"])],
+        "decode", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), "grid"),
+         numpy_helper.from_array(np.array(0.37, np.float32), "shift")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    calib = [{"x": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)} for _ in range(4)]
+    result = qtool.quantize(tmp_path / "m.onnx", "tensorrt", calib, calib_layout="feeds", output=tmp_path / "q.onnx")
+    by_type = {op.op_type: op for op in result.graph.operations.values()}
+    assert by_type["Mul"].quant.inputs[1] is None and by_type["Add"].quant.inputs[1] is None
+    assert by_type["Mul"].quant.quantized and by_type["Conv"].quant.inputs[1].role == "weight"
+    assert not [d for d in result.diagnostics if d.code == "trt.weights-not-exported"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,6 +51,19 @@ class TensorRTPlatform(qtool.Platform):
             "weight": {"bits": 8, "signed": True, "symmetric": True, "granularity": "per_channel"},
             "bias": {"mode": "float"},
         }
+
+    def annotate(self, op, proposal: qtool.Proposal) -> qtool.Proposal:
+        """TensorRT quantizes the weights of convolutions and matrix multiplies; a constant another op reads (a
+        Mul's factor, a decoder's anchor grid, a bias added after a MatMul) gets no range in the export and stays
+        float in the engine: qtool's simulation keeps it float too, instead of an int8 grid TensorRT never uses."""
+        configs = proposal.configs
+        weight = weight_index(op)
+        kept = [None if tqc is not None and tqc.role == "weight" and i != weight else tqc
+                for i, tqc in enumerate(configs.inputs)]
+        if kept == configs.inputs:
+            return proposal
+        changed = qtool.OpQuantConfig(kept, configs.outputs, configs.quantized, configs.reason)
+        return dataclasses.replace(proposal, configs=changed)
 
     def validate(self, graph, options: ExportOptions | None = None) -> list[Diagnostic]:
         return _activation_problems(graph) + _range_conflicts(graph) + _ignored_weights(graph)
