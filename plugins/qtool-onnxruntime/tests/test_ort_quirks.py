@@ -136,3 +136,26 @@ def test_export_puts_such_a_clip_after_its_pair_with_bounds_on_the_grid(tmp_path
     report = result.agreement
     assert "error" not in report, report  # the session loads
     assert report["max_steps"] <= 1 if report["max_steps"] is not None else report["min_cosine"] > 0.999, report
+
+
+def test_an_input_model_onnxruntime_refuses_is_named_as_the_fault(tmp_path, capsys):
+    """A graph output declared float32 that its Cast computes in float16 (a float16 converter's slip): ONNX Runtime
+    refuses the model before and after quantization. The error said it refused 'the QDQ model'; it names the input
+    model now, and nothing is written."""
+    from qtool.cli.main import main
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["h"], ["z"], to=TensorProto.FLOAT16)],
+        "mistyped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    with pytest.raises(Exception, match="does not match expected type"):
+        ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--platform", "onnxruntime", "--calib", str(tmp_path / "c.npz"),
+                 "-o", str(tmp_path / "q.onnx")]) != 0
+    assert "ONNX Runtime refuses the input model itself, before any quantization" in capsys.readouterr().err
+    assert not (tmp_path / "q.onnx").exists()

@@ -79,8 +79,30 @@ def build_model(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[st
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise OnnxRuntimeExportError(f"cannot export for ONNX Runtime: {errors[0]}{more}")
     model, values = qdq_skeleton(graph, options)
-    check_loads(model, values, options.allow_unsupported)
+    try:
+        check_loads(model, values, options.allow_unsupported)
+    except OnnxRuntimeExportError as exc:
+        if not options.allow_unsupported and _refuses_float(graph):
+            raise OnnxRuntimeExportError(f"ONNX Runtime refuses the input model itself, before any quantization "
+                                         f"(nothing was written; the float model as read fails to load the same "
+                                         f"way): {str(exc).split(': ', 1)[1]}") from exc
+        raise
     return model, values
+
+
+def _refuses_float(graph) -> bool:
+    """Whether ONNX Runtime refuses the float model as qtool read it (a fault of the input model, such as a graph
+    output declared float32 that its node computes in float16), so that the QDQ model's refusal is not blamed on
+    the quantization. Checked only after a refusal: a load costs a session."""
+    from .session import ORT_ERRORS, cpu_session, load_only_options
+
+    model = to_model_proto(graph, tensor=shape_only_tensor)
+    values = {t.name: np.asarray(graph.variables[t.name].value) for t in model.graph.initializer if _values_left_out(t)}
+    try:
+        cpu_session(_checkable(model, values).SerializeToString(), load_only_options())
+    except ORT_ERRORS:
+        return True
+    return False
 
 
 def check_loads(model: onnx.ModelProto, values: dict[str, np.ndarray], allow_unsupported: bool) -> None:
