@@ -85,7 +85,7 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
                 _forget(samples, segment.index, last_reader, kept)
                 if log is not None:
                     s = result.segments[-1]
-                    log(f"segment {segment.index + 1}/{len(segments)}: {s['ops']} ops, {s['parameter_mb']:.0f} MB "
+                    log(f"segment {segment.index + 1}/{len(segments)}: {s['ops']} ops, {s['parameter_mb']:.3g} MB "
                         f"of parameters, {s['seconds']:.1f} s, agreement cosine {s['min_cosine']}, peak RSS so far "
                         f"{s['peak_rss_mb']} MB")
         result.files = writer.finish()
