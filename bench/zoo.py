@@ -260,7 +260,7 @@ def _cells(row: Row) -> dict[str, str]:
         "ORT int kernels": _share(row.integer_kernels),
         "SQNR dB qtool / ORT": f"{_sqnr_cell(row.sqnr_db, row.coverage)} / "
                                f"{_sqnr_cell(row.ort_sqnr_db, row.ort_coverage)}",
-        "quantize s qtool / ORT": f"{_fmt(row.qtool_s, '.1f')} / {_fmt(row.ort_s, '.1f')} ({_fmt(ratio, '.1f')}x)",
+        "quantize s qtool / ORT": f"{_fmt(row.qtool_s, '.2f')} / {_fmt(row.ort_s, '.2f')} ({_fmt(ratio, '.2f')}x)",
         "peak MiB qtool / ORT": f"{_fmt(row.qtool_mib, '.0f')} / {_fmt(row.ort_mib, '.0f')}",
         "latency ms float / qtool / ORT": f"{_fmt(row.float_ms, '.2f')} / {_fmt(row.qtool_ms, '.2f')} "
                                           f"({_fmt(latency, '.2f')}x) / {_fmt(row.ort_ms, '.2f')}",
