@@ -86,4 +86,8 @@ def test_quantize_checks_the_output_before_calibration(tmp_path):
         qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", output=tmp_path / "taken" / "q.onnx")
     with pytest.raises(OutputPathError, match="state file .*would overwrite the input"):
         qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", output=tmp_path / "q.onnx", save_state=model)
-    assert model.read_bytes() == before
+    for output, state in (("q.onnx", "q.onnx"), ("q", "q.onnx"), ("q", "./q")):  # the model would replace the state
+        with pytest.raises(OutputPathError, match="state file .*is the output model's path"):
+            qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", output=tmp_path / output,
+                           save_state=tmp_path / state)
+    assert model.read_bytes() == before and not (tmp_path / "q.onnx").exists()

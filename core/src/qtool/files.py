@@ -98,3 +98,11 @@ def check_outputs(output, state, *, inputs: Iterable = ()) -> None:
         check_output_path(output, inputs=paths)
     if state is not None:
         check_output_path(state, inputs=paths, what="state file")
+        if output is not None and _written_as(state) & _written_as(output):
+            raise OutputPathError(f"state file {state}: is the output model's path; choose another name")
+
+
+def _written_as(path: str | os.PathLike) -> set[Path]:
+    """The absolute paths a file given as ``path`` may be written at (a name without a suffix may get ``.onnx``)."""
+    path = Path(path).absolute()
+    return {path, path.with_name(path.name + ".onnx")} if not path.suffix else {path}
