@@ -116,3 +116,22 @@ def test_missing_file(tmp_path):
 
 def test_empty_yaml_is_an_empty_config(write_config):
     assert resolve_config({}, write_config("", ".yaml")) == resolve_config({}, None)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[weight]\naxis = 7\n", r"weight\.axis: axis 7 is outside tensor 'conv1\.weight' of rank 4 \[op 'conv1'\]"),
+    ("[activation]\ngranularity = 'per_channel'\naxis = -9\n",
+     r"activation\.axis: axis -9 is outside tensor 'input' of rank 4"),
+])
+def test_an_axis_outside_the_tensor_is_refused_before_calibration(text, message, tmp_path):
+    """It reached the export: ORT refused the written model after the whole run (and the file was left)."""
+    import numpy as np
+    import qtool
+    from qtool.testing.models import small_model
+
+    model = small_model(tmp_path / "m.onnx")
+    (tmp_path / "c.toml").write_text(text)
+    np.savez(tmp_path / "c.npz", input=np.full((2, 3, 8, 8), np.nan, np.float32))  # all NaN: refused if read
+    with pytest.raises(ConfigError, match=str(tmp_path / "c.toml").replace(".", r"\.") + ": " + message):
+        qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", config=tmp_path / "c.toml", output=tmp_path / "q")
+    assert not list(tmp_path.glob("q*"))

@@ -81,13 +81,14 @@ class QuantConfig:
 
     # -- schemes -------------------------------------------------------------
     def scheme_for(self, op, role: str, tensor: str | None = None,
-                   channel_axis: int | None = None) -> QuantScheme | None:
+                   channel_axis: int | None = None, rank: int | None = None) -> QuantScheme | None:
         """The scheme of ``tensor`` in ``role`` at ``op`` after overrides; None keeps it float.
 
         ``channel_axis`` is used by per-channel schemes whose table gives no
         ``axis``; when omitted, weights use the op's natural axis and activations
         axis 1. A weight without any axis (e.g. a constant input of Add) falls
-        back to per-tensor.
+        back to per-tensor. ``rank``: the tensor's, where known; an axis the table gives outside it is a
+        ConfigError naming the key.
         """
         if role not in ROLES:
             raise ValueError(f"scheme_for role must be 'activation' or 'weight', got {role!r} "
@@ -104,7 +105,13 @@ class QuantConfig:
         if channel_axis is None and "axis" not in table:
             table = {k: v for k, v in table.items() if k != "block_size"} | {"granularity": "per_tensor"}
         where = f"op {op.name!r}" + (f" tensor {tensor!r}" if tensor else "")
-        return self._build(table, origins, role, channel_axis, where)
+        scheme = self._build(table, origins, role, channel_axis, where)
+        axis = scheme.channel_axis
+        if rank is not None and axis is not None and not -rank <= axis < rank:
+            source = origins.get("axis", "built-in defaults")
+            raise ConfigError(f"{source}: {role}.axis: axis {axis} is outside tensor {tensor!r} of rank {rank} "
+                              f"[op {op.name!r}]")
+        return scheme
 
     def set_by_user(self, op, role: str, tensor: str | None, key: str) -> bool:
         """Whether the user's own configuration (its role table or an override), not the platform's defaults, a

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..config.errors import ConfigError
 from ..errors import QtoolError
 from ..ir import Graph
 
@@ -109,7 +110,7 @@ class PassManager:
             start = time.perf_counter()
             try:
                 result = p(graph)
-            except StartOver:
+            except (StartOver, ConfigError):  # a configuration's fault names its file and key already
                 raise
             except Exception as exc:
                 before = ", ".join([*self.ran, *(r.name for r in runs)]) or "nothing"

@@ -234,7 +234,8 @@ class _Decisions:
         return OpQuantConfig(inputs, outputs, True, "passive: shares its input's quantization", follows="passive")
 
     def _tqc(self, op: Operation, role: str, var: Variable) -> TensorQuantizationConfig | None:
-        scheme = self.config.scheme_for(op, role, var.name)
+        rank = len(var.shape) if var.shape is not None else None
+        scheme = self.config.scheme_for(op, role, var.name, rank=rank)
         return None if scheme is None else TensorQuantizationConfig(scheme, role=role)
 
 
