@@ -119,6 +119,16 @@ def test_bias_float_mode_leaves_the_bias_float(make_config):
     assert graph.operations["conv"].quant.inputs[2] is None
 
 
+def test_a_float8_operand_leaves_the_bias_float(make_config):
+    """int32 codes at s_in * s_w are an integer product's bias; explain showed one the export never wrote."""
+    graph = _conv_chain("Relu")
+
+    Dispatch(make_config(activation={"format": "fp8_e4m3"}, bias={"mode": "int32"}))(graph)
+
+    assert graph.operations["conv"].quant.inputs[0].scheme.is_floating
+    assert graph.operations["conv"].quant.inputs[2] is None
+
+
 def test_float_activations_quantize_weights_only(make_config):
     graph = _conv_chain("Relu")
 

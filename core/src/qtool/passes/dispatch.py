@@ -209,7 +209,10 @@ class _Decisions:
                 and all(quantized_in_model(out) for out in readers[0].outputs))
 
     def _bias(self, op: Operation, activation, weight) -> TensorQuantizationConfig | None:
-        if self.config.bias_mode_for(op) != "int32" or activation is None or weight is None:
+        """An int32 bias at s_in * s_w, where asked and both operands are integer (a float8 product accumulates in
+        float: its bias stays float)."""
+        if self.config.bias_mode_for(op) != "int32" or activation is None or weight is None \
+                or activation.scheme.is_floating or weight.scheme.is_floating:
             return None
         scheme = QuantScheme.integer(32, symmetric=True, per_channel=weight.scheme.is_per_channel,
                                      channel_axis=0 if weight.scheme.is_per_channel else None)
