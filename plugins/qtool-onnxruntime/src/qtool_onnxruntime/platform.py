@@ -20,8 +20,8 @@ QUANTIZED_OPS = sorted(COMPUTE_OP_TYPES)
 FLOAT_KERNEL_ONLY = {
     "ConvTranspose": "ONNX Runtime has no integer ConvTranspose kernel on CPU: quantized, it would run as "
                      "DequantizeLinear -> float ConvTranspose: quantization error without an integer kernel's speed "
-                     "(name it in dispatch.quantize_op_types of your own configuration to quantize it anyway: the "
-                     "platform's default list does not ask for it)",
+                     "(to quantize it anyway, list it in dispatch.quantize_op_types of your own configuration: the "
+                     "platform's default list names it, but only yours asks for it)",
 }
 
 
@@ -117,9 +117,9 @@ class OnnxRuntimePlatform(Platform):
                 and (values := value_type(op.inputs[0])) in HALF_TYPES:
             reason = (f"it computes in {values.name}, and ONNX Runtime's integer kernels take float32 Q/DQ: "
                       "quantized, it would run as DequantizeLinear -> float op on casts to float32, slower than "
-                      "the float model; convert the model to float32 to quantize into integer kernels, or name the "
+                      "the float model; convert the model to float32 to quantize into integer kernels, or list the "
                       "op type in dispatch.quantize_op_types of your own configuration to quantize it anyway (the "
-                      "platform's default list does not ask for it)")
+                      "platform's default list names it, but only yours asks for it)")
         if reason is not None and not proposal.requested:
             return KeepFloat(reason)
         return _batched_weights_per_tensor(op, proposal)
