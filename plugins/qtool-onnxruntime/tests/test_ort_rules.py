@@ -107,6 +107,32 @@ def test_performance_notes(build, code, tensor):
     assert "slower than an integer kernel" in notes[0].message
 
 
+def test_a_models_own_int8_pair_before_a_matmul_with_uint8_outputs_runs_as_integer_kernels(tmp_path):
+    """The model's own QuantizeLinear/DequantizeLinear (int8) feeds a MatMul qtool quantizes with uint8 outputs:
+    ORT fuses an int8 input with a uint8 output, and both MatMuls run as QLinearMatMul. Two false notes were given:
+    the codes' type unknown (the model states no type for them; its zero point does), then the mixed types."""
+    rng = np.random.default_rng(7)
+    node = helper.make_node
+    graph = helper.make_graph(
+        [node("QuantizeLinear", ["x", "s", "zp"], ["xq"]), node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+         node("MatMul", ["xd", "w1"], ["a"]), node("Relu", ["a"], ["r"]), node("MatMul", ["r", "w2"], ["y"])], "own",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", 32])],
+        [numpy_helper.from_array(np.array(4 / 127, np.float32), "s"),
+         numpy_helper.from_array(np.array(0, np.int8), "zp"),
+         numpy_helper.from_array((rng.standard_normal((32, 32)) * 0.2).astype(np.float32), "w1"),
+         numpy_helper.from_array((rng.standard_normal((32, 32)) * 0.2).astype(np.float32), "w2")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    calib = [{"x": rng.standard_normal((1, 32)).astype(np.float32)} for _ in range(8)]
+    result = qtool.quantize(tmp_path / "m.onnx", "onnxruntime", calib, calib_layout="feeds",
+                            output=tmp_path / "q.onnx")
+    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")], result.diagnostics
+    options = session_options()
+    options.optimized_model_filepath = str(tmp_path / "built.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    assert [n.op_type for n in onnx.load(tmp_path / "built.onnx").graph.node].count("QLinearMatMul") == 2
+
+
 def _fused_relu(scheme):
     return calibrated(single_op_proto("Conv", activation="Relu"), scheme, INT8_PER_CHANNEL, fuse=True,
                       op_types={"Conv"})

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+from onnx import helper
 from qtool.ops import bias_input, has_bias, quantized_in_model, weight_axis
 from qtool.quant import QuantizationPolicy as P
 
@@ -82,13 +84,31 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
     return verdict
 
 
+def _codes_dtype(dequantize) -> np.dtype | None:
+    """The type of the codes a model's own DequantizeLinear reads: as the model states it, else its zero point's,
+    else the QuantizeLinear writing them (its zero point's type, its output_dtype, else uint8, the default)."""
+    codes = dequantize.inputs[0]
+    if codes is None or codes.dtype is not None:
+        return None if codes is None else codes.dtype
+    for source in (dequantize, codes.producer if codes.producer is not None
+                   and codes.producer.op_type == "QuantizeLinear" else None):
+        if source is None:
+            continue
+        zero_point = source.inputs[2] if len(source.inputs) > 2 else None
+        if zero_point is not None and zero_point.dtype is not None:
+            return zero_point.dtype
+        if source is not dequantize:
+            to = source.attributes.get("output_dtype")
+            return helper.tensor_dtype_to_np_dtype(to) if to else np.dtype(np.uint8)
+    return None
+
+
 def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None:
     var = op.inputs[index]
     tqc = input_config(op, index, settled)
     what = "weight" if var.is_parameter else "input"
     if tqc is None and quantized_in_model(var):  # the model's own DequantizeLinear writes it
-        codes = var.producer.inputs[0]
-        kind = codes_type(codes.dtype) if codes is not None else None
+        kind = codes_type(_codes_dtype(var.producer))
         if kind is None:
             verdict.blockers.append(Blocker("ort.perf.type", var.name, f"{what} {var.name!r} comes from the "
                                             "model's own DequantizeLinear, of codes of a type qtool does not know"))
@@ -175,7 +195,7 @@ def _types(op, kinds: dict, verdict: Verdict) -> None:
     found = [k for k in kinds.values() if k.endswith("16") or k.startswith("float8")]
     if weight.endswith("4") or op.op_type != "Conv" and inp.endswith("4"):
         found.append(weight if weight.endswith("4") else inp)
-    if out is not None and out != inp:
+    if out is not None and out != inp and not {inp, out} <= EIGHT_BIT:  # int8 in, uint8 out (or the reverse) fuses
         found.append(f"{inp} input with {out} output")
     if found:
         verdict.blockers.append(Blocker("ort.perf.type", op.inputs[0].name, f"{', '.join(dict.fromkeys(found))}: "
