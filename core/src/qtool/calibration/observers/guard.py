@@ -80,10 +80,12 @@ class MagnitudeProfile:
         return float(crushed.sum() / total), float(crushed[bulk].sum() / total)
 
     def diagnose(self, scheme: QuantScheme, scale: np.ndarray) -> str | None:
-        """A warning when most values sit far below the largest and quantize to zero: a few huge values set the
-        range. Coarse grids (2 or 4 bits) zero many ordinary values too; that alone is not reported."""
+        """A warning when most values sit far below the largest and quantize to zero (a few huge values, or a
+        peaked distribution, set the range). Coarse grids (2 or 4 bits) zero many ordinary values too; that alone
+        is not reported."""
         fractions = self.crushed_fractions(scheme, scale)
         if fractions is None or fractions[1] <= CRUSHED_LIMIT:
             return None
         return (f"{fractions[0]:.0%} of its nonzero values quantize to zero with scale {float(np.max(scale)):.3g}: "
-                "a few huge values (an attention mask or padding constant?) set its range")
+                "most of its values lie far below its largest ones (a mask or padding constant, or a peaked "
+                "distribution such as attention probabilities); more bits would keep them")
