@@ -135,3 +135,19 @@ def test_an_axis_outside_the_tensor_is_refused_before_calibration(text, message,
     with pytest.raises(ConfigError, match=str(tmp_path / "c.toml").replace(".", r"\.") + ": " + message):
         qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", config=tmp_path / "c.toml", output=tmp_path / "q")
     assert not list(tmp_path.glob("q*"))
+
+
+def test_an_observers_option_is_checked_with_the_configuration(tmp_path):
+    """observer = "percentile:150" failed in calibration, after the model was loaded and simplified."""
+    (tmp_path / "c.toml").write_text('[activation]\nobserver = "percentile:150"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: activation\.observer: observer 'percentile': percentile must "
+                                          r"be in \(50, 100\], got 150"):
+        resolve_config({}, tmp_path / "c.toml")
+
+
+def test_an_unknown_device_is_refused_before_any_work(tmp_path):
+    import qtool
+    from qtool.testing.models import small_model
+
+    with pytest.raises(QtoolError, match=r"device 'tpu': expected one of cpu, cuda"):
+        qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", tmp_path / "missing.npz", device="tpu")

@@ -132,6 +132,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     ``allow_unsupported``, ``remove_activations`` and ``export_options`` still work.
     """
     preset, accuracy, options = _earlier_keywords(earlier, export)
+    _check_device(device)
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(options.extra)
     check_outputs(output, save_state, inputs=(model, calib, config, load_state))
@@ -409,6 +410,18 @@ def _check_agreement(result: QuantizeResult, allowed: bool) -> None:
 
 def _refusal(files: list[Path], runtime: str, error: str) -> str:
     return f"{files[0]}: {runtime} cannot run the written model ({error}); the files are kept for a bug report"
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _check_device(device: str) -> None:
+    """A device torch can name (``cpu``, ``cuda``, ``cuda:1``...), checked before any work without importing torch
+    (an unknown one failed in calibration)."""
+    kind, _, index = str(device).partition(":")
+    if kind not in DEVICE_TYPES or (index and not index.isdigit()):
+        raise QtoolError(f"device {device!r}: expected one of {', '.join(DEVICE_TYPES)}, optionally with ':N' "
+                         "(e.g. cuda:1)")
 
 
 def _kept_outputs(data, restore) -> KeptOutputs | None:

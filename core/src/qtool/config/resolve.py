@@ -59,8 +59,10 @@ def _preset_name(argument: str | None, user: Mapping[str, Any], user_source: str
 
 def _check_observers(config: QuantConfig) -> None:
     """Observer names (before any ``:option``) must be registered observers."""
-    from ..calibration import OBSERVERS
+    from ..calibration import OBSERVERS, make_observer
+    from ..errors import QtoolError
     from ..passes.parameter_quantize import WEIGHT_OBSERVERS
+    from ..quant import QuantScheme
 
     known = OBSERVERS.names()
     named = [("calibration.observer", config.origins.get("calibration.observer"), config.calibration["observer"])]
@@ -80,3 +82,7 @@ def _check_observers(config: QuantConfig) -> None:
         if path == "weight.observer" and base not in WEIGHT_OBSERVERS:
             raise ConfigError(f"{source or 'built-in defaults'}: {path}: observer {base!r} applies to activations "
                               f"only; weights take {' or '.join(WEIGHT_OBSERVERS)}")
+        try:  # its option (percentile:150), checked now rather than when calibration builds it
+            make_observer(name, QuantScheme.integer(8))
+        except QtoolError as exc:
+            raise ConfigError(f"{source or 'built-in defaults'}: {path}: {exc}") from None
