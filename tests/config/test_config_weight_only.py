@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from qtool.pipeline import plan as plan_for
 from qtool.config import ConfigError, resolve_config
+from qtool.pipeline import plan as plan_for
 from qtool.platform import get_platform
 from qtool.quant import QuantizationPolicy as P
 from qtool.testing.decoder import tiny_decoder
