@@ -31,12 +31,19 @@ def joined(data) -> dict[str, np.ndarray]:
 
 
 # -- .npz ------------------------------------------------------------------------------------------
-def test_npz_with_any_key_for_a_single_input(tmp_path):
-    np.savez(tmp_path / "calib.npz", anything=images(10))
+def test_npz_of_one_unnamed_array_for_a_single_input(tmp_path):
+    np.savez(tmp_path / "calib.npz", images(10))  # np.savez names it arr_0
     data = load_calibration_data(tmp_path / "calib.npz", IMAGE, batch_size=4)
     assert len(data) == 10
     assert [b["x"].shape[0] for b in data] == [4, 4, 2]
     np.testing.assert_array_equal(joined(data)["x"], images(10))
+
+
+def test_npz_whose_only_array_names_another_input_is_refused(tmp_path):
+    """It was taken without a word: data saved for another model ('img' for 'x') calibrated this one."""
+    np.savez(tmp_path / "calib.npz", img=images(10))
+    with pytest.raises(CalibrationError, match=r"calib\.npz: no array for input 'x' \(found: img; expected"):
+        load_calibration_data(tmp_path / "calib.npz", IMAGE, batch_size=4)
 
 
 def test_a_single_npy_file(tmp_path):

@@ -97,11 +97,16 @@ def _baked_batch_of_one(graph) -> bool:
     return False
 
 
+UNNAMED = "arr_0"  # the key np.savez gives an array passed without a name
+
+
 def pick(keys: Iterable[str], inputs: list[Variable], where: str, layout: str = "samples") -> dict[str, str]:
-    """Which key feeds each input: its name, or the only key for a single-input model."""
+    """Which key feeds each input: its name, or for a single-input model an only key left unnamed (``arr_0``, as
+    ``np.savez(path, array)`` names it). An only key of another name is an error: it was taken without a word, and
+    data saved for another model (``img`` for ``image``) calibrated this one."""
     keys = list(keys)
-    if len(inputs) == 1 and inputs[0].name not in keys and len(keys) == 1:
-        return {inputs[0].name: keys[0]}
+    if len(inputs) == 1 and keys == [UNNAMED]:
+        return {inputs[0].name: UNNAMED}
     missing = [v for v in inputs if v.name not in keys]
     if missing:
         raise CalibrationError(f"{where}: no array for input {missing[0].name!r} (found: {', '.join(keys) or 'none'}; "
