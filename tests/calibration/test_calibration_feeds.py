@@ -126,7 +126,7 @@ def test_max_samples_keeps_the_first_samples_or_feeds(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b["x"] for b in data]), x[:6])
     feeds = load_calibration_data(Reader([feed(i) for i in range(9)]), RECURRENT, max_samples=2)
     assert len(list(feeds)) == 2 and len(feeds) == 2
-    with pytest.raises(CalibrationError, match="max_samples must be at least 1"):
+    with pytest.raises(CalibrationError, match=r"max_samples \(--calib-samples\) must be at least 1"):
         load_calibration_data(x, IMAGE, max_samples=0)
 
 
@@ -190,3 +190,20 @@ def test_feed_fingerprints_follow_the_feeds(tmp_path):
               load_calibration_data(Reader([feed(0), feed(1, 7)]), RECURRENT).fingerprint()}
     assert len(prints) == 1
     assert load_calibration_data([feed(0), feed(2, 7)], RECURRENT, layout="feeds").fingerprint() not in prints
+
+
+def test_quantize_reports_skipped_samples_as_a_diagnostic(tmp_path, capsys):
+    """They reached the terminal as a raw Python warning (the source file and line, then the code line)."""
+    from qtool.cli.main import main
+    from qtool.testing.models import small_model
+
+    model = small_model(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    x[2, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "c.npz", input=x)
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(tmp_path / "c.npz"),
+                 "--calib-skip-nonfinite", "-o", str(tmp_path / "q.onnx")]) == 0
+    captured = capsys.readouterr()
+    assert "warning [calibration.data] " in captured.out and "skipped 1 calibration sample(s) holding NaN" in \
+        captured.out
+    assert "CalibrationWarning" not in captured.err + captured.out

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, far_from_float, float_gap
-from .calibration import KeptOutputs, load_calibration_data
+from .calibration import CalibrationWarning, KeptOutputs, load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
@@ -381,6 +381,9 @@ def _run_passes(passes, graph: Graph, finished, ran: Sequence[PassRun] = ()
         if isinstance(item.message, PassWarning):
             w = item.message
             diagnostics.append(Diagnostic(Severity.WARNING, w.code, str(w), op=w.op, tensor=w.tensor))
+        elif isinstance(item.message, CalibrationWarning):  # the data's: samples skipped or cut
+            found = Diagnostic(Severity.WARNING, "calibration.data", str(item.message))
+            diagnostics += [] if found in diagnostics else [found]
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return runs, diagnostics

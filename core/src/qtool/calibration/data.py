@@ -35,7 +35,7 @@ class CalibrationData:
         if batch_size < 1:
             raise CalibrationError(f"batch_size must be at least 1, got {batch_size}")
         if max_samples is not None and max_samples < 1:
-            raise CalibrationError(f"max_samples must be at least 1, got {max_samples}")
+            raise CalibrationError(f"max_samples (--calib-samples) must be at least 1, got {max_samples}")
         if source.length == 0:
             raise CalibrationError(f"{origin}: the calibration data holds no samples")
         self._source, self.origin, self.layout = source, origin, layout
