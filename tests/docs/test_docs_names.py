@@ -45,3 +45,15 @@ def test_a_glob_that_matches_nothing_is_an_error_naming_a_real_op(digits_graph, 
                        r"'/head/head.0/Flatten'.* \| .*dispatch.exclude: '/head/head.1/Gem' matches no op of the "
                        r"digits CNN; did you mean '/head/head.1/Gemm'\?"):
         check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+
+
+def test_an_op_type_no_runtime_knows_is_an_error_and_one_the_model_lacks_is_not(digits_graph, tmp_path):
+    """op_type = "conv" applied to nothing without a word; "LSTM" (absent here) serves a config of several models."""
+    path = tmp_path / "c.toml"
+    path.write_text('[[override]]\nop_type = "conv"\nweight = { bits = 4 }\n')
+    with pytest.raises(ConfigError, match=r"override\[0\]: op_type = 'conv' is no op type ONNX or ONNX Runtime "
+                                          r"knows; did you mean 'Conv'\?"):
+        check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+    path.write_text('[[override]]\nop_type = "LSTM"\nkeep_float = true\n[[override]]\nop_type = "Attention"\n'
+                    'keep_float = true\n')  # ONNX's, and ONNX Runtime's contrib op
+    check_names(resolve_config({}, path), digits_graph, "the digits CNN")

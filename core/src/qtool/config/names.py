@@ -24,6 +24,10 @@ def check_names(config, graph, model: str = "the model") -> None:
         elif override.matcher == "tensor" and override.pattern not in graph.variables:
             problems.append(f"{override.label}: tensor = {override.pattern!r} is no tensor of {model}"
                             f"{_hint(override.pattern, tensors)}")
+        elif override.matcher == "op_type" and not _known_op_type(override.pattern, graph):
+            types = sorted({op.op_type for op in graph.operations.values()})
+            problems.append(f"{override.label}: op_type = {override.pattern!r} is no op type ONNX or ONNX Runtime "
+                            f"knows{_hint(override.pattern, types, ignore_case=True)}")
     for key in ("include", "exclude"):
         source = config.origins.get(f"dispatch.{key}", "config")
         for pattern in getattr(config, key):
@@ -34,16 +38,32 @@ def check_names(config, graph, model: str = "the model") -> None:
         raise ConfigError(" | ".join(problems))
 
 
+def _known_op_type(name: str, graph) -> bool:
+    """An op type of the model, of ONNX or of ONNX Runtime (its contrib ops); one the model lacks is no error: a
+    configuration may serve several models."""
+    if any(op.op_type == name for op in graph.operations.values()):
+        return True
+    import onnx
+
+    if onnx.defs.has(name):
+        return True
+    from ..ort_schemas import ort_op_types  # only a name ONNX does not know pays for ONNX Runtime's schema list
+
+    return any(op_type == name for _, op_type in ort_op_types())
+
+
 def _any_match(pattern: str, names: list[str]) -> bool:
     return any(fnmatchcase(name, pattern) for name in names)
 
 
-def _hint(pattern: str, names: list[str]) -> str:
-    """A did-you-mean over ``names`` (glob characters ignored), else a few names to show what they look like."""
+def _hint(pattern: str, names: list[str], ignore_case: bool = False) -> str:
+    """A did-you-mean over ``names`` (glob characters ignored; letter case too where asked), else a few names to
+    show what they look like."""
     import difflib  # only an error pays its import
 
     plain = pattern.replace("*", "").replace("?", "")
-    close = difflib.get_close_matches(plain, names, n=1, cutoff=0.6)
+    same_case = [n for n in names if ignore_case and n.lower() == plain.lower()]
+    close = same_case or difflib.get_close_matches(plain, names, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]!r}?"
     contained = [n for n in names if plain and plain.strip("./_") in n]
