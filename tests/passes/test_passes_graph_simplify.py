@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 from passes_helpers import graph_of, init, tensor
 from qtool.ir import to_model_proto
 from qtool.passes.graph_simplify import GraphSimplify
@@ -181,3 +181,54 @@ def test_other_einsums_stay(equation, weight_shape):
                      [tensor("x", [2, 3, 4])], [tensor("y", None)], [init("w", RNG.normal(size=weight_shape))])
     result = GraphSimplify()(graph)
     assert result.details["einsums_as_matmul"] == [] and graph.operations["e"].op_type == "Einsum"
+
+
+W = RNG.normal(size=(6, 4)).astype(np.float16).astype(np.float32)  # float16 values: the Cast case is exact
+
+
+def typed(name: str, value: np.ndarray):
+    """An initializer of the array's own type (``init`` makes float32 ones)."""
+    return numpy_helper.from_array(value, name)
+
+
+FOLDED_CHAINS = {  # ops between a constant and a MatMul's weight input (x: (2, 4) -> (2, 6)), and their opset
+    "transpose": ([helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0])], [init("w", W)], 17),
+    "reshape_with_zero_and_minus_one": ([helper.make_node("Reshape", ["w", "s"], ["wt"])],
+                                        [init("w", W.T.reshape(4, 2, 3)), typed("s", np.array([0, -1], np.int64))], 17),
+    "cast_float16": ([helper.make_node("Cast", ["w"], ["wt"], to=1)], [typed("w", W.T.astype(np.float16))], 17),
+    "flatten": ([helper.make_node("Flatten", ["w"], ["wt"], axis=1)], [init("w", W.T.reshape(4, 6, 1))], 17),
+    "squeeze_input_axes": ([helper.make_node("Squeeze", ["w", "a"], ["wt"])],
+                           [init("w", W.T[None]), typed("a", np.array([0], np.int64))], 17),
+    "unsqueeze_attribute_axes_then_transpose": (
+        [helper.make_node("Unsqueeze", ["w"], ["w3"], axes=[0]), helper.make_node("Transpose", ["w3"], ["w4"],
+                                                                                   perm=[0, 2, 1]),
+         helper.make_node("Squeeze", ["w4"], ["wt"], axes=[0])], [init("w", W)], 11),
+}
+
+
+@pytest.mark.parametrize("chain", FOLDED_CHAINS, ids=list(FOLDED_CHAINS))
+def test_constants_moved_or_converted_before_a_weight_become_the_weight(chain):
+    """A weight behind a Transpose, Reshape or Cast (torch's do_constant_folding=False) was quantized as an
+    activation: per tensor, with a QuantizeLinear at every inference. It is the parameter it computes now."""
+    nodes, inits, opset = FOLDED_CHAINS[chain]
+    graph = graph_of([*nodes, helper.make_node("MatMul", ["x", "wt"], ["y"], name="mm")], [tensor("x", [2, 4])],
+                     [tensor("y", [2, 6])], inits, opset=opset)
+    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    before = _ort(graph, x)
+    result = GraphSimplify()(graph)
+    weight = graph.operations["mm"].inputs[1]
+    assert list(graph.operations) == ["mm"] and weight.is_parameter and weight.name == "wt"
+    assert len(result.details["constants_folded"]) == len(nodes)
+    np.testing.assert_array_equal(weight.value, W.T)
+    np.testing.assert_array_equal(_ort(graph, x), before)
+
+
+def test_what_is_not_exact_or_not_constant_stays():
+    """An integer Cast (ONNX Runtime's rounding is not numpy's), a Transpose of an activation and a graph output."""
+    graph = graph_of([helper.make_node("Cast", ["w"], ["wi"], to=6, name="to_int"),
+                      helper.make_node("Transpose", ["x"], ["xt"], name="of_x"),
+                      helper.make_node("Transpose", ["w"], ["out"], name="output")],
+                     [tensor("x", [2, 4])], [tensor("wi", [6, 4]), tensor("xt", [4, 2]), tensor("out", [4, 6])],
+                     [init("w", W)])
+    assert GraphSimplify()(graph).details["constants_folded"] == []
+    assert set(graph.operations) == {"to_int", "of_x", "output"}

@@ -1,5 +1,6 @@
-"""GraphSimplify: drop inference no-ops (Identity, Dropout), fold BatchNormalization into the layer before it and
-a Gemm's alpha and beta into its constant operands, write a dense Einsum as a MatMul."""
+"""GraphSimplify: drop inference no-ops (Identity, Dropout), fold constant Transposes, Reshapes and Casts of weights,
+BatchNormalization into the layer before it and a Gemm's alpha and beta into its constant operands, write a dense
+Einsum as a MatMul."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import numpy as np
 from ..ir import Graph, Operation, Variable
 from ..ops import BIASED_OP_TYPES, op_roles, out_channels, weight_axis
 from .base import Pass, PassResult
+from .constant_folding import fold, folded_value
 from .einsum_matmul import as_matmul, dense_einsum
 
 
 class GraphSimplify(Pass):
-    """Remove Identity and inference Dropout; fold a BatchNormalization into its Conv/ConvTranspose/Gemm; fold a
+    """Remove Identity and inference Dropout; fold an op that moves or converts constants alone into the constant it
+    computes (:mod:`.constant_folding`); fold a BatchNormalization into its Conv/ConvTranspose/Gemm; fold a
     Gemm's alpha into its weight and beta into its bias where both are parameters (ONNX Runtime fuses a quantized
     Gemm with a bias into QGemm only with alpha and beta 1) and write its bias of one row as the (N,) vector it
     stands for (an int32 bias holds that); an Einsum of an activation and a 2-D weight that is a
@@ -26,11 +29,14 @@ class GraphSimplify(Pass):
     name = "GraphSimplify"
 
     def call(self, graph: Graph) -> PassResult:
-        removed, folded, scaled, einsums = [], [], [], []
+        removed, folded, scaled, einsums, constants = [], [], [], [], []
         for op in graph.topological_order():
             if op.op_type in ("Identity", "Dropout") and _removable(graph, op):
                 graph.bypass_operation(op)
                 removed.append(op.name)
+            elif (value := folded_value(graph, op)) is not None:
+                fold(graph, op, value)
+                constants.append(op.name)
             elif op.op_type == "BatchNormalization" and _foldable(graph, op):
                 folded.append(f"{op.name} -> {_fold(graph, op)}")
             elif (transposed := dense_einsum(op)) is not None:
@@ -43,9 +49,9 @@ class GraphSimplify(Pass):
             if op.op_type == "Gemm" and _row_bias(op):
                 _flatten_bias(graph, op)
         graph.remove_unused()
-        return PassResult(graph, bool(removed or folded or scaled or einsums),
+        return PassResult(graph, bool(removed or folded or scaled or einsums or constants),
                           {"removed": removed, "folded": folded, "gemm_scales_folded": scaled,
-                           "einsums_as_matmul": einsums})
+                           "einsums_as_matmul": einsums, "constants_folded": constants})
 
 
 def _removable(graph: Graph, op: Operation) -> bool:
