@@ -236,3 +236,16 @@ def test_a_loaded_graph_keeps_nothing_of_the_parsed_model(tmp_path):
     gc.collect()
     assert graph.value_info["h"].type.tensor_type.shape.dim[1].dim_value == 4096
     assert _resident_mib() - before < 96  # the weight once (64 MiB), not twice
+
+
+def test_a_node_named_as_a_tensor_keeps_its_name():
+    """ONNX keeps node and tensor names apart: node 'gap' writing tensor 'gap' became op 'gap_1', and an override
+    or include naming 'gap' was refused."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["gap"], name="gap"),
+                               helper.make_node("Neg", ["gap"], ["y"], name="x")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    loaded = from_model_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert set(loaded.operations) == {"gap", "x"} and loaded.operations["gap"].outputs[0].name == "gap"
+    assert [n.name for n in to_model_proto(loaded).graph.node] == ["gap", "x"]
+    assert loaded.add_operation("Relu", [loaded.variables["y"]], [loaded.add_variable("z")], name="gap").name != "gap"

@@ -186,8 +186,11 @@ class Graph:
         attributes: dict[str, Any] | None = None,
         domain: str = "",
     ) -> Operation:
-        """Create an op, linking it as producer of ``outputs`` and consumer of ``inputs``."""
-        name = self.unique_name(name or op_type)
+        """Create an op, linking it as producer of ``outputs`` and consumer of ``inputs``. Its name need only differ
+        from the other ops' (ONNX keeps node and tensor names apart: a node 'gap' writing tensor 'gap' keeps it)."""
+        name = name or op_type
+        if name in self.operations:
+            name = self.unique_name(name)
         op = Operation(name, op_type, domain, dict(attributes or {}))
         self.operations[name] = op
         for var in inputs:
