@@ -207,3 +207,17 @@ def test_quantize_reports_skipped_samples_as_a_diagnostic(tmp_path, capsys):
     assert "warning [calibration.data] " in captured.out and "skipped 1 calibration sample(s) holding NaN" in \
         captured.out
     assert "CalibrationWarning" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("action", ["ignore", "error"])
+def test_skipped_samples_are_reported_whatever_the_warning_filters(action, tmp_path):
+    """A notebook's warnings.filterwarnings("ignore") hid the count; "error" failed the run."""
+    import qtool
+    from qtool.testing.models import small_model
+
+    x = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    x[2, 0, 0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter(action)
+        result = qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", x, skip_nonfinite=True)
+    assert [d.code for d in result.diagnostics if "skipped 1" in d.message] == ["calibration.data"]

@@ -375,6 +375,7 @@ def _run_passes(passes, graph: Graph, finished, ran: Sequence[PassRun] = ()
     diagnostics."""
     with warnings.catch_warnings(record=True) as caught, threads(pass_threads()):
         warnings.simplefilter("always", PassWarning)
+        warnings.simplefilter("always", CalibrationWarning)  # reported as diagnostics whatever the user's filters
         runs = PassManager(passes, finished=finished, ran=[run.name for run in ran]).run(graph)
     diagnostics = []
     for item in caught:
