@@ -154,3 +154,14 @@ def test_int4_codes_and_zero_points_equal_ort_quantizers(decoder, tmp_path):
     assert len(theirs) >= 3 and set(theirs) <= set(ours)  # ORT's quantizer takes MatMul only (not Gemm)
     for name, (codes, zero_points) in theirs.items():
         assert np.array_equal(ours[name][0], codes) and np.array_equal(ours[name][1], zero_points), name
+
+
+def test_accuracy_level_from_the_command_line(decoder, tmp_path):
+    """--export-option accuracy_level=4 was refused: the value reached the check as the text '4'."""
+    from qtool.cli.main import main
+
+    model, calib = decoder
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--preset", "int4-weight-only", "--calib",
+                 str(calib), "--export-option", "accuracy_level=4", "-o", str(tmp_path / "q.onnx")]) == 0
+    levels = {a.i for n in onnx.load(tmp_path / "q.onnx").graph.node for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {4}

@@ -89,13 +89,16 @@ def check_agreement(args) -> bool | None:
 
 
 def export_options(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` pairs as a dict; ``true``/``false`` become booleans, other values stay strings."""
+    """``KEY=VALUE`` pairs as a dict; ``true``/``false`` become booleans, whole numbers integers (``accuracy_level=4``
+    was refused as the text '4'), other values stay strings."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise QtoolError(f"--export-option {pair!r}: expected KEY=VALUE")
-        options[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+        text = value.strip()
+        whole = text.lstrip("-").isdigit()
+        options[key.strip()] = int(text) if whole else {"true": True, "false": False}.get(text.lower(), text)
     return options
 
 
