@@ -143,3 +143,23 @@ def test_batches_of_samples_are_cut_where_a_tap_wants_its_first_samples_to_end(c
     assert [len(batch["x"]) for batch in batches] == [5, 2, 3, 2]
     np.testing.assert_array_equal(np.concatenate([batch["x"] for batch in batches]), rows)
     assert [len(batch["x"]) for batch in _cut(data, [])] == [5, 5, 2]
+
+
+@pytest.mark.parametrize("masked", [-np.inf, np.finfo(np.float32).min], ids=["inf", "float32-lowest"])
+def test_a_tensor_holding_a_mask_stays_float_and_leaves_the_scores_their_scale(masked, tmp_path):
+    """An additive attention mask of -inf (its finite values all 0: scale 1, the placeholder of an empty range) or of
+    float32's lowest value, added to the scores on a platform that aligns an Add's inputs to the widest range: the
+    scores took the mask's range and quantized to 0, and the masked positions came back as ordinary values (a GPT-2
+    on tensorrt: 9.4 dB; 27.7 dB now)."""
+    graph = qtool.load(_masked_scores_model(tmp_path / "attention.onnx"))
+    rng = np.random.default_rng(0)
+    mask = np.where(np.tril(np.ones((8, 8))) > 0, 0.0, masked).astype(np.float32)
+    data = {"scores": rng.normal(size=(16, 8, 8)).astype(np.float32), "mask": np.broadcast_to(mask, (16, 8, 8))}
+    config = {"dispatch": {"quantize_op_types": ["Add"]}, "alignment": {"add": "max"}}
+    result = qtool.quantize(graph, "tensorrt", data, config=config)
+    add = result.graph.operations["add_mask"]
+    scores, mask_config = add.quant.inputs
+    assert not mask_config.is_planned and not add.quant.outputs[0].is_planned
+    assert mask_config.notes["reason"].startswith("kept float by calibration: it holds")
+    assert float(scores.scale) < 0.05  # the scores' own range (about +-3), not the mask's
+    assert result.summary["float_vs_quantized"]["outputs"]["probs"]["sqnr_db"] > 30

@@ -277,6 +277,14 @@ def _finish(target: _Target, stats: dict[str, Any]) -> None:
     if not observer.observed:
         raise CalibrationError(f"tensor {target.tensor!r} ({target.side} {target.index} of op {target.op!r}) "
                                "held no finite value over the calibration data")
+    mask = observer.mask()
+    if mask is not None:  # quantized, the masked positions would come back as ordinary values
+        reason = f"kept float by calibration: {mask}, a mask no integer grid holds"
+        for tqc in target.configs:
+            tqc.keep_float(reason)
+        stats["warnings"].append({"tensor": target.tensor, "op": target.op, "observer": observer.name,
+                                  "message": reason})
+        return
     scale, offset = observer.compute()
     for tqc in target.configs:
         tqc.set_params(scale, offset)

@@ -36,6 +36,8 @@ class Observer:
         self.channels: int | None = None
         self.count = 0  # finite values seen
         self.nonfinite = 0  # inf / nan values seen (and ignored)
+        self.infinite = 0  # of them, +-inf
+        self.peak = 0.0  # the largest finite magnitude seen
         self.profile = MagnitudeProfile()
 
     # -- collecting ---------------------------------------------------------------
@@ -52,9 +54,12 @@ class Observer:
             hi = np.where(finite, rows, -np.inf).max(axis=1)
             seen = int(np.count_nonzero(finite))
             self.nonfinite += rows.size - seen
+            self.infinite += int(np.count_nonzero(np.isinf(rows)))
         else:
             seen = rows.size
         if seen:
+            bounds = np.abs(np.concatenate([lo, hi]))
+            self.peak = max(self.peak, float(bounds[np.isfinite(bounds)].max(initial=0.0)))
             self.count += seen
             self._observe_rows(rows, lo, hi, finite)
             self.profile.observe(rows)
@@ -80,6 +85,15 @@ class Observer:
         raise NotImplementedError
 
     # -- results -------------------------------------------------------------------
+    def mask(self) -> str | None:
+        """Why the tensor holds a mask no integer grid holds (+-inf, or magnitudes of MASK_MAGNITUDE and more, as
+        an additive attention mask of float32's lowest value does), else None."""
+        if self.infinite:
+            return f"it holds {self.infinite} infinite value(s)"
+        if self.peak >= MASK_MAGNITUDE:
+            return f"it holds values of magnitude {self.peak:.3g}"
+        return None
+
     @property
     def observed(self) -> bool:
         return self.count > 0
@@ -110,6 +124,7 @@ class Observer:
         return values.reshape(()) if not self.scheme.is_per_channel else values.reshape(-1)
 
 
+MASK_MAGNITUDE = 1e30  # values this large are a mask's (float32's lowest, -3.4e38), not data
 BOUNDS_BLOCK = 1 << 15  # values one step of row_bounds reduces: min's pass leaves them in the cache for max's
 
 
