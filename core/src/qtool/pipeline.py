@@ -271,8 +271,7 @@ def agreement_skipped(check: bool | None, simulation_used: bool) -> str | None:
         return None
     if check is False:
         return f"check_agreement=False; {AGREEMENT_ASK}"
-    return ("no step of this run used qtool's simulation (float_vs_quantized measures the written files "
-            f"themselves); {AGREEMENT_ASK}")
+    return f"no step of this run used qtool's simulation; {AGREEMENT_ASK}"
 
 
 def simulate(graph: Graph, samples: list[dict], device: str = "cpu") -> list[list]:
