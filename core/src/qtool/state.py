@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def _tqc_record(tqc: TQC, var, owners, where: str) -> dict[str, Any]:
         "axis": scheme.channel_axis, "block_size": scheme.block_size, "rounding": scheme.rounding.value,
         "observer": scheme.observer,
     }
+    if tqc.role == "weight" and var is not None and var.is_parameter:
+        record["digests"] = list(dict.fromkeys(_digest(v) for v in (var.float_value, var.value) if v is not None))
     settled = tqc.dominator.is_settled  # a passive rule may not be computable before that
     record["scale"], record["offset"] = (_listed(tqc.scale), _listed(tqc.offset)) if settled else (None, None)
     if tqc.is_overlapped:
@@ -76,6 +79,14 @@ def _tqc_record(tqc: TQC, var, owners, where: str) -> dict[str, Any]:
     elif tqc.is_passive:
         record["passive"] = True
     return record
+
+
+def _digest(value: np.ndarray) -> str:
+    """A weight's type, shape and a CRC-32 of its bytes. A state records its float values' and, once baked, its
+    values on the grid (a model written with baked weights takes the state too), so that a state is not restored
+    onto another model's weights of the same names (their saved scales clipped them)."""
+    value = np.ascontiguousarray(value)
+    return f"{value.dtype}{list(value.shape)}:{zlib.crc32(value.tobytes()):08x}"
 
 
 def _number(value, scheme: QuantScheme):
@@ -188,6 +199,10 @@ def _quantized(flag: bool) -> str:
 
 
 def _restore_tqc(tqc: TQC | None, item: dict[str, Any], var, where: str, path: Path) -> TQC:
+    if "digests" in item and var is not None and var.is_parameter and _digest(var.value) not in item["digests"]:
+        raise StateError(f"{path}: {where}: the model's weight is not the one the state was saved with (another "
+                         "model, or other weights under the same names): its saved scales do not fit; calibrate it "
+                         "anew")
     scheme = _scheme(item, where, path)
     if tqc is None:
         tqc = TQC(scheme, role=item["role"])

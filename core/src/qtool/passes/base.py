@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ..config.errors import ConfigError
 from ..errors import QtoolError
 from ..ir import Graph
+from ..state import StateError
 
 
 class PassError(QtoolError, RuntimeError):
@@ -110,7 +111,7 @@ class PassManager:
             start = time.perf_counter()
             try:
                 result = p(graph)
-            except (StartOver, ConfigError):  # a configuration's fault names its file and key already
+            except (StartOver, ConfigError, StateError):  # a configuration's or state file's fault names its file
                 raise
             except Exception as exc:
                 before = ", ".join([*self.ran, *(r.name for r in runs)]) or "nothing"
