@@ -114,6 +114,21 @@ def test_a_state_from_a_model_equalized_otherwise_is_refused(tiny_platform, cnn_
     qtool.quantize(cnn_model, TINY, None, load_state=state, config={"accuracy": {"equalization": saved}})
 
 
+def test_a_state_saved_after_adaround_is_refused_where_it_would_not_run_again(tiny_platform, cnn_model, calib_npz,
+                                                                             tmp_path):
+    """AdaRound changes weights after calibration and the state holds no weights: without it (no data to run it on)
+    the restored model was another one, written with a success message."""
+    state = tmp_path / "state.json"
+    first = qtool.quantize(cnn_model, TINY, calib_npz, save_state=state, output=tmp_path / "a.onnx",
+                           config={"accuracy": {"adaround": {"iterations": 20}}})
+    with pytest.raises(qtool.QtoolError, match=r"saved with accuracy\.adaround on, which changed the weights after "
+                                               r"calibration; .*run with --calib"):
+        qtool.quantize(cnn_model, TINY, None, load_state=state)
+    again = qtool.quantize(cnn_model, TINY, calib_npz, load_state=state, output=tmp_path / "b.onnx",
+                           config={"accuracy": {"adaround": {"iterations": 20}}})
+    assert first.files[0].read_bytes() == again.files[0].read_bytes()
+
+
 def test_calibration_data_or_a_state_is_required(tiny_platform, cnn_model):
     with pytest.raises(qtool.QtoolError, match="calibration data is required"):
         qtool.quantize(cnn_model, TINY, None)

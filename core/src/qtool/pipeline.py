@@ -324,10 +324,11 @@ def _graph(model, qconfig) -> Graph:
 
 def _restore_state(path, qconfig):
     """The RestoreState pass of ``load_state`` (imported only then), told the reshaping passes asked for."""
-    from .passes.accuracy import BEFORE_DISPATCH
+    from .passes.accuracy import BEFORE_DISPATCH, REWRITING_WEIGHTS
     from .passes.restore_state import RestoreState
 
-    return RestoreState(path, {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH})
+    return RestoreState(path, {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH},
+                        {name: qconfig.accuracy.get(name) for name in REWRITING_WEIGHTS})
 
 
 def _check_runnable(graph: Graph) -> None:

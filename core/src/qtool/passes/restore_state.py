@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..ir import Graph
@@ -21,17 +21,22 @@ class RestoreState(Pass):
     ``reshaping`` maps the accuracy passes that change weights before calibration
     (equalization, smoothquant) to this run's settings: the saved ranges fit only
     a model changed the same way, so a state saved with other settings is refused.
+    ``rewriting`` maps those that change weights after it (adaround, gptq, bias_correction) likewise: a state
+    saved with one on is refused where this run leaves it off.
     """
 
     name = "RestoreState"
 
-    def __init__(self, path: str | os.PathLike, reshaping: Mapping[str, Any] | None = None) -> None:
-        self.path, self.reshaping = path, dict(reshaping or {})
+    def __init__(self, path: str | os.PathLike, reshaping: Mapping[str, Any] | None = None,
+                 rewriting: Mapping[str, Any] | None = None) -> None:
+        self.path, self.reshaping, self.rewriting = path, dict(reshaping or {}), dict(rewriting or {})
         read_state(Path(path))  # a missing or foreign file fails now, before any pass runs
 
     def call(self, graph: Graph) -> PassResult:
         saved = load_state(graph, self.path)
-        self._check_reshaping((saved.get("config") or {}).get("accuracy") or {})
+        accuracy = (saved.get("config") or {}).get("accuracy") or {}
+        self._check_reshaping(accuracy)
+        self._check_rewriting(accuracy)
         return PassResult(graph, True, {"path": str(self.path), "created": saved.get("created"),
                                         "data_fingerprint": saved.get("data_fingerprint")})
 
@@ -42,6 +47,17 @@ class RestoreState(Pass):
                 raise StateError(f"{self.path}: the state was calibrated with accuracy.{name} = {_setting(then)}, "
                                  f"this run has {_setting(now)}: it changes the weights before calibration, so the "
                                  f"saved ranges do not fit; use the same [accuracy] {name} setting or calibrate again")
+
+
+    def _check_rewriting(self, saved: Mapping[str, Any]) -> None:
+        """``rewriting``: this run's settings of the passes that change weights after calibration (AdaRound,
+        GPTQ, BiasCorrection); the state holds the scales, not the weights they wrote, so a state saved with one
+        of them on reproduces its model only where this run runs it again (on data)."""
+        for name, now in self.rewriting.items():
+            if _setting(saved.get(name)) is not False and _setting(now) is False:
+                raise StateError(f"{self.path}: the state was saved with accuracy.{name} on, which changed the "
+                                 f"weights after calibration; the state holds the scales, not those weights: run "
+                                 f"with --calib and the same [accuracy] {name} setting, or save a state without it")
 
 
 def _setting(value) -> Any:

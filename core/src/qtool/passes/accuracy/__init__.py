@@ -51,6 +51,7 @@ BEFORE_DISPATCH = PassTable({"equalization": "CrossLayerEqualization", "smoothqu
 AFTER_CALIBRATION = PassTable({"outlier_outputs": "OutlierOutputs", "fallback": "SensitivityFallback",
                                "hqq": "HQQ", "gptq": "GPTQ", "adaround": "AdaRound",
                                "bias_correction": "BiasCorrection"})
+REWRITING_WEIGHTS = ("adaround", "gptq", "bias_correction")  # after calibration; a state file holds no weights
 RUN_ARGUMENTS = ("device", "progress", "runtime", "float_peaks", "kept_outputs")
 
 
@@ -124,6 +125,6 @@ def __getattr__(name: str) -> type[Pass]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AFTER_CALIBRATION", "AWQ", "BEFORE_DISPATCH", "AccuracyError", "AdaRound", "BiasCorrection",
-           "ChannelSplit", "CrossLayerEqualization", "GPTQ", "HQQ", "OutlierOutputs", "SensitivityFallback",
-           "PassTable", "SmoothQuant", "accuracy_passes", "needs_data", "option_names"]
+__all__ = ["AFTER_CALIBRATION", "AWQ", "BEFORE_DISPATCH", "REWRITING_WEIGHTS", "AccuracyError", "AdaRound",
+           "BiasCorrection", "ChannelSplit", "CrossLayerEqualization", "GPTQ", "HQQ", "OutlierOutputs",
+           "SensitivityFallback", "PassTable", "SmoothQuant", "accuracy_passes", "needs_data", "option_names"]
