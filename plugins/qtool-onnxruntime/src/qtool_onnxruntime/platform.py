@@ -135,9 +135,12 @@ class OnnxRuntimePlatform(Platform):
         return export(graph, output, options)
 
     def run(self, paths, samples, names):
+        """As a user's default session runs the files (the agreement check compares exactly instead: a blocked
+        int8 weight before an int16 activation's MatMul becomes MatMulNBits at accuracy level 4 by default, which
+        the summary read 1.7 dB better than it runs on a small Llama)."""
         from .session import run
 
-        return run(paths, samples, names)
+        return run(paths, samples, names, exact=False)
 
     def runtime(self) -> str:
         from .session import RUNTIME

@@ -13,12 +13,16 @@ ORT_ERRORS = (_state.Fail, _state.InvalidArgument, _state.InvalidGraph, _state.N
 
 
 def session_options(optimized_model: str | os.PathLike | None = None,
-                    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED):
-    """Options that keep ORT's weight-only MatMulNBits exact and, if asked, save the optimized graph."""
+                    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                    exact: bool = True):
+    """Options that keep ORT's weight-only MatMulNBits exact (``exact``; else the accuracy level ORT gives a
+    blocked DequantizeLinear -> MatMul it rewrites by default, as a user's session runs it) and, if asked, save
+    the optimized graph."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = level
-    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    if exact:
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     if optimized_model is not None:
         options.optimized_model_filepath = str(optimized_model)
     return options
@@ -40,8 +44,9 @@ def cpu_session(model: str | os.PathLike | bytes, options: ort.SessionOptions | 
 RUNTIME = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
 
 
-def run(paths, samples: list[dict], names: list[str]) -> list[list]:
-    """The outputs ``names`` of the exported model (``paths[0]``) in an ORT CPU session, per sample."""
-    session = cpu_session(paths[0])
+def run(paths, samples: list[dict], names: list[str], exact: bool = True) -> list[list]:
+    """The outputs ``names`` of the exported model (``paths[0]``) in an ORT CPU session, per sample (``exact``:
+    see :func:`session_options`)."""
+    session = cpu_session(paths[0], session_options(exact=exact))
     feeds_names = [i.name for i in session.get_inputs()]
     return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
