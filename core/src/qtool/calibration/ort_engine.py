@@ -72,7 +72,7 @@ class OrtFloatRun:
         self.fed = [name for name in dict.fromkeys(tensors) if name in inputs]
         self.computed = [name for name in dict.fromkeys(tensors) if name not in inputs]
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: qtool reports a failure with its own error, ORT's message in it
         if threads is not None:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

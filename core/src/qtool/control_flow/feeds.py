@@ -64,7 +64,7 @@ def body_model(graph: Graph, body: onnx.GraphProto, feed: dict[str, np.ndarray])
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: qtool reports a failure with its own error, ORT's message in it
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

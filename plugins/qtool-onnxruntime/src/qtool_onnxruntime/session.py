@@ -19,7 +19,7 @@ def session_options(optimized_model: str | os.PathLike | None = None,
     blocked DequantizeLinear -> MatMul it rewrites by default, as a user's session runs it) and, if asked, save
     the optimized graph."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: qtool reports a failure with its own error, ORT's message in it
     options.graph_optimization_level = level
     if exact:
         options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
