@@ -221,3 +221,18 @@ def test_skipped_samples_are_reported_whatever_the_warning_filters(action, tmp_p
         warnings.simplefilter(action)
         result = qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", x, skip_nonfinite=True)
     assert [d.code for d in result.diagnostics if "skipped 1" in d.message] == ["calibration.data"]
+
+
+def test_inputs_that_share_a_named_dimension_must_agree_on_it(tmp_path):
+    """ids [1, 3] with a mask [1, 2], both [batch, sequence] in the model: the first float run failed with ONNX
+    Runtime's broadcast error, naming neither the item nor the inputs."""
+    text = graph_with_inputs(ids=["batch", "sequence"], mask=["batch", "sequence"])
+    good = [{"ids": np.zeros((1, n), np.float32), "mask": np.ones((1, n), np.float32)} for n in (3, 5)]
+    assert len(list(load_calibration_data(good, text, layout="feeds"))) == 2
+    bad = [good[0], {"ids": np.zeros((1, 3), np.float32), "mask": np.ones((1, 2), np.float32)}]
+    with pytest.raises(CalibrationError, match=r"calibration item 1: inputs 'ids' and 'mask' disagree on the "
+                                               r"dimension the model names 'sequence' \(3 and 2\)"):
+        list(load_calibration_data(bad, text, layout="feeds"))
+    np.savez(tmp_path / "c.npz", ids=np.zeros((4, 3), np.float32), mask=np.ones((4, 2), np.float32))
+    with pytest.raises(CalibrationError, match=r"c\.npz: inputs 'ids' and 'mask' disagree .* 'sequence' \(3 and 2\)"):
+        load_calibration_data(tmp_path / "c.npz", text)

@@ -68,6 +68,29 @@ def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout
     return shape[0] if len(shape) == rank else 1
 
 
+def check_shared_dims(inputs: list[Variable], shapes: Mapping[str, tuple], where: str, layout: str = "samples"
+                      ) -> None:
+    """Inputs whose dimensions the model names alike (``sequence`` of ``input_ids`` and ``attention_mask``) hold
+    arrays of one size there: a feed that broke this failed in the first float run with ONNX Runtime's broadcast
+    error. In the samples layout the first axis is the samples' (counted apart)."""
+    seen: dict[str, tuple[str, int]] = {}
+    for var in inputs:
+        shape = shapes.get(var.name)
+        if var.shape is None or shape is None:
+            continue
+        offset = len(var.shape) - len(shape)  # 1: one sample without the first axis
+        if offset not in (0, 1):
+            continue
+        for position, name in enumerate(var.shape[offset:], start=offset):
+            if not isinstance(name, str) or not name or (layout == "samples" and position == 0):
+                continue
+            size = shape[position - offset]
+            first = seen.setdefault(name, (var.name, size))
+            if first[1] != size:
+                raise CalibrationError(f"{where}: inputs {first[0]!r} and {var.name!r} disagree on the dimension "
+                                       f"the model names {name!r} ({first[1]} and {size})")
+
+
 def _fixed(dim) -> bool:
     return isinstance(dim, int) and dim > 0
 
@@ -150,6 +173,7 @@ def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples"
     if len(set(counts.values())) > 1:
         raise CalibrationError(f"{where}: inputs hold different numbers of samples ("
                                + ", ".join(f"{k}: {n}" for k, n in counts.items()) + ")" + FEEDS_HINT)
+    check_shared_dims(inputs, {name: array.shape for name, array in arrays.items()}, where, layout)
     return arrays
 
 
@@ -225,6 +249,8 @@ class FileSource:
         if len(set(counts.values())) > 1:
             raise CalibrationError(f"{file}: inputs hold different numbers of samples ("
                                    + ", ".join(f"{k}: {n}" for k, n in counts.items()) + ")" + FEEDS_HINT)
+        check_shared_dims(self.inputs, {v.name: headers[keys[v.name]][0] for v in self.inputs}, str(file),
+                          self.layout)
         return keys, next(iter(counts.values()))
 
     def chunks(self) -> Iterator[Chunk]:
