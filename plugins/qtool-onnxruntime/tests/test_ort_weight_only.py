@@ -187,3 +187,12 @@ def test_the_summary_measures_the_written_model_as_a_default_session_runs_it(tmp
     default, exact = sqnr(ort.SessionOptions()), sqnr(session_options(exact=True))
     assert exact > default + 1  # the rewrite costs something here
     assert result.summary["float_vs_quantized"]["outputs"]["logits"]["sqnr_db"] == pytest.approx(default, abs=0.01)
+    # and a warning says so (it named only the MatMulNBits qtool writes itself)
+    [warning] = [d for d in result.diagnostics if d.code == "ort.nbits-accuracy-level"]
+    assert warning.message.startswith("3 MatMul layer(s) with 4- or 8-bit weights: ORT rewrites")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "built.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    levels = [a.i for n in onnx.load(tmp_path / "built.onnx").graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "accuracy_level"]
+    assert levels == [4, 4, 4]
