@@ -55,8 +55,12 @@ def qdq_skeleton(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[s
                        frozenset((layer.op.name, layer.index) for layer in layers))
     model = writer.write()
     NBitsRewriter(model, writer.names, accuracy_level(options.extra)).rewrite(layers)
-    values = {t.name: np.asarray(graph.variables[t.name].value) for t in model.graph.initializer if _values_left_out(t)}
-    return model, values
+    return model, _left_out_values(graph, model)
+
+
+def _left_out_values(graph, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The arrays of ``model``'s initializers written without values, by name (from ``graph``)."""
+    return {t.name: np.asarray(graph.variables[t.name].value) for t in model.graph.initializer if _values_left_out(t)}
 
 
 def _values_left_out(tensor: onnx.TensorProto) -> bool:
@@ -97,9 +101,8 @@ def _refuses_float(graph) -> bool:
     from .session import ORT_ERRORS, cpu_session, load_only_options
 
     model = to_model_proto(graph, tensor=shape_only_tensor)
-    values = {t.name: np.asarray(graph.variables[t.name].value) for t in model.graph.initializer if _values_left_out(t)}
     try:
-        cpu_session(_checkable(model, values).SerializeToString(), load_only_options())
+        cpu_session(_checkable(model, _left_out_values(graph, model)).SerializeToString(), load_only_options())
     except ORT_ERRORS:
         return True
     return False

@@ -90,17 +90,15 @@ def _codes_dtype(dequantize) -> np.dtype | None:
     codes = dequantize.inputs[0]
     if codes is None or codes.dtype is not None:
         return None if codes is None else codes.dtype
-    for source in (dequantize, codes.producer if codes.producer is not None
-                   and codes.producer.op_type == "QuantizeLinear" else None):
-        if source is None:
-            continue
-        zero_point = source.inputs[2] if len(source.inputs) > 2 else None
+    quantize = codes.producer if codes.producer is not None and codes.producer.op_type == "QuantizeLinear" else None
+    for source in (dequantize, quantize):
+        zero_point = source.inputs[2] if source is not None and len(source.inputs) > 2 else None
         if zero_point is not None and zero_point.dtype is not None:
             return zero_point.dtype
-        if source is not dequantize:
-            to = source.attributes.get("output_dtype")
-            return helper.tensor_dtype_to_np_dtype(to) if to else np.dtype(np.uint8)
-    return None
+    if quantize is None:
+        return None
+    to = quantize.attributes.get("output_dtype")
+    return helper.tensor_dtype_to_np_dtype(to) if to else np.dtype(np.uint8)
 
 
 def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None:

@@ -42,7 +42,9 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     rewritten = []
     for op in graph.topological_order():
         if is_compute(op) and op.quant is not None and op.quant.quantized and op.name not in contrib:
-            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset, rewritten)
+            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset)
+            if _rewritten_to_nbits(op):
+                rewritten.append(op)
         elif op.op_type == "MaxPool":
             found += _maxpool_rules(graph, op)
     if options.remove_activations:
@@ -58,7 +60,7 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
 
 
 def _rewritten_to_nbits(op) -> bool:
-    """A MatMul that is no integer kernel, whose input is float or 16-bit and whose 2-D weight of 4 or 8 bits is per
+    """A MatMul whose input is float or 16-bit (so no integer kernel) and whose 2-D weight of 4 or 8 bits is per
     tensor, per channel on its output axis or blocked along its input axis: ORT's optimizer makes its
     DequantizeLinear -> MatMul a MatMulNBits (measured on ORT 1.32: int8, uint8 and int4 weights; per channel on
     the input axis it stays a float MatMul; an 8-bit input it leaves to the QDQ fusions)."""
@@ -130,12 +132,9 @@ def _activation_warnings(stype, where) -> list[Diagnostic]:
     return found
 
 
-def _op_rules(graph, op, activation, removed: bool, opset: int, rewritten: list) -> list[Diagnostic]:
-    """The op's kernel, bias and weight notes; a MatMul ORT makes a MatMulNBits also goes to ``rewritten``."""
+def _op_rules(graph, op, activation, removed: bool, opset: int) -> list[Diagnostic]:
     verdict = kernel_verdict(graph, op, activation, removed, SETTLED, opset)
     found = [diagnostic(e.code, e.reason, op=op.name, tensor=e.tensor) for e in verdict.errors]
-    if verdict.blockers and _rewritten_to_nbits(op):
-        rewritten.append(op)
     if verdict.blockers:
         first = verdict.blockers[0]
         found.append(diagnostic(first.code, f"runs correctly through DequantizeLinear -> float {op.op_type} -> "
