@@ -155,8 +155,22 @@ def test_bypass_and_insert_keep_links_and_output_names():
     np.testing.assert_array_equal(result, [1, 0, 3, 0])
 
 
+def test_topological_order_follows_every_mutation():
+    graph = _chain()
+    graph.topological_order().reverse()  # the caller's own list: the graph's order stays
+    assert [op.name for op in graph.topological_order()] == ["a", "b", "c"]
+    graph.insert_after(graph.variables["x"], "Neg", name="n")
+    assert [op.name for op in graph.topological_order()] == ["n", "a", "b", "c"]
+    graph.bypass_operation(graph.operations["b"])
+    assert [op.name for op in graph.topological_order()] == ["n", "a", "c"]
+    graph.set_input(graph.operations["c"], 0, graph.variables["x"])  # c reads the input now: ready first
+    assert [op.name for op in graph.topological_order()] == ["c", "n", "a"]
+    assert [op.name for op in graph.copy().topological_order()] == ["c", "n", "a"]
+
+
 def test_replace_all_uses_and_cycle_detection():
     graph = _chain()
+    graph.topological_order()  # asked before the change: the cycle is still found after it
     graph.replace_all_uses(graph.variables["t2"], graph.variables["t1"])
     assert graph.operations["c"].inputs[0] is graph.variables["t1"] and not graph.variables["t2"].consumers
     graph.set_input(graph.operations["a"], 0, graph.variables["y"])
