@@ -99,7 +99,8 @@ class RunningHistogram:
         inverse, start = self._inverse[:, None], self._start_float[:, None]
         step = max(BLOCK // channels, min(4 * self.bins, BLOCK))
         scaled = np.empty(channels * min(step, rows.shape[1]), dtype=np.float32)
-        index = np.empty(scaled.size, dtype=np.intp)
+        # int32 indices where they fit: numpy casts float32 to int32 in SIMD, to int64 not (0.5 of 2 ns a value)
+        index = np.empty(scaled.size, dtype=np.int32 if channels * self.bins < 2**31 else np.intp)
         offsets = np.arange(channels)[:, None] * self.bins if channels > 1 else None
         negative = bool(self.start.any())  # a window reaching below zero (start 0: lo * inverse is +-0)
         for begin in range(0, rows.shape[1], step):
