@@ -91,6 +91,8 @@ class OpRoles:
     grouped_out: bool = False
     #: a compute op (matrix product / convolution): what quantization coverage counts
     compute: bool = False
+    #: inputs whose shape alone the op reads, never their values (Shape, Size)
+    shape_of: frozenset[int] = frozenset()
 
     def steering(self) -> frozenset[int]:
         """Inputs that never get their own quantization config: shape operands, params and followers."""
@@ -123,6 +125,7 @@ OP_ROLES: Mapping[str, OpRoles] = MappingProxyType({
     "InstanceNormalization": OpRoles(params=frozenset({1, 2})),
     "LayerNormalization": OpRoles(params=frozenset({1, 2})),
     "Where": OpRoles(data=1),
+    "Shape": OpRoles(shape_of=frozenset({0})), "Size": OpRoles(shape_of=frozenset({0})),
 })
 
 _PLAIN = OpRoles()
@@ -151,6 +154,11 @@ def data_input(op) -> int:
 def is_shape_input(op, index: int) -> bool:
     """True for a shape/index operand (Reshape's shape, Gather's indices...)."""
     return index in op_roles(op).shape
+
+
+def reads_shape_only(op, index: int) -> bool:
+    """True for an input whose shape alone the op reads (Shape's, Size's): any tensor of that shape serves."""
+    return index in op_roles(op).shape_of
 
 
 def is_steering_input(op, index: int) -> bool:

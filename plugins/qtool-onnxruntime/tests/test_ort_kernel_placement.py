@@ -11,6 +11,7 @@ import onnx
 import qtool
 import torch
 from ort_testkit import optimized_ops, torch_proto
+from ort_testkit import run as ort_run
 from qtool.quant import QuantizationState
 from qtool.testing.models import calibration_file
 
@@ -182,3 +183,25 @@ def test_residual_adds_between_quantized_convs_run_as_qlinearadd(tmp_path):
     assert not {"Add", "Conv", "Relu"} & set(ops)
     assert result.agreement["max_steps"] <= 1
     assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]
+
+
+def test_a_shape_reads_the_codes_so_no_dequantize_runs_for_it(tmp_path):
+    """x -> MatMul -> h -> MatMul -> y, with Shape(h) an output too: the Shape reads h's codes (of the same
+    shape), so h's DequantizeLinear feeds the integer MatMul alone and ONNX Runtime fuses it away."""
+    rng = np.random.default_rng(0)
+    weights = [onnx.numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{i}") for i in (1, 2)]
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+             onnx.helper.make_node("MatMul", ["h", "w2"], ["y"], name="second"),
+             onnx.helper.make_node("Shape", ["h"], ["size"], name="size_of_h")]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 8]),
+         onnx.helper.make_tensor_value_info("size", onnx.TensorProto.INT64, [2])], initializer=weights)
+    model = tmp_path / "shape.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), model)
+    samples = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(4)]
+    result = qtool.quantize(model, "onnxruntime", samples, output=tmp_path / "q.onnx")
+
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert ops.count("QLinearMatMul") == 2 and ops.count("DequantizeLinear") == 1, ops  # y's, the graph output
+    np.testing.assert_array_equal(ort_run(result.files[0], samples[0])[1], [4, 8])

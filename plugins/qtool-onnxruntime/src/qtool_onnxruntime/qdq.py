@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from qtool import outer_references, rename_outer_reads
-from qtool.ops import bias_input, is_bias
+from qtool.ops import bias_input, is_bias, reads_shape_only
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import (
     QuantScheme,
@@ -102,17 +102,24 @@ class QdqWriter:
                 if exposed and source == var.name:
                     source = self.renamed[var.name] = self.names.fresh(f"{var.name}_float")
                 out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
-                self._pair(anchor, source, out, site.config, var.name, value_type(var))
-                if out != var.name:
-                    self.reads.update({(op.name, index): out for op, index in site.readers})
+                codes = self._pair(anchor, source, out, site.config, var.name, value_type(var))
+                self._read(site.readers, out, codes)
                 source = out  # extra pairs quantize the producer pair's values
                 continue
             stem = f"{var.name}_{site.readers[0][0].name}" if number else var.name  # the first pair: plain names
             out = self.names.fresh(f"{stem}_dq")
-            self._pair(anchor, source, out, site.config, stem, value_type(var))
-            self.reads.update({(op.name, index): out for op, index in site.readers})
+            codes = self._pair(anchor, source, out, site.config, stem, value_type(var))
+            self._read(site.readers, out, codes)
 
-    def _pair(self, anchor: str, source: str, out: str, tqc, stem: str, values: np.dtype) -> None:
+    def _read(self, readers, values: str, codes: str) -> None:
+        """The readers read the dequantized ``values``; a Shape or Size reads the ``codes``, so that the
+        DequantizeLinear serves integer kernels alone and ONNX Runtime fuses it away (a Shape reading it kept it
+        running in float: 9 of a small GPT-2's 30)."""
+        self.reads.update({(op.name, index): codes if reads_shape_only(op, index) else values
+                           for op, index in readers})
+
+    def _pair(self, anchor: str, source: str, out: str, tqc, stem: str, values: np.dtype) -> str:
+        """QuantizeLinear -> DequantizeLinear from ``source`` to ``out``; the codes' name."""
         scale, zero, attrs, domain = self._params(tqc, stem, stored=False, values=values)
         codes = self.names.fresh(f"{stem}_q")
         nodes = [helper.make_node("QuantizeLinear", [source, scale, zero], [codes], domain=domain or None,
@@ -123,6 +130,7 @@ class QdqWriter:
             self.first += nodes
         else:
             self.after.setdefault(anchor, []).extend(nodes)
+        return codes
 
     # -- parameters ------------------------------------------------------------
     def _wide_biases(self) -> None:
