@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from onnx import TensorProto, helper
 from qtool.ir import from_model_proto
 from qtool.ir.float_function import FloatFunctions
-from qtool.ir.graph import GraphError
 
 
 def _graph():
@@ -36,16 +34,9 @@ def test_an_array_attribute_is_compared_by_all_its_values():
     assert FloatFunctions(graph).key("y") != before  # the same numbers of another type
 
 
-def test_a_cycle_is_an_error_not_an_endless_walk():
-    graph = _graph()
-    graph.set_input(graph.operations["fill"], 0, graph.variables["y"])
-    with pytest.raises(GraphError, match="cycle through node"):
-        FloatFunctions(graph).key("y")
-
-
 def test_a_key_holds_every_op_upstream_once():
     graph = _graph()
     functions = FloatFunctions(graph)
     y, c = functions.key("y"), functions.key("c")
     assert len(y) == 3 and len(c) == 2  # the tensor itself, and add and fill / fill alone
-    assert len(y & c) == 1  # fill's key, made once for both
+    assert len(y & c) == 1  # fill's key

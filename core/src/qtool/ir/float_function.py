@@ -13,15 +13,15 @@ import weakref
 
 import numpy as np
 
-from .graph import Graph, GraphError, Operation, Variable
+from .graph import Graph, Operation, Variable
 
 
 class FloatFunctions:
-    """The keys of ``graph``'s tensors as the graph is now (cached: make a new one after a change)."""
+    """The keys of ``graph``'s tensors as the graph is now (op keys cached: make a new one after a change)."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self._cones: dict[Operation, frozenset] = {}
+        self._ops: dict[Operation, tuple] = {}
         self._tensors: dict[str, frozenset] = {}
 
     def key(self, name: str) -> frozenset:
@@ -32,29 +32,18 @@ class FloatFunctions:
 
     def _cone(self, name: str) -> frozenset:
         var = self.graph.variables.get(name)
-        upstream = self._upstream(var.producer) if var is not None and var.producer is not None else frozenset()
-        return upstream | {_var_key(var)}
-
-    def _upstream(self, root: Operation) -> frozenset:
-        """The keys of ``root`` and of every op it is computed from, each op's set made once from its producers'
-        (set unions reuse the stored hashes: a tensor's cone no longer walks the graph again)."""
-        stack, entered = [root], set()
+        found: set = {_var_key(var)}
+        stack, seen = [var.producer] if var is not None and var.producer is not None else [], set()
         while stack:
-            op = stack[-1]
-            if op in self._cones:
-                stack.pop()
+            op = stack.pop()
+            if op in seen:
                 continue
-            producers = {v.producer for v in op.inputs if v is not None and v.producer is not None}
-            waiting = [p for p in producers if p not in self._cones]
-            if waiting:
-                if op in entered:
-                    raise GraphError(f"graph has a cycle through node {op.name!r}")
-                entered.add(op)
-                stack.extend(waiting)
-                continue
-            stack.pop()
-            self._cones[op] = frozenset({_op_key(op)}).union(*(self._cones[p] for p in producers))
-        return self._cones[root]
+            seen.add(op)
+            if op not in self._ops:
+                self._ops[op] = _op_key(op)
+            found.add(self._ops[op])
+            stack.extend(v.producer for v in op.inputs if v is not None and v.producer is not None)
+        return frozenset(found)
 
 
 class _Same:
