@@ -31,3 +31,14 @@ def test_table_output(digits):
     text = analyse(model, "--platform", "onnxruntime", "--calib", calib, "--samples", "8", "--top", "3")
     assert "Graph-wise error" in text and "Layer-wise sensitivity" in text
     assert text.count("│ 1 ") == 2 and "│ 4 " not in text  # two tables of --top 3 rows
+
+
+def test_it_says_how_many_samples_it_measured_on(digits):
+    """--calib-samples 4 keeps 4 samples: the analysis runs on those, and says so, not on the 16 asked for."""
+    model, calib, _ = digits
+    result = subprocess.run([sys.executable, "-m", "qtool.cli.main", "analyse", str(model), "--platform",
+                             "onnxruntime", "--calib", str(calib), "--calib-samples", "4", "--samples", "16"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "measuring the error of each op on 4 samples (of 16 asked: --calib-samples 4 keeps no more)" \
+        in " ".join(result.stderr.split())

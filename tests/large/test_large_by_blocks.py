@@ -122,3 +122,50 @@ def test_cli_by_blocks(decoder, tmp_path, capsys):
     assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--calib", str(calib), "-o",
                  str(tmp_path / "x.onnx"), "--by-blocks", "1", "--save-state", str(tmp_path / "s.json")]) == 1
     assert "--by-blocks does not combine with --save-state" in capsys.readouterr().err
+
+
+def _relu_mlp(path, width=32):
+    """Gemm -> Relu -> Gemm -> Relu -> Gemm: with a block of one Gemm's weights, a segment ends after each fused
+    Relu, whose output that segment quantizes and the next one quantizes again as its input."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32) / 4, f"w{i}")
+               for i in range(3)]
+    nodes = [onnx.helper.make_node("Gemm", ["x", "w0"], ["h0"], name="gemm0"),
+             onnx.helper.make_node("Relu", ["h0"], ["r0"], name="relu0"),
+             onnx.helper.make_node("Gemm", ["r0", "w1"], ["h1"], name="gemm1"),
+             onnx.helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+             onnx.helper.make_node("Gemm", ["r1", "w2"], ["y"], name="gemm2")]
+    graph = onnx.helper.make_graph(nodes, "mlp", [onnx.helper.make_tensor_value_info("x", 1, ["n", width])],
+                                   [onnx.helper.make_tensor_value_info("y", 1, ["n", width])], initializer=weights)
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_tensor_quantized_on_both_sides_of_a_cut_is_written_once_per_side(tmp_path):
+    model = _relu_mlp(tmp_path / "mlp.onnx")
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.standard_normal((4, 32)).astype(np.float32)} for _ in range(4)]
+    result = quantize_by_blocks(model, "onnxruntime", calib, output=tmp_path / "q.onnx", block_bytes=5000,
+                                calib_layout="feeds")
+    assert len(result.segments) == 3
+    written = onnx.load(result.files[0])
+    onnx.checker.check_model(written, full_check=True)  # node and tensor names unique
+    got = _run(result.files[0], calib[0])[0]
+    expected = _run(model, calib[0])[0]
+    assert 10 * np.log10(np.sum(expected ** 2) / np.sum((got - expected) ** 2)) > 30
+
+
+def test_the_output_may_not_be_the_input_models_external_data(decoder, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model, data = folder / "llama.onnx", folder / "llama.onnx.data"
+    model.write_bytes(decoder.read_bytes())
+    data.write_bytes((decoder.parent / "llama.onnx.data").read_bytes())
+    before = data.read_bytes()
+    for run in (lambda: qtool.quantize(model, "onnxruntime", _calib(1), output=data, calib_layout="feeds"),
+                lambda: quantize_by_blocks(model, "onnxruntime", _calib(1), output=data, calib_layout="feeds"),
+                lambda: qtool.quantize(model, "onnxruntime", _calib(1), output=folder / "llama", calib_layout="feeds")):
+        with pytest.raises(qtool.QtoolError, match="would overwrite the input .*llama.onnx"):
+            run()
+    assert data.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["llama.onnx",
+                                                                                          "llama.onnx.data"]

@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -37,9 +38,22 @@ class Careful(Platform):
         return [Diagnostic(Severity.ERROR, "scheme", f"{t.scheme.short()} is not int8", op=t.op.name, tensor=t.tensor)
                 for t in qtool.quantized_tensors(graph) if t.scheme.num_of_bits != 8 or t.scheme.is_floating]
 
+    def output_files(self, output, options):
+        return [Path(output).with_suffix(".json")]
+
     def export(self, graph, output, options):
         scales = {t.tensor: float(t.scale.max()) for t in qtool.quantized_tensors(graph)}
-        return [qtool.write_atomic(output.with_suffix(".json"), json.dumps(scales, sort_keys=True))]
+        [path] = self.output_files(output, options)
+        return [qtool.write_atomic(path, json.dumps(scales, sort_keys=True))]
+
+
+class Undeclared(Careful):
+    """Writes a side file its output_files() does not name."""
+
+    name = "kit-undeclared"
+
+    def export(self, graph, output, options):
+        return [*super().export(graph, output, options), qtool.write_atomic(output.with_suffix(".txt"), "notes")]
 
 
 class InPlace(Careful):
@@ -103,6 +117,13 @@ def test_small_model_fixture_runs_in_onnxruntime(qtool_small_model):
     session = ort.InferenceSession(str(qtool_small_model))
     (out,) = session.run(None, random_inputs(qtool.load(qtool_small_model), 1)[0])
     assert out.shape == (1, 5) and np.isfinite(out).all()
+
+
+def test_a_file_export_writes_unannounced_is_found(register_platform, graph, tmp_path):
+    name = register_platform(Undeclared)
+    assert check_export(name, graph, tmp_path / "out") == [
+        "kit-undeclared: export() wrote model.txt, which output_files() does not name (a run could not check it "
+        "against its inputs)"]
 
 
 def test_careful_platform_passes_export_and_validate(register_platform, graph, tmp_path):

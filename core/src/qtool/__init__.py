@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     ".errors": ["QtoolError", "UnknownNameError"],
     ".files": ["make_readable", "write_atomic"],
-    ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "fill_values", "load", "outer_references",
+    ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "data_path", "fill_values", "load",
+            "outer_references",
             "rename_outer_reads", "save",
             "save_model_proto", "shape_only_tensor", "to_model_proto"],
     ".ops": ["OpRoles", "op_roles"],
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         GraphError,
         Operation,
         Variable,
+        data_path,
         fill_values,
         load,
         outer_references,

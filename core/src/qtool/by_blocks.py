@@ -29,7 +29,7 @@ from .config.names import check_names
 from .errors import QtoolError
 from .executor import TorchExecutor
 from .files import check_outputs
-from .ir import Graph, load
+from .ir import Graph, data_path, load
 from .ir.model_writer import ModelWriter
 from .ir.segments import Segment, declare_outputs, segment_graph, split
 from .pipeline import AGREEMENT_SAMPLES, _check_agreement, _check_runnable, _platform_and_config, quantize
@@ -62,10 +62,12 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
     """
     start = time.monotonic()
     target, qconfig = _platform_and_config(platform, config, preset)
-    check_outputs(output, None, inputs=(model, calib, config))
+    written = {"output": [Path(output), data_path(output)]}  # what ModelWriter writes
+    check_outputs(written, inputs=(model, calib, config))
     if block_bytes <= 0:
         raise QtoolError(f"block_bytes must be positive, got {block_bytes}")
     graph = model if isinstance(model, Graph) else load(model)
+    check_outputs(written, inputs=graph.info.sources)
     check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     _check_runnable(graph)
     data = load_calibration_data(calib, graph, qconfig.calibration["batch_size"], layout=calib_layout,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import QtoolError
@@ -88,18 +88,23 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_outputs(output, state, *, inputs: Iterable = ()) -> None:
-    """check_output_path for a run's model ``output`` and ``state`` file (either may be None).
+def check_outputs(written: Mapping[str, Iterable[str | os.PathLike | None]], *, inputs: Iterable = ()) -> None:
+    """check_output_path for every file a run writes, by what each is ("output": every file the platform writes,
+    "state file", "report"; None skipped), and no two of them one file (the later would replace the earlier).
 
     ``inputs`` may hold objects that are not paths (a Graph, a config dict); they are skipped.
     """
     paths = [p for p in inputs if isinstance(p, str | os.PathLike)]
-    if output is not None:
-        check_output_path(output, inputs=paths)
-    if state is not None:
-        check_output_path(state, inputs=paths, what="state file")
-        if output is not None and _written_as(state) & _written_as(output):
-            raise OutputPathError(f"state file {state}: is the output model's path; choose another name")
+    claimed: dict[Path, tuple[str, Path]] = {}
+    for what, files in written.items():
+        for path in (Path(p) for p in files if p is not None):
+            check_output_path(path, inputs=paths, what=what)
+            for candidate in _written_as(path):
+                owner, other = claimed.get(candidate, (what, path))
+                if owner != what:
+                    owner = "output model" if owner == "output" else owner
+                    raise OutputPathError(f"{what} {path}: is the {owner}'s path ({other}); choose another name")
+            claimed.update(dict.fromkeys(_written_as(path), (what, path)))
 
 
 def _written_as(path: str | os.PathLike) -> set[Path]:

@@ -109,7 +109,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
              load_state: str | os.PathLike | None = None, device: str = "cpu", progress: bool = False,
              finished: Callable[[PassRun], None] | None = None, calib_layout: str | None = None,
              max_samples: int | None = None, transform: Callable | None = None, skip_nonfinite: bool = False,
-             check_agreement: bool | None = None, **earlier: Any) -> QuantizeResult:
+             check_agreement: bool | None = None, report: str | os.PathLike | None = None,
+             **earlier: Any) -> QuantizeResult:
     """Quantize ``model`` (a path, or a Graph that is copied, never changed) for ``platform`` (a name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
@@ -121,7 +122,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     ``summary["float_vs_quantized"]`` measures the written files on the platform's runtime where it runs here
     (``measured_on`` says so), else qtool's simulation. ``check_agreement`` compares the written files with qtool's
     simulation (``result.agreement``): None (the default) where a step of the run used the simulation, True
-    always, False never; a runtime that refuses the written files fails the run either way.
+    always, False never; a runtime that refuses the written files fails the run either way. ``report``: a path
+    the HTML report (:meth:`QuantizeResult.report`) is written to at the end, checked with the other files first.
     ``config`` is a config file path or dict merged over the platform's defaults
     (its ``preset`` key, ``[accuracy]`` table and ``fusion.remove_activations`` included).
     ``export`` is an :class:`ExportOptions` (opset, allow_unsupported, remove_activations: None takes the
@@ -135,7 +137,10 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     _check_device(device)
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(options.extra)
-    check_outputs(output, save_state, inputs=(model, calib, config, load_state))
+    written = _written_files(target, output, options, save_state, report)
+    check_outputs(written, inputs=(model, calib, config, load_state))
+    if report is not None:
+        _check_reportable(calib)
     if accuracy:
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
                                       origins=MappingProxyType({**qconfig.origins,
@@ -143,6 +148,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     if options.remove_activations is None:
         options = dataclasses.replace(options, remove_activations=qconfig.remove_activations)
     graph = _graph(model, qconfig)
+    check_outputs(written, inputs=graph.info.sources)  # its external data, known once it is read
     _check_runnable(graph)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
@@ -151,9 +157,29 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         transform=transform, skip_nonfinite=skip_nonfinite)
     restore = None if load_state is None else _restore_state(load_state, qconfig)
     label = str(model) if isinstance(model, str | os.PathLike) else graph.info.graph_name
-    return _quantize_graph(graph, target, qconfig, data, options, label, output=output, save_state=save_state,
-                           restore=restore, device=device, progress=progress, finished=finished,
-                           check_agreement=check_agreement)
+    result = _quantize_graph(graph, target, qconfig, data, options, label, output=output, save_state=save_state,
+                             restore=restore, device=device, progress=progress, finished=finished,
+                             check_agreement=check_agreement)
+    if report is not None:
+        result.report(report, device=device)
+    return result
+
+
+def _written_files(target: Platform, output, options: ExportOptions, save_state, report) -> dict[str, list]:
+    """What a run writes, by what each file is (:func:`qtool.files.check_outputs`); the output as given too (a
+    folder named there is a mistake, whatever name the platform derives from it)."""
+    given = [] if output is None else [Path(output)]
+    files = [] if output is None else target.output_files(Path(output), options)
+    return {"output": list(dict.fromkeys([*given, *files])), "state file": [save_state], "report": [report]}
+
+
+def _check_reportable(calib) -> None:
+    """The report's bundle is installed and there is data to measure it on, before any work."""
+    from .report import require_bundle
+
+    require_bundle()
+    if calib is None:
+        raise QtoolError("the report measures the quantized model on calibration data: give it (--calib)")
 
 
 def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: ExportOptions, label: str, *,

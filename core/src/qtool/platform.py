@@ -175,6 +175,11 @@ class Platform:
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
         raise NotImplementedError(f"platform {self.name!r} does not export")
 
+    def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
+        """Every file :meth:`export` may write for ``output``, side files and external data included: a run checks
+        them before any work against its inputs and its other files. The default: ``output`` alone."""
+        return [Path(output)]
+
     def run(self, paths: list[Path], samples: list[dict], names: list[str]) -> list[list]:
         """The outputs ``names`` of the exported files run on the target, one list per sample (numpy arrays).
 

@@ -34,11 +34,16 @@ class AimetPlatform(qtool.Platform):
         return rules.check(graph)
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
+        model, encodings, _ = self.output_files(output, options)
+        document = encodings_document(graph, self.encodings_version)
+        qtool.write_atomic(encodings, json.dumps(document, indent=2) + "\n")
+        return [qtool.save(graph, model), encodings]
+
+    def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
+        """The float model (``.onnx`` added where absent), its encodings, its external data."""
         output = Path(output)
         model = output if output.suffix == ".onnx" else output.with_name(output.name + ".onnx")
-        document = encodings_document(graph, self.encodings_version)
-        encodings = qtool.write_atomic(model.with_suffix(".encodings"), json.dumps(document, indent=2) + "\n")
-        return [qtool.save(graph, model), encodings]
+        return [model, model.with_suffix(".encodings"), qtool.data_path(model)]
 
 
 class Aimet1Platform(AimetPlatform):

@@ -8,6 +8,8 @@ import math
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import QtoolError
+from ..files import check_outputs
 from .calib_args import add_calibration_flags, calibration_options
 from .console import console, pass_progress
 
@@ -37,7 +39,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..report import analyse, require_bundle
 
+    if args.top < 1:
+        raise QtoolError(f"--top: rows shown per table, at least 1, got {args.top}")
     if args.html:
+        check_outputs({"report": [args.html]}, inputs=(args.model, args.calib, args.config, args.load_state))
         require_bundle()
     report = analyse(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
                      load_state=args.load_state, samples=args.samples, device=args.device,

@@ -108,12 +108,6 @@ def run(args) -> int:
     out = console()
     if args.by_blocks is not None:
         return run_by_blocks(args, out)
-    if args.report:
-        from ..report import require_bundle
-
-        require_bundle()
-        if args.calib is None:
-            raise QtoolError("--report measures the quantized model on calibration data: give --calib")
     finished = pass_progress(f"quantizing {args.model} for {args.platform}")
     try:
         result = quantize(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
@@ -121,14 +115,13 @@ def run(args) -> int:
                           opset=args.opset, remove_activations=args.remove_activations, save_state=args.save_state,
                           load_state=args.load_state, accuracy=accuracy_flags(args),
                           export_options=export_options(args.export_options), progress=True,
-                          finished=finished, check_agreement=check_agreement(args), **calibration_options(args))
+                          finished=finished, check_agreement=check_agreement(args), report=args.report,
+                          **calibration_options(args))
     except UnsupportedModelError as refusal:
         if args.json:
             print(json.dumps({"schema_version": QUANTIZE_SCHEMA_VERSION, "refused": str(refusal),
                               "diagnostics": [d.as_dict() for d in refusal.diagnostics]}, indent=2))
         raise
-    if args.report:
-        result.report(args.report, device=args.device)
     explained = explain_document(result.graph, result.summary["platform"], result.config) if args.explain else None
     if args.json:
         print(json.dumps(quantize_document(result, explained), indent=2))

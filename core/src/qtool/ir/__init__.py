@@ -1,7 +1,7 @@
 """Graph IR and ONNX import/export."""
 
 from .graph import Graph, GraphError, ModelInfo, Operation, Variable
-from .onnx_export import PROTO_LIMIT, save, save_model_proto, shape_only_tensor, to_model_proto
+from .onnx_export import PROTO_LIMIT, data_path, save, save_model_proto, shape_only_tensor, to_model_proto
 from .onnx_import import from_model_proto, load, outer_references, rename_outer_reads
 from .streamed_model import fill_values
 

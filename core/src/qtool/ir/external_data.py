@@ -20,9 +20,11 @@ _MAPPABLE = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.F
              onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL}
 
 
-def check_external_data(model: onnx.ModelProto, model_path: Path) -> None:
-    """GraphError naming the tensor and file when external data is absent, outside the folder or short."""
+def check_external_data(model: onnx.ModelProto, model_path: Path) -> list[Path]:
+    """The files ``model`` keeps its external data in; GraphError naming the tensor and file where external data
+    is absent, outside the folder or short."""
     folder = model_path.parent.resolve()
+    files: dict[Path, None] = {}
     for tensor in _tensors(model):
         if not uses_external_data(tensor):
             continue
@@ -39,6 +41,8 @@ def check_external_data(model: onnx.ModelProto, model_path: Path) -> None:
         end = (info.offset or 0) + (info.length if info.length is not None else 0)
         if (info.offset or 0) > size or end > size:
             raise GraphError(f"{where}: the file has {size} bytes, the tensor needs bytes up to {end}")
+        files[file] = None
+    return list(files)
 
 
 def map_external_data(model: onnx.ModelProto, folder: Path) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 
 from ..files import make_readable, temporary_beside
 from .graph import Graph
-from .onnx_export import value_info
+from .onnx_export import data_path, value_info
 
 INLINE_BYTES = 1024  # smaller tensors stay in the .onnx file (as qtool.save writes them)
 _ALIGN = 4096
@@ -25,19 +25,23 @@ class ModelWriter:
 
     def __init__(self, path: str | os.PathLike, graph: Graph) -> None:
         self.path, self.graph = Path(path), graph
-        self.data_name = f"{self.path.name}.data"
+        self.data_name = data_path(self.path).name
         self.tmp_data = self.path.parent / f".{self.data_name}.tmp"
         self.tmp_model = temporary_beside(self.path)
         self.data = open(self.tmp_data, "wb")  # noqa: SIM115 (closed by finish/abort)
         self.nodes: list[onnx.NodeProto] = []
         self.tensors: list[onnx.TensorProto] = []
         self.digests: dict[str, bytes] = {}
+        self.computed: set[str] = set()  # node outputs of the parts added so far
+        self.node_names: set[str] = set()
         self.opsets: dict[str, int] = dict(graph.info.opset_imports)
         self.ir_version = graph.info.ir_version
 
     def add(self, part: onnx.ModelProto, tag: str) -> None:
         """Append ``part`` (its tensors in memory); an initializer another part already wrote under the same name
-        is written once, or renamed to ``<name>.<tag>`` in this part when its bytes differ."""
+        is written once, or renamed to ``<name>.<tag>`` in this part when its bytes differ; a node or a tensor
+        computed by another part under the same name (a boundary tensor quantized at the end of one part and at the
+        start of the next writes ``<t>_q`` in both) is renamed to ``<name>.<tag>`` in this part."""
         for opset in part.opset_import:
             self.opsets[opset.domain] = max(self.opsets.get(opset.domain, 0), opset.version)
         self.ir_version = max(self.ir_version, part.ir_version)
@@ -52,8 +56,15 @@ class ModelWriter:
                 continue
             self.digests[tensor.name] = digest
             self.tensors.append(self._stored(tensor, raw))
+        renamed.update({name: f"{name}.{tag}" for node in part.graph.node for name in node.output
+                        if name in self.computed})
         for node in part.graph.node:
             node.input[:] = [renamed.get(name, name) for name in node.input]
+            node.output[:] = [renamed.get(name, name) for name in node.output]
+            if node.name in self.node_names:
+                node.name = f"{node.name}.{tag}"
+            self.node_names.add(node.name)
+            self.computed.update(node.output)
             self.nodes.append(_detached(node))
 
     def _stored(self, tensor: onnx.TensorProto, raw: bytes) -> onnx.TensorProto:

@@ -61,6 +61,12 @@ def to_model_proto(graph: Graph, *, tensor: Callable[[Variable], onnx.TensorProt
     return model
 
 
+def data_path(path: str | os.PathLike) -> Path:
+    """The external data file :func:`save` writes beside the model ``path`` (``<name>.data``)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.data")
+
+
 def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
     """Write ``graph`` to ``path`` atomically (temporary file, then rename).
 
@@ -83,7 +89,7 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
         size = sum(t.ByteSize() for t in model.graph.initializer) + sum(np.asarray(v).nbytes for v in values.values())
         external_data = size > PROTO_LIMIT
     tmp = temporary_beside(path)
-    data_name = f"{path.name}.data"
+    data_name = data_path(path).name
     tmp_data = path.parent / f".{data_name}.tmp"
     try:
         if external_data:

@@ -26,7 +26,7 @@ def load(path: str | os.PathLike) -> Graph:
         raise GraphError(f"{path}: not a readable ONNX model ({exc})") from exc
     if not model.graph.node and not model.graph.output:
         raise GraphError(f"{path}: not a readable ONNX model (no graph in the file)")
-    check_external_data(model, path)
+    data_files = check_external_data(model, path)
     try:
         mapped = map_external_data(model, path.parent)
     except (ValueError, OSError) as exc:
@@ -34,9 +34,11 @@ def load(path: str | os.PathLike) -> Graph:
     except GraphError as exc:
         raise GraphError(f"{path}: {exc}") from exc
     try:
-        return from_model_proto(model, mapped)
+        graph = from_model_proto(model, mapped)
     except GraphError as exc:
         raise GraphError(f"{path}: {exc}") from exc
+    graph.info.sources = (path.resolve(), *data_files)
+    return graph
 
 
 def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | None = None) -> Graph:

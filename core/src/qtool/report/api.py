@@ -27,23 +27,36 @@ def analyse(model, platform, calib, *, config=None, preset: str | None = None,
     :func:`qtool.quantize`'s calibration keywords (``calib_layout``, ``max_samples``, ``transform``,
     ``skip_nonfinite``).
     """
+    _check_samples(samples)
     with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
         output = Path(folder) / "model.onnx" if agreement and calib is not None else None
         result = quantize(model, platform, calib, config=config, preset=preset, device=device,
                           load_state=load_state, allow_unsupported=True, output=output, check_agreement=agreement,
                           progress=finished is not None, finished=finished, **calibration)
-    if announce is not None:
-        announce(f"measuring the error of each op on {samples} samples")
-    return report_of(result, result.calibration, samples=samples, device=device)
+    return report_of(result, result.calibration, samples=samples, device=device, announce=announce)
 
 
-def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "cpu") -> AnalysisReport:
-    """The analysis report of a :func:`qtool.quantize` result, measured on ``calib``'s first ``samples``."""
+def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "cpu",
+              announce=None) -> AnalysisReport:
+    """The analysis report of a :func:`qtool.quantize` result, measured on ``calib``'s first ``samples`` (fewer
+    where the data holds fewer); ``announce(message)`` hears how many, before the measurements."""
+    _check_samples(samples)
     if calib is None:
         raise QtoolError("the report measures the quantized model on calibration data: give calib "
                          "(a run restored with load_state has none of its own)")
-    batches = load_calibration_data(calib, result.graph).samples(samples)
+    data = load_calibration_data(calib, result.graph)
+    batches = data.samples(samples)
+    if announce is not None:
+        kept = data.max_samples is not None and data.max_samples < samples
+        why = f"--calib-samples {data.max_samples} keeps no more" if kept else "the calibration data holds no more"
+        fewer = "" if len(batches) >= samples else f" (of {samples} asked: {why})"
+        announce(f"measuring the error of each op on {len(batches)} samples{fewer}")
     return AnalysisReport(collect(result, batches, model=result.model, device=device))
+
+
+def _check_samples(samples) -> None:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise QtoolError(f"samples (--samples) must be a whole number of at least 1, got {samples!r}")
 
 
 def explain(model, platform, *, config=None, preset: str | None = None) -> Explanation:

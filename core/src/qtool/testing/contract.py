@@ -98,7 +98,8 @@ def check_default_config(name: str) -> list[str]:
 
 
 def check_export(name: str, graph, workdir: str | os.PathLike) -> list[str]:
-    """Export twice into ``workdir``: paths returned, files complete, replaced by rename, same bytes, graph intact."""
+    """Export twice into ``workdir``: paths returned, each one output_files() declares (a run checks those before
+    any work), files complete, replaced by rename, same bytes, graph intact."""
     platform = PLATFORMS.get(name)()
     errors = [d for d in platform.validate(graph, ExportOptions()) if d.severity is Severity.ERROR]
     if errors:
@@ -110,6 +111,9 @@ def check_export(name: str, graph, workdir: str | os.PathLike) -> list[str]:
     problems = _returned_paths(name, paths, folder)
     if problems:
         return problems
+    declared = {Path(p).absolute() for p in platform.output_files(folder / "model", ExportOptions())}
+    problems += [f"{name}: export() wrote {p.name}, which output_files() does not name (a run could not check it "
+                 "against its inputs)" for p in paths if Path(p).absolute() not in declared]
     first = {p: (p.read_bytes(), _keep_link(p)) for p in paths}
     again = platform.export(graph, folder / "model", ExportOptions())
     if sorted(map(str, again)) != sorted(map(str, paths)):

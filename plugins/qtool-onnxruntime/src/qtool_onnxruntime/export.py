@@ -12,6 +12,7 @@ from qtool import (
     PROTO_LIMIT,
     ExportOptions,
     Severity,
+    data_path,
     fill_values,
     save_model_proto,
     shape_only_tensor,
@@ -151,13 +152,18 @@ def _checkable(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.Mo
                            graph=light)
 
 
+def output_files(output: Path) -> list[Path]:
+    """The files :func:`export` may write for ``output``: the model and its external data."""
+    path = model_path(output)
+    return [path, data_path(path)]
+
+
 def export(graph, output: Path, options: ExportOptions) -> list[Path]:
     """Write the QDQ model (and ``<name>.data`` for large models or ``extra["external_data"]``)."""
-    path = model_path(output)
+    path, data = output_files(output)
     model, values = build_model(graph, options)
     external = options.extra.get("external_data") or None  # false: decided by size, as when not asked
     save_model_proto(model, path, external_data=external, values=values)
-    data = path.with_name(f"{path.name}.data")
     return [path, data] if data.exists() and _uses_external_data(model, external) else [path]
 
 

@@ -134,6 +134,11 @@ class OnnxRuntimePlatform(Platform):
 
         return export(graph, output, options)
 
+    def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
+        from .export import output_files
+
+        return output_files(output)
+
     def run(self, paths, samples, names):
         """As a user's default session runs the files (the agreement check compares exactly instead: a blocked
         int8 weight before an int16 activation's MatMul becomes MatMulNBits at accuracy level 4 by default, which

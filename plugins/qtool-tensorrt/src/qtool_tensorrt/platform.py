@@ -69,15 +69,20 @@ class TensorRTPlatform(qtool.Platform):
         return _activation_problems(graph) + _range_conflicts(graph) + _ignored_weights(graph)
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
+        model, ranges, cache, _ = self.output_files(output, options)
+        version = options.extra.get(VERSION_OPTION, DEFAULT_VERSION)
+        calibrator = options.extra.get(CALIBRATOR_OPTION, DEFAULT_CALIBRATOR)
+        write_cache(graph, cache, version=version, calibrator=calibrator)
+        write_ranges(graph, ranges)
+        return [qtool.save(graph, model), ranges, cache]
+
+    def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
+        """The model (``.onnx`` added where absent), its ranges and calibration cache, its external data."""
         output = Path(output)
         model = output if output.suffix == ".onnx" else output.with_name(output.name + ".onnx")
         stem = model.with_suffix("")
-        version = options.extra.get(VERSION_OPTION, DEFAULT_VERSION)
-        calibrator = options.extra.get(CALIBRATOR_OPTION, DEFAULT_CALIBRATOR)
-        cache = write_cache(graph, stem.with_name(stem.name + ".calibration.cache"), version=version,
-                            calibrator=calibrator)
-        ranges = write_ranges(graph, stem.with_name(stem.name + ".ranges.json"))
-        return [qtool.save(graph, model), ranges, cache]
+        return [model, stem.with_name(stem.name + ".ranges.json"), stem.with_name(stem.name + ".calibration.cache"),
+                qtool.data_path(model)]
 
 
 def _activation_problems(graph) -> list[Diagnostic]:

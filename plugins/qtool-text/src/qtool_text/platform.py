@@ -26,4 +26,7 @@ class TextPlatform(qtool.Platform):
         return []
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
-        return [write_table(graph, Path(output).with_suffix(".txt"))]
+        return [write_table(graph, *self.output_files(output, options))]
+
+    def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
+        return [Path(output).with_suffix(".txt")]
