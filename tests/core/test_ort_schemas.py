@@ -15,13 +15,13 @@ def test_every_op_the_quick_answer_knows_is_one_onnxruntime_knows():
     assert {("", name) for name in KNOWN_BY_NAME} - ort_op_types() == set()
 
 
-def _op(op_type: str, domain: str, functions=()):
+def _op(op_type: str, domain: str):
     node = helper.make_node(op_type, ["x"], ["y"], name="op", domain=domain)
     value = helper.make_tensor_value_info
     opsets = [helper.make_opsetid("", 17), *(helper.make_opsetid(d, 1) for d in {domain} - {""})]
     model = helper.make_model(helper.make_graph([node], "g", [value("x", TensorProto.FLOAT, [2])],
                                                 [value("y", TensorProto.FLOAT, [2])]),
-                              opset_imports=opsets, functions=list(functions))
+                              opset_imports=opsets)
     graph = from_model_proto(model)
     return graph.operations["op"], graph
 
@@ -41,7 +41,15 @@ def test_ort_can_run(op_type, domain, known):
     assert ort_can_run(*_op(op_type, domain)) is known
 
 
-def test_a_function_the_model_defines_is_known():
+def test_a_function_the_model_defines_is_inlined():
     body = helper.make_function("my.domain", "MyOp", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["y"])],
                                 [helper.make_opsetid("", 17)])
-    assert ort_can_run(*_op("MyOp", "my.domain", [body]))
+    node = helper.make_node("MyOp", ["x"], ["y"], name="op", domain="my.domain")
+    value = helper.make_tensor_value_info
+    model = helper.make_model(helper.make_graph([node], "g", [value("x", TensorProto.FLOAT, [2])],
+                                                [value("y", TensorProto.FLOAT, [2])]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.domain", 1)],
+                              functions=[body])
+    graph = from_model_proto(model)
+    assert [op.op_type for op in graph.operations.values()] == ["Relu"]
+    assert all(ort_can_run(op, graph) for op in graph.operations.values())

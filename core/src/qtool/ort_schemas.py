@@ -41,12 +41,12 @@ def ort_op_types() -> frozenset[tuple[str, str]]:
 
 
 def ort_can_run(op: Operation, graph: Graph) -> bool:
-    """onnxruntime knows the op: a common one, a schema of its own, or a function the model defines."""
+    """onnxruntime knows the op: a common one, or a schema of its own (a function the model defines is inlined on
+    import)."""
     domain = "" if op.domain == "ai.onnx" else op.domain
     if domain == "" and op.op_type in KNOWN_BY_NAME:
         return True
-    local = any(f.name == op.op_type and f.domain == op.domain for f in graph.info.functions)
-    return local or (domain, op.op_type) in _schemas()
+    return (domain, op.op_type) in _schemas()
 
 
 def type_outputs(graph: Graph) -> None:

@@ -53,8 +53,7 @@ def body_model(graph: Graph, body: onnx.GraphProto, feed: dict[str, np.ndarray])
         else:
             copy.input.append(_typed(name, feed[name]))
     opsets = [helper.make_opsetid(d, v) for d, v in graph.info.opset_imports.items()]
-    model = helper.make_model(copy, opset_imports=opsets, ir_version=graph.info.ir_version,
-                              functions=graph.info.functions)
+    model = helper.make_model(copy, opset_imports=opsets, ir_version=graph.info.ir_version)
     results = _session(model).run(None, {name: feed[name] for name in (v.name for v in copy.input)})
     outputs = [_typed(v.name, np.asarray(r)) for v, r in zip(body.output, results, strict=True)]
     del model.graph.output[:]

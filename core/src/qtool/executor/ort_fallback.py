@@ -71,7 +71,7 @@ class OrtNode:
         graph = helper.make_graph([self.node], f"fallback_{self.name}", inputs, outputs)
         opsets = [helper.make_opsetid(d, v) for d, v in self.info.opset_imports.items()]
         ir_version = max(self.info.ir_version, helper.find_min_ir_version_for(opsets, ignore_unknown=True))
-        model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, functions=self.info.functions)
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
         options = ort.SessionOptions()
         options.log_severity_level = 4  # fatal only: qtool reports a failure with its own error, ORT's message in it
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -100,7 +100,6 @@ class ModelInfo:
     graph_name: str = "graph"
     graph_doc_string: str = ""
     metadata_props: dict[str, str] = field(default_factory=dict)
-    functions: list[Any] = field(default_factory=list)  # FunctionProto, kept as-is
     sources: tuple[Any, ...] = ()  # the files the model was read from (Paths: it, its external data), never written
 
 

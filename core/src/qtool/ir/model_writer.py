@@ -91,8 +91,7 @@ class ModelWriter:
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
                                       ir_version=self.ir_version, producer_name=info.producer_name,
                                       producer_version=info.producer_version, domain=info.domain,
-                                      model_version=info.model_version, doc_string=info.doc_string,
-                                      functions=info.functions)
+                                      model_version=info.model_version, doc_string=info.doc_string)
             helper.set_model_props(model, info.metadata_props)
             onnx.save_model(model, self.tmp_model)
             data = self.path.parent / self.data_name

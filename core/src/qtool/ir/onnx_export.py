@@ -55,7 +55,6 @@ def to_model_proto(graph: Graph, *, tensor: Callable[[Variable], onnx.TensorProt
         domain=info.domain,
         model_version=info.model_version,
         doc_string=info.doc_string,
-        functions=info.functions,
     )
     helper.set_model_props(model, info.metadata_props)
     return model

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
+from onnx.inliner import inline_local_functions
 
 from .external_data import check_external_data, map_external_data
 from .graph import Graph, GraphError, ModelInfo
@@ -42,8 +43,12 @@ def load(path: str | os.PathLike) -> Graph:
 
 
 def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | None = None) -> Graph:
-    """Build a Graph from a ModelProto; Constant and constant ConstantOfShape become parameters. ``values``:
-    initializer values by name already at hand (mapped external data), used instead of the proto's."""
+    """Build a Graph from a ModelProto; Constant and constant ConstantOfShape become parameters; the model's local
+    functions are inlined (as ONNX Runtime inlines them: the compute ops inside are quantized like the others, not
+    left float inside an op qtool cannot see into). ``values``: initializer values by name already at hand (mapped
+    external data), used instead of the proto's."""
+    if model.functions:
+        model = inline_local_functions(model)
     info = ModelInfo(
         ir_version=model.ir_version,
         opset_imports={o.domain: o.version for o in model.opset_import},
@@ -55,7 +60,6 @@ def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | Non
         graph_name=model.graph.name or "graph",
         graph_doc_string=model.graph.doc_string,
         metadata_props={p.key: p.value for p in model.metadata_props},
-        functions=[_detached(f) for f in model.functions],
     )
     graph = Graph(info)
     proto = model.graph
