@@ -6,8 +6,11 @@ import numpy as np
 import onnx
 import pytest
 import qtool
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+from qtool import QtoolError
 from qtool.calibration import CalibrationError, calibrate, load_calibration_data, ort_engine
+from qtool.ir import from_model_proto
+from qtool.passes.accuracy.running import ort_float_arrays
 from qtool.quant import QuantScheme
 
 UINT8 = QuantScheme.integer(8, signed=False, symmetric=False)
@@ -190,3 +193,22 @@ def test_weights_reach_onnxruntime_as_arrays_with_the_values_a_whole_model_gives
     got = {name: a for piece in run.run({"x": cnn_samples}, splittable=True) for name, a in piece.items()}
     for name, array in zip(tensors, expected, strict=True):
         np.testing.assert_array_equal(got[name], array, err_msg=name)  # bit for bit
+
+
+def test_a_float_run_onnxruntime_fails_names_the_node_and_the_reason():
+    """A model ONNX Runtime loads but cannot run on the data (a Reshape to a shape the batch does not fill): the
+    passes' float run says so in one line, without ORT's C++ source location."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"], name="fold"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array([4, -1], np.int64), "shape")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    graph = from_model_proto(model)
+    runs = ort_float_arrays(graph, "cpu", [{"x": np.zeros((3, 6), np.float32)}], ["r"])
+    with pytest.raises(QtoolError) as caught:
+        list(runs)
+    message = str(caught.value)
+    assert message.startswith("the float model fails in ONNX Runtime at node 'fold' (Reshape): ")
+    assert "\n" not in message and ".cc:" not in message and ".h:" not in message

@@ -264,6 +264,9 @@ def build_cases() -> list[tuple[str, object]]:
         ("preset-unknown", lambda i, o: (quantize(i, o, "--preset", "int8"), "unknown preset 'int8'")),
         ("export-option-unknown", lambda i, o: (quantize(i, o, "--export-option", "externl_data=true"),
                                                 "externl_data")),
+        ("opset-for-a-platform-without", lambda i, o: (["quantize", str(model(i)), "--platform", "tensorrt", "--calib",
+                                                        str(calib(i)), "--opset", "13", "-o", str(o / "q")],
+                                                       "takes no other")),
         ("export-option-malformed", lambda i, o: (quantize(i, o, "--export-option", "novalue"), "novalue")),
         # output paths
         ("output-is-input", lambda i, o: (quantize(i, o)[:-1] + [str(i / "m.onnx")], "would overwrite the input")),

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import onnx
+
 from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, far_from_float, float_gap
 from .calibration import CalibrationWarning, KeptOutputs, load_calibration_data
 from .calibration.threads import one_thread, pass_threads, threads
@@ -33,12 +35,21 @@ from .control_flow import quantize_bodies
 from .coverage import coverage, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_outputs
-from .ir import Graph, load
+from .ir import Graph, from_model_proto, load
 from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
 from .passes.order import default_passes, planning_passes
 from .passes.registry import check_pass_names
-from .platform import Diagnostic, ExportOptions, Platform, RuntimeUnavailable, Severity, get_platform, platform_step
+from .platform import (
+    Diagnostic,
+    ExportOptionError,
+    ExportOptions,
+    Platform,
+    RuntimeUnavailable,
+    Severity,
+    get_platform,
+    platform_step,
+)
 from .platform_runtime import PlatformRuntime
 
 AGREEMENT_SAMPLES = 4
@@ -111,7 +122,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
              max_samples: int | None = None, transform: Callable | None = None, skip_nonfinite: bool = False,
              check_agreement: bool | None = None, report: str | os.PathLike | None = None,
              **earlier: Any) -> QuantizeResult:
-    """Quantize ``model`` (a path, or a Graph that is copied, never changed) for ``platform`` (a name or instance).
+    """Quantize ``model`` (a path, an onnx.ModelProto, or a Graph that is copied, never changed) for ``platform`` (a
+    name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
     it may be None when ``load_state`` names a state saved by an earlier run. ``calib_layout="feeds"`` takes
@@ -137,6 +149,9 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     _check_device(device)
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(options.extra)
+    if options.opset is not None and target.capabilities.opsets is None:
+        raise ExportOptionError(f"opset {options.opset} (--opset): platform {target.name!r} writes its files at the "
+                                "model's own opset and takes no other")
     written = _written_files(target, output, options, save_state, report)
     check_outputs(written, inputs=(model, calib, config, load_state))
     if report is not None:
@@ -338,13 +353,21 @@ def _platform_and_config(platform, config, preset: str | None):
 
 
 def _graph(model, qconfig) -> Graph:
-    """The model to work on (loaded from its path, or a copy of the Graph given, which stays as it was; contrib ops'
-    outputs typed, :func:`qtool.ort_schemas.type_outputs`), with the op and tensor names the configuration names
-    checked against it (against the whole model for a segment)."""
-    graph = model.copy() if isinstance(model, Graph) else load(model)
+    """The model to work on (loaded from its path, read from an onnx.ModelProto, or a copy of the Graph given, which
+    stays as it was; contrib ops' outputs typed, :func:`qtool.ort_schemas.type_outputs`), with the op and tensor
+    names the configuration names checked against it (against the whole model for a segment)."""
+    if isinstance(model, Graph):
+        graph = model.copy()
+    elif isinstance(model, onnx.ModelProto):
+        graph = from_model_proto(model)
+    elif isinstance(model, str | os.PathLike):
+        graph = load(model)
+    else:
+        raise QtoolError(f"model: expected the path of an ONNX file, an onnx.ModelProto or a qtool Graph, got "
+                         f"{type(model).__name__}")
     type_outputs(graph)
     if graph.part_of is None:
-        check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
+        check_names(qconfig, graph, str(model) if isinstance(model, str | os.PathLike) else "the model")
     return graph
 
 

@@ -19,6 +19,7 @@ their float values (``float_value``), as the executor runs them in float.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -43,6 +44,17 @@ _ORT_VALUE_TYPES = frozenset(np.dtype(t) for t in ("bool", "float16", "float32",
                                                     "int64", "uint8", "uint16", "uint32", "uint64"))
 ORT_ERRORS = (_state.Fail, _state.InvalidArgument, _state.InvalidGraph, _state.NotImplemented,
               _state.RuntimeException, RuntimeError)
+
+
+def failure(exc: BaseException) -> str:
+    """ONNX Runtime's error in a float run of the model, in one line: the node and the reason, without its C++
+    source location."""
+    text = " ".join(str(exc).split())
+    node = re.search(r"running (\S+) node\. Name:'([^']*)'", text)
+    reason = text.split("Status Message: ", 1)[-1]
+    reason = reason.rsplit(" was false. ", 1)[-1] if " was false. " in reason else reason
+    where = f" at node {node.group(2)!r} ({node.group(1)})" if node else ""
+    return f"the float model fails in ONNX Runtime{where}: {reason}"
 
 
 def refusal(graph: Graph, device: str) -> str | None:

@@ -63,8 +63,5 @@ def explain(model, platform, *, config=None, preset: str | None = None) -> Expla
     """How each op of ``model`` would be quantized on ``platform`` (no calibration data needed)."""
     planned = plan(model, platform, config=config, preset=preset)
     document = explain_document(planned.graph, planned.platform.name, planned.config)
-    return Explanation({**document, "model": _name(model)})
-
-
-def _name(model) -> str:
-    return str(model) if isinstance(model, str | os.PathLike) else model.info.graph_name
+    name = str(model) if isinstance(model, str | os.PathLike) else planned.graph.info.graph_name
+    return Explanation({**document, "model": name})

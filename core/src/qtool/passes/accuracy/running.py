@@ -9,6 +9,7 @@ import numpy as np
 
 from ...calibration import load_calibration_data, ort_engine
 from ...calibration.threads import pass_threads
+from ...errors import QtoolError
 from ...ir import Graph, Operation
 
 if TYPE_CHECKING:  # the executor (torch) is imported where a run needs it, not by the onnxruntime path
@@ -39,8 +40,11 @@ def ort_float_arrays(graph: Graph, device: str, batches: Sequence[Batch], names:
 
     def values() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         for number, batch in enumerate(batches):
-            for arrays in run.run(batch, splittable=splittable):
-                yield number, arrays
+            try:
+                for arrays in run.run(batch, splittable=splittable):
+                    yield number, arrays
+            except ort_engine.ORT_ERRORS as exc:  # the model's own fault, not the pass's
+                raise QtoolError(ort_engine.failure(exc)) from exc
 
     return values()
 

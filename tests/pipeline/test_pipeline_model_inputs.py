@@ -1,9 +1,11 @@
 """A model whose layers sit in ONNX local functions (torch's export_modules_as_functions, hand-written
-FunctionProtos): the functions are inlined on import, so their compute ops are counted and quantized."""
+FunctionProtos): the functions are inlined on import, so their compute ops are counted and quantized; a model
+given as an onnx.ModelProto."""
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import qtool
 from onnx import TensorProto, helper, numpy_helper
 
@@ -46,3 +48,14 @@ def test_compute_ops_inside_local_functions_are_quantized(tmp_path):
     quantized = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
     expected, got = float_session.run(None, samples[0])[0], quantized.run(None, samples[0])[0]
     assert 10 * np.log10(np.sum(expected ** 2) / np.sum((got - expected) ** 2)) > 30
+
+
+def test_a_model_proto_is_taken_as_is_and_anything_else_named(tmp_path):
+    model = _model(tmp_path / "blocks.onnx")
+    samples = [{"x": np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)} for _ in range(4)]
+    from_proto = qtool.quantize(onnx.load(model), "onnxruntime", samples)
+    from_path = qtool.quantize(model, "onnxruntime", samples)
+    assert from_proto.summary["coverage"] == from_path.summary["coverage"]
+    with pytest.raises(qtool.QtoolError, match="model: expected the path of an ONNX file, an onnx.ModelProto or a "
+                                               "qtool Graph, got bytes"):
+        qtool.quantize(model.read_bytes(), "onnxruntime", samples)
