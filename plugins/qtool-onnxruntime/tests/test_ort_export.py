@@ -7,7 +7,7 @@ import onnx
 import pytest
 import qtool
 import torch
-from onnx import TensorProto
+from onnx import TensorProto, helper, numpy_helper
 from ort_testkit import (
     INT8_ASYM,
     INT8_PER_CHANNEL,
@@ -440,3 +440,24 @@ def test_the_load_check_reads_the_model_without_the_weights_bytes_and_refuses_wh
         check_loads(model, values, allow_unsupported=False)
     with pytest.raises(OnnxRuntimeExportError, match="fails the ONNX checker"):
         check_loads(model, values, allow_unsupported=True)
+
+
+def test_a_refusal_after_the_opset_conversion_names_the_conversion(tmp_path):
+    """onnx.version_converter takes ReduceMean from opset 18 to 17 but leaves noop_with_empty_axes, which opset 17
+    lacks: the refusal names the conversion the user asked for, not the quantization."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1, noop_with_empty_axes=0, name="mean"),
+             helper.make_node("Sub", ["x", "m"], ["c"], name="center"),
+             helper.make_node("MatMul", ["c", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+                              initializer=[numpy_helper.from_array(np.array([1], np.int64), "axes"),
+                                           numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32),
+                                                                   "w")])
+    model = tmp_path / "m18.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    samples = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(4)]
+    with pytest.raises(qtool.QtoolError, match=r"as onnx.version_converter wrote it at opset 17 \(--opset\) from "
+                                               r"the model's 18 .*noop_with_empty_axes.*export at opset 18"):
+        qtool.quantize(model, "onnxruntime", samples, output=tmp_path / "q.onnx", opset=17)
+    assert not (tmp_path / "q.onnx").exists()

@@ -87,10 +87,18 @@ def build_model(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[st
     try:
         check_loads(model, values, options.allow_unsupported)
     except OnnxRuntimeExportError as exc:
-        if not options.allow_unsupported and _refuses_float(graph):
+        if options.allow_unsupported:
+            raise
+        detail = str(exc).split(": ", 1)[1]
+        if _refuses_float(graph):
             raise OnnxRuntimeExportError(f"ONNX Runtime refuses the input model itself, before any quantization "
                                          f"(nothing was written; the float model as read fails to load the same "
-                                         f"way): {str(exc).split(': ', 1)[1]}") from exc
+                                         f"way): {detail}") from exc
+        if options.opset is not None and options.opset != graph.opset:
+            raise OnnxRuntimeExportError(f"ONNX Runtime refuses the QDQ model as onnx.version_converter wrote it at "
+                                         f"opset {options.opset} (--opset) from the model's {graph.opset} (nothing "
+                                         f"was written): {detail}; export at opset {graph.opset}, or convert the "
+                                         f"model yourself first") from exc
         raise
     return model, values
 
