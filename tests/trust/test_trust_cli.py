@@ -161,3 +161,12 @@ def test_plugin_commands_load_only_when_the_command_is_not_a_core_one():
     assert not needs_plugin_commands(["--version"]) and not needs_plugin_commands(["quantize", "--help"])
     assert not needs_plugin_commands(["analyze", "m.onnx"])
     assert needs_plugin_commands(["acme-deploy", "x"]) and needs_plugin_commands([]) and needs_plugin_commands(["-h"])
+
+
+def test_the_agreement_line_leaves_out_what_was_not_measured():
+    """An output that stays float has no grid to count steps on: the line says nothing of steps then."""
+    from qtool.cli.quantize import agreement_lines
+
+    [line] = agreement_lines({"runtime": "onnxruntime", "samples": 4, "outputs": {}, "max_steps": None,
+                              "min_cosine": 1.0})
+    assert line.startswith("agreement: runtime onnxruntime, samples 4, min_cosine 1.0") and "None" not in line

@@ -80,7 +80,11 @@ def test_a_restored_state_never_claims_held_out_samples(small, tmp_path):
     qtool.quantize(model, "onnxruntime", every, save_state=tmp_path / "state.json")  # calibrated on all 14
     restored = qtool.quantize(model, "onnxruntime", every, max_samples=CALIBRATED, load_state=tmp_path / "state.json")
     gap = restored.summary["float_vs_quantized"]
-    assert gap["held_out"] is False and gap["samples"] == CALIBRATED
+    assert gap["held_out"] is False and gap["from_state"] is True and gap["samples"] == CALIBRATED
+    from qtool.cli.quantize import float_gap_lines
+
+    assert float_gap_lines(gap)[0].startswith(f"float vs quantized on {CALIBRATED} samples of the data (the state "
+                                              "file's calibration saw data of its own)")
 
 
 def test_reused_simulations_and_one_batch_give_the_per_sample_sums(small):

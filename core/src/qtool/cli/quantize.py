@@ -222,7 +222,7 @@ def agreement_lines(agreement: dict | None) -> list[str]:
     if "skipped" in agreement:
         reason = agreement["skipped"].replace("check_agreement=True (CLI --check-agreement)", "--check-agreement")
         return [f"agreement with qtool's simulation not checked: {escape(reason)}"]
-    facts = ", ".join(f"{k} {v}" for k, v in agreement.items() if not isinstance(v, dict | list))
+    facts = ", ".join(f"{k} {v}" for k, v in agreement.items() if v is not None and not isinstance(v, dict | list))
     return [f"agreement: {escape(facts)} (the written model against qtool's simulation, not float)"]
 
 
@@ -230,8 +230,12 @@ def float_gap_lines(gap: dict | None) -> list[str]:
     """Float vs quantized per output: what the quantization costs (the agreement line only checks the export)."""
     if not gap or not gap["outputs"]:
         return []
-    where = ("held-out samples" if gap["held_out"] else
-             "calibration samples (seen by calibration; --calib-samples N below the data's size holds the rest out)")
+    if gap["held_out"]:
+        where = "held-out samples"
+    elif gap.get("from_state"):
+        where = "samples of the data (the state file's calibration saw data of its own)"
+    else:
+        where = "calibration samples (seen by calibration; --calib-samples N below the data's size holds the rest out)"
     lines = [f"float vs quantized on {gap['samples']} {where}, measured on {escape(gap['measured_on'])}:"]
     if gap.get("runtime_error"):
         lines.append(f"  (the runtime refused the written model: {escape(gap['runtime_error'])})")
