@@ -12,7 +12,6 @@ from qtool import (
     PROTO_LIMIT,
     ExportOptions,
     Severity,
-    data_path,
     fill_values,
     save_model_proto,
     shape_only_tensor,
@@ -23,16 +22,11 @@ from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
 from .nbits import NBitsRewriter, accuracy_level, nbits_layers, weight_only_format
 from .opset import convert, target_opset
+from .paths import output_files
 from .qdq import QdqWriter
 from .rules import validate
 
 _TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
-
-
-def model_path(output: Path) -> Path:
-    """The .onnx file written for ``output`` (the suffix is added when there is none)."""
-    output = Path(output)
-    return output if output.suffix else output.with_suffix(".onnx")
 
 
 def qdq_model(graph, options: ExportOptions) -> onnx.ModelProto:
@@ -158,12 +152,6 @@ def _checkable(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.Mo
                             initializer=[t for t in graph.initializer if t.name not in heavy])
     return onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import, functions=model.functions,
                            graph=light)
-
-
-def output_files(output: Path) -> list[Path]:
-    """The files :func:`export` may write for ``output``: the model and its external data."""
-    path = model_path(output)
-    return [path, data_path(path)]
 
 
 def export(graph, output: Path, options: ExportOptions) -> list[Path]:

@@ -135,7 +135,7 @@ class OnnxRuntimePlatform(Platform):
         return export(graph, output, options)
 
     def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
-        from .export import output_files
+        from .paths import output_files
 
         return output_files(output)
 
