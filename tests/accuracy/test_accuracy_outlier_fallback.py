@@ -219,6 +219,19 @@ def test_a_restored_state_needs_no_data_for_the_default(tmp_path):
         qtool.quantize(str(path), "onnxruntime", None, load_state=state, accuracy={"fallback": {"min_snr_db": 20}})
 
 
+def test_a_state_saved_after_the_fallback_floated_ops_restores_without_data(tmp_path, calib):
+    """The fallback's float decisions were measured; the state file holds them, and restoring it without data (the
+    fallback cannot run then) writes the same model, where it refused the ops dispatch quantizes before."""
+    model, state = _model(tmp_path), tmp_path / "state.json"
+    first, run, output = _quantize(tmp_path, model, calib, "first", accuracy=_asking(0.5), save_state=state)
+    assert [c["op"] for c in run.details["changed"]] == [DOWN]
+    again = qtool.quantize(str(model), "onnxruntime", None, output=tmp_path / "again.onnx", load_state=state,
+                           accuracy=NO_SPLIT)
+    assert not again.graph.operations[DOWN].quant.quantized
+    assert again.graph.operations[DOWN].quant.reason == first.graph.operations[DOWN].quant.reason
+    assert (tmp_path / "again.onnx").read_bytes() == output.read_bytes()
+
+
 def test_an_op_whose_contracted_axis_is_a_sequence_has_no_outlier_ratio():
     """Attention's scores @ V contracts the sequence axis: with feeds of several lengths it has no channels."""
     graph = qtool.Graph()

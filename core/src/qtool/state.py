@@ -22,6 +22,7 @@ from .errors import QtoolError
 from .files import write_atomic
 from .quant import TQC, OpQuantConfig, QuantizationPolicy, QuantizationState, QuantScheme, RoundingPolicy
 from .quant.maths import fake_quantize
+from .quant.opconfig import FALLBACK_FLOAT
 from .quant.plan import UNBAKED
 
 FORMAT_VERSION = 1
@@ -167,7 +168,7 @@ def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: l
         return
     if not dispatched:
         op.quant = OpQuantConfig([None] * len(op.inputs), [None] * len(op.outputs))
-    elif op.quant.quantized != record["quantized"]:
+    elif op.quant.quantized != record["quantized"] and not _fallback_float(record):
         raise StateError(f"{path}: op {op.name!r} is {_quantized(op.quant.quantized)} in the graph but "
                          f"{_quantized(record['quantized'])} in the state file")
     op.quant.quantized, op.quant.reason = record["quantized"], record["reason"]
@@ -192,6 +193,11 @@ def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: l
             restored[(op.name, side, i)] = configs[i]
             if "dominator" in item:
                 links.append((configs[i], item["dominator"], where))
+
+
+def _fallback_float(record: dict[str, Any]) -> bool:
+    """The op is float in the state because the sensitivity fallback measured it so (dispatch quantizes it)."""
+    return not record["quantized"] and str(record.get("reason") or "").startswith(FALLBACK_FLOAT)
 
 
 def _quantized(flag: bool) -> str:

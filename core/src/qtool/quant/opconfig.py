@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from .tqc import TensorQuantizationConfig
 
+#: how the reason of an op the sensitivity fallback returned to float begins: a decision measured after dispatch,
+#: which a state file restores without the measurement (qtool.state)
+FALLBACK_FLOAT = "returned to float by sensitivity fallback"
+
 
 @dataclass
 class OpQuantConfig:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from ...ir import Graph, Operation
 from ...ops import is_compute
+from ...quant.opconfig import FALLBACK_FLOAT
 from ..base import Pass, PassResult, PassWarning
 from .float_peaks import FloatPeaks
 from .op_precision import can_widen, raise_precision, release_followers, return_to_float, trial
@@ -310,7 +311,7 @@ class SensitivityFallback(Pass):
         """Ops quantized only beside ops now float (a fused activation, a residual Add) follow them to float."""
         if self.bits is not None:  # widened ops stay quantized: their neighbours keep their company
             return []
-        return release_followers(graph, "returned to float by sensitivity fallback with the ops around it")
+        return release_followers(graph, f"{FALLBACK_FLOAT} with the ops around it")
 
     def _change(self, graph: Graph, op: Operation, snr_db: float, outlier: float | None) -> dict:
         """Return ``op`` to float or widen it; ``outlier`` (its input's outlier ratio) goes into the reason."""
@@ -319,7 +320,7 @@ class SensitivityFallback(Pass):
         if outlier is not None:
             entry["outlier_ratio"] = outlier
         if self.bits is None:
-            return_to_float(graph, op, f"returned to float by sensitivity fallback ({why})")
+            return_to_float(graph, op, f"{FALLBACK_FLOAT} ({why})")
             return {**entry, "to": "float"}
         wanted = ", ".join(f"{role} {bits} bits" for role, bits in self.bits.items())
         widened = raise_precision(graph, op, self.bits, f"widened to {wanted} by sensitivity fallback ({why})")
