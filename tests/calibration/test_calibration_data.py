@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import qtool
 from qtool.calibration import CalibrationError, load_calibration_data
+from qtool.testing.models import small_model
 
 
 def graph_with_inputs(**shapes) -> qtool.Graph:
@@ -154,6 +155,31 @@ def test_an_iterable_item_is_checked_and_named():
         load_calibration_data(3, IMAGE)
     with pytest.raises(CalibrationError, match="no samples"):
         load_calibration_data([], IMAGE)
+
+
+def test_a_stream_that_raises_is_an_error_not_an_end(tmp_path):
+    """A generator failing halfway with a RuntimeError (the type onnxruntime raises too) stops the run naming the
+    item; it used to read as the stream's end after onnxruntime's fallback, and five samples calibrated a model
+    that was written."""
+    def feeds():
+        for i in range(10):
+            if i == 5:
+                raise RuntimeError("disk gone")
+            yield {"input": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+
+    model = small_model(tmp_path / "m.onnx")
+    with pytest.raises(qtool.QtoolError, match="calibration item 5: reading it raised RuntimeError: disk gone"):
+        qtool.quantize(model, "onnxruntime", feeds(), calib_layout="feeds", output=tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_tensor_numpy_cannot_hold_is_named():
+    import torch
+
+    for tensor, why in ((torch.zeros(2, 3, 4, 4, dtype=torch.bfloat16), "TypeError"),
+                        (torch.zeros(2, 3, 4, 4, device="meta"), "NotImplementedError")):
+        with pytest.raises(CalibrationError, match=f"input 'x' is no tensor qtool can calibrate with \\({why}"):
+            load_calibration_data({"x": tensor}, IMAGE)
 
 
 def test_dynamic_sizes_cut_batches_where_the_shape_changes():

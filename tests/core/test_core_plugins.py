@@ -106,6 +106,13 @@ def test_strict_mode_makes_a_plugin_failure_fatal(plugin_path):
     assert result.stderr.startswith("qtool: error: plugin 'broken-demo'")
 
 
+def test_strict_mode_with_debug_prints_the_traceback_too(plugin_path):
+    result = qtool(plugin_path, "list-platforms", "--json", QTOOL_STRICT_PLUGINS="1", QTOOL_DEBUG="1")
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr and "ImportError: needs libfoo.so" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("qtool: error: plugin 'broken-demo'")
+
+
 def test_blocked_plugins_are_skipped(plugin_path):
     result = qtool(plugin_path, "list-platforms", "--json",
                    QTOOL_BLOCK_PLUGINS="broken-demo, qtool-hookfail-demo,twin-demo", QTOOL_STRICT_PLUGINS="1")

@@ -15,6 +15,7 @@ kept on disk as it is read, so later passes can read it again.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import weakref
@@ -144,23 +145,27 @@ def as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def _tensor(value, where: str, name: str) -> np.ndarray:
+    """:func:`as_array` of input ``name``'s value; one that is no tensor (a list of arrays of several shapes, a torch
+    tensor without data or of a type numpy lacks) a CalibrationError naming it."""
+    try:
+        return as_array(value)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        raise CalibrationError(f"{where}: input {name!r} is no tensor qtool can calibrate with ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:120]})") from None
+
+
 def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples") -> dict[str, np.ndarray]:
     """Arrays by input name from a mapping or (single input) an array; in samples layout each gets the sample axis."""
     if isinstance(raw, Mapping):
         chosen = pick(raw.keys(), inputs, where, layout)
-        arrays = {}
-        for name, key in chosen.items():
-            try:
-                arrays[name] = as_array(raw[key])
-            except ValueError as exc:  # a list of arrays of several shapes: a sequence, not a tensor
-                raise CalibrationError(f"{where}: input {name!r} is no tensor qtool can calibrate with "
-                                       f"({str(exc).splitlines()[0][:120]})") from None
+        arrays = {name: _tensor(raw[key], where, name) for name, key in chosen.items()}
     elif isinstance(raw, (tuple, list)) and any(isinstance(v, Mapping) or hasattr(v, "shape") for v in raw):
         raise CalibrationError(f"{where}: a {type(raw).__name__} of {len(raw)} values; give transform= a function "
                                "that returns the model inputs from it (e.g. transform=lambda item: item[0] for "
                                "(inputs, labels) pairs)")
     elif len(inputs) == 1:
-        arrays = {inputs[0].name: as_array(raw)}
+        arrays = {inputs[0].name: _tensor(raw, where, inputs[0].name)}
     else:
         names = ", ".join(v.name for v in inputs)
         raise CalibrationError(f"{where}: the model has inputs {names}; give a dict of arrays by input name")
@@ -297,8 +302,15 @@ class PythonSource:
         return iter(self._spilled) if self._spilled is not None else self._checked(self._items)
 
     def _checked(self, items: Iterable) -> Iterator[Chunk]:
-        for i, raw in enumerate(items):
+        stream = iter(items)
+        for i in itertools.count():
             where = f"calibration item {i}" if self._named else "calibration arrays"
+            try:
+                raw = next(stream)
+            except StopIteration:
+                return
+            except Exception as exc:  # the user's generator or reader: its error, not onnxruntime's nor qtool's
+                raise CalibrationError(f"{where}: reading it raised {type(exc).__name__}: {exc}") from exc
             if self.transform is not None:
                 try:
                     raw = self.transform(raw)

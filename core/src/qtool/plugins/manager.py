@@ -107,11 +107,11 @@ class PluginSet:
         label = record.label if record else "a plugin"
         if record is not None:
             record.errors.append(message)
+        if exc is not None and os.environ.get("QTOOL_DEBUG") == "1":
+            traceback.print_exception(exc, file=sys.stderr)
         if os.environ.get("QTOOL_STRICT_PLUGINS") == "1":
             raise PluginError(f"{label}: {message}") from exc
         print(f"qtool: warning: {label}: {message}", file=sys.stderr)
-        if exc is not None and os.environ.get("QTOOL_DEBUG") == "1":
-            traceback.print_exception(exc, file=sys.stderr)
 
     def record_for(self, plugin_name: str) -> PluginRecord | None:
         return self.records.get(plugin_name)

@@ -42,8 +42,9 @@ class OnnxRuntimePlatform(Platform):
         opsets=(LOWEST_OPSET, HIGHEST_OPSET),
         formats=tuple(t.name for t in (*INTEGER_TYPES, *FLOAT_TYPES)),
     )
-    export_options = {"external_data": "true: write the initializers to <model>.onnx.data (false: only over 2 GB, "
-                                       "the default)",
+    export_options = {"external_data": "true: write the initializers of 1 KiB or more to <model>.onnx.data (smaller "
+                                       "ones stay in the model, and a model of none writes no data file; false: "
+                                       "only over 2 GB, the default)",
                       "weight_only_format": "weight-only MatMul/Gemm/Gather layers as \"matmulnbits\" (MatMulNBits and "
                                             "GatherBlockQuantized, the default) or \"qdq\" (opset-21 blocked "
                                             "DequantizeLinear before the float op)",
