@@ -65,8 +65,8 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
     if op.op_type == "Gemm" and has_bias(op) and (op.attributes.get("alpha", 1.0) != 1.0
                                                   or op.attributes.get("beta", 1.0) != 1.0):
         verdict.blockers.append(Blocker("ort.perf.gemm-scale", None, "ONNX Runtime fuses a Gemm with a bias into "
-                                        "QGemm only with alpha and beta 1 (qtool folds them into a constant weight "
-                                        "and bias; this one's are computed)"))
+                                        "QGemm only with alpha and beta 1 (qtool folds them into B and C where both "
+                                        "are constants; this Gemm's B or C is computed)"))
     kinds = {0: _input(graph, op, 0, settled, verdict)}
     if weight_requantized(graph, op, activation, settled):
         kinds[1] = "int8"  # ORT quantizes the float weight itself

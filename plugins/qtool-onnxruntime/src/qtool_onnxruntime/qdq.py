@@ -223,8 +223,14 @@ class QdqWriter:
         g.initializer.extend(self.initializers)
         read = {n for node in g.node for n in (*node.input, *outer_references(node))} | {o.name for o in g.output}
         kept = [t for t in g.initializer if t.name in read]
+        dropped = {t.name for t in g.initializer} - {t.name for t in kept}
         g.ClearField("initializer")
         g.initializer.extend(kept)
+        # a weight also listed as a graph input (IR 3 lists every initializer so) goes from the inputs with its
+        # float initializer: left there, it was an input nothing provides (ONNX Runtime refused the model)
+        inputs = [i for i in g.input if i.name not in dropped]
+        g.ClearField("input")
+        g.input.extend(inputs)
         if MS_DOMAIN in self.domains and all(o.domain != MS_DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
 
