@@ -223,7 +223,8 @@ def test_a_state_of_a_split_model_needs_calibration_data_again(tmp_path, calib):
     """Not supported yet: restoring without data leaves the split out, and the state names the ops it misses."""
     model, state = _model(tmp_path), tmp_path / "state.json"
     qtool.quantize(str(model), "onnxruntime", calib, save_state=state)
-    with pytest.raises(qtool.QtoolError, match="ops not in the model: '/down/MatMul_split_copies', '/down/MatMul_split'"):
+    with pytest.raises(qtool.QtoolError,
+                       match="ops not in the model: '/down/MatMul_split_copies', '/down/MatMul_split'"):
         qtool.quantize(str(model), "onnxruntime", None, load_state=state)
     again = qtool.quantize(str(model), "onnxruntime", calib, load_state=state)  # with the data: the same split
     assert again.graph.operations[DOWN].inputs[0].producer.op_type == "Mul"

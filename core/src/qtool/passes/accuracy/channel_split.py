@@ -9,11 +9,11 @@ shrinks to about ``ratio`` times the median channel (outlier channel splitting, 
 A ``Gather`` of the split channels, concatenated after the input along the channel axis, makes the copies (a
 Gather of every channel ran 0.4 ms a layer in ONNX Runtime on all-MiniLM-L6-v2, most of its quantized model's
 latency gap to ORT's own); the division is folded into the constant of a ``Mul`` that produces the input for this
-layer alone (a GELU's last ``* 0.5``), otherwise a ``Mul`` after the Concat does it. Both stay float where a platform quantizes only compute ops (onnxruntime); the layer keeps an integer
-kernel and reads ``sum(k_j - 1)`` more input channels. ``max_growth`` caps those extra channels at a share of
-the layer's input channels: the limit then rises above ``ratio`` times the median until the copies fit, so that
-no channel is left above it (the copies of a channel round alike: ``k`` of them gain only where the range
-shrinks about ``k``-fold).
+layer alone (a GELU's last ``* 0.5``), otherwise a ``Mul`` after the Concat does it. Both stay float where a
+platform quantizes only compute ops (onnxruntime); the layer keeps an integer kernel and reads ``sum(k_j - 1)``
+more input channels. ``max_growth`` caps those extra channels at a share of the layer's input channels: the limit
+then rises above ``ratio`` times the median until the copies fit, so that no channel is left above it (the copies
+of a channel round alike: ``k`` of them gain only where the range shrinks about ``k``-fold).
 
 The peaks come from a float run over the first ``samples`` samples. Where calibration's own float run follows
 (the default passes) and covers those samples in whole batches, the pass decides from that run instead
