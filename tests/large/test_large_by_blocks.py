@@ -169,3 +169,30 @@ def test_the_output_may_not_be_the_input_models_external_data(decoder, tmp_path)
             run()
     assert data.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["llama.onnx",
                                                                                           "llama.onnx.data"]
+
+
+def test_a_terminated_run_leaves_nothing_behind(decoder, tmp_path, capsys, monkeypatch):
+    """SIGTERM (a job scheduler's stop, a timeout) after the first segment: exit 143, one line, and neither the
+    half-written model, its data nor the segments' work folder left in the output's folder."""
+    import os
+    import signal
+
+    import qtool.by_blocks as by_blocks
+    from qtool.cli.main import main
+
+    segment = by_blocks._quantize_segment
+
+    def then_terminated(*args, **kwargs):
+        done = segment(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return done
+
+    monkeypatch.setattr(by_blocks, "_quantize_segment", then_terminated)
+    calib, samples = tmp_path / "calib.npz", _calib(2)
+    np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    out = tmp_path / "q"
+    assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--preset", "int4-weight-only",
+                 "--calib", str(calib), "-o", str(out / "llama.onnx"), "--by-blocks", "0.15"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "qtool: terminated"
+    assert not out.exists() or list(out.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler goes with the command

@@ -189,10 +189,50 @@ def test_the_summary_measures_the_written_model_as_a_default_session_runs_it(tmp
     assert result.summary["float_vs_quantized"]["outputs"]["logits"]["sqnr_db"] == pytest.approx(default, abs=0.01)
     # and a warning says so (it named only the MatMulNBits qtool writes itself)
     [warning] = [d for d in result.diagnostics if d.code == "ort.nbits-accuracy-level"]
-    assert warning.message.startswith("3 MatMul layer(s) with 4- or 8-bit weights: ORT rewrites")
+    assert warning.message.startswith("3 MatMul/Gemm layer(s) with 4- or 8-bit weights: ORT rewrites")
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "built.onnx")
     ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
     levels = [a.i for n in onnx.load(tmp_path / "built.onnx").graph.node if n.op_type == "MatMulNBits"
               for a in n.attribute if a.name == "accuracy_level"]
     assert levels == [4, 4, 4]
+
+
+def _gemm(path, trans_b: int):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((32, 64) if trans_b else (64, 32)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=trans_b, name="dense")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 32])],
+        initializer=[onnx.numpy_helper.from_array(weight, "w"),
+                     onnx.numpy_helper.from_array(np.zeros(32, np.float32), "b")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_qdq_weight_only_gemm_says_what_onnxruntime_runs(tmp_path, trans_b):
+    """weight_only_format=qdq: ORT 1.32 makes a Gemm reading its weight as stored (transB 0, GPT-2's Conv1D) a
+    MatMulNBits at accuracy level 4, and runs one with transB 1 as a float Gemm; the diagnostics said the first
+    ran DequantizeLinear -> float Gemm -> QuantizeLinear (and a weight-only output has no QuantizeLinear)."""
+    import onnxruntime as ort
+
+    samples = [{"x": np.random.default_rng(i).standard_normal((2, 64)).astype(np.float32)} for i in range(4)]
+    result = qtool.quantize(_gemm(tmp_path / "gemm.onnx", trans_b), "onnxruntime", samples,
+                            preset="int4-weight-only", export_options={"weight_only_format": "qdq"},
+                            output=tmp_path / "q.onnx")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "built.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    built = {n.op_type for n in onnx.load(tmp_path / "built.onnx").graph.node}
+    notes = {d.code: d.message for d in result.diagnostics}
+    if trans_b == 0:
+        assert "MatMulNBits" in built and "Gemm" not in built
+        assert notes["ort.nbits-accuracy-level"].startswith("1 MatMul/Gemm layer(s)")
+        assert notes["ort.perf.float-input"].startswith("runs as the MatMulNBits ONNX Runtime makes of its "
+                                                        "DequantizeLinear -> Gemm")
+    else:
+        assert "Gemm" in built and "MatMulNBits" not in built
+        assert "ort.nbits-accuracy-level" not in notes
+        assert notes["ort.perf.float-input"].startswith("runs correctly through DequantizeLinear -> float Gemm, ")

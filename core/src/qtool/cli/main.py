@@ -1,7 +1,8 @@
 """The ``qtool`` command line: sub-commands from core modules and from plugins.
 
 Exit status: 0 success, 1 an error (one line, ``qtool: error: ...``), 2 a usage
-error (argparse's convention), 130 interrupted. Command modules import their
+error (argparse's convention), 130 interrupted, 143 terminated (SIGTERM: a job
+scheduler's or a timeout's stop cleans up as Ctrl-C does). Command modules import their
 heavy parts (torch, onnx) when they run, so that ``--version`` and ``--help``
 start fast.
 """
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import QtoolError
@@ -18,7 +22,29 @@ from . import analyse, explain, inspect, new_plugin, platforms, quantize
 
 # Each command module has add_parser(subparsers) which sets ``handler`` on its parser.
 COMMAND_MODULES = [platforms, inspect, quantize, explain, analyse, new_plugin]
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM raised where the run is, so that every cleanup runs (an atomic write's temporary file, a by-blocks
+    run's work folder), as for Ctrl-C; the default action ended the process with them left behind."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM as :class:`Terminated` while the command runs (the main thread only can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
@@ -56,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "handler", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return int(args.handler(args) or 0)
+        with _sigterm_raises():
+            return int(args.handler(args) or 0)
+    except Terminated:
+        print("qtool: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except QtoolError as exc:
         print(f"qtool: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

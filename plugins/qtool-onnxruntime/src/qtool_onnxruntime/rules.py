@@ -42,16 +42,17 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     rewritten = []
     for op in graph.topological_order():
         if is_compute(op) and op.quant is not None and op.quant.quantized and op.name not in contrib:
-            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset)
-            if _rewritten_to_nbits(op):
+            nbits = _rewritten_to_nbits(op)
+            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset, nbits)
+            if nbits:
                 rewritten.append(op)
         elif op.op_type == "MaxPool":
             found += _maxpool_rules(graph, op)
     if options.remove_activations:
         found += [_kept(act) for name, act in activations.items() if name not in removable]
     if rewritten:
-        found.append(diagnostic("ort.nbits-accuracy-level", f"{len(rewritten)} MatMul layer(s) with 4- or 8-bit "
-                                "weights: ORT rewrites their DequantizeLinear -> MatMul into MatMulNBits at its "
+        found.append(diagnostic("ort.nbits-accuracy-level", f"{len(rewritten)} MatMul/Gemm layer(s) with 4- or 8-bit "
+                                "weights: ORT rewrites their DequantizeLinear -> MatMul or Gemm into MatMulNBits at its "
                                 "default accuracy level 4, which quantizes the float input to int8 per block inside "
                                 "the kernel, so outputs differ from qtool's simulation by about 1% (the summary "
                                 "measures a default session; session option session.qdq_matmulnbits_accuracy_level "
@@ -60,11 +61,15 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
 
 
 def _rewritten_to_nbits(op) -> bool:
-    """A MatMul whose input is float or 16-bit (so no integer kernel) and whose 2-D weight of 4 or 8 bits is per
-    tensor, per channel on its output axis or blocked along its input axis: ORT's optimizer makes its
-    DequantizeLinear -> MatMul a MatMulNBits (measured on ORT 1.32: int8, uint8 and int4 weights; per channel on
-    the input axis it stays a float MatMul; an 8-bit input it leaves to the QDQ fusions)."""
-    if op.op_type != "MatMul" or len(op.inputs) < 2 or op.inputs[1] is None or not op.inputs[1].is_parameter:
+    """A MatMul, or a Gemm reading its weight as stored (transA and transB 0: GPT-2's Conv1D), whose input is float
+    or 16-bit (so no integer kernel) and whose 2-D weight of 4 or 8 bits is per tensor, per channel on its output
+    axis or blocked along its input axis: ORT's optimizer makes its DequantizeLinear -> MatMul (or Gemm, a bias Add
+    after it included) a MatMulNBits (measured on ORT 1.32: int8, uint8 and int4 weights; per channel on the input
+    axis, or a Gemm with transB 1, it stays a float op; an 8-bit input it leaves to the QDQ fusions)."""
+    if op.op_type not in ("MatMul", "Gemm") or len(op.inputs) < 2 or op.inputs[1] is None \
+            or not op.inputs[1].is_parameter:
+        return False
+    if op.op_type == "Gemm" and (op.attributes.get("transA", 0) or op.attributes.get("transB", 0)):
         return False
     data = input_config(op, 0, SETTLED)
     if data is not None and (data.scheme.is_floating or data.scheme.num_of_bits != 16):
@@ -132,14 +137,21 @@ def _activation_warnings(stype, where) -> list[Diagnostic]:
     return found
 
 
-def _op_rules(graph, op, activation, removed: bool, opset: int) -> list[Diagnostic]:
+def _op_rules(graph, op, activation, removed: bool, opset: int, nbits: bool) -> list[Diagnostic]:
+    """The op's errors and notes; ``nbits``: ORT runs it as the MatMulNBits it makes of it (see
+    :func:`_rewritten_to_nbits`), not through a float op."""
     verdict = kernel_verdict(graph, op, activation, removed, SETTLED, opset)
     found = [diagnostic(e.code, e.reason, op=op.name, tensor=e.tensor) for e in verdict.errors]
     if verdict.blockers:
         first = verdict.blockers[0]
-        found.append(diagnostic(first.code, f"runs correctly through DequantizeLinear -> float {op.op_type} -> "
-                                f"QuantizeLinear, slower than an integer kernel: "
-                                + "; ".join(b.reason for b in verdict.blockers), op=op.name, tensor=first.tensor))
+        if nbits:
+            how = (f"runs as the MatMulNBits ONNX Runtime makes of its DequantizeLinear -> {op.op_type} "
+                   "(ort.nbits-accuracy-level), not as a QDQ integer kernel: ")
+        else:
+            after = " -> QuantizeLinear" if output_config(graph, op, 0, SETTLED) is not None else ""
+            how = f"runs correctly through DequantizeLinear -> float {op.op_type}{after}, slower than an integer kernel: "
+        found.append(diagnostic(first.code, how + "; ".join(b.reason for b in verdict.blockers), op=op.name,
+                                tensor=first.tensor))
     if weight_requantized(graph, op, activation, SETTLED):
         found.append(diagnostic("ort.weight-requantized", "ORT quantizes this float weight to int8 per tensor "
                                 "itself (its WeightBiasQuantization pass, for a Conv/Gemm between DequantizeLinear "
