@@ -196,3 +196,18 @@ def test_a_terminated_run_leaves_nothing_behind(decoder, tmp_path, capsys, monke
     assert capsys.readouterr().err.strip().splitlines()[-1] == "qtool: terminated"
     assert not out.exists() or list(out.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler goes with the command
+
+
+def test_by_blocks_json_is_a_versioned_document(decoder, tmp_path, capsys):
+    import json
+
+    from qtool.cli.main import main
+
+    calib, samples = tmp_path / "calib.npz", _calib(2)
+    np.savez(calib, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    assert main(["quantize", str(decoder), "--platform", "onnxruntime", "--preset", "int4-weight-only", "--calib",
+                 str(calib), "-o", str(tmp_path / "q.onnx"), "--by-blocks", "0.15", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["schema_version"] == 1 and set(document["by_blocks"]) == {"files", "segments", "agreement",
+                                                                               "seconds"}
+    assert {"index", "ops", "quantized_ops", "min_cosine"} <= set(document["by_blocks"]["segments"][0])

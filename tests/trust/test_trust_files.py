@@ -91,3 +91,48 @@ def test_quantize_checks_the_output_before_calibration(tmp_path):
             qtool.quantize(model, "onnxruntime", tmp_path / "c.npz", output=tmp_path / output,
                            save_state=tmp_path / state)
     assert model.read_bytes() == before and not (tmp_path / "q.onnx").exists()
+
+
+def test_a_killed_runs_temporary_data_file_never_joins_the_next_output(tmp_path):
+    """kill -9 during an export left .q.onnx.data.tmp; the next run's data file took it in (onnx appends to the
+    file it names): every run writes its own temporary file now."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])], initializer=[weight])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    calib = [{"x": np.random.default_rng(i).standard_normal((4, 64)).astype(np.float32)} for i in range(4)]
+    clean = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "a" / "q.onnx",
+                           export={"external_data": True})
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".q.onnx.data.tmp").write_bytes(b"left by a killed run" * 5000)
+    again = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "b" / "q.onnx",
+                           export={"external_data": True})
+    assert [p.name for p in again.files] == ["q.onnx", "q.onnx.data"]
+    assert again.files[1].read_bytes() == clean.files[1].read_bytes()
+
+
+def test_a_name_too_long_for_its_temporary_file_is_refused_before_any_work(tmp_path):
+    model = small_model(tmp_path / "m.onnx")
+    for name in ("a" * 250 + ".onnx", "b" * 240 + ".onnx"):  # itself too long with .data; its temporary file's
+        with pytest.raises(OutputPathError, match="name too long: the temporary file written first needs"):
+            qtool.quantize(model, "onnxruntime", tmp_path / "missing.npz", output=tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_the_state_is_written_after_the_model(tmp_path, monkeypatch):
+    """An export stopped midway (Ctrl-C, a refusal) leaves the old state beside the old model, not a new state
+    beside it."""
+    import qtool.state
+
+    model = small_model(tmp_path / "m.onnx")
+    calib = calibration_file(qtool.load(model), tmp_path / "c.npz")
+    order = []
+    saved = qtool.state.save_state
+    monkeypatch.setattr(qtool.state, "save_state", lambda *a, **k: order.append("state") or saved(*a, **k))
+    platform = qtool.get_platform("onnxruntime")
+    export = type(platform).export
+    monkeypatch.setattr(type(platform), "export", lambda self, *a, **k: order.append("model") or export(self, *a, **k))
+    qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx", save_state=tmp_path / "s.json")
+    assert order == ["model", "state"]

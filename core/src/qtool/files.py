@@ -28,6 +28,9 @@ def make_readable(path: str | os.PathLike) -> Path:
     return path
 
 
+TEMPORARY_AFFIXES = len("..12345678.tmp")  # what temporary_beside adds to a name (mkstemp's 8 random characters)
+
+
 def temporary_beside(path: Path) -> Path:
     """A new empty temporary file in ``path``'s folder (made if needed), to rename over ``path`` when complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,15 +65,16 @@ def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Path
     at once), and that neither ``path`` nor ``path`` + ``.onnx`` is one of the inputs.
     """
     path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    _check_name_length(path, folder, what)
     if path.is_dir():
         raise OutputPathError(f"{what} {path}: is a folder; name a file in it")
     for candidate in (path, path.with_name(path.name + ".onnx")) if not path.suffix else (path,):
         for given in inputs:
             if given is not None and _same_file(candidate, Path(given)):
                 raise OutputPathError(f"{what} {path}: would overwrite the input {given}; choose another name")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     if not folder.is_dir():
         raise OutputPathError(f"{what} {path}: {folder} is a file, not a folder")
     try:
@@ -79,6 +83,18 @@ def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Path
     except OSError as exc:
         raise OutputPathError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
     return path
+
+
+def _check_name_length(path: Path, folder: Path, what: str) -> None:
+    """The name, and the temporary file's name written first, within what the file system allows."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX") if folder.is_dir() else 255
+    except (OSError, ValueError):
+        longest = 255
+    needed = len(os.fsencode(path.name)) + TEMPORARY_AFFIXES
+    if needed > longest:
+        raise OutputPathError(f"{what} {path}: name too long: the temporary file written first needs {needed} bytes "
+                              f"of name, and {folder} allows {longest}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -221,10 +221,6 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     _check_supported(target, diagnostics, options.allow_unsupported)
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
-    if save_state is not None:
-        from .state import save_state as write_state
-
-        write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     if output is not None:
         with platform_step(target, "export"), one_thread():  # a few small ops per weight, see calibration.threads
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
@@ -237,6 +233,10 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
                 _check_agreement(result, options.allow_unsupported)
             else:
                 result.agreement = {"skipped": skipped}
+    if save_state is not None:  # after the files: an interrupted export leaves the old state beside the old model
+        from .state import save_state as write_state
+
+        write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
     gap = None
     if data is not None and measure:
         gap = _float_vs_quantized(result, runtime, data, device, simulated, calibrated_on_data=restore is None,

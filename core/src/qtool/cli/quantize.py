@@ -160,8 +160,9 @@ def run_by_blocks(args, out) -> int:
                                 preset=args.preset, export=export, block_bytes=int(args.by_blocks * 2**20),
                                 device=args.device, log=log, **options)
     if args.json:
-        print(json.dumps({"files": [str(p) for p in result.files], "segments": result.segments,
-                          "agreement": result.agreement, "seconds": round(result.seconds, 3)}, indent=2))
+        print(json.dumps({"schema_version": QUANTIZE_SCHEMA_VERSION, "by_blocks": {
+            "files": [str(p) for p in result.files], "segments": result.segments, "agreement": result.agreement,
+            "seconds": round(result.seconds, 3)}}, indent=2))
         return 0
     agreement = result.agreement or {}
     out.print(f"wrote {escape(str(result.files[0]))} and its data in {len(result.segments)} segments "

@@ -26,7 +26,7 @@ class ModelWriter:
     def __init__(self, path: str | os.PathLike, graph: Graph) -> None:
         self.path, self.graph = Path(path), graph
         self.data_name = data_path(self.path).name
-        self.tmp_data = self.path.parent / f".{self.data_name}.tmp"
+        self.tmp_data = temporary_beside(data_path(self.path))  # a name of its own: two runs may share the output
         self.tmp_model = temporary_beside(self.path)
         self.data = open(self.tmp_data, "wb")  # noqa: SIM115 (closed by finish/abort)
         self.nodes: list[onnx.NodeProto] = []

@@ -89,15 +89,19 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
         external_data = size > PROTO_LIMIT
     tmp = temporary_beside(path)
     data_name = data_path(path).name
-    tmp_data = path.parent / f".{data_name}.tmp"
+    # a name of its own, empty: onnx appends to the file it names (a fixed name took in what a killed run left, and
+    # two runs wrote one file)
+    tmp_data = temporary_beside(data_path(path)) if external_data else None
     try:
         if external_data:
             fill_values(model, values)
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
             _point_external_data(str(tmp), data_name)
-            if tmp_data.exists():  # none when every tensor is under the 1 KiB threshold (they stay inline)
+            if tmp_data.stat().st_size:  # empty when every tensor is under the 1 KiB threshold (they stay inline)
                 os.replace(make_readable(tmp_data), path.parent / data_name)
+            else:
+                tmp_data.unlink()
         elif values:
             with open(tmp, "wb") as file:
                 write_streamed(model, values, file)
@@ -106,7 +110,8 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
         os.replace(make_readable(tmp), path)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        tmp_data.unlink(missing_ok=True)
+        if tmp_data is not None:
+            tmp_data.unlink(missing_ok=True)
         raise
     return path
 
