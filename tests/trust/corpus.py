@@ -295,6 +295,8 @@ def build_cases() -> list[tuple[str, object]]:
                                                          "'broken-defaults'")),
         ("platform-validate-raises", lambda i, o: (quantize(i, o)[:3] + ["broken-validate"] + quantize(i, o)[4:],
                                                    "'broken-validate'")),
+        ("platform-export-disk-full", lambda i, o: (quantize(i, o)[:3] + ["disk-full"] + quantize(i, o)[4:],
+                                                    f"failed in export to {o / 'q.onnx'}: OSError")),
         # other commands
         ("inspect-garbage", lambda i, o: (["inspect", str(write_bytes(b"\x00\x01junk")(i))], "m.onnx")),
         ("explain-unknown-pass", lambda i, o: (["explain", str(model(i)), "--platform", "onnxruntime", "--config",

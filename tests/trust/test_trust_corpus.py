@@ -17,7 +17,7 @@ from qtool.plugins import plugin_manager
 
 CASES = build_cases()
 # failures that can only show after the passes ran: the pass lines (progress) come before the error line
-AFTER_THE_PASSES = {"platform-validate-raises"}
+AFTER_THE_PASSES = {"platform-validate-raises", "platform-export-disk-full"}
 
 
 class BrokenDefaults(qtool.Platform):
@@ -36,11 +36,20 @@ class BrokenValidate(qtool.Platform):
         return {}["missing key"]
 
 
+class DiskFull(qtool.Platform):
+    name = "disk-full"
+    description = "a platform whose export meets a full disk"
+
+    def export(self, graph, output, options):
+        raise OSError(28, "No space left on device")
+
+
 class _Registration:
     @qtool.hookimpl
     def qtool_register_platforms(self, register):
         register(BrokenDefaults)
         register(BrokenValidate)
+        register(DiskFull)
 
 
 @pytest.fixture(scope="module", autouse=True)

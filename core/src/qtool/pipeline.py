@@ -222,7 +222,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if output is not None:
-        with platform_step(target, "export"), one_thread():  # a few small ops per weight, see calibration.threads
+        with platform_step(target, f"export to {output}"), one_thread():  # a few small ops per weight (threads)
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
             skipped = agreement_skipped(check_agreement, simulation_runs() > simulated_before)
