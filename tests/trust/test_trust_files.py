@@ -136,3 +136,28 @@ def test_the_state_is_written_after_the_model(tmp_path, monkeypatch):
     monkeypatch.setattr(type(platform), "export", lambda self, *a, **k: order.append("model") or export(self, *a, **k))
     qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx", save_state=tmp_path / "s.json")
     assert order == ["model", "state"]
+
+
+def test_a_model_and_its_data_replace_the_old_pair_under_the_folders_lock(tmp_path):
+    """Two runs writing one output at once left one's model beside the other's data: the pair is renamed into place
+    under an exclusive lock of the folder, so a run waits while another holds it."""
+    import fcntl
+    import threading
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])], initializer=[weight])
+    model = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = tmp_path / "out"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    writer = threading.Thread(target=qtool.save_model_proto, args=(model, out / "q.onnx"),
+                              kwargs={"external_data": True})
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive() and not (out / "q.onnx").exists()  # written, waiting for the lock to rename
+    os.close(held)
+    writer.join(10)
+    assert sorted(p.name for p in out.iterdir()) == ["q.onnx", "q.onnx.data"]

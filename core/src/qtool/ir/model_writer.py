@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 from onnx import helper, numpy_helper
 
-from ..files import make_readable, temporary_beside
+from ..files import folder_lock, make_readable, temporary_beside
 from .graph import Graph
 from .onnx_export import data_path, value_info
 
@@ -95,8 +95,9 @@ class ModelWriter:
             helper.set_model_props(model, info.metadata_props)
             onnx.save_model(model, self.tmp_model)
             data = self.path.parent / self.data_name
-            os.replace(make_readable(self.tmp_data), data)
-            os.replace(make_readable(self.tmp_model), self.path)
+            with folder_lock(self.path.parent):
+                os.replace(make_readable(self.tmp_data), data)
+                os.replace(make_readable(self.tmp_model), self.path)
         except BaseException:
             self.abort()
             raise

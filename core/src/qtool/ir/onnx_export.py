@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..files import make_readable, temporary_beside
+from ..files import folder_lock, make_readable, temporary_beside
 from .graph import Graph, Variable
 from .onnx_import import rename_outer_reads
 from .streamed_model import fill_values, write_streamed
@@ -98,16 +98,18 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
             _point_external_data(str(tmp), data_name)
-            if tmp_data.stat().st_size:  # empty when every tensor is under the 1 KiB threshold (they stay inline)
-                os.replace(make_readable(tmp_data), path.parent / data_name)
-            else:
+            if not tmp_data.stat().st_size:  # empty when every tensor is under the 1 KiB threshold (they stay inline)
                 tmp_data.unlink()
+                tmp_data = None
         elif values:
             with open(tmp, "wb") as file:
                 write_streamed(model, values, file)
         else:
             onnx.save_model(model, tmp)
-        os.replace(make_readable(tmp), path)
+        with folder_lock(path.parent):
+            if tmp_data is not None:
+                os.replace(make_readable(tmp_data), path.parent / data_name)
+            os.replace(make_readable(tmp), path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         if tmp_data is not None:
