@@ -28,7 +28,7 @@ from .calibration import load_calibration_data
 from .config.names import check_names
 from .errors import QtoolError
 from .executor import TorchExecutor
-from .files import check_outputs
+from .files import check_not_inputs, check_outputs
 from .ir import Graph, data_path, load
 from .ir.model_writer import ModelWriter
 from .ir.segments import Segment, declare_outputs, segment_graph, split
@@ -67,7 +67,7 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
     if block_bytes <= 0:
         raise QtoolError(f"block_bytes must be positive, got {block_bytes}")
     graph = model if isinstance(model, Graph) else load(model)
-    check_outputs(written, inputs=graph.info.sources)
+    check_not_inputs(written, graph.info.sources)
     check_names(qconfig, graph, "the model" if isinstance(model, Graph) else str(model))
     _check_runnable(graph)
     data = load_calibration_data(calib, graph, qconfig.calibration["batch_size"], layout=calib_layout,

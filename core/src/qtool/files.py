@@ -93,10 +93,7 @@ def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Path
     _check_name_length(path, folder, what)
     if path.is_dir():
         raise OutputPathError(f"{what} {path}: is a folder; name a file in it")
-    for candidate in (path, path.with_name(path.name + ".onnx")) if not path.suffix else (path,):
-        for given in inputs:
-            if given is not None and _same_file(candidate, Path(given)):
-                raise OutputPathError(f"{what} {path}: would overwrite the input {given}; choose another name")
+    _check_not_input(path, inputs, what)
     if not folder.is_dir():
         raise OutputPathError(f"{what} {path}: {folder} is a file, not a folder")
     try:
@@ -105,6 +102,22 @@ def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Path
     except OSError as exc:
         raise OutputPathError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
     return path
+
+
+def _check_not_input(path: Path, inputs: Iterable[str | os.PathLike | None], what: str) -> None:
+    for candidate in (path, path.with_name(path.name + ".onnx")) if not path.suffix else (path,):
+        for given in inputs:
+            if given is not None and _same_file(candidate, Path(given)):
+                raise OutputPathError(f"{what} {path}: would overwrite the input {given}; choose another name")
+
+
+def check_not_inputs(written: Mapping[str, Iterable[str | os.PathLike | None]], inputs: Iterable[Path]) -> None:
+    """No file of ``written`` (as :func:`check_outputs` takes it) is one of ``inputs``: the files a model was read
+    from, known once it is read (its external data)."""
+    inputs = list(inputs)
+    for what, files in written.items():
+        for path in (Path(p) for p in files if p is not None):
+            _check_not_input(path, inputs, what)
 
 
 def _check_name_length(path: Path, folder: Path, what: str) -> None:

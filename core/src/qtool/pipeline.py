@@ -34,7 +34,7 @@ from .config.names import check_names
 from .control_flow import quantize_bodies
 from .coverage import coverage, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
-from .files import check_outputs
+from .files import check_not_inputs, check_outputs
 from .ir import Graph, from_model_proto, load
 from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
@@ -163,7 +163,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     if options.remove_activations is None:
         options = dataclasses.replace(options, remove_activations=qconfig.remove_activations)
     graph = _graph(model, qconfig)
-    check_outputs(written, inputs=graph.info.sources)  # its external data, known once it is read
+    check_not_inputs(written, graph.info.sources)  # its external data, known once it is read
     _check_runnable(graph)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
