@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,35 @@ def test_a_reader_that_goes_away_is_no_traceback(small):
     process.stdout.close()
     _, err = process.communicate(timeout=60)
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert process.returncode == 141  # a shell's code for a writer a closed pipe stopped, not an error's 1
+
+
+def test_a_reader_that_goes_away_from_a_rich_table_is_no_error(small):
+    """inspect prints with rich, whose own handler of a closed pipe exited with status 1."""
+    model, _ = small
+    process = subprocess.Popen([sys.executable, "-m", "qtool", "inspect", str(model)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.read(1)
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert err == b"" and process.returncode == 141
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.1, 0.15, 0.25, 0.5])
+def test_ctrl_c_at_any_moment_is_one_line(small, delay):
+    """From the command modules' imports (onnxruntime's raises ImportError from the KeyboardInterrupt) to the end:
+    exit 130 and one line, never a traceback. Before that, CPython's own start-up may print its own."""
+    model, _ = small
+    process = subprocess.Popen([sys.executable, "-m", "qtool", "inspect", str(model)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    if b"Fatal Python error: init_import_site" in err:
+        pytest.skip("the interrupt came while the interpreter itself started (a loaded machine)")
+    assert b"Traceback" not in err
+    if process.returncode != 0:  # a fast machine may have finished
+        assert (process.returncode, err) in ((130, b"qtool: interrupted\n"), (-signal.SIGINT, b""))
 
 
 def test_did_you_mean_for_platforms_and_presets(capsys, small):

@@ -1,7 +1,5 @@
 """``python -m qtool``: the same as the ``qtool`` command."""
 
-import sys
+from .cli.entry import run
 
-from .cli.main import main
-
-sys.exit(main())
+run()

@@ -29,9 +29,17 @@ def pass_progress(header: str) -> Callable:
     return finished
 
 
+class _Console(Console):
+    """A rich Console that leaves a closed pipe to the command line's handler (rich's own exits with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(*, stderr: bool = False) -> Console:
     """A Console for stdout (or stderr); when that is not a terminal, no colour codes and no wrapping."""
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(file=stream, soft_wrap=True, width=PIPED_WIDTH, no_color=True, highlight=False)
+        return _Console(stderr=stderr)
+    return _Console(file=stream, soft_wrap=True, width=PIPED_WIDTH, no_color=True, highlight=False)

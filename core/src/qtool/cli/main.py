@@ -1,16 +1,15 @@
 """The ``qtool`` command line: sub-commands from core modules and from plugins.
 
 Exit status: 0 success, 1 an error (one line, ``qtool: error: ...``), 2 a usage
-error (argparse's convention), 130 interrupted, 143 terminated (SIGTERM: a job
-scheduler's or a timeout's stop cleans up as Ctrl-C does). Command modules import their
-heavy parts (torch, onnx) when they run, so that ``--version`` and ``--help``
-start fast.
+error (argparse's convention), 130 interrupted, 141 the reader of stdout went
+away, 143 terminated (SIGTERM: a job scheduler's or a timeout's stop cleans up as
+Ctrl-C does). Command modules import their heavy parts (torch, onnx) when they
+run, so that ``--version`` and ``--help`` start fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -19,10 +18,11 @@ from contextlib import contextmanager
 from .. import __version__
 from ..errors import QtoolError
 from . import analyse, explain, inspect, new_plugin, platforms, quantize
+from .entry import interrupted, quiet_stdout, report_interrupted
 
 # Each command module has add_parser(subparsers) which sets ``handler`` on its parser.
 COMMAND_MODULES = [platforms, inspect, quantize, explain, analyse, new_plugin]
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 128 + signal.SIGTERM
+EXIT_ERROR, EXIT_USAGE, EXIT_TERMINATED = 1, 2, 128 + signal.SIGTERM
 
 
 class Terminated(BaseException):
@@ -90,13 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except QtoolError as exc:
         print(f"qtool: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("qtool: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (qtool ... | head): not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail again
-        return EXIT_ERROR
+        return quiet_stdout()
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
+        return report_interrupted()
 
 
 if __name__ == "__main__":
