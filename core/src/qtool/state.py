@@ -114,7 +114,7 @@ def load_state(graph, path: str | os.PathLike) -> dict[str, Any]:
     restored: dict[tuple[str, str, int], TQC] = {}
     links: list[tuple[TQC, dict, str]] = []
     for name, record in records.items():
-        _restore_op(graph.operations[name], record, path, restored, links)
+        _restore_op(graph, graph.operations[name], record, path, restored, links)
     for tqc, ref, where in links:
         target = restored.get((ref["op"], ref["side"], ref["index"]))
         if target is None:
@@ -160,7 +160,7 @@ def _names(names: list[str]) -> str:
     return ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: list) -> None:
+def _restore_op(graph, op, record: dict[str, Any], path: Path, restored: dict, links: list) -> None:
     dispatched = op.quant is not None  # then the graph's configs must agree with the file
     if "inputs" not in record:
         if dispatched:
@@ -186,6 +186,8 @@ def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: l
                 configs[i] = None
                 continue
             var = variables[i]
+            if _private_copy(graph, var, item["tensor"]):  # a pass gave the op its own copy of a shared weight
+                var = graph.private_parameter(op, i, item["tensor"]) if side == "inputs" else var
             if (var.name if var is not None else None) != item["tensor"]:
                 raise StateError(f"{path}: {where}: tensor {item['tensor']!r} in the state file, "
                                  f"{var.name if var is not None else None!r} in the model")
@@ -193,6 +195,14 @@ def _restore_op(op, record: dict[str, Any], path: Path, restored: dict, links: l
             restored[(op.name, side, i)] = configs[i]
             if "dominator" in item:
                 links.append((configs[i], item["dominator"], where))
+
+
+def _private_copy(graph, var, saved_name: str | None) -> bool:
+    """Whether the state names, in place of ``var``, a copy of it that the graph does not hold yet: the
+    parameters that several ops read (or the graph outputs) are copied for one of them when a pass changes them."""
+    return (var is not None and var.is_parameter and saved_name is not None and saved_name != var.name
+            and saved_name not in graph.variables
+            and (len({id(c) for c in var.consumers}) > 1 or var in graph.outputs))
 
 
 def _fallback_float(record: dict[str, Any]) -> bool:

@@ -28,6 +28,8 @@ class Variable:
 
     ``float_value`` is set when ``value`` holds a parameter on its quantization
     grid (after baking): float simulation reads it, export writes ``value``.
+    ``copy_of`` names the parameter of the model as read that a private copy
+    (:meth:`Graph.private_parameter`) was made from.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Variable:
     dtype: np.dtype | None = None
     producer: Operation | None = None
     consumers: list[Operation] = field(default_factory=list)
+    copy_of: str | None = None
 
     @property
     def is_parameter(self) -> bool:
@@ -290,12 +293,12 @@ class Graph:
         return op
 
     def set_parameter_value(self, op: Operation, index: int, value: np.ndarray, *,
-                            quantized: bool = False) -> Variable:
+                            quantized: bool = False, every_reader: bool = False) -> Variable:
         """Give ``op``'s parameter input ``index`` the value ``value`` and return its variable.
 
-        In place when ``op`` alone reads the parameter; otherwise ``op`` gets a
-        private copy (named ``<parameter>_<op>``) so that no other reader sees
-        the change. ``quantized``: ``value`` lies on a quantization grid, and the
+        In place when ``op`` alone reads the parameter, or ``every_reader`` (the value is right for all the ops
+        that read it; not for a graph output); otherwise ``op`` gets a private copy (named ``<parameter>_<op>``)
+        so that no other reader sees the change. ``quantized``: ``value`` lies on a quantization grid, and the
         float value it replaces stays in ``float_value`` for float simulation.
         """
         var = op.inputs[index]
@@ -304,13 +307,21 @@ class Graph:
         float_value = var.float_value
         if quantized and float_value is None:
             float_value = var.value
-        value = np.asarray(value, dtype=var.value.dtype)
+        if not every_reader or var in self.outputs:
+            var = self.private_parameter(op, index)
+        var.value = np.asarray(value, dtype=var.value.dtype)
+        var.shape, var.float_value = list(var.value.shape), float_value
+        return var
+
+    def private_parameter(self, op: Operation, index: int, name: str | None = None) -> Variable:
+        """``op``'s parameter input ``index``, made ``op``'s own first where another op (or the graph's outputs)
+        reads it too: a copy named ``name`` (by default ``<parameter>_<op>``, made unique)."""
+        var = op.inputs[index]
         if len({id(c) for c in var.consumers}) > 1 or var in self.outputs:
-            var = self.add_variable(self.unique_name(f"{var.name}_{op.name}"), value)
-            self.set_input(op, index, var)
-        else:
-            var.value = value
-        var.float_value = float_value
+            copy = self.add_variable(name or self.unique_name(f"{var.name}_{op.name}"), var.value,
+                                     float_value=var.float_value, copy_of=var.copy_of or var.name)
+            self.set_input(op, index, copy)
+            return copy
         return var
 
     def remove_variable(self, var: Variable) -> None:

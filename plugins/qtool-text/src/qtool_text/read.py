@@ -84,9 +84,9 @@ def _config_at(graph, row: dict[str, str], where: str) -> qtool.TensorQuantizati
     tqc = configs[index] if index < len(configs) else None
     if tqc is None or index >= len(variables) or variables[index] is None:
         raise TextFormatError(f"{where}: op {op.name!r} has no quantization config at {row['place']}")
-    if variables[index].name != row["tensor"]:
-        raise TextFormatError(f"{where}: op {op.name!r} {row['place']} is tensor {variables[index].name!r}, "
-                              f"not {row['tensor']!r}")
+    name = variables[index].copy_of or variables[index].name  # the name in the model as read
+    if name != row["tensor"]:
+        raise TextFormatError(f"{where}: op {op.name!r} {row['place']} is tensor {name!r}, not {row['tensor']!r}")
     if tqc.role != row["role"]:
         raise TextFormatError(f"{where}: tensor {row['tensor']!r} is a {tqc.role} here, the table says {row['role']}")
     return tqc

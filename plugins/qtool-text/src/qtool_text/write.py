@@ -28,7 +28,8 @@ def table_rows(graph) -> list[tuple[str, ...]]:
     rows = []
     for entry in qtool.quantized_tensors(graph):
         integer = not entry.scheme.is_floating
-        rows.append((entry.op.name, place(entry.side, entry.index), entry.tensor, entry.role,
+        tensor = graph.variables[entry.tensor].copy_of or entry.tensor  # the name in the model as read
+        rows.append((entry.op.name, place(entry.side, entry.index), tensor, entry.role,
                      *scheme_fields(entry.scheme), value_range(entry), values(entry.scale, False),
                      values(entry.offset, integer)))
     return rows
