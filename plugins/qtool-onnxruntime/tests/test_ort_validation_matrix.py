@@ -165,6 +165,11 @@ EXTRA = {
     "conv-weight-axis-1-int16": lambda: _off_axis("Conv", scheme("int16", True), 1),
     "gemm-weight-axis-1": lambda: _off_axis("Gemm", UINT8, 1),
     "matmul-weight-axis-0": lambda: _off_axis("MatMul", UINT8, 0),
+    # ORT fuses a Conv without bias into QLinearConv whatever the weight's granularity (the matrix's have biases)
+    "conv-no-bias-block-weight": lambda: _hand("Conv", UINT8, weight_scheme("int8", True, "per-block", "Conv"),
+                                               bias=False),
+    "conv-no-bias-block-weight-axis-0": lambda: _hand("Conv", UINT8, weight_scheme("int8", True, "per-block", "Conv")
+                                                      .with_changes(channel_axis=0), bias=False),
     "convtranspose-uint8": lambda: _hand("ConvTranspose", UINT8, weight_scheme("int8", True, "per-channel", "Conv")),
     "convtranspose-weight-axis-0": lambda: _off_axis("ConvTranspose", UINT8, 0),
     "conv-weight-only": lambda: _hand("Conv", None, weight_scheme("int8", True, "per-channel", "Conv")),

@@ -11,6 +11,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.kernel-type": (E, "ORT fuses a 2-bit (or, for Conv, 4-bit input) node group into an 8-bit kernel that "
                           "refuses it, or drops the 4/2-bit pairs around a MaxPool that has no kernel for them"),
     "ort.conv-weight-axis": (E, "a Conv weight per-channel on an axis other than 0 where ORT fuses QLinearConv"),
+    "ort.conv-weight-block": (E, "a Conv weight per block where ORT fuses QLinearConv (a Conv without bias)"),
     "ort.perf.op-type": (P, "the op type has no integer kernel in ORT's CPU provider"),
     "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),
     "ort.perf.type": (P, "a tensor of the op is not int8/uint8"),

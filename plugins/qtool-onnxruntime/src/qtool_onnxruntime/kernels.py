@@ -115,6 +115,11 @@ def _input(graph, op, index: int, settled: bool, verdict: Verdict) -> str | None
         verdict.blockers.append(Blocker("ort.perf.float-input", var.name, f"{what} {var.name!r} is not quantized"))
         return None
     scheme = tqc.scheme
+    if scheme.policy & P.PER_BLOCK and var.is_parameter and op.op_type == "Conv" and not has_bias(op):
+        verdict.errors.append(Blocker("ort.conv-weight-block", var.name, "ORT fuses a Conv without bias into "
+                                      "QLinearConv, which takes weight scales per tensor or per output channel only: "
+                                      "with a per-block weight it fails at run time; quantize the weight per channel "
+                                      "on axis 0"))
     if scheme.policy & P.PER_BLOCK or scheme.is_per_channel and not var.is_parameter:
         verdict.blockers.append(Blocker("ort.perf.granularity", var.name, f"{what} {var.name!r} is quantized "
                                         f"{'per block' if scheme.policy & P.PER_BLOCK else 'per channel'}, and ORT's "
