@@ -16,6 +16,10 @@ SCHEME_SETS = {
                    qtool.QuantScheme.integer(4, per_channel=True, channel_axis=0), "float"),
     "uint8-sym-pow2-per-tensor-weights": (qtool.QuantScheme.integer(8, signed=False, power_of_2=True),
                                           qtool.QuantScheme.integer(8, symmetric=False), "float"),
+    "narrow": (qtool.QuantScheme.integer(8, quant_min=-127),
+               qtool.QuantScheme.integer(8, per_channel=True, channel_axis=0, quant_min=-127), "int32"),
+    "narrow-asym-unsigned-sym-weights": (qtool.QuantScheme.integer(8, signed=False, symmetric=False, quant_max=254),
+                                         qtool.QuantScheme.integer(8, signed=False, quant_max=254), "float"),
 }
 
 

@@ -1,10 +1,10 @@
-"""Every encoding written reproduces qtool's grid: (q + offset) * scale for q in [0, 2^bw - 1]."""
+"""Every encoding written holds qtool's grid: (q + offset) * scale for q in [0, 2^bw - 1], qtool's codes among them."""
 
 import numpy as np
 import onnx
 import pytest
 import qtool
-from qtool.testing import dequantize, simulate
+from qtool.testing import dequantize, quantize_by_hand, simulate
 
 
 def _unsigned_codes(bits):
@@ -18,12 +18,19 @@ def _entries(graph):
     return {t.tensor: t for t in qtool.quantized_tensors(graph)}
 
 
-def _check_channel(entry, channel, scale, offset, bits):
-    q = _unsigned_codes(bits)
+def _check_channel(entry, channel, scale, offset, bits, symmetric):
+    """AIMET's grid holds qtool's codes c = q + offset + zero point, with the same values; symmetric means
+    AIMET's symmetric offset."""
+    scheme = entry.scheme
     assert scale == float(np.float32(scale))  # a float32 value, written exactly
-    ours = dequantize(entry.config, (q + int(entry.scheme.quant_min)).reshape(1, -1) if entry.scheme.is_per_channel
-                      else q + int(entry.scheme.quant_min))
-    ours = ours[channel] if entry.scheme.is_per_channel else ours
+    assert symmetric is scheme.is_symmetric and (offset == -2 ** (bits - 1) or not symmetric)
+    first = offset + int(np.broadcast_to(entry.offset, entry.scale.shape).reshape(-1)[channel])
+    assert first <= scheme.quant_min and scheme.quant_max <= first + 2**bits - 1
+    q = _unsigned_codes(bits)
+    q = q[(q + first >= scheme.quant_min) & (q + first <= scheme.quant_max)]
+    codes = q + first
+    ours = dequantize(entry.config, np.tile(codes, (entry.scale.size, 1)))[channel] if scheme.is_per_channel \
+        else dequantize(entry.config, codes)
     theirs = ((q + offset) * np.float64(scale)).astype(np.float32)
     np.testing.assert_array_equal(theirs, ours)
 
@@ -38,11 +45,11 @@ def test_061_encodings_reproduce_the_grid(aimet_graph, aimet_export):
         entry = entries[name]
         assert len(encodings) == entry.scale.size
         for channel, enc in enumerate(encodings):
-            assert enc["is_symmetric"] == str(entry.scheme.is_symmetric) and enc["dtype"] == "int"
-            _check_channel(entry, channel, enc["scale"], enc["offset"], enc["bitwidth"])
-            lo, hi = entry.range
-            assert enc["min"] == pytest.approx(float(np.reshape(lo, -1)[channel]), rel=1e-6)
-            assert enc["max"] == pytest.approx(float(np.reshape(hi, -1)[channel]), rel=1e-6)
+            assert enc["is_symmetric"] in ("True", "False") and enc["dtype"] == "int"
+            _check_channel(entry, channel, enc["scale"], enc["offset"], enc["bitwidth"], enc["is_symmetric"] == "True")
+            scale, offset = np.float64(enc["scale"]), enc["offset"]  # min and max: the ends of the written grid
+            assert enc["min"] == pytest.approx(offset * scale, rel=1e-6)
+            assert enc["max"] == pytest.approx((2 ** enc["bitwidth"] - 1 + offset) * scale, rel=1e-6)
 
 
 def test_100_encodings_reproduce_the_grid(aimet_graph, aimet_export):
@@ -53,11 +60,11 @@ def test_100_encodings_reproduce_the_grid(aimet_graph, aimet_export):
     assert sorted(e["name"] for e in written) == sorted(entries)
     for enc in written:
         entry = entries[enc["name"]]
-        assert enc["dtype"] == "INT" and enc["is_sym"] is entry.scheme.is_symmetric
+        assert enc["dtype"] == "INT" and isinstance(enc["is_sym"], bool)
         assert enc["enc_type"] == ("PER_CHANNEL" if entry.scheme.is_per_channel else "PER_TENSOR")
         assert len(enc["scale"]) == len(enc["offset"]) == entry.scale.size
         for channel, (scale, offset) in enumerate(zip(enc["scale"], enc["offset"], strict=True)):
-            _check_channel(entry, channel, scale, offset, enc["bw"])
+            _check_channel(entry, channel, scale, offset, enc["bw"], enc["is_sym"])
 
 
 def test_symmetric_int8_offset_is_minus_128(qtool_calibrated_graph, aimet_export):
@@ -65,6 +72,14 @@ def test_symmetric_int8_offset_is_minus_128(qtool_calibrated_graph, aimet_export
     assert {e["offset"] for encs in document["activation_encodings"].values() for e in encs} == {-128}
     assert document["quantizer_args"] == {"activation_bitwidth": 8, "param_bitwidth": 8, "dtype": "int",
                                           "per_channel_quantization": True, "is_symmetric": True}
+
+
+@pytest.mark.parametrize("platform", ["aimet", "aimet-1.0"])
+def test_quantizer_args_leave_out_what_float_weights_cannot_show(qtool_small_model, aimet_export, platform):
+    """weight = "float": no param width (it was null) and no weight symmetry (it was a vacuous true)."""
+    graph = quantize_by_hand(qtool.load(qtool_small_model), weight=None)
+    document, _ = aimet_export(graph, platform)
+    assert document["quantizer_args"] == {"activation_bitwidth": 8, "dtype": "int", "per_channel_quantization": False}
 
 
 def test_simulated_weights_lie_on_the_written_grid(qtool_calibrated_graph, aimet_export):

@@ -35,7 +35,31 @@ def test_narrow_range_is_a_warning(qtool_calibrated_graph):
     retarget(qtool_calibrated_graph, "flat_out", QuantScheme.integer(8, quant_min=-127))
     (d,) = qtool.get_platform("aimet").validate(qtool_calibrated_graph)
     assert (d.severity, d.code, d.op, d.tensor) == (Severity.WARNING, "aimet.narrow-range", "fc", "flat_out")
-    assert "255 of 256" in d.message
+    assert "255 of 256" in d.message and "written on the full grid that holds them" in d.message
+
+
+def test_tensor_read_float_by_some_readers_is_a_warning():
+    """Pre-norm block: x is read by LayerNormalization (float) and by the residual Add (quantized). Its one encoding
+    quantizes it for the LayerNorm too on the target, which qtool's simulation did not say."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from qtool.ir import from_model_proto
+
+    node = helper.make_node
+    model = helper.make_model(helper.make_graph(
+        [node("Shape", ["x"], ["shape"], name="shape"),
+         node("LayerNormalization", ["x", "gain", "shift"], ["norm"], name="ln", axis=-1),
+         node("MatMul", ["norm", "w"], ["proj"], name="mm"), node("Add", ["proj", "x"], ["y"], name="residual")],
+        "prenorm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [3])],
+        [numpy_helper.from_array(np.ones(4, np.float32), name) for name in ("gain", "shift")]
+        + [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")]))
+    graph = quantize_by_hand(from_model_proto(model), QuantScheme.integer(8, signed=False, symmetric=False),
+                             QuantScheme.integer(8, per_channel=True, channel_axis=1))
+    (d,) = qtool.get_platform("aimet").validate(graph)
+    assert (d.severity, d.code, d.op, d.tensor) == (Severity.WARNING, "aimet.float-readers", "ln", "x")
+    assert "float at ln (quantized at residual)" in d.message  # Shape reads the shape alone: not listed
 
 
 def test_two_encodings_for_one_tensor_is_an_error(qtool_calibrated_graph):

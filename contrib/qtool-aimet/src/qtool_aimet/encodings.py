@@ -1,9 +1,12 @@
 """The encodings document, built from qtool's quantized tensors.
 
 AIMET reads an integer encoding as ``x = (q + offset) * scale`` with ``q`` in
-``[0, 2^bw - 1]``. qtool's codes ``c`` run from ``quant_min`` with zero point
-``zp`` (``x = (c - zp) * scale``), so ``q = c - quant_min`` and
-``offset = quant_min - zp``: int8 symmetric gives offset -128.
+``[0, 2^bw - 1]``; a symmetric encoding has offset ``-2^(bw-1)``. qtool's codes
+``c`` (``x = (c - zp) * scale``) are written on the full ``bw``-bit grid that
+holds them, so the values agree: a symmetric scheme with AIMET's symmetric
+offset (its codes minus the zero point lie in ``[-2^(bw-1), 2^(bw-1) - 1]``,
+a narrow ``[-127, 127]`` included), any other with ``offset = lowest - zp``,
+``lowest`` the first code of the storage type (-2^(bw-1) signed, 0 unsigned).
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ VERSIONS = ("0.6.1", "1.0.0")
 
 
 def aimet_offset(entry: qtool.QuantizedTensor) -> np.ndarray:
-    """``quant_min - zero_point`` per channel (int64)."""
-    return (int(entry.scheme.quant_min) - np.asarray(entry.offset, dtype=np.int64)).reshape(-1)
+    """The offset per channel (int64): ``-2^(bw-1)`` for a symmetric scheme, else ``lowest - zero_point``."""
+    scheme, zero = entry.scheme, np.asarray(entry.offset, dtype=np.int64).reshape(-1)
+    half = 2 ** (scheme.num_of_bits - 1)
+    if scheme.is_symmetric:
+        return np.full_like(zero, -half)
+    return (-half if scheme.is_signed else 0) - zero
 
 
 def _channels(entry: qtool.QuantizedTensor) -> tuple[np.ndarray, np.ndarray]:
@@ -57,15 +64,19 @@ def first_per_tensor(graph) -> tuple[list[qtool.QuantizedTensor], list[qtool.Qua
 
 
 def quantizer_args(activations, params) -> dict:
-    """The global settings AIMET records beside the encodings, as qtool's tensors show them."""
+    """The global settings AIMET records beside the encodings, as qtool's tensors show them.
+
+    A width or symmetry with no quantized tensor to show it (``weight = "float"``) is left out, not null.
+    """
     def most_common_bits(entries):
         bits = [e.scheme.num_of_bits for e in entries]
         return max(set(bits), key=bits.count) if bits else None
 
     weights = [e for e in params if e.role == "weight"]
-    return {"activation_bitwidth": most_common_bits(activations), "param_bitwidth": most_common_bits(weights),
+    args = {"activation_bitwidth": most_common_bits(activations), "param_bitwidth": most_common_bits(weights),
             "dtype": "int", "per_channel_quantization": any(e.scheme.is_per_channel for e in weights),
-            "is_symmetric": all(e.scheme.is_symmetric for e in weights)}
+            "is_symmetric": all(e.scheme.is_symmetric for e in weights) if weights else None}
+    return {key: value for key, value in args.items() if value is not None}
 
 
 def encodings_document(graph, version: str = "0.6.1") -> dict:

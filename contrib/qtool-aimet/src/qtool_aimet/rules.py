@@ -6,7 +6,8 @@ from collections import defaultdict
 
 import qtool
 from qtool import Diagnostic, Severity
-from qtool.ops import weight_axis
+from qtool.ops import reads_shape_only, weight_axis
+from qtool.quant import reader_config, written_config
 
 BITS = (4, 8, 16, 32)
 
@@ -31,8 +32,33 @@ def scheme_problem(entry: qtool.QuantizedTensor) -> str | None:
     return None
 
 
+def float_readers(graph) -> list[Diagnostic]:
+    """Warnings for activations that some readers quantize and others read float in qtool's simulation.
+
+    An encoding belongs to the tensor, so on the target every reader sees it quantized; a reader of its shape
+    alone (Shape, Size) is not affected.
+    """
+    found = []
+    names = dict.fromkeys(t.tensor for t in qtool.quantized_tensors(graph, roles=["activation"], settled=False))
+    for var in (graph.variables[name] for name in names):
+        if written_config(var, settled=False) is not None:
+            continue
+        reads = [(op.name, reader_config(op, i, settled=False) is not None) for op in dict.fromkeys(var.consumers)
+                 for i, source in enumerate(op.inputs) if source is var and not reads_shape_only(op, i)]
+        floats = [name for name, quantizes in reads if not quantizes]
+        quantized = [name for name, quantizes in reads if quantizes]
+        if floats and quantized:
+            found.append(Diagnostic(
+                Severity.WARNING, "aimet.float-readers",
+                f"one encoding per tensor: the target quantizes it for every reader, but qtool's simulation reads "
+                f"it float at {', '.join(floats)} (quantized at {', '.join(quantized)}), so their numbers differ",
+                op=floats[0], tensor=var.name))
+    return found
+
+
 def check(graph) -> list[Diagnostic]:
-    """Errors for schemes without an encoding and for tensors with two; warnings for narrow code ranges."""
+    """Errors for schemes without an encoding and for tensors with two; warnings for narrow code ranges and for
+    tensors read float by some readers."""
     found, encodings = [], defaultdict(list)
     for entry in qtool.quantized_tensors(graph, settled=False):
         problem = scheme_problem(entry)
@@ -45,7 +71,9 @@ def check(graph) -> list[Diagnostic]:
             found.append(Diagnostic(
                 Severity.WARNING, "aimet.narrow-range",
                 f"codes {int(entry.scheme.quant_min)}..{int(entry.scheme.quant_max)} use {int(span)} of "
-                f"{2**entry.scheme.num_of_bits} values; an encoding cannot say so, and the target may use the others",
+                f"{2**entry.scheme.num_of_bits} values; the encoding is written on the full grid that holds them "
+                f"(same scale, same values), so the target may produce the {2**entry.scheme.num_of_bits - span} "
+                f"other code(s), which qtool's simulation clamps",
                 op=entry.op.name, tensor=entry.tensor, scheme=entry.scheme.short()))
         if entry.settled:
             encodings[entry.tensor].append(entry)
@@ -56,4 +84,4 @@ def check(graph) -> list[Diagnostic]:
             found.append(Diagnostic(Severity.ERROR, "aimet.conflict",
                                     f"one encoding per tensor, but qtool quantizes it differently at {ops}; "
                                     "the export writes the first", op=entries[1].op.name, tensor=tensor))
-    return found
+    return found + float_readers(graph)
