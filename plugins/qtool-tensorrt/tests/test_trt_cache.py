@@ -42,6 +42,14 @@ def test_version_numbers(given, number):
     assert version_number(given) == number
 
 
+@pytest.mark.parametrize("given", ["10", 8, "999", "0"])
+def test_numbers_below_1000_are_not_encoded_versions(given):
+    """TRT-10-... was written for tensorrt_version=10: no TensorRT encodes its version so (10.0 is 100000)."""
+    with pytest.raises(TensorRTError, match=rf"^tensorrt_version {given!r}: not an encoded TensorRT version .* "
+                                            rf"dotted version such as {int(given)}\.0$"):
+        version_number(given)
+
+
 def test_version_and_calibrator_options_reach_the_header(qtool_calibrated_graph, tmp_path):
     files = _export(qtool_calibrated_graph, tmp_path, tensorrt_version="8.6.1", tensorrt_calibrator="MinMaxCalibration")
     assert files["model.calibration.cache"].read_text().startswith("TRT-8601-MinMaxCalibration\n")

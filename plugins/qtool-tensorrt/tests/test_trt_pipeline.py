@@ -69,6 +69,7 @@ def test_bad_export_options_fail_before_any_work(qtool_small_model, qtool_calibr
     cases = [("tensorrt_versoin=8.6", "export option 'tensorrt_versoin': platform 'tensorrt' does not read it; "
                                       "did you mean 'tensorrt_version'?"),
              ("tensorrt_version=eight", "tensorrt_version 'eight': expected MAJOR.MINOR[.PATCH]"),
+             ("tensorrt_version=10", "tensorrt_version 10: not an encoded TensorRT version"),
              ("tensorrt_calibrator=Best", "tensorrt_calibrator 'Best': expected one of EntropyCalibration2"),
              ("tensorrt_version", "--export-option 'tensorrt_version': expected KEY=VALUE")]
     for pair, message in cases:
@@ -109,3 +110,29 @@ def test_constants_of_elementwise_ops_stay_float(tmp_path):
     assert by_type["Mul"].quant.inputs[1] is None and by_type["Add"].quant.inputs[1] is None
     assert by_type["Mul"].quant.quantized and by_type["Conv"].quant.inputs[1].role == "weight"
     assert not [d for d in result.diagnostics if d.code == "trt.weights-not-exported"]
+
+
+def test_files_list_tensors_in_topological_order(tmp_path):
+    """A pre-norm block: x is read float by LayerNormalization and quantized only by the residual Add, the last
+    op; the cache and the JSON listed x after the MatMul's output, not first as tensorrt.md promises."""
+    import json
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    node = helper.make_node
+    graph = helper.make_graph(
+        [node("LayerNormalization", ["x", "gain", "shift"], ["norm"], axis=-1),
+         node("MatMul", ["norm", "w"], ["proj"]), node("Add", ["proj", "x"], ["y"])],
+        "prenorm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])],
+        [numpy_helper.from_array(np.ones(4, np.float32), "gain"), numpy_helper.from_array(np.zeros(4, np.float32),
+                                                                                          "shift"),
+         numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    calib = [{"x": rng.standard_normal((1, 3, 4)).astype(np.float32)} for _ in range(4)]
+    qtool.quantize(tmp_path / "m.onnx", "tensorrt", calib, calib_layout="feeds", output=tmp_path / "q.onnx")
+    cached = [line.split(": ")[0] for line in (tmp_path / "q.calibration.cache").read_text().splitlines()[1:]]
+    assert cached == ["x", "norm", "proj", "y"]
+    assert list(json.loads((tmp_path / "q.ranges.json").read_text())["act_quant_info"]) == cached

@@ -53,6 +53,15 @@ def test_weights_warn_only_when_not_the_default(qtool_small_model):
     assert [d.code for d in _validate(per_tensor)] == ["trt.weights-not-exported"]
 
 
+def test_per_channel_weights_on_another_axis_warn(qtool_calibrated_graph):
+    """TensorRT quantizes a Conv's weight along its output channels (axis 0); axis 1 is not what the engine runs."""
+    retarget(qtool_calibrated_graph, "conv2.weight", QuantScheme.integer(8, per_channel=True, channel_axis=1))
+    (d,) = _validate(qtool_calibrated_graph)
+    assert (d.severity, d.code, d.op, d.tensor) == (Severity.WARNING, "trt.weights-not-exported", "conv2",
+                                                     "conv2.weight")
+    assert d.scheme == "int8 sym per-channel(axis=1) [-128, 127]" and "1 weight tensor(s)" in d.message
+
+
 def test_default_config_resolves_to_what_validate_accepts(qtool_small_model):
     config = resolve_config(qtool.get_platform("tensorrt").default_config())
     assert config.bias_mode == "float"

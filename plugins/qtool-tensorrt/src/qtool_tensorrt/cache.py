@@ -23,10 +23,14 @@ _HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
 def version_number(version: int | str) -> int:
     """The number a cache header carries: 10.14.1 -> 101401 (TensorRT 10+), 8.6.1 -> 8601 (before 10).
 
-    An integer (or a string of digits) is taken as already encoded.
+    An integer (or a string of digits) is taken as already encoded; one below 1000 (8, 10) cannot be.
     """
     text = str(version).strip()
-    if text.isdigit() and int(text) > 0:
+    if text.isdigit():
+        if int(text) < 1000:
+            raise TensorRTError(f"tensorrt_version {version!r}: not an encoded TensorRT version (8.6.1 is 8601, "
+                                f"10.14.1 is 101401); give the encoded number or a dotted version such as "
+                                f"{int(text)}.0")
         return int(text)
     match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not match:

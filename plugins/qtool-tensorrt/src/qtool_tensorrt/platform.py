@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import qtool
 from qtool import Capabilities, Diagnostic, ExportOptions, Severity
-from qtool.ops import weight_index
+from qtool.ops import weight_axis, weight_index
 
 from .cache import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_VERSION, header, write_cache
 from .ranges import write_ranges
@@ -33,8 +33,8 @@ class TensorRTPlatform(qtool.Platform):
     capabilities = Capabilities(bits=(8,), policies=("SYMMETRICAL", "PER_TENSOR", "PER_CHANNEL", "LINEAR"),
                                 formats=("int8",))
     export_options = {
-        VERSION_OPTION: f"TensorRT version in the calibration cache header: 10.14.1, 8.6.1 or 101401 "
-                        f"(default {DEFAULT_VERSION})",
+        VERSION_OPTION: f"TensorRT version in the calibration cache header: 10.14.1, 8.6.1 or encoded as 101401, "
+                        f"8601 (default {DEFAULT_VERSION})",
         CALIBRATOR_OPTION: f"calibrator named in the cache header: {', '.join(CALIBRATORS)} "
                            f"(default {DEFAULT_CALIBRATOR})",
     }
@@ -110,11 +110,12 @@ def _range_conflicts(graph) -> list[Diagnostic]:
     return found
 
 
-def _is_default_weight(scheme: qtool.QuantScheme) -> bool:
-    flags = qtool.QuantizationPolicy
+def _is_default_weight(entry: qtool.QuantizedTensor) -> bool:
+    """int8 symmetric per-channel along the op's output channels: what TensorRT does with the weight anyway."""
+    scheme, flags = entry.scheme, qtool.QuantizationPolicy
     return (not scheme.is_floating and scheme.num_of_bits == 8 and scheme.is_symmetric
             and bool(scheme.policy & flags.PER_CHANNEL) and not scheme.policy & (flags.POWER_OF_2 | flags.DYNAMIC)
-            and scheme.quant_max == QMAX)
+            and scheme.quant_max == QMAX and scheme.channel_axis == weight_axis(entry.op, entry.tensor))
 
 
 def _float_weights(graph) -> list[tuple[str, str]]:
@@ -135,15 +136,15 @@ def _ignored_weights(graph) -> list[Diagnostic]:
     """One warning per configured weight scheme (float included) that differs from what TensorRT does anyway."""
     first: dict[str, tuple[str, str, int]] = {}
     weights = qtool.quantized_tensors(graph, roles=["weight"], settled=False)
-    places = [(t.scheme.short(), t.op.name, t.tensor) for t in weights if not _is_default_weight(t.scheme)]
+    places = [(t.scheme.short(), t.op.name, t.tensor) for t in weights if not _is_default_weight(t)]
     places += [("float", op, tensor) for op, tensor in _float_weights(graph)]
     for short, op, tensor in places:
         op, tensor, count = first.get(short, (op, tensor, 0))
         first[short] = (op, tensor, count + 1)
     return [
         Diagnostic(Severity.WARNING, "trt.weights-not-exported",
-                   f"weights are not exported: TensorRT quantizes them itself (int8 symmetric per-channel), so the "
-                   f"configured {short} of {count} weight tensor(s) does not reach the engine and the engine's "
-                   f"numbers will differ from qtool's simulation", op=op, tensor=tensor, scheme=short)
+                   f"weights are not exported: TensorRT quantizes them itself (int8 symmetric per output channel), "
+                   f"so the configured {short} of {count} weight tensor(s) does not reach the engine and the "
+                   f"engine's numbers will differ from qtool's simulation", op=op, tensor=tensor, scheme=short)
         for short, (op, tensor, count) in first.items()
     ]

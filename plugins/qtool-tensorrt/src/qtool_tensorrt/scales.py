@@ -18,12 +18,24 @@ def is_trt_activation(scheme: qtool.QuantScheme) -> bool:
             and scheme.quant_max == QMAX and scheme.quant_min in (-QMAX, -QMAX - 1))
 
 
+def _tensor_order(graph) -> dict[str, int]:
+    """Each tensor's place in topological order: graph inputs, then the outputs of the ops in order."""
+    names = [var.name for var in graph.inputs]
+    names += [var.name for op in graph.topological_order() for var in op.outputs if var is not None]
+    return {name: place for place, name in enumerate(dict.fromkeys(names))}
+
+
 def activation_scales(graph) -> dict[str, np.float32]:
-    """The scale of every quantized activation tensor, the producer's where readers disagree."""
+    """The scale of every quantized activation tensor, the producer's where readers disagree.
+
+    In topological order of the tensors (where each is written, not where it is first quantized: a graph input
+    that only a late residual Add quantizes still comes first); a constant read as data comes before them all.
+    """
     scales: dict[str, np.float32] = {}
     for entry in qtool.quantized_tensors(graph, roles=["activation"]):
         scales.setdefault(entry.tensor, np.float32(entry.scale.reshape(-1)[0]))
-    return scales
+    order = _tensor_order(graph)
+    return dict(sorted(scales.items(), key=lambda item: order.get(item[0], -1)))
 
 
 def apply_scales(graph, scales: dict[str, np.float32], source: str) -> dict[str, list[str]]:
