@@ -192,6 +192,21 @@ def test_leaves_non_homogeneous_and_shared_outputs(tmp_path):
     assert all(np.array_equal(graph.variables[n].value, v) for n, v in before.items())
 
 
+def test_leaves_half_precision_layers(tmp_path):
+    """A float16 pair keeps its weights bit for bit: rescaled, they would be rounded again (the written model,
+    whose layers runtimes keep in float16, differed from the user's by 70 dB), and nothing would be gained."""
+    torch.manual_seed(2)
+    mlp = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4))
+    with torch.no_grad():
+        mlp[0].weight[3] *= 40
+    graph = export(mlp.half(), torch.zeros(1, 6, dtype=torch.float16), tmp_path / "half.onnx")
+    before = {name: var.value.copy() for name, var in graph.variables.items() if var.is_parameter}
+    assert any(v.dtype == np.float16 for v in before.values())
+    result = CrossLayerEqualization()(graph)
+    assert not result.modified and result.details["pairs"] == []
+    assert all(np.array_equal(graph.variables[n].value, v) for n, v in before.items())
+
+
 def test_options_checked():
     with pytest.raises(AccuracyError, match="accuracy.equalization.iterations"):
         CrossLayerEqualization(iterations=0)

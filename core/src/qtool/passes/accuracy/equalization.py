@@ -67,7 +67,11 @@ def find_pairs(graph: Graph) -> list[tuple[Operation, Operation]]:
 
 
 def _equalizable(op: Operation) -> bool:
+    """A layer of a channel type with a constant weight (2-D for MatMul) in float32 or float64: a half-precision
+    weight would be rounded again (the function changes) for layers that runtimes keep in float anyway."""
     if op.op_type not in CHANNEL_TYPES or weight_input(op) is None:
+        return False
+    if op.inputs[1].value.dtype not in (np.float32, np.float64):
         return False
     return op.op_type != "MatMul" or op.inputs[1].value.ndim == 2
 
