@@ -50,6 +50,13 @@ def test_the_agreement_check_runs_where_the_simulation_was_used_or_when_asked(ti
                           check_agreement=False).agreement["skipped"].startswith("check_agreement=False")
 
 
+@pytest.mark.parametrize("check", [None, True])
+def test_a_platform_that_runs_no_files_says_so_instead_of_asking_for_the_check(cnn_model, calib_npz, tmp_path, check):
+    """TensorRT's files run nowhere here: the summary pointed at --check-agreement, which then did nothing."""
+    result = qtool.quantize(cnn_model, "tensorrt", calib_npz, output=tmp_path / "t.onnx", check_agreement=check)
+    assert result.agreement == {"skipped": "platform 'tensorrt' runs no files here to compare with"}
+
+
 def test_error_diagnostics_stop_the_run_before_anything_is_written(tiny_platform, cnn_model, calib_npz, tmp_path):
     tiny_platform.refuse = ("Gemm",)
     output = tmp_path / "out.onnx"

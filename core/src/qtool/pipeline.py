@@ -225,7 +225,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         with platform_step(target, f"export to {output}"), one_thread():  # a few small ops per weight (threads)
             result.files = [Path(p) for p in target.export(graph, Path(output), options)]
         if data is not None:
-            skipped = agreement_skipped(check_agreement, simulation_runs() > simulated_before)
+            skipped = agreement_skipped(check_agreement, simulation_runs() > simulated_before, target)
             if skipped is None:
                 samples = data.samples(AGREEMENT_SAMPLES)
                 simulated = simulate(graph, samples, device)
@@ -304,10 +304,12 @@ def simulation_runs() -> int:
     return 0 if executor is None else executor.runs()
 
 
-def agreement_skipped(check: bool | None, simulation_used: bool) -> str | None:
+def agreement_skipped(check: bool | None, simulation_used: bool, target: Platform) -> str | None:
     """Why the agreement check does not run, or None where it runs: ``check`` True always, False never, None
     where a step of the run used qtool's simulation (what it decided rests on the simulation agreeing with the
-    runtime)."""
+    runtime); never where the platform cannot compare its files (it keeps :meth:`Platform.agreement`'s default)."""
+    if type(target).agreement is Platform.agreement:
+        return f"platform {target.name!r} runs no files here to compare with"
     if check or (check is None and simulation_used):
         return None
     if check is False:
