@@ -34,6 +34,11 @@ def test_int8_asymmetric_with_signed_range_is_valid():
     assert scheme.short() == "int8 asym per-tensor [-128, 127]"
 
 
+def test_floating_formats_are_named_as_users_know_them():
+    assert [QuantScheme.floating(e, m).short() for e, m in ((4, 3), (5, 2), (5, 10), (8, 7))] == \
+        ["fp8 e4m3", "fp8 e5m2", "fp16 e5m10", "bf16 e8m7"]
+
+
 def test_every_width_and_signedness_builds():
     for bits in range(1, 17):
         for signed in (True, False):

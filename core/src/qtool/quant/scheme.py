@@ -128,9 +128,10 @@ class QuantScheme:
         return self.quant_min < 0
 
     def short(self) -> str:
-        """Compact description, e.g. 'int8 asym per-tensor [-128, 127]' or 'fp8 e4m3'."""
+        """Compact description, e.g. 'int8 asym per-tensor [-128, 127]', 'fp8 e4m3' or 'bf16 e8m7'."""
         if self.policy & P.FLOATING:
-            return f"fp{self.num_of_bits} e{self.exponent_bits}m{self.mantissa_bits}"
+            name = "bf16" if (self.num_of_bits, self.exponent_bits) == (16, 8) else f"fp{self.num_of_bits}"
+            return f"{name} e{self.exponent_bits}m{self.mantissa_bits}"
         kind = "int" if self.quant_min < 0 else "uint"
         sym = "sym" if self.policy & P.SYMMETRICAL else "asym"
         if self.policy & P.PER_BLOCK:
