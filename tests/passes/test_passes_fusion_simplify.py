@@ -170,3 +170,50 @@ def test_any_activation_fuses_into_an_op_that_writes_float(make_config):
                      [init("w1", RNG.normal(size=(4, 4))), init("w2", RNG.normal(size=(4, 4)))])
     runs = _plan(graph, make_config(fusion={"fused_activations": ["Relu", "Clip"]}))
     assert runs["QuantizeFusion"].details["fused"] == []
+
+
+def _head(tail: str):
+    """Conv -> Sigmoid (quantized on both sides) -> Reshape -> Transpose -> ``tail``: "mul" (a float Mul with a
+    constant, a detector's box arithmetic), "conv" (a quantized Conv reads it), "output" (a graph output)."""
+    shape = init("shape", np.array([1, 4, 6, 6] if tail == "conv" else [1, 4, 36]))
+    nodes = [_conv("c1", "x", "a"), helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
+             (helper.make_node("Reshape", ["s", "shape"], ["r"], name="reshape"), [shape]),
+             helper.make_node("Transpose", ["r"], ["t"], name="transpose", perm=[0, 2, 1])]
+    if tail == "mul":
+        nodes.append((helper.make_node("Mul", ["t", "k"], ["y"], name="mul"), [init("k", np.array([8.0]))]))
+    elif tail == "conv":
+        nodes[-1] = _conv("c2", "r", "y")
+    else:
+        nodes[-1] = helper.make_node("Transpose", ["r"], ["y"], name="transpose", perm=[0, 2, 1])
+    return _graph(*nodes)
+
+
+def test_an_output_only_float_ops_read_stays_float_with_the_data_movement_after_it(make_config):
+    """float_unread: the Sigmoid's output and the Reshape/Transpose that pass it on to a float Mul are not rounded
+    (a YOLO-style head 55.5 -> 74.9 dB on ONNX Runtime); the Sigmoid's input still ends the Conv's integer kernel."""
+    dispatch = {"quantize_op_types": ["Conv", "Sigmoid"]}  # the Mul runs float, as on ONNX Runtime
+    config = make_config(dispatch=dispatch, fusion={"fused_activations": ["Relu"], "float_unread": True})
+    for tail in ("mul", "output"):
+        graph = _head(tail)
+        runs = _plan(graph, config)
+        assert runs["QuantizeFusion"].details["float_outputs"] == ["sig"], tail
+        sig = graph.operations["sig"].quant
+        assert sig.outputs[0].state is S.FP32
+        assert sig.outputs[0].notes["reason"] == "float output: no quantized op reads it"
+        assert sig.inputs[0].state is not S.FP32  # the Conv's output is quantized: QLinearConv
+        for name in ("reshape", "transpose"):
+            quant = graph.operations[name].quant
+            assert quant is None or all(t is None or t.state is S.FP32 for t in (*quant.inputs, *quant.outputs))
+
+    graph = _head("conv")  # a quantized Conv reads it: unchanged
+    assert _plan(graph, config)["QuantizeFusion"].details["float_outputs"] == []
+    assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL
+
+    graph = _head("mul")  # not asked for: unchanged
+    _plan(graph, make_config(dispatch=dispatch, fusion={"fused_activations": ["Relu"]}))
+    assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL
+
+    graph = _head("mul")  # fused into the Conv, the Sigmoid's output is the integer kernel's (QLinearConv's)
+    fused = make_config(dispatch=dispatch, fusion={"fused_activations": ["Relu", "Sigmoid"], "float_unread": True})
+    assert _plan(graph, fused)["QuantizeFusion"].details["float_outputs"] == []
+    assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL

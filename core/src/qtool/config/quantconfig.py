@@ -41,6 +41,7 @@ class QuantConfig:
     fusion_activations: frozenset[str]
     fused_activations: frozenset[str]
     float_outputs: frozenset[str]
+    float_unread: bool
     remove_activations: bool
     alignment: Mapping[str, str]
     calibration: Mapping[str, Any]
@@ -65,7 +66,7 @@ class QuantConfig:
             include=tuple(dispatch["include"]), exclude=tuple(dispatch["exclude"]),
             fuse_activations=fusion["fuse_activations"], fusion_activations=frozenset(fusion["activations"]),
             fused_activations=frozenset(fusion["fused_activations"]),
-            float_outputs=frozenset(fusion["float_outputs"]),
+            float_outputs=frozenset(fusion["float_outputs"]), float_unread=fusion["float_unread"],
             remove_activations=fusion["remove_activations"],
             alignment=MappingProxyType(dict(tree["alignment"])),
             calibration=MappingProxyType(dict(tree["calibration"])),
@@ -238,7 +239,7 @@ class QuantConfig:
         data["fusion"] = {"fuse_activations": self.fuse_activations,
                           "activations": sorted(self.fusion_activations),
                           "fused_activations": sorted(self.fused_activations),
-                          "float_outputs": sorted(self.float_outputs),
+                          "float_outputs": sorted(self.float_outputs), "float_unread": self.float_unread,
                           "remove_activations": self.remove_activations}
         data["alignment"] = dict(self.alignment)
         data["calibration"] = dict(self.calibration)
@@ -268,6 +269,8 @@ class QuantConfig:
         lines.append(f"fused activations: {fused}; removed at export: {str(self.remove_activations).lower()}")
         if self.float_outputs:
             lines.append(f"float outputs when no quantized op reads them: {', '.join(sorted(self.float_outputs))}")
+        if self.float_unread:
+            lines.append("other outputs no quantized op reads: float")
         lines.append("alignment: " + ", ".join(f"{g} = {m}" for g, m in self.alignment.items()))
         lines.append("calibration: " + ", ".join(f"{k} = {v}" for k, v in self.calibration.items()))
         enabled = [name for name, value in self.accuracy.items() if value not in (False, None)]

@@ -16,15 +16,23 @@
   Not when a lone Add reads it and the shapes let a runtime fold MatMul + Add
   into a float Gemm (ONNX Runtime's MatMulAddFusion) before it looks for
   integer kernels (``qtool.ops.folds_into_gemm``).
+* With ``fusion.float_unread``, the output of any other quantized op (an
+  activation, an Add...) that no quantized op reads, directly or through
+  data-movement ops, stays float, and so do those data-movement ops: a
+  detector head's Sigmoid -> Reshape -> Transpose before float box arithmetic
+  was rounded to 8 bits for no integer kernel.
 """
 
 from __future__ import annotations
 
 from ..ir import Graph, Operation
-from ..ops import folds_into_gemm
+from ..ops import folds_into_gemm, is_compute
 from ..quant import QuantizationState
 from .base import Pass, PassResult
 from .dispatch import producer_config
+
+
+UNREAD = "float output: no quantized op reads it"
 
 
 class QuantizeFusion(Pass):
@@ -43,6 +51,8 @@ class QuantizeFusion(Pass):
             elif is_passive(self.config, op):
                 shared += _share_passive(op)
         floated = [op.name for op in graph.topological_order() if _float_output(self.config, op)]
+        if self.config.float_unread:
+            floated += [op.name for op in graph.topological_order() if _float_unread(self.config, op)]
         return PassResult(graph, bool(fused or shared or floated), {"fused": fused, "shared": shared,
                                                                     "float_outputs": floated})
 
@@ -106,8 +116,58 @@ def _float_output(config, op: Operation) -> bool:
         return False
     if read_quantized(op.outputs[0]):
         return False
-    written.keep_float("float output: no quantized op reads it")
+    written.keep_float(UNREAD)
     return True
+
+
+def _float_unread(config, op: Operation) -> bool:
+    """Keep float the output of ``op`` (no compute nor data-movement op) and the data-movement ops after it when
+    no quantized op reads them."""
+    if op.quant is None or not op.quant.quantized or is_compute(op) or is_passive(config, op) or len(op.outputs) != 1:
+        return False
+    if _ends_fused_kernel(config, op):
+        return False
+    written = op.quant.outputs[0]
+    if written is None or written.state is not QuantizationState.INITIAL:
+        return False
+    passed = _passed_on(config, op.outputs[0])
+    if passed is None:
+        return False
+    for tqc in (written, *passed):
+        tqc.keep_float(UNREAD)
+    return True
+
+
+def _ends_fused_kernel(config, op: Operation) -> bool:
+    """``op`` is an activation fused into the compute op before it, whose integer kernel writes ``op``'s
+    quantized output (QLinearConv with its Relu): that output is the kernel's, read or not."""
+    source = op.inputs[0] if op.inputs else None
+    producer = source.producer if source is not None else None
+    reader = op.quant.inputs[0] if op.quant.inputs else None
+    return (producer is not None and is_compute(producer) and not _writes_float(config, producer)
+            and reader is not None and reader.state is QuantizationState.FP32)
+
+
+def _passed_on(config, var) -> list | None:
+    """The configs of the data-movement ops (one data input each) that pass ``var`` on, and of their outputs, when
+    only float readers and graph outputs take it in the end; None when a quantized op reads it."""
+    configs = []
+    for reader in dict.fromkeys(var.consumers):
+        reads = [tqc for v, tqc in zip(reader.inputs, reader.quant.inputs if reader.quant else [], strict=False)
+                 if v is var and tqc is not None and tqc.state is not QuantizationState.FP32]
+        if not reads:
+            continue
+        data = [tqc for tqc in reader.quant.inputs if tqc is not None]
+        if not is_passive(config, reader) or len(data) != 1:
+            return None
+        configs += reads
+        for out, tqc in zip(reader.outputs, reader.quant.outputs, strict=False):
+            if tqc is not None and tqc.state is not QuantizationState.FP32:
+                further = _passed_on(config, out)
+                if further is None:
+                    return None
+                configs += [tqc, *further]
+    return configs
 
 
 def read_quantized(var) -> bool:
