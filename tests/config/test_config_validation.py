@@ -137,6 +137,27 @@ def test_an_axis_outside_the_tensor_is_refused_before_calibration(text, message,
     assert not list(tmp_path.glob("q*"))
 
 
+def test_a_weight_axis_for_the_layers_leaves_an_adds_constant_per_tensor():
+    """[weight] axis = 1 means the layers' weights: a bias an Add reads (rank 1) is per tensor, not refused
+    ("axis 1 is outside tensor 'b' of rank 1 [op 'add']" stopped a transformer on TensorRT)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from qtool.ir import from_model_proto
+
+    inits = [numpy_helper.from_array(np.ones((4, 4), np.float32), "w"), numpy_helper.from_array(np.ones(4, np.float32),
+                                                                                               "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"), helper.make_node("Add", ["m", "b"], ["y"],
+                                                                                        name="add")]
+    graph = from_model_proto(helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)))
+    config = resolve_config({}, {"weight": {"granularity": "per_channel", "axis": 1}})
+    assert config.scheme_for(graph.operations["mm"], "weight", "w", rank=2).channel_axis == 1
+    assert not config.scheme_for(graph.operations["add"], "weight", "b", rank=1).is_per_channel
+    with pytest.raises(ConfigError, match=r"weight\.axis: axis 1 is outside tensor 'w' of rank 1 \[op 'mm'\]"):
+        config.scheme_for(graph.operations["mm"], "weight", "w", rank=1)
+
+
 def test_an_observers_option_is_checked_with_the_configuration(tmp_path):
     """observer = "percentile:150" failed in calibration, after the model was loaded and simplified."""
     (tmp_path / "c.toml").write_text('[activation]\nobserver = "percentile:150"\n')

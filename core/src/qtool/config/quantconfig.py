@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
 
-from ..ops import weight_axis
+from ..ops import is_compute, weight_axis
 from ..quant import QuantScheme
 from .errors import ConfigError
 from .merge import merge_scheme
@@ -88,8 +88,9 @@ class QuantConfig:
         ``channel_axis`` is used by per-channel schemes whose table gives no
         ``axis``; when omitted, weights use the op's natural axis and activations
         axis 1. A weight without any axis (e.g. a constant input of Add) falls
-        back to per-tensor. ``rank``: the tensor's, where known; an axis the table gives outside it is a
-        ConfigError naming the key.
+        back to per-tensor, and so does one of another op than Conv, Gemm, MatMul... (a bias an Add reads) that
+        the table's axis lies outside. ``rank``: the tensor's, where known; an axis the table gives outside it is
+        otherwise a ConfigError naming the key.
         """
         if role not in ROLES:
             raise ValueError(f"scheme_for role must be 'activation' or 'weight', got {role!r} "
@@ -109,6 +110,9 @@ class QuantConfig:
         scheme = self._build(table, origins, role, channel_axis, where)
         axis = scheme.channel_axis
         if rank is not None and axis is not None and not -rank <= axis < rank:
+            if role == "weight" and not is_compute(op):  # a constant an Add or Mul reads: no channels to keep
+                table = {k: v for k, v in table.items() if k not in ("axis", "block_size")}
+                return self._build(table | {"granularity": "per_tensor"}, origins, role, None, where)
             source = origins.get("axis", "built-in defaults")
             raise ConfigError(f"{source}: {role}.axis: axis {axis} is outside tensor {tensor!r} of rank {rank} "
                               f"[op {op.name!r}]")
