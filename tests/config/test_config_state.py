@@ -163,6 +163,15 @@ def test_existing_configs_with_another_scheme_are_a_mismatch(saved, small_model_
         load_state(fresh, path)
 
 
+def test_a_mismatch_the_short_forms_hide_names_the_field(saved, small_model_path):
+    """Only the observer differs: the message printed two identical schemes."""
+    _, path = saved
+    fresh = qtool.load(small_model_path)
+    quantize_by_hand(fresh, resolve_config({}, {"calibration": {"observer": "kl"}}, preset="w8a8-asym"))
+    with pytest.raises(StateError, match=r"\(observer kl here, \w+ saved\)$"):
+        load_state(fresh, path)
+
+
 def test_existing_configs_with_the_same_scheme_are_kept_and_filled(saved, small_model_path, config):
     _, path = saved
     fresh = qtool.load(small_model_path)

@@ -8,6 +8,7 @@ of the same model so that export can run without calibrating again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -224,7 +225,7 @@ def _restore_tqc(tqc: TQC | None, item: dict[str, Any], var, where: str, path: P
         tqc = TQC(scheme, role=item["role"])
     elif tqc.scheme != scheme or tqc.role != item["role"]:
         raise StateError(f"{path}: {where}: the graph's {tqc.role} scheme {tqc.scheme.short()} differs from "
-                         f"the saved {item['role']} scheme {scheme.short()}")
+                         f"the saved {item['role']} scheme {scheme.short()}{_differences(tqc.scheme, scheme)}")
     state = QuantizationState(item["state"])
     if "dominator" in item:  # linked once every config is restored
         tqc.restore_state(state)
@@ -241,6 +242,15 @@ def _restore_tqc(tqc: TQC | None, item: dict[str, Any], var, where: str, path: P
         tqc.set_params(*params)
     tqc.restore_state(state)
     return tqc
+
+
+def _differences(ours: QuantScheme, saved: QuantScheme) -> str:
+    """The fields two schemes differ in where their short forms do not show it (the observer, the rounding)."""
+    if ours.short() != saved.short():
+        return ""
+    fields = [f"{f.name} {getattr(ours, f.name)!s} here, {getattr(saved, f.name)!s} saved"
+              for f in dataclasses.fields(QuantScheme) if getattr(ours, f.name) != getattr(saved, f.name)]
+    return f" ({'; '.join(fields)})" if fields else ""
 
 
 def _scheme(item: dict[str, Any], where: str, path: Path) -> QuantScheme:
