@@ -364,8 +364,9 @@ def test_a_model_at_opset_28_is_written_at_27(tmp_path):
 
 def test_lowering_the_opset_fails_with_a_clear_error(tmp_path):
     graph = calibrated(torch_proto(_Reshaped(), torch.randn(1, 3, 4), opset=17), UINT8, INT8_PER_CHANNEL)
-    with pytest.raises(OnnxRuntimeExportError, match="from opset 17 to opset 13.*Reshape"):
-        export(graph, tmp_path, opset=13)
+    with pytest.raises(OnnxRuntimeExportError, match="from opset 17 to opset 13 with onnx.version_converter: it has "
+                                                     "no way to write Reshape-14 at opset 13; set the export opset"):
+        export(graph, tmp_path, opset=13)  # not its C++ assertion text ('BaseConverter.h:66: adapter_lookup: ...')
 
 
 def test_opset_28_is_refused_before_writing(tmp_path):

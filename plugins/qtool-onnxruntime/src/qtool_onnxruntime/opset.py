@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnx
 from onnx import helper, version_converter
 from qtool.quant import quantized_tensors
@@ -38,15 +40,24 @@ def convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         try:
             converted = version_converter.convert_version(model, opset)
         except (RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise OnnxRuntimeExportError(
                 f"cannot convert the model from opset {current} to opset {opset} with onnx.version_converter: "
-                f"{first}; set the export opset to {current} or convert the model first") from exc
+                f"{_converter_reason(exc, opset)}; set the export opset to {current} or convert the model first"
+            ) from exc
         model = _restore_names(model, converted)
         if current < 11 <= opset:
             _keep_resize_coordinates(model)
     model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True))
     return model
+
+
+def _converter_reason(exc: Exception, opset: int) -> str:
+    """onnx.version_converter's refusal in a user's words: its C++ assertion text names the op and its version."""
+    text = " ".join(str(exc).split())
+    missing = re.search(r"No Adapter (?:From|To) Version \$?(\d+) for (\w+)", text)
+    if missing:
+        return f"it has no way to write {missing.group(2)}-{missing.group(1)} at opset {opset}"
+    return text.rsplit(": ", 1)[-1] if text else type(exc).__name__
 
 
 def _keep_resize_coordinates(model: onnx.ModelProto) -> None:
