@@ -22,10 +22,11 @@ import numpy as np
 from ..coverage import INTEGER_COMPUTE_OPS, MODEL_QUANTIZED
 from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
-from ..ops import bias_index, is_steering_input, out_channels, quantized_in_model, weight_index
+from ..ops import bias_index, is_steering_input, out_channels, quantized_in_model, weight_axis, weight_index
 from ..platform import KeepFloat, Platform, Proposal
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 from .base import Pass, PassError, PassResult
+from .passive_parameter_quantize import bias_scheme_problem
 from .tensor_kinds import TensorKinds, classify
 
 SHAPE_REASON = "shape/index computation"
@@ -216,7 +217,12 @@ class _Decisions:
             return None
         scheme = QuantScheme.integer(32, symmetric=True, per_channel=weight.scheme.is_per_channel,
                                      channel_axis=0 if weight.scheme.is_per_channel else None)
-        return TensorQuantizationConfig(scheme, QuantizationState.PASSIVE_INIT, role="bias")
+        tqc = TensorQuantizationConfig(scheme, QuantizationState.PASSIVE_INIT, role="bias")
+        problem = bias_scheme_problem(activation.scheme, weight.scheme,
+                                      weight_axis(op, op.inputs[weight_index(op)].name))
+        if problem:
+            tqc.keep_float(problem)
+        return tqc
 
     def _build_passive(self, op: Operation) -> OpQuantConfig:
         data = [i for i in range(len(op.inputs)) if self._is_data(op, i)]

@@ -65,14 +65,21 @@ def _bias_problem(activation, weight, output_axis: int | None) -> str | None:
     for role, tqc in (("input", activation), ("weight", weight)):
         if tqc is None or not tqc.is_settled:
             return f"bias kept float: the {role} is not quantized"
-        if tqc.scheme.is_floating:
-            return f"bias kept float: the {role} is {tqc.scheme.short()}, not an integer format"
-    if activation.scheme.is_per_channel:
+    return bias_scheme_problem(activation.scheme, weight.scheme, output_axis)
+
+
+def bias_scheme_problem(activation, weight, output_axis: int | None) -> str | None:
+    """Why no int32 bias at s_in * s_w can follow an input and a weight of these schemes, or None (Dispatch asks
+    too, so that explain shows the float bias the run writes)."""
+    for role, scheme in (("input", activation), ("weight", weight)):
+        if scheme.is_floating:
+            return f"bias kept float: the {role} is {scheme.short()}, not an integer format"
+    if activation.is_per_channel:
         return "bias kept float: the input is quantized per channel"
-    if weight.scheme.policy & P.PER_BLOCK:
+    if weight.policy & P.PER_BLOCK:
         return "bias kept float: the weight is quantized per block"
-    if weight.scheme.is_per_channel and output_axis is not None and weight.scheme.channel_axis != output_axis:
-        return (f"bias kept float: the weight is per channel on axis {weight.scheme.channel_axis}, not on its "
+    if weight.is_per_channel and output_axis is not None and weight.channel_axis != output_axis:
+        return (f"bias kept float: the weight is per channel on axis {weight.channel_axis}, not on its "
                 f"output axis {output_axis}, so s_in * s_w does not give one scale per output channel")
     return None
 
