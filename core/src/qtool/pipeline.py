@@ -51,6 +51,7 @@ from .platform import (
     platform_step,
 )
 from .platform_runtime import PlatformRuntime
+from .requantization import wider_readers
 
 AGREEMENT_SAMPLES = 4
 AGREEMENT_ASK = "check_agreement=True (CLI --check-agreement) runs it"
@@ -211,7 +212,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
         keep=kept, advice=advice), finished)
     diagnostics += bodies.explain(graph)
-    diagnostics += low_coverage(coverage(graph)) + prequantized(graph)
+    diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + wider_readers(graph)
     if measure:  # a control-flow body without compute is no model of its own
         diagnostics += nothing_quantized(graph)
     with platform_step(target, "validate"):
