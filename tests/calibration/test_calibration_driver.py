@@ -163,3 +163,37 @@ def test_a_tensor_holding_a_mask_stays_float_and_leaves_the_scores_their_scale(m
     assert mask_config.notes["reason"].startswith("kept float by calibration: it holds")
     assert float(scores.scale) < 0.05  # the scores' own range (about +-3), not the mask's
     assert result.summary["float_vs_quantized"]["outputs"]["probs"]["sqnr_db"] > 30
+
+
+def test_a_tensor_whose_first_reader_shares_a_later_readers_parameters_is_calibrated(tmp_path):
+    """A DeBERTa-v2 (dynamo) layout: q, written float, is read by two MatMuls, and the first in topological order
+    shares the parameters of the second's config. Calibration looked at one place per tensor and parameters,
+    found the sharing config there, and left the owner without an observer ("tensor 'q' at op 'bmm' was not
+    calibrated")."""
+    from onnx import numpy_helper
+    from qtool.ir import from_model_proto
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Add", ["x", "b"], ["lin"], name="q_add"),  # float: q has no quantized producer
+             helper.make_node("Reshape", ["lin", "s3"], ["q"], name="view"),
+             helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1], name="trq"),
+             helper.make_node("Div", ["qt", "sqrt"], ["qts"], name="div"),
+             helper.make_node("MatMul", ["q", "qts"], ["s1"], name="bmm"),
+             helper.make_node("Tile", ["C", "reps"], ["tiled"], name="tile"),
+             helper.make_node("Transpose", ["tiled"], ["pk"], perm=[0, 2, 1], name="tr"),
+             helper.make_node("MatMul", ["q", "pk"], ["s2"], name="bmm_1"),
+             helper.make_node("ReduceSum", ["s1", "ax"], ["r1"], name="rs1"),
+             helper.make_node("ReduceSum", ["s2", "ax"], ["r2"], name="rs2"),
+             helper.make_node("Add", ["r1", "r2"], ["y"], name="add")]
+    inits = [numpy_helper.from_array(a, n) for n, a in (
+        ("b", rng.standard_normal(16).astype(np.float32)), ("sqrt", np.array(2.0, np.float32)),
+        ("C", rng.standard_normal((2, 24, 8)).astype(np.float32)), ("reps", np.array([1, 1, 1], np.int64)),
+        ("ax", np.array([-1], np.int64)), ("s3", np.array([2, -1, 8], np.int64)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "l", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "l", 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    order = [op.name for op in from_model_proto(model).topological_order()]
+    assert order.index("bmm_1") < order.index("bmm")  # the layout that hid the owner
+    feeds = [{"x": rng.standard_normal((1, 12, 16)).astype(np.float32)} for _ in range(8)]
+    result = qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    assert result.summary["coverage"]["compute_ops_quantized"] == 2

@@ -19,9 +19,8 @@ import numpy as np
 
 from ..ir import Graph
 from ..progress import progress_bar
-from ..quant import TensorQuantizationConfig
+from ..quant import TensorQuantizationConfig, configured
 from ..quant.policy import QuantizationPolicy as P
-from ..quant.tensors import quantized_tensors
 from . import ort_engine
 from .ahead import OneAhead
 from .data import CalibrationData, load_calibration_data
@@ -48,19 +47,21 @@ def _is_root(tqc: TensorQuantizationConfig) -> bool:
 
 
 def _targets(graph: Graph, options: Mapping[str, Any]) -> list[_Target]:
+    """One observer per tensor and scheme of the configs that own their parameters; every place is looked at (a
+    tensor's first reader in topological order may share the parameters of a later one's)."""
     targets: dict[tuple, _Target] = {}
-    for place in quantized_tensors(graph, roles=["activation"], settled=False):
-        tqc = place.config
-        if not _is_root(tqc):
-            continue
-        key = (place.tensor, tqc.scheme)
-        if key not in targets:
-            try:
-                observer = make_observer(tqc.scheme.observer, tqc.scheme, defaults=options)
-            except CalibrationError as exc:
-                raise CalibrationError(f"tensor {place.tensor!r} at op {place.op.name!r}: {exc}") from exc
-            targets[key] = _Target(place.tensor, place.op.name, place.side, place.index, observer)
-        targets[key].configs.append(tqc)
+    for op in graph.topological_order():
+        for side, index, var, tqc in configured(op):
+            if not _is_root(tqc):
+                continue
+            key = (var.name, tqc.scheme)
+            if key not in targets:
+                try:
+                    observer = make_observer(tqc.scheme.observer, tqc.scheme, defaults=options)
+                except CalibrationError as exc:
+                    raise CalibrationError(f"tensor {var.name!r} at op {op.name!r}: {exc}") from exc
+                targets[key] = _Target(var.name, op.name, side, index, observer)
+            targets[key].configs.append(tqc)
     return list(targets.values())
 
 
