@@ -7,8 +7,9 @@ plugin's tests show it). A bias quantized any other way is therefore written
 as float values on its grid, which every kernel reads right.
 
 ORT's WeightBiasQuantization pass rewrites a Conv/ConvTranspose/Gemm that
-reads a per-tensor DequantizeLinear and leads (through Relu/Clip at most) to a
-QuantizeLinear: a float bias becomes int32 codes at s_in * s_w, saturating
+reads a per-tensor DequantizeLinear (after its QDQPropagation moved one past a
+MaxPool, Reshape, Transpose, Squeeze or Unsqueeze) and leads (through Relu/Clip
+at most) to a QuantizeLinear: a float bias becomes int32 codes at s_in * s_w, saturating
 where the product is tiny (float8 e5m2 scales) - such a bias is written as
 int32 codes at a scale wide enough to hold it instead -, and a float weight
 becomes int8 per tensor, which qtool cannot prevent and reports.
@@ -25,6 +26,8 @@ from .storage import storage_type
 
 INT32_MAX = 2**31 - 1
 _RTOL = 1e-6
+PROPAGATES_DEQUANTIZE = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze")  # ORT's QDQPropagation
+MAX_PROPAGATION = 16
 
 
 def misread_reason(op, tqc) -> str | None:
@@ -69,7 +72,32 @@ def weight_requantized(graph, op, activation, settled: bool) -> bool:
     """True when ORT quantizes ``op``'s float weight to int8 itself (WeightBiasQuantization)."""
     if bias_input(op) is None or len(op.inputs) < 2 or not op.inputs[1].is_parameter:
         return False
-    x = input_config(op, 0, settled)
+    x = _arriving_config(op, settled)
     if x is None or x.scheme.is_per_channel or input_config(op, 1, settled) is not None:
         return False
-    return activation is not None or output_config(graph, op, 0, settled) is not None
+    return activation is not None or _leaving_config(graph, op, settled) is not None
+
+
+def _arriving_config(op, settled: bool):
+    """The DequantizeLinear ``op``'s input 0 reads once ORT's QDQ propagation has run: its own or its producer's,
+    or one further up that ORT moves past data-movement ops (a float Conv after a MaxPool of a quantized tensor)."""
+    node = op
+    for _ in range(MAX_PROPAGATION):
+        found = input_config(node, 0, settled)
+        source = node.inputs[0] if node.inputs else None
+        if found is not None or source is None or source.producer is None \
+                or source.producer.op_type not in PROPAGATES_DEQUANTIZE:
+            return found
+        node = source.producer
+    return None
+
+
+def _leaving_config(graph, op, settled: bool):
+    """The QuantizeLinear right after ``op``'s output, or after the one Relu or Clip that alone reads it (ORT drops
+    such an activation before a QuantizeLinear)."""
+    found = output_config(graph, op, 0, settled)
+    var = op.outputs[0]
+    if found is None and var not in graph.outputs and len(var.consumers) == 1 \
+            and var.consumers[0].op_type in ("Relu", "Clip"):
+        return output_config(graph, var.consumers[0], 0, settled)
+    return found

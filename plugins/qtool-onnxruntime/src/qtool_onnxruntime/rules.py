@@ -46,6 +46,12 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
             found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset, nbits)
             if nbits:
                 rewritten.append(op)
+        elif is_compute(op) and op.name not in contrib and weight_requantized(graph, op, None, SETTLED):
+            found.append(diagnostic("ort.weight-requantized", "ORT quantizes the weight of this op qtool keeps "
+                                    "float to int8 per tensor itself (its WeightBiasQuantization pass: the op reads "
+                                    "a DequantizeLinear, past data-movement ops its QDQPropagation crosses, and "
+                                    "leads to a QuantizeLinear): results differ from qtool's simulation",
+                                    op=op.name, tensor=op.inputs[1].name))
         elif op.op_type == "MaxPool":
             found += _maxpool_rules(graph, op)
     if options.remove_activations:
