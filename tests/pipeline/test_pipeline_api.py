@@ -146,3 +146,16 @@ def test_plan_needs_no_data(tiny_platform, cnn_model):
 
     assert [r.name for r in planned.pass_runs] == ["GraphSimplify", "Dispatch", "QuantizeFusion", "QuantizeSimplify"]
     assert all(op.quant is not None for op in planned.graph.operations.values())
+
+
+def test_an_export_far_from_the_simulation_is_a_warning():
+    """The agreement check found 10 steps between ORT and the simulation (a fallback's float Conv that ORT ran on
+    int8 weights) and said nothing; within 2 steps (rounding) is agreement."""
+    from qtool.pipeline import disagreement
+
+    report = {"runtime": "onnxruntime", "max_steps": 10.0,
+              "outputs": {"a": {"max_steps": 1.0, "cosine": 1.0}, "b": {"max_steps": 10.0, "cosine": 0.998}}}
+    (found,) = disagreement(report)
+    assert (found.code, found.tensor) == ("agreement.differs", "b") and "10 quantization steps" in found.message
+    assert disagreement({**report, "max_steps": 2.0}) == [] and disagreement({"max_steps": None}) == []
+    assert disagreement(None) == []

@@ -54,6 +54,7 @@ from .platform_runtime import PlatformRuntime
 from .requantization import wider_readers
 
 AGREEMENT_SAMPLES = 4
+AGREEMENT_STEPS = 2  # quantization steps between the written model's outputs and the simulation's still in agreement
 AGREEMENT_ASK = "check_agreement=True (CLI --check-agreement) runs it"
 
 
@@ -232,6 +233,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
                 simulated = simulate(graph, samples, device)
                 result.agreement = agreement(target, graph, result.files, samples, simulated)
                 _check_agreement(result, options.allow_unsupported)
+                result.diagnostics += disagreement(result.agreement)
             else:
                 result.agreement = {"skipped": skipped}
     if save_state is not None:  # after the files: an interrupted export leaves the old state beside the old model
@@ -455,6 +457,20 @@ def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: b
         listed = "; ".join(str(d) for d in errors[:5]) + more
         raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s)): "
                                     f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
+
+
+def disagreement(report: dict | None) -> list[Diagnostic]:
+    """A WARNING where the written model's outputs lie more than ``AGREEMENT_STEPS`` quantization steps from qtool's
+    simulation: what the simulation measured (the sensitivity fallback's SNR, --optimize's) may not hold there."""
+    steps = (report or {}).get("max_steps")
+    if steps is None or steps <= AGREEMENT_STEPS:
+        return []
+    worst = max((name for name, o in report["outputs"].items() if o.get("max_steps") is not None),
+                key=lambda name: report["outputs"][name]["max_steps"])
+    return [Diagnostic(Severity.WARNING, "agreement.differs",
+                       f"the written model's output lies up to {steps:g} quantization steps from qtool's simulation "
+                       f"on {report['runtime']}: what the simulation measured (the sensitivity fallback's SNR, "
+                       "--optimize's) may not hold there; the platform's other warnings may say why", tensor=worst)]
 
 
 def _check_agreement(result: QuantizeResult, allowed: bool) -> None:
