@@ -11,11 +11,19 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_names
 
 _EXPORTS = {
-    ".analysis": ["OpError", "graphwise_error", "layerwise_sensitivity", "output_error", "quantized_ops"],
+    ".analysis": ["NoFloatOutputError", "OpError", "graphwise_error", "layerwise_sensitivity", "output_error",
+                  "quantized_ops"],
     ".metrics": ["ErrorAccumulator"],
 }
 __all__, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .analysis import OpError, graphwise_error, layerwise_sensitivity, output_error, quantized_ops
+    from .analysis import (
+        NoFloatOutputError,
+        OpError,
+        graphwise_error,
+        layerwise_sensitivity,
+        output_error,
+        quantized_ops,
+    )
     from .metrics import ErrorAccumulator

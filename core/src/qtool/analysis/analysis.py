@@ -14,9 +14,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..errors import QtoolError
 from ..executor import TorchExecutor
 from ..ir import Graph, Operation
 from .metrics import ErrorAccumulator
+
+
+class NoFloatOutputError(QtoolError):
+    """The graph has no floating-point output: the error at its outputs cannot be measured (labels, indices)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ KEPT_BYTES = 256 << 20  # the most bytes of one batch's outputs kept for all ops
 def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
                           ops: Iterable[Operation] | None = None) -> list[OpError]:
     """Per quantized op (or per op of ``ops``): graph-output error when only that op is quantized,
-    most sensitive first.
+    most sensitive first. :class:`NoFloatOutputError` where every graph output is integer or boolean.
 
     Each op's run starts from the float run's tensors at its first simulated step
     (:meth:`TorchExecutor.forward_variants`): the steps before it compute the float values either way. Its
@@ -138,4 +143,10 @@ def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndar
 
 
 def _flat(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.detach().double().flatten() for t in outputs.values() if t.is_floating_point()])
+    """The floating-point outputs as one float64 vector."""
+    floats = [t.detach().double().flatten() for t in outputs.values() if t.is_floating_point()]
+    if not floats:
+        names = ", ".join(repr(name) for name in outputs)
+        raise NoFloatOutputError(f"layer-wise sensitivity not measured: it is the error at the graph's floating-point "
+                                 f"outputs, and every output of this graph ({names}) is integer or boolean")
+    return torch.cat(floats)

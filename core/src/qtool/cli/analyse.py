@@ -51,17 +51,40 @@ def run(args) -> int:
                      announce=console(stderr=True).print, **calibration_options(args))
     if args.html:
         report.to_html(args.html)
+    _print_warnings(report.document["diagnostics"]["items"])
     graphwise, layerwise = _worst_first(report.graphwise), _worst_first(report.layerwise)
     if args.json:
-        print(json.dumps({"schema_version": ANALYSE_SCHEMA_VERSION, "graphwise": graphwise, "layerwise": layerwise},
-                         indent=2))
+        print(json.dumps({"schema_version": ANALYSE_SCHEMA_VERSION, "graphwise": graphwise, "layerwise": layerwise,
+                          "layerwise_unmeasured": report.layerwise_unmeasured}, indent=2))
         return 0
     out = console()
     if args.html:
         out.print(f"wrote {escape(args.html)}")
+    if not graphwise:
+        out.print(f"nothing to rank: {escape(_why_none_quantized(report.document['coverage']))}")
+        return 0
     out.print(_table("Graph-wise error (quantized run vs float, accumulated up to each op)", graphwise, args.top))
-    out.print(_table("Layer-wise sensitivity (only this op quantized, error at the outputs)", layerwise, args.top))
+    if report.layerwise_unmeasured:
+        out.print(escape(report.layerwise_unmeasured))
+    else:
+        out.print(_table("Layer-wise sensitivity (only this op quantized, error at the outputs)", layerwise, args.top))
     return 0
+
+
+def _print_warnings(diagnostics: list[dict]) -> None:
+    """The run's warnings on stderr, as quantize prints them (skipped samples, nothing quantized...)."""
+    from ..platform import Diagnostic, Severity
+
+    err = console(stderr=True)
+    for item in diagnostics:
+        if item["severity"] == Severity.WARNING.value:
+            err.print(escape(str(Diagnostic(Severity.WARNING, **{k: v for k, v in item.items() if k != "severity"}))))
+
+
+def _why_none_quantized(coverage: dict) -> str:
+    """Why no op is quantized: the reasons its ops stay float, with their counts."""
+    reasons = "; ".join(f"{count} x {reason}" for reason, count in coverage["float_reasons"].items())
+    return f"no op of the model is quantized ({coverage['total']} ops kept float: {reasons or 'no op'})"
 
 
 def _worst_first(rows: list[dict]) -> list[dict]:

@@ -49,6 +49,7 @@ def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "c
     if announce is not None:
         kept = data.max_samples is not None and data.max_samples < samples
         why = f"--calib-samples {data.max_samples} keeps no more" if kept else "the calibration data holds no more"
+        why += f", {data.skipped} sample(s) holding NaN skipped" if data.skipped else ""
         fewer = "" if len(batches) >= samples else f" (of {samples} asked: {why})"
         announce(f"measuring the error of each op on {len(batches)} samples{fewer}")
     return AnalysisReport(collect(result, batches, model=result.model, device=device))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis import graphwise_error, layerwise_sensitivity, output_error, quantized_ops
+from ..analysis import NoFloatOutputError, graphwise_error, layerwise_sensitivity, output_error, quantized_ops
 from ..executor import TorchExecutor
 from ..explanation import explain_document
 from ..passes.accuracy import AFTER_CALIBRATION, BEFORE_DISPATCH
@@ -31,6 +31,7 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
     executor = TorchExecutor(graph, device=device)
     order = {op.name: i for i, op in enumerate(quantized_ops(graph))}
     explained = explain_document(graph, result.summary["platform"], result.config)
+    layerwise, unmeasured = _layerwise(executor, batches, order)
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
@@ -43,7 +44,8 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
         "diagnostics": {"counts": {s.value: sum(d.severity is s for d in result.diagnostics) for s in Severity},
                         "items": [d.as_dict() for d in result.diagnostics]},
         "graphwise": _in_order(graphwise_error(executor, batches), order),
-        "layerwise": _in_order(layerwise_sensitivity(executor, batches), order),
+        "layerwise": layerwise,
+        "layerwise_unmeasured": unmeasured,
         "activations": activation_histograms(graph, batches, device),
         "weights": weight_ranges(graph),
         "dispatch": explained["ops"],
@@ -51,6 +53,14 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
                     "accuracy": r.name in ACCURACY_PASSES, "details": sanitize(r.details)}
                    for r in result.pass_runs],
     }
+
+
+def _layerwise(executor: TorchExecutor, batches, order: Mapping[str, int]) -> tuple[list[dict], str | None]:
+    """The layer-wise rows, or none and why they cannot be measured (a graph without floating-point output)."""
+    try:
+        return _in_order(layerwise_sensitivity(executor, batches), order), None
+    except NoFloatOutputError as unmeasured:
+        return [], str(unmeasured)
 
 
 def _in_order(rows, order: Mapping[str, int]) -> list[dict]:

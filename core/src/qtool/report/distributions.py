@@ -55,16 +55,18 @@ def _activation_entry(place: QuantizedTensor, observer: AutoObserver) -> dict:
 
 
 def _display_bins(hist) -> dict:
-    """The observer's fine histogram summed into at most DISPLAY_BINS equal bins over its data range."""
+    """The observer's fine histogram summed into at most DISPLAY_BINS equal bins over its data range (the bins
+    holding ``lo`` and ``hi`` included: a bin holds its lower edge, not its upper one). ``lo`` and ``width`` are
+    exact (multiples of a power of two): edges rebuilt from them put each value in the bin that counted it."""
     first = int(np.floor(hist.lo / hist.width)) - hist.start
-    last = int(np.ceil(hist.hi / hist.width)) - hist.start
+    last = int(np.floor(hist.hi / hist.width)) + 1 - hist.start
     first, last = max(first, 0), min(max(last, first + 1), hist.counts.size)
     counts = hist.counts[first:last]
     group = -(-counts.size // DISPLAY_BINS)
     padded = np.pad(counts, (0, -counts.size % group))
     summed = padded.reshape(-1, group).sum(axis=1)
     lo = (hist.start + first) * hist.width
-    return {"lo": _num(lo), "width": _num(group * hist.width), "counts": [int(c) for c in summed]}
+    return {"lo": float(lo), "width": float(group * hist.width), "counts": [int(c) for c in summed]}
 
 
 def weight_ranges(graph: Graph) -> list[dict]:

@@ -113,8 +113,14 @@ def _error_section(d: dict) -> str:
             '<option value="rank">worst first</option></select></label>'
             f'<h3>Graph-wise error ({len(d["graphwise"])} ops)</h3><div class="scroll"><div id="graphwise-chart" '
             'class="chart"></div></div>'
-            f'<h3>Layer-wise sensitivity ({len(d["layerwise"])} ops)</h3><div class="scroll"><div '
+            f'<h3>Layer-wise sensitivity ({len(d["layerwise"])} ops)</h3>{_unmeasured(d)}<div class="scroll"><div '
             'id="layerwise-chart" class="chart"></div></div></section>')
+
+
+def _unmeasured(d: dict) -> str:
+    """Why the layer-wise sensitivity was not measured (a graph without floating-point output), if it was not."""
+    why = d.get("layerwise_unmeasured")
+    return f'<p id="layerwise-unmeasured">{_e(why)}</p>' if why else ""
 
 
 def _distribution_section() -> str:

@@ -45,7 +45,8 @@ class AnalysisReport(_Document):
     """Where a quantized model's error comes from (schema: qtool.report.collect, version 1).
 
     Attributes mirror the document: ``outputs`` (float vs quantized per output), ``graphwise``
-    and ``layerwise`` (per quantized op, topological order), ``activations``, ``weights``, ``dispatch``.
+    and ``layerwise`` (per quantized op, topological order; ``layerwise_unmeasured`` says why the latter is empty
+    where the graph has no floating-point output), ``activations``, ``weights``, ``dispatch``.
     """
 
     @property
@@ -59,6 +60,11 @@ class AnalysisReport(_Document):
     @property
     def layerwise(self) -> list[dict]:
         return self.document["layerwise"]
+
+    @property
+    def layerwise_unmeasured(self) -> str | None:
+        """Why ``layerwise`` is empty where it could not be measured (no floating-point graph output), else None."""
+        return self.document["layerwise_unmeasured"]
 
     @property
     def activations(self) -> list[dict]:
