@@ -6,10 +6,11 @@ output SNR may stay below the SNR with every candidate changed (returned to
 float, or widened to ``precision``; measured first), which ``enough_snr_db`` caps (a model whose output SNR
 already reaches it changes nothing); or a user ``metric`` (``metric(executor) ->
 float``, higher is better) that may drop at most ``max_drop`` below its float
-value. Ops are ranked once by layer-wise sensitivity (the output error with
-only that op quantized); the fewest of the most sensitive ones whose change
-meets the budget are changed, found by bisection over the ranking (one
-simulated run per count tried, each trial undone). Only ops that own
+value (a drop past it by a few ulps of rounding meets it). Ops are ranked once by layer-wise sensitivity (the
+output error with only that op quantized); the most sensitive ones are changed, as many as bisection over the
+ranking finds (one simulated run per count tried, each trial undone): a count that meets the budget where one
+fewer does not, the fewest where each op changed improves the score. An SNR or cosine budget on a graph without
+floating-point output changes nothing and says it cannot be measured. Only ops that own
 quantization parameters are candidates (a passive Reshape shares its input's).
 With ``precision = {"activation_bits": 16}`` (and/or ``weight_bits``) an op is
 widened instead of returned to float, and only ops with a narrower config of
@@ -55,6 +56,8 @@ if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or 
 WHERE = "accuracy.fallback"
 DEFAULT_MIN_SNR_DB = 30.0
 GAP_REFERENCE_CAP_DB = 80.0  # float32 rounding noise is ~140 dB down; 80 dB is float for any accuracy purpose
+DROP_ULPS = 4  # a metric drop within this many ulps of the metric over max_drop meets it: 0.99 - 0.985 is
+# 0.0050000000000000044 in binary floating point, a drop of 0.005 all the same
 
 
 @dataclass(frozen=True)
@@ -183,11 +186,14 @@ class SensitivityFallback(Pass):
         from ...executor import TorchExecutor
 
         executor = TorchExecutor(graph, self.device)
-        measure = self._measure(executor, batches)
+        measured = self._measure(executor, batches)
+        if measured is None:
+            return self._unmeasurable(graph, details)
+        measure, slack = measured
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)
         kind, bound = self._limit(details.get("widened_snr_db"))
-        holds = (lambda value: value <= bound) if kind == "metric" else (lambda value: value >= bound)
+        holds = (lambda value: value <= bound + slack) if kind == "metric" else (lambda value: value >= bound)
         before = score = measure()
         changed: list[dict] = []
         tried: dict[int, float] = {0: before}
@@ -216,6 +222,15 @@ class SensitivityFallback(Pass):
         details.update(budget=text, before=before, after=score, met=met, candidates=len(candidates),
                        tried={k: tried[k] for k in sorted(tried)}, changed=changed)
         return PassResult(graph, bool(changed), details, FallbackReport.from_details(details))
+
+    def _unmeasurable(self, graph: Graph, details: dict) -> PassResult:
+        """An SNR or cosine budget on a graph whose outputs are all integer or boolean: nothing changed, not met."""
+        kind, value = self.budget
+        text = f"an SNR gap <= {value:g} dB" if kind == "gap_db" else _budget_text(kind, value)
+        why = f"{text} cannot be measured: every graph output is integer or boolean"
+        warnings.warn(PassWarning(f"sensitivity fallback: {why}; nothing changed", code="fallback-budget"),
+                      stacklevel=3)
+        return _unchanged(graph, details, f"none ({why})", met=False)
 
     def _enough_on_runtime(self, graph: Graph, details: dict) -> bool:
         """Whether the output SNR measured on the platform's runtime reaches ``enough_snr_db`` (False where there is
@@ -326,32 +341,55 @@ class SensitivityFallback(Pass):
         widened = raise_precision(graph, op, self.bits, f"widened to {wanted} by sensitivity fallback ({why})")
         return {**entry, "to": widened}
 
-    def _measure(self, executor: TorchExecutor, batches) -> Callable[[], float]:
-        """A function scoring the simulated graph: output SNR, cosine, or the metric's drop from float."""
+    def _measure(self, executor: TorchExecutor, batches) -> tuple[Callable[[], float], float] | None:
+        """A function scoring the simulated graph (output SNR, cosine, or the metric's drop from float) and the
+        rounding a score may carry past the budget (a metric drop's ``DROP_ULPS``); None for an SNR or cosine
+        budget on a graph without floating-point output."""
         kind = self.budget[0]
         if kind == "metric":
             with executor.mode(quantize=False):
-                baseline = float(self.metric(executor))
-            return lambda: baseline - float(self.metric(executor))
-
+                baseline = self._metric_value(executor)
+            slack = DROP_ULPS * math.ulp(max(abs(baseline), self.max_drop))
+            return (lambda: baseline - self._metric_value(executor)), slack
         references = _float_outputs(executor, batches)
+        if not any(references):
+            return None
 
         def score() -> float:
             stats = _output_error(executor, batches, references)
             return stats.cosine if kind == "cosine" else stats.snr_db
 
-        return score
+        return score, 0.0
+
+    def _metric_value(self, executor: TorchExecutor) -> float:
+        """The metric's value on the executor as it is set; a value that is no finite number names the metric."""
+        value = self.metric(executor)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        check(math.isfinite(number), WHERE, "metric", f"{_metric_name(self.metric)} returned {value!r}, "
+              "not a finite number (higher is better)")
+        return number
 
 
-def _unchanged(graph: Graph, details: dict, budget: str, *, before: float | None = None, **more) -> PassResult:
+def _unchanged(graph: Graph, details: dict, budget: str, *, before: float | None = None, met: bool = True,
+               **more) -> PassResult:
     """The result of a run that returned before ranking: nothing changed, ``budget`` says why."""
-    details.update(budget=budget, before=before, after=before, met=True, candidates=0, **more, tried={}, changed=[])
+    details.update(budget=budget, before=before, after=before, met=met, candidates=0, **more, tried={}, changed=[])
     return PassResult(graph, False, details, FallbackReport.from_details(details))
 
 
 def _budget_text(kind: str, limit: float) -> str:
     return {"metric": f"metric drop <= {limit:g}", "cosine": f"cosine >= {limit:g}",
             "snr_db": f"SNR >= {limit:.4g} dB"}[kind]
+
+
+def _metric_name(metric: Callable) -> str:
+    """The metric function as errors name it: its name and file."""
+    name = getattr(metric, "__qualname__", None) or repr(metric)
+    code = getattr(metric, "__code__", None)
+    return f"{name} ({code.co_filename})" if code is not None else name
 
 
 def _op_types(op_types) -> frozenset[str] | None:
