@@ -50,7 +50,8 @@ def test_contrib_ops_run_exactly_at_accuracy_level_0(decoder, tmp_path, preset, 
         assert (len(nodes[name].input) > 3 and nodes[name].input[3] != "") == zero_points
     assert {o.domain for o in model.opset_import} == {"", "com.microsoft"}
     assert not any(n.op_type == "DequantizeLinear" for n in model.graph.node)
-    assert not result.diagnostics  # no float kernel, nothing differs from the simulation
+    # no float kernel, nothing differs from the simulation; 8 bits at level 0 run slower than float (said so)
+    assert [d.code for d in result.diagnostics] == (["ort.perf.nbits-level"] if bits == 8 else [])
     assert all(op not in ("MatMul", "Gemm", "FusedGemm", "Gather") for op in optimized_ops(result.files[0], tmp_path))
     # the simulation and ORT's kernels agree, and both differ from the float model (it is quantized)
     tokens = byte_tokens(2, 32, offset=40)
@@ -75,6 +76,15 @@ def test_accuracy_level_4_warns_and_differs_as_it_says(decoder, tmp_path):
     assert levels == {4}
     relative = result.agreement["outputs"]["logits"]["max_relative"]
     assert 1e-4 < relative < 5e-2  # "about 1%"
+
+
+def test_8_bit_layers_at_level_0_are_a_performance_note_and_level_4_is_not(decoder, tmp_path):
+    """ORT's 8-bit MatMulNBits at accuracy_level 0 ran 1.3-21x slower than float (bench: 1024x1024 layers)."""
+    (note,) = _quantize(decoder, tmp_path, "int8-weight-only").diagnostics
+    assert (note.code, note.severity) == ("ort.perf.nbits-level", qtool.Severity.PERFORMANCE)
+    assert note.message.startswith("5 MatMulNBits layer(s) with 8-bit weights at accuracy_level 0")
+    codes = [d.code for d in _quantize(decoder, tmp_path, "int8-weight-only", accuracy_level=4).diagnostics]
+    assert codes == ["ort.nbits-accuracy-level"]
 
 
 def test_size_of_int4_export(decoder, tmp_path):

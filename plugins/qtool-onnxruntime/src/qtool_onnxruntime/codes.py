@@ -19,6 +19,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.perf.granularity": (P, "per-channel activations, per-block weights, per-channel weights off the output "
                                 "axis, or a per-channel MatMul weight of more than 2 dimensions"),
     "ort.perf.gemm-scale": (P, "a Gemm with a bias and alpha or beta other than 1 (its weight or bias computed)"),
+    "ort.perf.nbits-level": (P, "8-bit MatMulNBits at accuracy_level 0, which ORT runs slower than float on CPU"),
     "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),
     "ort.perf.activation": (P, "a Relu/Clip that ORT cannot drop stays between the op and its QuantizeLinear"),
     "ort.perf.float-output": (P, "a Conv output that is not quantized right after the Conv, a float Gemm output "
