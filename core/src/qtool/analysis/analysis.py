@@ -122,16 +122,19 @@ def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str
     return _rows(ops, stats)
 
 
-def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, ErrorAccumulator]:
-    """Float vs quantized run at each floating-point graph output, by output name."""
+def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
+                 float_run: TorchExecutor | None = None) -> dict[str, ErrorAccumulator]:
+    """Float vs quantized run at each floating-point graph output, by output name; ``float_run``: an executor of
+    the float model where it is not ``executor``'s graph (``Graph.float_reference``)."""
     stats: dict[str, ErrorAccumulator] = {}
     saved = executor.quantize
+    float_run = float_run or executor
     try:
         for batch in batches:
             feeds = _to_device(batch, executor.device)
             with torch.inference_mode():
-                executor.quantize = False
-                reference = executor.forward_torch(feeds)
+                with float_run.mode(quantize=False):
+                    reference = float_run.forward_torch(feeds)
                 executor.quantize = True
                 quantized = executor.forward_torch(feeds)
             for name, ref in reference.items():

@@ -62,22 +62,24 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     from ..calibration.ort_engine import float_outputs  # several times faster than the executor on the CPU
 
     fed = [feeds for feeds, _ in runs]
-    references = None if kept is None or len(fed) != len(samples) else kept.reference(graph, fed, names)
+    original = graph.float_reference or graph  # the float model, before a pass changed its function on purpose
+    references = None if kept is None or len(fed) != len(samples) else kept.reference(original, fed, names)
     if references is None:
-        references = float_outputs(graph, fed, names, device, threads=pass_threads())
-    executor = None
+        references = float_outputs(original, fed, names, device, threads=pass_threads())
+    executor = float_run = None
     if references is None or any(quantized is None for _, quantized in runs):
         from ..executor import TorchExecutor
 
         executor = TorchExecutor(graph, device=device)
+        float_run = executor if original is graph else TorchExecutor(original, device=device)
     stats = {name: ErrorAccumulator() for name in names}
     matches = {name: [0, 0] for name in names}  # an integer or boolean output: (elements equal, elements)
     reshaped = dict.fromkeys(names, 0)  # a floating output: samples whose quantized shape is not the float one
     with threads(pass_threads()):  # on a busy machine: one thread, see threads
         for number, (feeds, quantized) in enumerate(runs):
             if references is None:
-                with executor.mode(quantize=False):
-                    reference = executor.forward(feeds, names)
+                with float_run.mode(quantize=False):
+                    reference = float_run.forward(feeds, names)
             else:
                 reference = [references[number][name] for name in names]
             if quantized is None:

@@ -117,6 +117,9 @@ class Graph:
         self.outputs: list[Variable] = []
         self.value_info: dict[str, Any] = {}  # ValueInfoProto of intermediates, by name
         self.part_of: str | None = None  # the model this graph is a segment of (qtool.ir.segments), if one
+        # the graph whose float run the quantized model is measured against, where a pass changed this one's float
+        # function (bias correction; qtool.passes.Pass.changes_float_function); None: this graph itself
+        self.float_reference: Graph | None = None
         self._name_counter = 0
         self._order: list[Operation] | None = None  # topological_order's, until a mutation links ops otherwise
 
@@ -126,6 +129,8 @@ class Graph:
         Every variable and operation is made empty first and filled after, so that the copy never follows the
         links from op to op (a deep graph would exceed Python's recursion limit)."""
         memo = {id(a): a for v in self.variables.values() for a in (v.value, v.float_value) if a is not None}
+        if self.float_reference is not None:  # shared: it is never changed
+            memo[id(self.float_reference)] = self.float_reference
         nodes = [*self.variables.values(), *self.operations.values()]
         for node in nodes:
             memo[id(node)] = object.__new__(type(node))

@@ -53,10 +53,13 @@ class Pass:
     """One graph transformation. Subclasses implement :meth:`call`.
 
     :meth:`requires` and :meth:`ensures` check pre- and postconditions and raise
-    :class:`PassError` when they do not hold.
+    :class:`PassError` when they do not hold. ``changes_float_function`` declares that the pass changes the graph's
+    float function on purpose (bias correction): the pass manager keeps a copy of the graph from before it
+    (``Graph.float_reference``), which the quantized model is then measured against.
     """
 
     name: ClassVar[str] = ""
+    changes_float_function: ClassVar[bool] = False
 
     def requires(self, graph: Graph) -> None:
         """Precondition; raise PassError when it does not hold."""
@@ -109,6 +112,8 @@ class PassManager:
             if self.progress:
                 self.progress(p.label)
             start = time.perf_counter()
+            if p.changes_float_function and graph.float_reference is None:
+                graph.float_reference = graph.copy()  # what the quantized model is measured against from now on
             try:
                 result = p(graph)
             except (StartOver, ConfigError, StateError):  # a configuration's or state file's fault names its file

@@ -20,9 +20,12 @@ ACCURACY_PASSES = {cls.name for cls in (*BEFORE_DISPATCH.values(), *AFTER_CALIBR
 
 
 def float_vs_quantized(executor: TorchExecutor, batches: Sequence[Mapping[str, np.ndarray]]) -> list[dict]:
-    """SQNR, cosine and MSE of each floating-point graph output, quantized run vs float run."""
+    """SQNR, cosine and MSE of each floating-point graph output, quantized run vs float run (of the float model
+    before a pass changed the graph's float function on purpose: ``Graph.float_reference``)."""
+    original = executor.graph.float_reference
+    float_run = None if original is None else TorchExecutor(original, device=executor.device)
     return [{"output": name, "snr_db": finite(s.snr_db), "cosine": finite(s.cosine), "mse": finite(s.mse)}
-            for name, s in output_error(executor, batches).items()]
+            for name, s in output_error(executor, batches, float_run).items()]
 
 
 def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, device: str = "cpu") -> dict:

@@ -41,6 +41,7 @@ class BiasCorrection(Pass):
     """Options: ``inputs`` ("quantized" or "float"), ``samples`` (calibration samples used)."""
 
     name = "BiasCorrection"
+    changes_float_function = True  # the float biases move: the user's model stays the reference
 
     def __init__(self, data, *, inputs: str = "quantized", samples: int = 128, device: str = "cpu") -> None:
         check(data is not None, WHERE, "data", "BiasCorrection needs calibration data")
