@@ -120,3 +120,23 @@ def test_layerwise_gives_the_same_numbers_whether_it_keeps_outputs_or_not(graph,
     monkeypatch.setattr(analysis, "KEPT_BYTES", 0)  # the float outputs first, in one more run, every batch
     recomputed = layerwise_sensitivity(TorchExecutor(graph), batches())
     assert kept == recomputed and len(kept) == 3
+
+
+def test_a_small_output_beside_a_large_one_counts_as_much():
+    """Two heads: 'big' (x1000) and 'small' (x0.001). Pooled into one vector, the small head's Gemm read 160 dB,
+    as if exact, and --min-snr ignored it; each output's SNR is measured, and the worst one counts."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.normal(size=(8, 8)) * k).astype(np.float32), n)
+             for n, k in (("wb", 1000.0), ("ws", 0.001))]
+    nodes = [helper.make_node("Gemm", ["x", "wb"], ["big"], name="gemm_big"),
+             helper.make_node("Gemm", ["x", "ws"], ["small"], name="gemm_small")]
+    model = helper.make_model(helper.make_graph(
+        nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 8]) for n in ("big", "small")], inits))
+    batches = [{"x": rng.normal(size=(4, 8)).astype(np.float32)} for _ in range(4)]
+    graph = qtool.quantize(model, "onnxruntime", batches, calib_layout="feeds", config={"weight": {"bits": 4}}).graph
+    rows = {row.op: row.snr_db for row in layerwise_sensitivity(TorchExecutor(graph), batches)}
+    assert 10 < rows["gemm_small"] < 40 and 10 < rows["gemm_big"] < 40
+    assert abs(rows["gemm_small"] - rows["gemm_big"]) < 10

@@ -13,7 +13,7 @@ from ..lazy import lazy_names
 _EXPORTS = {
     ".analysis": ["NoFloatOutputError", "OpError", "graphwise_error", "layerwise_sensitivity", "output_error",
                   "quantized_ops"],
-    ".metrics": ["ErrorAccumulator"],
+    ".metrics": ["ErrorAccumulator", "OutputsError"],
 }
 __all__, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
@@ -26,4 +26,4 @@ if TYPE_CHECKING:
         output_error,
         quantized_ops,
     )
-    from .metrics import ErrorAccumulator
+    from .metrics import ErrorAccumulator, OutputsError

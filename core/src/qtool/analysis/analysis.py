@@ -17,7 +17,7 @@ import torch
 from ..errors import QtoolError
 from ..executor import TorchExecutor
 from ..ir import Graph, Operation
-from .metrics import ErrorAccumulator
+from .metrics import ErrorAccumulator, OutputsError
 
 
 class NoFloatOutputError(QtoolError):
@@ -40,7 +40,7 @@ def quantized_ops(graph: Graph) -> list[Operation]:
     return [op for op in graph.topological_order() if op.quant is not None and op.quant.quantized]
 
 
-def _rows(ops: list[Operation], stats: Mapping[str, ErrorAccumulator]) -> list[OpError]:
+def _rows(ops: list[Operation], stats: Mapping[str, ErrorAccumulator | OutputsError]) -> list[OpError]:
     rows = [OpError(op.name, op.op_type, stats[op.name].snr_db, stats[op.name].cosine, stats[op.name].mse)
             for op in ops]
     return sorted(rows, key=lambda r: r.snr_db)  # worst first
@@ -83,8 +83,9 @@ KEPT_BYTES = 256 << 20  # the most bytes of one batch's outputs kept for all ops
 
 def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
                           ops: Iterable[Operation] | None = None) -> list[OpError]:
-    """Per quantized op (or per op of ``ops``): graph-output error when only that op is quantized,
-    most sensitive first. :class:`NoFloatOutputError` where every graph output is integer or boolean.
+    """Per quantized op (or per op of ``ops``): graph-output error when only that op is quantized, at the worst
+    floating-point output (:class:`OutputsError`), most sensitive first. :class:`NoFloatOutputError` where every
+    graph output is integer or boolean.
 
     Each op's run starts from the float run's tensors at its first simulated step
     (:meth:`TorchExecutor.forward_variants`): the steps before it compute the float values either way. Its
@@ -94,29 +95,29 @@ def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str
     quantized = quantized_ops(executor.graph)
     names = {op.name for op in quantized}
     ops = quantized if ops is None else [op for op in ops if op.name in names]
-    stats = {name: ErrorAccumulator() for name in names}
+    stats = {name: OutputsError() for name in names}
     variants = [names - {op.name} for op in ops]
-    output_bytes = None  # of one batch's flattened outputs, once known
+    output_bytes = None  # of one batch's floating-point outputs, once known
     for batch in batches:
         feeds = _to_device(batch, executor.device)
         with torch.inference_mode():
             if output_bytes is None or output_bytes * len(ops) > KEPT_BYTES:
                 with executor.mode(quantize=False):
-                    reference = _flat(executor.forward_torch(feeds))
-                output_bytes = reference.nbytes
+                    reference = _floating(executor.forward_torch(feeds))
+                output_bytes = _nbytes(reference)
 
                 def compare(number: int, outputs: Mapping[str, torch.Tensor], reference=reference) -> None:
-                    stats[ops[number].name].update(reference, _flat(outputs))
+                    stats[ops[number].name].update(reference, outputs)
 
                 executor.forward_variants(feeds, variants, compare)
                 continue
-            kept: dict[int, torch.Tensor] = {}
+            kept: dict[int, dict[str, torch.Tensor]] = {}
 
             def keep(number: int, outputs: Mapping[str, torch.Tensor], kept=kept) -> None:
-                kept[number] = _flat(outputs)
+                kept[number] = _floating(outputs)
 
-            reference = _flat(executor.forward_variants(feeds, variants, keep))
-            output_bytes = reference.nbytes
+            reference = _floating(executor.forward_variants(feeds, variants, keep))
+            output_bytes = _nbytes(reference)
             for number, op in enumerate(ops):
                 stats[op.name].update(reference, kept.pop(number))
     return _rows(ops, stats)
@@ -145,11 +146,15 @@ def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndar
     return stats
 
 
-def _flat(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The floating-point outputs as one float64 vector."""
-    floats = [t.detach().double().flatten() for t in outputs.values() if t.is_floating_point()]
+def _floating(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The floating-point outputs, by name."""
+    floats = {name: t.detach() for name, t in outputs.items() if t.is_floating_point()}
     if not floats:
         names = ", ".join(repr(name) for name in outputs)
         raise NoFloatOutputError(f"layer-wise sensitivity not measured: it is the error at the graph's floating-point "
                                  f"outputs, and every output of this graph ({names}) is integer or boolean")
-    return torch.cat(floats)
+    return floats
+
+
+def _nbytes(outputs: Mapping[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in outputs.values())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +50,44 @@ class ErrorAccumulator:
     @property
     def mse(self) -> float:
         return self.noise / self.count if self.count else 0.0
+
+
+@dataclass
+class OutputsError:
+    """The error at each floating-point graph output, by name; its ``snr_db``, ``cosine`` and ``mse`` are the worst
+    output's (lowest SNR): a budget holds where every output meets it, and a small output (a detector's scores
+    beside its boxes) counts as much as a large one. Pooled into one vector, the large one alone decided."""
+
+    outputs: dict[str, ErrorAccumulator] = field(default_factory=dict)
+
+    def update(self, reference: Mapping, test: Mapping) -> None:
+        """Add one run's outputs (by name; numpy arrays or torch tensors); integer and boolean ones are left out."""
+        for name, ref in reference.items():
+            if is_floating(ref):
+                self.outputs.setdefault(name, ErrorAccumulator()).update(ref, test[name])
+
+    @property
+    def worst(self) -> ErrorAccumulator:
+        return min(self.outputs.values(), key=lambda s: s.snr_db, default=ErrorAccumulator())
+
+    @property
+    def snr_db(self) -> float:
+        return self.worst.snr_db if self.outputs else math.inf
+
+    @property
+    def cosine(self) -> float:
+        return self.worst.cosine
+
+    @property
+    def mse(self) -> float:
+        return self.worst.mse
+
+
+def is_floating(tensor) -> bool:
+    """Whether a numpy array or a torch tensor holds floating-point values."""
+    if namespace(tensor) is not np:
+        return tensor.is_floating_point()
+    return np.issubdtype(np.asarray(tensor).dtype, np.floating)
 
 
 def _flat64(tensor):

@@ -55,7 +55,8 @@ def add_parser(sub) -> None:
                    help="turn on the accuracy passes equalization and adaround")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--min-snr", type=float, metavar="DB",
-                        help="return the most sensitive ops to float until the output SNR is at least DB")
+                        help="return the most sensitive ops to float until the output SNR (every floating-point "
+                        "output's) is at least DB")
     budget.add_argument("--metric", metavar="FILE.py:FUNCTION",
                         help="your accuracy metric, FUNCTION(executor) -> float; with --max-drop")
     p.add_argument("--max-drop", type=float, metavar="X",

@@ -48,7 +48,7 @@ from .options import check, number, positive_int
 if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or measures by simulation
     import torch
 
-    from ...analysis import ErrorAccumulator
+    from ...analysis import OutputsError
     from ...calibration import KeptOutputs
     from ...executor import TorchExecutor
     from ...platform_runtime import PlatformRuntime
@@ -446,12 +446,11 @@ def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Ten
     return references
 
 
-def _output_error(executor: TorchExecutor, batches, references) -> ErrorAccumulator:
-    """Graph outputs simulated vs ``references`` (the float outputs), over ``batches``."""
-    from ...analysis import ErrorAccumulator
+def _output_error(executor: TorchExecutor, batches, references) -> OutputsError:
+    """Graph outputs simulated vs ``references`` (the float outputs), over ``batches``: the worst output's."""
+    from ...analysis import OutputsError
 
-    stats = ErrorAccumulator()
+    stats = OutputsError()
     for batch, reference in zip(batches, references, strict=True):
-        for name, tensor in _forward(executor, batch, quantize=True).items():
-            stats.update(reference[name], tensor)
+        stats.update(reference, _forward(executor, batch, quantize=True))
     return stats

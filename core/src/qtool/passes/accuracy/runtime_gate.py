@@ -3,7 +3,7 @@
 SensitivityFallback's ``enough_snr_db`` gate: the graph as calibrated (every quantized op quantized) is exported
 and run by the platform (:class:`qtool.platform_runtime.PlatformRuntime`), and its floating-point outputs are
 compared with the float graph's, computed by onnxruntime (:mod:`qtool.calibration.ort_engine`), over the same
-samples. The SNR is summed over every output and sample, as the simulated measurement sums it.
+samples. The SNR is the worst output's, summed over the samples, as the simulated measurement takes it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...analysis.metrics import ErrorAccumulator
+from ...analysis.metrics import OutputsError
 from ...calibration import ort_engine
 from ...calibration.threads import pass_threads
 from ...ir import Graph
@@ -43,9 +43,7 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
     expected = reference(names) or ort_engine.float_outputs(graph, batches, names, "cpu", threads=pass_threads())
     if expected is None:
         return None, "no float reference from onnxruntime: it cannot run the float graph"
-    error = ErrorAccumulator()
+    error = OutputsError()
     for floats, outputs in zip(expected, ran, strict=True):
-        for name, value in zip(names, outputs, strict=True):
-            if np.issubdtype(floats[name].dtype, np.floating):
-                error.update(floats[name], value)
+        error.update(floats, dict(zip(names, outputs, strict=True)))
     return error.snr_db, runtime.name
