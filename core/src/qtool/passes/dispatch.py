@@ -30,6 +30,7 @@ from .passive_parameter_quantize import bias_scheme_problem
 from .tensor_kinds import TensorKinds, classify
 
 SHAPE_REASON = "shape/index computation"
+CONSTANT_REASON = "constant: computed from initializers alone (runtimes fold it)"
 
 # passive ops whose output puts the channel axis elsewhere: a per-channel activation cannot be shared across them
 LAYOUT_CHANGING = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "DepthToSpace",
@@ -84,7 +85,7 @@ class _Decisions:
             elif forced := float_reason(op):
                 self.reasons[op.name] = forced
             elif self.kinds.is_shape_op(op):
-                self.reasons[op.name] = SHAPE_REASON
+                self.reasons[op.name] = CONSTANT_REASON if self._constant_op(op) else SHAPE_REASON
             elif quantize:
                 self._propose(op, reason)
             elif cfg.is_excluded(op):
@@ -200,6 +201,10 @@ class _Decisions:
         if bias is not None and weight is not None and np.shape(op.inputs[bias].value) == (out_channels(op),):
             configs[bias] = self._bias(op, configs[0], configs[weight])  # a Gemm's (M, N) bias stays float
         return configs
+
+    def _constant_op(self, op: Operation) -> bool:
+        """Every output a float constant (its inputs initializers, or computed from them alone)."""
+        return all(self.kinds.is_constant(out) and not self.kinds.is_index(out) for out in op.outputs)
 
     def _model_quantized(self, var: Variable | None) -> bool:
         """The model quantizes ``var`` itself, or the output of the one activation it feeds (which would fuse)."""
