@@ -174,7 +174,8 @@ def test_any_activation_fuses_into_an_op_that_writes_float(make_config):
 
 def _head(tail: str):
     """Conv -> Sigmoid (quantized on both sides) -> Reshape -> Transpose -> ``tail``: "mul" (a float Mul with a
-    constant, a detector's box arithmetic), "conv" (a quantized Conv reads it), "output" (a graph output)."""
+    constant, a detector's box arithmetic), "conv" (a quantized Conv reads it), "output" (a graph output); "mid":
+    Conv -> Sigmoid -> float Mul -> Conv (a squeeze-excitation's gate)."""
     shape = init("shape", np.array([1, 4, 6, 6] if tail == "conv" else [1, 4, 36]))
     nodes = [_conv("c1", "x", "a"), helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
              (helper.make_node("Reshape", ["s", "shape"], ["r"], name="reshape"), [shape]),
@@ -183,6 +184,9 @@ def _head(tail: str):
         nodes.append((helper.make_node("Mul", ["t", "k"], ["y"], name="mul"), [init("k", np.array([8.0]))]))
     elif tail == "conv":
         nodes[-1] = _conv("c2", "r", "y")
+    elif tail == "mid":  # a float Mul reads it, then a quantized Conv reads the Mul's result
+        nodes[-2:] = [(helper.make_node("Mul", ["s", "k"], ["m"], name="mul"), [init("k", np.array([8.0]))]),
+                      _conv("c2", "m", "y")]
     else:
         nodes[-1] = helper.make_node("Transpose", ["r"], ["y"], name="transpose", perm=[0, 2, 1])
     return _graph(*nodes)
@@ -205,9 +209,10 @@ def test_an_output_only_float_ops_read_stays_float_with_the_data_movement_after_
             quant = graph.operations[name].quant
             assert quant is None or all(t is None or t.state is S.FP32 for t in (*quant.inputs, *quant.outputs))
 
-    graph = _head("conv")  # a quantized Conv reads it: unchanged
-    assert _plan(graph, config)["QuantizeFusion"].details["float_outputs"] == []
-    assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL
+    for tail in ("conv", "mid"):  # a quantized Conv reads it, or reads what a float op computes of it: unchanged
+        graph = _head(tail)
+        assert _plan(graph, config)["QuantizeFusion"].details["float_outputs"] == [], tail
+        assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL
 
     graph = _head("mul")  # not asked for: unchanged
     _plan(graph, make_config(dispatch=dispatch, fusion={"fused_activations": ["Relu"]}))

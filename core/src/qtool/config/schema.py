@@ -159,9 +159,10 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "float_outputs": Key("list", (), "Compute op types whose output stays float when no quantized op reads it "
                              "(the target runtime has an integer kernel with float output, e.g. ONNX Runtime's "
                              "MatMulIntegerToFloat): one rounding and one Q/DQ pair less."),
-        "float_unread": Key("bool", False, "Outputs of other ops (activations, Add...) that no quantized op "
-                            "reads, directly or through data-movement ops, stay float, and so do those "
-                            "data-movement ops: no rounding that no integer kernel asked for."),
+        "float_unread": Key("bool", False, "Outputs of other ops (activations, Add...) on the way to the graph "
+                            "outputs that no quantized op reads, directly, through data-movement ops or after "
+                            "float ops, stay float, and so do those data-movement ops: no rounding that no "
+                            "integer kernel asked for."),
         "remove_activations": Key("bool", False, "Drop Relu/Clip at export where the quantized range "
                                   "already clips exactly."),
     },
