@@ -6,10 +6,11 @@ float) but not for Gemm / MatMul + Add, whose results are then wrong (this
 plugin's tests show it). A bias quantized any other way is therefore written
 as float values on its grid, which every kernel reads right.
 
-ORT's WeightBiasQuantization pass rewrites a Conv/ConvTranspose/Gemm that
-reads a per-tensor DequantizeLinear (after its QDQPropagation moved one past a
-MaxPool, Reshape, Transpose, Squeeze or Unsqueeze) and leads (through Relu/Clip
-at most) to a QuantizeLinear: a float bias becomes int32 codes at s_in * s_w, saturating
+ORT's WeightBiasQuantization pass rewrites a Conv/ConvTranspose/Gemm (a
+MatMul and its bias Add once MatMulAddFusion made them one) that reads a
+per-tensor DequantizeLinear and leads (through a Relu/Clip) to a
+QuantizeLinear, after its QDQPropagation moved those past a MaxPool, Reshape,
+Transpose, Squeeze or Unsqueeze: a float bias becomes int32 codes at s_in * s_w, saturating
 where the product is tiny (float8 e5m2 scales) - such a bias is written as
 int32 codes at a scale wide enough to hold it instead -, and a float weight
 becomes int8 per tensor, which qtool cannot prevent and reports.
@@ -18,7 +19,7 @@ becomes int8 per tensor, which qtool cannot prevent and reports.
 from __future__ import annotations
 
 import numpy as np
-from qtool.ops import bias_input, is_bias
+from qtool.ops import bias_input, folds_into_gemm, is_bias
 from qtool.quant import QuantizationPolicy as P
 
 from .configs import input_config, output_config
@@ -69,13 +70,16 @@ def saturating_float_bias_scale(op, index: int) -> np.ndarray | None:
 
 
 def weight_requantized(graph, op, activation, settled: bool) -> bool:
-    """True when ORT quantizes ``op``'s float weight to int8 itself (WeightBiasQuantization)."""
-    if bias_input(op) is None or len(op.inputs) < 2 or not op.inputs[1].is_parameter:
+    """True when ORT quantizes ``op``'s float weight to int8 itself (WeightBiasQuantization; a MatMul with the
+    bias Add its MatMulAddFusion folds into a Gemm first)."""
+    folded = folds_into_gemm(op)
+    if bias_input(op) is None and not folded or len(op.inputs) < 2 or not op.inputs[1].is_parameter:
         return False
     x = _arriving_config(op, settled)
     if x is None or x.scheme.is_per_channel or input_config(op, 1, settled) is not None:
         return False
-    return activation is not None or _leaving_config(graph, op, settled) is not None
+    last = op.outputs[0].consumers[0] if folded else op
+    return activation is not None or _leaving_config(graph, last, settled) is not None
 
 
 def _arriving_config(op, settled: bool):
@@ -93,11 +97,15 @@ def _arriving_config(op, settled: bool):
 
 
 def _leaving_config(graph, op, settled: bool):
-    """The QuantizeLinear right after ``op``'s output, or after the one Relu or Clip that alone reads it (ORT drops
-    such an activation before a QuantizeLinear)."""
-    found = output_config(graph, op, 0, settled)
-    var = op.outputs[0]
-    if found is None and var not in graph.outputs and len(var.consumers) == 1 \
-            and var.consumers[0].op_type in ("Relu", "Clip"):
-        return output_config(graph, var.consumers[0], 0, settled)
-    return found
+    """The QuantizeLinear ``op``'s output leads to once ORT has run: right after it, or after the ops that alone
+    read it one after the other, a Relu or Clip it drops before a QuantizeLinear and data-movement ops its
+    QDQPropagation moves the QuantizeLinear past."""
+    node = op
+    for _ in range(MAX_PROPAGATION):
+        found = output_config(graph, node, 0, settled)
+        var = node.outputs[0]
+        if found is not None or var in graph.outputs or len(var.consumers) != 1 \
+                or var.consumers[0].op_type not in ("Relu", "Clip", *PROPAGATES_DEQUANTIZE):
+            return found
+        node = var.consumers[0]
+    return None
