@@ -270,6 +270,29 @@ class TwoHeads(nn.Module):
         return self.cls(f.mean((2, 3))), self.box(f)
 
 
+class YoloHead(nn.Module):
+    """A YOLO-style detector: a SiLU trunk, then a 1x1 Conv per anchor whose sigmoid outputs are split into box
+    centre, size and scores and decoded with a grid and anchor sizes in float arithmetic."""
+
+    def __init__(self, anchors: int = 3, classes: int = 4) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(_cbr(3, 16, 3, 2, act=nn.SiLU), _cbr(16, 32, 3, 2, act=nn.SiLU))
+        self.anchors, self.outputs = anchors, 5 + classes
+        self.head = nn.Conv2d(32, anchors * self.outputs, 1)
+        ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs, ys], -1).view(1, 1, 8, 8, 2))
+        self.register_buffer("size", torch.tensor([[4.0, 6.0], [8.0, 12.0], [16.0, 10.0]]).view(1, anchors, 1, 1, 2))
+
+    def forward(self, x):
+        p = self.head(self.trunk(x))
+        n, _, h, w = p.shape
+        p = p.view(n, self.anchors, self.outputs, h, w).permute(0, 1, 3, 4, 2).sigmoid()
+        xy, wh, scores = p.split((2, 2, self.outputs - 4), -1)
+        xy = (xy * 2 - 0.5 + self.grid) * 4.0
+        wh = (wh * 2) ** 2 * self.size
+        return torch.cat((xy, wh, scores), -1).view(n, -1, self.outputs)
+
+
 class OutlierMLP(nn.Module):
     """A 3-layer MLP whose inputs hold a few outlier channels (issue 11, item 5)."""
 
@@ -585,6 +608,8 @@ def _zoo() -> list[Entry]:
                            lambda s: {"signal": _normal((1, 8, 30 + 10 * (s % 4)), s)},
                            {"signal": {0: "batch", 2: "time"}, "out": {0: "batch", 2: "time"}})),
         Entry("two-heads", "several outputs (class logits, box map)", image(TwoHeads, outputs=("logits", "boxes"))),
+        Entry("yolo-head", "YOLO-style detector: SiLU trunk, sigmoid head split and decoded in float",
+              image(YoloHead, outputs=("detections",))),
         Entry("dynamic-image", "dynamic height and width; calibration images of several sizes",
               _torch_model(lambda: _classifier(nn.Sequential(_cbr(3, 16, 3, 2), _cbr(16, 32, 3, 2)), 32),
                            (torch.randn(1, 3, 32, 32),), ["image"], ["logits"], _dynamic_image,
