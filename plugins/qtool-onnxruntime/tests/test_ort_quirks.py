@@ -229,3 +229,34 @@ def test_a_float_op_whose_output_reaches_a_quantizelinear_past_ort_s_rewrites_is
     assert found == [("ort.weight-requantized", "float_op")]
     feeds = calib[0]
     assert np.abs(run(tmp_path / "q.onnx", feeds)[0] - run(tmp_path / "q.onnx", feeds, level=PLAIN)[0]).max() > 0
+
+
+def test_a_fallback_budget_the_simulation_meets_and_ort_does_not_is_not_met(tmp_path):
+    """The fallback returns conv2 (a per-tensor weight with a column 30x the rest) to float; ORT moves the
+    DequantizeLinear past the MaxPool and quantizes that weight itself: 39 dB simulated, 34 on ORT. It read
+    'met'; now the runtime's figure decides and a warning says so."""
+    rng = np.random.default_rng(4)
+    w1 = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    w1[0] = 0  # conv2's first input channel is dead...
+    w2 = rng.normal(size=(4, 4, 3, 3)).astype(np.float32)
+    w2[:, 0] = 30  # ...and its weights there are large: a per-tensor int8 grid loses the others
+    nodes_ = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+              helper.make_node("MaxPool", ["r1"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Conv", ["p", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+              helper.make_node("Conv", ["r2", "w3"], ["y"], name="conv3", pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("b1", np.zeros(4, np.float32)), ("w2", w2),
+                                                        ("w3", rng.normal(size=(4, 4, 3, 3)).astype(np.float32)))]
+    graph = helper.make_graph(nodes_, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    calib = [{"x": np.random.default_rng(i).normal(size=(1, 3, 8, 8)).astype(np.float32)} for i in range(16)]
+    result = qtool.quantize(tmp_path / "m.onnx", "onnxruntime", calib, calib_layout="feeds",
+                            output=tmp_path / "q.onnx",
+                            config={"weight": {"granularity": "per_tensor"},
+                                    "accuracy": {"equalization": False, "fallback": {"min_snr_db": 35}}})
+    (report,) = [run.report for run in result.pass_runs if run.name == "SensitivityFallback"]
+    assert [c.op for c in report.changed] == ["conv2"] and report.after >= 35 > report.after_runtime_db
+    assert not report.met and "holds in qtool's simulation" in next(
+        d.message for d in result.diagnostics if d.code == "fallback-budget")

@@ -289,9 +289,11 @@ def fallback_lines(runs) -> list[str]:
         met = "met" if report.met else "[red]not met[/red]"
         count = len(report.released)
         released = f", {count} op{'s' * (count != 1)} quantized only beside them returned to float too"
+        on_runtime = "" if report.after_runtime_db is None else \
+            f" simulated, {report.after_runtime_db:.4g} on {escape(report.runtime)}"
         lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
-                     f"{report.after:.4g}), {len(report.changed)} of {report.candidates} candidate ops changed"
-                     + (released if report.released else ""))
+                     f"{report.after:.4g}{on_runtime}), {len(report.changed)} of {report.candidates} candidate ops "
+                     "changed" + (released if report.released else ""))
         for change in report.changed:
             to = change.to if isinstance(change.to, str) else ", ".join(change.to)
             outlier = change.outlier_ratio
