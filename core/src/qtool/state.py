@@ -187,8 +187,8 @@ def _restore_op(graph, op, record: dict[str, Any], path: Path, restored: dict, l
                 configs[i] = None
                 continue
             var = variables[i]
-            if _private_copy(graph, var, item["tensor"]):  # a pass gave the op its own copy of a shared weight
-                var = graph.private_parameter(op, i, item["tensor"]) if side == "inputs" else var
+            if side == "inputs" and _private_copy(graph, var, item["tensor"]):  # a pass copied a shared weight
+                var = graph.private_parameter(op, i, item["tensor"])
             if (var.name if var is not None else None) != item["tensor"]:
                 raise StateError(f"{path}: {where}: tensor {item['tensor']!r} in the state file, "
                                  f"{var.name if var is not None else None!r} in the model")
@@ -202,8 +202,7 @@ def _private_copy(graph, var, saved_name: str | None) -> bool:
     """Whether the state names, in place of ``var``, a copy of it that the graph does not hold yet: the
     parameters that several ops read (or the graph outputs) are copied for one of them when a pass changes them."""
     return (var is not None and var.is_parameter and saved_name is not None and saved_name != var.name
-            and saved_name not in graph.variables
-            and (len({id(c) for c in var.consumers}) > 1 or var in graph.outputs))
+            and saved_name not in graph.variables and graph.is_shared(var))
 
 
 def _fallback_float(record: dict[str, Any]) -> bool:

@@ -318,11 +318,15 @@ class Graph:
         var.shape, var.float_value = list(var.value.shape), float_value
         return var
 
+    def is_shared(self, var: Variable) -> bool:
+        """Whether several ops read ``var``, or an op and the graph's outputs."""
+        return len(dict.fromkeys(var.consumers)) > 1 or var in self.outputs
+
     def private_parameter(self, op: Operation, index: int, name: str | None = None) -> Variable:
-        """``op``'s parameter input ``index``, made ``op``'s own first where another op (or the graph's outputs)
-        reads it too: a copy named ``name`` (by default ``<parameter>_<op>``, made unique)."""
+        """``op``'s parameter input ``index``, made ``op``'s own first where it is shared (:meth:`is_shared`): a copy
+        named ``name`` (by default ``<parameter>_<op>``, made unique)."""
         var = op.inputs[index]
-        if len({id(c) for c in var.consumers}) > 1 or var in self.outputs:
+        if self.is_shared(var):
             copy = self.add_variable(name or self.unique_name(f"{var.name}_{op.name}"), var.value,
                                      float_value=var.float_value, copy_of=var.copy_of or var.name)
             self.set_input(op, index, copy)

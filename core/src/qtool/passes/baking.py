@@ -53,7 +53,7 @@ def _readers_alike(graph: Graph, var, tqc: TensorQuantizationConfig) -> list[Ten
     """The configs of every place that reads ``var`` when all of them bake it to the same values as ``tqc``
     (same scheme, scale and offset), else an empty list."""
     configs = []
-    for reader in {id(op): op for op in var.consumers}.values():
+    for reader in dict.fromkeys(var.consumers):
         for index, read in enumerate(reader.inputs):
             if read is not var:
                 continue
