@@ -195,14 +195,22 @@ def test_a_float_conv_after_a_maxpool_of_a_quantized_tensor_is_requantized_by_or
 
 def _float_between(path, tail: str):
     """conv1 (quantized) -> float op -> ``tail`` -> conv3 (quantized): the float op is conv2 read on through a
-    MaxPool ("maxpool"), or a MatMul with its bias Add ("matmul-add", ORT's MatMulAddFusion makes them a Gemm)."""
+    MaxPool ("maxpool") or a Slice ("slice"), conv2 after a Pad of zeros ("pad"), or a MatMul with its bias Add
+    ("matmul-add", ORT's MatMulAddFusion makes them a Gemm)."""
     rng = np.random.default_rng(5)
-    if tail == "maxpool":
+    if tail in ("maxpool", "slice"):
+        moved = helper.make_node("MaxPool", ["c2"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]) \
+            if tail == "maxpool" else helper.make_node("Slice", ["c2", "starts", "ends", "axes"], ["p"], name="cut")
         nodes_ = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-                  helper.make_node("Conv", ["c1", "w2"], ["c2"], name="float_op", pads=[1, 1, 1, 1]),
-                  helper.make_node("MaxPool", ["c2"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+                  helper.make_node("Conv", ["c1", "w2"], ["c2"], name="float_op", pads=[1, 1, 1, 1]), moved,
                   helper.make_node("Conv", ["p", "w3"], ["y"], name="conv3", pads=[1, 1, 1, 1])]
         shapes, x, y = (("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)), ("w3", (4, 4, 3, 3))), [1, 3, 8, 8], [1, 4, 4, 4]
+    elif tail == "pad":  # ORT's PadFusion folds a Pad of zeros into the Conv that reads it
+        nodes_ = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+                  helper.make_node("Pad", ["c1", "pads"], ["p"], name="pad"),
+                  helper.make_node("Conv", ["p", "w2"], ["c2"], name="float_op"),
+                  helper.make_node("Conv", ["c2", "w3"], ["y"], name="conv3", pads=[1, 1, 1, 1])]
+        shapes, x, y = (("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)), ("w3", (4, 4, 3, 3))), [1, 3, 8, 8], [1, 4, 8, 8]
     else:
         nodes_ = [helper.make_node("MatMul", ["x", "w1"], ["c1"], name="mm1"),
                   helper.make_node("MatMul", ["c1", "w2"], ["m"], name="float_op"),
@@ -210,13 +218,15 @@ def _float_between(path, tail: str):
                   helper.make_node("MatMul", ["c2", "w3"], ["y"], name="mm3")]
         shapes, x, y = (("w1", (16, 16)), ("w2", (16, 16)), ("b2", (16,)), ("w3", (16, 16))), [4, 16], [4, 16]
     inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in shapes]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("pads", [0, 0, 1, 1, 0, 0, 1, 1]), ("starts", [0]), ("ends", [4]), ("axes", [2]))]
     graph = helper.make_graph(nodes_, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path, x
 
 
-@pytest.mark.parametrize("tail", ["maxpool", "matmul-add"])
+@pytest.mark.parametrize("tail", ["maxpool", "slice", "pad", "matmul-add"])
 def test_a_float_op_whose_output_reaches_a_quantizelinear_past_ort_s_rewrites_is_said_requantized(tmp_path, tail):
     """ORT moves conv3's QuantizeLinear up past the MaxPool, or folds MatMul + Add into a Gemm, then quantizes the
     float op's weight itself: qtool's simulation keeps it float, and nothing said so."""

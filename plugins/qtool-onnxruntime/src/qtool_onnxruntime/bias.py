@@ -10,7 +10,8 @@ ORT's WeightBiasQuantization pass rewrites a Conv/ConvTranspose/Gemm (a
 MatMul and its bias Add once MatMulAddFusion made them one) that reads a
 per-tensor DequantizeLinear and leads (through a Relu/Clip) to a
 QuantizeLinear, after its QDQPropagation moved those past a MaxPool, Reshape,
-Transpose, Squeeze or Unsqueeze: a float bias becomes int32 codes at s_in * s_w, saturating
+Transpose, Squeeze, Unsqueeze or Slice, or its PadFusion folded a Pad of zeros
+into the Conv: a float bias becomes int32 codes at s_in * s_w, saturating
 where the product is tiny (float8 e5m2 scales) - such a bias is written as
 int32 codes at a scale wide enough to hold it instead -, and a float weight
 becomes int8 per tensor, which qtool cannot prevent and reports.
@@ -27,7 +28,7 @@ from .storage import storage_type
 
 INT32_MAX = 2**31 - 1
 _RTOL = 1e-6
-PROPAGATES_DEQUANTIZE = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze")  # ORT's QDQPropagation
+PROPAGATES_DEQUANTIZE = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice")  # QDQPropagation
 MAX_PROPAGATION = 16
 
 
@@ -89,11 +90,20 @@ def _arriving_config(op, settled: bool):
     for _ in range(MAX_PROPAGATION):
         found = input_config(node, 0, settled)
         source = node.inputs[0] if node.inputs else None
-        if found is not None or source is None or source.producer is None \
-                or source.producer.op_type not in PROPAGATES_DEQUANTIZE:
+        producer = source.producer if source is not None else None
+        if found is not None or producer is None or not (producer.op_type in PROPAGATES_DEQUANTIZE
+                                                         or node is op and _folded_pad(producer)):
             return found
-        node = source.producer
+        node = producer
     return None
+
+
+def _folded_pad(op) -> bool:
+    """A Pad of zeros, which ORT's PadFusion folds into the Conv that reads it."""
+    if op.op_type != "Pad" or op.attributes.get("mode", "constant") not in ("constant", b"constant"):
+        return False
+    value = op.inputs[2] if len(op.inputs) > 2 else None
+    return value is None or value.is_parameter and not np.any(value.value)
 
 
 def _leaving_config(graph, op, settled: bool):
