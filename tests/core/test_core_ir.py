@@ -192,6 +192,20 @@ def test_save_is_atomic_and_supports_external_data(tmp_path, torch_model):
     assert not any(p.name.startswith(".broken") or p.name == "broken.onnx" for p in tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("named", ["model.onnx", "./model.onnx"])
+def test_external_data_is_written_into_the_working_folder(tmp_path, torch_model, monkeypatch, named):
+    """onnx looks its data location up from the working folder: an output there failed with 'External data file
+    exists' on the temporary name reserved for it (a model over 2 GB after its whole calibration)."""
+    graph = qtool.load(torch_model)
+    monkeypatch.chdir(tmp_path)
+    qtool.save(graph, named, external_data=True)
+    written = {p.name for p in tmp_path.iterdir()} - {os.path.basename(torch_model)}
+    assert written == {"model.onnx", "model.onnx.data"}  # no temporary file left either
+    x = np.random.default_rng(2).random((1, 3, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(run_ort(tmp_path / "model.onnx", {"image": x})[0],
+                               run_ort(torch_model, {"image": x})[0], rtol=1e-6)
+
+
 def test_set_parameter_value_copies_shared_parameters_and_keeps_float_values():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("y1", "y2")]

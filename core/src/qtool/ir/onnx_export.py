@@ -95,11 +95,14 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     try:
         if external_data:
             fill_values(model, values)
+            # onnx refuses a location that exists, looked up from the working folder, not the model's: with the
+            # output in the working folder the name reserved above stopped every export; onnx makes the file again
+            tmp_data.unlink()
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
             _point_external_data(str(tmp), data_name)
-            if not tmp_data.stat().st_size:  # empty when every tensor is under the 1 KiB threshold (they stay inline)
-                tmp_data.unlink()
+            if not tmp_data.exists() or not tmp_data.stat().st_size:  # every tensor under 1 KiB stays inline
+                tmp_data.unlink(missing_ok=True)
                 tmp_data = None
         elif values:
             with open(tmp, "wb") as file:
