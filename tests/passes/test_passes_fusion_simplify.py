@@ -218,6 +218,11 @@ def test_an_output_only_float_ops_read_stays_float_with_the_data_movement_after_
     _plan(graph, make_config(dispatch=dispatch, fusion={"fused_activations": ["Relu"]}))
     assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL
 
+    graph = _head("output")  # a part of a model quantized by parts (--by-blocks): a later part reads its outputs
+    graph.part_of = "model.onnx"
+    assert _plan(graph, config)["QuantizeFusion"].details["float_outputs"] == []
+    assert graph.operations["sig"].quant.outputs[0].state is S.INITIAL
+
     graph = _head("mul")  # fused into the Conv, the Sigmoid's output is the integer kernel's (QLinearConv's)
     fused = make_config(dispatch=dispatch, fusion={"fused_activations": ["Relu", "Sigmoid"], "float_unread": True})
     assert _plan(graph, fused)["QuantizeFusion"].details["float_outputs"] == []

@@ -55,7 +55,7 @@ class QuantizeFusion(Pass):
                 shared += _share_passive(op)
         floated = [op.name for op in graph.topological_order() if _float_output(self.config, op)]
         if self.config.float_unread:
-            floated += [op.name for op in graph.topological_order() if _float_unread(self.config, op)]
+            floated += [op.name for op in graph.topological_order() if _float_unread(self.config, graph, op)]
         return PassResult(graph, bool(fused or shared or floated), {"fused": fused, "shared": shared,
                                                                     "float_outputs": floated})
 
@@ -123,7 +123,7 @@ def _float_output(config, op: Operation) -> bool:
     return True
 
 
-def _float_unread(config, op: Operation) -> bool:
+def _float_unread(config, graph: Graph, op: Operation) -> bool:
     """Keep float the output of ``op`` (no compute nor data-movement op) and the data-movement ops after it when
     no quantized op reads them."""
     if op.quant is None or not op.quant.quantized or is_compute(op) or is_passive(config, op) or len(op.outputs) != 1:
@@ -133,7 +133,7 @@ def _float_unread(config, op: Operation) -> bool:
     written = op.quant.outputs[0]
     if written is None or written.state is not QuantizationState.INITIAL:
         return False
-    passed = _passed_on(config, op.outputs[0])
+    passed = _passed_on(config, graph, op.outputs[0])
     if passed is None:
         return False
     for tqc in (written, *passed):
@@ -151,15 +151,18 @@ def _ends_fused_kernel(config, op: Operation) -> bool:
             and reader is not None and reader.state is QuantizationState.FP32)
 
 
-def _passed_on(config, var) -> list | None:
+def _passed_on(config, graph: Graph, var) -> list | None:
     """The configs of the data-movement ops (one data input each) that pass ``var`` on, and of their outputs, when
-    only float readers and graph outputs take it in the end; None when a quantized op reads it."""
+    only float readers and graph outputs take it in the end; None when a quantized op reads it (or may: an output
+    of a part of a model quantized by parts, which a later part reads)."""
+    if _read_later(graph, var):
+        return None
     configs = []
     for reader in dict.fromkeys(var.consumers):
         reads = [tqc for v, tqc in zip(reader.inputs, reader.quant.inputs if reader.quant else [], strict=False)
                  if v is var and tqc is not None and tqc.state is not QuantizationState.FP32]
         if not reads:
-            if _feeds_quantized(reader):  # mid-graph it stays: floated, mobilenetv3-mini lost 5 dB
+            if _feeds_quantized(graph, reader):  # mid-graph it stays: floated, mobilenetv3-mini lost 5 dB
                 return None
             continue
         data = [tqc for tqc in reader.quant.inputs if tqc is not None]
@@ -168,25 +171,31 @@ def _passed_on(config, var) -> list | None:
         configs += reads
         for out, tqc in zip(reader.outputs, reader.quant.outputs, strict=False):
             if tqc is not None and tqc.state is not QuantizationState.FP32:
-                further = _passed_on(config, out)
+                further = _passed_on(config, graph, out)
                 if further is None:
                     return None
                 configs += [tqc, *further]
     return configs
 
 
-def _feeds_quantized(op: Operation) -> bool:
-    """Whether a quantized op reads anything computed from ``op``'s outputs (its forward cone)."""
+def _feeds_quantized(graph: Graph, op: Operation) -> bool:
+    """Whether a quantized op reads anything computed from ``op``'s outputs (its forward cone), or may (a later
+    part of a model quantized by parts)."""
     seen, pending = {op.name}, [out for out in op.outputs if out is not None]
     while pending:
         var = pending.pop()
-        if read_quantized(var):
+        if read_quantized(var) or _read_later(graph, var):
             return True
         for reader in var.consumers:
             if reader.name not in seen:
                 seen.add(reader.name)
                 pending += [out for out in reader.outputs if out is not None]
     return False
+
+
+def _read_later(graph: Graph, var) -> bool:
+    """``var`` is an output of a part of a model (``--by-blocks``): a later part reads it, maybe quantized."""
+    return graph.part_of is not None and var in graph.outputs
 
 
 def read_quantized(var) -> bool:
