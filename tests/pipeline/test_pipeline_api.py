@@ -161,3 +161,30 @@ def test_an_export_far_from_the_simulation_is_a_warning():
     jitter = {"runtime": "onnxruntime", "max_steps": 84.0, "outputs": {"y": {"max_steps": 84.0, "cosine": 0.9999992}}}
     assert disagreement(jitter) == []  # one uint8 step upstream read on an int16 output grid: the same SNR
     assert disagreement(None) == []
+
+
+@pytest.mark.parametrize("saved, loaded", [(False, True), (True, False)])
+def test_an_equalization_mismatch_is_named_before_the_weights_are_checked(tmp_path, saved, loaded):
+    """On a model whose pair equalization rescales, the weights' check ran first and blamed the model ('another
+    model, or other weights under the same names')."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(size=(4, 3, 3, 3)).astype(np.float32) * np.array([1, 10, 0.1, 3], np.float32)[:, None, None, None]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(
+        np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    onnx.save(helper.make_model(helper.make_graph(
+        nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)), tmp_path / "m.onnx")
+    calib = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    state = tmp_path / "state.json"
+    qtool.quantize(tmp_path / "m.onnx", "onnxruntime", calib, calib_layout="feeds", save_state=state,
+                   config={"accuracy": {"equalization": saved}})
+    with pytest.raises(qtool.QtoolError, match=rf"calibrated with accuracy\.equalization = {saved}, this run has "
+                                               rf"{loaded}"):
+        qtool.quantize(tmp_path / "m.onnx", "onnxruntime", None, load_state=state,
+                       config={"accuracy": {"equalization": loaded}})

@@ -30,13 +30,15 @@ class RestoreState(Pass):
     def __init__(self, path: str | os.PathLike, reshaping: Mapping[str, Any] | None = None,
                  rewriting: Mapping[str, Any] | None = None) -> None:
         self.path, self.reshaping, self.rewriting = path, dict(reshaping or {}), dict(rewriting or {})
-        read_state(Path(path))  # a missing or foreign file fails now, before any pass runs
+        saved = read_state(Path(path))  # a missing or foreign file fails now, before any pass runs
+        self.saved_accuracy = (saved.get("config") or {}).get("accuracy") or {}
 
     def call(self, graph: Graph) -> PassResult:
+        # the settings first: a state saved with other equalization settings fits no weight of this run, and the
+        # weights' check would blame the model ("another model, or other weights under the same names")
+        self._check_reshaping(self.saved_accuracy)
+        self._check_rewriting(self.saved_accuracy)
         saved = load_state(graph, self.path)
-        accuracy = (saved.get("config") or {}).get("accuracy") or {}
-        self._check_reshaping(accuracy)
-        self._check_rewriting(accuracy)
         return PassResult(graph, True, {"path": str(self.path), "created": saved.get("created"),
                                         "data_fingerprint": saved.get("data_fingerprint")})
 
