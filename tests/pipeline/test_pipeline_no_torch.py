@@ -83,3 +83,25 @@ def test_a_default_quantize_imports_no_torch(which, cnn_model, calib_npz, decode
     assert "no step of this run used qtool's simulation" in found["agreement"]["skipped"]
     assert not found["torch"], f"torch was imported:\n{found['first_torch_import']}"
     assert not found["rich"], "rich was imported although no progress bar was asked for"
+
+
+RELOAD = """
+import json, sys
+import qtool
+
+model, state, output = sys.argv[1:]
+qtool.quantize(model, "onnxruntime", None, load_state=state, output=output)
+print(json.dumps({"torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_reload_from_a_state_without_data_imports_no_torch(cnn_model, calib_npz, tmp_path):
+    """Deciding which accuracy passes need data imported every pass module, SmoothQuant's with torch: a reload
+    took 1.7 s where a full run took 0.5."""
+    import qtool
+
+    qtool.quantize(cnn_model, "onnxruntime", calib_npz, save_state=tmp_path / "s.json")
+    ran = subprocess.run([sys.executable, "-c", RELOAD, str(cnn_model), str(tmp_path / "s.json"),
+                          str(tmp_path / "q.onnx")], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"torch": False}

@@ -81,9 +81,9 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
 def _accuracy_options(config, data) -> dict:
     """The ``[accuracy]`` table; without data (a restored state) the passes the platform's defaults turn on that
     need data are left out (those the user turned on still need it)."""
-    options = {name: value for name, value in config.accuracy.items()
-               if data is not None or not needs_data(name)
-               or config.origins.get(f"accuracy.{name}") != PLATFORM_SOURCE}
+    options = {name: value for name, value in config.accuracy.items()  # needs_data last: it imports the pass
+               if data is not None or value in (None, False)
+               or config.origins.get(f"accuracy.{name}") != PLATFORM_SOURCE or not needs_data(name)}
     if config.weight_only and options.get("awq") not in (None, False):  # AWQ searches on the weight-only grid
         grid = {key: config.weight_only[key] for key in ("bits", "symmetric", "block_size")}
         options["awq"] = {**grid, **(options["awq"] if isinstance(options["awq"], Mapping) else {})}
