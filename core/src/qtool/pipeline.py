@@ -237,6 +237,9 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
                 result.diagnostics += disagreement(result.agreement)
             else:
                 result.agreement = {"skipped": skipped}
+        else:
+            result.agreement = {"skipped": "no samples to run it on: a state was loaded without calibration data "
+                                           "(--calib)"}
     if save_state is not None:  # after the files: an interrupted export leaves the old state beside the old model
         from .state import save_state as write_state
 
