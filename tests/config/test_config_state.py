@@ -259,3 +259,19 @@ def test_a_state_is_not_restored_onto_other_weights_of_the_same_names(saved, sma
                                          r"state was saved with"):
         load_state(other, path)
     load_state(qtool.load(small_model_path), path)  # the same weights: restored
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("scale", float("nan"), "finite and positive"), ("scale", 0.0, "finite and positive"),
+    ("scale", -1.0, "finite and positive"), ("offset", 1000, "codes of"), ("scale", "abc", "must be numbers")])
+def test_a_hand_edited_scale_or_offset_is_refused_naming_the_tensor(saved, small_model_path, field, value, message):
+    """A NaN, zero or negative scale was written as 1e-45 (the model then ignored its input), an offset of 1000 on
+    a uint8 grid as 232."""
+    _, path = saved
+    data = json.loads(path.read_text())
+    item = next(i for record in data["ops"].values() for i in record.get("inputs", [])
+                if i is not None and i["scale"] is not None and i["role"] == "activation")
+    item[field] = [value] if isinstance(item[field], list) else value
+    path.write_text(json.dumps(data))
+    with pytest.raises(StateError, match=rf"tensor {item['tensor']!r}: the saved .*{message}"):
+        load_state(qtool.load(small_model_path), path)

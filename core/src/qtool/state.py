@@ -231,8 +231,7 @@ def _restore_tqc(tqc: TQC | None, item: dict[str, Any], var, where: str, path: P
         return tqc
     params = None
     if item["scale"] is not None:
-        params = (np.asarray(item["scale"], dtype=np.float32),
-                  np.asarray(item["offset"], dtype=np.float32 if scheme.is_floating else np.int32))
+        params = _params(item, scheme, where, path)
         if state in UNBAKED and not _on_grid(var, scheme, *params):
             state = UNBAKED[state]
     if item.get("passive"):
@@ -250,6 +249,24 @@ def _differences(ours: QuantScheme, saved: QuantScheme) -> str:
     fields = [f"{f.name} {getattr(ours, f.name)!s} here, {getattr(saved, f.name)!s} saved"
               for f in dataclasses.fields(QuantScheme) if getattr(ours, f.name) != getattr(saved, f.name)]
     return f" ({'; '.join(fields)})" if fields else ""
+
+
+def _params(item: dict[str, Any], scheme: QuantScheme, where: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The saved scale and offset, checked: scales finite and positive, integer offsets within the code range (a
+    hand-edited NaN scale was written as 1e-45, an offset of 1000 on uint8 as 232)."""
+    try:
+        scale = np.asarray(item["scale"], dtype=np.float64)
+        offset = np.asarray(item["offset"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"{path}: {where}: the saved scale and offset must be numbers ({exc})") from None
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise StateError(f"{path}: {where}: the saved scales must be finite and positive, got {scale.ravel()[:4]}")
+    if not np.isfinite(offset).all() or not scheme.is_floating and (
+            (offset != np.round(offset)).any() or (offset < scheme.quant_min).any()
+            or (offset > scheme.quant_max).any()):
+        raise StateError(f"{path}: {where}: the saved offsets must be codes of {scheme.short()}, got "
+                         f"{offset.ravel()[:4]}")
+    return scale.astype(np.float32), offset.astype(np.float32 if scheme.is_floating else np.int32)
 
 
 def _scheme(item: dict[str, Any], where: str, path: Path) -> QuantScheme:
