@@ -123,6 +123,20 @@ def test_state_round_trip_through_the_cli(tiny_platform, cnn_model, calib_npz, t
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_flags_of_the_data_without_data_are_refused(tiny_platform, cnn_model, calib_npz, tmp_path, capsys):
+    """With --load-state and no --calib, --calib-samples and the other flags of the data were ignored without a word."""
+    state = tmp_path / "s.json"
+    assert main(["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o",
+                 str(tmp_path / "a.onnx"), "--save-state", str(state)]) == 0
+    capsys.readouterr()
+    for flag in (["--calib-samples", "4"], ["--calib-skip-nonfinite"], ["--calib-layout", "feeds"]):
+        assert main(["quantize", str(cnn_model), "--platform", TINY, "--load-state", str(state), "-o",
+                     str(tmp_path / "q.onnx"), *flag]) == 1
+        assert capsys.readouterr().err == f"qtool: error: {flag[0]} shape(s) the calibration data, and no --calib " \
+                                          "was given\n"
+    assert not (tmp_path / "q.onnx").exists()
+
+
 def test_explain_json_needs_no_data(tiny_platform, cnn_model, capsys):
     assert main(["explain", str(cnn_model), "--platform", TINY, "--json"]) == 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import QtoolError
+
 
 def add_calibration_flags(parser) -> None:
     # not argparse choices: importing qtool.calibration imports torch, which --help must not wait for;
@@ -17,6 +19,12 @@ def add_calibration_flags(parser) -> None:
 
 
 def calibration_options(args) -> dict:
-    """The keyword arguments of qtool.quantize that the flags set."""
+    """The keyword arguments of qtool.quantize that the flags set; a flag of the data without data is refused (with
+    --load-state and no --calib they were ignored without a word)."""
+    flags = (("--calib-layout", args.calib_layout), ("--calib-samples", args.calib_samples),
+             ("--calib-skip-nonfinite", args.calib_skip_nonfinite))
+    given = [flag for flag, value in flags if value not in (None, False)]
+    if given and args.calib is None:
+        raise QtoolError(f"{', '.join(given)} shape(s) the calibration data, and no --calib was given")
     return {"calib_layout": args.calib_layout, "max_samples": args.calib_samples,
             "skip_nonfinite": args.calib_skip_nonfinite}
