@@ -190,3 +190,15 @@ def test_an_equalization_mismatch_is_named_before_the_weights_are_checked(tmp_pa
                                                rf"{loaded}"):
         qtool.quantize(tmp_path / "m.onnx", "onnxruntime", None, load_state=state,
                        config={"accuracy": {"equalization": loaded}})
+
+
+def test_a_state_saved_again_from_a_reload_keeps_where_its_calibration_came_from(tiny_platform, cnn_model, calib_npz,
+                                                                                 tmp_path):
+    """--load-state X --save-state Y wrote data_fingerprint null: Y no longer said which data calibrated it."""
+    import json
+
+    first, second = tmp_path / "x.json", tmp_path / "y.json"
+    qtool.quantize(cnn_model, TINY, calib_npz, save_state=first)
+    qtool.quantize(cnn_model, TINY, None, load_state=first, save_state=second)
+    fingerprints = [json.loads(path.read_text())["data_fingerprint"] for path in (first, second)]
+    assert fingerprints[0] is not None and fingerprints[1] == fingerprints[0]

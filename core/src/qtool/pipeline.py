@@ -243,7 +243,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     if save_state is not None:  # after the files: an interrupted export leaves the old state beside the old model
         from .state import save_state as write_state
 
-        write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else None)
+        restored = next((r.details.get("data_fingerprint") for r in runs if r.name == "RestoreState"), None)
+        write_state(graph, save_state, config=qconfig, data_fingerprint=data.fingerprint() if data else restored)
     gap = None
     if data is not None and measure:
         gap = _float_vs_quantized(result, runtime, data, device, simulated, calibrated_on_data=restore is None,
