@@ -182,7 +182,9 @@ def _restore_op(graph, op, record: dict[str, Any], path: Path, restored: dict, l
             where = f"op {op.name!r} {side}[{i}]"
             if dispatched and (configs[i] is None) != (item is None):
                 who = ("the graph", "the state file") if item is None else ("the state file", "the graph")
-                raise StateError(f"{path}: {where}: {who[0]} quantizes this tensor, {who[1]} does not")
+                bias = "bias" in (item or {}).get("role", "") or configs[i] is not None and configs[i].role == "bias"
+                why = " (an int32 bias: bias.mode, or the platform, differs from the state's)" if bias else ""
+                raise StateError(f"{path}: {where}: {who[0]} quantizes this tensor, {who[1]} does not{why}")
             if item is None:
                 configs[i] = None
                 continue
