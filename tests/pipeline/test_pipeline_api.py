@@ -202,3 +202,21 @@ def test_a_state_saved_again_from_a_reload_keeps_where_its_calibration_came_from
     qtool.quantize(cnn_model, TINY, None, load_state=first, save_state=second)
     fingerprints = [json.loads(path.read_text())["data_fingerprint"] for path in (first, second)]
     assert fingerprints[0] is not None and fingerprints[1] == fingerprints[0]
+
+
+def test_a_state_reloaded_with_other_observer_settings_is_refused_where_an_observer_reads_them(
+        tiny_platform, cnn_model, calib_npz, tmp_path):
+    """A changed calibration.percentile under observer "percentile" was taken silently and the state's model
+    written; one no observer reads (percentile under "minmax") changes nothing and is no reason to refuse."""
+    state = tmp_path / "state.json"
+    for observer in ("percentile", "minmax"):
+        saved = {"calibration": {"observer": observer, "percentile": 99.9}}
+        qtool.quantize(cnn_model, TINY, calib_npz, save_state=state, config=saved)
+        changed = {"calibration": {"observer": observer, "percentile": 90.0}}
+        if observer == "percentile":
+            with pytest.raises(qtool.QtoolError, match=r"calibrated with calibration\.percentile = 99\.9, this run "
+                                                       r"has 90\.0: .*calibrate again"):
+                qtool.quantize(cnn_model, TINY, None, load_state=state, config=changed)
+        else:
+            qtool.quantize(cnn_model, TINY, None, load_state=state, config=changed)
+        qtool.quantize(cnn_model, TINY, None, load_state=state, config=saved)

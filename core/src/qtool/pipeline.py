@@ -387,7 +387,7 @@ def _restore_state(path, qconfig):
     from .passes.restore_state import RestoreState
 
     return RestoreState(path, {name: qconfig.accuracy.get(name) for name in BEFORE_DISPATCH},
-                        {name: qconfig.accuracy.get(name) for name in REWRITING_WEIGHTS})
+                        {name: qconfig.accuracy.get(name) for name in REWRITING_WEIGHTS}, qconfig.calibration)
 
 
 def _check_runnable(graph: Graph) -> None:

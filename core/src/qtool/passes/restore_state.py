@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ir import Graph
+from ..quant import configured
 from ..state import StateError, load_state
 from ..state import _read as read_state
 from .base import Pass, PassResult
@@ -28,16 +29,19 @@ class RestoreState(Pass):
     name = "RestoreState"
 
     def __init__(self, path: str | os.PathLike, reshaping: Mapping[str, Any] | None = None,
-                 rewriting: Mapping[str, Any] | None = None) -> None:
+                 rewriting: Mapping[str, Any] | None = None, calibration: Mapping[str, Any] | None = None) -> None:
         self.path, self.reshaping, self.rewriting = path, dict(reshaping or {}), dict(rewriting or {})
+        self.calibration = dict(calibration or {})
         saved = read_state(Path(path))  # a missing or foreign file fails now, before any pass runs
         self.saved_accuracy = (saved.get("config") or {}).get("accuracy") or {}
+        self.saved_calibration = (saved.get("config") or {}).get("calibration") or {}
 
     def call(self, graph: Graph) -> PassResult:
         # the settings first: a state saved with other equalization settings fits no weight of this run, and the
         # weights' check would blame the model ("another model, or other weights under the same names")
         self._check_reshaping(self.saved_accuracy)
         self._check_rewriting(self.saved_accuracy)
+        self._check_observer_options(graph)
         saved = load_state(graph, self.path)
         return PassResult(graph, True, {"path": str(self.path), "created": saved.get("created"),
                                         "data_fingerprint": saved.get("data_fingerprint")})
@@ -50,6 +54,21 @@ class RestoreState(Pass):
                                  f"this run has {_setting(now)}: it changes the weights before calibration, so the "
                                  f"saved ranges do not fit; use the same [accuracy] {name} setting or calibrate again")
 
+
+    def _check_observer_options(self, graph: Graph) -> None:
+        """The [calibration] settings the graph's observers read (a bare "percentile" observer its percentile, a
+        histogram observer its bins) must be the state's: its ranges came from them (a changed percentile was
+        taken silently, and the state's model written)."""
+        from ..calibration.observers import settings_read
+
+        observers = {tqc.scheme.observer for op in graph.operations.values() for _, _, _, tqc in configured(op)
+                     if tqc.role == "activation"}
+        for key in sorted(set().union(*map(settings_read, observers))):
+            then, now = self.saved_calibration.get(key), self.calibration.get(key)
+            if then is not None and now is not None and then != now:
+                raise StateError(f"{self.path}: the state was calibrated with calibration.{key} = {then}, this run "
+                                 f"has {now}: the saved ranges come from the other; use the same setting or "
+                                 "calibrate again")
 
     def _check_rewriting(self, saved: Mapping[str, Any]) -> None:
         """``rewriting``: this run's settings of the passes that change weights after calibration (AdaRound,

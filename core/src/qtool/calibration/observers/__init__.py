@@ -33,6 +33,14 @@ def _builtins() -> dict[str, type[Observer]]:
 OBSERVERS: Registry[type[Observer]] = Registry("observer", "qtool_register_observers", builtins=_builtins)
 
 
+def settings_read(name: str) -> set[str]:
+    """The [calibration] settings an observer spec (``"auto"``, ``"percentile:99.9"``) takes from the defaults
+    :func:`make_observer` is given: its constructor's arguments, but the one its spec sets."""
+    base, _, argument = name.partition(":")
+    accepted = set(inspect.signature(OBSERVERS.get(base)).parameters) - {"scheme"}
+    return accepted - ({OBSERVERS.get(base).option} if argument else set())
+
+
 def make_observer(name: str, scheme: QuantScheme, *, defaults: Mapping[str, Any] | None = None,
                   **options) -> Observer:
     """A new observer for ``scheme``.
