@@ -127,23 +127,16 @@ def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndar
                  float_run: TorchExecutor | None = None) -> dict[str, ErrorAccumulator]:
     """Float vs quantized run at each floating-point graph output, by output name; ``float_run``: an executor of
     the float model where it is not ``executor``'s graph (``Graph.float_reference``)."""
-    stats: dict[str, ErrorAccumulator] = {}
-    saved = executor.quantize
-    float_run = float_run or executor
-    try:
-        for batch in batches:
-            feeds = _to_device(batch, executor.device)
-            with torch.inference_mode():
-                with float_run.mode(quantize=False):
-                    reference = float_run.forward_torch(feeds)
-                executor.quantize = True
+    stats, float_run = OutputsError(), float_run or executor
+    for batch in batches:
+        feeds = _to_device(batch, executor.device)
+        with torch.inference_mode():
+            with float_run.mode(quantize=False):
+                reference = float_run.forward_torch(feeds)
+            with executor.mode(quantize=True):
                 quantized = executor.forward_torch(feeds)
-            for name, ref in reference.items():
-                if ref.is_floating_point():
-                    stats.setdefault(name, ErrorAccumulator()).update(ref, quantized[name])
-    finally:
-        executor.quantize = saved
-    return stats
+        stats.update(reference, quantized)
+    return stats.outputs
 
 
 def _floating(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
