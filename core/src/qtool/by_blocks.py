@@ -32,6 +32,7 @@ from .files import check_not_inputs, check_outputs
 from .ir import Graph, data_path, load
 from .ir.model_writer import ModelWriter
 from .ir.segments import Segment, declare_outputs, segment_graph, split
+from .one_at_a_time import one_at_a_time
 from .pipeline import AGREEMENT_SAMPLES, _check_agreement, _check_runnable, _platform_and_config, quantize
 from .platform import ExportOptions, platform_step
 
@@ -48,6 +49,7 @@ class BlocksResult:
     seconds: float = 0.0
 
 
+@one_at_a_time
 def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, output: str | os.PathLike,
                        config=None, preset: str | None = None, accuracy: dict | None = None,
                        export: Any = None, block_bytes: int = DEFAULT_BLOCK_BYTES, calib_layout: str | None = None,

@@ -36,6 +36,7 @@ from .coverage import coverage, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_not_inputs, check_outputs
 from .ir import Graph, from_model_proto, load
+from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
 from .passes.order import default_passes, planning_passes
@@ -50,6 +51,7 @@ from .platform import (
     get_platform,
     platform_step,
 )
+from .platform_calls import validated
 from .platform_runtime import PlatformRuntime
 from .requantization import wider_readers
 
@@ -109,6 +111,7 @@ class Plan:
     pass_runs: list[PassRun]
 
 
+@one_at_a_time
 def plan(model, platform, *, config=None, preset: str | None = None,
          finished: Callable[[PassRun], None] | None = None) -> Plan:
     """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
@@ -118,6 +121,7 @@ def plan(model, platform, *, config=None, preset: str | None = None,
     return Plan(graph, qconfig, target, runs)
 
 
+@one_at_a_time
 def quantize(model, platform, calib=None, *, config=None, output: str | os.PathLike | None = None,
              export: ExportOptions | Mapping[str, Any] | None = None, save_state: str | os.PathLike | None = None,
              load_state: str | os.PathLike | None = None, device: str = "cpu", progress: bool = False,
@@ -217,8 +221,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + wider_readers(graph)
     if measure:  # a control-flow body without compute is no model of its own
         diagnostics += nothing_quantized(graph)
-    with platform_step(target, "validate"):
-        found = target.validate(graph, options)
+    found = validated(target, graph, options)
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
     diagnostics += found
     _check_supported(target, diagnostics, options.allow_unsupported)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..calibration import load_calibration_data
 from ..errors import QtoolError
 from ..explanation import explain_document
+from ..one_at_a_time import one_at_a_time
 from ..pipeline import plan, quantize
 from .collect import collect
 from .results import AnalysisReport, Explanation
@@ -16,6 +17,7 @@ from .results import AnalysisReport, Explanation
 DEFAULT_SAMPLES = 16
 
 
+@one_at_a_time
 def analyse(model, platform, calib, *, config=None, preset: str | None = None,
             load_state: str | os.PathLike | None = None, samples: int = DEFAULT_SAMPLES, device: str = "cpu",
             agreement: bool = True, finished=None, announce=None, **calibration) -> AnalysisReport:
@@ -36,6 +38,7 @@ def analyse(model, platform, calib, *, config=None, preset: str | None = None,
     return report_of(result, result.calibration, samples=samples, device=device, announce=announce)
 
 
+@one_at_a_time
 def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "cpu",
               announce=None) -> AnalysisReport:
     """The analysis report of a :func:`qtool.quantize` result, measured on ``calib``'s first ``samples`` (fewer
@@ -60,6 +63,7 @@ def _check_samples(samples) -> None:
         raise QtoolError(f"samples (--samples) must be a whole number of at least 1, got {samples!r}")
 
 
+@one_at_a_time
 def explain(model, platform, *, config=None, preset: str | None = None) -> Explanation:
     """How each op of ``model`` would be quantized on ``platform`` (no calibration data needed)."""
     planned = plan(model, platform, config=config, preset=preset)
