@@ -108,6 +108,16 @@ class Private(Careful):
         return [output.with_suffix(".json")]
 
 
+class Silent(Careful):
+    """validate() returns None where it means 'nothing to say', with a str severity where it speaks."""
+
+    name = "kit-silent"
+    speak = False
+
+    def validate(self, graph, options=None):
+        return [Diagnostic("error", "scheme", "no int4")] if self.speak else None
+
+
 @pytest.fixture
 def graph(qtool_calibrated_graph):
     return qtool_calibrated_graph
@@ -197,3 +207,13 @@ def test_an_unknown_capability_policy_fails_where_it_is_declared():
         Capabilities(policies=("SYMMETRIC",))
     assert Capabilities(policies=("SYMMETRICAL", "PER_TENSOR")).policies == \
         QuantizationPolicy.SYMMETRICAL | QuantizationPolicy.PER_TENSOR
+
+
+def test_a_validate_answer_of_the_wrong_type_is_a_problem_not_a_crash(register_platform, tmp_path):
+    name = register_platform(Silent)
+    problems = check_platform(name, tmp_path)
+    assert f"{name}: validate() returned NoneType, not a list" in problems
+    assert (f"{name}: platform {name!r} (test_kit_contract): validate() returned None (NoneType); it must return a "
+            "list of qtool.Diagnostic") in problems
+    Silent.speak = True
+    assert f"{name}: diagnostic 'scheme' has severity 'error', not a qtool.Severity" in check_platform(name, tmp_path)

@@ -20,7 +20,8 @@ from ..files import file_mode
 from ..ir import from_model_proto, load
 from ..pipeline import quantize
 from ..platform import PLATFORMS, Capabilities, Diagnostic, ExportOptions, Severity
-from ..plugins import plugins
+from ..platform_calls import validated
+from ..plugins import PluginError, plugins
 from ..quant import QuantScheme, quantized_tensors
 from .handmade import quantize_by_hand, retarget
 from .models import calibration_file, small_model, small_model_proto
@@ -101,7 +102,10 @@ def check_export(name: str, graph, workdir: str | os.PathLike) -> list[str]:
     """Export twice into ``workdir``: paths returned, each one output_files() declares (a run checks those before
     any work), files complete, replaced by rename, same bytes, graph intact."""
     platform = PLATFORMS.get(name)()
-    errors = [d for d in platform.validate(graph, ExportOptions()) if d.severity is Severity.ERROR]
+    try:
+        errors = [d for d in validated(platform, graph, ExportOptions()) if d.severity is Severity.ERROR]
+    except PluginError as exc:
+        return [f"{name}: {exc}"]
     if errors:
         return [f"{name}: rejects the calibrated test graph ({errors[0]}); give the contract a graph it accepts"]
     folder = Path(workdir)
@@ -241,7 +245,7 @@ def _diagnostic_problems(name: str, d, graph) -> list[str]:
         problems.append(f"{name}: diagnostic {d.code!r} names op {d.op!r}, which is not in the graph")
     if d.tensor is not None and d.tensor not in graph.variables:
         problems.append(f"{name}: diagnostic {d.code!r} names tensor {d.tensor!r}, which is not in the graph")
-    if d.severity is not Severity.WARNING and d.op is None and d.tensor is None:
+    if isinstance(d.severity, Severity) and d.severity is not Severity.WARNING and d.op is None and d.tensor is None:
         problems.append(f"{name}: {d.severity.value} diagnostic {d.code!r} names neither an op nor a tensor")
     return problems
 

@@ -1,0 +1,46 @@
+"""A platform's answers checked where the core asks for them: a wrong one is one PluginError naming the platform."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from .plugins.manager import PluginError
+from .platform import Diagnostic, KeepFloat, Platform, Proposal, Severity, platform_step
+
+
+def fault(target: Platform, text: str) -> PluginError:
+    """The error for a platform's wrong answer, in :func:`qtool.platform.platform_step`'s form."""
+    return PluginError(f"platform {target.name!r} ({type(target).__module__}): {text}")
+
+
+def validated(target: Platform, graph, options) -> list[Diagnostic]:
+    """``target.validate(graph, options)`` read once into a list, each item a Diagnostic with a Severity."""
+    with platform_step(target, "validate"):
+        found = target.validate(graph, options)
+        if isinstance(found, str | bytes | Mapping) or not isinstance(found, Iterable):
+            raise fault(target, f"validate() returned {_what(found)}; it must return a list of qtool.Diagnostic")
+        found = list(found)  # a generator's own failure is the platform's too
+    for d in found:
+        if not isinstance(d, Diagnostic):
+            raise fault(target, f"validate() returned {_what(d)} among its diagnostics; each must be a "
+                                "qtool.Diagnostic")
+        if not isinstance(d.severity, Severity):
+            raise fault(target, f"validate() returned diagnostic {d.code!r} with severity {_what(d.severity)}; "
+                                "it must be a qtool.Severity (e.g. Severity.ERROR)")
+    return found
+
+
+def annotated(target: Platform, op, proposal: Proposal) -> Proposal | KeepFloat:
+    """``target.annotate(op, proposal)``: a Proposal or KeepFloat."""
+    with platform_step(target, f"annotate (op {op.name!r})"):
+        answer = target.annotate(op, proposal)
+    if not isinstance(answer, Proposal | KeepFloat):
+        raise fault(target, f"annotate() returned {_what(answer)} for op {op.name!r}; it must return the "
+                            "qtool.Proposal it was given (changed or not) or qtool.KeepFloat(reason)")
+    return answer
+
+
+def _what(value) -> str:
+    """``value`` shown briefly, with its type."""
+    shown = repr(value)
+    return f"{shown[:60] + '...' if len(shown) > 60 else shown} ({type(value).__name__})"

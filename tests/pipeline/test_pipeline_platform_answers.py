@@ -1,0 +1,90 @@
+"""A platform's wrong answers (validate, annotate, export) stop the run in one line naming it; nothing is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import qtool
+from qtool.pipeline import UnsupportedModelError
+from qtool.plugins import PluginError
+from qtool.testing import calibration_file, small_model
+
+CONV = "conv1"
+
+
+class Faulty(qtool.Platform):
+    """A platform whose answers come from ``answers``: validate, annotate, export by name."""
+
+    name = "faulty"
+    description = "answers what the test says"
+    output_format = "json"
+
+    def __init__(self, **answers) -> None:
+        self.answers = answers
+
+    def validate(self, graph, options=None):
+        return self.answers["validate"]() if "validate" in self.answers else []
+
+    def annotate(self, op, proposal):
+        return self.answers["annotate"](proposal) if "annotate" in self.answers else proposal
+
+    def output_files(self, output, options):
+        return [output.with_suffix(".json"), output.with_suffix(".side")]
+
+    def export(self, graph, output, options):
+        model, side = self.output_files(output, options)
+        return self.answers["export"](model, side) if "export" in self.answers else [
+            qtool.write_atomic(model, json.dumps({"ops": len(graph.operations)})), qtool.write_atomic(side, "side")]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    model = small_model(tmp_path / "in" / "m.onnx")
+    return model, calibration_file(qtool.load(model), tmp_path / "in" / "c.npz")
+
+
+def refused(inputs, tmp_path, platform) -> str:
+    """The run's one-line PluginError; the output folder stays empty."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(PluginError) as caught:
+        qtool.quantize(*inputs[:1], platform, inputs[1], output=out / "q")
+    assert list(out.iterdir()) == []
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("platform 'faulty' (test_pipeline_platform_answers)")
+    return message
+
+
+def test_an_error_from_a_generator_is_not_dropped(inputs, tmp_path):
+    error = qtool.Diagnostic(qtool.Severity.ERROR, "faulty.gen", "from a generator", op=CONV)
+    platform = Faulty(validate=lambda: (d for d in [error]))
+    with pytest.raises(UnsupportedModelError, match="from a generator") as caught:
+        qtool.quantize(*inputs[:1], platform, inputs[1], output=tmp_path / "out" / "q")
+    assert caught.value.diagnostics.count(error) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_generator_of_warnings_is_read_once(inputs):
+    warning = qtool.Diagnostic(qtool.Severity.WARNING, "faulty.gen", "from a generator", op=CONV)
+    result = qtool.quantize(*inputs[:1], Faulty(validate=lambda: (d for d in [warning])), inputs[1])
+    assert result.diagnostics.count(warning) == 1
+
+
+@pytest.mark.parametrize("answer, says", [
+    (lambda: None, "validate() returned None (NoneType); it must return a list of qtool.Diagnostic"),
+    (lambda: "oops", "validate() returned 'oops' (str); it must return a list"),
+    (lambda: ["asymmetric is bad"], "validate() returned 'asymmetric is bad' (str) among its diagnostics; each "
+                                    "must be a qtool.Diagnostic"),
+    (lambda: [qtool.Diagnostic("error", "faulty.x", "string severity", op=CONV)],
+     "validate() returned diagnostic 'faulty.x' with severity 'error' (str); it must be a qtool.Severity"),
+])
+def test_a_wrong_validate_answer_is_refused(inputs, tmp_path, answer, says):
+    assert says in refused(inputs, tmp_path, Faulty(validate=answer))
+
+
+def test_validate_raising_names_the_platform(inputs, tmp_path):
+    def boom():
+        raise KeyError("oops")
+
+    assert refused(inputs, tmp_path, Faulty(validate=boom)).endswith("failed in validate: KeyError: 'oops'")
