@@ -83,6 +83,7 @@ def test_presets_round_trip_through_to_dict_and_a_yaml_file(name, write_config):
     config = resolve_config({}, None, preset=name)
     assert resolve_config({}, config.to_dict()) == config
     assert resolve_config({}, write_config(config.to_dict(), ".yaml")) == config
+    assert resolve_config({}, config) == config  # an earlier result's .config, passed back as it is
 
 
 def test_to_dict_round_trips_overrides_and_float(write_config):

@@ -172,3 +172,13 @@ def test_an_unknown_device_is_refused_before_any_work(tmp_path):
 
     with pytest.raises(QtoolError, match=r"device 'tpu': expected one of cpu, cuda"):
         qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", tmp_path / "missing.npz", device="tpu")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine with CUDA runs on it")
+def test_cuda_where_none_is_available_is_refused_before_any_work(tmp_path):
+    """device="cuda" on a CPU-only machine failed only inside RuntimeCalibration, after seven passes."""
+    import qtool
+    from qtool.testing.models import small_model
+
+    with pytest.raises(QtoolError, match=r"^device 'cuda' requested but CUDA is not available$"):
+        qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", tmp_path / "missing.npz", device="cuda")

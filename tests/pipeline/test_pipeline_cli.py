@@ -182,6 +182,16 @@ def test_export_option_external_data(digits, tmp_path, value, external):
     assert session.run(None, {session.get_inputs()[0].name: split.eval_x[:2]})[0].shape[0] == 2
 
 
+def test_an_export_without_external_data_removes_the_data_file_an_earlier_one_left(digits, tmp_path):
+    """model.onnx.data stayed beside a model.onnx that no longer read it."""
+    model, calib, _ = digits
+    out = tmp_path / "model.onnx"
+    for value in ("true", "false"):
+        assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib), "-o", str(out),
+                     "--export-option", f"external_data={value}"]) == 0
+        assert out.with_name("model.onnx.data").exists() is (value == "true")
+
+
 @pytest.mark.parametrize("pair, message", [
     ("tensorrt_version=8.6", "export option 'tensorrt_version': platform 'onnxruntime' does not read it "
                              "(its options: external_data, weight_only_format, accuracy_level)"),

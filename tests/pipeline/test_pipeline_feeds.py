@@ -70,6 +70,41 @@ def test_a_recurrent_model_calibrates_from_a_reader_and_a_generator(recurrent, t
     check_export(output, recurrent, feed(11))
 
 
+@pytest.mark.parametrize("source", ["reader", "generator"])
+def test_a_stream_an_earlier_call_used_up_is_refused_saying_so_and_its_data_reused_as_loaded(recurrent, tmp_path,
+                                                                                            source):
+    """A second call with the same generator or reader said only 'the calibration data holds no samples'; an
+    earlier result's .calibration is the way to reuse what the stream gave, and keeps the settings it was loaded
+    with (max_samples and calib_layout given with it were dropped without a word)."""
+    data = Reader(10) if source == "reader" else (feed(i) for i in range(10))
+    first = qtool.quantize(recurrent, "onnxruntime", data, calib_layout="feeds")
+    used_up = "get_next\\(\\) returned None: a Reader is read once" if source == "reader" else "generator gave no item"
+    with pytest.raises(CalibrationError, match=f"{used_up}.*an earlier result's .calibration"):
+        qtool.quantize(recurrent, "onnxruntime", data, calib_layout="feeds")
+    again = qtool.quantize(recurrent, "onnxruntime", first.calibration, output=tmp_path / "again.onnx")
+    check_export(tmp_path / "again.onnx", recurrent, feed(3))
+    assert again.calibration is first.calibration
+    with pytest.raises(CalibrationError, match=r"already loaded calibration data .* got max_samples=4: pass the data"):
+        qtool.quantize(recurrent, "onnxruntime", first.calibration, max_samples=4)
+
+
+def test_already_loaded_data_for_another_model_is_refused_before_any_work(recurrent, tmp_path):
+    """It failed in calibration, with ONNX Runtime's 'Required inputs ... are missing from input feed'."""
+    from qtool.testing.models import small_model
+
+    loaded = qtool.quantize(recurrent, "onnxruntime", [feed(i) for i in range(4)], calib_layout="feeds").calibration
+    with pytest.raises(CalibrationError, match=r"already loaded for a model with inputs .*this model's are"):
+        qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", loaded)
+
+
+def test_samples_held_out_read_a_stream_no_further_than_they_need(recurrent):
+    """max_samples=6 and the 8 samples held out after them: the generator gave a 15th item, lost to its caller."""
+    pulled = []
+    stream = (pulled.append(i) or feed(i) for i in range(40))
+    qtool.quantize(recurrent, "onnxruntime", stream, calib_layout="feeds", max_samples=6)
+    assert len(pulled) == 6 + 8
+
+
 def test_stacked_samples_of_a_recurrent_model_are_refused_with_the_feeds_hint(recurrent):
     with pytest.raises(CalibrationError, match="different numbers of samples.*calib_layout='feeds'"):
         qtool.quantize(recurrent, "onnxruntime", [feed(0)])

@@ -28,6 +28,7 @@ import onnx
 
 from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, far_from_float, float_gap
 from .calibration import CalibrationWarning, KeptOutputs, load_calibration_data
+from .calibration.data import CalibrationData, check_reused
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
@@ -135,7 +136,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
     it may be None when ``load_state`` names a state saved by an earlier run. ``calib_layout="feeds"`` takes
     each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples
-    (up to 8 after them, never calibrated on, measure ``summary["float_vs_quantized"]``);
+    (model calls in the feeds layout, whatever each holds; up to 8 after them, never calibrated on, measure
+    ``summary["float_vs_quantized"]``);
     ``transform(item)`` maps each item to the inputs (e.g. ``(inputs, labels)`` pairs of a DataLoader);
     ``skip_nonfinite`` drops samples holding NaN instead of refusing them (an infinity is a value, e.g. a mask's).
     ``summary["float_vs_quantized"]`` measures the written files on the platform's runtime where it runs here
@@ -143,7 +145,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     simulation (``result.agreement``): None (the default) where a step of the run used the simulation, True
     always, False never; a runtime that refuses the written files fails the run either way. ``report``: a path
     the HTML report (:meth:`QuantizeResult.report`) is written to at the end, checked with the other files first.
-    ``config`` is a config file path or dict merged over the platform's defaults
+    ``config`` is a config file path, a dict or an earlier result's ``.config``, merged over the platform's defaults
     (its ``preset`` key, ``[accuracy]`` table and ``fusion.remove_activations`` included).
     ``export`` is an :class:`ExportOptions` (opset, allow_unsupported, remove_activations: None takes the
     config's, and the platform's own options in ``extra``), or a mapping of the platform's own options
@@ -174,6 +176,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     _check_runnable(graph)
     if calib is None and load_state is None:
         raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
+    if isinstance(calib, CalibrationData):
+        check_reused(calib, graph)
     data = None if calib is None else load_calibration_data(
         calib, graph, qconfig.calibration["batch_size"], layout=calib_layout, max_samples=max_samples,
         transform=transform, skip_nonfinite=skip_nonfinite)
@@ -499,12 +503,16 @@ DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 def _check_device(device: str) -> None:
-    """A device torch can name (``cpu``, ``cuda``, ``cuda:1``...), checked before any work without importing torch
-    (an unknown one failed in calibration)."""
+    """A device torch can name (``cpu``, ``cuda``, ``cuda:1``...), checked before any work; torch is imported only
+    for another device than the CPU, to ask whether it is there (CUDA missing failed in calibration)."""
     kind, _, index = str(device).partition(":")
     if kind not in DEVICE_TYPES or (index and not index.isdigit()):
         raise QtoolError(f"device {device!r}: expected one of {', '.join(DEVICE_TYPES)}, optionally with ':N' "
                          "(e.g. cuda:1)")
+    if kind != "cpu":
+        from .executor.executor import torch_device
+
+        torch_device(device)
 
 
 def _kept_outputs(data, restore) -> KeptOutputs | None:

@@ -37,7 +37,7 @@ class CalibrationData:
         if max_samples is not None and max_samples < 1:
             raise CalibrationError(f"max_samples (--calib-samples) must be at least 1, got {max_samples}")
         if source.length == 0:
-            raise CalibrationError(f"{origin}: the calibration data holds no samples")
+            raise CalibrationError(f"{origin}: {source.empty}")
         self._source, self.origin, self.layout = source, origin, layout
         self.fixed_batch = fixed_batch(source.inputs, graph) if layout == "samples" else None
         self.batch_size = self.fixed_batch or batch_size
@@ -83,13 +83,15 @@ class CalibrationData:
         shorter remainder the model cannot take is left out: the samples held out after ``max_samples`` may not
         fill one)."""
         found: list[dict[str, np.ndarray]] = []
-        for batch in chunks:
+        if n < 1:
+            return found
+        for batch in chunks:  # read no further than the batch that completes them (a stream's next item is the user's)
             step = 1 if self.layout == "feeds" else self.fixed_batch or 1
             for i in range(0, self.samples_in(batch) - step + 1, step):
-                if len(found) >= n:
-                    return found
                 found.append(batch if self.layout == "feeds"
                              else {name: np.array(a[i : i + step]) for name, a in batch.items()})
+                if len(found) >= n:
+                    return found
         return found
 
     def take(self, n: int) -> list[dict[str, np.ndarray]]:
@@ -275,7 +277,8 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
     Shapes and dtypes are checked against the graph inputs before anything runs (streams: their first item).
     """
     if isinstance(source, CalibrationData):
-        return source
+        return _reused(source, graph, layout=layout, max_samples=max_samples, transform=transform,
+                       skip_nonfinite=skip_nonfinite)
     inputs = list(graph.inputs)
     if not inputs:
         raise CalibrationError("the model has no inputs to calibrate with")
@@ -291,3 +294,25 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
         return CalibrationData(FileSource(path, inputs, layout), batch_size, str(path), **options)
     return CalibrationData(PythonSource(source, inputs, layout, transform), batch_size, "calibration data",
                            **options)
+
+
+def _reused(data: CalibrationData, graph: Graph, **keywords) -> CalibrationData:
+    """``data`` (an earlier run's ``result.calibration``) as it was loaded: asking for another layout, sample
+    limit, transform or NaN handling is refused."""
+    asked = {name: value for name, value in keywords.items() if value not in (None, False)}
+    if asked:
+        listed = ", ".join(f"{name}={value!r}" for name, value in asked.items())
+        raise CalibrationError(f"{data.origin}: already loaded calibration data (a result's .calibration) keeps the "
+                               f"layout, max_samples, transform and skip_nonfinite it was loaded with; got {listed}: "
+                               "pass the data itself to load it again with them")
+    return data
+
+
+def check_reused(data: CalibrationData, graph: Graph) -> None:
+    """Refuse already loaded ``data`` (an earlier run's ``result.calibration``) for a model whose inputs it does not
+    feed, before any work (ONNX Runtime said so only once calibration ran)."""
+    fed = {v.name for v in graph.inputs}
+    if fed != set(data.inputs):
+        differs = sorted(fed ^ set(data.inputs))[0]
+        raise CalibrationError(f"{data.origin}: already loaded for a model with inputs {', '.join(data.inputs)}; this "
+                               f"model's are {', '.join(sorted(fed)) or 'none'} (input {differs!r} differs)")

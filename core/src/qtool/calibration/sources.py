@@ -227,6 +227,8 @@ class FileSource:
     ``length`` counts samples (samples layout) or files (feeds layout: each file is one model call).
     """
 
+    empty = "the calibration data holds no samples"  # what to say where it holds none
+
     def __init__(self, path: Path, inputs: list[Variable], layout: str = "samples") -> None:
         self.path, self.inputs, self.layout = path, inputs, layout
         if path.is_dir():
@@ -276,10 +278,14 @@ class PythonSource:
                  transform: Callable | None = None) -> None:
         self.inputs, self.layout, self.transform = inputs, layout, transform
         self._items, self._named, self._spilled = source, True, None
+        self.empty = "the calibration data holds no samples"  # what to say where it holds none
         if isinstance(source, Mapping) or hasattr(source, "shape"):
             self._items, self._named = [source], False
         elif callable(getattr(source, "get_next", None)):
             self._spilled = _Spilled(self._checked(_reader_items(source)))
+            self.empty = (f"the reader's first get_next() returned None: a {type(source).__name__} is read once, "
+                          "so an earlier call may have used it up (call its rewind() or make a new one, or pass an "
+                          "earlier result's .calibration)")
         elif not isinstance(source, Sequence) or isinstance(source, (str, bytes)):
             try:
                 one_shot = iter(source) is source
@@ -289,6 +295,8 @@ class PythonSource:
                                        ) from None
             if one_shot:
                 self._spilled = _Spilled(self._checked(source))
+                self.empty = (f"the {type(source).__name__} gave no item: it is read once, so an earlier call may "
+                              "have used it up (pass a list, or an earlier result's .calibration)")
         if isinstance(self._items, list | tuple) and self._spilled is None:
             self.length = sum(self.count(arrays) for _, arrays in self.chunks())
         else:

@@ -45,6 +45,8 @@ def _user_layer(user) -> tuple[Mapping[str, Any], str]:
         return {}, "config"
     if isinstance(user, str | os.PathLike):
         return load_config_file(user), str(Path(user))
+    if isinstance(user, QuantConfig):  # an earlier result's .config, as a notebook passes it back
+        return user.to_dict(), "config"
     return user, "config"
 
 

@@ -45,7 +45,7 @@ class TorchExecutor:
         load_plugin_ops()
         check_supported(graph)
         self.graph = graph
-        self.device = _device(device)
+        self.device = torch_device(device)
         self.quantize = True
         self.float_ops: set[str] = set()
         self._hooks = Hooks()
@@ -216,7 +216,8 @@ class TorchExecutor:
                                        f"{var.name!r}, which is used")
 
 
-def _device(device: str | torch.device) -> torch.device:
+def torch_device(device: str | torch.device) -> torch.device:
+    """``device`` as torch names it; an unknown one, or CUDA where none is available, is refused."""
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:

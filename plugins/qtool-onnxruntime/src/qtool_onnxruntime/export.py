@@ -160,7 +160,10 @@ def export(graph, output: Path, options: ExportOptions) -> list[Path]:
     model, values = build_model(graph, options)
     external = options.extra.get("external_data") or None  # false: decided by size, as when not asked
     save_model_proto(model, path, external_data=external, values=values)
-    return [path, data] if data.exists() and _uses_external_data(model, external) else [path]
+    if data.exists() and _uses_external_data(model, external):
+        return [path, data]
+    data.unlink(missing_ok=True)  # an earlier export's, which the model written now does not read
+    return [path]
 
 
 def _uses_external_data(model: onnx.ModelProto, external: bool | None) -> bool:
