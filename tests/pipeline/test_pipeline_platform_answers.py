@@ -6,7 +6,7 @@ import json
 
 import pytest
 import qtool
-from qtool.pipeline import UnsupportedModelError
+from qtool.pipeline import UnsupportedModelError, plan
 from qtool.plugins import PluginError
 from qtool.testing import calibration_file, small_model
 
@@ -88,3 +88,31 @@ def test_validate_raising_names_the_platform(inputs, tmp_path):
         raise KeyError("oops")
 
     assert refused(inputs, tmp_path, Faulty(validate=boom)).endswith("failed in validate: KeyError: 'oops'")
+
+
+def test_annotate_raising_names_the_platform_and_the_op(inputs, tmp_path):
+    def boom(proposal):
+        raise IndexError("annotate bug")
+
+    assert refused(inputs, tmp_path, Faulty(annotate=boom)).endswith(
+        f"failed in annotate (op {CONV!r}): IndexError: annotate bug")
+
+
+@pytest.mark.parametrize("answer", [None, "keep float please"])
+def test_a_wrong_annotate_answer_says_what_it_must_return(inputs, tmp_path, answer):
+    assert refused(inputs, tmp_path, Faulty(annotate=lambda proposal: answer)).endswith(
+        f"annotate() returned {answer!r} ({type(answer).__name__}) for op {CONV!r}; it must return the qtool.Proposal "
+        "it was given (changed or not) or qtool.KeepFloat(reason)")
+
+
+def test_annotate_is_asked_about_compute_ops_and_fusion_activations_decides_the_rest(inputs):
+    """As docs/writing-a-plugin.md says: the Relu after conv1 is quantized by fusion.activations, not annotate."""
+    asked = []
+    relu = {}
+    for activations in (None, ["Clip"]):
+        platform = Faulty(annotate=lambda proposal: asked.append(proposal.reason) or proposal)
+        platform.default_config = lambda acts=activations: {} if acts is None else {"fusion": {"activations": acts}}
+        relu[activations is None] = plan(inputs[0], platform).graph.operations["relu"].quant.quantized
+    assert all(reason.endswith(" is in dispatch.quantize_op_types") for reason in asked)
+    assert "Relu" not in {reason.split()[0] for reason in asked}
+    assert relu == {True: True, False: False}

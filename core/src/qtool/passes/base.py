@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ..config.errors import ConfigError
 from ..errors import QtoolError
 from ..ir import Graph
+from ..plugins.manager import PluginError
 from ..state import StateError
 
 
@@ -116,7 +117,7 @@ class PassManager:
                 graph.float_reference = graph.copy()  # what the quantized model is measured against from now on
             try:
                 result = p(graph)
-            except (StartOver, ConfigError, StateError):  # a configuration's or state file's fault names its file
+            except (StartOver, ConfigError, StateError, PluginError):  # names the file or plugin at fault
                 raise
             except Exception as exc:
                 before = ", ".join([*self.ran, *(r.name for r in runs)]) or "nothing"

@@ -24,6 +24,7 @@ from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
 from ..ops import bias_index, is_steering_input, out_channels, quantized_in_model, weight_axis, weight_index
 from ..platform import KeepFloat, Platform, Proposal
+from ..platform_calls import annotated
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
 from .base import Pass, PassError, PassResult
 from .passive_parameter_quantize import bias_scheme_problem
@@ -105,7 +106,7 @@ class _Decisions:
         chosen = frozenset(i for i, (var, tqc) in enumerate(zip(op.inputs, configs.inputs, strict=True))
                            if tqc is not None and self.config.set_by_user(op, tqc.role, var.name, "granularity"))
         proposal = Proposal(configs, reason, self.config.requested(op), chosen)
-        answer = self.target.annotate(op, proposal) if self.target is not None else proposal
+        answer = annotated(self.target, op, proposal) if self.target is not None else proposal
         if isinstance(answer, KeepFloat):
             self.reasons[op.name] = f"kept float by {self.platform}: {answer.reason}"
         else:
