@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import qtool
@@ -116,3 +117,34 @@ def test_annotate_is_asked_about_compute_ops_and_fusion_activations_decides_the_
     assert all(reason.endswith(" is in dispatch.quantize_op_types") for reason in asked)
     assert "Relu" not in {reason.split()[0] for reason in asked}
     assert relu == {True: True, False: False}
+
+
+def _model_then(then):
+    """An export that writes the model (atomically), then does ``then(side)``."""
+    def export(model, side):
+        written = qtool.write_atomic(model, "{}")
+        return then(written, side)
+    return export
+
+
+def _crash(model, side):
+    raise RuntimeError("side writer crashed")
+
+
+@pytest.mark.parametrize("then, says", [
+    (_crash, "failed in export to "),
+    (lambda model, side: None, "export() returned None (NoneType); it must return a list of the paths it wrote"),
+    (lambda model, side: [model, qtool.write_atomic(side, "new"), qtool.write_atomic(side.with_suffix(".extra"), "x")],
+     ".extra, which output_files() does not name"),
+    (lambda model, side: [model, side.with_suffix(".missing")], "q.missing, which is not a file it wrote"),
+])
+def test_an_export_that_fails_partway_leaves_the_files_as_they_were(inputs, tmp_path, then, says):
+    platform = Faulty(export=_model_then(then))
+    assert says in refused(inputs, tmp_path, platform)  # nothing there before: nothing there after
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "q.json").write_text("OLD model")
+    (out / "q.side").write_text("OLD side")
+    with pytest.raises(PluginError, match=re.escape(says)):
+        qtool.quantize(*inputs[:1], platform, inputs[1], output=out / "q")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"q.json": "OLD model", "q.side": "OLD side"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -76,6 +77,38 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def restored_on_failure(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Where the block fails, the files at ``paths`` are put back as they were before it (one that was not there is
+    removed): each old file is kept under a temporary name beside it (a hard link, a copy where there is none)."""
+    kept: dict[Path, Path | None] = {}
+    try:
+        for path in dict.fromkeys(Path(p) for p in paths):
+            kept[path] = _kept_copy(path) if path.is_file() else None
+        yield
+    except BaseException:
+        for path, old in kept.items():
+            if old is not None:
+                os.replace(old, path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        for old in kept.values():
+            if old is not None:
+                old.unlink(missing_ok=True)
+
+
+def _kept_copy(path: Path) -> Path:
+    copy = temporary_beside(path)
+    copy.unlink()
+    try:
+        os.link(path, copy)
+    except OSError:
+        shutil.copy2(path, copy)
+    return copy
 
 
 def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),

@@ -52,7 +52,7 @@ from .platform import (
     get_platform,
     platform_step,
 )
-from .platform_calls import validated
+from .platform_calls import exported, validated
 from .platform_runtime import PlatformRuntime
 from .requantization import wider_readers
 
@@ -232,8 +232,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if output is not None:
-        with platform_step(target, f"export to {output}"), one_thread():  # a few small ops per weight (threads)
-            result.files = [Path(p) for p in target.export(graph, Path(output), options)]
+        with one_thread():  # a few small ops per weight (threads)
+            result.files = exported(target, graph, Path(output), options)
         if data is not None:
             skipped = agreement_skipped(check_agreement, simulation_runs() > simulated_before, target)
             if skipped is None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+from .files import restored_on_failure
 from .plugins.manager import PluginError
 from .platform import Diagnostic, KeepFloat, Platform, Proposal, Severity, platform_step
 
@@ -38,6 +41,32 @@ def annotated(target: Platform, op, proposal: Proposal) -> Proposal | KeepFloat:
         raise fault(target, f"annotate() returned {_what(answer)} for op {op.name!r}; it must return the "
                             "qtool.Proposal it was given (changed or not) or qtool.KeepFloat(reason)")
     return answer
+
+
+def exported(target: Platform, graph, output: Path, options) -> list[Path]:
+    """``target.export(graph, output, options)``: the paths it wrote, each one of its ``output_files()``. Where it
+    fails or answers otherwise, those files are as before (:func:`qtool.files.restored_on_failure`), and a new file
+    in the output's folder that they do not name is removed."""
+    declared = {Path(p).absolute() for p in target.output_files(output, options)}
+    folder = Path(output).absolute().parent
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
+    with restored_on_failure(declared):
+        with platform_step(target, f"export to {output}"):
+            paths = target.export(graph, output, options)
+        if not isinstance(paths, list | tuple):
+            raise fault(target, f"export() returned {_what(paths)}; it must return a list of the paths it wrote")
+        for path in paths:
+            if not isinstance(path, str | os.PathLike):
+                raise fault(target, f"export() returned {_what(path)} among its paths; each must be a path")
+            if not Path(path).is_file():
+                raise fault(target, f"export() returned {path}, which is not a file it wrote")
+            stray = Path(path).absolute()
+            if stray not in declared:
+                if stray.parent == folder and stray.name not in before:
+                    stray.unlink()
+                raise fault(target, f"export() wrote {path}, which output_files() does not name (a run checks "
+                                    "those against its inputs before any work)")
+        return [Path(p) for p in paths]
 
 
 def _what(value) -> str:
