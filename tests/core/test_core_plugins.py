@@ -41,7 +41,8 @@ PLUGINS = {
 }
 
 
-def _write_distribution(root: Path, dist: str, module: str, source: str) -> Path:
+def _write_distribution(root: Path, dist: str, module: str, source: str, entry_point: str | None = None,
+                        group: str = "qtool") -> Path:
     folder = root / dist
     folder.mkdir()
     (folder / f"{module}.py").write_text(source)
@@ -57,21 +58,27 @@ def _write_distribution(root: Path, dist: str, module: str, source: str) -> Path
         [tool.setuptools]
         py-modules = ["{module}"]
 
-        [project.entry-points.qtool]
-        {module.replace('_', '-')} = "{module}"
+        [project.entry-points.{group}]
+        {entry_point or module.replace('_', '-')} = "{module}"
         """))
     return folder
+
+
+def _install(tmp_path_factory, plugins: dict) -> Path:
+    """A folder holding the test distributions ``plugins`` (dist: module, source[, entry point[, group]]), installed
+    by pip."""
+    sources = tmp_path_factory.mktemp("sources")
+    target = tmp_path_factory.mktemp("site")
+    folders = [str(_write_distribution(sources, d, *spec)) for d, spec in plugins.items()]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), *folders], check=True)
+    return target
 
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory):
     """A folder holding the four test distributions, installed by pip."""
-    sources = tmp_path_factory.mktemp("sources")
-    target = tmp_path_factory.mktemp("site")
-    folders = [str(_write_distribution(sources, d, m, s)) for d, (m, s) in PLUGINS.items()]
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), *folders], check=True)
-    return target
+    return _install(tmp_path_factory, PLUGINS)
 
 
 def qtool(plugin_path, *args, **env):
@@ -83,7 +90,7 @@ def qtool(plugin_path, *args, **env):
 
 
 def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(plugin_path):
-    result = qtool(plugin_path, "list-platforms", "--json")
+    result = qtool(plugin_path, "list-platforms", "--json", QTOOL_BLOCK_PLUGINS="twin-demo")
     assert result.returncode == 0, result.stderr
     platforms = {p["name"]: p for p in json.loads(result.stdout)["platforms"]}
     assert platforms["good-demo"]["distribution"] == "qtool-good-demo"
@@ -95,8 +102,10 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_still_load(plugin_path
 
 
 def test_duplicate_platform_names_both_distributions(plugin_path):
-    err = qtool(plugin_path, "list-platforms", "--json").stderr
-    assert "platform 'good-demo' is registered twice: by qtool-good-demo 1.2.3 and by qtool-twin-demo 1.2.3" in err
+    result = qtool(plugin_path, "list-platforms", "--json")
+    assert "platform 'good-demo' is registered twice: by qtool-good-demo 1.2.3 and by qtool-twin-demo 1.2.3" in \
+        result.stderr
+    assert "good-demo" not in {p["name"] for p in json.loads(result.stdout)["platforms"]}
 
 
 def test_strict_mode_makes_a_plugin_failure_fatal(plugin_path):
@@ -131,7 +140,79 @@ def test_plugins_json_lists_hooks_and_errors(plugin_path):
 
 
 def test_table_output_and_version(plugin_path):
-    result = qtool(plugin_path, "list-platforms", COLUMNS="200")
+    result = qtool(plugin_path, "list-platforms", COLUMNS="200", QTOOL_BLOCK_PLUGINS="twin-demo")
     assert "good-demo" in result.stdout and "qtool-good-demo" in result.stdout
     version = qtool(plugin_path, "--version")
     assert version.returncode == 0 and version.stdout.startswith("qtool ")
+
+
+PAIR_MODULE = PLATFORM_MODULE.format(cls="PairA", platform="pair-a").replace(
+    "register(PairA)", "register(PairA)\n    register(PairB)") + PLATFORM_MODULE.format(
+    cls="PairB", platform="pair-b").split("@qtool.hookimpl")[0].replace("import qtool", "")
+FAULTY = {
+    # a built-in-like distribution with two platforms, and one whose entry point sorts first claiming the first
+    "qtool-pair-demo": ("pair_demo", PAIR_MODULE),
+    "qtool-intruder-demo": ("aaa_intruder", PLATFORM_MODULE.format(cls="Intruder", platform="pair-a")),
+    "qtool-samename-demo": ("samename_demo", PLATFORM_MODULE.format(cls="Same", platform="same-demo"), "pair-demo"),
+    "qtool-typohook-demo": ("typohook_demo", PLATFORM_MODULE.format(cls="T", platform="typohook-demo").replace(
+        "def qtool_register_platforms", "def qtool_register_platform")),
+    "qtool-nodeco-demo": ("nodeco_demo", PLATFORM_MODULE.format(cls="N", platform="nodeco-demo").replace(
+        "@qtool.hookimpl\n", "")),
+    "qtool-badsig-demo": ("badsig_demo", PLATFORM_MODULE.format(cls="B", platform="badsig-demo").replace(
+        "(register):\n    register(", "(registry):\n    registry(")),
+    "qtool-typogroup-demo": ("typogroup_demo", PLATFORM_MODULE.format(cls="G", platform="typogroup-demo"), None,
+                             "qtools"),
+}
+HOOK_WARNINGS = [
+    "plugin 'badsig-demo' (distribution qtool-badsig-demo 1.2.3): hook qtool_register_platforms(registry) takes "
+    "registry, which qtool does not pass: it must take (register)",
+    "plugin 'nodeco-demo' (distribution qtool-nodeco-demo 1.2.3): qtool_register_platforms is not decorated with "
+    "@qtool.hookimpl, so qtool never calls it",
+    "plugin 'typohook-demo' (distribution qtool-typohook-demo 1.2.3): qtool_register_platform is no qtool hook; did "
+    "you mean 'qtool_register_platforms'?",
+]
+CLASH = ("platform 'pair-a' is registered twice: by qtool-intruder-demo 1.2.3 and by qtool-pair-demo 1.2.3; neither "
+         "is used (uninstall one, or set QTOOL_BLOCK_PLUGINS to one's distribution)")
+
+
+@pytest.fixture(scope="module")
+def faulty_path(tmp_path_factory):
+    return _install(tmp_path_factory, FAULTY)
+
+
+def _lines(text: str) -> list[str]:
+    return text.strip().splitlines()
+
+
+def test_a_clash_is_neither_plugins_and_the_victims_other_platforms_stay(faulty_path, tmp_path):
+    result = qtool(faulty_path, "list-platforms", "--json")
+    platforms = {p["name"]: p["distribution"] for p in json.loads(result.stdout)["platforms"]}
+    assert "pair-a" not in platforms and platforms["pair-b"] == "qtool-pair-demo"
+    assert _lines(result.stderr) == [f"qtool: warning: {w}" for w in [*HOOK_WARNINGS, CLASH]]
+    used = qtool(faulty_path, "explain", str(tmp_path / "m.onnx"), "--platform", "pair-a")
+    assert used.returncode == 1
+    assert _lines(used.stderr)[len(HOOK_WARNINGS):] == [f"qtool: error: {CLASH}"]
+
+
+def test_two_distributions_with_one_entry_point_name_both_load(faulty_path):
+    records = json.loads(qtool(faulty_path, "plugins", "--json").stdout)["plugins"]
+    pair = {r["distribution"]: r for r in records if r["name"] == "pair-demo"}
+    assert pair["qtool-samename-demo"]["error"] is None and pair["qtool-pair-demo"]["hooks"] == [
+        "qtool_register_platforms"]
+    platforms = json.loads(qtool(faulty_path, "list-platforms", "--json").stdout)["platforms"]
+    assert {p["name"]: p["distribution"] for p in platforms}["same-demo"] == "qtool-samename-demo"
+
+
+def test_hooks_misspelt_undecorated_or_taking_other_arguments_are_named(faulty_path):
+    records = {r["name"]: r for r in json.loads(qtool(faulty_path, "plugins", "--json").stdout)["plugins"]}
+    assert records["badsig-demo"]["hooks"] == [] and records["typohook-demo"]["hooks"] == []
+    strict = qtool(faulty_path, "list-platforms", QTOOL_STRICT_PLUGINS="1")
+    assert (strict.returncode, _lines(strict.stderr)) == (1, [f"qtool: error: {HOOK_WARNINGS[0]}"])
+
+
+def test_an_entry_point_in_a_near_miss_group_is_hinted(faulty_path, tmp_path):
+    result = qtool(faulty_path, "explain", str(tmp_path / "m.onnx"), "--platform", "typogroup-demo")
+    assert result.returncode == 1
+    assert _lines(result.stderr)[-1].endswith(
+        "distribution qtool-typogroup-demo declares entry point 'typogroup-demo' in group 'qtools': qtool reads "
+        "group 'qtool' ([project.entry-points.qtool])")

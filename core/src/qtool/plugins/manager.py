@@ -18,6 +18,7 @@ import pluggy
 
 from ..errors import QtoolError
 from . import hookspecs
+from .checks import HOOKS, hook_problems
 
 ENTRY_POINT_GROUP = "qtool"
 
@@ -64,22 +65,40 @@ class PluginSet:
 
     def load_entry_points(self) -> None:
         blocked = {n.strip() for n in os.environ.get("QTOOL_BLOCK_PLUGINS", "").split(",") if n.strip()}
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                         key=lambda e: (e.name, e.dist.name if e.dist else "")):
             dist = ep.dist
             record = PluginRecord(ep.name, dist.name if dist else "?", dist.version if dist else "?", ep.value)
-            self.records[ep.name] = record
+            # two distributions may name their entry points alike: each is its own plugin
+            key = ep.name if ep.name not in self.records else f"{ep.name} ({record.distribution})"
+            self.records[key] = record
             if ep.name in blocked or record.distribution in blocked:
                 record.blocked = True
                 continue
             try:
                 module = ep.load()
-                self.manager.register(module, name=ep.name)
             except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, reported by name
                 self.fail(record, f"failed to import: {type(exc).__name__}: {exc}", exc)
                 continue
-            record.hooks = sorted(
-                hook.name for hook in self.manager.get_hookcallers(module) or [] if hook.name.startswith("qtool_")
-            )
+            if self.register(record, key, module):
+                record.hooks = sorted(
+                    hook.name for hook in self.manager.get_hookcallers(module) or [] if hook.name in HOOKS)
+
+    def register(self, record: PluginRecord, key: str, module) -> bool:
+        """Register ``module`` under ``key`` once its hooks are checked; False where it cannot be."""
+        if self.manager.is_registered(module):
+            name = self.manager.get_name(module)
+            other = self.records[name].label if name in self.records else f"plugin {name!r}"
+            self.fail(record, f"its module {record.module} is already loaded as {other}")
+            return False
+        errors, warnings = hook_problems(self.manager, module)
+        for warning in warnings:
+            self.fail(record, warning)
+        if errors:
+            self.fail(record, "; ".join(errors))
+            return False
+        self.manager.register(module, name=key)
+        return True
 
     def call_each(self, hook_name: str, **kwargs) -> None:
         """Call ``hook_name`` with ``kwargs`` plugin by plugin; a failing plugin is reported and skipped."""
@@ -104,17 +123,37 @@ class PluginSet:
             yield self.records.get(name), self.manager.subset_hook_caller(hook_name, remove_plugins=others)
 
     def fail(self, record: PluginRecord | None, message: str, exc: BaseException | None = None) -> None:
-        label = record.label if record else "a plugin"
         if record is not None:
             record.errors.append(message)
+        self.report(f"{record.label if record else 'a plugin'}: {message}", exc)
+
+    def report(self, line: str, exc: BaseException | None = None) -> None:
+        """A plugin's failure on stderr as a warning, or raised under ``QTOOL_STRICT_PLUGINS=1``."""
         if exc is not None and os.environ.get("QTOOL_DEBUG") == "1":
             traceback.print_exception(exc, file=sys.stderr)
         if os.environ.get("QTOOL_STRICT_PLUGINS") == "1":
-            raise PluginError(f"{label}: {message}") from exc
-        print(f"qtool: warning: {label}: {message}", file=sys.stderr)
+            raise PluginError(line) from exc
+        print(f"qtool: warning: {line}", file=sys.stderr)
 
     def record_for(self, plugin_name: str) -> PluginRecord | None:
         return self.records.get(plugin_name)
+
+
+def misplaced(name: str) -> str:
+    """A hint where an entry point for ``name`` (by its name, or its distribution's ``qtool-NAME``) sits in a group
+    qtool does not read but a near one (``qtools``, ``qtool.platforms``...); else ''."""
+    import difflib
+
+    for group in sorted(metadata.entry_points().groups - {ENTRY_POINT_GROUP}):
+        if not (group.lower().startswith(ENTRY_POINT_GROUP)
+                or difflib.SequenceMatcher(None, group.lower(), ENTRY_POINT_GROUP).ratio() >= 0.8):
+            continue
+        for ep in metadata.entry_points(group=group):
+            dist = ep.dist.name if ep.dist else "?"
+            if name in (ep.name, dist.removeprefix("qtool-")):
+                return (f"; distribution {dist} declares entry point {ep.name!r} in group {group!r}: qtool reads "
+                        f"group {ENTRY_POINT_GROUP!r} ([project.entry-points.{ENTRY_POINT_GROUP}])")
+    return ""
 
 
 _CURRENT: PluginSet | None = None

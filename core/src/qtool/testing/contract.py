@@ -36,11 +36,13 @@ AWKWARD_WEIGHT = QuantScheme.floating(4, 3)
 def check_registration(name: str) -> list[str]:
     """Registered through an entry point of group ``qtool``, once, with a plain lowercase name."""
     entries = PLATFORMS.entries()
-    duplicate = [f"{name}: {err}" for record in plugins() for err in record.errors
-                 if f"platform {name!r} is registered twice" in err]
+    duplicate = sorted({f"{name}: {err}" for record in plugins() for err in record.errors
+                        if err.startswith(f"platform {name!r} is registered ")})
+    if duplicate:
+        return duplicate
     if name not in entries:
-        return duplicate + [f"{name}: not registered (known platforms: {', '.join(sorted(entries)) or 'none'})"]
-    problems = duplicate
+        return [f"{name}: not registered (known platforms: {', '.join(sorted(entries)) or 'none'})"]
+    problems = []
     source = entries[name].source
     if source is None:
         problems.append(f"{name}: registered by qtool's core, not through an entry point")
@@ -176,7 +178,7 @@ def awkward_graph(graph):
 def check_platform(name: str, workdir: str | os.PathLike | None = None, graph=None) -> list[str]:
     """Every contract check on platform ``name``; ``graph`` defaults to the kit's small model quantized by hand."""
     problems = check_registration(name)
-    if any("not registered" in p for p in problems):
+    if name not in PLATFORMS.entries():  # not registered, or by two plugins
         return problems
     problems += check_capabilities(name) + check_default_config(name)
     with tempfile.TemporaryDirectory(prefix="qtool-contract-") as scratch:
