@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from contextlib import contextmanager
+from importlib import metadata
 
 import pytest
 from qtool.cli.main import main
@@ -31,6 +32,21 @@ def test_writes_a_named_skeleton(tmp_path, capsys):
 def test_bad_names_are_refused(tmp_path, name):
     with pytest.raises(NewPluginError, match=f"plugin name {name!r}"):
         new_plugin(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, says", [
+    ("qtool-foo", "give the platform's name without 'qtool-' (e.g. 'foo')"),
+    ("onnxruntime", f"distribution qtool-onnxruntime {metadata.version('qtool-onnxruntime')} is installed, and "
+                    "installing the skeleton would replace it"),
+    ("onnxruntime-int32bias", "platform 'onnxruntime-int32bias' is installed (distribution qtool-onnxruntime)"),
+])
+def test_names_of_qtool_or_of_what_is_installed_are_refused(tmp_path, capsys, name, says):
+    """The built-in plugins are installed with pip, as a user's are: `new-plugin onnxruntime` then `pip install -e`
+    replaced qtool-onnxruntime."""
+    assert main(["new-plugin", name, "--dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"qtool: error: plugin name {name!r}: {says}; " + (
+        "the distribution is named qtool-NAME\n" if name.startswith("qtool-") else "choose another name\n")
     assert list(tmp_path.iterdir()) == []
 
 

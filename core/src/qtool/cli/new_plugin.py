@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from string import Template
 
@@ -43,9 +43,7 @@ def run(args) -> int:
 
 def new_plugin(name: str, folder: str | Path = ".") -> Path:
     """Write the skeleton of distribution ``qtool-NAME`` under ``folder``; return its root."""
-    if not NAME.match(name):
-        raise NewPluginError(f"plugin name {name!r}: use lowercase letters and digits, parts joined by '-' "
-                             "(e.g. 'acme-npu')")
+    _check_name(name)
     module = "qtool_" + name.replace("-", "_")
     values = {"name": name, "module": module, "distribution": f"qtool-{name}", "qtool_version": __version__,
               "class_name": "".join(part.capitalize() for part in name.split("-")) + "Platform"}
@@ -58,3 +56,28 @@ def new_plugin(name: str, folder: str | Path = ".") -> Path:
     for target, text in texts.items():
         write_atomic(root / target, text)
     return root
+
+
+def _check_name(name: str) -> None:
+    """A well-formed platform name, without qtool's prefix, that no installed platform or distribution has (pip would
+    replace that distribution by the skeleton)."""
+    if not NAME.match(name):
+        raise NewPluginError(f"plugin name {name!r}: use lowercase letters and digits, parts joined by '-' "
+                             "(e.g. 'acme-npu')")
+    if name == "qtool" or name.startswith("qtool-"):
+        raise NewPluginError(f"plugin name {name!r}: give the platform's name without 'qtool-' (e.g. "
+                             f"{name.removeprefix('qtool-') if name != 'qtool' else 'acme-npu'!r}); the distribution "
+                             "is named qtool-NAME")
+    try:
+        installed = metadata.distribution(f"qtool-{name}")
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed is not None:
+        raise NewPluginError(f"plugin name {name!r}: distribution qtool-{name} {installed.version} is installed, and "
+                             "installing the skeleton would replace it; choose another name")
+    from ..platform import PLATFORMS
+
+    entries = PLATFORMS.entries()
+    if name in entries:
+        raise NewPluginError(f"plugin name {name!r}: platform {name!r} is installed (distribution "
+                             f"{entries[name].distribution}); choose another name")
