@@ -46,8 +46,11 @@ def test_matmul_weight_per_block_with_a_short_last_block(make_config):
     tqc = graph.operations["mm"].quant.inputs[1]
     assert tqc.scale.shape == (3, 6)
     blocks = [weight[0:4], weight[4:8], weight[8:10]]
-    expected = np.stack([np.abs(b).max(axis=0) for b in blocks]) / 7
+    # full-range symmetric blocks (ORT's MatMulNBits rule): the extreme lands on code -8, or on 7 with zero point -1
+    expected = np.stack([np.abs(b).max(axis=0) for b in blocks]) / 8
     np.testing.assert_allclose(tqc.scale, expected, rtol=1e-6)
+    positive = np.stack([b.max(axis=0) > -b.min(axis=0) for b in blocks])
+    np.testing.assert_array_equal(tqc.offset, np.where(positive, -1, 0))
     quantized = fake_quantize(torch.from_numpy(weight), tqc.scheme, tqc.scale, tqc.offset).numpy()
     assert np.abs(quantized - weight).max() <= expected.max() / 2 + 1e-6
 
@@ -115,5 +118,5 @@ def test_mse_observer_leaves_per_block_weights_at_min_max(make_config):
     _quantize(graph, make_config(weight={"granularity": "per_block", "block_size": 4, "axis": 0, "bits": 4,
                                          "observer": "mse"}))
 
-    expected = np.stack([np.abs(weight[0:4]).max(axis=0), np.abs(weight[4:8]).max(axis=0)]) / 7
+    expected = np.stack([np.abs(weight[0:4]).max(axis=0), np.abs(weight[4:8]).max(axis=0)]) / 8
     np.testing.assert_allclose(graph.operations["mm"].quant.inputs[1].scale, expected, rtol=1e-6)

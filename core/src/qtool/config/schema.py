@@ -192,8 +192,9 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
                        "are quantized per block along their input axis (replaces `[activation]` and `[weight]`; "
                        "`[[override]]` weight keys still apply)."),
         "bits": Key("int", 4, "Weight width: 4 (MatMulNBits int4) or 8.", check=_one_of(4, 8)),
-        "symmetric": Key("bool", True, "Symmetric signed codes (no zero points) or asymmetric unsigned codes "
-                         "with a zero point per block."),
+        "symmetric": Key("bool", True, "Symmetric signed codes using the whole range (scale = the block's "
+                         "extreme / -2^(bits-1), ONNX Runtime's MatMulNBits rule; no zero points written) or "
+                         "asymmetric unsigned codes with a zero point per block."),
         "block_size": Key("int", 32, "Weights per block along the input axis (one scale each).",
                           check=_one_of(16, 32, 64, 128, 256)),
         "op_types": Key("list", ("MatMul", "Gemm", "Gather"), "Op types whose weights are quantized "

@@ -56,6 +56,13 @@ def compute_scale_offset(scheme: QuantScheme, min_val, max_val) -> tuple[np.ndar
     schemes put the zero point at the centre of the code range; asymmetric ones
     use ``zp = quant_min - round(min / scale)``, clipped to the code range, which
     is right for signed ranges such as int8 [-128, 127].
+
+    A symmetric per-block scheme on the full signed range (the weight-only blocks of
+    ``[weight_only] symmetric = true``) uses every code, as ONNX Runtime's MatMulNBits quantizer
+    does: scale = the block's largest magnitude / 2^(b-1), so that the extreme lands exactly on
+    the end code, with zero point 0 when that extreme is negative (it is code -2^(b-1)) and -1
+    when it is positive (code 2^(b-1)-1 then stands for +2^(b-1) steps). See
+    :func:`full_range_blocks`.
     """
     lo = np.minimum(np.asarray(min_val, dtype=np.float64), 0.0)
     hi = np.maximum(np.asarray(max_val, dtype=np.float64), 0.0)
@@ -63,6 +70,9 @@ def compute_scale_offset(scheme: QuantScheme, min_val, max_val) -> tuple[np.ndar
     if scheme.is_floating:
         scale = np.maximum(np.abs(lo), np.abs(hi)) / qmax
         offset = np.zeros_like(scale)
+    elif full_range_blocks(scheme):
+        scale = np.maximum(-lo, hi) / -qmin
+        offset = np.where(hi > -lo, -1.0, 0.0)
     elif scheme.is_symmetric:
         offset = np.full_like(lo, np.ceil((qmin + qmax) / 2.0))
         half_span = np.minimum(qmax - offset, offset - qmin)
@@ -77,6 +87,15 @@ def compute_scale_offset(scheme: QuantScheme, min_val, max_val) -> tuple[np.ndar
     if offset is None:
         offset = np.clip(qmin - round_array(lo / scale, scheme.rounding), qmin, qmax)
     return scale.astype(np.float32), offset.astype(np.int32 if not scheme.is_floating else np.float32)
+
+
+def full_range_blocks(scheme: QuantScheme) -> bool:
+    """A symmetric integer per-block scheme on the full signed range [-2^(b-1), 2^(b-1)-1]: its blocks use every
+    code (ONNX Runtime's symmetric MatMulNBits rule, scale = extreme / -2^(b-1)), not the restricted
+    [-(2^(b-1)-1), 2^(b-1)-1] of the other symmetric schemes (a 4-bit block lost ~1 dB of output SNR to it)."""
+    bits = scheme.num_of_bits
+    return (not scheme.is_floating and scheme.is_symmetric and bool(scheme.policy & P.PER_BLOCK) and bits >= 2
+            and scheme.quant_min == -(2 ** (bits - 1)) and scheme.quant_max == 2 ** (bits - 1) - 1)
 
 
 def broadcast_parameter(param, x, scheme: QuantScheme):

@@ -4,7 +4,8 @@ A layer qualifies when its only quantized tensor is its weight, on an integer gr
 blocks of a power of two >= 16 along the op's input axis (what ``[weight_only]`` configures). Codes are
 stored unsigned and packed low bits first into uint8, in ORT's [N, blocks, block bytes] layout; a
 symmetric signed grid is shifted by 2^(bits-1), which is ORT's default zero point, so no zero points are
-written for it. Facts checked against ORT 1.32 on CPU by this plugin's tests:
+written for it (a block whose positive extreme sits on zero point -1 is written mirrored, with a negative
+scale, as ORT's own quantizer writes it: see :func:`pack_rows`). Facts checked against ORT 1.32 on CPU by this plugin's tests:
 
 * MatMulNBits runs 4 and 8 bits with or without uint8 zero points, and a bias input; ``accuracy_level``
   0 (the default) computes in float and matches qtool's simulation, 4 quantizes the float input to int8
@@ -23,6 +24,7 @@ from onnx import helper, numpy_helper
 from qtool.ops import reduction_axis, weight_axis
 from qtool.quant import QuantizationPolicy as P
 from qtool.quant import quantize_to_codes
+from qtool.quant.maths import full_range_blocks
 
 from .configs import active, reader_config
 from .storage import MS_DOMAIN
@@ -135,15 +137,25 @@ def pack_rows(value: np.ndarray, tqc, rows_axis_is_k: bool, chunk: int = 1 << 22
     rows, k = value.shape[::-1] if rows_axis_is_k else value.shape
     blocks = -(-k // block)
     padded = np.empty((rows, blocks * block), np.uint8)
-    padded[:, k:] = zero[:, -1:]  # padding on the last block's zero point: it adds nothing
     step = max(1, chunk // max(k, 1))
     for start in range(0, rows, step):
         part = np.s_[:, start:start + step] if rows_axis_is_k else np.s_[start:start + step]
         codes = quantize_to_codes(value[part], scheme, scales[part], offsets[part])
         padded[start:start + step, :k] = (codes.T if rows_axis_is_k else codes) + shift
+    scales = np.ascontiguousarray((scales.T if rows_axis_is_k else scales).reshape(rows, blocks))
+    if full_range_blocks(scheme):
+        # ORT's symmetric form: zero point 2^(b-1) everywhere (none written), a block whose extreme is positive
+        # (zero point 2^(b-1)-1 here) stored with a negative scale and mirrored codes: (c - z) * s equals
+        # ((2^b - 1 - c) - 2^(b-1)) * -s, the codes and scales ORT's matmul_nbits_quantizer writes
+        flip = zero == shift - 1
+        if flip.any():
+            view = padded.reshape(rows, blocks, block)
+            view[flip] = np.uint8(2 ** bits - 1) - view[flip]
+            scales = np.where(flip, -scales, scales)
+            zero = np.where(flip, shift, zero)
+    padded[:, k:] = 0  # the last block's padding, as ORT's quantizer writes it (MatMulNBits reads K columns)
     default = np.all(zero == 2 ** (bits - 1))
-    return Packed(_pack(padded, bits).reshape(rows, blocks, block * bits // 8),
-                  np.ascontiguousarray((scales.T if rows_axis_is_k else scales).reshape(rows, blocks)),
+    return Packed(_pack(padded, bits).reshape(rows, blocks, block * bits // 8), scales,
                   None if default else _pack(_even(zero, bits), bits).reshape(-1))
 
 
