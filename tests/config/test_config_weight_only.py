@@ -59,6 +59,19 @@ def test_override_widens_one_layer(decoder):
     assert schemes["block0.up"].num_of_bits == 4
 
 
+def test_per_channel_override_keeps_the_output_channels(decoder):
+    """A per_channel weight override under weight-only: one scale per output channel (MatMul [K, N]: axis 1; Gemm
+    transB [N, K]: axis 0), the configuration's natural axis. It took the blocks' input axis (a (256, 512) MatMul
+    weight got 256 scales on axis 0; found by a user-style probe)."""
+    plan = plan_for(decoder, "onnxruntime", preset="int4-weight-only",
+                    config={"override": [{"op_name": "head", "weight": {"granularity": "per_channel"}},
+                                         {"op_name": "block0.down", "weight": {"granularity": "per_channel"}}]})
+    schemes = _weights(plan)
+    assert schemes["head"].policy & P.PER_CHANNEL and schemes["head"].channel_axis == 1
+    assert schemes["block0.down"].policy & P.PER_CHANNEL and schemes["block0.down"].channel_axis == 0
+    assert schemes["block0.up"].policy & P.PER_BLOCK and schemes["block0.up"].channel_axis == 0
+
+
 @pytest.mark.parametrize("config, embed_bits", [({}, 8), ({"weight_only": {"embedding_bits": 4}}, 4),
                                                ({"override": [{"op_name": "embed", "weight": {"bits": 4}}]}, 4)])
 def test_embedding_tables_get_embedding_bits_and_overrides_win(decoder, config, embed_bits):

@@ -101,7 +101,9 @@ class QuantConfig:
         if table is None:
             return None
         if channel_axis is None and role == "weight":
-            channel_axis = block_axis(op, tensor) if self.weight_only else weight_axis(op, tensor)
+            # weight-only blocks run along the input axis; a per-channel override keeps the output channels
+            blocked = self.weight_only and table.get("granularity", "per_block") == "per_block"
+            channel_axis = block_axis(op, tensor) if blocked else weight_axis(op, tensor)
         elif channel_axis is None:
             channel_axis = ACTIVATION_AXIS
         if channel_axis is None and "axis" not in table:
