@@ -28,7 +28,7 @@ from .calibration import load_calibration_data
 from .config.names import check_names
 from .errors import QtoolError
 from .executor import TorchExecutor
-from .files import check_not_inputs, check_outputs
+from .files import check_not_inputs, check_output_given, check_outputs
 from .ir import Graph, data_path, load
 from .ir.model_writer import ModelWriter
 from .ir.segments import Segment, declare_outputs, segment_graph, split
@@ -64,6 +64,7 @@ def quantize_by_blocks(model: str | os.PathLike | Graph, platform, calib, *, out
     """
     start = time.monotonic()
     target, qconfig = _platform_and_config(platform, config, preset)
+    check_output_given(output)
     written = {"output": [Path(output), data_path(output)]}  # what ModelWriter writes
     check_outputs(written, inputs=(model, calib, config))
     if block_bytes <= 0:

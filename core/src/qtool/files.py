@@ -111,6 +111,34 @@ def _kept_copy(path: Path) -> Path:
     return copy
 
 
+def check_output_given(path: str | os.PathLike, what: str = "output") -> None:
+    """Fail on an output path as given that names no file: empty (it reads as the current folder) or ending in a
+    slash (a folder's name; the platform would derive ``out/trail.onnx`` from ``out/trail/``)."""
+    text = os.fspath(path)
+    named = f"{what} {text!r}" + (" (-o)" if what == "output" else "")
+    if not text:
+        raise OutputPathError(f"{named}: an empty path; name the file to write")
+    if text.endswith(("/", os.sep)):
+        raise OutputPathError(f"{named}: ends with {text[-1]!r}, a folder's name; name a file "
+                              f"(e.g. {text}model.onnx)")
+
+
+def file_kind(path: Path) -> str | None:
+    """What ``path`` is where it exists and is no regular file ("a folder", "a FIFO", "a character device"...);
+    None for a regular file or nothing there. Symbolic links are followed."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
 def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
                       what: str = "output") -> Path:
     """Fail now, before any work, when ``path`` cannot be written or names one of ``inputs``.
@@ -119,6 +147,7 @@ def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Path
     (not a file) in which a file can be created (tried with a temporary file, removed
     at once), and that neither ``path`` nor ``path`` + ``.onnx`` is one of the inputs.
     """
+    check_output_given(path, what)
     path = Path(path)
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
@@ -126,6 +155,9 @@ def check_output_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Path
     _check_name_length(path, folder, what)
     if path.is_dir():
         raise OutputPathError(f"{what} {path}: is a folder; name a file in it")
+    kind = file_kind(path)
+    if kind is not None:
+        raise OutputPathError(f"{what} {path}: is {kind}, not a regular file; name a file to write")
     _check_not_input(path, inputs, what)
     if not folder.is_dir():
         raise OutputPathError(f"{what} {path}: {folder} is a file, not a folder")
@@ -181,8 +213,9 @@ def check_outputs(written: Mapping[str, Iterable[str | os.PathLike | None]], *, 
     paths = [p for p in inputs if isinstance(p, str | os.PathLike)]
     claimed: dict[Path, tuple[str, Path]] = {}
     for what, files in written.items():
-        for path in (Path(p) for p in files if p is not None):
-            check_output_path(path, inputs=paths, what=what)
+        for given in (p for p in files if p is not None):
+            path = Path(given)
+            check_output_path(given, inputs=paths, what=what)
             for candidate in _written_as(path):
                 owner, other = claimed.get(candidate, (what, path))
                 if owner != what:

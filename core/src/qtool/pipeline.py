@@ -35,7 +35,7 @@ from .config.names import check_names
 from .control_flow import quantize_bodies
 from .coverage import coverage, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
-from .files import check_not_inputs, check_outputs
+from .files import check_not_inputs, check_output_given, check_outputs
 from .ir import Graph, from_model_proto, load
 from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
@@ -194,6 +194,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
 def _written_files(target: Platform, output, options: ExportOptions, save_state, report) -> dict[str, list]:
     """What a run writes, by what each file is (:func:`qtool.files.check_outputs`); the output as given too (a
     folder named there is a mistake, whatever name the platform derives from it)."""
+    if output is not None:
+        check_output_given(output)  # "" or "out/": the platform would derive a name from what is no file's
     given = [] if output is None else [Path(output)]
     files = [] if output is None else target.output_files(Path(output), options)
     return {"output": list(dict.fromkeys([*given, *files])), "state file": [save_state], "report": [report]}

@@ -41,7 +41,7 @@ def run(args) -> int:
 
     if args.top < 1:
         raise QtoolError(f"--top: rows shown per table, at least 1, got {args.top}")
-    if args.html:
+    if args.html is not None:
         check_outputs({"report": [args.html]}, inputs=(args.model, args.calib, args.config, args.load_state))
         require_bundle()
     report = analyse(args.model, args.platform, args.calib, config=args.config, preset=args.preset,
