@@ -72,6 +72,29 @@ def test_per_channel_override_keeps_the_output_channels(decoder):
     assert schemes["block0.up"].policy & P.PER_BLOCK and schemes["block0.up"].channel_axis == 0
 
 
+def test_activation_override_is_refused_and_replaced_keys_are_named(decoder):
+    """Under [weight_only], an [[override]] activation scheme wrote a model ONNX Runtime refused at its default
+    optimization level, and [activation], [weight] or preset w8a8 were dropped without a word (found by a
+    user-style probe, 5 and 6): the first is a ConfigError before any work, the others a warning naming them."""
+    defaults = get_platform("onnxruntime").default_config()
+    with pytest.raises(ConfigError, match=r"^config: override\[1\]\.activation: \[weight_only\] keeps activations"):
+        resolve_config(defaults, {"weight_only": {"enabled": True}, "override": [
+            {"op_name": "head", "weight": {"bits": 8}}, {"op_type": "MatMul", "activation": {"bits": 8}}]})
+    assert resolve_config(defaults, {"weight_only": {"enabled": True},
+                                     "override": [{"op_type": "MatMul", "activation": "float"}]}).ignored == ()
+    config = resolve_config(defaults, {"weight_only": {"enabled": True}, "activation": {"bits": 8, "symmetric": False},
+                                       "weight": {"bits": 8, "block_size": 32}}, preset="w8a8")
+    # block_size 32 is what [weight_only] sets: not ignored; a saved config read back sets no other key
+    assert config.ignored == ("preset 'w8a8': activation (format, signed, granularity), weight (granularity)",
+                              "config: activation (bits, symmetric), weight (bits)")
+    assert resolve_config(defaults, config.to_dict()).ignored == ()
+    plain = resolve_config(defaults, {}, preset="int4-weight-only")
+    assert plain.ignored == () and resolve_config(defaults, plain.to_dict()).ignored == ()
+    with pytest.warns(UserWarning, match=r"ignored config: activation \(bits, symmetric\)"):
+        plan_for(decoder, "onnxruntime", config={"weight_only": {"enabled": True},
+                                                 "activation": {"bits": 8, "symmetric": False}})
+
+
 @pytest.mark.parametrize("config, embed_bits", [({}, 8), ({"weight_only": {"embedding_bits": 4}}, 4),
                                                ({"override": [{"op_name": "embed", "weight": {"bits": 4}}]}, 4)])
 def test_embedding_tables_get_embedding_bits_and_overrides_win(decoder, config, embed_bits):

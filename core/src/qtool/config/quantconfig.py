@@ -51,10 +51,12 @@ class QuantConfig:
     preset: str | None = None
     weight_only: Mapping[str, Any] | None = None  # the [weight_only] table when enabled (see config.weight_only)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # keys of [activation]/[weight] a preset or the user set that [weight_only] replaced (Dispatch warns of them)
+    ignored: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_tree(cls, tree: Mapping[str, Any], origins: Mapping[str, str], preset: str | None, *,
-                  weight_only: bool = False) -> QuantConfig:
+                  weight_only: bool = False, ignored: tuple[str, ...] = ()) -> QuantConfig:
         """Build from a merged config tree and check every scheme it can form."""
         dispatch, fusion = tree["dispatch"], tree["fusion"]
         config = cls(
@@ -75,7 +77,7 @@ class QuantConfig:
             overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
                             for i, item in enumerate(tree["override"])),
             preset=preset, weight_only=_frozen(tree["weight_only"]) if weight_only else None,
-            origins=MappingProxyType(dict(origins)),
+            origins=MappingProxyType(dict(origins)), ignored=tuple(ignored),
         )
         config._check_schemes()
         return config

@@ -34,8 +34,8 @@ def resolve_config(platform_defaults: Mapping[str, Any] | None,
     if name is not None:
         merge_layer(tree, origins, get_preset(name, named_by), f"preset {name!r}")
     merge_layer(tree, origins, user_data, user_source)
-    weight_only = apply_weight_only(tree, origins, PLATFORM_SOURCE)
-    config = QuantConfig.from_tree(tree, origins, name, weight_only=weight_only)
+    ignored = apply_weight_only(tree, origins, PLATFORM_SOURCE)
+    config = QuantConfig.from_tree(tree, origins, name, weight_only=ignored is not None, ignored=ignored or ())
     _check_observers(config)
     return config
 

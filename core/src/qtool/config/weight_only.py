@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ops import op_roles, reduction_axis
+from .errors import ConfigError
 
 WEIGHT_ONLY_OP_TYPES = ("MatMul", "Gemm", "Gather")
 ACTIVATION_DEFAULTS_OFF = ("equalization", "fallback", "smoothquant", "channel_split", "outlier_outputs")
@@ -51,12 +52,24 @@ def embedding_table(table: dict[str, Any], origins: dict[str, str], settings: Ma
     return {**table, "bits": bits}, {**origins, "bits": f"{source} (weight_only.embedding_bits)"}
 
 
-def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_source: str) -> bool:
-    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``; True when it did."""
+def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_source: str) -> tuple[str, ...] | None:
+    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``: the keys of ``[activation]`` and
+    ``[weight]`` a preset or the user gave that it replaces (a tuple, maybe empty), else None.
+
+    An ``[[override]]`` that quantizes activations is refused (ConfigError): weight-only keeps them float, and
+    ONNX Runtime refused the mixed model at its default optimization level (its QDQ rewrites met int8 and uint8
+    zero points)."""
     settings = tree["weight_only"]
     if not settings["enabled"]:
-        return False
+        return None
+    for i, item in enumerate(tree["override"]):
+        if item.get("activation") not in (None, "float"):
+            raise ConfigError(f"{origins.get(f'override[{i}]', 'config')}: override[{i}].activation: [weight_only] "
+                              "keeps activations float, so an override cannot quantize them (ONNX Runtime refuses "
+                              "the mixed model: 'output_dtype INT8 does not match y_zero_point type UINT8'); remove "
+                              "it, or leave [weight_only] off and use a16w8/w8a8 with weight overrides")
     source = f"{origins.get('weight_only.enabled', 'built-in defaults')} (weight_only)"
+    ignored = _replaced(tree, origins, platform_source, weight_scheme_table(settings))
     tree["activation"] = None
     tree["weight"] = weight_scheme_table(settings)
     for key in [k for k in origins if k.split(".")[0] in ("activation", "weight")]:
@@ -70,4 +83,23 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
         if origins.get(f"accuracy.{name}", platform_source) == platform_source:
             tree["accuracy"][name] = False
             origins[f"accuracy.{name}"] = source
-    return True
+    return ignored
+
+
+def _replaced(tree: dict[str, Any], origins: dict[str, str], platform_source: str,
+              weight: dict[str, Any]) -> tuple[str, ...]:
+    """The ``activation``/``weight`` keys a preset or the user set that weight-only replaces, by source
+    ("qconfig.toml: activation (bits, symmetric)"); keys equal to what weight-only sets (a saved config read back)
+    are not."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for role, replacement in (("activation", None), ("weight", weight)):
+        table = tree[role]
+        if table is None:
+            continue
+        for key, value in table.items():
+            origin = origins.get(f"{role}.{key}", origins.get(role))
+            if origin in (None, platform_source) or (replacement is not None and replacement.get(key) == value):
+                continue
+            found.setdefault(origin, {}).setdefault(role, []).append(key)
+    return tuple(f"{origin}: " + ", ".join(f"{role} ({', '.join(keys)})" for role, keys in roles.items())
+                 for origin, roles in found.items())

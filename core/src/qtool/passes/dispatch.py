@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..coverage import INTEGER_COMPUTE_OPS, MODEL_QUANTIZED
@@ -26,7 +28,7 @@ from ..ops import bias_index, is_steering_input, out_channels, quantized_in_mode
 from ..platform import KeepFloat, Platform, Proposal
 from ..platform_calls import annotated
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
-from .base import Pass, PassError, PassResult
+from .base import Pass, PassError, PassResult, PassWarning
 from .passive_parameter_quantize import bias_scheme_problem
 from .tensor_kinds import TensorKinds, classify
 
@@ -49,6 +51,12 @@ class Dispatch(Pass):
         self.platform = platform
 
     def call(self, graph: Graph) -> PassResult:
+        ignored = getattr(self.config, "ignored", ())
+        if ignored:
+            warnings.warn(PassWarning(
+                f"[weight_only] is enabled and replaces [activation] and [weight]: ignored {'; '.join(ignored)} "
+                "(set [weight_only] keys, or [[override]] weight keys per layer, instead)",
+                code="config.weight-only-ignored"), stacklevel=2)
         kinds = classify(graph)
         order = graph.topological_order()
         decisions = _Decisions(self.config, kinds, self.platform)
