@@ -62,7 +62,7 @@ def test_returns_the_sensitive_op_to_float(tmp_path, data):
 
 
 def test_budget_already_met_changes_nothing(tmp_path, data):
-    _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=-10))
+    _, runs, _ = _run(tmp_path, data, SensitivityFallback(data, min_snr_db=0))
     details = runs["SensitivityFallback"].details
     assert details["met"] and details["changed"] == [] and not runs["SensitivityFallback"].modified
 

@@ -267,6 +267,10 @@ def build_cases() -> list[tuple[str, object]]:
         ("opset-for-a-platform-without", lambda i, o: (["quantize", str(model(i)), "--platform", "tensorrt", "--calib",
                                                         str(calib(i)), "--opset", "13", "-o", str(o / "q")],
                                                        "takes no other")),
+        ("by-blocks-nan", lambda i, o: (quantize(i, o, "--by-blocks", "nan"), "--by-blocks nan")),
+        ("by-blocks-inf", lambda i, o: (quantize(i, o, "--by-blocks", "inf"), "--by-blocks inf")),
+        ("min-snr-inf", lambda i, o: (quantize(i, o, "--min-snr", "inf"), "--min-snr inf")),
+        ("min-snr-negative", lambda i, o: (quantize(i, o, "--min-snr", "-5"), "--min-snr -5")),
         ("export-option-malformed", lambda i, o: (quantize(i, o, "--export-option", "novalue"), "novalue")),
         # output paths
         ("output-is-input", lambda i, o: (quantize(i, o)[:-1] + [str(i / "m.onnx")], "would overwrite the input")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from rich.console import Console
@@ -73,6 +74,8 @@ def accuracy_flags(args) -> dict:
     if args.optimize:
         enabled.update(equalization=True, adaround=True)  # bias_correction lowered PP-OCRv4 rec accuracy
     if args.min_snr is not None:
+        if not math.isfinite(args.min_snr) or args.min_snr < 0:
+            raise QtoolError(f"--min-snr {args.min_snr:g}: the output SNR budget is a finite number of dB, at least 0")
         enabled["fallback"] = {"min_snr_db": args.min_snr}
     if (args.metric is None) != (args.max_drop is None):
         raise QtoolError("--metric and --max-drop go together: the budget is the metric's drop from float")
@@ -146,8 +149,8 @@ def run_by_blocks(args, out) -> int:
     used = [f"--{name.replace('_', '-')}" for name in _NOT_BY_BLOCKS if getattr(args, name) not in (None, False)]
     if used:
         raise QtoolError(f"--by-blocks does not combine with {', '.join(used)}")
-    if args.by_blocks <= 0:
-        raise QtoolError(f"--by-blocks {args.by_blocks:g}: the segment size must be a positive number of MB")
+    if not math.isfinite(args.by_blocks) or args.by_blocks <= 0:
+        raise QtoolError(f"--by-blocks {args.by_blocks:g}: the segment size must be a positive, finite number of MB")
     if args.calib is None:
         raise QtoolError("--by-blocks calibrates each segment on the data streamed through the ones before: "
                          "give --calib")

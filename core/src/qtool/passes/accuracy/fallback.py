@@ -146,7 +146,10 @@ class SensitivityFallback(Pass):
             self.budget = ("gap_db", number(WHERE, "max_gap_db", max_gap_db, 0.0, math.inf))
         else:
             snr = DEFAULT_MIN_SNR_DB if min_snr_db is None else min_snr_db
-            self.budget = ("snr_db", number(WHERE, "min_snr_db", snr, -math.inf, math.inf))
+            # below 0 dB the noise outweighs the signal (any output meets it); inf: no quantized op ever does
+            check(isinstance(snr, int | float) and not isinstance(snr, bool) and math.isfinite(snr) and snr >= 0,
+                  WHERE, "min_snr_db", f"an SNR budget is a finite number of dB, at least 0, got {snr!r}")
+            self.budget = ("snr_db", float(snr))
         check(max_drop is None or metric is not None, WHERE, "max_drop", "applies to a metric budget only")
         check(min_gain_db is None or self.budget[0] in ("snr_db", "gap_db"), WHERE, "min_gain_db",
               "applies to an SNR budget only (min_snr_db or max_gap_db)")
