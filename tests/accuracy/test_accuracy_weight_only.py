@@ -68,3 +68,33 @@ def test_gptq_options_and_export_agree_with_ort(setup, rtn, tmp_path):
 def test_bad_options_name_the_key(setup, accuracy, message):
     with pytest.raises(AccuracyError, match=message.replace(".", r"\.")):
         _snr(setup, accuracy)
+
+
+def test_round_to_nearest_and_hqq_run_without_data(setup, tmp_path, capsys):
+    """Weight-only round-to-nearest and HQQ read only the weights: --calib was required and never used (a one-sample
+    calib gave the same bytes, and the summary claimed a measure on it; found by a user-style probe). Without data
+    the model is the same, and the summary says that nothing was measured; GPTQ and AWQ still need data."""
+    from qtool import QtoolError
+    from qtool.cli.main import main
+
+    model, calib = setup[0], setup[1]
+    for accuracy in (None, {"hqq": True}):
+        with_data = qtool.quantize(model, "onnxruntime", calib, preset="int4-weight-only", accuracy=accuracy,
+                                   output=tmp_path / "with.onnx")
+        without = qtool.quantize(model, "onnxruntime", preset="int4-weight-only", accuracy=accuracy,
+                                 output=tmp_path / "without.onnx")
+        assert (tmp_path / "with.onnx").read_bytes() == (tmp_path / "without.onnx").read_bytes()
+        assert with_data.summary["float_vs_quantized"]["outputs"]
+        gap = without.summary["float_vs_quantized"]
+        assert gap["samples"] == 0 and not gap["outputs"] and "no calibration data" in gap["skipped"]
+        assert "no calibration data" in without.agreement["skipped"]
+    for accuracy in ({"gptq": True}, {"awq": True}):
+        with pytest.raises(QtoolError, match=rf"^accuracy\.{next(iter(accuracy))} runs the model on calibration data"):
+            qtool.quantize(model, "onnxruntime", preset="int4-weight-only", accuracy=accuracy)
+    with pytest.raises(QtoolError, match="calibration data is required"):
+        qtool.quantize(model, "onnxruntime", preset="w8a8")
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--preset", "int8-weight-only",
+                 "-o", str(tmp_path / "cli.onnx")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "float vs quantized not measured: no samples to run it on: the run had no calibration data" in out
+    assert "SQNR" not in out

@@ -134,7 +134,9 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     name or instance).
 
     ``calib`` is calibration data (see :func:`qtool.calibration.load_calibration_data`);
-    it may be None when ``load_state`` names a state saved by an earlier run. ``calib_layout="feeds"`` takes
+    it may be None when ``load_state`` names a state saved by an earlier run, or for weight-only quantization whose
+    passes read only the weights (round-to-nearest, HQQ; not GPTQ or AWQ), which then measures no float vs quantized
+    (``summary["float_vs_quantized"]["skipped"]`` says why). ``calib_layout="feeds"`` takes
     each file or item as one model call with the model's own shapes; ``max_samples`` keeps the first samples
     (model calls in the feeds layout, whatever each holds; up to 8 after them, never calibrated on, measure
     ``summary["float_vs_quantized"]``);
@@ -175,7 +177,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     check_not_inputs(written, graph.info.sources)  # its external data, known once it is read
     _check_runnable(graph)
     if calib is None and load_state is None:
-        raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
+        _check_without_data(qconfig)
     if isinstance(calib, CalibrationData):
         check_reused(calib, graph)
     data = None if calib is None else load_calibration_data(
@@ -247,8 +249,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
             else:
                 result.agreement = {"skipped": skipped}
         else:
-            result.agreement = {"skipped": "no samples to run it on: a state was loaded without calibration data "
-                                           "(--calib)"}
+            result.agreement = {"skipped": "no samples to run it on: " + _WITHOUT_DATA[restore is None]}
     if save_state is not None:  # after the files: an interrupted export leaves the old state beside the old model
         from .state import save_state as write_state
 
@@ -263,7 +264,27 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     result.summary["subgraphs"] = bodies.as_list()
     if gap is not None:
         result.summary["float_vs_quantized"] = gap
+    elif data is None and measure:
+        result.summary["float_vs_quantized"] = {"skipped": "no samples to run it on: " + _WITHOUT_DATA[restore is None],
+                                                "samples": 0, "outputs": {}}
     return result
+
+
+_WITHOUT_DATA = {True: "the run had no calibration data (--calib)",
+                 False: "a state was loaded without calibration data (--calib)"}
+
+
+def _check_without_data(qconfig) -> None:
+    """A run without calibration data nor a state: weight-only quantization (its round-to-nearest, and HQQ, read
+    only the weights) whose enabled passes need no data; anything else is refused in one line."""
+    if not qconfig.weight_only:
+        raise QtoolError("calibration data is required (or a state saved by --save-state, with --load-state)")
+    from .passes.accuracy import needs_data
+
+    wanting = [name for name, value in qconfig.accuracy.items() if value not in (None, False) and needs_data(name)]
+    if wanting:
+        raise QtoolError(f"accuracy.{', accuracy.'.join(wanting)} run{'s' if len(wanting) == 1 else ''} the model "
+                         "on calibration data: give it (--calib); weight-only round-to-nearest and HQQ need none")
 
 
 def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconfig, options: ExportOptions,

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="ONNX model file")
     p.add_argument("--platform", required=True, help="target platform (see list-platforms)")
     p.add_argument("--calib", help="calibration data: .npz file or directory of .npy/.npz "
-                   "(required unless --load-state)")
+                   "(required unless --load-state, or for weight-only quantization without GPTQ/AWQ, which reads "
+                   "only the weights)")
     add_calibration_flags(p)
     p.add_argument("--config", help="configuration file (TOML, YAML or JSON)")
     p.add_argument("--preset", help="named starting point of the configuration")
@@ -233,6 +234,8 @@ def agreement_lines(agreement: dict | None) -> list[str]:
 
 def float_gap_lines(gap: dict | None) -> list[str]:
     """Float vs quantized per output: what the quantization costs (the agreement line only checks the export)."""
+    if gap and gap.get("skipped"):
+        return [f"float vs quantized not measured: {escape(gap['skipped'])}"]
     if not gap or not gap["outputs"]:
         return []
     if gap["held_out"]:
@@ -241,6 +244,8 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         where = "samples of the data (the state file's calibration saw data of its own)"
     else:
         where = "calibration samples (seen by calibration; --calib-samples N below the data's size holds the rest out)"
+    if gap["samples"] == 1:
+        where = where.replace("samples", "sample", 1)
     lines = [f"float vs quantized on {gap['samples']} {where}, measured on {escape(gap['measured_on'])}:"]
     if gap.get("runtime_error"):
         lines.append(f"  (the runtime refused the written model: {escape(gap['runtime_error'])})")

@@ -28,6 +28,15 @@ class RuntimeCalibration(Pass):
         self.readers = [reader for reader in readers if reader is not None]
 
     def call(self, graph: Graph) -> PassResult:
+        if self.data is None:  # a weight-only run without data: nothing may wait for a range
+            waiting = [(op.name, var.name) for op in graph.topological_order() for _, _, var, tqc in configured(op)
+                       if _waiting(tqc)]
+            if waiting:
+                raise PassError(f"calibration data is required: tensor {waiting[0][1]!r} at op {waiting[0][0]!r} "
+                                f"(and {len(waiting) - 1} more) is an activation to calibrate" if len(waiting) > 1
+                                else f"calibration data is required: tensor {waiting[0][1]!r} at op "
+                                     f"{waiting[0][0]!r} is an activation to calibrate")
+            return PassResult(graph, False, {"configs": 0, "skipped": "no calibration data: no activation to observe"})
         taps = [tap for reader in self.readers if (tap := reader.calibration_tap(graph)) is not None]
         report = calibrate(graph, self.data, device=self.device, progress=self.progress, options=self.options,
                            engine=(self.options or {}).get("engine", "auto"), taps=taps)
