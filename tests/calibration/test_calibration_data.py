@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -117,6 +121,74 @@ def test_a_bad_file_in_a_directory_is_named_before_anything_runs(tmp_path):
     (tmp_path / "02.npz").write_bytes(b"not a zip")
     with pytest.raises(CalibrationError, match=r"02\.npz: not a readable numpy file"):
         load_calibration_data(tmp_path / "02.npz", IMAGE)
+
+
+def test_a_nan_in_the_last_file_is_named_before_anything_runs(tmp_path):
+    """Found only once calibration reached it (24 files, NaN in the last: after 5.8 s); files are read for NaN at
+    load now, up to the samples used (those after --calib-samples are held out and passed over)."""
+    for i in range(4):
+        np.save(tmp_path / f"{i:02d}.npy", images(8, seed=i))
+    late = images(8, seed=9)
+    late[5, 1, 2, 3] = np.nan
+    np.save(tmp_path / "04.npy", late)
+    with pytest.raises(CalibrationError, match=r"04\.npy: input 'x' sample 5 holds NaN"):
+        load_calibration_data(tmp_path, IMAGE)
+    assert len(load_calibration_data(tmp_path, IMAGE, max_samples=32)) == 32
+    with pytest.warns(qtool.calibration.CalibrationWarning, match="skipped 1 calibration sample"):
+        assert sum(len(b["x"]) for b in load_calibration_data(tmp_path, IMAGE, skip_nonfinite=True)) == 39
+
+
+def test_data_whose_every_sample_is_skipped_for_nan_says_so(tmp_path):
+    np.save(tmp_path / "nan.npy", np.full((3, 3, 4, 4), np.nan, np.float32))
+    with pytest.raises(CalibrationError, match=r"nan\.npy: every calibration sample \(3\) holds NaN and was skipped"):
+        load_calibration_data(tmp_path / "nan.npy", IMAGE, skip_nonfinite=True)
+    stream = (images(2) * np.nan for _ in range(2))
+    with pytest.raises(CalibrationError, match="every calibration sample \\(4\\) holds NaN"):
+        list(load_calibration_data(stream, IMAGE, skip_nonfinite=True))
+
+
+def test_entries_of_a_folder_that_are_no_files_are_named(tmp_path):
+    np.save(tmp_path / "00.npy", images(2))
+    (tmp_path / "01.npy").symlink_to(tmp_path / "gone.npy")
+    with pytest.raises(CalibrationError, match=r"01\.npy: a symbolic link to nothing in the calibration folder"):
+        load_calibration_data(tmp_path, IMAGE)
+    (tmp_path / "01.npy").unlink()
+    (tmp_path / "01.npy").symlink_to("01.npy")
+    with pytest.raises(CalibrationError, match=r"01\.npy: a symbolic link loop"):
+        load_calibration_data(tmp_path, IMAGE)
+    (tmp_path / "01.npy").unlink()
+    (tmp_path / "01.npy").mkdir()
+    with pytest.raises(CalibrationError, match=r"01\.npy: not a file \(a folder\)"):
+        load_calibration_data(tmp_path, IMAGE)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="drops root's override of file modes with setpriv")
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path):
+    """A PermissionError traceback from iterdir(); root without CAP_DAC_OVERRIDE meets the mode as a user does."""
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    np.save(folder / "00.npy", images(2))
+    os.chown(folder, 65534, 65534)
+    folder.chmod(0)
+    code = ("import numpy as np, qtool; from qtool.calibration import load_calibration_data\n"
+            "g = qtool.Graph(); g.inputs.append(g.add_variable('x', shape=['n', 3, 4, 4], dtype=np.dtype('float32')))\n"
+            f"load_calibration_data({str(folder)!r}, g)")
+    run = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=120)
+    folder.chmod(0o755)
+    assert run.returncode == 1
+    assert f"CalibrationError: {folder}: cannot list the calibration folder (Permission denied)" in run.stderr
+
+
+def test_arrays_that_feed_no_input_are_warned_of(tmp_path):
+    np.savez(tmp_path / "c.npz", x=images(4), junk=np.zeros(3), labels=np.zeros(4))
+    data = load_calibration_data(tmp_path / "c.npz", IMAGE)
+    with pytest.warns(qtool.calibration.CalibrationWarning) as told:
+        assert len(list(data)) == 1
+    assert sorted(str(w.message) for w in told) == [
+        f"{tmp_path / 'c.npz'}: array 'junk' feeds no input of the model ('x'): ignored",
+        f"{tmp_path / 'c.npz'}: array 'labels' feeds no input of the model ('x'): ignored"]
 
 
 def test_npy_files_cannot_feed_several_inputs(tmp_path):

@@ -186,6 +186,16 @@ def raw_pickle(inputs):
     return inputs / "evil.npz"
 
 
+def folder_with_link(target: str):
+    def make(inputs):
+        folder = inputs / "calib"
+        folder.mkdir()
+        np.savez(folder / "00.npz", input=np.zeros((2, *SMALL_MODEL_SHAPE[1:]), np.float32))
+        (folder / "01.npz").symlink_to(target)
+        return folder
+    return make
+
+
 def empty_folder(inputs):
     (inputs / "calib").mkdir()
     return inputs / "calib"
@@ -229,6 +239,10 @@ def build_cases() -> list[tuple[str, object]]:
         ("calib-empty-npz", with_calib(write_bytes(b"PK\x05\x06" + b"\0" * 18, "e.npz"), "e.npz")),
         ("calib-garbage", with_calib(write_bytes(b"not numpy at all", "g.npz"), "g.npz")),
         ("calib-unknown-type", with_calib(write_bytes(b"1,2,3", "c.csv"), "c.csv")),
+        ("calib-dangling-symlink", with_calib(folder_with_link("gone.npz"), "01.npz: a symbolic link to nothing")),
+        ("calib-symlink-loop", with_calib(folder_with_link("01.npz"), "01.npz: a symbolic link loop")),
+        ("calib-all-nan-skipped", lambda i, o: (quantize(i, o, "--calib-skip-nonfinite", calib_path=npz(
+            input=np.full((4, *SHAPE), np.nan, np.float32))(i)), "bad.npz: every calibration sample (4) holds NaN")),
         ("calib-empty-folder", with_calib(empty_folder, "calib")),
         ("calib-pickled-npy", with_calib(pickled_npy, "input.npy")),
         ("calib-pickled-npz", with_calib(pickled_npz, "evil.npz")),

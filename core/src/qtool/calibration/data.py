@@ -42,15 +42,39 @@ class CalibrationData:
         self.fixed_batch = fixed_batch(source.inputs, graph) if layout == "samples" else None
         self.batch_size = self.fixed_batch or batch_size
         self.max_samples, self.skip_nonfinite, self.skipped = max_samples, skip_nonfinite, 0
+        self._told = False  # the source's warnings (arrays that feed no input) given
         known = source.length if not skip_nonfinite else None
         self.count = known if known is None or max_samples is None else min(known, max_samples)
         self.inputs = [v.name for v in source.inputs]
         self._fingerprint: str | None = None
+        if isinstance(source, FileSource):
+            self._check_values()
         if self.fixed_batch and self.count is not None and self.count % self.fixed_batch:
             usable = self.count - self.count % self.fixed_batch
             hint = f" (--calib-samples {usable} / max_samples={usable} takes the first {usable})" if usable else ""
             raise CalibrationError(f"{origin}: {self.count} samples do not fill batches of {self.fixed_batch}, "
                                    f"the batch size the model's inputs fix{hint}")
+
+    def _check_values(self) -> None:
+        """Files are read once before any work for NaN, the first a CalibrationError naming the file, input and
+        sample (found after most of calibration: 24 files, NaN in the last, after 5.8 s; this pass took 0.3 s on
+        their 73 MB, what reading them for calibration takes); skipping such samples, some must be left. Up to
+        ``max_samples``: those after are held out, passed over where they hold NaN."""
+        taken = skipped = 0
+        with warnings.catch_warnings():  # the source's warnings come once the run reads it, where it reports them
+            warnings.simplefilter("ignore", CalibrationWarning)
+            for where, arrays in self._source.chunks():
+                arrays, dropped = self._without_nan(where, arrays)
+                skipped += dropped
+                taken += 0 if arrays is None else self.samples_in(arrays)
+                if self.max_samples is not None and taken >= self.max_samples:
+                    return
+        self._check_some_left(taken, skipped)
+
+    def _check_some_left(self, taken: int, skipped: int) -> None:
+        if not taken and skipped:
+            raise CalibrationError(f"{self.origin}: every calibration sample ({skipped}) holds NaN and was skipped "
+                                   "(skip_nonfinite=True / --calib-skip-nonfinite): nothing is left to calibrate on")
 
     def __len__(self) -> int:
         if self.count is None:
@@ -118,6 +142,9 @@ class CalibrationData:
     def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
         """The source's chunks, non-finite samples dropped or refused, cut at ``max_samples``."""
         taken = skipped = 0
+        if not self._told and isinstance(self._source, FileSource):  # once, as the first pass reads the data
+            self._told = True
+            self._source.warn_ignored()
         for where, arrays in self._source.chunks():
             arrays, dropped = self._without_nan(where, arrays)
             skipped += dropped
@@ -132,6 +159,7 @@ class CalibrationData:
                 yield arrays
             if self.max_samples is not None and taken >= self.max_samples:
                 break
+        self._check_some_left(taken, skipped)
         self.count = taken
         self._report_skipped(skipped)
 

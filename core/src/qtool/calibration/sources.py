@@ -15,9 +15,12 @@ kept on disk as it is read, so later passes can read it again.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import shutil
+import stat
 import tempfile
+import warnings
 import weakref
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Variable
-from .errors import CalibrationError
+from .errors import CalibrationError, CalibrationWarning
 
 Chunk = tuple[str, dict[str, np.ndarray]]
 LAYOUTS = ("samples", "feeds")
@@ -232,7 +235,7 @@ class FileSource:
     def __init__(self, path: Path, inputs: list[Variable], layout: str = "samples") -> None:
         self.path, self.inputs, self.layout = path, inputs, layout
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
+            files = _data_files(path)
             if not files:
                 raise CalibrationError(f"{path}: the directory holds no .npy or .npz files")
         elif path.suffix in (".npy", ".npz") and path.is_file():
@@ -241,6 +244,7 @@ class FileSource:
             raise CalibrationError(f"{path}: calibration data must be an .npz or .npy file or a directory of them")
         else:
             raise CalibrationError(f"{path}: no such calibration file or directory")
+        self.ignored: dict[str, list[Path]] = {}  # arrays of an .npz that feed no input, by name: the files
         self.plan = [(file, *self._check(file)) for file in files]
         self.length = sum(count for _, _, count in self.plan)
 
@@ -252,6 +256,8 @@ class FileSource:
                                    "use .npz files keyed by input name")
         keys = (pick(headers, self.inputs, str(file), self.layout) if file.suffix == ".npz"
                 else {self.inputs[0].name: ""})
+        for name in headers.keys() - set(keys.values()) if file.suffix == ".npz" else ():
+            self.ignored.setdefault(name, []).append(file)
         counts = {v.name: check_array(v, *headers[keys[v.name]], str(file), self.layout) for v in self.inputs}
         if len(set(counts.values())) > 1:
             raise CalibrationError(f"{file}: inputs hold different numbers of samples ("
@@ -260,9 +266,39 @@ class FileSource:
                           self.layout)
         return keys, next(iter(counts.values()))
 
+    def warn_ignored(self) -> None:
+        """A CalibrationWarning for each array of the .npz files that feeds no input (``junk`` beside ``image``)."""
+        inputs = ", ".join(repr(v.name) for v in self.inputs)
+        for name, files in sorted(self.ignored.items()):
+            where = str(files[0]) + (f" and {len(files) - 1} more file(s)" if len(files) > 1 else "")
+            warnings.warn(f"{where}: array {name!r} feeds no input of the model ({inputs}): ignored",
+                          CalibrationWarning, stacklevel=2)
+
     def chunks(self) -> Iterator[Chunk]:
         for file, keys, _ in self.plan:
             yield str(file), check_chunk(_load(file, keys), self.inputs, str(file), self.layout)
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The .npy and .npz files of ``folder`` in name order; one that cannot be listed, or an entry of those suffixes
+    that is no readable file (a symbolic link to nothing, a link loop, a folder), is an error naming it: it was
+    skipped without a word."""
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.suffix in (".npy", ".npz"))
+    except OSError as exc:
+        raise CalibrationError(f"{folder}: cannot list the calibration folder ({exc.strerror or exc})") from None
+    for entry in entries:
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:
+            what = "a symbolic link to nothing" if exc.errno == errno.ENOENT else \
+                "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            raise CalibrationError(f"{entry}: {what} in the calibration folder; remove it or make it a file") \
+                from None
+        if not stat.S_ISREG(mode):
+            raise CalibrationError(f"{entry}: not a file ({'a folder' if stat.S_ISDIR(mode) else 'a special file'})"
+                                   " in the calibration folder; calibration files are .npy or .npz files")
+    return entries
 
 
 class PythonSource:
