@@ -270,3 +270,31 @@ def test_a_fallback_budget_the_simulation_meets_and_ort_does_not_is_not_met(tmp_
     assert [c.op for c in report.changed] == ["conv2"] and report.after >= 35 > report.after_runtime_db
     assert not report.met and "holds in qtool's simulation" in next(
         d.message for d in result.diagnostics if d.code == "fallback-budget")
+
+
+def _float16_blocked_weight_model(path) -> str:
+    """x (float16) @ DequantizeLinear(int4 codes, float16 scales, blocks of 32 along K): a model that arrives
+    weight-only quantized, which qtool's defaults leave as it is (float16)."""
+    rng = np.random.default_rng(7)
+    codes = rng.integers(-8, 8, (64, 16))
+    scales = (rng.random((2, 16)) * 0.02 + 0.01).astype(np.float16)
+    nodes_ = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], axis=0, block_size=32),
+              helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes_, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["n", 16])],
+                              [helper.make_tensor("w_q", TensorProto.INT4, codes.shape, codes.reshape(-1).tolist()),
+                               numpy_helper.from_array(scales, "w_s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_the_written_files_are_measured_as_a_default_session_runs_them(tmp_path):
+    """At ORT_ENABLE_EXTENDED this float16 blocked weight reads zeros (ORT's default session reads it right):
+    the summary measured the unchanged model at 0.0 dB and warned 'far from float'."""
+    model = _float16_blocked_weight_model(tmp_path / "m.onnx")
+    calib = {"x": np.random.default_rng(0).standard_normal((16, 64)).astype(np.float16)}
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert result.summary["float_vs_quantized"]["outputs"]["y"] == {"sqnr_db": None, "cosine": 1.0}  # exact
+    assert not [d for d in result.diagnostics if d.code == "output.far-from-float"]
