@@ -148,8 +148,33 @@ def test_explain_json_needs_no_data(tiny_platform, cnn_model, capsys):
     assert conv_out["state"] == "fp32" and conv_out["note"].startswith("fused with")
     assert ops["MaxPool"]["inputs"][0]["shares"].endswith(f"({ops['MaxPool']['inputs'][0]['tensor']})")
     assert ops["Shape"]["reason"] == "shape/index computation" and not ops["Shape"]["quantized"]
-    assert all(t.get("state") in ("initial", "overlapped", "fp32", "passive_init", "float")
+    # an integer tensor is labelled so, not 'float' (a Shape output, int64 ids: found by a user-style probe)
+    assert ops["Shape"]["outputs"][0]["state"] == "integer" and ops["Shape"]["inputs"][0]["state"] == "float"
+    assert all(t.get("state") in ("initial", "overlapped", "fp32", "passive_init", "float", "integer")
                for op in document["ops"] for t in op["inputs"] + op["outputs"])
+
+
+def test_explain_labels_integer_tensors_by_their_type(tmp_path, capsys):
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32), "table")
+    weight = numpy_helper.from_array(np.random.default_rng(1).standard_normal((32, 8)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["h"], name="embed"),
+         helper.make_node("Shape", ["ids"], ["n"], name="shape"),
+         helper.make_node("MatMul", ["h", "w"], ["y"], name="proj")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["s"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["s", 8]),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [1])], initializer=[table, weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    assert main(["explain", str(tmp_path / "m.onnx"), "--platform", "onnxruntime", "--preset", "int4-weight-only",
+                 "--json"]) == 0
+    ops = {op["name"]: op for op in json.loads(capsys.readouterr().out)["ops"]}
+    assert ops["embed"]["inputs"][1] == {"tensor": "ids", "scheme": None, "state": "integer", "dtype": "int64"}
+    assert ops["shape"]["outputs"][0]["state"] == "integer" and ops["embed"]["outputs"][0]["state"] == "float"
+    assert main(["explain", str(tmp_path / "m.onnx"), "--platform", "onnxruntime", "--preset", "int4-weight-only"]) == 0
+    out = capsys.readouterr().out
+    assert "ids: int64" in out and "ids: float" not in out
 
 
 @pytest.mark.parametrize("flag", ["--remove-activations", "--keep-activations"])

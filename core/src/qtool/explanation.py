@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .ir import Graph
 
@@ -15,9 +17,13 @@ def explain_document(graph: Graph, platform: str, config=None) -> dict:
 
     Stable schema, version 1: ``{"schema_version", "platform", "config", "ops": [{"name", "op_type",
     "quantized", "reason", "inputs": [...], "outputs": [...]}]}``; each tensor entry has ``tensor``,
-    ``scheme`` (None: float there), ``state``, and where they apply ``role``, ``shares``, ``note``, ``scale``.
+    ``scheme`` (None: not quantized there), ``state`` ("float" for a float tensor kept float, "integer" for an
+    integer or boolean one: ids, shapes, indices, with its ``dtype`` where the model states it), and where they
+    apply ``role``, ``shares``, ``note``, ``scale``.
     """
-    owners = _owners(graph)
+    from .passes.tensor_kinds import integer_tensors
+
+    owners, integers = _owners(graph), integer_tensors(graph)
     ops = []
     for op in graph.topological_order():
         quant = op.quant
@@ -25,8 +31,8 @@ def explain_document(graph: Graph, platform: str, config=None) -> dict:
                  "reason": quant.reason if quant else "not dispatched"}
         for side, variables in (("inputs", op.inputs), ("outputs", op.outputs)):
             configs = getattr(quant, side) if quant else [None] * len(variables)
-            entry[side] = [_tensor_entry(var, tqc, owners) for var, tqc in zip(variables, configs, strict=True)
-                           if var is not None]
+            entry[side] = [_tensor_entry(var, tqc, owners, integers) for var, tqc
+                           in zip(variables, configs, strict=True) if var is not None]
         ops.append(entry)
     return {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
             "config": config.to_dict() if config is not None else None, "ops": ops}
@@ -46,9 +52,15 @@ def _owners(graph: Graph) -> dict[int, str]:
     return owners
 
 
-def _tensor_entry(var, tqc, owners: dict[int, str]) -> dict:
-    if tqc is None:
-        return {"tensor": var.name, "scheme": None, "state": "float"}
+def _tensor_entry(var, tqc, owners: dict[int, str], integers: set[int]) -> dict:
+    if tqc is None:  # not quantized: a float tensor kept float, or an integer one (ids, shapes, indices)
+        if id(var) not in integers:
+            return {"tensor": var.name, "scheme": None, "state": "float"}
+        entry = {"tensor": var.name, "scheme": None, "state": "integer"}
+        dtype = var.value.dtype if var.is_parameter else var.dtype
+        if dtype is not None:
+            entry["dtype"] = str(np.dtype(dtype))
+        return entry
     entry = {"tensor": var.name, "role": tqc.role, "scheme": tqc.scheme.short(), "state": tqc.state.value}
     if tqc.is_overlapped:
         entry["shares"] = owners.get(id(tqc.dominator), "?")

@@ -41,7 +41,7 @@ def run(args) -> int:
 
 def _describe(entry: dict) -> str:
     if entry["scheme"] is None:
-        return f"{entry['tensor']}: float"
+        return f"{entry['tensor']}: {entry.get('dtype', entry['state'])}"
     text = f"{entry['tensor']}: {entry['scheme']} [{entry['state']}]"
     if "shares" in entry:
         text += f" shares {entry['shares']}"

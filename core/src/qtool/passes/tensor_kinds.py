@@ -75,6 +75,11 @@ def classify(graph: Graph) -> TensorKinds:
     return kinds
 
 
+def integer_tensors(graph: Graph) -> set[int]:
+    """The ids of the tensors known or inferred to hold integers or booleans (ids, shapes, indices, masks)."""
+    return _integers(graph, graph.topological_order())
+
+
 def _data(op: Operation) -> Variable | None:
     """The op's data operand (None for control flow: its outputs come from its bodies)."""
     index = data_input(op)
