@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -48,6 +49,32 @@ def test_names_of_qtool_or_of_what_is_installed_are_refused(tmp_path, capsys, na
     assert capsys.readouterr().err == f"qtool: error: plugin name {name!r}: {says}; " + (
         "the distribution is named qtool-NAME\n" if name.startswith("qtool-") else "choose another name\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dir_that_cannot_hold_it_and_an_overlong_name_are_one_line(tmp_path, capsys):
+    """NotADirectoryError and 'File name too long' tracebacks."""
+    (tmp_path / "afile").write_text("mine")
+    assert main(["new-plugin", "good", "--dir", str(tmp_path / "afile")]) == 1
+    assert capsys.readouterr().err == (f"qtool: error: new-plugin --dir {tmp_path}/afile/qtool-good/pyproject.toml: "
+                                       f"{tmp_path}/afile is a file, not a folder\n")
+    assert main(["new-plugin", "a" * 300, "--dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ("qtool: error: plugin name aaaaaaaaaaaaaaaaaaaa... (300 characters): at most "
+                                       "100 characters\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="drops root's override of file modes with setpriv")
+def test_a_dir_it_cannot_write_in_is_one_line(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)
+    folder.chmod(0o555)
+    run = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "qtool",
+                          "new-plugin", "foo", "--dir", str(folder)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and list(folder.iterdir()) == []
+    assert run.stderr == (f"qtool: error: new-plugin --dir {folder}/qtool-foo/pyproject.toml: cannot write in {folder} "
+                          "(Permission denied)\n")
 
 
 def test_an_occupied_folder_is_refused(tmp_path, capsys):

@@ -9,9 +9,10 @@ from string import Template
 
 from .. import __version__
 from ..errors import QtoolError
-from ..files import write_atomic
+from ..files import check_output_path, write_atomic
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+MAX_NAME = 100
 # template file -> path in the new distribution ({module} is the package name)
 FILES = {
     "pyproject.toml.tmpl": "pyproject.toml",
@@ -48,6 +49,8 @@ def new_plugin(name: str, folder: str | Path = ".") -> Path:
     values = {"name": name, "module": module, "distribution": f"qtool-{name}", "qtool_version": __version__,
               "class_name": "".join(part.capitalize() for part in name.split("-")) + "Platform"}
     root = Path(folder) / values["distribution"]
+    for target in FILES.values():  # --dir a file, a folder it cannot write in: one line, before any file is written
+        check_output_path(root / target.format(module=module), what="new-plugin --dir")
     if root.exists() and any(root.iterdir()):
         raise NewPluginError(f"{root} exists and is not empty; choose another --dir")
     templates = resources.files(__package__) / "new_plugin_templates"
@@ -61,6 +64,8 @@ def new_plugin(name: str, folder: str | Path = ".") -> Path:
 def _check_name(name: str) -> None:
     """A well-formed platform name, without qtool's prefix, that no installed platform or distribution has (pip would
     replace that distribution by the skeleton)."""
+    if len(name) > MAX_NAME:  # its folder's and files' names must fit the file system's 255 bytes
+        raise NewPluginError(f"plugin name {name[:20]}... ({len(name)} characters): at most {MAX_NAME} characters")
     if not NAME.match(name):
         raise NewPluginError(f"plugin name {name!r}: use lowercase letters and digits, parts joined by '-' "
                              "(e.g. 'acme-npu')")
