@@ -124,7 +124,8 @@ def test_layers_that_do_not_fit_stay_qdq(decoder, tmp_path):
     types = {n.name: n.op_type for n in written.graph.node}
     assert types["block0.down"] == "Gemm" and types["block1.down"] == "MatMulNBits"
     assert written.opset_import[0].version == 21
-    assert [d.code for d in result.diagnostics] == ["ort.perf.float-input"]
+    [note] = result.diagnostics
+    assert note.code == "ort.perf.nbits-fallback" and "a Gemm with transA or a computed bias" in note.message
     assert result.agreement["outputs"]["logits"]["max_relative"] < 1e-5
 
 
@@ -302,3 +303,79 @@ def test_qdq_weight_only_gemm_says_what_onnxruntime_runs(tmp_path, trans_b):
         assert "Gemm" in built and "MatMulNBits" not in built
         assert "ort.nbits-accuracy-level" not in notes
         assert notes["ort.perf.float-input"].startswith("runs correctly through DequantizeLinear -> float Gemm, ")
+
+
+def _embedding_model(path, width: int, weight_first: bool = False):
+    """input_ids -> Gather(table [64, width]) -> MatMul(W [width, 32]) (or W^T @ x^T, weight first) -> y."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((64, width)).astype(np.float32)
+    weight = rng.standard_normal((32, width) if weight_first else (width, 32)).astype(np.float32)
+    nodes = [onnx.helper.make_node("Gather", ["table", "ids"], ["h"], name="embed")]
+    if weight_first:
+        nodes += [onnx.helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0], name="t"),
+                  onnx.helper.make_node("MatMul", ["w", "ht"], ["y"], name="proj")]
+        out = ["32", "n"]
+    else:
+        nodes.append(onnx.helper.make_node("MatMul", ["h", "w"], ["y"], name="proj"))
+        out = ["n", "32"]
+    graph = onnx.helper.make_graph(
+        nodes, "e", [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["n"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out)],
+        initializer=[onnx.numpy_helper.from_array(table, "table"), onnx.numpy_helper.from_array(weight, "w")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_embedding_rows_that_are_not_whole_blocks(tmp_path):
+    """A table whose rows are not a whole number of blocks became DequantizeLinear -> Gather, and ORT dequantized the
+    whole table at every run (a one-token step 5.9x slower than float on a 32000x320 table at block 128), without a
+    word (found by a user-style probe). It takes blocks of the largest power of two from 16 that divides its rows,
+    with a warning, or stays float where none does, saying why."""
+    samples = [{"ids": np.arange(i, i + 8, dtype=np.int64)} for i in range(4)]
+    result = qtool.quantize(_embedding_model(tmp_path / "e48.onnx", 48), "onnxruntime", samples,
+                            preset="int4-weight-only", output=tmp_path / "q48.onnx", check_agreement=True)
+    nodes = {n.name: n for n in onnx.load(result.files[0]).graph.node}
+    assert nodes["embed"].op_type == "GatherBlockQuantized"
+    assert {a.name: a.i for a in nodes["embed"].attribute}["block_size"] == 16
+    [note] = [d for d in result.diagnostics if d.code == "ort.gather-block-size"]
+    assert note.severity is qtool.Severity.WARNING and note.message.startswith("embedding table in blocks of 16, "
+                                                                               "not 32: its rows (48 values)")
+    assert result.agreement["outputs"]["y"]["max_relative"] < 1e-5
+    result = qtool.quantize(_embedding_model(tmp_path / "e40.onnx", 40), "onnxruntime", samples,
+                            preset="int4-weight-only", output=tmp_path / "q40.onnx")
+    nodes = {n.name: n for n in onnx.load(result.files[0]).graph.node}
+    assert nodes["embed"].op_type == "Gather" and not any(n.op_type == "DequantizeLinear" for n in nodes.values())
+    [reason] = [r for r in result.summary["ops"]["float_reasons"] if "embedding table 'table'" in r]
+    assert "not a whole number of blocks of 32" in reason and "kept float" in reason
+
+
+@pytest.mark.parametrize("case, why", [
+    ("weight-first", "its weight comes first (W @ x), and MatMulNBits computes x @ W"),
+    ("bits-3", "MatMulNBits takes 4- or 8-bit codes (a 3-bit grid is stored in the next wider DequantizeLinear type"),
+    ("fp8", "its weight is fp8 e4m3, and MatMulNBits takes 4- or 8-bit integer codes")])
+def test_weight_only_fallback_notes_say_why_not_matmulnbits(tmp_path, case, why):
+    """The PERFORMANCE note of a weight-only layer written as DequantizeLinear -> float op gave activation reasons
+    ('input ... is not quantized'); it says why MatMulNBits could not take it (found by a user-style probe)."""
+    model = _embedding_model(tmp_path / "m.onnx", 64, weight_first=case == "weight-first")
+    weight = {"bits-3": {"bits": 3}, "fp8": {"format": "fp8_e4m3"}}.get(case)
+    config = {"override": [{"op_name": "proj", "weight": weight}]} if weight else None
+    result = qtool.quantize(model, "onnxruntime", preset="int4-weight-only", config=config,
+                            output=tmp_path / "q.onnx")
+    [note] = [d for d in result.diagnostics if d.op == "proj"]
+    assert note.code == "ort.perf.nbits-fallback" and note.severity is qtool.Severity.PERFORMANCE
+    assert why in note.message and "not quantized" not in note.message
+
+
+def test_input_size_not_a_whole_number_of_blocks_is_said(tmp_path):
+    """MatMulNBits pads the last block where K is not a multiple of the block size (a Qwen2-style K = 320 at block
+    256 stored more than at block 128), without a word (found by a user-style probe): a warning counts such layers."""
+    result = qtool.quantize(_embedding_model(tmp_path / "m.onnx", 48), "onnxruntime", preset="int4-weight-only",
+                            output=tmp_path / "q.onnx")
+    [note] = [d for d in result.diagnostics if d.code == "ort.nbits-padding"]
+    assert note.severity is qtool.Severity.WARNING and note.op == "proj"
+    assert note.message == ("1 MatMulNBits layer(s) whose input size K is not a whole number of blocks (K = 48, "
+                            "blocks of 32): the last block is padded, so each column stores 64 codes for 48 weights "
+                            "(33% more); blocks of 16 divide it")
+    result = qtool.quantize(_embedding_model(tmp_path / "m64.onnx", 64), "onnxruntime", preset="int4-weight-only",
+                            output=tmp_path / "q64.onnx")
+    assert not result.diagnostics

@@ -19,6 +19,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.perf.granularity": (P, "per-channel activations, per-block weights, per-channel weights off the output "
                                 "axis, or a per-channel MatMul weight of more than 2 dimensions"),
     "ort.perf.gemm-scale": (P, "a Gemm with a bias and alpha or beta other than 1 (its weight or bias computed)"),
+    "ort.perf.nbits-fallback": (P, "a weight-only layer that cannot be MatMulNBits / GatherBlockQuantized runs "
+                                   "as DequantizeLinear -> float op (the note says why)"),
     "ort.perf.nbits-level": (P, "8-bit MatMulNBits at accuracy_level 0, which ORT runs slower than float on CPU"),
     "ort.perf.int8-shared": (P, "an int8 activation pair read by several nodes, which ORT's x86 kernels cannot take"),
     "ort.perf.activation": (P, "a Relu/Clip that ORT cannot drop stays between the op and its QuantizeLinear"),
@@ -30,5 +32,9 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.weight-requantized": (W, "a float weight ORT quantizes to int8 itself, unlike qtool's simulation"),
     "ort.nbits-accuracy-level": (W, "MatMulNBits at accuracy_level 4 quantizes its float input to int8 inside the "
                                     "kernel, unlike qtool's simulation"),
+    "ort.gather-block-size": (W, "an embedding table in smaller blocks than configured: its row length is not a "
+                                 "whole number of blocks, which GatherBlockQuantized needs"),
+    "ort.nbits-padding": (W, "MatMulNBits layers whose input size K is not a whole number of blocks: the last "
+                             "block is padded (more bytes than a block size that divides K)"),
     "ort.activation-kept": (W, "a Relu/Clip kept although activation removal was asked: dropping it is not exact"),
 }

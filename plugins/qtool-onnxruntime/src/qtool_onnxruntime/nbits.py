@@ -5,7 +5,8 @@ blocks of a power of two >= 16 along the op's input axis (what ``[weight_only]``
 stored unsigned and packed low bits first into uint8, in ORT's [N, blocks, block bytes] layout; a
 symmetric signed grid is shifted by 2^(bits-1), which is ORT's default zero point, so no zero points are
 written for it (a block whose positive extreme sits on zero point -1 is written mirrored, with a negative
-scale, as ORT's own quantizer writes it: see :func:`pack_rows`). Facts checked against ORT 1.32 on CPU by this plugin's tests:
+scale, as ORT's own quantizer writes it: see :func:`pack_rows`). Facts checked against ORT 1.32 on CPU by this
+plugin's tests:
 
 * MatMulNBits runs 4 and 8 bits with or without uint8 zero points, and a bias input; ``accuracy_level``
   0 (the default) computes in float and matches qtool's simulation, 4 quantizes the float input to int8
@@ -94,6 +95,81 @@ def _layer(op, settled: bool) -> NBitsLayer | None:
     if op.op_type == "Gemm" and not _plain_gemm(op, weight):
         return None
     return NBitsLayer(op, index, tqc, "MatMulNBits") if axis == reduction_axis(op, weight.name) else None
+
+
+def why_not_nbits(op, settled: bool) -> str | None:
+    """Why a weight-only op (a MatMul, Gemm or Gather whose only quantized tensor is a constant weight) is not
+    written as MatMulNBits / GatherBlockQuantized; None for any other op and for those that are."""
+    if op.op_type not in ("MatMul", "Gemm", "Gather") or op.quant is None or not op.quant.quantized:
+        return None
+    quantized = [i for i, t in enumerate(op.quant.inputs) if active(t, settled)]
+    if len(quantized) != 1 or any(active(t, settled) for t in op.quant.outputs) \
+            or not op.inputs[quantized[0]].is_parameter or _layer(op, settled) is not None:
+        return None
+    index, weight = quantized[0], op.inputs[quantized[0]]
+    contrib = "GatherBlockQuantized" if op.op_type == "Gather" else "MatMulNBits"
+    scheme = reader_config(op, index, settled).scheme
+    if op.op_type == "Gather":
+        if index != 0 or op.attributes.get("axis", 0) != 0:
+            return f"{contrib} gathers rows (axis 0) of a quantized table"
+    elif index != 1:
+        return f"its weight comes first (W @ x), and {contrib} computes x @ W"
+    if np.ndim(weight.value) != 2:
+        return f"its weight is {np.ndim(weight.value)}-D, and {contrib} takes a 2-D one"
+    if scheme.is_floating:
+        return f"its weight is {scheme.short()}, and {contrib} takes 4- or 8-bit integer codes"
+    if scheme.num_of_bits not in BITS or scheme.quant_max - scheme.quant_min > 2 ** scheme.num_of_bits - 1:
+        return (f"its weight is {scheme.short()}, and {contrib} takes 4- or 8-bit codes (a {scheme.num_of_bits}-bit "
+                f"grid is stored in the next wider DequantizeLinear type, without its size saving)")
+    if not scheme.policy & P.PER_BLOCK:
+        return f"its weight is {scheme.short()}, and {contrib} takes blocks along the input axis"
+    size = scheme.block_size or 0
+    if size < 16 or size & (size - 1):
+        return f"its blocks of {size} are not a power of two from 16, which {contrib} takes"
+    if scheme.policy & P.DYNAMIC:
+        return f"its weight is quantized at run time, and {contrib} stores codes"
+    if op.op_type == "Gather":
+        return f"its rows ({weight.value.shape[1]} values) are not a whole number of blocks of {size}"
+    if op.op_type == "Gemm" and not _plain_gemm(op, weight):
+        return f"it is a Gemm with transA or a computed bias, and {contrib} computes x @ W + a constant bias"
+    return f"its weight is blocked along its output axis, and {contrib} blocks the input axis (K)"
+
+
+def fit_gather_blocks(op, proposal):
+    """An embedding table (Gather, axis 0) blocked along its rows whose row length is not a whole number of blocks:
+    GatherBlockQuantized refuses it, and as DequantizeLinear -> Gather ORT dequantizes the whole table at every run
+    (a one-token step ran 5.9x slower than float on a 32000x320 table at block 128). Blocks of the largest power
+    of two that divides the rows (at least 16, below the configured size) instead, with a note (``gather_block``:
+    the configured size; ``ort.gather-block-size``), else the table stays float (KeepFloat, saying why)."""
+    from qtool import KeepFloat
+    from qtool.quant import OpQuantConfig, TensorQuantizationConfig
+
+    table = op.inputs[0] if op.inputs else None
+    tqc = proposal.configs.inputs[0] if proposal.configs.inputs else None
+    if op.op_type != "Gather" or op.attributes.get("axis", 0) != 0 or tqc is None or table is None \
+            or not table.is_parameter or np.ndim(table.value) != 2 or not _blocked(tqc.scheme) \
+            or tqc.scheme.channel_axis % 2 != 1:
+        return proposal
+    block, row = tqc.scheme.block_size, table.value.shape[1]
+    if row % block == 0:
+        return proposal
+    fits = block // 2
+    while fits >= 16 and row % fits:
+        fits //= 2
+    why = (f"the rows of embedding table {table.name!r} ({row} values) are not a whole number of blocks of {block}, "
+           "which ORT's GatherBlockQuantized needs; as DequantizeLinear -> Gather, ORT would dequantize the whole "
+           "table at every run (a one-token step ran 5.9x slower than float on a 32000x320 table)")
+    if fits < 16:
+        return KeepFloat(f"{why}: kept float (no power of two from 16 up divides {row})")
+    fitted = TensorQuantizationConfig(tqc.scheme.with_changes(block_size=fits), role=tqc.role)
+    fitted.notes["gather_block"] = block
+    fitted.notes["reason"] = f"blocks of {fits}, not {block}: {why}"
+    inputs = [fitted, *proposal.configs.inputs[1:]]
+    reason = f"{proposal.reason}; its table in blocks of {fits}, not {block} (GatherBlockQuantized)"
+    import dataclasses
+
+    return dataclasses.replace(proposal, reason=reason, configs=OpQuantConfig(
+        inputs, list(proposal.configs.outputs), True, reason))
 
 
 def _blocked(scheme) -> bool:

@@ -127,6 +127,10 @@ class OnnxRuntimePlatform(Platform):
                       "platform's default list names it, but only yours asks for it)")
         if reason is not None and not proposal.requested:
             return KeepFloat(reason)
+        if op.op_type == "Gather":  # an embedding table of weight-only: blocks GatherBlockQuantized takes
+            from .nbits import fit_gather_blocks
+
+            return fit_gather_blocks(op, proposal)
         return _batched_weights_per_tensor(op, proposal)
 
     def validate(self, graph, options: ExportOptions | None = None):

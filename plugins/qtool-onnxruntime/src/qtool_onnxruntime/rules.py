@@ -18,7 +18,7 @@ from .bias import misread_reason, weight_requantized
 from .codes import CODES
 from .configs import active, input_config, output_config
 from .kernels import kernel_verdict
-from .nbits import accuracy_level, nbits_layers, weight_only_format
+from .nbits import accuracy_level, nbits_layers, weight_only_format, why_not_nbits
 from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type, value_type
 
@@ -40,12 +40,16 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     activations = {act.producer.name: act for act in fused_activations(graph, SETTLED)}
     removable = {name for name, act in activations.items() if options.remove_activations and clips_exactly(act)}
     rewritten = []
+    nbits_form = weight_only_format(options.extra) == "matmulnbits"
     for op in graph.topological_order():
+        why = why_not_nbits(op, SETTLED) if nbits_form else None
         if is_compute(op) and op.quant is not None and op.quant.quantized and op.name not in contrib:
             nbits = _rewritten_to_nbits(op)
-            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset, nbits)
+            found += _op_rules(graph, op, activations.get(op.name), op.name in removable, opset, nbits, why)
             if nbits:
                 rewritten.append(op)
+        elif why is not None and op.op_type == "Gather" and op.quant.inputs[0].scheme.policy & P.PER_BLOCK:
+            found.append(_nbits_fallback(op, why, 0, "the whole table dequantized at every run"))
         elif is_compute(op) and op.name not in contrib and weight_requantized(graph, op, None, SETTLED):
             found.append(diagnostic("ort.weight-requantized", "ORT quantizes the weight of this op qtool keeps "
                                     "float to int8 per tensor itself (its WeightBiasQuantization pass: the op reads "
@@ -117,6 +121,43 @@ def _tensor_rules(graph, opset: int, contrib: frozenset[str]) -> list[Diagnostic
 
 def nbits_rules(layers, level: int) -> list[Diagnostic]:
     """What ORT does with the MatMulNBits / GatherBlockQuantized layers the export writes."""
+    found = [diagnostic("ort.gather-block-size", f"embedding table in blocks of {layer.tqc.scheme.block_size}, not "
+                        f"{layer.tqc.notes['gather_block']}: its rows ({layer.op.inputs[0].value.shape[1]} values) "
+                        "are not a whole number of blocks of that size, which ORT's GatherBlockQuantized needs (as "
+                        "DequantizeLinear -> Gather, ORT would dequantize the whole table at every run: a one-token "
+                        "step ran 5.9x slower than float on a 32000x320 table); a little larger, closer to float",
+                        op=layer.op.name, tensor=layer.op.inputs[0].name)
+             for layer in layers if layer.contrib == "GatherBlockQuantized" and "gather_block" in layer.tqc.notes]
+    return found + _padding_rules(layers) + _matmul_rules(layers, level)
+
+
+def _padding_rules(layers) -> list[Diagnostic]:
+    """MatMulNBits layers whose input size K is not a whole number of blocks: the last block is padded."""
+    padded = [layer for layer in layers if layer.contrib == "MatMulNBits"
+              and _k(layer) % layer.tqc.scheme.block_size]
+    if not padded:
+        return []
+    first = padded[0]
+    k, block = _k(first), first.tqc.scheme.block_size
+    stored = -(-k // block) * block
+    fits = block // 2
+    while fits >= 16 and k % fits:
+        fits //= 2
+    hint = f"; blocks of {fits} divide it" if fits >= 16 else ""
+    return [diagnostic("ort.nbits-padding", f"{len(padded)} MatMulNBits layer(s) whose input size K is not a whole "
+                       f"number of blocks (K = {k}, blocks of {block}): the last block is padded, so each column "
+                       f"stores {stored} codes for {k} weights ({100 * (stored - k) / k:.0f}% more){hint}",
+                       op=first.op.name, tensor=first.op.inputs[first.index].name)]
+
+
+def _k(layer) -> int:
+    from qtool.ops import reduction_axis
+
+    weight = layer.op.inputs[layer.index]
+    return weight.value.shape[reduction_axis(layer.op, weight.name)]
+
+
+def _matmul_rules(layers, level: int) -> list[Diagnostic]:
     matmuls = [layer for layer in layers if layer.contrib == "MatMulNBits"]
     if not matmuls:
         return []
@@ -151,12 +192,25 @@ def _activation_warnings(stype, where) -> list[Diagnostic]:
     return found
 
 
-def _op_rules(graph, op, activation, removed: bool, opset: int, nbits: bool) -> list[Diagnostic]:
+def _nbits_fallback(op, why: str, index: int, runs: str) -> Diagnostic:
+    contrib = "GatherBlockQuantized" if op.op_type == "Gather" else "MatMulNBits"
+    return diagnostic("ort.perf.nbits-fallback", f"weight-only layer not written as {contrib}: {why}; it {runs}",
+                      op=op.name, tensor=op.inputs[index].name)
+
+
+def _op_rules(graph, op, activation, removed: bool, opset: int, nbits: bool,
+              why: str | None = None) -> list[Diagnostic]:
     """The op's errors and notes; ``nbits``: ORT runs it as the MatMulNBits it makes of it (see
-    :func:`_rewritten_to_nbits`), not through a float op."""
+    :func:`_rewritten_to_nbits`), not through a float op; ``why``: why a weight-only layer is not written as
+    MatMulNBits (:func:`.nbits.why_not_nbits`), said instead of the integer kernels' reasons."""
     verdict = kernel_verdict(graph, op, activation, removed, SETTLED, opset)
     found = [diagnostic(e.code, e.reason, op=op.name, tensor=e.tensor) for e in verdict.errors]
-    if verdict.blockers:
+    if verdict.blockers and why is not None:
+        runs = (f"runs as the MatMulNBits ONNX Runtime makes of its DequantizeLinear -> {op.op_type} "
+                "(ort.nbits-accuracy-level)" if nbits else
+                f"runs as DequantizeLinear -> float {op.op_type}, the whole weight dequantized at every run")
+        found.append(_nbits_fallback(op, why, 1 if op.op_type != "MatMul" or op.inputs[1].is_parameter else 0, runs))
+    elif verdict.blockers:
         first = verdict.blockers[0]
         if nbits:
             how = (f"runs as the MatMulNBits ONNX Runtime makes of its DequantizeLinear -> {op.op_type} "
