@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .ir import Graph
+    from .platform import Diagnostic
 
 EXPLAIN_SCHEMA_VERSION = 1
 
 
-def explain_document(graph: Graph, platform: str, config=None) -> dict:
+def explain_document(graph: Graph, platform: str, config=None, diagnostics: Sequence[Diagnostic] | None = None
+                     ) -> dict:
     """Every op with its decision, reason and per-tensor configs, and the resolved configuration.
 
     Stable schema, version 1: ``{"schema_version", "platform", "config", "ops": [{"name", "op_type",
     "quantized", "reason", "inputs": [...], "outputs": [...]}]}``; each tensor entry has ``tensor``,
     ``scheme`` (None: not quantized there), ``state`` ("float" for a float tensor kept float, "integer" for an
     integer or boolean one: ids, shapes, indices, with its ``dtype`` where the model states it), and where they
-    apply ``role``, ``shares``, ``note``, ``scale``.
+    apply ``role``, ``shares``, ``note``, ``scale``. ``diagnostics`` where given (``qtool explain``: what the
+    platform's validate finds in the plan, before any calibration) adds ``"diagnostics": [Diagnostic.as_dict()]``.
     """
     from .passes.tensor_kinds import integer_tensors
 
@@ -34,8 +38,11 @@ def explain_document(graph: Graph, platform: str, config=None) -> dict:
             entry[side] = [_tensor_entry(var, tqc, owners, integers) for var, tqc
                            in zip(variables, configs, strict=True) if var is not None]
         ops.append(entry)
-    return {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
-            "config": config.to_dict() if config is not None else None, "ops": ops}
+    document = {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
+                "config": config.to_dict() if config is not None else None, "ops": ops}
+    if diagnostics is not None:
+        document["diagnostics"] = [d.as_dict() for d in diagnostics]
+    return document
 
 
 def _owners(graph: Graph) -> dict[int, str]:

@@ -52,7 +52,7 @@ from .platform import (
     get_platform,
     platform_step,
 )
-from .platform_calls import exported, validated
+from .platform_calls import UnsupportedModelError, exported, refuse_unsupported, validated  # noqa: F401 - raised from here
 from .platform_runtime import PlatformRuntime
 from .requantization import wider_readers
 
@@ -60,17 +60,6 @@ AGREEMENT_SAMPLES = 4
 AGREEMENT_STEPS = 2  # quantization steps between the written model's outputs and the simulation's still in agreement
 AGREEMENT_COSINE = 0.99999  # ... or any number of steps at this cosine or above
 AGREEMENT_ASK = "check_agreement=True (CLI --check-agreement) runs it"
-
-
-class UnsupportedModelError(QtoolError):
-    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed.
-
-    ``diagnostics`` holds every diagnostic of the run, errors and others.
-    """
-
-    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
-        super().__init__(message)
-        self.diagnostics = diagnostics or []
 
 
 class RuntimeRefusedError(QtoolError):
@@ -110,6 +99,10 @@ class Plan:
     config: Any
     platform: Platform
     pass_runs: list[PassRun]
+
+    def findings(self) -> list[Diagnostic]:
+        """The platform's validate on the plan: what it finds before calibration (no scale known yet)."""
+        return validated(self.platform, self.graph, ExportOptions())
 
 
 @one_at_a_time
@@ -222,9 +215,11 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         body, feeds, where, target, qconfig, options, device, check_agreement), device)
     kept = _kept_outputs(data, restore) if measure else None
     runtime = _runtime(target, options)
+    precheck = None if options.allow_unsupported else lambda planned: refuse_unsupported(
+        target, validated(target, planned, options), before_calibration=True)
     graph, runs, diagnostics = _run_default_passes(graph, lambda advice: default_passes(
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
-        keep=kept, advice=advice), finished)
+        keep=kept, advice=advice, precheck=precheck), finished)
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + wider_readers(graph)
     if measure:  # a control-flow body without compute is no model of its own
@@ -232,7 +227,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     found = validated(target, graph, options)
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
     diagnostics += found
-    _check_supported(target, diagnostics, options.allow_unsupported)
+    if not options.allow_unsupported:
+        refuse_unsupported(target, diagnostics)
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if output is not None:
@@ -483,15 +479,6 @@ def _runtime(target: Platform, options: ExportOptions):
     """The platform's runtime for the passes that measure on it: the graph exported with ``options``, run by
     :meth:`Platform.run` (:class:`qtool.platform_runtime.PlatformRuntime`)."""
     return PlatformRuntime(target, options)
-
-
-def _check_supported(target: Platform, diagnostics: list[Diagnostic], allowed: bool) -> None:
-    errors = [d for d in diagnostics if d.severity is Severity.ERROR]
-    if errors and not allowed:
-        more = f"; and {len(errors) - 5} more (quantize --json lists every diagnostic)" if len(errors) > 5 else ""
-        listed = "; ".join(str(d) for d in errors[:5]) + more
-        raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s)): "
-                                    f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
 
 
 def disagreement(report: dict | None) -> list[Diagnostic]:

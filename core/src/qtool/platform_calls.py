@@ -6,9 +6,34 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .errors import QtoolError
 from .files import restored_on_failure
-from .plugins.manager import PluginError
 from .platform import Diagnostic, KeepFloat, Platform, Proposal, Severity, platform_step
+from .plugins.manager import PluginError
+
+
+class UnsupportedModelError(QtoolError):
+    """The platform cannot run the quantized model (ERROR diagnostics) and that was not allowed.
+
+    ``diagnostics`` holds every diagnostic of the run, errors and others.
+    """
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+
+def refuse_unsupported(target: Platform, diagnostics: list[Diagnostic], *, before_calibration: bool = False) -> None:
+    """UnsupportedModelError where ``diagnostics`` hold an ERROR: ``before_calibration``, validate's findings on
+    the plan (schemes, opsets: what calibration cannot change), else the run's."""
+    errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+    if not errors:
+        return
+    more = f"; and {len(errors) - 5} more (quantize --json lists every diagnostic)" if len(errors) > 5 else ""
+    listed = "; ".join(str(d) for d in errors[:5]) + more
+    when = ", found before calibration" if before_calibration else ""
+    raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s){when}): "
+                                f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
 
 
 def fault(target: Platform, text: str) -> PluginError:

@@ -31,12 +31,25 @@ def run(args) -> int:
     from ..pipeline import plan
 
     planned = plan(args.model, args.platform, config=args.config, preset=args.preset)
-    document = explain_document(planned.graph, planned.platform.name, planned.config)
+    findings = planned.findings()
+    document = explain_document(planned.graph, planned.platform.name, planned.config, findings)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
         print_explanation(document, console(), planned.config)
+        print_findings(findings, planned.platform.name, console())
     return 0
+
+
+def print_findings(findings, platform: str, console: Console) -> None:
+    """What the platform's validate finds in the plan; its ERRORs are what quantize refuses before calibrating."""
+    if not findings:
+        return
+    errors = sum(d.severity.value == "error" for d in findings)
+    refusal = f": quantize refuses it ({errors} error(s))" if errors else ""
+    console.print(f"{escape(platform)} on this plan, before calibration{refusal}")
+    for diagnostic in findings:
+        console.print(f"  {escape(str(diagnostic))}")
 
 
 def _describe(entry: dict) -> str:

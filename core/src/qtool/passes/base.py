@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ..config.errors import ConfigError
 from ..errors import QtoolError
 from ..ir import Graph
+from ..platform_calls import UnsupportedModelError
 from ..plugins.manager import PluginError
 from ..state import StateError
 
@@ -117,8 +118,8 @@ class PassManager:
                 graph.float_reference = graph.copy()  # what the quantized model is measured against from now on
             try:
                 result = p(graph)
-            except (StartOver, ConfigError, StateError, PluginError):  # names the file or plugin at fault
-                raise
+            except (StartOver, ConfigError, StateError, PluginError, UnsupportedModelError):  # names the file,
+                raise  # plugin or platform finding at fault
             except Exception as exc:
                 before = ", ".join([*self.ran, *(r.name for r in runs)]) or "nothing"
                 raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc

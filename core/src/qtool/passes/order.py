@@ -19,9 +19,10 @@ restores a saved state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..config.quantconfig import PLATFORM_SOURCE
+from ..ir import Graph
 from .accuracy import accuracy_passes, needs_data
 from .accuracy.channel_split import ChannelSplit
 from .accuracy.float_peaks import FloatPeaks
@@ -48,11 +49,13 @@ def planning_passes(config, platform=None) -> list[Pass]:
 
 def default_passes(config, data=None, *, platform=None, device: str = "cpu",
                    progress: bool = False, calibration: Pass | None = None, runtime=None,
-                   keep=None, advice: Mapping[str, object] | None = None) -> list[Pass]:
+                   keep=None, advice: Mapping[str, object] | None = None,
+                   precheck: Callable[[Graph], None] | None = None) -> list[Pass]:
     """The whole default order; ``calibration`` replaces RuntimeCalibration over ``data`` when given; ``runtime``
     (:class:`qtool.platform_runtime.PlatformRuntime`) lets accuracy passes measure on the platform's runtime;
     ``keep`` (:class:`qtool.calibration.KeptOutputs`) goes to RuntimeCalibration; ``advice``: what a
-    :class:`~.base.StartOver` brought, by pass name, for the passes that start over.
+    :class:`~.base.StartOver` brought, by pass name, for the passes that start over; ``precheck(graph)`` runs on the
+    planned graph as RuntimeCalibration starts, before any data is read (the platform's validate on the plan).
 
     The accuracy passes the config's ``[accuracy]`` table enables run right after
     GraphSimplify (on the float graph) and right before Baking; plugin passes
@@ -63,8 +66,8 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
                                     runtime=runtime, float_peaks=float_peaks, kept_outputs=keep)
     split = next((p for p in before if isinstance(p, ChannelSplit)), None)
-    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress,
-                                                  options=config.calibration, readers=(split, float_peaks, keep))
+    calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress, options=config.calibration,
+                                                  readers=(split, float_peaks, keep), precheck=precheck)
     simplify, *planning = planning_passes(config, platform)
     built = [simplify, *before, *planning, ParameterQuantize(), calibrate]
     passes = insert_plugin_passes([*built, QuantAlignment(config), PassiveParameterQuantize(), *after, Baking()],

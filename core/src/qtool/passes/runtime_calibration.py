@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..calibration import calibrate
@@ -18,16 +18,21 @@ class RuntimeCalibration(Pass):
     runs the float model). ``readers``: what takes more from the same float run, each through its
     ``calibration_tap(graph)`` (None: nothing to take): the run's :class:`~.accuracy.float_peaks.FloatPeaks` (the
     peaks its later readers will ask for), a :class:`qtool.calibration.KeptOutputs` (the graph outputs of the first
-    samples, float_vs_quantized's reference)."""
+    samples, float_vs_quantized's reference). ``precheck(graph)`` runs first, before any data is read: the
+    pipeline's refusal of a plan the platform cannot run."""
 
     name = "RuntimeCalibration"
 
     def __init__(self, data, *, device: str = "cpu", progress: bool = False,
-                 options: Mapping[str, Any] | None = None, readers: Sequence = ()) -> None:
+                 options: Mapping[str, Any] | None = None, readers: Sequence = (),
+                 precheck: Callable[[Graph], None] | None = None) -> None:
         self.data, self.device, self.progress, self.options = data, device, progress, options
         self.readers = [reader for reader in readers if reader is not None]
+        self.precheck = precheck
 
     def call(self, graph: Graph) -> PassResult:
+        if self.precheck is not None:
+            self.precheck(graph)
         if self.data is None:  # a weight-only run without data: nothing may wait for a range
             waiting = [(op.name, var.name) for op in graph.topological_order() for _, _, var, tqc in configured(op)
                        if _waiting(tqc)]

@@ -67,6 +67,6 @@ def _check_samples(samples) -> None:
 def explain(model, platform, *, config=None, preset: str | None = None) -> Explanation:
     """How each op of ``model`` would be quantized on ``platform`` (no calibration data needed)."""
     planned = plan(model, platform, config=config, preset=preset)
-    document = explain_document(planned.graph, planned.platform.name, planned.config)
+    document = explain_document(planned.graph, planned.platform.name, planned.config, planned.findings())
     name = str(model) if isinstance(model, str | os.PathLike) else planned.graph.info.graph_name
     return Explanation({**document, "model": name})

@@ -1,0 +1,42 @@
+"""What the platform refuses in the plan itself (schemes, opsets) is refused before calibration reads any data, and
+`qtool explain` shows it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import qtool
+from qtool.cli.main import main
+from qtool.pipeline import UnsupportedModelError
+
+ASYMMETRIC = {"activation": {"symmetric": False}}  # TensorRT takes symmetric int8 ranges only
+
+
+def test_a_scheme_the_platform_refuses_stops_the_run_before_calibration_reads_the_data(cnn_model, tmp_path):
+    """It was refused only after calibration (seconds on a real data set), and explain said nothing."""
+    pulled = []
+    samples = (pulled.append(i) or {"x": np.full((1, 3, 8, 8), i, np.float32)} for i in range(32))
+    output = tmp_path / "out.onnx"
+    with pytest.raises(UnsupportedModelError, match=r"tensorrt cannot run the quantized model \(\d+ error\(s\), "
+                                                     r"found before calibration\): error \[trt.activation-scheme\]"):
+        qtool.quantize(cnn_model, "tensorrt", samples, config=ASYMMETRIC, output=output)
+    assert pulled == [0]  # the first item, read when the data is checked; calibration read none
+    assert not output.exists()
+    allowed = qtool.quantize(cnn_model, "tensorrt", np.ones((4, 3, 8, 8), np.float32), config=ASYMMETRIC,
+                             allow_unsupported=True)
+    assert any(d.code == "trt.activation-scheme" for d in allowed.diagnostics)  # allowed: the run goes on
+
+
+def test_explain_shows_what_the_platform_finds_in_the_plan(cnn_model, tmp_path, capsys):
+    config = tmp_path / "asym.toml"
+    config.write_text("[activation]\nsymmetric = false\n")
+    assert main(["explain", str(cnn_model), "--platform", "tensorrt", "--config", str(config)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "tensorrt on this plan, before calibration: quantize refuses it" in printed
+    assert "error [trt.activation-scheme]" in printed
+    assert main(["explain", str(cnn_model), "--platform", "tensorrt", "--config", str(config), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["diagnostics"]
+    assert found and {d["code"] for d in found} == {"trt.activation-scheme"}
+    assert qtool.explain(cnn_model, "tensorrt").document["diagnostics"] == []
