@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -183,7 +184,7 @@ def test_other_einsums_stay(equation, weight_shape):
     assert result.details["einsums_as_matmul"] == [] and graph.operations["e"].op_type == "Einsum"
 
 
-W = RNG.normal(size=(6, 4)).astype(np.float16).astype(np.float32)  # float16 values: the Cast case is exact
+W = RNG.normal(size=(6, 4)).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)  # float 8 values: every Cast is exact
 
 
 def typed(name: str, value: np.ndarray):
@@ -196,6 +197,11 @@ FOLDED_CHAINS = {  # ops between a constant and a MatMul's weight input (x: (2, 
     "reshape_with_zero_and_minus_one": ([helper.make_node("Reshape", ["w", "s"], ["wt"])],
                                         [init("w", W.T.reshape(4, 2, 3)), typed("s", np.array([0, -1], np.int64))], 17),
     "cast_float16": ([helper.make_node("Cast", ["w"], ["wt"], to=1)], [typed("w", W.T.astype(np.float16))], 17),
+    # a bfloat16- or float8-stored weight was quantized as an activation (Cast -> QuantizeLinear at every run)
+    "cast_bfloat16": ([helper.make_node("Cast", ["w"], ["wt"], to=1)], [typed("w", W.T.astype(ml_dtypes.bfloat16))],
+                      17),
+    "cast_float8e4m3fn": ([helper.make_node("Cast", ["w"], ["wt"], to=1)],
+                          [typed("w", W.T.astype(ml_dtypes.float8_e4m3fn))], 19),
     "flatten": ([helper.make_node("Flatten", ["w"], ["wt"], axis=1)], [init("w", W.T.reshape(4, 6, 1))], 17),
     "squeeze_input_axes": ([helper.make_node("Squeeze", ["w", "a"], ["wt"])],
                            [init("w", W.T[None]), typed("a", np.array([0], np.int64))], 17),
@@ -232,3 +238,14 @@ def test_what_is_not_exact_or_not_constant_stays():
                      [init("w", W)])
     assert GraphSimplify()(graph).details["constants_folded"] == []
     assert set(graph.operations) == {"to_int", "of_x", "output"}
+
+
+def test_a_cast_down_to_bfloat16_stays():
+    """Only a Cast up from bfloat16 or float 8 is exact; down to bfloat16 is ONNX Runtime's rounding, not folded."""
+    graph = graph_of([helper.make_node("Cast", ["w"], ["wb"], to=16, name="down"),
+                      helper.make_node("Cast", ["wb"], ["wt"], to=1, name="up"),
+                      helper.make_node("MatMul", ["x", "wt"], ["y"], name="mm")],
+                     [tensor("x", [2, 4])], [tensor("y", [2, 6])],
+                     [init("w", RNG.normal(size=(4, 6)))])
+    assert GraphSimplify()(graph).details["constants_folded"] == []
+    assert set(graph.operations) == {"down", "up", "mm"}

@@ -5,6 +5,7 @@ the constant it is, so that it is quantized as a weight (per channel, codes stor
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..ir import Graph, Operation
@@ -54,12 +55,21 @@ def _reshape(op: Operation, data: np.ndarray) -> np.ndarray | None:
 
 
 def _cast(op: Operation, data: np.ndarray) -> np.ndarray | None:
-    """Between numpy's float types only: rounding to nearest even, as ONNX Runtime casts (integer casts differ)."""
+    """Between numpy's float types (rounding to nearest even, as ONNX Runtime casts), and from bfloat16 or a float 8
+    type up to float32 or float64, which holds every value exactly (a bfloat16-stored weight Cast to float32 was
+    quantized as an activation); integer casts and casts down to those types (ONNX Runtime's rounding) stay."""
     from onnx import helper
 
     target = np.dtype(helper.tensor_dtype_to_np_dtype(int(op.attributes["to"])))
     floats = (np.float16, np.float32, np.float64)
-    return data.astype(target) if data.dtype in floats and target in floats else None
+    if target in floats and (data.dtype in floats or data.dtype in _WIDENED and target != np.float16):
+        return data.astype(target)
+    return None
+
+
+# ml_dtypes' float types whose every value float32 holds (NaN included): a Cast up from them is exact
+_WIDENED = frozenset(np.dtype(t) for t in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                           ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz))
 
 
 def _flatten(op: Operation, data: np.ndarray) -> np.ndarray:
