@@ -63,9 +63,19 @@ def test_a_metric_that_gives_no_finite_number_is_refused_by_name(tmp_path, data,
     def broken_metric(executor):
         return value
 
-    with pytest.raises(PassError, match=rf"accuracy\.fallback\.metric: \S*broken_metric \({__file__}\) "
+    with pytest.raises(PassError, match=rf"accuracy\.fallback\.metric: {__file__}:\S*broken_metric "
                                         rf"returned {shown}, not a finite number"):
         _fallback(tmp_path, data, SensitivityFallback(data, metric=broken_metric, max_drop=0.01))
+
+
+def test_a_metric_that_raises_is_named_with_its_exception(tmp_path, data):
+    """'pass SensitivityFallback failed (...): boom' named neither the metric's file nor its function."""
+    def raising_metric(executor):
+        raise ValueError("boom")
+
+    with pytest.raises(PassError, match=rf"accuracy\.fallback\.metric: {__file__}:\S*raising_metric raised "
+                                        r"ValueError: boom$"):
+        _fallback(tmp_path, data, SensitivityFallback(data, metric=raising_metric, max_drop=0.01))
 
 
 def test_an_snr_budget_on_integer_outputs_says_it_cannot_be_measured(tmp_path, data):

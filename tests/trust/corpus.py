@@ -9,6 +9,7 @@ try to write ``inputs/PWNED`` when anything executes them.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -124,6 +125,27 @@ def doubly_produced(proto):
     proto.graph.node.append(helper.make_node("Relu", ["conv1_out"], ["relu_out"], name="relu_again"))
 
 
+def no_outputs(proto):
+    del proto.graph.output[:]
+
+
+def dangling_input(proto):
+    proto.graph.node[-1].input[0] = "ghost"
+
+
+def opset(version):
+    def change(proto):
+        del proto.opset_import[:]
+        if version is not None:
+            proto.opset_import.append(helper.make_opsetid("", version))
+    return change
+
+
+def fifo(inputs):
+    os.mkfifo(inputs / "m.onnx")
+    return inputs / "m.onnx"
+
+
 def sparse_initializer(proto):
     values = numpy_helper.from_array(np.ones(1, np.float32), "sparse_w")
     proto.graph.sparse_initializer.append(helper.make_sparse_tensor(values, numpy_helper.from_array(
@@ -212,7 +234,7 @@ def build_cases() -> list[tuple[str, object]]:
     cases = [
         # broken and hostile models
         ("model-missing", lambda i, o: (quantize(i, o, model_path=i / "nope.onnx"), "nope.onnx: no such model file")),
-        ("model-is-folder", with_model(model_folder, "m.onnx")),
+        ("model-is-folder", with_model(model_folder, "m.onnx: is a folder, not a model file")),
         ("model-empty-file", with_model(write_bytes(b""), "m.onnx")),
         ("model-garbage", with_model(write_bytes(b"\xff\xfe garbage \x00" * 50), "m.onnx: not a readable ONNX")),
         ("model-is-json", with_model(write_bytes(b'{"graph": []}'), "m.onnx")),
@@ -226,6 +248,12 @@ def build_cases() -> list[tuple[str, object]]:
         ("initializer-float-count", with_model(edited(float_data_wrong_count), "initializer 'conv1.weight'")),
         ("output-without-producer", with_model(edited(dangling_output), "'ghost'")),
         ("tensor-two-producers", with_model(edited(doubly_produced), "'relu_out'")),
+        ("model-no-outputs", with_model(edited(no_outputs), "m.onnx: the model has no graph outputs")),
+        ("model-dangling-input", with_model(edited(dangling_input), "m.onnx: node 'fc' (Gemm) reads tensor 'ghost'")),
+        ("model-opset-99", with_model(edited(opset(99)), "m.onnx: the model's opset 99")),
+        ("model-no-opset", with_model(edited(opset(None)), "m.onnx: the model imports no opset")),
+        ("model-is-fifo", with_model(fifo, "m.onnx: is a FIFO")),
+        ("inspect-no-outputs", lambda i, o: (["inspect", str(edited(no_outputs)(i))], "m.onnx: the model has no")),
         ("sparse-initializer", with_model(edited(sparse_initializer), "sparse initializer")),
         ("unknown-op", with_model(edited(unknown_op), "Frobnicate")),
         ("empty-graph", with_model(edited(empty_graph), "no graph")),
@@ -311,6 +339,8 @@ def build_cases() -> list[tuple[str, object]]:
         # user code and plugins
         ("metric-file-missing", lambda i, o: (quantize(i, o, "--metric", f"{i}/nope.py:score", "--max-drop", "0.1"),
                                               "nope.py")),
+        ("metric-file-is-folder", lambda i, o: (quantize(i, o, "--metric", f"{i}:score", "--max-drop", "0.1"),
+                                                "is a folder, not a Python file")),
         ("metric-without-max-drop", lambda i, o: (quantize(i, o, "--metric", f"{i}/m.py:score"), "--max-drop")),
         ("platform-default-config-raises", lambda i, o: (quantize(i, o)[:3] + ["broken-defaults"] + quantize(i, o)[4:],
                                                          "'broken-defaults'")),

@@ -37,6 +37,7 @@ from .coverage import coverage, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_not_inputs, check_output_given, check_outputs
 from .ir import Graph, from_model_proto, load
+from .ir.onnx_import import check_model_proto
 from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
@@ -395,6 +396,7 @@ def _graph(model, qconfig) -> Graph:
     if isinstance(model, Graph):
         graph = model.copy()
     elif isinstance(model, onnx.ModelProto):
+        check_model_proto(model)
         graph = from_model_proto(model)
     elif isinstance(model, str | os.PathLike):
         graph = load(model)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import QtoolError
+from ..files import file_kind
 
 
 class MetricFileError(QtoolError):
@@ -25,7 +26,9 @@ def load_metric(spec: str) -> Callable:
         raise MetricFileError(f"--metric {spec!r}: expected FILE.py:FUNCTION")
     file = Path(path)
     if not file.is_file():
-        raise MetricFileError(f"--metric {spec!r}: no such file {str(file)!r}")
+        kind = file_kind(file)
+        raise MetricFileError(f"--metric {spec!r}: " + (f"{str(file)!r} is {kind}, not a Python file" if kind
+                                                         else f"no such file {str(file)!r}"))
     module_spec = importlib.util.spec_from_file_location(f"qtool_user_metric_{file.stem}", file)
     if module_spec is None or module_spec.loader is None:
         raise MetricFileError(f"--metric {spec!r}: {str(file)!r} is not a Python file")

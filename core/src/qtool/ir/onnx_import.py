@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 from onnx.inliner import inline_local_functions
 
+from ..files import file_kind
 from .external_data import check_external_data, map_external_data
 from .graph import Graph, GraphError, ModelInfo
 
@@ -20,13 +21,18 @@ def load(path: str | os.PathLike) -> Graph:
     ``numpy.memmap``), read from disk only where used."""
     path = Path(path)
     if not path.is_file():
-        raise GraphError(f"{path}: no such model file")
+        kind = file_kind(path)
+        raise GraphError(f"{path}: " + (f"is {kind}, not a model file" if kind else "no such model file"))
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
         raise GraphError(f"{path}: not a readable ONNX model ({exc})") from exc
     if not model.graph.node and not model.graph.output:
         raise GraphError(f"{path}: not a readable ONNX model (no graph in the file)")
+    try:
+        check_model_proto(model)
+    except GraphError as exc:
+        raise GraphError(f"{path}: {exc}") from None
     data_files = check_external_data(model, path)
     try:
         mapped = map_external_data(model, path.parent)
@@ -40,6 +46,33 @@ def load(path: str | os.PathLike) -> Graph:
         raise GraphError(f"{path}: {exc}") from exc
     graph.info.sources = (path.resolve(), *data_files)
     return graph
+
+
+def check_model_proto(model: onnx.ModelProto) -> None:
+    """What makes a model compute nothing, or nothing ONNX defines, as a GraphError: no graph output (calibration ran,
+    then ONNX Runtime refused to run it), a node reading a tensor that nothing defines (a TypeError deep in
+    calibration), no opset of the default domain where its ops are used, or one onnx does not know (opset 99: found
+    only by the export's version converter)."""
+    proto = model.graph
+    if not proto.output:
+        raise GraphError("the model has no graph outputs, so it computes nothing; declare its outputs")
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    if any(node.domain in ("", "ai.onnx") for node in proto.node):
+        known = onnx.defs.onnx_opset_version()
+        if "ai.onnx" not in opsets:
+            raise GraphError("the model imports no opset of the default ONNX domain (opset_import), which its ops "
+                             "use; set it to the opset it was exported at")
+        if not 1 <= opsets["ai.onnx"] <= known:
+            raise GraphError(f"the model's opset {opsets['ai.onnx']} (opset_import, default domain) is not one "
+                             f"ONNX defines (1 to {known} in onnx {onnx.__version__})")
+    defined = {v.name for v in proto.input} | {t.name for t in proto.initializer}
+    defined |= {s.values.name for s in proto.sparse_initializer}
+    defined |= {name for node in proto.node for name in node.output}
+    for node in proto.node:
+        for name in (*node.input, *outer_references(node)):
+            if name and name not in defined:
+                raise GraphError(f"node {node.name or node.op_type!r} ({node.op_type}) reads tensor {name!r}, which "
+                                 "is no graph input, initializer nor node output")
 
 
 def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | None = None) -> Graph:

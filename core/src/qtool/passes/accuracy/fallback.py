@@ -43,7 +43,7 @@ from ...quant.opconfig import FALLBACK_FLOAT
 from ..base import Pass, PassResult, PassWarning
 from .float_peaks import FloatPeaks
 from .op_precision import can_widen, raise_precision, release_followers, return_to_float, trial
-from .options import check, number, positive_int
+from .options import AccuracyError, check, number, positive_int
 
 if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or measures by simulation
     import torch
@@ -390,7 +390,12 @@ class SensitivityFallback(Pass):
 
     def _metric_value(self, executor: TorchExecutor) -> float:
         """The metric's value on the executor as it is set; a value that is no finite number names the metric."""
-        value = self.metric(executor)
+        try:
+            value = self.metric(executor)
+        except Exception as exc:  # noqa: BLE001 - the user's function: its error, named with it, in one line
+            detail = " ".join(str(exc).split())
+            raise AccuracyError(f"{WHERE}.metric: {_metric_name(self.metric)} raised {type(exc).__name__}"
+                                + (f": {detail}" if detail else "")) from exc
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -413,10 +418,10 @@ def _budget_text(kind: str, limit: float) -> str:
 
 
 def _metric_name(metric: Callable) -> str:
-    """The metric function as errors name it: its name and file."""
+    """The metric function as errors name it: FILE.py:FUNCTION, as --metric names it."""
     name = getattr(metric, "__qualname__", None) or repr(metric)
     code = getattr(metric, "__code__", None)
-    return f"{name} ({code.co_filename})" if code is not None else name
+    return f"{code.co_filename}:{name}" if code is not None else name
 
 
 def _op_types(op_types) -> frozenset[str] | None:
