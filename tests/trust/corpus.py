@@ -142,8 +142,12 @@ def opset(version):
 
 
 def fifo(inputs):
-    os.mkfifo(inputs / "m.onnx")
-    return inputs / "m.onnx"
+    return fifo_named(inputs, "m.onnx")
+
+
+def fifo_named(inputs, name: str):
+    os.mkfifo(inputs / name)  # read, it blocks until a writer comes: forever
+    return inputs / name
 
 
 def sparse_initializer(proto):
@@ -286,6 +290,10 @@ def build_cases() -> list[tuple[str, object]]:
         ("config-yaml-exploit", with_config(YAML_EXPLOIT, ".yaml")),
         ("config-top-level-list", with_config("[1, 2]", ".json")),
         ("config-not-utf8", with_config(b"[weight]\nbits = \xff\xfe\n")),
+        ("config-json-duplicate-key", with_config('{"weight": {"bits": 8, "bits": 4}}', ".json")),
+        ("config-yaml-duplicate-key", with_config("weight:\n  bits: 8\n  bits: 4\n", ".yaml")),
+        ("config-json-null", with_config("null", ".json")),
+        ("config-is-fifo", lambda i, o: (quantize(i, o, "--config", fifo_named(i, "c.toml")), "c.toml: is a FIFO")),
         ("config-unknown-key", with_config("[weight]\nbitz = 8\n")),
         ("config-two-typos", with_config("[weight]\nbitz = 8\n[activation]\nsymetric = true\n")),
         ("config-wrong-type", with_config('[weight]\nbits = "eight"\n')),

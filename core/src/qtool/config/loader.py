@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..files import file_kind
 from .errors import ConfigError
 
 
@@ -24,11 +25,32 @@ def _toml(text: str) -> Any:
         raise _ParseError(exc) from exc
 
 
+def _unique(pairs, where: str = "") -> dict:
+    """A mapping from its key-value pairs; a key given twice is a parse error naming it (JSON and YAML kept the
+    last without a word, where TOML refuses it)."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise _ParseError(f"key {key!r} is given twice{where}")
+        found[key] = value
+    return found
+
+
 def _yaml(text: str) -> Any:
     import yaml
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):  # the keys written (a merge's '<<' may be overridden)
+                keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.tag != MERGE]
+                _unique(((key, None) for key in keys), f" (line {node.start_mark.line + 1})")
+            return super().construct_mapping(node, deep=deep)
+
+    MERGE = "tag:yaml.org,2002:merge"
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                    UniqueKeyLoader.construct_mapping)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise _ParseError(exc) from exc
 
@@ -37,7 +59,7 @@ _READERS = {
     ".toml": _toml,
     ".yaml": _yaml,
     ".yml": _yaml,
-    ".json": lambda text: json.loads(text),
+    ".json": lambda text: json.loads(text, object_pairs_hook=_unique),
 }
 _PARSE_ERRORS = (_ParseError, json.JSONDecodeError)
 
@@ -48,6 +70,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise ConfigError(f"{path}: unknown config file type {path.suffix!r} (use .toml, .yaml, .yml or .json)")
+    kind = file_kind(path)
+    if kind is not None:  # a character device (/dev/zero) was read forever
+        raise ConfigError(f"{path}: is {kind}, not a config file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -61,8 +86,14 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid {path.suffix.lstrip('.').upper()}: {detail}") from exc
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a configuration") from None
-    if data is None:  # an empty YAML file
+    if data is None and reader is _yaml and not _content(text):  # an empty YAML file
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a table, got {type(data).__name__}")
+        got = "null" if data is None else type(data).__name__
+        raise ConfigError(f"{path}: the top level must be a table, got {got}")
     return data
+
+
+def _content(text: str) -> bool:
+    """Whether a YAML text holds more than blank lines and comments."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
