@@ -294,6 +294,7 @@ def build_cases() -> list[tuple[str, object]]:
         ("config-yaml-duplicate-key", with_config("weight:\n  bits: 8\n  bits: 4\n", ".yaml")),
         ("config-json-null", with_config("null", ".json")),
         ("config-is-fifo", lambda i, o: (quantize(i, o, "--config", fifo_named(i, "c.toml")), "c.toml: is a FIFO")),
+        ("config-activation-per-block", with_config('[activation]\ngranularity = "per_block"\nblock_size = 4\n')),
         ("config-unknown-key", with_config("[weight]\nbitz = 8\n")),
         ("config-two-typos", with_config("[weight]\nbitz = 8\n[activation]\nsymetric = true\n")),
         ("config-wrong-type", with_config('[weight]\nbits = "eight"\n')),

@@ -34,6 +34,9 @@ def build_scheme(table: Mapping[str, Any], role: str, *, axis: int | None = None
     policy = _GRANULARITY_FLAGS[granularity]
     if table.get("dynamic", SCHEME_KEYS["dynamic"].default):
         policy |= P.DYNAMIC
+    elif role == "activation" and granularity == "per_block":  # RuntimeCalibration refused it, after the planning
+        raise SchemeConflict(("granularity",), "activations are calibrated per tensor or per channel, not per "
+                             "block (per_block is for weights)")
     channel_axis, block_size = _axis_and_block(table, granularity, axis)
     common = {"channel_axis": channel_axis, "block_size": block_size,
               "rounding": RoundingPolicy(table.get("rounding", SCHEME_KEYS["rounding"].default)),
