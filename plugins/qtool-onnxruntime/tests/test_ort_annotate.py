@@ -39,17 +39,24 @@ def test_conv_transpose_named_by_the_user_is_quantized_and_reported(tmp_path):
     assert flag.severity is qtool.Severity.PERFORMANCE and flag.op == "op"
 
 
-def test_validation_runs_once_per_quantize(tmp_path, monkeypatch):
-    calls = []
+def test_validation_runs_on_the_plan_and_once_on_the_result_never_in_the_export(tmp_path, monkeypatch):
+    """The plan is validated as calibration starts (what it refuses stops the run before any data is read), the
+    calibrated graph once; the export reads those diagnostics instead of validating again."""
+    calls, exporting = [], []
     real = qtool_onnxruntime.rules.validate
 
     def counting(graph, options=None):
         calls.append(graph)
         return real(graph, options)
 
+    def in_export(graph, options=None):
+        exporting.append(graph)
+        return real(graph, options)
+
     monkeypatch.setattr(qtool_onnxruntime.rules, "validate", counting)
-    monkeypatch.setattr(qtool_onnxruntime.export, "validate", counting)
+    monkeypatch.setattr(qtool_onnxruntime.export, "validate", in_export)
 
-    qtool.quantize(_model(tmp_path), "onnxruntime", SAMPLES, output=tmp_path / "q.onnx")
+    result = qtool.quantize(_model(tmp_path), "onnxruntime", SAMPLES, output=tmp_path / "q.onnx")
 
-    assert len(calls) == 1
+    assert exporting == []
+    assert len(calls) >= 2 and calls[-1] is result.graph and calls.count(result.graph) <= 2

@@ -5,6 +5,7 @@ from .maths import (
     compute_scale_offset,
     dequantize_codes,
     fake_quantize,
+    full_range_blocks,
     quantize_to_codes,
     round_array,
     round_to_float_format,
@@ -32,8 +33,8 @@ TQC = TensorQuantizationConfig
 __all__ = [
     "BAKED_STATES", "OpQuantConfig", "PlannedConfig", "QuantScheme", "QuantizationPolicy", "QuantizationState",
     "QuantizedTensor", "RoundingPolicy", "Site", "TQC", "TensorQuantizationConfig", "activation_sites",
-    "compute_scale_offset", "configured", "dequantize_codes", "fake_quantize", "float_format_max", "quantize_to_codes",
-    "quantized_tensors", "quantizes", "reader_config", "reader_groups", "representable_range", "round_array",
+    "compute_scale_offset", "configured", "dequantize_codes", "fake_quantize", "float_format_max", "full_range_blocks",
+    "quantize_to_codes", "quantized_tensors", "quantizes", "reader_config", "reader_groups", "representable_range", "round_array",
     "round_to_float_format", "sites", "written_config",
 ]
 

@@ -24,8 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 from qtool.ops import reduction_axis, weight_axis
 from qtool.quant import QuantizationPolicy as P
-from qtool.quant import quantize_to_codes
-from qtool.quant.maths import full_range_blocks
+from qtool.quant import full_range_blocks, quantize_to_codes
 
 from .configs import active, reader_config
 from .storage import MS_DOMAIN
