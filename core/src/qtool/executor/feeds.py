@@ -61,10 +61,13 @@ INT_VIEW = {1: torch.uint8, 2: torch.int16}  # the torch integer type a tensor o
 
 def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A torch tensor for ``array`` on ``device`` (no copy on CPU when the array allows it; bfloat16 and float8
-    keep their bits)."""
+    keep their bits; int4, uint4, int2, uint2 and float4 E2M1, which torch lacks, come in their container type,
+    int8, uint8 or float32, which holds every value exactly: an int4 initializer was a TypeError)."""
     if array.dtype in SAME_BITS:
         bits = np.array(array, order="C").view(f"u{array.dtype.itemsize}")
         return torch.from_numpy(bits).view(SAME_BITS[array.dtype]).to(device)
+    if (container := _container(array.dtype)) != array.dtype:
+        array = array.astype(container)
     if not (array.flags.c_contiguous and array.flags.writeable):  # torch wants writable, dense memory
         array = np.array(array, order="C")
     return torch.from_numpy(array).to(device)
@@ -113,13 +116,16 @@ def _check(var: Variable, shape: tuple, dtype: np.dtype | None) -> None:
             raise InputError(f"input {var.name!r} has shape {list(shape)}, expected {expectation(var)}")
 
 
+# ml_dtypes' types torch lacks, and the wider numpy type the executor holds them in
+NARROW = {np.dtype(n): np.dtype(c) for n, c in ((ml_dtypes.int4, np.int8), (ml_dtypes.uint4, np.uint8),
+                                                (ml_dtypes.int2, np.int8), (ml_dtypes.uint2, np.uint8),
+                                                (ml_dtypes.float4_e2m1fn, np.float32))}
+
+
 def _container(dtype: np.dtype) -> np.dtype:
     """The dtype the executor holds ``dtype`` in: int8/uint8 for int4/int2 and their unsigned kinds, float32
     for float 4, itself otherwise."""
-    narrow = {np.dtype(n): c for n, c in ((ml_dtypes.int4, np.int8), (ml_dtypes.uint4, np.uint8),
-                                          (ml_dtypes.int2, np.int8), (ml_dtypes.uint2, np.uint8),
-                                          (ml_dtypes.float4_e2m1fn, np.float32))}
-    return np.dtype(narrow.get(dtype, dtype))
+    return NARROW.get(np.dtype(dtype), np.dtype(dtype))
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype | None:
