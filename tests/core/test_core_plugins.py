@@ -216,3 +216,17 @@ def test_an_entry_point_in_a_near_miss_group_is_hinted(faulty_path, tmp_path):
     assert _lines(result.stderr)[-1].endswith(
         "distribution qtool-typogroup-demo declares entry point 'typogroup-demo' in group 'qtools': qtool reads "
         "group 'qtool' ([project.entry-points.qtool])")
+
+
+def test_a_platform_of_a_blocked_plugin_says_it_is_blocked(tmp_path):
+    """QTOOL_BLOCK_PLUGINS=onnxruntime made --platform onnxruntime an 'unknown platform', no word of the block."""
+    from qtool.testing.models import small_model
+
+    model = small_model(tmp_path / "m.onnx")
+    run = subprocess.run([sys.executable, "-m", "qtool", "explain", str(model), "--platform", "onnxruntime"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QTOOL_BLOCK_PLUGINS": "onnxruntime"})
+    assert run.returncode == 1
+    assert run.stderr.startswith("qtool: error: unknown platform 'onnxruntime' (known: ")
+    assert run.stderr.endswith("; plugin 'onnxruntime' (distribution qtool-onnxruntime), which would register it, "
+                               "is blocked by QTOOL_BLOCK_PLUGINS=onnxruntime\n")

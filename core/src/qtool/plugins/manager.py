@@ -156,6 +156,18 @@ def misplaced(name: str) -> str:
     return ""
 
 
+def blocked_hint(name: str) -> str:
+    """Where a plugin that likely registers ``name`` (its entry point's name or its distribution's ``qtool-NAME``, or
+    that followed by ``-...``) was skipped by QTOOL_BLOCK_PLUGINS, a hint saying so; else ''."""
+    for record in plugin_manager().records.values():
+        stem = record.distribution.removeprefix("qtool-")
+        if record.blocked and (name in (record.name, stem) or name.startswith((f"{record.name}-", f"{stem}-"))):
+            setting = os.environ.get("QTOOL_BLOCK_PLUGINS", "")
+            return (f"; plugin {record.name!r} (distribution {record.distribution}), which would register it, is "
+                    f"blocked by QTOOL_BLOCK_PLUGINS={setting}")
+    return ""
+
+
 _CURRENT: PluginSet | None = None
 
 

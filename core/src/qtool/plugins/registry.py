@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ..errors import UnknownNameError, did_you_mean
-from .manager import PluginError, PluginRecord, misplaced, on_reload, plugin_manager
+from .manager import PluginError, PluginRecord, blocked_hint, misplaced, on_reload, plugin_manager
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ class Registry(Generic[T]):
         if name not in entries:
             known = ", ".join(sorted(entries)) or "none installed"
             raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, entries)} (known: {known})"
-                                   f"{misplaced(name)}")
+                                   f"{blocked_hint(name) or misplaced(name)}")
         return entries[name].value
 
     def names(self) -> list[str]:
