@@ -48,7 +48,7 @@ def test_off_and_empty():
     ({"adaround": {"iteration": 3}}, r"accuracy\.adaround\.iteration: unknown option; did you mean 'iterations'\?"),
     ({"adaround": {"device": "cuda"}}, r"accuracy\.adaround\.device: unknown option"),
     ({"smoothquant": "yes"}, r"accuracy\.smoothquant: must be true, false or a table"),
-    ({"fallback": {"min_snr_db": "high"}}, r"accuracy\.fallback\.min_snr_db: must be a number"),
+    ({"fallback": {"min_snr_db": "high"}}, r"accuracy\.fallback\.min_snr_db: an SNR budget is a finite number of dB"),
 ])
 def test_bad_options_name_the_key(options, message):
     with pytest.raises(AccuracyError, match=message) as caught:

@@ -57,3 +57,17 @@ def test_an_op_type_no_runtime_knows_is_an_error_and_one_the_model_lacks_is_not(
     path.write_text('[[override]]\nop_type = "LSTM"\nkeep_float = true\n[[override]]\nop_type = "Attention"\n'
                     'keep_float = true\n')  # ONNX's, and ONNX Runtime's contrib op
     check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+
+
+def test_an_op_type_list_naming_an_unknown_type_is_an_error(digits_graph, tmp_path):
+    """quantize_op_types = ["Convv", "Gem"] quantized nothing and said only 'coverage low'; fusion.activations
+    = ["Reluu"] was taken without a word (a user-style probe). A platform's own lists are not checked here."""
+    path = tmp_path / "c.toml"
+    path.write_text('[dispatch]\nquantize_op_types = ["Convv", "Gemm"]\n[fusion]\nactivations = ["Reluu"]\n')
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: dispatch.quantize_op_types: 'Convv' is no op "
+                                          r"type ONNX or ONNX Runtime knows; did you mean 'Conv'\? \| .*"
+                                          r"fusion.activations: 'Reluu' is no op type .*; did you mean 'Relu'\?"):
+        check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+    path.write_text('[dispatch]\nquantize_op_types = ["Conv", "LSTM", "Attention"]\n')  # ONNX's and ORT's
+    check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+    check_names(resolve_config({"dispatch": {"quantize_op_types": ["AcmeConv"]}}, None), digits_graph)  # a platform's

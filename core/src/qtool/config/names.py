@@ -5,6 +5,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from .errors import ConfigError
+from .quantconfig import PLATFORM_SOURCE
 
 SHOWN_NAMES = 3
 
@@ -28,6 +29,7 @@ def check_names(config, graph, model: str = "the model") -> None:
             types = sorted({op.op_type for op in graph.operations.values()})
             problems.append(f"{override.label}: op_type = {override.pattern!r} is no op type ONNX or ONNX Runtime "
                             f"knows{_hint(override.pattern, types, ignore_case=True)}")
+    problems += _unknown_op_types(config, graph)
     for key in ("include", "exclude"):
         source = config.origins.get(f"dispatch.{key}", "config")
         for pattern in getattr(config, key):
@@ -36,6 +38,29 @@ def check_names(config, graph, model: str = "the model") -> None:
                                 f"{_hint(pattern, op_names)}")
     if problems:
         raise ConfigError(" | ".join(problems))
+
+
+OP_TYPE_LISTS = {"dispatch.quantize_op_types": "quantize_op_types", "dispatch.passive_op_types": "passive_op_types",
+                 "fusion.activations": "fusion_activations", "fusion.fused_activations": "fused_activations"}
+
+
+def _unknown_op_types(config, graph) -> list[str]:
+    """The op types of the configuration's op-type lists that neither the model, ONNX nor ONNX Runtime knows (a
+    typo, 'Convv', quantized nothing and said only 'coverage low'); a platform's own defaults are its business."""
+    problems = []
+    for key, field in OP_TYPE_LISTS.items():
+        source = config.origins.get(key, "config")
+        if source == PLATFORM_SOURCE:
+            continue
+        for name in sorted(getattr(config, field)):
+            if not _known_op_type(name, graph):
+                import onnx
+
+                known = sorted({op.op_type for op in graph.operations.values()}
+                               | {schema.name for schema in onnx.defs.get_all_schemas()})
+                problems.append(f"{source}: {key}: {name!r} is no op type ONNX or ONNX Runtime knows"
+                                f"{_hint(name, known, ignore_case=True)}")
+    return problems
 
 
 def _known_op_type(name: str, graph) -> bool:
