@@ -249,3 +249,62 @@ def test_a_cast_down_to_bfloat16_stays():
                      [init("w", RNG.normal(size=(4, 6)))])
     assert GraphSimplify()(graph).details["constants_folded"] == []
     assert set(graph.operations) == {"down", "up", "mm"}
+
+
+RESIZES = {  # Resize attributes and operands (roi, scales, sizes) with axes, and the opset
+    "cubic_antialias_down": ({"mode": "cubic", "antialias": 1, "axes": [2, 3], "cubic_coeff_a": -0.5},
+                             (None, [0.5, 0.5], None), 19),
+    "linear_align_corners_up": ({"mode": "linear", "axes": [2, 3], "coordinate_transformation_mode": "align_corners"},
+                                (None, [2.0, 2.0], None), 19),
+    "nearest_negative_axis": ({"mode": "nearest", "axes": [-1], "nearest_mode": "floor",
+                               "coordinate_transformation_mode": "asymmetric"}, (None, [1.5], None), 18),
+    "half_pixel_symmetric_one_axis": ({"mode": "linear", "axes": [2],
+                                       "coordinate_transformation_mode": "half_pixel_symmetric"},
+                                      (None, [0.75], None), 19),
+    "sizes": ({"mode": "linear", "axes": [3, 2]}, (None, None, [12, 5]), 19),
+    "crop_and_resize_roi": ({"mode": "linear", "axes": [2, 3], "coordinate_transformation_mode": "tf_crop_and_resize",
+                             "extrapolation_value": 0.5}, ([0.1, 0.2, 0.9, 1.1], None, [6, 6]), 19),
+}
+
+
+def _resize_graph(attributes, operands, opset, batch=2):
+    roi, scales, sizes = operands
+    inits, names = [], []
+    for name, value, dtype in (("roi", roi, np.float32), ("scales", scales, np.float32), ("sizes", sizes, np.int64)):
+        names.append(name if value is not None else "")
+        if value is not None:
+            inits.append(typed(name, np.array(value, dtype)))
+    node = helper.make_node("Resize", ["x", *names], ["y"], name="resize", **attributes)
+    return graph_of([node], [tensor("x", [batch, 3, 8, 10])], [tensor("y", None)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("case", RESIZES, ids=list(RESIZES))
+def test_a_resize_with_axes_is_written_over_every_axis_with_the_same_results(case):
+    """ONNX Runtime's default session (ORT_ENABLE_ALL) could not run a QDQ Resize with axes ('Gather node ...
+    indices element out of data bounds, idx=2 must be within the inclusive range [-2,1]'): GraphSimplify writes
+    scale 1, the input's size and roi 0..1 on the other axes, which ONNX Runtime computes bit for bit alike."""
+    attributes, operands, opset = RESIZES[case]
+    graph = _resize_graph(attributes, operands, opset)
+    x = RNG.normal(size=(2, 3, 8, 10)).astype(np.float32)
+    before = _ort(graph, x)
+    result = GraphSimplify()(graph)
+    resize = graph.operations["resize"]
+    assert result.details["resize_axes_written_out"] == ["resize"] and "axes" not in resize.attributes
+    held = [None if v is None else v.value.size for v in resize.inputs[1:]] + [None] * (4 - len(resize.inputs))
+    assert held == [None if v is None else n for v, n in zip(operands, (8, 4, 4), strict=True)]  # rank 4
+    np.testing.assert_array_equal(_ort(graph, x), before)
+
+
+def test_a_resize_with_axes_stays_where_the_full_rank_form_is_unknown():
+    """Sizes beside an axis of unknown size (the batch), sizes under a keep_aspect_ratio_policy (which would count
+    the other axes in) and computed scales."""
+    graph = _resize_graph({"mode": "linear", "axes": [2, 3]}, (None, None, [5, 5]), 19, batch="n")
+    assert GraphSimplify()(graph).details["resize_axes_written_out"] == []
+    graph = _resize_graph({"mode": "linear", "axes": [2, 3], "keep_aspect_ratio_policy": "not_larger"},
+                          (None, None, [5, 5]), 19)
+    assert GraphSimplify()(graph).details["resize_axes_written_out"] == []
+    graph = graph_of([helper.make_node("Abs", ["s"], ["scales"]),
+                      helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", axes=[2, 3])],
+                     [tensor("x", [1, 3, 8, 10]), tensor("s", [2])], [tensor("y", None)], [], opset=19)
+    assert GraphSimplify()(graph).details["resize_axes_written_out"] == []
+    assert graph.operations["resize"].attributes["axes"] == [2, 3]

@@ -298,3 +298,36 @@ def test_the_written_files_are_measured_as_a_default_session_runs_them(tmp_path)
     result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
     assert result.summary["float_vs_quantized"]["outputs"]["y"] == {"sqnr_db": None, "cosine": 1.0}  # exact
     assert not [d for d in result.diagnostics if d.code == "output.far-from-float"]
+
+
+def test_a_resize_with_axes_is_written_so_that_a_default_session_runs_it(tmp_path):
+    """Conv -> Resize-19 with axes -> Resize-19 with axes -> Conv: quantized, ORT's default session (ORT_ENABLE_ALL)
+    stopped on it ('Gather node ... indices element out of data bounds, idx=2 must be within the inclusive range
+    [-2,1]'; ORT's own quantize_static output as well), and qtool refused to keep it. GraphSimplify writes each
+    Resize over every axis, as the model without axes, which runs."""
+    rng = np.random.default_rng(3)
+    nodes_ = [helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+              helper.make_node("Resize", ["c1", "", "down"], ["r1"], "down_aa", mode="cubic", antialias=1, axes=[2, 3],
+                               cubic_coeff_a=-0.5),
+              helper.make_node("Resize", ["r1", "", "up"], ["r2"], "up_ac", mode="linear", axes=[2, 3],
+                               coordinate_transformation_mode="align_corners"),
+              helper.make_node("Conv", ["r2", "w2"], ["y"], "conv2", pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([0.5, 0.5], np.float32), "down"),
+             numpy_helper.from_array(np.array([2.0, 2.0], np.float32), "up")]
+    graph = helper.make_graph(nodes_, "rs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 16, 16])], inits)
+    path = tmp_path / "resize19.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
+    calib = {"x": rng.standard_normal((16, 3, 16, 16)).astype(np.float32)}
+    result = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
+    written = onnx.load(tmp_path / "q.onnx")
+    resizes = [n for n in written.graph.node if n.op_type == "Resize"]
+    assert len(resizes) == 2 and not any(a.name == "axes" for n in resizes for a in n.attribute)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    (quantized,) = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})  # the default session: ORT_ENABLE_ALL
+    (reference,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) > 25

@@ -1,6 +1,6 @@
 """GraphSimplify: drop inference no-ops (Identity, Dropout), fold constant Transposes, Reshapes and Casts of weights,
 BatchNormalization into the layer before it and a Gemm's alpha and beta into its constant operands, write a dense
-Einsum as a MatMul."""
+Einsum as a MatMul and a Resize with ``axes`` over every axis."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..ops import BIASED_OP_TYPES, op_roles, out_channels, weight_axis
 from .base import Pass, PassResult
 from .constant_folding import fold, folded_value
 from .einsum_matmul import as_matmul, dense_einsum
+from .resize_axes import has_axes, input_dims, without_axes
 
 
 class GraphSimplify(Pass):
@@ -19,7 +20,8 @@ class GraphSimplify(Pass):
     Gemm's alpha into its weight and beta into its bias where both are parameters (ONNX Runtime fuses a quantized
     Gemm with a bias into QGemm only with alpha and beta 1) and write its bias of one row as the (N,) vector it
     stands for (an int32 bias holds that); an Einsum of an activation and a 2-D weight that is a
-    MatMul becomes one (:mod:`.einsum_matmul`).
+    MatMul becomes one (:mod:`.einsum_matmul`); a Resize with ``axes`` becomes the same Resize over every axis
+    (:mod:`.resize_axes`: ONNX Runtime's default session cannot run it quantized).
 
     A BN is folded only when it is the sole reader of the layer's output, the
     layer's weight and bias and the BN statistics are parameters, and BN is in
@@ -29,7 +31,7 @@ class GraphSimplify(Pass):
     name = "GraphSimplify"
 
     def call(self, graph: Graph) -> PassResult:
-        removed, folded, scaled, einsums, constants = [], [], [], [], []
+        removed, folded, scaled, einsums, constants, resizes, inferred = [], [], [], [], [], [], {}
         for op in graph.topological_order():
             if op.op_type in ("Identity", "Dropout") and _removable(graph, op):
                 graph.bypass_operation(op)
@@ -42,6 +44,8 @@ class GraphSimplify(Pass):
             elif (transposed := dense_einsum(op)) is not None:
                 as_matmul(graph, op, transposed)
                 einsums.append(op.name)
+            elif has_axes(op) and without_axes(graph, op, *_rank_and_dims(input_dims(graph, op, inferred))):
+                resizes.append(op.name)
         for op in graph.topological_order():  # after BN folding, which takes beta into the bias
             if op.op_type == "Gemm" and _scales_foldable(op):
                 _fold_scales(graph, op)
@@ -49,9 +53,14 @@ class GraphSimplify(Pass):
             if op.op_type == "Gemm" and _row_bias(op):
                 _flatten_bias(graph, op)
         graph.remove_unused()
-        return PassResult(graph, bool(removed or folded or scaled or einsums or constants),
+        return PassResult(graph, bool(removed or folded or scaled or einsums or constants or resizes),
                           {"removed": removed, "folded": folded, "gemm_scales_folded": scaled,
-                           "einsums_as_matmul": einsums, "constants_folded": constants})
+                           "einsums_as_matmul": einsums, "constants_folded": constants,
+                           "resize_axes_written_out": resizes})
+
+
+def _rank_and_dims(dims: list | None) -> tuple[int | None, list | None]:
+    return (None, None) if dims is None else (len(dims), dims)
 
 
 def _removable(graph: Graph, op: Operation) -> bool:
