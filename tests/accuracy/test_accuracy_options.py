@@ -56,6 +56,17 @@ def test_bad_options_name_the_key(options, message):
     assert isinstance(caught.value, qtool.QtoolError)
 
 
+def test_an_option_error_names_the_file_that_set_the_pass(tmp_path):
+    """accuracy.adaround.iterationz: unknown option named no file, where every other configuration error does."""
+    from qtool.config import resolve_config
+    from qtool.passes.order import default_passes
+
+    path = tmp_path / "c.toml"
+    path.write_text("[accuracy]\nadaround = { iterationz = 3 }\n")
+    with pytest.raises(AccuracyError, match=rf"^{re.escape(str(path))}: accuracy\.adaround\.iterationz: unknown option"):
+        default_passes(resolve_config({}, path), digits(0, 8))
+
+
 def test_passes_that_run_the_graph_need_data():
     with pytest.raises(AccuracyError, match=r"accuracy\.bias_correction: BiasCorrection needs calibration data"):
         accuracy_passes({"bias_correction": True})

@@ -19,11 +19,12 @@ restores a saved state.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from ..config.quantconfig import PLATFORM_SOURCE
 from ..ir import Graph
-from .accuracy import accuracy_passes, needs_data
+from .accuracy import AccuracyError, accuracy_passes, needs_data
 from .accuracy.channel_split import ChannelSplit
 from .accuracy.float_peaks import FloatPeaks
 from .baking import Baking
@@ -63,8 +64,11 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     run where nothing but the planning passes lies between them (:mod:`.accuracy.channel_split`).
     """
     float_peaks = FloatPeaks(data, device) if data is not None else None  # calibration's run serves later readers
-    before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
-                                    runtime=runtime, float_peaks=float_peaks, kept_outputs=keep)
+    try:
+        before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
+                                        runtime=runtime, float_peaks=float_peaks, kept_outputs=keep)
+    except AccuracyError as exc:
+        raise AccuracyError(_sourced(str(exc), config.origins)) from exc
     split = next((p for p in before if isinstance(p, ChannelSplit)), None)
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress, options=config.calibration,
                                                   readers=(split, float_peaks, keep), precheck=precheck)
@@ -79,6 +83,14 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
         if split.name in (advice or {}):
             split.start_over_with(advice[split.name])
     return passes
+
+
+def _sourced(message: str, origins) -> str:
+    """An ``accuracy.<pass>...`` error led by the file that set that pass, as other configuration errors are (a
+    keyword or CLI flag, ``accuracy=``, names itself)."""
+    name = re.match(r"accuracy\.(\w+)", message)
+    origin = origins.get(f"accuracy.{name[1]}") if name else None
+    return f"{origin}: {message}" if origin and origin != "accuracy=" else message
 
 
 def _accuracy_options(config, data) -> dict:
