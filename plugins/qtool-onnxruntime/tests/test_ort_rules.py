@@ -93,6 +93,9 @@ def test_kernel_type_and_conv_weight_axis_name_the_op():
     (lambda: _hand("ConvTranspose"), "ort.perf.op-type", None),
     (lambda: _hand("Conv", activation=None), "ort.perf.float-input", "x"),
     (lambda: _hand("Conv", activation=QuantScheme.integer(16)), "ort.perf.type", "x"),
+    # a 4-bit weight: the note named the op's input (x)
+    (lambda: _hand("MatMul", weight=QuantScheme.integer(4, per_channel=True, channel_axis=1)), "ort.perf.type", "w"),
+    (lambda: _hand("Gemm", weight=QuantScheme.integer(4, per_channel=True, channel_axis=0)), "ort.perf.type", "w"),
     (lambda: _hand("Gemm", weight=QuantScheme.integer(8, block_size=16, channel_axis=1)), "ort.perf.granularity",
      "w"),
     (lambda: _fused_relu(QuantScheme.integer(8, signed=False)), "ort.perf.activation", "pre"),

@@ -78,7 +78,7 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
         kinds["output"] = _kind(graph, out_var, out_tqc, settled, verdict)
     if verdict.blockers or None in kinds.values():
         return verdict
-    _types(op, kinds, verdict)
+    _types(op, kinds, {0: op.inputs[0].name, 1: op.inputs[1].name, "output": getattr(out_var, "name", None)}, verdict)
     if not verdict.blockers and not verdict.errors:
         _conv_weight_axis(op, settled, verdict)
     return verdict
@@ -193,19 +193,23 @@ def _kind(graph, var, tqc, settled: bool, verdict: Verdict) -> str | None:
     return stype.name
 
 
-def _types(op, kinds: dict, verdict: Verdict) -> None:
+def _types(op, kinds: dict, tensors: dict, verdict: Verdict) -> None:
+    """Type blockers, each naming the tensor of the first type concerned (``tensors``: by the keys of ``kinds``;
+    an int4 weight's note named the op's input)."""
     inp, weight, out = kinds[0], kinds[1], kinds.get("output")
-    found = [k for k in kinds.values() if k.endswith("16") or k.startswith("float8")]
+    found = [(k, key) for key, k in kinds.items() if k.endswith("16") or k.startswith("float8")]
     if weight.endswith("4") or op.op_type != "Conv" and inp.endswith("4"):
-        found.append(weight if weight.endswith("4") else inp)
+        found.append((weight, 1) if weight.endswith("4") else (inp, 0))
     if out is not None and out != inp and not {inp, out} <= EIGHT_BIT:  # int8 in, uint8 out (or the reverse) fuses
-        found.append(f"{inp} input with {out} output")
+        found.append((f"{inp} input with {out} output", "output"))
     if found:
-        verdict.blockers.append(Blocker("ort.perf.type", op.inputs[0].name, f"{', '.join(dict.fromkeys(found))}: "
+        verdict.blockers.append(Blocker("ort.perf.type", tensors[found[0][1]],
+                                        f"{', '.join(dict.fromkeys(k for k, _ in found))}: "
                                         "ORT's CPU integer kernels take 8-bit inputs, weights and outputs"))
     elif any(k not in EIGHT_BIT for k in kinds.values()):
         odd = ", ".join(sorted({k for k in kinds.values() if k not in EIGHT_BIT}))
-        verdict.errors.append(Blocker("ort.kernel-type", op.inputs[0].name, f"ORT's type checks let {odd} through "
+        first = next(key for key, k in kinds.items() if k not in EIGHT_BIT)
+        verdict.errors.append(Blocker("ort.kernel-type", tensors[first], f"ORT's type checks let {odd} through "
                                       f"and fuse the {op.op_type} into {KERNELS[op.op_type]}, which takes 8-bit types "
                                       "only: the session fails to load"))
 
