@@ -40,3 +40,17 @@ def test_explain_shows_what_the_platform_finds_in_the_plan(cnn_model, tmp_path, 
     found = json.loads(capsys.readouterr().out)["diagnostics"]
     assert found and {d["code"] for d in found} == {"trt.activation-scheme"}
     assert qtool.explain(cnn_model, "tensorrt").document["diagnostics"] == []
+
+
+def test_what_a_fallback_may_return_to_float_is_left_to_the_final_validation(cnn_model):
+    """A reviewer's case: the fallback returned the one asymmetric op to float and the model was written; the
+    plan's refusal stopped it before calibration."""
+    pulled = []
+    samples = (pulled.append(i) or {"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+               for i in range(16))
+    config = {**ASYMMETRIC, "accuracy": {"fallback": {"min_snr_db": 60}}}
+    try:
+        qtool.quantize(cnn_model, "tensorrt", samples, config=config)
+    except UnsupportedModelError as refusal:
+        assert "found before calibration" not in str(refusal)  # what is left after the fallback, if anything
+    assert len(pulled) == 16  # calibration ran

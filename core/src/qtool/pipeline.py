@@ -216,8 +216,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         body, feeds, where, target, qconfig, options, device, check_agreement), device)
     kept = _kept_outputs(data, restore) if measure else None
     runtime = _runtime(target, options)
-    precheck = None if options.allow_unsupported else lambda planned: refuse_unsupported(
-        target, validated(target, planned, options), before_calibration=True)
+    precheck = None if options.allow_unsupported or qconfig.passes else lambda planned: refuse_unsupported(
+        target, _beyond_rescue(validated(target, planned, options), planned, qconfig), before_calibration=True)
     graph, runs, diagnostics = _run_default_passes(graph, lambda advice: default_passes(
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
         keep=kept, advice=advice, precheck=precheck), finished)
@@ -265,6 +265,28 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         result.summary["float_vs_quantized"] = {"skipped": "no samples to run it on: " + _WITHOUT_DATA[restore is None],
                                                 "samples": 0, "outputs": {}}
     return result
+
+
+def _beyond_rescue(found: list[Diagnostic], planned: Graph, qconfig) -> list[Diagnostic]:
+    """The plan's findings no pass after calibration can undo: those of an op (or of a tensor of an op) that the
+    enabled fallback (its ``op_types``, any quantized op without) or OutlierOutputs (its MatMuls' outputs) may
+    return to float are left to the final validation, as is everything where a plugin pass runs (the caller)."""
+    rescued_types: set[str] | None = set()
+    for name, default in (("fallback", None), ("outlier_outputs", ("MatMul",))):
+        options = qconfig.accuracy.get(name)
+        if options in (None, False):
+            continue
+        types = (options if isinstance(options, Mapping) else {}).get("op_types", default)
+        if types is None:
+            rescued_types = None
+            break
+        rescued_types |= set(types)
+    rescuable = [op for op in planned.operations.values()
+                 if op.quant is not None and op.quant.quantized
+                 and (rescued_types is None or op.op_type in rescued_types)]
+    ops = {op.name for op in rescuable}
+    tensors = {v.name for op in rescuable for v in (*op.inputs, *op.outputs) if v is not None}
+    return [d for d in found if d.op not in ops and d.tensor not in tensors]
 
 
 _WITHOUT_DATA = {True: "the run had no calibration data (--calib)",
