@@ -42,11 +42,12 @@ def run(args) -> int:
 
 
 def print_findings(findings, platform: str, console: Console) -> None:
-    """What the platform's validate finds in the plan; its ERRORs are what quantize refuses before calibrating."""
+    """What the platform's validate finds in the plan: quantize refuses its ERRORs before calibrating, but for those
+    a fallback may still undo (they wait for the final validation)."""
     if not findings:
         return
     errors = sum(d.severity.value == "error" for d in findings)
-    refusal = f": quantize refuses it ({errors} error(s))" if errors else ""
+    refusal = f": {errors} error(s), which quantize refuses" if errors else ""
     console.print(f"{escape(platform)} on this plan, before calibration{refusal}")
     for diagnostic in findings:
         console.print(f"  {escape(str(diagnostic))}")
