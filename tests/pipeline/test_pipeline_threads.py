@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import warnings
 
+import numpy as np
 import qtool
 
 UNREACHABLE = {"accuracy": {"fallback": {"min_snr_db": 200}}}  # the fallback warns that it cannot meet it
@@ -40,3 +41,22 @@ def test_concurrent_calls_keep_their_own_diagnostics_and_leave_the_warning_filte
     assert all("fallback-budget" not in found for found in codes["plain"]) and len(codes["plain"]) == 4
     assert skipped == [True] * 4  # another thread's simulation runs are not this call's
     assert warnings.filters == filters
+
+
+def test_a_calibration_generator_may_call_qtool_itself(cnn_model):
+    """Calibration reads the user's generator in a thread of its own: a qtool call there waited for the run that
+    was waiting for it (a deadlock a reviewer found)."""
+    planned = []
+
+    def samples():
+        for i in range(8):
+            if i == 2:
+                planned.append(qtool.explain(cnn_model, "onnxruntime"))
+            yield {"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(qtool.quantize(cnn_model, "onnxruntime", samples())),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and len(done) == 1 and len(planned) == 1

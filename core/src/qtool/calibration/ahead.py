@@ -8,6 +8,7 @@ that raised them; the thread ends with :meth:`OneAhead.close` (the ``with`` bloc
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -27,8 +28,8 @@ class OneAhead(Generic[T]):
 
     def ahead(self) -> None:
         """Start computing the next item, unless it is under way already or the items have ended."""
-        if self._pending is None and not self._ended:
-            self._pending = self._pool.submit(next, self._items, _END)
+        if self._pending is None and not self._ended:  # in the caller's context (qtool.one_at_a_time: its run's)
+            self._pending = self._pool.submit(contextvars.copy_context().run, next, self._items, _END)
 
     def __iter__(self) -> OneAhead[T]:
         return self
