@@ -305,7 +305,7 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
     Shapes and dtypes are checked against the graph inputs before anything runs (streams: their first item).
     """
     if isinstance(source, CalibrationData):
-        return _reused(source, graph, layout=layout, max_samples=max_samples, transform=transform,
+        return _reused(source, layout=layout, max_samples=max_samples, transform=transform,
                        skip_nonfinite=skip_nonfinite)
     inputs = list(graph.inputs)
     if not inputs:
@@ -324,7 +324,7 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
                            **options)
 
 
-def _reused(data: CalibrationData, graph: Graph, **keywords) -> CalibrationData:
+def _reused(data: CalibrationData, **keywords) -> CalibrationData:
     """``data`` (an earlier run's ``result.calibration``) as it was loaded: asking for another layout, sample
     limit, transform or NaN handling is refused."""
     asked = {name: value for name, value in keywords.items() if value not in (None, False)}

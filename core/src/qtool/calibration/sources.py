@@ -33,6 +33,7 @@ from .errors import CalibrationError, CalibrationWarning
 
 Chunk = tuple[str, dict[str, np.ndarray]]
 LAYOUTS = ("samples", "feeds")
+NO_SAMPLES = "the calibration data holds no samples"
 FEEDS_HINT = ("; if each file or item is one model call with the model's own shapes, use --calib-layout feeds "
               "(calib_layout='feeds')")
 
@@ -230,7 +231,7 @@ class FileSource:
     ``length`` counts samples (samples layout) or files (feeds layout: each file is one model call).
     """
 
-    empty = "the calibration data holds no samples"  # what to say where it holds none
+    empty = NO_SAMPLES  # what to say where it holds none
 
     def __init__(self, path: Path, inputs: list[Variable], layout: str = "samples") -> None:
         self.path, self.inputs, self.layout = path, inputs, layout
@@ -314,7 +315,7 @@ class PythonSource:
                  transform: Callable | None = None) -> None:
         self.inputs, self.layout, self.transform = inputs, layout, transform
         self._items, self._named, self._spilled = source, True, None
-        self.empty = "the calibration data holds no samples"  # what to say where it holds none
+        self.empty = NO_SAMPLES  # what to say where it holds none (a stream says why below)
         if isinstance(source, Mapping) or hasattr(source, "shape"):
             self._items, self._named = [source], False
         elif callable(getattr(source, "get_next", None)):
