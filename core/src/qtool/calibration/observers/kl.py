@@ -53,66 +53,69 @@ def _divergences(counts: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _cross_terms(cumulative, nonzero, counts, keep, tail) -> np.ndarray:
-    """For each candidate, the sum over buckets of P's mass times log(Q). The last bucket, which the clipped
-    tail joins, is computed per candidate. Each number and each sum (one einsum per block of candidates) is the
-    same whichever way :func:`_bucket_blocks` finds the buckets, so the divergences agree bit for bit."""
+    """For each candidate, the sum over buckets of P's mass times log(Q): of every bucket but the last from
+    :func:`_bucket_blocks`, summed row by row, then the last, which the clipped tail joins, per candidate. Each
+    product and each sum is the same whichever way :func:`_bucket_blocks` finds the buckets, so the divergences
+    agree bit for bit."""
     levels = int(keep[0])
     first = ((levels - 1) * keep + levels - 1) // levels  # the last bucket's bins: first .. i - 1
+    last_mass = cumulative[keep] - cumulative[first]
     filled = nonzero[keep] - nonzero[first] + ((counts[keep - 1] == 0) & (tail > 0))  # and the tail's bin
-    last_log_q = _log_q(cumulative[keep] - cumulative[first], filled)
+    last_log_q = _log_q(last_mass, filled)
     cross = np.empty(keep.size)
-    for rows, mass, log_q in _bucket_blocks(cumulative, nonzero, keep):
-        log_q[:, -1] = last_log_q[rows]
-        # the tail adds to the last bucket's mass
-        cross[rows] = np.einsum("kl,kl->k", mass, log_q) + tail[rows] * last_log_q[rows]
+    for rows, terms in _bucket_blocks(cumulative, nonzero, keep):
+        np.sum(terms, axis=1, out=cross[rows])
+    cross += (last_mass + tail) * last_log_q  # the tail adds to the last bucket's mass
     return cross
 
 
 def _bucket_blocks(cumulative, nonzero, keep):
-    """Yields ``rows`` (a slice of ``keep``) and the mass and log(Q) of every bucket of those candidates (arrays
-    ``(rows, levels)``), a block of candidates at a time, in buffers reused from block to block so that they stay
-    in the CPU's cache.
+    """Yields ``rows`` (a slice of ``keep``) and mass times log(Q) of every bucket but the last of those
+    candidates (an array ``(rows, levels - 1)``), a block of candidates at a time, in buffers reused from block to
+    block so that they stay in the CPU's cache.
 
     A bucket is a run of bins given by its width and first bin, and with many levels candidates share most of
-    them (a width is the floor or the ceiling of ``i / levels``): then the mass and log(Q) of every (width, first
-    bin) pair are computed once and gathered; otherwise each block's are computed from the prefix sums."""
+    them (a width is the floor or the ceiling of ``i / levels``): then the product of every (width, first bin)
+    pair is computed once and gathered (one gather a bucket); otherwise each block's are computed from the prefix
+    sums."""
     levels, n = int(keep[0]), cumulative.size - 1
     block = min(keep.size, levels * max(1, _CANDIDATES_PER_BLOCK // levels))  # a multiple of levels, or all
     m = block // levels  # candidate i + block: bucket j starts j * m bins later and is m bins wider
-    index = _bucket_edges(keep[:block], levels)  # where each bucket's numbers are read: its edges in the prefix sums,
+    index = _bucket_edges(keep[:block], levels)[:, :levels]  # where the buckets' numbers are read: their edges in
+    # the prefix sums,
     widest = -(-n // levels)
     table = (widest + 1) * (n + 1)
     shared = table < keep.size * levels // 2 and table <= _TABLE_ENTRIES  # far fewer buckets than pairs
     if shared:
-        table_mass, table_log_q = _bucket_table(cumulative, nonzero, widest)
+        products = _bucket_table(cumulative, nonzero, widest)
         index = (n + 1) * index[:, 1:] - n * index[:, :-1]  # or its entry in the table: width * (n + 1) + first
-        step = np.arange(levels) * m + m * (n + 1)
+        step = np.arange(levels - 1) * m + m * (n + 1)
     else:
-        step = np.arange(levels + 1) * m
-        gathered = np.empty((block, levels + 1))
-    mass, log_q = np.empty((block, levels)), np.empty((block, levels))
+        step = np.arange(levels) * m
+        gathered, mass = np.empty((block, levels)), np.empty((block, levels - 1))
+    terms = np.empty((block, levels - 1))
     for start in range(0, keep.size, block):
         rows = slice(start, start + block)
         size = len(keep[rows])  # the last block may be shorter
-        index, mass, log_q = index[:size], mass[:size], log_q[:size]
+        index, terms = index[:size], terms[:size]
         if start:
             index += step
         if shared:
-            np.take(table_mass, index, mode="clip", out=mass)
-            np.take(table_log_q, index, mode="clip", out=log_q)
+            np.take(products, index, mode="clip", out=terms)
         else:
             np.take(cumulative, index, mode="clip", out=gathered[:size])
-            np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=mass)
+            np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=mass[:size])
             np.take(nonzero, index, mode="clip", out=gathered[:size])
-            _log_q(mass, np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=log_q))
-        yield rows, mass, log_q
+            log_q = _log_q(mass[:size], np.subtract(gathered[:size, 1:], gathered[:size, :-1], out=terms))
+            np.multiply(mass[:size], log_q, out=terms)
+        yield rows, terms
 
 
-def _bucket_table(cumulative, nonzero, widest: int) -> tuple[np.ndarray, np.ndarray]:
-    """The mass and log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
+def _bucket_table(cumulative, nonzero, widest: int) -> np.ndarray:
+    """Mass times log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
     flattened: entry ``width * (n + 1) + first``. Buckets reaching past the last bin are never used."""
     mass, filled = _run_sums(cumulative, widest), _run_sums(nonzero, widest)
-    return mass.reshape(-1), _log_q(mass, filled).reshape(-1)
+    return (mass * _log_q(mass, filled)).reshape(-1)
 
 
 def _run_sums(prefix: np.ndarray, widest: int) -> np.ndarray:
