@@ -41,7 +41,7 @@ from .ir.onnx_import import check_model_proto
 from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
-from .passes.order import default_passes, planning_passes
+from .passes.order import check_accuracy, default_passes, planning_passes
 from .passes.registry import check_pass_names
 from .platform import (
     Diagnostic,
@@ -111,6 +111,7 @@ def plan(model, platform, *, config=None, preset: str | None = None,
          finished: Callable[[PassRun], None] | None = None) -> Plan:
     """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
     target, qconfig = _platform_and_config(platform, config, preset)
+    check_accuracy(qconfig)  # as quantize does: a plan that looks fine has options a run can take
     graph = _graph(model, qconfig)
     runs = PassManager(planning_passes(qconfig, target), finished=finished).run(graph)
     return Plan(graph, qconfig, target, runs)
@@ -165,6 +166,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         qconfig = dataclasses.replace(qconfig, accuracy=MappingProxyType({**qconfig.accuracy, **accuracy}),
                                       origins=MappingProxyType({**qconfig.origins,
                                                                 **{f"accuracy.{k}": "accuracy=" for k in accuracy}}))
+    check_accuracy(qconfig)  # before the model and the data are read
     if options.remove_activations is None:
         options = dataclasses.replace(options, remove_activations=qconfig.remove_activations)
     graph = _graph(model, qconfig)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 
 from ..config.quantconfig import PLATFORM_SOURCE
 from ..ir import Graph
-from .accuracy import AccuracyError, accuracy_passes, needs_data
+from .accuracy import UNREAD, AccuracyError, accuracy_passes, needs_data
 from .accuracy.channel_split import ChannelSplit
 from .accuracy.float_peaks import FloatPeaks
 from .baking import Baking
@@ -64,11 +64,8 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
     run where nothing but the planning passes lies between them (:mod:`.accuracy.channel_split`).
     """
     float_peaks = FloatPeaks(data, device) if data is not None else None  # calibration's run serves later readers
-    try:
-        before, after = accuracy_passes(_accuracy_options(config, data), device, data=data, progress=progress,
-                                        runtime=runtime, float_peaks=float_peaks, kept_outputs=keep)
-    except AccuracyError as exc:
-        raise AccuracyError(_sourced(str(exc), config.origins)) from exc
+    before, after = _accuracy_passes(config, data, device, progress=progress, runtime=runtime,
+                                     float_peaks=float_peaks, kept_outputs=keep)
     split = next((p for p in before if isinstance(p, ChannelSplit)), None)
     calibrate = calibration or RuntimeCalibration(data, device=device, progress=progress, options=config.calibration,
                                                   readers=(split, float_peaks, keep), precheck=precheck)
@@ -83,6 +80,22 @@ def default_passes(config, data=None, *, platform=None, device: str = "cpu",
         if split.name in (advice or {}):
             split.start_over_with(advice[split.name])
     return passes
+
+
+def check_accuracy(config) -> None:
+    """Check the options of ``config``'s ``[accuracy]`` table as a run builds its passes, without data: the error a
+    run would raise (:class:`AccuracyError`, led by the file that set the pass), before any data is read;
+    ``qtool explain`` and :func:`qtool.pipeline.plan` check them so too. Passes that need data are built on a
+    stand-in (:data:`.accuracy.UNREAD`) their constructors only keep: whether there is data is the run's business."""
+    _accuracy_passes(config, UNREAD)
+
+
+def _accuracy_passes(config, data, device: str = "cpu", **run) -> tuple[list[Pass], list[Pass]]:
+    """:func:`.accuracy.accuracy_passes` of the config's ``[accuracy]`` table; an option error names the file."""
+    try:
+        return accuracy_passes(_accuracy_options(config, data), device, data=data, **run)
+    except AccuracyError as exc:
+        raise AccuracyError(_sourced(str(exc), config.origins)) from exc
 
 
 def _sourced(message: str, origins) -> str:

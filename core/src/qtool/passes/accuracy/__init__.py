@@ -51,6 +51,17 @@ BEFORE_DISPATCH = PassTable({"equalization": "CrossLayerEqualization", "smoothqu
 AFTER_CALIBRATION = PassTable({"outlier_outputs": "OutlierOutputs", "fallback": "SensitivityFallback",
                                "hqq": "HQQ", "gptq": "GPTQ", "adaround": "AdaRound",
                                "bias_correction": "BiasCorrection"})
+
+
+class _Unread:
+    """Calibration data that is not read: the stand-in :func:`qtool.passes.order.check_accuracy` builds the passes
+    on to check their options (a pass's constructor checks its options and keeps its data, never reads it)."""
+
+    def __repr__(self) -> str:
+        return "<calibration data, not read>"
+
+
+UNREAD = _Unread()
 REWRITING_WEIGHTS = ("adaround", "gptq", "bias_correction")  # after calibration; a state file holds no weights
 RUN_ARGUMENTS = ("device", "progress", "runtime", "float_peaks", "kept_outputs")
 
@@ -127,4 +138,4 @@ def __getattr__(name: str) -> type[Pass]:
 
 __all__ = ["AFTER_CALIBRATION", "AWQ", "BEFORE_DISPATCH", "REWRITING_WEIGHTS", "AccuracyError", "AdaRound",
            "BiasCorrection", "ChannelSplit", "CrossLayerEqualization", "GPTQ", "HQQ", "OutlierOutputs",
-           "SensitivityFallback", "PassTable", "SmoothQuant", "accuracy_passes", "needs_data", "option_names"]
+           "SensitivityFallback", "PassTable", "SmoothQuant", "UNREAD", "accuracy_passes", "needs_data", "option_names"]
