@@ -41,7 +41,7 @@ from .ir.onnx_import import check_model_proto
 from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
 from .passes import PassManager, PassRun, PassWarning, StartOver
-from .passes.order import check_accuracy, default_passes, planning_passes
+from .passes.order import check_accuracy, default_passes, planning_passes, try_metric_budget
 from .passes.registry import check_pass_names
 from .platform import (
     Diagnostic,
@@ -176,6 +176,8 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
         _check_without_data(qconfig)
     if isinstance(calib, CalibrationData):
         check_reused(calib, graph)
+    if calib is not None:
+        try_metric_budget(qconfig, graph, device)  # the user's metric once on the float model, before the data
     data = None if calib is None else load_calibration_data(
         calib, graph, qconfig.calibration["batch_size"], layout=calib_layout, max_samples=max_samples,
         transform=transform, skip_nonfinite=skip_nonfinite)

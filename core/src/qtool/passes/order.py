@@ -90,6 +90,22 @@ def check_accuracy(config) -> None:
     _accuracy_passes(config, UNREAD)
 
 
+def try_metric_budget(config, graph: Graph, device: str = "cpu") -> None:
+    """A metric budget (``accuracy.fallback.metric``) called once on the float ``graph`` before any data is read
+    (:func:`.accuracy.fallback.try_metric`): a metric that raises or returns no finite number is an
+    :class:`AccuracyError` led by what set it, before calibration, not after it."""
+    options = config.accuracy.get("fallback")
+    metric = options.get("metric") if isinstance(options, Mapping) else None
+    if metric is None:
+        return
+    from .accuracy.fallback import try_metric
+
+    try:
+        try_metric(metric, graph, device)
+    except AccuracyError as exc:
+        raise AccuracyError(_sourced(str(exc), config.origins)) from exc
+
+
 def _accuracy_passes(config, data, device: str = "cpu", **run) -> tuple[list[Pass], list[Pass]]:
     """:func:`.accuracy.accuracy_passes` of the config's ``[accuracy]`` table; an option error names the file."""
     try:

@@ -31,6 +31,7 @@ the ops still quantized).
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -136,7 +137,7 @@ class SensitivityFallback(Pass):
             self.float_peaks.add_reader(self.samples, self._prospective)
         self.metric, self.max_drop = metric, None
         if metric is not None:
-            check(callable(metric), WHERE, "metric", "must be callable as metric(executor) -> float")
+            check_metric(metric)
             check(max_drop is not None, WHERE, "max_drop", "a metric budget needs max_drop")
             self.max_drop = number(WHERE, "max_drop", max_drop, 0.0, math.inf)
             self.budget = ("metric", self.max_drop)
@@ -375,9 +376,9 @@ class SensitivityFallback(Pass):
         kind = self.budget[0]
         if kind == "metric":
             with executor.mode(quantize=False):
-                baseline = self._metric_value(executor)
+                baseline = metric_value(self.metric, executor)
             slack = DROP_ULPS * math.ulp(max(abs(baseline), self.max_drop))
-            return (lambda: baseline - self._metric_value(executor)), slack
+            return (lambda: baseline - metric_value(self.metric, executor)), slack
         references = _float_outputs(executor, batches)
         if not any(references):
             return None
@@ -388,21 +389,50 @@ class SensitivityFallback(Pass):
 
         return score, 0.0
 
-    def _metric_value(self, executor: TorchExecutor) -> float:
-        """The metric's value on the executor as it is set; a value that is no finite number names the metric."""
-        try:
-            value = self.metric(executor)
-        except Exception as exc:  # noqa: BLE001 - the user's function: its error, named with it, in one line
-            detail = " ".join(str(exc).split())
-            raise AccuracyError(f"{WHERE}.metric: {_metric_name(self.metric)} raised {type(exc).__name__}"
-                                + (f": {detail}" if detail else "")) from exc
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        check(math.isfinite(number), WHERE, "metric", f"{_metric_name(self.metric)} returned {value!r}, "
-              "not a finite number (higher is better)")
-        return number
+
+def check_metric(metric) -> None:
+    """A metric budget's function can be called as ``metric(executor)``: callable, and where Python knows its
+    parameters, with one positional argument (a function of other arguments failed only once calibration was done)."""
+    check(callable(metric), WHERE, "metric", f"must be callable as metric(executor) -> float, got {metric!r}")
+    try:
+        signature = inspect.signature(metric)
+    except (TypeError, ValueError):  # a builtin without a signature: its first call (metric_value) tells
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise AccuracyError(f"{WHERE}.metric: {_metric_name(metric)} takes {signature}: it is called as "
+                            "metric(executor) -> float, with one argument") from None
+
+
+def metric_value(metric: Callable, executor: TorchExecutor) -> float:
+    """``metric(executor)`` on the executor as it is set; an error it raises, or a value that is no finite number,
+    an :class:`AccuracyError` naming the metric."""
+    try:
+        value = metric(executor)
+    except Exception as exc:  # noqa: BLE001 - the user's function: its error, named with it, in one line
+        detail = " ".join(str(exc).split())
+        raise AccuracyError(f"{WHERE}.metric: {_metric_name(metric)} raised {type(exc).__name__}"
+                            + (f": {detail}" if detail else "")) from exc
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    check(math.isfinite(number), WHERE, "metric", f"{_metric_name(metric)} returned {value!r}, "
+          "not a finite number (higher is better)")
+    return number
+
+
+def try_metric(metric: Callable, graph: Graph, device: str = "cpu") -> float:
+    """:func:`metric_value` on the float ``graph`` (the model as loaded, before any pass or data): the call the
+    fallback makes first for its float baseline, made before calibration, so that a metric that raises or returns
+    no finite number stops the run before the long work. It costs one evaluation of the metric more (its value is
+    not the baseline: the passes before the fallback may change the float graph's rounding)."""
+    from ...executor import TorchExecutor
+
+    executor = TorchExecutor(graph, device)
+    with executor.mode(quantize=False):
+        return metric_value(metric, executor)
 
 
 def _unchanged(graph: Graph, details: dict, budget: str, *, before: float | None = None, met: bool = True,
