@@ -24,3 +24,8 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 class UnknownNameError(QtoolError, KeyError):
     """A name (platform, observer, pass, preset) that nothing registered."""
+
+
+class FeedError(QtoolError, RuntimeError):
+    """A run of the model failed on one feed of the user's data (a calibration file or item): the message leads with
+    where the feed came from and what it fed (:mod:`qtool.calibration.provenance`), as the data's other errors do."""

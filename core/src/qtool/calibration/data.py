@@ -12,6 +12,7 @@ import numpy as np
 
 from ..ir import Graph
 from .errors import CalibrationError, CalibrationWarning
+from .provenance import joined, rows, sourced
 from .sources import LAYOUTS, FileSource, PythonSource, fixed_batch
 
 
@@ -112,8 +113,7 @@ class CalibrationData:
         for batch in chunks:  # read no further than the batch that completes them (a stream's next item is the user's)
             step = 1 if self.layout == "feeds" else self.fixed_batch or 1
             for i in range(0, self.samples_in(batch) - step + 1, step):
-                found.append(batch if self.layout == "feeds"
-                             else {name: np.array(a[i : i + step]) for name, a in batch.items()})
+                found.append(batch if self.layout == "feeds" else rows(batch, i, i + step, copy=True))
                 if len(found) >= n:
                     return found
         return found
@@ -123,7 +123,7 @@ class CalibrationData:
         batches, taken = [], 0
         for batch in self:
             take = min(self.samples_in(batch), n - taken)
-            batches.append(batch if self.layout == "feeds" else {name: a[:take] for name, a in batch.items()})
+            batches.append(batch if self.layout == "feeds" else rows(batch, 0, take))
             taken += take
             if taken >= n:
                 break
@@ -151,9 +151,10 @@ class CalibrationData:
             if arrays is None:
                 continue
             size = self.samples_in(arrays)
+            arrays = self._sourced(where, arrays, dropped)
             if self.max_samples is not None and taken + size > self.max_samples:
                 size = self.max_samples - taken
-                arrays = {name: a[:size] for name, a in arrays.items()}
+                arrays = rows(arrays, 0, size)
             if size:
                 taken += size
                 yield arrays
@@ -168,14 +169,20 @@ class CalibrationData:
         dropped the non-finite ones among those)."""
         seen = 0
         for where, arrays in self._source.chunks():
-            arrays, _ = self._without_nan(where, arrays, skip=True)
+            arrays, dropped = self._without_nan(where, arrays, skip=True)
             if arrays is None:
                 continue
             size = self.samples_in(arrays)
+            arrays = self._sourced(where, arrays, dropped)
             if seen + size > start:
                 skip = max(start - seen, 0)
-                yield {name: a[skip:] for name, a in arrays.items()} if skip else arrays
+                yield rows(arrays, skip, size) if skip else arrays
             seen += size
+
+    def _sourced(self, where: str, arrays: dict[str, np.ndarray], dropped: int) -> dict[str, np.ndarray]:
+        """The arrays of the item ``where`` as a :class:`.provenance.Sourced` batch; their positions in it are not
+        known (total 0) where samples holding NaN were ``dropped`` from it."""
+        return sourced(arrays, where, self.samples_in(arrays), known=not dropped)
 
     def _without_nan(self, where: str, arrays: dict[str, np.ndarray], *,
                 skip: bool | None = None) -> tuple[dict[str, np.ndarray] | None, int]:
@@ -263,7 +270,7 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, fixed: in
         if fixed and count != fixed:
             raise CalibrationError(f"a batch of {count} sample(s) is left where the model's inputs fix a batch "
                                    f"of {fixed}; give a multiple of {fixed} samples of each shape")
-        return _join(held)
+        return joined(held)
 
     for arrays in chunks:
         total = len(next(iter(arrays.values())))
@@ -274,7 +281,7 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, fixed: in
         start = 0
         while start < total:
             take = min(batch_size - count, total - start)
-            held.append({k: a[start : start + take] for k, a in arrays.items()})
+            held.append(rows(arrays, start, start + take))
             count, start = count + take, start + take
             held_bytes += sum(a.nbytes for a in held[-1].values())
             if count == batch_size:
@@ -284,12 +291,6 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, fixed: in
         left_out(count)
     elif held:
         yield flush()
-
-
-def _join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if len(parts) == 1:
-        return parts[0]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout: str | None = None,

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import FeedError
+from ..executor.errors import ExecutorError
 from ..ir import Graph
 from ..progress import progress_bar
 from ..quant import TensorQuantizationConfig, configured
@@ -26,6 +28,7 @@ from .ahead import OneAhead
 from .data import CalibrationData, load_calibration_data
 from .errors import CalibrationError
 from .observers import Observer, make_observer
+from .provenance import feed_error, rows
 from .threads import pass_threads
 
 
@@ -133,8 +136,12 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
             with closing(_ort_runs(graph, data, targets, taps)) as runs:
                 _feed(progress, data, stats, runs)
             _finish_taps(taps, complete=True)
-        except ort_engine.ORT_ERRORS as exc:  # onnxruntime refused the model or a batch: the executor starts over
-            refused = f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        except (*ort_engine.ORT_ERRORS, FeedError) as exc:  # onnxruntime refused the model or a feed (the error
+            # names its file): the executor starts over
+            if isinstance(exc, FeedError) and engine == "onnxruntime":
+                raise
+            refused = f"onnxruntime refused {exc}" if isinstance(exc, FeedError) else \
+                f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
             stats.update(samples=0, batches=0)
     if refused is not None:
@@ -218,13 +225,21 @@ def _float_pieces(engine: ort_engine.OrtFloatRun, data: CalibrationData, splitta
         if unread:
             engine.drop(unread)
         started, held = (first, count, batch, wanting), {}
-        for arrays in engine.run(batch, splittable=splittable):
-            if arrays.keys() <= inputs:
-                held = arrays
-                continue
-            piece, held, arrays = {**held, **arrays}, {}, None  # the observers drop each array when done with it
-            yield done, started, piece
-            piece, done, started = None, None, None
+        try:
+            for arrays in engine.run(batch, splittable=splittable):
+                if arrays.keys() <= inputs:
+                    held = arrays
+                    continue
+                piece, held, arrays = {**held, **arrays}, {}, None  # the observers drop each array when done
+                yield done, started, piece
+                piece, done, started = None, None, None
+        except ort_engine.ORT_ERRORS as exc:  # on this feed: its file named
+            error = feed_error(batch, ort_engine.failure(exc), errors=ort_engine.ORT_ERRORS,
+                               retry=lambda part: list(engine.run(part, splittable=splittable)),
+                               describe=ort_engine.failure)
+            if error is None:
+                raise
+            raise error from exc
         if held or started is not None:  # inputs alone are observed (or the batch brought nothing to observe)
             yield done, started, held
             done = None
@@ -242,9 +257,9 @@ def _cut(data: CalibrationData, cuts: Sequence[int]) -> Iterator[dict[str, np.nd
         count = data.samples_in(batch)
         begin = first
         for cut in (c for c in cuts if first < c < first + count):
-            yield {name: array[begin - first:cut - first] for name, array in batch.items()}
+            yield rows(batch, begin - first, cut - first)
             begin = cut
-        yield batch if begin == first else {name: array[begin - first:] for name, array in batch.items()}
+        yield batch if begin == first else rows(batch, begin - first, count)
         first += count
 
 
@@ -264,10 +279,20 @@ def _torch_runs(graph: Graph, data: CalibrationData, targets: list[_Target], dev
             target.observer.observe((inputs if target.side == "input" else outputs)[target.index])
 
     outputs = [v.name for v in graph.outputs] + _extra_outputs(graph, set(sites))
+
+    def run(batch) -> None:
+        executor.forward_torch({k: to_tensor(a, executor.device) for k, a in batch.items()}, outputs)
+
     handle = executor.add_hook(observe)
     try:
         for batch in data:
-            executor.forward_torch({k: to_tensor(a, executor.device) for k, a in batch.items()}, outputs)
+            try:
+                run(batch)
+            except ExecutorError as exc:  # on this feed: its file named
+                error = feed_error(batch, str(exc), retry=run, errors=(ExecutorError,))
+                if error is None:
+                    raise
+                raise error from exc
             yield data.samples_in(batch)
     finally:
         handle.remove()

@@ -19,7 +19,9 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from ..calibration import ort_engine
+from ..calibration.provenance import feed_error
 from ..calibration.threads import pass_threads
+from ..executor.errors import ExecutorError
 from ..ir import Graph, Operation
 from ..ir.onnx_import import outer_references
 
@@ -183,6 +185,12 @@ def _record_with_executor(graph: Graph, recorders: dict[str, BodyRecorder],
     handle = executor.add_hook(hook)
     try:
         for batch in batches:
-            executor.forward(batch)
+            try:
+                executor.forward(batch)
+            except ExecutorError as exc:  # on this feed: its file named
+                error = feed_error(batch, str(exc), retry=executor.forward, errors=(ExecutorError,))
+                if error is None:
+                    raise
+                raise error from exc
     finally:
         handle.remove()

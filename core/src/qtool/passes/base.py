@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config.errors import ConfigError
-from ..errors import QtoolError
+from ..errors import FeedError, QtoolError
 from ..ir import Graph
 from ..platform_calls import UnsupportedModelError
 from ..plugins.manager import PluginError
@@ -118,8 +118,8 @@ class PassManager:
                 graph.float_reference = graph.copy()  # what the quantized model is measured against from now on
             try:
                 result = p(graph)
-            except (StartOver, ConfigError, StateError, PluginError, UnsupportedModelError):  # names the file,
-                raise  # plugin or platform finding at fault
+            except (StartOver, ConfigError, StateError, PluginError, UnsupportedModelError, FeedError):  # names the
+                raise  # file (a config's, a feed's), plugin or platform finding at fault
             except Exception as exc:
                 before = ", ".join([*self.ran, *(r.name for r in runs)]) or "nothing"
                 raise PassError(f"pass {p.label} failed (after: {before}): {exc}") from exc

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...calibration import load_calibration_data, ort_engine
+from ...calibration.provenance import feed_error
 from ...calibration.threads import pass_threads
 from ...errors import QtoolError
 from ...ir import Graph, Operation
@@ -43,8 +44,10 @@ def ort_float_arrays(graph: Graph, device: str, batches: Sequence[Batch], names:
             try:
                 for arrays in run.run(batch, splittable=splittable):
                     yield number, arrays
-            except ort_engine.ORT_ERRORS as exc:  # the model's own fault, not the pass's
-                raise QtoolError(ort_engine.failure(exc)) from exc
+            except ort_engine.ORT_ERRORS as exc:  # the model's or the feed's fault, not the pass's: the file named
+                raise feed_error(batch, ort_engine.failure(exc), errors=ort_engine.ORT_ERRORS,
+                                 retry=lambda part: list(run.run(part, splittable=splittable)),
+                                 describe=ort_engine.failure) or QtoolError(ort_engine.failure(exc)) from exc
 
     return values()
 
