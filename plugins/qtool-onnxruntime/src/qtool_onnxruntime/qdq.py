@@ -11,6 +11,8 @@
 * Removed Relu/Clip: their node is dropped and their output's pair reads their input.
 * A Relu right before a QuantizeLinear that ORT's Relu fusion mishandles goes
   after that pair instead (see :func:`.activations.relu_fusion_breaks`).
+* A ReduceMean over every spatial axis between an 8-bit pair becomes the
+  GlobalAveragePool it computes, which ORT runs as an integer kernel (see :mod:`.pools`).
 
 Names: ``<t>_q`` (codes), ``<t>_scale``, ``<t>_zero_point``, ``<t>_dq``
 (dequantized values), nodes ``<t>_QuantizeLinear`` / ``<t>_DequantizeLinear``;
@@ -42,6 +44,7 @@ from qtool.quant import (
 from .activations import on_grid, relu_fusion_breaks
 from .bias import misread_reason, saturating_float_bias_scale
 from .errors import OnnxRuntimeExportError
+from .pools import global_pools
 from .storage import MS_DOMAIN, domain_at, storage_type, value_type
 
 SETTLED = True  # export writes calibrated configs only
@@ -219,7 +222,8 @@ class QdqWriter:
             for name in originals:
                 nodes += self.after.get(name, [])
         g.ClearField("node")
-        g.node.extend(self._relus_after_pairs(nodes))
+        constants = {t.name: t for t in (*g.initializer, *self.initializers)}
+        g.node.extend(global_pools(self._relus_after_pairs(nodes), self.graph, constants))
         g.initializer.extend(self.initializers)
         read = {n for node in g.node for n in (*node.input, *outer_references(node))} | {o.name for o in g.output}
         kept = [t for t in g.initializer if t.name in read]
