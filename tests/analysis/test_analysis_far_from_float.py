@@ -3,11 +3,13 @@ quantize that reports success must not hide a model that computes something else
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 import qtool
 from onnx import TensorProto, helper, numpy_helper
 from qtool.analysis.float_gap import FAR_SNR_DB
+from qtool.analysis.metrics import is_floating
 from qtool.cli.main import main
 from qtool.testing.models import calibration_file, small_model
 
@@ -73,3 +75,11 @@ def test_an_integer_output_reports_the_share_of_its_elements_the_quantized_model
     assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(calib),
                  "-o", str(tmp_path / "cli.onnx")]) == 0
     assert f"label: {100 * share:.2f} % of its elements as the float model's" in capsys.readouterr().out
+
+
+def test_bfloat16_and_float8_outputs_are_floats():
+    """numpy counts ml_dtypes' floats as no floating type: a bfloat16 model's output was summarized as the share of
+    its elements equal to the float model's, not by its SQNR."""
+    for dtype in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, np.float16):
+        assert is_floating(np.zeros(2, dtype))
+    assert not is_floating(np.zeros(2, np.int64)) and not is_floating(np.zeros(2, bool))

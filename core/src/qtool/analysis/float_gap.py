@@ -18,7 +18,7 @@ from ..calibration.kept_outputs import KeptOutputs
 from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from ..platform import Diagnostic, Severity
-from .metrics import ErrorAccumulator
+from .metrics import ErrorAccumulator, is_floating
 
 FLOAT_GAP_SAMPLES = 8
 FAR_SNR_DB = 5.0  # an output whose quantization noise is more than a third of its signal: a broken model, not a
@@ -87,7 +87,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                     quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
                 ref, out = _flat(ref), _flat(out)
-                if not np.issubdtype(ref.dtype, np.floating):  # labels, indices: elements the quantized model keeps
+                if not is_floating(ref):  # labels, indices: elements the quantized model keeps
                     matches[name][0] += int(np.count_nonzero(ref == out)) if ref.shape == out.shape else 0
                     matches[name][1] += max(ref.size, out.size)
                 elif ref.shape == out.shape:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 from ..quant.maths import namespace
@@ -83,11 +84,18 @@ class OutputsError:
         return self.worst.mse
 
 
+_NARROW_FLOATS = frozenset(np.dtype(t) for t in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                                 ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz))
+
+
 def is_floating(tensor) -> bool:
-    """Whether a numpy array or a torch tensor holds floating-point values."""
+    """Whether a numpy array or a torch tensor holds floating-point values (ml_dtypes' bfloat16 and float 8
+    included: numpy counts them as no floating type)."""
     if namespace(tensor) is not np:
         return tensor.is_floating_point()
-    return np.issubdtype(np.asarray(tensor).dtype, np.floating)
+    dtype = np.asarray(tensor).dtype
+    return np.issubdtype(dtype, np.floating) or dtype in _NARROW_FLOATS
+
 
 
 def _flat64(tensor):
