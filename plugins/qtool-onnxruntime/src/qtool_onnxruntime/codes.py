@@ -15,7 +15,6 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.perf.op-type": (P, "the op type has no integer kernel in ORT's CPU provider"),
     "ort.perf.float-input": (P, "an input or weight of the op is not quantized"),
     "ort.perf.type": (P, "a tensor of the op is not int8/uint8"),
-    "ort.perf.half": (P, "the op computes in float16 or bfloat16; ORT's integer kernels take float32 Q/DQ"),
     "ort.perf.granularity": (P, "per-channel activations, per-block weights, per-channel weights off the output "
                                 "axis, or a per-channel MatMul weight of more than 2 dimensions"),
     "ort.perf.gemm-scale": (P, "a Gemm with a bias and alpha or beta other than 1 (its weight or bias computed)"),
@@ -36,5 +35,7 @@ CODES: dict[str, tuple[Severity, str]] = {
                                  "whole number of blocks, which GatherBlockQuantized needs"),
     "ort.nbits-padding": (W, "MatMulNBits layers whose input size K is not a whole number of blocks: the last "
                              "block is padded (more bytes than a block size that divides K)"),
+    "ort.float32-compute": (W, "a float16 or bfloat16 model is written to compute in float32 (Casts at its inputs and "
+                               "outputs keep their types): ORT's CPU integer kernels take float32 Q/DQ only"),
     "ort.activation-kept": (W, "a Relu/Clip kept although activation removal was asked: dropping it is not exact"),
 }

@@ -20,6 +20,7 @@ from qtool import (
 
 from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
+from .half import half_quantized, lift
 from .nbits import NBitsRewriter, accuracy_level, nbits_layers, weight_only_format
 from .opset import convert, target_opset
 from .paths import output_files
@@ -40,7 +41,8 @@ def qdq_skeleton(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[s
     """:func:`qdq_model` with its large float initializers shape-only, and their arrays by name.
 
     The float model it starts from holds no large weight's bytes (a quantized weight is written as codes): the
-    float initializers the QDQ model still reads are the arrays returned beside it."""
+    float initializers the QDQ model still reads are the arrays returned beside it. A float16 or bfloat16 model
+    whose tensors qtool quantizes is written in float32 (:mod:`.half`)."""
     layers = nbits_layers(graph, True, weight_only_format(options.extra))
     opset = target_opset(graph, options.opset, frozenset(layer.op.name for layer in layers))
     removed = {}
@@ -50,7 +52,8 @@ def qdq_skeleton(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[s
                        frozenset((layer.op.name, layer.index) for layer in layers))
     model = writer.write()
     NBitsRewriter(model, writer.names, accuracy_level(options.extra)).rewrite(layers)
-    return model, _left_out_values(graph, model)
+    values = _left_out_values(graph, model)
+    return model, lift(model, values) if half_quantized(graph, settled=True) else values
 
 
 def _left_out_values(graph, model: onnx.ModelProto) -> dict[str, np.ndarray]:

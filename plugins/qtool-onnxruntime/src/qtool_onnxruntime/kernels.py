@@ -6,8 +6,8 @@ QLinearMatMul or MatMulIntegerToFloat when the node group has the right shape
 Gemm and MatMul may also write float -, no Relu/Clip left in between that the
 QuantizeLinear does not make redundant) and its type checks pass: no 16-bit
 type, no 4-bit weight (4-bit inputs also stop Gemm and MatMul), no float8,
-input and output of one type, int8 inputs only with int8 weights, float32 values (a float16 or bfloat16 model's
-node groups stay float). Its x86
+input and output of one type, int8 inputs only with int8 weights, float32
+values (a float16 or bfloat16 model is written in float32, see .half). Its x86
 kernels take uint8 activations; int8 pairs are converted when they have a
 single reader. Those checks let 2-bit types (and 4-bit Conv inputs) through,
 and the integer kernel then refuses them: the session fails to load. This
@@ -26,7 +26,7 @@ from qtool.quant import QuantizationPolicy as P
 from .activations import FusedActivation, clips_exactly, relu_pair_moves
 from .bias import weight_requantized
 from .configs import input_config, output_config, pair_uses, reader_groups
-from .storage import EIGHT_BIT, HALF_TYPES, codes_type, storage_type, value_type
+from .storage import EIGHT_BIT, codes_type, storage_type
 
 KERNELS = {"Conv": "QLinearConv", "Gemm": "QGemm", "MatMul": "QLinearMatMul"}
 
@@ -55,12 +55,6 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
     if op.op_type == "ConvTranspose":
         return Verdict(blockers=[Blocker("ort.perf.op-type", None, "ONNX Runtime has no integer ConvTranspose "
                                          "kernel on CPU")])
-    values = value_type(op.inputs[0])
-    if values in HALF_TYPES:
-        return Verdict(blockers=[Blocker("ort.perf.half", op.inputs[0].name, f"{op.op_type} computes in "
-                                         f"{values.name}, and ONNX Runtime's integer kernels take float32 Q/DQ (on CPU "
-                                         "the float op computes on casts to float32); a float32 model quantizes "
-                                         "into integer kernels")])
     verdict = Verdict()
     if op.op_type == "Gemm" and has_bias(op) and (op.attributes.get("alpha", 1.0) != 1.0
                                                   or op.attributes.get("beta", 1.0) != 1.0):

@@ -9,7 +9,7 @@ from onnx import helper, version_converter
 from qtool.quant import quantized_tensors
 
 from .errors import OnnxRuntimeExportError
-from .storage import HIGHEST_OPSET, LOWEST_OPSET, lowest_opset, storage_type, value_type
+from .storage import HIGHEST_OPSET, LOWEST_OPSET, lowest_opset, storage_type
 
 
 def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset()) -> int:
@@ -17,17 +17,16 @@ def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset(
     nothing is quantized).
 
     4-bit and 16-bit types go through com.microsoft Q/DQ below opset 21, so only
-    per-axis (13), float8 and float16/bfloat16 tensors (19), per-block (21) and 2-bit (25) raise the opset. Ops in
+    per-axis (13), float8 (19), per-block (21) and 2-bit (25) raise the opset. Ops in
     ``skip`` (written as contrib ops, see .nbits) do not count.
     """
     if requested is not None:
         return requested
     needed = []
     for q in quantized_tensors(graph, settled=False):
-        var = graph.variables[q.tensor]
-        stype = storage_type(q.scheme, stored=var.is_parameter)
+        stype = storage_type(q.scheme, stored=graph.variables[q.tensor].is_parameter)
         if q.op.name not in skip and stype is not None:
-            needed.append(lowest_opset(stype, q.scheme, value_type(var)))
+            needed.append(lowest_opset(stype, q.scheme))
     if not needed:  # no Q/DQ to write: the model's own opset (converting an opset-28 model down to 27 failed)
         return graph.opset
     return min(max(graph.opset, LOWEST_OPSET, *needed), HIGHEST_OPSET)

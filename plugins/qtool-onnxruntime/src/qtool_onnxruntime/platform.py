@@ -12,7 +12,7 @@ from qtool.quant import OpQuantConfig, TensorQuantizationConfig
 from qtool.quant import QuantizationPolicy as P
 
 from .activations import ACTIVATIONS
-from .storage import FLOAT_TYPES, HALF_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET, value_type
+from .storage import FLOAT_TYPES, HIGHEST_OPSET, INTEGER_TYPES, LOWEST_OPSET
 
 # Quantized by default; data-movement ops between them follow (passive_op_types). annotate() keeps those float
 # that ORT would run only through float kernels unless the user's configuration names them.
@@ -123,13 +123,6 @@ class OnnxRuntimePlatform(Platform):
     def annotate(self, op, proposal: Proposal) -> Proposal | KeepFloat:
         """Keep float what ORT's CPU kernels run only in float, unless the user's configuration asked for it."""
         reason = FLOAT_KERNEL_ONLY.get(op.op_type)
-        if reason is None and op.op_type in COMPUTE_OP_TYPES and op.inputs and op.inputs[0] is not None \
-                and (values := value_type(op.inputs[0])) in HALF_TYPES:
-            reason = (f"it computes in {values.name}, and ONNX Runtime's integer kernels take float32 Q/DQ: "
-                      "quantized, it would run as DequantizeLinear -> float op on casts to float32, slower than "
-                      "the float model; convert the model to float32 to quantize into integer kernels, or list the "
-                      "op type in dispatch.quantize_op_types of your own configuration to quantize it anyway (the "
-                      "platform's default list names it, but only yours asks for it)")
         if reason is not None and not proposal.requested:
             return KeepFloat(reason)
         if op.op_type == "Gather":  # an embedding table of weight-only: blocks GatherBlockQuantized takes

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import Counter
 from itertools import groupby
 
-import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -174,17 +173,17 @@ class QdqWriter:
         values = dequantize_codes(quantize_to_codes(var.value, scheme, tqc.scale, tqc.offset), scheme, tqc.scale,
                                   tqc.offset)
         out = self.names.fresh(f"{stem}_dq")
-        self.initializers.append(numpy_helper.from_array(values.astype(var.value.dtype), out))
+        self.initializers.append(numpy_helper.from_array(values.astype(value_type(var)), out))
         return out
 
     def _params(self, tqc, stem: str, stored: bool, values: np.dtype) -> tuple[str, str, dict, str]:
-        """Scale (of the type of the ``values`` it scales) and zero-point initializers (same shape), Q/DQ
-        attributes and domain."""
+        """Scale and zero-point initializers (same shape), Q/DQ attributes and domain (``values``: the float type of
+        the tensor in the written model)."""
         scheme = tqc.scheme
         stype = _storage(scheme, stem, stored)
         domain = domain_at(stype, scheme, self.opset, values) or ""  # None: validate() reports an error
         self.domains.add(domain)
-        scale = scale_of_type(tqc.scale, values)
+        scale = float32_scale(tqc.scale)
         attrs = {}
         if scheme.policy & P.PER_BLOCK:
             attrs = {"axis": scheme.channel_axis, "block_size": scheme.block_size}
@@ -311,12 +310,12 @@ class QdqWriter:
                 clip.input[index] = name
 
 
-def scale_of_type(scale, values: np.dtype) -> np.ndarray:
-    """``scale`` as the float type of the values it scales (float32 for float64 ones, which validation refuses);
-    a scale below the type's smallest positive value takes that value, never zero."""
-    dtype = np.dtype(np.float32) if values == np.float64 else values
-    converted = np.asarray(scale, dtype=np.float32).astype(dtype)
-    return np.where(converted > 0, converted, ml_dtypes.finfo(dtype).smallest_subnormal).astype(dtype)
+def float32_scale(scale) -> np.ndarray:
+    """``scale`` in float32, the type of the values of every Q/DQ this platform writes (a float16 or bfloat16 model
+    is written in float32, see .half; validation refuses float64 ones); a scale below its smallest positive value
+    takes that value, never zero."""
+    converted = np.asarray(scale, dtype=np.float32)
+    return np.where(converted > 0, converted, np.finfo(np.float32).smallest_subnormal).astype(np.float32)
 
 
 def _storage(scheme, stem: str, stored: bool):

@@ -17,6 +17,7 @@ from .activations import clips_exactly, fused_activations
 from .bias import misread_reason, weight_requantized
 from .codes import CODES
 from .configs import active, input_config, output_config
+from .half import half_quantized
 from .kernels import kernel_verdict
 from .nbits import accuracy_level, nbits_layers, weight_only_format, why_not_nbits
 from .opset import target_opset
@@ -60,6 +61,8 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
             found += _maxpool_rules(graph, op)
     if options.remove_activations:
         found += [_kept(act) for name, act in activations.items() if name not in removable]
+    if (lifted := half_quantized(graph, SETTLED)) is not None:
+        found.append(_float32_compute(*lifted))
     if rewritten:
         found.append(diagnostic("ort.nbits-accuracy-level", f"{len(rewritten)} MatMul/Gemm layer(s) with 4- or 8-bit "
                                 "weights: ORT rewrites their DequantizeLinear -> MatMul or Gemm into MatMulNBits at its "
@@ -68,6 +71,16 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
                                 "measures a default session; session option session.qdq_matmulnbits_accuracy_level "
                                 "= 0 keeps them exact)", op=rewritten[0].name, tensor=rewritten[0].inputs[0].name))
     return found
+
+
+def _float32_compute(point, dtype) -> Diagnostic:
+    """The model computes in float16 or bfloat16 and qtool quantizes its tensors: written in float32 (see .half)."""
+    name = dtype.name
+    return diagnostic("ort.float32-compute", f"the model computes in {name}: the written model computes in float32, "
+                      f"with a Cast after each {name} graph input and before each {name} graph output (a caller feeds "
+                      f"and gets {name} as before), since ONNX Runtime's CPU integer kernels take float32 Q/DQ only; "
+                      f"its float ops then round less than the {name} model's, and its outputs may lie a step of their "
+                      f"grid from qtool's simulation, which computes in {name}", op=point.op.name, tensor=point.tensor)
 
 
 def _rewritten_to_nbits(op) -> bool:

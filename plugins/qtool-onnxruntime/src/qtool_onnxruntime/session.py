@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import math
 import os
 
+import ml_dtypes
+import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto
 from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 # What ORT raises when it cannot load or run a model (its classes derive from Exception directly).
@@ -52,4 +57,31 @@ def run(paths, samples: list[dict], names: list[str], exact: bool = True) -> lis
     level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = cpu_session(paths[0], session_options(level=level, exact=exact))
     feeds_names = [i.name for i in session.get_inputs()]
+    typed = {o.name: o.type for o in session.get_outputs()}
+    if any(typed.get(name) == _BFLOAT16_TYPE for name in names) or any(
+            np.asarray(sample[k]).dtype == _BFLOAT16 for sample in samples for k in feeds_names):
+        return [[_array(v) for v in session.run_with_ort_values(names, {k: _value(sample[k]) for k in feeds_names})]
+                for sample in samples]
     return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+
+
+# ORT's Python API takes and returns no bfloat16 numpy array ('No corresponding Numpy type for Tensor Type.
+# bfloat16'): a bfloat16 model's inputs and outputs (the written model keeps them) go through OrtValues.
+_BFLOAT16, _BFLOAT16_TYPE = np.dtype(ml_dtypes.bfloat16), "tensor(bfloat16)"
+
+
+def _value(array) -> ort.OrtValue:
+    array = np.ascontiguousarray(array)
+    if array.dtype == _BFLOAT16:
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array.view(np.uint16), TensorProto.BFLOAT16)
+    return ort.OrtValue.ortvalue_from_numpy(array)
+
+
+def _array(value: ort.OrtValue) -> np.ndarray:
+    if value.data_type() != _BFLOAT16_TYPE:
+        return value.numpy()
+    shape = value.shape()
+    if not math.prod(shape):
+        return np.empty(shape, _BFLOAT16)
+    raw = (ctypes.c_uint16 * math.prod(shape)).from_address(value.data_ptr())
+    return np.frombuffer(raw, np.uint16).copy().view(_BFLOAT16).reshape(shape)

@@ -4,8 +4,8 @@ Facts checked against ONNX Runtime 1.32 on CPU by this plugin's tests:
 uint8/int8 from opset 10 (per-axis from 13, blocked from 21); float8 e4m3fn/e5m2
 from 19; 16-bit and 4-bit from 21, and below 21 through the com.microsoft
 domain (per-tensor and per-axis, never blocked); 2-bit from 25; int32 for
-DequantizeLinear only (bias). No Q/DQ kernels at opset 28. The values and scales of Q/DQ are float32, and
-float16 or bfloat16 (the tensor's own type) from opset 19 in the ai.onnx domain only; never float64.
+DequantizeLinear only (bias). No Q/DQ kernels at opset 28. This platform writes Q/DQ on float32 values and
+scales (a float16 or bfloat16 model is written in float32, see :mod:`.half`); Q/DQ take no float64.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ LOWEST_OPSET = 10  # QuantizeLinear / DequantizeLinear exist from here
 HIGHEST_OPSET = 27  # ONNX Runtime 1.32 has no Q/DQ kernels at opset 28
 PER_AXIS_OPSET = 13
 BLOCKED_OPSET = 21
-HALF_OPSET = 19  # ai.onnx Q/DQ take float16 and bfloat16 values (and scales of that type) from here
 HALF_TYPES = frozenset({np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)})
 FLOAT32 = np.dtype(np.float32)
 
@@ -108,14 +107,15 @@ def granularity(scheme: QuantScheme) -> str:
 
 
 def value_type(var) -> np.dtype:
-    """The float type of the values a tensor's Q/DQ take (and of their scale): the tensor's own, float32 where
-    it is not a float type. A type the model does not state (no value_info) is its producer's: a Cast's target,
-    else that of its first float input (float ops keep their inputs' type), found walking up."""
-    dtype = _stated_or_produced(var)
-    return dtype if dtype is not None and (dtype in HALF_TYPES or dtype == np.float64) else FLOAT32
+    """The float type of the values a tensor's Q/DQ take (and of their scale) in the written model: float32, also
+    for a float16 or bfloat16 tensor (the model is written in float32, see :mod:`.half`), and float64 for a float64
+    tensor (which no Q/DQ takes)."""
+    return np.dtype(np.float64) if stated_type(var) == np.float64 else FLOAT32
 
 
-def _stated_or_produced(var) -> np.dtype | None:
+def stated_type(var) -> np.dtype | None:
+    """A tensor's element type as the model states it; where it does not (no value_info), its producer's: a Cast's
+    target, else that of its first float input (float ops keep their inputs' type), found walking up."""
     while var is not None:
         if var.dtype is not None:
             return np.dtype(var.dtype)
@@ -136,14 +136,11 @@ def _is_float(dtype: np.dtype) -> bool:
     return dtype.kind == "f" or dtype in HALF_TYPES
 
 
-def lowest_opset(stype: StorageType, scheme: QuantScheme, values: np.dtype = FLOAT32) -> int:
-    """The lowest opset that carries ``stype`` with ``scheme``'s granularity on ``values`` (the tensor's float
-    type), com.microsoft counted."""
+def lowest_opset(stype: StorageType, scheme: QuantScheme) -> int:
+    """The lowest opset that carries ``stype`` with ``scheme``'s granularity, com.microsoft counted."""
     kind = granularity(scheme)
     if kind == "per-block":
-        return max(stype.opset, BLOCKED_OPSET, HALF_OPSET if values in HALF_TYPES else 0)
-    if values in HALF_TYPES:  # the com.microsoft Q/DQ take float32 values only
-        return max(stype.opset, HALF_OPSET, PER_AXIS_OPSET if kind == "per-axis" else LOWEST_OPSET)
+        return max(stype.opset, BLOCKED_OPSET)
     type_opset = LOWEST_OPSET if stype.ms_domain else stype.opset
     return max(type_opset, PER_AXIS_OPSET if kind == "per-axis" else LOWEST_OPSET)
 
@@ -154,11 +151,11 @@ def domain_at(stype: StorageType, scheme: QuantScheme, opset: int,
     kind = granularity(scheme)
     if kind == "per-axis" and opset < PER_AXIS_OPSET or kind == "per-block" and opset < BLOCKED_OPSET:
         return None
-    if values == np.float64 or values in HALF_TYPES and opset < HALF_OPSET:
+    if values == np.float64:
         return None
     if opset >= stype.opset:
         return ""
-    return MS_DOMAIN if stype.ms_domain and kind != "per-block" and values not in HALF_TYPES else None
+    return MS_DOMAIN if stype.ms_domain and kind != "per-block" else None
 
 
 def placement_problem(stype: StorageType, scheme: QuantScheme, opset: int,
@@ -173,8 +170,5 @@ def placement_problem(stype: StorageType, scheme: QuantScheme, opset: int,
         return f"per-block Q/DQ (block_size) needs opset {BLOCKED_OPSET}, the model is written at opset {opset}"
     if kind == "per-axis" and opset < PER_AXIS_OPSET:
         return f"per-axis Q/DQ needs opset {PER_AXIS_OPSET}, the model is written at opset {opset}"
-    if values in HALF_TYPES:
-        return (f"Q/DQ of {values.name} values need opset {max(HALF_OPSET, stype.opset)} ({stype.name}), the model "
-                f"is written at opset {opset}")
     where = " (the com.microsoft Q/DQ have no per-block form)" if stype.ms_domain else ""
     return f"{stype.name} Q/DQ need opset {stype.opset}{where}, the model is written at opset {opset}"
