@@ -15,10 +15,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from qtool import rename_outer_reads
 from qtool.quant import QuantizedTensor, quantized_tensors
 
-from .qdq import Names
+from .qdq import Names, rename_body_reads
 from .storage import HALF_TYPES, stated_type
 
 HALF = frozenset({TensorProto.FLOAT16, TensorProto.BFLOAT16})
@@ -139,6 +138,4 @@ def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
     """Every node of ``graph`` (its subgraphs included) reads ``old`` as ``new``."""
     for node in graph.node:
         node.input[:] = [new if name == old else name for name in node.input]
-        for attr in node.attribute:
-            for body in (*([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []), *attr.graphs):
-                rename_outer_reads(body, {old: new})
+        rename_body_reads(node, {old: new})

@@ -259,9 +259,7 @@ class QdqWriter:
         explicit = len(op.inputs) - len(op.subgraph_refs)
         renamed = {op.inputs[index].name: self.reads[(node.name, index)]
                    for index in range(explicit, len(op.inputs)) if (node.name, index) in self.reads}
-        for attr in node.attribute:
-            for body in (*([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []), *attr.graphs):
-                rename_outer_reads(body, renamed)
+        rename_body_reads(node, renamed)
 
     def _relus_after_pairs(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         """Relu/Clip -> QuantizeLinear -> DequantizeLinear becomes QuantizeLinear -> DequantizeLinear -> Relu/Clip
@@ -308,6 +306,13 @@ class QdqWriter:
                 self.initializers.append(numpy_helper.from_array(
                     on_grid(float(bound), scale, zero_point).astype(bound.dtype).reshape(bound.shape), name))
                 clip.input[index] = name
+
+
+def rename_body_reads(node: onnx.NodeProto, renamed: dict[str, str]) -> None:
+    """``node``'s subgraphs read the outer tensors ``renamed`` names by their new names."""
+    for attr in node.attribute:
+        for body in (*([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []), *attr.graphs):
+            rename_outer_reads(body, renamed)
 
 
 def float32_scale(scale) -> np.ndarray:
