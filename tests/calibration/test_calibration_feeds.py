@@ -51,6 +51,21 @@ def test_mismatched_leading_axes_suggest_the_feeds_layout(tmp_path):
         load_calibration_data([feed(0)], RECURRENT)
 
 
+def test_a_model_with_a_scalar_input_takes_feeds_unless_told_otherwise(tmp_path):
+    """A rank-0 input (a temperature, a threshold) has no axis to batch samples over: by default each file or item
+    is one model call; the samples layout asked for is refused in one line naming the input (it was an IndexError)."""
+    scalar = graph_with_inputs(x=["N", 6], t=[])
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "0.npz", x=rng.standard_normal((5, 6)).astype(np.float32), t=np.float32(0.5))
+    data = load_calibration_data(tmp_path / "0.npz", scalar)
+    assert data.layout == "feeds" and [b["t"].shape for b in data] == [()]
+    items = [{"x": rng.standard_normal((3, 6)).astype(np.float32), "t": np.float32(i)} for i in range(2)]
+    assert [float(b["t"]) for b in load_calibration_data(items, scalar)] == [0.0, 1.0]
+    with pytest.raises(CalibrationError, match=r"0\.npz: input 't' is a scalar \(rank 0\), with no axis to batch "
+                                               r"samples over; .*--calib-layout feeds"):
+        load_calibration_data(tmp_path / "0.npz", scalar, layout="samples")
+
+
 def test_a_folder_of_feeds_is_one_call_per_file_with_shapes_as_they_are(tmp_path):
     for i, frames in enumerate((5, 9, 3)):  # sequence lengths vary
         np.savez(tmp_path / f"{i}.npz", **feed(i, frames))

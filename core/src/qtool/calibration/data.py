@@ -301,8 +301,8 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
     ``transform``) or an ONNX Runtime ``CalibrationDataReader``.
 
     ``layout`` is ``"samples"`` (arrays hold samples along the first axis, or are one sample without it) or
-    ``"feeds"`` (each file or item is one model call with the model's own shapes); a ``CalibrationDataReader``
-    gives feeds unless told otherwise. ``transform(item)`` maps each item to the model inputs first.
+    ``"feeds"`` (each file or item is one model call with the model's own shapes); a ``CalibrationDataReader``, or
+    a model with a scalar (rank 0) input, gives feeds unless told otherwise. ``transform(item)`` maps each item to the model inputs first.
     Shapes and dtypes are checked against the graph inputs before anything runs (streams: their first item).
     """
     if isinstance(source, CalibrationData):
@@ -311,8 +311,9 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
     inputs = list(graph.inputs)
     if not inputs:
         raise CalibrationError("the model has no inputs to calibrate with")
-    if layout is None:
-        layout = "feeds" if callable(getattr(source, "get_next", None)) else "samples"
+    if layout is None:  # a reader gives feeds; a scalar input has no axis to batch samples over: one call a feed
+        scalar = any(v.shape is not None and len(v.shape) == 0 for v in inputs)
+        layout = "feeds" if scalar or callable(getattr(source, "get_next", None)) else "samples"
     if layout not in LAYOUTS:
         raise CalibrationError(f"calibration layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     options = {"layout": layout, "max_samples": max_samples, "skip_nonfinite": skip_nonfinite, "graph": graph}

@@ -63,6 +63,9 @@ def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout
             raise CalibrationError(f"{where}: input {var.name!r} has shape {list(shape)}, expected "
                                    f"{describe(var, layout)} (one model call, calibration layout 'feeds')")
         return 1
+    if rank == 0:
+        raise CalibrationError(f"{where}: input {var.name!r} is a scalar (rank 0), with no axis to batch samples "
+                               f"over" + FEEDS_HINT)
     if len(shape) not in (rank, rank - 1):
         raise CalibrationError(f"{where}: input {var.name!r} has shape {list(shape)}, expected {describe(var)} "
                                f"(or one sample without the first axis)")

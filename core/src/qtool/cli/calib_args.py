@@ -9,7 +9,8 @@ def add_calibration_flags(parser) -> None:
     # not argparse choices: importing qtool.calibration imports torch, which --help must not wait for;
     # qtool.calibration.load_calibration_data refuses an unknown layout by name before any work
     parser.add_argument("--calib-layout", metavar="{samples,feeds}", default=None,
-                        help="samples: arrays hold samples along their first axis (default); feeds: each file is "
+                        help="samples: arrays hold samples along their first axis (default; feeds where the model "
+                             "has a scalar input, which has no such axis); feeds: each file is "
                              "one model call with exactly the shapes the model takes (recurrent state, "
                              "sequence-first or fixed-batch inputs)")
     parser.add_argument("--calib-samples", type=int, metavar="N",
