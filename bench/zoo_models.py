@@ -436,6 +436,18 @@ def _ort_optimized(build: Callable[[Path], tuple[Path, Feed]], heads: int, hidde
     return optimized
 
 
+def _float16(build: Callable[[Path], tuple[Path, Feed]]):
+    """``build``'s model in float16 by ONNX Runtime's converter (in the onnxruntime wheel), as users halve
+    transformers: weights and activations float16, token ids as they were."""
+    def halved(folder: Path) -> tuple[Path, Feed]:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        path, feed = build(folder)
+        onnx.save(convert_float_to_float16(onnx.load(path)), path)
+        return path, feed
+    return halved
+
+
 def _transformers() -> list[Entry]:
     import transformers as T
 
@@ -447,6 +459,8 @@ def _transformers() -> list[Entry]:
               _hf_text(lambda: T.BertModel(T.BertConfig(**small, **text)))),
         Entry("hf-bert-ort-optimized", "the BERT above after ONNX Runtime's transformer optimizer (contrib ops)",
               _ort_optimized(_hf_text(lambda: T.BertModel(T.BertConfig(**small, **text))), heads=2, hidden=32)),
+        Entry("hf-bert-fp16", "the BERT above in float16 (ONNX Runtime's float16 converter)",
+              _float16(_hf_text(lambda: T.BertModel(T.BertConfig(**small, **text))))),
         Entry("hf-distilbert", "transformers DistilBERT",
               _hf_text(lambda: T.DistilBertModel(T.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
                                                                      attn_implementation="eager", **text)))),
