@@ -59,36 +59,3 @@ def test_a_mean_over_fewer_than_16_values_stays_a_reduce_mean(tmp_path):
     assert "GlobalAveragePool" not in {n.op_type for n in onnx.load(result.files[0]).graph.node}
     ops = optimized_ops(result.files[0], tmp_path)
     assert "QLinearGlobalAveragePool" not in ops and ops.count("ReduceMean") == 2
-
-
-class Pooled(torch.nn.Module):
-    """Conv -> Relu -> AveragePool -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Linear (a ResNet's tail)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.first, self.second = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
-        self.fc = torch.nn.Linear(16, 4)
-
-    def forward(self, x):
-        x = torch.nn.functional.avg_pool2d(torch.relu(self.first(x)), 2)
-        x = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.second(x)), 1)
-        return self.fc(torch.flatten(x, 1))
-
-
-def test_pools_between_quantized_ops_run_as_integer_kernels(tmp_path):
-    """dispatch.between_op_types has AveragePool and GlobalAveragePool: between quantized ops they get scales of
-    their own and ORT runs QLinearAveragePool and QLinearGlobalAveragePool (a classifier's pooling read through a
-    Flatten ran in float, its input dequantized)."""
-    model = tmp_path / "pooled.onnx"
-    onnx.save(torch_proto(Pooled(), torch.randn(1, 3, 8, 8), opset=17), model)
-    calib = calibration_file(qtool.load(model), tmp_path / "calib.npz")
-    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx", check_agreement=True)
-
-    pools = [op for op in result.graph.topological_order() if op.op_type.endswith("AveragePool")]
-    assert len(pools) == 2 and all(op.quant.quantized for op in pools)
-    ops = optimized_ops(result.files[0], tmp_path)
-    assert ops.count("QLinearAveragePool") == 1 and ops.count("QLinearGlobalAveragePool") == 1
-    assert not {"AveragePool", "GlobalAveragePool"} & set(ops) and ops.count("DequantizeLinear") == 1  # the output's
-    assert result.agreement["max_steps"] <= 1
-    assert not [d for d in result.diagnostics if d.code.startswith("ort.perf")]

@@ -75,13 +75,8 @@ class OnnxRuntimePlatform(Platform):
             # A residual Add between quantized Convs, on scales of its own (QLinearAdd takes one per input): ORT
             # then runs the whole block in integers (ResNet-50 20.9 -> 16.7 ms, ORT's own export 17.8; held out
             # 39.9 -> 39.4 dB, ORT's 39.6). Every Add quantized cost the zoo's transformers 6-37 dB: their Adds
-            # read a bias or a float residual stream, and between_op_types leaves those float. The same for an
-            # AveragePool or GlobalAveragePool between quantized ops (QLinearAveragePool, QLinearGlobalAveragePool):
-            # a classifier's GlobalAveragePool -> Flatten -> Gemm ran its pooling in float on dequantized values
-            # (zoo trained-digits 0.034 -> 0.032 ms, resnet18-w8 0.072 -> 0.071, resnet50 23.4 -> 23.1 ms CPU time;
-            # SQNR unchanged: the Gemm's input was quantized at the Flatten, the same values).
-            "dispatch": {"quantize_op_types": list(QUANTIZED_OPS),
-                         "between_op_types": ["Add", "AveragePool", "GlobalAveragePool"]},
+            # read a bias or a float residual stream, and between_op_types leaves those float.
+            "dispatch": {"quantize_op_types": list(QUANTIZED_OPS), "between_op_types": ["Add"]},
             "alignment": {"add": "none"},
             # ORT folds only a Relu/Clip into QLinearConv/QGemm/QLinearMatMul (it drops them before a QuantizeLinear
             # whose grid clips there). A HardSwish, Gelu, Tanh... fused the same way would leave the compute op's
