@@ -5,6 +5,11 @@ INITIAL, not passive, not dynamic) gets an observer named by its scheme. Configs
 of one tensor with equal schemes share one observer, fed at the first place the
 tensor appears (its producer's output, or its first reader for a graph input).
 One pass over the data suffices: the histogram observers widen themselves exactly.
+
+A tensor of routed weights (a Gather on axis 0 or a GatherND of a constant table of rank >= 3, a mixture of experts'
+stacked expert matrices, maybe through ops that only move values: Transpose, Reshape...) is observed on the whole
+table, once, and not on the data: calibration sees only the rows its data routed to, and an expert it rarely chose
+would be clipped on data that chooses it (:func:`routed_table`). Rank-2 tables (embeddings) stay data-calibrated.
 """
 
 from __future__ import annotations
@@ -42,6 +47,28 @@ class _Target:
     index: int
     observer: Observer
     configs: list[TensorQuantizationConfig] = field(default_factory=list)
+    table: str | None = None  # the constant table of routed weights it is observed on instead of the data
+
+
+# ops whose output holds only values of their first input (moved, not computed): a routed table's rows stay so
+_MOVING = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+
+
+def routed_table(var) -> Any:
+    """The constant table of rank >= 3 whose rows ``var`` holds as routing picked them (a Gather on axis 0 or a
+    GatherND of it, then only ops in :data:`_MOVING`), else None: the variable of the table."""
+    op = var.producer
+    while op is not None and op.op_type in _MOVING and op.domain in ("", "ai.onnx"):
+        var = op.inputs[0]
+        op = None if var is None else var.producer
+    if op is None or op.domain not in ("", "ai.onnx") or op.op_type not in ("Gather", "GatherND"):
+        return None
+    table = op.inputs[0] if op.inputs else None
+    if table is None or not table.is_parameter or np.ndim(table.value) < 3:
+        return None
+    if op.op_type == "Gather" and op.attributes.get("axis", 0) not in (0, -np.ndim(table.value)):
+        return None
+    return table
 
 
 def _is_root(tqc: TensorQuantizationConfig) -> bool:
@@ -63,7 +90,12 @@ def _targets(graph: Graph, options: Mapping[str, Any]) -> list[_Target]:
                     observer = make_observer(tqc.scheme.observer, tqc.scheme, defaults=options)
                 except CalibrationError as exc:
                     raise CalibrationError(f"tensor {var.name!r} at op {op.name!r}: {exc}") from exc
-                targets[key] = _Target(var.name, op.name, side, index, observer)
+                table = routed_table(var)
+                targets[key] = _Target(var.name, op.name, side, index, observer,
+                                       table=None if table is None else table.name)
+                if table is not None:  # once, here: the data's runs leave it alone
+                    values = table.float_value if table.float_value is not None else table.value
+                    observer.observe(np.asarray(values))
             targets[key].configs.append(tqc)
     return list(targets.values())
 
@@ -116,8 +148,9 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     (onnxruntime where it can stand in for the executor, else the executor); ``taps`` read the float tensors they
     name as the onnxruntime run goes (:class:`FloatTap`). Returns statistics: ``samples``,
     ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime), ``tensors``
-    and ``configs`` calibrated, ``observers`` (count per name) and ``warnings`` (dicts naming the ``tensor``, with a
-    ``message``).
+    and ``configs`` calibrated, ``observers`` (count per name), ``warnings`` (dicts naming the ``tensor``, with a
+    ``message``) and ``tables`` (each ``tensor`` observed on the whole ``table`` of routed weights it gathers from,
+    at ``op``: :func:`routed_table`).
     """
     start = time.perf_counter()
     if engine not in ENGINES:
@@ -125,7 +158,9 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     data = data if isinstance(data, CalibrationData) else load_calibration_data(data, graph)
     targets = _targets(graph, options or {})
     stats: dict[str, Any] = {"samples": 0, "batches": 0, "seconds": 0.0, "engine": None, "tensors": len(targets),
-                             "configs": sum(len(t.configs) for t in targets), "observers": {}, "warnings": []}
+                             "configs": sum(len(t.configs) for t in targets), "observers": {}, "warnings": [],
+                             "tables": [{"tensor": t.tensor, "op": t.op, "table": t.table} for t in targets
+                                        if t.table is not None]}
     if not targets:
         _finish_taps(taps, complete=False)
         return stats
@@ -133,7 +168,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     if refused is None:
         try:
             # the runs' thread ends with the block, also on an error
-            with closing(_ort_runs(graph, data, targets, taps)) as runs:
+            with closing(_ort_runs(graph, data, _fed(targets), taps)) as runs:
                 _feed(progress, data, stats, runs)
             _finish_taps(taps, complete=True)
         except (*ort_engine.ORT_ERRORS, FeedError) as exc:  # onnxruntime refused the model or a feed (the error
@@ -149,12 +184,17 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
             raise CalibrationError(f"calibration engine onnxruntime cannot run this model: {refused}")
         stats["engine_note"] = refused
         _finish_taps(taps, complete=False)
-        _feed(progress, data, stats, _torch_runs(graph, data, targets, device))
+        _feed(progress, data, stats, _torch_runs(graph, data, _fed(targets), device))
     stats["engine"] = "torch" if refused else "onnxruntime"
     for target in targets:
         _finish(target, stats)
     stats["seconds"] = time.perf_counter() - start
     return stats
+
+
+def _fed(targets: list[_Target]) -> list[_Target]:
+    """The targets the data's runs feed (not those observed on a routed table)."""
+    return [target for target in targets if target.table is None]
 
 
 def _finish_taps(taps: Sequence[FloatTap], *, complete: bool) -> None:

@@ -197,7 +197,7 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     cover = summary["coverage"]
     if cover["compute_ops"]:
         console.print(f"[bold]{cover['compute_ops_quantized']}[/bold] of {cover['compute_ops']} compute ops quantized")
-    for line in (*outlier_lines(result.pass_runs), *fallback_lines(result.pass_runs)):
+    for line in (*table_lines(result.pass_runs), *outlier_lines(result.pass_runs), *fallback_lines(result.pass_runs)):
         console.print(line)
     for severity in Severity:
         found = [d for d in result.diagnostics if d.severity is severity]
@@ -261,6 +261,20 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
         lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}"
                      + (f" ({shapes}, measured on the others)" if differs else ""))
+    return lines
+
+
+def table_lines(runs) -> list[str]:
+    """The ranges calibration took from a whole table of routed weights (a mixture of experts' Gather of a constant
+    of rank >= 3), not from the rows its data routed to."""
+    lines = []
+    for run in runs:
+        if run.name == "RuntimeCalibration" and run.details.get("tables"):
+            tables = run.details["tables"]
+            lines.append(f"ranges from the whole table of routed weights, not the rows the data chose: "
+                         f"{len(tables)} tensor{'s' * (len(tables) != 1)}")
+            lines += [f"  {escape(e['tensor'])} (at {escape(e['op'])}): every row of {escape(e['table'])}"
+                      for e in tables]
     return lines
 
 
