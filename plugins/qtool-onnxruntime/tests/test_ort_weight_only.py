@@ -9,6 +9,7 @@ import pytest
 import qtool
 from ort_testkit import optimized_ops
 from qtool.executor import TorchExecutor
+from qtool.pipeline import plan as plan_for
 from qtool.platform import ExportOptionError
 from qtool.testing.decoder import TOKENS_INPUT, byte_tokens, tiny_decoder
 from qtool_onnxruntime.session import cpu_session
@@ -379,3 +380,43 @@ def test_input_size_not_a_whole_number_of_blocks_is_said(tmp_path):
     result = qtool.quantize(_embedding_model(tmp_path / "m64.onnx", 64), "onnxruntime", preset="int4-weight-only",
                             output=tmp_path / "q64.onnx")
     assert not result.diagnostics
+
+
+def test_a_stack_of_expert_weights_gathered_whole_says_how_it_runs(tmp_path):
+    """A mixture-of-experts table [experts, in, out] gathered by routing ids: GatherBlockQuantized takes a 2-D table,
+    so it runs as DequantizeLinear -> Gather, and the note says so in a sentence (it read 'it the whole table
+    dequantized at every run'; found by a user-style probe)."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((4, 32, 16)).astype(np.float32)
+    nodes = [onnx.helper.make_node("Gather", ["experts", "route"], ["w"], name="pick"),
+             onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="expert")]
+    graph = onnx.helper.make_graph(
+        nodes, "moe", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 1, 32]),
+                       onnx.helper.make_tensor_value_info("route", onnx.TensorProto.INT64, ["n"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 1, 16])],
+        initializer=[onnx.numpy_helper.from_array(table, "experts")])
+    path = tmp_path / "moe.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)]), path)
+    result = qtool.quantize(path, "onnxruntime", preset="int4-weight-only", output=tmp_path / "q.onnx")
+    [note] = [d for d in result.diagnostics if d.op == "pick" and d.code == "ort.perf.nbits-fallback"]
+    assert "; it runs as DequantizeLinear -> Gather, the whole table dequantized at every run" in note.message
+
+
+def test_a_product_of_two_activations_under_weight_only_says_it_has_no_weight(tmp_path):
+    """Weight-only quantizes weights: an attention-like product of two activations stays float because it has none
+    (the reason read 'the configuration keeps all its tensors float', which the user never set; found by a probe)."""
+    rng = np.random.default_rng(0)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             onnx.helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0], name="t"),
+             onnx.helper.make_node("MatMul", ["h", "ht"], ["y"], name="scores")]
+    graph = onnx.helper.make_graph(
+        nodes, "att", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", "n"])],
+        initializer=[onnx.numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w")])
+    path = tmp_path / "att.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)]), path)
+    plan = plan_for(path, "onnxruntime", preset="int4-weight-only")
+    scores = plan.graph.operations["scores"]
+    assert not scores.quant.quantized
+    assert scores.quant.reason == "MatMul: no constant weight, and weight-only quantizes weights only"
+    assert plan.graph.operations["proj"].quant.quantized

@@ -188,9 +188,16 @@ class _Decisions:
         if not configs.all_configs():
             if any(self._model_quantized(v) for v in (*op.inputs, *op.outputs)):
                 return OpQuantConfig.float_op(n_in, n_out, MODEL_QUANTIZED)
-            return OpQuantConfig.float_op(n_in, n_out, f"{op.op_type}: the configuration keeps all its tensors float")
+            return OpQuantConfig.float_op(n_in, n_out, self._all_float(op))
         configs.follows = self.candidates.get(op.name)
         return configs
+
+    def _all_float(self, op: Operation) -> str:
+        """Why an op the configuration gives no quantized tensor stays float: under weight-only, one without a
+        constant weight (an attention product, a scan) has nothing it quantizes."""
+        if self.config.weight_only and not self._reads_constant(op):
+            return f"{op.op_type}: no constant weight, and weight-only quantizes weights only"
+        return f"{op.op_type}: the configuration keeps all its tensors float"
 
     def _configs(self, op: Operation, reason: str) -> OpQuantConfig:
         outputs = [None if self.kinds.is_static(out) or self._model_quantized(out) else self._tqc(op, "activation", out)

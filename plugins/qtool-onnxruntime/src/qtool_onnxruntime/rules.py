@@ -50,7 +50,8 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
             if nbits:
                 rewritten.append(op)
         elif why is not None and op.op_type == "Gather" and op.quant.inputs[0].scheme.policy & P.PER_BLOCK:
-            found.append(_nbits_fallback(op, why, 0, "the whole table dequantized at every run"))
+            found.append(_nbits_fallback(op, why, 0, "runs as DequantizeLinear -> Gather, the whole table dequantized "
+                                         "at every run"))
         elif is_compute(op) and op.name not in contrib and weight_requantized(graph, op, None, SETTLED):
             found.append(diagnostic("ort.weight-requantized", "ORT quantizes the weight of this op qtool keeps "
                                     "float to int8 per tensor itself (its WeightBiasQuantization pass: the op reads "
