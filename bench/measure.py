@@ -149,13 +149,14 @@ def latencies(paths: dict[str, str | os.PathLike], feed: dict[str, np.ndarray], 
 
 
 def sqnr_db(reference: list[np.ndarray], quantized: list[np.ndarray]) -> float:
-    """10 log10(signal / noise) over all the given float outputs together (inf when they are equal)."""
+    """10 log10(signal / noise) over all the given float outputs together (inf when they are equal, -inf when
+    the float outputs are all zero and the others not)."""
     signal = sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for r in reference)
     noise = sum(float(np.sum((np.asarray(r, np.float64) - np.asarray(q, np.float64)) ** 2))
                 for r, q in zip(reference, quantized, strict=True))
     if noise == 0:
         return float("inf")
-    return 10.0 * np.log10(max(signal, 1e-30) / noise)
+    return 10.0 * np.log10(signal / noise) if signal else float("-inf")
 
 
 def run_measured(argv: list[str], timeout: float, env: dict | None = None) -> tuple[dict, float, float]:

@@ -50,6 +50,9 @@ def test_sqnr():
     x = np.ones(100, np.float32)
     assert measure.sqnr_db([x], [x]) == float("inf")
     assert abs(measure.sqnr_db([x], [x * 1.1]) - 20.0) < 1e-4  # float32 1.1
+    tiny = x * 1e-25  # logits that vanish (a random MobileViT's): the ratio is what it is, 20 dB (read 177.6)
+    assert abs(measure.sqnr_db([tiny], [tiny * 1.1]) - 20.0) < 1e-3
+    assert measure.sqnr_db([x * 0], [x]) == float("-inf")
 
 
 def test_run_measured_times_the_child_to_its_end_and_kills_it_at_the_timeout():
