@@ -26,7 +26,7 @@ from typing import Any
 
 import onnx
 
-from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, far_from_float, float_gap
+from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, budget_missed_held_out, far_from_float, float_gap
 from .calibration import CalibrationWarning, KeptOutputs, load_calibration_data
 from .calibration.data import CalibrationData, check_reused
 from .calibration.threads import one_thread, pass_threads, threads
@@ -261,6 +261,9 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         gap = _float_vs_quantized(result, runtime, data, device, simulated, calibrated_on_data=restore is None,
                                   allowed=options.allow_unsupported, kept=kept)
         result.diagnostics += far_from_float(gap)
+        budget = next((r.details.get("snr_budget_db") for r in reversed(runs) if r.name == "SensitivityFallback"),
+                      None)
+        result.diagnostics += budget_missed_held_out(gap, budget)
     result.summary = summarize(result, target, save_state)
     result.summary["subgraphs"] = bodies.as_list()
     if gap is not None:

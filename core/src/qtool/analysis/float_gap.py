@@ -152,5 +152,19 @@ def far_from_float(gap: dict) -> list[Diagnostic]:
             if found.get("sqnr_db") is not None and found["sqnr_db"] < FAR_SNR_DB]
 
 
+def budget_missed_held_out(gap: dict, budget_db: float | None) -> list[Diagnostic]:
+    """A WARNING for each output whose held-out SQNR in :func:`float_vs_quantized`'s ``gap`` is below the SNR
+    budget ``budget_db`` the sensitivity fallback met on the calibration samples."""
+    if budget_db is None or not gap.get("held_out"):
+        return []
+    return [Diagnostic(Severity.WARNING, "fallback.held-out",
+                       f"the sensitivity fallback's budget SNR >= {budget_db:.4g} dB, measured on the calibration "
+                       f"samples, is missed on {gap['samples']} held-out samples: SQNR {found['sqnr_db']:.1f} dB "
+                       "here; more (or more varied) calibration data, or a higher budget, would carry it over",
+                       tensor=name)
+            for name, found in gap["outputs"].items()
+            if found.get("sqnr_db") is not None and found["sqnr_db"] < budget_db]
+
+
 def _finite(value: float) -> float | None:
     return round(value, 3) if math.isfinite(value) else None

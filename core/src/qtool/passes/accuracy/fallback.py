@@ -230,6 +230,8 @@ class SensitivityFallback(Pass):
             met = self._holds_on_runtime(graph, details, text, score, bound)
         details.update(budget=text, before=before, after=score, met=met, candidates=len(candidates),
                        tried={k: tried[k] for k in sorted(tried)}, changed=changed)
+        if kind == "snr_db":  # the summary's held-out measure is checked against it
+            details["snr_budget_db"] = bound
         return PassResult(graph, bool(changed), details, FallbackReport.from_details(details))
 
     def _unmeasurable(self, graph: Graph, details: dict) -> PassResult:
