@@ -204,3 +204,17 @@ def test_the_agreement_line_leaves_out_what_was_not_measured():
     [line] = agreement_lines({"runtime": "onnxruntime", "samples": 4, "outputs": {}, "max_steps": None,
                               "min_cosine": 1.0})
     assert line.startswith("agreement: runtime onnxruntime, samples 4, min_cosine 1.0") and "None" not in line
+
+
+def test_many_diagnostics_of_one_code_print_three_and_a_count():
+    """A state space model's 35 near-identical calibration warnings hid the rest of the summary (found by a
+    user-style probe): three of a code are printed, then how many more; other codes are printed whole."""
+    from qtool.cli.quantize import diagnostic_lines
+    from qtool.platform import Diagnostic, Severity
+
+    crushed = [Diagnostic(Severity.WARNING, "calibration.crushed", "most values quantize to zero", tensor=f"t{i}")
+               for i in range(35)]
+    other = Diagnostic(Severity.WARNING, "output.far-from-float", "far", tensor="y")
+    lines = diagnostic_lines([*crushed[:20], other, *crushed[20:]])
+    assert lines == [str(d) for d in crushed[:3]] + [str(other),
+                                                     "... and 32 more [calibration.crushed] (--json lists every one)"]

@@ -206,8 +206,8 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
         label = "errors, exported anyway as allowed" if severity is Severity.ERROR and allowed else severity.value
         style = "yellow" if severity is Severity.ERROR and allowed else SEVERITY_STYLE[severity.value]
         console.print(f"[{style}]{len(found)} {label}[/{style}]")
-        for diagnostic in found:
-            console.print(f"  {escape(str(diagnostic))}")
+        for line in diagnostic_lines(found):
+            console.print(f"  {escape(line)}")
     total = sum(p["seconds"] for p in summary["passes"])
     console.print(f"passes: {len(summary['passes'])} in {total:.2f} s")
     for line in float_gap_lines(summary.get("float_vs_quantized")):
@@ -218,6 +218,23 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
         console.print(f"wrote {escape(path)}")
     if summary["state"]:
         console.print(f"state saved to {escape(summary['state'])}")
+
+
+SHOWN_PER_CODE = 3  # diagnostics of one code printed; --json lists every one
+
+
+def diagnostic_lines(found: list) -> list[str]:
+    """Each diagnostic on a line, but at most ``SHOWN_PER_CODE`` of one code, then how many more there are: a state
+    space model's 35 near-identical calibration warnings hid the rest of the summary."""
+    shown: dict[str, int] = {}
+    lines = []
+    for diagnostic in found:
+        shown[diagnostic.code] = shown.get(diagnostic.code, 0) + 1
+        if shown[diagnostic.code] <= SHOWN_PER_CODE:
+            lines.append(str(diagnostic))
+    lines += [f"... and {count - SHOWN_PER_CODE} more [{code}] (--json lists every one)"
+              for code, count in shown.items() if count > SHOWN_PER_CODE]
+    return lines
 
 
 def agreement_lines(agreement: dict | None) -> list[str]:
