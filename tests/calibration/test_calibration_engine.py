@@ -46,6 +46,22 @@ def test_onnxruntime_statistics_match_the_executors(cnn_path, cnn_samples, attac
     _assert_same(ours, theirs, rtol=1e-5 if scheme.observer == "minmax" else 1e-3)
 
 
+@pytest.mark.parametrize("scheme, threads", [(UINT8, 3), (UINT8.with_changes(observer="auto"), 2)],
+                         ids=["minmax", "auto"])
+def test_onnxruntime_leaves_histogram_observers_a_thread(cnn_path, cnn_samples, attach, monkeypatch, scheme,
+                                                         threads):
+    """A histogram's count costs about what the model's run does: onnxruntime runs on one thread fewer while the
+    observers take the last run in. Min/max costs little: onnxruntime takes every thread."""
+    monkeypatch.setenv("QTOOL_NUM_THREADS", "3")
+    stats, _ = _calibrated(cnn_path, cnn_samples, scheme, "onnxruntime", attach=attach)
+    assert stats["threads"] == threads
+
+
+def test_onnxruntime_workers_do_not_spin_on_the_observers_cores(cnn_path):
+    run = ort_engine.OrtFloatRun(qtool.load(cnn_path), ["x"], threads=2)
+    assert run.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_batches_run_in_pieces_under_a_budget_give_the_same_scales(cnn_path, cnn_samples, attach, monkeypatch):
     _, whole = _calibrated(cnn_path, cnn_samples, UINT8, "onnxruntime", attach=attach, batch_size=20)
     monkeypatch.setattr(ort_engine, "DEFAULT_BUDGET", 3000)  # less than one sample's tensors: groups of tensors

@@ -147,10 +147,10 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     (:mod:`.ort_engine`), ``"torch"`` (the executor, on ``device``) or ``"auto"``
     (onnxruntime where it can stand in for the executor, else the executor); ``taps`` read the float tensors they
     name as the onnxruntime run goes (:class:`FloatTap`). Returns statistics: ``samples``,
-    ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime), ``tensors``
-    and ``configs`` calibrated, ``observers`` (count per name), ``warnings`` (dicts naming the ``tensor``, with a
-    ``message``) and ``tables`` (each ``tensor`` observed on the whole ``table`` of routed weights it gathers from,
-    at ``op``: :func:`routed_table`).
+    ``batches``, ``seconds``, ``engine`` (the one that ran, and ``engine_note`` why not onnxruntime; ``threads``, the
+    intra-op threads onnxruntime ran it on), ``tensors`` and ``configs`` calibrated, ``observers`` (count per
+    name), ``warnings`` (dicts naming the ``tensor``, with a ``message``) and ``tables`` (each ``tensor`` observed
+    on the whole ``table`` of routed weights it gathers from, at ``op``: :func:`routed_table`).
     """
     start = time.perf_counter()
     if engine not in ENGINES:
@@ -168,7 +168,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     if refused is None:
         try:
             # the runs' thread ends with the block, also on an error
-            with closing(_ort_runs(graph, data, _fed(targets), taps)) as runs:
+            with closing(_ort_runs(graph, data, _fed(targets), taps, stats)) as runs:
                 _feed(progress, data, stats, runs)
             _finish_taps(taps, complete=True)
         except (*ort_engine.ORT_ERRORS, FeedError) as exc:  # onnxruntime refused the model or a feed (the error
@@ -179,6 +179,7 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
                 f"onnxruntime refused it ({type(exc).__name__}: {str(exc).strip()[:200]})"
             targets = _targets(graph, options or {})
             stats.update(samples=0, batches=0)
+            stats.pop("threads", None)
     if refused is not None:
         if engine == "onnxruntime":
             raise CalibrationError(f"calibration engine onnxruntime cannot run this model: {refused}")
@@ -212,7 +213,8 @@ def _feed(progress: bool, data: CalibrationData, stats: dict[str, Any], runs: It
             bar.advance(task, count)
 
 
-def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps: Sequence[FloatTap]) -> Iterator[int]:
+def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps: Sequence[FloatTap],
+             stats: dict[str, Any]) -> Iterator[int]:
     """Feed the observers from onnxruntime runs; yields the samples of each batch done. The next run computes in a
     background thread while the observers take this one in (:class:`.ahead.OneAhead`), from the moment they have
     it (waiting until they had let go of a quarter of its bytes saved 15-35 MiB of peak on PP-OCRv4 det and rec but
@@ -224,9 +226,12 @@ def _ort_runs(graph: Graph, data: CalibrationData, targets: list[_Target], taps:
     for target in targets:
         by_tensor.setdefault(target.tensor, []).append(target)
     splittable = data.layout == "samples" and not data.fixed_batch  # a model that fixes its batch is run whole
-    # the observers' thread takes one of the cores: onnxruntime the others (one core: they share it)
+    # heavy observers' thread takes one of the cores: onnxruntime the others (one core: they share it); light
+    # ones (min/max) leave them all to onnxruntime
     tapped = [name for tap in taps for name in tap.tensors]
-    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - 1))
+    spared = 1 if any(target.observer.heavy for target in targets) else 0
+    engine = ort_engine.OrtFloatRun(graph, [*by_tensor, *tapped], threads=max(1, pass_threads() - spared))
+    stats["threads"] = engine.session.get_session_options().intra_op_num_threads
     tapping: dict[str, list[FloatTap]] = {}  # the taps of the batch taken now, by tensor
     # the runs' thread ends with the block, also on an error
     with OneAhead(_float_pieces(engine, data, splittable, set(by_tensor), taps)) as pieces:

@@ -88,6 +88,8 @@ class OrtFloatRun:
         if threads is not None:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # its workers wait asleep between ops, not spinning on the cores the observers take the last run in on
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model, arrays = _augmented(graph, self.computed)
         options.add_external_initializers(list(arrays), [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()])
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -26,6 +26,8 @@ class Observer:
 
     name: ClassVar[str] = ""
     option: ClassVar[str | None] = None
+    heavy: ClassVar[bool] = True  # its work a value is of the order of the model's own (a histogram's count): the
+    # float model then runs on one core fewer while the observers take the last run in
 
     def __init__(self, scheme: QuantScheme) -> None:
         if scheme.policy & P.PER_BLOCK:

@@ -11,6 +11,7 @@ class MinMaxObserver(Observer):
     """Running minimum and maximum (per channel for per-channel schemes)."""
 
     name = "minmax"
+    heavy = False
 
     def __init__(self, scheme) -> None:
         super().__init__(scheme)
