@@ -10,6 +10,7 @@ import qtool
 from qtool.analysis import quantized_ops
 from qtool.calibration import load_calibration_data
 from qtool.executor import TorchExecutor
+from qtool.report.api import report_of
 from qtool.report.html import fmt_snr
 
 
@@ -135,3 +136,16 @@ def test_equalization_scales_are_listed(analysed):
     rows = _cells(page_path.read_text(), "equalization-scales")
     assert [r[0] for r in rows] == list(scales)
     assert [r[1] for r in rows] == [f"{s['min']:.4g}" for s in scales.values()]
+
+
+def test_the_measurements_run_on_the_threads_of_quantizes_passes(quantized, analysed, monkeypatch):
+    """The report's runs of the model (one per op) took torch's own thread count, where quantize's passes take one
+    thread on a machine whose cores other work fills (a probe's analyses ran at 7-70x a quantize's CPU time there)."""
+    import torch
+
+    _, _, _, calib = analysed
+    monkeypatch.setenv("QTOOL_NUM_THREADS", "1")
+    seen = []
+    before = torch.get_num_threads()
+    report_of(quantized, calib, samples=2, announce=lambda _: seen.append(torch.get_num_threads()))
+    assert seen == [1] and torch.get_num_threads() == before

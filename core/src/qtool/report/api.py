@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..calibration import load_calibration_data
+from ..calibration.threads import pass_threads, threads
 from ..errors import QtoolError
 from ..explanation import explain_document
 from ..one_at_a_time import one_at_a_time
@@ -49,13 +50,16 @@ def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "c
                          "(a run restored with load_state has none of its own)")
     data = load_calibration_data(calib, result.graph)
     batches = data.samples(samples)
-    if announce is not None:
-        kept = data.max_samples is not None and data.max_samples < samples
-        why = f"--calib-samples {data.max_samples} keeps no more" if kept else "the calibration data holds no more"
-        why += f", {data.skipped} sample(s) holding NaN skipped" if data.skipped else ""
-        fewer = "" if len(batches) >= samples else f" (of {samples} asked: {why})"
-        announce(f"measuring the error of each op on {len(batches)} samples{fewer}")
-    return AnalysisReport(collect(result, batches, model=result.model, device=device))
+    # the measurements are whole runs of the model per op: on the threads quantize's passes take, one where other
+    # work fills the cores (more only wait on each other there: qtool.calibration.threads)
+    with threads(pass_threads()):
+        if announce is not None:
+            kept = data.max_samples is not None and data.max_samples < samples
+            why = f"--calib-samples {data.max_samples} keeps no more" if kept else "the calibration data holds no more"
+            why += f", {data.skipped} sample(s) holding NaN skipped" if data.skipped else ""
+            fewer = "" if len(batches) >= samples else f" (of {samples} asked: {why})"
+            announce(f"measuring the error of each op on {len(batches)} samples{fewer}")
+        return AnalysisReport(collect(result, batches, model=result.model, device=device))
 
 
 def _check_samples(samples) -> None:
