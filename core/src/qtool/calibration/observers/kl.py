@@ -115,7 +115,7 @@ def _bucket_table(cumulative, nonzero, widest: int) -> np.ndarray:
     """Mass times log(Q) of the bucket of each width 0 .. ``widest`` (rows) from each bin 0 .. n (columns),
     flattened: entry ``width * (n + 1) + first``. Buckets reaching past the last bin are never used."""
     mass, filled = _run_sums(cumulative, widest), _run_sums(nonzero, widest)
-    return (mass * _log_q(mass, filled)).reshape(-1)
+    return np.multiply(mass, _log_q(mass, filled), out=filled).reshape(-1)  # in place: one table alive, not three
 
 
 def _run_sums(prefix: np.ndarray, widest: int) -> np.ndarray:
