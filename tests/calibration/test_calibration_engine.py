@@ -228,3 +228,23 @@ def test_a_float_run_onnxruntime_fails_names_the_node_and_the_reason():
     message = str(caught.value)
     assert message.startswith("the float model fails in ONNX Runtime at node 'fold' (Reshape): ")
     assert "\n" not in message and ".cc:" not in message and ".h:" not in message
+
+
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_calibration_records_the_shapes_it_saw_a_varying_dimension_left_open(tmp_path, engine):
+    """What an exporter may read where the model states no shape (``Graph.observed_shapes``): feeds of 5 and 7
+    frames give the frames axis no number, the others theirs."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "t", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, frames, 3)).astype(np.float32)} for frames in (5, 7)]
+    graph = qtool.load(path)
+    _attach_relu(graph, UINT8)
+
+    stats = calibrate(graph, load_calibration_data(feeds, graph, layout="feeds"), progress=False, engine=engine)
+
+    assert stats["engine"] == ("onnxruntime" if engine == "auto" else "torch")
+    assert graph.observed_shapes == {"y": (1, None, 3)}

@@ -59,3 +59,22 @@ def test_a_mean_over_fewer_than_16_values_stays_a_reduce_mean(tmp_path):
     assert "GlobalAveragePool" not in {n.op_type for n in onnx.load(result.files[0]).graph.node}
     ops = optimized_ops(result.files[0], tmp_path)
     assert "QLinearGlobalAveragePool" not in ops and ops.count("ReduceMean") == 2
+
+
+def test_a_pooled_area_the_model_leaves_open_is_read_from_what_calibration_saw(tmp_path):
+    """Height and width left to the caller: the area the calibration feeds gave (8 x 8) decides, where ONNX shape
+    inference (run before for shapes the model does not state) finds no number."""
+    proto = torch_proto(Excite(), torch.randn(1, 3, 8, 8), opset=17)
+    for dim, name in zip(proto.graph.input[0].type.tensor_type.shape.dim[2:], ("height", "width"), strict=True):
+        dim.dim_param = name
+    del proto.graph.value_info[:]
+    model, calib = tmp_path / "excite.onnx", tmp_path / "calib.npz"
+    onnx.save(proto, model)
+    np.savez(calib, input=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
+
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    pooled = next(op for op in result.graph.operations.values() if op.op_type == "ReduceMean" and
+                  op.attributes.get("keepdims", 1) == 1)
+    assert result.graph.observed_shapes[pooled.inputs[0].name] == (1, 16, 8, 8)
+    assert [n.op_type for n in onnx.load(result.files[0]).graph.node].count("GlobalAveragePool") == 1

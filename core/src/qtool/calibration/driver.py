@@ -139,7 +139,8 @@ class FloatTap(Protocol):
 def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
               options: Mapping[str, Any] | None = None, engine: str = "auto",
               taps: Sequence[FloatTap] = ()) -> dict[str, Any]:
-    """Calibrate every root activation config of ``graph`` from ``data`` (ACTIVATED afterwards).
+    """Calibrate every root activation config of ``graph`` from ``data`` (ACTIVATED afterwards); the shapes the
+    observed tensors had go to ``graph.observed_shapes``.
 
     ``data`` is a :class:`CalibrationData` or anything :func:`load_calibration_data`
     takes. ``options`` (e.g. ``{"percentile": 99.9, "bins": 2048}``) go to each
@@ -189,6 +190,8 @@ def calibrate(graph: Graph, data, *, device: str = "cpu", progress: bool = True,
     stats["engine"] = "torch" if refused else "onnxruntime"
     for target in targets:
         _finish(target, stats)
+        if target.table is None and target.observer.shape is not None:
+            graph.observed_shapes[target.tensor] = target.observer.shape
     stats["seconds"] = time.perf_counter() - start
     return stats
 

@@ -120,6 +120,9 @@ class Graph:
         # the graph whose float run the quantized model is measured against, where a pass changed this one's float
         # function (bias correction; qtool.passes.Pass.changes_float_function); None: this graph itself
         self.float_reference: Graph | None = None
+        # the shapes calibration's float runs gave the tensors it observed, by name, a dimension that varied None:
+        # what an exporter may read where ``Variable.shape`` is unknown (never written into the model)
+        self.observed_shapes: dict[str, tuple[int | None, ...]] = {}
         self._name_counter = 0
         self._order: list[Operation] | None = None  # topological_order's, until a mutation links ops otherwise
 

@@ -29,8 +29,8 @@ def global_pools(nodes: list[onnx.NodeProto], graph, initializers: dict[str, onn
     """``nodes`` with every ReduceMean that ORT would run in float between an 8-bit DequantizeLinear and
     QuantizeLinear, and that is a GlobalAveragePool, written as one (same name, input and output).
 
-    ``graph``: qtool's graph (the ReduceMean's input shape, from ONNX shape inference where the model gives
-    none), ``initializers``: the model's, by name."""
+    ``graph``: qtool's graph (the ReduceMean's input shape: the model's, else calibration's, else ONNX shape
+    inference's), ``initializers``: the model's, by name."""
     producers = {name: node for node in nodes for name in node.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in nodes:
@@ -85,11 +85,14 @@ def _pools_enough(shape, rank: int) -> bool:
 
 
 def _input_shapes(graph, candidates) -> dict[str, list]:
-    """The input shape of each candidate ReduceMean by op name: the graph's, else ONNX shape inference's (run
-    once, only where some candidate has none)."""
+    """The input shape of each candidate ReduceMean by op name: the graph's, else the one calibration saw, else
+    ONNX shape inference's (run once, only where some candidate has neither: it took 5 MiB of a small model's
+    peak)."""
     ops = {name: graph.operations.get(name) for name in candidates}
     inputs = {name: op.inputs[0] for name, op in ops.items() if op is not None and op.inputs and op.inputs[0]}
-    shapes = {name: var.shape for name, var in inputs.items() if var.shape is not None}
+    shapes = {name: var.shape if var.shape is not None else graph.observed_shapes.get(var.name)
+              for name, var in inputs.items()}
+    shapes = {name: list(shape) for name, shape in shapes.items() if shape is not None}
     if len(shapes) < len(inputs):
         inferred = _inferred_shapes(graph)
         shapes.update({name: inferred.get(var.name) for name, var in inputs.items() if name not in shapes})

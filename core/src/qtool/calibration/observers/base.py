@@ -40,11 +40,13 @@ class Observer:
         self.nonfinite = 0  # inf / nan values seen (and ignored)
         self.infinite = 0  # of them, +-inf
         self.peak = 0.0  # the largest finite magnitude seen
+        self.shape: tuple[int | None, ...] | None = None  # the batches' shape, a dimension that varied None
         self.profile = MagnitudeProfile()
 
     # -- collecting ---------------------------------------------------------------
     def observe(self, x) -> None:
         """Add one batch of the tensor's values (a numpy array or a torch tensor)."""
+        self.shape = merged_shape(self.shape, tuple(np.shape(x)))
         rows = self._rows(float_array(x))
         if rows.shape[1] == 0:
             return
@@ -124,6 +126,16 @@ class Observer:
         """Per-tensor results as 0-d arrays, per-channel ones as (C,)."""
         values = np.asarray(values, dtype=np.float64)
         return values.reshape(()) if not self.scheme.is_per_channel else values.reshape(-1)
+
+
+def merged_shape(seen: tuple[int | None, ...] | None, shape: tuple[int, ...]) -> tuple[int | None, ...]:
+    """``shape`` where nothing was ``seen``, else the dimensions both agree on (None where they differ, every one
+    where the ranks do)."""
+    if seen is None:
+        return shape
+    if len(seen) != len(shape):
+        return (None,) * len(seen)
+    return tuple(a if a == b else None for a, b in zip(seen, shape, strict=True))
 
 
 MASK_MAGNITUDE = 1e30  # values this large are a mask's (float32's lowest, -3.4e38), not data
