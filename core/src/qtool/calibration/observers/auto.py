@@ -10,6 +10,14 @@ from .mse import MSEObserver, histogram_error, rows_scheme
 from .percentile import PercentileObserver
 
 
+class _CountedEntropyObserver(EntropyObserver):
+    """KL on the histogram as counted, its zeros whole: ``auto``'s candidate. Levelled as ``kl`` is, it won on more
+    of PP-OCRv4 rec's tensors by squared error, and the model read lower (character accuracy 0.9706 -> 0.9684;
+    textdet F1 0.7282 -> 0.7278; the others unchanged)."""
+
+    levels_zeros = False
+
+
 class AutoObserver(HistogramObserver):
     """Ranges from minmax, percentile (99.9, 99.99), KL (integer schemes) and MSE, all on one
     histogram; keeps the one with the least squared quantization error of the observed values.
@@ -28,7 +36,7 @@ class AutoObserver(HistogramObserver):
             "mse": MSEObserver(scheme, bins=bins),
         }
         if not scheme.is_floating:
-            self._methods["kl"] = EntropyObserver(scheme, bins)
+            self._methods["kl"] = _CountedEntropyObserver(scheme, bins)
         self._rows_scheme = rows_scheme(scheme)
         self.chosen: list[str] = []
 

@@ -4,6 +4,8 @@ On the histogram of ``|x|``, each candidate threshold keeps the first ``i``
 bins (the clipped tail piles onto the last one: distribution P) and merges
 them into as many buckets as the scheme has levels on one side (Q, spread back
 evenly over the nonzero bins). The threshold with the smallest KL(P || Q) wins.
+The first bin counts as many values as the second, as in TensorRT's calibrator:
+the zeros a ReLU writes (half its values) would otherwise be most of P.
 All candidates are evaluated from prefix sums, a block of them at a time;
 buckets that many candidates share are computed once.
 """
@@ -11,6 +13,7 @@ buckets that many candidates share are computed once.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -145,10 +148,23 @@ def _bucket_edges(keep: np.ndarray, levels: int) -> np.ndarray:
     return edges
 
 
+def _zeros_levelled(counts: np.ndarray) -> np.ndarray:
+    """``counts`` with its first bin (exact zeros and the smallest magnitudes) given the second's count. Counted as
+    they are, a ReLU output's zeros are half of P, and every threshold that keeps them looks alike: KL clipped a
+    small ResNet's ReLU outputs to a quarter of their range (digits top-1 0.628 with ``kl`` everywhere, 0.986
+    levelled, as float)."""
+    if counts.size < 2:
+        return counts
+    levelled = counts.astype(np.float64)  # a copy
+    levelled[0] = levelled[1]
+    return levelled
+
+
 class EntropyObserver(HistogramObserver):
     """Threshold minimizing the KL divergence between the data and its quantized form."""
 
     name = "kl"
+    levels_zeros: ClassVar[bool] = True  # the first bin counted as the second (:func:`_zeros_levelled`)
 
     def __init__(self, scheme, bins: int = DEFAULT_BINS) -> None:
         super().__init__(scheme, bins)
@@ -165,7 +181,8 @@ class EntropyObserver(HistogramObserver):
         return codes if hist.lo == 0 or hist.hi == 0 else codes // 2
 
     def clip(self, hist: ChannelHistogram) -> tuple[float, float]:
-        kept = entropy_threshold(hist.magnitudes(), self.levels(hist))
+        counts = hist.magnitudes()
+        kept = entropy_threshold(_zeros_levelled(counts) if self.levels_zeros else counts, self.levels(hist))
         amax = min(kept * hist.width, max(-hist.lo, hist.hi))
         if self.scheme.is_symmetric:
             return -amax, amax
