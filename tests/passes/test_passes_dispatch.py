@@ -254,3 +254,41 @@ def test_float_tensors_that_only_feed_shape_operands_are_shape_data(make_config)
 
     assert graph.operations["double"].quant.reason == "shape/index computation"
     assert graph.operations["conv"].quant.quantized and graph.operations["conv"].quant.inputs[0] is not None
+
+
+@pytest.mark.parametrize(("reader", "guarded"), [("Log", True), ("Reciprocal", True), ("Div", True),
+                                                 ("Sqrt", False)])
+def test_a_clip_above_zero_that_guards_a_pole_stays_float(make_config, reader, guarded):
+    """log(clamp(mel, 1e-10)) of a log-mel front end: quantized, the Clip's output rounded its smallest values to 0
+    and Log gave -inf (the Clip fused into the MatMul, its bound rounded onto the grid)."""
+    inputs = ["eps", "clipped"] if reader == "Div" else ["clipped"]  # the Clip's output as the divisor
+    graph = graph_of([helper.make_node("MatMul", ["x", "fb"], ["mel"], name="mm"),
+                      helper.make_node("Clip", ["mel", "low"], ["clipped"], name="clamp"),
+                      helper.make_node(reader, inputs, ["y"], name="pole")],
+                     [tensor("x", [4, 8])], [tensor("y", [4, 6])],
+                     [init("fb", np.abs(RNG.normal(size=(8, 6)))), init("low", 1e-10), init("eps", 1.0)])
+
+    Dispatch(make_config(), platform="testplat")(graph)
+
+    clamp = graph.operations["clamp"]
+    assert clamp.quant.quantized is not guarded
+    if guarded:
+        assert f"keeps 0 from {reader} 'pole'" in clamp.quant.reason
+    assert graph.operations["mm"].quant.quantized
+
+
+def test_a_clip_guarding_the_numerator_or_from_zero_is_an_activation(make_config):
+    """Only a lower bound above 0 in front of an input that is infinite at 0 keeps a Clip float."""
+    graph = graph_of([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                      helper.make_node("Clip", ["h", "low"], ["numerator"], name="guard"),
+                      helper.make_node("Div", ["numerator", "d"], ["q"], name="div"),
+                      helper.make_node("MatMul", ["x", "w"], ["h2"], name="mm2"),
+                      helper.make_node("Clip", ["h2", "zero"], ["relu6"], name="from_zero"),
+                      helper.make_node("Log", ["relu6"], ["y"], name="log")],
+                     [tensor("x", [4, 8])], [tensor("q", [4, 6]), tensor("y", [4, 6])],
+                     [init("w", RNG.normal(size=(8, 6))), init("low", 1e-3), init("d", 2.0), init("zero", 0.0)])
+
+    Dispatch(make_config(), platform="testplat")(graph)
+
+    assert graph.operations["guard"].quant.quantized
+    assert graph.operations["from_zero"].quant.quantized

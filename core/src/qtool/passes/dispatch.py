@@ -35,6 +35,9 @@ from .tensor_kinds import TensorKinds, classify
 SHAPE_REASON = "shape/index computation"
 CONSTANT_REASON = "constant: computed from initializers alone (runtimes fold it)"
 
+# ops infinite where the input at this index is 0: a Clip guarding them from 0 stays float (_guarded_pole)
+POLE_AT_ZERO = {"Log": 0, "Reciprocal": 0, "Div": 1}
+
 # passive ops whose output puts the channel axis elsewhere: a per-channel activation cannot be shared across them
 LAYOUT_CHANGING = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "DepthToSpace",
                              "SpaceToDepth"})
@@ -99,6 +102,8 @@ class _Decisions:
                 self._propose(op, reason)
             elif cfg.is_excluded(op):
                 self.reasons[op.name] = reason
+            elif op.op_type in cfg.fusion_activations and (guarded := _guarded_pole(op)):
+                self.reasons[op.name] = guarded
             elif op.op_type in cfg.fusion_activations:
                 self.candidates[op.name] = "activation"
             elif op.op_type in cfg.between_op_types:
@@ -267,6 +272,30 @@ class _Decisions:
         rank = len(var.shape) if var.shape is not None else None
         scheme = self.config.scheme_for(op, role, var.name, rank=rank)
         return None if scheme is None else TensorQuantizationConfig(scheme, role=role)
+
+
+def _guarded_pole(op: Operation) -> str | None:
+    """Why a Clip whose lower bound above 0 keeps 0 from a reader that is infinite there (log(clamp(x, 1e-10)))
+    stays float, or None: on its integer grid, which holds 0, its smallest outputs would round to 0."""
+    low = _clip_low(op)
+    if low is None or low <= 0:
+        return None
+    for reader in op.outputs[0].consumers:
+        index = POLE_AT_ZERO.get(reader.op_type)
+        if index is not None and index < len(reader.inputs) and reader.inputs[index] is op.outputs[0]:
+            return (f"its lower bound {low:g} keeps 0 from {reader.op_type} {reader.name!r}, infinite there: "
+                    "quantized, its smallest outputs would round to 0")
+    return None
+
+
+def _clip_low(op: Operation) -> float | None:
+    """A Clip's constant lower bound (input 1, or the ``min`` attribute before opset 11), else None."""
+    if op.op_type != "Clip":
+        return None
+    var = op.inputs[1] if len(op.inputs) > 1 else None
+    if var is not None:
+        return float(np.asarray(var.value).reshape(())) if var.is_parameter else None
+    return float(op.attributes["min"]) if "min" in op.attributes else None
 
 
 def producer_config(var: Variable | None) -> TensorQuantizationConfig | None:
