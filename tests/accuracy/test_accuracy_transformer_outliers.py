@@ -287,3 +287,29 @@ def test_a_split_calibration_could_not_measure_runs_its_own(calib):
     assert over.value.advice == {"ChannelSplit": None}
     split.start_over_with(None)
     assert not split.may_start_over and split.known is None
+
+
+def test_no_calibration_warning_about_an_output_written_float(tmp_path):
+    """Calibration warned that most of a MatMul output's values round to 0 on its grid; OutlierOutputs then wrote
+    that output float (for the outlier channel that made the grid coarse), and the summary kept the warning about
+    a grid no written file holds. It stays where the output is quantized."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 0.3, (16, 32)).astype(np.float32)
+    weight[:, 3] *= 100  # one output channel ~100x the others
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+         onnx.helper.make_node("LayerNormalization", ["h", "g", "b"], ["y"], axis=-1, name="norm")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 32])],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(np.ones(32, np.float32), "g"),
+         onnx.numpy_helper.from_array(np.zeros(32, np.float32), "b")])
+    model = tmp_path / "proj.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), model)
+    feeds = samples((16,), 64)
+
+    result, runs, _ = _quantize(tmp_path, model, feeds, "outputs")
+    plain, _, _ = _quantize(tmp_path, model, feeds, "plain", accuracy=OFF)
+
+    assert [entry["op"] for entry in runs["OutlierOutputs"].details["float_outputs"]] == ["proj"]
+    assert [d.tensor for d in result.diagnostics if d.code == "calibration"] == []
+    assert [d.tensor for d in plain.diagnostics if d.code == "calibration"] == ["h"]

@@ -55,6 +55,7 @@ from .platform import (
 )
 from .platform_calls import UnsupportedModelError, exported, refuse_unsupported, validated  # noqa: F401 - raised from here
 from .platform_runtime import PlatformRuntime
+from .quant.plan import quantizes, written_config
 from .requantization import wider_readers
 
 AGREEMENT_SAMPLES = 4
@@ -225,6 +226,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     graph, runs, diagnostics = _run_default_passes(graph, lambda advice: default_passes(
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
         keep=kept, advice=advice, precheck=precheck), finished)
+    diagnostics = [d for d in diagnostics if not _floated_since(graph, d)]
     diagnostics += bodies.explain(graph)
     diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + wider_readers(graph)
     if measure:  # a control-flow body without compute is no model of its own
@@ -504,6 +506,16 @@ def _run_passes(passes, graph: Graph, finished, ran: Sequence[PassRun] = ()
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return runs, diagnostics
+
+
+def _floated_since(graph: Graph, found: Diagnostic) -> bool:
+    """A calibration warning about a tensor's grid where a later pass (OutlierOutputs, the fallback) kept the
+    tensor float: no written file holds that grid."""
+    var = graph.variables.get(found.tensor) if found.code == "calibration" and found.tensor else None
+    if var is None or written_config(var, settled=False) is not None:
+        return False
+    return not any(quantizes(tqc, settled=False) for op in var.consumers if op.quant is not None
+                   for v, tqc in zip(op.inputs, op.quant.inputs, strict=False) if v is var)
 
 
 def _runtime(target: Platform, options: ExportOptions):
