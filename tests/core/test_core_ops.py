@@ -89,6 +89,8 @@ def test_bias_steering_and_data_roles():
     clip = _op("Clip", ["x", "lo", "hi"], {"lo": 0.0, "hi": 6.0})
     assert ops.follower_inputs(clip) == {1, 2} and ops.is_steering_input(clip, 1)
     assert ops.data_input(_op("Where", ["c", "x", "z"], {})) == 1
+    div = _op("Div", ["x", "d"], {})
+    assert ops.is_pole_input(div, 1) and not ops.is_pole_input(div, 0) and ops.is_pole_input(_op("Log", ["x"], {}), 0)
     relu = _op("Relu", ["x"], {})
     assert ops.op_roles(relu) == ops.OpRoles() and ops.weight_axis(relu) is None and not ops.is_compute(relu)
 

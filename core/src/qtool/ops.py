@@ -93,6 +93,8 @@ class OpRoles:
     compute: bool = False
     #: inputs whose shape alone the op reads, never their values (Shape, Size)
     shape_of: frozenset[int] = frozenset()
+    #: inputs where a 0 makes the output infinite (Log's argument, a Div's divisor)
+    poles: frozenset[int] = frozenset()
 
     def steering(self) -> frozenset[int]:
         """Inputs that never get their own quantization config: shape operands, params and followers."""
@@ -126,6 +128,8 @@ OP_ROLES: Mapping[str, OpRoles] = MappingProxyType({
     "LayerNormalization": OpRoles(params=frozenset({1, 2})),
     "Where": OpRoles(data=1),
     "Shape": OpRoles(shape_of=frozenset({0})), "Size": OpRoles(shape_of=frozenset({0})),
+    "Log": OpRoles(poles=frozenset({0})), "Reciprocal": OpRoles(poles=frozenset({0})),
+    "Div": OpRoles(poles=frozenset({1})),
 })
 
 _PLAIN = OpRoles()
@@ -164,6 +168,11 @@ def reads_shape_only(op, index: int) -> bool:
 def is_steering_input(op, index: int) -> bool:
     """True for shape operands, params and follower parameters (never given their own config)."""
     return index in op_roles(op).steering()
+
+
+def is_pole_input(op, index: int) -> bool:
+    """A 0 at input ``index`` makes the op's output infinite."""
+    return index in op_roles(op).poles
 
 
 def follower_inputs(op) -> frozenset[int]:

@@ -24,7 +24,15 @@ import numpy as np
 from ..coverage import INTEGER_COMPUTE_OPS, MODEL_QUANTIZED
 from ..executor.support import float_reason
 from ..ir import Graph, Operation, Variable
-from ..ops import bias_index, is_steering_input, out_channels, quantized_in_model, weight_axis, weight_index
+from ..ops import (
+    bias_index,
+    is_pole_input,
+    is_steering_input,
+    out_channels,
+    quantized_in_model,
+    weight_axis,
+    weight_index,
+)
 from ..platform import KeepFloat, Platform, Proposal
 from ..platform_calls import annotated
 from ..quant import OpQuantConfig, QuantizationState, QuantScheme, TensorQuantizationConfig
@@ -34,9 +42,6 @@ from .tensor_kinds import TensorKinds, classify
 
 SHAPE_REASON = "shape/index computation"
 CONSTANT_REASON = "constant: computed from initializers alone (runtimes fold it)"
-
-# ops infinite where the input at this index is 0: a Clip guarding them from 0 stays float (_guarded_pole)
-POLE_AT_ZERO = {"Log": 0, "Reciprocal": 0, "Div": 1}
 
 # passive ops whose output puts the channel axis elsewhere: a per-channel activation cannot be shared across them
 LAYOUT_CHANGING = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "DepthToSpace",
@@ -281,8 +286,7 @@ def _guarded_pole(op: Operation) -> str | None:
     if low is None or low <= 0:
         return None
     for reader in op.outputs[0].consumers:
-        index = POLE_AT_ZERO.get(reader.op_type)
-        if index is not None and index < len(reader.inputs) and reader.inputs[index] is op.outputs[0]:
+        if any(var is op.outputs[0] and is_pole_input(reader, i) for i, var in enumerate(reader.inputs)):
             return (f"its lower bound {low:g} keeps 0 from {reader.op_type} {reader.name!r}, infinite there: "
                     "quantized, its smallest outputs would round to 0")
     return None
