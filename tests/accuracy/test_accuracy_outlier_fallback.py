@@ -70,7 +70,8 @@ def test_default_keeps_a_small_model_whole(tmp_path, calib):
     assert run.details["max_ops"] == 0 and run.details["changed"] == [] and not run.modified
     assert "outlier_ratios" not in run.details  # nothing measured: the share allows no op of 2
     assert fallback_lines(result.pass_runs) == [
-        "sensitivity fallback: (max_share allows no op of a model this small), nothing changed"]
+        "sensitivity fallback: (max_share allows no op of a model this small), nothing changed; a budget of yours "
+        "(--min-snr, or --metric with --max-drop) lifts that limit"]
     assert all(op.quant.quantized for op in result.graph.operations.values() if op.op_type == "MatMul")
 
 

@@ -323,7 +323,10 @@ def fallback_lines(runs) -> list[str]:
     lines = []
     for report in reports:
         if not report.candidates:  # budget: "none (no candidate op)" or "none (max_share allows no op)"
-            lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed")
+            more = "; a budget of yours (--min-snr, or --metric with --max-drop) lifts that limit" \
+                if "max_share" in report.budget else ""
+            lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed"
+                         + more)
             continue
         met = "met" if report.met else "[red]not met[/red]"
         count = len(report.released)
