@@ -248,7 +248,7 @@ class FileSource:
             raise CalibrationError(f"{path}: calibration data must be an .npz or .npy file or a directory of them")
         else:
             raise CalibrationError(f"{path}: no such calibration file or directory")
-        self.ignored: dict[str, list[Path]] = {}  # arrays of an .npz that feed no input, by name: the files
+        self.ignored: dict[str, list[Path]] = {}  # arrays of an .npz that feed no input ("array 'junk'"): the files
         self.plan = [(file, *self._check(file)) for file in files]
         self.length = sum(count for _, _, count in self.plan)
 
@@ -261,7 +261,7 @@ class FileSource:
         keys = (pick(headers, self.inputs, str(file), self.layout) if file.suffix == ".npz"
                 else {self.inputs[0].name: ""})
         for name in headers.keys() - set(keys.values()) if file.suffix == ".npz" else ():
-            self.ignored.setdefault(name, []).append(file)
+            self.ignored.setdefault(f"array {name!r}", []).append(file)
         counts = {v.name: check_array(v, *headers[keys[v.name]], str(file), self.layout) for v in self.inputs}
         if len(set(counts.values())) > 1:
             raise CalibrationError(f"{file}: inputs hold different numbers of samples ("
@@ -273,9 +273,9 @@ class FileSource:
     def warn_ignored(self) -> None:
         """A CalibrationWarning for each array of the .npz files that feeds no input (``junk`` beside ``image``)."""
         inputs = ", ".join(repr(v.name) for v in self.inputs)
-        for name, files in sorted(self.ignored.items()):
+        for what, files in sorted(self.ignored.items()):
             where = str(files[0]) + (f" and {len(files) - 1} more file(s)" if len(files) > 1 else "")
-            warnings.warn(f"{where}: array {name!r} feeds no input of the model ({inputs}): ignored",
+            warnings.warn(f"{where}: {what} feeds no input of the model ({inputs}): ignored",
                           CalibrationWarning, stacklevel=2)
 
     def chunks(self) -> Iterator[Chunk]:
@@ -283,14 +283,12 @@ class FileSource:
             yield str(file), check_chunk(_load(file, keys), self.inputs, str(file), self.layout)
 
 
-def _data_files(folder: Path) -> list[Path]:
-    """The .npy and .npz files of ``folder`` in name order; one that cannot be listed, or an entry of those suffixes
-    that is no readable file (a symbolic link to nothing, a link loop, a folder), is an error naming it: it was
-    skipped without a word."""
-    try:
-        entries = sorted(p for p in folder.iterdir() if p.suffix in (".npy", ".npz"))
-    except OSError as exc:
-        raise CalibrationError(f"{folder}: cannot list the calibration folder ({exc.strerror or exc})") from None
+def _data_files(folder: Path, wanted: Callable[[Path], bool] = lambda p: p.suffix in (".npy", ".npz"),
+                kind: str = ".npy or .npz") -> list[Path]:
+    """The ``wanted`` files of ``folder`` (by default .npy and .npz) in name order; one that cannot be listed, or a
+    wanted entry that is no readable file (a symbolic link to nothing, a link loop, a folder), is an error naming it:
+    it was skipped without a word."""
+    entries = sorted(p for p in _entries(folder) if wanted(p))
     for entry in entries:
         try:
             mode = entry.stat().st_mode
@@ -301,8 +299,16 @@ def _data_files(folder: Path) -> list[Path]:
                 from None
         if not stat.S_ISREG(mode):
             raise CalibrationError(f"{entry}: not a file ({'a folder' if stat.S_ISDIR(mode) else 'a special file'})"
-                                   " in the calibration folder; calibration files are .npy or .npz files")
+                                   f" in the calibration folder; calibration files are {kind} files")
     return entries
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds; one that cannot be listed is a CalibrationError naming it."""
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise CalibrationError(f"{folder}: cannot list the calibration folder ({exc.strerror or exc})") from None
 
 
 class PythonSource:
