@@ -12,6 +12,7 @@ import numpy as np
 
 from ..ir import Graph
 from .errors import CalibrationError, CalibrationWarning
+from .onnx_test_data import TestDataSource, check_layout, test_data_sets
 from .provenance import joined, rows, sourced
 from .sources import LAYOUTS, FileSource, PythonSource, fixed_batch
 
@@ -296,13 +297,15 @@ def _rebatch(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, fixed: in
 def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout: str | None = None,
                           max_samples: int | None = None, transform: Callable | None = None,
                           skip_nonfinite: bool = False) -> CalibrationData:
-    """Calibration data for ``graph`` from an .npz or .npy file, a directory of them, a dict of arrays, an
+    """Calibration data for ``graph`` from an .npz or .npy file, a directory of them, ONNX's test data (a folder of
+    ``test_data_set_*`` folders of ``input_*.pb`` TensorProtos, or one such folder), a dict of arrays, an
     array (single-input models), an iterable of dicts/arrays (a list, a generator, a torch DataLoader with
     ``transform``) or an ONNX Runtime ``CalibrationDataReader``.
 
     ``layout`` is ``"samples"`` (arrays hold samples along the first axis, or are one sample without it) or
     ``"feeds"`` (each file or item is one model call with the model's own shapes); a ``CalibrationDataReader``, or
-    a model with a scalar (rank 0) input, gives feeds unless told otherwise. ``transform(item)`` maps each item to the model inputs first.
+    a model with a scalar (rank 0) input, gives feeds unless told otherwise; ONNX's test data is feeds (each
+    test_data_set one call), the samples layout refused. ``transform(item)`` maps each item to the model inputs first.
     Shapes and dtypes are checked against the graph inputs before anything runs (streams: their first item).
     """
     if isinstance(source, CalibrationData):
@@ -311,17 +314,21 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
     inputs = list(graph.inputs)
     if not inputs:
         raise CalibrationError("the model has no inputs to calibrate with")
-    if layout is None:  # a reader gives feeds; a scalar input has no axis to batch samples over: one call a feed
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    sets = None if path is None else test_data_sets(path)
+    if layout is None:  # a reader or ONNX test data gives feeds; a scalar input has no axis to batch samples over
         scalar = any(v.shape is not None and len(v.shape) == 0 for v in inputs)
-        layout = "feeds" if scalar or callable(getattr(source, "get_next", None)) else "samples"
+        layout = "feeds" if sets or scalar or callable(getattr(source, "get_next", None)) else "samples"
     if layout not in LAYOUTS:
         raise CalibrationError(f"calibration layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     options = {"layout": layout, "max_samples": max_samples, "skip_nonfinite": skip_nonfinite, "graph": graph}
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+    if path is not None:
         if transform is not None:
             raise CalibrationError(f"{path}: transform= applies to Python data, not to files")
-        return CalibrationData(FileSource(path, inputs, layout), batch_size, str(path), **options)
+        if sets:
+            check_layout(path, layout)
+        files = TestDataSource(sets, inputs) if sets else FileSource(path, inputs, layout)
+        return CalibrationData(files, batch_size, str(path), **options)
     return CalibrationData(PythonSource(source, inputs, layout, transform), batch_size, "calibration data",
                            **options)
 
