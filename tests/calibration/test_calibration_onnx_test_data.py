@@ -242,6 +242,9 @@ def test_the_samples_layout_and_a_mixed_folder_are_refused(model, tmp_path):
     (folder / "test_data_set_7").write_text("")
     with pytest.raises(CalibrationError, match=r"test_data_set_7: not a folder"):
         load_calibration_data(folder, graph_of(model))
+    with pytest.raises(CalibrationError, match=r"input_0\.pb: calibration data must be an \.npz or \.npy file, a "
+                                               r"directory of them, or ONNX test data \(test_data_set_\* folders"):
+        load_calibration_data(folder / "test_data_set_0" / "input_0.pb", graph_of(model))  # give its folder
 
 
 # -- end to end -----------------------------------------------------------------------------------------------------

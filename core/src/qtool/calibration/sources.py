@@ -245,7 +245,8 @@ class FileSource:
         elif path.suffix in (".npy", ".npz") and path.is_file():
             files = [path]
         elif path.exists():
-            raise CalibrationError(f"{path}: calibration data must be an .npz or .npy file or a directory of them")
+            raise CalibrationError(f"{path}: calibration data must be an .npz or .npy file, a directory of them, or "
+                                   "ONNX test data (test_data_set_* folders of input_*.pb, or one of them)")
         else:
             raise CalibrationError(f"{path}: no such calibration file or directory")
         self.ignored: dict[str, list[Path]] = {}  # arrays of an .npz that feed no input ("array 'junk'"): the files
