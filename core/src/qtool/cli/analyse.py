@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="the float ONNX model")
     p.add_argument("--platform", required=True, help="target platform (see list-platforms)")
     p.add_argument("--calib", required=True,
-                   help="calibration data (.npz file or folder of .npy/.npz); its first samples drive the analysis")
+                   help="calibration data (.npz file, folder of .npy/.npz, or ONNX test_data_set_* folders); its first "
+                        "samples drive the analysis")
     add_calibration_flags(p)
     p.add_argument("--config", help="configuration file (TOML, YAML or JSON)")
     p.add_argument("--preset", help="configuration preset")

@@ -10,7 +10,8 @@ def add_calibration_flags(parser) -> None:
     # qtool.calibration.load_calibration_data refuses an unknown layout by name before any work
     parser.add_argument("--calib-layout", metavar="{samples,feeds}", default=None,
                         help="samples: arrays hold samples along their first axis (default; feeds where the model "
-                             "has a scalar input, which has no such axis); feeds: each file is "
+                             "has a scalar input, which has no such axis, and for ONNX test data, each "
+                             "test_data_set_* one call, which refuses samples); feeds: each file is "
                              "one model call with exactly the shapes the model takes (recurrent state, "
                              "sequence-first or fixed-batch inputs)")
     parser.add_argument("--calib-samples", type=int, metavar="N",

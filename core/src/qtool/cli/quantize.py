@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a model for a platform from calibration data")
     p.add_argument("model", help="ONNX model file")
     p.add_argument("--platform", required=True, help="target platform (see list-platforms)")
-    p.add_argument("--calib", help="calibration data: .npz file or directory of .npy/.npz "
-                   "(required unless --load-state, or for weight-only quantization without GPTQ/AWQ, which reads "
+    p.add_argument("--calib", help="calibration data: .npz file, directory of .npy/.npz, or ONNX test data "
+                   "(a folder of test_data_set_* folders of input_*.pb, or one of them) (required unless "
+                   "--load-state, or for weight-only quantization without GPTQ/AWQ, which reads "
                    "only the weights)")
     add_calibration_flags(p)
     p.add_argument("--config", help="configuration file (TOML, YAML or JSON)")
