@@ -510,3 +510,26 @@ def test_weights_listed_as_graph_inputs_leave_the_inputs_with_their_float_values
     assert all(i.name == "x" or i.name in initializers for i in written.graph.input)
     assert result.summary["coverage"]["compute_ops_quantized"] == 2
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 30
+
+
+def test_a_model_below_opset_11_is_written_at_11_where_ort_rewrites_a_float_bias(tmp_path):
+    """A Gemm of two activations with a broadcast bias (onnx's own test model pytorch-operator/test_operator_mm,
+    opset 6): ORT fuses it into QGemm and quantizes the bias through a Round, an opset-11 op, which at opset 10
+    made it refuse the model it had rewritten (the per-tensor pairs alone need no more than 10)."""
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["a", "b", "c"], ["y"], name="gemm", broadcast=1)], "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [onnx.numpy_helper.from_array(np.full(1, 0.5, np.float32), "c")])
+    source = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3), source)
+    rng = np.random.default_rng(0)
+    feeds = [{"a": rng.normal(size=(2, 3)).astype(np.float32), "b": rng.normal(size=(3, 4)).astype(np.float32)}
+             for _ in range(4)]
+
+    result = qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    assert _opset(onnx.load(result.files[0])) == 11
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25  # measured in a default session

@@ -9,12 +9,12 @@ from onnx import helper, version_converter
 from qtool.quant import quantized_tensors
 
 from .errors import OnnxRuntimeExportError
-from .storage import HIGHEST_OPSET, LOWEST_OPSET, lowest_opset, storage_type
+from .storage import DEFAULT_LOWEST_OPSET, HIGHEST_OPSET, lowest_opset, storage_type
 
 
 def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset()) -> int:
-    """``requested`` when given; else the model's opset raised to what its configs need, at most 27 (as it is where
-    nothing is quantized).
+    """``requested`` when given; else the model's opset raised to what its configs need, at least 11 and at most 27
+    (as it is where nothing is quantized).
 
     4-bit and 16-bit types go through com.microsoft Q/DQ below opset 21, so only
     per-axis (13), float8 (19), per-block (21) and 2-bit (25) raise the opset. Ops in
@@ -29,7 +29,7 @@ def target_opset(graph, requested: int | None, skip: frozenset[str] = frozenset(
             needed.append(lowest_opset(stype, q.scheme))
     if not needed:  # no Q/DQ to write: the model's own opset (converting an opset-28 model down to 27 failed)
         return graph.opset
-    return min(max(graph.opset, LOWEST_OPSET, *needed), HIGHEST_OPSET)
+    return min(max(graph.opset, DEFAULT_LOWEST_OPSET, *needed), HIGHEST_OPSET)
 
 
 def convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:

@@ -21,6 +21,9 @@ from qtool.quant import QuantScheme
 
 MS_DOMAIN = "com.microsoft"
 LOWEST_OPSET = 10  # QuantizeLinear / DequantizeLinear exist from here
+# the lowest opset written where the user names none: ONNX Runtime's QDQ fusions add opset-11 ops to the graph they
+# optimize (a Gemm's float bias quantized through Round), and at opset 10 it refused the model it had rewritten
+DEFAULT_LOWEST_OPSET = 11
 HIGHEST_OPSET = 27  # ONNX Runtime 1.32 has no Q/DQ kernels at opset 28
 PER_AXIS_OPSET = 13
 BLOCKED_OPSET = 21
