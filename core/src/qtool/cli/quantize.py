@@ -198,7 +198,9 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     cover = summary["coverage"]
     if cover["compute_ops"]:
         console.print(f"[bold]{cover['compute_ops_quantized']}[/bold] of {cover['compute_ops']} compute ops quantized")
-    for line in (*table_lines(result.pass_runs), *outlier_lines(result.pass_runs), *fallback_lines(result.pass_runs)):
+    lowest = _lowest_sqnr(summary.get("float_vs_quantized"))
+    for line in (*table_lines(result.pass_runs), *outlier_lines(result.pass_runs),
+                 *fallback_lines(result.pass_runs, lowest)):
         console.print(line)
     for severity in Severity:
         found = [d for d in result.diagnostics if d.severity is severity]
@@ -317,15 +319,25 @@ def _layers(count: int) -> str:
     return f"{count} layer" if count == 1 else f"{count} layers"
 
 
-def fallback_lines(runs) -> list[str]:
-    """What the sensitivity fallback did: its budget, the score before and after, and each op it changed."""
+def _lowest_sqnr(gap: dict | None) -> float | None:
+    """The lowest output SQNR of the float-vs-quantized measure, None where none was measured."""
+    values = [found["sqnr_db"] for found in ((gap or {}).get("outputs") or {}).values()
+              if found.get("sqnr_db") is not None]
+    return min(values, default=None)
+
+
+def fallback_lines(runs, lowest_sqnr_db: float | None = None) -> list[str]:
+    """What the sensitivity fallback did: its budget, the score before and after, and each op it changed; where
+    the default's share allowed it no op and an output reads below 30 dB (``lowest_sqnr_db``), how to ask for
+    more."""
     fallback = sys.modules.get("qtool.passes.accuracy.fallback")  # not imported: the fallback did not run
     reports = [] if fallback is None else [r.report for r in runs if isinstance(r.report, fallback.FallbackReport)]
     lines = []
     for report in reports:
         if not report.candidates:  # budget: "none (no candidate op)" or "none (max_share allows no op)"
+            low = lowest_sqnr_db is not None and lowest_sqnr_db < fallback.DEFAULT_MIN_SNR_DB
             more = "; a budget of yours (--min-snr, or --metric with --max-drop) lifts that limit" \
-                if "max_share" in report.budget else ""
+                if low and "max_share" in report.budget else ""
             lines.append(f"sensitivity fallback: {escape(report.budget.removeprefix('none '))}, nothing changed"
                          + more)
             continue
