@@ -140,3 +140,56 @@ def test_a_floating_output_whose_shape_differs_is_measured_on_the_other_samples(
     gap = float_vs_quantized(graph, samples[1:2], deployed=deployed)
     assert gap["outputs"]["y"] == {"sqnr_db": None, "cosine": None, "shape_differs": 1}
     assert float_gap_lines(gap)[-1] == "  y: its shape differs from the float model's on 1 of 1 samples"
+
+
+def _matmul_sqrt(path) -> str:
+    """y = Sqrt(x @ W): NaN wherever x @ W is negative, in the float model as in the quantized one (onnx's own
+    test model pytorch-operator/test_operator_sqrt is a Sqrt of negatives)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = np.random.default_rng(3).standard_normal((16, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Sqrt", ["m"], ["y"])], "sqrt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])], [numpy_helper.from_array(weight, "w")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+def test_an_output_with_nan_is_measured_on_its_finite_elements(tmp_path):
+    """One NaN made every sum NaN: the summary read 'SQNR exact, cosine -1.000000' for a quantized MatMul; the
+    elements NaN or infinite in either model are left out now, and those so in one model only are counted."""
+    import onnxruntime as ort
+    from qtool.cli.quantize import float_gap_lines
+
+    model = _matmul_sqrt(tmp_path / "sqrt.onnx")
+    rng = np.random.default_rng(4)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=3 * rng.standard_normal((8, 16)).astype(np.float32))
+    result = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "q.onnx")
+
+    gap = result.summary["float_vs_quantized"]
+    found = gap["outputs"]["y"]
+    float_run, quantized = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                            for p in (model, tmp_path / "q.onnx"))
+    x = np.load(calib)["x"]
+    a, b = (s.run(None, {"x": x})[0].astype(np.float64) for s in (float_run, quantized))
+    finite = np.isfinite(a) & np.isfinite(b)
+    signal, noise = (a[finite] ** 2).sum(), ((a - b)[finite] ** 2).sum()
+    differs = (np.isnan(a) != np.isnan(b)).sum()
+    assert np.isnan(a).sum() > 100 and gap["samples"] == 8
+    assert found["sqnr_db"] == pytest.approx(10 * np.log10(signal / noise), abs=0.01)
+    assert 0.99 < found["cosine"] <= 1.0 and found.get("nonfinite_differs", 0) == differs
+    assert f"y: SQNR {found['sqnr_db']:.1f} dB" in " ".join(float_gap_lines(gap))
+
+
+def test_elements_nan_in_both_tensors_agree():
+    """An output NaN where the float one is NaN, the same elsewhere, is exact; a NaN of its own is counted."""
+    from qtool.analysis import ErrorAccumulator
+
+    ref = np.array([1.0, np.nan, -np.inf, 2.0])
+    same, own = ErrorAccumulator(), ErrorAccumulator()
+    same.update(ref, ref.copy())
+    own.update(ref, np.array([np.nan, np.nan, -np.inf, 2.5]))
+    assert (same.snr_db, same.cosine, same.nonfinite) == (float("inf"), 1.0, 0)
+    assert own.nonfinite == 1 and own.snr_db == pytest.approx(10 * np.log10(4 / 0.25))

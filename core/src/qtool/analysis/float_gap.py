@@ -43,7 +43,9 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     reference; an integer or boolean output (labels, indices) gets ``{"equal_share"}``: the share of its elements
     the quantized model gives as the float one does. A floating output whose shape differs from the float one's on
     some samples (the boxes a NonMaxSuppression keeps) is measured on the others, and ``shape_differs`` counts
-    those samples (``sqnr_db`` and ``cosine`` None where it differs on all).
+    those samples (``sqnr_db`` and ``cosine`` None where it differs on all). Elements NaN or infinite in either
+    model are left out (the float model's own NaN, a Sqrt of a negative, read as exact with cosine -1), and
+    ``nonfinite_differs`` counts those that are so in one model only (a NaN the quantized model made).
 
     ``sqnr_db`` is None where the quantized output equals the float one exactly (infinite SQNR);
     ``held_out`` says whether ``samples`` were kept out of calibration. The quantized outputs come from
@@ -94,7 +96,11 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                     stats[name].update(ref, out)
                 else:
                     reshaped[name] += 1
-    outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items() if s.count}
+    outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items()
+               if s.count or s.nonfinite}
+    for name, s in stats.items():
+        if s.nonfinite:
+            outputs[name]["nonfinite_differs"] = s.nonfinite
     outputs |= {name: {"sqnr_db": None, "cosine": None} for name, count in reshaped.items()
                 if count and name not in outputs}
     for name, count in reshaped.items():

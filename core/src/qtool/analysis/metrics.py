@@ -21,10 +21,13 @@ class ErrorAccumulator:
     dot: float = 0.0  # sum(ref * test)
     test_power: float = 0.0  # sum(test^2)
     count: int = 0
+    nonfinite: int = 0  # elements NaN or infinite in one tensor and not the same in the other (left out of the sums)
 
     def update(self, reference, test) -> None:
-        """Add a pair of tensors: numpy arrays, or torch tensors (summed where they lie, on their device)."""
-        ref, out = _flat64(reference), _flat64(test)
+        """Add a pair of tensors: numpy arrays, or torch tensors (summed where they lie, on their device). Elements
+        NaN or infinite in either are left out of the sums (one NaN, a Sqrt of a negative, made every sum NaN and
+        the SNR read as exact); those where the two differ are counted in ``nonfinite``."""
+        ref, out = _finite_pairs(self, _flat64(reference), _flat64(test))
         noise = out - ref
         self.signal += float((ref * ref).sum())
         self.noise += float((noise * noise).sum())
@@ -96,6 +99,19 @@ def is_floating(tensor) -> bool:
     dtype = np.asarray(tensor).dtype
     return np.issubdtype(dtype, np.floating) or dtype in _NARROW_FLOATS
 
+
+
+def _finite_pairs(acc: ErrorAccumulator, ref, out):
+    """``ref`` and ``out`` where both are finite; the elements left where they differ counted in ``acc.nonfinite``,
+    and those where they agree (NaN in both, the same infinity) in ``acc.count``."""
+    xp = namespace(ref)
+    finite = xp.isfinite(ref) & xp.isfinite(out)
+    if bool(finite.all()):
+        return ref, out
+    same = ((ref == out) | (xp.isnan(ref) & xp.isnan(out))) & ~finite
+    acc.nonfinite += int((~finite & ~same).sum())
+    acc.count += int(same.sum())
+    return ref[finite], out[finite]
 
 
 def _flat64(tensor):

@@ -279,8 +279,10 @@ def float_gap_lines(gap: dict | None) -> list[str]:
             lines.append(f"  {escape(name)}: {shapes}")
             continue
         sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
+        nonfinite = o.get("nonfinite_differs")
         lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}"
-                     + (f" ({shapes}, measured on the others)" if differs else ""))
+                     + (f" ({shapes}, measured on the others)" if differs else "")
+                     + (f" ({nonfinite} elements NaN or infinite in one model only, left out)" if nonfinite else ""))
     return lines
 
 
