@@ -161,3 +161,25 @@ def test_a_matmul_weight_of_three_dimensions_is_an_integer_kernel_only_per_tenso
     bmm = result.graph.operations["bmm"].quant
     assert bmm.inputs[1].scheme.is_per_channel == (granularity == "per_channel")
     assert ("3-D weight 'w' per tensor" in bmm.reason) == (granularity is None)
+
+
+def test_a_gemm_with_a_computed_bias_runs_float_and_says_so(tmp_path):
+    """torch.addmm's Gemm (A, B and C graph inputs; onnx's own pytorch-operator/test_operator_addmm): C is
+    quantized as an activation, read through its uint8 DequantizeLinear, and ORT fuses QGemm only with an int32
+    bias. Validation called it QGemm and warned of a bias 'written as float values on its grid', which it is not."""
+    node = onnx.helper.make_node("Gemm", ["x", "w", "c"], ["h"], name="fc")
+    rng = np.random.default_rng(5)
+    helper = onnx.helper
+    graph = helper.make_graph([node], "addmm", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 16]),
+                                                helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [16, 8]),
+                                                helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [8])],
+                              [helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [4, 8])])
+    model = tmp_path / "addmm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    feeds = [{"x": rng.standard_normal((4, 16)).astype(np.float32), "w": rng.standard_normal((16, 8)).astype(
+        np.float32), "c": rng.standard_normal(8).astype(np.float32)} for _ in range(4)]
+    result = qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    codes = {d.code for d in result.diagnostics if d.op == "fc"}
+    assert "ort.bias-float" not in codes and "ort.perf.bias" in codes
+    ops = optimized_ops(result.files[0], tmp_path)
+    assert "QGemm" not in ops and "Gemm" in ops

@@ -18,6 +18,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ort.perf.granularity": (P, "per-channel activations, per-block weights, per-channel weights off the output "
                                 "axis, or a per-channel MatMul weight of more than 2 dimensions"),
     "ort.perf.gemm-scale": (P, "a Gemm with a bias and alpha or beta other than 1 (its weight or bias computed)"),
+    "ort.perf.bias": (P, "a computed bias of a Conv or Gemm quantized as an activation, not int32"),
     "ort.perf.nbits-fallback": (P, "a weight-only layer that cannot be MatMulNBits / GatherBlockQuantized runs "
                                    "as DequantizeLinear -> float op (the note says why)"),
     "ort.perf.nbits-level": (P, "8-bit MatMulNBits at accuracy_level 0, which ORT runs slower than float on CPU"),

@@ -61,6 +61,7 @@ def kernel_verdict(graph, op, activation: FusedActivation | None, removed: bool,
         verdict.blockers.append(Blocker("ort.perf.gemm-scale", None, "ONNX Runtime fuses a Gemm with a bias into "
                                         "QGemm only with alpha and beta 1 (qtool folds them into B and C where both "
                                         "are constants; this Gemm's B or C is computed)"))
+    _computed_bias(op, settled, verdict)
     kinds = {0: _input(graph, op, 0, settled, verdict)}
     if weight_requantized(graph, op, activation, settled):
         kinds[1] = "int8"  # ORT quantizes the float weight itself
@@ -163,6 +164,20 @@ def _output(graph, op, activation, removed: bool, settled: bool, verdict: Verdic
     verdict.blockers.append(Blocker("ort.perf.float-output", out.name, f"output {out.name!r} {what}, and "
                                     f"{KERNELS[op.op_type]} needs its output to go only into a QuantizeLinear"))
     return None, None
+
+
+def _computed_bias(op, settled: bool, verdict: Verdict) -> None:
+    """A computed bias quantized as an activation is read through its own uint8/int8 DequantizeLinear, and ORT's
+    selectors fuse a bias only from int32 codes (onnx's pytorch-operator/test_operator_addmm ran two float Gemms
+    that validation called QGemm)."""
+    index = bias_input(op)
+    tqc = input_config(op, index, settled) if has_bias(op) and not op.inputs[index].is_parameter else None
+    stype = None if tqc is None else storage_type(tqc.scheme, stored=False)
+    if tqc is not None and getattr(stype, "name", None) != "int32":
+        name = op.inputs[index].name
+        verdict.blockers.append(Blocker("ort.perf.bias", name, f"bias {name!r} is computed and quantized as "
+                                        f"{tqc.scheme.short()}, and ORT fuses {KERNELS[op.op_type]} only with an "
+                                        "int32 bias"))
 
 
 def _float_bias(op, settled: bool) -> bool:

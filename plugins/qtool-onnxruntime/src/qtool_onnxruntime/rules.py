@@ -240,8 +240,8 @@ def _op_rules(graph, op, activation, removed: bool, opset: int, nbits: bool,
                                 "and QuantizeLinear): results differ from qtool's simulation, which keeps it float",
                                 op=op.name, tensor=op.inputs[1].name))
     for index, tqc in enumerate(op.quant.inputs):
-        if is_bias(op, index) and active(tqc, settled=True) \
-                and (reason := misread_reason(op, tqc)) is not None:
+        if is_bias(op, index) and op.inputs[index].is_parameter and active(tqc, settled=True) \
+                and (reason := misread_reason(op, tqc)) is not None:  # a computed bias has its own Q/DQ pair
             found.append(diagnostic("ort.bias-float", f"bias written as float values on its grid (same numbers): "
                                     f"{reason}, and ORT's QLinearConv/QGemm would read its int32 codes as if "
                                     "scale = s_in * s_w and zero point = 0", op=op.name,
