@@ -192,4 +192,19 @@ def test_elements_nan_in_both_tensors_agree():
     same.update(ref, ref.copy())
     own.update(ref, np.array([np.nan, np.nan, -np.inf, 2.5]))
     assert (same.snr_db, same.cosine, same.nonfinite) == (float("inf"), 1.0, 0)
-    assert own.nonfinite == 1 and own.snr_db == pytest.approx(10 * np.log10(4 / 0.25))
+    assert own.nonfinite == 1 and own.finite_snr_db == pytest.approx(10 * np.log10(4 / 0.25))
+    assert own.snr_db == float("-inf")  # the fallback's budget, the analysis: an infinite error there
+
+
+def test_an_output_nan_or_infinite_where_the_float_one_is_not_is_a_warning():
+    """Left out of the SQNR, elements one model alone makes NaN or infinite (a quantized Log of 0) still warn: the
+    rest of the output may read well."""
+    from qtool.analysis.float_gap import far_from_float
+
+    gap = {"samples": 8, "measured_on": "onnxruntime",
+           "outputs": {"y": {"sqnr_db": 41.0, "cosine": 0.9999, "nonfinite_differs": 3},
+                       "z": {"sqnr_db": 41.0, "cosine": 0.9999}}}
+
+    (found,) = far_from_float(gap)
+    assert (found.code, found.tensor) == ("output.far-from-float", "y")
+    assert "3 element(s) NaN or infinite in one model only, and elsewhere SQNR 41.0 dB" in found.message

@@ -96,7 +96,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                     stats[name].update(ref, out)
                 else:
                     reshaped[name] += 1
-    outputs = {name: {"sqnr_db": _finite(s.snr_db), "cosine": s.cosine} for name, s in stats.items()
+    outputs = {name: {"sqnr_db": _finite(s.finite_snr_db), "cosine": s.cosine} for name, s in stats.items()
                if s.count or s.nonfinite}
     for name, s in stats.items():
         if s.nonfinite:
@@ -148,14 +148,24 @@ def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bo
 
 
 def far_from_float(gap: dict) -> list[Diagnostic]:
-    """A WARNING for each output of :func:`float_vs_quantized`'s measure below ``FAR_SNR_DB``."""
-    return [Diagnostic(Severity.WARNING, "output.far-from-float",
-                       "this output of the quantized model is far from the float model's: SQNR "
-                       f"{found['sqnr_db']:.1f} dB, cosine {found['cosine']:.3f} on {gap['samples']} samples "
-                       f"({gap['measured_on']}); `qtool analyse` finds the ops that lose most, `--check-agreement` "
-                       "compares the written files with qtool's simulation", tensor=name)
-            for name, found in gap["outputs"].items()
-            if found.get("sqnr_db") is not None and found["sqnr_db"] < FAR_SNR_DB]
+    """A WARNING for each output of :func:`float_vs_quantized`'s measure below ``FAR_SNR_DB``, or with elements NaN
+    or infinite in one model only (left out of its SQNR, a quantized Log of 0 among them)."""
+    found_far = []
+    for name, found in gap["outputs"].items():
+        nonfinite = found.get("nonfinite_differs")
+        low = found.get("sqnr_db") is not None and found["sqnr_db"] < FAR_SNR_DB
+        if not (low or nonfinite):
+            continue
+        measured = "exact" if found.get("sqnr_db") is None else f"{found['sqnr_db']:.1f} dB"
+        where = f"{nonfinite} element(s) NaN or infinite in one model only, and elsewhere SQNR " if nonfinite \
+            else "SQNR "
+        found_far.append(Diagnostic(
+            Severity.WARNING, "output.far-from-float",
+            f"this output of the quantized model is far from the float model's: {where}{measured}, cosine "
+            f"{found['cosine']:.3f} on {gap['samples']} samples ({gap['measured_on']}); `qtool analyse` finds the "
+            "ops that lose most, `--check-agreement` compares the written files with qtool's simulation",
+            tensor=name))
+    return found_far
 
 
 def budget_missed_held_out(gap: dict, budget_db: float | None) -> list[Diagnostic]:

@@ -37,7 +37,13 @@ class ErrorAccumulator:
 
     @property
     def snr_db(self) -> float:
-        """Signal-to-noise ratio in dB (inf when exact)."""
+        """Signal-to-noise ratio in dB (inf when exact, -inf where one tensor alone is NaN or infinite somewhere:
+        there the error is infinite)."""
+        return -math.inf if self.nonfinite else self.finite_snr_db
+
+    @property
+    def finite_snr_db(self) -> float:
+        """The SNR over the elements finite in both tensors (inf when exact)."""
         if self.noise == 0.0:
             return math.inf
         if self.signal == 0.0:
