@@ -87,9 +87,8 @@ def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str
     floating-point output (:class:`OutputsError`), most sensitive first. :class:`NoFloatOutputError` where every
     graph output is integer or boolean.
 
-    Each op's run starts from the float run's tensors at its first simulated step
-    (:meth:`TorchExecutor.forward_variants`): the steps before it compute the float values either way. Its
-    outputs are kept until the float outputs they are compared with are known, unless all ops' outputs together
+    Each op's run starts from the float run's tensors (:meth:`TorchExecutor.forward_variants`): it runs only the
+    steps its quantization changes. Its outputs are kept until the float outputs they are compared with are known, unless all ops' outputs together
     would pass ``KEPT_BYTES``: then the float outputs are computed first, in one more float run.
     """
     quantized = quantized_ops(executor.graph)

@@ -11,6 +11,7 @@ import torch
 from ..errors import QtoolError
 from ..ir import Graph
 from . import feeds as feeding
+from .branches import Branch, branch_of
 from .errors import ExecutorError, OpExecutionError
 from .hooks import HookFn, HookHandle, Hooks
 from .plan import Plan, Schedule
@@ -74,6 +75,8 @@ class TorchExecutor:
         self._simulation.clear()
         self._actions: tuple[frozenset[str], dict[int, StepQuant], list[Site]] | None = None
         self._variants: dict[frozenset[str], dict[int, StepQuant]] = {}
+        self._branches: dict[tuple[tuple[int, ...], frozenset[str]], tuple[Branch, dict[int, StepQuant]]] = {}
+        self._parameter_slots = frozenset(self._plan.slot_of[v.name] for v in self.graph.parameters())
 
     def _load_parameters(self) -> list[torch.Tensor | None]:
         params: list[torch.Tensor | None] = [None] * self._plan.num_slots
@@ -130,70 +133,119 @@ class TorchExecutor:
         gets the outputs of each variant (a set of ops run in float, the rest with quantization simulated, as
         ``mode(quantize=True, float_ops=variant)`` runs them) as soon as it is done.
 
-        The steps before a variant's first simulated step compute what the float run computes: each variant
-        starts from the float run's tensors there, so that its result is the one a whole run gives, for the
-        cost of the steps after that point. Hooks see every step run: the float run's and each variant's.
+        A variant runs only the steps whose result can differ from the float run's (:mod:`.branches`), on the
+        float run's tensors elsewhere, so that its result is the one a whole run gives, for the cost of the steps
+        it changes. The float run keeps the tensors a variant reads until that variant has run. Hooks see every
+        step run: the float run's and each variant's.
         """
         _count_run()
         checked = feeding.torch_feeds(feeds, self.graph.inputs)
         names = tuple(v.name for v in self.graph.outputs)
         schedule = self._plan.schedule(names)
         feeding.require(checked, schedule.needed_inputs)
-        env = list(self._params)
-        for name, tensor in checked.items():
-            env[self._plan.slot_of[name]] = tensor.to(self.device)
-        starts: dict[int, list[tuple[int, dict[int, StepQuant]]]] = {}
-        for number, variant in enumerate(variants):
-            actions = self._variant_actions(frozenset(variant))
-            first = next((p for p, step in enumerate(schedule.steps) if step.index in actions), len(schedule.steps))
-            starts.setdefault(first, []).append((number, actions))
+        env = self._loaded_env(checked)
+        branches = [self._branch(schedule, frozenset(variant)) for variant in variants]
+        ready: dict[int, list[int]] = {}
+        for number, (branch, _) in enumerate(branches):
+            ready.setdefault(branch.ready, []).append(number)
+        frees, released = _held(schedule, [branch for branch, _ in branches])
         done = 0
         with full_float32(self.device):
-            for position in sorted(starts):
-                self._execute(schedule, env, {}, done, position)
+            for position in sorted(ready):
+                self._execute(schedule, env, {}, done, position, frees)
                 done = position
-                for number, actions in starts[position]:
-                    branch = list(env)
-                    self._execute(schedule, branch, actions, position, len(schedule.steps))
-                    each(number, {name: branch[slot] for name, slot in zip(names, schedule.outputs, strict=True)})
-            self._execute(schedule, env, {}, done, len(schedule.steps))
+                for number in ready[position]:
+                    outputs = self._variant_outputs(schedule, env, *branches[number], checked)
+                    each(number, dict(zip(names, outputs, strict=True)))
+                for slot in released.get(position, ()):
+                    env[slot] = None
+            self._execute(schedule, env, {}, done, len(schedule.steps), frees)
         return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
+
+    def _branch(self, schedule: Schedule, float_ops: frozenset[str]) -> tuple[Branch, dict[int, StepQuant]]:
+        """The branch of a variant and its actions per step (kept until :meth:`refresh`)."""
+        key = (schedule.outputs, float_ops)
+        if key not in self._branches:
+            actions = self._variant_actions(float_ops)
+            self._branches[key] = branch_of(schedule, frozenset(actions), self._parameter_slots), actions
+        return self._branches[key]
+
+    def _variant_outputs(self, schedule: Schedule, env: list, branch: Branch, actions: dict[int, StepQuant],
+                         feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """A variant's graph outputs: its branch on the float run's ``env``, or a whole run where a check fails."""
+        changed = self._run_branch(schedule, env, branch, actions)
+        if changed is not None:
+            return [changed.get(slot, env[slot]) for slot in schedule.outputs]
+        whole = self._loaded_env(feeds)
+        self._execute(schedule, whole, actions, 0, len(schedule.steps))
+        return [whole[slot] for slot in schedule.outputs]
+
+    def _run_branch(self, schedule: Schedule, env: list, branch: Branch, actions: dict[int, StepQuant]
+                    ) -> dict[int, torch.Tensor] | None:
+        """The slots a variant changes (the others are ``env``'s), or None where a shape-only op's check fails."""
+        changed: dict[int, torch.Tensor] = {}
+        for position in branch.positions:
+            step = schedule.steps[position]
+            args = [None if slot is None else changed[slot] if slot in changed else env[slot] for slot in step.inputs]
+            results = self._step(step, args, actions.get(step.index), schedule)
+            if self._hooks:
+                self._hooks(step.op, args, list(results))
+            if position in branch.checks:
+                if not all(torch.equal(r, env[slot]) for slot, r in zip(step.outputs, results, strict=False)):
+                    return None
+                continue
+            changed.update(zip(step.outputs, results, strict=False))
+            for slot in branch.frees.get(position, ()):
+                changed.pop(slot, None)
+        return changed
 
     def _run(self, feeds: dict[str, torch.Tensor], output_names: Sequence[str] | None) -> dict[str, torch.Tensor]:
         _count_run()
         names = tuple(v.name for v in self.graph.outputs) if output_names is None else tuple(output_names)
         schedule = self._plan.schedule(names)
         feeding.require(feeds, schedule.needed_inputs)
-        env = list(self._params)
-        for name, tensor in feeds.items():
-            env[self._plan.slot_of[name]] = tensor
+        env = self._loaded_env(feeds)
         actions = self._step_actions()[0] if self.quantize else {}
         with full_float32(self.device):
             self._execute(schedule, env, actions, 0, len(schedule.steps))
         return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
 
-    def _execute(self, schedule: Schedule, env: list, actions: dict[int, StepQuant], begin: int, end: int) -> None:
-        """Steps ``begin`` to ``end`` (positions in ``schedule``) on ``env``, freeing slots no later step reads."""
+    def _loaded_env(self, feeds: Mapping[str, torch.Tensor]) -> list:
+        """The slots at the start of a run: the parameters and ``feeds`` (on the device)."""
+        env = list(self._params)
+        for name, tensor in feeds.items():
+            env[self._plan.slot_of[name]] = tensor.to(self.device)
+        return env
+
+    def _execute(self, schedule: Schedule, env: list, actions: dict[int, StepQuant], begin: int, end: int,
+                 frees: Sequence[tuple[int, ...]] | None = None) -> None:
+        """Steps ``begin`` to ``end`` (positions in ``schedule``) on ``env``, freeing slots no later step reads
+        (``frees``: per position, where it is not the schedule's own)."""
         hooks = self._hooks
-        for step, frees in zip(schedule.steps[begin:end], schedule.frees[begin:end], strict=True):
+        frees = schedule.frees if frees is None else frees
+        for step, freed in zip(schedule.steps[begin:end], frees[begin:end], strict=True):
             args = [None if slot is None else env[slot] for slot in step.inputs]
-            todo = actions.get(step.index)
-            try:
-                results = self._run_step(step, args, todo)
-            except QtoolError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any op failure is reported with its node
-                simulated = " with quantization simulated" if todo is not None else ""
-                raise OpExecutionError(f"node {step.op.name!r} ({step.op.op_type}) failed{simulated}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
-            if len(results) < len(step.outputs):
-                self._check_missing(step, results, schedule)
+            results = self._step(step, args, actions.get(step.index), schedule)
             for slot, tensor in zip(step.outputs, results, strict=False):
                 env[slot] = tensor
             if hooks:
                 hooks(step.op, args, list(results))
-            for slot in frees:
+            for slot in freed:
                 env[slot] = None
+
+    def _step(self, step, args: list, todo: StepQuant | None, schedule: Schedule) -> list:
+        """One step's results, a failure reported with its node."""
+        try:
+            results = self._run_step(step, args, todo)
+        except QtoolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any op failure is reported with its node
+            simulated = " with quantization simulated" if todo is not None else ""
+            raise OpExecutionError(f"node {step.op.name!r} ({step.op.op_type}) failed{simulated}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        if len(results) < len(step.outputs):
+            self._check_missing(step, results, schedule)
+        return results
 
     @staticmethod
     def _run_step(step, args: list, todo: StepQuant | None) -> list:
@@ -225,3 +277,20 @@ def torch_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ExecutorError(f"device {str(device)!r} requested but CUDA is not available")
     return device
+
+
+def _held(schedule: Schedule, branches: Sequence[Branch]) -> tuple[list[tuple[int, ...]], dict[int, list[int]]]:
+    """The float run's frees per position with the slots branches read held back, and the held slots by the position
+    whose branches free them (a branch at position ``p`` runs after the steps before ``p``)."""
+    held: dict[int, int] = {}
+    for branch in branches:
+        for slot in branch.reads:
+            held[slot] = max(held.get(slot, 0), branch.ready)
+    frees: list[tuple[int, ...]] = []
+    released: dict[int, list[int]] = {}
+    for position, slots in enumerate(schedule.frees):
+        kept = [slot for slot in slots if held.get(slot, 0) > position]
+        frees.append(tuple(slot for slot in slots if slot not in kept))
+        for slot in kept:
+            released.setdefault(held[slot], []).append(slot)
+    return frees, released
