@@ -11,18 +11,22 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_names
 
 _EXPORTS = {
-    ".analysis": ["NoFloatOutputError", "OpError", "graphwise_error", "layerwise_sensitivity", "output_error",
-                  "quantized_ops"],
+    ".analysis": ["GraphwiseError", "LayerwiseSensitivity", "Measurements", "NoFloatOutputError", "OpError",
+                  "graphwise_error", "layerwise_sensitivity", "measure", "output_error", "quantized_ops"],
     ".metrics": ["ErrorAccumulator", "OutputsError"],
 }
 __all__, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .analysis import (
+        GraphwiseError,
+        LayerwiseSensitivity,
+        Measurements,
         NoFloatOutputError,
         OpError,
         graphwise_error,
         layerwise_sensitivity,
+        measure,
         output_error,
         quantized_ops,
     )

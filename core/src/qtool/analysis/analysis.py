@@ -50,76 +50,149 @@ def _to_device(sample: Mapping[str, np.ndarray], device: torch.device) -> dict[s
     return {name: torch.from_numpy(np.asarray(a)).to(device) for name, a in sample.items()}
 
 
+class GraphwiseError:
+    """Per op of ``ops``: its first output in a simulated run against the float run before it, over the runs."""
+
+    def __init__(self, ops: list[Operation]) -> None:
+        self.ops = ops
+        self._stats = {op.name: ErrorAccumulator() for op in ops}
+        self._reference: dict[str, torch.Tensor] = {}
+
+    def keep(self, op, inputs, outputs) -> None:
+        """Hook of a float run: keeps the op's output."""
+        if op.name in self._stats:
+            self._reference[op.name] = outputs[0].detach().clone()
+
+    def compare(self, op, inputs, outputs) -> None:
+        """Hook of the simulated run that follows: adds the op's error."""
+        if op.name in self._stats:
+            self._stats[op.name].update(self._reference.pop(op.name), outputs[0])
+
+    def rows(self) -> list[OpError]:
+        return _rows(self.ops, self._stats)
+
+
 def graphwise_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]) -> list[OpError]:
     """Per quantized op: its output in the quantized run vs the float run, worst SNR first."""
-    ops = quantized_ops(executor.graph)
-    wanted = {op.name for op in ops}
-    stats = {name: ErrorAccumulator() for name in wanted}
-    reference = {}
-
-    def keep_reference(op, inputs, outputs):
-        if op.name in wanted:
-            reference[op.name] = outputs[0].detach().clone()
-
-    def compare(op, inputs, outputs):
-        if op.name in wanted:
-            stats[op.name].update(reference[op.name], outputs[0])
-
+    graphwise = GraphwiseError(quantized_ops(executor.graph))
     for batch in batches:
         feeds = _to_device(batch, executor.device)
-        for mode, hook in ((False, keep_reference), (True, compare)):
-            handle = executor.add_hook(hook)
-            try:
-                with executor.mode(quantize=mode), torch.inference_mode():
-                    executor.forward_torch(feeds)
-            finally:
-                handle.remove()
-        reference.clear()
-    return _rows(ops, stats)
+        with torch.inference_mode():
+            _float_run(executor, feeds, graphwise.keep)
+            _simulated_run(executor, feeds, graphwise.compare)
+    return graphwise.rows()
 
 
 KEPT_BYTES = 256 << 20  # the most bytes of one batch's outputs kept for all ops while its float run ends
 
 
+class LayerwiseSensitivity:
+    """Per quantized op of ``executor``'s graph (or per op of ``ops``): graph-output error when only that op is
+    quantized, at the worst floating-point output (:class:`OutputsError`), added one batch at a time.
+
+    Each op's run starts from the float run's tensors (:meth:`TorchExecutor.forward_variants`). Its outputs are
+    kept until the float outputs they are compared with are known, unless all ops' outputs together would pass
+    ``KEPT_BYTES``: then the float outputs are computed first, in one more float run (also on the first batch,
+    where their size is not known yet).
+    """
+
+    def __init__(self, executor: TorchExecutor, ops: Iterable[Operation] | None = None) -> None:
+        quantized = quantized_ops(executor.graph)
+        names = {op.name for op in quantized}
+        self.executor = executor
+        self.ops = quantized if ops is None else [op for op in ops if op.name in names]
+        self._stats = {name: OutputsError() for name in names}
+        self._variants = [names - {op.name} for op in self.ops]
+        self._output_bytes: int | None = None  # of one batch's floating-point outputs, once known
+
+    def add(self, feeds: Mapping[str, torch.Tensor], watch=None) -> dict[str, torch.Tensor]:
+        """Add one batch (torch tensors by input name, inside ``torch.inference_mode``); the float run's
+        floating-point outputs. ``watch(op, inputs, outputs)`` sees the steps of one float run.
+        :class:`NoFloatOutputError` after that run where every graph output is integer or boolean."""
+        if self._output_bytes is None or self._output_bytes * len(self.ops) > KEPT_BYTES:
+            reference = _floating(_float_run(self.executor, feeds, watch))
+            self._output_bytes = _nbytes(reference)
+
+            def compare(number: int, outputs: Mapping[str, torch.Tensor]) -> None:
+                self._stats[self.ops[number].name].update(reference, outputs)
+
+            self.executor.forward_variants(feeds, self._variants, compare)
+            return reference
+        kept: dict[int, dict[str, torch.Tensor]] = {}
+
+        def keep(number: int, outputs: Mapping[str, torch.Tensor]) -> None:
+            kept[number] = _floating(outputs)
+
+        reference = _floating(self.executor.forward_variants(feeds, self._variants, keep, watch))
+        self._output_bytes = _nbytes(reference)
+        for number, op in enumerate(self.ops):
+            self._stats[op.name].update(reference, kept.pop(number))
+        return reference
+
+    def rows(self) -> list[OpError]:
+        return _rows(self.ops, self._stats)
+
+
 def layerwise_sensitivity(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
                           ops: Iterable[Operation] | None = None) -> list[OpError]:
     """Per quantized op (or per op of ``ops``): graph-output error when only that op is quantized, at the worst
-    floating-point output (:class:`OutputsError`), most sensitive first. :class:`NoFloatOutputError` where every
-    graph output is integer or boolean.
+    floating-point output (:class:`LayerwiseSensitivity`), most sensitive first. :class:`NoFloatOutputError` where
+    every graph output is integer or boolean."""
+    layerwise = LayerwiseSensitivity(executor, ops)
+    for batch in batches:
+        with torch.inference_mode():
+            layerwise.add(_to_device(batch, executor.device))
+    return layerwise.rows()
 
-    Each op's run starts from the float run's tensors (:meth:`TorchExecutor.forward_variants`): it runs only the
-    steps its quantization changes. Its outputs are kept until the float outputs they are compared with are known, unless all ops' outputs together
-    would pass ``KEPT_BYTES``: then the float outputs are computed first, in one more float run.
-    """
-    quantized = quantized_ops(executor.graph)
-    names = {op.name for op in quantized}
-    ops = quantized if ops is None else [op for op in ops if op.name in names]
-    stats = {name: OutputsError() for name in names}
-    variants = [names - {op.name} for op in ops]
-    output_bytes = None  # of one batch's floating-point outputs, once known
+
+@dataclass(frozen=True)
+class Measurements:
+    graphwise: list[OpError]
+    layerwise: list[OpError]
+    layerwise_unmeasured: str | None  # why ``layerwise`` is empty: no floating-point graph output
+    outputs: dict[str, ErrorAccumulator]  # float vs simulated run, per floating-point graph output
+
+
+def measure(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]], *,
+            float_run: TorchExecutor | None = None, watch=None) -> Measurements:
+    """Graph-wise error, layer-wise sensitivity and the error at the outputs (:func:`output_error`), from one float
+    run with the layer-wise variants and one simulated run per batch; ``watch(op, inputs, outputs)`` sees the steps
+    of that float run. ``float_run``: as in :func:`output_error`, run once more per batch where given."""
+    graphwise = GraphwiseError(quantized_ops(executor.graph))
+    layerwise = LayerwiseSensitivity(executor)
+    outputs, unmeasured = OutputsError(), None
+
+    def float_step(op, inputs, results) -> None:
+        graphwise.keep(op, inputs, results)
+        if watch is not None:
+            watch(op, inputs, results)
+
     for batch in batches:
         feeds = _to_device(batch, executor.device)
         with torch.inference_mode():
-            if output_bytes is None or output_bytes * len(ops) > KEPT_BYTES:
-                with executor.mode(quantize=False):
-                    reference = _floating(executor.forward_torch(feeds))
-                output_bytes = _nbytes(reference)
+            if unmeasured is not None:
+                reference = _float_run(executor, feeds, float_step)
+            else:
+                try:
+                    reference = layerwise.add(feeds, float_step)
+                except NoFloatOutputError as exc:  # raised after its float run: the rest goes on
+                    reference, unmeasured = {}, str(exc)
+            if float_run is not None:
+                reference = _float_run(float_run, feeds)
+            outputs.update(reference, _simulated_run(executor, feeds, graphwise.compare))
+    return Measurements(graphwise.rows(), [] if unmeasured else layerwise.rows(), unmeasured, outputs.outputs)
 
-                def compare(number: int, outputs: Mapping[str, torch.Tensor], reference=reference) -> None:
-                    stats[ops[number].name].update(reference, outputs)
 
-                executor.forward_variants(feeds, variants, compare)
-                continue
-            kept: dict[int, dict[str, torch.Tensor]] = {}
+def _float_run(executor: TorchExecutor, feeds: Mapping[str, torch.Tensor], hook=None) -> dict[str, torch.Tensor]:
+    """The graph outputs of a float run; ``hook(op, inputs, outputs)`` sees its steps."""
+    with executor.mode(quantize=False), executor.watching(hook):
+        return executor.forward_torch(feeds)
 
-            def keep(number: int, outputs: Mapping[str, torch.Tensor], kept=kept) -> None:
-                kept[number] = _floating(outputs)
 
-            reference = _floating(executor.forward_variants(feeds, variants, keep))
-            output_bytes = _nbytes(reference)
-            for number, op in enumerate(ops):
-                stats[op.name].update(reference, kept.pop(number))
-    return _rows(ops, stats)
+def _simulated_run(executor: TorchExecutor, feeds: Mapping[str, torch.Tensor], hook=None) -> dict[str, torch.Tensor]:
+    """The graph outputs of a run with quantization simulated (but for the executor's ``float_ops``)."""
+    with executor.mode(quantize=True), executor.watching(hook):
+        return executor.forward_torch(feeds)
 
 
 def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
@@ -130,11 +203,7 @@ def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndar
     for batch in batches:
         feeds = _to_device(batch, executor.device)
         with torch.inference_mode():
-            with float_run.mode(quantize=False):
-                reference = float_run.forward_torch(feeds)
-            with executor.mode(quantize=True):
-                quantized = executor.forward_torch(feeds)
-        stats.update(reference, quantized)
+            stats.update(_float_run(float_run, feeds), _simulated_run(executor, feeds))
     return stats.outputs
 
 

@@ -93,6 +93,16 @@ class TorchExecutor:
         """Call ``fn(op, inputs, outputs)`` after each op, with tensors as the op saw and wrote them."""
         return self._hooks.add(fn)
 
+    @contextmanager
+    def watching(self, hook: HookFn | None) -> Iterator[None]:
+        """:meth:`add_hook` for the ``with`` block (nothing where ``hook`` is None)."""
+        handle = None if hook is None else self.add_hook(hook)
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.remove()
+
     def fake_quant_sites(self) -> list[Site]:
         """Where a run with the current ``quantize`` and ``float_ops`` fake-quantizes."""
         return list(self._step_actions()[1]) if self.quantize else []
@@ -128,7 +138,8 @@ class TorchExecutor:
         return self._run({n: t.to(self.device) for n, t in checked.items()}, output_names)
 
     def forward_variants(self, feeds: Mapping[str, torch.Tensor], variants: Sequence[Iterable[str]],
-                         each: Callable[[int, dict[str, torch.Tensor]], None]) -> dict[str, torch.Tensor]:
+                         each: Callable[[int, dict[str, torch.Tensor]], None], watch: HookFn | None = None
+                         ) -> dict[str, torch.Tensor]:
         """The graph outputs of one float run on ``feeds`` (torch tensors by input name); ``each(number, outputs)``
         gets the outputs of each variant (a set of ops run in float, the rest with quantization simulated, as
         ``mode(quantize=True, float_ops=variant)`` runs them) as soon as it is done.
@@ -136,7 +147,7 @@ class TorchExecutor:
         A variant runs only the steps whose result can differ from the float run's (:mod:`.branches`), on the
         float run's tensors elsewhere, so that its result is the one a whole run gives, for the cost of the steps
         it changes. The float run keeps the tensors a variant reads until that variant has run. Hooks see every
-        step run: the float run's and each variant's.
+        step run: the float run's and each variant's; ``watch(op, inputs, outputs)`` the float run's alone.
         """
         _count_run()
         checked = feeding.torch_feeds(feeds, self.graph.inputs)
@@ -152,14 +163,16 @@ class TorchExecutor:
         done = 0
         with full_float32(self.device):
             for position in sorted(ready):
-                self._execute(schedule, env, {}, done, position, frees)
+                with self.watching(watch):
+                    self._execute(schedule, env, {}, done, position, frees)
                 done = position
                 for number in ready[position]:
                     outputs = self._variant_outputs(schedule, env, *branches[number], checked)
                     each(number, dict(zip(names, outputs, strict=True)))
                 for slot in released.get(position, ()):
                     env[slot] = None
-            self._execute(schedule, env, {}, done, len(schedule.steps), frees)
+            with self.watching(watch):
+                self._execute(schedule, env, {}, done, len(schedule.steps), frees)
         return {name: env[slot] for name, slot in zip(names, schedule.outputs, strict=True)}
 
     def _branch(self, schedule: Schedule, float_ops: frozenset[str]) -> tuple[Branch, dict[int, StepQuant]]:

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis import NoFloatOutputError, graphwise_error, layerwise_sensitivity, output_error, quantized_ops
+from ..analysis import ErrorAccumulator, measure, output_error, quantized_ops
 from ..executor import TorchExecutor
 from ..explanation import explain_document
 from ..passes.accuracy import AFTER_CALIBRATION, BEFORE_DISPATCH
+from ..passes.accuracy.running import run_watching
 from ..platform import Severity
-from .distributions import activation_histograms, weight_ranges
+from .distributions import ActivationHistograms, weight_ranges
 
 REPORT_SCHEMA_VERSION = 1
 ACCURACY_PASSES = {cls.name for cls in (*BEFORE_DISPATCH.values(), *AFTER_CALIBRATION.values())}
@@ -22,19 +23,22 @@ ACCURACY_PASSES = {cls.name for cls in (*BEFORE_DISPATCH.values(), *AFTER_CALIBR
 def float_vs_quantized(executor: TorchExecutor, batches: Sequence[Mapping[str, np.ndarray]]) -> list[dict]:
     """SQNR, cosine and MSE of each floating-point graph output, quantized run vs float run (of the float model
     before a pass changed the graph's float function on purpose: ``Graph.float_reference``)."""
-    original = executor.graph.float_reference
-    float_run = None if original is None else TorchExecutor(original, device=executor.device)
-    return [{"output": name, "snr_db": finite(s.snr_db), "cosine": finite(s.cosine), "mse": finite(s.mse)}
-            for name, s in output_error(executor, batches, float_run).items()]
+    return _output_rows(output_error(executor, batches, _float_model(executor)))
 
 
 def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, device: str = "cpu") -> dict:
-    """The document of a quantization ``result`` (QuantizeResult) measured on ``batches``."""
+    """The document of a quantization ``result`` (QuantizeResult) measured on ``batches``: the error measurements
+    and the activation histograms come from one float run (with the layer-wise variants) and one simulated run of
+    each batch (:func:`qtool.analysis.measure`)."""
     graph = result.graph
     executor = TorchExecutor(graph, device=device)
     order = {op.name: i for i, op in enumerate(quantized_ops(graph))}
     explained = explain_document(graph, result.summary["platform"], result.config)
-    layerwise, unmeasured = _layerwise(executor, batches, order)
+    histograms = ActivationHistograms(graph)
+    measured = measure(executor, batches, float_run=_float_model(executor), watch=histograms.observe)
+    unseen = histograms.unseen_ops()
+    if unseen:  # ops no graph output reads: the float run computing the outputs skipped them
+        run_watching(executor, batches, unseen, histograms.observe, quantize=False)
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
@@ -42,14 +46,14 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
         "samples": sum(len(next(iter(b.values()))) for b in batches),
         "config": {"description": result.config.describe(), "origins": dict(result.config.origins)},
         "coverage": result.summary["ops"],
-        "outputs": float_vs_quantized(executor, batches),
+        "outputs": _output_rows(measured.outputs),
         "agreement": sanitize(result.agreement),
         "diagnostics": {"counts": {s.value: sum(d.severity is s for d in result.diagnostics) for s in Severity},
                         "items": [d.as_dict() for d in result.diagnostics]},
-        "graphwise": _in_order(graphwise_error(executor, batches), order),
-        "layerwise": layerwise,
-        "layerwise_unmeasured": unmeasured,
-        "activations": activation_histograms(graph, batches, device),
+        "graphwise": _in_order(measured.graphwise, order),
+        "layerwise": _in_order(measured.layerwise, order),
+        "layerwise_unmeasured": measured.layerwise_unmeasured,
+        "activations": histograms.entries(),
         "weights": weight_ranges(graph),
         "dispatch": explained["ops"],
         "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified,
@@ -58,12 +62,16 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
     }
 
 
-def _layerwise(executor: TorchExecutor, batches, order: Mapping[str, int]) -> tuple[list[dict], str | None]:
-    """The layer-wise rows, or none and why they cannot be measured (a graph without floating-point output)."""
-    try:
-        return _in_order(layerwise_sensitivity(executor, batches), order), None
-    except NoFloatOutputError as unmeasured:
-        return [], str(unmeasured)
+def _float_model(executor: TorchExecutor) -> TorchExecutor | None:
+    """An executor of the float model before a pass changed the graph's float function on purpose
+    (``Graph.float_reference``), which the outputs are compared with; None where there is none."""
+    original = executor.graph.float_reference
+    return None if original is None else TorchExecutor(original, device=executor.device)
+
+
+def _output_rows(outputs: Mapping[str, ErrorAccumulator]) -> list[dict]:
+    return [{"output": name, "snr_db": finite(s.snr_db), "cosine": finite(s.cosine), "mse": finite(s.mse)}
+            for name, s in outputs.items()]
 
 
 def _in_order(rows, order: Mapping[str, int]) -> list[dict]:

@@ -8,14 +8,10 @@ itself; the chosen range drawn is the one the quantized graph really uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 import numpy as np
 
 from ..calibration.observers import AutoObserver
-from ..executor import TorchExecutor
-from ..ir import Graph
-from ..passes.accuracy.running import run_watching
+from ..ir import Graph, Operation
 from ..quant.policy import QuantizationPolicy as P
 from ..quant.tensors import QuantizedTensor, quantized_tensors
 
@@ -24,24 +20,39 @@ DISPLAY_BINS = 96
 MAX_CHANNELS = 512  # weight channels listed per tensor (the rest are counted, not listed)
 
 
-def activation_histograms(graph: Graph, batches: Iterable[Mapping[str, np.ndarray]],
-                          device: str = "cpu") -> list[dict]:
-    """Per quantized activation tensor (per-tensor schemes), in topological order: histogram and ranges."""
-    places = [p for p in quantized_tensors(graph, roles=["activation"]) if not p.scheme.is_per_channel]
-    observers = {(p.op.name, p.side, p.index): AutoObserver(p.scheme, HISTOGRAM_BINS) for p in places}
-    sites: dict[str, list[tuple[str, int, AutoObserver]]] = {}
-    for (op, side, index), observer in observers.items():
-        sites.setdefault(op, []).append((side, index, observer))
+class ActivationHistograms:
+    """Per quantized activation tensor of ``graph`` (per-tensor schemes): an ``auto`` observer, fed by the hook
+    :meth:`observe` of float runs."""
 
-    def observe(op, inputs, outputs):
-        for side, index, observer in sites[op.name]:
-            observer.observe((inputs if side == "input" else outputs)[index])
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.places = [p for p in quantized_tensors(graph, roles=["activation"]) if not p.scheme.is_per_channel]
+        self._observers = {_key(p): AutoObserver(p.scheme, HISTOGRAM_BINS) for p in self.places}
+        self._sites: dict[str, list[tuple[str, int, AutoObserver]]] = {}
+        for (op, side, index), observer in self._observers.items():
+            self._sites.setdefault(op, []).append((side, index, observer))
+        self._seen: set[str] = set()
 
-    executor = TorchExecutor(graph, device=device)
-    ops = [graph.operations[name] for name in dict.fromkeys(p.op.name for p in places)]
-    run_watching(executor, list(batches), ops, observe, quantize=False)
-    return [_activation_entry(p, observers[(p.op.name, p.side, p.index)]) for p in places
-            if observers[(p.op.name, p.side, p.index)].observed]
+    def observe(self, op, inputs, outputs) -> None:
+        """Hook of a float run: each watched tensor of the op into its observer."""
+        sites = self._sites.get(op.name)
+        if sites:
+            self._seen.add(op.name)
+            for side, index, observer in sites:
+                observer.observe((inputs if side == "input" else outputs)[index])
+
+    def unseen_ops(self) -> list[Operation]:
+        """The watched ops no run has shown yet (those no graph output reads, where the runs computed the outputs)."""
+        return [self.graph.operations[name] for name in self._sites if name not in self._seen]
+
+    def entries(self) -> list[dict]:
+        """Per observed tensor, in topological order: histogram and ranges."""
+        observers = [(p, self._observers[_key(p)]) for p in self.places]
+        return [_activation_entry(p, observer) for p, observer in observers if observer.observed]
+
+
+def _key(place: QuantizedTensor) -> tuple[str, str, int]:
+    return place.op.name, place.side, place.index
 
 
 def _activation_entry(place: QuantizedTensor, observer: AutoObserver) -> dict:
