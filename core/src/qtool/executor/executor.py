@@ -186,31 +186,31 @@ class TorchExecutor:
     def _variant_outputs(self, schedule: Schedule, env: list, branch: Branch, actions: dict[int, StepQuant],
                          feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """A variant's graph outputs: its branch on the float run's ``env``, or a whole run where a check fails."""
-        changed = self._run_branch(schedule, env, branch, actions)
-        if changed is not None:
-            return [changed.get(slot, env[slot]) for slot in schedule.outputs]
-        whole = self._loaded_env(feeds)
-        self._execute(schedule, whole, actions, 0, len(schedule.steps))
-        return [whole[slot] for slot in schedule.outputs]
+        slots = self._run_branch(schedule, env, branch, actions)
+        if slots is None:
+            slots = self._loaded_env(feeds)
+            self._execute(schedule, slots, actions, 0, len(schedule.steps))
+        return [slots[slot] for slot in schedule.outputs]
 
     def _run_branch(self, schedule: Schedule, env: list, branch: Branch, actions: dict[int, StepQuant]
-                    ) -> dict[int, torch.Tensor] | None:
-        """The slots a variant changes (the others are ``env``'s), or None where a shape-only op's check fails."""
-        changed: dict[int, torch.Tensor] = {}
+                    ) -> list | None:
+        """A copy of the float run's ``env`` with the branch's steps run on it, or None where a shape-only op's check
+        fails."""
+        slots, hooks = list(env), self._hooks
         for position in branch.positions:
             step = schedule.steps[position]
-            args = [None if slot is None else changed[slot] if slot in changed else env[slot] for slot in step.inputs]
+            args = [None if slot is None else slots[slot] for slot in step.inputs]
             results = self._step(step, args, actions.get(step.index), schedule)
-            if self._hooks:
-                self._hooks(step.op, args, list(results))
-            if position in branch.checks:
-                if not all(torch.equal(r, env[slot]) for slot, r in zip(step.outputs, results, strict=False)):
-                    return None
-                continue
-            changed.update(zip(step.outputs, results, strict=False))
+            if position in branch.checks and not all(
+                    torch.equal(r, env[slot]) for slot, r in zip(step.outputs, results, strict=False)):
+                return None
+            for slot, tensor in zip(step.outputs, results, strict=False):
+                slots[slot] = tensor
+            if hooks:
+                hooks(step.op, args, list(results))
             for slot in branch.frees.get(position, ()):
-                changed.pop(slot, None)
-        return changed
+                slots[slot] = None
+        return slots
 
     def _run(self, feeds: dict[str, torch.Tensor], output_names: Sequence[str] | None) -> dict[str, torch.Tensor]:
         _count_run()
