@@ -163,6 +163,33 @@ def test_an_export_far_from_the_simulation_is_a_warning():
     jitter = {"runtime": "onnxruntime", "max_steps": 84.0, "outputs": {"y": {"max_steps": 84.0, "cosine": 0.9999992}}}
     assert disagreement(jitter) == []  # one uint8 step upstream read on an int16 output grid: the same SNR
     assert disagreement(None) == []
+    nan = {"runtime": "onnxruntime", "max_steps": 0.0,
+           "outputs": {"y": {"max_steps": 0.0, "cosine": 1.0, "nonfinite_differs": 3}}}
+    (found,) = disagreement(nan)  # elements NaN or infinite in one of the two alone
+    assert (found.code, found.tensor) == ("agreement.differs", "y") and "3 element(s) NaN or infinite" in found.message
+
+
+def test_an_output_nan_in_both_models_agrees(tmp_path):
+    """A Sqrt of negatives after a quantized MatMul: NaN in the written model where qtool's simulation has NaN too.
+    Every difference read NaN and the cosine 0 before."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"), helper.make_node("Sqrt", ["m"], ["y"], name="sqrt")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "sqrt.onnx")
+    np.savez(tmp_path / "calib.npz", x=3 * rng.standard_normal((8, 16)).astype(np.float32))
+
+    result = qtool.quantize(tmp_path / "sqrt.onnx", "onnxruntime", tmp_path / "calib.npz",
+                            output=tmp_path / "q.onnx", check_agreement=True)
+
+    found = result.agreement["outputs"]["y"]
+    assert found["cosine"] > 0.9999 and found["max_relative"] < 1e-5 and "nonfinite_differs" not in found
+    assert not any(d.code == "agreement.differs" for d in result.diagnostics)
 
 
 @pytest.mark.parametrize("saved, loaded", [(False, True), (True, False)])

@@ -527,7 +527,15 @@ def _runtime(target: Platform, options: ExportOptions):
 def disagreement(report: dict | None) -> list[Diagnostic]:
     """A WARNING where the written model's output lies more than ``AGREEMENT_STEPS`` quantization steps from qtool's
     simulation, with a cosine below ``AGREEMENT_COSINE``: what the simulation measured (the sensitivity fallback's
-    SNR, --optimize's) may not hold there."""
+    SNR, --optimize's) may not hold there; also where elements are NaN or infinite in one of the two alone."""
+    nonfinite = {name: o["nonfinite_differs"] for name, o in (report or {}).get("outputs", {}).items()
+                 if o.get("nonfinite_differs")}
+    if nonfinite:
+        name, count = next(iter(nonfinite.items()))
+        return [Diagnostic(Severity.WARNING, "agreement.differs",
+                           f"the written model's output holds {count} element(s) NaN or infinite where qtool's "
+                           f"simulation's are finite, or the reverse, on {report['runtime']}: what the simulation "
+                           "measured may not hold there", tensor=name)]
     steps = (report or {}).get("max_steps")
     if steps is None or steps <= AGREEMENT_STEPS:
         return []

@@ -101,3 +101,18 @@ def test_samples_whose_output_shapes_differ_are_counted_not_compared(tmp_path):
     report = qtool.get_platform("onnxruntime").agreement(qtool.load(tmp_path / "m.onnx"), [tmp_path / "m.onnx"],
                                                           samples[1:], simulated[1:])
     assert report["outputs"]["y"] == {"cosine": None, "shape_differs": 1} and report["min_cosine"] is None
+
+
+def test_nan_in_both_agrees_and_nan_in_one_alone_is_counted(tmp_path):
+    """A float output NaN where both models are (a Sqrt of negatives) made every difference NaN and the cosine 0;
+    the differences are taken on the finite elements now, and those NaN in one of the two alone are counted."""
+    import numpy as np
+
+    graph = calibrated(transformer_proto(), UINT8, INT8_PER_CHANNEL)
+    path = export(graph, tmp_path)
+    report = _report(graph, path, "onnxruntime", count=4, shift=lambda out: np.where(out > 0, out, np.nan))
+    output = report["outputs"]["output"]
+    assert output["cosine"] > 0.999 and output["max_relative"] < 0.05
+    assert output["nonfinite_differs"] > 0  # the simulation's NaN, where the written model's values are finite
+    both = _report(graph, path, "onnxruntime", count=4)
+    assert "nonfinite_differs" not in both["outputs"]["output"]

@@ -46,20 +46,30 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
 
 
 def _worst(results: list[dict]) -> dict:
-    return {key: (min if key == "cosine" else max)(r[key] for r in results) for key in results[0]}
+    keys = dict.fromkeys(key for r in results for key in r)  # nonfinite_differs: where a sample has it
+    return {key: (min if key == "cosine" else max)(r.get(key, 0) for r in results) for key in keys}
 
 
 def _compare(ours: np.ndarray, theirs: np.ndarray, tqc) -> dict:
-    diff = np.abs(ours - theirs)
-    norm = np.linalg.norm(ours) * np.linalg.norm(theirs)
-    cosine = float(np.dot(ours.ravel(), theirs.ravel()) / norm) if norm > 0 else float(np.array_equal(ours, theirs))
+    """The differences on the elements finite in both; an element NaN or infinite in one alone is counted
+    (``nonfinite_differs``), one NaN in both or the same infinity agrees (a Sqrt of a negative made every
+    difference NaN, and the cosine read 0)."""
+    finite = np.isfinite(ours) & np.isfinite(theirs)
+    differs = int(np.count_nonzero(~finite & (ours != theirs) & ~(np.isnan(ours) & np.isnan(theirs))))
+    ours_f, theirs_f = np.where(finite, ours, 0.0), np.where(finite, theirs, 0.0)
+    diff = np.abs(ours_f - theirs_f)
+    norm = np.linalg.norm(ours_f) * np.linalg.norm(theirs_f)
+    cosine = float(np.dot(ours_f.ravel(), theirs_f.ravel()) / norm) if norm > 0 \
+        else float(np.array_equal(ours_f, theirs_f))
     cosine = min(1.0, max(-1.0, cosine))  # rounding can put it a hair outside
     result = {"max_abs": float(diff.max(initial=0.0)), "cosine": cosine}
     if tqc is not None and not tqc.scheme.is_floating:
         step = per_element(tqc.scale, ours.shape[1:], tqc.scheme)
-        codes = np.rint(ours / step) - np.rint(theirs / step)  # both sides are on the output grid
+        codes = np.rint(ours_f / step) - np.rint(theirs_f / step)  # both sides are on the output grid
         result["max_steps"] = float(np.abs(codes).max(initial=0.0))
     else:
-        scale = float(np.abs(theirs).max(initial=0.0)) or 1.0
+        scale = float(np.abs(theirs_f).max(initial=0.0)) or 1.0
         result["max_relative"] = float(diff.max(initial=0.0) / scale)
+    if differs:
+        result["nonfinite_differs"] = differs
     return result
