@@ -274,3 +274,18 @@ def test_an_additive_attention_mask_of_minus_infinity_calibrates(tmp_path):
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {"x": RNG.standard_normal((1, 4, 8)).astype(np.float32), "mask": mask}
     _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)
+
+
+def test_a_model_on_integers_alone_is_told_it_has_nothing_to_quantize(tmp_path):
+    """No floating-point tensor anywhere (an integer model; onnx's StringNormalizer models alike): the warning said
+    to name more op types in dispatch.quantize_op_types, which could change nothing."""
+    nodes = [helper.make_node("Add", ["ids", "offset"], ["y"], name="add")]
+    value = [helper.make_tensor_value_info(name, TensorProto.INT64, ["n", 4]) for name in ("ids", "y")]
+    path = _model(tmp_path / "ints.onnx", nodes, value[:1], value[1:], {"offset": np.arange(4, dtype=np.int64)})
+
+    result = qtool.quantize(path, "onnxruntime", [{"ids": np.arange(8, dtype=np.int64).reshape(2, 4)}],
+                            calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    (warning,) = [d for d in result.diagnostics if d.code == "coverage.none"]
+    assert "(Add) computes on no floating-point tensor, so it has nothing to quantize" in warning.message
+    assert "dispatch.quantize_op_types" not in warning.message

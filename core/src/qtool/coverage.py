@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .ops import COMPUTE_OP_TYPES, is_compute
 from .platform import Diagnostic, Severity
 
@@ -81,10 +83,20 @@ def nothing_quantized(graph) -> list[Diagnostic]:
         return []
     types = "/".join(sorted(COMPUTE_OP_TYPES))
     kinds = ", ".join(sorted({op.op_type for op in ops})[:SHOWN_TYPES])
+    if not _holds_float(graph):  # strings, integers: no configuration would change that
+        return [Diagnostic(Severity.WARNING, "coverage.none",
+                           f"nothing is quantized: the model ({kinds}) computes on no floating-point tensor, so it "
+                           "has nothing to quantize; the written model computes as the input model does")]
     return [Diagnostic(Severity.WARNING, "coverage.none",
                        f"nothing is quantized: the model has no compute op ({types}) and none of its op types "
                        f"({kinds}) is one the configuration quantizes; the written model computes in float "
                        "(dispatch.quantize_op_types or dispatch.include name more)")]
+
+
+def _holds_float(graph) -> bool:
+    """Some tensor of ``graph`` is floating-point, or of a type qtool does not know (then it may be)."""
+    return any(var.dtype is None or np.dtype(var.dtype).kind == "f" or "float" in str(var.dtype)
+               for var in graph.variables.values())
 
 
 def _general(reason: str) -> str:
