@@ -1,8 +1,10 @@
 """End to end: ``qtool quantize --platform tensorrt``, then the ranges read back into a freshly planned graph."""
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import qtool
+from onnx import numpy_helper
 from qtool.cli.main import main
 from qtool.pipeline import plan
 from qtool_tensorrt import read_cache, read_ranges
@@ -41,16 +43,21 @@ def test_four_bit_activations_are_refused_before_writing(qtool_small_model, qtoo
     assert not out.parent.exists()
 
 
-def test_non_default_weights_warn(qtool_small_model, qtool_calibration_data):
+def test_non_default_weights_warn(qtool_small_model, qtool_calibration_data, tmp_path):
     result = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data,
-                            config={"weight": {"bits": 4}})
+                            config={"weight": {"bits": 4}}, output=tmp_path / "model.onnx")
     warnings = [d for d in result.diagnostics if d.code == "trt.weights-not-exported"]
     assert len(warnings) == 1 and warnings[0].severity is qtool.Severity.WARNING
+    # the file holds the 4-bit grid (it said the scheme did not reach the engine): at most 16 values a channel
+    assert "written as float values on the configured int4" in warnings[0].message
+    written = onnx.load(tmp_path / "model.onnx")
+    weight = next(numpy_helper.to_array(t) for t in written.graph.initializer if t.name == "conv1.weight")
+    assert max(len(np.unique(channel)) for channel in weight) <= 16 < len(np.unique(weight))
     float_weights = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data, config={"weight": "float"})
     (warning,) = float_weights.diagnostics
     assert (warning.code, warning.op, warning.tensor, warning.scheme) == ("trt.weights-not-exported", "conv1",
                                                                           "conv1.weight", "float")
-    assert "3 weight tensor(s)" in warning.message
+    assert "3 weight tensor(s) kept float are written as they are" in warning.message
     plain = qtool.quantize(qtool_small_model, "tensorrt", qtool_calibration_data)
     assert [d for d in plain.diagnostics if d.code.startswith("trt.")] == []
 

@@ -143,8 +143,16 @@ def _ignored_weights(graph) -> list[Diagnostic]:
         first[short] = (op, tensor, count + 1)
     return [
         Diagnostic(Severity.WARNING, "trt.weights-not-exported",
-                   f"weights are not exported: TensorRT quantizes them itself (int8 symmetric per output channel), "
-                   f"so the configured {short} of {count} weight tensor(s) does not reach the engine and the "
-                   f"engine's numbers will differ from qtool's simulation", op=op, tensor=tensor, scheme=short)
+                   f"{_written(short, count)}, and TensorRT quantizes them itself (int8 symmetric per output "
+                   "channel): the engine's numbers will differ from qtool's simulation", op=op, tensor=tensor,
+                   scheme=short)
         for short, (op, tensor, count) in first.items()
     ]
+
+
+def _written(short: str, count: int) -> str:
+    """What the model file holds of ``count`` weight tensors configured ``short``: float values, on that grid (baked)
+    unless kept float."""
+    if short == "float":
+        return f"{count} weight tensor(s) kept float are written as they are"
+    return f"{count} weight tensor(s) are written as float values on the configured {short} grid"
