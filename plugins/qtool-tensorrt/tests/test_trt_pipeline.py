@@ -143,3 +143,26 @@ def test_files_list_tensors_in_topological_order(tmp_path):
     cached = [line.split(": ")[0] for line in (tmp_path / "q.calibration.cache").read_text().splitlines()[1:]]
     assert cached == ["x", "norm", "proj", "y"]
     assert list(json.loads((tmp_path / "q.ranges.json").read_text())["act_quant_info"]) == cached
+
+
+def test_ops_from_outside_onnx_domain_are_a_warning(tmp_path):
+    """ONNX Runtime's contrib ops (a transformer-optimized BERT's Attention, here a Gelu) are written as they are,
+    and TensorRT's parser reads them only as plugins of the same name: said once per op type."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = {name: rng.standard_normal((4, 4, 1, 1)).astype(np.float32) for name in ("w1", "w2")}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+             helper.make_node("Gelu", ["c1"], ["g"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Conv", ["g", "w2"], ["y"], name="conv2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [numpy_helper.from_array(value, name) for name, value in weights.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), tmp_path / "gelu.onnx")
+    feeds = [{"x": rng.standard_normal((1, 4, 3, 3)).astype(np.float32)} for _ in range(4)]
+
+    result = qtool.quantize(tmp_path / "gelu.onnx", "tensorrt", feeds, calib_layout="feeds")
+
+    (found,) = [d for d in result.diagnostics if d.code == "trt.foreign-op"]
+    assert found.op == "gelu" and "1 op(s) com.microsoft::Gelu are written as they are" in found.message

@@ -66,7 +66,7 @@ class TensorRTPlatform(qtool.Platform):
         return dataclasses.replace(proposal, configs=changed)
 
     def validate(self, graph, options: ExportOptions | None = None) -> list[Diagnostic]:
-        return _activation_problems(graph) + _range_conflicts(graph) + _ignored_weights(graph)
+        return _activation_problems(graph) + _range_conflicts(graph) + _ignored_weights(graph) + _foreign_ops(graph)
 
     def export(self, graph, output: Path, options: ExportOptions) -> list[Path]:
         model, ranges, cache, _ = self.output_files(output, options)
@@ -116,6 +116,23 @@ def _is_default_weight(entry: qtool.QuantizedTensor) -> bool:
     return (not scheme.is_floating and scheme.num_of_bits == 8 and scheme.is_symmetric
             and bool(scheme.policy & flags.PER_CHANNEL) and not scheme.policy & (flags.POWER_OF_2 | flags.DYNAMIC)
             and scheme.quant_max == QMAX and scheme.channel_axis == weight_axis(entry.op, entry.tensor))
+
+
+def _foreign_ops(graph) -> list[Diagnostic]:
+    """One warning per op type from outside ONNX's own domain (ONNX Runtime's com.microsoft contrib ops of a
+    transformer-optimized model): TensorRT's ONNX parser reads ai.onnx ops, others only as plugins of the same name."""
+    first: dict[tuple[str, str], tuple[str, int]] = {}
+    for op in graph.topological_order():
+        if op.domain not in ("", "ai.onnx"):
+            name, count = first.get((op.domain, op.op_type), (op.name, 0))
+            first[(op.domain, op.op_type)] = (name, count + 1)
+    return [
+        Diagnostic(Severity.WARNING, "trt.foreign-op",
+                   f"{count} op(s) {domain}::{op_type} are written as they are: TensorRT's ONNX parser reads ai.onnx "
+                   "ops, and another only where a TensorRT plugin of that name is loaded; the engine build may refuse "
+                   "the model (export it without such ops, e.g. before ONNX Runtime's transformer optimizer)", op=name)
+        for (domain, op_type), (name, count) in first.items()
+    ]
 
 
 def _float_weights(graph) -> list[tuple[str, str]]:
