@@ -208,3 +208,24 @@ def test_an_output_nan_or_infinite_where_the_float_one_is_not_is_a_warning():
     (found,) = far_from_float(gap)
     assert (found.code, found.tensor) == ("output.far-from-float", "y")
     assert "3 element(s) NaN or infinite in one model only, and elsewhere SQNR 41.0 dB" in found.message
+
+
+def test_a_float_output_of_zeros_the_quantized_one_misses_has_no_sqnr():
+    """An output 0 everywhere in the float model but not in the quantized one read 'SQNR exact' (its SNR, -inf,
+    was written as null): it is undefined now, and a WARNING."""
+    from qtool.analysis import ErrorAccumulator
+    from qtool.analysis.float_gap import far_from_float, output_entry
+    from qtool.cli.quantize import float_gap_lines
+
+    missed, exact = ErrorAccumulator(), ErrorAccumulator()
+    missed.update(np.zeros(4), np.array([0.0, 0.1, 0.0, -0.1]))
+    exact.update(np.zeros(4), np.zeros(4))
+    gap = {"samples": 8, "measured_on": "onnxruntime", "held_out": False,
+           "outputs": {"y": output_entry(missed), "z": output_entry(exact)}}
+
+    assert gap["outputs"]["y"] == {"sqnr_db": None, "cosine": 0.0, "zero_signal": True}
+    assert gap["outputs"]["z"] == {"sqnr_db": None, "cosine": 1.0}
+    lines = " ".join(float_gap_lines(gap))
+    assert "y: SQNR undefined (the float output is 0 everywhere, the quantized one is not)" in lines
+    assert "z: SQNR exact" in lines
+    assert [d.tensor for d in far_from_float(gap)] == ["y"]

@@ -96,11 +96,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                     stats[name].update(ref, out)
                 else:
                     reshaped[name] += 1
-    outputs = {name: {"sqnr_db": _finite(s.finite_snr_db), "cosine": s.cosine} for name, s in stats.items()
-               if s.count or s.nonfinite}
-    for name, s in stats.items():
-        if s.nonfinite:
-            outputs[name]["nonfinite_differs"] = s.nonfinite
+    outputs = {name: output_entry(s) for name, s in stats.items() if s.count or s.nonfinite}
     outputs |= {name: {"sqnr_db": None, "cosine": None} for name, count in reshaped.items()
                 if count and name not in outputs}
     for name, count in reshaped.items():
@@ -147,16 +143,23 @@ def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bo
     return {**gap, "from_state": not calibrated_on_data}
 
 
+def sqnr_text(found: dict) -> str:
+    """An output entry's SQNR as the summary says it: 'exact', 'undefined (...)' or 'N dB'."""
+    if found.get("zero_signal"):
+        return "undefined (the float output is 0 everywhere, the quantized one is not)"
+    return "exact" if found.get("sqnr_db") is None else f"{found['sqnr_db']:.1f} dB"
+
+
 def far_from_float(gap: dict) -> list[Diagnostic]:
     """A WARNING for each output of :func:`float_vs_quantized`'s measure below ``FAR_SNR_DB``, or with elements NaN
     or infinite in one model only (left out of its SQNR, a quantized Log of 0 among them)."""
     found_far = []
     for name, found in gap["outputs"].items():
         nonfinite = found.get("nonfinite_differs")
-        low = found.get("sqnr_db") is not None and found["sqnr_db"] < FAR_SNR_DB
+        low = found.get("zero_signal") or found.get("sqnr_db") is not None and found["sqnr_db"] < FAR_SNR_DB
         if not (low or nonfinite):
             continue
-        measured = "exact" if found.get("sqnr_db") is None else f"{found['sqnr_db']:.1f} dB"
+        measured = sqnr_text(found)
         where = f"{nonfinite} element(s) NaN or infinite in one model only, and elsewhere SQNR " if nonfinite \
             else "SQNR "
         found_far.append(Diagnostic(
@@ -180,6 +183,18 @@ def budget_missed_held_out(gap: dict, budget_db: float | None) -> list[Diagnosti
                        tensor=name)
             for name, found in gap["outputs"].items()
             if found.get("sqnr_db") is not None and found["sqnr_db"] < budget_db]
+
+
+def output_entry(stats: ErrorAccumulator) -> dict:
+    """One floating output's measure: ``sqnr_db`` (None where exact), ``cosine``, and where they apply
+    ``zero_signal`` (the float output is 0 everywhere, the quantized one is not: no SQNR; it read as exact) and
+    ``nonfinite_differs``."""
+    entry = {"sqnr_db": _finite(stats.finite_snr_db), "cosine": stats.cosine}
+    if stats.finite_snr_db == -math.inf:
+        entry["zero_signal"] = True
+    if stats.nonfinite:
+        entry["nonfinite_differs"] = stats.nonfinite
+    return entry
 
 
 def _finite(value: float) -> float | None:

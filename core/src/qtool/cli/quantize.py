@@ -254,6 +254,8 @@ def agreement_lines(agreement: dict | None) -> list[str]:
 
 def float_gap_lines(gap: dict | None) -> list[str]:
     """Float vs quantized per output: what the quantization costs (the agreement line only checks the export)."""
+    from ..analysis.float_gap import sqnr_text  # the measure's own module: loaded by the run that made ``gap``
+
     if gap and gap.get("skipped"):
         return [f"float vs quantized not measured: {escape(gap['skipped'])}"]
     if not gap or not gap["outputs"]:
@@ -278,9 +280,8 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         if o["cosine"] is None:
             lines.append(f"  {escape(name)}: {shapes}")
             continue
-        sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
         nonfinite = o.get("nonfinite_differs")
-        lines.append(f"  {escape(name)}: SQNR {sqnr}, cosine {o['cosine']:.6f}"
+        lines.append(f"  {escape(name)}: SQNR {sqnr_text(o)}, cosine {o['cosine']:.6f}"
                      + (f" ({shapes}, measured on the others)" if differs else "")
                      + (f" ({nonfinite} elements NaN or infinite in one model only, left out)" if nonfinite else ""))
     return lines
