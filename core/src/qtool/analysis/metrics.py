@@ -27,12 +27,15 @@ class ErrorAccumulator:
         """Add a pair of tensors: numpy arrays, or torch tensors (summed where they lie, on their device). Elements
         NaN or infinite in either are left out of the sums (one NaN, a Sqrt of a negative, made every sum NaN and
         the SNR read as exact); those where the two differ are counted in ``nonfinite``."""
-        ref, out = _finite_pairs(self, _flat64(reference), _flat64(test))
-        noise = out - ref
-        self.signal += float((ref * ref).sum())
-        self.noise += float((noise * noise).sum())
-        self.dot += float((ref * out).sum())
-        self.test_power += float((out * out).sum())
+        ref, out = _flat64(reference), _flat64(test)
+        sums = _sums(ref, out)
+        if not all(map(math.isfinite, sums)):  # a NaN or an infinity somewhere: only then look for them
+            ref, out = _finite_pairs(self, ref, out)
+            sums = _sums(ref, out)
+        self.signal += sums[0]
+        self.noise += sums[1]
+        self.dot += sums[2]
+        self.test_power += sums[3]
         self.count += ref.shape[0]
 
     @property
@@ -107,13 +110,18 @@ def is_floating(tensor) -> bool:
 
 
 
+def _sums(ref, out) -> tuple[float, float, float, float]:
+    """sum(ref^2), sum((out - ref)^2), sum(ref * out), sum(out^2)."""
+    noise = out - ref
+    return (float((ref * ref).sum()), float((noise * noise).sum()), float((ref * out).sum()),
+            float((out * out).sum()))
+
+
 def _finite_pairs(acc: ErrorAccumulator, ref, out):
     """``ref`` and ``out`` where both are finite; the elements left where they differ counted in ``acc.nonfinite``,
     and those where they agree (NaN in both, the same infinity) in ``acc.count``."""
     xp = namespace(ref)
     finite = xp.isfinite(ref) & xp.isfinite(out)
-    if bool(finite.all()):
-        return ref, out
     same = ((ref == out) | (xp.isnan(ref) & xp.isnan(out))) & ~finite
     acc.nonfinite += int((~finite & ~same).sum())
     acc.count += int(same.sum())
