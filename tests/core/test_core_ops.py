@@ -95,6 +95,14 @@ def test_bias_steering_and_data_roles():
     assert ops.op_roles(relu) == ops.OpRoles() and ops.weight_axis(relu) is None and not ops.is_compute(relu)
 
 
+def test_foreign_ops_are_those_outside_onnx_domain_by_domain_and_type():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Gelu", ["r"], ["g"], name="gelu1", domain="com.microsoft"),
+             helper.make_node("Gelu", ["g"], ["y"], name="gelu2", domain="com.microsoft")]
+    _, graph = _graph(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])], "y", {})
+    assert ops.foreign_ops(graph) == {("com.microsoft", "Gelu"): ["gelu1", "gelu2"]}
+
+
 def test_every_op_type_of_the_table_has_an_executor_kernel():
     missing = [op_type for op_type in ops.OP_ROLES if not is_supported(op_type)]
     assert missing == []

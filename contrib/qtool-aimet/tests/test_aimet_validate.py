@@ -85,3 +85,20 @@ def test_weight_first_matmul_takes_its_rows_as_output_channels():
     assert _found(graph) == []
     retarget(graph, "w", QuantScheme.integer(8, per_channel=True, channel_axis=1))
     assert [d[1:] for d in _found(graph)] == [("aimet.scheme", "mm", "w")]
+
+
+def test_ops_from_outside_onnx_domain_are_a_warning(tmp_path):
+    """ONNX Runtime's contrib ops are written as they are; QNN's converter reads them only through an op package."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Gelu", ["x"], ["g"], name="gelu1", domain="com.microsoft"),
+             helper.make_node("Gelu", ["g"], ["y"], name="gelu2", domain="com.microsoft")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), tmp_path / "gelu.onnx")
+
+    (d,) = qtool.get_platform("aimet").validate(qtool.load(tmp_path / "gelu.onnx"))
+    assert (d.severity, d.code, d.op) == (Severity.WARNING, "aimet.foreign-op", "gelu1")
+    assert "2 op(s) com.microsoft::Gelu are written as they are" in d.message

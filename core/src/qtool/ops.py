@@ -170,6 +170,17 @@ def is_steering_input(op, index: int) -> bool:
     return index in op_roles(op).steering()
 
 
+def foreign_ops(graph) -> dict[tuple[str, str], list[str]]:
+    """The ops from outside ONNX's own domain (a runtime's contrib ops: ONNX Runtime's com.microsoft Attention of a
+    transformer-optimized model), their names by (domain, op type), in graph order: what a target's ONNX parser may
+    read only through a plugin of its own."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for op in graph.topological_order():
+        if op.domain not in ("", "ai.onnx"):
+            found.setdefault((op.domain, op.op_type), []).append(op.name)
+    return found
+
+
 def is_pole_input(op, index: int) -> bool:
     """A 0 at input ``index`` makes the op's output infinite."""
     return index in op_roles(op).poles

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import qtool
 from qtool import Diagnostic, Severity
-from qtool.ops import reads_shape_only, weight_axis
+from qtool.ops import foreign_ops, reads_shape_only, weight_axis
 from qtool.quant import reader_config, written_config
 
 BITS = (4, 8, 16, 32)
@@ -84,4 +84,15 @@ def check(graph) -> list[Diagnostic]:
             found.append(Diagnostic(Severity.ERROR, "aimet.conflict",
                                     f"one encoding per tensor, but qtool quantizes it differently at {ops}; "
                                     "the export writes the first", op=entries[1].op.name, tensor=tensor))
-    return found + float_readers(graph)
+    return found + float_readers(graph) + foreign(graph)
+
+
+def foreign(graph) -> list[Diagnostic]:
+    """One warning per op type from outside ONNX's own domain: QNN's ONNX converter reads ai.onnx ops, others only
+    through an op package of the user's."""
+    return [Diagnostic(Severity.WARNING, "aimet.foreign-op",
+                       f"{len(names)} op(s) {domain}::{op_type} are written as they are: QNN's ONNX converter reads "
+                       "ai.onnx ops, and another only through an op package of yours; the conversion may refuse the "
+                       "model (export it without such ops, e.g. before ONNX Runtime's transformer optimizer)",
+                       op=names[0])
+            for (domain, op_type), names in foreign_ops(graph).items()]

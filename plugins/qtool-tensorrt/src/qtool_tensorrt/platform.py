@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import qtool
 from qtool import Capabilities, Diagnostic, ExportOptions, Severity
-from qtool.ops import weight_axis, weight_index
+from qtool.ops import foreign_ops, weight_axis, weight_index
 
 from .cache import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_VERSION, header, write_cache
 from .ranges import write_ranges
@@ -121,17 +121,13 @@ def _is_default_weight(entry: qtool.QuantizedTensor) -> bool:
 def _foreign_ops(graph) -> list[Diagnostic]:
     """One warning per op type from outside ONNX's own domain (ONNX Runtime's com.microsoft contrib ops of a
     transformer-optimized model): TensorRT's ONNX parser reads ai.onnx ops, others only as plugins of the same name."""
-    first: dict[tuple[str, str], tuple[str, int]] = {}
-    for op in graph.topological_order():
-        if op.domain not in ("", "ai.onnx"):
-            name, count = first.get((op.domain, op.op_type), (op.name, 0))
-            first[(op.domain, op.op_type)] = (name, count + 1)
     return [
         Diagnostic(Severity.WARNING, "trt.foreign-op",
-                   f"{count} op(s) {domain}::{op_type} are written as they are: TensorRT's ONNX parser reads ai.onnx "
-                   "ops, and another only where a TensorRT plugin of that name is loaded; the engine build may refuse "
-                   "the model (export it without such ops, e.g. before ONNX Runtime's transformer optimizer)", op=name)
-        for (domain, op_type), (name, count) in first.items()
+                   f"{len(names)} op(s) {domain}::{op_type} are written as they are: TensorRT's ONNX parser reads "
+                   "ai.onnx ops, and another only where a TensorRT plugin of that name is loaded; the engine build "
+                   "may refuse the model (export it without such ops, e.g. before ONNX Runtime's transformer "
+                   "optimizer)", op=names[0])
+        for (domain, op_type), names in foreign_ops(graph).items()
     ]
 
 
