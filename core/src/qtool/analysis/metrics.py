@@ -117,14 +117,21 @@ def _sums(ref, out) -> tuple[float, float, float, float]:
             float((out * out).sum()))
 
 
+def nonfinite_split(a, b):
+    """For two tensors of one shape (numpy or torch): the mask of elements finite in both, that of elements NaN or
+    infinite alike in both (NaN in both, the same infinity), and how many are NaN or infinite in one alone."""
+    xp = namespace(a)
+    finite = xp.isfinite(a) & xp.isfinite(b)
+    alike = ((a == b) | (xp.isnan(a) & xp.isnan(b))) & ~finite
+    return finite, alike, int((~finite & ~alike).sum())
+
+
 def _finite_pairs(acc: ErrorAccumulator, ref, out):
     """``ref`` and ``out`` where both are finite; the elements left where they differ counted in ``acc.nonfinite``,
     and those where they agree (NaN in both, the same infinity) in ``acc.count``."""
-    xp = namespace(ref)
-    finite = xp.isfinite(ref) & xp.isfinite(out)
-    same = ((ref == out) | (xp.isnan(ref) & xp.isnan(out))) & ~finite
-    acc.nonfinite += int((~finite & ~same).sum())
-    acc.count += int(same.sum())
+    finite, alike, differs = nonfinite_split(ref, out)
+    acc.nonfinite += differs
+    acc.count += int(alike.sum())
     return ref[finite], out[finite]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from qtool import nonfinite_split
 
 from .configs import written_config
 from .qdq import per_element
@@ -54,8 +55,7 @@ def _compare(ours: np.ndarray, theirs: np.ndarray, tqc) -> dict:
     """The differences on the elements finite in both; an element NaN or infinite in one alone is counted
     (``nonfinite_differs``), one NaN in both or the same infinity agrees (a Sqrt of a negative made every
     difference NaN, and the cosine read 0)."""
-    finite = np.isfinite(ours) & np.isfinite(theirs)
-    differs = int(np.count_nonzero(~finite & (ours != theirs) & ~(np.isnan(ours) & np.isnan(theirs))))
+    finite, _, differs = nonfinite_split(ours, theirs)
     ours_f, theirs_f = np.where(finite, ours, 0.0), np.where(finite, theirs, 0.0)
     diff = np.abs(ours_f - theirs_f)
     norm = np.linalg.norm(ours_f) * np.linalg.norm(theirs_f)
