@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from qtool.analysis import snr_text
 from qtool.testing.browser import chromium, load
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -26,14 +27,14 @@ def test_report_loads_with_its_charts_and_no_console_error(analysed):
     body = re.search(r"<body([^>]*)>", loaded.dom).group(1)
     assert "data-chart-error" not in body
     drawn = int(re.search(r'data-charts="(\d+)"', body).group(1))
-    worst = sorted(report.graphwise, key=lambda r: r["snr_db"] if r["snr_db"] is not None else 1e9)[:3]
+    worst = sorted(report.graphwise, key=lambda r: float(r["snr_db"]))[:3]
     assert drawn >= 2 + len(worst)  # the two per-layer charts and at least a histogram per worst layer
     for key, end in (("graphwise", 'id="layerwise-chart"'), ("layerwise", 'id="layers"')):
         chart = loaded.dom.split(f'id="{key}-chart"', 1)[1].split(end, 1)[0]
         bars = re.findall(r'aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="rect mark"', chart)
-        drawn_rows = {(re.search(r"op: (.*?);", b).group(1), re.search(r"; SQNR \(dB\): ([-\d.]+);", b).group(1))
+        drawn_rows = {(re.search(r"op: (.*?);", b).group(1), re.search(r"; SQNR \(dB\): ([^;]+);", b).group(1))
                       for b in bars}
-        assert drawn_rows == {(r["op"], f"{r['snr_db']:.2f}") for r in report.document[key]}, key
+        assert drawn_rows == {(r["op"], snr_text(r["snr_db"])) for r in report.document[key]}, key
     for row in worst:
         assert f"{row['op']} ({row['op_type']})" in loaded.dom  # the layer's details heading
     rows = loaded.dom.split('id="dispatch-table"', 1)[1].split("</table>", 1)[0].count("<tr>")
@@ -51,3 +52,13 @@ def test_screenshot_is_saved(analysed):
     print(f"report screenshot: {shot}")
     assert loaded.console == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+@needs_chromium
+def test_the_chart_draws_the_infinite_error_below_zero(sqrt_report):
+    _, page, *_ = sqrt_report
+    loaded = load(page)
+    assert loaded.console == []
+    chart = loaded.dom.split('id="layerwise-chart"', 1)[1].split('id="layers"', 1)[0]
+    (bar,) = re.findall(r'aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="rect mark"', chart)
+    assert "op: MatMul_0;" in bar and "SQNR (dB): -inf;" in bar and "graph output SQNR (dB): −20;" in bar

@@ -184,7 +184,7 @@ def test_analyse_json_has_a_schema_version_and_shows_progress(small, capsys):
     assert main(["analyse", str(model), "--platform", "onnxruntime", "--calib", str(calib), "--samples", "2",
                  "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["schema_version"] == 1
+    assert json.loads(captured.out)["schema_version"] == 2
     assert "RuntimeCalibration" in captured.err and "measuring" in captured.err
 
 

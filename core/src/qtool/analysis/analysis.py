@@ -17,7 +17,7 @@ import torch
 from ..errors import QtoolError
 from ..executor import TorchExecutor
 from ..ir import Graph, Operation
-from .metrics import ErrorAccumulator, OutputsError
+from .metrics import ErrorAccumulator, OutputsError, json_number
 
 
 class NoFloatOutputError(QtoolError):
@@ -33,7 +33,7 @@ class OpError:
     mse: float
 
     def as_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+        return {k: (json_number(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 def quantized_ops(graph: Graph) -> list[Operation]:

@@ -12,6 +12,23 @@ import numpy as np
 from ..quant.maths import namespace
 
 
+def json_number(value: float) -> float | str:
+    """``value`` as strict JSON holds it: a finite number as is, an infinite or undefined one as the text that
+    Python's ``float`` and JavaScript's ``Number`` both read back (``"Infinity"``, ``"-Infinity"``, ``"NaN"``).
+    Written as null, an SQNR of -inf (an output NaN in one model only) read as exact."""
+    value = float(value)
+    return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+
+
+def snr_text(snr_db: float | str, digits: int = 2) -> str:
+    """An SQNR as tables print it: ``exact`` (no error), ``-inf`` (the error is infinite: elements NaN or infinite
+    in one model only, or a signal 0 everywhere), ``undefined`` (NaN), or the number of dB."""
+    value = float(snr_db)
+    if math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "exact" if value > 0 else "-inf" if value < 0 else "undefined"
+
+
 @dataclass
 class ErrorAccumulator:
     """Accumulates sums over batches so that memory does not grow with the sample count."""
@@ -111,10 +128,12 @@ def is_floating(tensor) -> bool:
 
 
 def _sums(ref, out) -> tuple[float, float, float, float]:
-    """sum(ref^2), sum((out - ref)^2), sum(ref * out), sum(out^2)."""
-    noise = out - ref
-    return (float((ref * ref).sum()), float((noise * noise).sum()), float((ref * out).sum()),
-            float((out * out).sum()))
+    """sum(ref^2), sum((out - ref)^2), sum(ref * out), sum(out^2); NaN or infinite where an element is, without
+    numpy's warning (the caller then leaves those elements out)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        noise = out - ref
+        return (float((ref * ref).sum()), float((noise * noise).sum()), float((ref * out).sum()),
+                float((out * out).sum()))
 
 
 def nonfinite_split(a, b):

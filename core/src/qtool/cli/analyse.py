@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 from rich.markup import escape
 from rich.table import Table
@@ -13,7 +12,7 @@ from ..files import check_outputs
 from .calib_args import add_calibration_flags, calibration_options
 from .console import console, pass_progress
 
-ANALYSE_SCHEMA_VERSION = 1
+ANALYSE_SCHEMA_VERSION = 2  # 2: non-finite SQNR, cosine, MSE as "Infinity", "-Infinity", "NaN" (not null)
 
 
 def add_parser(sub) -> None:
@@ -89,17 +88,19 @@ def _why_none_quantized(coverage: dict) -> str:
 
 
 def _worst_first(rows: list[dict]) -> list[dict]:
-    """The report's rows (topological order, with their index) ranked worst first; exact ones last."""
-    ranked = sorted(rows, key=lambda r: math.inf if r["snr_db"] is None else r["snr_db"])
+    """The report's rows (topological order, with their index) ranked worst first (an infinite error first, exact
+    ones last)."""
+    ranked = sorted(rows, key=lambda r: float(r["snr_db"]))
     return [{k: v for k, v in r.items() if k != "index"} for r in ranked]
 
 
 def _table(title: str, rows: list[dict], top: int) -> Table:
+    from ..analysis import snr_text
+
     table = Table(title=title)
     for column in ("rank", "op", "type", "SNR (dB)", "cosine", "MSE"):
         table.add_column(column, overflow="fold")
     for rank, row in enumerate(rows[:top], 1):
-        snr = "exact" if row["snr_db"] is None else f"{row['snr_db']:.1f}"
-        cosine = "-" if row["cosine"] is None else f"{row['cosine']:.5f}"
-        table.add_row(str(rank), escape(row["op"]), row["op_type"], snr, cosine, f"{row['mse']:.3g}")
+        table.add_row(str(rank), escape(row["op"]), row["op_type"], snr_text(row["snr_db"], 1),
+                      f"{float(row['cosine']):.5f}", f"{float(row['mse']):.3g}")
     return table

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..analysis import ErrorAccumulator, measure, output_error, quantized_ops
+from ..analysis import ErrorAccumulator, json_number, measure, output_error, quantized_ops
 from ..executor import TorchExecutor
 from ..explanation import explain_document
 from ..passes.accuracy import AFTER_CALIBRATION, BEFORE_DISPATCH
@@ -16,7 +15,9 @@ from ..passes.accuracy.running import run_watching
 from ..platform import Severity
 from .distributions import ActivationHistograms, weight_ranges
 
-REPORT_SCHEMA_VERSION = 1
+# 2: an SQNR, cosine or MSE is never null; an infinite or undefined one is "Infinity", "-Infinity" or "NaN" (null
+# read as exact where the error was infinite)
+REPORT_SCHEMA_VERSION = 2
 ACCURACY_PASSES = {cls.name for cls in (*BEFORE_DISPATCH.values(), *AFTER_CALIBRATION.values())}
 
 
@@ -70,7 +71,7 @@ def _float_model(executor: TorchExecutor) -> TorchExecutor | None:
 
 
 def _output_rows(outputs: Mapping[str, ErrorAccumulator]) -> list[dict]:
-    return [{"output": name, "snr_db": finite(s.snr_db), "cosine": finite(s.cosine), "mse": finite(s.mse)}
+    return [{"output": name, "snr_db": json_number(s.snr_db), "cosine": json_number(s.cosine), "mse": json_number(s.mse)}
             for name, s in outputs.items()]
 
 
@@ -79,13 +80,9 @@ def _in_order(rows, order: Mapping[str, int]) -> list[dict]:
     return [{"index": order[r.op], **r.as_dict()} for r in sorted(rows, key=lambda r: order[r.op])]
 
 
-def finite(value: float) -> float | None:
-    """JSON has no infinity: an exact match (SNR +inf) or an undefined value becomes null."""
-    return float(value) if math.isfinite(value) else None
-
-
 def sanitize(value: Any) -> Any:
-    """Pass details as strict JSON: non-finite floats null, numpy scalars plain, anything else named."""
+    """Pass details as strict JSON: non-finite floats as :func:`~qtool.analysis.json_number` writes them, numpy
+    scalars plain, anything else named."""
     if isinstance(value, Mapping):
         return {str(k): sanitize(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -93,7 +90,7 @@ def sanitize(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
-        return finite(value)
+        return json_number(value)
     if value is None or isinstance(value, bool | int | str):
         return value
     return getattr(value, "__name__", None) or str(value)

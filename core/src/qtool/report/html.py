@@ -11,13 +11,14 @@ import html
 import json
 from importlib.resources import files
 
+from ..analysis import snr_text
 from .bundle import vega_bundle
 
 ASSETS = files(__package__) / "assets"
 
 
 def fmt(value, digits: int = 4) -> str:
-    """A number as the page shows it (``exact`` for an SNR without error, ``-`` for none)."""
+    """A number as the page shows it (``-`` for none)."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -26,7 +27,8 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def fmt_snr(value) -> str:
-    return "exact" if value is None else f"{value:.2f}"
+    """An SQNR of the document (a number, or "Infinity" / "-Infinity" / "NaN") as the page shows it."""
+    return "-" if value is None else snr_text(value)
 
 
 def render(document: dict, *, charts: bool = True) -> str:

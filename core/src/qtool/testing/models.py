@@ -75,6 +75,19 @@ def small_model(path: str | os.PathLike, seed: int = 0) -> Path:
     return path
 
 
+def matmul_sqrt_model(path: str | os.PathLike) -> Path:
+    """y = Sqrt(x @ W): NaN wherever x @ W is negative, in the float model as in the quantized one, and where
+    quantization moves a value across 0 in one of them only (onnx's own test model
+    pytorch-operator/test_operator_sqrt is a Sqrt of negatives)."""
+    weight = np.random.default_rng(3).standard_normal((16, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Sqrt", ["m"], ["y"])], "sqrt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])], [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return Path(path)
+
+
 def random_inputs(graph, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """``count`` input dicts for ``graph`` (a qtool Graph) drawn from N(0, 1); symbolic dims become 1."""
     rng = np.random.default_rng(seed)

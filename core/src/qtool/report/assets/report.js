@@ -2,14 +2,22 @@
 "use strict";
 const doc = JSON.parse(document.getElementById("qtool-data").textContent);
 const EXACT_DB = 80;  // an op without error is drawn at this SQNR
+const UNBOUNDED_DB = -20;  // an op whose error is infinite (NaN or inf in one model only) is drawn down to this
 const WORST_SHOWN = 3;  // layers whose details are drawn on load
 const embedOptions = {actions: false, renderer: "svg"};
 const pending = [];
 
+// An SQNR of the document: a number, or "Infinity" (exact), "-Infinity" (infinite error), "NaN" (undefined).
+function snrText(value) {
+  const db = Number(value);
+  if (Number.isFinite(db)) return db.toFixed(2);
+  return db > 0 ? "exact" : db < 0 ? "-inf" : "undefined";
+}
+
 function ranked(rows) {
-  const order = rows.map((r, i) => [r.snr_db === null ? Infinity : r.snr_db, i]).sort((a, b) => a[0] - b[0]);
-  const out = rows.map((r) => ({...r, snr: r.snr_db === null ? EXACT_DB : Math.min(r.snr_db, EXACT_DB),
-                                exact: r.snr_db === null}));
+  const order = rows.map((r, i) => [Number(r.snr_db), i]).sort((a, b) => a[0] - b[0]);
+  const out = rows.map((r) => ({...r, snr: Math.max(UNBOUNDED_DB, Math.min(Number(r.snr_db), EXACT_DB)),
+                                snr_text: snrText(r.snr_db)}));
   order.forEach(([, i], rank) => { out[i].rank = rank; });
   return out;
 }
@@ -27,7 +35,7 @@ function errorSpec(rows, field, title) {
       x2: {field: "x1"},
       y: {field: "snr", type: "quantitative", title: title}, y2: {datum: 0},
       color: {field: "op_type", type: "nominal", legend: {title: "op type", columns: 2}},
-      tooltip: [{field: "op"}, {field: "op_type"}, {field: "snr_db", title: "SQNR (dB)", format: ".2f"},
+      tooltip: [{field: "op"}, {field: "op_type"}, {field: "snr_text", title: "SQNR (dB)"},
                 {field: "cosine", format: ".6f"}, {field: "mse", format: ".3g"}],
     },
   };
@@ -110,7 +118,7 @@ function showLayer(name, scroll) {
     box.id = id;
     const heading = document.createElement("h3");
     heading.textContent = `${name} (${op.op_type}): ${op.quantized ? "quantized" : "float"}, ${op.reason}` +
-      (error ? `; graph-wise SQNR ${error.snr_db === null ? "exact" : error.snr_db.toFixed(2) + " dB"}` : "");
+      (error ? `; graph-wise SQNR ${snrText(error.snr_db)}${Number.isFinite(Number(error.snr_db)) ? " dB" : ""}` : "");
     const charts = document.createElement("div");
     charts.className = "charts";
     box.append(heading, charts);
@@ -132,7 +140,7 @@ function fillLayerSelect() {
   for (const row of worst) {
     const option = document.createElement("option");
     option.value = row.op;
-    option.textContent = `${row.op} (${row.op_type}, ${row.exact ? "exact" : row.snr_db.toFixed(2) + " dB"})`;
+    option.textContent = `${row.op} (${row.op_type}, ${row.snr_text}${Number.isFinite(Number(row.snr_db)) ? " dB" : ""})`;
     select.append(option);
   }
   select.addEventListener("change", () => showLayer(select.value, true));
