@@ -7,6 +7,7 @@ import qtool
 from onnx import numpy_helper
 from qtool.cli.main import main
 from qtool.pipeline import plan
+from qtool.testing.models import masked_attention_model
 from qtool_tensorrt import read_cache, read_ranges
 from qtool_tensorrt.cache import cache_text
 from qtool_tensorrt.scales import activation_scales
@@ -30,6 +31,20 @@ def test_quantize_command_writes_model_ranges_and_cache(qtool_small_model, qtool
         assert sorted(report["set"] + report["followed"]) == sorted(names)
         assert "flat_out" in report["followed"]  # a Flatten output shares the pooled tensor's scale
         assert cache_text(activation_scales(fresh)) == cache.read_text()
+
+
+def test_read_back_names_the_mask_calibration_kept_float_as_missing(tmp_path):
+    """A planned graph still marks a causal mask's Add quantized; calibration kept it float, so the files have no
+    line for it and the reader lists it as missing (docs/platforms/tensorrt.md says so)."""
+    model = masked_attention_model(tmp_path / "attention.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((8, 4, 8)).astype(np.float32))
+    result = qtool.quantize(model, "tensorrt", calib, output=tmp_path / "out" / "model.onnx")
+    assert "masked" not in {e.tensor for e in qtool.quantized_tensors(result.graph)}
+    assert "masked" in {e.tensor for e in qtool.quantized_tensors(plan(model, "tensorrt").graph, settled=False)}
+    for reader, path in ((read_cache, "model.calibration.cache"), (read_ranges, "model.ranges.json")):
+        report = reader(tmp_path / "out" / path, plan(model, "tensorrt").graph)
+        assert report["missing"] == ["masked"] and "probs" in report["set"], report
 
 
 def test_four_bit_activations_are_refused_before_writing(qtool_small_model, qtool_calibration_data, tmp_path, capsys):

@@ -88,6 +88,26 @@ def matmul_sqrt_model(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def masked_attention_model(path: str | os.PathLike) -> Path:
+    """A decoder's attention in small: scores ``(x Wq)(x Wk)^T`` plus a causal mask of float32's lowest value
+    (``masked``, which calibration keeps float), Softmax, times ``x``."""
+    rng = np.random.default_rng(0)
+    mask = np.triu(np.full((4, 4), np.finfo(np.float32).min, dtype=np.float32), k=1)
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"], name="q"),
+             helper.make_node("MatMul", ["x", "wk"], ["k"], name="k"),
+             helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"], name="scores"),
+             helper.make_node("Add", ["scores", "mask"], ["masked"], name="apply_mask"),
+             helper.make_node("Softmax", ["masked"], ["probs"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["probs", "x"], ["y"], name="mix")]
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), name) for name in ("wq", "wk")]
+    graph = helper.make_graph(nodes, "attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8])],
+                              [*weights, numpy_helper.from_array(mask, "mask")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return Path(path)
+
+
 def random_inputs(graph, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """``count`` input dicts for ``graph`` (a qtool Graph) drawn from N(0, 1); symbolic dims become 1."""
     rng = np.random.default_rng(seed)
