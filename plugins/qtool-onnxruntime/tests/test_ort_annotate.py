@@ -39,6 +39,44 @@ def test_conv_transpose_named_by_the_user_is_quantized_and_reported(tmp_path):
     assert flag.severity is qtool.Severity.PERFORMANCE and flag.op == "op"
 
 
+def _float64_region(path):
+    """Conv -> Reshape -> Cast to double -> MatMul in float64 -> Cast back -> MatMul: a float32 model that
+    computes one layer in double (torch's ``.double()`` around a Linear)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.standard_normal((64, 16)).astype(np.float64), "w2"),
+               numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w3"),
+               numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv"),
+             helper.make_node("Reshape", ["c", "shape"], ["f"], name="flatten"),
+             helper.make_node("Cast", ["f"], ["f64"], name="to_double", to=TensorProto.DOUBLE),
+             helper.make_node("MatMul", ["f64", "w2"], ["m64"], name="matmul_double"),
+             helper.make_node("Cast", ["m64"], ["m"], name="to_float", to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["m", "w3"], ["y"], name="matmul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_an_op_on_float64_tensors_is_kept_float_and_the_rest_quantized(tmp_path):
+    """No Q/DQ takes float64: the one double MatMul refused the whole model at export, its float32 Conv and MatMul
+    with it; it stays float now, with the reason, and the others are quantized."""
+    result = qtool.quantize(_float64_region(tmp_path / "double.onnx"), "onnxruntime", SAMPLES,
+                            output=tmp_path / "q.onnx")
+
+    double = result.graph.operations["matmul_double"]
+    assert not double.quant.quantized and "float64 tensor(s) 'w2'" in double.quant.reason
+    assert result.graph.operations["conv"].quant.quantized and result.graph.operations["matmul"].quant.quantized
+    exported = onnx.load(result.files[0])
+    dequantized = {o for n in exported.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    fed = {n.name: all(i in dequantized for i in n.input[:2]) for n in exported.graph.node
+           if n.op_type in ("Conv", "MatMul")}
+    assert fed == {"conv": True, "matmul_double": False, "matmul": True}
+
+
 def test_validation_runs_on_the_plan_and_once_on_the_result_never_in_the_export(tmp_path, monkeypatch):
     """The plan is validated as calibration starts (what it refuses stops the run before any data is read), the
     calibrated graph once; the export reads those diagnostics instead of validating again."""

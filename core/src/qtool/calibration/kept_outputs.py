@@ -97,6 +97,9 @@ class KeptOutputs:
             return
         begin = self._rows.get(name, 0)
         rows = len(array) if array.ndim else 0
+        if begin + rows > count:  # not one row per sample, though the model declares it so (a Reshape to [-1, C])
+            self.clear()
+            return
         self._rows[name] = begin + rows
         for row in range(begin, min(begin + rows, self.samples - first)):
             self._keep(first + row, name, np.array(array[row - begin:row - begin + 1]))

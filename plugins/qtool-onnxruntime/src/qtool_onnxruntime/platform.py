@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from qtool import Capabilities, ExportOptionError, ExportOptions, KeepFloat, Platform, Proposal
 from qtool.ops import COMPUTE_OP_TYPES
 from qtool.quant import OpQuantConfig, TensorQuantizationConfig
@@ -117,7 +118,7 @@ class OnnxRuntimePlatform(Platform):
 
     def annotate(self, op, proposal: Proposal) -> Proposal | KeepFloat:
         """Keep float what ORT's CPU kernels run only in float, unless the user's configuration asked for it."""
-        reason = FLOAT_KERNEL_ONLY.get(op.op_type)
+        reason = FLOAT_KERNEL_ONLY.get(op.op_type) or _float64_tensors(op, proposal)
         if reason is not None and not proposal.requested:
             return KeepFloat(reason)
         if op.op_type == "Gather":  # an embedding table of weight-only: blocks GatherBlockQuantized takes
@@ -166,6 +167,19 @@ class OnnxRuntimeInt32BiasPlatform(OnnxRuntimePlatform):
     name = "onnxruntime-int32bias"
     description = "QDQ ONNX model for ONNX Runtime; Conv/Gemm biases as int32 (scale = s_in * s_w)"
     bias_mode = "int32"
+
+
+def _float64_tensors(op, proposal: Proposal) -> str | None:
+    """Why an op whose proposed tensors are float64 stays float (None: none is): no Q/DQ takes float64, and one such
+    op refused the whole model at export (a float32 model casting to double around one MatMul)."""
+    tensors = [var for var, tqc in (*zip(op.inputs, proposal.configs.inputs, strict=True),
+                                    *zip(op.outputs, proposal.configs.outputs, strict=True))
+               if tqc is not None and var.dtype == np.float64]
+    if not tensors:
+        return None
+    names = ", ".join(repr(var.name) for var in tensors)
+    return (f"float64 tensor(s) {names}: QuantizeLinear/DequantizeLinear take float32, float16 and bfloat16 only, "
+            "so the op runs in float64 as the model has it")
 
 
 def _batched_weights_per_tensor(op, proposal: Proposal) -> Proposal:
