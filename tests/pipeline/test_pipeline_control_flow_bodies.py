@@ -89,6 +89,25 @@ def test_only_the_whole_model_is_measured_against_float(tmp_path, monkeypatch):
     assert result.summary["float_vs_quantized"]["outputs"]
 
 
+@pytest.mark.parametrize("kind", ["if", "loop", "scan"])
+def test_the_float_reference_runs_the_float_bodies(tmp_path, kind):
+    """The quantized bodies replace the op's attributes: every 'float' run then ran them with their Q/DQ, and the
+    summary measured the written model against a partly quantized one (a Loop: 24.6 dB printed, 26.1 dB between
+    the two files). The float reference keeps the float bodies: the summary's SQNR is that of the two files."""
+    calib = np.concatenate([_x(16, seed=3, offset=2.0), _x(16, seed=5, offset=-2.0)])
+    path, output, result = _quantize(tmp_path, kind, calib)
+    feeds = [{"x": calib[k:k + 4]} for k in range(0, len(calib), 4)]
+    measured = result.summary["float_vs_quantized"]
+    reference = np.concatenate([_ort(path, f["x"]) for f in feeds[:measured["samples"]]])
+    quantized = np.concatenate([_ort(output, f["x"]) for f in feeds[:measured["samples"]]])
+    snr_db = 10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((quantized - reference) ** 2.0))
+    assert measured["outputs"]["y"]["sqnr_db"] == pytest.approx(snr_db, abs=0.01)
+    original = onnx.load(str(path))
+    bodies = {a.name: a.g for n in original.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH}
+    float_flow = result.graph.float_reference.operations["flow"]
+    assert all(float_flow.attributes[name] == body for name, body in bodies.items())
+
+
 def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
     positive = 12.0 * np.sign(WEIGHTS["w1"].sum())  # every call's h has a positive mean: then_branch only
     _, output, result = _quantize(tmp_path, "if", _x(32, seed=3, offset=positive))

@@ -8,7 +8,8 @@ calibrated on the feeds it saw while the main graph ran over the calibration
 data (:mod:`.feeds`: the branch an If took, every Loop iteration and Scan
 step), validated, exported and checked against ONNX Runtime on its own. The
 exported body, Q/DQ inside, replaces the op's attribute: outer tensors are
-quantized inside the body that reads them. A body never run during calibration,
+quantized inside the body that reads them; the graph's ``float_reference`` keeps
+the float bodies, which the quantized model is measured against. A body never run during calibration,
 or whose quantization fails, stays float, and the op's reason (``qtool
 explain``, the summary's ``subgraphs``) says so.
 """
@@ -105,6 +106,8 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
             outcome.quantized = found["compute_ops_quantized"] + sum(b["quantized"] for b in nested)
             outcome.agreement = result.agreement
         if replaced:
+            if graph.float_reference is None:  # the float model, its bodies float: what the outputs are measured
+                graph.float_reference = graph.copy()  # against (the Q/DQ bodies ran in every "float" run)
             _replace(graph, op, replaced)
     return bodies
 
