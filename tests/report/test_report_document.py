@@ -149,3 +149,15 @@ def test_the_measurements_run_on_the_threads_of_quantizes_passes(quantized, anal
     before = torch.get_num_threads()
     report_of(quantized, calib, samples=2, announce=lambda _: seen.append(torch.get_num_threads()))
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_the_sample_count_is_of_model_calls_in_the_feeds_layout(tmp_path):
+    """Each feed of 3 rows is one sample: the page said 'measured on 6 calibration samples' for 2."""
+    from qtool.report import analyse
+    from qtool.testing.models import matmul_sqrt_model
+
+    model = matmul_sqrt_model(tmp_path / "sqrt.onnx")
+    rng = np.random.default_rng(5)
+    feeds = [{"x": rng.standard_normal((3, 16)).astype(np.float32)} for _ in range(4)]
+    report = analyse(model, "onnxruntime", feeds, calib_layout="feeds", samples=2)
+    assert report.document["samples"] == 2

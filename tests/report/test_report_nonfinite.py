@@ -45,3 +45,4 @@ def test_analyse_ranks_it_first_and_prints_minus_inf(sqrt_report):
     table = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     layerwise = table.split("Layer-wise sensitivity", 1)[1]
     assert re.search(r"│ 1\s+│ MatMul_0\s+│ MatMul\s+│ -inf\s+│", layerwise), layerwise
+

@@ -44,7 +44,7 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
         "schema_version": REPORT_SCHEMA_VERSION,
         "model": model,
         "platform": result.summary["platform"],
-        "samples": sum(len(next(iter(b.values()))) for b in batches),
+        "samples": len(batches),  # model calls (a feed holds several rows of a batch axis, or none)
         "config": {"description": result.config.describe(), "origins": dict(result.config.origins)},
         "coverage": result.summary["ops"],
         "outputs": _output_rows(measured.outputs),
