@@ -121,6 +121,21 @@ def test_a_generator_is_consumed_lazily():
     assert seen == 50 and len(data) == 50
 
 
+def test_a_stream_of_bfloat16_feeds_reads_back_as_bfloat16():
+    """A stream is kept on disk to be read again: bfloat16 arrays came back as raw bytes ('V2') and a pass failed
+    with 'numpy.void'."""
+    import ml_dtypes
+
+    graph = qtool.Graph()
+    graph.inputs.append(graph.add_variable("x", shape=["n", 6], dtype=np.dtype(ml_dtypes.bfloat16)))
+    feeds = [{"x": np.random.default_rng(i).standard_normal((2, 6)).astype(ml_dtypes.bfloat16)} for i in range(3)]
+    data = load_calibration_data((f for f in feeds), graph, layout="feeds")
+    for _ in range(2):  # the first pass reads the stream, the second the disk
+        read = [batch["x"] for batch in data]
+        assert [a.dtype for a in read] == [np.dtype(ml_dtypes.bfloat16)] * 3
+        assert all(np.array_equal(a.view(np.uint16), f["x"].view(np.uint16)) for a, f in zip(read, feeds, strict=True))
+
+
 def test_a_torch_dataloader_of_inputs_and_labels_with_a_transform():
     images = torch.randn(10, 3, 4, 4)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.arange(10)), batch_size=4)

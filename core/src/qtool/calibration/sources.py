@@ -387,7 +387,7 @@ class _Spilled:
 
     def __init__(self, stream: Iterator[Chunk]) -> None:
         self._stream, self._done, self._folder = stream, False, None
-        self._index: list[tuple[str, list[str]]] = []  # where each chunk came from, and its input names
+        self._index: list[tuple[str, dict[str, np.dtype]]] = []  # where each chunk came from, its arrays' dtypes
 
     def __iter__(self) -> Iterator[Chunk]:
         position = 0
@@ -413,10 +413,16 @@ class _Spilled:
 
     def _write(self, chunk: Chunk) -> None:
         where, arrays = chunk
-        np.savez(self._path(len(self._index)), *arrays.values())
-        self._index.append((where, list(arrays)))
+        np.savez(self._path(len(self._index)), *map(_storable, arrays.values()))
+        self._index.append((where, {name: array.dtype for name, array in arrays.items()}))
 
     def _read(self, position: int) -> Chunk:
-        where, names = self._index[position]
+        where, dtypes = self._index[position]
         with np.load(self._path(position)) as data:
-            return where, {name: data[f"arr_{i}"] for i, name in enumerate(names)}
+            return where, {name: data[f"arr_{i}"].view(dtype) for i, (name, dtype) in enumerate(dtypes.items())}
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    """``array`` as ``np.save`` keeps it: ml_dtypes' types (bfloat16, float 8, int4) as unsigned integers of their
+    size (saved as they are, they came back as raw bytes, 'V2', and failed a pass with 'numpy.void')."""
+    return array.view(f"u{array.dtype.itemsize}") if array.dtype.kind == "V" else array
