@@ -81,6 +81,27 @@ def test_dtype_mismatch_names_input_and_file(tmp_path):
         load_calibration_data(tmp_path / "f64.npz", IMAGE)
 
 
+@pytest.mark.parametrize("kind", ["float16", "bfloat16"])
+def test_float32_data_feeds_a_float16_or_bfloat16_input_cast_as_read(tmp_path, kind):
+    """numpy saves no bfloat16 (it comes back as raw bytes), and a float16 model's data is often float32: both are
+    cast to the input's type; raw bytes are refused with what to give instead."""
+    import ml_dtypes
+
+    dtype = np.dtype(ml_dtypes.bfloat16 if kind == "bfloat16" else np.float16)
+    graph = qtool.Graph()
+    graph.inputs.append(graph.add_variable("x", shape=["batch", 3, 4, 4], dtype=dtype))
+    np.savez(tmp_path / "f32.npz", x=images(2))
+    (batch,) = list(load_calibration_data(tmp_path / "f32.npz", graph))
+    assert batch["x"].dtype == dtype and np.array_equal(batch["x"], images(2).astype(dtype))
+    np.savez(tmp_path / "raw.npz", x=images(2).astype(dtype))
+    if kind == "bfloat16":  # saved as 'V2'
+        with pytest.raises(CalibrationError, match=r"has dtype \|V2, expected bfloat16 .* give float32 arrays"):
+            load_calibration_data(tmp_path / "raw.npz", graph)
+    np.savez(tmp_path / "f64.npz", x=images(2).astype(np.float64))
+    with pytest.raises(CalibrationError, match="has dtype float64"):
+        load_calibration_data(tmp_path / "f64.npz", graph)
+
+
 def test_unequal_sample_counts_are_an_error(tmp_path):
     np.savez(tmp_path / "uneven.npz", a=np.zeros((4, 2), np.float32), b=np.zeros((3, 3), np.float32))
     with pytest.raises(CalibrationError, match="different numbers of samples"):

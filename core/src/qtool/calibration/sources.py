@@ -52,9 +52,11 @@ def describe(var: Variable, layout: str = "samples") -> str:
 
 def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout: str = "samples") -> int:
     """Samples in an array of this shape for ``var``: one per feed, or the first axis (one sample without it)."""
-    if var.dtype is not None and np.dtype(dtype) != np.dtype(var.dtype):
+    if var.dtype is not None and np.dtype(dtype) != np.dtype(var.dtype) and not _widened(var.dtype, dtype):
+        raw = (" (raw bytes: np.save keeps no bfloat16 nor float 8; give float32 arrays, cast as they are read)"
+               if np.dtype(dtype).kind == "V" else "")
         raise CalibrationError(f"{where}: input {var.name!r} has dtype {np.dtype(dtype)}, "
-                               f"expected {describe(var, layout)}")
+                               f"expected {describe(var, layout)}{raw}")
     if var.shape is None:
         return 1 if layout == "feeds" or not shape else shape[0]
     rank = len(var.shape)
@@ -74,6 +76,17 @@ def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout
         if _fixed(want) and got != want:
             raise CalibrationError(f"{where}: input {var.name!r} has shape {list(shape)}, expected {describe(var)}")
     return shape[0] if len(shape) == rank else 1
+
+
+def _widened(wanted: np.dtype, given: np.dtype) -> bool:
+    """float32 data for a float16 or bfloat16 input: cast as it is read (numpy cannot save bfloat16, and a float16
+    model's data is often kept in float32)."""
+    return np.dtype(given) == np.float32 and np.dtype(wanted).itemsize == 2 and np.dtype(wanted).kind in "fV"
+
+
+def as_input_type(var: Variable, array: np.ndarray) -> np.ndarray:
+    """``array`` in ``var``'s own type (float32 data of a float16 or bfloat16 input, :func:`_widened`)."""
+    return array if var.dtype is None or array.dtype == var.dtype else array.astype(var.dtype)
 
 
 def check_shared_dims(inputs: list[Variable], shapes: Mapping[str, tuple], where: str, layout: str = "samples"
@@ -180,6 +193,7 @@ def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples"
     for var in inputs:
         array = arrays[var.name]
         counts[var.name] = check_array(var, array.shape, array.dtype, where, layout)
+        arrays[var.name] = array = as_input_type(var, array)
         if layout == "samples" and var.shape is not None and array.ndim == len(var.shape) - 1:
             arrays[var.name] = array[None]
     if len(set(counts.values())) > 1:
