@@ -214,3 +214,43 @@ def test_runs_of_one_sample_keep_outputs_whose_first_axis_is_named_apart(tmp_pat
         for mine, theirs in zip(kept, fresh, strict=True):
             assert mine["output"].shape == (1, 5)
             np.testing.assert_allclose(mine["output"], theirs["output"], rtol=1e-6, atol=1e-7)
+
+
+def _half_layer_norm(path, width=64):
+    """MatMul, a LayerNormalization written out op by op (as exporters write it), MatMul: all in float16. A session
+    fuses the normalization (computed in float32 inside), calibration's run, every tensor an output, cannot."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    values = {"w1": rng.standard_normal((width, width)) / 8, "w2": rng.standard_normal((width, width)) / 8,
+              "gamma": np.full(width, 1.5), "beta": rng.standard_normal(width) / 10, "two": 2.0, "eps": 1e-5}
+    steps = [("MatMul", ["x", "w1"], "m", {}), ("ReduceMean", ["m"], "mu", {"axes": [-1]}),
+             ("Sub", ["m", "mu"], "c", {}), ("Pow", ["c", "two"], "sq", {}),
+             ("ReduceMean", ["sq"], "var", {"axes": [-1]}), ("Add", ["var", "eps"], "ve", {}),
+             ("Sqrt", ["ve"], "sd", {}), ("Div", ["c", "sd"], "n", {}), ("Mul", ["n", "gamma"], "ng", {}),
+             ("Add", ["ng", "beta"], "ln", {}), ("MatMul", ["ln", "w2"], "y", {})]
+    graph = helper.make_graph(
+        [helper.make_node(kind, inputs, [out], **attrs) for kind, inputs, out, attrs in steps], "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 16, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["n", 16, width])],
+        [numpy_helper.from_array(np.asarray(v, np.float16), k) for k, v in values.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_float16_model_is_measured_against_its_own_session(tmp_path):
+    """The kept outputs of a float16 model came from ops its session fuses: 16-bit layers read 68.1 dB against
+    them, 74.2 dB against the float model run as ONNX Runtime runs it."""
+    import onnxruntime as ort
+
+    model = _half_layer_norm(tmp_path / "half.onnx")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": (3 * rng.standard_normal((1, 16, 64))).astype(np.float16)} for _ in range(8)]
+    result = qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx",
+                            config={"activation": {"bits": 16}, "weight": {"bits": 16}})
+    measured = result.summary["float_vs_quantized"]
+    reference, quantized = ([ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, f)[0]
+                             for f in feeds[:measured["samples"]]] for p in (model, tmp_path / "q.onnx"))
+    a, b = (np.concatenate(r).astype(np.float64) for r in (reference, quantized))
+    assert measured["outputs"]["y"]["sqnr_db"] == pytest.approx(10 * np.log10((a**2).sum() / ((a - b) ** 2).sum()),
+                                                               abs=0.01)

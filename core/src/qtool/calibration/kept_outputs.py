@@ -8,6 +8,9 @@ what that run would compute: the same output names, the same float function of e
 (:mod:`qtool.ir.float_function`: passes after calibration may change the graph or its float weights; baking keeps
 the float ones) and the same samples (a digest of each sample's arrays: a source read twice may give other
 samples, a shuffling DataLoader).
+A graph computing in float16 or bfloat16 keeps nothing: its fresh session fuses ops that calibration's run leaves
+apart, which round otherwise in 16 bits (a float16 BERT's output: 62.8 dB measured against the kept outputs, 64.4
+against the float model's own session).
 Where calibration joins samples into batches (the ``samples`` layout), a run of one sample alone keeps its outputs
 whole (what its own float run returns: PP-OCRv4's samples each run alone, and their exporter names each output's
 first axis apart from the input's); a run of several keeps each sample's rows where every input and output
@@ -54,8 +57,11 @@ class KeptOutputs:
         self._complete = False
 
     def calibration_tap(self, graph: Graph) -> KeptOutputs:
-        """Keep the outputs of ``graph`` (as it is now) from the float run about to start."""
+        """Keep the outputs of ``graph`` (as it is now) from the float run about to start; none of a graph that
+        computes in float16 or bfloat16 (see the module)."""
         self.clear()
+        if _computes_in_half(graph):
+            return self
         functions = FloatFunctions(graph)
         self.tensors = [v.name for v in graph.outputs]
         self._functions = {name: functions.key(name) for name in self.tensors}
@@ -153,6 +159,14 @@ class KeptOutputs:
             joined.append(kept[0] if len(kept) == 1 else {name: np.concatenate([k[name] for k in kept])
                                                            for name in names})
         return joined
+
+
+def _computes_in_half(graph: Graph) -> bool:
+    """A graph input, output or weight in float16 or bfloat16: calibration's run, every tensor it observes an output,
+    leaves ops unfused that a session fuses (a LayerNormalization, a Gelu), and in 16 bits those round otherwise:
+    a float16 BERT's kept outputs read the written model 1.6 dB below its SQNR against the float model's session."""
+    tensors = (*graph.inputs, *graph.outputs, *graph.parameters())
+    return any(v.dtype is not None and v.dtype.itemsize == 2 and v.dtype.kind in "fV" for v in tensors)
 
 
 def _batch_first(graph: Graph) -> bool:
