@@ -9,7 +9,7 @@ from onnx import helper
 from passes_helpers import graph_of, init, run, tensor
 from qtool.passes.dispatch import Dispatch
 from qtool.passes.parameter_quantize import ParameterQuantize, value_range
-from qtool.quant import QuantizationState, QuantScheme, fake_quantize
+from qtool.quant import QuantizationState, QuantScheme, compute_scale_offset, fake_quantize
 
 RNG = np.random.default_rng(3)
 
@@ -110,13 +110,43 @@ def test_mse_observer_clips_4_bit_weights_to_the_least_error_range(make_config):
     np.testing.assert_allclose(mse.scale, amax * best / 7, rtol=1e-5)
 
 
-def test_mse_observer_leaves_per_block_weights_at_min_max(make_config):
-    weight = RNG.standard_t(3, size=(8, 6)).astype(np.float32)
-    graph = graph_of([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [tensor("x", [2, 8])],
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_observer_clips_each_block_to_its_least_error_range(make_config, symmetric):
+    """Per block (a short last block too) the best of the fractions k/50 of the block's min/max range, by brute force
+    with the scheme's own scales. Per-block weights kept min/max, with no word (found by a user-style probe)."""
+    weight = RNG.standard_t(3, size=(10, 6)).astype(np.float32)
+    graph = graph_of([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [tensor("x", [2, 10])],
                      [tensor("y", None)], [init("w", weight)])
+    table = {"granularity": "per_block", "block_size": 4, "axis": 0, "bits": 4, "symmetric": symmetric,
+             "signed": symmetric}
 
-    _quantize(graph, make_config(weight={"granularity": "per_block", "block_size": 4, "axis": 0, "bits": 4,
-                                         "observer": "mse"}))
+    _quantize(graph, make_config(weight={**table, "observer": "mse:50"}))
 
-    expected = np.stack([np.abs(weight[0:4]).max(axis=0), np.abs(weight[4:8]).max(axis=0)]) / 8
-    np.testing.assert_allclose(graph.operations["mm"].quant.inputs[1].scale, expected, rtol=1e-6)
+    tqc = graph.operations["mm"].quant.inputs[1]
+    scheme = tqc.scheme
+    assert tqc.scale.shape == (3, 6)
+    for b, rows in enumerate((slice(0, 4), slice(4, 8), slice(8, 10))):
+        block = weight[rows]
+        for c in range(6):
+            values, lo, hi = block[:, c], block[:, c].min(), block[:, c].max()
+            errors = []
+            for k in range(50, 0, -1):  # widest first, as ties go to the wider range
+                s, z = compute_scale_offset(scheme, lo * k / 50, hi * k / 50)
+                q = np.clip(np.round(values / np.float32(s)) + z, scheme.quant_min, scheme.quant_max)
+                errors.append((((q - z) * np.float32(s) - values) ** 2).sum())
+            best = 50 - int(np.argmin(errors))
+            expected = compute_scale_offset(scheme, lo * best / 50, hi * best / 50)
+            np.testing.assert_allclose(tqc.scale[b, c], expected[0], rtol=1e-6)
+            assert tqc.offset[b, c] == expected[1]
+    quantized = fake_quantize(torch.from_numpy(weight), scheme, tqc.scale, tqc.offset).numpy()
+    plain = _min_max_blocks(weight, make_config(weight=table))
+    assert ((quantized - weight) ** 2).sum() < ((plain - weight) ** 2).sum()
+
+
+def _min_max_blocks(weight, config):
+    """``weight`` fake-quantized with the min/max ranges of ``config``'s per-block scheme."""
+    graph = graph_of([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [tensor("x", [2, 10])],
+                     [tensor("y", None)], [init("w", weight)])
+    _quantize(graph, config)
+    tqc = graph.operations["mm"].quant.inputs[1]
+    return fake_quantize(torch.from_numpy(weight), tqc.scheme, tqc.scale, tqc.offset).numpy()

@@ -4,9 +4,9 @@ Per-tensor, per-channel (reduced over every axis but the channel axis) and
 per-block (blocks of ``block_size`` along the channel axis, one parameter per
 block and per position on the other axes). The range is the values' min/max;
 with the scheme's observer ``"mse"`` (or ``"mse:<candidates>"``) it is, per
-tensor or per channel, the scaled-down min/max whose quantization leaves the
-least squared error on the values themselves (per-block schemes keep min/max;
-other observers apply to activations only).
+tensor, channel or block, the scaled-down min/max whose quantization leaves the
+least squared error on the values themselves (other observers apply to
+activations only).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def weight_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np
     """The range a parameter gets: :func:`value_range`, or its least-error fraction for observer ``mse``."""
     lo, hi = value_range(value, scheme)
     name, _, option = (scheme.observer or "minmax").partition(":")
-    if name != "mse" or scheme.policy & P.PER_BLOCK:
+    if name != "mse":
         return lo, hi
     try:
         candidates = int(float(option)) if option else MSE_CANDIDATES
@@ -66,26 +66,23 @@ def weight_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np
 
 
 def _least_error_range(value: np.ndarray, scheme: QuantScheme, lo, hi, candidates: int):
-    """``(k / candidates) * [lo, hi]`` for the k (per channel) whose fake-quantized values err least; ties wide.
+    """``(k / candidates) * [lo, hi]`` for the k (per channel or block) whose fake-quantized values err least; ties
+    wide.
 
-    Candidates are evaluated many at a time (one row per candidate and channel): few large numpy ops, not many
-    small ones. The error is summed in float64 over the float32 squares.
+    Candidates are evaluated many at a time (one row per candidate and channel or block): few large numpy ops, not
+    many small ones. The error is summed in float64 over the float32 squares.
     """
-    if scheme.is_per_channel:
-        rows = np.moveaxis(value, scheme.channel_axis % value.ndim, 0).reshape(value.shape[scheme.channel_axis], -1)
-    else:
-        rows = value.reshape(1, -1)
     from ..calibration.observers.mse import rows_scheme  # the calibration package: only for this search
 
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    rows = np.ascontiguousarray(_rows(value, scheme), dtype=np.float32)
     rows_of = rows_scheme(scheme)
     low, high = np.reshape(lo, -1), np.reshape(hi, -1)
     fractions = np.arange(candidates, 0, -1) / candidates  # widest first: argmin keeps the widest of equals
     step = max(1, _CHUNK // max(rows.size, 1))
     errors = []
     for start in range(0, candidates, step):
-        chosen = fractions[start:start + step, None]
-        scale, offset = compute_scale_offset(rows_of, (chosen * low).reshape(-1), (chosen * high).reshape(-1))
+        chosen = fractions[start:start + step, None]  # scales by the scheme's own rule (full-range blocks)
+        scale, offset = compute_scale_offset(scheme, (chosen * low).reshape(-1), (chosen * high).reshape(-1))
         tiled = np.tile(rows, (len(chosen), 1))
         difference = fake_quantize(tiled, rows_of, scale, offset)
         difference -= tiled
@@ -93,6 +90,22 @@ def _least_error_range(value: np.ndarray, scheme: QuantScheme, lo, hi, candidate
         errors.append(error.reshape(len(chosen), -1))
     best = fractions[np.argmin(np.concatenate(errors), axis=0)].reshape(np.shape(lo))
     return lo * best, hi * best
+
+
+def _rows(value: np.ndarray, scheme: QuantScheme) -> np.ndarray:
+    """One row per range of :func:`value_range`, in its order: the tensor, each channel, or each block (a short last
+    block padded with zeros, which every candidate range holds exactly)."""
+    if not scheme.is_per_channel:
+        return value.reshape(1, -1)
+    axis = scheme.channel_axis % value.ndim
+    if not scheme.policy & P.PER_BLOCK:
+        return np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
+    block = scheme.block_size
+    pad = [(0, 0)] * value.ndim
+    pad[axis] = (0, -value.shape[axis] % block)
+    padded = np.pad(value, pad)
+    grouped = padded.reshape(value.shape[:axis] + (-1, block) + value.shape[axis + 1:])
+    return np.moveaxis(grouped, axis + 1, -1).reshape(-1, block)
 
 
 def value_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:

@@ -50,9 +50,9 @@ class MSEObserver(HistogramObserver):
 
 
 def rows_scheme(scheme):
-    """``scheme`` made per-channel on axis 0, to evaluate one candidate range per row."""
-    granularity = P.PER_TENSOR | P.PER_CHANNEL
-    return scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0)
+    """``scheme`` made per-channel on axis 0, to evaluate one candidate range per row (a block's included)."""
+    granularity = P.PER_TENSOR | P.PER_CHANNEL | P.PER_BLOCK
+    return scheme.with_changes(policy=(scheme.policy & ~granularity) | P.PER_CHANNEL, channel_axis=0, block_size=None)
 
 
 def histogram_error(hist: ChannelHistogram, scheme, rows, lo: np.ndarray, hi: np.ndarray,
