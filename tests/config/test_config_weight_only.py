@@ -123,3 +123,22 @@ def test_transformers_page_names_the_presets_keys_and_export_options():
     for name in ("int4-weight-only", "int8-weight-only", "accuracy_level", "weight_only_format", "awq", "gptq", "hqq",
                  *(f"`{key}`" for key in SECTION_KEYS["weight_only"] if key != "enabled")):
         assert name in text, name
+
+
+def test_dispatch_op_type_lists_are_replaced_named_and_reasons_name_op_types(decoder):
+    """[weight_only] quantizes op_types: a [dispatch] quantize_op_types of the user's was dropped with no word, the
+    reasons and a typo's error named dispatch.quantize_op_types (found by a user-style probe, D3)."""
+    defaults = get_platform("onnxruntime").default_config()
+    config = resolve_config(defaults, {"weight_only": {"enabled": True}, "dispatch": {"quantize_op_types": ["Conv"]}})
+    assert config.ignored == ("config: dispatch (quantize_op_types)",)
+    assert resolve_config(defaults, config.to_dict()).ignored == ()  # the saved lists, sorted, are what it sets
+    with pytest.warns(UserWarning, match=r"ignored config: dispatch \(quantize_op_types\) \(.*op_types"):
+        plan = plan_for(decoder, "onnxruntime", config={"weight_only": {"enabled": True},
+                                                        "dispatch": {"quantize_op_types": ["Conv"]}})
+    down = plan.graph.operations["block0.down"].quant
+    assert down.quantized and down.reason == "Gemm is in weight_only.op_types"
+    plan = plan_for(decoder, "onnxruntime", config={"weight_only": {"enabled": True, "op_types": ["Gemm"]}})
+    assert plan.graph.operations["head"].quant.reason == "not quantized on onnxruntime (MatMul is not in " \
+                                                         "weight_only.op_types)"
+    with pytest.raises(ConfigError, match=r"^config: weight_only\.op_types: 'Matmul' is no op type .* 'MatMul'"):
+        plan_for(decoder, "onnxruntime", config={"weight_only": {"enabled": True, "op_types": ["Matmul"]}})

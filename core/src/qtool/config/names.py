@@ -50,6 +50,8 @@ def _unknown_op_types(config, graph) -> list[str]:
     and qtool's built-in ones are known (asking ONNX's schema registry took 7 MiB of a small model's peak)."""
     problems = []
     for key, field in OP_TYPE_LISTS.items():
+        if config.weight_only and key == "dispatch.quantize_op_types":  # set from weight_only.op_types
+            key = "weight_only.op_types"
         source = config.origins.get(key)
         if source is None or source == PLATFORM_SOURCE:
             continue

@@ -51,7 +51,7 @@ class QuantConfig:
     preset: str | None = None
     weight_only: Mapping[str, Any] | None = None  # the [weight_only] table when enabled (see config.weight_only)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-    # keys of [activation]/[weight] a preset or the user set that [weight_only] replaced (Dispatch warns of them)
+    # keys of [activation]/[weight]/[dispatch] a preset or the user set that [weight_only] replaced (Dispatch warns)
     ignored: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
@@ -196,9 +196,10 @@ class QuantConfig:
         include = _first_match(self.include, op.name)
         if include is not None:
             return True, f"included by dispatch.include {include!r}"
+        key = "weight_only.op_types" if self.weight_only else "dispatch.quantize_op_types"
         if op.op_type in self.quantize_op_types:
-            return True, f"{op.op_type} is in dispatch.quantize_op_types"
-        return False, f"{op.op_type} is not in dispatch.quantize_op_types"
+            return True, f"{op.op_type} is in {key}"
+        return False, f"{op.op_type} is not in {key}"
 
     def requested(self, op) -> bool:
         """True when the user's own configuration (not the platform's defaults, a preset or the schema's) asks to

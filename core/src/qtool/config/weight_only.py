@@ -53,8 +53,9 @@ def embedding_table(table: dict[str, Any], origins: dict[str, str], settings: Ma
 
 
 def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_source: str) -> tuple[str, ...] | None:
-    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``: the keys of ``[activation]`` and
-    ``[weight]`` a preset or the user gave that it replaces (a tuple, maybe empty), else None.
+    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``: the keys of ``[activation]``, ``[weight]``
+    and the op type lists of ``[dispatch]`` a preset or the user gave that it replaces (a tuple, maybe empty), else
+    None.
 
     An ``[[override]]`` that quantizes activations is refused (ConfigError): weight-only keeps them float, and
     ONNX Runtime refused the mixed model at its default optimization level (its QDQ rewrites met int8 and uint8
@@ -69,16 +70,15 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
                               "the mixed model: 'output_dtype INT8 does not match y_zero_point type UINT8'); remove "
                               "it, or leave [weight_only] off and use a16w8/w8a8 with weight overrides")
     source = f"{origins.get('weight_only.enabled', 'built-in defaults')} (weight_only)"
-    ignored = _replaced(tree, origins, platform_source, weight_scheme_table(settings))
+    dispatch = {"quantize_op_types": list(settings["op_types"]), "passive_op_types": [], "between_op_types": []}
+    ignored = _replaced(tree, origins, platform_source, weight_scheme_table(settings), dispatch)
     tree["activation"] = None
     tree["weight"] = weight_scheme_table(settings)
     for key in [k for k in origins if k.split(".")[0] in ("activation", "weight")]:
         del origins[key]
     origins.update({"activation": source, "weight": source, **{f"weight.{k}": source for k in tree["weight"]}})
-    tree["dispatch"]["quantize_op_types"] = list(settings["op_types"])
-    tree["dispatch"]["passive_op_types"] = tree["dispatch"]["between_op_types"] = []
-    for key in ("quantize_op_types", "passive_op_types", "between_op_types"):
-        origins[f"dispatch.{key}"] = source
+    tree["dispatch"].update(dispatch)
+    origins.update({f"dispatch.{key}": source for key in dispatch})
     for name in ACTIVATION_DEFAULTS_OFF:
         if origins.get(f"accuracy.{name}", platform_source) == platform_source:
             tree["accuracy"][name] = False
@@ -86,20 +86,28 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
     return ignored
 
 
-def _replaced(tree: dict[str, Any], origins: dict[str, str], platform_source: str,
-              weight: dict[str, Any]) -> tuple[str, ...]:
-    """The ``activation``/``weight`` keys a preset or the user set that weight-only replaces, by source
-    ("qconfig.toml: activation (bits, symmetric)"); keys equal to what weight-only sets (a saved config read back)
-    are not."""
+def _replaced(tree: dict[str, Any], origins: dict[str, str], platform_source: str, weight: dict[str, Any],
+              dispatch: dict[str, Any]) -> tuple[str, ...]:
+    """The ``activation``/``weight`` keys and ``dispatch`` op type lists a preset or the user set that weight-only
+    replaces, by source ("qconfig.toml: activation (bits, symmetric)"); keys equal to what weight-only sets (a saved
+    config read back) are not."""
     found: dict[str, dict[str, list[str]]] = {}
-    for role, replacement in (("activation", None), ("weight", weight)):
-        table = tree[role]
+    op_type_lists = {key: tree["dispatch"][key] for key in dispatch}
+    for role, table, replacement in (("activation", tree["activation"], None), ("weight", tree["weight"], weight),
+                                     ("dispatch", op_type_lists, dispatch)):
         if table is None:
             continue
         for key, value in table.items():
             origin = origins.get(f"{role}.{key}", origins.get(role))
-            if origin in (None, platform_source) or (replacement is not None and replacement.get(key) == value):
+            if origin in (None, platform_source) or (replacement is not None and _same(replacement.get(key), value)):
                 continue
             found.setdefault(origin, {}).setdefault(role, []).append(key)
     return tuple(f"{origin}: " + ", ".join(f"{role} ({', '.join(keys)})" for role, keys in roles.items())
                  for origin, roles in found.items())
+
+
+def _same(replacement: Any, value: Any) -> bool:
+    """A key's value equals what weight-only sets (an op type list in any order)."""
+    if isinstance(value, list) and isinstance(replacement, list):
+        return sorted(value) == sorted(replacement)
+    return replacement == value
