@@ -420,3 +420,23 @@ def test_a_product_of_two_activations_under_weight_only_says_it_has_no_weight(tm
     assert not scores.quant.quantized
     assert scores.quant.reason == "MatMul: no constant weight, and weight-only quantizes weights only"
     assert plan.graph.operations["proj"].quant.quantized
+
+
+def test_int32_bias_mode_under_weight_only_is_said_to_be_ignored(tmp_path):
+    """Weight-only keeps activations float, so no bias is int32: [bias] mode = "int32" was dropped with no word and
+    explain's header read 'bias: int32' over a float bias (found by a user-style probe, D4)."""
+    from qtool.config import resolve_config
+    from qtool.platform import get_platform
+
+    config = {"weight_only": {"enabled": True}, "bias": {"mode": "int32"}}
+    samples = [{"x": np.random.default_rng(i).standard_normal((2, 64)).astype(np.float32)} for i in range(4)]
+    result = qtool.quantize(_gemm(tmp_path / "gemm.onnx", 0), "onnxruntime", samples, config=config,
+                            output=tmp_path / "q.onnx")
+    [node] = onnx.load(tmp_path / "q.onnx").graph.node
+    bias = {i.name: i for i in onnx.load(tmp_path / "q.onnx").graph.initializer}[node.input[5]]
+    assert node.op_type == "MatMulNBits" and bias.data_type == onnx.TensorProto.FLOAT
+    notes = {d.code: d.message for d in result.diagnostics}
+    assert "ignored config: bias (mode)" in notes["config.weight-only-ignored"]
+    resolved = resolve_config(get_platform("onnxruntime").default_config(), config)
+    assert resolved.bias_mode == "float" and "\nbias: float\n" in resolved.describe()
+    assert resolve_config({}, resolved.to_dict()).ignored == ()

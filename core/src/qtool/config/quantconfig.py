@@ -51,7 +51,7 @@ class QuantConfig:
     preset: str | None = None
     weight_only: Mapping[str, Any] | None = None  # the [weight_only] table when enabled (see config.weight_only)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-    # keys of [activation]/[weight]/[dispatch] a preset or the user set that [weight_only] replaced (Dispatch warns)
+    # keys of [activation]/[weight]/[bias]/[dispatch] a preset or the user set that [weight_only] replaced (warned)
     ignored: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod

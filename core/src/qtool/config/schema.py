@@ -189,8 +189,8 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
     },
     "weight_only": {
         "enabled": Key("bool", False, "Weight-only quantization: activations stay float, the weights of `op_types` "
-                       "are quantized per block along their input axis (replaces `[activation]`, `[weight]` and "
-                       "the dispatch op type lists; `[[override]]` weight keys still apply)."),
+                       "are quantized per block along their input axis (replaces `[activation]`, `[weight]`, "
+                       "`bias.mode` and the dispatch op type lists; `[[override]]` weight keys still apply)."),
         "bits": Key("int", 4, "Weight width: 4 (MatMulNBits int4) or 8.", check=_one_of(4, 8)),
         "symmetric": Key("bool", True, "Symmetric signed codes using the whole range (scale = the block's "
                          "extreme / -2^(bits-1), ONNX Runtime's MatMulNBits rule; no zero points written) or "

@@ -53,9 +53,9 @@ def embedding_table(table: dict[str, Any], origins: dict[str, str], settings: Ma
 
 
 def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_source: str) -> tuple[str, ...] | None:
-    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``: the keys of ``[activation]``, ``[weight]``
-    and the op type lists of ``[dispatch]`` a preset or the user gave that it replaces (a tuple, maybe empty), else
-    None.
+    """Rewrite the merged ``tree`` in place when ``weight_only.enabled``: the keys of ``[activation]``, ``[weight]``,
+    ``bias.mode`` (float: no int32 bias without a quantized activation) and the op type lists of ``[dispatch]`` a
+    preset or the user gave that it replaces (a tuple, maybe empty), else None.
 
     An ``[[override]]`` that quantizes activations is refused (ConfigError): weight-only keeps them float, and
     ONNX Runtime refused the mixed model at its default optimization level (its QDQ rewrites met int8 and uint8
@@ -72,6 +72,8 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
     source = f"{origins.get('weight_only.enabled', 'built-in defaults')} (weight_only)"
     dispatch = {"quantize_op_types": list(settings["op_types"]), "passive_op_types": [], "between_op_types": []}
     ignored = _replaced(tree, origins, platform_source, weight_scheme_table(settings), dispatch)
+    tree["bias"]["mode"] = "float"
+    origins["bias.mode"] = source
     tree["activation"] = None
     tree["weight"] = weight_scheme_table(settings)
     for key in [k for k in origins if k.split(".")[0] in ("activation", "weight")]:
@@ -88,13 +90,13 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
 
 def _replaced(tree: dict[str, Any], origins: dict[str, str], platform_source: str, weight: dict[str, Any],
               dispatch: dict[str, Any]) -> tuple[str, ...]:
-    """The ``activation``/``weight`` keys and ``dispatch`` op type lists a preset or the user set that weight-only
-    replaces, by source ("qconfig.toml: activation (bits, symmetric)"); keys equal to what weight-only sets (a saved
-    config read back) are not."""
+    """The ``activation``/``weight`` keys, ``bias.mode`` and ``dispatch`` op type lists a preset or the user set that
+    weight-only replaces, by source ("qconfig.toml: activation (bits, symmetric)"); keys equal to what weight-only
+    sets (a saved config read back) are not."""
     found: dict[str, dict[str, list[str]]] = {}
     op_type_lists = {key: tree["dispatch"][key] for key in dispatch}
     for role, table, replacement in (("activation", tree["activation"], None), ("weight", tree["weight"], weight),
-                                     ("dispatch", op_type_lists, dispatch)):
+                                     ("bias", tree["bias"], {"mode": "float"}), ("dispatch", op_type_lists, dispatch)):
         if table is None:
             continue
         for key, value in table.items():

@@ -62,9 +62,9 @@ class Dispatch(Pass):
         ignored = getattr(self.config, "ignored", ())
         if ignored:
             warnings.warn(PassWarning(
-                f"[weight_only] is enabled and replaces [activation], [weight] and the op type lists of [dispatch]: "
-                f"ignored {'; '.join(ignored)} (set [weight_only] keys, op_types for the ops it quantizes, or "
-                "[[override]] weight keys per layer, instead)",
+                "[weight_only] is enabled and replaces [activation], [weight], bias.mode and the op type lists of "
+                f"[dispatch]: ignored {'; '.join(ignored)} (set [weight_only] keys, op_types for the ops it "
+                "quantizes, or [[override]] weight keys per layer, instead)",
                 code="config.weight-only-ignored"), stacklevel=2)
         kinds = classify(graph)
         order = graph.topological_order()
