@@ -257,7 +257,8 @@ def test_the_summary_measures_the_written_model_as_a_default_session_runs_it(tmp
     assert result.summary["float_vs_quantized"]["outputs"]["logits"]["sqnr_db"] == pytest.approx(default, abs=0.01)
     # and a warning says so (it named only the MatMulNBits qtool writes itself)
     [warning] = [d for d in result.diagnostics if d.code == "ort.nbits-accuracy-level"]
-    assert warning.message.startswith("3 MatMul/Gemm layer(s) with 4- or 8-bit weights: ORT rewrites")
+    assert warning.message.startswith("3 MatMul/Gemm layer(s) with weights stored in 2, 4 or 8 bits: ORT "
+                                      "rewrites")
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "built.onnx")
     ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
@@ -352,7 +353,8 @@ def test_embedding_rows_that_are_not_whole_blocks(tmp_path):
 
 @pytest.mark.parametrize("case, why", [
     ("weight-first", "its weight comes first (W @ x), and MatMulNBits computes x @ W"),
-    ("bits-3", "MatMulNBits takes 4- or 8-bit codes (a 3-bit grid is stored in the next wider DequantizeLinear type"),
+    ("bits-3", "qtool writes MatMulNBits with 4- or 8-bit codes (a 3-bit grid is stored in the next wider "
+               "DequantizeLinear type"),
     ("fp8", "its weight is fp8 e4m3, and MatMulNBits takes 4- or 8-bit integer codes")])
 def test_weight_only_fallback_notes_say_why_not_matmulnbits(tmp_path, case, why):
     """The PERFORMANCE note of a weight-only layer written as DequantizeLinear -> float op gave activation reasons
@@ -362,9 +364,32 @@ def test_weight_only_fallback_notes_say_why_not_matmulnbits(tmp_path, case, why)
     config = {"override": [{"op_name": "proj", "weight": weight}]} if weight else None
     result = qtool.quantize(model, "onnxruntime", preset="int4-weight-only", config=config,
                             output=tmp_path / "q.onnx")
-    [note] = [d for d in result.diagnostics if d.op == "proj"]
+    [note] = [d for d in result.diagnostics if d.op == "proj" and d.code == "ort.perf.nbits-fallback"]
     assert note.code == "ort.perf.nbits-fallback" and note.severity is qtool.Severity.PERFORMANCE
     assert why in note.message and "not quantized" not in note.message
+
+
+@pytest.mark.parametrize("weight, rewritten", [
+    ({"bits": 1, "signed": False, "symmetric": False}, True), ({"bits": 2}, True), ({"bits": 3}, True),
+    ({"bits": 6, "symmetric": False}, True), ({"block_size": 24}, False)])
+def test_weight_only_fallback_says_whether_onnxruntime_makes_it_matmulnbits(tmp_path, weight, rewritten):
+    """ORT 1.32 makes a blocked DequantizeLinear -> MatMul a MatMulNBits at accuracy level 4 by the stored type
+    (int2, int4, int8: 1-, 2-, 3- and 6-bit grids too) and leaves blocks of 24 alone; the notes said the opposite of
+    both, from the scheme's bit width (found by a user-style probe)."""
+    import onnxruntime as ort
+    from qtool_onnxruntime.session import session_options
+
+    config = {"override": [{"op_name": "proj", "weight": weight}]}
+    result = qtool.quantize(_embedding_model(tmp_path / "m.onnx", 64), "onnxruntime", preset="int4-weight-only",
+                            config=config, output=tmp_path / "q.onnx")
+    assert ("MatMulNBits" in optimized_ops(result.files[0], tmp_path)) is rewritten
+    feeds = {"ids": np.arange(8, dtype=np.int64)}
+    default, exact = (ort.InferenceSession(str(result.files[0]), options, providers=["CPUExecutionProvider"])
+                      .run(None, feeds)[0] for options in (ort.SessionOptions(), session_options(exact=True)))
+    assert bool(np.abs(default - exact).max() > 0) is rewritten
+    [note] = [d for d in result.diagnostics if d.op == "proj" and d.code == "ort.perf.nbits-fallback"]
+    assert ("runs as the MatMulNBits ONNX Runtime makes" in note.message) is rewritten
+    assert ("ort.nbits-accuracy-level" in {d.code for d in result.diagnostics}) is rewritten
 
 
 def test_input_size_not_a_whole_number_of_blocks_is_said(tmp_path):

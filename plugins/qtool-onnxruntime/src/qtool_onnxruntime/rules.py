@@ -24,6 +24,7 @@ from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type, value_type
 
 NARROW_TYPES = frozenset({"int4", "uint4", "int2", "uint2"})  # no MaxPool kernel in ORT for these
+NBITS_TYPES = NARROW_TYPES | {"int8", "uint8"}  # stored weight types ORT 1.32 rewrites into MatMulNBits
 
 SETTLED = False  # validation also runs before calibration
 
@@ -65,8 +66,8 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
     if (lifted := half_quantized(graph, SETTLED)) is not None:
         found.append(_float32_compute(*lifted))
     if rewritten:
-        found.append(diagnostic("ort.nbits-accuracy-level", f"{len(rewritten)} MatMul/Gemm layer(s) with 4- or 8-bit "
-                                "weights: ORT rewrites their DequantizeLinear -> MatMul or Gemm into MatMulNBits at its "
+        found.append(diagnostic("ort.nbits-accuracy-level", f"{len(rewritten)} MatMul/Gemm layer(s) with weights "
+                                "stored in 2, 4 or 8 bits: ORT rewrites their DequantizeLinear -> MatMul or Gemm into MatMulNBits at its "
                                 "default accuracy level 4, which quantizes the float input to int8 per block inside "
                                 "the kernel, so outputs differ from qtool's simulation by about 1% (the summary "
                                 "measures a default session; session option session.qdq_matmulnbits_accuracy_level "
@@ -85,11 +86,14 @@ def _float32_compute(point, dtype) -> Diagnostic:
 
 
 def _rewritten_to_nbits(op) -> bool:
-    """A MatMul, or a Gemm reading its weight as stored (transA and transB 0: GPT-2's Conv1D), whose input is float
-    or 16-bit (so no integer kernel) and whose 2-D weight of 4 or 8 bits is per tensor, per channel on its output
-    axis or blocked along its input axis: ORT's optimizer makes its DequantizeLinear -> MatMul (or Gemm, a bias Add
-    after it included) a MatMulNBits (measured on ORT 1.32: int8, uint8 and int4 weights; per channel on the input
-    axis, or a Gemm with transB 1, it stays a float op; an 8-bit input it leaves to the QDQ fusions)."""
+    """Whether ORT's optimizer makes the written DequantizeLinear -> MatMul (or Gemm, a bias Add after it included) a
+    MatMulNBits: a MatMul, or a Gemm reading its weight as stored (transA and transB 0: GPT-2's Conv1D), whose input
+    is float or 16-bit (an 8-bit input it leaves to the QDQ fusions) and whose 2-D weight is stored as int2, uint2,
+    int4, uint4, int8 or uint8 (so a 1-, 3- or 6-bit grid too), symmetric or not, per tensor, per channel on its
+    output axis, or in blocks along its input axis of a power of two from 16 (at most 256 for the 2-bit types).
+    Measured on ORT 1.32: per channel on the input axis, blocks along the output axis, blocks of 24, 48 or 8 (or
+    of 512 in 2 bits), 16-bit or float8 weights, a 3-D weight and a Gemm with transB 1 stay DequantizeLinear and a
+    float op."""
     if op.op_type not in ("MatMul", "Gemm") or len(op.inputs) < 2 or op.inputs[1] is None \
             or not op.inputs[1].is_parameter:
         return False
@@ -99,11 +103,14 @@ def _rewritten_to_nbits(op) -> bool:
     if data is not None and (data.scheme.is_floating or data.scheme.num_of_bits != 16):
         return False
     weight = input_config(op, 1, SETTLED)
-    scheme = weight.scheme if weight is not None else None
-    if scheme is None or scheme.is_floating or scheme.num_of_bits not in (4, 8) or op.inputs[1].value.ndim != 2:
+    stype = storage_type(weight.scheme, stored=True) if weight is not None else None
+    if stype is None or stype.name not in NBITS_TYPES or op.inputs[1].value.ndim != 2:
         return False
+    scheme = weight.scheme
     if scheme.policy & P.PER_BLOCK:
-        return scheme.channel_axis == 0
+        size = scheme.block_size or 0
+        return scheme.channel_axis % 2 == 0 and size >= 16 and not size & (size - 1) \
+            and (size <= 256 or stype.name not in ("int2", "uint2"))
     return not scheme.is_per_channel or scheme.channel_axis in (1, -1)
 
 
