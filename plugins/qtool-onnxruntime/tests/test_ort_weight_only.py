@@ -465,30 +465,3 @@ def test_int32_bias_mode_under_weight_only_is_said_to_be_ignored(tmp_path):
     resolved = resolve_config(get_platform("onnxruntime").default_config(), config)
     assert resolved.bias_mode == "float" and "\nbias: float\n" in resolved.describe()
     assert resolve_config({}, resolved.to_dict()).ignored == ()
-
-
-@pytest.mark.parametrize("preset", ["int4-weight-only", "w8a8"])
-def test_an_initializer_also_a_graph_input_stays_float_and_an_input(tmp_path, preset):
-    """An initializer listed as a graph input is a default a caller may feed (ORT: not a constant); it was
-    quantized and the input dropped, so feeding it failed with 'Invalid input name: W' (found by a user-style
-    probe). It stays float, with the reason, and the written model still takes it."""
-    import onnxruntime as ort
-
-    rng = np.random.default_rng(0)
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], "g",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64]),
-         onnx.helper.make_tensor_value_info("W", onnx.TensorProto.FLOAT, [64, 32])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 32])],
-        initializer=[onnx.numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "W")])
-    model = tmp_path / "m.onnx"
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), model)
-    samples = [{"x": rng.standard_normal((2, 64)).astype(np.float32)} for _ in range(4)]
-    result = qtool.quantize(model, "onnxruntime", samples, preset=preset, output=tmp_path / "q.onnx")
-    feeds = {"x": samples[0]["x"], "W": rng.standard_normal((64, 32)).astype(np.float32)}
-    [fed] = ort.InferenceSession(result.files[0], providers=["CPUExecutionProvider"]).run(None, feeds)
-    [ours] = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)
-    assert _relative(fed, ours) < (1e-6 if preset == "int4-weight-only" else 0.05)
-    assert "W" in {t.name for t in onnx.load(result.files[0]).graph.initializer}
-    if preset == "int4-weight-only":
-        assert any("its weight 'W' is also a graph input" in r for r in result.summary["ops"]["float_reasons"])

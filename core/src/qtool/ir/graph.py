@@ -103,8 +103,6 @@ class ModelInfo:
     graph_name: str = "graph"
     graph_doc_string: str = ""
     metadata_props: dict[str, str] = field(default_factory=dict)
-    # initializers also listed as graph inputs (IR 4 and later): defaults a caller may feed, not constants
-    overridable: tuple[str, ...] = ()
     sources: tuple[Any, ...] = ()  # the files the model was read from (Paths: it, its external data), never written
 
 

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 
 from ..files import folder_lock, make_readable, temporary_beside
 from .graph import Graph
-from .onnx_export import data_path, overridable_inputs, value_info
+from .onnx_export import data_path, value_info
 
 INLINE_BYTES = 1024  # smaller tensors stay in the .onnx file (as qtool.save writes them)
 _ALIGN = 4096
@@ -85,8 +85,7 @@ class ModelWriter:
             self.data.close()
             info = self.graph.info
             graph = helper.make_graph(self.nodes, info.graph_name,
-                                      [value_info(self.graph, v) for v in self.graph.inputs]
-                                      + overridable_inputs(self.graph, self.tensors),
+                                      [value_info(self.graph, v) for v in self.graph.inputs],
                                       [value_info(self.graph, v) for v in self.graph.outputs],
                                       initializer=self.tensors, doc_string=info.graph_doc_string or None)
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],

@@ -33,7 +33,7 @@ def to_model_proto(graph: Graph, *, tensor: Callable[[Variable], onnx.TensorProt
         vi for name, vi in graph.value_info.items()
         if name in produced and name not in {v.name for v in (*graph.inputs, *graph.outputs)}
     ]
-    inputs = [value_info(graph, v) for v in graph.inputs] + overridable_inputs(graph, initializers)
+    inputs = [value_info(graph, v) for v in graph.inputs]
     if graph.info.ir_version < 4:  # IR-3 requires every initializer to be a graph input too
         inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in initializers]
     proto = helper.make_graph(
@@ -180,12 +180,6 @@ def shape_only_tensor(var: Variable) -> onnx.TensorProto:
     if value.nbytes <= SMALL_TENSOR:
         return _tensor(var)
     return onnx.TensorProto(name=var.name, data_type=helper.np_dtype_to_tensor_dtype(value.dtype), dims=value.shape)
-
-
-def overridable_inputs(graph: Graph, initializers: list[onnx.TensorProto]) -> list[onnx.ValueInfoProto]:
-    """The graph inputs that override initializers written (ModelInfo.overridable), as the model declared them."""
-    written = {t.name for t in initializers}
-    return [value_info(graph, graph.variables[name]) for name in graph.info.overridable if name in written]
 
 
 def value_info(graph: Graph, var: Variable) -> onnx.ValueInfoProto:

@@ -105,9 +105,7 @@ def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | Non
     for vi in (*proto.input, *proto.value_info, *proto.output):
         graph.value_info[vi.name] = _detached(vi)
     for vi in proto.input:
-        if vi.name in graph.variables:  # an initializer also listed as input: IR-3 style, or an overridable default
-            if model.ir_version >= 4:
-                info.overridable += (vi.name,)
+        if vi.name in graph.variables:  # IR-3 style: initializer also listed as input
             continue
         graph.inputs.append(_declare(graph, vi.name))
     for node in proto.node:

@@ -159,10 +159,6 @@ class _Decisions:
         else:
             self.reasons[op.name] = f"{self._not_quantized(op)} ({why})"
 
-    def _overridable(self, var: Variable | None) -> bool:
-        """A parameter that is not constant: an initializer also listed as a graph input (ModelInfo.overridable)."""
-        return var is not None and var.is_parameter and not self.kinds.is_constant(var)
-
     def _reads_constant(self, op: Operation) -> bool:
         return any(self._is_data(op, i) and self.kinds.is_constant(op.inputs[i]) for i in range(len(op.inputs)))
 
@@ -210,10 +206,6 @@ class _Decisions:
     def _all_float(self, op: Operation) -> str:
         """Why an op the configuration gives no quantized tensor stays float: under weight-only, one without a
         constant weight (an attention product, a scan) has nothing it quantizes."""
-        fed = next((v.name for v in op.inputs if self._overridable(v)), None)
-        if fed is not None:
-            return (f"{op.op_type}: its weight {fed!r} is also a graph input, a default a caller may feed, so no "
-                    "constant: it stays float")
         if self.config.weight_only and not self._reads_constant(op):
             return f"{op.op_type}: no constant weight, and weight-only quantizes weights only"
         return f"{op.op_type}: the configuration keeps all its tensors float"
@@ -229,7 +221,7 @@ class _Decisions:
         bias = bias_index(op)
         for i, var in enumerate(op.inputs):
             if var is None or is_steering_input(op, i) or self.kinds.is_index(var) or i == bias \
-                    or self._model_quantized(var) or self._overridable(var):
+                    or self._model_quantized(var):
                 continue
             configs[i] = self._tqc(op, "weight" if var.is_parameter else "activation", var)
         weight = weight_index(op)

@@ -59,7 +59,7 @@ def classify(graph: Graph) -> TensorKinds:
     reaches = _reaching_compute(graph, order, derived)
     shape_only = _feeding_shapes_only(graph, order, integer)
     for var in (*graph.inputs, *graph.parameters()):
-        if var.is_parameter and var.name not in graph.info.overridable:
+        if var.is_parameter:
             kinds.constant.add(id(var))
         if id(var) in integer or id(var) in shape_only:
             kinds.index.add(id(var))
