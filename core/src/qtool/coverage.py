@@ -104,6 +104,21 @@ def _general(reason: str) -> str:
     return _DETAILS.sub("", reason)
 
 
+def initializers_as_inputs(graph) -> list[Diagnostic]:
+    """A WARNING when initializers of the model are also graph inputs (IR 4 and later: defaults a caller may feed;
+    exporters' keep_initializers_as_inputs lists every one): qtool takes them as the constants they hold, and the
+    written model no longer takes them as inputs."""
+    listed = graph.info.constant_inputs
+    if not listed:
+        return []
+    names = ", ".join(repr(name) for name in listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
+    return [Diagnostic(Severity.WARNING, "model.initializers-as-inputs",
+                       f"{len(listed)} initializer(s) of the model are also graph inputs ({names}), which a caller "
+                       "may feed in place of the value they hold: qtool quantized them as the constants they hold "
+                       "(exporters list every weight so with keep_initializers_as_inputs), and the written model "
+                       "takes only the other inputs: feeding one now fails")]
+
+
 def prequantized(graph) -> list[Diagnostic]:
     """A WARNING when the model holds quantization of its own (Q/DQ nodes or integer ops), none otherwise."""
     found = Counter(op.op_type for op in graph.operations.values() if op.op_type in HELD_QUANTIZATION)

@@ -33,7 +33,7 @@ from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
 from .control_flow import quantize_bodies
-from .coverage import coverage, low_coverage, nothing_quantized, prequantized
+from .coverage import coverage, initializers_as_inputs, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_not_inputs, check_output_given, check_outputs
 from .ir import Graph, from_model_proto, load
@@ -228,7 +228,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         keep=kept, advice=advice, precheck=precheck), finished)
     diagnostics = [d for d in diagnostics if not _floated_since(graph, d)]
     diagnostics += bodies.explain(graph)
-    diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + wider_readers(graph)
+    diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + initializers_as_inputs(graph)
+    diagnostics += wider_readers(graph)
     if measure:  # a control-flow body without compute is no model of its own
         diagnostics += nothing_quantized(graph)
     found = validated(target, graph, options)

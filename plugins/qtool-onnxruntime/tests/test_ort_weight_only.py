@@ -465,3 +465,32 @@ def test_int32_bias_mode_under_weight_only_is_said_to_be_ignored(tmp_path):
     resolved = resolve_config(get_platform("onnxruntime").default_config(), config)
     assert resolved.bias_mode == "float" and "\nbias: float\n" in resolved.describe()
     assert resolve_config({}, resolved.to_dict()).ignored == ()
+
+
+@pytest.mark.parametrize("listed", [["W"], ["W", "b", "V"]], ids=["one", "all"])
+def test_initializers_also_graph_inputs_are_quantized_and_the_interface_change_said(tmp_path, listed):
+    """Initializers listed as graph inputs (IR 4 and later: defaults a caller may feed; exporters list every weight
+    so with keep_initializers_as_inputs, and ONNX Runtime warns of each) are quantized as the constants they hold;
+    the written model dropped those inputs without a word, and feeding W failed with 'Invalid input name: W'
+    (found by a user-style probe). A WARNING names them now."""
+    rng = np.random.default_rng(0)
+    values = {"W": rng.standard_normal((64, 32)), "b": rng.standard_normal(32), "V": rng.standard_normal((32, 8))}
+    shapes = {"x": ["n", 64], **{name: list(value.shape) for name, value in values.items()}}
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+         onnx.helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+         onnx.helper.make_node("Relu", ["a"], ["r"], name="relu"),
+         onnx.helper.make_node("MatMul", ["r", "V"], ["y"], name="out")], "g",
+        [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]) for name in ["x", *listed]],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 8])],
+        initializer=[onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in values.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    samples = [{"x": rng.standard_normal((2, 64)).astype(np.float32)} for _ in range(4)]
+    result = qtool.quantize(tmp_path / "m.onnx", "onnxruntime", samples, output=tmp_path / "q.onnx")
+    assert result.summary["coverage"]["compute_ops_quantized"] == 2
+    (warning,) = [d for d in result.diagnostics if d.code == "model.initializers-as-inputs"]
+    assert warning.message.startswith(f"{len(listed)} initializer(s) of the model are also graph inputs ('W'")
+    assert [i.name for i in onnx.load(result.files[0]).graph.input] == ["x"]
+

@@ -103,6 +103,8 @@ class ModelInfo:
     graph_name: str = "graph"
     graph_doc_string: str = ""
     metadata_props: dict[str, str] = field(default_factory=dict)
+    # initializers also listed as graph inputs (IR 4 and later: defaults a caller may feed), taken as constants
+    constant_inputs: tuple[str, ...] = ()
     sources: tuple[Any, ...] = ()  # the files the model was read from (Paths: it, its external data), never written
 
 

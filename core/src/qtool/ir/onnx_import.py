@@ -104,10 +104,12 @@ def from_model_proto(model: onnx.ModelProto, values: dict[str, np.ndarray] | Non
         raise GraphError(f"sparse initializer {sparse.values.name!r} is not supported")
     for vi in (*proto.input, *proto.value_info, *proto.output):
         graph.value_info[vi.name] = _detached(vi)
+    listed = tuple(vi.name for vi in proto.input if vi.name in graph.variables)
+    if model.ir_version >= 4:  # IR 3 lists every initializer as an input, as the format requires
+        info.constant_inputs = listed
     for vi in proto.input:
-        if vi.name in graph.variables:  # IR-3 style: initializer also listed as input
-            continue
-        graph.inputs.append(_declare(graph, vi.name))
+        if vi.name not in graph.variables:
+            graph.inputs.append(_declare(graph, vi.name))
     for node in proto.node:
         _add_node(graph, node)
     for vi in proto.output:
