@@ -71,7 +71,7 @@ def _float_model(executor: TorchExecutor) -> TorchExecutor | None:
 
 
 def _output_rows(outputs: Mapping[str, ErrorAccumulator]) -> list[dict]:
-    return [{"output": name, "snr_db": json_number(s.snr_db), "cosine": json_number(s.cosine), "mse": json_number(s.mse)}
+    return [{"output": name, **{key: json_number(getattr(s, key)) for key in ("snr_db", "cosine", "mse")}}
             for name, s in outputs.items()]
 
 

@@ -118,8 +118,8 @@ def why_not_nbits(op, settled: bool) -> str | None:
     if scheme.is_floating:
         return f"its weight is {scheme.short()}, and {contrib} takes 4- or 8-bit integer codes"
     if scheme.num_of_bits not in BITS or scheme.quant_max - scheme.quant_min > 2 ** scheme.num_of_bits - 1:
-        wider = "" if scheme.num_of_bits == 2 else (f" (a {scheme.num_of_bits}-bit grid is stored in the next wider "
-                                                    "DequantizeLinear type, without its size saving)")
+        wider = "" if scheme.num_of_bits in (2, 16) else (f" (a {scheme.num_of_bits}-bit grid is stored in the next "
+                                                          "wider DequantizeLinear type, without its size saving)")
         return f"its weight is {scheme.short()}, and qtool writes {contrib} with 4- or 8-bit codes{wider}"
     if not scheme.policy & P.PER_BLOCK:
         return f"its weight is {scheme.short()}, and {contrib} takes blocks along the input axis"

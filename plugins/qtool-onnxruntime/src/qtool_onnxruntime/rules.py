@@ -67,11 +67,11 @@ def validate(graph, options: ExportOptions | None = None) -> list[Diagnostic]:
         found.append(_float32_compute(*lifted))
     if rewritten:
         found.append(diagnostic("ort.nbits-accuracy-level", f"{len(rewritten)} MatMul/Gemm layer(s) with weights "
-                                "stored in 2, 4 or 8 bits: ORT rewrites their DequantizeLinear -> MatMul or Gemm into MatMulNBits at its "
-                                "default accuracy level 4, which quantizes the float input to int8 per block inside "
-                                "the kernel, so outputs differ from qtool's simulation by about 1% (the summary "
-                                "measures a default session; session option session.qdq_matmulnbits_accuracy_level "
-                                "= 0 keeps them exact)", op=rewritten[0].name, tensor=rewritten[0].inputs[0].name))
+                                "stored in 2, 4 or 8 bits: ORT rewrites their DequantizeLinear -> MatMul or Gemm into "
+                                "MatMulNBits at its default accuracy level 4, which quantizes the float input to int8 "
+                                "per block inside the kernel, so outputs differ from qtool's simulation by about 1% "
+                                "(the summary measures a default session; session option "
+                                "session.qdq_matmulnbits_accuracy_level = 0 keeps them exact)", op=rewritten[0].name, tensor=rewritten[0].inputs[0].name))
     return found
 
 
