@@ -156,8 +156,10 @@ def test_max_samples_keeps_the_first_samples_or_feeds(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b["x"] for b in data]), x[:6])
     feeds = load_calibration_data(Reader([feed(i) for i in range(9)]), RECURRENT, max_samples=2)
     assert len(list(feeds)) == 2 and len(feeds) == 2
-    with pytest.raises(CalibrationError, match=r"max_samples \(--calib-samples\) must be at least 1"):
-        load_calibration_data(x, IMAGE, max_samples=0)
+    for wrong in (0, "5", 2.5, True):  # "5" raised numpy's "'<' not supported between 'str' and 'int'"
+        with pytest.raises(CalibrationError, match=r"max_samples \(--calib-samples\) must be a whole number of at "
+                           rf"least 1, got {wrong!r}"):
+            load_calibration_data(x, IMAGE, max_samples=wrong)
 
 
 def test_a_model_with_a_fixed_batch_is_fed_one_sample_at_a_time(tmp_path):

@@ -247,3 +247,20 @@ def test_a_state_reloaded_with_other_observer_settings_is_refused_where_an_obser
         else:
             qtool.quantize(cnn_model, TINY, None, load_state=state, config=changed)
         qtool.quantize(cnn_model, TINY, None, load_state=state, config=saved)
+
+
+def test_a_leading_tilde_is_the_home_folder(cnn_model, calib_npz, tmp_path, monkeypatch):
+    """Python expands no '~': the model was 'no such model file' and output="~/out/m.onnx" made a folder named '~'
+    in the working directory."""
+    import shutil
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    shutil.copy(cnn_model, home / "m.onnx")
+    shutil.copy(calib_npz, home / "calib.npz")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    result = qtool.quantize("~/m.onnx", "onnxruntime", "~/calib.npz", output="~/out/q.onnx", save_state="~/s.json")
+    assert result.files == [home / "out" / "q.onnx"] and (home / "s.json").is_file()
+    assert not list(work.iterdir())
+    assert plan("~/m.onnx", "onnxruntime").graph.operations

@@ -161,3 +161,14 @@ def test_the_sample_count_is_of_model_calls_in_the_feeds_layout(tmp_path):
     feeds = [{"x": rng.standard_normal((3, 16)).astype(np.float32)} for _ in range(4)]
     report = analyse(model, "onnxruntime", feeds, calib_layout="feeds", samples=2)
     assert report.document["samples"] == 2
+
+
+def test_analyse_takes_only_the_calibration_keywords_of_quantize(digits, tmp_path):
+    """analyse passed every keyword on to quantize: save_state= and report= wrote files ("nothing written"), a
+    misspelled keyword was blamed on quantize()."""
+    model, calib, _ = digits
+    for keyword in ("save_state", "report", "bogus"):
+        with pytest.raises(TypeError, match=f"analyse\\(\\) got an unexpected keyword argument '{keyword}'"):
+            qtool.analyse(model, "onnxruntime", calib, samples=1, **{keyword: tmp_path / "x"})
+    assert not list(tmp_path.iterdir())
+

@@ -16,6 +16,12 @@ class OutputPathError(QtoolError):
     """An output path that cannot be written, or would overwrite an input."""
 
 
+def user_path(value):
+    """``value`` with a leading ``~`` expanded where it is a path (a str or PathLike; anything else as it is): a
+    shell expands it on a command line, Python does not, and ``output="~/out/m.onnx"`` made a folder named ``~``."""
+    return os.path.expanduser(value) if isinstance(value, str | os.PathLike) else value
+
+
 def file_mode() -> int:
     """The mode a new file gets from ``open()`` under the current umask (0644 under 0022)."""
     umask = os.umask(0o022)

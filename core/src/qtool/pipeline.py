@@ -35,7 +35,7 @@ from .config.names import check_names
 from .control_flow import quantize_bodies
 from .coverage import coverage, initializers_as_inputs, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
-from .files import check_not_inputs, check_output_given, check_outputs
+from .files import check_not_inputs, check_output_given, check_outputs, user_path
 from .ir import Graph, from_model_proto, load
 from .ir.onnx_import import check_model_proto
 from .one_at_a_time import one_at_a_time
@@ -111,6 +111,7 @@ class Plan:
 def plan(model, platform, *, config=None, preset: str | None = None,
          finished: Callable[[PassRun], None] | None = None) -> Plan:
     """Simplify and dispatch ``model`` for ``platform`` without calibration data (passes 1-4)."""
+    model, config = user_path(model), user_path(config)
     target, qconfig = _platform_and_config(platform, config, preset)
     check_accuracy(qconfig)  # as quantize does: a plan that looks fine has options a run can take
     graph = _graph(model, qconfig)
@@ -150,8 +151,10 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     (``Platform.export_options``; an unknown one fails before any work). ``finished(run)`` is called
     after each pass. Files are written only when ``output`` is given and validation found no ERROR
     (or ``allow_unsupported``). The earlier keywords ``preset``, ``accuracy``, ``opset``,
-    ``allow_unsupported``, ``remove_activations`` and ``export_options`` still work.
+    ``allow_unsupported``, ``remove_activations`` and ``export_options`` still work. A path may start with ``~``.
     """
+    model, calib, config, output, save_state, load_state, report = map(
+        user_path, (model, calib, config, output, save_state, load_state, report))
     preset, accuracy, options = _earlier_keywords(earlier, export)
     _check_device(device)
     target, qconfig = _platform_and_config(platform, config, preset)

@@ -36,8 +36,10 @@ class CalibrationData:
                  graph: Graph | None = None) -> None:
         if batch_size < 1:
             raise CalibrationError(f"batch_size must be at least 1, got {batch_size}")
-        if max_samples is not None and max_samples < 1:
-            raise CalibrationError(f"max_samples (--calib-samples) must be at least 1, got {max_samples}")
+        if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                        or max_samples < 1):
+            raise CalibrationError(f"max_samples (--calib-samples) must be a whole number of at least 1, got "
+                                   f"{max_samples!r}")
         if source.length == 0:
             raise CalibrationError(f"{origin}: {source.empty}")
         self._source, self.origin, self.layout = source, origin, layout

@@ -21,21 +21,23 @@ DEFAULT_SAMPLES = 16
 @one_at_a_time
 def analyse(model, platform, calib, *, config=None, preset: str | None = None,
             load_state: str | os.PathLike | None = None, samples: int = DEFAULT_SAMPLES, device: str = "cpu",
-            agreement: bool = True, finished=None, announce=None, **calibration) -> AnalysisReport:
+            agreement: bool = True, finished=None, announce=None, calib_layout: str | None = None,
+            max_samples: int | None = None, transform=None, skip_nonfinite: bool = False) -> AnalysisReport:
     """Quantize ``model`` for ``platform`` (nothing written) and measure where the error comes from.
 
     The first ``samples`` samples of ``calib`` drive the measurements. ``agreement`` also exports to a
     temporary folder and compares the platform's runtime with the simulation. ``finished(run)`` is called
-    after each pass and ``announce(message)`` before the measurements; ``calibration`` holds
-    :func:`qtool.quantize`'s calibration keywords (``calib_layout``, ``max_samples``, ``transform``,
-    ``skip_nonfinite``).
+    after each pass and ``announce(message)`` before the measurements; ``calib_layout``, ``max_samples``,
+    ``transform`` and ``skip_nonfinite`` read ``calib`` as :func:`qtool.quantize` reads it (its other keywords,
+    which write files or choose the export, are no analysis's: it took them and wrote a state or a report).
     """
     _check_samples(samples)
     with tempfile.TemporaryDirectory(prefix="qtool-analyse-") as folder:
         output = Path(folder) / "model.onnx" if agreement and calib is not None else None
         result = quantize(model, platform, calib, config=config, preset=preset, device=device,
                           load_state=load_state, allow_unsupported=True, output=output, check_agreement=agreement,
-                          progress=finished is not None, finished=finished, **calibration)
+                          progress=finished is not None, finished=finished, calib_layout=calib_layout,
+                          max_samples=max_samples, transform=transform, skip_nonfinite=skip_nonfinite)
     return report_of(result, result.calibration, samples=samples, device=device, announce=announce)
 
 
