@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .calibration.data import feeds_digest
@@ -33,21 +34,31 @@ class PlatformRuntime:
         self._last: tuple[str, list[str], list[str], list[list]] | None = None  # files, samples, names, outputs
 
     def __call__(self, graph, samples: list[dict], names: list[str]) -> list[list]:
+        with self.exported(graph) as run:
+            outputs = run(samples, names)
+            self._keep(run.paths, samples, names, outputs)
+            return outputs
+
+    @contextlib.contextmanager
+    def exported(self, graph) -> Iterator[_Run]:
+        """``run(samples, names)`` of ``graph`` exported once (many runs of one graph: a metric's batches)."""
         if type(self.platform).run is Platform.run:  # it keeps the default (runs nothing): no export for nothing
-            return Platform.run(self.platform, [], samples, names)
+            yield _Run(self, [])
+            return
         with tempfile.TemporaryDirectory(prefix="qtool-runtime-") as folder:
             try:
                 with one_thread():  # as the pipeline exports: a few small ops per weight
                     paths = self.platform.export(graph, Path(folder) / "model", self.options)
-                outputs = self.platform.run(paths, samples, names)
-                self._keep(paths, samples, names, outputs)
-                return outputs
-            except RuntimeUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - whatever stops the export or the run: no runtime for this graph
-                message = " ".join(str(exc).split()) or "no message"
-                raise RuntimeUnavailable(f"platform {self.name!r} cannot run this graph here "
-                                         f"({type(exc).__name__}: {message})") from exc
+            except Exception as exc:  # noqa: BLE001 - whatever stops the export: no runtime for this graph
+                raise self._unavailable(exc) from exc
+            yield _Run(self, paths)
+
+    def _unavailable(self, exc: Exception) -> RuntimeUnavailable:
+        if isinstance(exc, RuntimeUnavailable):
+            return exc
+        message = " ".join(str(exc).split()) or "no message"
+        return RuntimeUnavailable(f"platform {self.name!r} cannot run this graph here ({type(exc).__name__}: "
+                                  f"{message})")
 
     def run_files(self, paths: Sequence[Path], samples: list[dict], names: list[str]) -> list[list]:
         """:meth:`Platform.run` of written files; the outputs of the last run where it ran the same bytes on the
@@ -63,6 +74,20 @@ class PlatformRuntime:
         size = sum(getattr(value, "nbytes", 0) for row in outputs for value in row)
         self._last = None if size > LIMIT else (
             _files_digest(paths), [feeds_digest(sample) for sample in samples], list(names), outputs)
+
+
+class _Run:
+    """The outputs ``names`` of the exported ``paths`` for ``samples``, as :meth:`Platform.run` gives them; whatever
+    stops the run a :class:`RuntimeUnavailable`."""
+
+    def __init__(self, runtime: PlatformRuntime, paths: list[Path]) -> None:
+        self.runtime, self.paths = runtime, paths
+
+    def __call__(self, samples: list[dict], names: list[str]) -> list[list]:
+        try:
+            return self.runtime.platform.run(self.paths, samples, names)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the run: no runtime for this graph
+            raise self.runtime._unavailable(exc) from exc
 
 
 def _files_digest(paths: Sequence[Path]) -> str:

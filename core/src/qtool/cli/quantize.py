@@ -347,8 +347,9 @@ def fallback_lines(runs, lowest_sqnr_db: float | None = None) -> list[str]:
         met = "met" if report.met else "[red]not met[/red]"
         count = len(report.released)
         released = f", {count} op{'s' * (count != 1)} quantized only beside them returned to float too"
-        on_runtime = "" if report.after_runtime_db is None else \
-            f" simulated, {report.after_runtime_db:.4g} on {escape(report.runtime)}"
+        on_runtime_value = report.after_runtime_db if report.after_runtime_drop is None else report.after_runtime_drop
+        on_runtime = "" if on_runtime_value is None else \
+            f" simulated, {on_runtime_value:.4g} on {escape(report.runtime)}"
         lines.append(f"sensitivity fallback: {escape(report.budget)} {met} ({report.before:.4g} -> "
                      f"{report.after:.4g}{on_runtime}), {len(report.changed)} of {report.candidates} candidate ops "
                      "changed" + (released if report.released else ""))
