@@ -306,3 +306,9 @@ def test_a_metric_budget_is_measured_again_on_the_runtime(tmp_path, data):
     assert runtime_drop > 0.05 and not details["met"]
     (said,) = [d for d in result.diagnostics if d.code == "fallback-budget"]
     assert "holds in qtool's simulation" in said.message and "not in the model as onnxruntime runs it" in said.message
+    import json  # --json carries every pass's details (they were in the text output only)
+
+    (summary,) = [p for p in json.loads(json.dumps(result.summary, allow_nan=False))["passes"]
+                  if p["name"] == "SensitivityFallback"]
+    assert summary["details"]["after_runtime_drop"] == details["after_runtime_drop"]
+    assert summary["details"]["changed"][0]["op"] == "/conv2/Conv"

@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 
 from .analysis.float_gap import FLOAT_GAP_SAMPLES, Deployed, budget_missed_held_out, far_from_float, float_gap
+from .analysis.metrics import jsonable
 from .calibration import CalibrationWarning, KeptOutputs, load_calibration_data
 from .calibration.data import CalibrationData, check_reused
 from .calibration.threads import one_thread, pass_threads, threads
@@ -407,7 +408,8 @@ def summarize(result: QuantizeResult, target: Platform, state: str | os.PathLike
                 "float": sum(kept_float.values()), "float_reasons": dict(kept_float.most_common())},
         "coverage": coverage(result.graph).as_dict(),
         "diagnostics": {s.value: sum(1 for d in result.diagnostics if d.severity is s) for s in Severity},
-        "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified} for r in result.pass_runs],
+        "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified,
+                    "details": jsonable(r.details)} for r in result.pass_runs],
         "agreement": result.agreement,
         "files": [str(p) for p in result.files],
         "state": str(state) if state is not None else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -18,6 +19,22 @@ def json_number(value: float) -> float | str:
     Written as null, an SQNR of -inf (an output NaN in one model only) read as exact."""
     value = float(value)
     return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` (pass details, a report) as strict JSON holds it: mappings and sequences through, non-finite floats
+    as :func:`json_number` writes them, numpy scalars plain, anything else named."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return json_number(value)
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return getattr(value, "__name__", None) or str(value)
 
 
 def snr_text(snr_db: float | str, digits: int = 2) -> str:

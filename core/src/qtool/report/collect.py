@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
-from ..analysis import ErrorAccumulator, json_number, measure, output_error, quantized_ops
+from ..analysis import ErrorAccumulator, json_number, jsonable, measure, output_error, quantized_ops
 from ..executor import TorchExecutor
 from ..explanation import explain_document
 from ..passes.accuracy import AFTER_CALIBRATION, BEFORE_DISPATCH
@@ -48,7 +47,7 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
         "config": {"description": result.config.describe(), "origins": dict(result.config.origins)},
         "coverage": result.summary["ops"],
         "outputs": _output_rows(measured.outputs),
-        "agreement": sanitize(result.agreement),
+        "agreement": jsonable(result.agreement),
         "diagnostics": {"counts": {s.value: sum(d.severity is s for d in result.diagnostics) for s in Severity},
                         "items": [d.as_dict() for d in result.diagnostics]},
         "graphwise": _in_order(measured.graphwise, order),
@@ -58,7 +57,7 @@ def collect(result, batches: Sequence[Mapping[str, np.ndarray]], *, model: str, 
         "weights": weight_ranges(graph),
         "dispatch": explained["ops"],
         "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified,
-                    "accuracy": r.name in ACCURACY_PASSES, "details": sanitize(r.details)}
+                    "accuracy": r.name in ACCURACY_PASSES, "details": jsonable(r.details)}
                    for r in result.pass_runs],
     }
 
@@ -78,19 +77,3 @@ def _output_rows(outputs: Mapping[str, ErrorAccumulator]) -> list[dict]:
 def _in_order(rows, order: Mapping[str, int]) -> list[dict]:
     """OpError rows in topological order, each with its position."""
     return [{"index": order[r.op], **r.as_dict()} for r in sorted(rows, key=lambda r: order[r.op])]
-
-
-def sanitize(value: Any) -> Any:
-    """Pass details as strict JSON: non-finite floats as :func:`~qtool.analysis.json_number` writes them, numpy
-    scalars plain, anything else named."""
-    if isinstance(value, Mapping):
-        return {str(k): sanitize(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [sanitize(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return json_number(value)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    return getattr(value, "__name__", None) or str(value)
