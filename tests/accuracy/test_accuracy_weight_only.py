@@ -63,6 +63,7 @@ def test_gptq_options_and_export_agree_with_ort(setup, rtn, tmp_path):
 
 
 @pytest.mark.parametrize("accuracy, message", [({"gptq": {"damping": 2}}, "accuracy.gptq.damping"),
+                                               ({"gptq": {"damping": 0}}, "accuracy.gptq.damping: must be above 0"),
                                                ({"hqq": {"order": 1}}, "accuracy.hqq.order"),
                                                ({"awq": {"grid": 0}}, "accuracy.awq.grid")])
 def test_bad_options_name_the_key(setup, accuracy, message):
@@ -98,3 +99,51 @@ def test_round_to_nearest_and_hqq_run_without_data(setup, tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "float vs quantized not measured: no samples to run it on: the run had no calibration data" in out
     assert "SQNR" not in out
+
+
+def _attention_and_swiglu(path):
+    """LayerNorm -> q and k projections, the normed tensor's Shape read too (as TorchScript decoders export each
+    attention input), and a SwiGLU: silu(x Wg) * (x Wu) -> down projection (its input a Mul of two activations)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    gain = 1.0 + 0.1 * rng.standard_normal(32)
+    gain[:2] *= 20.0  # outlier channels, what AWQ is for
+
+    def weight(name, shape):
+        return numpy_helper.from_array(rng.normal(0, shape[0] ** -0.5, shape).astype(np.float32), name)
+
+    nodes = [helper.make_node("LayerNormalization", ["x", "gain", "bias"], ["normed"], name="ln", axis=-1),
+             helper.make_node("Shape", ["normed"], ["normed_shape"], name="shape"),
+             helper.make_node("MatMul", ["normed", "wq"], ["q"], name="q_proj"),
+             helper.make_node("MatMul", ["normed", "wk"], ["k"], name="k_proj"),
+             helper.make_node("Add", ["q", "k"], ["qk"], name="mix"),
+             helper.make_node("MatMul", ["qk", "wg"], ["g"], name="gate_proj"),
+             helper.make_node("MatMul", ["qk", "wu"], ["u"], name="up_proj"),
+             helper.make_node("Sigmoid", ["g"], ["sg"], name="sigmoid"),
+             helper.make_node("Mul", ["g", "sg"], ["silu"], name="silu"),
+             helper.make_node("Mul", ["silu", "u"], ["swiglu"], name="glu"),
+             helper.make_node("MatMul", ["swiglu", "wd"], ["y"], name="down_proj")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32]),
+                               helper.make_tensor_value_info("normed_shape", TensorProto.INT64, [2])],
+                              [numpy_helper.from_array(gain.astype(np.float32), "gain"),
+                               numpy_helper.from_array(np.zeros(32, np.float32), "bias"),
+                               weight("wq", (32, 32)), weight("wk", (32, 32)), weight("wg", (32, 64)),
+                               weight("wu", (32, 64)), weight("wd", (64, 32))])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_awq_reaches_inputs_a_shape_reads_and_inserts_a_mul_after_a_swiglu(tmp_path):
+    """AWQ left out every activation a Shape also read (the q/k/v inputs of TorchScript decoder exports: 7 of 15
+    Llama layers reached) and skipped a SwiGLU's down projection ('no single constant operand') though insert_mul
+    is on (a probe's findings)."""
+    model = _attention_and_swiglu(tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32)
+    result = qtool.quantize(model, "onnxruntime", {"x": x}, preset="int4-weight-only", accuracy={"awq": True})
+    details = next(r.details for r in result.pass_runs if r.name == "AWQ")
+    where = {e["tensor"]: e.get("into", e.get("reason")) for e in details["scaled"] + details["skipped"]}
+    assert set(where) >= {"normed", "swiglu"}, where
+    assert where["normed"].startswith("LayerNormalization ln") or where["normed"].startswith("skipped: alpha 0")
+    assert where["swiglu"].startswith("inserted Mul") or where["swiglu"].startswith("skipped: alpha 0"), where

@@ -108,12 +108,10 @@ class AWQ(Pass):
         producer = target.var.producer
         folds = {"LayerNormalization": _into_layernorm, "Mul": _into_mul}
         fold = folds.get(producer.op_type) if producer is not None else None
-        if fold is not None:
-            where = fold(graph, producer, target, scales)
-        elif self.insert_mul:
+        where = fold(graph, producer, target, scales) if fold is not None else \
+            "skipped: no LayerNormalization or constant Mul produces it (insert_mul is off)"
+        if where.startswith("skipped") and self.insert_mul:  # a SwiGLU's act(gate) * up has no constant to divide
             where = _insert_mul(graph, target, scales)
-        else:
-            return "skipped: no LayerNormalization or constant Mul produces it (insert_mul is off)"
         if not where.startswith("skipped"):
             for layer in target.layers:
                 graph.set_parameter_value(layer, 1, scale_in(layer, layer.inputs[1].value, scales))

@@ -47,6 +47,9 @@ class GPTQ(Pass):
         self.data, self.device, self.progress, self.act_order = data, device, progress, act_order
         self.samples = positive_int(WHERE, "samples", samples)
         self.damping = number(WHERE, "damping", damping, 0.0, 1.0)
+        check(self.damping > 0, WHERE, "damping", "must be above 0: a layer's Hessian X^T X is singular where its "
+              "inputs span fewer directions than it has (fewer tokens than input channels), and its Cholesky "
+              "factor fails")
         self.block_columns = positive_int(WHERE, "block_columns", block_columns)
 
     def call(self, graph: Graph) -> PassResult:

@@ -21,6 +21,7 @@ import torch
 
 from ...executor import TorchExecutor
 from ...ir import Graph, Operation, Variable
+from ...ops import reads_shape_only
 from ..base import Pass, PassResult
 from .channels import in_ranges, scale_in
 from .layers import weight_input
@@ -89,9 +90,8 @@ class SmoothQuant(Pass):
         if fold is None and not self.insert_mul:
             return "skipped: no LayerNormalization or constant Mul produces it (insert_mul is off)"
         scales = self._scales(target)
-        if fold is not None:
-            where = fold(graph, producer, target, scales)
-        else:
+        where = fold(graph, producer, target, scales) if fold is not None else "skipped"
+        if where.startswith("skipped") and self.insert_mul:  # e.g. a SwiGLU's act(gate) * up: no constant
             where = _insert_mul(graph, target, scales)
         if not where.startswith("skipped"):
             for layer in target.layers:
@@ -107,15 +107,20 @@ class SmoothQuant(Pass):
 
 
 def _targets(graph: Graph) -> list[_Target]:
-    """Activations read only (as data) by layers with constant 2-D weights, and not graph outputs."""
+    """Activations read only (as data) by layers with constant 2-D weights, and not graph outputs; a reader of its
+    shape alone (a Shape a TorchScript decoder takes of each attention input) reads the same shape after X / s."""
     targets = []
     for var in graph.variables.values():
-        readers = list({id(op): op for op in var.consumers}.values())
+        readers = [op for op in {id(op): op for op in var.consumers}.values() if not _shape_reader(op, var)]
         if var.is_parameter or not readers or var in graph.outputs:
             continue
         if all(_smoothable(op, var) for op in readers):
             targets.append(_Target(var, readers))
     return targets
+
+
+def _shape_reader(op: Operation, var: Variable) -> bool:
+    return all(reads_shape_only(op, i) for i, v in enumerate(op.inputs) if v is var)
 
 
 def _smoothable(op: Operation, var: Variable) -> bool:
