@@ -549,10 +549,13 @@ def disagreement(report: dict | None) -> list[Diagnostic]:
                 key=lambda name: report["outputs"][name]["max_steps"])
     if report["outputs"][worst].get("cosine", 0.0) >= AGREEMENT_COSINE:  # an integer kernel's one-step jitter
         return []  # upstream, counted on a finer output grid (a uint8 tensor read at int16: 84 steps, same SNR)
+    cosine = report["outputs"][worst].get("cosine", 0.0)
     return [Diagnostic(Severity.WARNING, "agreement.differs",
                        f"the written model's output lies up to {steps:g} quantization steps from qtool's simulation "
-                       f"on {report['runtime']}: what the simulation measured (the sensitivity fallback's SNR, "
-                       "--optimize's) may not hold there; the platform's other warnings may say why", tensor=worst)]
+                       f"on {report['runtime']} (cosine {cosine:.6f}): what is measured in simulation (a sensitivity "
+                       "fallback's budget, --optimize's choices, qtool analyse's ranking) may read otherwise there; "
+                       "the summary's SQNR is the written model's; the platform's other warnings may say why",
+                       tensor=worst)]
 
 
 def _check_agreement(result: QuantizeResult, allowed: bool) -> None:
