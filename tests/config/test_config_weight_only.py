@@ -82,6 +82,9 @@ def test_activation_override_is_refused_and_replaced_keys_are_named(decoder):
             {"op_name": "head", "weight": {"bits": 8}}, {"op_type": "MatMul", "activation": {"bits": 8}}]})
     assert resolve_config(defaults, {"weight_only": {"enabled": True},
                                      "override": [{"op_type": "MatMul", "activation": "float"}]}).ignored == ()
+    with pytest.raises(ConfigError, match=r"^config: override\[0\]\.bias\.mode: \[weight_only\] keeps activations"):
+        resolve_config(defaults, {"weight_only": {"enabled": True},  # it had no effect, without a word
+                                  "override": [{"op_type": "Gemm", "bias": {"mode": "int32"}}]})
     config = resolve_config(defaults, {"weight_only": {"enabled": True}, "activation": {"bits": 8, "symmetric": False},
                                        "weight": {"bits": 8, "block_size": 32}}, preset="w8a8")
     # block_size 32 is what [weight_only] sets: not ignored; a saved config read back sets no other key

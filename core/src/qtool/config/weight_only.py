@@ -59,7 +59,7 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
 
     An ``[[override]]`` that quantizes activations is refused (ConfigError): weight-only keeps them float, and
     ONNX Runtime refused the mixed model at its default optimization level (its QDQ rewrites met int8 and uint8
-    zero points)."""
+    zero points); so is one that asks for an integer bias, which needs a quantized activation."""
     settings = tree["weight_only"]
     if not settings["enabled"]:
         return None
@@ -69,6 +69,10 @@ def apply_weight_only(tree: dict[str, Any], origins: dict[str, str], platform_so
                               "keeps activations float, so an override cannot quantize them (ONNX Runtime refuses "
                               "the mixed model: 'output_dtype INT8 does not match y_zero_point type UINT8'); remove "
                               "it, or leave [weight_only] off and use a16w8/w8a8 with weight overrides")
+        if (item.get("bias") or {}).get("mode") not in (None, "float"):
+            raise ConfigError(f"{origins.get(f'override[{i}]', 'config')}: override[{i}].bias.mode: [weight_only] "
+                              "keeps activations float, so no bias is written on an integer grid (it had no effect); "
+                              "remove it, or leave [weight_only] off")
     source = f"{origins.get('weight_only.enabled', 'built-in defaults')} (weight_only)"
     dispatch = {"quantize_op_types": list(settings["op_types"]), "passive_op_types": [], "between_op_types": []}
     ignored = _replaced(tree, origins, platform_source, weight_scheme_table(settings), dispatch)
