@@ -4,11 +4,14 @@ decoder whose LayerNorm gains have outlier channels, calibrated on real text (Py
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import qtool
+from onnx import numpy_helper
 from qtool.executor import TorchExecutor
 from qtool.passes.accuracy import AccuracyError
 from qtool.testing.decoder import TOKENS_INPUT, byte_tokens, tiny_decoder
+from qtool.testing.models import token_matmuls_model
 from qtool_onnxruntime.session import cpu_session
 
 # dB of logits SNR over RTN that each algorithm must add (measured: GPTQ +5.3, AWQ +1.8, HQQ +0.9, AWQ+GPTQ +6.8)
@@ -147,3 +150,19 @@ def test_awq_reaches_inputs_a_shape_reads_and_inserts_a_mul_after_a_swiglu(tmp_p
     assert set(where) >= {"normed", "swiglu"}, where
     assert where["normed"].startswith("LayerNormalization ln") or where["normed"].startswith("skipped: alpha 0")
     assert where["swiglu"].startswith("inserted Mul") or where["swiglu"].startswith("skipped: alpha 0"), where
+
+
+def test_gptq_reads_every_feed_whatever_its_length(tmp_path):
+    """Each layer's Hessian sums the rows of every feed: feeds of 3, 5 and 8 tokens round the weights as one feed
+    of their 16 tokens does (GPTQ read only the largest group of feeds of one shape, here the first alone, without
+    a word; found by a user-style probe on prompts of several lengths)."""
+    model = token_matmuls_model(tmp_path / "model.onnx")
+    x = np.random.default_rng(1).standard_normal((1, 16, 64)).astype(np.float32)
+    written = {}
+    for name, feeds in (("parts", [{"x": x[:, :3]}, {"x": x[:, 3:8]}, {"x": x[:, 8:]}]), ("joined", [{"x": x}])):
+        result = qtool.quantize(model, "onnxruntime", feeds, preset="int4-weight-only", calib_layout="feeds",
+                                accuracy={"gptq": True}, output=tmp_path / f"{name}.onnx")
+        layers = next(r.details for r in result.pass_runs if r.name == "GPTQ")["layers"]
+        assert [e["rows"] for e in layers] == [16, 16, 16] and any(e["kept"] == "gptq" for e in layers)
+        written[name] = {t.name: numpy_helper.to_array(t) for t in onnx.load(result.files[0]).graph.initializer}
+    assert all(np.array_equal(written["parts"][n], written["joined"][n]) for n in written["joined"])

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import QtoolError
-from ..ir import Graph
+from ..ir import Graph, Operation
 from . import feeds as feeding
 from .branches import Branch, branch_of
 from .errors import ExecutorError, OpExecutionError
@@ -136,6 +136,39 @@ class TorchExecutor:
         """Run on torch tensors by input name (moved to the device); tensors by output name."""
         checked = feeding.torch_feeds(feeds, self.graph.inputs)
         return self._run({n: t.to(self.device) for n, t in checked.items()}, output_names)
+
+    def forward_together(self, feeds: Sequence[Mapping[str, torch.Tensor]], output_names: Sequence[str],
+                         stops: Iterable[str], reached: Callable[[Operation, list[list], list[list]], None]) -> None:
+        """Run every feed dict (torch tensors by input name) up to ``output_names``, all of them step by step
+        together: once an op named in ``stops`` has run on every feed, ``reached(op, inputs, outputs)`` gets its
+        inputs and outputs per feed before any feed goes further (an output changed in place is what later ops
+        read). Feeds of different shapes (text of several lengths) run side by side, none joined to another."""
+        _count_run()
+        schedule = self._plan.schedule(tuple(output_names))
+        checked = [feeding.torch_feeds(f, self.graph.inputs) for f in feeds]
+        for f in checked:
+            feeding.require(f, schedule.needed_inputs)
+        envs = [self._loaded_env(f) for f in checked]
+        actions = self._step_actions()[0] if self.quantize else {}
+        stops, done = set(stops), 0
+        with full_float32(self.device):
+            for end, step in enumerate(schedule.steps, 1):
+                if step.op.name not in stops:
+                    continue
+                inputs, outputs = [], []
+
+                def keep(op, args, results, stop=step.op, inputs=inputs, outputs=outputs):
+                    if op is stop:
+                        inputs.append(args)
+                        outputs.append(results)
+
+                with self.watching(keep):
+                    for env in envs:
+                        self._execute(schedule, env, actions, done, end)
+                reached(step.op, inputs, outputs)
+                done = end
+            for env in envs:
+                self._execute(schedule, env, actions, done, len(schedule.steps))
 
     def forward_variants(self, feeds: Mapping[str, torch.Tensor], variants: Sequence[Iterable[str]],
                          each: Callable[[int, dict[str, torch.Tensor]], None], watch: HookFn | None = None

@@ -108,6 +108,32 @@ def masked_attention_model(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def token_matmuls_model(path: str | os.PathLike, hidden: int = 64, wide: int = 256, seed: int = 0) -> Path:
+    """Three MatMuls over ``x`` [1, tokens, hidden], each token on its own: up to ``wide``, on the tokens
+    flattened to [tokens, wide] back down, made [1, tokens, hidden] again by a Reshape to ``Shape(x)``, then
+    [hidden, hidden]. The first weight outweighs the others: cut after it, the next segment reads the shape
+    vector beside the activations, and its Reshape runs before its last MatMul."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, rows: int, columns: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal((rows, columns)).astype(np.float32) / rows ** 0.5, name)
+
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "flat"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "w2"], ["b"], name="mm2"),
+             helper.make_node("Reshape", ["b", "shape"], ["u"], name="unflatten"),
+             helper.make_node("MatMul", ["u", "w3"], ["y"], name="mm3")]
+    graph = helper.make_graph(nodes, "token_matmuls",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "tokens", hidden])],
+                              [weight("w1", hidden, wide), weight("w2", wide, hidden), weight("w3", hidden, hidden),
+                               numpy_helper.from_array(np.array([-1, wide], np.int64), "flat")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return Path(path)
+
+
 def random_inputs(graph, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """``count`` input dicts for ``graph`` (a qtool Graph) drawn from N(0, 1); symbolic dims become 1."""
     rng = np.random.default_rng(seed)

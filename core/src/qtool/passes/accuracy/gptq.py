@@ -7,10 +7,11 @@ updated by ``-(w_j - q_j) / U_jj * U_j,j+1:`` (lazily, ``block_columns`` at a ti
 columns of largest ``H_jj`` first with each block's scale fixed from the float weight beforehand; without it a
 block's scale is fitted when its first column is reached, on the updated weights.
 
-Streaming: one simulated run over the samples; each layer is rounded when the run reaches it, from its inputs
-in that run (the layers before it already rounded), and the run carries on with its rounded output. The
-result is kept only where it lowers ``tr((Q - W) H (Q - W)^T)`` (the output error on these inputs) below
-round-to-nearest.
+Streaming: one simulated run over the samples, the batches side by side (of any shapes: prompts of several
+lengths; none joined to another); each layer is rounded when every batch has reached it, from their inputs in
+that run (the layers before it already rounded; ``H`` sums the rows of all of them), and the run carries on
+with its rounded output. The result is kept only where it lowers ``tr((Q - W) H (Q - W)^T)`` (the output error
+on these inputs) below round-to-nearest.
 """
 
 from __future__ import annotations
@@ -23,20 +24,21 @@ import torch
 from ...executor import TorchExecutor
 from ...ir import Graph
 from ..base import Pass, PassResult
-from .adaround import _one_batch, _one_thread
+from .adaround import _one_thread
 from .blockwise import BlockedWeight, blocked_weights
 from .layers import run_op
 from .options import check, number, positive_int
 from ...progress import progress_bar
-from .running import take_samples, visit_each
+from .running import take_samples, visit_together
 
 WHERE = "accuracy.gptq"
 ROWS = 4096  # output channels rounded at a time
 
 
 class GPTQ(Pass):
-    """Options: ``samples`` (calibration samples, run as one batch), ``damping`` (share of the mean Hessian
-    diagonal added to it), ``act_order`` (largest-Hessian columns first), ``block_columns`` (lazy-update width)."""
+    """Options: ``samples`` (calibration samples, all read by each layer's Hessian), ``damping`` (share of the
+    mean Hessian diagonal added to it), ``act_order`` (largest-Hessian columns first), ``block_columns``
+    (lazy-update width)."""
 
     name = "GPTQ"
 
@@ -56,29 +58,35 @@ class GPTQ(Pass):
         layers = {layer.op.name: layer for layer in blocked_weights(graph)}
         results: list[dict] = []
         if layers:
-            batch = _one_batch(take_samples(graph, self.data, self.samples))
+            batches = take_samples(graph, self.data, self.samples)
             executor = TorchExecutor(graph, self.device)
             with progress_bar(self.progress) as bar:
                 task = bar.add_task("GPTQ", total=len(layers))
 
-                def reached(op, inputs, outputs) -> None:
+                def reached(op, inputs: list[list], outputs: list[list]) -> None:  # per batch
                     layer = layers[op.name]
                     with _one_thread(executor.device):
-                        results.append({"op": op.name, **self._layer(graph, layer, inputs[0])})
-                    args = list(inputs)
-                    args[layer.index] = torch.as_tensor(op.inputs[layer.index].value, device=inputs[0].device)
-                    outputs[0].copy_(run_op(graph, op, args, inputs[0].device)[0])
+                        results.append({"op": op.name, **self._layer(graph, layer, [x[0] for x in inputs])})
+                    weight = torch.as_tensor(op.inputs[layer.index].value, device=executor.device)
+                    for args, out in zip(inputs, outputs, strict=True):
+                        args = list(args)
+                        args[layer.index] = weight
+                        out[0].copy_(run_op(graph, op, args, executor.device)[0])
                     bar.advance(task)
 
-                visit_each(executor, [batch], [layer.op for layer in layers.values()], reached, quantize=True,
-                           refresh=True)
+                visit_together(executor, batches, [layer.op for layer in layers.values()], reached, quantize=True)
         return PassResult(graph, any(r["kept"] == "gptq" for r in results), {"layers": results})
 
-    def _layer(self, graph: Graph, layer: BlockedWeight, x: torch.Tensor) -> dict:
+    def _layer(self, graph: Graph, layer: BlockedWeight, xs: list[torch.Tensor]) -> dict:
+        """Round ``layer`` on its inputs ``xs`` (one tensor per batch)."""
         value = layer.op.inputs[layer.index].value
         n, k = value.shape[::-1] if layer.transposed else value.shape
-        x = x.detach().reshape(-1, k).to("cpu", torch.float64)
-        hessian = 2.0 * x.T @ x / max(len(x), 1)
+        hessian, count = torch.zeros(k, k, dtype=torch.float64), 0
+        for x in xs:  # a sum over rows: batches of any shape add up
+            x = x.detach().reshape(-1, k).to("cpu", torch.float64)
+            hessian += x.T @ x
+            count += len(x)
+        hessian *= 2.0 / max(count, 1)
         scale, zero = layer.params()
         found = factor(hessian.clone(), self.damping, self.act_order)
         rounded = {name: np.empty((n, k), value.dtype) for name in ("nearest", "gptq")}
@@ -96,7 +104,7 @@ class GPTQ(Pass):
                 rounded[name][rows] = result.numpy()
         kept = "gptq" if errors["gptq"] < errors["nearest"] else "nearest"
         layer.write(graph, torch.from_numpy(rounded[kept]), *params[kept], kept)
-        return {"nearest_error": errors["nearest"], "gptq_error": errors["gptq"], "kept": kept}
+        return {"nearest_error": errors["nearest"], "gptq_error": errors["gptq"], "kept": kept, "rows": count}
 
 
 def output_error(q: torch.Tensor, w: torch.Tensor, hessian: torch.Tensor) -> float:

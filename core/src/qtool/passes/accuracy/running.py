@@ -107,6 +107,32 @@ def visit_each(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[
         pending = [op for op in pending if op.name not in seen]
 
 
+def visit_together(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation], hook: Callable,
+                   *, quantize: bool) -> None:
+    """``hook(op, inputs, outputs)`` for every op (in topological order), with the inputs and outputs of every
+    batch (lists, one per batch): the batches run side by side, none past an op before the hook has seen them
+    all; the executor is refreshed before each run (the hook changes parameters). Runs again, as
+    :func:`visit_each` does, while an op on a branch the last one does not read was not seen."""
+    import torch
+
+    from ...executor.feeds import to_tensor
+
+    seen: set[str] = set()
+
+    def watch(op, inputs, outputs):
+        seen.add(op.name)
+        hook(op, inputs, outputs)
+
+    pending = list(ops)
+    while pending:
+        executor.refresh()
+        with executor.mode(quantize=quantize), torch.no_grad():
+            executor.forward_together([{k: to_tensor(v, executor.device) for k, v in batch.items()}
+                                       for batch in batches], [pending[-1].outputs[0].name],
+                                      {op.name for op in pending}, watch)
+        pending = [op for op in pending if op.name not in seen]
+
+
 def _run(executor: TorchExecutor, batches: Iterable[Batch], outputs: list[str], wanted: set[str], hook: Callable,
          quantize: bool) -> None:
     def watch(op, inputs, results):
