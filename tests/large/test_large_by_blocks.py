@@ -15,6 +15,7 @@ from qtool.ir import GraphError
 from qtool.ir.external_data import is_mapped
 from qtool.ir.segments import split
 from qtool.testing.llama import LlamaConfig, decoder_feeds, write_llama
+from qtool.testing.models import token_matmuls_model
 
 CONFIG = LlamaConfig(vocab=256, hidden=64, intermediate=128, layers=2, heads=4)
 BLOCK = 150_000  # bytes of parameters per segment: a few segments
@@ -91,6 +92,23 @@ def test_gptq_by_blocks_changes_the_weights_rtn_writes(decoder, tmp_path):
         written[name] = _initializers(result.files[0])
     packed = [n for n in written["rtn"] if written["rtn"][n].dtype == np.uint8 and written["rtn"][n].ndim == 3]
     assert packed and any(not np.array_equal(written["rtn"][n], written["gptq"][n]) for n in packed)
+
+
+def test_gptq_by_blocks_keeps_each_sample_of_a_shape_vector_apart(tmp_path):
+    """A segment reads a shape vector (``Shape(x)``, made before the cut) beside its activations: GPTQ joined the
+    samples into one batch, shape vectors too, and failed in the Reshape (a user-style probe's Llama export, 'only
+    one dimension can be inferred'); each sample now runs on its own and the bytes are the whole-model path's."""
+    model = token_matmuls_model(tmp_path / "model.onnx")
+    assert [v.name for v in split(qtool.load(model), 100_000)[1].inputs] == ["f", "shape"]
+    rng = np.random.default_rng(2)
+    calib = [{"x": rng.standard_normal((1, 8, 64)).astype(np.float32)} for _ in range(3)]
+    options = {"preset": "int4-weight-only", "calib_layout": "feeds", "accuracy": {"gptq": True}}
+    blocks = quantize_by_blocks(model, "onnxruntime", calib, output=tmp_path / "blocks.onnx", block_bytes=100_000,
+                                **options)
+    whole = qtool.quantize(model, "onnxruntime", calib, output=tmp_path / "whole.onnx", **options)
+    assert len(blocks.segments) == 2
+    ours, theirs = _initializers(blocks.files[0]), _initializers(whole.files[0])
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[name], theirs[name]) for name in ours)
 
 
 def test_missing_external_data_is_one_line_and_writes_nothing(decoder, tmp_path):
