@@ -10,6 +10,7 @@ from accuracy_helpers import digits, export, ort_outputs, outputs, quantize, snr
 from qtool.passes.accuracy.adaround import AdaRound
 from qtool.passes.accuracy.bias_correction import BiasCorrection
 from qtool.passes.accuracy.options import AccuracyError
+from qtool.passes.base import PassWarning
 from qtool.quant import fake_quantize
 from torch import nn
 
@@ -127,7 +128,8 @@ def test_options_checked(calib, key, value):
 
 def test_samples_of_several_shapes_learn_on_the_largest_group(tmp_path):
     """Calibration batches may change shape (sequences of several lengths); AdaRound learns in one graph run
-    on the largest group of one shape instead of failing to join them."""
+    on the largest group of one shape instead of failing to join them, and says how many samples that is (it
+    was silent)."""
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
     path = tmp_path / "seq.onnx"
@@ -136,6 +138,7 @@ def test_samples_of_several_shapes_learn_on_the_largest_group(tmp_path):
     rng = np.random.default_rng(0)
     calib = [{"x": rng.standard_normal((8, steps, 16)).astype(np.float32)} for steps in (5, 5, 7)]
     graph = qtool.load(path)
-    runs = quantize(graph, W4A8, calib, after=[AdaRound(calib, iterations=20)])
+    with pytest.warns(PassWarning, match=r"one shape: 16 of 24 calibration samples \(2 shapes\)$"):
+        runs = quantize(graph, W4A8, calib, after=[AdaRound(calib, iterations=20)])
     layers = runs["AdaRound"].details["layers"]
     assert len(layers) == 2 and all(layer["kept"] in ("adaround", "nearest") for layer in layers)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 import zlib
 from contextlib import contextmanager
 
@@ -33,7 +34,7 @@ from ...ir import Graph, Operation
 from ...quant import QuantizationState, TensorQuantizationConfig, fake_quantize
 from ...quant.maths import broadcast_parameter
 from ...quant.policy import QuantizationPolicy as P
-from ..base import Pass, PassResult
+from ..base import Pass, PassResult, PassWarning
 from .bias_correction import quantized_layers
 from .layers import run_op, weight_input
 from .options import check, number, positive_int
@@ -154,11 +155,19 @@ def _one_thread(device: torch.device):
 
 def _one_batch(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The samples as one batch (the rounding is learned in one graph run); where sample shapes vary (text
-    lines of several widths, say), the largest group of samples of one shape."""
+    lines of several widths, say), the largest group of samples of one shape, with a warning naming the share."""
     groups: dict[tuple, list[dict[str, np.ndarray]]] = {}
     for batch in batches:
         groups.setdefault(tuple((name, a.shape[1:]) for name, a in batch.items()), []).append(batch)
-    chosen = max(groups.values(), key=lambda group: sum(len(next(iter(b.values()))) for b in group))
+
+    def count(group: list[dict[str, np.ndarray]]) -> int:
+        return sum(len(next(iter(b.values()))) for b in group)
+
+    chosen = max(groups.values(), key=count)
+    if len(groups) > 1:
+        warnings.warn(PassWarning(f"AdaRound learns on samples of one shape: {count(chosen)} of "
+                                  f"{sum(map(count, groups.values()))} calibration samples ({len(groups)} shapes)",
+                                  code="adaround-samples"), stacklevel=3)
     return {name: np.concatenate([b[name] for b in chosen]) for name in chosen[0]}
 
 
