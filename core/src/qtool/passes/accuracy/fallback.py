@@ -255,10 +255,7 @@ class SensitivityFallback(Pass):
         details["after_runtime_db"] = measured
         if measured is None or measured >= bound:
             return True
-        warnings.warn(PassWarning(f"sensitivity fallback: the budget {text} holds in qtool's simulation "
-                                  f"({score:.4g} dB) but not in the model as {details['runtime']} runs it "
-                                  f"({measured:.4g} dB); its warnings say which ops it runs otherwise",
-                                  code="fallback-budget"), stacklevel=3)
+        _missed_on_runtime(text, f"{score:.4g} dB", f"{measured:.4g} dB", details["runtime"])
         return False
 
     def _metric_holds_on_runtime(self, graph: Graph, details: dict, text: str, drop: float, bound: float,
@@ -282,10 +279,7 @@ class SensitivityFallback(Pass):
         details["after_runtime_drop"] = baseline - value
         if baseline - value <= bound:
             return True
-        warnings.warn(PassWarning(f"sensitivity fallback: the budget {text} holds in qtool's simulation (drop "
-                                  f"{drop:.4g}) but not in the model as {details['runtime']} runs it (drop "
-                                  f"{baseline - value:.4g}); its warnings say which ops it runs otherwise",
-                                  code="fallback-budget"), stacklevel=3)
+        _missed_on_runtime(text, f"drop {drop:.4g}", f"drop {baseline - value:.4g}", details["runtime"])
         return False
 
     def _enough_on_runtime(self, graph: Graph, details: dict) -> bool:
@@ -421,6 +415,12 @@ class SensitivityFallback(Pass):
             return stats.cosine if kind == "cosine" else stats.snr_db
 
         return score, 0.0, None
+
+
+def _missed_on_runtime(budget: str, simulated: str, measured: str, runtime: str) -> None:
+    warnings.warn(PassWarning(f"sensitivity fallback: the budget {budget} holds in qtool's simulation ({simulated}) "
+                              f"but not in the model as {runtime} runs it ({measured}); its warnings say which ops it "
+                              "runs otherwise", code="fallback-budget"), stacklevel=4)
 
 
 class RuntimeForward:

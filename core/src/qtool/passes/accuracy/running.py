@@ -93,18 +93,12 @@ def visit_each(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[
     end; ``refresh`` refreshes the executor before each run (the hook changes
     parameters).
     """
-    seen: set[str] = set()
-
-    def watch(op, inputs, outputs):
-        seen.add(op.name)
-        hook(op, inputs, outputs)
-
-    pending = list(ops)
-    while pending:
+    def run(pending, watch) -> None:
         if refresh:
             executor.refresh()
         _run(executor, batches, [pending[-1].outputs[0].name], {op.name for op in pending}, watch, quantize)
-        pending = [op for op in pending if op.name not in seen]
+
+    _until_seen(ops, hook, run)
 
 
 def visit_together(executor: TorchExecutor, batches: Sequence[Batch], ops: Sequence[Operation], hook: Callable,
@@ -117,6 +111,18 @@ def visit_together(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
 
     from ...executor.feeds import to_tensor
 
+    def run(pending, watch) -> None:
+        executor.refresh()
+        with executor.mode(quantize=quantize), torch.no_grad():
+            executor.forward_together([{k: to_tensor(v, executor.device) for k, v in batch.items()}
+                                       for batch in batches], [pending[-1].outputs[0].name],
+                                      {op.name for op in pending}, watch)
+
+    _until_seen(ops, hook, run)
+
+
+def _until_seen(ops: Sequence[Operation], hook: Callable, run: Callable) -> None:
+    """``run(pending, watch)`` while some of ``ops`` were not seen by ``watch``, which passes them on to ``hook``."""
     seen: set[str] = set()
 
     def watch(op, inputs, outputs):
@@ -125,11 +131,7 @@ def visit_together(executor: TorchExecutor, batches: Sequence[Batch], ops: Seque
 
     pending = list(ops)
     while pending:
-        executor.refresh()
-        with executor.mode(quantize=quantize), torch.no_grad():
-            executor.forward_together([{k: to_tensor(v, executor.device) for k, v in batch.items()}
-                                       for batch in batches], [pending[-1].outputs[0].name],
-                                      {op.name for op in pending}, watch)
+        run(pending, watch)
         pending = [op for op in pending if op.name not in seen]
 
 
