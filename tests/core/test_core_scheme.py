@@ -37,6 +37,10 @@ def test_int8_asymmetric_with_signed_range_is_valid():
 def test_floating_formats_are_named_as_users_know_them():
     assert [QuantScheme.floating(e, m).short() for e, m in ((4, 3), (5, 2), (5, 10), (8, 7))] == \
         ["fp8 e4m3", "fp8 e5m2", "fp16 e5m10", "bf16 e8m7"]
+    # with its granularity where it is not per tensor (explain showed an fp8 weight of blocks as 'fp8 e4m3')
+    per_channel = QuantScheme.floating(4, 3).with_changes(policy=P.FLOATING | P.SYMMETRICAL | P.PER_CHANNEL,
+                                                          channel_axis=0)
+    assert per_channel.short() == "fp8 e4m3 per-channel(axis=0)"
 
 
 def test_every_width_and_signedness_builds():

@@ -355,7 +355,7 @@ def test_embedding_rows_that_are_not_whole_blocks(tmp_path):
     ("weight-first", "its weight comes first (W @ x), and MatMulNBits computes x @ W"),
     ("bits-3", "qtool writes MatMulNBits with 4- or 8-bit codes (a 3-bit grid is stored in the next wider "
                "DequantizeLinear type"),
-    ("fp8", "its weight is fp8 e4m3, and MatMulNBits takes 4- or 8-bit integer codes")])
+    ("fp8", "its weight is fp8 e4m3 per-block(axis=0, size=32), and MatMulNBits takes 4- or 8-bit integer codes")])
 def test_weight_only_fallback_notes_say_why_not_matmulnbits(tmp_path, case, why):
     """The PERFORMANCE note of a weight-only layer written as DequantizeLinear -> float op gave activation reasons
     ('input ... is not quantized'); it says why MatMulNBits could not take it (found by a user-style probe)."""

@@ -128,18 +128,19 @@ class QuantScheme:
         return self.quant_min < 0
 
     def short(self) -> str:
-        """Compact description, e.g. 'int8 asym per-tensor [-128, 127]', 'fp8 e4m3' or 'bf16 e8m7'."""
-        if self.policy & P.FLOATING:
-            name = "bf16" if (self.num_of_bits, self.exponent_bits) == (16, 8) else f"fp{self.num_of_bits}"
-            return f"{name} e{self.exponent_bits}m{self.mantissa_bits}"
-        kind = "int" if self.quant_min < 0 else "uint"
-        sym = "sym" if self.policy & P.SYMMETRICAL else "asym"
+        """Compact description, e.g. 'int8 asym per-tensor [-128, 127]', 'fp8 e4m3', 'fp8 e4m3 per-channel(axis=0)'
+        or 'bf16 e8m7' (a floating format per tensor: no granularity said)."""
         if self.policy & P.PER_BLOCK:
             gran = f"per-block(axis={self.channel_axis}, size={self.block_size})"
         elif self.policy & P.PER_CHANNEL:
             gran = f"per-channel(axis={self.channel_axis})"
         else:
             gran = "per-tensor"
+        if self.policy & P.FLOATING:
+            name = "bf16" if (self.num_of_bits, self.exponent_bits) == (16, 8) else f"fp{self.num_of_bits}"
+            return f"{name} e{self.exponent_bits}m{self.mantissa_bits}" + ("" if gran == "per-tensor" else f" {gran}")
+        kind = "int" if self.quant_min < 0 else "uint"
+        sym = "sym" if self.policy & P.SYMMETRICAL else "asym"
         extra = " pow2" if self.policy & P.POWER_OF_2 else ""
         extra += " dynamic" if self.policy & P.DYNAMIC else ""
         return f"{kind}{self.num_of_bits} {sym} {gran} [{int(self.quant_min)}, {int(self.quant_max)}]{extra}"
