@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from qtool.config import ConfigError, load_config_file, resolve_config
 from qtool.errors import QtoolError
@@ -182,3 +184,15 @@ def test_cuda_where_none_is_available_is_refused_before_any_work(tmp_path):
 
     with pytest.raises(QtoolError, match=r"^device 'cuda' requested but CUDA is not available$"):
         qtool.quantize(small_model(tmp_path / "m.onnx"), "onnxruntime", tmp_path / "missing.npz", device="cuda")
+
+
+@pytest.mark.parametrize("suffix, text, line", [
+    (".toml", "[weight]\nbits = 4\nbits = 8\n", 3),
+    (".yaml", "weight:\n  bits: 4\n  bits: 8\n", 2),
+    (".json", '{"weight": {"bits": 4, "bits": 8}}', None)])
+def test_a_key_given_twice_is_named_in_every_format(write_config, suffix, text, line):
+    """docs/configuration.md promises it in all three; TOML's read 'Cannot overwrite a value (at line 3, column 9)'."""
+    path = write_config(text, suffix)
+    where = f" (line {line})" if line else ""
+    with pytest.raises(ConfigError, match=rf"key 'bits' is given twice{re.escape(where)}"):
+        load_config_file(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,17 @@ def _toml(text: str) -> Any:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _ParseError(exc) from exc
+        raise _ParseError(_twice(str(exc), text) or exc) from exc
+
+
+def _twice(message: str, text: str) -> str | None:
+    """tomllib's 'Cannot overwrite a value (at line N, ...)' as JSON's and YAML's say it: the key given twice."""
+    found = re.fullmatch(r"Cannot overwrite a value \(at line (\d+), column \d+\)", message)
+    lines = text.splitlines()
+    if found is None or not 0 < int(found.group(1)) <= len(lines):
+        return None
+    key = lines[int(found.group(1)) - 1].split("=", 1)[0].strip()
+    return f"key {key!r} is given twice (line {found.group(1)})" if key else None
 
 
 def _unique(pairs, where: str = "") -> dict:
