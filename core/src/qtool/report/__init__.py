@@ -2,12 +2,26 @@
 
 The page is one self-contained file (Vega-Lite charts from the ``report`` extra,
 everything inline); ``AnalysisReport.to_json()`` is the same document as data.
+The names are imported on first use: the measurements (:mod:`.collect`) run the torch executor, which
+``qtool analyse`` imports only once its inputs are checked.
 """
 
-from .api import analyse, explain, report_of
-from .bundle import ReportExtraMissing, require_bundle
-from .collect import REPORT_SCHEMA_VERSION, float_vs_quantized
-from .results import AnalysisReport, Explanation
+from __future__ import annotations
 
-__all__ = ["AnalysisReport", "Explanation", "REPORT_SCHEMA_VERSION", "ReportExtraMissing", "analyse", "explain",
-           "float_vs_quantized", "report_of", "require_bundle"]
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
+
+_EXPORTS = {
+    ".api": ["analyse", "explain", "report_of"],
+    ".bundle": ["ReportExtraMissing", "require_bundle"],
+    ".collect": ["REPORT_SCHEMA_VERSION", "float_vs_quantized"],
+    ".results": ["AnalysisReport", "Explanation"],
+}
+__all__, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .api import analyse, explain, report_of
+    from .bundle import ReportExtraMissing, require_bundle
+    from .collect import REPORT_SCHEMA_VERSION, float_vs_quantized
+    from .results import AnalysisReport, Explanation

@@ -12,7 +12,6 @@ from ..errors import QtoolError
 from ..explanation import explain_document
 from ..one_at_a_time import one_at_a_time
 from ..pipeline import plan, quantize
-from .collect import collect
 from .results import AnalysisReport, Explanation
 
 DEFAULT_SAMPLES = 16
@@ -50,6 +49,8 @@ def report_of(result, calib, *, samples: int = DEFAULT_SAMPLES, device: str = "c
     if calib is None:
         raise QtoolError("the report measures the quantized model on calibration data: give calib "
                          "(a run restored with load_state has none of its own)")
+    from .collect import collect  # the torch executor: once the inputs are checked
+
     data = load_calibration_data(calib, result.graph)
     batches = data.samples(samples)
     # the measurements are whole runs of the model per op: on the threads quantize's passes take, one where other
