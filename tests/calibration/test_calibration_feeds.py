@@ -86,7 +86,8 @@ def test_feeds_must_have_the_model_shapes_exactly(tmp_path):
     with pytest.raises(CalibrationError, match=r"calibration item 0: input 'x' has shape \[5\], expected "
                                                r"float32 \[T, 6\]"):
         load_calibration_data([{**feed(0), "x": np.zeros(5, np.float32)}], RECURRENT, layout="feeds")
-    with pytest.raises(CalibrationError, match="layout 'rows' is not one of samples, feeds"):
+    with pytest.raises(CalibrationError, match=r"^calib_layout \(--calib-layout\): 'rows' is not one of samples, "
+                                               "feeds"):
         load_calibration_data([feed(0)], RECURRENT, layout="rows")
 
 

@@ -123,6 +123,15 @@ def test_state_round_trip_through_the_cli(tiny_platform, cnn_model, calib_npz, t
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_an_unknown_calibration_layout_is_a_usage_error(cnn_model, calib_npz, tmp_path, capsys):
+    """--calib-layout sample exited 1 with a line that named no flag; it is argparse's usage error (exit 2), as a
+    bad --calib-samples is."""
+    with pytest.raises(SystemExit) as exited:
+        main(["quantize", str(cnn_model), "--platform", "onnxruntime", "--calib", str(calib_npz), "--calib-layout",
+              "sample", "-o", str(tmp_path / "q.onnx")])
+    assert exited.value.code == 2 and "argument --calib-layout: invalid choice: 'sample'" in capsys.readouterr().err
+
+
 def test_flags_of_the_data_without_data_are_refused(tiny_platform, cnn_model, calib_npz, tmp_path, capsys):
     """With --load-state and no --calib, --calib-samples and the other flags of the data were ignored without a word."""
     state = tmp_path / "s.json"

@@ -322,7 +322,7 @@ def load_calibration_data(source, graph: Graph, batch_size: int = 32, *, layout:
         scalar = any(v.shape is not None and len(v.shape) == 0 for v in inputs)
         layout = "feeds" if sets or scalar or callable(getattr(source, "get_next", None)) else "samples"
     if layout not in LAYOUTS:
-        raise CalibrationError(f"calibration layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        raise CalibrationError(f"calib_layout (--calib-layout): {layout!r} is not one of {', '.join(LAYOUTS)}")
     options = {"layout": layout, "max_samples": max_samples, "skip_nonfinite": skip_nonfinite, "graph": graph}
     if path is not None:
         if transform is not None:

@@ -6,9 +6,8 @@ from ..errors import QtoolError
 
 
 def add_calibration_flags(parser) -> None:
-    # not argparse choices: importing qtool.calibration imports torch, which --help must not wait for;
-    # qtool.calibration.load_calibration_data refuses an unknown layout by name before any work
-    parser.add_argument("--calib-layout", metavar="{samples,feeds}", default=None,
+    # the layouts written out (qtool.calibration.sources.LAYOUTS): the parser's start does not import the package
+    parser.add_argument("--calib-layout", choices=("samples", "feeds"), default=None,
                         help="samples: arrays hold samples along their first axis (default; feeds where the model "
                              "has a scalar input, which has no such axis, and for ONNX test data, each "
                              "test_data_set_* one call, which refuses samples); feeds: each file is "
