@@ -318,6 +318,7 @@ def build_cases() -> list[tuple[str, object]]:
         ("opset-for-a-platform-without", lambda i, o: (["quantize", str(model(i)), "--platform", "tensorrt", "--calib",
                                                         str(calib(i)), "--opset", "13", "-o", str(o / "q")],
                                                        "takes no other")),
+        ("opset-out-of-range", lambda i, o: (quantize(i, o, "--opset", "5"), "writes opsets 10 to 27")),
         ("by-blocks-nan", lambda i, o: (quantize(i, o, "--by-blocks", "nan"), "--by-blocks nan")),
         ("by-blocks-inf", lambda i, o: (quantize(i, o, "--by-blocks", "inf"), "--by-blocks inf")),
         ("min-snr-inf", lambda i, o: (quantize(i, o, "--min-snr", "inf"), "--min-snr inf")),

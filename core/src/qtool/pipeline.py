@@ -163,6 +163,11 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     if options.opset is not None and target.capabilities.opsets is None:
         raise ExportOptionError(f"opset {options.opset} (--opset): platform {target.name!r} writes its files at the "
                                 "model's own opset and takes no other")
+    if options.opset is not None and not target.capabilities.opsets[0] <= options.opset <= \
+            target.capabilities.opsets[1]:
+        lowest, highest = target.capabilities.opsets
+        raise ExportOptionError(f"opset {options.opset} (--opset): platform {target.name!r} writes opsets {lowest} "
+                                f"to {highest}")
     written = _written_files(target, output, options, save_state, report)
     check_outputs(written, inputs=(model, calib, config, load_state))
     if report is not None:
