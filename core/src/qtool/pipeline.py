@@ -160,14 +160,7 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     _check_device(device)
     target, qconfig = _platform_and_config(platform, config, preset)
     target.check_export_options(options.extra)
-    if options.opset is not None and target.capabilities.opsets is None:
-        raise ExportOptionError(f"opset {options.opset} (--opset): platform {target.name!r} writes its files at the "
-                                "model's own opset and takes no other")
-    if options.opset is not None and not target.capabilities.opsets[0] <= options.opset <= \
-            target.capabilities.opsets[1]:
-        lowest, highest = target.capabilities.opsets
-        raise ExportOptionError(f"opset {options.opset} (--opset): platform {target.name!r} writes opsets {lowest} "
-                                f"to {highest}")
+    _check_opset(options.opset, target)
     written = _written_files(target, output, options, save_state, report)
     check_outputs(written, inputs=(model, calib, config, load_state))
     if report is not None:
@@ -199,6 +192,19 @@ def quantize(model, platform, calib=None, *, config=None, output: str | os.PathL
     if report is not None:
         result.report(report, device=device)
     return result
+
+
+def _check_opset(opset: int | None, target: Platform) -> None:
+    """An asked opset the platform writes (before any work: it was refused by validation, after the planning)."""
+    if opset is None:
+        return
+    if target.capabilities.opsets is None:
+        raise ExportOptionError(f"opset {opset} (--opset): platform {target.name!r} writes its files at the model's "
+                                "own opset and takes no other")
+    lowest, highest = target.capabilities.opsets
+    if not lowest <= opset <= highest:
+        raise ExportOptionError(f"opset {opset} (--opset): platform {target.name!r} writes opsets {lowest} to "
+                                f"{highest}")
 
 
 def _written_files(target: Platform, output, options: ExportOptions, save_state, report) -> dict[str, list]:
@@ -552,9 +558,9 @@ def disagreement(report: dict | None) -> list[Diagnostic]:
         return []
     worst = max((name for name, o in report["outputs"].items() if o.get("max_steps") is not None),
                 key=lambda name: report["outputs"][name]["max_steps"])
-    if report["outputs"][worst].get("cosine", 0.0) >= AGREEMENT_COSINE:  # an integer kernel's one-step jitter
-        return []  # upstream, counted on a finer output grid (a uint8 tensor read at int16: 84 steps, same SNR)
     cosine = report["outputs"][worst].get("cosine", 0.0)
+    if cosine >= AGREEMENT_COSINE:  # an integer kernel's one-step jitter upstream, counted on a finer output grid
+        return []  # (a uint8 tensor read at int16: 84 steps, same SNR)
     return [Diagnostic(Severity.WARNING, "agreement.differs",
                        f"the written model's output lies up to {steps:g} quantization steps from qtool's simulation "
                        f"on {report['runtime']} (cosine {cosine:.6f}): what is measured in simulation (a sensitivity "

@@ -30,6 +30,7 @@ import numpy as np
 from ..ir import Graph
 from ..ir.float_function import FloatFunctions
 from .data import feeds_digest
+from .sources import half_float
 
 LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (trained-textdet's 8 outputs: 7 MiB,
 # its peak up to 10 MiB higher); outputs larger than that (a language model's logits) are computed again after it
@@ -165,8 +166,7 @@ def _computes_in_half(graph: Graph) -> bool:
     """A graph input, output or weight in float16 or bfloat16: calibration's run, every tensor it observes an output,
     leaves ops unfused that a session fuses (a LayerNormalization, a Gelu), and in 16 bits those round otherwise:
     a float16 BERT's kept outputs read the written model 1.6 dB below its SQNR against the float model's session."""
-    tensors = (*graph.inputs, *graph.outputs, *graph.parameters())
-    return any(v.dtype is not None and v.dtype.itemsize == 2 and v.dtype.kind in "fV" for v in tensors)
+    return any(half_float(v.dtype) for v in (*graph.inputs, *graph.outputs, *graph.parameters()))
 
 
 def _batch_first(graph: Graph) -> bool:

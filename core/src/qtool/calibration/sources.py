@@ -78,10 +78,15 @@ def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout
     return shape[0] if len(shape) == rank else 1
 
 
+def half_float(dtype) -> bool:
+    """float16 or bfloat16 (ml_dtypes': numpy's kind 'V', of two bytes like no other of its types)."""
+    return dtype is not None and np.dtype(dtype).itemsize == 2 and np.dtype(dtype).kind in "fV"
+
+
 def _widened(wanted: np.dtype, given: np.dtype) -> bool:
     """float32 data for a float16 or bfloat16 input: cast as it is read (numpy cannot save bfloat16, and a float16
     model's data is often kept in float32)."""
-    return np.dtype(given) == np.float32 and np.dtype(wanted).itemsize == 2 and np.dtype(wanted).kind in "fV"
+    return np.dtype(given) == np.float32 and half_float(wanted)
 
 
 def as_input_type(var: Variable, array: np.ndarray) -> np.ndarray:
