@@ -27,7 +27,6 @@ import onnx
 from .calibration import load_calibration_data
 from .config.names import check_names
 from .errors import QtoolError
-from .executor import TorchExecutor
 from .files import check_not_inputs, check_output_given, check_outputs
 from .ir import Graph, data_path, load
 from .ir.model_writer import ModelWriter
@@ -111,6 +110,8 @@ def _quantize_segment(graph: Graph, segment: Segment, samples: list[dict], targe
                       writer: ModelWriter, **options) -> dict:
     """Quantize one segment on its captured inputs, append its export, and put its simulated quantized outputs
     in each sample (graph outputs only in the samples the final agreement reads)."""
+    from .executor import TorchExecutor  # torch: imported once the inputs are checked
+
     start = time.monotonic()
     graph_inputs = {v.name for v in graph.inputs}
     dtypes = {v.name: (samples[0][v.name].dtype, samples[0][v.name].ndim)

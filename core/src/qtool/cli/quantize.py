@@ -145,7 +145,6 @@ _NOT_BY_BLOCKS = ("save_state", "load_state", "report", "explain", "optimize", "
 
 def run_by_blocks(args, out) -> int:
     """``--by-blocks MB``: :func:`qtool.by_blocks.quantize_by_blocks`, one line per segment."""
-    from ..by_blocks import quantize_by_blocks
     from ..platform import ExportOptions
 
     used = [f"--{name.replace('_', '-')}" for name in _NOT_BY_BLOCKS if getattr(args, name) not in (None, False)]
@@ -162,6 +161,8 @@ def run_by_blocks(args, out) -> int:
     export = ExportOptions(opset=args.opset, remove_activations=args.remove_activations,
                            allow_unsupported=args.allow_unsupported, extra=export_options(args.export_options))
     log = None if args.json else (lambda line: out.print(escape(line)))
+    from ..by_blocks import quantize_by_blocks  # torch (the segments' float runs): once the flags are checked
+
     result = quantize_by_blocks(args.model, args.platform, args.calib, output=args.output, config=args.config,
                                 preset=args.preset, export=export, block_bytes=int(args.by_blocks * 2**20),
                                 device=args.device, log=log, **options)
