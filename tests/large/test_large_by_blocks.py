@@ -229,3 +229,17 @@ def test_by_blocks_json_is_a_versioned_document(decoder, tmp_path, capsys):
     assert document["schema_version"] == 1 and set(document["by_blocks"]) == {"files", "segments", "agreement",
                                                                                "seconds"}
     assert {"index", "ops", "quantized_ops", "min_cosine"} <= set(document["by_blocks"]["segments"][0])
+
+
+def test_a_model_whose_tensors_all_stay_inline_gets_no_data_file(tmp_path):
+    """Every tensor under the inline size: a 0-byte .onnx.data was written beside it (and 'wrote ... and its data'
+    said); an earlier run's data file there is removed, as the model no longer reads it (a probe's finding)."""
+    from qtool.testing.models import calibration_file, small_model
+
+    model = small_model(tmp_path / "m.onnx")
+    calib = calibration_file(qtool.load(model), tmp_path / "c.npz")
+    stale = tmp_path / "q.onnx.data"
+    stale.write_bytes(b"an earlier run's")
+    result = quantize_by_blocks(model, "onnxruntime", calib, output=tmp_path / "q.onnx", block_bytes=1 << 20)
+    assert result.files == [tmp_path / "q.onnx"] and not stale.exists()
+    onnx.checker.check_model(str(result.files[0]))

@@ -172,7 +172,8 @@ def run_by_blocks(args, out) -> int:
             "seconds": round(result.seconds, 3)}}, indent=2))
         return 0
     agreement = result.agreement or {}
-    out.print(f"wrote {escape(str(result.files[0]))} and its data in {len(result.segments)} segments "
+    data = " and its data" if len(result.files) > 1 else ""
+    out.print(f"wrote {escape(str(result.files[0]))}{data} in {len(result.segments)} segments "
               f"({result.seconds:.0f} s); {escape(agreement.get('runtime', 'the runtime'))} agrees with qtool's "
               f"simulation to cosine {agreement.get('min_cosine')}")
     return 0

@@ -80,8 +80,10 @@ class ModelWriter:
         return stored
 
     def finish(self) -> list[Path]:
-        """Write the model and rename both files into place; returns [model, data]."""
+        """Write the model and rename both files into place; returns [model, data], or [model] where every tensor
+        stayed in the model (no data file then: an empty one was written, or an earlier run's left beside it)."""
         try:
+            external = self.data.tell() > 0
             self.data.close()
             info = self.graph.info
             graph = helper.make_graph(self.nodes, info.graph_name,
@@ -96,12 +98,16 @@ class ModelWriter:
             onnx.save_model(model, self.tmp_model)
             data = self.path.parent / self.data_name
             with folder_lock(self.path.parent):
-                os.replace(make_readable(self.tmp_data), data)
+                if external:
+                    os.replace(make_readable(self.tmp_data), data)
+                else:
+                    self.tmp_data.unlink()
+                    data.unlink(missing_ok=True)
                 os.replace(make_readable(self.tmp_model), self.path)
         except BaseException:
             self.abort()
             raise
-        return [self.path, data]
+        return [self.path, data] if external else [self.path]
 
     def abort(self) -> None:
         """Remove the temporary files (nothing is left half-written)."""
