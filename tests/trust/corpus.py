@@ -271,6 +271,7 @@ def build_cases() -> list[tuple[str, object]]:
         ("calib-empty-npz", with_calib(write_bytes(b"PK\x05\x06" + b"\0" * 18, "e.npz"), "e.npz")),
         ("calib-garbage", with_calib(write_bytes(b"not numpy at all", "g.npz"), "g.npz")),
         ("calib-unknown-type", with_calib(write_bytes(b"1,2,3", "c.csv"), "c.csv")),
+        ("calib-is-fifo", with_calib(lambda inputs: fifo_named(inputs, "f.npz"), "f.npz: is a FIFO")),
         ("calib-dangling-symlink", with_calib(folder_with_link("gone.npz"), "01.npz: a symbolic link to nothing")),
         ("calib-symlink-loop", with_calib(folder_with_link("01.npz"), "01.npz: a symbolic link loop")),
         ("calib-all-nan-skipped", lambda i, o: (quantize(i, o, "--calib-skip-nonfinite", calib_path=npz(

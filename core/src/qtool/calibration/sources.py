@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import file_kind
 from ..ir import Variable
 from .errors import CalibrationError, CalibrationWarning
 
@@ -263,6 +264,8 @@ class FileSource:
                 raise CalibrationError(f"{path}: the directory holds no .npy or .npz files")
         elif path.suffix in (".npy", ".npz") and path.is_file():
             files = [path]
+        elif path.suffix in (".npy", ".npz") and file_kind(path):  # a FIFO, /dev/zero: refused unread
+            raise CalibrationError(f"{path}: is {file_kind(path)}, not a calibration file")
         elif path.exists():
             raise CalibrationError(f"{path}: calibration data must be an .npz or .npy file, a directory of them, or "
                                    "ONNX test data (test_data_set_* folders of input_*.pb, or one of them)")
