@@ -337,7 +337,7 @@ def build_cases() -> list[tuple[str, object]]:
         ("state-is-input", lambda i, o: (quantize(i, o, "--save-state", i / "m.onnx"), "state file")),
         ("state-under-file", lambda i, o: (quantize(i, o, "--save-state", i / "c.npz" / "s.json"), "is a file")),
         ("state-is-output-data", lambda i, o: (quantize(i, o, "--save-state", o / "q.onnx.data"),
-                                               "is the output model's path")),
+                                               "q.onnx.data: the output writes this file beside the model")),
         ("report-is-input", lambda i, o: (quantize(i, o, "--report", i / "m.onnx"), "would overwrite the input")),
         ("report-is-calib", lambda i, o: (quantize(i, o, "--report", i / "c.npz"), "would overwrite the input")),
         ("report-is-output", lambda i, o: (quantize(i, o, "--report", o / "q.onnx"), "is the output model's path")),

@@ -224,9 +224,13 @@ def check_outputs(written: Mapping[str, Iterable[str | os.PathLike | None]], *, 
             check_output_path(given, inputs=paths, what=what)
             for candidate in _written_as(path):
                 owner, other = claimed.get(candidate, (what, path))
-                if owner != what:
-                    owner = "output model" if owner == "output" else owner
-                    raise OutputPathError(f"{what} {path}: is the {owner}'s path ({other}); choose another name")
+                if owner == what:
+                    continue
+                if owner == "output" and candidate not in _written_as(next(iter(written["output"]))):  # beside it
+                    raise OutputPathError(f"{what} {path}: the output writes this file beside the model (its data, "
+                                          "a table); choose another name")
+                owner = "output model" if owner == "output" else owner
+                raise OutputPathError(f"{what} {path}: is the {owner}'s path ({other}); choose another name")
             claimed.update(dict.fromkeys(_written_as(path), (what, path)))
 
 
