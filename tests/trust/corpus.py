@@ -325,6 +325,9 @@ def build_cases() -> list[tuple[str, object]]:
         ("min-snr-inf", lambda i, o: (quantize(i, o, "--min-snr", "inf"), "--min-snr inf")),
         ("min-snr-negative", lambda i, o: (quantize(i, o, "--min-snr", "-5"), "--min-snr -5")),
         ("export-option-malformed", lambda i, o: (quantize(i, o, "--export-option", "novalue"), "novalue")),
+        ("export-option-twice", lambda i, o: (quantize(i, o, "--export-option", "external_data=true",
+                                                      "--export-option", "external_data=false"),
+                                              "external_data is already given")),
         # output paths
         ("output-is-input", lambda i, o: (quantize(i, o)[:-1] + [str(i / "m.onnx")], "would overwrite the input")),
         ("output-is-input-no-suffix", lambda i, o: (quantize(i, o)[:-1] + [str(i / "m")], "would overwrite")),

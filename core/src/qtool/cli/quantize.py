@@ -96,15 +96,19 @@ def check_agreement(args) -> bool | None:
 
 def export_options(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs as a dict; ``true``/``false`` become booleans, whole numbers integers (``accuracy_level=4``
-    was refused as the text '4'), other values stay strings."""
-    options = {}
+    was refused as the text '4'), other values stay strings. A key given twice is refused (the last one won)."""
+    options, given = {}, {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise QtoolError(f"--export-option {pair!r}: expected KEY=VALUE")
+        if key in given:
+            raise QtoolError(f"--export-option {pair!r}: {key} is already given ({given[key]!r}): give each key once")
+        given[key] = pair
         text = value.strip()
         whole = text.lstrip("-").isdigit()
-        options[key.strip()] = int(text) if whole else {"true": True, "false": False}.get(text.lower(), text)
+        options[key] = int(text) if whole else {"true": True, "false": False}.get(text.lower(), text)
     return options
 
 
