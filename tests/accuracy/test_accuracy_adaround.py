@@ -10,7 +10,7 @@ from accuracy_helpers import digits, export, ort_outputs, outputs, quantize, snr
 from qtool.passes.accuracy.adaround import AdaRound
 from qtool.passes.accuracy.bias_correction import BiasCorrection
 from qtool.passes.accuracy.options import AccuracyError
-from qtool.passes.base import PassWarning
+from qtool.calibration import load_calibration_data
 from qtool.quant import fake_quantize
 from torch import nn
 
@@ -126,10 +126,10 @@ def test_options_checked(calib, key, value):
         AdaRound(calib, **{key: value})
 
 
-def test_samples_of_several_shapes_learn_on_the_largest_group(tmp_path):
-    """Calibration batches may change shape (sequences of several lengths); AdaRound learns in one graph run
-    on the largest group of one shape instead of failing to join them, and says how many samples that is (it
-    was silent)."""
+def test_samples_of_several_shapes_all_learn(tmp_path):
+    """Calibration batches may change shape (sequences of several lengths): AdaRound learns on every sample, the
+    batches of one shape joined and the others run beside them (it learned on the largest group of one shape
+    alone, 16 of these 24 samples, with a warning)."""
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
     path = tmp_path / "seq.onnx"
@@ -137,8 +137,34 @@ def test_samples_of_several_shapes_learn_on_the_largest_group(tmp_path):
                       output_names=["y"], dynamic_axes={"x": {0: "batch", 1: "steps"}, "y": {0: "batch", 1: "steps"}})
     rng = np.random.default_rng(0)
     calib = [{"x": rng.standard_normal((8, steps, 16)).astype(np.float32)} for steps in (5, 5, 7)]
-    graph = qtool.load(path)
-    with pytest.warns(PassWarning, match=r"one shape: 16 of 24 calibration samples \(2 shapes\)$"):
-        runs = quantize(graph, W4A8, calib, after=[AdaRound(calib, iterations=20)])
+    runs = quantize(qtool.load(path), W4A8, calib, after=[AdaRound(calib, iterations=20)])
     layers = runs["AdaRound"].details["layers"]
-    assert len(layers) == 2 and all(layer["kept"] in ("adaround", "nearest") for layer in layers)
+    assert [layer["rows"] for layer in layers] == [16 * 5 + 8 * 7] * 2  # every position of every sample
+    assert all(layer["kept"] in ("adaround", "nearest") for layer in layers)
+
+
+def test_feeds_run_side_by_side_never_joined(tmp_path):
+    """Feeds (one model call each) run as they are: an input without a samples axis (a vector added to every step)
+    was joined with the other feeds' (48 values where the model adds 16) and the run failed (a Llama segment's
+    shape vectors and rotary tables under --by-blocks failed so)."""
+    class Stepwise(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = nn.Linear(16, 32), nn.Linear(32, 8)
+
+        def forward(self, x, offset):
+            return self.second(torch.relu(self.first(x + offset)))
+
+    torch.manual_seed(3)
+    path = tmp_path / "steps.onnx"
+    torch.onnx.export(Stepwise().eval(), (torch.zeros(5, 16), torch.zeros(16)), str(path), dynamo=False,
+                      input_names=["x", "offset"], output_names=["y"], dynamic_axes={"x": {0: "steps"}})
+    graph = qtool.load(path)
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((steps, 16)).astype(np.float32),
+              "offset": rng.standard_normal(16).astype(np.float32)} for steps in (5, 7, 5)]
+    data = load_calibration_data(feeds, graph, layout="feeds")
+    runs = quantize(graph, W4A8, data, after=[AdaRound(data, iterations=20)])
+    layers = runs["AdaRound"].details["layers"]
+    assert [layer["rows"] for layer in layers] == [5 + 7 + 5] * 2
+    assert all(layer["kept"] in ("adaround", "nearest") for layer in layers)

@@ -111,6 +111,20 @@ def test_gptq_by_blocks_keeps_each_sample_of_a_shape_vector_apart(tmp_path):
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[name], theirs[name]) for name in ours)
 
 
+def test_adaround_by_blocks_keeps_each_sample_of_a_shape_vector_apart(tmp_path):
+    """The same segment under AdaRound, which joined the feeds into one batch as GPTQ did: the segment's Reshape
+    failed (a Llama segment's 'size of tensor a (64) must match the size of tensor b (32)'). Each feed runs on its
+    own now, and ONNX Runtime runs the written model."""
+    model = token_matmuls_model(tmp_path / "model.onnx")
+    rng = np.random.default_rng(2)
+    calib = [{"x": rng.standard_normal((1, 8, 64)).astype(np.float32)} for _ in range(3)]
+    blocks = quantize_by_blocks(model, "onnxruntime", calib, output=tmp_path / "blocks.onnx", block_bytes=100_000,
+                                calib_layout="feeds", accuracy={"adaround": {"iterations": 20}})
+    assert len(blocks.segments) == 2
+    session = ort.InferenceSession(str(blocks.files[0]), providers=["CPUExecutionProvider"])
+    assert np.isfinite(session.run(None, calib[0])[0]).all()
+
+
 def test_missing_external_data_is_one_line_and_writes_nothing(decoder, tmp_path):
     folder = tmp_path / "broken"
     folder.mkdir()

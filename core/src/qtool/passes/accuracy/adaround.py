@@ -21,32 +21,33 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 import zlib
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from ...calibration import load_calibration_data
 from ...executor import TorchExecutor
 from ...executor.fake_quant import make_quantizer
 from ...ir import Graph, Operation
 from ...quant import QuantizationState, TensorQuantizationConfig, fake_quantize
 from ...quant.maths import broadcast_parameter
 from ...quant.policy import QuantizationPolicy as P
-from ..base import Pass, PassResult, PassWarning
+from ..base import Pass, PassResult
 from .bias_correction import quantized_layers
 from .layers import run_op, weight_input
 from .options import check, number, positive_int
 from ...progress import progress_bar
 from .rows import Rows, layer_rows
-from .running import capture_each, take_samples, visit_each
+from .running import capture_each, visit_together
 
 WHERE = "accuracy.adaround"
 ZETA, GAMMA = 1.1, -0.1
 BETA_START, BETA_END = 20.0, 2.0
 CHUNK_ROWS = 512  # rows per optimizer step
 CHUNK_SAMPLES = 4  # whole samples per optimizer step, where rows cannot be cut
+BATCH_SEED = 104729  # a batch's rows are picked with the seed of the first plus this times its number
 MIN_ITERATIONS = 20  # fewer, and the annealing cannot harden the rounding
 
 
@@ -54,7 +55,8 @@ class AdaRound(Pass):
     """Options: ``iterations`` per layer, ``samples`` (calibration samples, run as one batch), ``rows`` (output
     positions sampled per layer), ``min_weight_share`` (skip layers whose weight rounding makes less of the output
     error), ``time_budget_s`` (for the whole pass), ``learning_rate``, ``reg_weight`` (weight of the rounding
-    regularizer), ``warmup`` (share of iterations without it), ``seed``."""
+    regularizer), ``warmup`` (share of iterations without it), ``seed``. The samples run in one batch where they
+    may be joined, else side by side (:func:`_batches`)."""
 
     name = "AdaRound"
 
@@ -94,31 +96,32 @@ class AdaRound(Pass):
     def _round(self, graph: Graph, layers: list[Operation], results: list, skipped: list) -> None:
         """One float run caches each layer's targets; one simulated run rounds each layer when it reaches it and
         carries on with the rounded layer's output, so that every layer sees the rounding of those before it."""
-        batch = _one_batch(take_samples(graph, self.data, self.samples))
+        batches, sizes = _batches(graph, self.data, self.samples)
         executor = TorchExecutor(graph, self.device)
-        picks = _Picks(self.rows, self.seed)
-        targets = capture_each(executor, [batch], layers, picks.targets, quantize=False)
+        picks = _Picks(self.rows, self.seed, sizes)
+        targets = capture_each(executor, batches, layers, picks.targets, quantize=False)
         quantized_outputs = {s.op for s in executor.fake_quant_sites() if s.side == "output" and s.index == 0}
         clock = _Clock(self.time_budget_s, len(layers))
         with progress_bar(self.progress) as bar:
             task = bar.add_task("AdaRound", total=len(layers) * self.iterations)
 
-            def reached(op: Operation, inputs: list, outputs: list) -> None:
+            def reached(op: Operation, inputs: list[list], outputs: list[list]) -> None:  # per batch
                 bar.update(task, description=f"AdaRound {op.name}")
                 with _one_thread(executor.device), torch.enable_grad():
-                    # each layer is reached once: its float target can go (they are large on detectors)
-                    problem = _Rounding(graph, op, *picks.pairs(op, inputs, targets.pop(op.name)[0]), self.device)
+                    # each layer is reached once: its float targets can go (they are large on detectors)
+                    problem = _Rounding(graph, op, *picks.pairs(op, inputs, targets.pop(op.name)), self.device)
                     result = self._layer(problem, clock, lambda: bar.advance(task))
                 (results if "kept" in result else skipped).append({"op": op.name, **result})
                 if result.get("kept") == "adaround":  # the ops after this one read the rounded layer's output
-                    out = problem.full_output(inputs)
-                    if op.name in quantized_outputs:
-                        out = make_quantizer(op.quant.outputs[0], executor.device)(out)
-                    outputs[0].copy_(out)
+                    for args, out in zip(inputs, outputs, strict=True):
+                        value = problem.full_output(args)
+                        if op.name in quantized_outputs:
+                            value = make_quantizer(op.quant.outputs[0], executor.device)(value)
+                        out[0].copy_(value)
                 clock.done()
                 bar.update(task, completed=clock.finished * self.iterations)
 
-            visit_each(executor, [batch], layers, reached, quantize=True, refresh=True)
+            visit_together(executor, batches, layers, reached, quantize=True)
 
     def _layer(self, problem: _Rounding, clock: _Clock, tick) -> dict:
         if clock.left() <= 0:
@@ -153,22 +156,20 @@ def _one_thread(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def _one_batch(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The samples as one batch (the rounding is learned in one graph run); where sample shapes vary (text
-    lines of several widths, say), the largest group of samples of one shape, with a warning naming the share."""
+def _batches(graph: Graph, data, limit: int) -> tuple[list[dict[str, np.ndarray]], list[int]]:
+    """The first ``limit`` calibration samples in batches, and the samples in each: batches of samples (their first
+    axis) of one shape joined into one, so that the rounding is learned in few graph runs; the model's calls of the
+    ``feeds`` layout and the batches of a model that fixes its batch size are never joined (their inputs need hold
+    no samples axis: a state, a shape vector)."""
+    data = load_calibration_data(data, graph)
+    batches = data.take(limit)
+    if data.layout != "samples" or data.fixed_batch:
+        return batches, [data.samples_in(batch) for batch in batches]
     groups: dict[tuple, list[dict[str, np.ndarray]]] = {}
     for batch in batches:
         groups.setdefault(tuple((name, a.shape[1:]) for name, a in batch.items()), []).append(batch)
-
-    def count(group: list[dict[str, np.ndarray]]) -> int:
-        return sum(len(next(iter(b.values()))) for b in group)
-
-    chosen = max(groups.values(), key=count)
-    if len(groups) > 1:
-        warnings.warn(PassWarning(f"AdaRound learns on samples of one shape: {count(chosen)} of "
-                                  f"{sum(map(count, groups.values()))} calibration samples ({len(groups)} shapes)",
-                                  code="adaround-samples"), stacklevel=3)
-    return {name: np.concatenate([b[name] for b in chosen]) for name in chosen[0]}
+    joined = [{name: np.concatenate([b[name] for b in group]) for name in group[0]} for group in groups.values()]
+    return joined, [data.samples_in(batch) for batch in joined]
 
 
 class _Clock:
@@ -190,37 +191,42 @@ class _Clock:
 
 
 class _Picks:
-    """The same random rows of a layer in the float and the simulated run (the whole batch where rows cannot be cut)."""
+    """The same random rows of a layer in the float and the simulated run (the whole batch where rows cannot be cut):
+    of each batch a share of ``rows`` as large as its share of the ``sizes`` (samples per batch)."""
 
-    def __init__(self, rows: int, seed: int) -> None:
-        self.rows, self.seed = rows, seed
+    def __init__(self, rows: int, seed: int, sizes: list[int]) -> None:
+        self.seed = seed
+        self.quotas = [rows if len(sizes) == 1 else math.ceil(rows * size / sum(sizes)) for size in sizes]
         self.cutters: dict[str, Rows | None] = {}
 
-    def _index(self, op: Operation, args: list) -> tuple[Rows | None, torch.Tensor | None]:
+    def _index(self, op: Operation, batch: int, args: list) -> tuple[Rows | None, torch.Tensor | None]:
         cutter = self.cutters.setdefault(op.name, layer_rows(op, args))
         if cutter is None:
             return None, None
         count = cutter.count(args)
-        generator = torch.Generator().manual_seed(self.seed * 7919 + zlib.crc32(op.name.encode()))
-        index = torch.randperm(count, generator=generator)[:self.rows]
+        seed = self.seed * 7919 + zlib.crc32(op.name.encode()) + batch * BATCH_SEED
+        index = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:self.quotas[batch]]
         return cutter, index.to(args[0].device)
 
     def targets(self, op: Operation, batch: int, inputs: list, outputs: list) -> torch.Tensor:
-        cutter, index = self._index(op, inputs)
+        cutter, index = self._index(op, batch, inputs)
         return outputs[0] if cutter is None else cutter.target(outputs[0], index)
 
-    def pairs(self, op: Operation, inputs: list, target: torch.Tensor) -> tuple[list, Rows | None]:
-        """(inputs, float output) pairs: the picked rows in chunks of ``CHUNK_ROWS``, else (ConvTranspose, 1-D and
-        3-D Conv) the samples in chunks of ``CHUNK_SAMPLES``, else the whole batch."""
-        cutter, index = self._index(op, inputs)
-        if cutter is None and op.op_type in ("Conv", "ConvTranspose"):  # whole samples, a few per step
-            return [([x, *inputs[1:]], t) for x, t in zip(inputs[0].split(CHUNK_SAMPLES), target.split(CHUNK_SAMPLES),
-                                                          strict=True)], None
+    def pairs(self, op: Operation, inputs: list[list], targets: list[torch.Tensor]) -> tuple[list, Rows | None]:
+        """(inputs, float output) pairs from each batch's ``inputs`` and ``targets``: the picked rows of all batches in
+        chunks of ``CHUNK_ROWS``, else (ConvTranspose, 1-D and 3-D Conv) the samples in chunks of ``CHUNK_SAMPLES``,
+        else each batch whole."""
+        picked = [self._index(op, batch, args) for batch, args in enumerate(inputs)]
+        cutter = picked[0][0]
         if cutter is None:
-            return [(list(inputs), target)], None
-        rows = cutter.take(inputs, index)
-        return [([r, *inputs[1:]], t) for r, t in zip(rows.split(CHUNK_ROWS), target.split(CHUNK_ROWS),
-                                                      strict=True)], cutter
+            whole = op.op_type in ("Conv", "ConvTranspose")  # whole samples, a few per step
+            return [([x, *args[1:]], t) for args, target in zip(inputs, targets, strict=True)
+                    for x, t in (zip(args[0].split(CHUNK_SAMPLES), target.split(CHUNK_SAMPLES), strict=True) if whole
+                                 else [(args[0], target)])], None
+        rows = torch.cat([cutter.take(args, index) for args, (_, index) in zip(inputs, picked, strict=True)])
+        target = torch.cat(targets)
+        return [([r, *inputs[0][1:]], t) for r, t in zip(rows.split(CHUNK_ROWS), target.split(CHUNK_ROWS),
+                                                         strict=True)], cutter
 
 
 def _unroundable(tqc: TensorQuantizationConfig) -> str | None:
