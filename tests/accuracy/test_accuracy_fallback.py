@@ -280,6 +280,31 @@ def _metric_run(tmp_path, data, metric):
     return model, result, next(r for r in result.pass_runs if r.name == "SensitivityFallback")
 
 
+def test_a_metric_on_the_runtime_runs_its_batches_on_one_session(tmp_path, data, monkeypatch):
+    """A metric calls forward() batch by batch: each call opened a session of the exported model (0.1-1 s each on
+    real models); the runtime opens one for them all, and its outputs are the written files' as ORT runs them."""
+    import onnxruntime as ort
+    from qtool.passes.accuracy.fallback import RuntimeForward
+    from qtool.platform import ExportOptions
+    from qtool.platform_runtime import PlatformRuntime
+    from qtool_onnxruntime import session
+    from qtool_onnxruntime.platform import OnnxRuntimePlatform
+
+    model = tmp_path / "s.onnx"
+    torch.onnx.export(Sensitive().eval(), (torch.zeros(1, 3, 6, 6),), str(model), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    result = qtool.quantize(model, "onnxruntime", data, config=PER_TENSOR, output=tmp_path / "q.onnx")
+    opened, open_session = [], session.cpu_session
+    monkeypatch.setattr(session, "cpu_session", lambda *args, **kw: opened.append(args[0]) or open_session(*args, **kw))
+    with PlatformRuntime(OnnxRuntimePlatform(), ExportOptions()).exported(result.graph) as run:
+        exported = len(opened)  # the export's own load check
+        forward = RuntimeForward(result.graph, run)
+        got = [forward.forward(batch)[0] for batch in data]
+        assert len(data) > 1 and len(opened) == exported + 1
+        written = ort.InferenceSession(str(run.paths[0]), providers=["CPUExecutionProvider"])
+        assert all(np.array_equal(g, written.run(None, batch)[0]) for g, batch in zip(got, data, strict=True))
+
+
 def test_a_metric_budget_is_measured_again_on_the_runtime(tmp_path, data):
     """As an SNR budget is: the drop the written model shows on onnxruntime, with the same metric. Here ONNX
     Runtime quantizes the weight of the Conv the fallback returned to float itself (ort.weight-requantized): the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +187,12 @@ class Platform:
         own error where it refuses the files.
         """
         raise RuntimeUnavailable(f"platform {self.name!r} cannot run its files here")
+
+    def runner(self, paths: list[Path]) -> Callable[[list[dict], list[str]], list[list]]:
+        """``run(samples, names)`` as :meth:`run` gives them, for many runs of the same files (a metric's batches,
+        one at a time). The default calls :meth:`run` each time; a target that loads the files once (a session)
+        overrides it to load them here."""
+        return lambda samples, names: self.run(paths, samples, names)
 
     def runtime(self) -> str:
         """What :meth:`run` runs the files on, for reports (e.g. ``onnxruntime 1.20.0 (CPUExecutionProvider)``)."""

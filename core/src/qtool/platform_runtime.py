@@ -82,10 +82,13 @@ class _Run:
 
     def __init__(self, runtime: PlatformRuntime, paths: list[Path]) -> None:
         self.runtime, self.paths = runtime, paths
+        self._runner = None  # :meth:`Platform.runner` of the paths, from the first run on
 
     def __call__(self, samples: list[dict], names: list[str]) -> list[list]:
         try:
-            return self.runtime.platform.run(self.paths, samples, names)
+            if self._runner is None:
+                self._runner = self.runtime.platform.runner(self.paths)
+            return self._runner(samples, names)
         except Exception as exc:  # noqa: BLE001 - whatever stops the run: no runtime for this graph
             raise self.runtime._unavailable(exc) from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
@@ -54,15 +55,25 @@ def run(paths, samples: list[dict], names: list[str], exact: bool = True) -> lis
     agreement check) as :func:`session_options` sets it, else as a user's default session runs it, every graph
     optimization included (at the extended level a Resize-19 with axes ran where the default session stopped, and
     an fp16 blocked weight read zeros where the default read it right)."""
+    return runner(paths, exact)(samples, names)
+
+
+def runner(paths, exact: bool = True) -> Callable[[list[dict], list[str]], list[list]]:
+    """:func:`run` of one session, opened now, for any number of calls."""
     level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = cpu_session(paths[0], session_options(level=level, exact=exact))
     feeds_names = [i.name for i in session.get_inputs()]
     typed = {o.name: o.type for o in session.get_outputs()}
-    if any(typed.get(name) == _BFLOAT16_TYPE for name in names) or any(
-            np.asarray(sample[k]).dtype == _BFLOAT16 for sample in samples for k in feeds_names):
-        return [[_array(v) for v in session.run_with_ort_values(names, {k: _value(sample[k]) for k in feeds_names})]
-                for sample in samples]
-    return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+
+    def run_samples(samples: list[dict], names: list[str]) -> list[list]:
+        if any(typed.get(name) == _BFLOAT16_TYPE for name in names) or any(
+                np.asarray(sample[k]).dtype == _BFLOAT16 for sample in samples for k in feeds_names):
+            return [[_array(v) for v in session.run_with_ort_values(names, {k: _value(sample[k])
+                                                                            for k in feeds_names})]
+                    for sample in samples]
+        return [session.run(names, {k: sample[k] for k in feeds_names}) for sample in samples]
+
+    return run_samples
 
 
 # ORT's Python API takes and returns no bfloat16 numpy array ('No corresponding Numpy type for Tensor Type.
