@@ -120,11 +120,24 @@ def initializers_as_inputs(graph) -> list[Diagnostic]:
 
 
 def prequantized(graph) -> list[Diagnostic]:
-    """A WARNING when the model holds quantization of its own (Q/DQ nodes or integer ops), none otherwise."""
+    """A WARNING when the model arrived quantized: the Q/DQ nodes qtool removed to quantize it again
+    (:mod:`qtool.own_quantization`) and the quantization of its own it keeps (integer ops, the Q/DQ around them);
+    none otherwise."""
+    removed = graph.info.removed_quantization
     found = Counter(op.op_type for op in graph.operations.values() if op.op_type in HELD_QUANTIZATION)
-    if not found:
+    if not removed and not found:
         return []
-    held = ", ".join(f"{count} {op_type}" for op_type, count in sorted(found.items()))
-    return [Diagnostic(Severity.WARNING, "model.prequantized",
-                       f"the model is quantized already ({held}): qtool keeps its quantization and quantizes "
-                       "the float tensors around it, once; to choose every scale, quantize the float model")]
+    said = []
+    if removed:
+        said.append(f"the model arrived quantized ({_listed(removed)}): qtool removed those Q/DQ nodes and "
+                    "quantized the float model they leave with this configuration and calibration data, its "
+                    "weights as the model dequantized them (rounded once already); 'float' in this run's "
+                    "measures is that model, not the float model it was made from")
+    if found:
+        said.append(f"the model is quantized already ({_listed(found)}): qtool keeps that quantization and "
+                    "quantizes the float tensors around it, once; to choose every scale, quantize the float model")
+    return [Diagnostic(Severity.WARNING, "model.prequantized", "; ".join(said))]
+
+
+def _listed(counts) -> str:
+    return ", ".join(f"{count} {op_type}" for op_type, count in sorted(counts.items()))

@@ -41,6 +41,7 @@ from .ir import Graph, from_model_proto, load
 from .ir.onnx_import import check_model_proto
 from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
+from .own_quantization import remove_fake_quantization
 from .passes import PassManager, PassRun, PassWarning, StartOver
 from .passes.order import check_accuracy, default_passes, planning_passes, try_metric_budget
 from .passes.registry import check_pass_names
@@ -439,8 +440,9 @@ def _platform_and_config(platform, config, preset: str | None):
 
 def _graph(model, qconfig) -> Graph:
     """The model to work on (loaded from its path, read from an onnx.ModelProto, or a copy of the Graph given, which
-    stays as it was; contrib ops' outputs typed, :func:`qtool.ort_schemas.type_outputs`), with the op and tensor
-    names the configuration names checked against it (against the whole model for a segment)."""
+    stays as it was; contrib ops' outputs typed, :func:`qtool.ort_schemas.type_outputs`; its own fake quantization
+    removed, :mod:`qtool.own_quantization`), with the op and tensor names the configuration names checked against
+    it (against the whole model for a segment)."""
     if isinstance(model, Graph):
         graph = model.copy()
     elif isinstance(model, onnx.ModelProto):
@@ -452,6 +454,7 @@ def _graph(model, qconfig) -> Graph:
         raise QtoolError(f"model: expected the path of an ONNX file, an onnx.ModelProto or a qtool Graph, got "
                          f"{type(model).__name__}")
     type_outputs(graph)
+    graph.info.removed_quantization = remove_fake_quantization(graph) or graph.info.removed_quantization
     if graph.part_of is None:
         check_names(qconfig, graph, str(model) if isinstance(model, str | os.PathLike) else "the model")
     return graph

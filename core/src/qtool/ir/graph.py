@@ -106,6 +106,8 @@ class ModelInfo:
     # initializers also listed as graph inputs (IR 4 and later: defaults a caller may feed), taken as constants
     constant_inputs: tuple[str, ...] = ()
     sources: tuple[Any, ...] = ()  # the files the model was read from (Paths: it, its external data), never written
+    # the model's own Q/DQ nodes qtool removed to quantize it again (qtool.own_quantization), by op type
+    removed_quantization: dict[str, int] = field(default_factory=dict)
 
 
 class Graph:
