@@ -414,6 +414,25 @@ def _hf_text(make: Callable[[], nn.Module]) -> Callable[[Path], tuple[Path, Feed
     return build
 
 
+def _hf_dynamo(make: Callable[[], nn.Module], opset: int) -> Callable[[Path], tuple[Path, Feed]]:
+    """``make``'s text model exported by torch's default exporter (``dynamo=True``, onnxscript's rewrites), as a user
+    exporting it today gets it: at opset 23 attention, RMSNorm and rotary embedding become the ONNX ops
+    ``Attention``, ``RMSNormalization`` and ``RotaryEmbedding``; weights in one external data file."""
+    def build(folder: Path) -> tuple[Path, Feed]:
+        torch.manual_seed(0)
+        model = _Hidden(make(), ("input_ids", "attention_mask")).eval()
+        example = (torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.long))
+        seq = torch.export.Dim("seq", min=2, max=64)
+        path = folder / "model.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, example, str(path), input_names=["input_ids", "attention_mask"],
+                              output_names=["hidden"], opset_version=opset, dynamo=True, verbose=False,
+                              dynamic_shapes={"args": ({1: seq}, {1: seq})})
+        return path, _text_feed()
+    return build
+
+
 def _hf_single(make: Callable[[], nn.Module], key: str, shape: tuple, dynamic: dict | None = None):
     def build(folder: Path) -> tuple[Path, Feed]:
         torch.manual_seed(0)
@@ -475,6 +494,13 @@ def _transformers() -> list[Entry]:
               _hf_text(lambda: T.LlamaModel(T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                                           num_attention_heads=2, num_key_value_heads=1,
                                                           attn_implementation="eager", use_cache=False, **text)))),
+        Entry("hf-llama-dynamo", "the Llama-style decoder by torch's default (dynamo) exporter at opset 23 "
+              "(Attention, RMSNormalization, RotaryEmbedding ops)",
+              _hf_dynamo(lambda: T.LlamaModel(T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                            num_attention_heads=2, num_key_value_heads=1,
+                                                            use_cache=False, **text)), opset=23)),
+        Entry("hf-bert-dynamo", "the BERT by torch's default (dynamo) exporter at opset 18",
+              _hf_dynamo(lambda: T.BertModel(T.BertConfig(**small, **text)), opset=18)),
         Entry("hf-vit", "transformers ViT (patch Conv, class token)",
               _hf_single(lambda: T.ViTModel(T.ViTConfig(**small, image_size=32, patch_size=8)), "pixel_values",
                          (1, 3, 32, 32))),
