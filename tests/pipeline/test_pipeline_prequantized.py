@@ -1,6 +1,6 @@
-"""A model that arrives quantized (its own Q/DQ nodes) keeps its quantization: qtool adds no second one to the
-tensors it quantizes, counts the ops it quantizes as quantized, quantizes the float tensors around it once, and
-says what the model held (a WARNING)."""
+"""A model that arrives quantized: its Q/DQ pairs removed and the float model they leave quantized again (or kept,
+dispatch.model_quantization = "keep"), its integer ops and weight-only codes kept with no second quantization of
+the tensors around them, and what the model held said (a WARNING)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,25 @@ def test_a_relu_the_quantizer_dropped_comes_back_and_a_non_negative_tensor_gets_
     result = qtool.quantize(_static_qdq(tmp_path), "onnxruntime", SAMPLES)
     relus = [op for op in result.graph.operations.values() if op.op_type == "Relu"]
     assert [op.inputs[0].producer.name for op in relus] == ["conv1"]
+
+
+def test_keep_keeps_the_scales_of_a_qdq_model(tmp_path):
+    """dispatch.model_quantization = "keep" (a QAT model's learned scales): the model's Q/DQ pairs stay as they were,
+    no tensor is quantized twice, and the compute ops count as quantized."""
+    qdq = _static_qdq(tmp_path, per_channel=True)
+    result = qtool.quantize(qdq, "onnxruntime", SAMPLES, config={"dispatch": {"model_quantization": "keep"}},
+                            output=tmp_path / "kept.onnx")
+
+    def scales(path):
+        model = onnx.load(path)
+        values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return sorted(values[n.input[1]].tobytes() for n in model.graph.node if n.op_type == "QuantizeLinear")
+
+    assert scales(result.files[0]) == scales(qdq) and _counts(result.files[0]) == _counts(qdq)
+    assert _requantized_twice(result.files[0]) == 0
+    assert result.summary["coverage"]["compute_ops_quantized"] == result.summary["coverage"]["compute_ops"] == 3
+    (warning,) = _warnings(result)
+    assert warning.message.startswith("the model is quantized already (")
 
 
 def test_qtools_own_output_fed_back_is_quantized_again_to_the_same_codes(tmp_path):

@@ -454,7 +454,8 @@ def _graph(model, qconfig) -> Graph:
         raise QtoolError(f"model: expected the path of an ONNX file, an onnx.ModelProto or a qtool Graph, got "
                          f"{type(model).__name__}")
     type_outputs(graph)
-    graph.info.removed_quantization = remove_fake_quantization(graph) or graph.info.removed_quantization
+    if qconfig.model_quantization == "requantize":
+        graph.info.removed_quantization = remove_fake_quantization(graph) or graph.info.removed_quantization
     if graph.part_of is None:
         check_names(qconfig, graph, str(model) if isinstance(model, str | os.PathLike) else "the model")
     return graph

@@ -50,6 +50,7 @@ class QuantConfig:
     overrides: tuple[Override, ...] = ()
     preset: str | None = None
     weight_only: Mapping[str, Any] | None = None  # the [weight_only] table when enabled (see config.weight_only)
+    model_quantization: str = "requantize"  # a QDQ model's own Q/DQ pairs: "requantize" or "keep"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # keys of [activation]/[weight]/[bias]/[dispatch] a preset or the user set that [weight_only] replaced (warned)
     ignored: tuple[str, ...] = field(default=(), compare=False, repr=False)
@@ -77,6 +78,7 @@ class QuantConfig:
             overrides=tuple(Override.from_item(item, f"{origins.get(f'override[{i}]', 'config')}: override[{i}]")
                             for i, item in enumerate(tree["override"])),
             preset=preset, weight_only=_frozen(tree["weight_only"]) if weight_only else None,
+            model_quantization=dispatch["model_quantization"],
             origins=MappingProxyType(dict(origins)), ignored=tuple(ignored),
         )
         config._check_schemes()
@@ -244,7 +246,8 @@ class QuantConfig:
         data["dispatch"] = {"quantize_op_types": sorted(self.quantize_op_types),
                             "passive_op_types": sorted(self.passive_op_types),
                             "between_op_types": sorted(self.between_op_types),
-                            "exclude": list(self.exclude), "include": list(self.include)}
+                            "exclude": list(self.exclude), "include": list(self.include),
+                            "model_quantization": self.model_quantization}
         data["fusion"] = {"fuse_activations": self.fuse_activations,
                           "activations": sorted(self.fusion_activations),
                           "fused_activations": sorted(self.fused_activations),

@@ -145,6 +145,11 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "exclude": Key("list", (), "Op-name globs kept float (fnmatch syntax: `*`, `?`, `[...]`)."),
         "include": Key("list", (), "Op-name globs quantized even when their type is not in "
                        "`quantize_op_types`; they win over `exclude`."),
+        "model_quantization": Key("str", "requantize", "A model that arrives in QDQ form (Q/DQ pairs of its own: "
+                                  "ONNX Runtime's QDQ output, a QAT export): requantize removes them and quantizes "
+                                  "the float model they leave; keep keeps their scales (a QAT model's learned ones) "
+                                  "and quantizes only the float tensors around them.",
+                                  choices=("requantize", "keep")),
     },
     "fusion": {
         "fuse_activations": Key("bool", True, "Fuse activations into the preceding compute op "
