@@ -45,6 +45,18 @@ def test_list_dict_and_torch_inputs_agree():
     np.testing.assert_allclose(out["y"].numpy(), EXPECTED, rtol=1e-6)
 
 
+def test_a_sequence_output_comes_back_as_a_list_of_arrays():
+    """forward() on a SplitToSequence's output used to fail ('list' object has no attribute 'detach')."""
+    graph = make_graph([helper.make_node("SplitToSequence", ["x"], ["s"], axis=1)],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                       [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)])
+
+    (pieces,) = TorchExecutor(graph).forward({"x": X})
+
+    assert isinstance(pieces, list) and len(pieces) == 4
+    assert all(np.array_equal(piece, X[:, k:k + 1]) for k, piece in enumerate(pieces))
+
+
 @pytest.mark.parametrize("feeds,message", [
     ({"x": X}, "missing input 'm' (expected int64 [batch, 4])"),
     ({"x": X, "m": M, "z": X}, "unknown input 'z'; the model's inputs are: x, m"),

@@ -18,7 +18,7 @@ from .lazy import lazy_names
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    ".analysis": ["nonfinite_split"],
+    ".analysis": ["nonfinite_split", "output_array"],
     ".errors": ["QtoolError", "UnknownNameError"],
     ".files": ["make_readable", "write_atomic"],
     ".ir": ["Graph", "GraphError", "Operation", "PROTO_LIMIT", "Variable", "data_path", "fill_values", "load",
@@ -39,7 +39,7 @@ __all__ = ["__version__", *_names]
 
 
 if TYPE_CHECKING:
-    from .analysis import nonfinite_split
+    from .analysis import nonfinite_split, output_array
     from .errors import QtoolError, UnknownNameError
     from .files import make_readable, write_atomic
     from .ir import (

@@ -13,7 +13,8 @@ from ..lazy import lazy_names
 _EXPORTS = {
     ".analysis": ["GraphwiseError", "LayerwiseSensitivity", "Measurements", "NoFloatOutputError", "OpError",
                   "graphwise_error", "layerwise_sensitivity", "measure", "output_error", "quantized_ops"],
-    ".metrics": ["ErrorAccumulator", "OutputsError", "json_number", "jsonable", "nonfinite_split", "snr_text"],
+    ".metrics": ["ErrorAccumulator", "OutputsError", "json_number", "jsonable", "nonfinite_split", "output_array",
+                 "snr_text"],
 }
 __all__, __getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
@@ -30,4 +31,12 @@ if TYPE_CHECKING:
         output_error,
         quantized_ops,
     )
-    from .metrics import ErrorAccumulator, OutputsError, json_number, jsonable, nonfinite_split, snr_text
+    from .metrics import (
+        ErrorAccumulator,
+        OutputsError,
+        json_number,
+        jsonable,
+        nonfinite_split,
+        output_array,
+        snr_text,
+    )

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import QtoolError
 from ..executor import TorchExecutor
+from ..executor.feeds import output_tensor
 from ..ir import Graph, Operation
 from .metrics import ErrorAccumulator, OutputsError, json_number
 
@@ -114,7 +115,7 @@ class LayerwiseSensitivity:
             self._output_bytes = _nbytes(reference)
 
             def compare(number: int, outputs: Mapping[str, torch.Tensor]) -> None:
-                self._stats[self.ops[number].name].update(reference, outputs)
+                self._stats[self.ops[number].name].update(reference, _tensors(outputs))
 
             self.executor.forward_variants(feeds, self._variants, compare)
             return reference
@@ -186,13 +187,13 @@ def measure(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]]
 def _float_run(executor: TorchExecutor, feeds: Mapping[str, torch.Tensor], hook=None) -> dict[str, torch.Tensor]:
     """The graph outputs of a float run; ``hook(op, inputs, outputs)`` sees its steps."""
     with executor.mode(quantize=False), executor.watching(hook):
-        return executor.forward_torch(feeds)
+        return _tensors(executor.forward_torch(feeds))
 
 
 def _simulated_run(executor: TorchExecutor, feeds: Mapping[str, torch.Tensor], hook=None) -> dict[str, torch.Tensor]:
     """The graph outputs of a run with quantization simulated (but for the executor's ``float_ops``)."""
     with executor.mode(quantize=True), executor.watching(hook):
-        return executor.forward_torch(feeds)
+        return _tensors(executor.forward_torch(feeds))
 
 
 def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndarray]],
@@ -207,9 +208,14 @@ def output_error(executor: TorchExecutor, batches: Iterable[Mapping[str, np.ndar
     return stats.outputs
 
 
-def _floating(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _tensors(outputs: Mapping) -> dict[str, torch.Tensor]:
+    """Graph outputs as tensors, by name (a ZipMap's sequence of maps: its values, :func:`.output_tensor`)."""
+    return {name: output_tensor(value) for name, value in outputs.items()}
+
+
+def _floating(outputs: Mapping) -> dict[str, torch.Tensor]:
     """The floating-point outputs, by name."""
-    floats = {name: t.detach() for name, t in outputs.items() if t.is_floating_point()}
+    floats = {name: t.detach() for name, t in _tensors(outputs).items() if t.is_floating_point()}
     if not floats:
         names = ", ".join(repr(name) for name in outputs)
         raise NoFloatOutputError(f"layer-wise sensitivity not measured: it is the error at the graph's floating-point "

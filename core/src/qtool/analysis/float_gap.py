@@ -18,7 +18,7 @@ from ..calibration.kept_outputs import KeptOutputs
 from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from ..platform import Diagnostic, Severity
-from .metrics import ErrorAccumulator, is_floating
+from .metrics import ErrorAccumulator, is_floating, output_array
 
 FLOAT_GAP_SAMPLES = 8
 FAR_SNR_DB = 5.0  # an output whose quantization noise is more than a third of its signal: a broken model, not a
@@ -88,7 +88,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
                 with executor.mode(quantize=True):
                     quantized = executor.forward(feeds, names)
             for name, ref, out in zip(names, reference, quantized, strict=True):
-                ref, out = _flat(ref), _flat(out)
+                ref, out = output_array(ref), output_array(out)
                 if not is_floating(ref):  # labels, indices: elements the quantized model keeps
                     matches[name][0] += int(np.count_nonzero(ref == out)) if ref.shape == out.shape else 0
                     matches[name][1] += max(ref.size, out.size)
@@ -105,13 +105,6 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     outputs |= {name: {"equal_share": round(equal / total, 6)} for name, (equal, total) in matches.items() if total}
     measured_on = SIMULATION if deployed is None else f"{deployed.runtime}, the exported files"
     return {"samples": len(samples), "held_out": held_out, "measured_on": measured_on, "outputs": outputs}
-
-
-def _flat(value) -> np.ndarray:
-    """An output as one array: a sequence's tensors (a SplitToSequence's, of several shapes) flattened end to end."""
-    if isinstance(value, list):
-        return np.concatenate([np.asarray(v).reshape(-1) for v in value]) if value else np.zeros(0, np.float32)
-    return np.asarray(value)
 
 
 def _batched(samples: Sequence[dict[str, np.ndarray]], batchable: bool) -> list[dict[str, np.ndarray]]:

@@ -153,6 +153,17 @@ def _sums(ref, out) -> tuple[float, float, float, float]:
                 float((out * out).sum()))
 
 
+def output_array(value) -> np.ndarray:
+    """A model output as one numpy array, to compare two models' outputs: a tensor as it is, a sequence's values
+    (a SplitToSequence's tensors, of several shapes) flattened end to end, a map's values in the order of its keys
+    (ai.onnx.ml's ZipMap writes a sequence of maps, one per sample: class -> probability)."""
+    if isinstance(value, dict):
+        return np.asarray([value[key] for key in sorted(value)])
+    if isinstance(value, list):
+        return np.concatenate([output_array(v).reshape(-1) for v in value]) if value else np.zeros(0, np.float32)
+    return np.asarray(value)
+
+
 def nonfinite_split(a, b):
     """For two tensors of one shape (numpy or torch): the mask of elements finite in both, that of elements NaN or
     infinite alike in both (NaN in both, the same infinity), and how many are NaN or infinite in one alone."""

@@ -30,6 +30,7 @@ import numpy as np
 from ..ir import Graph
 from ..ir.float_function import FloatFunctions
 from .data import feeds_digest
+from .ort_engine import value_nbytes
 from .sources import half_float
 
 LIMIT = 32 << 20  # bytes kept at most: they live through calibration's peak (trained-textdet's 8 outputs: 7 MiB,
@@ -99,8 +100,8 @@ class KeptOutputs:
         if self._alone:  # the array is one sample's output, whole
             sample = self._rows.get(name, 0)
             self._rows[name] = sample + 1
-            if first + sample < self.samples:
-                self._keep(first + sample, name, np.array(array))
+            if first + sample < self.samples:  # a sequence or a map (a ZipMap's) is a new Python value of each run
+                self._keep(first + sample, name, np.array(array) if isinstance(array, np.ndarray) else array)
             return
         begin = self._rows.get(name, 0)
         rows = len(array) if array.ndim else 0
@@ -115,9 +116,9 @@ class KeptOutputs:
         self._check_rows()
         self._complete = complete and bool(self.tensors)
 
-    def _keep(self, sample: int, name: str, array: np.ndarray) -> None:
-        self._values[sample][name] = array
-        self._bytes += array.nbytes
+    def _keep(self, sample: int, name: str, value) -> None:
+        self._values[sample][name] = value
+        self._bytes += value_nbytes(value)
         if self._bytes > LIMIT:
             self.clear()
 

@@ -132,15 +132,15 @@ class OrtFloatRun:
 
     def _size(self, results: dict[str, np.ndarray], splittable: bool) -> None:
         """Runs of as many samples as fit in the budget; groups of tensors where one sample does not fit."""
-        total = sum(map(_nbytes, results.values()))
+        total = sum(map(value_nbytes, results.values()))
         self.rows = max(1, min(self.budget, RUN_BYTES) // total) if splittable and total else 1
         self.groups, group, held = [], [], 0
         for name in self.computed:
-            if group and held + _nbytes(results[name]) > self.budget:
+            if group and held + value_nbytes(results[name]) > self.budget:
                 self.groups.append(group)
                 group, held = [], 0
             group.append(name)
-            held += _nbytes(results[name])
+            held += value_nbytes(results[name])
         if group:
             self.groups.append(group)
 
@@ -158,9 +158,16 @@ def float_outputs(graph: Graph, samples: Sequence[Mapping[str, np.ndarray]], nam
         return None
 
 
-def _nbytes(value) -> int:
-    """Bytes of a run's value: an array, or a sequence of them (a SequenceConstruct's output is a list)."""
-    return value.nbytes if isinstance(value, np.ndarray) else sum(map(_nbytes, value))
+def value_nbytes(value) -> int:
+    """Bytes of a run's value: an array, a sequence of values (a SequenceConstruct's output is a list), a map (a
+    dict: ai.onnx.ml's ZipMap writes a sequence of them) or a number (a map's key or value)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Mapping):
+        return sum(value_nbytes(k) + value_nbytes(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(map(value_nbytes, value))
+    return np.asarray(value).nbytes
 
 
 def _rows(batch: Mapping[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:

@@ -124,12 +124,13 @@ class TorchExecutor:
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, inputs: Sequence | Mapping, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """Run on numpy inputs (a list in graph input order, or a dict by name); numpy outputs."""
+        """Run on numpy inputs (a list in graph input order, or a dict by name); numpy outputs (a sequence: a list
+        of them; a map: a dict)."""
         arrays = feeding.numpy_feeds(inputs, self.graph.inputs)
         with torch.inference_mode():
             tensors = {name: feeding.to_tensor(a, self.device) for name, a in arrays.items()}
             results = self._run(tensors, output_names)
-            return [feeding.to_numpy(t) for t in results.values()]
+            return [feeding.output_value(t) for t in results.values()]
 
     def forward_torch(self, feeds: Mapping[str, torch.Tensor], output_names: Sequence[str] | None = None
                       ) -> dict[str, torch.Tensor]:

@@ -82,6 +82,36 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
+def to_value(value, device: torch.device):
+    """A value ONNX Runtime returned, as the executor holds it: an array as a tensor (:func:`to_tensor`), a
+    sequence as a list of its values, a map (a dict: ai.onnx.ml's ZipMap writes a sequence of them) as it is."""
+    if isinstance(value, list):
+        return [to_value(v, device) for v in value]
+    if isinstance(value, dict):
+        return value
+    return to_tensor(np.asarray(value), device)
+
+
+def output_value(value):
+    """A value the executor holds, as :meth:`TorchExecutor.forward` returns it: a tensor as a numpy array
+    (:func:`to_numpy`), a sequence as a list of its values, a map as it is."""
+    if isinstance(value, list):
+        return [output_value(v) for v in value]
+    if isinstance(value, dict):
+        return value
+    return to_numpy(value)
+
+
+def output_tensor(value) -> torch.Tensor:
+    """A graph output as one tensor, as the error at an output is measured: a tensor as it is, a sequence or a map
+    flattened by :func:`qtool.analysis.metrics.output_array` (on the CPU: a map's values are Python numbers)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    from ..analysis.metrics import output_array
+
+    return torch.from_numpy(np.array(output_array(output_value(value))))
+
+
 def expectation(var: Variable) -> str:
     """'float32 [batch, 3, 224, 224]' from the graph's declaration."""
     dtype = str(np.dtype(var.dtype)) if var.dtype is not None else "any dtype"

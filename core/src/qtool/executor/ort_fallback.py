@@ -58,7 +58,7 @@ class OrtNode:
         self._sessions: dict[tuple, ort.InferenceSession] = {}
 
     def __call__(self, ctx: OpContext, attrs: dict, inputs: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        from .feeds import to_numpy, to_tensor  # torch: imported by the executor, not by who only asks ort_can_run
+        from .feeds import to_numpy, to_value  # torch: imported by the executor, not by who only asks ort_can_run
 
         names = [n for n in self.input_names if n] + self.outer
         declared = list(ctx.input_types) + [None] * (len(inputs) - len(ctx.input_types))
@@ -77,7 +77,7 @@ class OrtNode:
         for name, element_type in narrow.items():  # bfloat16 and float 8 back to their own type; int4... stay wide
             if element_type == TensorProto.BFLOAT16 or element_type in _FLOAT8:
                 results[name] = results[name].astype(helper.tensor_dtype_to_np_dtype(element_type))
-        return [to_tensor(np.asarray(results[n]), ctx.device) if n else None for n in self.output_names]
+        return [to_value(results[n], ctx.device) if n else None for n in self.output_names]
 
     def _session(self, feeds: dict[str, np.ndarray], types: dict[str, int]) -> tuple[ort.InferenceSession, dict]:
         key = tuple((types[n], a.ndim) for n, a in zip(types, feeds.values(), strict=True))

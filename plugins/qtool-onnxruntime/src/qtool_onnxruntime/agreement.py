@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from qtool import nonfinite_split
+from qtool import nonfinite_split, output_array
 
 from .configs import written_config
 from .qdq import per_element
@@ -23,8 +23,8 @@ def agreement(graph, paths, samples: list[dict], simulated: list[list]) -> dict:
                 "outputs": {}, "max_steps": None, "min_cosine": None}
     outputs = {}
     for k, var in enumerate(graph.outputs):
-        ours = [np.asarray(r[k], np.float64)[None] for r in ran]
-        theirs = [np.asarray(s[k], np.float64)[None] for s in simulated]
+        ours = [output_array(r[k]).astype(np.float64)[None] for r in ran]
+        theirs = [output_array(s[k]).astype(np.float64)[None] for s in simulated]
         tqc = written_config(var, True)
         if len({a.shape for a in ours + theirs}) == 1:
             outputs[var.name] = _compare(np.concatenate(ours), np.concatenate(theirs), tqc)

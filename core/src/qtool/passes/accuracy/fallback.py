@@ -538,11 +538,12 @@ def _forward(executor: TorchExecutor, batch, *, quantize: bool) -> dict[str, tor
     """The graph's floating-point outputs for one batch, float or simulated."""
     import torch
 
-    from ...executor.feeds import to_tensor
+    from ...executor.feeds import output_tensor, to_tensor
 
     with executor.mode(quantize=quantize), torch.no_grad():
         outputs = executor.forward_torch({k: to_tensor(v, executor.device) for k, v in batch.items()})
-    return {name: tensor for name, tensor in outputs.items() if tensor.is_floating_point()}
+    tensors = {name: output_tensor(value) for name, value in outputs.items()}  # a ZipMap's maps: their values
+    return {name: tensor for name, tensor in tensors.items() if tensor.is_floating_point()}
 
 
 def _float_outputs(executor: TorchExecutor, batches) -> list[dict[str, torch.Tensor]]:

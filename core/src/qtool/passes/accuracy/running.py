@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...analysis.metrics import output_array
 from ...calibration import load_calibration_data, ort_engine
 from ...calibration.provenance import feed_error
 from ...calibration.threads import pass_threads
@@ -61,7 +62,8 @@ def ort_float_values(executor: TorchExecutor, batches: Sequence[Batch], names: S
     if arrays is None:
         return None
     return ((number, {name: torch.from_numpy(np.array(a) if not a.flags.writeable else a)
-                      for name, a in values.items()}) for number, values in arrays)
+                      for name, a in ((name, output_array(v)) for name, v in values.items())})
+            for number, values in arrays)
 
 
 def run_watching(executor: TorchExecutor, batches: Iterable[Batch], ops: Iterable[Operation],
