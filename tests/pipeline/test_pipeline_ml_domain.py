@@ -115,3 +115,36 @@ def test_the_sensitivity_fallback_and_analyse_measure_the_maps(classifier, tmp_p
     report = qtool.analyse(model, "onnxruntime", str(calib), samples=16)
     assert {"fc1", "fc2"} <= {entry["op"] for entry in report.layerwise}
     assert report.layerwise_unmeasured is None
+
+
+def _string_model(path) -> None:
+    """s [N, 1] string -> ai.onnx.ml LabelEncoder -> float -> MatMul: skl2onnx's encoders of text columns."""
+    nodes = [helper.make_node("LabelEncoder", ["s"], ["codes"], domain="ai.onnx.ml", keys_strings=["a", "b"],
+                              values_floats=[0.0, 1.0], default_float=-1.0),
+             helper.make_node("MatMul", ["codes", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "strings", [helper.make_tensor_value_info("s", TensorProto.STRING, ["N", 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                              [numpy_helper.from_array(np.ones((1, 2), np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("ai.onnx.ml", 3)]), path)
+
+
+@pytest.mark.parametrize("form", ["unicode npz", "object npz", "python feeds"])
+def test_a_string_input_is_refused_in_one_line_naming_it(form, tmp_path, capsys):
+    """numpy keeps text as '<U1' (refused as 'expected object') or object arrays (np.load's pickle error, a
+    traceback)."""
+    from qtool.cli.main import main
+
+    _string_model(tmp_path / "strings.onnx")
+    text = np.array([["a"], ["b"], ["a"]])
+    if form == "python feeds":
+        with pytest.raises(qtool.QtoolError, match="input 's' is a string tensor"):
+            qtool.quantize(tmp_path / "strings.onnx", "onnxruntime", [{"s": text}], output=tmp_path / "q.onnx")
+    else:
+        np.savez(tmp_path / "calib.npz", s=text if form == "unicode npz" else text.astype(object))
+        code = main(["quantize", str(tmp_path / "strings.onnx"), "--platform", "onnxruntime",
+                     "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(error) == 1
+        assert error[0].startswith("qtool: error: ") and "calib.npz: input 's' is a string tensor" in error[0]
+    assert not (tmp_path / "q.onnx").exists()

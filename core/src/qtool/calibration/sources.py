@@ -53,6 +53,10 @@ def describe(var: Variable, layout: str = "samples") -> str:
 
 def check_array(var: Variable, shape: tuple, dtype: np.dtype, where: str, layout: str = "samples") -> int:
     """Samples in an array of this shape for ``var``: one per feed, or the first axis (one sample without it)."""
+    if var.dtype is not None and np.dtype(var.dtype).kind in "OSU":  # before reading an object array (a pickle)
+        raise CalibrationError(f"{where}: input {var.name!r} is a string tensor, and qtool calibrates and simulates "
+                               "on numbers only (its executor holds no strings); quantize the part of the model "
+                               "after the string ops (onnx.utils.extract_model from their numeric outputs)")
     if var.dtype is not None and np.dtype(dtype) != np.dtype(var.dtype) and not _widened(var.dtype, dtype):
         raw = (" (raw bytes: np.save keeps no bfloat16 nor float 8; give float32 arrays, cast as they are read)"
                if np.dtype(dtype).kind == "V" else "")
