@@ -105,6 +105,30 @@ def test_executor_runs_control_flow_like_onnxruntime(kind, offset):
     np.testing.assert_allclose(executor.forward([x])[0], _ort(model(kind), x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_body_that_needs_an_outer_weight_s_shape_runs():
+    """A body's Resize to sizes Concat(Shape(x)[:2], hw), hw an initializer of the main graph (tf2onnx's
+    CropAndResize loop): declared with symbolic dims in the node's own session, ONNX Runtime's shape inference
+    refused the body ('Number of elements of input 'sizes' (0) must be same as rank of input 'X' (4)')."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Shape", ["x"], ["shape"], end=2),
+         helper.make_node("Concat", ["shape", "hw"], ["sizes"], axis=0),
+         helper.make_node("Resize", ["x", "", "", "sizes"], ["resized"], mode="nearest")],
+        "body", [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL)],
+        [_vi("cond_out", [], TensorProto.BOOL), _vi("resized")])
+    graph = helper.make_graph([helper.make_node("Loop", ["trips", ""], ["y"], "flow", body=body)], "resize_loop",
+                              [_vi("x", ["N", 2, 4, 4])], [_vi("y")],
+                              [numpy_helper.from_array(np.array(1, np.int64), "trips"),
+                               numpy_helper.from_array(np.array([8, 8], np.int64), "hw")])
+    resize_loop = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.random.default_rng(0).random((3, 2, 4, 4), dtype=np.float32)
+
+    (y,) = TorchExecutor(from_model_proto(resize_loop)).forward({"x": x})
+
+    assert y.shape == (1, 3, 2, 8, 8)
+    np.testing.assert_array_equal(y, _ort(resize_loop, x))
+
+
 @pytest.mark.parametrize("kind", ["if", "loop", "scan"])
 def test_quantized_around_the_subgraphs_with_defaults(kind, tmp_path):
     path, output = tmp_path / f"{kind}.onnx", tmp_path / f"{kind}_q.onnx"

@@ -152,6 +152,38 @@ def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
     assert 15 < 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) < 80
 
 
+def test_a_loop_body_reading_its_iteration_number_as_a_1d_tensor_is_quantized(tmp_path):
+    """tf2onnx declares a Loop body's iteration number [1] and slices with it (Slice's starts must be 1-D):
+    ONNX Runtime feeds it in the rank the body declares, and so must the body's calibration runs (fed as a
+    scalar, the recording ended in ONNX Runtime's 'Starts must be a 1-D array' traceback)."""
+    from onnx import TensorProto, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["i", "one"], ["next"]),
+         helper.make_node("Slice", ["shifts", "i", "next"], ["shift"]),
+         helper.make_node("MatMul", ["v_in", "w_body"], ["m"], "body_mm"),
+         helper.make_node("Add", ["m", "shift"], ["s"]), helper.make_node("Tanh", ["s"], ["v_out"])],
+        "body", [_vi("i", [1], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL), _vi("v_in")],
+        [_vi("cond_out", [], TensorProto.BOOL), _vi("v_out")])
+    model = control_flow_model("loop")
+    next(n for n in model.graph.node if n.op_type == "Loop").attribute[0].g.CopyFrom(body)
+    shifts = np.random.default_rng(7).standard_normal((TRIPS, HIDDEN)).astype(np.float32)
+    model.graph.initializer.extend([numpy_helper.from_array(shifts, "shifts"),
+                                    numpy_helper.from_array(np.array([1], np.int64), "one")])
+    path, output = tmp_path / "sliced.onnx", tmp_path / "sliced_q.onnx"
+    onnx.save(model, path)
+    calib = _x(16, seed=3)
+
+    result = qtool.quantize(path, "onnxruntime", [{"x": calib[k:k + 4]} for k in range(0, 16, 4)],
+                            calib_layout="feeds", output=output, check_agreement=True)
+
+    (outcome,) = result.summary["subgraphs"]
+    assert outcome["compute_ops"] == outcome["quantized"] == 1
+    assert _bodies(output)["body_mm"] == ["DequantizeLinear", "DequantizeLinear"]
+    _assert_agrees(result.agreement)
+
+
 def test_feeds_kept_stay_few_and_evenly_spread(monkeypatch):
     monkeypatch.setattr("qtool.control_flow.feeds.MAX_FEEDS", 4)
     graph = from_model_proto(control_flow_model("scan"))

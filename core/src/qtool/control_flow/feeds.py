@@ -69,6 +69,13 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _declared_rank(value: onnx.ValueInfoProto) -> int | None:
+    """The rank a body input declares (None: none declared). ONNX Runtime gives a Loop body's iteration number
+    and condition the rank the body declares: tf2onnx's bodies read the iteration number as [1], a Slice's starts."""
+    tensor = value.type.tensor_type
+    return len(tensor.shape.dim) if tensor.HasField("shape") else None
+
+
 def _typed(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
                                          [f"{name}_d{k}" for k in range(value.ndim)])
@@ -121,8 +128,11 @@ class BodyRecorder:
         cond = True if len(explicit) < 2 or explicit[1] is None else bool(np.asarray(explicit[1]).reshape(-1)[0])
         carried = [np.asarray(v) for v in explicit[2:]]
         i = 0
+        ranks = [_declared_rank(v) for v in body.input[:2]]
         while cond and i < (MAX_TRIPS if trips is None else trips):
-            formal = dict(zip(names, [np.array(i, np.int64), np.array(cond), *carried], strict=True))
+            counters = [np.array(i, np.int64), np.array(cond)]
+            counters = [c if rank is None else c.reshape((1,) * rank) for c, rank in zip(counters, ranks, strict=True)]
+            formal = dict(zip(names, [*counters, *carried], strict=True))
             results = self._run("body", self._add("body", formal, outer))
             cond, carried = bool(np.asarray(results[0]).reshape(-1)[0]), list(results[1:1 + len(carried)])
             i += 1

@@ -50,6 +50,7 @@ class OrtNode:
         # EmbedLayerNormalization's word_embedding "should have 2 dimensions and dimension size is known")
         self.fixed = {self.input_names[i] for i, var in enumerate(op.inputs[:self.explicit])
                       if var is not None and var.is_parameter and self.input_names[i]}
+        self.fixed |= {var.name for var in op.inputs[self.explicit:] if var.is_parameter}
         self.output_names = [f"qtool_fallback_out{j}" if name else "" for j, name in enumerate(node.output)]
         del node.input[:], node.output[:]
         node.input.extend(self.input_names)
