@@ -33,6 +33,18 @@ def test_nearest_sizes(sizes, transform):
     check_op("Resize", [X, None, None, i64(*sizes)], attrs, opset=19)
 
 
+@pytest.mark.parametrize("nearest_mode", NEAREST_MODES)
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_tf_half_pixel_for_nn(nearest_mode, opset):
+    """tf2onnx's export of TensorFlow's nearest resize with half_pixel_centers (at any opset, though ONNX deprecates
+    the mode from 13 on: onnxruntime runs it)."""
+    attrs = {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn", "nearest_mode": nearest_mode}
+    for scales in SCALES:
+        check_op("Resize", [X, NO_ROI, _scales(scales)], attrs, opset=opset)
+    for sizes in SIZES:
+        check_op("Resize", [X, NO_ROI, np.zeros(0, F32) if opset == 11 else None, i64(*sizes)], attrs, opset=opset)
+
+
 @pytest.mark.parametrize("mode", ["linear", "cubic"])
 @pytest.mark.parametrize("scales", SCALES)
 @pytest.mark.parametrize("transform", TRANSFORMS + ["half_pixel_symmetric"])

@@ -34,6 +34,8 @@ def _source_coords(mode: str, axis: _Axis, length: int, device) -> torch.Tensor:
         return x / scale
     if mode == "half_pixel":
         return (x + 0.5) / scale - 0.5
+    if mode == "tf_half_pixel_for_nn":  # TensorFlow's nearest resize with half-pixel centers (tf2onnx writes it)
+        return (x + 0.5) / scale
     if mode == "pytorch_half_pixel":
         return (x + 0.5) / scale - 0.5 if out > 1 else torch.zeros_like(x)
     if mode == "align_corners":
