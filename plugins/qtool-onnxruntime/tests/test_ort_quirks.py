@@ -335,3 +335,48 @@ def test_a_resize_with_axes_is_written_so_that_a_default_session_runs_it(tmp_pat
         None, {"x": x})  # the default session: ORT_ENABLE_ALL
     (reference,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) > 25
+
+
+@pytest.mark.parametrize("opset", [21, 23])
+def test_int8_activations_moved_past_a_reshape_load_in_a_default_session(tmp_path, opset):
+    """MatMul -> Reshape -> float Add, -> Transpose -> Reshape -> float Mul, -> Reshape as a graph output, int8
+    activations (the w8a8 preset) at opset 21 and later (jax2onnx writes 21 and more): ORT's QDQPropagation
+    moved each DequantizeLinear past the data-movement ops and its QDQS8ToU8Transformer left the moved
+    QuantizeLinear's output_dtype int8 beside a uint8 zero point, and a default session refused the written model
+    ('output_dtype INT8 does not match y_zero_point type UINT8'). The export writes those pairs itself."""
+    rng = np.random.default_rng(0)
+    nodes_ = [helper.make_node("MatMul", ["x", "w"], ["m"], "mm"),
+              helper.make_node("Reshape", ["m", "flat"], ["r"], "reshape"),
+              helper.make_node("Add", ["r", "b"], ["added"], "add"),
+              helper.make_node("Transpose", ["m"], ["t"], "transpose", perm=[1, 0]),
+              helper.make_node("Reshape", ["t", "flat"], ["tr"], "reshape_t"),
+              helper.make_node("Mul", ["tr", "b"], ["scaled"], "mul"),
+              helper.make_node("Reshape", ["m", "flat"], ["exposed"], "reshape_out")]
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+             numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [32]) for name in ("added", "scaled", "exposed")]
+    graph = helper.make_graph(nodes_, "moved", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              outputs, inits)
+    path = tmp_path / "moved.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    calib = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(8)]
+
+    result = qtool.quantize(path, "onnxruntime", calib, calib_layout="feeds", output=tmp_path / "q.onnx",
+                            preset="w8a8", check_agreement=True)
+
+    written = onnx.load(result.files[0])
+    assert [o.name for o in written.graph.output] == ["added", "scaled", "exposed"]
+    producers = {out: node for node in written.graph.node for out in node.output}
+    for reader in ("add", "mul"):  # each float op reads a pair written after its Reshape
+        (node,) = [n for n in written.graph.node if n.name == reader]
+        assert producers[node.input[0]].op_type == "DequantizeLinear"
+    assert producers["exposed"].op_type == "DequantizeLinear"
+    x = calib[0]
+    session = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"])  # ORT_ENABLE_ALL
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = PLAIN
+    unoptimized = ort.InferenceSession(written.SerializeToString(), plain, providers=["CPUExecutionProvider"])
+    for ours, theirs in zip(session.run(None, x), unoptimized.run(None, x), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert result.agreement["min_cosine"] > 0.99999

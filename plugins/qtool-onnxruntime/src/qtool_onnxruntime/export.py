@@ -21,6 +21,7 @@ from qtool import (
 from .activations import clips_exactly, fused_activations
 from .errors import OnnxRuntimeExportError
 from .half import half_quantized, lift
+from .moved_pairs import pair_after_moves
 from .nbits import NBitsRewriter, accuracy_level, nbits_layers, weight_only_format
 from .opset import convert, target_opset
 from .paths import output_files
@@ -51,6 +52,7 @@ def qdq_skeleton(graph, options: ExportOptions) -> tuple[onnx.ModelProto, dict[s
     writer = QdqWriter(graph, convert(to_model_proto(graph, tensor=shape_only_tensor), opset), opset, removed,
                        frozenset((layer.op.name, layer.index) for layer in layers))
     model = writer.write()
+    pair_after_moves(model, opset, writer.names)
     NBitsRewriter(model, writer.names, accuracy_level(options.extra)).rewrite(layers)
     values = _left_out_values(graph, model)
     return model, lift(model, values) if half_quantized(graph, settled=True) else values

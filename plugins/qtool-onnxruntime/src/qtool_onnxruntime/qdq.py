@@ -13,6 +13,8 @@
   after that pair instead (see :func:`.activations.relu_fusion_breaks`).
 * A ReduceMean over every spatial axis between an 8-bit pair becomes the
   GlobalAveragePool it computes, which ORT runs as an integer kernel (see :mod:`.pools`).
+* From opset 21 on, a data-movement op reading an int8 pair gets the pair ORT's
+  QDQPropagation would move there (see :mod:`.moved_pairs`), written by the export.
 
 Names: ``<t>_q`` (codes), ``<t>_scale``, ``<t>_zero_point``, ``<t>_dq``
 (dequantized values), nodes ``<t>_QuantizeLinear`` / ``<t>_DequantizeLinear``;
