@@ -47,10 +47,11 @@ class Sourced(dict):
         self.sources = tuple(sources)
 
 
-def sourced(arrays: Mapping[str, np.ndarray], where: str, samples: int, *, known: bool = True) -> Sourced:
-    """The arrays of one whole item (file, Python item) holding ``samples`` samples (1: a feed); ``known``: they are
-    its samples in its order (not where some were dropped)."""
-    return Sourced(arrays, [Source(where, 0, samples, samples if known else 0)])
+def sourced(arrays: Mapping[str, np.ndarray], where: str, samples: int, *, first: int = 0,
+            total: int | None = None) -> Sourced:
+    """The arrays of ``samples`` samples (1: a feed) of one item (file, Python item): its samples ``first ..`` of
+    ``total`` (default: the whole item; 0: their positions are not known, some were dropped)."""
+    return Sourced(arrays, [Source(where, first, samples, samples if total is None else total)])
 
 
 def sources_of(batch: Mapping) -> tuple[Source, ...]:
