@@ -103,6 +103,15 @@ def test_quantize_explain_prints_the_table_and_the_summary(tiny_platform, cnn_mo
     assert "passes: 9 in" in out and "agreement: samples 4" in out
 
 
+def test_the_summary_says_how_many_samples_calibration_read(tiny_platform, cnn_model, calib_npz, tmp_path, capsys):
+    """Only the progress bar said it, on a terminal: a piped run with --calib-samples 100 never confirmed it."""
+    argv = ["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o", str(tmp_path / "o.onnx")]
+    assert main(argv) == 0
+    assert "calibrated on 32 samples\n" in capsys.readouterr().out
+    assert main([*argv, "--calib-samples", "20"]) == 0
+    assert "calibrated on 20 samples (the first of the data: --calib-samples)" in capsys.readouterr().out
+
+
 def test_allowed_errors_are_shown_as_warnings(tiny_platform, cnn_model, calib_npz, tmp_path, capsys):
     tiny_platform.refuse = ("MaxPool",)
     argv = ["quantize", str(cnn_model), "--platform", TINY, "--calib", str(calib_npz), "-o", str(tmp_path / "o.onnx")]

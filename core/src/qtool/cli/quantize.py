@@ -205,7 +205,7 @@ def print_summary(result, console: Console, *, allowed: bool = False) -> None:
     if cover["compute_ops"]:
         console.print(f"[bold]{cover['compute_ops_quantized']}[/bold] of {cover['compute_ops']} compute ops quantized")
     lowest = _lowest_sqnr(summary.get("float_vs_quantized"))
-    for line in (*table_lines(result.pass_runs), *outlier_lines(result.pass_runs),
+    for line in (*calibration_lines(result), *table_lines(result.pass_runs), *outlier_lines(result.pass_runs),
                  *fallback_lines(result.pass_runs, lowest)):
         console.print(line)
     for severity in Severity:
@@ -290,6 +290,20 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         lines.append(f"  {escape(name)}: SQNR {sqnr_text(o)}, cosine {o['cosine']:.6f}"
                      + (f" ({shapes}, measured on the others)" if differs else "")
                      + (f" ({nonfinite} elements NaN or infinite in one model only, left out)" if nonfinite else ""))
+    return lines
+
+
+def calibration_lines(result) -> list[str]:
+    """How many samples (model calls, in the feeds layout) calibration read: the progress bar said it only on a
+    terminal, and --calib-samples N was not confirmed."""
+    data = result.calibration
+    lines = []
+    for run in result.pass_runs:
+        if run.name == "RuntimeCalibration" and run.details.get("samples"):
+            count = run.details["samples"]
+            unit = "model call" if data is not None and data.layout == "feeds" else "sample"
+            first = " (the first of the data: --calib-samples)" if data is not None and data.max_samples else ""
+            lines.append(f"calibrated on {count} {unit}{'s' * (count != 1)}{first}")
     return lines
 
 
