@@ -14,7 +14,7 @@ from ..ir import Graph
 from .errors import CalibrationError, CalibrationWarning
 from .onnx_test_data import TestDataSource, check_layout, test_data_sets
 from .provenance import joined, rows, sourced
-from .sources import LAYOUTS, FileSource, PythonSource, fixed_batch
+from .sources import LAYOUTS, FileSource, PythonSource, fixed_batch, rows_of
 
 
 class CalibrationData:
@@ -195,7 +195,7 @@ class CalibrationData:
                 yield where, arrays, 0, total
                 continue
             for first in range(0, total, step):
-                yield where, {name: a[first:first + step] for name, a in arrays.items()}, first, total
+                yield where, {name: rows_of(a, first, step) for name, a in arrays.items()}, first, total
 
     def _sourced(self, where: str, arrays: dict[str, np.ndarray], first: int, total: int,
                  dropped: int) -> dict[str, np.ndarray]:
