@@ -163,6 +163,44 @@ def test_max_samples_keeps_the_first_samples_or_feeds(tmp_path):
             load_calibration_data(x, IMAGE, max_samples=wrong)
 
 
+class CountingLoader:
+    """A re-iterable of single samples, as a DataLoader is, counting the items it gives (each a decode)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.given = x, 0
+
+    def __iter__(self):
+        for sample in self.x:
+            self.given += 1
+            yield sample[None]
+
+
+def test_samples_held_out_are_kept_as_calibration_reaches_them_not_read_again():
+    """held_out() read a re-iterable again from its start: a DataLoader's first max_samples items were decoded twice
+    (2080 items for max_samples=1000 of 2000; 1056 now)."""
+    x = np.random.default_rng(0).standard_normal((40, 3, 4, 4)).astype(np.float32)
+    loader = CountingLoader(x)
+    data = load_calibration_data(loader, IMAGE, batch_size=4, max_samples=10)
+    assert sum(len(b["x"]) for b in data) == 10
+    read = loader.given
+    held = data.held_out(8)
+    assert loader.given == read <= 1 + 10 + 8  # the first item (checked at load), calibration's, those held out
+    np.testing.assert_array_equal(np.concatenate([s["x"] for s in held]), x[10:18])
+    np.testing.assert_array_equal(np.concatenate([s["x"] for s in data.held_out(12)]), x[10:22])  # more: read again
+
+
+def test_a_nan_held_out_in_the_piece_that_ends_calibration_is_passed_over(tmp_path):
+    """A NaN after the first max_samples was refused where it shared a piece (a file) with calibration's samples."""
+    x = np.random.default_rng(0).standard_normal((20, 3, 4, 4)).astype(np.float32)
+    x[12, 0, 0, 0] = np.nan
+    np.save(tmp_path / "calib.npy", x)
+    data = load_calibration_data(tmp_path / "calib.npy", IMAGE, max_samples=10)
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in data]), x[:10])
+    np.testing.assert_array_equal(np.concatenate([s["x"] for s in data.held_out(8)]), x[[10, 11, *range(13, 19)]])
+    with pytest.raises(CalibrationError, match=r"calib\.npy: input 'x' sample 12 holds NaN"):
+        load_calibration_data(tmp_path / "calib.npy", IMAGE, max_samples=13)
+
+
 def test_a_model_with_a_fixed_batch_is_fed_one_sample_at_a_time(tmp_path):
     x = np.random.default_rng(0).standard_normal((5, 3, 4, 4)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=x)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..calibration.data import HELD_OUT_SAMPLES
 from ..calibration.kept_outputs import KeptOutputs
 from ..calibration.threads import pass_threads, threads
 from ..ir import Graph
 from ..platform import Diagnostic, Severity
 from .metrics import ErrorAccumulator, is_floating, output_array
 
-FLOAT_GAP_SAMPLES = 8
+FLOAT_GAP_SAMPLES = HELD_OUT_SAMPLES  # those after max_samples a pass kept as it reached them
 FAR_SNR_DB = 5.0  # an output whose quantization noise is more than a third of its signal: a broken model, not a
 # sensitive one (the zoo's trained PP-OCRv4 recognizer, at 0.5 % below float's character accuracy, reads 10-13 dB)
 SIMULATION = "qtool's simulation"

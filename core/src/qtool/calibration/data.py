@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +16,8 @@ from .errors import CalibrationError, CalibrationWarning
 from .onnx_test_data import TestDataSource, check_layout, test_data_sets
 from .provenance import joined, rows, sourced
 from .sources import LAYOUTS, FileSource, PythonSource, fixed_batch, rows_of
+
+HELD_OUT_SAMPLES = 8  # model calls after ``max_samples`` a pass keeps as it reaches them: float_vs_quantized's
 
 
 class CalibrationData:
@@ -51,6 +54,8 @@ class CalibrationData:
         self.count = known if known is None or max_samples is None else min(known, max_samples)
         self.inputs = [v.name for v in source.inputs]
         self._fingerprint: str | None = None
+        self._held: list[dict[str, np.ndarray]] | None = None  # samples held out after max_samples (_hold_out)
+        self._held_all = False
         if isinstance(source, FileSource):
             self._check_values()
         if self.fixed_batch and self.count is not None and self.count % self.fixed_batch:
@@ -67,12 +72,9 @@ class CalibrationData:
         taken = skipped = 0
         with warnings.catch_warnings():  # the source's warnings come once the run reads it, where it reports them
             warnings.simplefilter("ignore", CalibrationWarning)
-            for where, arrays, first, _ in self._pieces():
-                arrays, dropped = self._without_nan(where, arrays, first)
+            for _, arrays, dropped in self._counted():
                 skipped += dropped
                 taken += 0 if arrays is None else self.samples_in(arrays)
-                if self.max_samples is not None and taken >= self.max_samples:
-                    return
         self._check_some_left(taken, skipped)
 
     def _check_some_left(self, taken: int, skipped: int) -> None:
@@ -101,9 +103,14 @@ class CalibrationData:
     def held_out(self, n: int) -> list[dict[str, np.ndarray]]:
         """Up to ``n`` samples that calibration never sees, split as :meth:`samples` splits them: those after
         the first ``max_samples``. None without ``max_samples`` (calibration reads all the data) nor when the
-        data holds no more; samples holding NaN are passed over, never refused."""
+        data holds no more; samples holding NaN are passed over, never refused. Up to ``HELD_OUT_SAMPLES`` (model
+        calls) come from those a pass kept as it reached ``max_samples``: the data is not read again up to there (a
+        DataLoader's first 1000 items decoded twice for max_samples=1000)."""
         if self.max_samples is None:
             return []
+        step = 1 if self.layout == "feeds" else self.fixed_batch or 1
+        if self._held is not None and (self._held_all or n * step <= sum(map(self.samples_in, self._held))):
+            return self._split(iter(self._held), n)
         return self._split(self._after(self.max_samples), n)
 
     def _split(self, chunks: Iterator[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
@@ -148,24 +155,54 @@ class CalibrationData:
         if not self._told and isinstance(self._source, FileSource):  # once, as the first pass reads the data
             self._told = True
             self._source.warn_ignored()
-        for where, arrays, first, total in self._pieces():
-            arrays, dropped = self._without_nan(where, arrays, first)
+        for _, arrays, dropped in self._counted():
             skipped += dropped
-            if arrays is None:
-                continue
-            size = self.samples_in(arrays)
-            arrays = self._sourced(where, arrays, first, total, dropped)
-            if self.max_samples is not None and taken + size > self.max_samples:
-                size = self.max_samples - taken
-                arrays = rows(arrays, 0, size)
-            if size:
-                taken += size
+            if arrays is not None and self.samples_in(arrays):
+                taken += self.samples_in(arrays)
                 yield arrays
-            if self.max_samples is not None and taken >= self.max_samples:
-                break
         self._check_some_left(taken, skipped)
         self.count = taken
         self._report_skipped(skipped)
+
+    def _counted(self) -> Iterator[tuple[str, dict[str, np.ndarray] | None, int]]:
+        """``(where, arrays, dropped)`` of the source's samples up to the first ``max_samples`` finite ones: a Sourced
+        batch without the samples holding NaN (None where none is left; refused where not skipping them), and how
+        many were dropped. A piece that holds the last of them is cut there: those after it, held out, are passed
+        over where they hold NaN (they were refused where they shared a piece with calibration's). The first pass
+        to reach ``max_samples`` keeps the samples held out after them (:meth:`_hold_out`)."""
+        taken, pieces = 0, self._pieces()
+        for where, arrays, first, total in pieces:
+            while arrays is not None:
+                size, need = self.samples_in(arrays), None if self.max_samples is None else self.max_samples - taken
+                arrays, rest = (arrays, None) if need is None or need >= size else \
+                    (rows(arrays, 0, need), rows(arrays, need, size))
+                kept, dropped = self._without_nan(where, arrays, first)
+                if kept is not None:
+                    taken += self.samples_in(kept)
+                    kept = self._sourced(where, kept, first, total, dropped)
+                yield where, kept, dropped
+                first, arrays = first + self.samples_in(arrays), rest
+                if need is not None and taken >= self.max_samples:
+                    if self._held is None:
+                        self._hold_out(itertools.chain([] if rest is None else [(where, rest, first, total)],
+                                                       pieces))
+                    return
+
+    def _hold_out(self, pieces: Iterator[tuple[str, dict[str, np.ndarray], int, int]]) -> None:
+        """Keep (copies of) up to ``HELD_OUT_SAMPLES`` model calls of the finite samples of ``pieces``, the rest of
+        a pass that reached ``max_samples``, for :meth:`held_out`; ``_held_all``: the data ends within them."""
+        held, count, wanted = [], 0, HELD_OUT_SAMPLES * (1 if self.layout == "feeds" else self.fixed_batch or 1)
+        for where, arrays, first, total in pieces:
+            kept, dropped = self._without_nan(where, arrays, first, skip=True)
+            if kept is None:
+                continue
+            take = min(self.samples_in(kept), wanted - count)
+            kept = self._sourced(where, kept, first, total, dropped)
+            held.append(kept if self.layout == "feeds" else rows(kept, 0, take, copy=True))
+            count += take
+            if count >= wanted:
+                break
+        self._held, self._held_all = held, count < wanted
 
     def _after(self, start: int) -> Iterator[dict[str, np.ndarray]]:
         """The source's finite samples after the first ``start`` that :meth:`_chunks` yields (which refused or
