@@ -405,6 +405,30 @@ def test_external_data(tmp_path):
     assert agreement(graph, paths[0])["max_steps"] <= 1
 
 
+def test_a_model_beyond_one_protobuf_keeps_its_external_data(tmp_path, monkeypatch):
+    """Without being asked, a model whose initializers exceed the protobuf limit (lowered here, so that a small
+    model crosses it) is written with its data file, which ONNX Runtime reads; it was deleted once the model was
+    saved (the size was measured on the saved model, whose bytes had moved out)."""
+    import qtool.ir.onnx_export
+
+    graph = calibrated(resnetish_proto(), UINT8, INT8_PER_CHANNEL)
+    (tmp_path / "big.onnx.data").write_bytes(b"an earlier run's")
+    monkeypatch.setattr(qtool.ir.onnx_export, "PROTO_LIMIT", 4096)
+    paths = qtool.get_platform("onnxruntime").export(graph, tmp_path / "big.onnx", ExportOptions())
+    assert paths == [tmp_path / "big.onnx", tmp_path / "big.onnx.data"]
+    model = onnx.load(paths[0], load_external_data=False)
+    assert any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert agreement(graph, paths[0])["max_steps"] <= 1
+
+
+def test_an_earlier_data_file_goes_where_every_tensor_stays_inline(tmp_path):
+    graph = calibrated(single_op_proto("Gemm"), UINT8, INT8_PER_CHANNEL)  # every tensor under 1 KiB
+    (tmp_path / "model.onnx.data").write_bytes(b"an earlier run's")
+    paths = qtool.get_platform("onnxruntime").export(graph, tmp_path / "model.onnx",
+                                                     ExportOptions(extra={"external_data": True}))
+    assert paths == [tmp_path / "model.onnx"] and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
 def test_the_load_check_reads_the_model_without_the_weights_bytes_and_refuses_what_ort_refuses():
     """ONNX Runtime loads the model with the large initializers (weight codes) and the shape-only ones as typed
     graph inputs, the small ones as they are; it refuses a node it has no kernel for, and a type ONNX's inference

@@ -85,8 +85,7 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     path.parent.mkdir(parents=True, exist_ok=True)
     values = values or {}
     if external_data is None:
-        size = sum(t.ByteSize() for t in model.graph.initializer) + sum(np.asarray(v).nbytes for v in values.values())
-        external_data = size > PROTO_LIMIT
+        external_data = beyond_one_protobuf(model, values)
     tmp = temporary_beside(path)
     data_name = data_path(path).name
     # a name of its own, empty: onnx appends to the file it names (a fixed name took in what a killed run left, and
@@ -119,6 +118,15 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
             tmp_data.unlink(missing_ok=True)
         raise
     return path
+
+
+def beyond_one_protobuf(model: onnx.ModelProto, values: Mapping[str, np.ndarray] | None = None) -> bool:
+    """Whether ``model``'s initializers (``values``: the arrays of those it holds shape-only) exceed
+    ``PROTO_LIMIT``, so that :func:`save_model_proto` writes them to external data. Asked before the save: the
+    save moves the bytes out of ``model``."""
+    values = values or {}
+    return sum(t.ByteSize() for t in model.graph.initializer) + sum(np.asarray(v).nbytes
+                                                                    for v in values.values()) > PROTO_LIMIT
 
 
 def _point_external_data(model_path: str, location: str) -> None:
