@@ -13,7 +13,7 @@ from qtool.by_blocks import quantize_by_blocks
 from qtool.executor import TorchExecutor
 from qtool.ir import GraphError
 from qtool.ir.external_data import is_mapped
-from qtool.ir.segments import split
+from qtool.ir.segments import late_order, split
 from qtool.testing.llama import LlamaConfig, decoder_feeds, write_llama
 from qtool.testing.models import token_matmuls_model
 
@@ -53,7 +53,8 @@ def test_segments_cut_where_few_activations_cross(decoder):
     graph = qtool.load(decoder)
     segments = split(graph, BLOCK)
     assert len(segments) > 2
-    assert [op for s in segments for op in s.ops] == graph.topological_order()
+    assert [op for s in segments for op in s.ops] == late_order(graph)
+    assert sorted(op.name for op in late_order(graph)) == sorted(op.name for op in graph.topological_order())
     inputs = {v.name for v in graph.inputs}
     for segment in segments[1:]:
         assert 0 < len([v for v in segment.inputs if v.name not in inputs]) <= 4
@@ -257,3 +258,42 @@ def test_a_model_whose_tensors_all_stay_inline_gets_no_data_file(tmp_path):
     result = quantize_by_blocks(model, "onnxruntime", calib, output=tmp_path / "q.onnx", block_bytes=1 << 20)
     assert result.files == [tmp_path / "q.onnx"] and not stale.exists()
     onnx.checker.check_model(str(result.files[0]))
+
+
+def _exported_decoder_like(path, layers=6, width=32):
+    """What a torch export of a decoder looks like to the cut: each layer's mask is computed from a graph input
+    (Mul) and its norm weight is an Identity of one shared initializer (torch deduplicates equal weights), so
+    the topological order puts every layer's mask and norm weight first and they cross every cut after it. The
+    weights are in external data."""
+    rng = np.random.default_rng(0)
+    nodes, weights, h = [], [numpy_helper.from_array(np.ones(width, np.float32), "norm")], "x"
+    for k in range(layers):
+        weights.append(numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32) / 6, f"w{k}"))
+        weights.append(numpy_helper.from_array(np.float32(-(k + 1)), f"c{k}"))
+        nodes += [onnx.helper.make_node("Mul", ["mask", f"c{k}"], [f"mask{k}"], name=f"mask{k}"),
+                  onnx.helper.make_node("Identity", ["norm"], [f"norm{k}"], name=f"norm{k}"),
+                  onnx.helper.make_node("MatMul", [h, f"w{k}"], [f"m{k}"], name=f"mm{k}"),
+                  onnx.helper.make_node("Mul", [f"m{k}", f"norm{k}"], [f"n{k}"], name=f"scale{k}"),
+                  onnx.helper.make_node("Add", [f"n{k}", f"mask{k}"], [f"h{k}"], name=f"add{k}")]
+        h = f"h{k}"
+    inputs = [onnx.helper.make_tensor_value_info(name, 1, ["n", width]) for name in ("x", "mask")]
+    graph = onnx.helper.make_graph(nodes, "decoder", inputs, [onnx.helper.make_tensor_value_info(h, 1, ["n", width])],
+                                   initializer=weights)
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, location="decoder.onnx.data", size_threshold=1024)
+    return path
+
+
+def test_a_layers_own_mask_and_shared_weight_do_not_stop_the_cuts(tmp_path):
+    model = _exported_decoder_like(tmp_path / "decoder.onnx")
+    graph = qtool.load(model)
+    segments = split(graph, 5000)  # a layer: its weight and a little more
+    assert len(segments) == 6
+    for segment in segments[1:]:
+        assert [v.name for v in segment.inputs] == ["mask", f"h{segment.index - 1}"]
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.standard_normal((4, 32)).astype(np.float32), "mask": np.zeros((4, 32), np.float32)}
+             for _ in range(4)]
+    result = quantize_by_blocks(model, "onnxruntime", calib, output=tmp_path / "q.onnx", block_bytes=5000,
+                                calib_layout="feeds")
+    assert len(result.segments) == 6 and result.agreement["min_cosine"] > 0.999

@@ -1,7 +1,9 @@
 """A graph cut into consecutive segments (decoder blocks, in a transformer) that can be quantized one at a time.
 
 A cut may fall after an op where few activations cross it (the residual stream of a decoder); a segment
-closes at such a cut when its parameters would pass a byte budget. Each segment becomes a Graph of its
+closes at such a cut when its parameters would pass a byte budget. The ops are walked in a late order
+(:func:`late_order`): a computation a block alone reads (its attention mask, a weight an exporter shares through
+an Identity) comes with that block, not at the start of the model, where it would cross every cut before it. Each segment becomes a Graph of its
 own: its inputs are the graph inputs and crossing activations it reads, its outputs the graph outputs it
 produces and the activations later segments read; its parameters are fresh mappings of the mapped ones, so
 their pages leave memory with the segment.
@@ -33,7 +35,7 @@ def split(graph: Graph, budget: int, *, max_crossing: int = 4) -> list[Segment]:
     """Segments of about ``budget`` parameter bytes, cut only where at most ``max_crossing`` activations (graph
     inputs not counted) are alive: a segment closes before the op that would take it over the budget, or at the
     first cut once it is over; one segment when no cut qualifies."""
-    order = graph.topological_order()
+    order = late_order(graph)
     position = {op.name: i for i, op in enumerate(order)}
     last_use = {}
     for var in graph.variables.values():
@@ -58,6 +60,34 @@ def split(graph: Graph, budget: int, *, max_crossing: int = 4) -> list[Segment]:
     bounds.append(len(order))
     segments = [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
     return [_segment(graph, i, ops, position) for i, ops in enumerate(segments)]
+
+
+def late_order(graph: Graph) -> list[Operation]:
+    """The ops in a topological order where each comes as late as its readers allow: depth first from the graph
+    outputs, the input made latest in :meth:`Graph.topological_order` first (the residual stream before a mask
+    built from the graph inputs), each op right after what it reads. The topological order puts every op whose
+    inputs are ready first: a torch export's per-layer masks and shared weights all at the start."""
+    base = graph.topological_order()
+    position = {op.name: i for i, op in enumerate(base)}
+    done: set[str] = set()
+    order: list[Operation] = []
+    outputs = {v.name for v in graph.outputs}
+    ends = [op for op in base if not op.outputs or any(v.name in outputs or not v.consumers for v in op.outputs)]
+    for end in ends:
+        stack = [(end, False)]
+        while stack:  # iterative: a deep model's chain of ops is longer than Python's recursion limit
+            op, expanded = stack.pop()
+            if op.name in done:
+                continue
+            if expanded:
+                done.add(op.name)
+                order.append(op)
+                continue
+            stack.append((op, True))
+            producers = {v.producer.name: v.producer for v in op.inputs if v is not None and v.producer is not None}
+            ready = sorted((p for p in producers.values() if p.name not in done), key=lambda p: position[p.name])
+            stack += [(p, False) for p in ready]  # the latest on top: walked first
+    return order
 
 
 def _segment(graph: Graph, index: int, ops: list[Operation], position: dict[str, int]) -> Segment:

@@ -112,14 +112,17 @@ def token_matmuls_model(path: str | os.PathLike, hidden: int = 64, wide: int = 2
     """Three MatMuls over ``x`` [1, tokens, hidden], each token on its own: up to ``wide``, on the tokens
     flattened to [tokens, wide] back down, made [1, tokens, hidden] again by a Reshape to ``Shape(x)``, then
     [hidden, hidden]. The first weight outweighs the others: cut after it, the next segment reads the shape
-    vector beside the activations, and its Reshape runs before its last MatMul."""
+    vector beside the activations (the first MatMul reads ``x`` through a Reshape to the same vector, so the
+    vector is made before the cut, as a decoder's shared shape vectors are), and its Reshape runs before its last
+    MatMul."""
     rng = np.random.default_rng(seed)
 
     def weight(name: str, rows: int, columns: int) -> onnx.TensorProto:
         return numpy_helper.from_array(rng.standard_normal((rows, columns)).astype(np.float32) / rows ** 0.5, name)
 
     nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
-             helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+             helper.make_node("Reshape", ["x", "shape"], ["xs"], name="reshape"),
+             helper.make_node("MatMul", ["xs", "w1"], ["a"], name="mm1"),
              helper.make_node("Relu", ["a"], ["r"], name="relu"),
              helper.make_node("Reshape", ["r", "flat"], ["f"], name="flatten"),
              helper.make_node("MatMul", ["f", "w2"], ["b"], name="mm2"),
