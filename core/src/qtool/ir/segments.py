@@ -3,10 +3,10 @@
 A cut may fall after an op where few activations cross it (the residual stream of a decoder); a segment
 closes at such a cut when its parameters would pass a byte budget. The ops are walked in a late order
 (:func:`late_order`): a computation a block alone reads (its attention mask, a weight an exporter shares through
-an Identity) comes with that block, not at the start of the model, where it would cross every cut before it. Each segment becomes a Graph of its
-own: its inputs are the graph inputs and crossing activations it reads, its outputs the graph outputs it
-produces and the activations later segments read; its parameters are fresh mappings of the mapped ones, so
-their pages leave memory with the segment.
+an Identity) comes with that block, not at the start of the model, where it would cross every cut before it.
+Each segment becomes a Graph of its own: its inputs are the graph inputs and crossing activations it reads, its
+outputs the graph outputs it produces and the activations later segments read; its parameters are fresh mappings
+of the mapped ones, so their pages leave memory with the segment.
 """
 
 from __future__ import annotations
