@@ -72,3 +72,38 @@ def test_save_model_proto_with_values_in_either_form(tmp_path, external_data):
     loaded = {t.name: numpy_helper.to_array(t, base_dir=str(tmp_path)) for t in onnx.load(path).graph.initializer}
     for name, array in ARRAYS.items():
         np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_external_data_is_written_from_the_arrays_without_a_copy_of_them(tmp_path):
+    """With external data, each weight's bytes go from its array (a mapped one too) to the data file: filling the
+    arrays into the proto first, then onnx's save, held about twice the weights in memory (a 2.3 GB embedding
+    table's export peaked 4.4 GB above the run) and took 30 s instead of 2."""
+    import tracemalloc
+
+    weight = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.float32, shape=(1024, 1024))
+    weight[:] = _rng.standard_normal((1024, 1024))
+    weight.flush()
+    mapped = np.load(tmp_path / "w.npy", mmap_mode="r")  # 4 MiB, as qtool maps a model's external data
+    model, values = _model()
+    values["w_strided"] = _rng.standard_normal((300, 300)).astype(np.float32)
+    values["w"] = np.asarray(mapped[:300, :300])  # strided view: read row by row from the file
+    big = onnx.TensorProto(name="big", dims=mapped.shape, data_type=TensorProto.FLOAT)
+    model.graph.initializer.append(big)
+    values["big"] = mapped
+    tracemalloc.start()
+    path = save_model_proto(model, tmp_path / "out" / "m.onnx", external_data=True, values=values)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < mapped.nbytes / 2
+    stored = {t.name: t for t in onnx.load(path, load_external_data=False).graph.initializer}
+    assert {e.key: e.value for e in stored["big"].external_data}["location"] == "m.onnx.data"
+    assert not stored["small"].external_data  # under 1 KiB: in the model
+    loaded = {t.name: numpy_helper.to_array(t, base_dir=str(path.parent)) for t in onnx.load(path).graph.initializer}
+    for name, array in values.items():
+        np.testing.assert_array_equal(loaded[name], array)
+    x = _rng.standard_normal((2, 300)).astype(np.float32)
+    ours = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    model, _ = _model()
+    fill_values(model, values)
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(ours, theirs[0])

@@ -9,14 +9,12 @@ import os
 from pathlib import Path
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from ..files import folder_lock, make_readable, temporary_beside
+from .data_file import raw_bytes, store
 from .graph import Graph
 from .onnx_export import data_path, value_info
-
-INLINE_BYTES = 1024  # smaller tensors stay in the .onnx file (as qtool.save writes them)
-_ALIGN = 4096
 
 
 class ModelWriter:
@@ -47,15 +45,14 @@ class ModelWriter:
         self.ir_version = max(self.ir_version, part.ir_version)
         renamed = {}
         for tensor in part.graph.initializer:
-            raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.from_array(
-                numpy_helper.to_array(tensor)).raw_data
+            raw = raw_bytes(tensor)
             digest = hashlib.sha256(raw).digest() + bytes(str((tensor.data_type, list(tensor.dims))), "utf-8")
             if self.digests.get(tensor.name, digest) != digest:
                 renamed[tensor.name] = tensor.name = f"{tensor.name}.{tag}"
             elif tensor.name in self.digests:
                 continue
             self.digests[tensor.name] = digest
-            self.tensors.append(self._stored(tensor, raw))
+            self.tensors.append(store(tensor, raw, self.data, self.data_name) or _detached(tensor))
         renamed.update({name: f"{name}.{tag}" for node in part.graph.node for name in node.output
                         if name in self.computed})
         for node in part.graph.node:
@@ -66,18 +63,6 @@ class ModelWriter:
             self.node_names.add(node.name)
             self.computed.update(node.output)
             self.nodes.append(_detached(node))
-
-    def _stored(self, tensor: onnx.TensorProto, raw: bytes) -> onnx.TensorProto:
-        if len(raw) < INLINE_BYTES:
-            return _detached(tensor)
-        offset = -(-self.data.tell() // _ALIGN) * _ALIGN
-        self.data.seek(offset)
-        self.data.write(raw)
-        stored = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
-                                  data_location=onnx.TensorProto.EXTERNAL)
-        for key, value in (("location", self.data_name), ("offset", offset), ("length", len(raw))):
-            stored.external_data.add(key=key, value=str(value))
-        return stored
 
     def finish(self) -> list[Path]:
         """Write the model and rename both files into place; returns [model, data], or [model] where every tensor

@@ -11,9 +11,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..files import folder_lock, make_readable, temporary_beside
+from .data_file import raw_bytes, store
 from .graph import Graph, Variable
 from .onnx_import import rename_outer_reads
-from .streamed_model import fill_values, write_streamed
+from .streamed_model import write_streamed
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 PROTO_LIMIT = 2**31 - 2**24  # bytes of initializers in one ModelProto: headroom below protobuf's 2 GiB
@@ -80,7 +81,8 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     """Write ``model`` to ``path`` atomically, with external data in ``<name>.data`` when its tensors exceed the
     protobuf limit (or ``external_data`` is True). ``values``: arrays of initializers ``model`` holds shape-only
     (:func:`shape_only_tensor`), written from the arrays (:mod:`.streamed_model`: no serialized copy of the model
-    in memory); with external data they are filled into ``model`` first."""
+    in memory); with external data each tensor's bytes go to the data file from its array or its proto, one at a
+    time (:mod:`.data_file`), and ``model``'s initializers become references to them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     values = values or {}
@@ -88,21 +90,14 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
         external_data = beyond_one_protobuf(model, values)
     tmp = temporary_beside(path)
     data_name = data_path(path).name
-    # a name of its own, empty: onnx appends to the file it names (a fixed name took in what a killed run left, and
-    # two runs wrote one file)
+    # a name of its own: two runs may share the output
     tmp_data = temporary_beside(data_path(path)) if external_data else None
     try:
         if external_data:
-            fill_values(model, values)
-            # onnx refuses a location that exists, looked up from the working folder, not the model's: with the
-            # output in the working folder the name reserved above stopped every export; onnx makes the file again
-            tmp_data.unlink()
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
-            _point_external_data(str(tmp), data_name)
-            if not tmp_data.exists() or not tmp_data.stat().st_size:  # every tensor under 1 KiB stays inline
-                tmp_data.unlink(missing_ok=True)
+            if not _write_external(model, values, tmp_data, data_name):  # every tensor under 1 KiB stays inline
+                tmp_data.unlink()
                 tmp_data = None
+            onnx.save_model(model, tmp)
         elif values:
             with open(tmp, "wb") as file:
                 write_streamed(model, values, file)
@@ -129,14 +124,17 @@ def beyond_one_protobuf(model: onnx.ModelProto, values: Mapping[str, np.ndarray]
                                                                     for v in values.values()) > PROTO_LIMIT
 
 
-def _point_external_data(model_path: str, location: str) -> None:
-    """Rewrite external-data locations from the temporary data file to its final name."""
-    model = onnx.load(model_path, load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
-    onnx.save_model(model, model_path)
+def _write_external(model: onnx.ModelProto, values: Mapping[str, np.ndarray], file: Path, location: str) -> bool:
+    """Write the bytes of ``model``'s initializers of ``INLINE_BYTES`` or more to ``file`` (named ``location``
+    beside the model) and make those initializers references to them; whether any was written."""
+    with open(file, "wb") as data:
+        for tensor in model.graph.initializer:
+            stored = store(tensor, raw_bytes(tensor, values.get(tensor.name)), data, location)
+            if stored is not None:
+                tensor.CopyFrom(stored)
+            elif tensor.name in values:  # held shape-only: its bytes go into the model
+                tensor.CopyFrom(numpy_helper.from_array(np.asarray(values[tensor.name]), tensor.name))
+        return data.tell() > 0
 
 
 def node_proto(op) -> onnx.NodeProto:
