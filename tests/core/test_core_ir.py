@@ -277,3 +277,33 @@ def test_a_node_named_as_a_tensor_keeps_its_name():
     assert set(loaded.operations) == {"gap", "x"} and loaded.operations["gap"].outputs[0].name == "gap"
     assert [n.name for n in to_model_proto(loaded).graph.node] == ["gap", "x"]
     assert loaded.add_operation("Relu", [loaded.variables["y"]], [loaded.add_variable("z")], name="gap").name != "gap"
+
+
+def test_save_files_names_the_data_file_and_copies_no_weight(tmp_path, monkeypatch):
+    """A model beyond one protobuf (the limit lowered, so that a small model crosses it) is written with its data
+    file, which save_files names (TensorRT's and AIMET's exports left it out of their files); its mapped weights
+    go to the file from their mapping (the proto held a copy of every one); a later save that keeps every tensor
+    inline removes the data file it no longer reads."""
+    import tracemalloc
+
+    import qtool.ir.onnx_export
+
+    weight = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1024])],
+                              [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx",
+              save_as_external_data=True, location="m.onnx.data", size_threshold=1024)
+    loaded = qtool.load(tmp_path / "m.onnx")  # w mapped from m.onnx.data
+    monkeypatch.setattr(qtool.ir.onnx_export, "PROTO_LIMIT", 4096)
+    out = tmp_path / "out" / "q.onnx"
+    tracemalloc.start()
+    files = qtool.save_files(loaded, out)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert files == [out, tmp_path / "out" / "q.onnx.data"] and peak < weight.nbytes / 2
+    x = np.ones((2, 1024), np.float32)
+    np.testing.assert_array_equal(run_ort(out, {"x": x})[0], run_ort(tmp_path / "m.onnx", {"x": x})[0])
+    monkeypatch.undo()
+    assert qtool.save_files(loaded, out) == [out] and sorted(p.name for p in out.parent.iterdir()) == ["q.onnx"]

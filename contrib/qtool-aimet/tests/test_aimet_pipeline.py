@@ -30,3 +30,17 @@ def test_quantized_encodings_reproduce_the_pipelines_grid(qtool_small_model, qto
         ours = dequantize(entry.config, codes[None, :])[0] if entry.scheme.is_per_channel else dequantize(
             entry.config, codes)
         np.testing.assert_array_equal(((q + offset) * np.float64(scale)).astype(np.float32), ours)
+
+
+def test_the_files_name_the_data_file_of_a_model_beyond_one_protobuf(tmp_path, monkeypatch):
+    """The model's data file is one of the files written (it was left out of them)."""
+    import onnxruntime as ort
+    import qtool.ir.onnx_export
+    from qtool.testing.models import token_matmuls_model
+
+    monkeypatch.setattr(qtool.ir.onnx_export, "PROTO_LIMIT", 4096)  # lowered: a small model crosses it
+    calib = [{"x": np.random.default_rng(0).standard_normal((1, 4, 64)).astype(np.float32)}]
+    result = qtool.quantize(token_matmuls_model(tmp_path / "m.onnx"), "aimet", calib, calib_layout="feeds",
+                            output=tmp_path / "out" / "q.onnx")
+    assert [p.name for p in result.files] == ["q.onnx", "q.onnx.data", "q.encodings"]
+    ort.InferenceSession(str(result.files[0]))  # the model reads its data file

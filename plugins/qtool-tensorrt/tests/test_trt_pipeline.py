@@ -7,7 +7,7 @@ import qtool
 from onnx import numpy_helper
 from qtool.cli.main import main
 from qtool.pipeline import plan
-from qtool.testing.models import masked_attention_model
+from qtool.testing.models import masked_attention_model, token_matmuls_model
 from qtool_tensorrt import read_cache, read_ranges
 from qtool_tensorrt.cache import cache_text
 from qtool_tensorrt.scales import activation_scales
@@ -181,3 +181,16 @@ def test_ops_from_outside_onnx_domain_are_a_warning(tmp_path):
 
     (found,) = [d for d in result.diagnostics if d.code == "trt.foreign-op"]
     assert found.op == "gelu" and "1 op(s) com.microsoft::Gelu are written as they are" in found.message
+
+
+
+def test_the_files_name_the_data_file_of_a_model_beyond_one_protobuf(tmp_path, monkeypatch):
+    """The model's data file is one of the files written (it was left out of them)."""
+    import qtool.ir.onnx_export
+
+    monkeypatch.setattr(qtool.ir.onnx_export, "PROTO_LIMIT", 4096)  # lowered: a small model crosses it
+    calib = [{"x": np.random.default_rng(0).standard_normal((1, 4, 64)).astype(np.float32)}]
+    result = qtool.quantize(token_matmuls_model(tmp_path / "m.onnx"), "tensorrt", calib, calib_layout="feeds",
+                            output=tmp_path / "out" / "q.onnx")
+    assert [p.name for p in result.files] == ["q.onnx", "q.onnx.data", "q.ranges.json", "q.calibration.cache"]
+    ort.InferenceSession(str(result.files[0]))  # the model reads its data file

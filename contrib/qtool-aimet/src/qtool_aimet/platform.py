@@ -37,7 +37,7 @@ class AimetPlatform(qtool.Platform):
         model, encodings, _ = self.output_files(output, options)
         document = encodings_document(graph, self.encodings_version)
         qtool.write_atomic(encodings, json.dumps(document, indent=2) + "\n")
-        return [qtool.save(graph, model), encodings]
+        return [*qtool.save_files(graph, model), encodings]
 
     def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
         """The float model (``.onnx`` added where absent), its encodings, its external data."""

@@ -3,9 +3,10 @@
 from .graph import Graph, GraphError, ModelInfo, Operation, Variable
 from .onnx_export import (
     PROTO_LIMIT,
-    beyond_one_protobuf,
     data_path,
     save,
+    save_files,
+    save_model_files,
     save_model_proto,
     shape_only_tensor,
     to_model_proto,
@@ -13,6 +14,6 @@ from .onnx_export import (
 from .onnx_import import from_model_proto, load, outer_references, rename_outer_reads
 from .streamed_model import fill_values
 
-__all__ = ["PROTO_LIMIT", "Graph", "GraphError", "ModelInfo", "Operation", "Variable", "beyond_one_protobuf",
-           "fill_values", "from_model_proto", "load", "outer_references", "rename_outer_reads", "save",
-           "save_model_proto", "shape_only_tensor", "to_model_proto"]
+__all__ = ["PROTO_LIMIT", "Graph", "GraphError", "ModelInfo", "Operation", "Variable", "fill_values",
+           "from_model_proto", "load", "outer_references", "rename_outer_reads", "save", "save_files",
+           "save_model_files", "save_model_proto", "shape_only_tensor", "to_model_proto"]

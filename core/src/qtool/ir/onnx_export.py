@@ -71,9 +71,33 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
     """Write ``graph`` to ``path`` atomically (temporary file, then rename).
 
     Models whose tensors exceed the protobuf limit are saved with external data
-    in ``<name>.data`` beside the model (also when ``external_data`` is True).
+    in ``<name>.data`` beside the model (also when ``external_data`` is True):
+    :func:`save_files` says which files were written.
     """
-    return save_model_proto(to_model_proto(graph), path, external_data=external_data)
+    return save_files(graph, path, external_data=external_data)[0]
+
+
+def save_files(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:
+    """Write ``graph`` as :func:`save` does, its large weights from their arrays (no copy of them in a proto);
+    :func:`save_model_files` says what it returns and removes."""
+    model = to_model_proto(graph, tensor=shape_only_tensor)
+    large = {t.name for t in model.graph.initializer if np.asarray(graph.variables[t.name].value).nbytes > SMALL_TENSOR}
+    values = {name: graph.variables[name].value for name in large}
+    return save_model_files(model, path, external_data=external_data, values=values)
+
+
+def save_model_files(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
+                     values: Mapping[str, np.ndarray] | None = None) -> list[Path]:
+    """:func:`save_model_proto`, then the files written: the model, and ``<name>.data`` where the model keeps
+    tensors in it; an earlier data file of that name, which the model written now does not read, is removed."""
+    path, data = Path(path), data_path(path)
+    if external_data is None:
+        external_data = _beyond_one_protobuf(model, values)  # asked before the save, which moves the bytes out
+    save_model_proto(model, path, external_data=external_data, values=values)
+    if external_data and _reads_data_file(path):
+        return [path, data]
+    data.unlink(missing_ok=True)
+    return [path]
 
 
 def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
@@ -87,7 +111,7 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     path.parent.mkdir(parents=True, exist_ok=True)
     values = values or {}
     if external_data is None:
-        external_data = beyond_one_protobuf(model, values)
+        external_data = _beyond_one_protobuf(model, values)
     tmp = temporary_beside(path)
     data_name = data_path(path).name
     # a name of its own: two runs may share the output
@@ -115,13 +139,18 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     return path
 
 
-def beyond_one_protobuf(model: onnx.ModelProto, values: Mapping[str, np.ndarray] | None = None) -> bool:
+def _beyond_one_protobuf(model: onnx.ModelProto, values: Mapping[str, np.ndarray] | None) -> bool:
     """Whether ``model``'s initializers (``values``: the arrays of those it holds shape-only) exceed
-    ``PROTO_LIMIT``, so that :func:`save_model_proto` writes them to external data. Asked before the save: the
-    save moves the bytes out of ``model``."""
-    values = values or {}
+    ``PROTO_LIMIT``."""
     return sum(t.ByteSize() for t in model.graph.initializer) + sum(np.asarray(v).nbytes
-                                                                    for v in values.values()) > PROTO_LIMIT
+                                                                    for v in (values or {}).values()) > PROTO_LIMIT
+
+
+def _reads_data_file(path: Path) -> bool:
+    """Whether the model written at ``path`` keeps tensors in external data (none where every one is under
+    1 KiB); read without its tensors' bytes."""
+    model = onnx.load(path, load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def _write_external(model: onnx.ModelProto, values: Mapping[str, np.ndarray], file: Path, location: str) -> bool:

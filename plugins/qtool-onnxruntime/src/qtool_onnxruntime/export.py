@@ -12,9 +12,8 @@ from qtool import (
     PROTO_LIMIT,
     ExportOptions,
     Severity,
-    beyond_one_protobuf,
     fill_values,
-    save_model_proto,
+    save_model_files,
     shape_only_tensor,
     to_model_proto,
 )
@@ -162,19 +161,7 @@ def _checkable(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.Mo
 
 def export(graph, output: Path, options: ExportOptions) -> list[Path]:
     """Write the QDQ model (and ``<name>.data`` for large models or ``extra["external_data"]``)."""
-    path, data = output_files(output)
+    path, _ = output_files(output)
     model, values = build_model(graph, options)
-    # false: decided by size, as when not asked; decided before the save, which moves the bytes out of the model
-    external = bool(options.extra.get("external_data")) or beyond_one_protobuf(model, values)
-    save_model_proto(model, path, external_data=external, values=values)
-    if external and _reads_data_file(path):
-        return [path, data]
-    data.unlink(missing_ok=True)  # an earlier export's, which the model written now does not read
-    return [path]
-
-
-def _reads_data_file(path: Path) -> bool:
-    """Whether the model written at ``path`` keeps tensors in external data (none where every one is under
-    1 KiB); read without its tensors' bytes."""
-    model = onnx.load(path, load_external_data=False)
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    external = options.extra.get("external_data") or None  # false: decided by size, as when not asked
+    return save_model_files(model, path, external_data=external, values=values)

@@ -74,7 +74,7 @@ class TensorRTPlatform(qtool.Platform):
         calibrator = options.extra.get(CALIBRATOR_OPTION, DEFAULT_CALIBRATOR)
         write_cache(graph, cache, version=version, calibrator=calibrator)
         write_ranges(graph, ranges)
-        return [qtool.save(graph, model), ranges, cache]
+        return [*qtool.save_files(graph, model), ranges, cache]
 
     def output_files(self, output: Path, options: ExportOptions) -> list[Path]:
         """The model (``.onnx`` added where absent), its ranges and calibration cache, its external data."""
