@@ -7,10 +7,10 @@ import pytest
 import qtool
 import torch
 from accuracy_helpers import digits, export, ort_outputs, outputs, quantize, snr_db
+from qtool.calibration import load_calibration_data
 from qtool.passes.accuracy.adaround import AdaRound
 from qtool.passes.accuracy.bias_correction import BiasCorrection
 from qtool.passes.accuracy.options import AccuracyError
-from qtool.calibration import load_calibration_data
 from qtool.quant import fake_quantize
 from torch import nn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -139,6 +140,33 @@ def test_an_op_without_a_torch_kernel_runs_in_onnxruntime_with_the_same_result(t
 def test_a_device_other_than_the_cpu_keeps_the_executor(cnn):
     assert ort_engine.refusal(cnn, "cpu") is None
     assert ort_engine.refusal(cnn, "cuda") == "device 'cuda' (onnxruntime statistics run on the CPU)"
+
+
+def _matmul_graph(weight: np.ndarray) -> qtool.Graph:
+    """x @ weight, the weight cast to float32 first where it is stored in another type."""
+    nodes = [helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["x", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+                              [numpy_helper.from_array(weight, "w")])
+    return from_model_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_weights_beyond_one_protobuf_keep_onnxruntime_where_they_go_beside_the_model(monkeypatch, attach):
+    """Weights over the protobuf limit reach onnxruntime as arrays beside the model (its external initializers):
+    such a model was calibrated with the executor, which then made every default run compare the written model with
+    the simulation (a 2.4 GB MLP: 9.5 GB peak); weights of a type no OrtValue holds stay in the model, and refuse it
+    still."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 64)).astype(np.float32)
+    monkeypatch.setattr(ort_engine, "PROTO_LIMIT", weight.nbytes // 4)  # either weight alone passes it
+    graph = _matmul_graph(weight)
+    assert ort_engine.refusal(graph, "cpu") is None
+    attach(graph, UINT8)
+    stats = calibrate(graph, {"x": rng.standard_normal((8, 64)).astype(np.float32)}, progress=False)
+    assert stats["engine"] == "onnxruntime"
+    halved = _matmul_graph(weight.astype(ml_dtypes.bfloat16))
+    assert "exceed one ModelProto" in ort_engine.refusal(halved, "cpu")
 
 
 def test_an_unknown_engine_is_refused(cnn, cnn_samples, attach):

@@ -64,8 +64,10 @@ def refusal(graph: Graph, device: str) -> str | None:
     for op in graph.operations.values():
         if not ort_can_run(op, graph):
             return f"op {op.name!r} ({op.domain}::{op.op_type}) runs only through a qtool kernel"
-    if sum(v.value.nbytes for v in graph.parameters()) > PROTO_LIMIT:
-        return "parameters exceed one ModelProto"
+    inline = sum(v.value.nbytes for v in graph.parameters() if _inline(np.asarray(v.value)))
+    if inline > PROTO_LIMIT:  # the others reach onnxruntime as arrays beside the model (_augmented)
+        return (f"{inline / 2**30:.1f} GiB of parameters of types onnxruntime takes only inside the model exceed one "
+                "ModelProto")
     return None
 
 
@@ -183,7 +185,7 @@ def _augmented(graph: Graph, tensors: list[str]) -> tuple[onnx.ModelProto, dict[
 
     def initializer(var) -> onnx.TensorProto:
         value = np.asarray(var.value if var.float_value is None else var.float_value)  # baked: the float weights
-        if value.nbytes < EXTERNAL_BYTES or value.dtype not in _ORT_VALUE_TYPES:
+        if _inline(value):
             return numpy_helper.from_array(value, var.name)
         arrays[var.name] = np.ascontiguousarray(value)
         return _external(var.name, value)
@@ -199,6 +201,12 @@ def _augmented(graph: Graph, tensors: list[str]) -> tuple[onnx.ModelProto, dict[
                 dims[0].Clear()
                 dims[0].dim_param = "qtool_batch"
     return model, arrays
+
+
+def _inline(value: np.ndarray) -> bool:
+    """Whether an initializer stays in the augmented model: under ``EXTERNAL_BYTES``, or of a type no OrtValue
+    holds (bfloat16, float 8, 4-bit)."""
+    return value.nbytes < EXTERNAL_BYTES or value.dtype not in _ORT_VALUE_TYPES
 
 
 def _external(name: str, value: np.ndarray) -> onnx.TensorProto:
