@@ -13,6 +13,7 @@ Runs on the float graph, after GraphSimplify (BatchNormalization folded).
 
 from __future__ import annotations
 
+import math
 from functools import reduce
 
 import numpy as np
@@ -25,6 +26,8 @@ from .layers import bias_of, weight_input
 from .options import number, positive_int
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")
+BLOCK = 1 << 18  # weight elements one step of the sweeps' and the scaling's products holds (2 MiB in float64): an
+# 8192x8192 MatMul chain took 65 s in temporaries the size of each weight, 160 of them a sweep of 8 pairs
 
 
 class CrossLayerEqualization(Pass):
@@ -131,20 +134,28 @@ class _ChannelFactors:
 
     def out_ranges(self) -> np.ndarray:
         """max |w| per output channel of the scaled weight."""
-        return (self.out * (self.peaks * self.inp[:, None, :]).max(axis=2)).reshape(-1)
+        maxima = np.empty(self.out.shape)
+        for rows in _row_blocks(self.peaks.shape):
+            np.max(self.peaks[:, rows] * self.inp[:, None, :], axis=2, out=maxima[:, rows])
+        return (self.out * maxima).reshape(-1)
 
     def in_ranges(self) -> np.ndarray:
         """max |w| per input channel of the scaled weight."""
-        return (self.inp * (self.peaks * self.out[:, :, None]).max(axis=1)).reshape(-1)
+        maxima = np.zeros(self.inp.shape)  # peaks are magnitudes
+        for rows in _row_blocks(self.peaks.shape):
+            np.maximum(maxima, (self.peaks[:, rows] * self.out[:, rows, None]).max(axis=1), out=maxima)
+        return (self.inp * maxima).reshape(-1)
 
     def apply(self, graph: Graph) -> None:
         """Scale the weight (and the bias of a pair's first layer) by the factors, rounding once."""
         op = self.op
-        factors = (self.out[:, :, None] * self.inp[:, None, :])[..., None]
         weight = op.inputs[1].value
-        view = grouped(op, weight)  # multiplied in float64, written in the weight's dtype without a float64 copy
-        scaled = np.multiply(view, factors, out=np.empty(view.shape, weight.dtype), dtype=np.float64,
-                             casting="same_kind")
+        view = grouped(op, weight)  # multiplied in float64 a block at a time, written in the weight's dtype
+        scaled = np.empty(view.shape, weight.dtype)
+        for rows in _row_blocks(view.shape):
+            out = self.out[:, rows] if self.out.shape[1] > 1 else self.out  # one factor: a layer's outputs unscaled
+            factors = (out[:, :, None] * self.inp[:, None, :])[..., None]
+            scaled[:, rows] = view[:, rows].astype(np.float64) * factors
         graph.set_parameter_value(op, 1, ungrouped(op, scaled, weight))
         bias = bias_of(graph, op)
         if bias is not None and self.scales_out:
@@ -152,11 +163,17 @@ class _ChannelFactors:
             graph.set_parameter_value(bias.holder, bias.index, value * self.out.reshape(value.shape))
 
 
+def _row_blocks(shape: tuple[int, ...]) -> list[slice]:
+    """Slices of axis 1 (output channels) of a grouped array of ``shape`` holding about ``BLOCK`` elements each."""
+    step = max(1, BLOCK // max(1, math.prod(shape) // max(shape[1], 1)))
+    return [slice(begin, begin + step) for begin in range(0, shape[1], step)]
+
+
 def _kernel_peaks(view: np.ndarray) -> np.ndarray:
-    """max |w| over a grouped view's last axis (the kernel positions), in float64; an elementwise max of the
-    positions' slices, as numpy reduces a short last axis slowly."""
+    """max |w| over a grouped view's last axis (the kernel positions), in the weight's type (they are its values);
+    an elementwise max of the positions' slices, as numpy reduces a short last axis slowly."""
     magnitudes = np.abs(view)
-    return reduce(np.maximum, (magnitudes[..., k] for k in range(view.shape[3]))).astype(np.float64)
+    return np.ascontiguousarray(reduce(np.maximum, (magnitudes[..., k] for k in range(view.shape[3]))))
 
 
 def _channel_factors(pairs: list[tuple[Operation, Operation]]) -> dict[str, _ChannelFactors]:
