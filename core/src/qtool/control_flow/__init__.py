@@ -95,7 +95,7 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
                 outcome.reason = NEVER_RUN
                 continue
             try:
-                result, exported = quantize_body(body_model(graph, op.attributes[name], feeds[0]), feeds,
+                result, exported = quantize_body(body_model(graph, op, op.attributes[name], feeds[0]), feeds,
                                                  f"{op.name}.{name}")
                 replaced[name] = exported_body(op.attributes[name], exported, f"{op.name}.{name}.")
             except QtoolError as exc:

@@ -22,7 +22,7 @@ from ..calibration import ort_engine
 from ..calibration.provenance import feed_error
 from ..calibration.threads import pass_threads
 from ..executor.errors import ExecutorError
-from ..ir import Graph, Operation
+from ..ir import Graph, Operation, Variable
 from ..ir.onnx_import import outer_references
 
 MAX_FEEDS = 256  # feeds kept per body: every k-th call, k doubling whenever they would be more
@@ -39,17 +39,24 @@ def body_reads(body: onnx.GraphProto) -> list[str]:
     return outer_references(helper.make_node("If", [], [], then_branch=body, else_branch=onnx.GraphProto()))
 
 
-def body_model(graph: Graph, body: onnx.GraphProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """``body`` as a model of its own: its formal inputs, then the outer tensors it reads (parameters of the main
-    graph become its initializers, the others inputs), inputs typed as ``feed`` (one call's) holds them, outputs
-    as the body computes them from it."""
+def outer_variables(op: Operation) -> dict[str, Variable]:
+    """The main graph's variables control-flow ``op``'s bodies read, by the names the bodies use (a pass may have
+    given a variable another name, or another variable: export renames the reads, :attr:`Operation.subgraph_refs`)."""
+    return dict(zip(op.subgraph_refs, op.inputs[len(op.explicit_inputs):], strict=True))
+
+
+def body_model(graph: Graph, op: Operation, body: onnx.GraphProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """``body`` (of ``op``) as a model of its own: its formal inputs, then the outer tensors it reads (parameters of
+    the main graph become its initializers, the others inputs), inputs typed as ``feed`` (one call's) holds them,
+    outputs as the body computes them from it."""
     copy = onnx.GraphProto()
     copy.CopyFrom(body)
     formal = [v.name for v in body.input]
     del copy.input[:]
     copy.input.extend(_typed(name, feed[name]) for name in formal)
+    outer = outer_variables(op)
     for name in body_reads(body):
-        var = graph.variables[name]
+        var = outer[name]
         if var.is_parameter:
             copy.initializer.append(numpy_helper.from_array(np.asarray(var.value), name))
         else:
@@ -107,7 +114,8 @@ class BodyRecorder:
 
     def _add(self, name: str, formal: dict[str, np.ndarray], outer: dict[str, np.ndarray]) -> dict:
         body = self.op.attributes[name]
-        feed = {**formal, **{ref: outer[ref] for ref in body_reads(body) if not self.graph.variables[ref].is_parameter}}
+        variables = outer_variables(self.op)
+        feed = {**formal, **{ref: outer[ref] for ref in body_reads(body) if not variables[ref].is_parameter}}
         if self.calls[name] % self._every[name] == 0:
             self.feeds[name].append(feed)
             if len(self.feeds[name]) > MAX_FEEDS:  # thin to every other one kept: still evenly spread
@@ -118,7 +126,7 @@ class BodyRecorder:
 
     def _run(self, name: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if name not in self._sessions:
-            self._sessions[name] = _session(body_model(self.graph, self.op.attributes[name], feed))
+            self._sessions[name] = _session(body_model(self.graph, self.op, self.op.attributes[name], feed))
         return self._sessions[name].run(None, feed)
 
     def _loop(self, explicit: list, outer: dict[str, np.ndarray]) -> None:
