@@ -96,6 +96,11 @@ class CalibrationData:
         """Samples in one of this data's batches (1 for a feed)."""
         return 1 if self.layout == "feeds" else len(next(iter(batch.values())))
 
+    @property
+    def call_size(self) -> int:
+        """Samples in one model call: 1 (a feed, a sample), or the batch size the model fixes."""
+        return 1 if self.layout == "feeds" else self.fixed_batch or 1
+
     def samples(self, n: int) -> list[dict[str, np.ndarray]]:
         """The first ``n`` samples, each a dict of arrays with a first axis of 1 (feeds as they are)."""
         return self._split(self._chunks(), n)
@@ -108,8 +113,7 @@ class CalibrationData:
         DataLoader's first 1000 items decoded twice for max_samples=1000)."""
         if self.max_samples is None:
             return []
-        step = 1 if self.layout == "feeds" else self.fixed_batch or 1
-        if self._held is not None and (self._held_all or n * step <= sum(map(self.samples_in, self._held))):
+        if self._held is not None and (self._held_all or n * self.call_size <= sum(map(self.samples_in, self._held))):
             return self._split(iter(self._held), n)
         return self._split(self._after(self.max_samples), n)
 
@@ -121,7 +125,7 @@ class CalibrationData:
         if n < 1:
             return found
         for batch in chunks:  # read no further than the batch that completes them (a stream's next item is the user's)
-            step = 1 if self.layout == "feeds" else self.fixed_batch or 1
+            step = self.call_size
             for i in range(0, self.samples_in(batch) - step + 1, step):
                 found.append(batch if self.layout == "feeds" else rows(batch, i, i + step, copy=True))
                 if len(found) >= n:
@@ -191,7 +195,7 @@ class CalibrationData:
     def _hold_out(self, pieces: Iterator[tuple[str, dict[str, np.ndarray], int, int]]) -> None:
         """Keep (copies of) up to ``HELD_OUT_SAMPLES`` model calls of the finite samples of ``pieces``, the rest of
         a pass that reached ``max_samples``, for :meth:`held_out`; ``_held_all``: the data ends within them."""
-        held, count, wanted = [], 0, HELD_OUT_SAMPLES * (1 if self.layout == "feeds" else self.fixed_batch or 1)
+        held, count, wanted = [], 0, HELD_OUT_SAMPLES * self.call_size
         for where, arrays, first, total in pieces:
             kept, dropped = self._without_nan(where, arrays, first, skip=True)
             if kept is None:
