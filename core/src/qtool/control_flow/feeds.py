@@ -22,7 +22,7 @@ from ..calibration import ort_engine
 from ..calibration.provenance import feed_error
 from ..calibration.threads import pass_threads
 from ..executor.errors import ExecutorError
-from ..ir import Graph, Operation, Variable
+from ..ir import Graph, Operation
 from ..ir.onnx_import import outer_references
 
 MAX_FEEDS = 256  # feeds kept per body: every k-th call, k doubling whenever they would be more
@@ -39,12 +39,6 @@ def body_reads(body: onnx.GraphProto) -> list[str]:
     return outer_references(helper.make_node("If", [], [], then_branch=body, else_branch=onnx.GraphProto()))
 
 
-def outer_variables(op: Operation) -> dict[str, Variable]:
-    """The main graph's variables control-flow ``op``'s bodies read, by the names the bodies use (a pass may have
-    given a variable another name, or another variable: export renames the reads, :attr:`Operation.subgraph_refs`)."""
-    return dict(zip(op.subgraph_refs, op.inputs[len(op.explicit_inputs):], strict=True))
-
-
 def body_model(graph: Graph, op: Operation, body: onnx.GraphProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
     """``body`` (of ``op``) as a model of its own: its formal inputs, then the outer tensors it reads (parameters of
     the main graph become its initializers, the others inputs), inputs typed as ``feed`` (one call's) holds them,
@@ -54,7 +48,7 @@ def body_model(graph: Graph, op: Operation, body: onnx.GraphProto, feed: dict[st
     formal = [v.name for v in body.input]
     del copy.input[:]
     copy.input.extend(_typed(name, feed[name]) for name in formal)
-    outer = outer_variables(op)
+    outer = op.outer_inputs
     for name in body_reads(body):
         var = outer[name]
         if var.is_parameter:
@@ -114,7 +108,7 @@ class BodyRecorder:
 
     def _add(self, name: str, formal: dict[str, np.ndarray], outer: dict[str, np.ndarray]) -> dict:
         body = self.op.attributes[name]
-        variables = outer_variables(self.op)
+        variables = self.op.outer_inputs
         feed = {**formal, **{ref: outer[ref] for ref in body_reads(body) if not variables[ref].is_parameter}}
         if self.calls[name] % self._every[name] == 0:
             self.feeds[name].append(feed)

@@ -82,6 +82,12 @@ class Operation:
         """The inputs the ONNX node lists (without those its subgraphs read from this graph)."""
         return self.inputs[:len(self.inputs) - len(self.subgraph_refs)]
 
+    @property
+    def outer_inputs(self) -> dict[str, Variable | None]:
+        """The tensors of this graph the subgraphs read, by the names they use there (a pass may have given a
+        variable another name, or another variable)."""
+        return dict(zip(self.subgraph_refs, self.inputs[len(self.explicit_inputs):], strict=True))
+
     def parameters(self) -> list[Variable]:
         return [v for v in self.inputs if v is not None and v.is_parameter]
 
@@ -244,7 +250,7 @@ class Graph:
     def set_subgraphs(self, op: Operation, subgraphs: dict[str, Any], reads: list[str]) -> None:
         """Give control-flow ``op`` new subgraph attributes that read ``reads`` (a subset of the outer tensors its
         subgraphs read so far, by the names they use there); the outer tensors no longer read are unlinked."""
-        by_name = dict(zip(op.subgraph_refs, op.inputs[len(op.explicit_inputs):], strict=True))
+        by_name = op.outer_inputs
         unknown = [name for name in reads if name not in by_name]
         if unknown:
             raise GraphError(f"node {op.name!r}: new subgraphs read {unknown[0]!r}, which the old ones did not")

@@ -176,8 +176,7 @@ def node_proto(op) -> onnx.NodeProto:
         domain=op.domain or None,
         doc_string=op.doc_string or None,
     )
-    renamed = {old: var.name for old, var in zip(op.subgraph_refs, op.inputs[len(op.explicit_inputs):], strict=True)
-               if var is not None and var.name != old}
+    renamed = {old: var.name for old, var in op.outer_inputs.items() if var is not None and var.name != old}
     for key, value in op.attributes.items():
         if renamed and op.attribute_types.get(key) in _SUBGRAPH_TYPES:
             value = _renamed(value, renamed)
