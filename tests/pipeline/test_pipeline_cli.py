@@ -195,6 +195,37 @@ def test_explain_labels_integer_tensors_by_their_type(tmp_path, capsys):
     assert "ids: int64" in out and "ids: float" not in out
 
 
+def test_explain_says_what_strings_sequences_and_maps_are(tmp_path, capsys):
+    """A classifier's string labels and ZipMap (skl2onnx's output) read as what they are, not as float."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "w")
+    probabilities = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"], name="dense"),
+         helper.make_node("Softmax", ["logits"], ["prob"], name="softmax", axis=1),
+         helper.make_node("ArgMax", ["prob"], ["label"], name="argmax", axis=1, keepdims=0),
+         helper.make_node("Cast", ["label"], ["label_text"], name="to_text", to=TensorProto.STRING),
+         helper.make_node("ZipMap", ["prob"], ["probabilities"], name="zipmap", domain="ai.onnx.ml",
+                          classlabels_int64s=[0, 1, 2])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("label_text", TensorProto.STRING, ["n"]),
+         helper.make_value_info("probabilities", probabilities)], initializer=[weight])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), tmp_path / "m.onnx")
+    assert main(["explain", str(tmp_path / "m.onnx"), "--platform", "onnxruntime", "--json"]) == 0
+    ops = {op["name"]: op for op in json.loads(capsys.readouterr().out)["ops"]}
+    assert ops["zipmap"]["outputs"][0] == {"tensor": "probabilities", "scheme": None, "state": "other",
+                                           "type": "seq(map(int64,tensor(float)))"}
+    assert ops["to_text"]["outputs"][0] == {"tensor": "label_text", "scheme": None, "state": "other",
+                                            "type": "tensor(string)"}
+    assert ops["argmax"]["outputs"][0]["state"] == "integer" and ops["softmax"]["outputs"][0]["state"] == "float"
+    assert main(["explain", str(tmp_path / "m.onnx"), "--platform", "onnxruntime"]) == 0
+    out = capsys.readouterr().out
+    assert "probabilities: seq(map(int64,tensor(float)))" in out and "label_text: tensor(string)" in out
+
+
 @pytest.mark.parametrize("flag", ["--remove-activations", "--keep-activations"])
 def test_activation_flags_reach_the_export_options(tiny_platform, cnn_model, calib_npz, tmp_path, flag, monkeypatch):
     seen = []

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 if TYPE_CHECKING:
     from .ir import Graph
@@ -21,7 +22,8 @@ def explain_document(graph: Graph, platform: str, config=None, diagnostics: Sequ
     Stable schema, version 1: ``{"schema_version", "platform", "config", "ops": [{"name", "op_type",
     "quantized", "reason", "inputs": [...], "outputs": [...]}]}``; each tensor entry has ``tensor``,
     ``scheme`` (None: not quantized there), ``state`` ("float" for a float tensor kept float, "integer" for an
-    integer or boolean one: ids, shapes, indices, with its ``dtype`` where the model states it), and where they
+    integer or boolean one: ids, shapes, indices, with its ``dtype`` where the model states it, "other" for
+    strings, sequences and maps, with its ``type``: a ZipMap's ``seq(map(int64,tensor(float)))``), and where they
     apply ``role``, ``shares``, ``note``, ``scale``. ``diagnostics`` where given (``qtool explain``: what the
     platform's validate finds in the plan, before any calibration) adds ``"diagnostics": [Diagnostic.as_dict()]``.
     """
@@ -35,7 +37,7 @@ def explain_document(graph: Graph, platform: str, config=None, diagnostics: Sequ
                  "reason": quant.reason if quant else "not dispatched"}
         for side, variables in (("inputs", op.inputs), ("outputs", op.outputs)):
             configs = getattr(quant, side) if quant else [None] * len(variables)
-            entry[side] = [_tensor_entry(var, tqc, owners, integers) for var, tqc
+            entry[side] = [_tensor_entry(var, tqc, owners, integers, graph.value_info.get(var.name)) for var, tqc
                            in zip(variables, configs, strict=True) if var is not None]
         ops.append(entry)
     document = {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
@@ -59,8 +61,12 @@ def _owners(graph: Graph) -> dict[int, str]:
     return owners
 
 
-def _tensor_entry(var, tqc, owners: dict[int, str], integers: set[int]) -> dict:
-    if tqc is None:  # not quantized: a float tensor kept float, or an integer one (ids, shapes, indices)
+def _tensor_entry(var, tqc, owners: dict[int, str], integers: set[int], declared) -> dict:
+    """One tensor's entry; ``declared``: its ValueInfoProto where the model has one."""
+    if tqc is None:  # not quantized: a float tensor kept float, an integer one (ids, shapes, indices), or other
+        other = _other_type(var, declared)
+        if other is not None:
+            return {"tensor": var.name, "scheme": None, "state": "other", "type": other}
         if id(var) not in integers:
             return {"tensor": var.name, "scheme": None, "state": "float"}
         entry = {"tensor": var.name, "scheme": None, "state": "integer"}
@@ -77,3 +83,31 @@ def _tensor_entry(var, tqc, owners: dict[int, str], integers: set[int]) -> dict:
         scale = tqc.scale.reshape(-1)
         entry["scale"] = float(scale[0]) if scale.size == 1 else f"{scale.size} values"
     return entry
+
+
+def _other_type(var, declared) -> str | None:
+    """What a tensor that holds neither numbers nor booleans is, in ONNX's notation (``tensor(string)``,
+    ``seq(map(int64,tensor(float)))``); None for numbers, booleans, and tensors whose type the model leaves
+    unstated."""
+    dtype = var.value.dtype if var.is_parameter else var.dtype
+    if dtype is not None:
+        return "tensor(string)" if np.dtype(dtype).kind in "OSU" else None
+    if declared is None or declared.type.HasField("tensor_type") or declared.type.WhichOneof("value") is None:
+        return None
+    return _type_text(declared.type)
+
+
+def _type_text(type_proto) -> str:
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        element = getattr(type_proto, kind).elem_type
+        name = onnx.TensorProto.DataType.Name(element).lower() if element else "?"
+        return f"{'sparse_tensor' if kind == 'sparse_tensor_type' else 'tensor'}({name})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(type_proto.sequence_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.TensorProto.DataType.Name(type_proto.map_type.key_type).lower()
+        return f"map({key},{_type_text(type_proto.map_type.value_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(type_proto.optional_type.elem_type)})"
+    return kind or "?"

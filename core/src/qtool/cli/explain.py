@@ -55,7 +55,7 @@ def print_findings(findings, platform: str, console: Console) -> None:
 
 def _describe(entry: dict) -> str:
     if entry["scheme"] is None:
-        return f"{entry['tensor']}: {entry.get('dtype', entry['state'])}"
+        return f"{entry['tensor']}: {entry.get('dtype') or entry.get('type') or entry['state']}"
     text = f"{entry['tensor']}: {entry['scheme']} [{entry['state']}]"
     if "shares" in entry:
         text += f" shares {entry['shares']}"
