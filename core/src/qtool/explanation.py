@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 if TYPE_CHECKING:
     from .ir import Graph
@@ -98,6 +97,8 @@ def _other_type(var, declared) -> str | None:
 
 
 def _type_text(type_proto) -> str:
+    import onnx  # only here: explain's CLI starts without it
+
     kind = type_proto.WhichOneof("value")
     if kind in ("tensor_type", "sparse_tensor_type"):
         element = getattr(type_proto, kind).elem_type
