@@ -494,3 +494,40 @@ def test_initializers_also_graph_inputs_are_quantized_and_the_interface_change_s
     assert warning.message.startswith(f"{len(listed)} initializer(s) of the model are also graph inputs ('W'")
     assert [i.name for i in onnx.load(result.files[0]).graph.input] == ["x"]
 
+
+
+def _experts_model(path, weight_first: bool):
+    """A mixture of experts' routed projection (Mixtral's experts, as transformers' batched_mm writes them): tokens
+    x [n, 64] pick their expert's matrix, Gather(stack [4, 64, 32], ids) -> x @ W, or W @ x of a [4, 32, 64] stack."""
+    rng = np.random.default_rng(0)
+    stack = rng.standard_normal((4, 32, 64) if weight_first else (4, 64, 32)).astype(np.float32) / 8
+    nodes = [onnx.helper.make_node("Gather", ["stack", "ids"], ["w"], axis=0, name="pick"),
+             onnx.helper.make_node("Unsqueeze", ["x", "axes"], ["xu"], name="unsq")]
+    nodes.append(onnx.helper.make_node("MatMul", ["w", "xu"] if weight_first else ["xu", "w"], ["y"], name="expert"))
+    graph = onnx.helper.make_graph(
+        nodes, "moe", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64]),
+                       onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["n"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[onnx.numpy_helper.from_array(stack, "stack"),
+                     onnx.numpy_helper.from_array(np.array([-1 if weight_first else 1], np.int64), "axes")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("weight_first", [False, True])
+def test_routed_expert_stacks_get_the_projection_bits_blocked_along_their_sum(tmp_path, weight_first):
+    """A stack of expert matrices is projection weights, not an embedding table: int4-weight-only wrote Mixtral's
+    experts (most of its weights) at embedding_bits (8), and for x @ W blocked them along the output axis."""
+    model = _experts_model(tmp_path / "moe.onnx", weight_first)
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((16, 64)).astype(np.float32), "ids": rng.integers(0, 4, 16)} for _ in range(4)]
+    qtool.quantize(model, "onnxruntime", feeds, calib_layout="feeds", preset="int4-weight-only",
+                   output=tmp_path / "q.onnx")
+    written = onnx.load(tmp_path / "q.onnx")
+    [dq] = [n for n in written.graph.node if n.op_type == "DequantizeLinear"]
+    codes = next(t for t in written.graph.initializer if t.name == dq.input[0])
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
+    assert codes.data_type == onnx.TensorProto.UINT4
+    assert (attrs["axis"], attrs["block_size"]) == (2 if weight_first else 1, 32)  # the axis the MatMul sums over
+    ref, got = (cpu_session(m).run(None, feeds[0])[0] for m in (str(model), str(tmp_path / "q.onnx")))
+    assert 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)) > 15  # 4-bit blocks of 32: about 20 dB

@@ -15,7 +15,7 @@ from .merge import merge_scheme
 from .overrides import Override
 from .schema import ALIGNMENT_GROUPS
 from .schemes import ACTIVATION_AXIS, SchemeConflict, build_scheme, describe_scheme
-from .weight_only import block_axis, embedding_table
+from .weight_only import block_axis, embedding_table, is_expert_stack
 
 ROLES = ("activation", "weight")
 PLATFORM_SOURCE = "platform defaults"  # the origin of keys a platform's default_config() set
@@ -136,7 +136,8 @@ class QuantConfig:
         table = getattr(self, role)
         table = dict(table) if table is not None else None
         origins = self._role_origins(role)
-        if role == "weight" and table is not None and self.weight_only and op.op_type == "Gather":
+        if role == "weight" and table is not None and self.weight_only and op.op_type == "Gather" \
+                and not is_expert_stack(op):
             source = self.origins.get("weight_only.embedding_bits", "built-in defaults")
             table, origins = embedding_table(table, origins, self.weight_only, source)
         for override in self.overrides:

@@ -4,14 +4,17 @@ With ``weight_only.enabled``, activations stay float, the weights of ``weight_on
 Gemm, Gather embeddings) are quantized per block of ``block_size`` along their *input* (reduction)
 axis, and the platform's activation-oriented accuracy defaults (equalization, channel split, outlier
 outputs, fallback) are turned off unless the user set them. Gather embedding tables get ``embedding_bits`` (8 by
-default: an int4 table costs far more accuracy than its share of the size). ``[[override]]`` weight keys still
-apply on top (e.g. 8 bits for an LM head).
+default: an int4 table costs far more accuracy than its share of the size); a mixture of experts' stack of expert
+matrices, gathered by routing (rank >= 3), is projection weights and gets ``bits``, blocked along the axis its
+MatMuls sum over. ``[[override]]`` weight keys still apply on top (e.g. 8 bits for an LM head).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from ..ops import op_roles, reduction_axis
 from .errors import ConfigError
@@ -25,14 +28,35 @@ def block_axis(op, tensor: str | None = None) -> int | None:
 
     :func:`qtool.ops.reduction_axis` (MatMul x @ W: rows of W, W @ x: its columns; Gemm: 1 with
     transB else 0; Conv: input channels); Gather: the last axis of the table (each embedding row
-    blocked on its own). ConvTranspose weights are not blocked (None). Else None.
+    blocked on its own), or for a stack of expert matrices the axis its MatMuls sum over
+    (:func:`expert_reduction_axis`). ConvTranspose weights are not blocked (None). Else None.
     """
     if op.op_type != "Gather":
         return None if op_roles(op).grouped_out else reduction_axis(op, tensor)
     table = op.inputs[0]
     if table is None or not (table.name == tensor or (tensor is None and table.is_parameter)):
         return None
-    return len(table.shape) - 1 if table.shape else None
+    if not table.shape:
+        return None
+    routed = expert_reduction_axis(op) if is_expert_stack(op) else None
+    return len(table.shape) + (-1 if routed is None else routed)
+
+
+def is_expert_stack(op) -> bool:
+    """A Gather on axis 0 of a constant table of rank >= 3: a mixture of experts picking each token's expert matrices
+    (projection weights, not an embedding table)."""
+    table = op.inputs[0] if op.op_type == "Gather" and op.inputs else None
+    if table is None or not table.is_parameter or np.ndim(table.value) < 3:
+        return False
+    return op.attributes.get("axis", 0) in (0, -np.ndim(table.value))
+
+
+def expert_reduction_axis(op) -> int | None:
+    """The axis (from the end) of the gathered expert matrices that every MatMul reading them sums over: -2 for
+    x @ W, -1 for W @ x; None where readers differ or are not MatMuls."""
+    axes = {-2 if reader.inputs.index(op.outputs[0]) == 1 else -1 if reader.op_type == "MatMul" else None
+            for reader in op.outputs[0].consumers}
+    return axes.pop() if len(axes) == 1 else None
 
 
 def weight_scheme_table(settings: dict[str, Any]) -> dict[str, Any]:
