@@ -54,7 +54,7 @@ def is_expert_stack(op) -> bool:
 def expert_reduction_axis(op) -> int | None:
     """The axis (from the end) of the gathered expert matrices that every MatMul reading them sums over: -2 for
     x @ W, -1 for W @ x; None where readers differ or are not MatMuls."""
-    axes = {-2 if reader.inputs.index(op.outputs[0]) == 1 else -1 if reader.op_type == "MatMul" else None
+    axes = {(-2 if reader.inputs.index(op.outputs[0]) == 1 else -1) if reader.op_type == "MatMul" else None
             for reader in op.outputs[0].consumers}
     return axes.pop() if len(axes) == 1 else None
 
