@@ -62,6 +62,10 @@ def test_body_compute_quantized_and_run_by_onnxruntime(tmp_path, kind):
     assert all(producers == ["DequantizeLinear", "DequantizeLinear"] for producers in inside.values()), inside
     bodies = result.summary["subgraphs"]
     assert all(b["compute_ops"] == b["quantized"] == 1 and b["reason"] is None for b in bodies)
+    main = sum(op.op_type == "MatMul" for op in result.graph.operations.values())
+    # the summary's coverage counts the bodies' compute ops too (an optimum merged decoder: all inside an If)
+    assert result.summary["coverage"]["compute_ops"] == result.summary["coverage"]["compute_ops_quantized"] \
+        == main + len(bodies)
     for body in bodies:  # each body's simulation vs ORT
         _assert_agrees(body["agreement"])
     _assert_agrees(result.agreement)  # the whole model, bodies run by ORT in both
@@ -117,6 +121,9 @@ def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
     reason = result.graph.operations["flow"].quant.reason
     assert "else_branch never run during calibration: kept float" in reason
     assert "then_branch 1/1 compute ops quantized" in reason
+    covered = result.summary["coverage"]
+    assert covered["compute_ops"] - covered["compute_ops_quantized"] == 1
+    assert covered["float_reasons"] == {"never run during calibration: kept float": 1}
     x = _x(4, seed=9, offset=-positive)  # ORT still runs the float branch (outside the calibrated range: no accuracy)
     assert np.isfinite(_ort(output, x)).all() and _ort(output, x).shape == (4, OUT)
 

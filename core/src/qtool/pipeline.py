@@ -34,7 +34,7 @@ from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
 from .control_flow import quantize_bodies
-from .coverage import coverage, initializers_as_inputs, low_coverage, nothing_quantized, prequantized
+from .coverage import Coverage, coverage, initializers_as_inputs, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_not_inputs, check_output_given, check_outputs, user_path
 from .ir import Graph, from_model_proto, load
@@ -244,7 +244,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         keep=kept, advice=advice, precheck=precheck), finished)
     diagnostics = [d for d in diagnostics if not _floated_since(graph, d)]
     diagnostics += bodies.explain(graph)
-    diagnostics += low_coverage(coverage(graph)) + prequantized(graph) + initializers_as_inputs(graph)
+    covered = bodies.coverage(coverage(graph))
+    diagnostics += low_coverage(covered) + prequantized(graph) + initializers_as_inputs(graph)
     diagnostics += wider_readers(graph)
     if measure:  # a control-flow body without compute is no model of its own
         diagnostics += nothing_quantized(graph)
@@ -283,7 +284,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
         budget = next((r.details.get("snr_budget_db") for r in reversed(runs) if r.name == "SensitivityFallback"),
                       None)
         result.diagnostics += budget_missed_held_out(gap, budget)
-    result.summary = summarize(result, target, save_state)
+    result.summary = summarize(result, target, covered, save_state)
     result.summary["subgraphs"] = bodies.as_list()
     if gap is not None:
         result.summary["float_vs_quantized"] = gap
@@ -410,15 +411,17 @@ def simulate(graph: Graph, samples: list[dict], device: str = "cpu") -> list[lis
         return [executor.forward(sample) for sample in samples]
 
 
-def summarize(result: QuantizeResult, target: Platform, state: str | os.PathLike | None = None) -> dict:
-    """A JSON-able summary: ops quantized / kept float (with reasons), diagnostics, pass timings, files."""
+def summarize(result: QuantizeResult, target: Platform, covered: Coverage,
+              state: str | os.PathLike | None = None) -> dict:
+    """A JSON-able summary: ops quantized / kept float (with reasons), ``covered`` (the compute ops' coverage,
+    control-flow bodies included), diagnostics, pass timings, files."""
     ops = list(result.graph.operations.values())
     kept_float = Counter(op.quant.reason for op in ops if op.quant is not None and not op.quant.quantized)
     return {
         "platform": target.name,
         "ops": {"total": len(ops), "quantized": sum(1 for op in ops if op.quant is not None and op.quant.quantized),
                 "float": sum(kept_float.values()), "float_reasons": dict(kept_float.most_common())},
-        "coverage": coverage(result.graph).as_dict(),
+        "coverage": covered.as_dict(),
         "diagnostics": {s.value: sum(1 for d in result.diagnostics if d.severity is s) for s in Severity},
         "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "modified": r.modified,
                     "details": jsonable(r.details)} for r in result.pass_runs],

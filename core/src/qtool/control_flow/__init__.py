@@ -16,14 +16,17 @@ explain``, the summary's ``subgraphs``) says so.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import onnx
 
+from ..coverage import INTEGER_COMPUTE_OPS, Coverage
 from ..errors import QtoolError
 from ..ir import Graph, Operation
-from ..ir.onnx_import import outer_references
+from ..ir.onnx_import import outer_references, subgraphs
+from ..ops import COMPUTE_OP_TYPES
 from ..platform import Diagnostic, Severity
 from .feeds import body_attributes, body_model, record_bodies
 from .splice import exported_body
@@ -33,7 +36,8 @@ NEVER_RUN = "never run during calibration: kept float"
 
 @dataclass
 class BodyOutcome:
-    """One body of one control-flow op: its compute ops, how many were quantized, and why not where not."""
+    """One body of one control-flow op: its compute ops (its own bodies' included), how many were quantized, the
+    float ones' reasons by count, and why the body stayed float where it did."""
 
     op: str
     attribute: str
@@ -41,6 +45,12 @@ class BodyOutcome:
     quantized: int = 0
     reason: str | None = None
     agreement: dict | None = None
+    float_reasons: dict[str, int] = field(default_factory=dict)
+
+    def kept_float(self, body: onnx.GraphProto, reason: str) -> None:
+        """The body stays float for ``reason``: each of its compute ops counts as float for it."""
+        self.reason, self.compute_ops, self.quantized = reason, _compute_nodes(body), 0
+        self.float_reasons = {reason: self.compute_ops} if self.compute_ops else {}
 
     def text(self) -> str:
         if self.reason is not None:
@@ -70,6 +80,21 @@ class Bodies:
     def as_list(self) -> list[dict]:
         return [vars(o).copy() for o in self.outcomes]
 
+    def coverage(self, main: Coverage) -> Coverage:
+        """``main`` (the main graph's coverage) with the compute ops of every body added."""
+        reasons = Counter(main.float_reasons)
+        for outcome in self.outcomes:
+            reasons.update(outcome.float_reasons)
+        return Coverage(main.compute_ops + sum(o.compute_ops for o in self.outcomes),
+                        main.compute_ops_quantized + sum(o.quantized for o in self.outcomes),
+                        dict(reasons.most_common()))
+
+
+def _compute_nodes(body: onnx.GraphProto) -> int:
+    """The compute ops of ``body``, its own bodies' included."""
+    return sum((node.op_type in COMPUTE_OP_TYPES | INTEGER_COMPUTE_OPS and node.domain in ("", "ai.onnx"))
+               + sum(_compute_nodes(inner) for inner in subgraphs(node)) for node in body.node)
+
 
 QuantizeBody = Callable[[onnx.ModelProto, list[dict], str], tuple]
 
@@ -82,8 +107,10 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
     if not ops:
         return bodies
     if data is None:
-        bodies.outcomes = [BodyOutcome(op.name, name, reason="no calibration data: kept float")
-                           for op in ops for name in body_attributes(op)]
+        for op in ops:
+            for name in body_attributes(op):
+                bodies.outcomes.append(outcome := BodyOutcome(op.name, name))
+                outcome.kept_float(op.attributes[name], "no calibration data: kept float")
         return bodies
     recorders = record_bodies(graph, ops, data, device)
     for op in ops:
@@ -92,19 +119,18 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
             outcome = BodyOutcome(op.name, name)
             bodies.outcomes.append(outcome)
             if not feeds:
-                outcome.reason = NEVER_RUN
+                outcome.kept_float(op.attributes[name], NEVER_RUN)
                 continue
             try:
                 result, exported = quantize_body(body_model(graph, op, op.attributes[name], feeds[0]), feeds,
                                                  f"{op.name}.{name}")
                 replaced[name] = exported_body(op.attributes[name], exported, f"{op.name}.{name}.")
             except QtoolError as exc:
-                outcome.reason = f"kept float: quantizing it failed ({exc})"
+                outcome.kept_float(op.attributes[name], f"kept float: quantizing it failed ({exc})")
                 continue
-            found, nested = result.summary["coverage"], result.summary["subgraphs"]  # nested: its own bodies
-            outcome.compute_ops = found["compute_ops"] + sum(b["compute_ops"] for b in nested)
-            outcome.quantized = found["compute_ops_quantized"] + sum(b["quantized"] for b in nested)
-            outcome.agreement = result.agreement
+            found = result.summary["coverage"]  # its own bodies' included
+            outcome.compute_ops, outcome.quantized = found["compute_ops"], found["compute_ops_quantized"]
+            outcome.float_reasons, outcome.agreement = found["float_reasons"], result.agreement
         if replaced:
             if graph.float_reference is None:  # the float model, its bodies float: what the outputs are measured
                 graph.float_reference = graph.copy()  # against (the Q/DQ bodies ran in every "float" run)
