@@ -289,3 +289,39 @@ def test_a_model_on_integers_alone_is_told_it_has_nothing_to_quantize(tmp_path):
     (warning,) = [d for d in result.diagnostics if d.code == "coverage.none"]
     assert "(Add) computes on no floating-point tensor, so it has nothing to quantize" in warning.message
     assert "dispatch.quantize_op_types" not in warning.message
+
+
+def test_positions_computed_in_float_from_the_sequence_length_are_data(tmp_path):
+    """A Conformer's relative positions (ESPnet's RelPositionalEncoding, torch.arange(T - 1, -T, -1.0) as the
+    legacy exporter writes it, no inner types): Shape -> Cast float -> Range -> Sin -> MatMul. Range was taken for an
+    index producer whatever its type, so the positions' MatMul stayed float as "shape/index computation"."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["dims"], name="shape"),
+        helper.make_node("Gather", ["dims", "one"], ["length"], name="length", axis=0),
+        helper.make_node("Cast", ["length"], ["length_f"], name="length_float", to=TensorProto.FLOAT),
+        helper.make_node("Range", ["zero", "length_f", "step"], ["steps"], name="range"),
+        helper.make_node("Unsqueeze", ["steps", "last"], ["column"], name="column"),
+        helper.make_node("Mul", ["column", "frequencies"], ["angles"], name="angles"),
+        helper.make_node("Sin", ["angles"], ["positions"], name="sin"),
+        helper.make_node("MatMul", ["positions", "pos_w"], ["projected"], name="pos_proj"),
+        helper.make_node("MatMul", ["x", "x_w"], ["h"], name="x_proj"),
+        helper.make_node("Add", ["h", "projected"], ["y"], name="add"),
+    ]
+    path = _model(tmp_path / "positions.onnx", nodes,
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "t", 8])],
+                  {"one": np.array(1, np.int64), "zero": np.array(0, np.float32), "step": np.array(1, np.float32),
+                   "last": np.array([1], np.int64), "frequencies": np.geomspace(1, 1e-3, 8).astype(np.float32),
+                   "pos_w": _weights(8, 8), "x_w": _weights(8, 8)})
+    feeds = [{"x": RNG.standard_normal((1, int(t), 8)).astype(np.float32)} for t in RNG.integers(5, 20, 8)]
+
+    result = qtool.quantize(path, "onnxruntime", feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+
+    ops = result.graph.operations
+    assert ops["pos_proj"].quant.quantized and ops["length"].quant.reason == "shape/index computation"
+    model = onnx.load(result.files[0])
+    assert _dequantized_inputs(model, "pos_proj") == [True, True]
+    session = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"x": RNG.standard_normal((1, 23, 8)).astype(np.float32)}
+    _close(session.run(None, feed)[0], reference.run(None, feed)[0], 20)

@@ -3,7 +3,7 @@
 * constant: a parameter, or computed by an op whose inputs are all constants;
 * index: an integer or boolean tensor (an input's dtype, an output of
   Shape/ArgMax/comparisons/Cast-to-integer..., or computed from an integer
-  tensor through the op's data operand); a float tensor computed from an
+  tensor through the op's data operand: a Range from integer bounds); a float tensor computed from an
   index (a shape cast to float and scaled) or one that only feeds shape-like
   operands (Reshape's shape, Resize's scales...) is one too, unless it reaches
   the data input of a compute op (Conv, MatMul...): a one-hot tensor made by
@@ -24,8 +24,8 @@ from ..ops import data_input, is_compute, is_shape_input, is_steering_input
 
 INDEX_PRODUCERS = frozenset({
     "Shape", "Size", "NonZero", "ArgMax", "ArgMin", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
-    "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Range", "NonMaxSuppression",
-})
+    "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "NonMaxSuppression",
+})  # not Range: its output has its operands' type; a float Range (sinusoidal positions) is data
 INDEX_OUTPUTS: dict[str, frozenset[int]] = {"TopK": frozenset({1}), "MaxPool": frozenset({1}),
                                             "Unique": frozenset({1, 2, 3})}
 FLOAT_MAKERS = frozenset({"Cast", "CastLike", "ConstantOfShape", "EyeLike"})  # their output type is not their input's
