@@ -42,3 +42,26 @@ def test_it_says_how_many_samples_it_measured_on(digits):
     assert result.returncode == 0, result.stderr
     assert "measuring the error of each op on 4 samples (of 16 asked: --calib-samples 4 keeps no more)" \
         in " ".join(result.stderr.split())
+
+
+def test_a_folder_of_feeds_is_measured_without_torchs_warning(tmp_path):
+    """Arrays of a feeds folder are read-only (mapped from their files): handed to torch as they were, each run
+    printed torch's 'The given NumPy array is not writable' UserWarning, pointing into qtool."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "t", 3])],
+                              [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "mm.onnx")
+    (tmp_path / "feeds").mkdir()
+    for i, length in enumerate((3, 5, 7)):
+        np.savez(tmp_path / "feeds" / f"{i}.npz", x=rng.standard_normal((1, length, 4)).astype(np.float32))
+    result = subprocess.run([sys.executable, "-m", "qtool.cli.main", "analyse", str(tmp_path / "mm.onnx"),
+                             "--platform", "onnxruntime", "--calib", str(tmp_path / "feeds"), "--calib-layout", "feeds"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr

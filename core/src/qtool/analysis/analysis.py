@@ -16,7 +16,7 @@ import torch
 
 from ..errors import QtoolError
 from ..executor import TorchExecutor
-from ..executor.feeds import output_tensor
+from ..executor.feeds import output_tensor, to_tensor
 from ..ir import Graph, Operation
 from .metrics import ErrorAccumulator, OutputsError, json_number
 
@@ -48,7 +48,7 @@ def _rows(ops: list[Operation], stats: Mapping[str, ErrorAccumulator | OutputsEr
 
 
 def _to_device(sample: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {name: torch.from_numpy(np.asarray(a)).to(device) for name, a in sample.items()}
+    return {name: to_tensor(np.asarray(a), device) for name, a in sample.items()}
 
 
 class GraphwiseError:
