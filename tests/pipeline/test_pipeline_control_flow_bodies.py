@@ -128,6 +128,19 @@ def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
     assert np.isfinite(_ort(output, x)).all() and _ort(output, x).shape == (4, OUT)
 
 
+def test_each_body_says_how_many_calls_it_was_calibrated_on(tmp_path):
+    """A merged decoder's If (Optimum's use_cache_branch) takes its no-past branch once per sequence: that body is
+    calibrated on a call or two, and on held-out steps came out 17 dB below the with-past one (20 against 37 dB)
+    with nothing said. The reason and the summary give each body's calls."""
+    positive = 12.0 * np.sign(WEIGHTS["w1"].sum())
+    calib = np.concatenate([_x(28, seed=3, offset=positive), _x(4, seed=5, offset=-positive)])  # 7 calls, then 1
+    _, _, result = _quantize(tmp_path, "if", calib)
+    reason = result.graph.operations["flow"].quant.reason
+    assert "then_branch 1/1 compute ops quantized, calibrated on 7 calls" in reason
+    assert "else_branch 1/1 compute ops quantized, calibrated on 1 call;" in reason + ";"
+    assert {b["attribute"]: b["calls"] for b in result.summary["subgraphs"]} == {"then_branch": 7, "else_branch": 1}
+
+
 def test_a_loop_inside_a_branch_is_quantized_too(tmp_path):
     """If whose then_branch holds the Loop of _loop(): the branch is quantized as a model of its own, which
     quantizes its Loop's body in turn."""

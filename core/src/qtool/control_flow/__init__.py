@@ -45,6 +45,7 @@ class BodyOutcome:
     quantized: int = 0
     reason: str | None = None
     agreement: dict | None = None
+    calls: int = 0  # the body's calls it was calibrated on
     float_reasons: dict[str, int] = field(default_factory=dict)
 
     def kept_float(self, body: onnx.GraphProto, reason: str) -> None:
@@ -55,7 +56,9 @@ class BodyOutcome:
     def text(self) -> str:
         if self.reason is not None:
             return f"{self.attribute} {self.reason}"
-        return f"{self.attribute} {self.quantized}/{self.compute_ops} compute ops quantized"
+        plural = "" if self.calls == 1 else "s"
+        return (f"{self.attribute} {self.quantized}/{self.compute_ops} compute ops quantized, calibrated on "
+                f"{self.calls} call{plural}")
 
 
 @dataclass
@@ -116,7 +119,7 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
     for op in ops:
         replaced = {}
         for name, feeds in recorders[op.name].feeds.items():
-            outcome = BodyOutcome(op.name, name)
+            outcome = BodyOutcome(op.name, name, calls=len(feeds))
             bodies.outcomes.append(outcome)
             if not feeds:
                 outcome.kept_float(op.attributes[name], NEVER_RUN)
