@@ -5,6 +5,7 @@ both on by default for onnxruntime; checked on the exported models in ONNX Runti
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,18 @@ def test_no_split_where_it_would_not_lower_the_error():
     [kept] = result.details["not_split"]
     assert kept["op"] == "gemm" and kept["error_ratio"] > 0.5 and "max_error_ratio" in kept["reason"]
     assert graph.operations["gemm"].inputs[0].name == "x"
+
+
+def test_an_input_holding_infinity_is_left_as_it_is():
+    """An infinite peak (a mask's -inf given as an input) is no outlier to split: calibration keeps such a tensor
+    float. The limits' bisection divided infinity by infinity and cast NaN to int64 (two RuntimeWarnings)."""
+    data = _outlier_input()
+    data[0]["x"][3, 5] = -np.inf
+    graph = _gemm(np.random.default_rng(0).standard_normal((16, 4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = ChannelSplit(data, max_growth=0.5).call(graph)
+    assert not result.modified and result.details == {"split": [], "not_split": []}
 
 
 def test_growth_is_capped(calib, tmp_path):
@@ -313,3 +326,4 @@ def test_no_calibration_warning_about_an_output_written_float(tmp_path):
     assert [entry["op"] for entry in runs["OutlierOutputs"].details["float_outputs"]] == ["proj"]
     assert [d.tensor for d in result.diagnostics if d.code == "calibration"] == []
     assert [d.tensor for d in plain.diagnostics if d.code == "calibration"] == ["h"]
+

@@ -111,8 +111,8 @@ class ChannelSplit(Pass):
         plan, kept = [], []
         for op in (op for op in graph.topological_order() if self._splittable(op)):
             peak = peaks.get(op.inputs[0].name)
-            if peak is None or peak.size < 2 or ratio(peak) < self.min_ratio:
-                continue
+            if peak is None or peak.size < 2 or not np.isfinite(peak).all() or ratio(peak) < self.min_ratio:
+                continue  # an infinite peak is a mask, which calibration keeps float: no split shrinks it
             copies = self._copies(peak)
             if copies.max() == 1:
                 continue
