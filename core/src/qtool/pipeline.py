@@ -57,7 +57,7 @@ from .platform import (
 )
 from .platform_calls import UnsupportedModelError, exported, refuse_unsupported, validated  # noqa: F401 - raised from here
 from .platform_runtime import PlatformRuntime
-from .quant.plan import quantizes, written_config
+from .quant.plan import configured, quantizes, written_config
 from .requantization import wider_readers
 
 AGREEMENT_SAMPLES = 4
@@ -534,9 +534,13 @@ def _run_passes(passes, graph: Graph, finished, ran: Sequence[PassRun] = ()
 
 def _floated_since(graph: Graph, found: Diagnostic) -> bool:
     """A calibration warning about a tensor's grid where a later pass (OutlierOutputs, the fallback) kept the
-    tensor float: no written file holds that grid."""
+    tensor float: no written file holds that grid. Where calibration itself kept it float (a mask: the warning is
+    the reason its configs hold), the warning says just that, and stays."""
     var = graph.variables.get(found.tensor) if found.code == "calibration" and found.tensor else None
     if var is None or written_config(var, settled=False) is not None:
+        return False
+    if any(tqc.notes.get("reason") == found.message for op in {*var.consumers, var.producer} - {None}
+           for _, _, v, tqc in configured(op) if v is var):
         return False
     return not any(quantizes(tqc, settled=False) for op in var.consumers if op.quant is not None
                    for v, tqc in zip(op.inputs, op.quant.inputs, strict=False) if v is var)
