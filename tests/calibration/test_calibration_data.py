@@ -102,6 +102,22 @@ def test_float32_data_feeds_a_float16_or_bfloat16_input_cast_as_read(tmp_path, k
         load_calibration_data(tmp_path / "f64.npz", graph)
 
 
+def test_float32_data_beyond_float16s_range_is_refused_naming_the_sample(tmp_path):
+    """Cast to float16, 1e5 read as an infinity, which calibration takes for a mask (the tensor kept float), with
+    only numpy's RuntimeWarning on stderr; a mask's own value (float32's lowest) still becomes -inf."""
+    graph = qtool.Graph()
+    graph.inputs.append(graph.add_variable("x", shape=["batch", 3, 4, 4], dtype=np.dtype(np.float16)))
+    data = images(4)
+    data[2, 1, 0, 3] = 1e5
+    np.savez(tmp_path / "big.npz", x=data)
+    with pytest.raises(CalibrationError, match=r"big.npz: input 'x' sample 2 holds 100000, beyond float16's largest "
+                                               r"65504: cast to the input's type it would be infinite"):
+        list(load_calibration_data(tmp_path / "big.npz", graph))
+    data[2, 1, 0, 3] = np.finfo(np.float32).min
+    (batch,) = list(load_calibration_data({"x": data}, graph))
+    assert batch["x"][2, 1, 0, 3] == -np.inf
+
+
 def test_unequal_sample_counts_are_an_error(tmp_path):
     np.savez(tmp_path / "uneven.npz", a=np.zeros((4, 2), np.float32), b=np.zeros((3, 3), np.float32))
     with pytest.raises(CalibrationError, match="different numbers of samples"):

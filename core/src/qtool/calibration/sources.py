@@ -28,11 +28,13 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from ..files import file_kind
 from ..ir import Variable
 from .errors import CalibrationError, CalibrationWarning
+from .observers.base import MASK_MAGNITUDE
 
 Chunk = tuple[str, dict[str, np.ndarray]]
 LAYOUTS = ("samples", "feeds")
@@ -96,9 +98,23 @@ def _widened(wanted: np.dtype, given: np.dtype) -> bool:
     return np.dtype(given) == np.float32 and half_float(wanted)
 
 
-def as_input_type(var: Variable, array: np.ndarray) -> np.ndarray:
-    """``array`` in ``var``'s own type (float32 data of a float16 or bfloat16 input, :func:`_widened`)."""
-    return array if var.dtype is None or array.dtype == var.dtype else array.astype(var.dtype)
+def as_input_type(var: Variable, array: np.ndarray, where: str, layout: str = "samples") -> np.ndarray:
+    """``array`` in ``var``'s own type (float32 data of a float16 or bfloat16 input, :func:`_widened`). A value
+    beyond that type's range is refused, naming ``where`` and its sample: cast, it would read as an infinity, a
+    mask's value; a mask's own (``MASK_MAGNITUDE`` and more: float32's lowest) becomes one."""
+    if var.dtype is None or array.dtype == var.dtype:
+        return array
+    with np.errstate(over="ignore"):
+        cast = array.astype(var.dtype)
+    lost = np.isinf(cast) & np.isfinite(array) & (np.abs(array) < MASK_MAGNITUDE)
+    if lost.any():
+        at = np.unravel_index(np.flatnonzero(lost)[0], array.shape)
+        sample = f" sample {at[0]}" if layout == "samples" and array.ndim == len(var.shape or ()) else ""
+        dtype = np.dtype(var.dtype)
+        raise CalibrationError(f"{where}: input {var.name!r}{sample} holds {array[at]:g}, beyond {dtype}'s largest "
+                               f"{ml_dtypes.finfo(dtype).max:g}: cast to the input's type it would be infinite; "
+                               "scale the data into its range (a mask may hold -inf)")
+    return cast
 
 
 def check_shared_dims(inputs: list[Variable], shapes: Mapping[str, tuple], where: str, layout: str = "samples"
@@ -205,7 +221,7 @@ def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples"
     for var in inputs:
         array = arrays[var.name]
         counts[var.name] = check_array(var, array.shape, array.dtype, where, layout)
-        arrays[var.name] = array = as_input_type(var, array)
+        arrays[var.name] = array = as_input_type(var, array, where, layout)
         if layout == "samples" and var.shape is not None and array.ndim == len(var.shape) - 1:
             arrays[var.name] = array[None]
     if len(set(counts.values())) > 1:
