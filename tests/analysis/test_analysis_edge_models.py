@@ -90,3 +90,30 @@ def test_samples_skipped_for_nan_are_warned_and_counted(tmp_path):
     assert ("measuring the error of each op on 5 samples (of 10 asked: the calibration data holds no more, "
             "1 sample(s) holding NaN skipped)") in err
     assert "warning [calibration.data]" in err and "skipped 1 calibration sample(s) holding NaN" in err
+
+
+def _mlp(path, dtype=torch.float32):
+    torch.manual_seed(1)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).to(dtype)
+    torch.onnx.export(mlp.eval(), (torch.zeros(1, 16, dtype=dtype),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+    return path
+
+
+def test_a_bfloat16_model(tmp_path):
+    """A bfloat16 model's samples (float32 in the file, cast as read) did not become torch tensors: analyse failed
+    with a traceback (TypeError: can't convert np.ndarray of type ml_dtypes.bfloat16), and so did
+    quantize --min-snr."""
+    stdout, _ = _analyse(_mlp(tmp_path / "bf16.onnx", torch.bfloat16), "--platform", "onnxruntime", "--calib",
+                         _calib(tmp_path / "c.npz", (16,)), "--samples", "4")
+    assert "Layer-wise sensitivity" in stdout
+
+
+def test_the_fallback_reads_an_npz_without_torchs_warning(tmp_path):
+    """An .npz's samples are mapped read-only: the fallback's runs drew torch's UserWarning ('The given NumPy array
+    is not writable') on stderr of every quantize --min-snr from a file."""
+    result = subprocess.run([sys.executable, "-m", "qtool.cli.main", "quantize", str(_mlp(tmp_path / "m.onnx")),
+                             "--platform", "onnxruntime", "--calib", str(_calib(tmp_path / "c.npz", (16,))),
+                             "--min-snr", "60", "-o", str(tmp_path / "q.onnx")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "returned to float by sensitivity fallback" in result.stdout and "Warning" not in result.stderr
