@@ -143,6 +143,25 @@ def test_samples_of_several_shapes_all_learn(tmp_path):
     assert all(layer["kept"] in ("adaround", "nearest") for layer in layers)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_learns(tmp_path, dtype):
+    """A float16 or bfloat16 model (float32 calibration data, cast as read): the layer's inputs met the float32
+    weight AdaRound learns in a matmul (RuntimeError: expected m1 and m2 to have the same dtype), and a bfloat16
+    weight did not become a torch tensor (TypeError), so --optimize failed on every such model."""
+    torch.manual_seed(1)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).to(dtype)
+    path = tmp_path / "half.onnx"
+    torch.onnx.export(mlp.eval(), (torch.zeros(1, 16, dtype=dtype),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((8, 16)).astype(np.float32)} for _ in range(2)]
+    result = qtool.quantize(path, "onnxruntime", calib, accuracy={"adaround": {"iterations": 20}},
+                            output=tmp_path / "q.onnx")
+    details = next(run for run in result.pass_runs if run.name == "AdaRound").details
+    assert [layer["kept"] for layer in details["layers"]] == ["adaround", "adaround"] and details["skipped"] == []
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 20
+
+
 def test_feeds_run_side_by_side_never_joined(tmp_path):
     """Feeds (one model call each) run as they are: an input without a samples axis (a vector added to every step)
     was joined with the other feeds' (48 values where the model adds 16) and the run failed (a Llama segment's

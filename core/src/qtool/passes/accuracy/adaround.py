@@ -30,6 +30,7 @@ import torch
 from ...calibration import load_calibration_data
 from ...executor import TorchExecutor
 from ...executor.fake_quant import make_quantizer
+from ...executor.feeds import to_tensor
 from ...ir import Graph, Operation
 from ...quant import QuantizationState, TensorQuantizationConfig, fake_quantize
 from ...quant.maths import broadcast_parameter
@@ -215,7 +216,10 @@ class _Picks:
     def pairs(self, op: Operation, inputs: list[list], targets: list[torch.Tensor]) -> tuple[list, Rows | None]:
         """(inputs, float output) pairs from each batch's ``inputs`` and ``targets``: the picked rows of all batches in
         chunks of ``CHUNK_ROWS``, else (ConvTranspose, 1-D and 3-D Conv) the samples in chunks of ``CHUNK_SAMPLES``,
-        else each batch whole."""
+        else each batch whole. Floating-point tensors come in float32, as the rounding is learned (a float16
+        model's inputs met its float32 weight in a matmul)."""
+        inputs = [[_float32(arg) for arg in args] for args in inputs]
+        targets = [_float32(target) for target in targets]
         picked = [self._index(op, batch, args) for batch, args in enumerate(inputs)]
         cutter = picked[0][0]
         if cutter is None:
@@ -227,6 +231,11 @@ class _Picks:
         target = torch.cat(targets)
         return [([r, *inputs[0][1:]], t) for r, t in zip(rows.split(CHUNK_ROWS), target.split(CHUNK_ROWS),
                                                          strict=True)], cutter
+
+
+def _float32(value):
+    """A floating-point tensor in float32 (float16, bfloat16, float64); anything else as it is."""
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 def _unroundable(tqc: TensorQuantizationConfig) -> str | None:
@@ -268,7 +277,7 @@ class _Rounding:
     def full_output(self, inputs: list) -> torch.Tensor:
         """The layer's output on its whole ``inputs`` with the weight it now holds."""
         args = list(inputs)
-        args[self.index] = torch.as_tensor(self.op.inputs[self.index].value, device=self.device)
+        args[self.index] = to_tensor(np.asarray(self.op.inputs[self.index].value), self.device)
         with torch.no_grad():
             return run_op(self.graph, self.op, args, self.device)[0]
 
