@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...executor import TorchExecutor
+from ...executor.feeds import to_tensor
 from ...ir import Graph, Operation
 from ...ops import output_channel_axis
 from ...quant import QuantizationState
@@ -62,7 +63,7 @@ class BiasCorrection(Pass):
     def _correct(self, graph: Graph, layers: list[Operation]) -> list[dict]:
         executor = TorchExecutor(graph, self.device)
         batches = take_samples(graph, self.data, self.samples)
-        weights = {op.name: torch.as_tensor(quantized_weight(op), device=executor.device) for op in layers}
+        weights = {op.name: to_tensor(quantized_weight(op), executor.device) for op in layers}
         float_means = _channel_means(graph, executor, batches, layers, quantize=False)
         if self.inputs == "float":
             weight_means = _channel_means(graph, executor, batches, layers, quantize=False, weights=weights)

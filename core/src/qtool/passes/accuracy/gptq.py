@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ...executor import TorchExecutor
+from ...executor.feeds import to_tensor
 from ...ir import Graph
 from ..base import Pass, PassResult
 from .adaround import _one_thread
@@ -67,7 +68,7 @@ class GPTQ(Pass):
                     layer = layers[op.name]
                     with _one_thread(executor.device):
                         results.append({"op": op.name, **self._layer(graph, layer, [x[0] for x in inputs])})
-                    weight = torch.as_tensor(op.inputs[layer.index].value, device=executor.device)
+                    weight = to_tensor(np.asarray(op.inputs[layer.index].value), executor.device)
                     for args, out in zip(inputs, outputs, strict=True):
                         args = list(args)
                         args[layer.index] = weight
@@ -89,7 +90,8 @@ class GPTQ(Pass):
         hessian *= 2.0 / max(count, 1)
         scale, zero = layer.params()
         found = factor(hessian.clone(), self.damping, self.act_order)
-        rounded = {name: np.empty((n, k), value.dtype) for name in ("nearest", "gptq")}
+        rounded = {name: np.empty((n, k), np.result_type(value.dtype, np.float32))  # bfloat16: no torch view
+                   for name in ("nearest", "gptq")}
         params = {"nearest": (scale, zero), "gptq": (scale.clone(), zero.clone())}
         errors = {"nearest": 0.0, "gptq": 0.0}
         for start in range(0, n, ROWS):  # rows are independent: a few thousand at a time bound the memory

@@ -158,7 +158,7 @@ def _into_mul(graph: Graph, mul: Operation, target: _Target, scales: np.ndarray)
 
 
 def _insert_mul(graph: Graph, target: _Target, scales: np.ndarray) -> str:
-    factor = graph.add_variable(graph.unique_name(f"{target.var.name}_smooth_scale"),
-                                (1.0 / scales).astype(np.float32))
+    dtype = target.layers[0].inputs[1].value.dtype  # the layers' own: a float16 model's Mul is float16
+    factor = graph.add_variable(graph.unique_name(f"{target.var.name}_smooth_scale"), (1.0 / scales).astype(dtype))
     op = graph.insert_after(target.var, "Mul", name=f"{target.var.name}_smooth", extra_inputs=[factor])
     return f"inserted Mul {op.name}"
