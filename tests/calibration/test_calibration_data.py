@@ -312,6 +312,21 @@ def test_iterables_of_dicts_arrays_and_generators():
         assert len(data) == 5
 
 
+def test_lists_and_python_numbers_take_the_inputs_type():
+    """A nested list or a Python number has no type of its own: numpy read 2.0 and [[0.1, ...]] as float64, refused
+    for every float32 input (a temperature given as 2.0). Values the input's type would change stay refused."""
+    graph = qtool.Graph()
+    for name, shape, dtype in (("x", ["batch", 2], np.float32), ("t", [], np.float32), ("ids", ["batch", 2], np.int16)):
+        graph.inputs.append(graph.add_variable(name, shape=shape, dtype=np.dtype(dtype)))
+    (batch,) = load_calibration_data([{"x": [[0.1, 0.2]], "t": 2.0, "ids": [[1, 2]]}], graph, layout="feeds")
+    assert {name: array.dtype for name, array in batch.items()} == {"x": np.float32, "t": np.float32,
+                                                                    "ids": np.int16}
+    assert batch["t"] == 2.0 and batch["ids"].tolist() == [[1, 2]]
+    for ids, found in (([[1.5, 2]], "float64"), ([[70000, 2]], "int64")):
+        with pytest.raises(CalibrationError, match=rf"item 0: input 'ids' has dtype {found}, expected int16"):
+            load_calibration_data([{"x": [[0.1, 0.2]], "t": 2.0, "ids": ids}], graph, layout="feeds")
+
+
 def test_an_iterable_item_is_checked_and_named():
     with pytest.raises(CalibrationError, match=r"calibration item 1: input 'x' has shape \[3, 4\]"):
         load_calibration_data([images(1)[0], np.zeros((3, 4), np.float32)], IMAGE)

@@ -193,27 +193,38 @@ def as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def _tensor(value, where: str, name: str) -> np.ndarray:
-    """:func:`as_array` of input ``name``'s value; one that is no tensor (a list of arrays of several shapes, a torch
-    tensor without data or of a type numpy lacks) a CalibrationError naming it."""
+def _tensor(value, where: str, var: Variable) -> np.ndarray:
+    """:func:`as_array` of input ``var``'s value; one that is no tensor (a list of arrays of several shapes, a torch
+    tensor without data or of a type numpy lacks) a CalibrationError naming it. A nested list or a Python number
+    has no type of its own (numpy reads 2.0 as float64): it takes the input's where that keeps its kind and its
+    values (for floats, their finiteness: 1.5 or 70000 for an int16 input, 1e5 for a float16 one keep numpy's type,
+    refused naming it)."""
     try:
-        return as_array(value)
+        array = as_array(value)
     except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
-        raise CalibrationError(f"{where}: input {name!r} is no tensor qtool can calibrate with ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:120]})") from None
+        raise CalibrationError(f"{where}: input {var.name!r} is no tensor qtool can calibrate with "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if hasattr(value, "dtype") or var.dtype is None or not np.can_cast(array.dtype, var.dtype, "same_kind"):
+        return array
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(var.dtype)
+        kept = np.array_equal(np.isfinite(cast), np.isfinite(array)) if cast.dtype.kind == "f" else \
+            np.array_equal(cast, array)
+    return cast if kept else array
 
 
 def check_chunk(raw, inputs: list[Variable], where: str, layout: str = "samples") -> dict[str, np.ndarray]:
     """Arrays by input name from a mapping or (single input) an array; in samples layout each gets the sample axis."""
     if isinstance(raw, Mapping):
         chosen = pick(raw.keys(), inputs, where, layout)
-        arrays = {name: _tensor(raw[key], where, name) for name, key in chosen.items()}
+        by_name = {var.name: var for var in inputs}
+        arrays = {name: _tensor(raw[key], where, by_name[name]) for name, key in chosen.items()}
     elif isinstance(raw, (tuple, list)) and any(isinstance(v, Mapping) or hasattr(v, "shape") for v in raw):
         raise CalibrationError(f"{where}: a {type(raw).__name__} of {len(raw)} values; give transform= a function "
                                "that returns the model inputs from it (e.g. transform=lambda item: item[0] for "
                                "(inputs, labels) pairs)")
     elif len(inputs) == 1:
-        arrays = {inputs[0].name: _tensor(raw, where, inputs[0].name)}
+        arrays = {inputs[0].name: _tensor(raw, where, inputs[0])}
     else:
         names = ", ".join(v.name for v in inputs)
         raise CalibrationError(f"{where}: the model has inputs {names}; give a dict of arrays by input name")
