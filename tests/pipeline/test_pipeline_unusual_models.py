@@ -5,6 +5,7 @@ to count, says that nothing is where it holds no control-flow body, and ONNX Run
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -29,3 +30,23 @@ def test_a_model_with_nothing_to_quantize_runs_through(name, tmp_path):
     assert [d.code for d in result.diagnostics if d.code.startswith("coverage.")] == ([] if bodies else
                                                                                      ["coverage.none"])
     ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+
+
+def test_a_model_of_no_op_is_told_so(tmp_path):
+    """Outputs that are the model's input and an initializer, no node: the warning listed its op types as '()' and
+    said to name more of them in dispatch.quantize_op_types, which could change nothing."""
+    graph = onnx.helper.make_graph(
+        [], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])],
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4]),
+         onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [4])],
+        [onnx.numpy_helper.from_array(np.arange(4, dtype=np.float32), "c")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+
+    result = qtool.quantize(tmp_path / "m.onnx", "onnxruntime", {"x": np.ones((2, 4), np.float32)},
+                            output=tmp_path / "q.onnx")
+
+    (warning,) = [d for d in result.diagnostics if d.code == "coverage.none"]
+    assert warning.message == ("nothing is quantized: the model has no op (its outputs are its inputs or constants), "
+                               "so it has nothing to quantize; the written model computes as the input model does")
+    session = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["x", "c"]

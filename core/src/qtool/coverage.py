@@ -83,6 +83,10 @@ def nothing_quantized(graph) -> list[Diagnostic]:
         return []
     types = "/".join(sorted(COMPUTE_OP_TYPES))
     kinds = ", ".join(sorted({op.op_type for op in ops})[:SHOWN_TYPES])
+    if not ops:  # outputs that are inputs or constants: no configuration would change that
+        return [Diagnostic(Severity.WARNING, "coverage.none",
+                           "nothing is quantized: the model has no op (its outputs are its inputs or constants), so "
+                           "it has nothing to quantize; the written model computes as the input model does")]
     if not _holds_float(graph):  # strings, integers: no configuration would change that
         return [Diagnostic(Severity.WARNING, "coverage.none",
                            f"nothing is quantized: the model ({kinds}) computes on no floating-point tensor, so it "
