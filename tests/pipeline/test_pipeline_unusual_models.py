@@ -50,3 +50,23 @@ def test_a_model_of_no_op_is_told_so(tmp_path):
                                "so it has nothing to quantize; the written model computes as the input model does")
     session = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["x", "c"]
+
+
+def test_an_output_listed_twice_is_checked_and_written_twice(tmp_path):
+    """ONNX Runtime runs a model listing output 'y' twice; qtool's simulation gave one array for the two names, so
+    the agreement check (--check-agreement, --min-snr, --optimize) failed in an IndexError and analyse with a
+    traceback (zip() argument 3 is shorter)."""
+    rng = np.random.default_rng(0)
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 8])], [y, y],
+        [onnx.numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+
+    result = qtool.quantize(tmp_path / "m.onnx", "onnxruntime", rng.standard_normal((16, 8)).astype(np.float32),
+                            check_agreement=True, output=tmp_path / "q.onnx")
+
+    assert result.summary["agreement"]["min_cosine"] > 0.999
+    session = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["y", "y"]

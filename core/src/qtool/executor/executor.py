@@ -125,12 +125,13 @@ class TorchExecutor:
     # -- running ----------------------------------------------------------------------------
     def forward(self, inputs: Sequence | Mapping, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
         """Run on numpy inputs (a list in graph input order, or a dict by name); numpy outputs (a sequence: a list
-        of them; a map: a dict)."""
+        of them; a map: a dict), one per name asked (a graph output listed twice comes twice)."""
         arrays = feeding.numpy_feeds(inputs, self.graph.inputs)
+        names = [v.name for v in self.graph.outputs] if output_names is None else list(output_names)
         with torch.inference_mode():
             tensors = {name: feeding.to_tensor(a, self.device) for name, a in arrays.items()}
-            results = self._run(tensors, output_names)
-            return [feeding.output_value(t) for t in results.values()]
+            results = self._run(tensors, names)
+            return [feeding.output_value(results[name]) for name in names]
 
     def forward_torch(self, feeds: Mapping[str, torch.Tensor], output_names: Sequence[str] | None = None
                       ) -> dict[str, torch.Tensor]:
