@@ -1,6 +1,8 @@
 """Float vs quantized in the quantize summary: on held-out samples where the data has some beyond --calib-samples,
 else on calibration samples and saying so; holding samples out never changes what calibration computes."""
 
+import json
+
 import numpy as np
 import pytest
 import qtool
@@ -75,6 +77,23 @@ def test_the_summary_line_says_which_samples(small, tmp_path, capsys):
     assert "8 calibration samples (seen by calibration; --calib-samples" in line
 
 
+def test_the_summary_counts_model_calls_in_the_feeds_layout(small, tmp_path, capsys):
+    """Each feed is one model call (whatever it holds): the summary counted them as samples."""
+    model, every, _ = small
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    data = arrays(every)
+    for j in range(14):
+        np.savez(feeds / f"{j:03d}.npz", **{k: a[j:j + 1] for k, a in data.items()})
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(feeds), "--calib-layout",
+                 "feeds", "--calib-samples", "10", "-o", str(tmp_path / "a.onnx"), "--json"]) == 0
+    gap = json.loads(capsys.readouterr().out)["summary"]["float_vs_quantized"]
+    assert gap["unit"] == "model call" and gap["held_out"] and gap["samples"] == 4
+    assert main(["quantize", str(model), "--platform", "onnxruntime", "--calib", str(feeds), "--calib-layout",
+                 "feeds", "--calib-samples", "10", "-o", str(tmp_path / "b.onnx")]) == 0
+    assert "float vs quantized on 4 held-out model calls, measured on onnxruntime " in capsys.readouterr().out
+
+
 def test_a_restored_state_never_claims_held_out_samples(small, tmp_path):
     model, every, first = small
     qtool.quantize(model, "onnxruntime", every, save_state=tmp_path / "state.json")  # calibrated on all 14
@@ -139,7 +158,7 @@ def test_a_floating_output_whose_shape_differs_is_measured_on_the_other_samples(
            "the others)" in " ".join(float_gap_lines(gap))
     gap = float_vs_quantized(graph, samples[1:2], deployed=deployed)
     assert gap["outputs"]["y"] == {"sqnr_db": None, "cosine": None, "shape_differs": 1}
-    assert float_gap_lines(gap)[-1] == "  y: its shape differs from the float model's on 1 of 1 samples"
+    assert float_gap_lines(gap)[-1] == "  y: its shape differs from the float model's on 1 of 1 sample"
 
 
 def test_an_output_with_nan_is_measured_on_its_finite_elements(tmp_path):

@@ -127,14 +127,15 @@ def float_gap(graph: Graph, data, device: str = "cpu", *, calibrated_on_data: bo
     exported files on the platform's runtime, measured instead of the simulation; ``simulated``: the simulated
     quantized outputs of the first samples (``data.samples``), already run by the agreement check; ``kept``: the
     graph outputs' float values calibration kept of them. ``from_state`` in the result: the calibration was a state
-    file's (no sample was seen by this run's)."""
+    file's (no sample was seen by this run's); ``unit``: what ``samples`` counts, "model call" in the feeds layout
+    (each item one call, whatever it holds), else "sample"."""
     held_out = data.held_out(FLOAT_GAP_SAMPLES) if calibrated_on_data else []
     samples = held_out or data.samples(FLOAT_GAP_SAMPLES)
     batchable = data.layout == "samples" and not data.fixed_batch
     gap = float_vs_quantized(graph, samples, device, held_out=bool(held_out), batchable=batchable,
                              simulated=() if held_out or simulated is None else simulated, deployed=deployed,
                              kept=None if held_out else kept)
-    return {**gap, "from_state": not calibrated_on_data}
+    return {**gap, "from_state": not calibrated_on_data, "unit": "model call" if data.layout == "feeds" else "sample"}
 
 
 def sqnr_text(found: dict) -> str:

@@ -266,14 +266,14 @@ def float_gap_lines(gap: dict | None) -> list[str]:
         return [f"float vs quantized not measured: {escape(gap['skipped'])}"]
     if not gap or not gap["outputs"]:
         return []
+    unit = gap.get("unit", "sample")
+    units = unit if gap["samples"] == 1 else f"{unit}s"
     if gap["held_out"]:
-        where = "held-out samples"
+        where = f"held-out {units}"
     elif gap.get("from_state"):
-        where = "samples of the data (the state file's calibration saw data of its own)"
+        where = f"{units} of the data (the state file's calibration saw data of its own)"
     else:
-        where = "calibration samples (seen by calibration; --calib-samples N below the data's size holds the rest out)"
-    if gap["samples"] == 1:
-        where = where.replace("samples", "sample", 1)
+        where = f"calibration {units} (seen by calibration; --calib-samples N below the data's size holds the rest out)"
     lines = [f"float vs quantized on {gap['samples']} {where}, measured on {escape(gap['measured_on'])}:"]
     if gap.get("runtime_error"):
         lines.append(f"  (the runtime refused the written model: {escape(gap['runtime_error'])})")
@@ -282,7 +282,7 @@ def float_gap_lines(gap: dict | None) -> list[str]:
             lines.append(f"  {escape(name)}: {100 * o['equal_share']:.2f} % of its elements as the float model's")
             continue
         differs = o.get("shape_differs")
-        shapes = f"its shape differs from the float model's on {differs} of {gap['samples']} samples"
+        shapes = f"its shape differs from the float model's on {differs} of {gap['samples']} {units}"
         if o["cosine"] is None:
             lines.append(f"  {escape(name)}: {shapes}")
             continue
