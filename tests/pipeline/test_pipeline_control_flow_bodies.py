@@ -128,6 +128,30 @@ def test_a_branch_never_taken_stays_float_with_its_reason(tmp_path):
     assert np.isfinite(_ort(output, x)).all() and _ort(output, x).shape == (4, OUT)
 
 
+_CANNOT_CARRY = "which a subgraph spliced into its op cannot carry"
+
+
+@pytest.mark.parametrize(("platform", "why"), [
+    ("tensorrt", f"tensorrt writes the quantization in files beside the model (body.ranges.json, "
+                 f"body.calibration.cache), {_CANNOT_CARRY}"),
+    ("aimet", f"aimet writes the quantization in files beside the model (body.encodings), {_CANNOT_CARRY}"),
+    ("text", "text exports no ONNX model a subgraph can be made of (it writes body.txt)"),
+])
+def test_a_body_stays_float_where_the_platform_writes_its_quantization_beside_the_model(tmp_path, platform, why):
+    """TensorRT's ranges and AIMET's encodings of a body were written to a temporary folder and dropped, the body
+    spliced in float, while coverage read 'compute ops quantized' for it: the files held nothing of it."""
+    path = tmp_path / "if.onnx"
+    onnx.save(control_flow_model("if"), path)
+    calib = np.concatenate([_x(16, seed=3, offset=2.0), _x(16, seed=5, offset=-2.0)])  # both branches taken
+    feeds = [{"x": calib[k:k + 4]} for k in range(0, len(calib), 4)]
+    result = qtool.quantize(path, platform, feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
+    reasons = [b["reason"] for b in result.summary["subgraphs"]]
+    assert reasons == [f"kept float: quantizing it failed ({why})"] * 2
+    covered = result.summary["coverage"]
+    assert covered["compute_ops"] - covered["compute_ops_quantized"] == 2
+    assert sum(d.code == "control-flow.body-float" for d in result.diagnostics) == 2
+
+
 def test_each_body_says_how_many_calls_it_was_calibrated_on(tmp_path):
     """A merged decoder's If (Optimum's use_cache_branch) takes its no-past branch once per sequence: that body is
     calibrated on a call or two, and on held-out steps came out 17 dB below the with-past one (20 against 37 dB)

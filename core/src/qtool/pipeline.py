@@ -37,7 +37,7 @@ from .control_flow import quantize_bodies
 from .coverage import Coverage, coverage, initializers_as_inputs, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_not_inputs, check_output_given, check_outputs, user_path
-from .ir import Graph, from_model_proto, load
+from .ir import Graph, data_path, from_model_proto, load
 from .ir.onnx_import import check_model_proto
 from .one_at_a_time import one_at_a_time
 from .ort_schemas import type_outputs
@@ -345,13 +345,28 @@ def _quantize_body(model, feeds: list[dict], where: str, target: Platform, qconf
     data = load_calibration_data(feeds, graph, qconfig.calibration["batch_size"], layout="feeds")
     with tempfile.TemporaryDirectory(prefix="qtool-body-") as folder:
         output = Path(folder) / "body.onnx"
+        _check_body_files(target, output, target.output_files(output, options))
         result = _quantize_graph(graph, target, qconfig, data, dataclasses.replace(options, diagnostics=None), where,
                                  output=output, device=device, check_agreement=check_agreement, measure=False)
         try:
-            return result, onnx.load(str(result.files[0]))
+            return result, onnx.load(str(output))
         except Exception as exc:  # noqa: BLE001 - a platform whose export is no ONNX model cannot quantize bodies
             raise QtoolError(f"{target.name} exports no ONNX model a subgraph can be made of "
                              f"({type(exc).__name__}: {exc})") from exc
+
+
+def _check_body_files(target: Platform, model: Path, files: Sequence[Path]) -> None:
+    """A body's quantization survives only in the ONNX model spliced into its op: a platform whose ``files`` (what
+    its export writes) hold no such model, or files beside it (TensorRT's ranges, AIMET's encodings), cannot
+    quantize a body; checked before the body's work."""
+    files = [Path(f) for f in files]
+    if model not in files:
+        raise QtoolError(f"{target.name} exports no ONNX model a subgraph can be made of "
+                         f"(it writes {', '.join(f.name for f in files) or 'nothing'})")
+    beside = [f.name for f in files if f not in (model, data_path(model))]
+    if beside:
+        raise QtoolError(f"{target.name} writes the quantization in files beside the model ({', '.join(beside)}), "
+                         "which a subgraph spliced into its op cannot carry")
 
 
 _EARLIER_EXPORT = ("opset", "allow_unsupported", "remove_activations")
