@@ -557,3 +557,33 @@ def test_a_model_below_opset_11_is_written_at_11_where_ort_rewrites_a_float_bias
 
     assert _opset(onnx.load(result.files[0])) == 11
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25  # measured in a default session
+
+
+@pytest.mark.parametrize("config", ['preset = "fp8-e4m3"', "[activation]\nbits = 4", "[activation]\nbits = 16"])
+def test_a_shape_or_size_of_a_quantized_tensor_loads_whatever_its_code_type(tmp_path, config):
+    """ORT's Shape and Size have no kernel for 4-bit codes, Size none for float8, Shape none for float8 below opset
+    21: there they read the dequantized values (a BERT encoder's attention reshapes read Shape(q @ k) and failed
+    to load as fp8: "Could not find an implementation for Shape(19)"), and keep reading 8- or 16-bit codes."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{i}") for i in (1, 2)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+         helper.make_node("MatMul", ["h", "w2"], ["y"], name="second"),
+         helper.make_node("Shape", ["h"], ["shape"], name="shape_of_h"),
+         helper.make_node("Size", ["h"], ["size"], name="size_of_h")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+         helper.make_tensor_value_info("size", TensorProto.INT64, [])], initializer=weights)
+    model = tmp_path / "shape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    (tmp_path / "q.toml").write_text(config)
+    samples = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(4)]
+    result = qtool.quantize(model, "onnxruntime", samples, config=tmp_path / "q.toml", output=tmp_path / "q.onnx")
+
+    outputs = run(result.files[0], samples[0])
+    np.testing.assert_array_equal(outputs[1], [4, 8])
+    assert int(outputs[2]) == 32
+    written = onnx.load(result.files[0])
+    readers = {n.name: n.input[0] for n in nodes(written, "Shape") + nodes(written, "Size")}
+    assert readers["shape_of_h"] == readers["size_of_h"] == ("h_q" if "16" in config else "h_dq"), readers

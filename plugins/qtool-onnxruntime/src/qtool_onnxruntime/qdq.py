@@ -46,7 +46,7 @@ from .activations import on_grid, relu_fusion_breaks
 from .bias import misread_reason, saturating_float_bias_scale
 from .errors import OnnxRuntimeExportError
 from .pools import global_pools
-from .storage import MS_DOMAIN, domain_at, storage_type, value_type
+from .storage import MS_DOMAIN, SHAPE_READABLE, domain_at, storage_type, value_type
 
 SETTLED = True  # export writes calibrated configs only
 
@@ -107,19 +107,20 @@ class QdqWriter:
                     source = self.renamed[var.name] = self.names.fresh(f"{var.name}_float")
                 out = var.name if exposed else self.names.fresh(f"{var.name}_dq")
                 codes = self._pair(anchor, source, out, site.config, var.name, value_type(var))
-                self._read(site.readers, out, codes)
+                self._read(site.readers, out, codes, site.config)
                 source = out  # extra pairs quantize the producer pair's values
                 continue
             stem = f"{var.name}_{site.readers[0][0].name}" if number else var.name  # the first pair: plain names
             out = self.names.fresh(f"{stem}_dq")
             codes = self._pair(anchor, source, out, site.config, stem, value_type(var))
-            self._read(site.readers, out, codes)
+            self._read(site.readers, out, codes, site.config)
 
-    def _read(self, readers, values: str, codes: str) -> None:
-        """The readers read the dequantized ``values``; a Shape or Size reads the ``codes``, so that the
-        DequantizeLinear serves integer kernels alone and ONNX Runtime fuses it away (a Shape reading it kept it
-        running in float: 9 of a small GPT-2's 30)."""
-        self.reads.update({(op.name, index): codes if reads_shape_only(op, index) else values
+    def _read(self, readers, values: str, codes: str, tqc) -> None:
+        """The readers read the dequantized ``values``; a Shape or Size reads the ``codes`` where ORT has a kernel
+        for their type, so that the DequantizeLinear serves integer kernels alone and ONNX Runtime fuses it away
+        (a Shape reading it kept it running in float: 9 of a small GPT-2's 30)."""
+        shape_reads_codes = storage_type(tqc.scheme).name in SHAPE_READABLE
+        self.reads.update({(op.name, index): codes if shape_reads_codes and reads_shape_only(op, index) else values
                            for op, index in readers})
 
     def _pair(self, anchor: str, source: str, out: str, tqc, stem: str, values: np.dtype) -> str:

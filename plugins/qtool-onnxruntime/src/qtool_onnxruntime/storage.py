@@ -74,6 +74,9 @@ FLOAT_TYPES = (
     StorageType("float8e5m2", TensorProto.FLOAT8E5M2, np.dtype(ml_dtypes.float8_e5m2), 19, float_format=(5, 2)),
 )
 EIGHT_BIT = frozenset({"int8", "uint8"})
+# the code types ONNX Runtime's Shape and Size kernels read at every opset: none of theirs takes a 4- or 2-bit
+# type, Size no float8, and Shape no float8 below opset 21 (ORT 1.32; the plugin's test_ort_export.py)
+SHAPE_READABLE = frozenset({"int8", "uint8", "int16", "uint16"})
 
 
 @functools.cache  # schemes are frozen: validation asks for the same few schemes once per tensor
