@@ -55,3 +55,18 @@ def test_what_a_fallback_may_return_to_float_is_left_to_the_final_validation(cnn
     except UnsupportedModelError as refusal:
         assert "found before calibration" not in str(refusal)  # what is left after the fallback, if anything
     assert len(pulled) == 16  # calibration ran
+
+
+def test_the_refusal_names_the_configuration_keys_that_asked_for_the_schemes(cnn_model, tmp_path):
+    """The refusal named ops and tensors only; a user who wrote the scheme in one key of a file had to find it."""
+    config = tmp_path / "asym.toml"
+    config.write_text("[activation]\nsymmetric = false\n")
+    with pytest.raises(UnsupportedModelError) as refused:
+        qtool.quantize(cnn_model, "tensorrt", np.ones((4, 3, 8, 8), np.float32), config=config)
+    assert str(refused.value).startswith(f"{config}: activation.symmetric: tensorrt cannot run the quantized model")
+
+    first = next(op.name for op in qtool.load(cnn_model).topological_order() if op.op_type == "Conv")
+    config.write_text(f'[[override]]\nop_name = "{first}"\nactivation = {{ symmetric = false }}\n')
+    with pytest.raises(UnsupportedModelError) as refused:
+        qtool.quantize(cnn_model, "tensorrt", np.ones((4, 3, 8, 8), np.float32), config=config)
+    assert str(refused.value).startswith(f"{config}: override[0].activation.symmetric: tensorrt cannot run")

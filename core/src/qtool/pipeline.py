@@ -238,7 +238,8 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     kept = _kept_outputs(data, restore) if measure else None
     runtime = _runtime(target, options)
     precheck = None if options.allow_unsupported or qconfig.passes else lambda planned: refuse_unsupported(
-        target, _beyond_rescue(validated(target, planned, options), planned, qconfig), before_calibration=True)
+        target, _beyond_rescue(validated(target, planned, options), planned, qconfig), before_calibration=True,
+        config=qconfig, graph=planned)
     graph, runs, diagnostics = _run_default_passes(graph, lambda advice: default_passes(
         qconfig, data, platform=target, device=device, progress=progress, calibration=restore, runtime=runtime,
         keep=kept, advice=advice, precheck=precheck), finished)

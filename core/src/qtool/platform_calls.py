@@ -23,17 +23,33 @@ class UnsupportedModelError(QtoolError):
         self.diagnostics = diagnostics or []
 
 
-def refuse_unsupported(target: Platform, diagnostics: list[Diagnostic], *, before_calibration: bool = False) -> None:
+def refuse_unsupported(target: Platform, diagnostics: list[Diagnostic], *, before_calibration: bool = False,
+                       config=None, graph=None) -> None:
     """UnsupportedModelError where ``diagnostics`` hold an ERROR: ``before_calibration``, validate's findings on
-    the plan (schemes, opsets: what calibration cannot change), else the run's."""
+    the plan (schemes, opsets: what calibration cannot change), else the run's. With the ``config`` and ``graph``,
+    the message leads with the configuration keys that asked for the schemes of the tensors at fault."""
     errors = [d for d in diagnostics if d.severity is Severity.ERROR]
     if not errors:
         return
     more = f"; and {len(errors) - 5} more (quantize --json lists every diagnostic)" if len(errors) > 5 else ""
     listed = "; ".join(str(d) for d in errors[:5]) + more
     when = ", found before calibration" if before_calibration else ""
-    raise UnsupportedModelError(f"{target.name} cannot run the quantized model ({len(errors)} error(s){when}): "
+    keys = scheme_keys(config, graph, errors) if config is not None and graph is not None else []
+    asked = f"{', '.join(keys)}: " if keys else ""
+    raise UnsupportedModelError(f"{asked}{target.name} cannot run the quantized model ({len(errors)} error(s){when}): "
                                 f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
+
+
+def scheme_keys(config, graph, found: list[Diagnostic]) -> list[str]:
+    """The configuration keys (:meth:`qtool.config.QuantConfig.scheme_keys`) of the tensors ``found`` names, once
+    each, in the order found."""
+    keys: dict[str, None] = {}
+    for d in found:
+        op, var = graph.operations.get(d.op or ""), graph.variables.get(d.tensor or "")
+        if op is not None and var is not None:
+            role = "weight" if var.is_parameter else "activation"
+            keys.update(dict.fromkeys(config.scheme_keys(op, role, var.name)))
+    return list(keys)
 
 
 def fault(target: Platform, text: str) -> PluginError:

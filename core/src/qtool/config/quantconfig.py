@@ -132,6 +132,16 @@ class QuantConfig:
         table, origins = self._table_for(op, role, tensor)
         return table is not None and _users(origins.get(key))
 
+    def scheme_keys(self, op, role: str, tensor: str | None) -> list[str]:
+        """Where the scheme of ``tensor`` in ``role`` at ``op`` was asked for: each key that the user's
+        configuration, an override of it or a preset set, as its error messages name it
+        (``qconfig.toml: activation.bits``, ``qconfig.toml: override[1].weight.bits``)."""
+        table, origins = self._table_for(op, role, tensor)
+        if table is None:
+            return []
+        return [f"{source}.{role}.{key}" if ": override[" in source else f"{source}: {role}.{key}"
+                for key, source in origins.items() if key in table and source != PLATFORM_SOURCE]
+
     def _table_for(self, op, role: str, tensor: str | None) -> tuple[dict | None, dict[str, str]]:
         table = getattr(self, role)
         table = dict(table) if table is not None else None
