@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import qtool
 from onnx import numpy_helper
 from pipeline_kit import TINY, run_model
 from qtool.cli.main import main
@@ -170,6 +171,27 @@ def test_explain_json_needs_no_data(tiny_platform, cnn_model, capsys):
     assert ops["Shape"]["outputs"][0]["state"] == "integer" and ops["Shape"]["inputs"][0]["state"] == "float"
     assert all(t.get("state") in ("initial", "overlapped", "fp32", "passive_init", "float", "integer")
                for op in document["ops"] for t in op["inputs"] + op["outputs"])
+
+
+def test_explain_names_the_overrides_that_set_a_tensors_scheme(tiny_platform, cnn_model, tmp_path, capsys,
+                                                               monkeypatch):
+    """Mixed precision by overrides showed each tensor's scheme but not which override gave it."""
+    conv = next(op.name for op in qtool.load(cnn_model).topological_order() if op.op_type == "Conv")
+    config = tmp_path / "mixed.toml"
+    config.write_text(f'[[override]]\nop_type = "Conv"\nweight = {{ bits = 4 }}\n\n'
+                      f'[[override]]\nop_name = "{conv}"\nweight = {{ bits = 6 }}\nactivation = {{ bits = 16 }}\n')
+    assert main(["explain", str(cnn_model), "--platform", TINY, "--config", str(config), "--json"]) == 0
+
+    ops = {op["name"]: op for op in json.loads(capsys.readouterr().out)["ops"]}
+    first = {t["role"]: t for t in ops[conv]["inputs"] if t["scheme"] is not None}
+    assert first["weight"]["set_by"] == [f"{config}: override[0]", f"{config}: override[1]"]
+    assert first["activation"]["set_by"] == [f"{config}: override[1]"]
+    others = [t for name, op in ops.items() if op["op_type"] == "Conv" and name != conv for t in op["inputs"]]
+    assert {tuple(t.get("set_by", ())) for t in others if t.get("role") == "weight"} == {(f"{config}: override[0]",)}
+    assert not [t for op in ops.values() if op["op_type"] != "Conv" for t in op["inputs"] if "set_by" in t]
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["explain", str(cnn_model), "--platform", TINY, "--config", str(config)]) == 0
+    assert f"set by {config}: override[0], {config}: override[1]" in " ".join(capsys.readouterr().out.split())
 
 
 def test_explain_labels_integer_tensors_by_their_type(tmp_path, capsys):

@@ -23,7 +23,8 @@ def explain_document(graph: Graph, platform: str, config=None, diagnostics: Sequ
     ``scheme`` (None: not quantized there), ``state`` ("float" for a float tensor kept float, "integer" for an
     integer or boolean one: ids, shapes, indices, with its ``dtype`` where the model states it, "other" for
     strings, sequences and maps, with its ``type``: a ZipMap's ``seq(map(int64,tensor(float)))``), and where they
-    apply ``role``, ``shares``, ``note``, ``scale``. ``diagnostics`` where given (``qtool explain``: what the
+    apply ``role``, ``shares``, ``note``, ``scale`` and ``set_by`` (the labels of the overrides that changed its
+    scheme at this op, ``qconfig.toml: override[1]``). ``diagnostics`` where given (``qtool explain``: what the
     platform's validate finds in the plan, before any calibration) adds ``"diagnostics": [Diagnostic.as_dict()]``.
     """
     from .passes.tensor_kinds import integer_tensors
@@ -38,12 +39,22 @@ def explain_document(graph: Graph, platform: str, config=None, diagnostics: Sequ
             configs = getattr(quant, side) if quant else [None] * len(variables)
             entry[side] = [_tensor_entry(var, tqc, owners, integers, graph.value_info.get(var.name)) for var, tqc
                            in zip(variables, configs, strict=True) if var is not None]
+            if config is not None:
+                _add_overrides(entry[side], op, config)
         ops.append(entry)
     document = {"schema_version": EXPLAIN_SCHEMA_VERSION, "platform": platform,
                 "config": config.to_dict() if config is not None else None, "ops": ops}
     if diagnostics is not None:
         document["diagnostics"] = [d.as_dict() for d in diagnostics]
     return document
+
+
+def _add_overrides(entries: list[dict], op, config) -> None:
+    """``set_by``: the overrides that changed a quantized tensor's scheme at ``op``, where any did."""
+    for entry in entries:
+        labels = config.overrides_for(op, entry["role"], entry["tensor"]) if entry["scheme"] is not None else []
+        if labels:
+            entry["set_by"] = labels
 
 
 def _owners(graph: Graph) -> dict[int, str]:

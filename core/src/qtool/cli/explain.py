@@ -59,6 +59,8 @@ def _describe(entry: dict) -> str:
     text = f"{entry['tensor']}: {entry['scheme']} [{entry['state']}]"
     if "shares" in entry:
         text += f" shares {entry['shares']}"
+    if "set_by" in entry:
+        text += f" set by {', '.join(entry['set_by'])}"
     if "note" in entry:
         text += f" ({entry['note']})"
     return text

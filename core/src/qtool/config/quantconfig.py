@@ -132,6 +132,13 @@ class QuantConfig:
         table, origins = self._table_for(op, role, tensor)
         return table is not None and _users(origins.get(key))
 
+    def overrides_for(self, op, role: str, tensor: str | None) -> list[str]:
+        """The labels of the overrides that change the scheme of ``tensor`` in ``role`` at ``op``, in file order
+        (``qconfig.toml: override[1]``); none for a bias (its ``mode`` is no scheme)."""
+        if role not in ROLES:
+            return []
+        return [o.label for o in self.overrides if o.scheme_part(role) is not None and o.matches(op, tensor)]
+
     def scheme_keys(self, op, role: str, tensor: str | None) -> list[str]:
         """Where the scheme of ``tensor`` in ``role`` at ``op`` was asked for: each key that the user's
         configuration, an override of it or a preset set, as its error messages name it
