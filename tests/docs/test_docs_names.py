@@ -47,6 +47,21 @@ def test_a_glob_that_matches_nothing_is_an_error_naming_a_real_op(digits_graph, 
         check_names(resolve_config({}, path), digits_graph, "the digits CNN")
 
 
+def test_a_regular_expression_that_matches_nothing_is_said_to_be_read_as_a_glob(digits_graph, tmp_path):
+    """A user wrote op_name = "^/head/.*$" (or "re:...") and read only 'matches no op'."""
+    path = tmp_path / "c.toml"
+    for pattern in ("^/head/.*$", "re:/head/.*", "/head/(head.1)/Gemm"):
+        path.write_text(f'[[override]]\nop_name = "{pattern}"\nkeep_float = true\n'
+                        f'[dispatch]\nexclude = ["{pattern}"]\n')
+        with pytest.raises(ConfigError) as refused:
+            check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+        assert str(refused.value).count("(a glob in fnmatch syntax, '*' for any text, not a regular expression)") == 2
+    path.write_text('[[override]]\nop_name = "/heads/*"\nkeep_float = true\n')  # a plain glob: no such note
+    with pytest.raises(ConfigError) as refused:
+        check_names(resolve_config({}, path), digits_graph, "the digits CNN")
+    assert "regular expression" not in str(refused.value)
+
+
 def test_an_op_type_no_runtime_knows_is_an_error_and_one_the_model_lacks_is_not(digits_graph, tmp_path):
     """op_type = "conv" applied to nothing without a word; "LSTM" (absent here) serves a config of several models."""
     path = tmp_path / "c.toml"

@@ -21,7 +21,7 @@ def check_names(config, graph, model: str = "the model") -> None:
     for override in config.overrides:
         if override.matcher == "op_name" and not _any_match(override.pattern, op_names):
             problems.append(f"{override.label}: op_name = {override.pattern!r} matches no op of {model}"
-                            f"{_hint(override.pattern, op_names)}")
+                            f"{_glob_note(override.pattern)}{_hint(override.pattern, op_names)}")
         elif override.matcher == "tensor" and override.pattern not in graph.variables:
             problems.append(f"{override.label}: tensor = {override.pattern!r} is no tensor of {model}"
                             f"{_hint(override.pattern, tensors)}")
@@ -35,7 +35,7 @@ def check_names(config, graph, model: str = "the model") -> None:
         for pattern in getattr(config, key):
             if not _any_match(pattern, op_names):
                 problems.append(f"{source}: dispatch.{key}: {pattern!r} matches no op of {model}"
-                                f"{_hint(pattern, op_names)}")
+                                f"{_glob_note(pattern)}{_hint(pattern, op_names)}")
     if problems:
         raise ConfigError(" | ".join(problems))
 
@@ -82,6 +82,16 @@ def _known_op_type(name: str, graph) -> bool:
 
 def _any_match(pattern: str, names: list[str]) -> bool:
     return any(fnmatchcase(name, pattern) for name in names)
+
+
+REGEX_SIGNS = ("re:", "^", "$", ".*", ".+", "\\", "|", "(")
+
+
+def _glob_note(pattern: str) -> str:
+    """Where a pattern that matched nothing reads as a regular expression: that it is taken as a glob."""
+    if not any(sign in pattern for sign in REGEX_SIGNS):
+        return ""
+    return " (a glob in fnmatch syntax, '*' for any text, not a regular expression)"
 
 
 def _hint(pattern: str, names: list[str], ignore_case: bool = False) -> str:
