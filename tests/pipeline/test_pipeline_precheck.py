@@ -70,3 +70,13 @@ def test_the_refusal_names_the_configuration_keys_that_asked_for_the_schemes(cnn
     with pytest.raises(UnsupportedModelError) as refused:
         qtool.quantize(cnn_model, "tensorrt", np.ones((4, 3, 8, 8), np.float32), config=config)
     assert str(refused.value).startswith(f"{config}: override[0].activation.symmetric: tensorrt cannot run")
+
+
+def test_a_refusal_after_calibration_names_the_keys_too(cnn_model, tmp_path):
+    """Errors on ops a fallback may return to float are left to the final validation, which named no key."""
+    config = tmp_path / "asym.toml"
+    config.write_text("[activation]\nsymmetric = false\n[accuracy]\nfallback = { min_snr_db = 0 }\n")
+    with pytest.raises(UnsupportedModelError) as refused:
+        qtool.quantize(cnn_model, "tensorrt", np.ones((4, 3, 8, 8), np.float32), config=config)
+    assert "found before calibration" not in str(refused.value)
+    assert str(refused.value).startswith(f"{config}: activation.symmetric: tensorrt cannot run the quantized model")

@@ -254,7 +254,7 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
     options = dataclasses.replace(options, diagnostics=tuple(found))  # export reads them instead of validating again
     diagnostics += found
     if not options.allow_unsupported:
-        refuse_unsupported(target, diagnostics)
+        refuse_unsupported(target, diagnostics, config=qconfig, graph=graph)
     result = QuantizeResult(graph, qconfig, diagnostics, runs, calibration=data, model=label)
     simulated = None  # qtool's simulation of the first calibration samples, once the agreement check ran it
     if output is not None:
