@@ -44,7 +44,8 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
     reference; an integer or boolean output (labels, indices) gets ``{"equal_share"}``: the share of its elements
     the quantized model gives as the float one does. A floating output whose shape differs from the float one's on
     some samples (the boxes a NonMaxSuppression keeps) is measured on the others, and ``shape_differs`` counts
-    those samples (``sqnr_db`` and ``cosine`` None where it differs on all). Elements NaN or infinite in either
+    those samples (``sqnr_db`` and ``cosine`` None where it differs on all). An output empty on every sample in both
+    models (a detector that kept no box) has nothing to compare: ``{"empty": True}``. Elements NaN or infinite in either
     model are left out (the float model's own NaN, a Sqrt of a negative, read as exact with cosine -1), and
     ``nonfinite_differs`` counts those that are so in one model only (a NaN the quantized model made).
 
@@ -104,6 +105,7 @@ def float_vs_quantized(graph: Graph, samples: Sequence[dict[str, np.ndarray]], d
         if count:
             outputs[name]["shape_differs"] = count
     outputs |= {name: {"equal_share": round(equal / total, 6)} for name, (equal, total) in matches.items() if total}
+    outputs = {name: outputs.get(name, {"empty": True}) for name in names}
     measured_on = SIMULATION if deployed is None else f"{deployed.runtime}, the exported files"
     return {"samples": len(samples), "held_out": held_out, "measured_on": measured_on, "outputs": outputs}
 

@@ -106,20 +106,38 @@ class OutputsError:
     beside its boxes) counts as much as a large one. Pooled into one vector, the large one alone decided."""
 
     outputs: dict[str, ErrorAccumulator] = field(default_factory=dict)
+    reshaped: dict[str, int] = field(default_factory=dict)  # runs whose quantized output has another shape
 
     def update(self, reference: Mapping, test: Mapping) -> None:
-        """Add one run's outputs (by name; numpy arrays or torch tensors); integer and boolean ones are left out."""
+        """Add one run's outputs (by name; numpy arrays or torch tensors); integer and boolean ones are left out,
+        and so is an output whose quantized shape is not the float one's in this run (quantization changed how many
+        boxes a NonMaxSuppression keeps: the sums failed to broadcast), counted in ``reshaped``."""
         for name, ref in reference.items():
             if is_floating(ref):
-                self.outputs.setdefault(name, ErrorAccumulator()).update(ref, test[name])
+                stats = self.outputs.setdefault(name, ErrorAccumulator())
+                if tuple(ref.shape) == tuple(test[name].shape):
+                    stats.update(ref, test[name])
+                else:
+                    self.reshaped[name] = self.reshaped.get(name, 0) + 1
+
+    @property
+    def compared(self) -> bool:
+        """Whether any floating-point output had an element to compare (a detector that kept no box on any sample
+        has none: its SNR would read as exact)."""
+        return any(s.count or s.nonfinite for s in self.outputs.values())
 
     @property
     def worst(self) -> ErrorAccumulator:
-        return min(self.outputs.values(), key=lambda s: s.snr_db, default=ErrorAccumulator())
+        compared = [s for s in self.outputs.values() if s.count or s.nonfinite]
+        return min(compared, key=lambda s: s.snr_db, default=ErrorAccumulator())
 
     @property
     def snr_db(self) -> float:
-        return self.worst.snr_db if self.outputs else math.inf
+        """The worst output's SNR; inf where there is no floating-point output, NaN where there are some but no
+        element was compared (every one empty, or of another shape in the quantized run)."""
+        if not self.outputs:
+            return math.inf
+        return self.worst.snr_db if self.compared else math.nan
 
     @property
     def cosine(self) -> float:

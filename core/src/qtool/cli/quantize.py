@@ -278,6 +278,9 @@ def float_gap_lines(gap: dict | None) -> list[str]:
     if gap.get("runtime_error"):
         lines.append(f"  (the runtime refused the written model: {escape(gap['runtime_error'])})")
     for name, o in gap["outputs"].items():
+        if o.get("empty"):
+            lines.append(f"  {escape(name)}: empty on every sample in both models: nothing compared")
+            continue
         if "equal_share" in o:
             lines.append(f"  {escape(name)}: {100 * o['equal_share']:.2f} % of its elements as the float model's")
             continue

@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # the simulation imports torch: only where the pass ranks or 
 WHERE = "accuracy.fallback"
 DEFAULT_MIN_SNR_DB = 30.0
 GAP_REFERENCE_CAP_DB = 80.0  # float32 rounding noise is ~140 dB down; 80 dB is float for any accuracy purpose
+SHAPES_DIFFER = ("every floating-point graph output has another shape than the float model's on every batch, even "
+                 "with every candidate changed (the boxes a NonMaxSuppression keeps)")
 DROP_ULPS = 4  # a metric drop within this many ulps of the metric over max_drop meets it: 0.99 - 0.985 is
 # 0.0050000000000000044 in binary floating point, a drop of 0.005 all the same
 
@@ -196,11 +198,13 @@ class SensitivityFallback(Pass):
 
         executor = TorchExecutor(graph, self.device)
         measured = self._measure(executor, batches)
-        if measured is None:
-            return self._unmeasurable(graph, details)
+        if isinstance(measured, str):
+            return self._unmeasurable(graph, details, measured)
         measure, slack, baseline = measured
         if self.budget[0] == "gap_db":
             details["widened_snr_db"] = self._score_with(executor, candidates, measure)
+            if math.isnan(details["widened_snr_db"]):  # the budget would read 'SNR >= nan dB'
+                return self._unmeasurable(graph, details, SHAPES_DIFFER)
         kind, bound = self._limit(details.get("widened_snr_db"))
         holds = (lambda value: value <= bound + slack) if kind == "metric" else (lambda value: value >= bound)
         before = score = measure()
@@ -238,11 +242,12 @@ class SensitivityFallback(Pass):
             details["snr_budget_db"] = bound
         return PassResult(graph, bool(changed), details, FallbackReport.from_details(details))
 
-    def _unmeasurable(self, graph: Graph, details: dict) -> PassResult:
-        """An SNR or cosine budget on a graph whose outputs are all integer or boolean: nothing changed, not met."""
+    def _unmeasurable(self, graph: Graph, details: dict, why: str) -> PassResult:
+        """An SNR or cosine budget on a graph without a floating-point output element to compare (``why``):
+        nothing changed, not met."""
         kind, value = self.budget
         text = f"an SNR gap <= {value:g} dB" if kind == "gap_db" else _budget_text(kind, value)
-        why = f"{text} cannot be measured: every graph output is integer or boolean"
+        why = f"{text} cannot be measured: {why}"
         warnings.warn(PassWarning(f"sensitivity fallback: {why}; nothing changed", code="fallback-budget"),
                       stacklevel=3)
         return _unchanged(graph, details, f"none ({why})", met=False)
@@ -396,10 +401,11 @@ class SensitivityFallback(Pass):
         widened = raise_precision(graph, op, self.bits, f"widened to {wanted} by sensitivity fallback ({why})")
         return {**entry, "to": widened}
 
-    def _measure(self, executor: TorchExecutor, batches) -> tuple[Callable[[], float], float, float | None] | None:
+    def _measure(self, executor: TorchExecutor, batches) -> tuple[Callable[[], float], float, float | None] | str:
         """A function scoring the simulated graph (output SNR, cosine, or the metric's drop from float), the
         rounding a score may carry past the budget (a metric drop's ``DROP_ULPS``) and the metric's float value
-        (None for the others); None for an SNR or cosine budget on a graph without floating-point output."""
+        (None for the others); for an SNR or cosine budget on a graph without a floating-point output element to
+        compare, why not (an output empty on every sample scored as exact: nothing changed, budget met)."""
         kind = self.budget[0]
         if kind == "metric":
             with executor.mode(quantize=False):
@@ -408,7 +414,10 @@ class SensitivityFallback(Pass):
             return (lambda: baseline - metric_value(self.metric, executor)), slack, baseline
         references = _float_outputs(executor, batches)
         if not any(references):
-            return None
+            return "every graph output is integer or boolean"
+        if not any(t.numel() for reference in references for t in reference.values()):
+            return "no floating-point graph output holds an element on these samples (every one empty: a detector " \
+                   "that kept no box)"
 
         def score() -> float:
             stats = _output_error(executor, batches, references)

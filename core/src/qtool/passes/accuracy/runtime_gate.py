@@ -28,7 +28,7 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
                    ) -> tuple[float | None, str]:
     """The output SNR (dB) of ``graph`` run by ``runtime`` against its float outputs, over ``batches``, and the
     runtime's name; None and why where the graph cannot be measured so (the platform cannot export or run it
-    here, or onnxruntime cannot compute its float outputs). ``reference(names)``: the float outputs of ``batches``
+    here, onnxruntime cannot compute its float outputs, or no element was compared). ``reference(names)``: the float outputs of ``batches``
     where known already (calibration's run kept them, :meth:`qtool.calibration.KeptOutputs.batch_reference`),
     else None: onnxruntime computes them."""
     names = [v.name for v in graph.outputs]
@@ -46,4 +46,7 @@ def runtime_snr_db(graph: Graph, batches: Sequence[Mapping[str, np.ndarray]], ru
     error = OutputsError()
     for floats, outputs in zip(expected, ran, strict=True):
         error.update(floats, dict(zip(names, outputs, strict=True)))
+    if error.outputs and not error.compared:
+        return None, ("no element to compare: every floating-point output is empty (a detector that kept no box) "
+                      "or of another shape than the float model's")
     return error.snr_db, runtime.name
