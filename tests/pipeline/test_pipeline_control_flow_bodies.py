@@ -294,3 +294,27 @@ def test_a_quantized_control_flow_model_fed_back_is_quantized_again(tmp_path, ki
     x = _x(8, seed=4, offset=2.0)
     reference, quantized = _ort(path, x), _ort(again.files[0], x)
     assert 20 < 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) < 80
+
+
+def test_a_branch_of_constants_alone_has_nothing_to_quantize(tmp_path):
+    """torchvision's batched_nms exports 'If boxes.numel() == 0' whose then_branch is one Constant (fasterrcnn:
+    If_1971): taken during calibration (no box), it was quantized as a model of no input and the run warned
+    'then_branch: kept float: quantizing it failed (the model has no inputs to calibrate with)'."""
+    nested = control_flow_model("if")
+    flow = next(n for n in nested.graph.node if n.op_type == "If")
+    empty = helper.make_tensor("empty", onnx.TensorProto.FLOAT, [1, HIDDEN], np.zeros(HIDDEN, np.float32))
+    then = helper.make_graph([helper.make_node("Constant", [], ["then_out"], value=empty)], "then", [],
+                             [_vi("then_out")])
+    next(a for a in flow.attribute if a.name == "then_branch").g.CopyFrom(then)
+    path = tmp_path / "constant_branch.onnx"
+    onnx.save(nested, path)
+    positive = 12.0 * np.sign(WEIGHTS["w1"].sum())  # the then_branch only
+    calib = _x(16, seed=3, offset=positive)
+    result = qtool.quantize(path, "onnxruntime", [{"x": calib[k:k + 4]} for k in range(0, 16, 4)],
+                            calib_layout="feeds", output=tmp_path / "q.onnx")
+    assert not [d for d in result.diagnostics if d.code == "control-flow.body-float"]
+    then_outcome = next(b for b in result.summary["subgraphs"] if b["attribute"] == "then_branch")
+    assert then_outcome["compute_ops"] == 0
+    assert then_outcome["reason"] == "reads no tensor (constants alone): nothing to quantize"
+    assert "then_branch reads no tensor (constants alone): nothing to quantize" in \
+        result.graph.operations["flow"].quant.reason

@@ -11,7 +11,8 @@ exported body, Q/DQ inside, replaces the op's attribute: outer tensors are
 quantized inside the body that reads them; the graph's ``float_reference`` keeps
 the float bodies, which the quantized model is measured against. A body never run during calibration,
 or whose quantization fails, stays float, and the op's reason (``qtool
-explain``, the summary's ``subgraphs``) says so.
+explain``, the summary's ``subgraphs``) says so; a body that reads no tensor
+(constants alone) has nothing to quantize.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .feeds import body_attributes, body_model, record_bodies
 from .splice import exported_body
 
 NEVER_RUN = "never run during calibration: kept float"
+CONSTANTS_ALONE = "reads no tensor (constants alone): nothing to quantize"
+_SAID = (NEVER_RUN, CONSTANTS_ALONE)  # reasons the op's own says, without a warning
 
 
 @dataclass
@@ -77,7 +80,7 @@ class Bodies:
                 op.quant.reason = ("control flow: runs float through ONNX Runtime; inside: "
                                    + "; ".join(o.text() for o in mine))
             found += [Diagnostic(Severity.WARNING, "control-flow.body-float", f"{o.attribute}: {o.reason}", op=name)
-                      for o in mine if o.reason is not None and o.reason != NEVER_RUN]
+                      for o in mine if o.reason is not None and o.reason not in _SAID]
         return found
 
     def as_list(self) -> list[dict]:
@@ -124,9 +127,12 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
             if not feeds:
                 outcome.kept_float(op.attributes[name], NEVER_RUN)
                 continue
+            model = body_model(graph, op, op.attributes[name], feeds[0])
+            if not model.graph.input:  # batched_nms' 'no box' branch: nothing to calibrate, every op of it
+                outcome.reason = CONSTANTS_ALONE  # folded as the main graph's constants are
+                continue
             try:
-                result, exported = quantize_body(body_model(graph, op, op.attributes[name], feeds[0]), feeds,
-                                                 f"{op.name}.{name}")
+                result, exported = quantize_body(model, feeds, f"{op.name}.{name}")
                 replaced[name] = exported_body(op.attributes[name], exported, f"{op.name}.{name}.")
             except QtoolError as exc:
                 outcome.kept_float(op.attributes[name], f"kept float: quantizing it failed ({exc})")
