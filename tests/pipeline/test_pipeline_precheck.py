@@ -80,3 +80,29 @@ def test_a_refusal_after_calibration_names_the_keys_too(cnn_model, tmp_path):
         qtool.quantize(cnn_model, "tensorrt", np.ones((4, 3, 8, 8), np.float32), config=config)
     assert "found before calibration" not in str(refused.value)
     assert str(refused.value).startswith(f"{config}: activation.symmetric: tensorrt cannot run the quantized model")
+
+
+def test_a_fallback_that_may_change_no_op_of_the_model_rescues_nothing(tmp_path):
+    """onnxruntime's default fallback changes at most a tenth of the compute ops (none of a model of fewer than ten):
+    an error on a Gemm it could never return to float waited until after calibration."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (16, 16)), ("w2", (16, 4)))]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], initializer=weights)
+    model = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    pulled = []
+    samples = (pulled.append(i) or {"x": rng.standard_normal((1, 16)).astype(np.float32)} for i in range(16))
+    config = tmp_path / "a2.toml"
+    config.write_text("[activation]\nbits = 2\n")
+    with pytest.raises(UnsupportedModelError) as refused:
+        qtool.quantize(model, "onnxruntime", samples, config=config)
+    assert "found before calibration" in str(refused.value) and str(refused.value).startswith(f"{config}: ")
+    assert len(pulled) <= 1  # the first feed may be read for the model's inputs, the calibration data not

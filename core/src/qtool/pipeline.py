@@ -298,13 +298,20 @@ def _quantize_graph(graph: Graph, target: Platform, qconfig, data, options: Expo
 def _beyond_rescue(found: list[Diagnostic], planned: Graph, qconfig) -> list[Diagnostic]:
     """The plan's findings no pass after calibration can undo: those of an op (or of a tensor of an op) that the
     enabled fallback (its ``op_types``, any quantized op without) or OutlierOutputs (its MatMuls' outputs) may
-    return to float are left to the final validation, as is everything where a plugin pass runs (the caller)."""
+    return to float are left to the final validation, as is everything where a plugin pass runs (the caller). A
+    fallback whose ``max_ops``/``max_share`` allow no op of this model (the default's tenth of fewer than ten compute
+    ops) rescues nothing."""
+    from .passes.accuracy.fallback import changeable_ops
+
     rescued_types: set[str] | None = set()
     for name, default in (("fallback", None), ("outlier_outputs", ("MatMul",))):
         options = qconfig.accuracy.get(name)
         if options in (None, False):
             continue
-        types = (options if isinstance(options, Mapping) else {}).get("op_types", default)
+        options = options if isinstance(options, Mapping) else {}
+        if name == "fallback" and changeable_ops(planned, options.get("max_ops"), options.get("max_share")) == 0:
+            continue
+        types = options.get("op_types", default)
         if types is None:
             rescued_types = None
             break

@@ -102,6 +102,15 @@ class FallbackReport:
                    details.get("after_runtime_db"), details.get("after_runtime_drop"))
 
 
+def changeable_ops(graph: Graph, max_ops: int | None, max_share: float | None) -> int | None:
+    """The most ops the fallback may change on ``graph``: ``max_ops``, and ``max_share`` of its compute ops (rounded
+    down); None: no limit."""
+    limits = [] if max_ops is None else [max_ops]
+    if max_share is not None:
+        limits.append(math.floor(max_share * sum(1 for op in graph.operations.values() if is_compute(op))))
+    return min(limits) if limits else None
+
+
 class SensitivityFallback(Pass):
     """Options: one budget (``min_snr_db``, ``min_cosine``, ``max_gap_db`` with a ``precision`` table, or
     ``metric`` with ``max_drop``), ``precision`` ("float" or ``{"activation_bits": n, "weight_bits": n}``),
@@ -351,12 +360,7 @@ class SensitivityFallback(Pass):
             executor.refresh()
 
     def _limit_ops(self, graph: Graph) -> int | None:
-        """The most ops that may change: ``max_ops``, and ``max_share`` of the compute ops (rounded down)."""
-        limits = [] if self.max_ops is None else [self.max_ops]
-        if self.max_share is not None:
-            compute = sum(1 for op in graph.operations.values() if is_compute(op))
-            limits.append(math.floor(self.max_share * compute))
-        return min(limits) if limits else None
+        return changeable_ops(graph, self.max_ops, self.max_share)
 
     def _limit(self, widened_snr_db: float | None) -> tuple[str, float]:
         """The measured quantity (snr_db, cosine or metric drop) and its limit. A gap is counted from at most
