@@ -146,7 +146,7 @@ def test_a_body_stays_float_where_the_platform_writes_its_quantization_beside_th
     feeds = [{"x": calib[k:k + 4]} for k in range(0, len(calib), 4)]
     result = qtool.quantize(path, platform, feeds, calib_layout="feeds", output=tmp_path / "q.onnx")
     reasons = [b["reason"] for b in result.summary["subgraphs"]]
-    assert reasons == [f"kept float: quantizing it failed ({why})"] * 2
+    assert reasons == [f"kept float: {why}"] * 2  # no failure: what the platform's files cannot carry
     covered = result.summary["coverage"]
     assert covered["compute_ops"] - covered["compute_ops_quantized"] == 2
     assert sum(d.code == "control-flow.body-float" for d in result.diagnostics) == 2

@@ -33,7 +33,7 @@ from .calibration.data import CalibrationData, check_reused
 from .calibration.threads import one_thread, pass_threads, threads
 from .config import resolve_config
 from .config.names import check_names
-from .control_flow import quantize_bodies
+from .control_flow import BodyStaysFloat, quantize_bodies
 from .coverage import Coverage, coverage, initializers_as_inputs, low_coverage, nothing_quantized, prequantized
 from .errors import QtoolError
 from .files import check_not_inputs, check_output_given, check_outputs, user_path
@@ -369,12 +369,12 @@ def _check_body_files(target: Platform, model: Path, files: Sequence[Path]) -> N
     quantize a body; checked before the body's work."""
     files = [Path(f) for f in files]
     if model not in files:
-        raise QtoolError(f"{target.name} exports no ONNX model a subgraph can be made of "
-                         f"(it writes {', '.join(f.name for f in files) or 'nothing'})")
+        raise BodyStaysFloat(f"{target.name} exports no ONNX model a subgraph can be made of "
+                             f"(it writes {', '.join(f.name for f in files) or 'nothing'})")
     beside = [f.name for f in files if f not in (model, data_path(model))]
     if beside:
-        raise QtoolError(f"{target.name} writes the quantization in files beside the model ({', '.join(beside)}), "
-                         "which a subgraph spliced into its op cannot carry")
+        raise BodyStaysFloat(f"{target.name} writes the quantization in files beside the model "
+                             f"({', '.join(beside)}), which a subgraph spliced into its op cannot carry")
 
 
 _EARLIER_EXPORT = ("opset", "allow_unsupported", "remove_activations")

@@ -33,6 +33,12 @@ from .feeds import body_attributes, body_model, record_bodies
 from .splice import exported_body
 
 NEVER_RUN = "never run during calibration: kept float"
+
+
+class BodyStaysFloat(QtoolError):
+    """The platform cannot carry a body's quantization (its files beside the model, or no ONNX model): checked
+    before the body's work, said as the reason, not as a failure."""
+
 CONSTANTS_ALONE = "reads no tensor (constants alone): nothing to quantize"
 _SAID = (NEVER_RUN, CONSTANTS_ALONE)  # reasons the op's own says, without a warning
 
@@ -134,6 +140,9 @@ def quantize_bodies(graph: Graph, data, quantize_body: QuantizeBody, device: str
             try:
                 result, exported = quantize_body(model, feeds, f"{op.name}.{name}")
                 replaced[name] = exported_body(op.attributes[name], exported, f"{op.name}.{name}.")
+            except BodyStaysFloat as exc:
+                outcome.kept_float(op.attributes[name], f"kept float: {exc}")
+                continue
             except QtoolError as exc:
                 outcome.kept_float(op.attributes[name], f"kept float: quantizing it failed ({exc})")
                 continue
