@@ -106,3 +106,16 @@ def test_a_fallback_that_may_change_no_op_of_the_model_rescues_nothing(tmp_path)
         qtool.quantize(model, "onnxruntime", samples, config=config)
     assert "found before calibration" in str(refused.value) and str(refused.value).startswith(f"{config}: ")
     assert len(pulled) <= 1  # the first feed may be read for the model's inputs, the calibration data not
+
+
+def test_a_reason_found_at_several_places_is_listed_once(cnn_model, tmp_path):
+    """4-bit activations on a CNN repeated one reason for every Conv of it (about 1500 characters for five)."""
+    config = tmp_path / "a4.toml"
+    config.write_text("[activation]\nbits = 4\n")
+    with pytest.raises(UnsupportedModelError) as refused:
+        qtool.quantize(cnn_model, "onnxruntime", np.ones((4, 3, 8, 8), np.float32), config=config)
+    message = str(refused.value)
+    fused = "fuse the Conv into QLinearConv, which takes 8-bit types only"
+    assert message.count(fused) == 1
+    assert re.search(r"error \[ort\.kernel-type\] at 2 places \(op '[^']*Conv' tensor '[^']*', op '[^']*Conv' tensor",
+                     message)

@@ -31,13 +31,41 @@ def refuse_unsupported(target: Platform, diagnostics: list[Diagnostic], *, befor
     errors = [d for d in diagnostics if d.severity is Severity.ERROR]
     if not errors:
         return
-    more = f"; and {len(errors) - 5} more (quantize --json lists every diagnostic)" if len(errors) > 5 else ""
-    listed = "; ".join(str(d) for d in errors[:5]) + more
+    groups = grouped(errors)
+    more = f"; and {len(groups) - SHOWN} more (quantize --json lists every diagnostic)" if len(groups) > SHOWN else ""
+    listed = "; ".join(groups[:SHOWN]) + more
     when = ", found before calibration" if before_calibration else ""
     keys = scheme_keys(config, graph, errors) if config is not None and graph is not None else []
     asked = f"{', '.join(keys)}: " if keys else ""
     raise UnsupportedModelError(f"{asked}{target.name} cannot run the quantized model ({len(errors)} error(s){when}): "
                                 f"{listed}. Nothing was written (--allow-unsupported exports anyway)", diagnostics)
+
+
+SHOWN = 5  # reasons a refusal lists
+SHOWN_PLACES = 3  # places named for one reason
+
+
+def grouped(errors: list[Diagnostic]) -> list[str]:
+    """Each distinct reason once (code and message), with the places it was found: the first few, then how many
+    more (a 4-bit activation scheme on a CNN repeated one reason for every tensor of the line)."""
+    places: dict[tuple[str, str], list[Diagnostic]] = {}
+    for d in errors:
+        places.setdefault((d.code, d.message), []).append(d)
+    lines = []
+    for found in places.values():
+        if len(found) == 1:
+            lines.append(str(found[0]))
+            continue
+        named = ", ".join(_place(d) for d in found[:SHOWN_PLACES])
+        more = f" and {len(found) - SHOWN_PLACES} more" if len(found) > SHOWN_PLACES else ""
+        lines.append(f"{found[0].severity.value} [{found[0].code}] at {len(found)} places ({named}{more}): "
+                     f"{found[0].message}")
+    return lines
+
+
+def _place(d: Diagnostic) -> str:
+    return " ".join(p for p in (f"op {d.op!r}" if d.op else "", f"tensor {d.tensor!r}" if d.tensor else "",
+                                d.scheme or "") if p) or "the model"
 
 
 def scheme_keys(config, graph, found: list[Diagnostic]) -> list[str]:
