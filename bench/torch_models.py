@@ -195,7 +195,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
                 module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
                 module.weight.copy_(torch.rand(module.num_features, generator=gen) + 0.5)

@@ -625,6 +625,8 @@ def _multi_input(folder: Path) -> tuple[Path, Feed]:
 
 
 def _zoo() -> list[Entry]:
+    import zoo_sequence  # it builds on this module's helpers
+
     image = _torch_image_model
     entries = [
         Entry("resnet18-w8", "residual (ResNet-18 shape, width 8)", image(lambda: ResNet18(8, 10))),
@@ -671,7 +673,7 @@ def _zoo() -> list[Entry]:
         Entry("loop-body", "Loop carrying a state through MatMul + Tanh", _loop_model),
         Entry("scan-rnn", "Scan over frames with a MatMul RNN body", _scan_model),
     ]
-    return entries + _transformers()
+    return entries + _transformers() + zoo_sequence.entries()
 
 
 def _full_size() -> list[Entry]:
