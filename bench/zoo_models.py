@@ -4,7 +4,8 @@ that trip quantizers (plus the real trained models of bench/accuracy.py).
 Every entry is ``Entry(name, pattern, build)``; ``build(folder) -> (onnx path, feed)`` writes the float model and
 returns ``feed(seed) -> {input: array}``, one model call with exactly the shapes the model takes. CNNs are written
 here in torch (torchvision does not install beside torch 2.13); transformers models come from small configs,
-never from a hub; control-flow models are written with onnx.helper.
+never from a hub; control-flow models are written with onnx.helper; sequence models (a KV-cache decoder, a
+mixture of experts, a speech Conformer, a T5 decoder) live in bench/zoo_sequence.py.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ LAYERS, VOCAB = 2, 100
 # -- a causal LM with its KV cache -----------------------------------------------------------------------------------
 class _CachedCausalLM(nn.Module):
     """A transformers causal LM whose cache travels as flat tensors, as Optimum exports it: inputs
-    ``past_key_values.{i}.key/value`` [batch, kv_heads, past, head_dim], outputs logits and ``present.{i}.key/value``."""
+    ``past_key_values.{i}.key/value`` [batch, kv_heads, past, head_dim]; outputs logits and
+    ``present.{i}.key/value``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -97,8 +98,8 @@ class _Logits(nn.Module):
 
 
 def _mixtral(folder: Path) -> tuple[Path, Feed]:
-    """Experts by ``batched_mm`` (gathered expert weights, batched MatMuls): the default one loops over the experts
-    a token routes to, which the legacy exporter cannot trace."""
+    """Experts by ``batched_mm``: each token's routed expert weights gathered, then MatMuls. The default loops over
+    the experts hit (``torch.histc``), which the legacy exporter cannot export (no ``aten::histc`` symbolic)."""
     import transformers as T
 
     torch.manual_seed(0)
@@ -256,8 +257,8 @@ def entries() -> list[Entry]:
     return [
         Entry("hf-llama-kv", "Llama causal LM (GQA) with its KV cache as inputs and outputs, fed by a greedy "
               "generation loop (zero-length past, then one token at a time)", _llama_kv),
-        Entry("hf-mixtral", "Mixtral causal LM: mixture of 4 experts, top-2 routing (TopK, Softmax, batched MatMuls)",
-              _mixtral),
+        Entry("hf-mixtral", "Mixtral causal LM: mixture of 4 experts, top-2 routing (TopK), expert weights gathered "
+              "per token", _mixtral),
         Entry("conformer-stft", "speech Conformer: STFT (DFT) log-mel front end, relative sinusoidal positions, "
               "depthwise Conv1d and GLU, CTC head; audio of varying lengths", _conformer),
         Entry("hf-t5-decoder", "T5 decoder stack: cross-attention on encoder_hidden_states, varying lengths",
