@@ -36,6 +36,8 @@ def convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """``model`` at ai.onnx ``opset`` through onnx.version_converter, with an IR version that allows it."""
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if current is not None and current != opset:  # None: no op of ONNX's own domain (an ai.onnx.ml model)
+        if current < 13 <= opset:
+            _flatten_hardmax(model.graph)
         try:
             converted = version_converter.convert_version(model, opset)
         except (RuntimeError, ValueError) as exc:
@@ -73,6 +75,34 @@ def _keep_resize_coordinates(model: onnx.ModelProto) -> None:
         mode = helper.get_attribute_value(given["mode"]).decode() if "mode" in given else "nearest"
         if mode == "nearest" and "nearest_mode" not in given:
             node.attribute.append(helper.make_attribute("nearest_mode", "floor"))
+
+
+def _flatten_hardmax(graph: onnx.GraphProto) -> None:
+    """Before opset 13 a Hardmax takes one maximum over its input flattened to 2-D at ``axis``, from 13 one along
+    ``axis`` alone, and onnx.version_converter keeps the node as it is (a Hardmax(axis=1) of a [2, 5, 6] tensor put
+    a 1 in each row of 5, not one in 30: another function; Softmax and LogSoftmax it rewrites). Such a Hardmax
+    becomes Reshape(Hardmax(Flatten(x, axis), axis=1), Shape(x)), as the converter writes a Softmax; one along the
+    last axis of an input of known rank stays."""
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.input, *graph.value_info, *graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    nodes = []
+    for node in graph.node:
+        for attribute in node.attribute:
+            for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                _flatten_hardmax(body)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        rank = ranks.get(node.input[0]) if node.input else None
+        if node.op_type != "Hardmax" or node.domain not in ("", "ai.onnx") or (rank and axis in (-1, rank - 1)):
+            nodes.append(node)
+            continue
+        source, result = node.input[0], node.output[0]
+        shape, flat, flat_max = f"{result}_hardmax_shape", f"{result}_hardmax_flat", f"{result}_intermediate"
+        nodes += [helper.make_node("Shape", [source], [shape]),
+                  helper.make_node("Flatten", [source], [flat], axis=axis),
+                  helper.make_node("Hardmax", [flat], [flat_max], name=node.name, axis=1),
+                  helper.make_node("Reshape", [flat_max, shape], [result])]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
 
 
 def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
