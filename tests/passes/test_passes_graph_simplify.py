@@ -308,3 +308,37 @@ def test_a_resize_with_axes_stays_where_the_full_rank_form_is_unknown():
                      [tensor("x", [1, 3, 8, 10]), tensor("s", [2])], [tensor("y", None)], [], opset=19)
     assert GraphSimplify()(graph).details["resize_axes_written_out"] == []
     assert graph.operations["resize"].attributes["axes"] == [2, 3]
+
+
+PADS = {  # Pad-18 pads, axes and mode
+    "one_axis": ([1, 2], [2], "constant"),
+    "negative_axes_unordered": ([1, 0, 2, 1], [-1, 1], "reflect"),
+    "edge_two_axes": ([0, 1, 2, 0], [2, 3], "edge"),
+}
+
+
+def _pad_graph(pads, axes, mode, rank_known=True):
+    node = helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], name="pad", mode=mode)
+    inits = [typed("pads", np.array(pads, np.int64)), typed("axes", np.array(axes, np.int64))]
+    return graph_of([node], [tensor("x", [2, 3, 8, 10] if rank_known else None)], [tensor("y", None)], inits,
+                    opset=18)
+
+
+@pytest.mark.parametrize("case", PADS, ids=list(PADS))
+def test_a_pad_with_axes_is_written_over_every_axis_with_the_same_results(case):
+    """ONNX Runtime's default session could not run a QDQ Pad with axes before a quantized Conv (the same 'Gather
+    node ... indices element out of data bounds, idx=2' as a Resize's): GraphSimplify writes its pads at full rank,
+    0 on the other axes, and no axes."""
+    graph = _pad_graph(*PADS[case])
+    x = RNG.normal(size=(2, 3, 8, 10)).astype(np.float32)
+    before = _ort(graph, x)
+    assert GraphSimplify()(graph).details["pad_axes_written_out"] == ["pad"]
+    pad = graph.operations["pad"]
+    assert len(pad.inputs) == 3 and pad.inputs[1].value.size == 8
+    np.testing.assert_array_equal(_ort(graph, x), before)
+
+
+def test_a_pad_with_axes_stays_where_the_full_rank_form_is_unknown():
+    """An input of unknown rank, and pads that do not fit the axes."""
+    assert GraphSimplify()(_pad_graph([1, 2], [2], "constant", rank_known=False)).details["pad_axes_written_out"] == []
+    assert GraphSimplify()(_pad_graph([1, 2, 3], [2], "constant")).details["pad_axes_written_out"] == []

@@ -337,6 +337,35 @@ def test_a_resize_with_axes_is_written_so_that_a_default_session_runs_it(tmp_pat
     assert 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) > 25
 
 
+def test_a_pad_with_axes_is_written_so_that_a_default_session_runs_it(tmp_path):
+    """Conv -> Pad-18 with pads [1, 1] on axes [2] -> Conv: quantized, ORT's default session stopped on it ('Gather
+    node ... indices element out of data bounds, idx=2 must be within the inclusive range [-2,1]') and qtool kept
+    the files for a bug report. GraphSimplify writes the pads at full rank, without axes, which runs."""
+    rng = np.random.default_rng(3)
+    nodes_ = [helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+              helper.make_node("Pad", ["c1", "pads", "", "axes"], ["p"], "pad"),
+              helper.make_node("Conv", ["p", "w2"], ["y"], "conv2", pads=[0, 1, 0, 1])]
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([1, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array([2], np.int64), "axes")]
+    graph = helper.make_graph(nodes_, "pd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 16, 16])], inits)
+    path = tmp_path / "pad18.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    calib = {"x": rng.standard_normal((16, 3, 16, 16)).astype(np.float32)}
+    result = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
+    written = onnx.load(tmp_path / "q.onnx")
+    (pad,) = [n for n in written.graph.node if n.op_type == "Pad"]
+    assert len(pad.input) == 3
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    (quantized,) = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})  # the default session: ORT_ENABLE_ALL
+    (reference,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert 10 * np.log10(np.sum(reference**2) / np.sum((quantized - reference) ** 2)) > 25
+
+
 @pytest.mark.parametrize("opset", [21, 23])
 def test_int8_activations_moved_past_a_reshape_load_in_a_default_session(tmp_path, opset):
     """MatMul -> Reshape -> float Add, -> Transpose -> Reshape -> float Mul, -> Reshape as a graph output, int8

@@ -11,6 +11,7 @@ from ..ops import BIASED_OP_TYPES, op_roles, out_channels, weight_axis
 from .base import Pass, PassResult
 from .constant_folding import fold, folded_value
 from .einsum_matmul import as_matmul, dense_einsum
+from .pad_axes import has_pad_axes, pads_without_axes
 from .resize_axes import has_axes, input_dims, without_axes
 
 
@@ -21,7 +22,8 @@ class GraphSimplify(Pass):
     Gemm with a bias into QGemm only with alpha and beta 1) and write its bias of one row as the (N,) vector it
     stands for (an int32 bias holds that); an Einsum of an activation and a 2-D weight that is a
     MatMul becomes one (:mod:`.einsum_matmul`); a Resize with ``axes`` becomes the same Resize over every axis
-    (:mod:`.resize_axes`: ONNX Runtime's default session cannot run it quantized).
+    (:mod:`.resize_axes`: ONNX Runtime's default session cannot run it quantized), and so does a Pad with ``axes``
+    (:mod:`.pad_axes`, for the same reason).
 
     A BN is folded only when it is the sole reader of the layer's output, the
     layer's weight and bias and the BN statistics are parameters, and BN is in
@@ -31,7 +33,7 @@ class GraphSimplify(Pass):
     name = "GraphSimplify"
 
     def call(self, graph: Graph) -> PassResult:
-        removed, folded, scaled, einsums, constants, resizes, inferred = [], [], [], [], [], [], {}
+        removed, folded, scaled, einsums, constants, resizes, pads, inferred = [], [], [], [], [], [], [], {}
         for op in graph.topological_order():
             if op.op_type in ("Identity", "Dropout") and _removable(graph, op):
                 graph.bypass_operation(op)
@@ -46,6 +48,8 @@ class GraphSimplify(Pass):
                 einsums.append(op.name)
             elif has_axes(op) and without_axes(graph, op, *_rank_and_dims(input_dims(graph, op, inferred))):
                 resizes.append(op.name)
+            elif has_pad_axes(op) and pads_without_axes(graph, op, input_dims(graph, op, inferred)):
+                pads.append(op.name)
         for op in graph.topological_order():  # after BN folding, which takes beta into the bias
             if op.op_type == "Gemm" and _scales_foldable(op):
                 _fold_scales(graph, op)
@@ -53,10 +57,10 @@ class GraphSimplify(Pass):
             if op.op_type == "Gemm" and _row_bias(op):
                 _flatten_bias(graph, op)
         graph.remove_unused()
-        return PassResult(graph, bool(removed or folded or scaled or einsums or constants or resizes),
+        return PassResult(graph, bool(removed or folded or scaled or einsums or constants or resizes or pads),
                           {"removed": removed, "folded": folded, "gemm_scales_folded": scaled,
                            "einsums_as_matmul": einsums, "constants_folded": constants,
-                           "resize_axes_written_out": resizes})
+                           "resize_axes_written_out": resizes, "pad_axes_written_out": pads})
 
 
 def _rank_and_dims(dims: list | None) -> tuple[int | None, list | None]:
