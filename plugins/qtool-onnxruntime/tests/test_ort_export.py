@@ -318,6 +318,19 @@ def test_nodes_the_opset_conversion_puts_before_a_reader_read_its_pair(tmp_path)
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
 
 
+def test_a_converted_softmax_and_an_upsample_leave_no_two_nodes_of_one_name(tmp_path):
+    """torch's opset-9 export of an upsampling CNN with a Softmax: the Upsample's Resize takes its old name back, and
+    then the Reshape the converter writes after the Softmax took the Softmax's name too ('two nodes with same node
+    name (/Softmax)': ORT refused the model). Each name stays on one node."""
+    middle = [onnx.helper.make_node("Upsample", ["c", "scales"], ["u"], name="/Upsample", mode="nearest"),
+              onnx.helper.make_node("Softmax", ["u"], ["m"], name="/Softmax", axis=1)]
+    result = _between_convs(tmp_path, 9, middle, SCALES)
+
+    names = [node.name for node in onnx.load(result.files[0]).graph.node if node.name]
+    assert len(names) == len(set(names)) and {"/Upsample", "/Softmax"} <= set(names)
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
+
+
 _N = onnx.helper.make_node
 _BN = {"g": np.ones(8, np.float32), "b": np.zeros(8, np.float32), "mu": np.zeros(8, np.float32),
        "var": np.ones(8, np.float32)}

@@ -110,7 +110,9 @@ def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.Mode
     a node it replaces (an opset-9 Upsample becomes a Resize) unnamed, with outputs of new names; the QDQ writer
     finds tensors and nodes by the float graph's names (the Q/DQ pair of the Upsample's output read a tensor no
     node wrote, and ONNX Runtime refused the model). A new name is found where a node that kept its name reads it
-    in place of an old one that no longer exists (an opset-10 Resize that gains its roi input keeps its scales)."""
+    in place of an old one that no longer exists (an opset-10 Resize that gains its roi input keeps its scales). A
+    node takes no name another node kept: the Reshape the converter writes after an opset-11 Softmax writes the
+    Softmax's output, and taking its name made two nodes '/Softmax' (ORT refused torch's opset-9 export)."""
     old_nodes = {node.name: node for node in before.graph.node if node.name}
     graph = after.graph
     present = {name for node in graph.node for name in node.output} | {t.name for t in graph.initializer} | \
@@ -124,12 +126,14 @@ def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.Mode
     if not renamed:
         return after
     producers = {name: node.name for node in before.graph.node for name in node.output}
+    taken = {node.name for node in graph.node if node.name}
     for node in graph.node:
         node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]
-        restored = [producers[name] for name in node.output if name in producers]
+        restored = [producers[name] for name in node.output if name in producers and producers[name] not in taken]
         if not node.name and restored:
             node.name = restored[0]
+            taken.add(node.name)
     for value in graph.output:
         value.name = renamed.get(value.name, value.name)
     return after
