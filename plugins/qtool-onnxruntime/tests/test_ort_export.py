@@ -32,6 +32,7 @@ from qtool.quant import QuantizationPolicy as P
 from qtool.quant import QuantScheme, TensorQuantizationConfig, fake_quantize, quantize_to_codes
 from qtool.testing import quantize_by_hand
 from qtool_onnxruntime.errors import OnnxRuntimeExportError
+from qtool_onnxruntime.opset import convert
 
 CONV_PER_CHANNEL = QuantScheme.integer(8, per_channel=True, channel_axis=0)
 
@@ -250,9 +251,9 @@ def test_large_weights_keep_their_values_through_the_opset_conversion(tmp_path):
     assert agreement(graph, path)["min_cosine"] > 0.99999  # the float output: ORT and the simulation agree
 
 
-def _between_convs(folder, opset: int, middle: list, params: dict | None = None):
+def _between_convs(folder, opset: int, middle: list, params: dict | None = None, config: dict | None = None):
     """Conv -> ``middle`` (reading "c", writing "m") -> Conv, written at ``opset`` and quantized for onnxruntime
-    on 4 feeds (the export converts it to opset 13 for its per-channel weights)."""
+    on 4 feeds with ``config`` (the export converts it to opset 13 for its per-channel weights)."""
     rng = np.random.default_rng(0)
     helper = onnx.helper
     for number, node in enumerate(middle):
@@ -270,7 +271,7 @@ def _between_convs(folder, opset: int, middle: list, params: dict | None = None)
     onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)),
               source)
     feeds = [{"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
-    return qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=folder / "q.onnx")
+    return qtool.quantize(source, "onnxruntime", feeds, calib_layout="feeds", output=folder / "q.onnx", config=config)
 
 
 def _producers(model: onnx.ModelProto) -> dict[str, str]:
@@ -331,6 +332,20 @@ def test_a_converted_softmax_and_an_upsample_leave_no_two_nodes_of_one_name(tmp_
     assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
 
 
+def test_the_bounds_the_conversion_gives_a_clip_count_as_constants(tmp_path):
+    """torch's opset-9 export of a ReLU6, float8 activations: at opset 19 the Clip's bounds are inputs the converter
+    wrote as Constant nodes, so the export did not see constant bounds and left the Clip before its pair; ORT,
+    folding them, refused the model ('Unexpected data type for QuantizeLinear input y_zero_point of 17'). They are
+    initializers, and the Clip goes after its pair as any float8 one does."""
+    clip = onnx.helper.make_node("Clip", ["c"], ["m"], name="relu6", min=0.0, max=6.0)
+    result = _between_convs(tmp_path, 9, [clip], config={"preset": "fp8-e4m3"})
+
+    model = onnx.load(result.files[0])
+    assert _opset(model) == 19 and not nodes(model, "Constant")
+    assert _producers(model)[nodes(model, "Clip")[0].input[0]] == "DequantizeLinear"
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 15
+
+
 _N = onnx.helper.make_node
 _BN = {"g": np.ones(8, np.float32), "b": np.zeros(8, np.float32), "mu": np.zeros(8, np.float32),
        "var": np.ones(8, np.float32)}
@@ -372,8 +387,6 @@ def test_an_opset_11_hardmax_keeps_its_flattening_at_opset_13(axis):
     """Before opset 13 a Hardmax puts one 1 in its input flattened to 2-D at ``axis``; onnx.version_converter kept
     the node as it was, a 1 along ``axis`` alone at 13 (an opset-11 model's Hardmax(axis=1) of [2, 5, 6] read
     6.5 dB against float once quantized). The conversion writes the flattening out, as it does for a Softmax."""
-    from qtool_onnxruntime.opset import convert
-
     x = {"x": np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)}
     before = run(_hardmax_proto(axis), x)[0]
     converted = convert(_hardmax_proto(axis), 13)
@@ -397,6 +410,18 @@ def test_a_model_at_opset_28_is_written_at_27(tmp_path):
     path = export(graph, tmp_path)
     assert _opset(onnx.load(path)) == 27
     assert agreement(graph, path)["max_steps"] <= 1
+
+
+def test_lowering_an_op_newer_than_the_opset_names_the_opset_it_came_in(tmp_path):
+    """An opset-23 RMSNormalization asked for at opset 13: the converter's 'No Previous Version of
+    RMSNormalization exists' says which opset the op needs."""
+    rms = helper.make_graph([helper.make_node("RMSNormalization", ["x", "s"], ["y"], name="rms")], "g",
+                            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+                            [numpy_helper.from_array(np.ones(8, np.float32), "s")])
+    with pytest.raises(OnnxRuntimeExportError, match="from opset 23 to opset 13 with onnx.version_converter: "
+                                                     "RMSNormalization exists from opset 23 on, not at opset 13; "):
+        convert(helper.make_model(rms, opset_imports=[helper.make_opsetid("", 23)]), 13)
 
 
 def test_lowering_the_opset_fails_with_a_clear_error(tmp_path):

@@ -46,6 +46,7 @@ def convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
                 f"{_converter_reason(exc, opset)}; set the export opset to {current} or convert the model first"
             ) from exc
         model = _restore_names(model, converted)
+        _constants_as_initializers(model.graph)
         if current < 11 <= opset:
             _keep_resize_coordinates(model)
     model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True))
@@ -58,6 +59,11 @@ def _converter_reason(exc: Exception, opset: int) -> str:
     missing = re.search(r"No Adapter (?:From|To) Version \$?(\d+) for (\w+)", text)
     if missing:
         return f"it has no way to write {missing.group(2)}-{missing.group(1)} at opset {opset}"
+    newer = re.search(r"No Previous Version of (\w+) exists", text)
+    if newer:
+        first = min(s.since_version for s in onnx.defs.get_all_schemas_with_history()
+                    if s.name == newer.group(1) and s.domain == "")
+        return f"{newer.group(1)} exists from opset {first} on, not at opset {opset}"
     return text.rsplit(": ", 1)[-1] if text else type(exc).__name__
 
 
@@ -75,6 +81,25 @@ def _keep_resize_coordinates(model: onnx.ModelProto) -> None:
         mode = helper.get_attribute_value(given["mode"]).decode() if "mode" in given else "nearest"
         if mode == "nearest" and "nearest_mode" not in given:
             node.attribute.append(helper.make_attribute("nearest_mode", "floor"))
+
+
+def _constants_as_initializers(graph: onnx.GraphProto) -> None:
+    """The Constant nodes onnx.version_converter writes (an opset-9 Clip's min and max become inputs at 11) as
+    initializers, as qtool writes every constant: the export finds constants among the initializers (a float8 Clip
+    whose bounds were Constant nodes stayed before its pair, and ONNX Runtime, folding them, refused the model:
+    'Unexpected data type for QuantizeLinear input y_zero_point')."""
+    nodes = []
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" \
+            and node.domain in ("", "ai.onnx") and len(node.attribute) == 1 else None
+        if value is None:
+            nodes.append(node)
+            continue
+        initializer = graph.initializer.add()
+        initializer.CopyFrom(value)
+        initializer.name = node.output[0]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
 
 
 def _flatten_hardmax(graph: onnx.GraphProto) -> None:
