@@ -87,12 +87,12 @@ def _constants_as_initializers(graph: onnx.GraphProto) -> None:
     """The Constant nodes onnx.version_converter writes (an opset-9 Clip's min and max become inputs at 11) as
     initializers, as qtool writes every constant: the export finds constants among the initializers (a float8 Clip
     whose bounds were Constant nodes stayed before its pair, and ONNX Runtime, folding them, refused the model:
-    'Unexpected data type for QuantizeLinear input y_zero_point')."""
-    nodes = []
+    'Unexpected data type for QuantizeLinear input y_zero_point'). A Constant that is a graph output stays, as qtool
+    keeps it."""
+    nodes, outputs = [], {o.name for o in graph.output}
     for node in graph.node:
-        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" \
-            and node.domain in ("", "ai.onnx") and len(node.attribute) == 1 else None
-        if value is None:
+        value = _tensor_constant(node)
+        if value is None or node.output[0] in outputs:
             nodes.append(node)
             continue
         initializer = graph.initializer.add()
@@ -100,6 +100,13 @@ def _constants_as_initializers(graph: onnx.GraphProto) -> None:
         initializer.name = node.output[0]
     graph.ClearField("node")
     graph.node.extend(nodes)
+
+
+def _tensor_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """The tensor of an ONNX Constant node given by its ``value`` attribute, else None."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+        return None
+    return node.attribute[0].t if node.attribute[0].name == "value" else None
 
 
 def _flatten_hardmax(graph: onnx.GraphProto) -> None:
