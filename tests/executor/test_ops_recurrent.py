@@ -70,6 +70,22 @@ def test_reverse_with_sequence_lengths(op_type):
     _check(op_type, _inputs(op_type, "reverse", seq_lens=True), {"direction": "reverse"})
 
 
+@pytest.mark.parametrize("op_type", sorted(GATES))
+def test_a_sequence_of_length_zero_ends_in_zero_states(op_type):
+    """onnxruntime gives an empty sequence zero final states, not its initial ones (which are random here)."""
+    inputs = _inputs(op_type, "bidirectional", states=True, seq_lens=True)
+    inputs[4] = np.array([SEQ, 0, 3], dtype=np.int32)
+    _check(op_type, inputs, {"direction": "bidirectional"})
+
+
+def test_sequence_lengths_beyond_the_sequence_are_refused():
+    inputs = _inputs("RNN", "forward", seq_lens=True)
+    inputs[4] = np.array([SEQ, SEQ + 1, 3], dtype=np.int32)
+    model = make_model("RNN", inputs, {"hidden_size": HIDDEN}, 14, 2, (1, 2, 3))
+    with pytest.raises(ValueError, match=r"sequence_lens \[5, 6, 3\] holds values outside \[0, 5\]"):
+        run_torch(model, inputs, 14)
+
+
 def test_lstm_peepholes_clip_and_coupled_gates():
     inputs = _inputs("LSTM", "bidirectional", states=True, peepholes=True)
     _check("LSTM", inputs, {"direction": "bidirectional", "clip": 0.7})
@@ -88,6 +104,12 @@ def test_activations_with_parameters():
                                                     "activation_alpha": [0.2, 0.5], "activation_beta": [0.1]})
     _check("GRU", _inputs("GRU", "forward"), {"activations": ["HardSigmoid", "Softsign"],
                                               "activation_alpha": [0.3], "activation_beta": [0.4]})
+
+
+@pytest.mark.parametrize("activation", ["Affine", "ScaledTanh", "ThresholdedRelu", "LeakyRelu", "HardSigmoid", "Elu"])
+def test_activation_parameters_not_given_default_as_in_onnxruntime(activation):
+    """Affine, ScaledTanh and ThresholdedRelu default alpha (and beta) to 0 there, not to the spec's 1."""
+    _check("RNN", _inputs("RNN", "forward"), {"activations": [activation]})
 
 
 def test_only_the_sequence_output_is_declared():

@@ -14,14 +14,16 @@ from .registry import op_impl
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 # name -> (alpha default, beta default, function of (x, alpha, beta)); a None default: the function takes none.
+# The defaults are onnxruntime's (rnn_helpers.cc): 0 for Affine, ScaledTanh and ThresholdedRelu, where the spec's
+# operators of those names default alpha to 1.
 _ACTIVATIONS: dict[str, tuple[float | None, float | None, Callable]] = {
     "relu": (None, None, lambda x, a, b: torch.relu(x)),
     "tanh": (None, None, lambda x, a, b: torch.tanh(x)),
     "sigmoid": (None, None, lambda x, a, b: torch.sigmoid(x)),
-    "affine": (1.0, 0.0, lambda x, a, b: x * a + b),
+    "affine": (0.0, 0.0, lambda x, a, b: x * a + b),
     "leakyrelu": (0.01, None, lambda x, a, b: F.leaky_relu(x, a)),
-    "thresholdedrelu": (1.0, None, lambda x, a, b: torch.where(x > a, x, torch.zeros_like(x))),
-    "scaledtanh": (1.0, 1.0, lambda x, a, b: a * torch.tanh(b * x)),
+    "thresholdedrelu": (0.0, None, lambda x, a, b: torch.where(x > a, x, torch.zeros_like(x))),
+    "scaledtanh": (0.0, 0.0, lambda x, a, b: a * torch.tanh(b * x)),
     "hardsigmoid": (0.2, 0.5, lambda x, a, b: torch.clamp(x * a + b, 0, 1)),
     "elu": (1.0, None, lambda x, a, b: F.elu(x, a)),
     "softsign": (None, None, lambda x, a, b: F.softsign(x)),
@@ -83,7 +85,10 @@ class _Layer:
             yield t, None if self.seq_lens is None else (t < self.seq_lens).unsqueeze(1)
 
     def output(self, y: torch.Tensor, finals: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Y [seq, dirs, batch, hidden] and final states [dirs, batch, hidden], in the op's layout."""
+        """Y [seq, dirs, batch, hidden] and final states [dirs, batch, hidden], in the op's layout; a sequence of
+        length 0 ends in zero states, not its initial ones (as onnxruntime has it)."""
+        if self.seq_lens is not None:
+            finals = [torch.where((self.seq_lens > 0).unsqueeze(1), f, torch.zeros_like(f)) for f in finals]
         if self.layout == 1:
             return [y.permute(2, 0, 1, 3), *(f.transpose(0, 1) for f in finals)]
         return [y, *finals]
@@ -99,6 +104,9 @@ def _layer(attrs: dict, inputs: list, gates: int) -> _Layer:
     if directions is None:
         raise ValueError(f"unknown direction {direction!r}")
     seq_lens = optional_input(inputs, 4)
+    if seq_lens is not None and bool(((seq_lens < 0) | (seq_lens > x.shape[0])).any()):
+        raise ValueError(f"sequence_lens {seq_lens.tolist()} holds values outside [0, {x.shape[0]}] (the sequence "
+                         "length)")
     if seq_lens is not None and bool((seq_lens == x.shape[0]).all()):
         seq_lens = None  # every sequence runs to the end: no masking needed
     b = optional_input(inputs, 3)
