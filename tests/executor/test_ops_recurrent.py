@@ -71,11 +71,12 @@ def test_reverse_with_sequence_lengths(op_type):
 
 
 @pytest.mark.parametrize("op_type", sorted(GATES))
-def test_a_sequence_of_length_zero_ends_in_zero_states(op_type):
+@pytest.mark.parametrize("layout", [0, 1])
+def test_a_sequence_of_length_zero_ends_in_zero_states(op_type, layout):
     """onnxruntime gives an empty sequence zero final states, not its initial ones (which are random here)."""
-    inputs = _inputs(op_type, "bidirectional", states=True, seq_lens=True)
+    inputs = _inputs(op_type, "bidirectional", layout, states=True, seq_lens=True)
     inputs[4] = np.array([SEQ, 0, 3], dtype=np.int32)
-    _check(op_type, inputs, {"direction": "bidirectional"})
+    _check(op_type, inputs, {"direction": "bidirectional", "layout": layout})
 
 
 def test_sequence_lengths_beyond_the_sequence_are_refused():
