@@ -304,6 +304,22 @@ def test_the_written_files_are_measured_as_a_default_session_runs_them(tmp_path)
     assert not [d for d in result.diagnostics if d.code == "output.far-from-float"]
 
 
+def _quantized_between_convs(tmp_path, nodes_, constants: dict, opset: int, rng) -> tuple:
+    """The model ``nodes_`` (x: [n, 3, 16, 16] -> y: [n, 8, 16, 16], Conv weights w1 and w2 drawn here) with its
+    ``constants``, saved at ``opset`` and quantized with defaults above 25 dB: its path and the written model."""
+    weights = {"w1": (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32),
+               "w2": (rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), **constants}
+    graph = helper.make_graph(nodes_, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 16, 16])],
+                              [numpy_helper.from_array(a, name) for name, a in weights.items()])
+    path = tmp_path / f"opset{opset}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    calib = {"x": rng.standard_normal((16, 3, 16, 16)).astype(np.float32)}
+    result = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "q.onnx")
+    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
+    return path, onnx.load(tmp_path / "q.onnx")
+
+
 def _close_in_a_default_session(written: onnx.ModelProto, path, x: np.ndarray) -> None:
     """The written model runs in ORT's default session (ORT_ENABLE_ALL) and stays above 25 dB of the float one."""
     (quantized,) = ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"]).run(
@@ -324,18 +340,8 @@ def test_a_resize_with_axes_is_written_so_that_a_default_session_runs_it(tmp_pat
               helper.make_node("Resize", ["r1", "", "up"], ["r2"], "up_ac", mode="linear", axes=[2, 3],
                                coordinate_transformation_mode="align_corners"),
               helper.make_node("Conv", ["r2", "w2"], ["y"], "conv2", pads=[1, 1, 1, 1])]
-    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), "w1"),
-             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w2"),
-             numpy_helper.from_array(np.array([0.5, 0.5], np.float32), "down"),
-             numpy_helper.from_array(np.array([2.0, 2.0], np.float32), "up")]
-    graph = helper.make_graph(nodes_, "rs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 16, 16])], inits)
-    path = tmp_path / "resize19.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
-    calib = {"x": rng.standard_normal((16, 3, 16, 16)).astype(np.float32)}
-    result = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "q.onnx")
-    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
-    written = onnx.load(tmp_path / "q.onnx")
+    path, written = _quantized_between_convs(tmp_path, nodes_, {"down": np.array([0.5, 0.5], np.float32),
+                                                                "up": np.array([2.0, 2.0], np.float32)}, 19, rng)
     resizes = [n for n in written.graph.node if n.op_type == "Resize"]
     assert len(resizes) == 2 and not any(a.name == "axes" for n in resizes for a in n.attribute)
     _close_in_a_default_session(written, path, rng.standard_normal((2, 3, 16, 16)).astype(np.float32))
@@ -349,18 +355,8 @@ def test_a_pad_with_axes_is_written_so_that_a_default_session_runs_it(tmp_path):
     nodes_ = [helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
               helper.make_node("Pad", ["c1", "pads", "", "axes"], ["p"], "pad"),
               helper.make_node("Conv", ["p", "w2"], ["y"], "conv2", pads=[0, 1, 0, 1])]
-    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), "w1"),
-             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w2"),
-             numpy_helper.from_array(np.array([1, 1], np.int64), "pads"),
-             numpy_helper.from_array(np.array([2], np.int64), "axes")]
-    graph = helper.make_graph(nodes_, "pd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 16, 16])], inits)
-    path = tmp_path / "pad18.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-    calib = {"x": rng.standard_normal((16, 3, 16, 16)).astype(np.float32)}
-    result = qtool.quantize(path, "onnxruntime", calib, output=tmp_path / "q.onnx")
-    assert result.summary["float_vs_quantized"]["outputs"]["y"]["sqnr_db"] > 25
-    written = onnx.load(tmp_path / "q.onnx")
+    path, written = _quantized_between_convs(tmp_path, nodes_, {"pads": np.array([1, 1], np.int64),
+                                                                "axes": np.array([2], np.int64)}, 18, rng)
     (pad,) = [n for n in written.graph.node if n.op_type == "Pad"]
     assert len(pad.input) == 3
     _close_in_a_default_session(written, path, rng.standard_normal((2, 3, 16, 16)).astype(np.float32))
