@@ -7,6 +7,7 @@ import pytest
 import torch
 from onnx import helper
 from passes_helpers import graph_of, init, run, tensor
+from qtool.passes.base import PassError
 from qtool.passes.dispatch import Dispatch
 from qtool.passes.parameter_quantize import ParameterQuantize, value_range
 from qtool.quant import QuantizationState, QuantScheme, compute_scale_offset, fake_quantize
@@ -66,6 +67,20 @@ def test_constant_operand_of_add_is_quantized_per_tensor(make_config):
     assert not tqc.scheme.is_per_channel and tqc.state is QuantizationState.ACTIVATED
     lo, hi = min(constant.min(), 0.0), constant.max()
     np.testing.assert_allclose(tqc.scale, (hi - lo) / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_weight_is_refused_naming_op_tensor_and_index(make_config, bad):
+    """A NaN or inf in a weight (a corrupt embedding row) was rounded into an ordinary number the float model never
+    had (a weight-only block with NaN got scale 1, zero point 0), and the run went on as if quantized."""
+    weight = RNG.normal(size=(64, 8)).astype(np.float32)
+    weight[3, 5] = bad
+    graph = graph_of([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [tensor("x", [2, 64])],
+                     [tensor("y", None)], [init("w", weight)])
+    config = make_config(weight_only={"enabled": True, "bits": 4, "block_size": 32})
+
+    with pytest.raises(PassError, match=rf"op 'mm', parameter 'w': 1 non-finite value\(s\) \({bad} at index \[3, 5\]\)"):
+        _quantize(graph, config)
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])

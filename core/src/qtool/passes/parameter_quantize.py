@@ -31,7 +31,8 @@ class ParameterQuantize(Pass):
                 if var is None or tqc is None or not var.is_parameter or tqc.state is not QuantizationState.INITIAL:
                     continue
                 try:
-                    lo, hi = weight_range(np.asarray(var.value, dtype=np.float64), tqc.scheme)
+                    value = finite(np.asarray(var.value, dtype=np.float64))
+                    lo, hi = weight_range(value, tqc.scheme)
                 except ValueError as exc:
                     raise PassError(f"op {op.name!r}, parameter {var.name!r}: {exc}") from exc
                 tqc.set_params(*compute_scale_offset(tqc.scheme, lo, hi))
@@ -48,6 +49,17 @@ class ParameterQuantize(Pass):
 MSE_CANDIDATES = 100
 WEIGHT_OBSERVERS = ("minmax", "mse")  # what weight_range understands; the config refuses the others for weights
 _CHUNK = 1 << 22  # values fake-quantized per numpy op by the mse weight search
+
+
+def finite(value: np.ndarray) -> np.ndarray:
+    """``value``, refused (ValueError naming the first one) if it holds a NaN or an infinity: no scale represents
+    it, and rounding would turn it into an ordinary number the float model never had."""
+    bad = ~np.isfinite(value)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{int(bad.sum())} non-finite value(s) ({value[where]} at index {list(where)}): "
+                         "a quantized weight must be finite")
+    return value
 
 
 def weight_range(value: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
