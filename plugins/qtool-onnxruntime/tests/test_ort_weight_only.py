@@ -407,6 +407,31 @@ def test_input_size_not_a_whole_number_of_blocks_is_said(tmp_path):
     assert not result.diagnostics
 
 
+
+def test_input_size_within_half_a_block_is_written_in_a_block_that_holds_it(tmp_path):
+    """K = 64 at blocks of 256 is one block either way, but MatMulNBits was written with block_size 256 and 256 codes
+    per column, 4x the codes (a 128-wide Llama at block 256: 0.65 MB of weights against 0.42 MB at block 128; found
+    by a user-style probe). It is written in blocks of 64: the same codes and scales as at 64, nothing padded."""
+    def packed(block):
+        config = {"weight_only": {"block_size": block}}
+        out = tmp_path / f"q{block}.onnx"
+        qtool.quantize(_embedding_model(tmp_path / "m.onnx", 64), "onnxruntime", preset="int4-weight-only",
+                       config=config, output=out)
+        model = onnx.load(out)
+        [node] = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+        weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name in node.input}
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        return attributes["block_size"], [weights[name] for name in node.input[1:] if name in weights]
+
+    block, arrays = packed(256)
+    assert block == 64 and arrays[0].shape == (32, 1, 32)
+    for ours, at_64 in zip(arrays, packed(64)[1], strict=True):
+        np.testing.assert_array_equal(ours, at_64)
+    result = qtool.quantize(_embedding_model(tmp_path / "m48.onnx", 48), "onnxruntime", preset="int4-weight-only",
+                            config={"weight_only": {"block_size": 256}}, output=tmp_path / "q48.onnx")
+    [note] = [d for d in result.diagnostics if d.code == "ort.nbits-padding"]
+    assert "(K = 48, blocks of 64): the last block is padded, so each column stores 64 codes" in note.message
+
 def test_a_stack_of_expert_weights_gathered_whole_says_how_it_runs(tmp_path):
     """A mixture-of-experts table [experts, in, out] gathered by routing ids: GatherBlockQuantized takes a 2-D table,
     so it runs as DequantizeLinear -> Gather, and the note says so in a sentence (it read 'it the whole table

@@ -199,18 +199,27 @@ class Packed:
     codes: np.ndarray
     scales: np.ndarray
     zero_points: np.ndarray | None
+    block: int  # the block_size attribute: see written_block
+
+
+def written_block(k: int, block: int) -> int:
+    """The block size a weight of input size ``k`` is written with: ``block``, or where ``k`` fits in half a block,
+    the smallest power of two from 16 that holds ``k``. One block either way, so the same scales and codes, without
+    the padding (K = 128 at blocks of 256 stored 256 codes per column: an int4 model half again as large as at 128)."""
+    return block if k > block // 2 else max(16, 1 << (k - 1).bit_length())
 
 
 def pack_rows(value: np.ndarray, tqc, rows_axis_is_k: bool, chunk: int = 1 << 22) -> Packed:
     """Pack ``value`` (2-D) whose blocks run along axis 0 when ``rows_axis_is_k`` (MatMul [K, N]), else 1; coded
     about ``chunk`` values at a time (an embedding or LM head holds tens of millions)."""
     scheme = tqc.scheme
-    bits, block = scheme.num_of_bits, scheme.block_size
+    bits = scheme.num_of_bits
     scales = np.asarray(tqc.scale, np.float32)
     offsets = np.broadcast_to(np.asarray(tqc.offset, np.float64), scales.shape)
     shift = 2 ** (bits - 1) if scheme.is_signed else 0
     zero = np.rint(offsets.T if rows_axis_is_k else offsets).astype(np.int64) + shift
     rows, k = value.shape[::-1] if rows_axis_is_k else value.shape
+    block = written_block(k, scheme.block_size)
     blocks = -(-k // block)
     padded = np.empty((rows, blocks * block), np.uint8)
     step = max(1, chunk // max(k, 1))
@@ -232,7 +241,7 @@ def pack_rows(value: np.ndarray, tqc, rows_axis_is_k: bool, chunk: int = 1 << 22
     padded[:, k:] = 0  # the last block's padding, as ORT's quantizer writes it (MatMulNBits reads K columns)
     default = np.all(zero == 2 ** (bits - 1))
     return Packed(_pack(padded, bits).reshape(rows, blocks, block * bits // 8), scales,
-                  None if default else _pack(_even(zero, bits), bits).reshape(-1))
+                  None if default else _pack(_even(zero, bits), bits).reshape(-1), block)
 
 
 def _even(values: np.ndarray, bits: int) -> np.ndarray:
@@ -296,7 +305,7 @@ class NBitsRewriter:
         while inputs[-1] == "":
             inputs.pop()
         return helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name, domain=MS_DOMAIN,
-                                K=k, N=n, bits=scheme.num_of_bits, block_size=scheme.block_size,
+                                K=k, N=n, bits=scheme.num_of_bits, block_size=packed.block,
                                 accuracy_level=self.level)
 
     def _gather(self, layer: NBitsLayer, node: onnx.NodeProto) -> onnx.NodeProto:

@@ -19,7 +19,7 @@ from .codes import CODES
 from .configs import active, input_config, output_config
 from .half import half_quantized
 from .kernels import kernel_verdict
-from .nbits import accuracy_level, nbits_layers, weight_only_format, why_not_nbits
+from .nbits import accuracy_level, nbits_layers, weight_only_format, why_not_nbits, written_block
 from .opset import target_opset
 from .storage import HIGHEST_OPSET, LOWEST_OPSET, placement_problem, storage_type, value_type
 
@@ -155,11 +155,12 @@ def nbits_rules(layers, level: int) -> list[Diagnostic]:
 def _padding_rules(layers) -> list[Diagnostic]:
     """MatMulNBits layers whose input size K is not a whole number of blocks: the last block is padded."""
     padded = [layer for layer in layers if layer.contrib == "MatMulNBits"
-              and _k(layer) % layer.tqc.scheme.block_size]
+              and _k(layer) % written_block(_k(layer), layer.tqc.scheme.block_size)]
     if not padded:
         return []
     first = padded[0]
-    k, block = _k(first), first.tqc.scheme.block_size
+    k = _k(first)
+    block = written_block(k, first.tqc.scheme.block_size)
     stored = -(-k // block) * block
     fits = block // 2
     while fits >= 16 and k % fits:
