@@ -30,6 +30,7 @@ from .smoothquant import _insert_mul, _into_layernorm, _into_mul, _Target, _targ
 
 WHERE = "accuracy.awq"
 ROWS = 1024  # calibration rows kept per tensor for the search
+CHUNK = 1 << 18  # weights fake-quantized at a time by the search
 
 
 class AWQ(Pass):
@@ -97,9 +98,10 @@ class AWQ(Pass):
             s = _scales(target.absmax, float(alpha))
             error = 0.0
             for w, ref in zip(weights, references, strict=True):
-                scaled = w * s[None, :]
-                q = quantize_blocks(scaled, *fit_blocks(scaled, self.scheme), self.scheme) / s[None, :]
-                error += float((x @ q.T - ref).square().sum())
+                for rows in _row_chunks(w.shape):
+                    scaled = w[rows] * s[None, :]
+                    q = quantize_blocks(scaled, *fit_blocks(scaled, self.scheme), self.scheme) / s[None, :]
+                    error += float((x @ q.T - ref[:, rows]).square().sum())
             errors.append(error)
         return float(alphas[int(np.argmin(errors))]), errors
 
@@ -121,6 +123,13 @@ class AWQ(Pass):
 def _scales(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
     s = mean_abs.clamp_min(1e-8).pow(alpha)
     return s / torch.sqrt(s.max() * s.min())
+
+
+def _row_chunks(shape: tuple[int, int]) -> list[slice]:
+    """Slices of weight rows of about ``CHUNK`` weights: each output row's error is its own, and a whole weight at
+    once held about ten float64 copies of it per candidate (a random 78 MB decoder peaked at 1.2 GB)."""
+    step = max(1, CHUNK // max(shape[1], 1))
+    return [slice(start, min(start + step, shape[0])) for start in range(0, shape[0], step)]
 
 
 def _rows(op: Operation) -> torch.Tensor:
