@@ -79,7 +79,8 @@ def test_a_non_finite_weight_is_refused_naming_op_tensor_and_index(make_config, 
                      [tensor("y", None)], [init("w", weight)])
     config = make_config(weight_only={"enabled": True, "bits": 4, "block_size": 32})
 
-    with pytest.raises(PassError, match=rf"op 'mm', parameter 'w': 1 non-finite value\(s\) \({bad} at index \[3, 5\]\)"):
+    message = rf"op 'mm', parameter 'w': 1 non-finite value\(s\) \({bad} at index \[3, 5\]\)"
+    with pytest.raises(PassError, match=message):
         _quantize(graph, config)
 
 
