@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
-import zoo_sequence
+pytest.importorskip("transformers", reason="the zoo's transformers models come with bench/requirements.txt")
+import zoo_sequence  # noqa: E402  (it imports transformers' models only where they are built)
 
 
 def test_llama_kv_feeds_follow_a_greedy_generation_loop(tmp_path):

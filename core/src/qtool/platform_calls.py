@@ -46,26 +46,26 @@ SHOWN_PLACES = 3  # places named for one reason
 
 
 def grouped(errors: list[Diagnostic]) -> list[str]:
-    """Each distinct reason once (code and message), with the places it was found: the first few, then how many
-    more (a 4-bit activation scheme on a CNN repeated one reason for every tensor of the line)."""
-    places: dict[tuple[str, str], list[Diagnostic]] = {}
+    """Each distinct finding once (code, scheme and message), with the places it was found: the first few, then how
+    many more (a 4-bit activation scheme on a CNN repeated one reason for every tensor of the line)."""
+    places: dict[tuple, list[Diagnostic]] = {}
     for d in errors:
-        places.setdefault((d.code, d.message), []).append(d)
+        places.setdefault((d.code, d.scheme, d.message), []).append(d)
     lines = []
-    for found in places.values():
+    for (code, scheme, message), found in places.items():
         if len(found) == 1:
             lines.append(str(found[0]))
             continue
-        named = ", ".join(_place(d) for d in found[:SHOWN_PLACES])
-        more = f" and {len(found) - SHOWN_PLACES} more" if len(found) > SHOWN_PLACES else ""
-        lines.append(f"{found[0].severity.value} [{found[0].code}] at {len(found)} places ({named}{more}): "
-                     f"{found[0].message}")
+        named = "; ".join(_place(d) for d in found[:SHOWN_PLACES])
+        more = f"; and {len(found) - SHOWN_PLACES} more" if len(found) > SHOWN_PLACES else ""
+        lines.append(f"{found[0].severity.value} [{code}] {scheme + ' ' if scheme else ''}at {len(found)} places "
+                     f"({named}{more}): {message}")
     return lines
 
 
 def _place(d: Diagnostic) -> str:
-    return " ".join(p for p in (f"op {d.op!r}" if d.op else "", f"tensor {d.tensor!r}" if d.tensor else "",
-                                d.scheme or "") if p) or "the model"
+    return ", ".join(p for p in (f"op {d.op!r}" if d.op else "", f"tensor {d.tensor!r}" if d.tensor else "") if p) \
+        or "the model"
 
 
 def scheme_keys(config, graph, found: list[Diagnostic]) -> list[str]:
