@@ -9,8 +9,10 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
+import numpy as np
+
 from ..ir import Graph, Operation
-from .errors import UnsupportedOpsError
+from .errors import ExecutorError, UnsupportedOpsError
 from .kernel_names import BUILTIN_OP_TYPES
 from .ort_fallback import FALLBACK_REASON, ort_can_run
 from .plugin_ops import load_plugin_ops
@@ -60,10 +62,44 @@ def _nodes(graph: Graph, keep) -> dict[tuple[str, str], list[str]]:
 
 
 def check_supported(graph: Graph) -> None:
-    """Raise UnsupportedOpsError naming every op type and node without an implementation."""
+    """Raise UnsupportedOpsError naming every op type and node without an implementation, or an ExecutorError
+    naming the first node written in a legacy form no kernel reads (:func:`legacy_form`)."""
     missing = unsupported_ops(graph)
     if missing:
         raise UnsupportedOpsError(missing)
+    for op in graph.topological_order():
+        found = legacy_form(op)
+        if found is not None:
+            raise ExecutorError(f"node {op.name!r} ({op.op_type}): {found}; qtool runs it no more than ONNX Runtime "
+                                "does (ONNX's version converter does not carry it to a form it loads): export the "
+                                "model at a newer opset")
+
+
+LEGACY_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less"})
+
+
+def legacy_form(op: Operation) -> str | None:
+    """What makes ``op`` a form of opset 8 and earlier that computes otherwise than its name does now, or None:
+    an elementwise op broadcasting its second operand from an ``axis`` (opset 6 and earlier; numpy broadcasting,
+    which replaced it, aligns the last axes), a BatchNormalization of statistics per element (``spatial`` 0)."""
+    attributes = op.attributes
+    if op.op_type in LEGACY_BROADCAST and attributes.get("broadcast") == 1 and "axis" in attributes:
+        first = _rank(op.inputs[0])
+        first = _rank(op.outputs[0]) if first is None else first  # the legacy broadcast keeps the first's rank
+        second = _rank(op.inputs[1])
+        if first is None or second is None or attributes["axis"] % max(first, 1) != first - second:
+            return f"opset 6's broadcast of its second operand from axis {attributes['axis']}"
+    if op.op_type == "BatchNormalization" and attributes.get("spatial") == 0:
+        return "statistics per element (spatial = 0, opset 8 and earlier)"
+    return None
+
+
+def _rank(var) -> int | None:
+    if var is None:
+        return None
+    if var.is_parameter:
+        return np.ndim(var.value)
+    return None if var.shape is None else len(var.shape)
 
 
 def _domain(domain: str) -> str:
