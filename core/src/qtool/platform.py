@@ -40,10 +40,14 @@ class Diagnostic:
     tensor: str | None = None
     scheme: str | None = None
 
+    @property
+    def place(self) -> str:
+        """Where it was found: ``op 'conv1', tensor 'x'`` ("" for the model as a whole)."""
+        return ", ".join(p for p in (f"op {self.op!r}" if self.op else "",
+                                     f"tensor {self.tensor!r}" if self.tensor else "") if p)
+
     def __str__(self) -> str:
-        where = ", ".join(p for p in (f"op {self.op!r}" if self.op else "",
-                                       f"tensor {self.tensor!r}" if self.tensor else "",
-                                       self.scheme or "") if p)
+        where = ", ".join(p for p in (self.place, self.scheme or "") if p)
         return f"{self.severity.value} [{self.code}] {where + ': ' if where else ''}{self.message}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -56,16 +56,11 @@ def grouped(errors: list[Diagnostic]) -> list[str]:
         if len(found) == 1:
             lines.append(str(found[0]))
             continue
-        named = "; ".join(_place(d) for d in found[:SHOWN_PLACES])
+        named = "; ".join(d.place or "the model" for d in found[:SHOWN_PLACES])
         more = f"; and {len(found) - SHOWN_PLACES} more" if len(found) > SHOWN_PLACES else ""
         lines.append(f"{found[0].severity.value} [{code}] {scheme + ' ' if scheme else ''}at {len(found)} places "
                      f"({named}{more}): {message}")
     return lines
-
-
-def _place(d: Diagnostic) -> str:
-    return ", ".join(p for p in (f"op {d.op!r}" if d.op else "", f"tensor {d.tensor!r}" if d.tensor else "") if p) \
-        or "the model"
 
 
 def scheme_keys(config, graph, found: list[Diagnostic]) -> list[str]:
